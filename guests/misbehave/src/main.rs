@@ -1,0 +1,87 @@
+//! A guest that breaks the rules on request, to prove the host contains it.
+//!
+//! `/trap` panics, `/loop` spins forever, `/alloc?mb=N` allocates and touches N
+//! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/fetch?url=U`
+//! makes an outbound HTTP request and reports the outcome. Anything else
+//! answers `ok`, so tests can check the host still serves after each failure.
+
+use wstd::http::{Body, Client, Error, Request, Response, StatusCode};
+use wstd::time::Duration;
+
+#[wstd::http_server]
+async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    };
+    match request.uri().path() {
+        "/trap" => panic!("guest asked to trap"),
+        "/loop" => {
+            let mut n: u64 = 0;
+            loop {
+                // black_box keeps the optimiser from proving the loop useless.
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "/alloc" => {
+            let mb: usize = param("mb").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let mut blocks = Vec::new();
+            for _ in 0..mb {
+                // Touch every page so the memory is really committed.
+                blocks.push(vec![1u8; 1 << 20]);
+            }
+            let total: usize = blocks.iter().map(|b| b.len()).sum();
+            Ok(Response::new(
+                format!("allocated {} MiB\n", total >> 20).into(),
+            ))
+        }
+        "/stack" => Ok(Response::new(format!("depth {}\n", recurse(0)).into())),
+        "/sleep" => {
+            let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+            wstd::task::sleep(Duration::from_millis(ms)).await;
+            Ok(Response::new(format!("slept {ms} ms\n").into()))
+        }
+        "/fetch" => {
+            let Some(url) = param("url") else {
+                return Ok(status(StatusCode::BAD_REQUEST, "missing ?url=\n".into()));
+            };
+            let outbound = Request::get(url.as_str()).body(Body::empty())?;
+            match Client::new().send(outbound).await {
+                Ok(response) => {
+                    let code = response.status();
+                    let mut body = response.into_body();
+                    let text = body
+                        .str_contents()
+                        .await
+                        .unwrap_or("<unreadable>")
+                        .to_owned();
+                    Ok(Response::new(
+                        format!("fetched {url}: {code}: {text}").into(),
+                    ))
+                }
+                Err(e) => Ok(status(
+                    StatusCode::BAD_GATEWAY,
+                    format!("fetch {url} failed: {e:?}\n"),
+                )),
+            }
+        }
+        _ => Ok(Response::new("ok\n".to_owned().into())),
+    }
+}
+
+fn status(code: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = code;
+    response
+}
+
+#[inline(never)]
+#[expect(unconditional_recursion, reason = "overflowing the stack is the point")]
+fn recurse(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    1 + recurse(pad[depth as usize % 64] + 1)
+}

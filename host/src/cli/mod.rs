@@ -1,0 +1,38 @@
+//! The `berth` command line. Parses arguments, runs the command, and turns
+//! any error into one line on stderr and a non-zero exit code.
+
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A WebAssembly-first microservice host"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a wasi:http component in the foreground.
+    Run(run::RunArgs),
+}
+
+/// Runs the parsed command line; the binary's whole `main`.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

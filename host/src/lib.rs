@@ -1,0 +1,11 @@
+//! berth: a WebAssembly-first microservice host.
+//!
+//! Requests flow `router` → `runtime` (one `dyn Runtime` per backend) → a guest.
+//! `spec` holds the typed values users write (quantities today, manifests
+//! later); `cli` is the only place that talks to a terminal.
+
+pub mod cli;
+pub mod home;
+pub mod router;
+pub mod runtime;
+pub mod spec;

@@ -1,0 +1,129 @@
+//! Accepts connections (HTTP/1.1 and h2c), serves each request from a
+//! workload, turns runtime failures into status codes, and drains in-flight
+//! requests on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Body, BoxError, ServeError, Workload};
+
+/// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and waits up to `drain` for in-flight requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    workload: Arc<dyn Workload>,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small responses should not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let workload = workload.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let workload = workload.clone();
+            async move { Ok::<_, Infallible>(handle(&*workload, request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all in-flight requests finished"),
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!("requests still running after {drain:?}; stopping anyway");
+        }
+    }
+}
+
+async fn handle(
+    workload: &dyn Workload,
+    request: http::Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    let response = match workload.serve(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%peer, %method, path, "request failed: {error}");
+            error_response(&error)
+        }
+    };
+    tracing::debug!(
+        %peer,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed = ?start.elapsed(),
+        workload = workload.name(),
+        "request"
+    );
+    response
+}
+
+/// What the client sees of a failure: the status and a plain sentence, never
+/// the guest's internals (those are in the server log).
+fn error_response(error: &ServeError) -> Response<Body> {
+    let (status, message) = match error {
+        ServeError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: the workload is at its concurrency limit, try again\n",
+        ),
+        ServeError::Guest { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error: the workload failed to handle the request\n",
+        ),
+    };
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(message.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    response
+}

@@ -1,0 +1,231 @@
+//! What a workload is granted. Everything defaults to nothing: no env, no
+//! directories, no outbound hosts. Limits default to the values `berth run`
+//! documents.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The authority a workload holds. Empty by default: deny everything.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Environment variables, in the order given.
+    pub env: Vec<(String, String)>,
+    /// Host directories made visible inside the guest.
+    pub dirs: Vec<DirGrant>,
+    /// Hosts the guest may send HTTP requests to.
+    pub outbound: Vec<OutboundRule>,
+}
+
+/// Resource limits per request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory an instance may hold, summed over its memories, in bytes.
+    pub memory: u64,
+    /// CPU time one request may use.
+    pub cpu_time: Duration,
+    /// Requests served at once; more wait up to `queue_timeout`.
+    pub max_concurrency: usize,
+    /// How long a request waits for a free slot before the caller is told busy.
+    pub queue_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 128 << 20,
+            cpu_time: Duration::from_secs(30),
+            max_concurrency: 1000,
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `HOST:GUEST[:ro|:rw]`: a host directory mounted at `GUEST`, read-only unless `rw`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+impl FromStr for DirGrant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rest, writable) = if let Some(rest) = s.strip_suffix(":rw") {
+            (rest, true)
+        } else if let Some(rest) = s.strip_suffix(":ro") {
+            (rest, false)
+        } else {
+            (s, false)
+        };
+        let Some((host, guest)) = rest.split_once(':') else {
+            return Err(format!("{s:?}: expected HOST:GUEST[:ro|:rw]"));
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: the host directory is empty"));
+        }
+        if !guest.starts_with('/') {
+            return Err(format!("{s:?}: the guest path {guest:?} must be absolute"));
+        }
+        if guest.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "{s:?}: the guest path {guest:?} must not contain `..`"
+            ));
+        }
+        Ok(DirGrant {
+            host: PathBuf::from(host),
+            guest: guest.to_owned(),
+            writable,
+        })
+    }
+}
+
+/// `HOST[:PORT]`: an allowed destination for outbound HTTP. `*` as the host
+/// allows any host; no port allows any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRule {
+    host: String,
+    port: Option<u16>,
+}
+
+impl OutboundRule {
+    /// Whether a request to `host:port` is allowed by this rule.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (self.host == "*" || self.host.eq_ignore_ascii_case(host))
+            && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl fmt::Display for OutboundRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{host}:{port}"),
+            None => write!(f, "{host}"),
+        }
+    }
+}
+
+impl FromStr for OutboundRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "{s:?}: give HOST or HOST:PORT, without a scheme or path"
+            ));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            // [v6-address] or [v6-address]:port
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: unclosed `[` in IPv6 address"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("{s:?}: unexpected {after:?} after the address")),
+            }
+        } else {
+            match s.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (s, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: the host is empty"));
+        }
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
+            })
+            .transpose()?;
+        Ok(OutboundRule {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_grants_default_to_read_only() {
+        let g: DirGrant = "/srv/data:/data".parse().unwrap();
+        assert_eq!(g.host, PathBuf::from("/srv/data"));
+        assert_eq!(g.guest, "/data");
+        assert!(!g.writable);
+        assert!("/srv:/data:rw".parse::<DirGrant>().unwrap().writable);
+        assert!(!"/srv:/data:ro".parse::<DirGrant>().unwrap().writable);
+    }
+
+    #[test]
+    fn bad_dir_grants_say_why() {
+        assert!(
+            "/srv"
+                .parse::<DirGrant>()
+                .unwrap_err()
+                .contains("HOST:GUEST")
+        );
+        assert!(
+            "/srv:data"
+                .parse::<DirGrant>()
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            "/srv:/a/../b"
+                .parse::<DirGrant>()
+                .unwrap_err()
+                .contains("..")
+        );
+        assert!(":/data".parse::<DirGrant>().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn outbound_rules_match_host_and_port() {
+        let any_port: OutboundRule = "Example.com".parse().unwrap();
+        assert!(any_port.allows("example.com", 443));
+        assert!(any_port.allows("EXAMPLE.com", 8080));
+        assert!(!any_port.allows("evil.com", 443));
+        assert!(!any_port.allows("sub.example.com", 443));
+
+        let one_port: OutboundRule = "127.0.0.1:8080".parse().unwrap();
+        assert!(one_port.allows("127.0.0.1", 8080));
+        assert!(!one_port.allows("127.0.0.1", 8081));
+
+        let v6: OutboundRule = "[::1]:80".parse().unwrap();
+        assert!(v6.allows("[::1]", 80));
+        assert_eq!(v6.to_string(), "[::1]:80");
+
+        let all: OutboundRule = "*".parse().unwrap();
+        assert!(all.allows("anything.example", 1));
+    }
+
+    #[test]
+    fn bad_outbound_rules_say_why() {
+        assert!(
+            "http://x"
+                .parse::<OutboundRule>()
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            "x:http"
+                .parse::<OutboundRule>()
+                .unwrap_err()
+                .contains("port")
+        );
+        assert!(":80".parse::<OutboundRule>().unwrap_err().contains("empty"));
+    }
+}

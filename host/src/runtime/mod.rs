@@ -1,0 +1,62 @@
+//! Runtimes: the one seam between berth's control plane and the code it runs.
+//!
+//! The router and (later) the scheduler only ever see [`Runtime`] and
+//! [`Workload`]: a runtime turns a [`WorkloadSpec`] — what to run plus the
+//! [`Capabilities`] it is granted — into a running workload, and a workload
+//! serves HTTP requests. Backends live in their own folders (`wasm/` today)
+//! and keep their engine types to themselves; errors come back as
+//! [`RuntimeError`] (could not start) or [`ServeError`] (one request failed),
+//! and the caller decides what the client sees.
+
+mod capabilities;
+mod error;
+pub mod wasm;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use capabilities::{Capabilities, DirGrant, Limits, OutboundRule};
+pub use error::{GuestFailure, RuntimeError, ServeError};
+
+/// An error inside a streamed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body as it crosses the runtime seam: streamed, type-erased.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A future a trait object can return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to run and what it may touch.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// Shown in logs; a pod name later on.
+    pub name: String,
+    /// The component file to run.
+    pub component: PathBuf,
+    pub capabilities: Capabilities,
+    pub limits: Limits,
+}
+
+/// A backend that can start workloads.
+pub trait Runtime: Send + Sync {
+    /// Prepares `spec` to serve: loads and checks the code, grants its
+    /// capabilities. Fails before any request if the code cannot be served.
+    fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>>;
+}
+
+/// A started workload: serves requests until dropped.
+pub trait Workload: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Serves one request. The response body may still be streaming from the
+    /// guest after this resolves.
+    fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>>;
+}

@@ -1,0 +1,73 @@
+//! Engine settings: one engine per runtime, shared by every workload on it.
+//!
+//! Instances come from the pooling allocator (instantiation is a slot reuse,
+//! not an mmap), compiled code is cached on disk by wasmtime's cache — keyed
+//! by the sha256 of the component and the engine's settings — and epoch
+//! interruption is on so CPU time can be bounded.
+
+use std::path::Path;
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+/// Instance slots in the pool: the most requests the host runs at once.
+pub(super) const POOL_SLOTS: u32 = 1000;
+
+/// Builds the engine. Falls back to on-demand allocation (with a warning)
+/// where the host will not reserve the pool's address space, e.g. under a
+/// tight `ulimit -v`.
+pub(super) fn new_engine(cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
+    let mut config = base_config(cache_dir);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config()));
+    match Engine::new(&config) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!("pooling allocator unavailable ({e}); allocating instances on demand");
+            Engine::new(&base_config(cache_dir))
+        }
+    }
+}
+
+fn base_config(cache_dir: Option<&Path>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if let Some(dir) = cache_dir {
+        match cache(dir) {
+            Ok(cache) => {
+                config.cache(Some(cache));
+            }
+            Err(e) => tracing::warn!(
+                "compiled-code cache at {} unavailable ({e}); compiling every start",
+                dir.display()
+            ),
+        }
+    }
+    config
+}
+
+fn cache(dir: &Path) -> wasmtime::Result<Cache> {
+    std::fs::create_dir_all(dir)?;
+    let mut config = CacheConfig::new();
+    config.with_directory(dir);
+    Cache::new(config)
+}
+
+fn pool_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_SLOTS)
+        // A component built from Rust instantiates a few core modules (the
+        // program plus adapter shims), each with its own tables.
+        .total_core_instances(POOL_SLOTS * 4)
+        .total_memories(POOL_SLOTS * 2)
+        .total_tables(POOL_SLOTS * 4)
+        .total_stacks(POOL_SLOTS)
+        // Per-workload memory limits are enforced by each store's limiter;
+        // the pool only needs room for the largest a wasm32 memory can be.
+        .max_memory_size(4 << 30)
+        // Keeping the first pages of a reused slot resident turns the
+        // per-request reset into a memset instead of an madvise + page faults.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(1 << 16);
+    pool
+}

@@ -1,0 +1,96 @@
+//! From a file on disk to a pre-instantiated `wasi:http` proxy, with an error
+//! that names the file and says what is wrong at each step.
+
+use std::path::Path;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::workload::Host;
+use crate::runtime::RuntimeError;
+
+const HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// Reads, checks, compiles (or loads from the cache) and links `path`.
+/// CPU-heavy: call from a blocking thread.
+pub(super) fn load(
+    engine: &Engine,
+    linker: &Linker<Host>,
+    path: &Path,
+) -> Result<ProxyPre<Host>, RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_header(path, &bytes)?;
+    let component = Component::new(engine, &bytes).map_err(|e| RuntimeError::Compile {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
+
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if !exports.iter().any(|name| name.starts_with(HANDLER)) {
+        return Err(RuntimeError::NoHandler {
+            path: path.to_owned(),
+            exports: if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            },
+        });
+    }
+
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| RuntimeError::Link {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+    ProxyPre::new(pre).map_err(|e| RuntimeError::NoHandler {
+        path: path.to_owned(),
+        exports: format!("{} ({e:#})", exports.join(", ")),
+    })
+}
+
+/// Tells apart "not wasm" and "a core module" before the compiler gives a
+/// less helpful message for either.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(RuntimeError::NotWasm {
+            path: path.to_owned(),
+        });
+    }
+    // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
+    if bytes[6..8] == [0, 0] {
+        return Err(RuntimeError::CoreModule {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        let p = Path::new("x.wasm");
+        assert!(matches!(
+            check_header(p, b"#!/bin/sh\necho hi"),
+            Err(RuntimeError::NotWasm { .. })
+        ));
+        let core = wat::parse_str("(module)").unwrap();
+        assert!(matches!(
+            check_header(p, &core),
+            Err(RuntimeError::CoreModule { .. })
+        ));
+        let component = wat::parse_str("(component)").unwrap();
+        assert!(check_header(p, &component).is_ok());
+    }
+}

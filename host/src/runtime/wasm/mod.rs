@@ -1,0 +1,75 @@
+//! The wasm backend: wasmtime with the component model, WASI 0.2 and wasi:http.
+//!
+//! One [`WasmRuntime`] owns the engine, its epoch ticker and a linker holding
+//! the WASI and wasi:http host functions. Starting a workload compiles its
+//! component once (cached on disk), checks it exports
+//! `wasi:http/incoming-handler`, and keeps the `ProxyPre`; every request then
+//! gets a fresh instance from the pool, with the capabilities its
+//! [`sandbox::Sandbox`] grants and the limits in `limits.rs`.
+
+mod engine;
+mod epoch;
+mod limits;
+mod load;
+mod sandbox;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
+use epoch::EpochTicker;
+use workload::{Host, WasmWorkload};
+
+/// Settings for a [`WasmRuntime`].
+#[derive(Debug, Clone, Default)]
+pub struct WasmRuntimeConfig {
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Arc<Linker<Host>>,
+    _ticker: EpochTicker,
+}
+
+impl WasmRuntime {
+    pub fn new(config: WasmRuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine_error = |reason: String| RuntimeError::Engine { reason };
+        let engine = engine::new_engine(config.cache_dir.as_deref())
+            .map_err(|e| engine_error(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| engine_error(format!("adding WASI to the linker: {e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| engine_error(format!("adding wasi:http to the linker: {e:#}")))?;
+        let ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| engine_error(format!("starting the epoch ticker: {e}")))?;
+        Ok(WasmRuntime {
+            engine,
+            linker: Arc::new(linker),
+            _ticker: ticker,
+        })
+    }
+}
+
+impl Runtime for WasmRuntime {
+    fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>> {
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        Box::pin(async move {
+            let path = spec.component.clone();
+            let pre = tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path))
+                .await
+                .map_err(|e| RuntimeError::Engine {
+                    reason: format!("loading task failed: {e}"),
+                })??;
+            let workload = WasmWorkload::new(spec, pre)?;
+            Ok(Arc::new(workload) as Arc<dyn Workload>)
+        })
+    }
+}

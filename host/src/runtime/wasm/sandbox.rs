@@ -1,0 +1,131 @@
+//! The one place a guest is given anything of the host.
+//!
+//! A [`Sandbox`] is built once per workload from its [`Capabilities`] and
+//! hands each request a fresh `WasiCtx` holding exactly those grants: the env
+//! it was given, the directories it was granted (cap-std preopens, read-only
+//! unless granted writable), no sockets, and an outbound-HTTP policy that
+//! refuses every host not on its list. Host directories are opened here and
+//! nowhere else.
+
+use http_body_util::BodyExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::runtime::{Capabilities, OutboundRule, RuntimeError};
+
+pub(super) struct Sandbox {
+    env: Vec<(String, String)>,
+    dirs: Vec<(PathBuf, String, FsPerms)>,
+    outbound: Arc<OutboundPolicy>,
+}
+
+impl Sandbox {
+    /// Checks every grant up front, so a bad `--dir` fails at start rather
+    /// than on the first request.
+    pub(super) fn new(workload: &str, caps: &Capabilities) -> Result<Self, RuntimeError> {
+        let mut dirs = Vec::with_capacity(caps.dirs.len());
+        for grant in &caps.dirs {
+            let dir_error = |reason: String| RuntimeError::Dir {
+                host: grant.host.clone(),
+                guest: grant.guest.clone(),
+                reason,
+            };
+            let host = grant
+                .host
+                .canonicalize()
+                .map_err(|e| dir_error(e.to_string()))?;
+            if !host.is_dir() {
+                return Err(dir_error("not a directory".into()));
+            }
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            dirs.push((host, grant.guest.clone(), perms));
+        }
+        Ok(Sandbox {
+            env: caps.env.clone(),
+            dirs,
+            outbound: Arc::new(OutboundPolicy {
+                workload: workload.to_owned(),
+                rules: caps.outbound.clone(),
+            }),
+        })
+    }
+
+    /// A context for one request holding exactly the granted capabilities.
+    pub(super) fn wasi_ctx(&self) -> std::io::Result<WasiCtx> {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .envs(&self.env)
+            .inherit_stdout()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (host, guest, perms) in &self.dirs {
+            builder
+                .preopened_dir(host, guest, *perms)
+                .map_err(|e| std::io::Error::other(format!("opening {}: {e}", host.display())))?;
+        }
+        Ok(builder.build())
+    }
+
+    pub(super) fn outbound(&self) -> OutboundHooks {
+        OutboundHooks(self.outbound.clone())
+    }
+}
+
+pub(super) struct OutboundPolicy {
+    workload: String,
+    rules: Vec<OutboundRule>,
+}
+
+/// The `wasi:http` hooks of one request: outbound requests pass only to
+/// allowed hosts; the rest fail inside the guest with `HttpRequestDenied`.
+pub(super) struct OutboundHooks(Arc<OutboundPolicy>);
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                )>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or("");
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let policy = &self.0;
+        if !policy.rules.iter().any(|rule| rule.allows(host, port)) {
+            tracing::warn!(
+                workload = %policy.workload,
+                destination = %format_args!("{host}:{port}"),
+                "denied outbound request: host not in the workload's allowed outbound hosts"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        tracing::debug!(workload = %policy.workload, %uri, "outbound request");
+        // The guest-side completion future is only needed by hooks that
+        // stream the request body themselves; the default sender does not.
+        drop(fut);
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

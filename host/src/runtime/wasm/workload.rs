@@ -1,0 +1,258 @@
+//! One started component and how it serves a request.
+//!
+//! Per request: wait for a concurrency slot, build a store holding a fresh
+//! sandboxed `WasiCtx` and the request's limits, instantiate from the pool and
+//! call `wasi:http/incoming-handler#handle`. The guest may keep streaming the
+//! body after it has set the response, so the response is returned as soon as
+//! it exists and the rest of the call finishes in its own task; when the guest
+//! is done first (the common case) no task is spawned at all.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::limits::{CpuBudget, MemoryBudget};
+use super::sandbox::{OutboundHooks, Sandbox};
+use crate::runtime::{
+    Body, BoxError, BoxFuture, GuestFailure, Limits, RuntimeError, ServeError, Workload,
+    WorkloadSpec,
+};
+
+/// The data of one request's store.
+pub(crate) struct Host {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
+    memory: MemoryBudget,
+    cpu: CpuBudget,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+pub(super) struct WasmWorkload {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    pre: ProxyPre<Host>,
+    sandbox: Sandbox,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+}
+
+impl WasmWorkload {
+    pub(super) fn new(spec: WorkloadSpec, pre: ProxyPre<Host>) -> Result<Self, RuntimeError> {
+        let sandbox = Sandbox::new(&spec.name, &spec.capabilities)?;
+        let slots = Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1)));
+        Ok(WasmWorkload {
+            inner: Arc::new(Inner {
+                name: spec.name,
+                pre,
+                sandbox,
+                limits: spec.limits,
+                slots,
+            }),
+        })
+    }
+}
+
+impl Workload for WasmWorkload {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.serve(request).await })
+    }
+}
+
+type GuestResponse = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
+
+impl Inner {
+    async fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ServeError> {
+        let permit = self.slot().await?;
+        let guest_error = |failure| ServeError::Guest {
+            workload: self.name.clone(),
+            failure,
+        };
+
+        let mut store = self
+            .new_store()
+            .map_err(|e| guest_error(GuestFailure::Instantiate(e.to_string())))?;
+        let (tx, mut rx) = oneshot::channel::<GuestResponse>();
+        let request = request.map(|body| body.map_err(to_wasi_error));
+        let (req, out) = {
+            let mut http = store.data_mut().http();
+            let req = http.new_incoming_request(Scheme::Http, request);
+            let out = http.new_response_outparam(tx);
+            match (req, out) {
+                (Ok(req), Ok(out)) => (req, out),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(guest_error(GuestFailure::Instantiate(format!("{e:#}"))));
+                }
+            }
+        };
+
+        let pre = self.pre.clone();
+        let mut guest = Box::pin(async move {
+            let outcome = async {
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+                    .map_err(|e| classify(store.data(), &e))
+            }
+            .await;
+            // The slot is held until the guest is done, streaming included.
+            drop(permit);
+            outcome
+        });
+
+        tokio::select! {
+            biased;
+            outcome = &mut guest => {
+                // The store is gone, so the sender has either sent or been dropped.
+                match rx.try_recv() {
+                    Ok(Ok(response)) => {
+                        if let Err(failure) = outcome {
+                            self.log_late_failure(&failure);
+                        }
+                        Ok(to_runtime_response(response))
+                    }
+                    Ok(Err(code)) => Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}")))),
+                    Err(_) => Err(guest_error(outcome.err().unwrap_or(GuestFailure::NoResponse))),
+                }
+            }
+            sent = &mut rx => match sent {
+                Ok(Ok(response)) => {
+                    let name = self.name.clone();
+                    tokio::spawn(async move {
+                        if let Err(failure) = guest.await {
+                            log_late_failure(&name, &failure);
+                        }
+                    });
+                    Ok(to_runtime_response(response))
+                }
+                Ok(Err(code)) => {
+                    tokio::spawn(guest);
+                    Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}"))))
+                }
+                // The guest dropped the response slot without setting it.
+                Err(_) => Err(guest_error(guest.await.err().unwrap_or(GuestFailure::NoResponse))),
+            },
+        }
+    }
+
+    /// Waits for a concurrency slot, at most `queue_timeout`.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, ServeError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let waited = self.limits.queue_timeout;
+        match tokio::time::timeout(waited, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ServeError::Busy {
+                workload: self.name.clone(),
+                limit: self.limits.max_concurrency,
+                waited,
+            }),
+        }
+    }
+
+    fn new_store(&self) -> std::io::Result<Store<Host>> {
+        let host = Host {
+            table: ResourceTable::new(),
+            wasi: self.sandbox.wasi_ctx()?,
+            http: WasiHttpCtx::new(),
+            outbound: self.sandbox.outbound(),
+            memory: MemoryBudget::new(self.limits.memory),
+            cpu: CpuBudget::new(self.limits.cpu_time),
+        };
+        let mut store = Store::new(self.pre.engine(), host);
+        store.limiter(|host| &mut host.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.tick());
+        Ok(store)
+    }
+
+    fn log_late_failure(&self, failure: &GuestFailure) {
+        log_late_failure(&self.name, failure);
+    }
+}
+
+/// A guest that fails after its response headers went out can only cut the
+/// body short; nobody else will report it, so it is logged here.
+fn log_late_failure(workload: &str, failure: &GuestFailure) {
+    tracing::warn!(
+        workload,
+        "guest failed after sending its response: {failure}"
+    );
+}
+
+/// Names the limit a failed call ran into, rather than the trap it caused.
+fn classify(host: &Host, error: &wasmtime::Error) -> GuestFailure {
+    if host.cpu.exceeded {
+        return GuestFailure::CpuTimeExceeded(host.cpu.limit());
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    if let Some(requested) = host.memory.refused {
+        return GuestFailure::MemoryExceeded {
+            limit: host.memory.limit(),
+            requested,
+            trap,
+        };
+    }
+    GuestFailure::Trap(trap)
+}
+
+fn to_runtime_response(response: hyper::Response<HyperOutgoingBody>) -> http::Response<Body> {
+    response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+}
+
+fn to_wasi_error(error: BoxError) -> wasmtime_wasi_http::Error {
+    match error.downcast::<hyper::Error>() {
+        Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+        Err(e) => wasmtime_wasi_http::Error::InternalError(Some(e.to_string())),
+    }
+}
