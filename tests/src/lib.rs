@@ -1,1 +1,243 @@
-//! tests
+//! The end-to-end harness: real guests (compiled from `guests/` by build.rs),
+//! the real `berth` binary, and a small HTTP client. Every server binds
+//! 127.0.0.1 on an ephemeral port; every process is killed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The guests, built from source for wasm32-wasip2.
+pub mod guests {
+    pub const HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/hello.wasm");
+    pub const ECHO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/echo.wasm");
+    pub const MISBEHAVE: &str = concat!(env!("BERTH_GUESTS_DIR"), "/misbehave.wasm");
+}
+
+/// The `berth` binary of this build: `cargo test --workspace` builds it
+/// before any test runs (the berth crate's own integration tests need it).
+pub fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/berth
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .join("berth");
+    assert!(
+        bin.exists(),
+        "the berth binary is missing at {}: run the suite with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A data dir shared by the tests of one build, so components are compiled
+/// once and then come from berth's on-disk cache.
+pub fn shared_home() -> PathBuf {
+    let bin = berth_bin();
+    let home = bin.parent().unwrap().join("berth-test-home");
+    std::fs::create_dir_all(&home).expect("creating the shared test home");
+    home
+}
+
+/// A running `berth run`, killed when dropped.
+pub struct BerthRun {
+    child: Child,
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl BerthRun {
+    /// Starts `berth run COMPONENT --listen 127.0.0.1:0 ARGS…` and waits for
+    /// the line that says where it listens.
+    pub fn start(component: &str, args: &[&str]) -> BerthRun {
+        let mut child = Command::new(berth_bin())
+            .arg("run")
+            .arg(component)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("BERTH_HOME", shared_home())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning berth");
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = match lines.next() {
+            Some(Ok(line)) => match line.rsplit_once(" on ") {
+                Some((_, url)) if url.starts_with("http://") => {
+                    url.trim_end_matches('/').to_owned()
+                }
+                _ => panic!("unexpected first line from berth run: {line:?}"),
+            },
+            _ => {
+                let status = child.wait().expect("waiting for berth");
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "berth run exited ({status}) before listening; stderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+        };
+        // Keep draining stdout so the guest's prints never block it.
+        std::thread::spawn(move || for _ in lines {});
+        BerthRun { child, url, stderr }
+    }
+
+    /// Everything berth logged so far.
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (logs are written asynchronously).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM, as a service manager would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("polling berth") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for BerthRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as a test looks at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    request("GET", url, "").await
+}
+
+/// Sends one request with `body` and collects the reply.
+pub async fn request(method: &str, url: &str, body: &str) -> Reply {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request");
+    let response = client()
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"))
+        .to_bytes();
+    Reply {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// A loopback HTTP server that answers `hello from upstream` and counts hits.
+pub struct Upstream {
+    pub port: u16,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"hello from upstream"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            port,
+            hits,
+            _task: task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -15,11 +15,13 @@ pub struct Quantity {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a quantity ({why}); write e.g. 64Mi, 1Gi, 500m or 2")]
+#[error("{input:?} is not a quantity ({why})")]
 pub struct QuantityError {
     pub input: String,
-    pub why: &'static str,
+    pub why: String,
 }
+
+const EXAMPLES: &str = "write e.g. 64Mi, 1Gi, 500m or 2";
 
 impl Quantity {
     /// The value rounded up to a whole number, as Kubernetes rounds bytes.
@@ -42,9 +44,9 @@ impl FromStr for Quantity {
     type Err = QuantityError;
 
     fn from_str(input: &str) -> Result<Self, QuantityError> {
-        let err = |why| QuantityError {
+        let err = |why: &str| QuantityError {
             input: input.to_owned(),
-            why,
+            why: format!("{why}; {EXAMPLES}"),
         };
         let s = input.trim();
         let s = s.strip_prefix('+').unwrap_or(s);
@@ -84,6 +86,18 @@ impl FromStr for Quantity {
                     .map_err(|_| err("its exponent is not a whole number"))?;
                 (0, e)
             }
+            byte_suffix @ ("kB" | "KB" | "MB" | "GB" | "TB" | "PB" | "EB" | "KiB" | "MiB"
+            | "GiB" | "TiB" | "PiB" | "EiB") => {
+                // People write bytes the way disks are sold; say the spelling we take.
+                let unit = &byte_suffix[..1].to_ascii_uppercase();
+                return Err(QuantityError {
+                    input: input.to_owned(),
+                    why: format!(
+                        "use {number}{unit}i for binary units or {number}{} for decimal ones",
+                        if unit == "K" { "k" } else { unit }
+                    ),
+                });
+            }
             _ => return Err(err("unknown suffix")),
         };
         let digits: u128 = format!("{whole}{frac}")
@@ -113,7 +127,7 @@ impl FromStr for Quantity {
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.millis % 1000 != 0 {
+        if !self.millis.is_multiple_of(1000) {
             return write!(f, "{}m", self.millis);
         }
         let units = self.millis / 1000;
@@ -125,7 +139,7 @@ impl fmt::Display for Quantity {
             (20, "Mi"),
             (10, "Ki"),
         ] {
-            if units != 0 && units % (1u128 << shift) == 0 {
+            if units != 0 && units.is_multiple_of(1u128 << shift) {
                 return write!(f, "{}{suffix}", units >> shift);
             }
         }

@@ -80,6 +80,9 @@ impl Sandbox {
     }
 }
 
+/// How much of a denied request's body is read before it is dropped.
+const DENIED_BODY_DRAIN: usize = 64 << 10;
+
 pub(super) struct OutboundPolicy {
     workload: String,
     rules: Vec<OutboundRule>,
@@ -114,7 +117,22 @@ impl WasiHttpHooks for OutboundHooks {
                 destination = %format_args!("{host}:{port}"),
                 "denied outbound request: host not in the workload's allowed outbound hosts"
             );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            // Take (a bounded amount of) the body before refusing: a guest
+            // still writing it would otherwise see its stream cut and report
+            // "connection reset" instead of the denial.
+            let mut body = request.into_body();
+            return Box::new(async move {
+                let mut taken = 0usize;
+                while taken < DENIED_BODY_DRAIN {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            taken += frame.data_ref().map_or(0, |data| data.len());
+                        }
+                        _ => break,
+                    }
+                }
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+            });
         }
         tracing::debug!(workload = %policy.workload, %uri, "outbound request");
         // The guest-side completion future is only needed by hooks that

@@ -1,0 +1,308 @@
+//! `berth run` end to end: real guests served by the real binary.
+
+use std::time::{Duration, Instant};
+
+use berth_tests::{BerthRun, Upstream, get, guests, request};
+
+#[tokio::test]
+async fn hello_answers_and_serves_200_concurrent_requests() {
+    let berth = BerthRun::start(guests::HELLO, &[]);
+    let reply = get(&format!("{}/some/path", berth.url)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "hello from /some/path\n");
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let url = format!("{}/r{i}", berth.url);
+        tasks.push(tokio::spawn(async move { get(&url).await }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 200, "request {i}");
+        assert_eq!(reply.body, format!("hello from /r{i}\n"));
+    }
+}
+
+#[tokio::test]
+async fn echo_sees_only_the_env_it_was_given() {
+    let berth = BerthRun::start(
+        guests::ECHO,
+        &["--env", "GREETING=hi there", "--env", "EMPTY="],
+    );
+    let reply = request("POST", &format!("{}/p?x=1", berth.url), "payload").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("method: POST\n"), "{}", reply.body);
+    assert!(reply.body.contains("path: /p\n"), "{}", reply.body);
+    assert!(reply.body.contains("body: payload\n"), "{}", reply.body);
+    let env: Vec<&str> = reply
+        .body
+        .lines()
+        .filter(|l| l.starts_with("env: "))
+        .collect();
+    assert_eq!(
+        env,
+        ["env: EMPTY=", "env: GREETING=hi there"],
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn echo_reads_granted_dirs_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note.txt"), "granted content").unwrap();
+    let grant = format!("{}:/data", dir.path().display());
+    let berth = BerthRun::start(guests::ECHO, &["--dir", &grant]);
+
+    let reply = get(&format!("{}/?read=/data/note.txt&list=/data", berth.url)).await;
+    assert!(
+        reply
+            .body
+            .contains("read /data/note.txt: ok: granted content"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("list /data: ok: note.txt"),
+        "{}",
+        reply.body
+    );
+
+    for path in [
+        "/etc/passwd",
+        "/data/../etc/passwd",
+        "/data/../../etc/passwd",
+        "/",
+    ] {
+        let reply = get(&format!("{}/?read={path}", berth.url)).await;
+        assert!(
+            reply.body.contains(&format!("read {path}: error")),
+            "{path}: {}",
+            reply.body
+        );
+        assert!(
+            !reply.body.contains("root:"),
+            "{path} leaked host content: {}",
+            reply.body
+        );
+    }
+    let reply = get(&format!("{}/?list=/data/..", berth.url)).await;
+    assert!(
+        reply.body.contains("list /data/..: error"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn read_only_dirs_refuse_writes_and_rw_dirs_accept_them() {
+    let ro = tempfile::tempdir().unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let berth = BerthRun::start(
+        guests::ECHO,
+        &[
+            "--dir",
+            &format!("{}:/ro", ro.path().display()),
+            "--dir",
+            &format!("{}:/rw:rw", rw.path().display()),
+        ],
+    );
+
+    let reply = request("POST", &format!("{}/?write=/ro/x.txt", berth.url), "nope").await;
+    assert!(
+        reply.body.contains("write /ro/x.txt: error"),
+        "{}",
+        reply.body
+    );
+    assert!(!ro.path().join("x.txt").exists());
+
+    let reply = request(
+        "POST",
+        &format!("{}/?write=/rw/x.txt", berth.url),
+        "written",
+    )
+    .await;
+    assert!(reply.body.contains("write /rw/x.txt: ok"), "{}", reply.body);
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("x.txt")).unwrap(),
+        "written"
+    );
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_allowed_hosts_only() {
+    let allowed = Upstream::start().await;
+    let denied = Upstream::start().await;
+    let rule = format!("127.0.0.1:{}", allowed.port);
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--allow-outbound", &rule]);
+
+    let reply = get(&format!(
+        "{}/fetch?url=http://127.0.0.1:{}/",
+        berth.url, allowed.port
+    ))
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("200 OK: hello from upstream"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(allowed.hits(), 1);
+
+    let reply = get(&format!(
+        "{}/fetch?url=http://127.0.0.1:{}/",
+        berth.url, denied.port
+    ))
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
+    assert!(
+        berth.wait_for_log("denied outbound request", Duration::from_secs(5)),
+        "{}",
+        berth.log()
+    );
+    assert_eq!(denied.hits(), 0, "a denied request reached its server");
+}
+
+#[tokio::test]
+async fn no_outbound_is_allowed_by_default() {
+    let upstream = Upstream::start().await;
+    let berth = BerthRun::start(guests::MISBEHAVE, &[]);
+    let reply = get(&format!(
+        "{}/fetch?url=http://127.0.0.1:{}/",
+        berth.url, upstream.port
+    ))
+    .await;
+    assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn misbehaving_guests_get_500_and_the_host_keeps_serving() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--memory", "64Mi", "--timeout", "1s"]);
+    let cases = [
+        (
+            "/trap",
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        ("/loop", "used more than its CPU time limit of 1s"),
+        (
+            "/alloc?mb=512",
+            "exceeded its memory limit of 67108864 bytes",
+        ),
+        ("/stack", "call stack exhausted"),
+    ];
+    for (path, reason) in cases {
+        let start = Instant::now();
+        let reply = get(&format!("{}{path}", berth.url)).await;
+        assert_eq!(reply.status, 500, "{path}: {}", reply.body);
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{path} took {:?}",
+            start.elapsed()
+        );
+        // The client learns nothing of the guest's internals; the log does.
+        assert!(
+            !reply.body.contains("wasm"),
+            "{path} leaked internals: {}",
+            reply.body
+        );
+        assert!(
+            berth.wait_for_log(reason, Duration::from_secs(5)),
+            "{path}: no {reason:?} in\n{}",
+            berth.log()
+        );
+
+        let reply = get(&format!("{}/", berth.url)).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "ok\n"),
+            "after {path}"
+        );
+    }
+    // Within the limits, the same guest does the same work fine.
+    let reply = get(&format!("{}/alloc?mb=16", berth.url)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "allocated 16 MiB\n")
+    );
+}
+
+#[tokio::test]
+async fn a_looping_guest_does_not_starve_other_requests() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--timeout", "3s"]);
+    let url = berth.url.clone();
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{url}/loop");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Four spinning guests on a two-core box, yet a quick request still answers
+    // long before they time out: guests yield at every epoch tick.
+    let start = Instant::now();
+    let reply = get(&format!("{}/", berth.url)).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    for l in loops {
+        assert_eq!(l.await.unwrap().status, 500);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let mut berth = BerthRun::start(guests::MISBEHAVE, &[]);
+    let url = format!("{}/sleep?ms=1500", berth.url);
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    berth.terminate();
+
+    let reply = slow.await.unwrap();
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "slept 1500 ms\n")
+    );
+    let status = berth
+        .wait(Duration::from_secs(10))
+        .expect("berth exits after draining");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_wait_then_get_503() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--max-concurrency", "1"]);
+    let url = format!("{}/sleep?ms=4000", berth.url);
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slot stays taken past the 2 s queue timeout.
+    let second = get(&url).await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert_eq!(first.await.unwrap().status, 200);
+    // Once free, the slot serves again.
+    assert_eq!(get(&format!("{}/", berth.url)).await.status, 200);
+}
+
+#[test]
+fn a_granted_directory_that_does_not_exist_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let out = std::process::Command::new(berth_tests::berth_bin())
+        .args(["run", guests::HELLO, "--listen", "127.0.0.1:0", "--dir"])
+        .arg(format!("{}:/data", missing.display()))
+        .env("BERTH_HOME", berth_tests::shared_home())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it started serving");
+    assert!(stderr.contains("granting directory"), "{stderr}");
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}
