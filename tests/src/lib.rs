@@ -195,10 +195,12 @@ pub async fn request(method: &str, url: &str, body: &str) -> Reply {
     }
 }
 
-/// A loopback HTTP server that answers `hello from upstream` and counts hits.
+/// A loopback HTTP server that answers `hello from upstream` and counts
+/// connections and requests.
 pub struct Upstream {
     pub port: u16,
     hits: Arc<std::sync::atomic::AtomicUsize>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -209,11 +211,14 @@ impl Upstream {
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = hits.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_req| {
@@ -233,11 +238,18 @@ impl Upstream {
         Upstream {
             port,
             hits,
+            connections,
             _task: task,
         }
     }
 
+    /// Requests served.
     pub fn hits(&self) -> usize {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted, whether or not they sent a request.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

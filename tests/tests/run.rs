@@ -161,7 +161,11 @@ async fn outbound_http_reaches_allowed_hosts_only() {
         "{}",
         berth.log()
     );
-    assert_eq!(denied.hits(), 0, "a denied request reached its server");
+    assert_eq!(
+        denied.connections(),
+        0,
+        "a denied request reached its server"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +178,23 @@ async fn no_outbound_is_allowed_by_default() {
     ))
     .await;
     assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
-    assert_eq!(upstream.hits(), 0);
+    assert_eq!(upstream.connections(), 0);
+}
+
+#[tokio::test]
+async fn guests_get_no_sockets_even_to_allowed_hosts() {
+    let upstream = Upstream::start().await;
+    let rule = format!("127.0.0.1:{}", upstream.port);
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--allow-outbound", &rule]);
+    let reply = get(&format!(
+        "{}/connect?addr=127.0.0.1:{}",
+        berth.url, upstream.port
+    ))
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains(": error:"), "{}", reply.body);
+    assert!(!reply.body.contains("connected"), "{}", reply.body);
+    assert_eq!(upstream.connections(), 0);
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! `/trap` panics, `/loop` spins forever, `/alloc?mb=N` allocates and touches N
 //! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/fetch?url=U`
-//! makes an outbound HTTP request and reports the outcome. Anything else
+//! makes an outbound HTTP request and reports the outcome, `/connect?addr=A`
+//! tries a raw TCP connection. Anything else
 //! answers `ok`, so tests can check the host still serves after each failure.
 
 use wstd::http::{Body, Client, Error, Request, Response, StatusCode};
@@ -68,6 +69,18 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
                     format!("fetch {url} failed: {e:?}\n"),
                 )),
             }
+        }
+        "/connect" => {
+            // A raw socket, bypassing wasi:http: the host grants none.
+            let addr = param("addr").unwrap_or_default();
+            let outcome = match addr.parse::<std::net::SocketAddr>() {
+                Ok(sockaddr) => match wstd::net::TcpStream::connect_addr(sockaddr).await {
+                    Ok(_) => "connected".to_owned(),
+                    Err(e) => format!("error: {e}"),
+                },
+                Err(e) => format!("bad address: {e}"),
+            };
+            Ok(Response::new(format!("connect {addr}: {outcome}\n").into()))
         }
         _ => Ok(Response::new("ok\n".to_owned().into())),
     }
