@@ -206,10 +206,7 @@ async fn misbehaving_guests_get_500_and_the_host_keeps_serving() {
             "trapped: wasm trap: wasm `unreachable` instruction executed",
         ),
         ("/loop", "used more than its CPU time limit of 1s"),
-        (
-            "/alloc?mb=512",
-            "exceeded its memory limit of 67108864 bytes",
-        ),
+        ("/alloc?mb=512", "exceeded its memory limit of 64Mi"),
         ("/stack", "call stack exhausted"),
     ];
     for (path, reason) in cases {
@@ -325,4 +322,28 @@ fn a_granted_directory_that_does_not_exist_fails_at_start() {
     assert!(out.stdout.is_empty(), "it started serving");
     assert!(stderr.contains("granting directory"), "{stderr}");
     assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}
+
+#[test]
+fn a_memory_limit_below_the_components_own_memory_fails_at_start() {
+    let out = std::process::Command::new(berth_tests::berth_bin())
+        .args([
+            "run",
+            guests::HELLO,
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+            "64Ki",
+        ])
+        .env("BERTH_HOME", berth_tests::shared_home())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it started serving");
+    assert!(stderr.contains("instantiating"), "{stderr}");
+    assert!(
+        stderr.contains("exceeded its memory limit of 64Ki"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::spec::Quantity;
+
 /// Why a workload could not start. Each names the file and the stage.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -26,6 +28,8 @@ pub enum RuntimeError {
     NoHandler { path: PathBuf, exports: String },
     #[error("linking {}: {reason}", path.display())]
     Link { path: PathBuf, reason: String },
+    #[error("instantiating {}: {reason}", path.display())]
+    Instantiate { path: PathBuf, reason: String },
     #[error("granting directory {} as {guest}: {reason}", host.display())]
     Dir {
         host: PathBuf,
@@ -60,7 +64,8 @@ pub enum GuestFailure {
     #[error("used more than its CPU time limit of {0:?}")]
     CpuTimeExceeded(Duration),
     #[error(
-        "exceeded its memory limit of {limit} bytes (asked for {requested} bytes); then {trap}"
+        "exceeded its memory limit of {} (asked for {requested} bytes in all); then {trap}",
+        Quantity::from_units(*limit)
     )]
     MemoryExceeded {
         limit: u64,

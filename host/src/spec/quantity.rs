@@ -24,6 +24,13 @@ pub struct QuantityError {
 const EXAMPLES: &str = "write e.g. 64Mi, 1Gi, 500m or 2";
 
 impl Quantity {
+    /// A whole number of units, e.g. bytes.
+    pub fn from_units(units: u64) -> Self {
+        Quantity {
+            millis: u128::from(units) * 1000,
+        }
+    }
+
     /// The value rounded up to a whole number, as Kubernetes rounds bytes.
     pub fn ceil_units(&self) -> u128 {
         self.millis.div_ceil(1000)

@@ -68,7 +68,7 @@ impl Runtime for WasmRuntime {
                 .map_err(|e| RuntimeError::Engine {
                     reason: format!("loading task failed: {e}"),
                 })??;
-            let workload = WasmWorkload::new(spec, pre)?;
+            let workload = WasmWorkload::start(spec, pre).await?;
             Ok(Arc::new(workload) as Arc<dyn Workload>)
         })
     }

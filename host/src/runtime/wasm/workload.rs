@@ -68,17 +68,34 @@ struct Inner {
 }
 
 impl WasmWorkload {
-    pub(super) fn new(spec: WorkloadSpec, pre: ProxyPre<Host>) -> Result<Self, RuntimeError> {
+    /// Grants the sandbox and instantiates once, so a component that cannot
+    /// start within its limits (say, an initial memory above `--memory`)
+    /// fails here rather than on every request.
+    pub(super) async fn start(
+        spec: WorkloadSpec,
+        pre: ProxyPre<Host>,
+    ) -> Result<Self, RuntimeError> {
         let sandbox = Sandbox::new(&spec.name, &spec.capabilities)?;
         let slots = Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1)));
+        let inner = Inner {
+            name: spec.name,
+            pre,
+            sandbox,
+            limits: spec.limits,
+            slots,
+        };
+        let instantiate_error = |reason: String| RuntimeError::Instantiate {
+            path: spec.component.clone(),
+            reason,
+        };
+        let mut store = inner
+            .new_store()
+            .map_err(|e| instantiate_error(e.to_string()))?;
+        if let Err(e) = inner.pre.instantiate_async(&mut store).await {
+            return Err(instantiate_error(classify(store.data(), &e).to_string()));
+        }
         Ok(WasmWorkload {
-            inner: Arc::new(Inner {
-                name: spec.name,
-                pre,
-                sandbox,
-                limits: spec.limits,
-                slots,
-            }),
+            inner: Arc::new(inner),
         })
     }
 }
