@@ -24,6 +24,24 @@ async fn hello_answers_and_serves_200_concurrent_requests() {
 }
 
 #[tokio::test]
+async fn every_request_gets_fresh_memory() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &[]);
+    for i in 0..50 {
+        let reply = get(&format!("{}/state", berth.url)).await;
+        assert_eq!(reply.body, "clean\n", "sequential request {i}");
+    }
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let url = format!("{}/state", berth.url);
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().body, "clean\n");
+    }
+}
+
+#[tokio::test]
 async fn echo_sees_only_the_env_it_was_given() {
     let berth = BerthRun::start(
         guests::ECHO,

@@ -3,11 +3,16 @@
 //! `/trap` panics, `/loop` spins forever, `/alloc?mb=N` allocates and touches N
 //! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/fetch?url=U`
 //! makes an outbound HTTP request and reports the outcome, `/connect?addr=A`
-//! tries a raw TCP connection. Anything else
+//! tries a raw TCP connection, `/state` reports whether memory written by an
+//! earlier request is visible (it must not be). Anything else
 //! answers `ok`, so tests can check the host still serves after each failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use wstd::http::{Body, Client, Error, Request, Response, StatusCode};
 use wstd::time::Duration;
+
+/// Lives in linear memory (.bss); written by `/state`.
+static STATE: AtomicU64 = AtomicU64::new(0);
 
 #[wstd::http_server]
 async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
@@ -81,6 +86,17 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
                 Err(e) => format!("bad address: {e}"),
             };
             Ok(Response::new(format!("connect {addr}: {outcome}\n").into()))
+        }
+        "/state" => {
+            // Every request should get a fresh instance: memory left by an
+            // earlier request must never be visible to this one.
+            let seen = STATE.swap(0x5eed, Ordering::SeqCst);
+            let verdict = if seen == 0 {
+                "clean".to_owned()
+            } else {
+                format!("dirty: {seen:#x}")
+            };
+            Ok(Response::new(format!("{verdict}\n").into()))
         }
         _ => Ok(Response::new("ok\n".to_owned().into())),
     }
