@@ -31,12 +31,16 @@ fn main() {
         .current_dir(&guests)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .env("CARGO_TARGET_DIR", &target_dir);
-    // The outer build's flags are for the host, not for wasm.
+    // The outer build's flags and wrappers (clippy's, under `cargo clippy`)
+    // are for the host crates, not for the wasm guests.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
     ] {
         build.env_remove(var);
     }

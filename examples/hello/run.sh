@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --release --manifest-path guests/Cargo.toml -p hello
+# From inside guests/, so its .cargo/config.toml (target wasm32-wasip2) applies.
+(cd guests && cargo build --release -p hello)
 cargo build --release -p berth
 exec target/release/berth run guests/target/wasm32-wasip2/release/hello.wasm \
     --listen "${LISTEN:-127.0.0.1:8080}" "$@"

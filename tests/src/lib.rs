@@ -35,7 +35,38 @@ pub fn berth_bin() -> PathBuf {
         "the berth binary is missing at {}: run the suite with `cargo test --workspace`",
         bin.display()
     );
+    assert_fresh(&bin);
     bin
+}
+
+/// `cargo test -p berth-tests` alone does not rebuild the binary; testing a
+/// stale one would report on code that is no longer there.
+fn assert_fresh(bin: &Path) {
+    let built = std::fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .expect("the binary's mtime");
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")];
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("reading host/src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+            {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    if let Some((modified, path)) = newest {
+        assert!(
+            modified <= built,
+            "{} is newer than the berth binary at {}: run `cargo test --workspace`, which rebuilds it",
+            path.display(),
+            bin.display()
+        );
+    }
 }
 
 /// A data dir shared by the tests of one build, so components are compiled

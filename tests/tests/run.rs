@@ -287,6 +287,64 @@ async fn a_looping_guest_does_not_starve_other_requests() {
     for l in loops {
         assert_eq!(l.await.unwrap().status, 500);
     }
+    assert!(
+        berth.wait_for_log(
+            "used more than its CPU time limit of 3s",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        berth.log()
+    );
+}
+
+#[tokio::test]
+async fn waiting_is_not_charged_as_cpu_time() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--timeout", "500ms"]);
+    // 150 naps of 10 ms: 1.5 s of wall time, three times the CPU limit, but
+    // almost all of it spent waiting in the host.
+    let reply = get(&format!("{}/naps?n=150&ms=10", berth.url)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "napped 150 times\n"),
+        "{}",
+        berth.log()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_does_not_hang_on_a_spinning_guest() {
+    let mut berth = BerthRun::start(
+        guests::MISBEHAVE,
+        &["--timeout", "60s", "--drain-timeout", "1s"],
+    );
+    let url = format!("{}/loop", berth.url);
+    let spinning = tokio::spawn(async move {
+        let _ = berth_tests::client().get(url.parse().unwrap()).await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    berth.terminate();
+    let status = berth.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some(),
+        "berth still running 10 s after SIGTERM with a 1 s drain timeout"
+    );
+    spinning.abort();
+}
+
+#[tokio::test]
+async fn http_1_0_requests_without_host_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let berth = BerthRun::start(guests::HELLO, &[]);
+    let addr = berth.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /old HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with("hello from /old\n"), "{response}");
 }
 
 #[tokio::test]

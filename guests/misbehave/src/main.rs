@@ -1,7 +1,8 @@
 //! A guest that breaks the rules on request, to prove the host contains it.
 //!
 //! `/trap` panics, `/loop` spins forever, `/alloc?mb=N` allocates and touches N
-//! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/fetch?url=U`
+//! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/naps?n=N&ms=M`
+//! sleeps N times, `/fetch?url=U`
 //! makes an outbound HTTP request and reports the outcome, `/connect?addr=A`
 //! tries a raw TCP connection, `/state` reports whether memory written by an
 //! earlier request is visible (it must not be). Anything else
@@ -50,6 +51,15 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
             let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
             wstd::task::sleep(Duration::from_millis(ms)).await;
             Ok(Response::new(format!("slept {ms} ms\n").into()))
+        }
+        "/naps" => {
+            // Mostly waiting: many short sleeps, almost no CPU.
+            let n: u32 = param("n").and_then(|v| v.parse().ok()).unwrap_or(10);
+            let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(10);
+            for _ in 0..n {
+                wstd::task::sleep(Duration::from_millis(ms)).await;
+            }
+            Ok(Response::new(format!("napped {n} times\n").into()))
         }
         "/fetch" => {
             let Some(url) = param("url") else {

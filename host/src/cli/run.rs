@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::home;
@@ -90,10 +91,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    tokio.block_on(async move {
-        let runtime = WasmRuntime::new(WasmRuntimeConfig {
-            cache_dir: Some(home::compile_cache_dir()),
-        })?;
+    // Built outside the async runtime and dropped after it: its epoch ticker
+    // is what makes a still-spinning guest yield, so the runtime's shutdown
+    // below can drop that guest's task instead of waiting on it forever.
+    let runtime = WasmRuntime::new(WasmRuntimeConfig {
+        cache_dir: Some(home::compile_cache_dir()),
+    })?;
+    let served = tokio.block_on(async {
+        // Watch for signals before announcing the address, so a SIGTERM sent
+        // as soon as the line appears drains instead of killing the process.
+        let shutdown = CancellationToken::new();
+        let term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+        tokio::spawn(cancel_on_signal(shutdown.clone(), term));
+
         let workload = runtime.start(spec).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -106,25 +116,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "berth: serving {} on http://{addr}/",
             args.component.display()
         );
-
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
         crate::router::serve(listener, workload, shutdown, args.drain_timeout).await;
-        Ok(ExitCode::SUCCESS)
-    })
+        anyhow::Ok(ExitCode::SUCCESS)
+    });
+    tokio.shutdown_timeout(Duration::from_secs(1));
+    drop(runtime);
+    served
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!("cannot watch for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            token.cancel();
-            return;
-        }
-    };
+async fn cancel_on_signal(token: CancellationToken, mut term: Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

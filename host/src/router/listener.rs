@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Body, BoxError, ServeError, Workload};
+use crate::runtime::{Body, BoxError, GuestFailure, ServeError, Workload};
 
 /// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
@@ -45,8 +45,18 @@ pub async fn serve(
         // Small responses should not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let workload = workload.clone();
-        let service = hyper::service::service_fn(move |request| {
+        let local = stream.local_addr().ok();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             let workload = workload.clone();
+            // HTTP/1.0 clients may send no Host; guests are promised an
+            // authority, so it is the address they connected to.
+            if request.uri().authority().is_none()
+                && !request.headers().contains_key(http::header::HOST)
+                && let Some(local) = local
+                && let Ok(host) = http::HeaderValue::from_str(&local.to_string())
+            {
+                request.headers_mut().insert(http::header::HOST, host);
+            }
             async move { Ok::<_, Infallible>(handle(&*workload, request, peer).await) }
         });
         let connection = builder
@@ -100,7 +110,11 @@ async fn handle(
 /// the guest's internals (those are in the server log).
 fn error_response(error: &ServeError) -> Response<Body> {
     let (status, message) = match error {
-        ServeError::Busy { .. } => (
+        ServeError::Busy { .. }
+        | ServeError::Guest {
+            failure: GuestFailure::PoolExhausted,
+            ..
+        } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: the workload is at its concurrency limit, try again\n",
         ),

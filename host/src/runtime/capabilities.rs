@@ -95,6 +95,8 @@ impl OutboundRule {
     /// Whether a request to `host:port` is allowed by this rule.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        // `example.com.` is the same host as `example.com`.
+        let host = host.strip_suffix('.').unwrap_or(host);
         (self.host == "*" || self.host.eq_ignore_ascii_case(host))
             && self.port.is_none_or(|p| p == port)
     }
@@ -142,6 +144,12 @@ impl FromStr for OutboundRule {
         if host.is_empty() {
             return Err(format!("{s:?}: the host is empty"));
         }
+        if host.contains(':') && !s.starts_with('[') {
+            return Err(format!(
+                "{s:?}: write IPv6 addresses in brackets, e.g. [::1]:8080"
+            ));
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
         let port = port
             .map(|p| {
                 p.parse::<u16>()
@@ -208,6 +216,10 @@ mod tests {
         assert!(v6.allows("[::1]", 80));
         assert_eq!(v6.to_string(), "[::1]:80");
 
+        let dotted: OutboundRule = "example.com.".parse().unwrap();
+        assert!(dotted.allows("example.com", 80));
+        assert!(any_port.allows("example.com.", 80));
+
         let all: OutboundRule = "*".parse().unwrap();
         assert!(all.allows("anything.example", 1));
     }
@@ -227,5 +239,17 @@ mod tests {
                 .contains("port")
         );
         assert!(":80".parse::<OutboundRule>().unwrap_err().contains("empty"));
+        assert!(
+            "::1"
+                .parse::<OutboundRule>()
+                .unwrap_err()
+                .contains("brackets")
+        );
+        assert!(
+            "fe80::1:80"
+                .parse::<OutboundRule>()
+                .unwrap_err()
+                .contains("brackets")
+        );
     }
 }

@@ -36,6 +36,8 @@ pub enum RuntimeError {
         guest: String,
         reason: String,
     },
+    #[error("limits: {reason}")]
+    Limits { reason: String },
     #[error("starting the wasm engine: {reason}")]
     Engine { reason: String },
 }
@@ -78,4 +80,6 @@ pub enum GuestFailure {
     ErrorResponse(String),
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
+    #[error("could not be instantiated: every instance slot of the engine is in use")]
+    PoolExhausted,
 }

@@ -91,6 +91,10 @@ impl FromStr for Quantity {
                 let e: i32 = exp[1..]
                     .parse()
                     .map_err(|_| err("its exponent is not a whole number"))?;
+                // Far beyond any real quantity; keeps the arithmetic below in range.
+                if !(-100..=100).contains(&e) {
+                    return Err(err("its exponent is out of range"));
+                }
                 (0, e)
             }
             byte_suffix @ ("kB" | "KB" | "MB" | "GB" | "TB" | "PB" | "EB" | "KiB" | "MiB"
@@ -107,6 +111,9 @@ impl FromStr for Quantity {
             }
             _ => return Err(err("unknown suffix")),
         };
+        if frac.len() > 30 {
+            return Err(err("it has too many decimal places"));
+        }
         let digits: u128 = format!("{whole}{frac}")
             .parse()
             .map_err(|_| err("the number is too large"))?;
@@ -193,7 +200,19 @@ mod tests {
 
     #[test]
     fn rejects_what_kubernetes_rejects() {
-        for bad in ["64MB", "", "Mi", "-1", "1.2.3", "1e", "1x", "."] {
+        for bad in [
+            "64MB",
+            "",
+            "Mi",
+            "-1",
+            "1.2.3",
+            "1e",
+            "1x",
+            ".",
+            "1e2147483647",
+            "1e-2147483648",
+            "0.0000000000000000000000000000001",
+        ] {
             let e = bad.parse::<Quantity>().unwrap_err();
             assert!(e.to_string().contains("is not a quantity"), "{bad}: {e}");
         }

@@ -82,16 +82,29 @@ impl CpuBudget {
     }
 
     /// Called when the epoch passes the store's deadline while guest code
-    /// runs: one more tick of CPU spent. Yields so a busy guest does not hold
-    /// the executor thread, and traps once the budget is gone. A guest that
-    /// waits on I/O is not running and is not charged.
+    /// runs: one more tick of CPU spent. Traps once the budget is gone;
+    /// otherwise yields, so a busy guest does not hold the executor thread.
+    ///
+    /// The yield goes through tokio's `yield_now`, which tokio defers until
+    /// its I/O driver has been polled: wasmtime's own yield wakes itself at
+    /// once, and a few spinning guests could then keep accepts and reads
+    /// waiting for many ticks.
+    ///
+    /// Time a guest spends waiting in host calls is not charged: the store's
+    /// call hook (see `workload.rs`) moves the deadline one tick past "now"
+    /// whenever control passes from the host to the guest, so only tick boundaries
+    /// crossed while guest code runs reach this callback — an unbiased
+    /// estimate of the CPU time it used.
     pub(super) fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
         if self.ticks_left == 0 {
             self.exceeded = true;
             return Err(wasmtime::Trap::Interrupt.into());
         }
         self.ticks_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     }
 }
 

@@ -19,10 +19,16 @@ pub(super) fn load(
     linker: &Linker<Host>,
     path: &Path,
 ) -> Result<ProxyPre<Host>, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+    let read_error = |source| RuntimeError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // A FIFO or a device would block or never end; only files are read.
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(read_error(std::io::Error::other("not a regular file")));
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
     check_header(path, &bytes)?;
     let component = Component::new(engine, &bytes).map_err(|e| RuntimeError::Compile {
         path: path.to_owned(),

@@ -80,8 +80,10 @@ impl Sandbox {
     }
 }
 
-/// How much of a denied request's body is read before it is dropped.
+/// How much of a denied request's body is read before it is dropped, and
+/// for how long.
 const DENIED_BODY_DRAIN: usize = 64 << 10;
+const DENIED_BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) struct OutboundPolicy {
     workload: String,
@@ -110,8 +112,11 @@ impl WasiHttpHooks for OutboundHooks {
         let host = uri.host().unwrap_or("");
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // The sender connects to the whole authority; userinfo would make it
+        // differ from the host checked here.
+        let has_userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
         let policy = &self.0;
-        if !policy.rules.iter().any(|rule| rule.allows(host, port)) {
+        if has_userinfo || !policy.rules.iter().any(|rule| rule.allows(host, port)) {
             tracing::warn!(
                 workload = %policy.workload,
                 destination = %format_args!("{host}:{port}"),
@@ -120,17 +125,22 @@ impl WasiHttpHooks for OutboundHooks {
             // Take (a bounded amount of) the body before refusing: a guest
             // still writing it would otherwise see its stream cut and report
             // "connection reset" instead of the denial.
+            // Bounded in time too: a guest may wait for the response before
+            // it finishes the body.
             let mut body = request.into_body();
             return Box::new(async move {
-                let mut taken = 0usize;
-                while taken < DENIED_BODY_DRAIN {
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            taken += frame.data_ref().map_or(0, |data| data.len());
+                let drain = async {
+                    let mut taken = 0usize;
+                    while taken < DENIED_BODY_DRAIN {
+                        match body.frame().await {
+                            Some(Ok(frame)) => {
+                                taken += frame.data_ref().map_or(0, |data| data.len());
+                            }
+                            _ => break,
                         }
-                        _ => break,
                     }
-                }
+                };
+                let _ = tokio::time::timeout(DENIED_BODY_WAIT, drain).await;
                 Err(wasmtime_wasi_http::Error::HttpRequestDenied)
             });
         }

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use wasmtime::Store;
 use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::engine::POOL_SLOTS;
 use super::limits::{CpuBudget, MemoryBudget};
 use super::sandbox::{OutboundHooks, Sandbox};
 use crate::runtime::{
@@ -75,6 +76,14 @@ impl WasmWorkload {
         spec: WorkloadSpec,
         pre: ProxyPre<Host>,
     ) -> Result<Self, RuntimeError> {
+        if spec.limits.max_concurrency > POOL_SLOTS as usize {
+            return Err(RuntimeError::Limits {
+                reason: format!(
+                    "a concurrency of {} is more than the {POOL_SLOTS} instances the engine can hold",
+                    spec.limits.max_concurrency
+                ),
+            });
+        }
         let sandbox = Sandbox::new(&spec.name, &spec.capabilities)?;
         let slots = Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1)));
         let inner = Inner {
@@ -150,7 +159,7 @@ impl Inner {
                 let proxy = pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| GuestFailure::Instantiate(format!("{e:#}")))?;
+                    .map_err(|e| instantiate_failure(&e))?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
@@ -158,7 +167,10 @@ impl Inner {
                     .map_err(|e| classify(store.data(), &e))
             }
             .await;
-            // The slot is held until the guest is done, streaming included.
+            // The slot is held until the guest is done, streaming included,
+            // and its pool slot is back (the store is gone) before the next
+            // request may take the permit.
+            drop(store);
             drop(permit);
             outcome
         });
@@ -224,9 +236,21 @@ impl Inner {
             cpu: CpuBudget::new(self.limits.cpu_time),
         };
         let mut store = Store::new(self.pre.engine(), host);
+        store.data_mut().table.set_max_capacity(MAX_RESOURCES);
         store.limiter(|host| &mut host.memory);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.tick());
+        // Time in host calls (sleeps, I/O) is not CPU time: restart the
+        // tick count whenever guest code gets control back (see limits.rs).
+        // That is on return from the host, and also on each entry into wasm:
+        // a host call hands its results over by calling the guest's
+        // `cabi_realloc`, before it returns.
+        store.call_hook(|mut ctx, hook| {
+            if matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm) {
+                ctx.set_epoch_deadline(1);
+            }
+            Ok(())
+        });
         Ok(store)
     }
 
@@ -242,6 +266,23 @@ fn log_late_failure(workload: &str, failure: &GuestFailure) {
         workload,
         "guest failed after sending its response: {failure}"
     );
+}
+
+/// Resources (streams, fields, pollables…) one request may hold at once.
+/// Their host-side memory is outside the guest's `--memory`, so it is capped
+/// by count; a real handler holds a few dozen.
+const MAX_RESOURCES: usize = 4096;
+
+/// An instantiation that failed because every pool slot is taken is the
+/// host being busy, not the guest failing.
+fn instantiate_failure(error: &wasmtime::Error) -> GuestFailure {
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return GuestFailure::PoolExhausted;
+    }
+    GuestFailure::Instantiate(format!("{error:#}"))
 }
 
 /// Names the limit a failed call ran into, rather than the trap it caused.
