@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["hello", "echo", "misbehave"];
+/// Package names; cargo names a cdylib's output with underscores.
+const GUESTS: &[&str] = &["hello", "echo", "misbehave", "legacy-hello"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -54,7 +55,7 @@ fn main() {
     }
     let wasm_dir = target_dir.join("wasm32-wasip2/release");
     for guest in GUESTS {
-        let path = wasm_dir.join(format!("{guest}.wasm"));
+        let path = wasm_dir.join(format!("{}.wasm", guest.replace('-', "_")));
         assert!(
             path.exists(),
             "guest {guest} was not built at {}",

@@ -18,6 +18,8 @@ pub mod guests {
     pub const HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/hello.wasm");
     pub const ECHO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/echo.wasm");
     pub const MISBEHAVE: &str = concat!(env!("BERTH_GUESTS_DIR"), "/misbehave.wasm");
+    /// Built against wasi:http@0.2.0 with raw bindings.
+    pub const LEGACY_HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/legacy_hello.wasm");
 }
 
 /// The `berth` binary of this build: `cargo test --workspace` builds it

@@ -24,6 +24,21 @@ async fn hello_answers_and_serves_200_concurrent_requests() {
 }
 
 #[tokio::test]
+async fn a_guest_built_for_wasi_0_2_0_runs_unchanged() {
+    let bytes = std::fs::read(guests::LEGACY_HELLO).unwrap();
+    let imports_0_2_0 = bytes.windows(21).any(|w| w == b"wasi:http/types@0.2.0");
+    assert!(
+        imports_0_2_0,
+        "the legacy guest should import wasi:http/types@0.2.0"
+    );
+
+    let berth = BerthRun::start(guests::LEGACY_HELLO, &[]);
+    let reply = get(&format!("{}/old?x=1", berth.url)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "hello from /old?x=1 over wasi:http@0.2.0\n");
+}
+
+#[tokio::test]
 async fn every_request_gets_fresh_memory() {
     let berth = BerthRun::start(guests::MISBEHAVE, &[]);
     for i in 0..50 {
