@@ -85,6 +85,7 @@ pub struct BerthRun {
     child: Child,
     pub url: String,
     stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl BerthRun {
@@ -136,9 +137,27 @@ impl BerthRun {
                 );
             }
         };
-        // Keep draining stdout so the guest's prints never block it.
-        std::thread::spawn(move || for _ in lines {});
-        BerthRun { child, url, stderr }
+        // Keep draining stdout so it can never block berth.
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        BerthRun {
+            child,
+            url,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// What berth printed on stdout after its listen line.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Everything berth logged so far.

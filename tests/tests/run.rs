@@ -313,6 +313,27 @@ async fn a_looping_guest_does_not_starve_other_requests() {
 }
 
 #[tokio::test]
+async fn guest_output_goes_to_the_log_tagged_never_to_stdout() {
+    let berth = BerthRun::start(guests::MISBEHAVE, &[]);
+    assert_eq!(get(&format!("{}/trap", berth.url)).await.status, 500);
+    assert!(
+        berth.wait_for_log("guest asked to trap", Duration::from_secs(5)),
+        "{}",
+        berth.log()
+    );
+    let line = berth
+        .log()
+        .lines()
+        .find(|l| l.contains("guest asked to trap"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("berth::guest"), "{line}");
+    assert!(line.contains("workload=\"misbehave\""), "{line}");
+    assert!(line.contains("stream=\"stderr\""), "{line}");
+    assert_eq!(berth.stdout(), "", "guest output reached berth's stdout");
+}
+
+#[tokio::test]
 async fn waiting_is_not_charged_as_cpu_time() {
     let berth = BerthRun::start(guests::MISBEHAVE, &["--timeout", "500ms"]);
     // 150 naps of 10 ms: 1.5 s of wall time, three times the CPU limit, but

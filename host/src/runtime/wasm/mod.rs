@@ -11,6 +11,7 @@ mod engine;
 mod epoch;
 mod limits;
 mod load;
+mod output;
 mod sandbox;
 mod workload;
 

@@ -3,8 +3,9 @@
 //! A [`Sandbox`] is built once per workload from its [`Capabilities`] and
 //! hands each request a fresh `WasiCtx` holding exactly those grants: the env
 //! it was given, the directories it was granted (cap-std preopens, read-only
-//! unless granted writable), no sockets, and an outbound-HTTP policy that
-//! refuses every host not on its list. Host directories are opened here and
+//! unless granted writable), no sockets, stdout/stderr into berth's log (see
+//! `output.rs`), and an outbound-HTTP policy that refuses every host not on
+//! its list. Host directories are opened here and
 //! nowhere else.
 
 use http_body_util::BodyExt;
@@ -14,9 +15,11 @@ use std::sync::Arc;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::output::GuestOutput;
 use crate::runtime::{Capabilities, OutboundRule, RuntimeError};
 
 pub(super) struct Sandbox {
+    workload: Arc<str>,
     env: Vec<(String, String)>,
     dirs: Vec<(PathBuf, String, FsPerms)>,
     outbound: Arc<OutboundPolicy>,
@@ -48,6 +51,7 @@ impl Sandbox {
             dirs.push((host, grant.guest.clone(), perms));
         }
         Ok(Sandbox {
+            workload: workload.into(),
             env: caps.env.clone(),
             dirs,
             outbound: Arc::new(OutboundPolicy {
@@ -62,8 +66,8 @@ impl Sandbox {
         let mut builder = WasiCtxBuilder::new();
         builder
             .envs(&self.env)
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(GuestOutput::new(self.workload.clone(), "stdout"))
+            .stderr(GuestOutput::new(self.workload.clone(), "stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
