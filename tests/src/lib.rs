@@ -92,12 +92,17 @@ impl BerthRun {
     /// Starts `berth run COMPONENT --listen 127.0.0.1:0 ARGS…` and waits for
     /// the line that says where it listens.
     pub fn start(component: &str, args: &[&str]) -> BerthRun {
+        Self::start_in(&shared_home(), component, args)
+    }
+
+    /// [`BerthRun::start`] with `home` as `$BERTH_HOME`.
+    pub fn start_in(home: &Path, component: &str, args: &[&str]) -> BerthRun {
         let mut child = Command::new(berth_bin())
             .arg("run")
             .arg(component)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("BERTH_HOME", shared_home())
+            .env("BERTH_HOME", home)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

@@ -39,6 +39,50 @@ async fn a_guest_built_for_wasi_0_2_0_runs_unchanged() {
 }
 
 #[tokio::test]
+async fn compiled_components_are_cached_under_berth_home() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("cache/compiled");
+    // Compiled artifacts and their mtimes; wasmtime's usage `.stats` files
+    // and cleanup markers change on every hit and are left out.
+    let artifacts = |dir: &std::path::Path| {
+        let mut found = Vec::new();
+        let mut dirs = vec![dir.to_owned()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if !name.ends_with(".stats") && !name.starts_with('.') {
+                    found.push((path, e.metadata().unwrap().modified().unwrap()));
+                }
+            }
+        }
+        found
+    };
+
+    let first = BerthRun::start_in(home.path(), guests::HELLO, &[]);
+    assert_eq!(get(&format!("{}/", first.url)).await.status, 200);
+    drop(first);
+    let cached = artifacts(&cache);
+    assert_eq!(
+        cached.len(),
+        1,
+        "expected one artifact under {}",
+        cache.display()
+    );
+
+    // A second start of the same component loads it instead of compiling.
+    let second = BerthRun::start_in(home.path(), guests::HELLO, &[]);
+    assert_eq!(get(&format!("{}/", second.url)).await.status, 200);
+    assert_eq!(
+        artifacts(&cache),
+        cached,
+        "the component was compiled again"
+    );
+}
+
+#[tokio::test]
 async fn every_request_gets_fresh_memory() {
     let berth = BerthRun::start(guests::MISBEHAVE, &[]);
     for i in 0..50 {
