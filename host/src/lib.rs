@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod home;
+pub mod image;
 pub mod router;
 pub mod runtime;
 pub mod spec;
