@@ -181,6 +181,13 @@ impl ContentStore {
         })
     }
 
+    /// Reads a whole blob and checks it hashes to its digest.
+    pub fn verify(&self, digest: &str) -> Result<(), StoreError> {
+        let mut reader = self.open_blob(digest)?;
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| reader.error(e))?;
+        Ok(())
+    }
+
     /// Reads a whole (small) blob, verified.
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let mut reader = self.open_blob(digest)?;

@@ -1,6 +1,7 @@
 //! The `berth` command line. Parses arguments, runs the command, and turns
 //! any error into one line on stderr and a non-zero exit code.
 
+mod build;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -19,14 +20,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a wasi:http component in the foreground.
+    /// Serve a wasi:http component (a .wasm file or an image) in the foreground.
     Run(run::RunArgs),
+    /// Build an image from a directory with a berth.toml.
+    Build(build::BuildArgs),
+    /// List the images in the local store.
+    Images,
 }
 
 /// Runs the parsed command line; the binary's whole `main`.
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Build(args) => build::build(args),
+        Command::Images => build::images(),
     };
     match result {
         Ok(code) => code,

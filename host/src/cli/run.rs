@@ -2,7 +2,7 @@
 //! `wasmtime serve`, with only the capabilities the flags grant.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,15 +11,21 @@ use clap::Args;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use berth_registry::{ContentStore, Reference};
+
 use crate::home;
+use crate::image;
+use crate::image::materialize::materialize;
+use crate::image::model::Image;
 use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
 use crate::runtime::{Capabilities, DirGrant, Limits, OutboundRule, Runtime, WorkloadSpec};
 use crate::spec::Quantity;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The component to serve: a .wasm file exporting wasi:http/incoming-handler.
-    component: PathBuf,
+    /// What to serve: a .wasm file exporting wasi:http/incoming-handler, or an
+    /// image in the local store (NAME[:TAG]), whose bundles are mounted read-only.
+    component: String,
 
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -54,6 +60,64 @@ pub struct RunArgs {
     drain_timeout: Duration,
 }
 
+/// What `berth run` was asked to serve, resolved to a component file and
+/// the image's bundle mounts (none for a plain file).
+struct Target {
+    name: String,
+    component: PathBuf,
+    mounts: Vec<DirGrant>,
+}
+
+/// A path that exists, or looks like one, is a file; anything else must be
+/// an image in the local store.
+fn resolve_target(arg: &str) -> anyhow::Result<Target> {
+    let path = Path::new(arg);
+    if path.exists() || arg.ends_with(".wasm") || arg.starts_with('.') || arg.starts_with('/') {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "component".to_owned());
+        return Ok(Target {
+            name,
+            component: path.to_owned(),
+            mounts: Vec::new(),
+        });
+    }
+    let reference: Reference = arg
+        .parse()
+        .with_context(|| format!("{arg} is neither a file nor an image reference"))?;
+    let store = ContentStore::open(image::store_dir())?;
+    let descriptor = store.resolve(&reference.tagged_name()).map_err(|_| {
+        anyhow::anyhow!(
+            "no file {arg} and no image {} in the local store (see `berth images`; build one with `berth build`)",
+            reference.tagged_name()
+        )
+    })?;
+    let loaded = Image::load(&store, descriptor.digest().as_ref())?;
+    let ready = materialize(&store, &image::images_dir(), &loaded)
+        .with_context(|| format!("preparing image {}", reference.tagged_name()))?;
+    let mounts = ready
+        .mounts
+        .into_iter()
+        .map(|(host, guest)| DirGrant {
+            host,
+            guest,
+            writable: false,
+        })
+        .collect();
+    let name = reference
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&reference.repository)
+        .to_owned();
+    Ok(Target {
+        name,
+        component: ready.component,
+        mounts,
+    })
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -66,17 +130,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .memory
         .to_bytes()
         .with_context(|| format!("--memory {} is too large", args.memory))?;
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "component".to_owned());
+    let target = resolve_target(&args.component)?;
+    let mut dirs = target.mounts;
+    dirs.extend(args.dirs);
     let spec = WorkloadSpec {
-        name,
-        component: args.component.clone(),
+        name: target.name,
+        component: target.component,
         capabilities: Capabilities {
             env: args.env,
-            dirs: args.dirs,
+            dirs,
             outbound: args.outbound,
         },
         limits: Limits {
@@ -112,10 +174,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .local_addr()
             .context("reading the listen address")?;
         // Scripts and tests read this line to learn the port.
-        println!(
-            "berth: serving {} on http://{addr}/",
-            args.component.display()
-        );
+        println!("berth: serving {} on http://{addr}/", args.component);
         crate::router::serve(listener, workload, shutdown, args.drain_timeout).await;
         anyhow::Ok(ExitCode::SUCCESS)
     });

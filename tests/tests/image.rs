@@ -1,0 +1,207 @@
+//! Images end to end: `berth build` from a directory, `berth run NAME:TAG`,
+//! layers stacked on a base, and corruption caught on use.
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::{BerthRun, berth_bin, get, guests};
+
+/// Runs `berth ARGS` with `home` as BERTH_HOME; returns (success, stdout, stderr).
+fn berth(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(berth_bin())
+        .args(args)
+        .env("BERTH_HOME", home)
+        .output()
+        .expect("running berth");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Builds `dir` as `tag`; returns the manifest digest.
+fn build(home: &Path, dir: &Path, tag: &str) -> String {
+    let (ok, stdout, stderr) = berth(home, &["build", dir.to_str().unwrap(), "-t", tag]);
+    assert!(ok, "berth build failed: {stderr}");
+    let line = stdout.lines().last().expect("build prints the image");
+    let (name, digest) = line.split_once(' ').expect("NAME DIGEST");
+    assert_eq!(name, tag);
+    assert!(digest.starts_with("sha256:"), "{line}");
+    digest.to_owned()
+}
+
+/// An app directory: the echo guest plus files, each map entry a path and content.
+fn app_dir(files: &[(&str, &str)], toml_extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::ECHO, dir.path().join("echo.wasm")).unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        format!("component = \"echo.wasm\"\n{toml_extra}"),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_built_image_runs_with_its_bundle_and_nothing_else() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(
+        &[
+            ("static/hello.txt", "bundled hello"),
+            ("static/sub/deep.txt", "deep"),
+        ],
+        "[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    );
+    let first = build(home.path(), app.path(), "app:1");
+    // The same inputs give the same digest.
+    assert_eq!(build(home.path(), app.path(), "app:2"), first);
+
+    let (ok, listing, _) = berth(home.path(), &["images"]);
+    assert!(ok);
+    assert!(
+        listing.contains("app:1") && listing.contains("app:2"),
+        "{listing}"
+    );
+
+    let run = BerthRun::start_in(home.path(), "app:1", &[]);
+    let reply = get(&format!(
+        "{}/?read=/static/hello.txt&read=/static/sub/deep.txt&list=/static",
+        run.url
+    ))
+    .await;
+    assert!(
+        reply
+            .body
+            .contains("read /static/hello.txt: ok: bundled hello"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("read /static/sub/deep.txt: ok: deep"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("list /static: ok: hello.txt,sub"),
+        "{}",
+        reply.body
+    );
+    for outside in ["/etc/passwd", "/static/../../etc/passwd", "/echo.wasm"] {
+        let reply = get(&format!("{}/?read={outside}", run.url)).await;
+        assert!(
+            reply.body.contains(&format!("read {outside}: error")),
+            "{outside}: {}",
+            reply.body
+        );
+    }
+    // The bundle is mounted read-only.
+    let reply =
+        berth_tests::request("POST", &format!("{}/?write=/static/new.txt", run.url), "x").await;
+    assert!(
+        reply.body.contains("write /static/new.txt: error"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn app_layers_override_and_whiteout_base_files() {
+    let home = tempfile::tempdir().unwrap();
+    let base = app_dir(
+        &[
+            ("root/a.txt", "base a"),
+            ("root/b.txt", "base b"),
+            ("root/keep.txt", "base keep"),
+        ],
+        "[[files]]\nsource = \"root\"\n",
+    );
+    build(home.path(), base.path(), "base:1");
+    // `.wh.b.txt` in the app's files hides the base's b.txt (OCI whiteout).
+    let app = app_dir(
+        &[("root/a.txt", "app a"), ("root/.wh.b.txt", "")],
+        "base = \"base:1\"\n[[files]]\nsource = \"root\"\n",
+    );
+    build(home.path(), app.path(), "app:1");
+
+    let run = BerthRun::start_in(home.path(), "app:1", &[]);
+    let reply = get(&format!(
+        "{}/?read=/a.txt&read=/b.txt&read=/keep.txt&list=/",
+        run.url
+    ))
+    .await;
+    assert!(
+        reply.body.contains("read /a.txt: ok: app a"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("read /b.txt: error"), "{}", reply.body);
+    assert!(
+        reply.body.contains("read /keep.txt: ok: base keep"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("list /: ok: a.txt,keep.txt"),
+        "{}",
+        reply.body
+    );
+}
+
+#[test]
+fn a_corrupted_blob_is_detected_not_served() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(
+        &[("static/hello.txt", "bundled hello")],
+        "[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    );
+    build(home.path(), app.path(), "app:1");
+    // Flip the content of the bundle layer (the only tar blob) on disk.
+    let blobs = home.path().join("store/blobs/sha256");
+    let mut corrupted = 0;
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(13).any(|w| w == b"bundled hello") {
+            let at = bytes
+                .windows(13)
+                .position(|w| w == b"bundled hello")
+                .unwrap();
+            bytes[at] = b'B';
+            std::fs::write(&path, bytes).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert_eq!(corrupted, 1);
+    let (ok, stdout, stderr) = berth(home.path(), &["run", "app:1", "--listen", "127.0.0.1:0"]);
+    assert!(!ok, "a corrupted image ran");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+}
+
+#[test]
+fn bad_build_files_name_the_problem() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(&[], "unknown_field = 1\n");
+    let (ok, _, stderr) = berth(
+        home.path(),
+        &["build", app.path().to_str().unwrap(), "-t", "x:1"],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("berth.toml") && stderr.contains("unknown_field"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) = berth(
+        home.path(),
+        &["run", "nothing:here", "--listen", "127.0.0.1:0"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("no image nothing:here"), "{stderr}");
+}
