@@ -205,3 +205,66 @@ fn bad_build_files_name_the_problem() {
     assert!(!ok);
     assert!(stderr.contains("no image nothing:here"), "{stderr}");
 }
+
+/// skopeo, which CI installs: a test that needs it fails rather than skips.
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is required for this test (Debian package `skopeo`; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn skopeo_reads_the_store_and_berth_reads_what_skopeo_writes() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(
+        &[("static/hello.txt", "via skopeo")],
+        "[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    );
+    let digest = build(home.path(), app.path(), "app:1");
+    let store = home.path().join("store");
+
+    // skopeo sees the manifest berth wrote, byte for byte.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci:{}:app:1", store.display()),
+    ]);
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    use sha2::Digest as _;
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(raw.as_bytes()))
+        ),
+        digest
+    );
+
+    // A layout written by skopeo is one berth runs from.
+    let other = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:app:1", store.display()),
+        &format!("oci:{}:copied:7", other.path().join("store").display()),
+    ]);
+    let run = BerthRun::start_in(other.path(), "copied:7", &[]);
+    let reply = get(&format!("{}/?read=/static/hello.txt", run.url)).await;
+    assert!(
+        reply
+            .body
+            .contains("read /static/hello.txt: ok: via skopeo"),
+        "{}",
+        reply.body
+    );
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs: the wasm target for the guests, and the
+# real peers the end-to-end tests drive (skopeo). Safe to run again.
+set -euo pipefail
+
+# Only ask rustup for what is missing: its servers may be out of reach.
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+missing=()
+command -v skopeo >/dev/null || missing+=(skopeo)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "tests need: ${missing[*]} (Debian packages); run as root or install them" >&2
+        exit 1
+    fi
+    apt-get update
+    apt-get install -y "${missing[@]}"
+fi
