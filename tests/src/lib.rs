@@ -80,6 +80,28 @@ pub fn shared_home() -> PathBuf {
     home
 }
 
+/// A `berth` command that ran to completion.
+#[derive(Debug)]
+pub struct Finished {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `berth ARGS` to completion with `home` as `$BERTH_HOME`.
+pub fn berth(home: &Path, args: &[&str]) -> Finished {
+    let out = Command::new(berth_bin())
+        .args(args)
+        .env("BERTH_HOME", home)
+        .output()
+        .expect("running berth");
+    Finished {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// A running `berth run`, killed when dropped.
 pub struct BerthRun {
     child: Child,

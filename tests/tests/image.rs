@@ -4,27 +4,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::{BerthRun, berth_bin, get, guests};
-
-/// Runs `berth ARGS` with `home` as BERTH_HOME; returns (success, stdout, stderr).
-fn berth(home: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(berth_bin())
-        .args(args)
-        .env("BERTH_HOME", home)
-        .output()
-        .expect("running berth");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use berth_tests::{BerthRun, berth, get, guests};
 
 /// Builds `dir` as `tag`; returns the manifest digest.
 fn build(home: &Path, dir: &Path, tag: &str) -> String {
-    let (ok, stdout, stderr) = berth(home, &["build", dir.to_str().unwrap(), "-t", tag]);
-    assert!(ok, "berth build failed: {stderr}");
-    let line = stdout.lines().last().expect("build prints the image");
+    let out = berth(home, &["build", dir.to_str().unwrap(), "-t", tag]);
+    assert!(out.success, "berth build failed: {}", out.stderr);
+    let line = out.stdout.lines().last().expect("build prints the image");
     let (name, digest) = line.split_once(' ').expect("NAME DIGEST");
     assert_eq!(name, tag);
     assert!(digest.starts_with("sha256:"), "{line}");
@@ -62,11 +48,12 @@ async fn a_built_image_runs_with_its_bundle_and_nothing_else() {
     // The same inputs give the same digest.
     assert_eq!(build(home.path(), app.path(), "app:2"), first);
 
-    let (ok, listing, _) = berth(home.path(), &["images"]);
-    assert!(ok);
+    let listing = berth(home.path(), &["images"]);
+    assert!(listing.success);
     assert!(
-        listing.contains("app:1") && listing.contains("app:2"),
-        "{listing}"
+        listing.stdout.contains("app:1") && listing.stdout.contains("app:2"),
+        "{}",
+        listing.stdout
     );
 
     let run = BerthRun::start_in(home.path(), "app:1", &[]);
@@ -178,32 +165,37 @@ fn a_corrupted_blob_is_detected_not_served() {
         }
     }
     assert_eq!(corrupted, 1);
-    let (ok, stdout, stderr) = berth(home.path(), &["run", "app:1", "--listen", "127.0.0.1:0"]);
-    assert!(!ok, "a corrupted image ran");
-    assert!(stdout.is_empty(), "{stdout}");
-    assert!(stderr.contains("corrupt"), "{stderr}");
+    let out = berth(home.path(), &["run", "app:1", "--listen", "127.0.0.1:0"]);
+    assert!(!out.success, "a corrupted image ran");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains("corrupt"), "{}", out.stderr);
 }
 
 #[test]
 fn bad_build_files_name_the_problem() {
     let home = tempfile::tempdir().unwrap();
     let app = app_dir(&[], "unknown_field = 1\n");
-    let (ok, _, stderr) = berth(
+    let out = berth(
         home.path(),
         &["build", app.path().to_str().unwrap(), "-t", "x:1"],
     );
-    assert!(!ok);
+    assert!(!out.success);
     assert!(
-        stderr.contains("berth.toml") && stderr.contains("unknown_field"),
-        "{stderr}"
+        out.stderr.contains("berth.toml") && out.stderr.contains("unknown_field"),
+        "{}",
+        out.stderr
     );
 
-    let (ok, _, stderr) = berth(
+    let out = berth(
         home.path(),
         &["run", "nothing:here", "--listen", "127.0.0.1:0"],
     );
-    assert!(!ok);
-    assert!(stderr.contains("no image nothing:here"), "{stderr}");
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("no image nothing:here"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// skopeo, which CI installs: a test that needs it fails rather than skips.

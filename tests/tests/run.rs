@@ -466,40 +466,47 @@ async fn requests_over_the_concurrency_limit_wait_then_get_503() {
 #[test]
 fn a_granted_directory_that_does_not_exist_fails_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing");
-    let out = std::process::Command::new(berth_tests::berth_bin())
-        .args(["run", guests::HELLO, "--listen", "127.0.0.1:0", "--dir"])
-        .arg(format!("{}:/data", missing.display()))
-        .env("BERTH_HOME", berth_tests::shared_home())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let missing = format!("{}:/data", dir.path().join("missing").display());
+    let out = berth_tests::berth(
+        &berth_tests::shared_home(),
+        &[
+            "run",
+            guests::HELLO,
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            &missing,
+        ],
+    );
+    assert!(!out.success);
     assert!(out.stdout.is_empty(), "it started serving");
-    assert!(stderr.contains("granting directory"), "{stderr}");
-    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+    assert!(out.stderr.contains("granting directory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(missing.trim_end_matches(":/data")),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn a_memory_limit_below_the_components_own_memory_fails_at_start() {
-    let out = std::process::Command::new(berth_tests::berth_bin())
-        .args([
+    let out = berth_tests::berth(
+        &berth_tests::shared_home(),
+        &[
             "run",
             guests::HELLO,
             "--listen",
             "127.0.0.1:0",
             "--memory",
             "64Ki",
-        ])
-        .env("BERTH_HOME", berth_tests::shared_home())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+        ],
+    );
+    assert!(!out.success);
     assert!(out.stdout.is_empty(), "it started serving");
-    assert!(stderr.contains("instantiating"), "{stderr}");
+    assert!(out.stderr.contains("instantiating"), "{}", out.stderr);
     assert!(
-        stderr.contains("exceeded its memory limit of 64Ki"),
-        "{stderr}"
+        out.stderr.contains("exceeded its memory limit of 64Ki"),
+        "{}",
+        out.stderr
     );
 }
