@@ -2,6 +2,7 @@
 //! any error into one line on stderr and a non-zero exit code.
 
 mod build;
+mod images;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +34,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Build(args) => build::build(args),
-        Command::Images => build::images(),
+        Command::Images => images::images(),
     };
     match result {
         Ok(code) => code,
