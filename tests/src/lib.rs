@@ -47,21 +47,9 @@ fn assert_fresh(bin: &Path) {
     let built = std::fs::metadata(bin)
         .and_then(|m| m.modified())
         .expect("the binary's mtime");
-    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")];
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("reading host/src").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified())
-                && newest.as_ref().is_none_or(|(t, _)| modified > *t)
-            {
-                newest = Some((modified, path));
-            }
-        }
-    }
-    if let Some((modified, path)) = newest {
+    let sources = files_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src"));
+    let newest = sources.into_iter().max_by_key(|(_, modified)| *modified);
+    if let Some((path, modified)) = newest {
         assert!(
             modified <= built,
             "{} is newer than the berth binary at {}: run `cargo test --workspace`, which rebuilds it",
@@ -78,6 +66,24 @@ pub fn shared_home() -> PathBuf {
     let home = bin.parent().unwrap().join("berth-test-home");
     std::fs::create_dir_all(&home).expect("creating the shared test home");
     home
+}
+
+/// Every file below `dir` (recursively) with its mtime; none if it is missing.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                found.push((path, modified));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// A `berth` command that ran to completion.

@@ -45,19 +45,11 @@ async fn compiled_components_are_cached_under_berth_home() {
     // Compiled artifacts and their mtimes; wasmtime's usage `.stats` files
     // and cleanup markers change on every hit and are left out.
     let artifacts = |dir: &std::path::Path| {
-        let mut found = Vec::new();
-        let mut dirs = vec![dir.to_owned()];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let path = e.path();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if !name.ends_with(".stats") && !name.starts_with('.') {
-                    found.push((path, e.metadata().unwrap().modified().unwrap()));
-                }
-            }
-        }
+        let mut found = berth_tests::files_under(dir);
+        found.retain(|(path, _)| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            !name.ends_with(".stats") && !name.starts_with('.')
+        });
         found
     };
 

@@ -23,6 +23,8 @@ use berth_registry::oci::{Descriptor, ImageManifestBuilder, MediaType};
 use berth_registry::{ContentStore, Reference};
 use serde::Deserialize;
 
+use crate::runtime::wasm::{BinaryKind, binary_kind};
+
 use super::model::{Image, ImageError, Layer, MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
 
 #[derive(Debug, Deserialize)]
@@ -261,8 +263,12 @@ fn bundle_layer(
 
 /// The component's top-level import and export names.
 fn component_interface(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" || bytes[6..8] == [0, 0] {
-        return Err("not a WebAssembly component".to_owned());
+    match binary_kind(bytes) {
+        BinaryKind::Component => {}
+        BinaryKind::NotWasm => return Err("not a WebAssembly file".to_owned()),
+        BinaryKind::CoreModule => {
+            return Err("a core WebAssembly module, not a component".to_owned());
+        }
     }
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
     let mut depth = 0usize;

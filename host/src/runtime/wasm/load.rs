@@ -66,18 +66,32 @@ pub(super) fn load(
 /// Tells apart "not wasm" and "a core module" before the compiler gives a
 /// less helpful message for either.
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let path = path.to_owned();
+    match binary_kind(bytes) {
+        BinaryKind::Component => Ok(()),
+        BinaryKind::NotWasm => Err(RuntimeError::NotWasm { path }),
+        BinaryKind::CoreModule => Err(RuntimeError::CoreModule { path }),
+    }
+}
+
+/// What a binary's header says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryKind {
+    NotWasm,
+    CoreModule,
+    Component,
+}
+
+/// Reads the 8-byte header: the `\0asm` magic, then version and layer
+/// (bytes 6..8: 0 for a core module, 1 for a component).
+pub fn binary_kind(bytes: &[u8]) -> BinaryKind {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(RuntimeError::NotWasm {
-            path: path.to_owned(),
-        });
+        BinaryKind::NotWasm
+    } else if bytes[6..8] == [0, 0] {
+        BinaryKind::CoreModule
+    } else {
+        BinaryKind::Component
     }
-    // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
-    if bytes[6..8] == [0, 0] {
-        return Err(RuntimeError::CoreModule {
-            path: path.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+pub use load::{BinaryKind, binary_kind};
+
 use crate::runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
 use epoch::EpochTicker;
 use workload::{Host, WasmWorkload};
