@@ -260,3 +260,75 @@ async fn skopeo_reads_the_store_and_berth_reads_what_skopeo_writes() {
         reply.body
     );
 }
+
+#[tokio::test]
+async fn tag_inspect_rmi_and_prune_manage_the_store() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(
+        &[("static/hello.txt", "hi")],
+        "[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    );
+    let digest = build(home.path(), app.path(), "app:1");
+    assert!(berth(home.path(), &["tag", "app:1", "other/app:2"]).success);
+
+    let inspected = berth(home.path(), &["inspect", "other/app:2"]);
+    assert!(inspected.success, "{}", inspected.stderr);
+    let json: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
+    assert_eq!(json["digest"], digest.as_str());
+    assert_eq!(json["layers"][0]["kind"], "bundle");
+    assert_eq!(json["layers"][0]["mount"], "/static");
+    assert_eq!(json["layers"][1]["kind"], "component");
+    assert_eq!(json["config"]["os"], "wasip2");
+    assert!(
+        json["config"]["component"]["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e
+                .as_str()
+                .unwrap()
+                .starts_with("wasi:http/incoming-handler@0.2")),
+        "{json}"
+    );
+
+    // Running unpacks the image; removing one of two names frees nothing.
+    let run = BerthRun::start_in(home.path(), "other/app:2", &[]);
+    assert_eq!(get(&format!("{}/", run.url)).await.status, 200);
+    drop(run);
+    let blobs = home.path().join("store/blobs/sha256");
+    let count = |dir: &Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let before = count(&blobs);
+    let out = berth(home.path(), &["rmi", "app:1"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stdout.contains("deleted 0 blobs"), "{}", out.stdout);
+    assert_eq!(count(&blobs), before);
+    assert!(
+        berth(home.path(), &["run", "app:1", "--listen", "127.0.0.1:0"])
+            .stderr
+            .contains("no image app:1")
+    );
+
+    // Removing the last name frees the blobs and the unpacked image.
+    let out = berth(home.path(), &["rmi", "other/app:2"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("deleted {before} blobs")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("and 1 unpacked images"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(count(&blobs), 0);
+    assert_eq!(count(&home.path().join("images")), 0);
+
+    let out = berth(home.path(), &["rmi", "gone:1"]);
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("no image named gone:1"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,11 +1,14 @@
-//! `berth images`: what the local store holds.
+//! What the local store holds, and changing its names: `berth images`,
+//! `berth inspect`, `berth tag`, `berth rmi`, `berth image prune`.
 
 use std::process::ExitCode;
 
-use berth_registry::ContentStore;
+use anyhow::Context as _;
+use berth_registry::{ContentStore, Reference};
+use clap::Subcommand;
 
 use crate::image;
-use crate::image::model::Image;
+use crate::image::model::{Image, Layer};
 
 pub fn images() -> anyhow::Result<ExitCode> {
     let store = ContentStore::open(image::store_dir())?;
@@ -23,6 +26,119 @@ pub fn images() -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth inspect REF`: the image's digest, config and layers as JSON.
+pub fn inspect(reference: Reference) -> anyhow::Result<ExitCode> {
+    let store = ContentStore::open(image::store_dir())?;
+    let name = reference.tagged_name();
+    let descriptor = store.resolve(&name)?;
+    let digest = descriptor.digest().to_string();
+    let image = Image::load(&store, &digest)?;
+    let config: serde_json::Value = store.read_json(image.manifest.config().digest().as_ref())?;
+    let layers: Vec<serde_json::Value> = image
+        .layers
+        .iter()
+        .map(|layer| match layer {
+            Layer::Component(d) => serde_json::json!({
+                "kind": "component",
+                "digest": d.digest().to_string(),
+                "size": d.size(),
+                "mediaType": d.media_type().to_string(),
+            }),
+            Layer::Bundle {
+                descriptor: d,
+                mount,
+                ..
+            } => serde_json::json!({
+                "kind": "bundle",
+                "digest": d.digest().to_string(),
+                "size": d.size(),
+                "mediaType": d.media_type().to_string(),
+                "mount": mount,
+            }),
+        })
+        .collect();
+    let out = serde_json::json!({
+        "name": name,
+        "digest": digest,
+        "entrypoint": image.entrypoint().map(|d| d.digest().to_string()),
+        "layers": layers,
+        "config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth tag SOURCE TARGET`.
+pub fn tag(source: Reference, target: Reference) -> anyhow::Result<ExitCode> {
+    let store = ContentStore::open(image::store_dir())?;
+    let descriptor = store.resolve(&source.tagged_name())?;
+    store.tag(&target.tagged_name(), &descriptor)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth rmi NAME…`: removes the names, then every blob and unpacked image
+/// no remaining name needs (as `docker rmi` frees layers).
+pub fn rmi(references: Vec<Reference>) -> anyhow::Result<ExitCode> {
+    let store = ContentStore::open(image::store_dir())?;
+    for reference in &references {
+        let name = reference.tagged_name();
+        let removed = store.untag(&name)?;
+        println!("untagged {name} ({})", removed.digest());
+    }
+    prune(&store)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Delete blobs and unpacked images that no name refers to.
+    Prune,
+}
+
+pub fn image(command: ImageCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ImageCommand::Prune => {
+            let store = ContentStore::open(image::store_dir())?;
+            prune(&store)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn prune(store: &ContentStore) -> anyhow::Result<()> {
+    let report = store.prune()?;
+    let tagged: std::collections::HashSet<String> = store
+        .tags()?
+        .into_iter()
+        .map(|(_, d)| {
+            d.digest()
+                .to_string()
+                .trim_start_matches("sha256:")
+                .to_owned()
+        })
+        .collect();
+    let images_dir = image::images_dir();
+    let mut unpacked = 0;
+    if let Ok(entries) = std::fs::read_dir(&images_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Half-finished unpacks (.unpack-*) belong to whoever is writing them.
+            if name.starts_with('.') || tagged.contains(&name) {
+                continue;
+            }
+            std::fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+            unpacked += 1;
+        }
+    }
+    println!(
+        "deleted {} blobs ({}) and {unpacked} unpacked images",
+        report.blobs,
+        human(report.bytes)
+    );
+    Ok(())
 }
 
 fn human(bytes: u64) -> String {

@@ -27,6 +27,25 @@ enum Command {
     Build(build::BuildArgs),
     /// List the images in the local store.
     Images,
+    /// Show an image's digest, layers and config as JSON.
+    Inspect {
+        reference: berth_registry::Reference,
+    },
+    /// Give an image another name.
+    Tag {
+        source: berth_registry::Reference,
+        target: berth_registry::Reference,
+    },
+    /// Remove image names, and the blobs no other name needs.
+    Rmi {
+        #[arg(required = true)]
+        references: Vec<berth_registry::Reference>,
+    },
+    /// Manage the image store.
+    Image {
+        #[command(subcommand)]
+        command: images::ImageCommand,
+    },
 }
 
 /// Runs the parsed command line; the binary's whole `main`.
@@ -35,6 +54,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Build(args) => build::build(args),
         Command::Images => images::images(),
+        Command::Inspect { reference } => images::inspect(reference),
+        Command::Tag { source, target } => images::tag(source, target),
+        Command::Rmi { references } => images::rmi(references),
+        Command::Image { command } => images::image(command),
     };
     match result {
         Ok(code) => code,
