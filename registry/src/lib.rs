@@ -8,6 +8,7 @@
 //! under a digest; blobs are hashed again when read, so corruption on disk is
 //! caught on use rather than served.
 
+pub mod archive;
 mod error;
 mod reference;
 mod store;

@@ -332,3 +332,59 @@ async fn tag_inspect_rmi_and_prune_manage_the_store() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn save_and_load_round_trip_through_an_oci_archive() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(
+        &[("static/hello.txt", "from the archive")],
+        "[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    );
+    let digest = build(home.path(), app.path(), "app:1");
+    let archive = home.path().join("app.tar");
+    let out = berth(
+        home.path(),
+        &["save", "app:1", "-o", archive.to_str().unwrap()],
+    );
+    assert!(out.success, "{}", out.stderr);
+
+    // skopeo reads it as an OCI archive.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    assert!(raw.contains("application/vnd.wasm.config.v0+json"), "{raw}");
+
+    // Into an empty home, then run.
+    let other = tempfile::tempdir().unwrap();
+    let out = berth(other.path(), &["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout, "loaded app:1\n");
+    let inspected = berth(other.path(), &["inspect", "app:1"]);
+    assert!(inspected.stdout.contains(&digest), "{}", inspected.stdout);
+    let run = BerthRun::start_in(other.path(), "app:1", &[]);
+    let reply = get(&format!("{}/?read=/static/hello.txt", run.url)).await;
+    assert!(
+        reply.body.contains("ok: from the archive"),
+        "{}",
+        reply.body
+    );
+
+    // A tampered archive loads nothing and names the bad entry.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == b"from the archive")
+        .unwrap();
+    bytes[at] = b'F';
+    let tampered = home.path().join("tampered.tar");
+    std::fs::write(&tampered, bytes).unwrap();
+    let third = tempfile::tempdir().unwrap();
+    let out = berth(third.path(), &["load", "-i", tampered.to_str().unwrap()]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("digest mismatch"), "{}", out.stderr);
+    assert!(out.stderr.contains("blobs/sha256/"), "{}", out.stderr);
+    let listing = berth(third.path(), &["images"]);
+    assert!(!listing.stdout.contains("app:1"), "{}", listing.stdout);
+}

@@ -1,10 +1,12 @@
 //! What the local store holds, and changing its names: `berth images`,
-//! `berth inspect`, `berth tag`, `berth rmi`, `berth image prune`.
+//! `berth inspect`, `berth tag`, `berth rmi`, `berth image prune`,
+//! `berth save`, `berth load`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use berth_registry::{ContentStore, Reference};
+use berth_registry::{ContentStore, Reference, archive};
 use clap::Subcommand;
 
 use crate::image;
@@ -88,6 +90,40 @@ pub fn rmi(references: Vec<Reference>) -> anyhow::Result<ExitCode> {
         println!("untagged {name} ({})", removed.digest());
     }
     prune(&store)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth save NAME… -o FILE`: an OCI archive of the images. Written beside
+/// `FILE` and renamed into place, so a failed save leaves no partial archive.
+pub fn save(references: Vec<Reference>, output: &Path) -> anyhow::Result<ExitCode> {
+    let store = ContentStore::open(image::store_dir())?;
+    let names: Vec<String> = references.iter().map(Reference::tagged_name).collect();
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    archive::export(&store, &names, std::io::BufWriter::new(tmp.as_file_mut()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", output.display()))?;
+    tmp.persist(output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth load -i FILE`: every blob is verified as it arrives; names are
+/// given only once all they reach is stored.
+pub fn load(input: &Path) -> anyhow::Result<ExitCode> {
+    let store = ContentStore::open(image::store_dir())?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let names = archive::import(&store, std::io::BufReader::new(file))
+        .with_context(|| format!("loading {}", input.display()))?;
+    for name in names {
+        println!("loaded {name}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

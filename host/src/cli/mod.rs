@@ -41,6 +41,18 @@ enum Command {
         #[arg(required = true)]
         references: Vec<berth_registry::Reference>,
     },
+    /// Write images to an OCI archive.
+    Save {
+        #[arg(required = true)]
+        references: Vec<berth_registry::Reference>,
+        #[arg(short = 'o', long = "output")]
+        output: std::path::PathBuf,
+    },
+    /// Read images from an OCI archive.
+    Load {
+        #[arg(short = 'i', long = "input")]
+        input: std::path::PathBuf,
+    },
     /// Manage the image store.
     Image {
         #[command(subcommand)]
@@ -58,6 +70,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Tag { source, target } => images::tag(source, target),
         Command::Rmi { references } => images::rmi(references),
         Command::Image { command } => images::image(command),
+        Command::Save { references, output } => images::save(references, &output),
+        Command::Load { input } => images::load(&input),
     };
     match result {
         Ok(code) => code,
