@@ -125,3 +125,95 @@ fn unpack_into(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::model::{MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
+    use berth_registry::oci::{ImageManifestBuilder, MediaType};
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn tar_with(name: &str, content: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, content.as_bytes())
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn bundle(
+        store: &ContentStore,
+        media_type: MediaType,
+        bytes: &[u8],
+        mount: &str,
+    ) -> berth_registry::oci::Descriptor {
+        let mut d = store.write_bytes(media_type, bytes).unwrap();
+        d.set_annotations(Some(HashMap::from([(
+            MOUNT_ANNOTATION.to_owned(),
+            mount.to_owned(),
+        )])));
+        d
+    }
+
+    #[test]
+    fn gzip_and_zstd_bundles_are_unpacked_at_their_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar_with("g.txt", "gzip layer")).unwrap();
+        let gz = bundle(
+            &store,
+            MediaType::ImageLayerGzip,
+            &gz.finish().unwrap(),
+            "/g",
+        );
+        let zst = zstd::encode_all(&tar_with("z.txt", "zstd layer")[..], 3).unwrap();
+        let zst = bundle(&store, MediaType::ImageLayerZstd, &zst, "/z");
+        let component = store
+            .write_bytes(MediaType::Other(WASM_LAYER.into()), b"\0asm\x0d\0\x01\0")
+            .unwrap();
+        let config = store
+            .write_bytes(MediaType::Other(WASM_CONFIG.into()), b"{}")
+            .unwrap();
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config)
+            .layers(vec![gz, zst, component.clone()])
+            .build()
+            .unwrap();
+        let manifest = store
+            .write_bytes(
+                MediaType::ImageManifest,
+                &serde_json::to_vec(&manifest).unwrap(),
+            )
+            .unwrap();
+
+        let image = Image::load(&store, manifest.digest().as_ref()).unwrap();
+        let ready = materialize(&store, &dir.path().join("images"), &image).unwrap();
+        assert_eq!(
+            ready.component,
+            store.blob_path(component.digest().as_ref()).unwrap()
+        );
+        let mounts: Vec<&str> = ready.mounts.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(mounts, ["/g", "/z"]);
+        assert_eq!(
+            std::fs::read_to_string(ready.mounts[0].0.join("g.txt")).unwrap(),
+            "gzip layer"
+        );
+        assert_eq!(
+            std::fs::read_to_string(ready.mounts[1].0.join("z.txt")).unwrap(),
+            "zstd layer"
+        );
+
+        // A second materialisation reuses the unpacked image.
+        let again = materialize(&store, &dir.path().join("images"), &image).unwrap();
+        assert_eq!(again.mounts, ready.mounts);
+    }
+}
