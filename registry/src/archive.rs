@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 
 use crate::error::StoreError;
 use crate::store::{ContentStore, REF_NAME};
@@ -32,13 +32,11 @@ pub enum ArchiveError {
 
 /// Writes the images tagged `names` (and every blob they reach) as an OCI archive.
 pub fn export(store: &ContentStore, names: &[String], out: impl Write) -> Result<(), ArchiveError> {
-    let mut manifests = Vec::new();
-    let mut blobs = BTreeSet::new();
-    for name in names {
-        let descriptor = store.resolve(name)?;
-        collect(store, &descriptor, &mut blobs)?;
-        manifests.push(descriptor);
-    }
+    let manifests = names
+        .iter()
+        .map(|name| store.resolve(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let blobs = complete(store, manifests.iter().cloned())?;
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
@@ -113,7 +111,7 @@ pub fn import(store: &ContentStore, input: impl Read) -> Result<Vec<String>, Arc
     let mut tagged = Vec::new();
     for descriptor in index.manifests() {
         // Everything the image reaches must have arrived before it is named.
-        collect(store, descriptor, &mut BTreeSet::new())?;
+        complete(store, [descriptor.clone()])?;
         let Some(name) = descriptor
             .annotations()
             .as_ref()
@@ -127,36 +125,16 @@ pub fn import(store: &ContentStore, input: impl Read) -> Result<Vec<String>, Arc
     Ok(tagged)
 }
 
-/// Every blob `descriptor` reaches, itself included; fails on a missing one.
-fn collect(
+/// Every blob `roots` reach; fails on a missing one.
+fn complete(
     store: &ContentStore,
-    descriptor: &Descriptor,
-    blobs: &mut BTreeSet<String>,
-) -> Result<(), StoreError> {
-    let digest = descriptor.digest().to_string();
-    if !store.has_blob(&digest) {
-        return Err(StoreError::BlobUnknown(digest));
+    roots: impl IntoIterator<Item = Descriptor>,
+) -> Result<BTreeSet<String>, StoreError> {
+    let blobs = store.reachable(roots)?;
+    match blobs.iter().find(|digest| !store.has_blob(digest)) {
+        Some(missing) => Err(StoreError::BlobUnknown(missing.clone())),
+        None => Ok(blobs),
     }
-    if !blobs.insert(digest.clone()) {
-        return Ok(());
-    }
-    match descriptor.media_type() {
-        MediaType::ImageManifest => {
-            let manifest: ImageManifest = store.read_json(&digest)?;
-            collect(store, manifest.config(), blobs)?;
-            for layer in manifest.layers() {
-                collect(store, layer, blobs)?;
-            }
-        }
-        MediaType::ImageIndex => {
-            let index: ImageIndex = store.read_json(&digest)?;
-            for m in index.manifests() {
-                collect(store, m, blobs)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 fn append(

@@ -11,7 +11,7 @@
 //! skopeo names them (`oci:<store>:<repository>:<tag>`). Index updates take
 //! an exclusive lock on `.lock` and replace the file atomically.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -272,8 +272,32 @@ impl ContentStore {
     /// Deletes every blob no tag reaches, and stale temporary files.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         let _lock = self.lock()?;
-        let mut reachable = HashSet::new();
-        let mut pending: Vec<Descriptor> = self.index()?.manifests().clone();
+        let reachable = self.reachable(self.index()?.manifests().iter().cloned())?;
+        let mut report = PruneReport::default();
+        let dir = self.blobs_dir();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if reachable.contains(&digest) {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(entry.path()).map_err(io(entry.path()))?;
+            report.blobs += 1;
+            report.bytes += size;
+        }
+        Ok(report)
+    }
+
+    /// Every digest `roots` reach through manifests and indexes, the roots
+    /// included. Manifests and indexes are read (so must be present); the
+    /// config and layer blobs they name are listed without being checked.
+    pub fn reachable(
+        &self,
+        roots: impl IntoIterator<Item = Descriptor>,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut reachable = BTreeSet::new();
+        let mut pending: Vec<Descriptor> = roots.into_iter().collect();
         while let Some(d) = pending.pop() {
             let digest = d.digest().to_string();
             if !reachable.insert(digest.clone()) {
@@ -294,20 +318,7 @@ impl ContentStore {
                 _ => {}
             }
         }
-        let mut report = PruneReport::default();
-        let dir = self.blobs_dir();
-        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-            let entry = entry.map_err(io(&dir))?;
-            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
-            if reachable.contains(&digest) {
-                continue;
-            }
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(entry.path()).map_err(io(entry.path()))?;
-            report.blobs += 1;
-            report.bytes += size;
-        }
-        Ok(report)
+        Ok(reachable)
     }
 
     fn update_index(
