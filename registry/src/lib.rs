@@ -10,6 +10,7 @@
 
 pub mod archive;
 mod error;
+pub mod media;
 mod reference;
 mod store;
 

@@ -22,6 +22,7 @@ use oci_spec::image::{
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{StoreError, io};
+use crate::media;
 
 /// The annotation naming a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -303,19 +304,15 @@ impl ContentStore {
             if !reachable.insert(digest.clone()) {
                 continue;
             }
-            match d.media_type() {
-                MediaType::ImageManifest => {
-                    let manifest: ImageManifest = self.read_json(&digest)?;
-                    reachable.insert(manifest.config().digest().to_string());
-                    for layer in manifest.layers() {
-                        reachable.insert(layer.digest().to_string());
-                    }
+            if media::is_manifest(d.media_type()) {
+                let manifest: ImageManifest = self.read_json(&digest)?;
+                reachable.insert(manifest.config().digest().to_string());
+                for layer in manifest.layers() {
+                    reachable.insert(layer.digest().to_string());
                 }
-                MediaType::ImageIndex => {
-                    let index: ImageIndex = self.read_json(&digest)?;
-                    pending.extend(index.manifests().iter().cloned());
-                }
-                _ => {}
+            } else if media::is_index(d.media_type()) {
+                let index: ImageIndex = self.read_json(&digest)?;
+                pending.extend(index.manifests().iter().cloned());
             }
         }
         Ok(reachable)

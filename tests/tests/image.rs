@@ -261,6 +261,87 @@ async fn skopeo_reads_the_store_and_berth_reads_what_skopeo_writes() {
     );
 }
 
+/// umoci, which CI installs: a test that needs it fails rather than skips.
+fn umoci(args: &[&str]) -> String {
+    let out = Command::new("umoci")
+        .args(args)
+        .output()
+        .expect("umoci is required for this test (Debian package `umoci`; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "umoci {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// umoci writes, into berth's own store, the shape Docker's wasm images have:
+/// a plain OCI image for wasip2/wasm whose config names the component, a
+/// file in its rootfs layers. berth runs it with that rootfs as `/`.
+#[tokio::test]
+async fn umoci_writes_a_docker_style_wasm_image_into_the_store_and_berth_runs_it() {
+    let home = tempfile::tempdir().unwrap();
+    let app = app_dir(&[], "");
+    build(home.path(), app.path(), "app:1");
+    let store = home.path().join("store");
+    let image = format!("{}:wasmapp", store.display());
+
+    // umoci's own workflow: unpack a bundle, change its rootfs, repack.
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    umoci(&["new", "--image", &image]);
+    umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("srv")).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::copy(guests::ECHO, rootfs.join("srv/echo.wasm")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "from umoci's layer").unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "wasip2",
+        "--architecture",
+        "wasm",
+        "--config.entrypoint",
+        "/srv/echo.wasm",
+    ]);
+    // umoci reads the store berth wrote and keeps berth's tag.
+    let listed = umoci(&["ls", "--layout", store.to_str().unwrap()]);
+    assert!(listed.lines().any(|l| l == "app:1"), "{listed}");
+    assert!(listed.lines().any(|l| l == "wasmapp"), "{listed}");
+
+    let images = berth(home.path(), &["images"]);
+    assert!(images.stdout.contains("wasmapp"), "{}", images.stdout);
+    let inspect = berth(home.path(), &["inspect", "wasmapp"]);
+    assert!(inspect.success, "{}", inspect.stderr);
+    let inspected: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(inspected["platform"], "wasip2/wasm");
+    assert_eq!(inspected["entrypoint"], "/srv/echo.wasm");
+
+    let run = BerthRun::start_in(home.path(), "wasmapp", &[]);
+    let reply = get(&format!("{}/?read=/etc/motd", run.url)).await;
+    assert!(
+        reply
+            .body
+            .contains("read /etc/motd: ok: from umoci's layer"),
+        "{}",
+        reply.body
+    );
+    drop(run);
+    // berth's own image is still there and runs.
+    let run = BerthRun::start_in(home.path(), "app:1", &[]);
+    assert_eq!(get(&run.url).await.status, 200);
+}
+
 #[tokio::test]
 async fn tag_inspect_rmi_and_prune_manage_the_store() {
     let home = tempfile::tempdir().unwrap();

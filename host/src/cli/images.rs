@@ -10,14 +10,14 @@ use berth_registry::{ContentStore, Reference, archive};
 use clap::Subcommand;
 
 use crate::image;
-use crate::image::model::{Image, Layer};
+use crate::image::model::{Entrypoint, Image, Layer};
 
 pub fn images() -> anyhow::Result<ExitCode> {
     let store = ContentStore::open(image::store_dir())?;
     println!("{:<40} {:<19} {:>10}", "NAME", "DIGEST", "SIZE");
     for (name, descriptor) in store.tags()? {
         let digest = descriptor.digest().to_string();
-        let size: u64 = match Image::load(&store, &digest) {
+        let size: u64 = match Image::resolve(&store, &descriptor) {
             Ok(image) => image.manifest.layers().iter().map(|l| l.size()).sum(),
             Err(_) => 0,
         };
@@ -33,10 +33,10 @@ pub fn images() -> anyhow::Result<ExitCode> {
 /// `berth inspect REF`: the image's digest, config and layers as JSON.
 pub fn inspect(reference: Reference) -> anyhow::Result<ExitCode> {
     let store = ContentStore::open(image::store_dir())?;
-    let name = reference.tagged_name();
-    let descriptor = store.resolve(&name)?;
-    let digest = descriptor.digest().to_string();
-    let image = Image::load(&store, &digest)?;
+    let name = reference.to_string();
+    let descriptor = image::lookup(&store, &reference)?;
+    let image = Image::resolve(&store, &descriptor)?;
+    let digest = image.manifest_digest.clone();
     let config: serde_json::Value = store.read_json(image.manifest.config().digest().as_ref())?;
     let layers: Vec<serde_json::Value> = image
         .layers
@@ -64,7 +64,11 @@ pub fn inspect(reference: Reference) -> anyhow::Result<ExitCode> {
     let out = serde_json::json!({
         "name": name,
         "digest": digest,
-        "entrypoint": image.entrypoint().map(|d| d.digest().to_string()),
+        "platform": image.platform.to_string(),
+        "entrypoint": image.entrypoint().map(|e| match e {
+            Entrypoint::Layer(d) => d.digest().to_string(),
+            Entrypoint::File(path) => path.clone(),
+        }),
         "layers": layers,
         "config": config,
     });
@@ -75,7 +79,7 @@ pub fn inspect(reference: Reference) -> anyhow::Result<ExitCode> {
 /// `berth tag SOURCE TARGET`.
 pub fn tag(source: Reference, target: Reference) -> anyhow::Result<ExitCode> {
     let store = ContentStore::open(image::store_dir())?;
-    let descriptor = store.resolve(&source.tagged_name())?;
+    let descriptor = image::lookup(&store, &source)?;
     store.tag(&target.tagged_name(), &descriptor)?;
     Ok(ExitCode::SUCCESS)
 }

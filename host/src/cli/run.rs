@@ -87,13 +87,13 @@ fn resolve_target(arg: &str) -> anyhow::Result<Target> {
         .parse()
         .with_context(|| format!("{arg} is neither a file nor an image reference"))?;
     let store = ContentStore::open(image::store_dir())?;
-    let descriptor = store.resolve(&reference.tagged_name()).map_err(|_| {
+    let descriptor = image::lookup(&store, &reference).map_err(|_| {
         anyhow::anyhow!(
             "no file {arg} and no image {} in the local store (see `berth images`; build one with `berth build`)",
             reference.tagged_name()
         )
     })?;
-    let loaded = Image::load(&store, descriptor.digest().as_ref())?;
+    let loaded = Image::resolve(&store, &descriptor)?;
     let ready = materialize(&store, &image::images_dir(), &loaded)
         .with_context(|| format!("preparing image {}", reference.tagged_name()))?;
     let mounts = ready

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::runtime::wasm::{BinaryKind, binary_kind};
 
-use super::model::{Image, ImageError, Layer, MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
+use super::model::{Image, ImageError, MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,14 +111,10 @@ pub fn build(
         let reference: Reference = base.parse().map_err(|e: berth_registry::ReferenceError| {
             base_error(ImageError::Invalid(e.to_string()))
         })?;
-        let descriptor = store
-            .resolve(&reference.tagged_name())
-            .map_err(|e| base_error(e.into()))?;
-        let image = Image::load(store, descriptor.digest().as_ref()).map_err(base_error)?;
+        let descriptor = super::lookup(store, &reference).map_err(|e| base_error(e.into()))?;
+        let image = Image::resolve(store, &descriptor).map_err(base_error)?;
         progress(&format!("base {base}: {} layers", image.layers.len()));
-        layers.extend(image.layers.iter().map(|l| match l {
-            Layer::Component(d) | Layer::Bundle { descriptor: d, .. } => d.clone(),
-        }));
+        layers.extend(image.layers.iter().map(|l| l.descriptor().clone()));
     }
 
     if let Some(step) = &spec.build {

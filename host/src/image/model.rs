@@ -1,9 +1,22 @@
-//! What an image is to berth: an OCI manifest whose layers are wasm
-//! components (`application/wasm`) and filesystem bundles (tar layers, plain
-//! or compressed), each bundle carrying the path it is mounted at.
+//! What an image is to berth, whichever tool made it:
+//!
+//! - berth's own and other CNCF wasm artifacts (wkg, wash): config
+//!   `application/vnd.wasm.config.v0+json`, component layers
+//!   `application/wasm`, and filesystem bundles (tar layers, plain or
+//!   compressed) each carrying the path it is mounted at. The topmost
+//!   component layer runs.
+//! - Docker-style wasm images: a regular OCI (or Docker v2) image whose
+//!   platform is `wasm` + `wasi*`, with the component a file in its tar
+//!   layers named by the config's entrypoint. The layers form the guest's `/`.
+//! - Multi-platform indexes: the manifest for a wasm platform is chosen.
+//!
+//! Images of other platforms (linux/amd64) load, so they can be listed and
+//! inspected, but have no wasm entrypoint.
 
-use berth_registry::oci::{Descriptor, ImageManifest, MediaType};
+use berth_registry::media::{self, DOCKER_LAYER_GZIP};
+use berth_registry::oci::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use berth_registry::{ContentStore, StoreError};
+use serde::Deserialize;
 
 /// The config media type of CNCF wasm OCI artifacts.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
@@ -30,17 +43,113 @@ pub enum Layer {
     },
 }
 
+impl Layer {
+    pub fn descriptor(&self) -> &Descriptor {
+        match self {
+            Layer::Component(d) | Layer::Bundle { descriptor: d, .. } => d,
+        }
+    }
+}
+
+/// The component an image runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entrypoint {
+    /// A component layer.
+    Layer(Box<Descriptor>),
+    /// A file in the image's root filesystem (absolute guest path).
+    File(String),
+}
+
+/// `os/architecture`, as image configs and indexes write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl Platform {
+    pub fn is_wasm(&self) -> bool {
+        self.architecture == "wasm" && self.os.starts_with("wasi")
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
 /// A manifest read from the store and sorted into its parts.
 #[derive(Debug, Clone)]
 pub struct Image {
     pub manifest_digest: String,
     pub manifest: ImageManifest,
     pub layers: Vec<Layer>,
+    pub platform: Platform,
+    entrypoint: Option<Entrypoint>,
+}
+
+/// The parts of an image config berth reads; wasm and OCI configs both fit.
+#[derive(Debug, Default, Deserialize)]
+struct ConfigView {
+    architecture: Option<String>,
+    os: Option<String>,
+    config: Option<RunConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RunConfig {
+    #[serde(rename = "Entrypoint")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd")]
+    cmd: Option<Vec<String>>,
 }
 
 impl Image {
+    /// The image `descriptor` names: a manifest, or the manifest for a wasm
+    /// platform (else linux/amd64) when it is an index.
+    pub fn resolve(store: &ContentStore, descriptor: &Descriptor) -> Result<Image, ImageError> {
+        let mut digest = descriptor.digest().to_string();
+        // An index may point at another index; two levels is all anyone uses.
+        for _ in 0..3 {
+            let document: serde_json::Value = store.read_json(&digest)?;
+            if document.get("manifests").is_none() {
+                return Image::load(store, &digest);
+            }
+            let index: ImageIndex = store.read_json(&digest)?;
+            digest = choose_platform(&digest, &index)?;
+        }
+        Err(ImageError::Invalid(format!(
+            "image index {digest} nests indexes too deeply"
+        )))
+    }
+
+    /// The image manifest stored under `manifest_digest`.
     pub fn load(store: &ContentStore, manifest_digest: &str) -> Result<Image, ImageError> {
         let manifest: ImageManifest = store.read_json(manifest_digest)?;
+        let config_type = manifest.config().media_type().to_string();
+        let wasm_artifact = config_type == WASM_CONFIG
+            || manifest
+                .layers()
+                .iter()
+                .any(|l| l.media_type().to_string() == WASM_LAYER);
+        // Artifacts pushed by other tools may use the empty config `{}`.
+        let config: ConfigView = store
+            .read_json::<serde_json::Value>(manifest.config().digest().as_ref())
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let platform = Platform {
+            os: config
+                .os
+                .clone()
+                .unwrap_or_else(|| if wasm_artifact { "wasip2" } else { "unknown" }.to_owned()),
+            architecture: config
+                .architecture
+                .clone()
+                .unwrap_or_else(|| if wasm_artifact { "wasm" } else { "unknown" }.to_owned()),
+        };
+
         let mut layers = Vec::new();
         for d in manifest.layers() {
             layers.push(classify(d).map_err(|reason| ImageError::Layer {
@@ -48,20 +157,92 @@ impl Image {
                 reason,
             })?);
         }
+        let entrypoint = if wasm_artifact {
+            layers.iter().rev().find_map(|l| match l {
+                Layer::Component(d) => Some(Entrypoint::Layer(Box::new(d.clone()))),
+                Layer::Bundle { .. } => None,
+            })
+        } else if platform.is_wasm() {
+            let run = config.config.unwrap_or_default();
+            let first = run
+                .entrypoint
+                .filter(|e| !e.is_empty())
+                .or(run.cmd)
+                .and_then(|e| e.into_iter().next());
+            match first {
+                Some(path) if path.starts_with('/') => Some(Entrypoint::File(path)),
+                Some(path) => {
+                    return Err(ImageError::Invalid(format!(
+                        "image {manifest_digest}: entrypoint {path:?} must be an absolute path to the component"
+                    )));
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         Ok(Image {
             manifest_digest: manifest_digest.to_owned(),
             manifest,
             layers,
+            platform,
+            entrypoint,
         })
     }
 
-    /// The component that runs: the topmost component layer.
-    pub fn entrypoint(&self) -> Option<&Descriptor> {
-        self.layers.iter().rev().find_map(|l| match l {
-            Layer::Component(d) => Some(d),
-            Layer::Bundle { .. } => None,
-        })
+    /// The component that runs, if this is a wasm image that names one.
+    pub fn entrypoint(&self) -> Option<&Entrypoint> {
+        self.entrypoint.as_ref()
     }
+}
+
+/// The manifest of `index` to run: a wasm one (wasip2 before other WASI
+/// versions), else linux/amd64, else the only one there is.
+fn choose_platform(digest: &str, index: &ImageIndex) -> Result<String, ImageError> {
+    let platform_of = |d: &Descriptor| {
+        d.platform().as_ref().and_then(|p| {
+            let v = serde_json::to_value(p).ok()?;
+            Some(Platform {
+                os: v.get("os")?.as_str()?.to_owned(),
+                architecture: v.get("architecture")?.as_str()?.to_owned(),
+            })
+        })
+    };
+    let candidates: Vec<(&Descriptor, Option<Platform>)> = index
+        .manifests()
+        .iter()
+        .filter(|d| media::is_manifest(d.media_type()) || media::is_index(d.media_type()))
+        .map(|d| (d, platform_of(d)))
+        .collect();
+    let rank = |p: &Option<Platform>| match p {
+        Some(p) if p.is_wasm() && p.os == "wasip2" => Some(0),
+        Some(p) if p.is_wasm() => Some(1),
+        Some(p) if p.os == "linux" && p.architecture == "amd64" => Some(2),
+        None if candidates.len() == 1 => Some(3),
+        _ => None,
+    };
+    candidates
+        .iter()
+        .filter_map(|(d, p)| rank(p).map(|r| (r, d)))
+        .min_by_key(|(r, _)| *r)
+        .map(|(_, d)| d.digest().to_string())
+        .ok_or_else(|| {
+            let offered: Vec<String> = candidates
+                .iter()
+                .map(|(_, p)| {
+                    p.as_ref()
+                        .map_or("unspecified".to_owned(), |p| p.to_string())
+                })
+                .collect();
+            ImageError::Invalid(format!(
+                "image index {digest} has no manifest for wasm or linux/amd64 (it offers: {})",
+                if offered.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    offered.join(", ")
+                }
+            ))
+        })
 }
 
 fn classify(d: &Descriptor) -> Result<Layer, String> {
@@ -73,6 +254,7 @@ fn classify(d: &Descriptor) -> Result<Layer, String> {
         MediaType::ImageLayer => Compression::None,
         MediaType::ImageLayerGzip => Compression::Gzip,
         MediaType::ImageLayerZstd => Compression::Zstd,
+        MediaType::Other(other) if other == DOCKER_LAYER_GZIP => Compression::Gzip,
         _ => return Err(format!("unsupported layer media type {media_type}")),
     };
     let mount = d
