@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod home;
 pub mod image;
+pub mod progress;
 pub mod router;
 pub mod runtime;
 pub mod spec;

@@ -38,9 +38,9 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let store = ContentStore::open(image::store_dir())?;
-    let built = image::build::build(&store, &args.dir, &name, &mut |step| {
-        eprintln!("berth build: {step}")
-    })?;
+    let mut progress = super::progress::stderr("berth build");
+    let built = image::build::build(&store, &args.dir, &name, progress.as_mut())?;
+    drop(progress);
     println!("{} {}", built.name, built.manifest.digest());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod images;
+mod progress;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -23,6 +23,7 @@ use berth_registry::oci::{Descriptor, ImageManifestBuilder, MediaType};
 use berth_registry::{ContentStore, Reference};
 use serde::Deserialize;
 
+use crate::progress::Progress;
 use crate::runtime::wasm::{BinaryKind, binary_kind};
 
 use super::model::{Image, ImageError, MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
@@ -79,7 +80,7 @@ pub fn build(
     store: &ContentStore,
     dir: &Path,
     name: &Reference,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<Built, BuildError> {
     let toml_path = dir.join("berth.toml");
     let text = std::fs::read_to_string(&toml_path).map_err(|e| BuildError::File {
@@ -113,12 +114,12 @@ pub fn build(
         })?;
         let descriptor = super::lookup(store, &reference).map_err(|e| base_error(e.into()))?;
         let image = Image::resolve(store, &descriptor).map_err(base_error)?;
-        progress(&format!("base {base}: {} layers", image.layers.len()));
+        progress.note(&format!("base {base}: {} layers", image.layers.len()));
         layers.extend(image.layers.iter().map(|l| l.descriptor().clone()));
     }
 
     if let Some(step) = &spec.build {
-        progress(&format!("running `{}`", step.command));
+        progress.note(&format!("running `{}`", step.command));
         let status = Command::new("sh")
             .arg("-c")
             .arg(&step.command)
@@ -149,7 +150,7 @@ pub fn build(
     let component_layer = store
         .write_bytes(MediaType::Other(WASM_LAYER.to_owned()), &component)
         .map_err(ImageError::from)?;
-    progress(&format!(
+    progress.note(&format!(
         "component {} ({} KiB)",
         component_layer.digest(),
         component.len().div_ceil(1024)
@@ -157,8 +158,9 @@ pub fn build(
 
     for files in &spec.files {
         let source = dir.join(&files.source);
-        let layer = bundle_layer(store, &source, &files.mount)?;
-        progress(&format!(
+        progress.begin(&format!("packing {}", files.source.display()), None);
+        let layer = bundle_layer(store, &source, &files.mount, progress)?;
+        progress.note(&format!(
             "files {} at {}: {}",
             files.source.display(),
             files.mount,
@@ -208,6 +210,7 @@ fn bundle_layer(
     store: &ContentStore,
     source: &Path,
     mount: &str,
+    progress: &mut dyn Progress,
 ) -> Result<Descriptor, BuildError> {
     let file_error = |e: std::io::Error| BuildError::File {
         path: source.to_owned(),
@@ -235,8 +238,11 @@ fn bundle_layer(
                 builder
                     .append_path_with_name(entry.path(), &rel_path)
                     .map_err(file_error)?;
-                if entry.file_type().map_err(file_error)?.is_dir() {
+                let meta = entry.metadata().map_err(file_error)?;
+                if meta.is_dir() {
                     dirs.push(rel_path);
+                } else if meta.is_file() {
+                    progress.advance(meta.len());
                 }
             }
             stack.extend(dirs.into_iter().rev());

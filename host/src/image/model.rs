@@ -22,6 +22,9 @@ use serde::Deserialize;
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// A component layer.
 pub const WASM_LAYER: &str = "application/wasm";
+/// The component layer type of the older wasm-to-oci artifacts, still
+/// found in registries.
+pub const LEGACY_WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
 /// The annotation on a bundle layer naming where it is mounted in the guest.
 pub const MOUNT_ANNOTATION: &str = "dev.berth.mount";
 
@@ -128,11 +131,8 @@ impl Image {
     pub fn load(store: &ContentStore, manifest_digest: &str) -> Result<Image, ImageError> {
         let manifest: ImageManifest = store.read_json(manifest_digest)?;
         let config_type = manifest.config().media_type().to_string();
-        let wasm_artifact = config_type == WASM_CONFIG
-            || manifest
-                .layers()
-                .iter()
-                .any(|l| l.media_type().to_string() == WASM_LAYER);
+        let wasm_artifact =
+            config_type == WASM_CONFIG || manifest.layers().iter().any(is_component);
         // Artifacts pushed by other tools may use the empty config `{}`.
         let config: ConfigView = store
             .read_json::<serde_json::Value>(manifest.config().digest().as_ref())
@@ -245,11 +245,16 @@ fn choose_platform(digest: &str, index: &ImageIndex) -> Result<String, ImageErro
         })
 }
 
-fn classify(d: &Descriptor) -> Result<Layer, String> {
+fn is_component(d: &Descriptor) -> bool {
     let media_type = d.media_type().to_string();
-    if media_type == WASM_LAYER {
+    media_type == WASM_LAYER || media_type == LEGACY_WASM_LAYER
+}
+
+fn classify(d: &Descriptor) -> Result<Layer, String> {
+    if is_component(d) {
         return Ok(Layer::Component(d.clone()));
     }
+    let media_type = d.media_type().to_string();
     let compression = match d.media_type() {
         MediaType::ImageLayer => Compression::None,
         MediaType::ImageLayerGzip => Compression::Gzip,
