@@ -398,12 +398,14 @@ async fn tag_inspect_rmi_and_prune_manage_the_store() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("and 1 unpacked images"),
+        out.stdout
+            .contains("1 unpacked images and 1 unpacked trees"),
         "{}",
         out.stdout
     );
     assert_eq!(count(&blobs), 0);
-    assert_eq!(count(&home.path().join("images")), 0);
+    assert_eq!(count(&home.path().join("images/manifests")), 0);
+    assert_eq!(count(&home.path().join("images/trees")), 0);
 
     let out = berth(home.path(), &["rmi", "gone:1"]);
     assert!(!out.success);

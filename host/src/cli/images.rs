@@ -149,34 +149,15 @@ pub fn image(command: ImageCommand) -> anyhow::Result<ExitCode> {
 
 fn prune(store: &ContentStore) -> anyhow::Result<()> {
     let report = store.prune()?;
-    let tagged: std::collections::HashSet<String> = store
-        .tags()?
-        .into_iter()
-        .map(|(_, d)| {
-            d.digest()
-                .to_string()
-                .trim_start_matches("sha256:")
-                .to_owned()
-        })
-        .collect();
-    let images_dir = image::images_dir();
-    let mut unpacked = 0;
-    if let Ok(entries) = std::fs::read_dir(&images_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Half-finished unpacks (.unpack-*) belong to whoever is writing them.
-            if name.starts_with('.') || tagged.contains(&name) {
-                continue;
-            }
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
-            unpacked += 1;
-        }
-    }
+    // Indexes resolve to manifests, so keep every manifest a name reaches.
+    let keep = store.reachable(store.tags()?.into_iter().map(|(_, d)| d))?;
+    let cleaned = image::materialize::clean(&image::images_dir(), &keep)?;
     println!(
-        "deleted {} blobs ({}) and {unpacked} unpacked images",
+        "deleted {} blobs ({}), {} unpacked images and {} unpacked trees",
         report.blobs,
-        human(report.bytes)
+        human(report.bytes),
+        cleaned.images,
+        cleaned.trees
     );
     Ok(())
 }

@@ -1,16 +1,24 @@
 //! Turning an image into what a guest sees: its entrypoint component and one
 //! read-only directory per bundle mount path.
 //!
-//! Done once per image digest and shared by every replica: bundles are
-//! unpacked into a temporary directory that is renamed into place only when
-//! complete, so a crash or a refused layer never leaves a half image that
-//! later runs would use. Every blob is verified against its digest first.
+//! The layers stacked at one mount path are unpacked together into a tree
+//! named by that list of layer digests (`trees/<key>`), so images built on
+//! the same base share one unpacked copy of it on disk, as they share its
+//! blobs in the store. Each image then has a small directory of its own
+//! (`manifests/<hex>`) listing its trees and holding its component when that
+//! is a file inside the image. Both are made in a temporary directory and
+//! renamed into place only when complete, so a crash or a refused layer never
+//! leaves a half tree that later runs would use. Every blob is verified
+//! against its digest first.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use berth_registry::ContentStore;
+use berth_registry::oci::Descriptor;
 use cap_std::fs::Dir;
+use sha2::{Digest as _, Sha256};
 
 use super::model::{Compression, Entrypoint, Image, ImageError, Layer};
 use super::unpack::{UnpackLimits, apply_layer};
@@ -28,6 +36,15 @@ const MOUNTS_FILE: &str = "mounts.json";
 /// it is read from berth's own directory rather than through the image's
 /// symlinks.
 const ENTRYPOINT_FILE: &str = "entrypoint.wasm";
+const MANIFESTS: &str = "manifests";
+const TREES: &str = "trees";
+/// Part of every tree key, so a change to how layers are applied never
+/// reuses trees unpacked the old way.
+const TREE_FORMAT: &str = "berth-tree-v1";
+
+fn io_error(path: &Path, e: std::io::Error) -> ImageError {
+    ImageError::Invalid(format!("{}: {e}", path.display()))
+}
 
 pub fn materialize(
     store: &ContentStore,
@@ -48,68 +65,116 @@ pub fn materialize(
         })
     })?;
 
-    let hex = image.manifest_digest.trim_start_matches("sha256:");
-    let target = images_dir.join(hex);
+    let image_dir = images_dir
+        .join(MANIFESTS)
+        .join(image.manifest_digest.trim_start_matches("sha256:"));
     let component = match entrypoint {
         Entrypoint::Layer(d) => {
             let digest = d.digest().to_string();
             store.verify(&digest)?;
             store.blob_path(&digest)?
         }
-        Entrypoint::File(_) => target.join(ENTRYPOINT_FILE),
+        Entrypoint::File(_) => image_dir.join(ENTRYPOINT_FILE),
     };
-    if !target.join(MOUNTS_FILE).is_file() {
-        unpack_into(store, images_dir, &target, image)?;
+    if !image_dir.join(MOUNTS_FILE).is_file() {
+        prepare(store, images_dir, &image_dir, image)?;
     }
-    let mounts_path = target.join(MOUNTS_FILE);
-    let listed: Vec<(String, String)> = std::fs::read(&mounts_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| ImageError::Invalid(format!("{} is unreadable", mounts_path.display())))?;
-    let mounts = listed
+    let mounts = read_mounts(&image_dir)?
         .into_iter()
-        .map(|(dir, mount)| (target.join(dir), mount))
+        .map(|(tree, mount)| (images_dir.join(TREES).join(tree), mount))
         .collect();
     Ok(Materialized { component, mounts })
 }
 
-fn unpack_into(
-    store: &ContentStore,
-    images_dir: &Path,
-    target: &Path,
-    image: &Image,
-) -> Result<(), ImageError> {
-    let io_error =
-        |path: &Path, e: std::io::Error| ImageError::Invalid(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(images_dir).map_err(|e| io_error(images_dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(images_dir)
-        .map_err(|e| io_error(images_dir, e))?;
+/// The (tree key, mount path) pairs an image directory lists.
+fn read_mounts(image_dir: &Path) -> Result<Vec<(String, String)>, ImageError> {
+    let path = image_dir.join(MOUNTS_FILE);
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| ImageError::Invalid(format!("{} is unreadable", path.display())))
+}
 
-    let mut mounts: Vec<(String, String)> = Vec::new();
+/// The bundle layers of each mount path, in the order mounts first appear.
+fn layers_by_mount(image: &Image) -> Vec<(String, Vec<(&Descriptor, Compression)>)> {
+    let mut by_mount: Vec<(String, Vec<(&Descriptor, Compression)>)> = Vec::new();
     for layer in &image.layers {
-        let Layer::Bundle {
+        if let Layer::Bundle {
             descriptor,
             compression,
             mount,
         } = layer
-        else {
-            continue;
-        };
-        let dir_name = match mounts.iter().find(|(_, m)| m == mount) {
-            Some((dir, _)) => dir.clone(),
-            None => {
-                let dir = format!("m{}", mounts.len());
-                mounts.push((dir.clone(), mount.clone()));
-                dir
+        {
+            match by_mount.iter_mut().find(|(m, _)| m == mount) {
+                Some((_, layers)) => layers.push((descriptor, *compression)),
+                None => by_mount.push((mount.clone(), vec![(descriptor, *compression)])),
             }
-        };
-        let dir_path = tmp.path().join(&dir_name);
-        std::fs::create_dir_all(&dir_path).map_err(|e| io_error(&dir_path, e))?;
-        let root = Dir::open_ambient_dir(&dir_path, cap_std::ambient_authority())
-            .map_err(|e| io_error(&dir_path, e))?;
+        }
+    }
+    by_mount
+}
 
+fn tree_key(layers: &[(&Descriptor, Compression)]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(TREE_FORMAT);
+    for (d, _) in layers {
+        hasher.update(b"\n");
+        hasher.update(d.digest().to_string());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn prepare(
+    store: &ContentStore,
+    images_dir: &Path,
+    image_dir: &Path,
+    image: &Image,
+) -> Result<(), ImageError> {
+    let trees = images_dir.join(TREES);
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    for (mount, layers) in layers_by_mount(image) {
+        let key = tree_key(&layers);
+        let tree = trees.join(&key);
+        if !tree.is_dir() {
+            unpack_tree(store, &trees, &tree, &layers)?;
+        }
+        mounts.push((key, mount));
+    }
+
+    let manifests = images_dir.join(MANIFESTS);
+    std::fs::create_dir_all(&manifests).map_err(|e| io_error(&manifests, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".prepare-")
+        .tempdir_in(&manifests)
+        .map_err(|e| io_error(&manifests, e))?;
+    if let Some(Entrypoint::File(path)) = image.entrypoint() {
+        let in_trees: Vec<(PathBuf, String)> = mounts
+            .iter()
+            .map(|(key, mount)| (trees.join(key), mount.clone()))
+            .collect();
+        copy_entrypoint(&in_trees, path, &tmp.path().join(ENTRYPOINT_FILE))?;
+    }
+    let listing = serde_json::to_vec(&mounts).expect("JSON");
+    let mounts_path = tmp.path().join(MOUNTS_FILE);
+    std::fs::write(&mounts_path, listing).map_err(|e| io_error(&mounts_path, e))?;
+    rename_into_place(tmp, image_dir, &image_dir.join(MOUNTS_FILE))
+}
+
+/// Applies `layers`, lowest first, into a new tree at `tree`.
+fn unpack_tree(
+    store: &ContentStore,
+    trees: &Path,
+    tree: &Path,
+    layers: &[(&Descriptor, Compression)],
+) -> Result<(), ImageError> {
+    std::fs::create_dir_all(trees).map_err(|e| io_error(trees, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(trees)
+        .map_err(|e| io_error(trees, e))?;
+    let root = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority())
+        .map_err(|e| io_error(tmp.path(), e))?;
+    for (descriptor, compression) in layers {
         let digest = descriptor.digest().to_string();
         store.verify(&digest)?;
         let open = || -> std::io::Result<Box<dyn Read>> {
@@ -129,41 +194,82 @@ fn unpack_into(
             reason: e.to_string(),
         })?;
     }
-    if let Some(Entrypoint::File(path)) = image.entrypoint() {
-        copy_entrypoint(tmp.path(), &mounts, path)?;
-    }
-    let listing = serde_json::to_vec(&mounts).expect("JSON");
-    let mounts_path = tmp.path().join(MOUNTS_FILE);
-    std::fs::write(&mounts_path, listing).map_err(|e| io_error(&mounts_path, e))?;
+    rename_into_place(tmp, tree, tree)
+}
 
+/// Renames a finished temporary directory to `target`. If another process
+/// finished the same one first (`done` exists), theirs is kept.
+fn rename_into_place(tmp: tempfile::TempDir, target: &Path, done: &Path) -> Result<(), ImageError> {
     let tmp = tmp.keep();
     if let Err(e) = std::fs::rename(&tmp, target) {
-        // Another process finished the same image first: use theirs.
         let _ = std::fs::remove_dir_all(&tmp);
-        if !target.join(MOUNTS_FILE).is_file() {
+        if !done.exists() {
             return Err(io_error(target, e));
         }
     }
     Ok(())
 }
 
-/// Copies the component at guest path `path` out of the unpacked mounts.
-/// It is opened through cap-std from the mount's root, so a symlink in the
-/// image cannot make berth read a host file as the component.
+/// What `berth image prune` and `berth rmi` removed from the images dir.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub images: usize,
+    pub trees: usize,
+}
+
+/// Removes the prepared images whose manifest is not in `keep` (digests),
+/// then every tree no remaining image lists. Temporary directories (dot
+/// names) belong to whoever is writing them and are left alone.
+pub fn clean(images_dir: &Path, keep: &BTreeSet<String>) -> Result<Cleaned, ImageError> {
+    let mut cleaned = Cleaned::default();
+    let remove = |path: &Path| std::fs::remove_dir_all(path).map_err(|e| io_error(path, e));
+    let entries = |dir: &Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(name, _)| !name.starts_with('.'))
+            .collect()
+    };
+    let mut used_trees = BTreeSet::new();
+    for (name, path) in entries(&images_dir.join(MANIFESTS)) {
+        if keep.contains(&format!("sha256:{name}"))
+            && let Ok(mounts) = read_mounts(&path)
+        {
+            used_trees.extend(mounts.into_iter().map(|(key, _)| key));
+            continue;
+        }
+        remove(&path)?;
+        cleaned.images += 1;
+    }
+    for (name, path) in entries(&images_dir.join(TREES)) {
+        if !used_trees.contains(&name) {
+            remove(&path)?;
+            cleaned.trees += 1;
+        }
+    }
+    Ok(cleaned)
+}
+
+/// Copies the component at guest path `path` out of the unpacked `mounts`
+/// (tree, mount path) to `destination`. It is opened through cap-std from the
+/// tree's root, so a symlink in the image cannot make berth read a host file
+/// as the component.
 fn copy_entrypoint(
-    unpacked: &Path,
-    mounts: &[(String, String)],
+    mounts: &[(PathBuf, String)],
     path: &str,
+    destination: &Path,
 ) -> Result<(), ImageError> {
     let within = |mount: &str| {
         let rest = path.strip_prefix(mount.trim_end_matches('/'))?;
         (rest.is_empty() || rest.starts_with('/')).then(|| rest.trim_start_matches('/'))
     };
-    let (dir, relative) = mounts
+    let (tree, relative) = mounts
         .iter()
-        .filter_map(|(dir, mount)| within(mount).map(|rel| (dir, mount.len(), rel)))
+        .filter_map(|(tree, mount)| within(mount).map(|rel| (tree, mount.len(), rel)))
         .max_by_key(|(_, len, _)| *len)
-        .map(|(dir, _, rel)| (dir, rel))
+        .map(|(tree, _, rel)| (tree, rel))
         .ok_or_else(|| {
             ImageError::Invalid(format!(
                 "the entrypoint {path} is not inside any of the image's layers"
@@ -172,12 +278,9 @@ fn copy_entrypoint(
     let missing = |e: std::io::Error| {
         ImageError::Invalid(format!("the entrypoint {path} is not in the image: {e}"))
     };
-    let root =
-        Dir::open_ambient_dir(unpacked.join(dir), cap_std::ambient_authority()).map_err(missing)?;
+    let root = Dir::open_ambient_dir(tree, cap_std::ambient_authority()).map_err(missing)?;
     let mut source = root.open(relative).map_err(missing)?;
-    let destination = unpacked.join(ENTRYPOINT_FILE);
-    let mut out = std::fs::File::create(&destination)
-        .map_err(|e| ImageError::Invalid(format!("{}: {e}", destination.display())))?;
+    let mut out = std::fs::File::create(destination).map_err(|e| io_error(destination, e))?;
     std::io::copy(&mut source, &mut out).map_err(missing)?;
     Ok(())
 }
@@ -431,5 +534,82 @@ mod tests {
             .unwrap();
         let err = Image::resolve(&store, &arm_only).unwrap_err();
         assert!(err.to_string().contains("it offers: linux/arm64"), "{err}");
+    }
+
+    /// A wasm manifest of `layers` (bundles at their mounts, then a component).
+    fn wasm_image(
+        store: &ContentStore,
+        layers: Vec<berth_registry::oci::Descriptor>,
+    ) -> berth_registry::oci::Descriptor {
+        let component = store
+            .write_bytes(MediaType::Other(WASM_LAYER.into()), b"\0asm\x0d\0\x01\0")
+            .unwrap();
+        let config = store
+            .write_bytes(MediaType::Other(WASM_CONFIG.into()), b"{}")
+            .unwrap();
+        let mut layers = layers;
+        layers.push(component);
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config)
+            .layers(layers)
+            .build()
+            .unwrap();
+        store
+            .write_bytes(
+                MediaType::ImageManifest,
+                &serde_json::to_vec(&manifest).unwrap(),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn images_on_one_base_share_its_unpacked_tree_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let images_dir = dir.path().join("images");
+        let base = bundle(&store, MediaType::ImageLayer, &tar_with("os", "base"), "/");
+        let app = |n: &str| {
+            let files = bundle(&store, MediaType::ImageLayer, &tar_with("app", n), "/app");
+            wasm_image(&store, vec![base.clone(), files])
+        };
+        let (one, two) = (app("one"), app("two"));
+        let trees_dir = images_dir.join(TREES);
+        let ready: Vec<Materialized> = [&one, &two]
+            .iter()
+            .map(|m| {
+                let image = Image::resolve(&store, m).unwrap();
+                materialize(&store, &images_dir, &image).unwrap()
+            })
+            .collect();
+        assert_eq!(ready[0].mounts[0], ready[1].mounts[0], "one base tree");
+        assert_ne!(ready[0].mounts[1], ready[1].mounts[1]);
+        assert_eq!(std::fs::read_dir(&trees_dir).unwrap().count(), 3);
+        assert_eq!(
+            std::fs::read_to_string(ready[1].mounts[1].0.join("app")).unwrap(),
+            "two"
+        );
+
+        // Keeping only the first image frees the second's own tree, not the base.
+        let keep = BTreeSet::from([one.digest().to_string()]);
+        let cleaned = clean(&images_dir, &keep).unwrap();
+        assert_eq!(
+            cleaned,
+            Cleaned {
+                images: 1,
+                trees: 1
+            }
+        );
+        assert!(ready[0].mounts[0].0.is_dir() && ready[0].mounts[1].0.is_dir());
+        assert!(!ready[1].mounts[1].0.exists());
+        let cleaned = clean(&images_dir, &BTreeSet::new()).unwrap();
+        assert_eq!(
+            cleaned,
+            Cleaned {
+                images: 1,
+                trees: 2
+            }
+        );
     }
 }
