@@ -176,11 +176,12 @@ fn unpack_tree(
         .map_err(|e| io_error(tmp.path(), e))?;
     for (descriptor, compression) in layers {
         let digest = descriptor.digest().to_string();
+        // Verified once here; the two passes below then read the file
+        // directly, buffered, as tar reads headers 512 bytes at a time.
         store.verify(&digest)?;
+        let path = store.blob_path(&digest)?;
         let open = || -> std::io::Result<Box<dyn Read>> {
-            let blob = store
-                .open_blob(&digest)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let blob = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(&path)?);
             Ok(match compression {
                 Compression::None => Box::new(blob),
                 // Parallel compressors (pgzip in umoci, pigz) write many

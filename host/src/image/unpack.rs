@@ -14,10 +14,11 @@
 //! content. Both only ever touch lower layers, so a first pass applies every
 //! deletion and a second pass extracts the entries.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use cap_std::fs::{Dir, Permissions};
+use cap_std::fs::{Dir, OpenOptions, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use tar::EntryType;
 
@@ -99,6 +100,9 @@ pub fn apply_layer<R: Read>(
     // Pass 2: content.
     let mut archive = tar::Archive::new(open().map_err(archive_error)?);
     let mut directories = Vec::new();
+    // Directories this pass made or found, so each file's parents are not
+    // walked again; an entry that replaces one forgets it and all below.
+    let mut known_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for entry in archive.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
         let raw = entry_name(&entry);
@@ -119,8 +123,14 @@ pub fn apply_layer<R: Read>(
             return Err(fail(&raw, "would replace the root of the image".into()));
         }
         stats.entries += 1;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !known_dirs.contains(parent)
+        {
             create_parents(root, parent).map_err(|reason| fail(&raw, reason))?;
+            known_dirs.insert(parent.to_owned());
+        }
+        if kind != EntryType::Directory {
+            forget_dirs(&mut known_dirs, &path);
         }
         match kind {
             EntryType::Directory => {
@@ -155,10 +165,18 @@ pub fn apply_layer<R: Read>(
                         format!("the layer is over its {} byte limit", limits.max_total),
                     ));
                 }
-                remove_any(root, &path).map_err(|e| fail(&raw, e.to_string()))?;
-                let mut file = root
-                    .create(&path)
-                    .map_err(|e| fail(&raw, escape_or(e, "creating it")))?;
+                // Whatever was there (a symlink or a hard link to another
+                // file included) is replaced, never written through.
+                let new_file =
+                    || root.open_with(&path, OpenOptions::new().write(true).create_new(true));
+                let mut file = match new_file() {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        remove_any(root, &path).map_err(|e| fail(&raw, e.to_string()))?;
+                        new_file()
+                    }
+                    other => other,
+                }
+                .map_err(|e| fail(&raw, escape_or(e, "creating it")))?;
                 let copied = std::io::copy(&mut (&mut entry).take(size), &mut file)
                     .map_err(|e| fail(&raw, format!("writing it: {e}")))?;
                 stats.bytes += copied;
@@ -227,6 +245,18 @@ fn escape_or(e: std::io::Error, doing: &str) -> String {
         format!("{doing} would reach outside the image root ({e})")
     } else {
         format!("{doing}: {e}")
+    }
+}
+
+/// Drops `path` and everything below it from `known`.
+fn forget_dirs(known: &mut BTreeSet<PathBuf>, path: &Path) {
+    let below: Vec<PathBuf> = known
+        .range(path.to_owned()..)
+        .take_while(|p| p.starts_with(path))
+        .cloned()
+        .collect();
+    for p in below {
+        known.remove(&p);
     }
 }
 

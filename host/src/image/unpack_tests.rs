@@ -190,6 +190,24 @@ fn writing_through_a_symlink_out_of_the_root_is_refused() {
 }
 
 #[test]
+fn a_directory_swapped_for_a_symlink_mid_layer_is_not_written_through() {
+    let f = Fixture::new();
+    let outside = f.path("outside");
+    // The first file makes `d` a known directory; the symlink then takes
+    // its place, and the next file must not go through it.
+    refused(
+        f.apply(&[
+            file("d/first", "x"),
+            link("d", EntryType::Symlink, outside.to_str().unwrap()),
+            file("d/pwned", "x"),
+        ]),
+        "d/pwned",
+        "outside the image root",
+    );
+    f.assert_outside_untouched();
+}
+
+#[test]
 fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
     let f = Fixture::new();
     let secret = f.path("outside/secret");
