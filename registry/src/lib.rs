@@ -11,7 +11,9 @@
 pub mod archive;
 mod error;
 pub mod media;
+pub mod names;
 mod reference;
+pub mod server;
 mod store;
 
 pub use error::StoreError;

@@ -4,6 +4,7 @@
 mod build;
 mod images;
 mod progress;
+mod registry;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: images::ImageCommand,
     },
+    /// berth's own OCI registry.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
 }
 
 /// Runs the parsed command line; the binary's whole `main`.
@@ -73,6 +79,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Image { command } => images::image(command),
         Command::Save { references, output } => images::save(references, &output),
         Command::Load { input } => images::load(&input),
+        Command::Registry { command } => registry::registry(command),
     };
     match result {
         Ok(code) => code,
