@@ -125,10 +125,15 @@ impl BerthRun {
 
     /// [`BerthRun::start`] with `home` as `$BERTH_HOME`.
     pub fn start_in(home: &Path, component: &str, args: &[&str]) -> BerthRun {
+        let mut command = vec!["run", component, "--listen", "127.0.0.1:0"];
+        command.extend_from_slice(args);
+        Self::start_command(home, &command)
+    }
+
+    /// Starts `berth ARGS…` (a server that prints `… on http://ADDR/` once it
+    /// listens) with `home` as `$BERTH_HOME`.
+    pub fn start_command(home: &Path, args: &[&str]) -> BerthRun {
         let mut child = Command::new(berth_bin())
-            .arg("run")
-            .arg(component)
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("BERTH_HOME", home)
             .env("RUST_LOG", "info")
@@ -159,13 +164,13 @@ impl BerthRun {
                 Some((_, url)) if url.starts_with("http://") => {
                     url.trim_end_matches('/').to_owned()
                 }
-                _ => panic!("unexpected first line from berth run: {line:?}"),
+                _ => panic!("unexpected first line from berth {args:?}: {line:?}"),
             },
             _ => {
                 let status = child.wait().expect("waiting for berth");
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "berth run exited ({status}) before listening; stderr:\n{}",
+                    "berth {args:?} exited ({status}) before listening; stderr:\n{}",
                     stderr.lock().unwrap()
                 );
             }
@@ -232,6 +237,14 @@ impl BerthRun {
     }
 }
 
+impl BerthRun {
+    /// SIGKILL, as a crash or the OOM killer would: no cleanup runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for BerthRun {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -277,6 +290,56 @@ pub async fn request(method: &str, url: &str, body: &str) -> Reply {
     Reply {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// A response with its headers and raw body.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawReply {
+    /// A header's value, or "" when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request with headers and a byte body.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> RawReply {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid request");
+    let response = client()
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"))
+        .to_bytes();
+    RawReply {
+        status,
+        headers,
+        body,
     }
 }
 

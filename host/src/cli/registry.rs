@@ -57,7 +57,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr().context("reading the listen address")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listen address")?;
         let config = ServerConfig {
             root: root.clone(),
             auth,
@@ -65,7 +67,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let router = berth_registry::server::router(config)
             .with_context(|| format!("opening the registry at {}", root.display()))?;
         // Scripts and tests read this line to learn the port.
-        println!("berth: registry serving {} on http://{addr}/", root.display());
+        println!(
+            "berth: registry serving {} on http://{addr}/",
+            root.display()
+        );
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 tokio::select! {

@@ -133,11 +133,7 @@ pub async fn base(State(state): St, headers: HeaderMap) -> Response {
     }
 }
 
-pub async fn token(
-    State(state): St,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+pub async fn token(State(state): St, headers: HeaderMap, uri: Uri) -> Response {
     let Some(auth) = &state.auth else {
         return ApiError::new(Code::Unsupported, "this registry has no authentication")
             .into_response();
@@ -202,7 +198,10 @@ pub async fn dispatch(
 ) -> Response {
     let path = uri.path().to_owned();
     let result = match endpoint(&path) {
-        None => Err(ApiError::new(Code::Unsupported, format!("no endpoint {path}"))),
+        None => Err(ApiError::new(
+            Code::Unsupported,
+            format!("no endpoint {path}"),
+        )),
         Some(endpoint) => route(&state, &method, endpoint, &query, &headers, body).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -238,20 +237,40 @@ async fn route(
         ))
     };
     match (endpoint, method.clone()) {
-        (Endpoint::Blob(_, digest), Method::GET) => get_blob(state, name, digest, headers, false).await,
-        (Endpoint::Blob(_, digest), Method::HEAD) => get_blob(state, name, digest, headers, true).await,
+        (Endpoint::Blob(_, digest), Method::GET) => {
+            get_blob(state, name, digest, headers, false).await
+        }
+        (Endpoint::Blob(_, digest), Method::HEAD) => {
+            get_blob(state, name, digest, headers, true).await
+        }
         (Endpoint::Blob(_, digest), Method::DELETE) => delete_blob(state, name, digest).await,
-        (Endpoint::UploadStart(_), Method::POST) => start_upload(state, name, query, headers, body).await,
+        (Endpoint::UploadStart(_), Method::POST) => {
+            start_upload(state, name, query, headers, body).await
+        }
         (Endpoint::Upload(_, id), Method::GET) => upload_status(state, name, id).await,
-        (Endpoint::Upload(_, id), Method::PATCH) => patch_upload(state, name, id, headers, body).await,
-        (Endpoint::Upload(_, id), Method::PUT) => finish_upload(state, name, id, query, headers, body).await,
+        (Endpoint::Upload(_, id), Method::PATCH) => {
+            patch_upload(state, name, id, headers, body).await
+        }
+        (Endpoint::Upload(_, id), Method::PUT) => {
+            finish_upload(state, name, id, query, headers, body).await
+        }
         (Endpoint::Upload(_, id), Method::DELETE) => cancel_upload(state, name, id).await,
-        (Endpoint::Manifest(_, reference), Method::GET) => get_manifest(state, name, reference, false).await,
-        (Endpoint::Manifest(_, reference), Method::HEAD) => get_manifest(state, name, reference, true).await,
-        (Endpoint::Manifest(_, reference), Method::PUT) => put_manifest(state, name, reference, headers, body).await,
-        (Endpoint::Manifest(_, reference), Method::DELETE) => delete_manifest(state, name, reference).await,
+        (Endpoint::Manifest(_, reference), Method::GET) => {
+            get_manifest(state, name, reference, false).await
+        }
+        (Endpoint::Manifest(_, reference), Method::HEAD) => {
+            get_manifest(state, name, reference, true).await
+        }
+        (Endpoint::Manifest(_, reference), Method::PUT) => {
+            put_manifest(state, name, reference, headers, body).await
+        }
+        (Endpoint::Manifest(_, reference), Method::DELETE) => {
+            delete_manifest(state, name, reference).await
+        }
         (Endpoint::Tags(_), Method::GET) => list_tags(state, name, query).await,
-        (Endpoint::Referrers(_, digest), Method::GET) => referrers(state, name, digest, query).await,
+        (Endpoint::Referrers(_, digest), Method::GET) => {
+            referrers(state, name, digest, query).await
+        }
         _ => unsupported(),
     }
 }
@@ -311,7 +330,10 @@ async fn get_blob(
     if head {
         return Ok(respond(status, &common, Body::empty()));
     }
-    let path = state.storage.blob_path(digest).map_err(ApiError::internal)?;
+    let path = state
+        .storage
+        .blob_path(digest)
+        .map_err(ApiError::internal)?;
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(ApiError::internal)?;
@@ -455,7 +477,9 @@ async fn append(
                     session.size()
                 ),
             );
-            error.message.push_str("; resume from the Range header's end");
+            error
+                .message
+                .push_str("; resume from the Range header's end");
             return Err(error);
         }
     }
@@ -463,7 +487,10 @@ async fn append(
         Ok(_) => Ok(session.size()),
         Err(AppendError::Client(e)) => Err(ApiError::new(
             Code::BlobUploadInvalid,
-            format!("the upload stream failed after {} bytes: {e}", session.size()),
+            format!(
+                "the upload stream failed after {} bytes: {e}",
+                session.size()
+            ),
         )),
         Err(AppendError::Disk(e)) => Err(ApiError::internal(e)),
     }
@@ -492,9 +519,9 @@ async fn finish_upload(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let digest = query.get("digest").ok_or_else(|| {
-        ApiError::new(Code::DigestInvalid, "closing an upload needs ?digest=")
-    })?;
+    let digest = query
+        .get("digest")
+        .ok_or_else(|| ApiError::new(Code::DigestInvalid, "closing an upload needs ?digest="))?;
     finish(state, name, id, digest, headers, body).await
 }
 
@@ -522,7 +549,12 @@ async fn finish(
             format!("the upload's content has digest {actual}, not {digest}"),
         ));
     }
-    let (st, n, i, d) = (state.clone(), name.to_owned(), id.to_owned(), digest.to_owned());
+    let (st, n, i, d) = (
+        state.clone(),
+        name.to_owned(),
+        id.to_owned(),
+        digest.to_owned(),
+    );
     blocking(move || st.storage.commit_upload(&n, &i, &d)).await?;
     state.uploads.forget(id);
     Ok(blob_created(name, digest))
@@ -592,7 +624,11 @@ async fn get_manifest(
         ("docker-content-digest", digest),
         ("content-length", bytes.len().to_string()),
     ];
-    let body = if head { Body::empty() } else { Body::from(bytes) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
     Ok(respond(StatusCode::OK, &headers, body))
 }
 
@@ -800,16 +836,21 @@ async fn list_tags(
         ApiError::new(Code::NameUnknown, format!("there is no repository {name}"))
     })?;
     let n = match query.get("n") {
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            ApiError::new(Code::Unsupported, format!("n={n} is not a number"))
-        })?),
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ApiError::new(Code::Unsupported, format!("n={n} is not a number")))?,
+        ),
         None => None,
     };
     let after: Vec<String> = match query.get("last") {
         Some(last) => tags.into_iter().filter(|t| t > last).collect(),
         None => tags,
     };
-    let page: Vec<String> = after.iter().take(n.unwrap_or(usize::MAX)).cloned().collect();
+    let page: Vec<String> = after
+        .iter()
+        .take(n.unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
     let mut headers = vec![("content-type", "application/json".to_owned())];
     if let (Some(n), Some(last)) = (n, page.last())
         && after.len() > page.len()
@@ -820,7 +861,11 @@ async fn list_tags(
         ));
     }
     let body = serde_json::json!({"name": name, "tags": page});
-    Ok(respond(StatusCode::OK, &headers, Body::from(body.to_string())))
+    Ok(respond(
+        StatusCode::OK,
+        &headers,
+        Body::from(body.to_string()),
+    ))
 }
 
 async fn referrers(
@@ -844,5 +889,9 @@ async fn referrers(
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": found,
     });
-    Ok(respond(StatusCode::OK, &headers, Body::from(index.to_string())))
+    Ok(respond(
+        StatusCode::OK,
+        &headers,
+        Body::from(index.to_string()),
+    ))
 }

@@ -82,7 +82,10 @@ impl ApiError {
     /// A storage failure: logged in full, reported without host paths.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(target: "berth::registry", "storage error: {e}");
-        ApiError::new(Code::Internal, "the registry could not complete the request")
+        ApiError::new(
+            Code::Internal,
+            "the registry could not complete the request",
+        )
     }
 }
 

@@ -77,7 +77,12 @@ impl Storage {
 
     /// The size of blob `digest` if repository `name` holds it.
     pub fn blob_size(&self, name: &str, digest: &str) -> Option<u64> {
-        if !self.repo(name).join("_blobs").join(hex_of(digest)).is_file() {
+        if !self
+            .repo(name)
+            .join("_blobs")
+            .join(hex_of(digest))
+            .is_file()
+        {
             return None;
         }
         fs::metadata(self.store.blob_path(digest).ok()?)
