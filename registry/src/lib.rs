@@ -9,6 +9,7 @@
 //! caught on use rather than served.
 
 pub mod archive;
+pub mod client;
 mod error;
 pub mod media;
 pub mod names;

@@ -2,7 +2,7 @@
 //! the Docker v2 schema 2 spellings: images pulled from Docker Hub or built
 //! by Docker use the latter, and berth reads them the same way.
 
-use oci_spec::image::MediaType;
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -25,4 +25,70 @@ pub fn is_index(media_type: &MediaType) -> bool {
         MediaType::Other(other) => other == DOCKER_MANIFEST_LIST,
         _ => false,
     }
+}
+
+/// `os/architecture`, as image configs and indexes write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl Platform {
+    pub fn is_wasm(&self) -> bool {
+        self.architecture == "wasm" && self.os.starts_with("wasi")
+    }
+
+    /// The platform an index entry declares.
+    pub fn of(descriptor: &Descriptor) -> Option<Platform> {
+        let value = serde_json::to_value(descriptor.platform().as_ref()?).ok()?;
+        Some(Platform {
+            os: value.get("os")?.as_str()?.to_owned(),
+            architecture: value.get("architecture")?.as_str()?.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
+/// The manifest of `index` berth runs: a wasm one (wasip2 before other WASI
+/// versions), else linux/amd64, else the only one there is. When none fits,
+/// the platforms the index offers, for the error message.
+pub fn choose_platform(index: &ImageIndex) -> Result<&Descriptor, String> {
+    let candidates: Vec<(&Descriptor, Option<Platform>)> = index
+        .manifests()
+        .iter()
+        .filter(|d| is_manifest(d.media_type()) || is_index(d.media_type()))
+        .map(|d| (d, Platform::of(d)))
+        .collect();
+    let rank = |p: &Option<Platform>| match p {
+        Some(p) if p.is_wasm() && p.os == "wasip2" => Some(0),
+        Some(p) if p.is_wasm() => Some(1),
+        Some(p) if p.os == "linux" && p.architecture == "amd64" => Some(2),
+        None if candidates.len() == 1 => Some(3),
+        _ => None,
+    };
+    candidates
+        .iter()
+        .filter_map(|(d, p)| rank(p).map(|r| (r, *d)))
+        .min_by_key(|(r, _)| *r)
+        .map(|(_, d)| d)
+        .ok_or_else(|| {
+            let offered: Vec<String> = candidates
+                .iter()
+                .map(|(_, p)| {
+                    p.as_ref()
+                        .map_or("unspecified".to_owned(), |p| p.to_string())
+                })
+                .collect();
+            if offered.is_empty() {
+                "nothing".to_owned()
+            } else {
+                offered.join(", ")
+            }
+        })
 }

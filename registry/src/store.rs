@@ -27,6 +27,7 @@ use crate::media;
 /// The annotation naming a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+#[derive(Clone)]
 pub struct ContentStore {
     root: PathBuf,
 }

@@ -6,6 +6,7 @@ mod images;
 mod progress;
 mod registry;
 mod run;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -60,6 +61,12 @@ enum Command {
         #[command(subcommand)]
         command: images::ImageCommand,
     },
+    /// Fetch an image from a registry into the local store.
+    Pull(transfer::TransferArgs),
+    /// Send an image from the local store to a registry.
+    Push(transfer::TransferArgs),
+    /// Store credentials for a registry (checked first).
+    Login(transfer::LoginArgs),
     /// berth's own OCI registry.
     Registry {
         #[command(subcommand)]
@@ -80,6 +87,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Save { references, output } => images::save(references, &output),
         Command::Load { input } => images::load(&input),
         Command::Registry { command } => registry::registry(command),
+        Command::Pull(args) => transfer::pull(args),
+        Command::Push(args) => transfer::push(args),
+        Command::Login(args) => transfer::login(args),
     };
     match result {
         Ok(code) => code,

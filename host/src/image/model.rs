@@ -13,6 +13,7 @@
 //! Images of other platforms (linux/amd64) load, so they can be listed and
 //! inspected, but have no wasm entrypoint.
 
+pub use berth_registry::media::Platform;
 use berth_registry::media::{self, DOCKER_LAYER_GZIP};
 use berth_registry::oci::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use berth_registry::{ContentStore, StoreError};
@@ -61,25 +62,6 @@ pub enum Entrypoint {
     Layer(Box<Descriptor>),
     /// A file in the image's root filesystem (absolute guest path).
     File(String),
-}
-
-/// `os/architecture`, as image configs and indexes write it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-}
-
-impl Platform {
-    pub fn is_wasm(&self) -> bool {
-        self.architecture == "wasm" && self.os.starts_with("wasi")
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)
-    }
 }
 
 /// A manifest read from the store and sorted into its parts.
@@ -196,51 +178,12 @@ impl Image {
     }
 }
 
-/// The manifest of `index` to run: a wasm one (wasip2 before other WASI
-/// versions), else linux/amd64, else the only one there is.
 fn choose_platform(digest: &str, index: &ImageIndex) -> Result<String, ImageError> {
-    let platform_of = |d: &Descriptor| {
-        d.platform().as_ref().and_then(|p| {
-            let v = serde_json::to_value(p).ok()?;
-            Some(Platform {
-                os: v.get("os")?.as_str()?.to_owned(),
-                architecture: v.get("architecture")?.as_str()?.to_owned(),
-            })
-        })
-    };
-    let candidates: Vec<(&Descriptor, Option<Platform>)> = index
-        .manifests()
-        .iter()
-        .filter(|d| media::is_manifest(d.media_type()) || media::is_index(d.media_type()))
-        .map(|d| (d, platform_of(d)))
-        .collect();
-    let rank = |p: &Option<Platform>| match p {
-        Some(p) if p.is_wasm() && p.os == "wasip2" => Some(0),
-        Some(p) if p.is_wasm() => Some(1),
-        Some(p) if p.os == "linux" && p.architecture == "amd64" => Some(2),
-        None if candidates.len() == 1 => Some(3),
-        _ => None,
-    };
-    candidates
-        .iter()
-        .filter_map(|(d, p)| rank(p).map(|r| (r, d)))
-        .min_by_key(|(r, _)| *r)
-        .map(|(_, d)| d.digest().to_string())
-        .ok_or_else(|| {
-            let offered: Vec<String> = candidates
-                .iter()
-                .map(|(_, p)| {
-                    p.as_ref()
-                        .map_or("unspecified".to_owned(), |p| p.to_string())
-                })
-                .collect();
+    media::choose_platform(index)
+        .map(|d| d.digest().to_string())
+        .map_err(|offered| {
             ImageError::Invalid(format!(
-                "image index {digest} has no manifest for wasm or linux/amd64 (it offers: {})",
-                if offered.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    offered.join(", ")
-                }
+                "image index {digest} has no manifest for wasm or linux/amd64 (it offers: {offered})"
             ))
         })
 }
