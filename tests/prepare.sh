@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs: the wasm target for the guests, and the
-# real peers the end-to-end tests drive (skopeo, umoci). Safe to run again.
+# real peers the end-to-end tests drive (skopeo, umoci, docker-registry). Safe to run again.
 set -euo pipefail
 
 # Only ask rustup for what is missing: its servers may be out of reach.
@@ -9,6 +9,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 missing=()
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "tests need: ${missing[*]} (Debian packages); run as root or install them" >&2

@@ -1,0 +1,363 @@
+//! `berth push`, `berth pull` and `berth login` against real registries:
+//! the CNCF distribution registry and berth's own.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use berth_tests::{
+    BerthRun, DockerRegistry, Finished, berth, berth_bin, free_port, get, guests, wait_for_port,
+};
+
+/// An app image: the echo guest and a static bundle.
+fn build_app(home: &Path, tag: &str) -> String {
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::ECHO, app.path().join("echo.wasm")).unwrap();
+    std::fs::create_dir(app.path().join("static")).unwrap();
+    std::fs::write(app.path().join("static/page.txt"), "pulled page").unwrap();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "component = \"echo.wasm\"\n[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    )
+    .unwrap();
+    let out = berth(home, &["build", app.path().to_str().unwrap(), "-t", tag]);
+    assert!(out.success, "{}", out.stderr);
+    out.stdout.split_whitespace().last().unwrap().to_owned()
+}
+
+fn ok(out: Finished) -> Finished {
+    assert!(
+        out.success,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
+/// `berth ARGS` with extra environment and stdin.
+fn berth_with(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Finished {
+    let mut child = Command::new(berth_bin())
+        .args(args)
+        .env("BERTH_HOME", home)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning berth");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Finished {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn berth_registry(root: &Path, listen: &str, extra: &[&str]) -> BerthRun {
+    let mut args = vec![
+        "registry",
+        "serve",
+        "--listen",
+        listen,
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    BerthRun::start_command(root.parent().unwrap(), &args)
+}
+
+#[tokio::test]
+async fn an_image_pushed_to_docker_registry_pulls_into_a_fresh_store_and_runs() {
+    let registry = DockerRegistry::start();
+    let home = tempfile::tempdir().unwrap();
+    let digest = build_app(home.path(), "app:1");
+    let remote = format!("{}/team/app:1", registry.host);
+    ok(berth(home.path(), &["tag", "app:1", &remote]));
+    let pushed = ok(berth(home.path(), &["push", &remote]));
+    assert_eq!(pushed.stdout.trim(), format!("{remote} {digest}"));
+    assert_eq!(
+        pushed.stderr.matches(" pushed (").count(),
+        3,
+        "{}",
+        pushed.stderr
+    );
+
+    // Pushing again moves nothing: the registry has every blob.
+    let again = ok(berth(home.path(), &["push", &remote]));
+    assert_eq!(
+        again.stderr.matches("already there").count(),
+        3,
+        "{}",
+        again.stderr
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let pulled = ok(berth(fresh.path(), &["pull", &remote]));
+    assert_eq!(pulled.stdout.trim(), format!("{remote} {digest}"));
+    let run = BerthRun::start_in(fresh.path(), &remote, &[]);
+    let reply = get(&format!("{}/?read=/static/page.txt", run.url)).await;
+    assert!(reply.body.contains("ok: pulled page"), "{}", reply.body);
+
+    // By digest too; a wrong one is refused.
+    let by_digest = format!("{}/team/app@{digest}", registry.host);
+    ok(berth(
+        tempfile::tempdir().unwrap().path(),
+        &["pull", &by_digest],
+    ));
+    let missing = berth(
+        fresh.path(),
+        &["pull", &format!("{}/team/app:nope", registry.host)],
+    );
+    assert!(!missing.success);
+    assert!(
+        missing.stderr.contains("MANIFEST_UNKNOWN"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[tokio::test]
+async fn pushing_to_a_second_repository_mounts_the_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry(&dir.path().join("registry"), "127.0.0.1:0", &[]);
+    let host = registry.url.trim_start_matches("http://").to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let digest = build_app(home.path(), "app:1");
+    for repo in ["team/app", "other/app"] {
+        ok(berth(
+            home.path(),
+            &["tag", "app:1", &format!("{host}/{repo}:1")],
+        ));
+    }
+    ok(berth(home.path(), &["push", &format!("{host}/team/app:1")]));
+    let mounted = ok(berth(
+        home.path(),
+        &["push", &format!("{host}/other/app:1")],
+    ));
+    assert_eq!(
+        mounted.stderr.matches("mounted from team/app").count(),
+        3,
+        "{}",
+        mounted.stderr
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let pulled = ok(berth(
+        fresh.path(),
+        &["pull", &format!("{host}/other/app:1")],
+    ));
+    assert!(
+        pulled.stdout.ends_with(&format!("{digest}\n")),
+        "{}",
+        pulled.stdout
+    );
+}
+
+#[tokio::test]
+async fn login_stores_credentials_the_registry_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let mut file = std::fs::File::create(&htpasswd).unwrap();
+    for (user, password) in [("alice", "wonderland"), ("bob", "builder")] {
+        writeln!(file, "{user}:{}", bcrypt::hash(password, 4).unwrap()).unwrap();
+    }
+    let registry = berth_registry(
+        &dir.path().join("registry"),
+        "127.0.0.1:0",
+        &["--auth", htpasswd.to_str().unwrap(), "--pull-only", "bob"],
+    );
+    let host = registry.url.trim_start_matches("http://").to_owned();
+    let home = tempfile::tempdir().unwrap();
+    build_app(home.path(), "app:1");
+    let remote = format!("{host}/team/app:1");
+    ok(berth(home.path(), &["tag", "app:1", &remote]));
+
+    let anonymous = berth(home.path(), &["push", &remote]);
+    assert!(!anonymous.success);
+    assert!(
+        anonymous.stderr.contains("berth login"),
+        "{}",
+        anonymous.stderr
+    );
+
+    let login = |user: &str, password: &str| {
+        berth_with(
+            home.path(),
+            &["login", &host, "-u", user, "--password-stdin"],
+            &[],
+            &format!("{password}\n"),
+        )
+    };
+    let wrong = login("alice", "looking-glass");
+    assert!(!wrong.success);
+    assert!(
+        wrong.stderr.contains("refused the credentials"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        !home.path().join("auth.json").exists(),
+        "bad credentials are not stored"
+    );
+
+    ok(login("alice", "wonderland"));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(home.path().join("auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok(berth(home.path(), &["push", &remote]));
+
+    // bob may pull but not push.
+    let bob_home = tempfile::tempdir().unwrap();
+    let bob = berth_with(
+        bob_home.path(),
+        &["login", &host, "-u", "bob"],
+        &[("BERTH_PASSWORD", "builder")],
+        "",
+    );
+    assert!(bob.success, "{}", bob.stderr);
+    ok(berth(bob_home.path(), &["pull", &remote]));
+    ok(berth(
+        bob_home.path(),
+        &["tag", &remote, &format!("{host}/bob/app:1")],
+    ));
+    let denied = berth(bob_home.path(), &["push", &format!("{host}/bob/app:1")]);
+    assert!(!denied.success);
+    assert!(denied.stderr.contains("DENIED"), "{}", denied.stderr);
+}
+
+/// A TCP proxy that forwards to `upstream` until `limit` bytes have gone
+/// upstream, then drops every connection and refuses new ones.
+async fn cutting_proxy(
+    listen: &str,
+    upstream: String,
+    limit: u64,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flag = cut.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let upstream = upstream.clone();
+            let (flag, sent) = (flag.clone(), sent.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = cr.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 || flag.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
+                            flag.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (cut, task)
+}
+
+#[tokio::test]
+async fn an_interrupted_chunked_push_resumes_where_the_registry_got_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry(&dir.path().join("registry"), "127.0.0.1:0", &[]);
+    let upstream = registry.url.trim_start_matches("http://").to_owned();
+
+    // An image with a 12 MiB layer of incompressible bytes.
+    let home = tempfile::tempdir().unwrap();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::HELLO, app.path().join("hello.wasm")).unwrap();
+    std::fs::create_dir(app.path().join("data")).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..12 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(app.path().join("data/noise.bin"), &noise).unwrap();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "component = \"hello.wasm\"\n[[files]]\nsource = \"data\"\nmount = \"/data\"\n",
+    )
+    .unwrap();
+    let out = ok(berth(
+        home.path(),
+        &["build", app.path().to_str().unwrap(), "-t", "big:1"],
+    ));
+    let digest = out.stdout.split_whitespace().last().unwrap().to_owned();
+
+    // Through a proxy that cuts the connection after about 5 MiB.
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let remote = format!("{proxy}/team/big:1");
+    ok(berth(home.path(), &["tag", "big:1", &remote]));
+    let (cut, first_proxy) = cutting_proxy(&proxy, upstream.clone(), 5 << 20).await;
+    let home_path = home.path().to_owned();
+    let remote_arg = remote.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        berth(&home_path, &["push", "--chunk-size", "1Mi", &remote_arg])
+    })
+    .await
+    .unwrap();
+    assert!(!first.success, "the cut push fails: {}", first.stderr);
+    assert!(cut.load(Ordering::SeqCst));
+    first_proxy.abort();
+    let _ = first_proxy.await;
+
+    // The same address, forwarding everything now: the push resumes.
+    let _proxy = cutting_proxy(&proxy, upstream, u64::MAX).await;
+    assert!(wait_for_port(&proxy, Duration::from_secs(5)));
+    let home_path = home.path().to_owned();
+    let second = tokio::task::spawn_blocking(move || {
+        berth(&home_path, &["push", "--chunk-size", "1Mi", &remote])
+    })
+    .await
+    .unwrap();
+    assert!(second.success, "{}", second.stderr);
+    assert!(second.stderr.contains("resuming"), "{}", second.stderr);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let pulled = ok(berth(
+        fresh.path(),
+        &[
+            "pull",
+            &format!("{}/team/big:1", registry.url.trim_start_matches("http://")),
+        ],
+    ));
+    assert!(
+        pulled.stdout.ends_with(&format!("{digest}\n")),
+        "{}",
+        pulled.stdout
+    );
+}
