@@ -361,3 +361,137 @@ async fn an_interrupted_chunked_push_resumes_where_the_registry_got_to() {
         pulled.stdout
     );
 }
+
+#[tokio::test]
+async fn a_multi_platform_index_pulls_its_wasm_manifest_and_pushes_whole() {
+    use berth_tests::send;
+    use sha2::Digest as _;
+    let digest_of = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry(&dir.path().join("registry"), "127.0.0.1:0", &[]);
+    let url = registry.url.clone();
+    let host = url.trim_start_matches("http://").to_owned();
+
+    // The wasm image, pushed by berth; a linux/amd64 one beside it.
+    let home = tempfile::tempdir().unwrap();
+    let wasm_digest = build_app(home.path(), "app:1");
+    ok(berth(
+        home.path(),
+        &["tag", "app:1", &format!("{host}/multi:wasm")],
+    ));
+    ok(berth(home.path(), &["push", &format!("{host}/multi:wasm")]));
+    let config =
+        br#"{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let upload = |bytes: Vec<u8>| {
+        let url = url.clone();
+        async move {
+            let digest = digest_of(&bytes);
+            let reply = send(
+                "POST",
+                &format!("{url}/v2/multi/blobs/uploads/?digest={digest}"),
+                &[],
+                bytes,
+            )
+            .await;
+            assert_eq!(reply.status, 201);
+            digest
+        }
+    };
+    let config_digest = upload(config.to_vec()).await;
+    let linux = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [],
+    }))
+    .unwrap();
+    let linux_digest = digest_of(&linux);
+    let put = |reference: String, bytes: Vec<u8>, media: &'static str| {
+        let url = url.clone();
+        async move {
+            let reply = send(
+                "PUT",
+                &format!("{url}/v2/multi/manifests/{reference}"),
+                &[("content-type", media)],
+                bytes,
+            )
+            .await;
+            assert_eq!(reply.status, 201, "{}", reply.text());
+        }
+    };
+    put(
+        linux_digest.clone(),
+        linux.clone(),
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    .await;
+    let wasm_size = send(
+        "HEAD",
+        &format!("{url}/v2/multi/manifests/wasm"),
+        &[],
+        vec![],
+    )
+    .await
+    .header("content-length")
+    .to_owned();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": linux_digest,
+             "size": linux.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": wasm_digest,
+             "size": wasm_size.parse::<u64>().unwrap(), "platform": {"os": "wasip2", "architecture": "wasm"}},
+        ],
+    }))
+    .unwrap();
+    put(
+        "1".into(),
+        index.clone(),
+        "application/vnd.oci.image.index.v1+json",
+    )
+    .await;
+
+    // berth pull takes the wasm manifest, which runs.
+    let fresh = tempfile::tempdir().unwrap();
+    let remote = format!("{host}/multi:1");
+    let pulled = ok(berth(fresh.path(), &["pull", &remote]));
+    assert_eq!(pulled.stdout.trim(), format!("{remote} {wasm_digest}"));
+    assert!(
+        pulled.stderr.contains("pulling wasip2/wasm"),
+        "{}",
+        pulled.stderr
+    );
+    let run = BerthRun::start_in(fresh.path(), &remote, &[]);
+    assert_eq!(get(&format!("{}/", run.url)).await.status, 200);
+
+    // The whole index, copied into a store by skopeo, pushes whole.
+    let store = fresh.path().join("store");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("oci:{}:{host}/copy:1", store.display()),
+        ])
+        .output()
+        .expect("skopeo is required for this test (Debian package `skopeo`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(berth(fresh.path(), &["push", &format!("{host}/copy:1")]));
+    let copied = send("GET", &format!("{url}/v2/copy/manifests/1"), &[], vec![]).await;
+    assert_eq!(copied.status, 200);
+    assert_eq!(copied.body, index, "the index arrives byte for byte");
+    let child = send(
+        "HEAD",
+        &format!("{url}/v2/copy/manifests/{linux_digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(child.status, 200);
+}
