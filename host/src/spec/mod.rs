@@ -1,6 +1,11 @@
-//! The typed values users write: quantities now, Kubernetes-shaped manifests
-//! later. Parse, don't validate later: a value that exists is valid.
+//! The typed values users write: quantities and Kubernetes-shaped
+//! manifests. Parse, don't validate later: a manifest that loads is one
+//! berth can act on.
 
+pub mod load;
+pub mod objects;
 mod quantity;
+
+pub use load::{Loaded, ManifestError, Object, load_paths, parse_str};
 
 pub use quantity::{Quantity, QuantityError};

@@ -1,0 +1,634 @@
+//! Reading manifests: multi-document YAML files (or directories of them)
+//! into typed objects, then checking what types alone cannot say. Every
+//! error names the file, the object and the field path, so a bad manifest
+//! is fixed from the message alone, and nothing of a bad file is applied.
+
+use std::path::PathBuf;
+
+use serde::Deserialize as _;
+
+use super::objects::{
+    ConfigMap, Container, Deployment, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod, PodSpec,
+    Probe, Secret, Service, ServiceType,
+};
+
+/// One object of a manifest, of a kind berth knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Namespace(Namespace),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Pod(Box<Pod>),
+    Deployment(Box<Deployment>),
+    Service(Service),
+}
+
+/// (apiVersion, kind) pairs berth accepts.
+pub const KINDS: [(&str, &str); 6] = [
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+];
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::Secret(_) => "Secret",
+            Object::Pod(_) => "Pod",
+            Object::Deployment(_) => "Deployment",
+            Object::Service(_) => "Service",
+        }
+    }
+
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Object::Deployment(_) => "apps/v1",
+            _ => "v1",
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Deployment(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+        }
+    }
+
+    /// The namespace the object lives in (`default` unless it says), or
+    /// `None` for namespaces themselves, which are cluster-wide.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Object::Namespace(_) => None,
+            o => Some(o.metadata().namespace.as_deref().unwrap_or("default")),
+        }
+    }
+}
+
+/// An object and where it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub object: Object,
+    /// `FILE` or `FILE (document N)`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {object}{path}{message}")]
+pub struct ManifestError {
+    /// The file, and the document in it when it holds several.
+    pub file: String,
+    /// `Deployment web: `, or empty when the object could not be named.
+    pub object: String,
+    /// `spec.replicas: `, or empty.
+    pub path: String,
+    pub message: String,
+}
+
+impl ManifestError {
+    fn new(source: &str, message: impl Into<String>) -> ManifestError {
+        ManifestError {
+            file: source.to_owned(),
+            object: String::new(),
+            path: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads `paths`: files, or directories whose `*.yaml`/`*.yml`/`*.json`
+/// files are read in name order (as `kubectl apply -f DIR` does).
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ManifestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ManifestError::new(&path.display().to_string(), e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut loaded = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| ManifestError::new(&name, e.to_string()))?;
+        loaded.extend(parse_str(&text, &name)?);
+    }
+    Ok(loaded)
+}
+
+/// Parses every document of `text` (named `source` in errors).
+pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError> {
+    let mut documents = Vec::new();
+    for document in yaml_serde::Deserializer::from_str(text) {
+        let value = yaml_serde::Value::deserialize(document)
+            .map_err(|e| ManifestError::new(source, format!("not valid YAML: {e}")))?;
+        documents.push(value);
+    }
+    let documents: Vec<yaml_serde::Value> =
+        documents.into_iter().filter(|v| !v.is_null()).collect();
+    let several = documents.len() > 1;
+    let mut loaded = Vec::new();
+    for (i, value) in documents.into_iter().enumerate() {
+        let source = if several {
+            format!("{source} (document {})", i + 1)
+        } else {
+            source.to_owned()
+        };
+        let object = parse_object(value, &source)?;
+        validate(&object).map_err(|(path, message)| ManifestError {
+            file: source.clone(),
+            object: format!("{} {}: ", object.kind(), object.metadata().name),
+            path: if path.is_empty() {
+                path
+            } else {
+                format!("{path}: ")
+            },
+            message,
+        })?;
+        loaded.push(Loaded { object, source });
+    }
+    Ok(loaded)
+}
+
+fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, ManifestError> {
+    let yaml_serde::Value::Mapping(mut mapping) = value else {
+        return Err(ManifestError::new(
+            source,
+            "a manifest must be a mapping with apiVersion and kind",
+        ));
+    };
+    let mut take = |key: &str| {
+        mapping
+            .remove(key)
+            .and_then(|v| v.as_str().map(str::to_owned))
+    };
+    let api_version =
+        take("apiVersion").ok_or_else(|| ManifestError::new(source, "apiVersion is missing"))?;
+    let kind = take("kind").ok_or_else(|| ManifestError::new(source, "kind is missing"))?;
+    let name = mapping
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_owned();
+    if !KINDS.contains(&(api_version.as_str(), kind.as_str())) {
+        let known: Vec<String> = KINDS.iter().map(|(v, k)| format!("{v} {k}")).collect();
+        return Err(ManifestError::new(
+            source,
+            format!(
+                "{api_version} {kind} is not a kind berth supports (it knows {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    let value = yaml_serde::Value::Mapping(mapping);
+    let typed = |e: serde_path_to_error::Error<yaml_serde::Error>| {
+        let path = e.path().to_string();
+        ManifestError {
+            file: source.to_owned(),
+            object: format!("{kind} {name}: "),
+            path: if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            },
+            message: e.into_inner().to_string(),
+        }
+    };
+    Ok(match kind.as_str() {
+        "Namespace" => Object::Namespace(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "ConfigMap" => Object::ConfigMap(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "Secret" => Object::Secret(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "Pod" => Object::Pod(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "Deployment" => Object::Deployment(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "Service" => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
+        _ => unreachable!("checked against KINDS"),
+    })
+}
+
+/// A failed check: (field path, message).
+type Invalid = (String, String);
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (path.into(), message.into())
+}
+
+/// RFC 1123 label: lowercase alphanumerics and `-`, at most 63, starting
+/// and ending alphanumeric.
+pub fn is_dns_label(s: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| ok(b) || b == b'-')
+        && ok(s.as_bytes()[0])
+        && ok(s.as_bytes()[s.len() - 1])
+}
+
+/// RFC 1123 subdomain: labels joined by `.`, at most 253.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_label_value(v: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_alphanumeric();
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes().all(|b| ok(b) || matches!(b, b'-' | b'_' | b'.'))
+            && ok(v.as_bytes()[0])
+            && ok(v.as_bytes()[v.len() - 1]))
+}
+
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+fn validate_meta(meta: &ObjectMeta, labels_path: &str, named: bool) -> Result<(), Invalid> {
+    if named {
+        if meta.name.is_empty() {
+            return Err(invalid("metadata.name", "a name is required"));
+        }
+        if !is_dns_subdomain(&meta.name) {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "{:?} must be lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit",
+                    meta.name
+                ),
+            ));
+        }
+    }
+    if let Some(ns) = &meta.namespace
+        && !is_dns_label(ns)
+    {
+        return Err(invalid(
+            "metadata.namespace",
+            format!("{ns:?} is not a valid namespace name"),
+        ));
+    }
+    for (k, v) in &meta.labels {
+        if !is_label_key(k) {
+            return Err(invalid(
+                format!("{labels_path}.labels"),
+                format!("{k:?} is not a valid label key"),
+            ));
+        }
+        if !is_label_value(v) {
+            return Err(invalid(
+                format!("{labels_path}.labels.{k}"),
+                format!("{v:?} is not a valid label value"),
+            ));
+        }
+    }
+    if let Some(hosts) = meta.annotations.get(OUTBOUND_ANNOTATION) {
+        for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            host.parse::<crate::runtime::OutboundRule>().map_err(|e| {
+                invalid(
+                    format!("{labels_path}.annotations.{OUTBOUND_ANNOTATION}"),
+                    e.to_string(),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn validate(object: &Object) -> Result<(), Invalid> {
+    validate_meta(object.metadata(), "metadata", true)?;
+    match object {
+        Object::Namespace(_) => Ok(()),
+        Object::ConfigMap(cm) => {
+            for key in cm.data.keys().chain(cm.binary_data.keys()) {
+                check_data_key("data", key)?;
+            }
+            for (key, value) in &cm.binary_data {
+                base64_decode(value)
+                    .ok_or_else(|| invalid(format!("binaryData.{key}"), "not valid base64"))?;
+            }
+            Ok(())
+        }
+        Object::Secret(secret) => {
+            for (key, value) in &secret.data {
+                check_data_key("data", key)?;
+                base64_decode(value)
+                    .ok_or_else(|| invalid(format!("data.{key}"), "not valid base64"))?;
+            }
+            for key in secret.string_data.keys() {
+                check_data_key("stringData", key)?;
+            }
+            Ok(())
+        }
+        Object::Pod(pod) => validate_pod_spec(&pod.spec, "spec"),
+        Object::Deployment(d) => {
+            let spec = &d.spec;
+            if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
+                return Err(invalid("spec.selector", "a selector is required"));
+            }
+            validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
+            if !spec.selector.matches(&spec.template.metadata.labels) {
+                return Err(invalid(
+                    "spec.selector",
+                    "does not match spec.template.metadata.labels: the deployment would never find its pods",
+                ));
+            }
+            if spec.template.spec.restart_policy != super::objects::RestartPolicy::Always {
+                return Err(invalid(
+                    "spec.template.spec.restartPolicy",
+                    "a deployment's pods must have restartPolicy Always",
+                ));
+            }
+            for (field, value) in [
+                (
+                    "maxSurge",
+                    spec.strategy
+                        .rolling_update
+                        .as_ref()
+                        .and_then(|r| r.max_surge.as_ref()),
+                ),
+                (
+                    "maxUnavailable",
+                    spec.strategy
+                        .rolling_update
+                        .as_ref()
+                        .and_then(|r| r.max_unavailable.as_ref()),
+                ),
+            ] {
+                if let Some(v) = value
+                    && v.scaled(100, false).is_none_or(|n| n < 0)
+                {
+                    return Err(invalid(
+                        format!("spec.strategy.rollingUpdate.{field}"),
+                        format!("{v:?} must be a non-negative number or percentage"),
+                    ));
+                }
+            }
+            validate_pod_spec(&spec.template.spec, "spec.template.spec")
+        }
+        Object::Service(svc) => {
+            if svc.spec.ports.is_empty() {
+                return Err(invalid("spec.ports", "a service needs at least one port"));
+            }
+            for (i, port) in svc.spec.ports.iter().enumerate() {
+                let path = format!("spec.ports[{i}]");
+                if port.port == 0 {
+                    return Err(invalid(format!("{path}.port"), "must be 1–65535"));
+                }
+                if let Some(p) = &port.protocol
+                    && p != "TCP"
+                {
+                    return Err(invalid(
+                        format!("{path}.protocol"),
+                        format!("{p} is not supported (TCP only)"),
+                    ));
+                }
+                if port.node_port.is_some() && svc.spec.kind == ServiceType::ClusterIP {
+                    return Err(invalid(
+                        format!("{path}.nodePort"),
+                        "only NodePort and LoadBalancer services have one",
+                    ));
+                }
+                if svc.spec.ports.len() > 1 && port.name.is_none() {
+                    return Err(invalid(
+                        format!("{path}.name"),
+                        "ports of a service with several must be named",
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_data_key(field: &str, key: &str) -> Result<(), Invalid> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("{field}.{key}"),
+            "keys must be letters, digits, `-`, `_` and `.`",
+        ))
+    }
+}
+
+pub fn base64_decode(value: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()
+}
+
+fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
+    if spec.containers.is_empty() {
+        return Err(invalid(
+            format!("{path}.containers"),
+            "a pod needs at least one container",
+        ));
+    }
+    let mut volume_names = std::collections::BTreeSet::new();
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        let vpath = format!("{path}.volumes[{i}]");
+        if !is_dns_label(&volume.name) {
+            return Err(invalid(
+                format!("{vpath}.name"),
+                format!("{:?} is not a valid volume name", volume.name),
+            ));
+        }
+        if !volume_names.insert(volume.name.as_str()) {
+            return Err(invalid(
+                format!("{vpath}.name"),
+                format!("{} is used twice", volume.name),
+            ));
+        }
+        let sources = [
+            volume.config_map.is_some(),
+            volume.secret.is_some(),
+            volume.empty_dir.is_some(),
+            volume.host_path.is_some(),
+            volume.image.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err(invalid(
+                vpath,
+                "exactly one of configMap, secret, emptyDir, hostPath or image is required",
+            ));
+        }
+        if let Some(host) = &volume.host_path
+            && !host.path.starts_with('/')
+        {
+            return Err(invalid(
+                format!("{vpath}.hostPath.path"),
+                "must be an absolute path",
+            ));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, container) in spec.containers.iter().enumerate() {
+        let cpath = format!("{path}.containers[{i}]");
+        if !names.insert(container.name.as_str()) {
+            return Err(invalid(
+                format!("{cpath}.name"),
+                format!("{} is used twice", container.name),
+            ));
+        }
+        validate_container(container, &cpath, &volume_names)?;
+    }
+    Ok(())
+}
+
+fn validate_container(
+    c: &Container,
+    path: &str,
+    volumes: &std::collections::BTreeSet<&str>,
+) -> Result<(), Invalid> {
+    if !is_dns_label(&c.name) {
+        return Err(invalid(
+            format!("{path}.name"),
+            format!("{:?} is not a valid container name", c.name),
+        ));
+    }
+    if c.image.trim().is_empty() {
+        return Err(invalid(format!("{path}.image"), "an image is required"));
+    }
+    for (i, env) in c.env.iter().enumerate() {
+        let epath = format!("{path}.env[{i}]");
+        if env.name.is_empty() || env.name.contains('=') {
+            return Err(invalid(
+                format!("{epath}.name"),
+                format!("{:?} is not a valid variable name", env.name),
+            ));
+        }
+        match (&env.value, &env.value_from) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(epath, "give value or valueFrom, not both"));
+            }
+            (None, Some(from))
+                if from.config_map_key_ref.is_some() == from.secret_key_ref.is_some() =>
+            {
+                return Err(invalid(
+                    format!("{epath}.valueFrom"),
+                    "exactly one of configMapKeyRef or secretKeyRef is required",
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (i, from) in c.env_from.iter().enumerate() {
+        if from.config_map_ref.is_some() == from.secret_ref.is_some() {
+            return Err(invalid(
+                format!("{path}.envFrom[{i}]"),
+                "exactly one of configMapRef or secretRef is required",
+            ));
+        }
+    }
+    for (i, port) in c.ports.iter().enumerate() {
+        if port.container_port == 0 {
+            return Err(invalid(
+                format!("{path}.ports[{i}].containerPort"),
+                "must be 1–65535",
+            ));
+        }
+        if let Some(p) = &port.protocol
+            && p != "TCP"
+        {
+            return Err(invalid(
+                format!("{path}.ports[{i}].protocol"),
+                format!("{p} is not supported (TCP only)"),
+            ));
+        }
+    }
+    for (i, mount) in c.volume_mounts.iter().enumerate() {
+        let mpath = format!("{path}.volumeMounts[{i}]");
+        if !volumes.contains(mount.name.as_str()) {
+            return Err(invalid(
+                format!("{mpath}.name"),
+                format!("no volume named {}", mount.name),
+            ));
+        }
+        if !mount.mount_path.starts_with('/') || mount.mount_path.split('/').any(|p| p == "..") {
+            return Err(invalid(
+                format!("{mpath}.mountPath"),
+                "must be an absolute path without `..`",
+            ));
+        }
+    }
+    let r = &c.resources;
+    for (resource, request, limit) in [
+        ("cpu", r.requests.cpu, r.limits.cpu),
+        ("memory", r.requests.memory, r.limits.memory),
+    ] {
+        if let (Some(request), Some(limit)) = (request, limit)
+            && request > limit
+        {
+            return Err(invalid(
+                format!("{path}.resources.requests.{resource}"),
+                format!("the request {request} is more than the limit {limit}"),
+            ));
+        }
+    }
+    for (name, probe) in [
+        ("readinessProbe", &c.readiness_probe),
+        ("livenessProbe", &c.liveness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
+        if let Some(probe) = probe {
+            validate_probe(probe, &format!("{path}.{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_probe(p: &Probe, path: &str) -> Result<(), Invalid> {
+    let handlers = [
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+        p.exec.is_some(),
+    ];
+    if handlers.iter().filter(|h| **h).count() != 1 {
+        return Err(invalid(
+            path,
+            "exactly one of httpGet, tcpSocket or exec is required",
+        ));
+    }
+    if p.period_seconds == 0
+        || p.timeout_seconds == 0
+        || p.failure_threshold == 0
+        || p.success_threshold == 0
+    {
+        return Err(invalid(
+            path,
+            "periodSeconds, timeoutSeconds, failureThreshold and successThreshold must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

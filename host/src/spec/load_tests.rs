@@ -1,0 +1,252 @@
+use super::*;
+use crate::spec::Quantity;
+use crate::spec::objects::{IntOrString, RestartPolicy, StrategyType};
+
+const GOOD: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web, tier: front}
+      annotations:
+        berth.dev/allow-outbound: "api.example.com, stock:8080"
+    spec:
+      containers:
+      - name: web
+        image: registry.example/web:1
+        env:
+        - {name: MODE, value: prod}
+        - name: GREETING
+          valueFrom:
+            configMapKeyRef: {name: settings, key: greeting}
+        resources:
+          requests: {cpu: 100m, memory: 32Mi}
+          limits: {cpu: 1, memory: 64Mi}
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+        volumeMounts:
+        - {name: static, mountPath: /static, readOnly: true}
+      volumes:
+      - name: static
+        image: {reference: registry.example/static:1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+  - {port: 80, targetPort: 8080}
+"#;
+
+#[test]
+fn a_multi_document_manifest_loads_with_kubernetes_defaults() {
+    let loaded = parse_str(GOOD, "shop.yaml").unwrap();
+    let kinds: Vec<&str> = loaded.iter().map(|l| l.object.kind()).collect();
+    assert_eq!(kinds, ["Namespace", "ConfigMap", "Deployment", "Service"]);
+    assert_eq!(loaded[2].source, "shop.yaml (document 3)");
+    let Object::Deployment(d) = &loaded[2].object else {
+        panic!("not a deployment")
+    };
+    assert_eq!(d.spec.replicas, 3);
+    assert_eq!(d.spec.revision_history_limit, 10);
+    assert_eq!(d.spec.progress_deadline_seconds, 600);
+    assert_eq!(d.spec.strategy.kind, StrategyType::RollingUpdate);
+    assert_eq!(d.spec.template.spec.restart_policy, RestartPolicy::Always);
+    assert_eq!(d.spec.template.spec.termination_grace_period_seconds, 30);
+    let container = &d.spec.template.spec.containers[0];
+    assert_eq!(
+        container.resources.limits.cpu,
+        Some(Quantity::from_units(1))
+    );
+    assert_eq!(
+        container.resources.requests.memory,
+        Some("32Mi".parse().unwrap())
+    );
+    let probe = container.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        (
+            probe.period_seconds,
+            probe.timeout_seconds,
+            probe.failure_threshold,
+            probe.success_threshold
+        ),
+        (10, 1, 3, 1)
+    );
+    assert_eq!(
+        probe.http_get.as_ref().unwrap().port,
+        IntOrString::Int(8080)
+    );
+    assert_eq!(loaded[0].object.namespace(), None);
+    assert_eq!(loaded[3].object.namespace(), Some("shop"));
+}
+
+#[test]
+fn surge_and_unavailability_round_as_kubernetes_does() {
+    let deployment = |replicas: u32, strategy: &str| {
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{a: b}}}}\n{strategy}  template:\n    metadata: {{labels: {{a: b}}}}\n    spec:\n      containers: [{{name: c, image: i}}]\n"
+        );
+        match parse_str(&text, "d.yaml").unwrap().remove(0).object {
+            Object::Deployment(d) => d.spec.surge_and_unavailable(),
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(
+        deployment(3, ""),
+        (1, 0),
+        "25% of 3: surge up to 1, unavailable down to 0"
+    );
+    assert_eq!(deployment(10, ""), (3, 2));
+    assert_eq!(deployment(1, ""), (1, 0));
+    let zero = "  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: 0}\n";
+    assert_eq!(
+        deployment(4, zero),
+        (0, 1),
+        "both zero means one may be unavailable"
+    );
+    let explicit = "  strategy:\n    rollingUpdate: {maxSurge: 50%, maxUnavailable: 2}\n";
+    assert_eq!(deployment(5, explicit), (3, 2));
+}
+
+/// The error for `text`, which must not load.
+fn error(text: &str) -> String {
+    parse_str(text, "bad.yaml")
+        .expect_err("the manifest should be refused")
+        .to_string()
+}
+
+const POD_HEAD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n";
+
+#[test]
+fn unknown_fields_are_named_with_their_path() {
+    let e = error(&format!(
+        "{POD_HEAD}  - name: c\n    image: i\n    imagePulPolicy: Always\n"
+    ));
+    assert!(
+        e.starts_with("bad.yaml: Pod p: spec.containers[0].imagePulPolicy: unknown field `imagePulPolicy`, expected one of"),
+        "{e}"
+    );
+    let e =
+        error("apiVersion: v1\nkind: Pod\nmetadata: {name: p, uid: x}\nspec: {containers: []}\n");
+    assert!(
+        e.contains("Pod p: metadata.uid: unknown field `uid`"),
+        "{e}"
+    );
+    let e = error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i}]}\nstatus: {}\n",
+    );
+    assert!(e.contains("unknown field `status`"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named_with_their_path() {
+    let e = error(&format!(
+        "{POD_HEAD}  - name: c\n    image: i\n    resources: {{limits: {{memory: 12Zi}}}}\n"
+    ));
+    assert!(
+        e.contains("spec.containers[0].resources.limits.memory: "),
+        "{e}"
+    );
+    assert!(e.contains("12Zi"), "{e}");
+    let e = error(&format!("{POD_HEAD}  - name: c\n"));
+    assert_eq!(
+        e,
+        "bad.yaml: Pod p: spec.containers[0].image: an image is required"
+    );
+    let e = error(&format!(
+        "{POD_HEAD}  - name: c\n    image: i\n    resources: {{requests: {{cpu: 2}}, limits: {{cpu: 1}}}}\n"
+    ));
+    assert!(
+        e.contains("resources.requests.cpu: the request 2 is more than the limit 1"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{POD_HEAD}  - name: c\n    image: i\n    volumeMounts: [{{name: v, mountPath: /v}}]\n"
+    ));
+    assert!(e.contains("volumeMounts[0].name: no volume named v"), "{e}");
+    let e = error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: Bad_Name}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
+    assert!(e.contains("metadata.name: \"Bad_Name\""), "{e}");
+    let e = error(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {berth.dev/allow-outbound: \"a:b:c\"}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
+    assert!(
+        e.contains("metadata.annotations.berth.dev/allow-outbound"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_selector_that_misses_its_template_is_refused() {
+    let e = error(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: i}]}\n",
+    );
+    assert!(
+        e.starts_with(
+            "bad.yaml: Deployment d: spec.selector: does not match spec.template.metadata.labels"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_kinds_and_broken_documents_are_refused() {
+    let e = error("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n");
+    assert!(
+        e.contains("batch/v1 Job is not a kind berth supports"),
+        "{e}"
+    );
+    assert!(error("kind: Pod\n").contains("apiVersion is missing"));
+    assert!(error("- a\n- b\n").contains("must be a mapping"));
+    assert!(error("a: [unclosed\n").contains("not valid YAML"));
+    // One bad document refuses the whole file.
+    let e = error(&format!(
+        "{GOOD}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec: {{}}\n"
+    ));
+    assert!(
+        e.starts_with("bad.yaml (document 5): Pod p: spec: missing field `containers`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn directories_load_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.yml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let loaded = load_paths(&[dir.path().to_owned()]).unwrap();
+    let names: Vec<&str> = loaded
+        .iter()
+        .map(|l| l.object.metadata().name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
