@@ -1,8 +1,9 @@
 //! berth: a WebAssembly-first microservice host.
 //!
 //! Requests flow `router` → `runtime` (one `dyn Runtime` per backend) → a guest.
-//! `spec` holds the typed values users write (quantities today, manifests
-//! later); `cli` is the only place that talks to a terminal.
+//! `spec` holds the typed values users write (quantities, manifests);
+//! `state` keeps applied objects durably; `cli` is the only place that
+//! talks to a terminal.
 
 pub mod cli;
 pub mod home;
@@ -11,3 +12,4 @@ pub mod progress;
 pub mod router;
 pub mod runtime;
 pub mod spec;
+pub mod state;

@@ -1,0 +1,514 @@
+//! The durable state: every object the user applied, with the fields the
+//! API server keeps (uid, resourceVersion, generation, creationTimestamp,
+//! status), plus events and rollout history, in one SQLite database (WAL).
+//!
+//! Every change is a transaction: an apply of many objects lands whole or
+//! not at all, and after a crash (even kill -9) the daemon reopens the
+//! database and finds exactly what was committed.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::spec::Object;
+use crate::spec::objects::{ConfigMap, Deployment, Namespace, Pod, Secret, Service};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uid TEXT NOT NULL UNIQUE,
+    resource_version INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    object TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_object ON events (namespace, kind, name);
+CREATE TABLE IF NOT EXISTS revisions (
+    namespace TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    template_hash TEXT NOT NULL,
+    template TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (namespace, deployment, revision)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// An object as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub uid: String,
+    pub resource_version: u64,
+    pub generation: u64,
+    pub created: String,
+    pub object: Object,
+    pub status: serde_json::Value,
+}
+
+/// What an apply did to one object, as `kubectl apply` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub time: String,
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    /// `Normal` or `Warning`.
+    pub kind_of_event: String,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored {kind} {name} is unreadable: {reason}")]
+    Corrupt {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Rejected(String),
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The object without its metadata, JSON: what `generation` tracks.
+fn spec_json(object: &Object) -> String {
+    let mut value = object_json(object);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("metadata");
+    }
+    value.to_string()
+}
+
+fn object_json(object: &Object) -> serde_json::Value {
+    let value = match object {
+        Object::Namespace(o) => serde_json::to_value(o),
+        Object::ConfigMap(o) => serde_json::to_value(o),
+        Object::Secret(o) => serde_json::to_value(o),
+        Object::Pod(o) => serde_json::to_value(o),
+        Object::Deployment(o) => serde_json::to_value(o),
+        Object::Service(o) => serde_json::to_value(o),
+    };
+    value.expect("typed objects serialise")
+}
+
+fn object_from_json(kind: &str, name: &str, text: &str) -> Result<Object> {
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        reason: e.to_string(),
+    };
+    Ok(match kind {
+        "Namespace" => Object::Namespace(serde_json::from_str::<Namespace>(text).map_err(corrupt)?),
+        "ConfigMap" => Object::ConfigMap(serde_json::from_str::<ConfigMap>(text).map_err(corrupt)?),
+        "Secret" => Object::Secret(serde_json::from_str::<Secret>(text).map_err(corrupt)?),
+        "Pod" => Object::Pod(Box::new(
+            serde_json::from_str::<Pod>(text).map_err(corrupt)?,
+        )),
+        "Deployment" => Object::Deployment(Box::new(
+            serde_json::from_str::<Deployment>(text).map_err(corrupt)?,
+        )),
+        "Service" => Object::Service(serde_json::from_str::<Service>(text).map_err(corrupt)?),
+        other => {
+            return Err(StateError::Corrupt {
+                kind: other.to_owned(),
+                name: name.to_owned(),
+                reason: "unknown kind".into(),
+            });
+        }
+    })
+}
+
+/// Objects are keyed by (kind, namespace, name); namespaces themselves
+/// have the empty namespace.
+fn key(object: &Object) -> (&'static str, String, String) {
+    (
+        object.kind(),
+        object.namespace().unwrap_or("").to_owned(),
+        object.metadata().name.clone(),
+    )
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    pub fn in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        // WAL: readers never wait for the writer, and a committed
+        // transaction survives the process dying (kill -9) at any point.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Creates or updates `objects` in one transaction. Namespaced objects
+    /// need their namespace (`default` always exists) to exist already or
+    /// be part of the same apply; if any object is refused, none changes.
+    pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Outcome>> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(objects.len());
+        for object in objects {
+            if let Some(ns) = object.namespace()
+                && ns != "default"
+            {
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT 1 FROM objects WHERE kind = 'Namespace' AND namespace = '' AND name = ?1",
+                        [ns],
+                        |_| Ok(true),
+                    )
+                    .optional()?
+                    .is_some();
+                let in_apply = objects
+                    .iter()
+                    .any(|o| matches!(o, Object::Namespace(n) if n.metadata.name == ns));
+                if !exists && !in_apply {
+                    return Err(StateError::Rejected(format!(
+                        "{} {}: namespace {ns} does not exist (create it, or apply it in the same files)",
+                        object.kind(),
+                        object.metadata().name
+                    )));
+                }
+            }
+            let (kind, namespace, name) = key(object);
+            let stored: Option<(String, u64, String)> = tx
+                .query_row(
+                    "SELECT object, generation, uid FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                    params![kind, namespace, name],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let text = object_json(object).to_string();
+            let version = next_version(&tx)?;
+            let outcome = match stored {
+                None => {
+                    tx.execute(
+                        "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
+                        params![kind, namespace, name, new_uid(), version, now(), text],
+                    )?;
+                    Outcome::Created
+                }
+                Some((old_text, _, _)) if old_text == text => Outcome::Unchanged,
+                Some((old_text, generation, _)) => {
+                    let old = object_from_json(kind, &name, &old_text)?;
+                    let generation = if spec_json(&old) == spec_json(object) {
+                        generation
+                    } else {
+                        generation + 1
+                    };
+                    tx.execute(
+                        "UPDATE objects SET object = ?4, generation = ?5, resource_version = ?6
+                         WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                        params![kind, namespace, name, text, generation, version],
+                    )?;
+                    Outcome::Configured
+                }
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Record>> {
+        self.conn
+            .query_row(
+                "SELECT uid, resource_version, generation, created, object, status FROM objects
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                params![kind, namespace, name],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, u64>(1)?,
+                        row.get::<_, u64>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?
+            .map(|row| record(kind, name, row))
+            .transpose()
+    }
+
+    /// Objects of `kind`, in `namespace` or in all of them, by namespace and name.
+    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<Record>> {
+        let mut statement = self.conn.prepare(
+            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
+             WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
+        )?;
+        let rows = statement.query_map(params![kind, namespace], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                (
+                    row.get::<_, String>(1)?,
+                    row.get::<_, u64>(2)?,
+                    row.get::<_, u64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
+                ),
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (name, fields) = row?;
+            records.push(record(kind, &name, fields)?);
+        }
+        Ok(records)
+    }
+
+    /// Deletes an object; whether it existed.
+    pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![kind, namespace, name],
+        )?;
+        if kind == "Deployment" {
+            tx.execute(
+                "DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2",
+                params![namespace, name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Replaces an object's status (a new resourceVersion, same generation).
+    pub fn set_status(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: &serde_json::Value,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let version = next_version(&tx)?;
+        let n = tx.execute(
+            "UPDATE objects SET status = ?4, resource_version = ?5 WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![kind, namespace, name, status.to_string(), version],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn record_event(&mut self, event: &Event) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                event.time,
+                event.namespace,
+                event.kind,
+                event.name,
+                event.kind_of_event,
+                event.reason,
+                event.message
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Events, oldest first: of one object, or of a namespace, or all.
+    pub fn events(
+        &self,
+        namespace: Option<&str>,
+        object: Option<(&str, &str)>,
+    ) -> Result<Vec<Event>> {
+        let (kind, name) = object.unzip();
+        let mut statement = self.conn.prepare(
+            "SELECT time, namespace, kind, name, type, reason, message FROM events
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
+             ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![namespace, kind, name], |row| {
+            Ok(Event {
+                time: row.get(0)?,
+                namespace: row.get(1)?,
+                kind: row.get(2)?,
+                name: row.get(3)?,
+                kind_of_event: row.get(4)?,
+                reason: row.get(5)?,
+                message: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Records `template` as a revision of a deployment unless its hash is
+    /// already the latest one; returns the revision number in effect.
+    pub fn record_revision(
+        &mut self,
+        namespace: &str,
+        deployment: &str,
+        template_hash: &str,
+        template: &serde_json::Value,
+    ) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let latest: Option<(u64, String)> = tx
+            .query_row(
+                "SELECT revision, template_hash FROM revisions WHERE namespace = ?1 AND deployment = ?2
+                 ORDER BY revision DESC LIMIT 1",
+                params![namespace, deployment],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let revision = match &latest {
+            Some((revision, hash)) if hash == template_hash => *revision,
+            Some((revision, _)) => revision + 1,
+            None => 1,
+        };
+        if latest.as_ref().is_none_or(|(r, _)| *r != revision) {
+            tx.execute(
+                "INSERT INTO revisions (namespace, deployment, revision, template_hash, template, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![namespace, deployment, revision, template_hash, template.to_string(), now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(revision)
+    }
+
+    /// A deployment's revisions, oldest first: (revision, hash, template).
+    pub fn revisions(
+        &self,
+        namespace: &str,
+        deployment: &str,
+    ) -> Result<Vec<(u64, String, serde_json::Value)>> {
+        let mut statement = self.conn.prepare(
+            "SELECT revision, template_hash, template FROM revisions WHERE namespace = ?1 AND deployment = ?2 ORDER BY revision",
+        )?;
+        let rows = statement.query_map(params![namespace, deployment], |row| {
+            Ok((
+                row.get::<_, u64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (revision, hash, template) = row?;
+            let template = serde_json::from_str(&template).map_err(|e| StateError::Corrupt {
+                kind: "revision".into(),
+                name: format!("{deployment} #{revision}"),
+                reason: e.to_string(),
+            })?;
+            out.push((revision, hash, template));
+        }
+        Ok(out)
+    }
+}
+
+type Row = (String, u64, u64, String, String, String);
+
+fn record(
+    kind: &str,
+    name: &str,
+    (uid, resource_version, generation, created, object, status): Row,
+) -> Result<Record> {
+    Ok(Record {
+        uid,
+        resource_version,
+        generation,
+        created,
+        object: object_from_json(kind, name, &object)?,
+        status: serde_json::from_str(&status).map_err(|e| StateError::Corrupt {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?,
+    })
+}
+
+/// The next resourceVersion: one counter across all objects, as etcd's
+/// revision is, so versions order every change.
+fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES ('resource_version', 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        [],
+    )?;
+    Ok(tx.query_row(
+        "SELECT value FROM counters WHERE name = 'resource_version'",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

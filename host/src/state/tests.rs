@@ -1,0 +1,146 @@
+use super::*;
+use crate::spec::parse_str;
+
+fn objects(text: &str) -> Vec<Object> {
+    parse_str(text, "test.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+fn deployment(replicas: u32, image: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, labels: {{{labels}}}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: web, image: {image}}}]\n"
+    )
+}
+
+#[test]
+fn apply_creates_configures_and_leaves_unchanged_as_kubectl_says() {
+    let mut store = Store::in_memory().unwrap();
+    let first = objects(&deployment(1, "web:1", ""));
+    assert_eq!(store.apply(&first).unwrap(), [Outcome::Created]);
+    let created = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(created.generation, 1);
+    assert_eq!(created.uid.len(), 36);
+    assert_eq!(created.object, first[0]);
+
+    assert_eq!(store.apply(&first).unwrap(), [Outcome::Unchanged]);
+    let same = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(same.resource_version, created.resource_version);
+
+    // A label is metadata: a new resourceVersion, the same generation.
+    let labelled = objects(&deployment(1, "web:1", "team: a"));
+    assert_eq!(store.apply(&labelled).unwrap(), [Outcome::Configured]);
+    let after_label = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(after_label.generation, 1);
+    assert!(after_label.resource_version > created.resource_version);
+    assert_eq!(after_label.uid, created.uid);
+
+    // A spec change bumps the generation.
+    store
+        .apply(&objects(&deployment(3, "web:2", "team: a")))
+        .unwrap();
+    let changed = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(changed.generation, 2);
+
+    // Status is separate from the spec: no generation change.
+    store
+        .set_status(
+            "Deployment",
+            "default",
+            "web",
+            &serde_json::json!({"readyReplicas": 3}),
+        )
+        .unwrap();
+    let with_status = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(with_status.generation, 2);
+    assert_eq!(with_status.status["readyReplicas"], 3);
+
+    assert!(store.delete("Deployment", "default", "web").unwrap());
+    assert!(store.get("Deployment", "default", "web").unwrap().is_none());
+    assert!(!store.delete("Deployment", "default", "web").unwrap());
+}
+
+#[test]
+fn an_apply_with_one_refused_object_changes_nothing() {
+    let mut store = Store::in_memory().unwrap();
+    let text = format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: missing}}\ndata: {{}}\n",
+        deployment(1, "web:1", "")
+    );
+    let err = store.apply(&objects(&text)).unwrap_err();
+    assert!(
+        err.to_string().contains("namespace missing does not exist"),
+        "{err}"
+    );
+    assert!(store.get("Deployment", "default", "web").unwrap().is_none());
+
+    // The namespace in the same apply is enough.
+    let text = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: missing}}\n---\n{text}");
+    let outcomes = store.apply(&objects(&text)).unwrap();
+    assert_eq!(outcomes, [Outcome::Created; 3]);
+    assert_eq!(store.list("ConfigMap", Some("missing")).unwrap().len(), 1);
+    assert_eq!(store.list("ConfigMap", None).unwrap().len(), 1);
+    assert_eq!(store.list("ConfigMap", Some("default")).unwrap().len(), 0);
+}
+
+#[test]
+fn committed_state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.apply(&objects(&deployment(2, "web:1", ""))).unwrap();
+        let template = serde_json::json!({"image": "web:1"});
+        assert_eq!(
+            store
+                .record_revision("default", "web", "aaa", &template)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .record_revision("default", "web", "aaa", &template)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .record_revision(
+                    "default",
+                    "web",
+                    "bbb",
+                    &serde_json::json!({"image": "web:2"})
+                )
+                .unwrap(),
+            2
+        );
+        store
+            .record_event(&Event {
+                time: now(),
+                namespace: "default".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                kind_of_event: "Normal".into(),
+                reason: "ScalingReplicaSet".into(),
+                message: "Scaled up replica set web-aaa to 2".into(),
+            })
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let web = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let Object::Deployment(d) = web.object else {
+        panic!("not a deployment")
+    };
+    assert_eq!(d.spec.replicas, 2);
+    let revisions = store.revisions("default", "web").unwrap();
+    let numbers: Vec<u64> = revisions.iter().map(|r| r.0).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(revisions[1].2["image"], "web:2");
+    let events = store
+        .events(Some("default"), Some(("Deployment", "web")))
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "ScalingReplicaSet");
+}
