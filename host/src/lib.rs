@@ -5,6 +5,7 @@
 //! `state` keeps applied objects durably; `cli` is the only place that
 //! talks to a terminal.
 
+pub mod api;
 pub mod cli;
 pub mod home;
 pub mod image;

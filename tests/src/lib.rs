@@ -159,13 +159,16 @@ impl BerthRun {
         });
 
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Servers announce themselves with one `berth: …` line, ending
+        // `on http://ADDR/` when they listen on TCP.
         let url = match lines.next() {
-            Some(Ok(line)) => match line.rsplit_once(" on ") {
+            Some(Ok(line)) if line.starts_with("berth: ") => match line.rsplit_once(" on ") {
                 Some((_, url)) if url.starts_with("http://") => {
                     url.trim_end_matches('/').to_owned()
                 }
-                _ => panic!("unexpected first line from berth {args:?}: {line:?}"),
+                _ => String::new(),
             },
+            Some(Ok(line)) => panic!("unexpected first line from berth {args:?}: {line:?}"),
             _ => {
                 let status = child.wait().expect("waiting for berth");
                 std::thread::sleep(Duration::from_millis(100));

@@ -3,6 +3,7 @@
 
 mod build;
 mod images;
+mod kube;
 mod progress;
 mod registry;
 mod run;
@@ -67,6 +68,14 @@ enum Command {
     Push(transfer::TransferArgs),
     /// Store credentials for a registry (checked first).
     Login(transfer::LoginArgs),
+    /// Run the control daemon in the foreground (the API `apply`, `get` and `delete` use).
+    Daemon,
+    /// Create or update objects from manifests, all or nothing.
+    Apply(kube::ApplyArgs),
+    /// List objects, as kubectl does.
+    Get(kube::GetArgs),
+    /// Delete objects by kind and name, or those in manifests.
+    Delete(kube::DeleteArgs),
     /// berth's own OCI registry.
     Registry {
         #[command(subcommand)]
@@ -87,6 +96,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Save { references, output } => images::save(references, &output),
         Command::Load { input } => images::load(&input),
         Command::Registry { command } => registry::registry(command),
+        Command::Daemon => kube::daemon(),
+        Command::Apply(args) => kube::apply(args),
+        Command::Get(args) => kube::get(args),
+        Command::Delete(args) => kube::delete(args),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),
         Command::Login(args) => transfer::login(args),

@@ -332,8 +332,13 @@ impl Store {
         Ok(records)
     }
 
-    /// Deletes an object; whether it existed.
+    /// Deletes an object (a namespace with all it holds); whether it existed.
     pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+        if kind == "Namespace" && name == "default" {
+            return Err(StateError::Rejected(
+                "the default namespace cannot be deleted".into(),
+            ));
+        }
         let tx = self.conn.transaction()?;
         let n = tx.execute(
             "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
@@ -344,6 +349,12 @@ impl Store {
                 "DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2",
                 params![namespace, name],
             )?;
+        }
+        // A namespace takes everything in it along, as in Kubernetes.
+        if kind == "Namespace" && n > 0 {
+            tx.execute("DELETE FROM objects WHERE namespace = ?1", [name])?;
+            tx.execute("DELETE FROM revisions WHERE namespace = ?1", [name])?;
+            tx.execute("DELETE FROM events WHERE namespace = ?1", [name])?;
         }
         tx.commit()?;
         Ok(n > 0)

@@ -83,6 +83,12 @@ fn an_apply_with_one_refused_object_changes_nothing() {
     assert_eq!(store.list("ConfigMap", Some("missing")).unwrap().len(), 1);
     assert_eq!(store.list("ConfigMap", None).unwrap().len(), 1);
     assert_eq!(store.list("ConfigMap", Some("default")).unwrap().len(), 0);
+
+    // Deleting the namespace deletes what it holds; `default` stays.
+    assert!(store.delete("Namespace", "", "missing").unwrap());
+    assert_eq!(store.list("ConfigMap", None).unwrap().len(), 0);
+    assert!(store.get("Deployment", "default", "web").unwrap().is_some());
+    assert!(store.delete("Namespace", "", "default").is_err());
 }
 
 #[test]

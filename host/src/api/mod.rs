@@ -1,0 +1,274 @@
+//! The daemon's control API, served on a unix socket in the data dir (mode
+//! 0600, so only its owner may drive berth). The CLI is its only client;
+//! the shapes are berth's own, not the Kubernetes REST paths.
+//!
+//! - `POST /apply` with `{"files": [{"name", "text"}]}`: parses every file
+//!   (the daemon trusts no client to have), then applies all objects in one
+//!   transaction. 200 with one `{kind, namespace, name, outcome}` per
+//!   object, or 400 with the error and nothing applied.
+//! - `GET /objects/{kind}?namespace=NS` (all namespaces without it): the
+//!   stored records.
+//! - `DELETE /objects/{kind}/{namespace}/{name}`: 200, or 404.
+
+pub mod client;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Object, parse_str};
+use crate::state::{Record, Store};
+
+/// The kinds `get` and `delete` take, with the names kubectl accepts.
+pub const KIND_NAMES: [(&str, &[&str]); 6] = [
+    ("Pod", &["pod", "pods", "po"]),
+    ("Deployment", &["deployment", "deployments", "deploy"]),
+    ("Service", &["service", "services", "svc"]),
+    ("ConfigMap", &["configmap", "configmaps", "cm"]),
+    ("Secret", &["secret", "secrets"]),
+    ("Namespace", &["namespace", "namespaces", "ns"]),
+];
+
+/// The kind a user's word names (`pods`, `deploy`, `svc`…).
+pub fn kind_of(word: &str) -> Option<&'static str> {
+    let word = word.to_ascii_lowercase();
+    KIND_NAMES
+        .iter()
+        .find(|(kind, names)| names.contains(&word.as_str()) || kind.eq_ignore_ascii_case(&word))
+        .map(|(kind, _)| *kind)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Applied {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub outcome: String,
+}
+
+/// A stored object as the API returns it: Kubernetes' shape, with the
+/// server-set metadata filled in.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectView {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: u64,
+    pub generation: u64,
+    pub created: String,
+    /// The whole object as Kubernetes YAML would show it.
+    pub object: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+pub struct ApiState {
+    pub store: Mutex<Store>,
+    /// Woken after every change, for the controllers.
+    pub changed: tokio::sync::Notify,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/apply", post(apply))
+        .route("/objects/{kind}", get(list))
+        .route("/objects/{kind}/{namespace}/{name}", delete(remove))
+        .with_state(state)
+}
+
+async fn apply(State(state): State<Arc<ApiState>>, Json(request): Json<ApplyRequest>) -> Response {
+    let mut objects: Vec<Object> = Vec::new();
+    for file in &request.files {
+        match parse_str(&file.text, &file.name) {
+            Ok(loaded) => objects.extend(loaded.into_iter().map(|l| l.object)),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    if objects.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "no objects to apply");
+    }
+    let outcome = state.store.lock().expect("lock").apply(&objects);
+    match outcome {
+        Ok(outcomes) => {
+            state.changed.notify_waiters();
+            let applied: Vec<Applied> = objects
+                .iter()
+                .zip(outcomes)
+                .map(|(o, outcome)| Applied {
+                    kind: o.kind().to_owned(),
+                    namespace: o.namespace().map(str::to_owned),
+                    name: o.metadata().name.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .collect();
+            Json(applied).into_response()
+        }
+        Err(crate::state::StateError::Rejected(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    namespace: Option<String>,
+}
+
+pub fn view(record: &Record) -> ObjectView {
+    let object = &record.object;
+    let mut json = match object {
+        Object::Namespace(o) => serde_json::to_value(o),
+        Object::ConfigMap(o) => serde_json::to_value(o),
+        Object::Secret(o) => serde_json::to_value(o),
+        Object::Pod(o) => serde_json::to_value(o),
+        Object::Deployment(o) => serde_json::to_value(o),
+        Object::Service(o) => serde_json::to_value(o),
+    }
+    .expect("typed objects serialise");
+    if let Some(map) = json.as_object_mut() {
+        let mut full = serde_json::Map::new();
+        full.insert("apiVersion".into(), object.api_version().into());
+        full.insert("kind".into(), object.kind().into());
+        for (k, v) in std::mem::take(map) {
+            full.insert(k, v);
+        }
+        if let Some(meta) = full.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            if let Some(ns) = object.namespace() {
+                meta.insert("namespace".into(), ns.into());
+            }
+            meta.insert("uid".into(), record.uid.clone().into());
+            meta.insert(
+                "resourceVersion".into(),
+                record.resource_version.to_string().into(),
+            );
+            meta.insert("generation".into(), record.generation.into());
+            meta.insert("creationTimestamp".into(), record.created.clone().into());
+        }
+        if !record.status.as_object().is_some_and(|s| s.is_empty()) {
+            full.insert("status".into(), record.status.clone());
+        }
+        *map = full;
+    }
+    ObjectView {
+        kind: object.kind().to_owned(),
+        namespace: object.namespace().map(str::to_owned),
+        name: object.metadata().name.clone(),
+        uid: record.uid.clone(),
+        resource_version: record.resource_version,
+        generation: record.generation,
+        created: record.created.clone(),
+        object: json,
+    }
+}
+
+async fn list(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(kind): UrlPath<String>,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    let Some(kind) = kind_of(&kind) else {
+        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+    };
+    let namespace = if kind == "Namespace" {
+        None
+    } else {
+        query.namespace.as_deref()
+    };
+    let records = state.store.lock().expect("lock").list(kind, namespace);
+    match records {
+        Ok(records) => Json(records.iter().map(view).collect::<Vec<_>>()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((kind, namespace, name)): UrlPath<(String, String, String)>,
+) -> Response {
+    let Some(kind) = kind_of(&kind) else {
+        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+    };
+    let namespace = if kind == "Namespace" {
+        String::new()
+    } else {
+        namespace
+    };
+    let deleted = state
+        .store
+        .lock()
+        .expect("lock")
+        .delete(kind, &namespace, &name);
+    match deleted {
+        Ok(true) => {
+            state.changed.notify_waiters();
+            Json(serde_json::json!({"deleted": name})).into_response()
+        }
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
+        Err(crate::state::StateError::Rejected(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The control socket: `$BERTH_HOME/berth.sock`.
+pub fn socket_path() -> std::path::PathBuf {
+    crate::home::berth_home().join("berth.sock")
+}
+
+/// Binds the control socket, readable and writable by its owner only.
+/// A stale socket left by a daemon that died is replaced; a live one is
+/// an error (one daemon per data dir).
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("a berth daemon is already serving {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Created under a umask that leaves nothing for group or others, so
+    // there is no moment when another user could connect. The umask is
+    // process-wide: this runs at start-up, before anything else creates files.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = tokio::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}

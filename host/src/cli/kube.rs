@@ -1,0 +1,421 @@
+//! The Kubernetes-style half of the CLI: `berth daemon`, and `apply`,
+//! `get`, `delete`, which talk to it over its control socket.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::client::{call, error_of};
+use crate::api::{ApiState, ApplyRequest, ManifestFile, kind_of, socket_path};
+use crate::home::berth_home;
+use crate::state::Store;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `berth daemon`: serves the control API until SIGTERM or Ctrl-C.
+pub fn daemon() -> anyhow::Result<ExitCode> {
+    let home = berth_home();
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let db = home.join("state.db");
+    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let state = Arc::new(ApiState {
+        store: Mutex::new(store),
+        changed: tokio::sync::Notify::new(),
+    });
+    let socket = socket_path();
+    runtime()?.block_on(async {
+        let listener =
+            crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+        let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+        // Scripts and tests read this line to know the daemon is up.
+        println!("berth: daemon serving {}", socket.display());
+        axum::serve(listener, crate::api::router(state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await
+            .context("serving the control API")?;
+        let _ = std::fs::remove_file(&socket);
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest files or directories of them (repeatable).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// Manifest files named by `paths`, directories expanded to their
+/// `*.yaml`, `*.yml` and `*.json` files in name order.
+fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let mut found = Vec::new();
+        if path.is_dir() {
+            for entry in
+                std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
+            {
+                let p = entry?.path();
+                if p.is_file()
+                    && p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                {
+                    found.push(p);
+                }
+            }
+            found.sort();
+        } else {
+            found.push(path.clone());
+        }
+        for file in found {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            files.push(ManifestFile {
+                name: file.display().to_string(),
+                text,
+            });
+        }
+    }
+    Ok(files)
+}
+
+pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let files = manifest_files(&args.files)?;
+    let request = serde_json::to_value(ApplyRequest { files })?;
+    let (status, reply) =
+        runtime()?.block_on(call(&socket_path(), "POST", "/apply", Some(request)))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    for applied in reply.as_array().into_iter().flatten() {
+        let kind = applied["kind"].as_str().unwrap_or("").to_ascii_lowercase();
+        let name = applied["name"].as_str().unwrap_or("");
+        let outcome = applied["outcome"].as_str().unwrap_or("");
+        let group = if kind == "deployment" { ".apps" } else { "" };
+        println!("{kind}{group}/{name} {outcome}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// pods, deployments, services, configmaps, secrets, namespaces (or their short names).
+    kind: String,
+    /// Only this object.
+    name: Option<String>,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+    /// Every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// Only objects whose labels match (`k=v,k2!=v2,k3`).
+    #[arg(short = 'l', long = "selector")]
+    selector: Option<String>,
+    /// `wide`, `yaml` or `json`.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+}
+
+fn label_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            if let Some((k, v)) = term.split_once("!=") {
+                labels.get(k.trim()).map(String::as_str) != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once('=') {
+                labels
+                    .get(k.trim().trim_end_matches('='))
+                    .map(String::as_str)
+                    == Some(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                !labels.contains_key(k)
+            } else {
+                labels.contains_key(term)
+            }
+        })
+}
+
+/// kubectl's AGE: the largest unit that fits (`45s`, `12m`, `5h`, `3d`).
+fn age(created: &str) -> String {
+    let Ok(then) = humantime::parse_rfc3339(created) else {
+        return "<unknown>".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..7200 => format!("{}m", secs / 60),
+        7200..172_800 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let kind = kind_of(&args.kind).with_context(|| {
+        format!(
+            "berth has no kind {:?} (it has pods, deployments, services, configmaps, secrets, namespaces)",
+            args.kind
+        )
+    })?;
+    let path = if args.all_namespaces || kind == "Namespace" {
+        format!("/objects/{kind}")
+    } else {
+        format!("/objects/{kind}?namespace={}", args.namespace)
+    };
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    let mut objects: Vec<serde_json::Value> = reply
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v["object"].clone())
+        .filter(|o| {
+            args.name
+                .as_deref()
+                .is_none_or(|n| o["metadata"]["name"] == n)
+        })
+        .filter(|o| {
+            args.selector.as_deref().is_none_or(|s| {
+                let labels: BTreeMap<String, String> =
+                    serde_json::from_value(o["metadata"]["labels"].clone()).unwrap_or_default();
+                label_matches(s, &labels)
+            })
+        })
+        .collect();
+    if let Some(name) = &args.name
+        && objects.is_empty()
+    {
+        anyhow::bail!("{} {name} not found", kind.to_ascii_lowercase());
+    }
+    match args.output.as_deref() {
+        Some("json") | Some("yaml") => {
+            let document = if args.name.is_some() && objects.len() == 1 {
+                objects.remove(0)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects})
+            };
+            if args.output.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            } else {
+                print!("{}", yaml_serde::to_string(&document)?);
+            }
+        }
+        None | Some("wide") => print_table(kind, &objects, args.all_namespaces),
+        Some(other) => anyhow::bail!("unknown output format {other:?} (use wide, yaml or json)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rows as kubectl prints them, columns padded to their widest cell.
+fn print_table(kind: &str, objects: &[serde_json::Value], all_namespaces: bool) {
+    if objects.is_empty() {
+        eprintln!("No resources found.");
+        return;
+    }
+    let header: Vec<&str> = match kind {
+        "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "Deployment" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "Service" => vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ],
+        "ConfigMap" => vec!["NAME", "DATA", "AGE"],
+        "Secret" => vec!["NAME", "TYPE", "DATA", "AGE"],
+        _ => vec!["NAME", "STATUS", "AGE"],
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for o in objects {
+        let name = o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let created = age(o["metadata"]["creationTimestamp"].as_str().unwrap_or(""));
+        let status = &o["status"];
+        let count = |v: &serde_json::Value| v.as_object().map_or(0, |m| m.len());
+        let mut row = match kind {
+            "Pod" => {
+                let containers = o["spec"]["containers"].as_array().map_or(0, |c| c.len());
+                let ready = status["containerStatuses"]
+                    .as_array()
+                    .map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
+                let restarts: u64 = status["containerStatuses"].as_array().map_or(0, |c| {
+                    c.iter().filter_map(|s| s["restartCount"].as_u64()).sum()
+                });
+                let phase = status["reason"]
+                    .as_str()
+                    .or(status["phase"].as_str())
+                    .unwrap_or("Pending");
+                vec![
+                    name,
+                    format!("{ready}/{containers}"),
+                    phase.to_owned(),
+                    restarts.to_string(),
+                    created,
+                ]
+            }
+            "Deployment" => {
+                let n = |k: &str| status[k].as_u64().unwrap_or(0);
+                let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
+                vec![
+                    name,
+                    format!("{}/{want}", n("readyReplicas")),
+                    n("updatedReplicas").to_string(),
+                    n("availableReplicas").to_string(),
+                    created,
+                ]
+            }
+            "Service" => {
+                let ports: Vec<String> = o["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| match p["nodePort"].as_u64() {
+                        Some(node) => format!("{}:{node}/TCP", p["port"]),
+                        None => format!("{}/TCP", p["port"]),
+                    })
+                    .collect();
+                let kind = o["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned();
+                vec![
+                    name,
+                    kind,
+                    "<none>".into(),
+                    "<none>".into(),
+                    ports.join(","),
+                    created,
+                ]
+            }
+            "ConfigMap" => vec![
+                name,
+                (count(&o["data"]) + count(&o["binaryData"])).to_string(),
+                created,
+            ],
+            "Secret" => vec![
+                name,
+                o["type"].as_str().unwrap_or("Opaque").to_owned(),
+                (count(&o["data"]) + count(&o["stringData"])).to_string(),
+                created,
+            ],
+            _ => vec![name, "Active".into(), created],
+        };
+        if all_namespaces && kind != "Namespace" {
+            row.insert(
+                0,
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned(),
+            );
+        }
+        rows.push(row);
+    }
+    let mut header: Vec<String> = header.into_iter().map(str::to_owned).collect();
+    if all_namespaces && kind != "Namespace" {
+        header.insert(0, "NAMESPACE".into());
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The kind, then the names; or -f with manifests.
+    words: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+}
+
+pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    // (kind, namespace, name) of everything to delete.
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    if !args.files.is_empty() {
+        for file in manifest_files(&args.files)? {
+            for loaded in crate::spec::parse_str(&file.text, &file.name)? {
+                let o = &loaded.object;
+                targets.push((
+                    o.kind().to_owned(),
+                    o.namespace().unwrap_or("").to_owned(),
+                    o.metadata().name.clone(),
+                ));
+            }
+        }
+    } else {
+        let (kind, names) = args
+            .words
+            .split_first()
+            .context("name a kind and objects (`berth delete deployment web`), or -f FILE")?;
+        let kind = kind_of(kind).with_context(|| format!("berth has no kind {kind:?}"))?;
+        if names.is_empty() {
+            anyhow::bail!("name the {} to delete", kind.to_ascii_lowercase());
+        }
+        for name in names {
+            targets.push((kind.to_owned(), args.namespace.clone(), name.clone()));
+        }
+    }
+    let rt = runtime()?;
+    let mut failed = false;
+    for (kind, namespace, name) in targets {
+        let ns = if namespace.is_empty() {
+            "-"
+        } else {
+            &namespace
+        };
+        let (status, reply) = rt.block_on(call(
+            &socket_path(),
+            "DELETE",
+            &format!("/objects/{kind}/{ns}/{name}"),
+            None,
+        ))?;
+        if status == 200 {
+            println!("{}/{name} deleted", kind.to_ascii_lowercase());
+        } else {
+            eprintln!("berth: error: {}", error_of(&reply));
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
