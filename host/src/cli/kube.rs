@@ -379,6 +379,9 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
+        // The reverse of the order they were applied in: a namespace goes
+        // after what it holds, instead of taking it along unreported.
+        targets.reverse();
     } else {
         let (kind, names) = args
             .words
