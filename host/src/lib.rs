@@ -12,5 +12,6 @@ pub mod image;
 pub mod progress;
 pub mod router;
 pub mod runtime;
+pub mod scheduler;
 pub mod spec;
 pub mod state;

@@ -27,9 +27,10 @@ use crate::spec::{Object, parse_str};
 use crate::state::{Record, Store};
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 6] = [
+pub const KIND_NAMES: [(&str, &[&str]); 7] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
+    ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
     ("Service", &["service", "services", "svc"]),
     ("ConfigMap", &["configmap", "configmaps", "cm"]),
     ("Secret", &["secret", "secrets"]),
@@ -147,15 +148,7 @@ struct ListQuery {
 
 pub fn view(record: &Record) -> ObjectView {
     let object = &record.object;
-    let mut json = match object {
-        Object::Namespace(o) => serde_json::to_value(o),
-        Object::ConfigMap(o) => serde_json::to_value(o),
-        Object::Secret(o) => serde_json::to_value(o),
-        Object::Pod(o) => serde_json::to_value(o),
-        Object::Deployment(o) => serde_json::to_value(o),
-        Object::Service(o) => serde_json::to_value(o),
-    }
-    .expect("typed objects serialise");
+    let mut json = object.to_value();
     if let Some(map) = json.as_object_mut() {
         let mut full = serde_json::Map::new();
         full.insert("apiVersion".into(), object.api_version().into());

@@ -9,7 +9,7 @@ use serde::Deserialize as _;
 
 use super::objects::{
     ConfigMap, Container, Deployment, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod, PodSpec,
-    Probe, Secret, Service, ServiceType,
+    Probe, ReplicaSet, Secret, Service, ServiceType,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -20,16 +20,18 @@ pub enum Object {
     Secret(Secret),
     Pod(Box<Pod>),
     Deployment(Box<Deployment>),
+    ReplicaSet(Box<ReplicaSet>),
     Service(Service),
 }
 
 /// (apiVersion, kind) pairs berth accepts.
-pub const KINDS: [(&str, &str); 6] = [
+pub const KINDS: [(&str, &str); 7] = [
     ("v1", "Namespace"),
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("v1", "Pod"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "ReplicaSet"),
     ("v1", "Service"),
 ];
 
@@ -41,15 +43,45 @@ impl Object {
             Object::Secret(_) => "Secret",
             Object::Pod(_) => "Pod",
             Object::Deployment(_) => "Deployment",
+            Object::ReplicaSet(_) => "ReplicaSet",
             Object::Service(_) => "Service",
         }
     }
 
     pub fn api_version(&self) -> &'static str {
         match self {
-            Object::Deployment(_) => "apps/v1",
+            Object::Deployment(_) | Object::ReplicaSet(_) => "apps/v1",
             _ => "v1",
         }
+    }
+
+    /// The object as JSON, without apiVersion and kind.
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Object::Namespace(o) => serde_json::to_value(o),
+            Object::ConfigMap(o) => serde_json::to_value(o),
+            Object::Secret(o) => serde_json::to_value(o),
+            Object::Pod(o) => serde_json::to_value(o),
+            Object::Deployment(o) => serde_json::to_value(o),
+            Object::ReplicaSet(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
+        }
+        .expect("typed objects serialise")
+    }
+
+    /// The inverse of [`Object::to_value`] for an object of `kind`.
+    pub fn from_value(kind: &str, value: serde_json::Value) -> Result<Object, String> {
+        let e = |e: serde_json::Error| e.to_string();
+        Ok(match kind {
+            "Namespace" => Object::Namespace(serde_json::from_value(value).map_err(e)?),
+            "ConfigMap" => Object::ConfigMap(serde_json::from_value(value).map_err(e)?),
+            "Secret" => Object::Secret(serde_json::from_value(value).map_err(e)?),
+            "Pod" => Object::Pod(serde_json::from_value(value).map_err(e)?),
+            "Deployment" => Object::Deployment(serde_json::from_value(value).map_err(e)?),
+            "ReplicaSet" => Object::ReplicaSet(serde_json::from_value(value).map_err(e)?),
+            "Service" => Object::Service(serde_json::from_value(value).map_err(e)?),
+            other => return Err(format!("unknown kind {other}")),
+        })
     }
 
     pub fn metadata(&self) -> &ObjectMeta {
@@ -59,7 +91,20 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::ReplicaSet(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
+            Object::Deployment(o) => &mut o.metadata,
+            Object::ReplicaSet(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
         }
     }
 
@@ -220,6 +265,7 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         "Secret" => Object::Secret(serde_path_to_error::deserialize(value).map_err(typed)?),
         "Pod" => Object::Pod(serde_path_to_error::deserialize(value).map_err(typed)?),
         "Deployment" => Object::Deployment(serde_path_to_error::deserialize(value).map_err(typed)?),
+        "ReplicaSet" => Object::ReplicaSet(serde_path_to_error::deserialize(value).map_err(typed)?),
         "Service" => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
         _ => unreachable!("checked against KINDS"),
     })
@@ -341,6 +387,17 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             Ok(())
         }
         Object::Pod(pod) => validate_pod_spec(&pod.spec, "spec"),
+        Object::ReplicaSet(rs) => {
+            let spec = &rs.spec;
+            validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
+            if !spec.selector.matches(&spec.template.metadata.labels) {
+                return Err(invalid(
+                    "spec.selector",
+                    "does not match spec.template.metadata.labels",
+                ));
+            }
+            validate_pod_spec(&spec.template.spec, "spec.template.spec")
+        }
         Object::Deployment(d) => {
             let spec = &d.spec;
             if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {

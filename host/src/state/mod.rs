@@ -12,7 +12,6 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::spec::Object;
-use crate::spec::objects::{ConfigMap, Deployment, Namespace, Pod, Secret, Service};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -144,42 +143,17 @@ fn spec_json(object: &Object) -> String {
 }
 
 fn object_json(object: &Object) -> serde_json::Value {
-    let value = match object {
-        Object::Namespace(o) => serde_json::to_value(o),
-        Object::ConfigMap(o) => serde_json::to_value(o),
-        Object::Secret(o) => serde_json::to_value(o),
-        Object::Pod(o) => serde_json::to_value(o),
-        Object::Deployment(o) => serde_json::to_value(o),
-        Object::Service(o) => serde_json::to_value(o),
-    };
-    value.expect("typed objects serialise")
+    object.to_value()
 }
 
 fn object_from_json(kind: &str, name: &str, text: &str) -> Result<Object> {
-    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+    let corrupt = |reason: String| StateError::Corrupt {
         kind: kind.to_owned(),
         name: name.to_owned(),
-        reason: e.to_string(),
+        reason,
     };
-    Ok(match kind {
-        "Namespace" => Object::Namespace(serde_json::from_str::<Namespace>(text).map_err(corrupt)?),
-        "ConfigMap" => Object::ConfigMap(serde_json::from_str::<ConfigMap>(text).map_err(corrupt)?),
-        "Secret" => Object::Secret(serde_json::from_str::<Secret>(text).map_err(corrupt)?),
-        "Pod" => Object::Pod(Box::new(
-            serde_json::from_str::<Pod>(text).map_err(corrupt)?,
-        )),
-        "Deployment" => Object::Deployment(Box::new(
-            serde_json::from_str::<Deployment>(text).map_err(corrupt)?,
-        )),
-        "Service" => Object::Service(serde_json::from_str::<Service>(text).map_err(corrupt)?),
-        other => {
-            return Err(StateError::Corrupt {
-                kind: other.to_owned(),
-                name: name.to_owned(),
-                reason: "unknown kind".into(),
-            });
-        }
-    })
+    let value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    Object::from_value(kind, value).map_err(corrupt)
 }
 
 /// Objects are keyed by (kind, namespace, name); namespaces themselves

@@ -1,0 +1,201 @@
+//! Placing pods on nodes, as kube-scheduler's default profile does: filter
+//! the nodes where the pod's requests fit beside what is already bound
+//! there, then score by LeastAllocated (most room left, averaged over cpu
+//! and memory). A pod that fits nowhere gets the reason Kubernetes gives
+//! (`0/2 nodes are available: 2 insufficient memory.`).
+//!
+//! One host runs every node; nodes are capacities to divide it by, so the
+//! logic is the one a many-host berth would use.
+
+use std::collections::BTreeMap;
+
+use crate::spec::objects::PodSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Node {
+    /// This machine: its CPUs and its memory.
+    pub fn host() -> Node {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib * 1024)
+            })
+            .unwrap_or(1 << 30);
+        Node {
+            name: "berth".into(),
+            cpu_millis: cpus * 1000,
+            memory_bytes: memory,
+        }
+    }
+}
+
+impl std::str::FromStr for Node {
+    type Err = String;
+
+    /// `NAME=CPU,MEMORY` in Kubernetes quantities: `small=2,4Gi`.
+    fn from_str(s: &str) -> Result<Node, String> {
+        let usage = || format!("{s:?}: write a node as NAME=CPU,MEMORY, e.g. small=2,4Gi");
+        let (name, capacity) = s.split_once('=').ok_or_else(usage)?;
+        let (cpu, memory) = capacity.split_once(',').ok_or_else(usage)?;
+        let cpu: crate::spec::Quantity = cpu.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let memory: crate::spec::Quantity = memory.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if !crate::spec::load::is_dns_subdomain(name) {
+            return Err(format!("{s:?}: {name:?} is not a valid node name"));
+        }
+        Ok(Node {
+            name: name.to_owned(),
+            cpu_millis: u64::try_from(cpu.millis()).map_err(|_| usage())?,
+            memory_bytes: memory.to_bytes().ok_or_else(usage)?,
+        })
+    }
+}
+
+/// What a pod asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl std::ops::AddAssign for Requests {
+    fn add_assign(&mut self, other: Requests) {
+        self.cpu_millis += other.cpu_millis;
+        self.memory_bytes += other.memory_bytes;
+    }
+}
+
+/// The sum of the containers' requests; a container that sets only a
+/// limit requests that much, as in Kubernetes.
+pub fn requests(spec: &PodSpec) -> Requests {
+    let mut total = Requests::default();
+    for c in &spec.containers {
+        let r = &c.resources;
+        let cpu = r.requests.cpu.or(r.limits.cpu);
+        let memory = r.requests.memory.or(r.limits.memory);
+        total += Requests {
+            cpu_millis: cpu.map_or(0, |q| u64::try_from(q.millis()).unwrap_or(u64::MAX)),
+            memory_bytes: memory.and_then(|q| q.to_bytes()).unwrap_or(0),
+        };
+    }
+    total
+}
+
+/// The node for a pod asking `want`, given what each node already has
+/// bound (`allocated`), or why none will do.
+pub fn schedule(
+    nodes: &[Node],
+    allocated: &BTreeMap<String, Requests>,
+    want: Requests,
+) -> Result<String, String> {
+    let mut short_cpu = 0;
+    let mut short_memory = 0;
+    let mut best: Option<(f64, &Node)> = None;
+    for node in nodes {
+        let used = allocated.get(&node.name).copied().unwrap_or_default();
+        let cpu_left = node
+            .cpu_millis
+            .checked_sub(used.cpu_millis + want.cpu_millis);
+        let memory_left = node
+            .memory_bytes
+            .checked_sub(used.memory_bytes + want.memory_bytes);
+        if cpu_left.is_none() {
+            short_cpu += 1;
+        }
+        if memory_left.is_none() {
+            short_memory += 1;
+        }
+        let (Some(cpu_left), Some(memory_left)) = (cpu_left, memory_left) else {
+            continue;
+        };
+        let share = |left: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                left as f64 / total as f64
+            }
+        };
+        let score =
+            (share(cpu_left, node.cpu_millis) + share(memory_left, node.memory_bytes)) / 2.0;
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, node));
+        }
+    }
+    if let Some((_, node)) = best {
+        return Ok(node.name.clone());
+    }
+    let mut reasons = Vec::new();
+    if short_cpu > 0 {
+        reasons.push(format!("{short_cpu} insufficient cpu"));
+    }
+    if short_memory > 0 {
+        reasons.push(format!("{short_memory} insufficient memory"));
+    }
+    if reasons.is_empty() {
+        reasons.push("no nodes".into());
+    }
+    Err(format!(
+        "0/{} nodes are available: {}.",
+        nodes.len(),
+        reasons.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(s: &str) -> Node {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn least_allocated_spreads_pods_over_nodes_that_fit() {
+        let nodes = [node("a=2,4Gi"), node("b=4,8Gi")];
+        let mut allocated = BTreeMap::new();
+        let pod = Requests {
+            cpu_millis: 1000,
+            memory_bytes: 2 << 30,
+        };
+        // The node with the most room left wins; a tie goes to the first.
+        let mut placed = Vec::new();
+        let err = loop {
+            match schedule(&nodes, &allocated, pod) {
+                Ok(chosen) => {
+                    *allocated.entry(chosen.clone()).or_default() += pod;
+                    placed.push(chosen);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(placed, ["b", "a", "b", "b", "a", "b"], "a holds 2, b 4");
+        assert_eq!(
+            err,
+            "0/2 nodes are available: 2 insufficient cpu, 2 insufficient memory."
+        );
+    }
+
+    #[test]
+    fn a_pod_bigger_than_every_node_is_refused_with_the_reason() {
+        let nodes = [node("small=1,1Gi")];
+        let want = Requests {
+            cpu_millis: 100,
+            memory_bytes: 2 << 30,
+        };
+        assert_eq!(
+            schedule(&nodes, &BTreeMap::new(), want).unwrap_err(),
+            "0/1 nodes are available: 1 insufficient memory."
+        );
+        assert!("x".parse::<Node>().is_err());
+        assert!("n=1,lots".parse::<Node>().is_err());
+        assert_eq!(node("n=500m,1Mi").cpu_millis, 500);
+    }
+}
