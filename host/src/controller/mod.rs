@@ -1,0 +1,516 @@
+//! The controllers: the loops that turn declared objects into pods and keep
+//! them so, as kube-controller-manager and kube-scheduler do.
+//!
+//! One `reconcile` pass, run whenever anything changes and on a tick:
+//! 1. garbage collection: ReplicaSets whose Deployment is gone, and pods
+//!    whose ReplicaSet is gone, are deleted;
+//! 2. Deployments: one ReplicaSet per pod template (named by the
+//!    template's hash), scaled for a rolling update within maxSurge and
+//!    maxUnavailable, or Recreate; revisions recorded; status written;
+//! 3. ReplicaSets: pods created or deleted to match the replica count;
+//! 4. scheduling: unbound pods bound to a node, or left Pending with the
+//!    reason none fits.
+//!
+//! Pods are run by the kubelet (`crate::kubelet`), which writes their
+//! status; readiness read here comes from there.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::scheduler::{self, Node, Requests};
+use crate::spec::Object;
+use crate::spec::objects::{
+    Deployment, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetSpec, StrategyType,
+};
+use crate::state::{Event, Record, Result, Store};
+
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// Whether the kubelet has reported the pod Ready.
+pub fn pod_ready(status: &serde_json::Value) -> bool {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The hash naming a pod template's ReplicaSet.
+pub fn template_hash(template: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(template.to_string()))[..10].to_owned()
+}
+
+fn owned_by(record: &Record, uid: &str) -> bool {
+    record
+        .object
+        .metadata()
+        .owner_references
+        .iter()
+        .any(|o| o.uid == uid && o.controller)
+}
+
+fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: record.object.metadata().name.clone(),
+        uid: record.uid.clone(),
+        controller: true,
+    }
+}
+
+pub struct Controllers {
+    pub nodes: Vec<Node>,
+}
+
+impl Controllers {
+    /// One pass over everything; whether anything changed.
+    pub fn reconcile(&self, store: &mut Store) -> Result<bool> {
+        let mut changed = self.collect_garbage(store)?;
+        for deployment in store.list("Deployment", None)? {
+            changed |= self.reconcile_deployment(store, &deployment)?;
+        }
+        for rs in store.list("ReplicaSet", None)? {
+            changed |= self.reconcile_replicaset(store, &rs)?;
+        }
+        changed |= self.schedule(store)?;
+        Ok(changed)
+    }
+
+    fn collect_garbage(&self, store: &mut Store) -> Result<bool> {
+        let mut changed = false;
+        for (kind, owner_kind) in [("ReplicaSet", "Deployment"), ("Pod", "ReplicaSet")] {
+            let owners: BTreeSet<String> = store
+                .list(owner_kind, None)?
+                .into_iter()
+                .map(|r| r.uid)
+                .collect();
+            for record in store.list(kind, None)? {
+                let meta = record.object.metadata();
+                let orphaned = meta
+                    .owner_references
+                    .iter()
+                    .any(|o| o.controller && o.kind == owner_kind && !owners.contains(&o.uid));
+                if orphaned {
+                    let ns = record.object.namespace().unwrap_or("").to_owned();
+                    store.delete(kind, &ns, &meta.name)?;
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn reconcile_deployment(&self, store: &mut Store, record: &Record) -> Result<bool> {
+        let Object::Deployment(deployment) = &record.object else {
+            return Ok(false);
+        };
+        let ns = record.object.namespace().unwrap_or("default").to_owned();
+        let name = &deployment.metadata.name;
+        let mut template = deployment.spec.template.clone();
+        let hash = template_hash(&serde_json::to_value(&template).expect("JSON"));
+        template
+            .metadata
+            .labels
+            .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+        let revision = store.record_revision(
+            &ns,
+            name,
+            &hash,
+            &serde_json::to_value(&deployment.spec.template).expect("JSON"),
+        )?;
+
+        let owned: Vec<Record> = store
+            .list("ReplicaSet", Some(&ns))?
+            .into_iter()
+            .filter(|r| owned_by(r, &record.uid))
+            .collect();
+        let pods: Vec<Record> = store.list("Pod", Some(&ns))?;
+        let ready_of = |rs: &Record| {
+            pods.iter()
+                .filter(|p| owned_by(p, &rs.uid) && pod_ready(&p.status))
+                .count() as u32
+        };
+        let replicas_of = |rs: &Record| match &rs.object {
+            Object::ReplicaSet(r) => r.spec.replicas,
+            _ => 0,
+        };
+        let new_name = format!("{name}-{hash}");
+        let desired = deployment.spec.replicas;
+        let mut changed = false;
+        let new_rs = match owned.iter().find(|r| r.object.metadata().name == new_name) {
+            Some(rs) => rs.clone(),
+            None => {
+                let mut selector = deployment.spec.selector.clone();
+                selector
+                    .match_labels
+                    .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+                let rs = ReplicaSet {
+                    metadata: ObjectMeta {
+                        name: new_name.clone(),
+                        namespace: Some(ns.clone()),
+                        labels: template.metadata.labels.clone(),
+                        annotations: BTreeMap::from([(
+                            REVISION_ANNOTATION.to_owned(),
+                            revision.to_string(),
+                        )]),
+                        owner_references: vec![owner("Deployment", "apps/v1", record)],
+                    },
+                    spec: ReplicaSetSpec {
+                        // Scaled up below, within the rollout's limits.
+                        replicas: if owned.is_empty() { desired } else { 0 },
+                        selector,
+                        template: template.clone(),
+                    },
+                };
+                store.apply(&[Object::ReplicaSet(Box::new(rs))])?;
+                self.event(
+                    store,
+                    &ns,
+                    "Deployment",
+                    name,
+                    "Normal",
+                    "ScalingReplicaSet",
+                    &format!("Created replica set {new_name}"),
+                )?;
+                changed = true;
+                store
+                    .get("ReplicaSet", &ns, &new_name)?
+                    .expect("just created")
+            }
+        };
+        let old: Vec<&Record> = owned
+            .iter()
+            .filter(|r| r.object.metadata().name != new_name)
+            .collect();
+
+        // The replica counts this pass aims for: (record, replicas).
+        let mut targets: Vec<(Record, u32)> = Vec::new();
+        let new_replicas = replicas_of(&new_rs);
+        let old_total: u32 = old.iter().map(|r| replicas_of(r)).sum();
+        match deployment.spec.strategy.kind {
+            StrategyType::Recreate => {
+                if old_total > 0 {
+                    for rs in &old {
+                        targets.push(((*rs).clone(), 0));
+                    }
+                } else {
+                    let old_pods = pods
+                        .iter()
+                        .any(|p| old.iter().any(|rs| owned_by(p, &rs.uid)));
+                    if !old_pods {
+                        targets.push((new_rs.clone(), desired));
+                    }
+                }
+            }
+            StrategyType::RollingUpdate => {
+                let (surge, unavailable) = deployment.spec.surge_and_unavailable();
+                let mut new_target = new_replicas;
+                if new_replicas > desired {
+                    new_target = desired;
+                } else if new_replicas < desired {
+                    let room = (desired + surge).saturating_sub(new_replicas + old_total);
+                    new_target = new_replicas + room.min(desired - new_replicas);
+                }
+                targets.push((new_rs.clone(), new_target));
+                // Old pods go while enough stay available: every ready pod
+                // above the minimum may go, and unready old ones freely.
+                let ready_total: u32 =
+                    ready_of(&new_rs) + old.iter().map(|r| ready_of(r)).sum::<u32>();
+                let mut can_remove =
+                    ready_total.saturating_sub(desired.saturating_sub(unavailable));
+                for rs in &old {
+                    let replicas = replicas_of(rs);
+                    let unready = replicas.saturating_sub(ready_of(rs));
+                    let remove = replicas.min(unready + can_remove);
+                    can_remove = can_remove.saturating_sub(remove.saturating_sub(unready));
+                    targets.push(((*rs).clone(), replicas - remove));
+                }
+            }
+        }
+        for (rs, replicas) in targets {
+            let Object::ReplicaSet(mut object) = rs.object.clone() else {
+                continue;
+            };
+            if object.spec.replicas == replicas {
+                continue;
+            }
+            let verb = if replicas > object.spec.replicas {
+                "up"
+            } else {
+                "down"
+            };
+            let message = format!(
+                "Scaled {verb} replica set {} from {} to {replicas}",
+                object.metadata.name, object.spec.replicas
+            );
+            object.spec.replicas = replicas;
+            store.apply(&[Object::ReplicaSet(object)])?;
+            self.event(
+                store,
+                &ns,
+                "Deployment",
+                name,
+                "Normal",
+                "ScalingReplicaSet",
+                &message,
+            )?;
+            changed = true;
+        }
+
+        // Old ReplicaSets at zero beyond the history limit are deleted.
+        let mut idle: Vec<&Record> = old
+            .iter()
+            .copied()
+            .filter(|r| replicas_of(r) == 0)
+            .collect();
+        idle.sort_by_key(|r| r.resource_version);
+        let limit = deployment.spec.revision_history_limit as usize;
+        if idle.len() > limit {
+            for rs in &idle[..idle.len() - limit] {
+                store.delete("ReplicaSet", &ns, &rs.object.metadata().name)?;
+                changed = true;
+            }
+        }
+
+        changed |= self.deployment_status(store, record, deployment, &new_name)?;
+        Ok(changed)
+    }
+
+    fn deployment_status(
+        &self,
+        store: &mut Store,
+        record: &Record,
+        deployment: &Deployment,
+        new_name: &str,
+    ) -> Result<bool> {
+        let ns = record.object.namespace().unwrap_or("default").to_owned();
+        let owned: Vec<Record> = store
+            .list("ReplicaSet", Some(&ns))?
+            .into_iter()
+            .filter(|r| owned_by(r, &record.uid))
+            .collect();
+        let pods = store.list("Pod", Some(&ns))?;
+        let mut total = 0;
+        let mut updated = 0;
+        let mut ready = 0;
+        for rs in &owned {
+            for pod in pods.iter().filter(|p| owned_by(p, &rs.uid)) {
+                total += 1;
+                if rs.object.metadata().name == new_name {
+                    updated += 1;
+                }
+                if pod_ready(&pod.status) {
+                    ready += 1;
+                }
+            }
+        }
+        let desired = deployment.spec.replicas;
+        let (_, unavailable) = deployment.spec.surge_and_unavailable();
+        let complete = updated == desired && total == desired && ready == desired;
+        let available = ready >= desired.saturating_sub(unavailable);
+        let status = serde_json::json!({
+            "observedGeneration": record.generation,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": desired.saturating_sub(ready),
+            "conditions": [
+                {"type": "Available", "status": if available { "True" } else { "False" },
+                 "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
+                {"type": "Progressing", "status": "True",
+                 "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                 "message": format!("ReplicaSet \"{new_name}\" {}", if complete { "has successfully progressed." } else { "is progressing." })},
+            ],
+        });
+        if status == record.status {
+            return Ok(false);
+        }
+        store.set_status("Deployment", &ns, &deployment.metadata.name, &status)?;
+        Ok(true)
+    }
+
+    fn reconcile_replicaset(&self, store: &mut Store, record: &Record) -> Result<bool> {
+        let Object::ReplicaSet(rs) = &record.object else {
+            return Ok(false);
+        };
+        let ns = record.object.namespace().unwrap_or("default").to_owned();
+        let mut pods: Vec<Record> = store
+            .list("Pod", Some(&ns))?
+            .into_iter()
+            .filter(|p| owned_by(p, &record.uid))
+            .collect();
+        let want = rs.spec.replicas as usize;
+        let mut changed = false;
+        while pods.len() < want {
+            let mut template = rs.spec.template.clone();
+            template.spec.node_name = None;
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    name: format!("{}-{}", rs.metadata.name, random_suffix()),
+                    namespace: Some(ns.clone()),
+                    labels: template.metadata.labels.clone(),
+                    annotations: template.metadata.annotations.clone(),
+                    owner_references: vec![owner("ReplicaSet", "apps/v1", record)],
+                },
+                spec: template.spec,
+            };
+            let pod_name = pod.metadata.name.clone();
+            store.apply(&[Object::Pod(Box::new(pod))])?;
+            self.event(
+                store,
+                &ns,
+                "ReplicaSet",
+                &rs.metadata.name,
+                "Normal",
+                "SuccessfulCreate",
+                &format!("Created pod: {pod_name}"),
+            )?;
+            pods.push(store.get("Pod", &ns, &pod_name)?.expect("just created"));
+            changed = true;
+        }
+        if pods.len() > want {
+            // Unscheduled first, then unready, then the newest.
+            pods.sort_by_key(|p| {
+                let bound = matches!(&p.object, Object::Pod(pod) if pod.spec.node_name.is_some());
+                (
+                    bound,
+                    pod_ready(&p.status),
+                    std::cmp::Reverse(p.resource_version),
+                )
+            });
+            for pod in &pods[..pods.len() - want] {
+                let pod_name = &pod.object.metadata().name;
+                store.delete("Pod", &ns, pod_name)?;
+                self.event(
+                    store,
+                    &ns,
+                    "ReplicaSet",
+                    &rs.metadata.name,
+                    "Normal",
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {pod_name}"),
+                )?;
+            }
+            pods.truncate(want);
+            changed = true;
+        }
+        let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
+        let status = serde_json::json!({
+            "replicas": pods.len(),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": record.generation,
+        });
+        if status != record.status {
+            store.set_status("ReplicaSet", &ns, &rs.metadata.name, &status)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn schedule(&self, store: &mut Store) -> Result<bool> {
+        let pods = store.list("Pod", None)?;
+        let mut allocated: BTreeMap<String, Requests> = BTreeMap::new();
+        for pod in &pods {
+            if let Object::Pod(p) = &pod.object
+                && let Some(node) = &p.spec.node_name
+            {
+                *allocated.entry(node.clone()).or_default() += scheduler::requests(&p.spec);
+            }
+        }
+        let mut changed = false;
+        for pod in pods {
+            let Object::Pod(mut p) = pod.object.clone() else {
+                continue;
+            };
+            if p.spec.node_name.is_some() {
+                continue;
+            }
+            let ns = pod.object.namespace().unwrap_or("default").to_owned();
+            let want = scheduler::requests(&p.spec);
+            match scheduler::schedule(&self.nodes, &allocated, want) {
+                Ok(node) => {
+                    *allocated.entry(node.clone()).or_default() += want;
+                    p.spec.node_name = Some(node.clone());
+                    let name = p.metadata.name.clone();
+                    store.apply(&[Object::Pod(p)])?;
+                    self.event(
+                        store,
+                        &ns,
+                        "Pod",
+                        &name,
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {ns}/{name} to {node}"),
+                    )?;
+                    changed = true;
+                }
+                Err(reason) => {
+                    let status = serde_json::json!({
+                        "phase": "Pending",
+                        "conditions": [{"type": "PodScheduled", "status": "False",
+                                        "reason": "Unschedulable", "message": reason}],
+                    });
+                    if status != pod.status {
+                        store.set_status("Pod", &ns, &p.metadata.name, &status)?;
+                        self.event(
+                            store,
+                            &ns,
+                            "Pod",
+                            &p.metadata.name,
+                            "Warning",
+                            "FailedScheduling",
+                            &reason,
+                        )?;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "an event is these fields")]
+    fn event(
+        &self,
+        store: &mut Store,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        kind_of_event: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<()> {
+        store.record_event(&Event {
+            time: now(),
+            namespace: namespace.into(),
+            kind: kind.into(),
+            name: name.into(),
+            kind_of_event: kind_of_event.into(),
+            reason: reason.into(),
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

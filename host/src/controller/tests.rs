@@ -1,0 +1,163 @@
+use super::*;
+use crate::spec::parse_str;
+
+fn deployment(replicas: u32, image: &str, memory: &str) -> Vec<Object> {
+    let text = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        resources: {{requests: {{memory: {memory}}}}}\n"
+    );
+    parse_str(&text, "d.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+fn controllers() -> Controllers {
+    Controllers {
+        nodes: vec!["a=4,4Gi".parse().unwrap(), "b=4,4Gi".parse().unwrap()],
+    }
+}
+
+/// What a kubelet would do: every bound pod becomes Ready.
+fn run_bound_pods(store: &mut Store) {
+    for pod in store.list("Pod", None).unwrap() {
+        let Object::Pod(p) = &pod.object else {
+            continue;
+        };
+        if p.spec.node_name.is_some() && !pod_ready(&pod.status) {
+            let status = serde_json::json!({"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]});
+            store
+                .set_status("Pod", "default", &p.metadata.name, &status)
+                .unwrap();
+        }
+    }
+}
+
+fn pods_by_rs(store: &Store) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for pod in store.list("Pod", None).unwrap() {
+        let owner = pod.object.metadata().owner_references[0].name.clone();
+        *by.entry(owner).or_default() += 1;
+    }
+    by
+}
+
+/// Reconciles (with pods becoming ready) until nothing changes, checking
+/// `each` after every pass.
+fn settle(store: &mut Store, c: &Controllers, mut each: impl FnMut(&Store)) {
+    for _ in 0..100 {
+        let changed = c.reconcile(store).unwrap();
+        each(store);
+        run_bound_pods(store);
+        if !changed
+            && store
+                .list("Pod", None)
+                .unwrap()
+                .iter()
+                .all(|p| pod_ready(&p.status))
+        {
+            return;
+        }
+    }
+    panic!("the controllers never settled");
+}
+
+#[test]
+fn a_deployment_makes_a_replicaset_and_scheduled_pods_and_scales() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&deployment(3, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    let pods = store.list("Pod", None).unwrap();
+    assert_eq!(pods.len(), 3);
+    for pod in &pods {
+        let Object::Pod(p) = &pod.object else {
+            unreachable!()
+        };
+        assert!(p.spec.node_name.is_some());
+        assert!(p.metadata.labels.contains_key(TEMPLATE_HASH_LABEL));
+    }
+    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(d.status["readyReplicas"], 3);
+    assert_eq!(d.status["updatedReplicas"], 3);
+
+    store.apply(&deployment(5, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    assert_eq!(store.list("Pod", None).unwrap().len(), 5);
+    assert_eq!(store.list("ReplicaSet", None).unwrap().len(), 1);
+    store.apply(&deployment(2, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    assert_eq!(store.list("Pod", None).unwrap().len(), 2);
+
+    // Deleting the deployment takes its ReplicaSet and pods along.
+    store.delete("Deployment", "default", "web").unwrap();
+    c.reconcile(&mut store).unwrap();
+    c.reconcile(&mut store).unwrap();
+    assert!(store.list("ReplicaSet", None).unwrap().is_empty());
+    assert!(store.list("Pod", None).unwrap().is_empty());
+}
+
+#[test]
+fn a_rolling_update_stays_within_surge_and_unavailability() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&deployment(4, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    store.apply(&deployment(4, "web:2", "64Mi")).unwrap();
+    // 25% of 4: one pod over, one pod short at most.
+    settle(&mut store, &c, |store| {
+        let pods = store.list("Pod", None).unwrap();
+        assert!(pods.len() <= 5, "{} pods during the rollout", pods.len());
+        let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
+        assert!(ready >= 3, "only {ready} ready during the rollout");
+    });
+    let by_rs = pods_by_rs(&store);
+    assert_eq!(by_rs.len(), 1, "all pods on one ReplicaSet: {by_rs:?}");
+    let pods = store.list("Pod", None).unwrap();
+    assert!(pods.iter().all(|p| matches!(&p.object,
+        Object::Pod(p) if p.spec.containers[0].image == "web:2")));
+    let revisions: Vec<u64> = store
+        .revisions("default", "web")
+        .unwrap()
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(revisions, [1, 2]);
+    // The old ReplicaSet stays, scaled to zero, for rollbacks.
+    assert_eq!(store.list("ReplicaSet", None).unwrap().len(), 2);
+    let events = store
+        .events(Some("default"), Some(("Deployment", "web")))
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "ScalingReplicaSet" && e.message.contains("to 0"))
+    );
+}
+
+#[test]
+fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&deployment(1, "web:1", "8Gi")).unwrap();
+    for _ in 0..3 {
+        c.reconcile(&mut store).unwrap();
+    }
+    let pods = store.list("Pod", None).unwrap();
+    assert_eq!(pods.len(), 1);
+    let Object::Pod(p) = &pods[0].object else {
+        unreachable!()
+    };
+    assert_eq!(p.spec.node_name, None);
+    assert_eq!(pods[0].status["phase"], "Pending");
+    assert_eq!(
+        pods[0].status["conditions"][0]["message"],
+        "0/2 nodes are available: 2 insufficient memory."
+    );
+    let events = store
+        .events(Some("default"), Some(("Pod", &p.metadata.name)))
+        .unwrap();
+    assert_eq!(events.len(), 1, "reported once, not every pass: {events:?}");
+    assert_eq!(events[0].reason, "FailedScheduling");
+}
