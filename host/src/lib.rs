@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod home;
 pub mod image;
+pub mod kubelet;
 pub mod progress;
 pub mod router;
 pub mod runtime;

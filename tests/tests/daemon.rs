@@ -268,3 +268,194 @@ fn objects_survive_the_daemon_being_killed() {
     assert!(!out.success);
     assert!(out.stderr.contains("already serving"), "{}", out.stderr);
 }
+
+/// Builds the echo guest as image `echo:1` in `home`.
+fn build_echo(home: &Path) {
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(berth_tests::guests::ECHO, app.path().join("echo.wasm")).unwrap();
+    std::fs::write(app.path().join("berth.toml"), "component = \"echo.wasm\"\n").unwrap();
+    ok(berth(
+        home,
+        &["build", app.path().to_str().unwrap(), "-t", "echo:1"],
+    ));
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: echo:1
+        env:
+        - name: GREETING
+          valueFrom: {configMapKeyRef: {name: settings, key: greeting}}
+        resources: {requests: {memory: MEMORY}}
+"#;
+
+/// The pods as `get pods -o json` shows them.
+fn pods(home: &Path) -> Vec<serde_json::Value> {
+    let out = ok(berth(home, &["get", "pods", "-A", "-o", "json"]));
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until exactly `n` pods are Ready; returns (name, endpoint) of each.
+fn wait_ready(home: &Path, n: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let pods = pods(home);
+        let ready: Vec<(String, String)> = pods
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p["status"]["containerStatuses"][0]["endpoint"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        if pods.len() == n && ready.len() == n {
+            return ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wanted {n} ready pods, have {} of {}: {pods:#?}",
+            ready.len(),
+            pods.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_runs_its_pods_scales_and_cleans_up() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let _daemon = BerthRun::start_command(
+        home.path(),
+        &["daemon", "--node", "a=4,4Gi", "--node", "b=4,4Gi"],
+    );
+    let files = tempfile::tempdir().unwrap();
+    let web = write(
+        files.path(),
+        "web.yaml",
+        &WEB.replace("REPLICAS", "3").replace("MEMORY", "64Mi"),
+    );
+    ok(berth(home.path(), &["apply", "-f", &web]));
+    let running = wait_ready(home.path(), 3);
+    for (name, endpoint) in &running {
+        let reply = berth_tests::get(&format!("http://{endpoint}/")).await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.contains(&format!("env: HOSTNAME={name}\n")),
+            "{}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("env: GREETING=hello\n"),
+            "{}",
+            reply.body
+        );
+    }
+    let table = ok(berth(home.path(), &["get", "pods"]));
+    assert_eq!(
+        table.stdout.matches("1/1     Running   0").count(),
+        3,
+        "{}",
+        table.stdout
+    );
+
+    ok(berth(
+        home.path(),
+        &["scale", "deployment", "web", "--replicas", "5"],
+    ));
+    wait_ready(home.path(), 5);
+    let deployments = ok(berth(home.path(), &["get", "deploy"]));
+    assert!(
+        deployments.stdout.contains("web    5/5     5            5"),
+        "{}",
+        deployments.stdout
+    );
+
+    ok(berth(home.path(), &["delete", "deployment", "web"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pods(home.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods left after the deployment went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        ok(berth(home.path(), &["get", "rs", "-A"]))
+            .stdout
+            .is_empty()
+    );
+    // Their listeners closed and their directories removed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for (_, endpoint) in &running {
+        while std::net::TcpStream::connect(endpoint).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{endpoint} still serves"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let left = std::fs::read_dir(home.path().join("pods")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "pod directories left behind");
+}
+
+#[test]
+fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--node", "small=2,1Gi"]);
+    let files = tempfile::tempdir().unwrap();
+    let web = write(
+        files.path(),
+        "web.yaml",
+        &WEB.replace("REPLICAS", "1").replace("MEMORY", "2Gi"),
+    );
+    ok(berth(home.path(), &["apply", "-f", &web]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pods = pods(home.path());
+        let message = pods
+            .first()
+            .map(|p| p["status"]["conditions"][0]["message"].clone());
+        if message
+            == Some(serde_json::json!(
+                "0/1 nodes are available: 1 insufficient memory."
+            ))
+        {
+            assert_eq!(pods[0]["status"]["phase"], "Pending");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pods:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let table = ok(berth(home.path(), &["get", "pods"]));
+    assert!(table.stdout.contains("0/1     Pending"), "{}", table.stdout);
+}

@@ -106,6 +106,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/apply", post(apply))
         .route("/objects/{kind}", get(list))
         .route("/objects/{kind}/{namespace}/{name}", delete(remove))
+        .route("/scale/{kind}/{namespace}/{name}", post(scale))
         .with_state(state)
 }
 
@@ -123,7 +124,7 @@ async fn apply(State(state): State<Arc<ApiState>>, Json(request): Json<ApplyRequ
     let outcome = state.store.lock().expect("lock").apply(&objects);
     match outcome {
         Ok(outcomes) => {
-            state.changed.notify_waiters();
+            state.changed.notify_one();
             let applied: Vec<Applied> = objects
                 .iter()
                 .zip(outcomes)
@@ -224,7 +225,7 @@ async fn remove(
         .delete(kind, &namespace, &name);
     match deleted {
         Ok(true) => {
-            state.changed.notify_waiters();
+            state.changed.notify_one();
             Json(serde_json::json!({"deleted": name})).into_response()
         }
         Ok(false) => error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
@@ -264,4 +265,41 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let listener = listener?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+#[derive(Debug, Deserialize)]
+struct ScaleRequest {
+    replicas: u32,
+}
+
+/// Sets `spec.replicas` of a Deployment or ReplicaSet, as a new generation.
+async fn scale(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((kind, namespace, name)): UrlPath<(String, String, String)>,
+    Json(request): Json<ScaleRequest>,
+) -> Response {
+    let Some(kind) = kind_of(&kind) else {
+        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+    };
+    let mut store = state.store.lock().expect("lock");
+    let record = match store.get(kind, &namespace, &name) {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut object = record.object;
+    match &mut object {
+        Object::Deployment(d) => d.spec.replicas = request.replicas,
+        Object::ReplicaSet(rs) => rs.spec.replicas = request.replicas,
+        _ => return error(StatusCode::BAD_REQUEST, format!("{kind} cannot be scaled")),
+    }
+    let applied = store.apply(std::slice::from_ref(&object));
+    drop(store);
+    match applied {
+        Ok(_) => {
+            state.changed.notify_one();
+            Json(serde_json::json!({"scaled": name, "replicas": request.replicas})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

@@ -11,9 +11,15 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::api::client::{call, error_of};
 use crate::api::{ApiState, ApplyRequest, ManifestFile, kind_of, socket_path};
+use crate::controller::Controllers;
 use crate::home::berth_home;
+use crate::kubelet::{Backoff, Kubelet};
+use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
+use crate::scheduler::Node;
 use crate::state::Store;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -23,8 +29,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// `berth daemon`: serves the control API until SIGTERM or Ctrl-C.
-pub fn daemon() -> anyhow::Result<ExitCode> {
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// A node to schedule onto, `NAME=CPU,MEMORY` (repeatable); default one
+    /// node with this host's CPUs and memory.
+    #[arg(long = "node", value_name = "NAME=CPU,MEMORY")]
+    nodes: Vec<Node>,
+
+    /// The first wait before restarting a pod that failed (doubling, capped
+    /// at --backoff-cap).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    backoff_base: Duration,
+
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    backoff_cap: Duration,
+}
+
+/// `berth daemon`: serves the control API and runs the controllers and
+/// the kubelet until SIGTERM or Ctrl-C, then stops every pod gracefully.
+pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let home = berth_home();
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let db = home.join("state.db");
@@ -33,25 +56,82 @@ pub fn daemon() -> anyhow::Result<ExitCode> {
         store: Mutex::new(store),
         changed: tokio::sync::Notify::new(),
     });
+    let nodes = if args.nodes.is_empty() {
+        vec![Node::host()]
+    } else {
+        args.nodes
+    };
     let socket = socket_path();
-    runtime()?.block_on(async {
+    let tokio = runtime()?;
+    // Built outside the async runtime and dropped after it, as `berth run`
+    // does: its epoch ticker is what makes a spinning guest yield.
+    let wasm = Arc::new(WasmRuntime::new(WasmRuntimeConfig {
+        cache_dir: Some(crate::home::compile_cache_dir()),
+    })?);
+    let served = tokio.block_on(async {
         let listener =
             crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
         let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.cancel();
+        });
+
+        let node_names = nodes.iter().map(|n| n.name.clone()).collect();
+        let controllers = Controllers { nodes };
+        let mut kubelet = Kubelet::new(
+            state.clone(),
+            wasm.clone(),
+            node_names,
+            home.join("pods"),
+            Backoff {
+                base: args.backoff_base,
+                cap: args.backoff_cap,
+            },
+        );
+        let api = tokio::spawn(
+            axum::serve(listener, crate::api::router(state.clone()))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
         // Scripts and tests read this line to know the daemon is up.
         println!("berth: daemon serving {}", socket.display());
-        axum::serve(listener, crate::api::router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        loop {
+            {
+                let mut store = state.store.lock().expect("lock");
+                // A few passes: each step's writes feed the next.
+                for _ in 0..4 {
+                    match controllers.reconcile(&mut store) {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::error!("reconciling: {e}");
+                            break;
+                        }
+                    }
                 }
-            })
-            .await
-            .context("serving the control API")?;
+            }
+            kubelet.sync();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = state.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        tracing::info!("shutting down: stopping pods");
+        kubelet.stop_all().await;
+        let _ = api.await;
         let _ = std::fs::remove_file(&socket);
         anyhow::Ok(ExitCode::SUCCESS)
-    })
+    });
+    tokio.shutdown_timeout(Duration::from_secs(1));
+    drop(wasm);
+    served
 }
 
 #[derive(Debug, Args)]
@@ -173,7 +253,7 @@ fn age(created: &str) -> String {
 pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_of(&args.kind).with_context(|| {
         format!(
-            "berth has no kind {:?} (it has pods, deployments, services, configmaps, secrets, namespaces)",
+            "berth has no kind {:?} (it has pods, deployments, replicasets, services, configmaps, secrets, namespaces)",
             args.kind
         )
     })?;
@@ -238,6 +318,7 @@ fn print_table(kind: &str, objects: &[serde_json::Value], all_namespaces: bool) 
     let header: Vec<&str> = match kind {
         "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         "Deployment" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "ReplicaSet" => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         "Service" => vec![
             "NAME",
             "TYPE",
@@ -285,6 +366,17 @@ fn print_table(kind: &str, objects: &[serde_json::Value], all_namespaces: bool) 
                     format!("{}/{want}", n("readyReplicas")),
                     n("updatedReplicas").to_string(),
                     n("availableReplicas").to_string(),
+                    created,
+                ]
+            }
+            "ReplicaSet" => {
+                let n = |k: &str| status[k].as_u64().unwrap_or(0);
+                let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
+                vec![
+                    name,
+                    want.to_string(),
+                    n("replicas").to_string(),
+                    n("readyReplicas").to_string(),
                     created,
                 ]
             }
@@ -421,4 +513,38 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `deployment/NAME`, or `deployment NAME`.
+    target: Vec<String>,
+    #[arg(long)]
+    replicas: u32,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+}
+
+/// `berth scale deployment NAME --replicas N`.
+pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    let words: Vec<&str> = args.target.iter().flat_map(|w| w.split('/')).collect();
+    let [kind, name] = words[..] else {
+        anyhow::bail!("name what to scale: `berth scale deployment NAME --replicas N`");
+    };
+    let kind = kind_of(kind)
+        .filter(|k| *k == "Deployment" || *k == "ReplicaSet")
+        .with_context(|| format!("{kind:?} cannot be scaled (deployments and replicasets can)"))?;
+    let path = format!("/scale/{kind}/{}/{name}", args.namespace);
+    let body = serde_json::json!({"replicas": args.replicas});
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "POST", &path, Some(body)))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    let group = if kind == "Deployment" {
+        "deployment.apps"
+    } else {
+        "replicaset.apps"
+    };
+    println!("{group}/{name} scaled");
+    Ok(ExitCode::SUCCESS)
 }

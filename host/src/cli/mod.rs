@@ -68,14 +68,17 @@ enum Command {
     Push(transfer::TransferArgs),
     /// Store credentials for a registry (checked first).
     Login(transfer::LoginArgs),
-    /// Run the control daemon in the foreground (the API `apply`, `get` and `delete` use).
-    Daemon,
+    /// Run the control daemon in the foreground: the API `apply`, `get` and
+    /// `delete` use, the controllers, and the pods.
+    Daemon(kube::DaemonArgs),
     /// Create or update objects from manifests, all or nothing.
     Apply(kube::ApplyArgs),
     /// List objects, as kubectl does.
     Get(kube::GetArgs),
     /// Delete objects by kind and name, or those in manifests.
     Delete(kube::DeleteArgs),
+    /// Set a deployment's replica count.
+    Scale(kube::ScaleArgs),
     /// berth's own OCI registry.
     Registry {
         #[command(subcommand)]
@@ -96,10 +99,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Save { references, output } => images::save(references, &output),
         Command::Load { input } => images::load(&input),
         Command::Registry { command } => registry::registry(command),
-        Command::Daemon => kube::daemon(),
+        Command::Daemon(args) => kube::daemon(args),
         Command::Apply(args) => kube::apply(args),
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),
+        Command::Scale(args) => kube::scale(args),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),
         Command::Login(args) => transfer::login(args),

@@ -1,0 +1,430 @@
+//! Starting one pod: each container resolved to a component and the
+//! capabilities its spec grants, started on the wasm runtime and served on
+//! a loopback listener of its own.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_registry::client::{
+    Client, ClientOptions, Credentials, DEFAULT_CHUNK_SIZE, Quiet, Remote,
+};
+use berth_registry::{ContentStore, Reference};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, StartFailure};
+use crate::image;
+use crate::image::materialize::{Materialized, materialize};
+use crate::image::model::Image;
+use crate::runtime::{Capabilities, DirGrant, Limits, OutboundRule, Runtime as _, WorkloadSpec};
+use crate::spec::Object;
+use crate::spec::objects::{Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, Volume};
+
+pub(crate) struct Running {
+    pub name: String,
+    pub image: String,
+    pub endpoint: SocketAddr,
+    pub serving: tokio::task::JoinHandle<()>,
+}
+
+fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
+    StartFailure {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Starts every container of `pod`; on any failure, stops those started.
+pub(crate) async fn start(
+    context: &Context,
+    pod: &Pod,
+    dir: &Path,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<Vec<Running>, StartFailure> {
+    let mut running = Vec::new();
+    for container in &pod.spec.containers {
+        match start_container(context, pod, container, dir, cancel.clone(), grace).await {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                cancel.cancel();
+                for r in running {
+                    let _ = r.serving.await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(running)
+}
+
+async fn start_container(
+    context: &Context,
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<Running, StartFailure> {
+    let ready = ensure_image(context, pod, &container.image, container.image_pull_policy).await?;
+    let (pod_owned, container_owned, dir_owned) = (pod.clone(), container.clone(), dir.to_owned());
+    let state = context.state.clone();
+    let spec = tokio::task::spawn_blocking(move || {
+        workload_spec(&state, &pod_owned, &container_owned, &dir_owned, ready)
+    })
+    .await
+    .map_err(|e| failure("CreateContainerError", e.to_string()))??;
+    let workload = context
+        .runtime
+        .start(spec)
+        .await
+        .map_err(|e| failure("RunContainerError", e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| failure("RunContainerError", format!("listening: {e}")))?;
+    let endpoint = listener
+        .local_addr()
+        .map_err(|e| failure("RunContainerError", e.to_string()))?;
+    let serving = tokio::spawn(crate::router::serve(listener, workload, cancel, grace));
+    Ok(Running {
+        name: container.name.clone(),
+        image: container.image.clone(),
+        endpoint,
+        serving,
+    })
+}
+
+/// The image unpacked and ready, pulled first if the store lacks it (or
+/// the policy says always).
+async fn ensure_image(
+    context: &Context,
+    pod: &Pod,
+    reference: &str,
+    policy: Option<PullPolicy>,
+) -> Result<Materialized, StartFailure> {
+    let parsed: Reference = reference
+        .parse()
+        .map_err(|e: berth_registry::ReferenceError| failure("InvalidImageName", e.to_string()))?;
+    let store = ContentStore::open(image::store_dir())
+        .map_err(|e| failure("ErrImagePull", e.to_string()))?;
+    let present = image::lookup(&store, &parsed).is_ok();
+    let pull = match policy {
+        Some(PullPolicy::Always) => true,
+        Some(PullPolicy::Never) => false,
+        Some(PullPolicy::IfNotPresent) | None => !present,
+    };
+    if pull {
+        context.event(
+            pod,
+            "Normal",
+            "Pulling",
+            &format!("Pulling image \"{reference}\""),
+        );
+        let credentials = Credentials::load(&crate::home::berth_home().join("auth.json"))
+            .map_err(|e| failure("ErrImagePull", e))?;
+        let client = Client::new(ClientOptions {
+            insecure: false,
+            credentials,
+            concurrency: 4,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            state_dir: crate::home::berth_home().join("client"),
+        })
+        .map_err(|e| failure("ErrImagePull", e.to_string()))?;
+        let name = match (&parsed.tag, &parsed.digest) {
+            (None, Some(digest)) => format!("{}@{digest}", parsed.repository),
+            _ => parsed.tagged_name(),
+        };
+        match client
+            .pull(&store, &Remote::parse(&parsed), &name, &Quiet)
+            .await
+        {
+            Ok(pulled) => context.event(
+                pod,
+                "Normal",
+                "Pulled",
+                &format!(
+                    "Successfully pulled image \"{reference}\" ({})",
+                    pulled.digest
+                ),
+            ),
+            Err(e) if present => {
+                context.event(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    &format!("pulling {reference}: {e}; using the local image"),
+                );
+            }
+            Err(e) => return Err(failure("ErrImagePull", format!("pulling {reference}: {e}"))),
+        }
+    } else if !present {
+        return Err(failure(
+            "ErrImageNeverPull",
+            format!("image {reference} is not in the local store and imagePullPolicy is Never"),
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        let descriptor =
+            image::lookup(&store, &parsed).map_err(|e| failure("ErrImagePull", e.to_string()))?;
+        let loaded = Image::resolve(&store, &descriptor)
+            .map_err(|e| failure("ErrImagePull", e.to_string()))?;
+        materialize(&store, &image::images_dir(), &loaded).map_err(|e| {
+            failure(
+                "CreateContainerError",
+                format!("image {}: {e}", descriptor.digest()),
+            )
+        })
+    })
+    .await
+    .map_err(|e| failure("CreateContainerError", e.to_string()))?
+}
+
+fn config_error(message: impl Into<String>) -> StartFailure {
+    failure("CreateContainerConfigError", message)
+}
+
+/// A ConfigMap's or Secret's entries, values decoded.
+type ConfigData = Vec<(String, Vec<u8>)>;
+
+/// The data of ConfigMap or Secret `name`, values decoded.
+fn config_data(
+    state: &crate::api::ApiState,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ConfigData>, StartFailure> {
+    let record = state
+        .store
+        .lock()
+        .expect("lock")
+        .get(kind, namespace, name)
+        .map_err(|e| config_error(e.to_string()))?;
+    Ok(record.map(|r| match r.object {
+        Object::ConfigMap(cm) => cm
+            .data
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .chain(
+                cm.binary_data
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, crate::spec::load::base64_decode(&v)?))),
+            )
+            .collect(),
+        Object::Secret(secret) => secret
+            .data
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, crate::spec::load::base64_decode(&v)?)))
+            .chain(
+                secret
+                    .string_data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            )
+            .collect(),
+        _ => Vec::new(),
+    }))
+}
+
+fn workload_spec(
+    state: &crate::api::ApiState,
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    ready: Materialized,
+) -> Result<WorkloadSpec, StartFailure> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let text = |bytes: Vec<u8>, what: &str| {
+        String::from_utf8(bytes).map_err(|_| config_error(format!("{what} is not UTF-8 text")))
+    };
+
+    // Environment: HOSTNAME, then envFrom, then env (later wins, as in Kubernetes).
+    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), pod.metadata.name.clone())];
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    };
+    for from in &container.env_from {
+        let (kind, reference) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => ("ConfigMap", r),
+            (_, Some(r)) => ("Secret", r),
+            _ => continue,
+        };
+        match config_data(state, kind, ns, &reference.name)? {
+            Some(data) => {
+                for (k, v) in data {
+                    let value = text(v, &format!("{kind} {} key {k}", reference.name))?;
+                    set(
+                        &mut env,
+                        format!("{}{k}", from.prefix.as_deref().unwrap_or("")),
+                        value,
+                    );
+                }
+            }
+            None if reference.optional => {}
+            None => return Err(config_error(format!("{kind} {} not found", reference.name))),
+        }
+    }
+    for var in &container.env {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(from)) => {
+                let (kind, key) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(k), _) => ("ConfigMap", k),
+                    (_, Some(k)) => ("Secret", k),
+                    _ => continue,
+                };
+                let found = config_data(state, kind, ns, &key.name)?.and_then(|data| {
+                    data.into_iter()
+                        .find(|(k, _)| *k == key.key)
+                        .map(|(_, v)| v)
+                });
+                match found {
+                    Some(v) => Some(text(v, &format!("{kind} {} key {}", key.name, key.key))?),
+                    None if key.optional => None,
+                    None => {
+                        return Err(config_error(format!(
+                            "{kind} {} has no key {} (for {})",
+                            key.name, key.key, var.name
+                        )));
+                    }
+                }
+            }
+            (None, None) => Some(String::new()),
+        };
+        if let Some(value) = value {
+            set(&mut env, var.name.clone(), value);
+        }
+    }
+
+    // Filesystem: the image's bundles, read-only, then the volume mounts.
+    let mut dirs: Vec<DirGrant> = ready
+        .mounts
+        .iter()
+        .map(|(host, guest)| DirGrant {
+            host: host.clone(),
+            guest: guest.clone(),
+            writable: false,
+        })
+        .collect();
+    for mount in &container.volume_mounts {
+        let volume = pod
+            .spec
+            .volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .ok_or_else(|| config_error(format!("no volume {}", mount.name)))?;
+        dirs.extend(volume_dirs(
+            state,
+            ns,
+            volume,
+            dir,
+            &mount.mount_path,
+            mount.read_only,
+        )?);
+    }
+
+    let outbound = pod
+        .metadata
+        .annotations
+        .get(OUTBOUND_ANNOTATION)
+        .map(|hosts| {
+            hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| {
+                    h.parse::<OutboundRule>()
+                        .map_err(|e| config_error(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+
+    let mut limits = Limits::default();
+    if let Some(memory) = container.resources.limits.memory.and_then(|q| q.to_bytes()) {
+        limits.memory = memory;
+    }
+    Ok(WorkloadSpec {
+        name: format!("{ns}/{}/{}", pod.metadata.name, container.name),
+        component: ready.component,
+        capabilities: Capabilities {
+            env,
+            dirs,
+            outbound,
+        },
+        limits,
+    })
+}
+
+/// The host directories a volume mount grants.
+fn volume_dirs(
+    state: &crate::api::ApiState,
+    ns: &str,
+    volume: &Volume,
+    pod_dir: &Path,
+    mount_path: &str,
+    read_only: bool,
+) -> Result<Vec<DirGrant>, StartFailure> {
+    let local = pod_dir.join("volumes").join(&volume.name);
+    let io = |e: std::io::Error| config_error(format!("volume {}: {e}", volume.name));
+    let grant = |host: PathBuf, writable: bool| DirGrant {
+        host,
+        guest: mount_path.to_owned(),
+        writable,
+    };
+    let files = |kind: &str, name: &str, optional: bool| -> Result<Vec<DirGrant>, StartFailure> {
+        std::fs::create_dir_all(&local).map_err(io)?;
+        match config_data(state, kind, ns, name)? {
+            Some(data) => {
+                for (key, value) in data {
+                    std::fs::write(local.join(&key), value).map_err(io)?;
+                }
+            }
+            None if optional => {}
+            None => return Err(config_error(format!("{kind} {name} not found"))),
+        }
+        Ok(vec![grant(local.clone(), false)])
+    };
+    if let Some(cm) = &volume.config_map {
+        return files("ConfigMap", &cm.name, cm.optional);
+    }
+    if let Some(secret) = &volume.secret {
+        return files("Secret", &secret.secret_name, secret.optional);
+    }
+    if volume.empty_dir.is_some() {
+        std::fs::create_dir_all(&local).map_err(io)?;
+        return Ok(vec![grant(local, !read_only)]);
+    }
+    if let Some(host) = &volume.host_path {
+        return Ok(vec![grant(PathBuf::from(&host.path), !read_only)]);
+    }
+    if let Some(image_volume) = &volume.image {
+        let parsed: Reference = image_volume
+            .reference
+            .parse()
+            .map_err(|e: berth_registry::ReferenceError| config_error(e.to_string()))?;
+        let store =
+            ContentStore::open(image::store_dir()).map_err(|e| config_error(e.to_string()))?;
+        let descriptor = image::lookup(&store, &parsed)
+            .map_err(|e| config_error(format!("image volume {}: {e}", image_volume.reference)))?;
+        let loaded =
+            Image::resolve(&store, &descriptor).map_err(|e| config_error(e.to_string()))?;
+        let ready = image::materialize::materialize(&store, &image::images_dir(), &loaded)
+            .map_err(|e| config_error(e.to_string()))?;
+        let base = mount_path.trim_end_matches('/');
+        return Ok(ready
+            .mounts
+            .into_iter()
+            .map(|(host, guest)| DirGrant {
+                host,
+                guest: format!("{base}{}", if guest == "/" { "" } else { guest.as_str() }),
+                writable: false,
+            })
+            .collect());
+    }
+    Err(config_error(format!(
+        "volume {} has no source",
+        volume.name
+    )))
+}
