@@ -459,3 +459,135 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
     let table = ok(berth(home.path(), &["get", "pods"]));
     assert!(table.stdout.contains("0/1     Pending"), "{}", table.stdout);
 }
+
+/// Builds `component` (a file) as image `tag` in `home`.
+fn build_image(home: &Path, component: &Path, tag: &str) {
+    let app = tempfile::tempdir().unwrap();
+    std::fs::copy(component, app.path().join("app.wasm")).unwrap();
+    std::fs::write(app.path().join("berth.toml"), "component = \"app.wasm\"\n").unwrap();
+    ok(berth(
+        home,
+        &["build", app.path().to_str().unwrap(), "-t", tag],
+    ));
+}
+
+fn one_pod(image: &str, probes: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers:\n      - name: app\n        image: {image}\n{probes}"
+    )
+}
+
+/// Waits until the only pod's status satisfies `done`; returns it.
+fn wait_for_pod(
+    home: &Path,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(pod) = pods(home).into_iter().next()
+            && done(&pod)
+        {
+            return pod;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {:#?}",
+            pods(home)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn restarts(pod: &serde_json::Value) -> u64 {
+    pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pod_that_fails_to_start_backs_off_longer_each_time() {
+    let home = tempfile::tempdir().unwrap();
+    // A component, but not an HTTP handler: every start fails.
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("empty.wasm");
+    std::fs::write(&component, wat::parse_str("(component)").unwrap()).unwrap();
+    build_image(home.path(), &component, "broken:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--backoff-base", "200ms"]);
+    let file = write(dir.path(), "app.yaml", &one_pod("broken:1", ""));
+    ok(berth(home.path(), &["apply", "-f", &file]));
+
+    let pod = wait_for_pod(home.path(), "CrashLoopBackOff with 4 restarts", |p| {
+        p["status"]["reason"] == "CrashLoopBackOff" && restarts(p) >= 4
+    });
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let table = ok(berth(home.path(), &["get", "pods"]));
+    assert!(
+        table.stdout.contains("0/1     CrashLoopBackOff"),
+        "{}",
+        table.stdout
+    );
+
+    // The back-off doubles: 200ms, 400ms, 800ms…
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let described = ok(berth(home.path(), &["get", "events"]));
+    let backoffs: Vec<&str> = described
+        .stdout
+        .lines()
+        .filter(|l| l.contains(name) && l.contains("BackOff"))
+        .collect();
+    assert!(backoffs.len() >= 3, "{}", described.stdout);
+    assert!(
+        backoffs[0].contains("200ms")
+            && backoffs[1].contains("400ms")
+            && backoffs[2].contains("800ms"),
+        "{backoffs:#?}"
+    );
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_what_fails_liveness() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "misbehave:1",
+    );
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--backoff-base", "200ms"]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Readiness on a path that fails: running, never Ready, never restarted.
+    let unready =
+        "        readinessProbe: {httpGet: {path: /trap, port: 8080}, periodSeconds: 1}\n";
+    ok(berth(
+        home.path(),
+        &[
+            "apply",
+            "-f",
+            &write(dir.path(), "a.yaml", &one_pod("misbehave:1", unready)),
+        ],
+    ));
+    let pod = wait_for_pod(home.path(), "running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let pod_now = pods(home.path()).remove(0);
+    assert_eq!(pod_now["metadata"]["name"], pod["metadata"]["name"]);
+    assert_eq!(pod_now["status"]["containerStatuses"][0]["ready"], false);
+    assert_eq!(restarts(&pod_now), 0);
+    ok(berth(home.path(), &["delete", "deployment", "app"]));
+
+    // Liveness on the same path: restarted again and again.
+    let dead = "        livenessProbe: {httpGet: {path: /trap, port: 8080}, periodSeconds: 1, failureThreshold: 1}\n";
+    ok(berth(
+        home.path(),
+        &[
+            "apply",
+            "-f",
+            &write(dir.path(), "b.yaml", &one_pod("misbehave:1", dead)),
+        ],
+    ));
+    wait_for_pod(home.path(), "restarted twice by its liveness probe", |p| {
+        restarts(p) >= 2
+    });
+}

@@ -107,6 +107,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/objects/{kind}", get(list))
         .route("/objects/{kind}/{namespace}/{name}", delete(remove))
         .route("/scale/{kind}/{namespace}/{name}", post(scale))
+        .route("/events", get(events))
         .with_state(state)
 }
 
@@ -300,6 +301,31 @@ async fn scale(
             state.changed.notify_one();
             Json(serde_json::json!({"scaled": name, "replicas": request.replicas})).into_response()
         }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Events, oldest first, of a namespace or of all.
+async fn events(State(state): State<Arc<ApiState>>, Query(query): Query<ListQuery>) -> Response {
+    let events = state
+        .store
+        .lock()
+        .expect("lock")
+        .events(query.namespace.as_deref(), None);
+    match events {
+        Ok(events) => Json(
+            events
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "time": e.time, "namespace": e.namespace, "kind": e.kind,
+                        "name": e.name, "type": e.kind_of_event, "reason": e.reason,
+                        "message": e.message,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

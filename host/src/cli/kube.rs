@@ -250,7 +250,47 @@ fn age(created: &str) -> String {
     }
 }
 
+/// `berth get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
+fn get_events(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    let path = if args.all_namespaces {
+        "/events".to_owned()
+    } else {
+        format!("/events?namespace={}", args.namespace)
+    };
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    let events = reply.as_array().cloned().unwrap_or_default();
+    if events.is_empty() {
+        eprintln!("No events found.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "LAST SEEN   TYPE      REASON              OBJECT                                   MESSAGE"
+    );
+    for e in events {
+        let object = format!(
+            "{}/{}",
+            e["kind"].as_str().unwrap_or("").to_ascii_lowercase(),
+            e["name"].as_str().unwrap_or("")
+        );
+        println!(
+            "{:<11} {:<9} {:<19} {:<40} {}",
+            age(e["time"].as_str().unwrap_or("")),
+            e["type"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or(""),
+            object,
+            e["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    if matches!(args.kind.as_str(), "events" | "event" | "ev") {
+        return get_events(&args);
+    }
     let kind = kind_of(&args.kind).with_context(|| {
         format!(
             "berth has no kind {:?} (it has pods, deployments, replicasets, services, configmaps, secrets, namespaces)",

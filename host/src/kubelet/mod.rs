@@ -13,6 +13,7 @@
 //! listeners stop accepting, in-flight requests drain (up to the grace
 //! period), and its volumes are removed.
 
+mod probe;
 mod start;
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiState;
 use crate::runtime::wasm::WasmRuntime;
 use crate::spec::Object;
-use crate::spec::objects::Pod;
+use crate::spec::objects::{Pod, RestartPolicy};
 use crate::state::Event;
 
 /// Restart back-off: `base`, doubling, at most `cap`.
@@ -213,41 +214,185 @@ pub(crate) struct StartFailure {
     pub message: String,
 }
 
+/// A pod's container as its status shows it.
+struct ContainerState {
+    name: String,
+    image: String,
+    endpoint: String,
+    started: bool,
+    ready: bool,
+}
+
+fn running_status(
+    containers: &[ContainerState],
+    restarts: u32,
+    started_at: &str,
+    running_since: &str,
+) -> serde_json::Value {
+    let all_ready = containers.iter().all(|c| c.ready);
+    let flag = |b: bool| if b { "True" } else { "False" };
+    let statuses: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name, "image": c.image, "ready": c.ready,
+                "restartCount": restarts, "started": c.started,
+                "state": {"running": {"startedAt": running_since}},
+                "endpoint": c.endpoint,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "phase": "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1",
+        "startTime": started_at,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": flag(all_ready)},
+            {"type": "Ready", "status": flag(all_ready)},
+        ],
+        "containerStatuses": statuses,
+    })
+}
+
+/// Why a running pod stopped.
+enum Stopped {
+    /// The pod was deleted (or the daemon stops).
+    Deleted,
+    /// A container failed its liveness probe.
+    Unhealthy(String),
+}
+
+/// Watches a started pod: runs its probes, keeps its Ready condition
+/// current, until it is deleted or a liveness probe fails.
+async fn supervise(
+    context: &Context,
+    pod: &Pod,
+    running: &[start::Running],
+    cancel: &CancellationToken,
+    restarts: u32,
+    started_at: &str,
+) -> Stopped {
+    let running_since = now();
+    let mut containers: Vec<ContainerState> = running
+        .iter()
+        .zip(&pod.spec.containers)
+        .map(|(r, spec)| ContainerState {
+            name: r.name.clone(),
+            image: r.image.clone(),
+            endpoint: r.endpoint.to_string(),
+            started: spec.startup_probe.is_none(),
+            ready: spec.startup_probe.is_none() && spec.readiness_probe.is_none(),
+        })
+        .collect();
+    let mut probers: Vec<probe::Prober> = Vec::new();
+    for (i, (r, spec)) in running.iter().zip(&pod.spec.containers).enumerate() {
+        for (kind, p) in [
+            (probe::Kind::Startup, &spec.startup_probe),
+            (probe::Kind::Readiness, &spec.readiness_probe),
+            (probe::Kind::Liveness, &spec.liveness_probe),
+        ] {
+            if let Some(p) = p {
+                probers.push(probe::Prober::new(i, kind, p.clone(), r.endpoint));
+            }
+        }
+    }
+    context.set_status(
+        pod,
+        running_status(&containers, restarts, started_at, &running_since),
+    );
+    let client = probe::client();
+    loop {
+        // Only probes of started containers run, startup probes until then.
+        let active = |p: &probe::Prober, containers: &[ContainerState]| {
+            let started = containers[p.container].started;
+            (p.kind == probe::Kind::Startup) != started
+        };
+        let next = probers
+            .iter()
+            .filter(|p| active(p, &containers))
+            .map(|p| p.due())
+            .min();
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Stopped::Deleted,
+            _ = wait => {}
+        }
+        let now_instant = tokio::time::Instant::now();
+        let mut changed = false;
+        for prober in probers.iter_mut() {
+            if !active(prober, &containers) || prober.due() > now_instant {
+                continue;
+            }
+            let verdict = prober.run(&client).await;
+            let c = &mut containers[prober.container];
+            match (prober.kind, verdict) {
+                (probe::Kind::Startup, probe::Verdict::Passed) => {
+                    c.started = true;
+                    if pod.spec.containers[prober.container]
+                        .readiness_probe
+                        .is_none()
+                    {
+                        c.ready = true;
+                    }
+                    changed = true;
+                }
+                (probe::Kind::Readiness, probe::Verdict::Passed) if !c.ready => {
+                    c.ready = true;
+                    changed = true;
+                }
+                (probe::Kind::Readiness, probe::Verdict::Failed) if c.ready => {
+                    c.ready = false;
+                    context.event(
+                        pod,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("Readiness probe failed for container {}", c.name),
+                    );
+                    changed = true;
+                }
+                (probe::Kind::Liveness | probe::Kind::Startup, probe::Verdict::Failed) => {
+                    let what = if prober.kind == probe::Kind::Startup {
+                        "Startup"
+                    } else {
+                        "Liveness"
+                    };
+                    context.event(
+                        pod,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("{what} probe failed for container {}", c.name),
+                    );
+                    return Stopped::Unhealthy(c.name.clone());
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            context.set_status(
+                pod,
+                running_status(&containers, restarts, started_at, &running_since),
+            );
+        }
+    }
+}
+
 async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationToken) {
     let mut restarts: u32 = 0;
     let started_at = now();
     let grace = Duration::from_secs(pod.spec.termination_grace_period_seconds);
     loop {
         let dir = context.pods_dir.join(&uid);
-        match start::start(&context, &pod, &dir, cancel.child_token(), grace).await {
+        let attempt = cancel.child_token();
+        let failure = match start::start(&context, &pod, &dir, attempt.clone(), grace).await {
             Ok(running) => {
-                let containers: Vec<serde_json::Value> = running
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": c.name, "image": c.image, "ready": true,
-                            "restartCount": restarts, "started": true,
-                            "state": {"running": {"startedAt": now()}},
-                            "endpoint": c.endpoint.to_string(),
-                        })
-                    })
-                    .collect();
-                context.set_status(
-                    &pod,
-                    serde_json::json!({
-                        "phase": "Running",
-                        "hostIP": "127.0.0.1",
-                        "podIP": "127.0.0.1",
-                        "startTime": started_at,
-                        "conditions": [
-                            {"type": "PodScheduled", "status": "True"},
-                            {"type": "Initialized", "status": "True"},
-                            {"type": "ContainersReady", "status": "True"},
-                            {"type": "Ready", "status": "True"},
-                        ],
-                        "containerStatuses": containers,
-                    }),
-                );
                 for c in &running {
                     context.event(
                         &pod,
@@ -256,68 +401,102 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
                         &format!("Started container {}", c.name),
                     );
                 }
-                cancel.cancelled().await;
+                let stopped =
+                    supervise(&context, &pod, &running, &cancel, restarts, &started_at).await;
+                attempt.cancel();
                 for c in running {
                     let _ = c.serving.await;
                 }
-                return;
+                match stopped {
+                    Stopped::Deleted => return,
+                    Stopped::Unhealthy(container) => {
+                        context.event(
+                            &pod,
+                            "Normal",
+                            "Killing",
+                            &format!(
+                                "Container {container} failed its liveness probe, will be restarted"
+                            ),
+                        );
+                        StartFailure {
+                            reason: "Unhealthy",
+                            message: format!("container {container} failed its liveness probe"),
+                        }
+                    }
+                }
             }
             Err(failure) => {
-                restarts += 1;
-                let delay = context.backoff.delay(restarts);
-                tracing::warn!(
-                    "pod {}: {}: {} (restart {restarts} in {delay:?})",
-                    pod.metadata.name,
-                    failure.reason,
-                    failure.message
-                );
                 context.event(&pod, "Warning", "Failed", &failure.message);
-                let reason = if delay.is_zero() {
-                    failure.reason
-                } else {
-                    "CrashLoopBackOff"
-                };
-                if !delay.is_zero() {
-                    context.event(
-                        &pod,
-                        "Warning",
-                        "BackOff",
-                        &format!("Back-off {delay:?} restarting failed pod"),
-                    );
-                }
-                let containers: Vec<serde_json::Value> = pod
-                    .spec
-                    .containers
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": c.name, "image": c.image, "ready": false,
-                            "restartCount": restarts, "started": false,
-                            "state": {"waiting": {"reason": reason, "message": failure.message}},
-                        })
-                    })
-                    .collect();
-                context.set_status(
-                    &pod,
-                    serde_json::json!({
-                        "phase": "Pending",
-                        "reason": reason,
-                        "message": failure.message,
-                        "hostIP": "127.0.0.1",
-                        "startTime": started_at,
-                        "conditions": [
-                            {"type": "PodScheduled", "status": "True"},
-                            {"type": "ContainersReady", "status": "False"},
-                            {"type": "Ready", "status": "False"},
-                        ],
-                        "containerStatuses": containers,
-                    }),
-                );
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                failure
             }
+        };
+        if pod.spec.restart_policy == RestartPolicy::Never {
+            context.set_status(
+                &pod,
+                serde_json::json!({
+                    "phase": "Failed",
+                    "reason": failure.reason,
+                    "message": failure.message,
+                    "hostIP": "127.0.0.1",
+                    "startTime": started_at,
+                    "conditions": [{"type": "Ready", "status": "False"}],
+                }),
+            );
+            cancel.cancelled().await;
+            return;
+        }
+        restarts += 1;
+        let delay = context.backoff.delay(restarts);
+        tracing::warn!(
+            "pod {}: {}: {} (restart {restarts} in {delay:?})",
+            pod.metadata.name,
+            failure.reason,
+            failure.message
+        );
+        let reason = if delay.is_zero() {
+            failure.reason
+        } else {
+            "CrashLoopBackOff"
+        };
+        if !delay.is_zero() {
+            context.event(
+                &pod,
+                "Warning",
+                "BackOff",
+                &format!("Back-off {delay:?} restarting failed pod"),
+            );
+        }
+        let containers: Vec<serde_json::Value> = pod
+            .spec
+            .containers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "image": c.image, "ready": false,
+                    "restartCount": restarts, "started": false,
+                    "state": {"waiting": {"reason": reason, "message": failure.message}},
+                })
+            })
+            .collect();
+        context.set_status(
+            &pod,
+            serde_json::json!({
+                "phase": "Pending",
+                "reason": reason,
+                "message": failure.message,
+                "hostIP": "127.0.0.1",
+                "startTime": started_at,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "ContainersReady", "status": "False"},
+                    {"type": "Ready", "status": "False"},
+                ],
+                "containerStatuses": containers,
+            }),
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

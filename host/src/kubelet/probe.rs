@@ -1,0 +1,104 @@
+//! Probes, as the kubelet runs them: a startup probe gates the others;
+//! readiness decides whether the pod is Ready (and so gets traffic);
+//! liveness failing `failureThreshold` times in a row restarts the pod.
+//! httpGet succeeds on 200–399 within `timeoutSeconds`; tcpSocket on a
+//! connection. For a wasm container every port is its one listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use crate::spec::objects::Probe;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+/// One probe of one container, and what it has seen.
+pub struct Prober {
+    pub container: usize,
+    pub kind: Kind,
+    probe: Probe,
+    endpoint: SocketAddr,
+    next: Instant,
+    successes: u32,
+    failures: u32,
+}
+
+/// What a probe's latest result changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The probe reached its success threshold.
+    Passed,
+    /// The probe reached its failure threshold.
+    Failed,
+    /// Neither threshold was crossed.
+    Unchanged,
+}
+
+impl Prober {
+    pub fn new(container: usize, kind: Kind, probe: Probe, endpoint: SocketAddr) -> Prober {
+        let next = Instant::now() + Duration::from_secs(probe.initial_delay_seconds);
+        Prober {
+            container,
+            kind,
+            probe,
+            endpoint,
+            next,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// Runs the probe once and schedules the next run.
+    pub async fn run(
+        &mut self,
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    ) -> Verdict {
+        self.next = Instant::now() + Duration::from_secs(self.probe.period_seconds);
+        let timeout = Duration::from_secs(self.probe.timeout_seconds);
+        let ok = if let Some(http) = &self.probe.http_get {
+            let uri = format!("http://{}{}", self.endpoint, http.path);
+            match tokio::time::timeout(timeout, client.get(uri.parse().expect("a valid URI"))).await
+            {
+                Ok(Ok(response)) => (200..400).contains(&response.status().as_u16()),
+                _ => false,
+            }
+        } else {
+            matches!(
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(self.endpoint)).await,
+                Ok(Ok(_))
+            )
+        };
+        if ok {
+            self.failures = 0;
+            self.successes += 1;
+            if self.successes == self.probe.success_threshold {
+                return Verdict::Passed;
+            }
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            if self.failures == self.probe.failure_threshold {
+                return Verdict::Failed;
+            }
+        }
+        Verdict::Unchanged
+    }
+}
+
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
