@@ -591,3 +591,109 @@ fn probes_gate_readiness_and_restart_what_fails_liveness() {
         restarts(p) >= 2
     });
 }
+
+fn versioned(version: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: echo:1\n        env: [{{name: VERSION, value: {version}}}]\n        readinessProbe: {{httpGet: {{path: /, port: 80}}, initialDelaySeconds: 1}}\n"
+    )
+}
+
+/// The VERSION every ready pod answers with.
+async fn versions(home: &Path) -> Vec<String> {
+    let mut seen = Vec::new();
+    for (_, endpoint) in wait_ready(home, 3) {
+        let reply = berth_tests::get(&format!("http://{endpoint}/")).await;
+        let line = reply
+            .body
+            .lines()
+            .find(|l| l.starts_with("env: VERSION="))
+            .unwrap_or("")
+            .to_owned();
+        seen.push(line.trim_start_matches("env: VERSION=").to_owned());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_rollout_finishes_after_the_daemon_is_killed_and_undo_goes_back() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = BerthRun::start_command(home.path(), &["daemon"]);
+    ok(berth(
+        home.path(),
+        &[
+            "apply",
+            "-f",
+            &write(dir.path(), "v1.yaml", &versioned("v1")),
+        ],
+    ));
+    assert_eq!(versions(home.path()).await, ["v1", "v1", "v1"]);
+
+    // Start the rollout to v2 and kill the daemon in the middle of it: each
+    // new pod takes a second to turn ready, so the rollout takes seconds.
+    ok(berth(
+        home.path(),
+        &[
+            "apply",
+            "-f",
+            &write(dir.path(), "v2.yaml", &versioned("v2")),
+        ],
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let midway = pods(home.path());
+    assert!(midway.len() > 3, "the rollout had begun: {midway:#?}");
+    first.kill();
+
+    let _second = BerthRun::start_command(home.path(), &["daemon"]);
+    let status = ok(berth(
+        home.path(),
+        &["rollout", "status", "deployment/web", "--timeout", "60s"],
+    ));
+    assert!(
+        status
+            .stdout
+            .ends_with("deployment \"web\" successfully rolled out\n"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(versions(home.path()).await, ["v2", "v2", "v2"]);
+    let history = ok(berth(
+        home.path(),
+        &["rollout", "history", "deployment/web"],
+    ));
+    assert_eq!(history.stdout.lines().count(), 4, "{}", history.stdout);
+
+    let undo = ok(berth(home.path(), &["rollout", "undo", "deployment/web"]));
+    assert_eq!(
+        undo.stdout,
+        "deployment.apps/web rolled back to revision 1\n"
+    );
+    ok(berth(
+        home.path(),
+        &["rollout", "status", "deployment/web", "--timeout", "60s"],
+    ));
+    assert_eq!(versions(home.path()).await, ["v1", "v1", "v1"]);
+    let history = ok(berth(
+        home.path(),
+        &["rollout", "history", "deployment/web"],
+    ));
+    assert!(
+        history
+            .stdout
+            .lines()
+            .nth(4)
+            .is_some_and(|l| l.starts_with("3 ")),
+        "{}",
+        history.stdout
+    );
+    let missing = berth(
+        home.path(),
+        &["rollout", "undo", "deployment/web", "--to-revision", "9"],
+    );
+    assert!(
+        !missing.success && missing.stderr.contains("no revision 9"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -108,6 +108,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/objects/{kind}/{namespace}/{name}", delete(remove))
         .route("/scale/{kind}/{namespace}/{name}", post(scale))
         .route("/events", get(events))
+        .route("/rollout/{namespace}/{name}/history", get(history))
+        .route("/rollout/{namespace}/{name}/undo", post(undo))
         .with_state(state)
 }
 
@@ -326,6 +328,105 @@ async fn events(State(state): State<Arc<ApiState>>, Query(query): Query<ListQuer
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A deployment's revisions, oldest first.
+async fn history(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> Response {
+    let store = state.store.lock().expect("lock");
+    match store.get("Deployment", &namespace, &name) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("Deployment {name} not found"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    match store.revisions(&namespace, &name) {
+        Ok(revisions) => Json(
+            revisions
+                .into_iter()
+                .map(|(revision, hash, template)| {
+                    serde_json::json!({"revision": revision, "hash": hash, "template": template})
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UndoRequest {
+    to_revision: Option<u64>,
+}
+
+/// Rolls a deployment back to a revision's pod template (by default the
+/// one before the current): a new generation, rolled out like any other.
+async fn undo(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+    Json(request): Json<UndoRequest>,
+) -> Response {
+    let mut store = state.store.lock().expect("lock");
+    let record = match store.get("Deployment", &namespace, &name) {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("Deployment {name} not found"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let revisions = match store.revisions(&namespace, &name) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let target = match request.to_revision {
+        Some(n) => revisions.iter().find(|r| r.0 == n),
+        // The newest revision whose template differs from the current one.
+        None => revisions
+            .iter()
+            .rev()
+            .find(|r| Some(&r.1) != revisions.last().map(|l| &l.1)),
+    };
+    let Some((revision, _, template)) = target else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            match request.to_revision {
+                Some(n) => format!("deployment {name} has no revision {n}"),
+                None => format!("deployment {name} has no earlier revision to go back to"),
+            },
+        );
+    };
+    let Object::Deployment(mut deployment) = record.object else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a deployment");
+    };
+    deployment.spec.template = match serde_json::from_value(template.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("revision {revision}: {e}"),
+            );
+        }
+    };
+    let revision = *revision;
+    let applied = store.apply(&[Object::Deployment(deployment)]);
+    drop(store);
+    match applied {
+        Ok(_) => {
+            state.changed.notify_one();
+            Json(serde_json::json!({"rolledBackTo": revision})).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

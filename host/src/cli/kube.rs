@@ -94,6 +94,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
                 cap: args.backoff_cap,
             },
         );
+        kubelet.forget_running();
         let api = tokio::spawn(
             axum::serve(listener, crate::api::router(state.clone()))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -587,4 +588,156 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     };
     println!("{group}/{name} scaled");
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the deployment's rollout is complete.
+    Status {
+        target: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// List the deployment's revisions.
+    History {
+        target: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+    },
+    /// Go back to an earlier revision (by default the previous one).
+    Undo {
+        target: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        to_revision: Option<u64>,
+    },
+}
+
+/// `deployment/NAME`, `deploy/NAME` or `NAME`.
+fn deployment_name(target: &str) -> anyhow::Result<&str> {
+    match target.split_once('/') {
+        Some((kind, name)) if kind_of(kind) == Some("Deployment") => Ok(name),
+        Some((kind, _)) => anyhow::bail!("rollouts are for deployments, not {kind}"),
+        None => Ok(target),
+    }
+}
+
+pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    match command {
+        RolloutCommand::History { target, namespace } => {
+            let name = deployment_name(&target)?;
+            let (status, reply) = rt.block_on(call(
+                &socket_path(),
+                "GET",
+                &format!("/rollout/{namespace}/{name}/history"),
+                None,
+            ))?;
+            if status != 200 {
+                anyhow::bail!("{}", error_of(&reply));
+            }
+            println!("deployment.apps/{name}");
+            println!("REVISION  TEMPLATE-HASH  IMAGES");
+            for r in reply.as_array().into_iter().flatten() {
+                let images: Vec<&str> = r["template"]["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["image"].as_str())
+                    .collect();
+                println!(
+                    "{:<9} {:<14} {}",
+                    r["revision"],
+                    r["hash"].as_str().unwrap_or(""),
+                    images.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCommand::Undo {
+            target,
+            namespace,
+            to_revision,
+        } => {
+            let name = deployment_name(&target)?;
+            let (status, reply) = rt.block_on(call(
+                &socket_path(),
+                "POST",
+                &format!("/rollout/{namespace}/{name}/undo"),
+                Some(serde_json::json!({"toRevision": to_revision})),
+            ))?;
+            if status != 200 {
+                anyhow::bail!("{}", error_of(&reply));
+            }
+            println!(
+                "deployment.apps/{name} rolled back to revision {}",
+                reply["rolledBackTo"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutCommand::Status {
+            target,
+            namespace,
+            timeout,
+        } => {
+            let name = deployment_name(&target)?;
+            let deadline = std::time::Instant::now() + timeout;
+            let mut last = String::new();
+            loop {
+                let (status, reply) = rt.block_on(call(
+                    &socket_path(),
+                    "GET",
+                    &format!("/objects/Deployment?namespace={namespace}"),
+                    None,
+                ))?;
+                if status != 200 {
+                    anyhow::bail!("{}", error_of(&reply));
+                }
+                let deployment = reply
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| &v["object"])
+                    .find(|o| o["metadata"]["name"] == name)
+                    .cloned()
+                    .with_context(|| format!("deployment {name} not found"))?;
+                let s = &deployment["status"];
+                let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                let want = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
+                let observed = s["observedGeneration"] == deployment["metadata"]["generation"];
+                let line = if !observed {
+                    "Waiting for deployment spec update to be observed...".to_owned()
+                } else if n("updatedReplicas") < want {
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
+                        n("updatedReplicas")
+                    )
+                } else if n("replicas") > n("updatedReplicas") {
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
+                        n("replicas") - n("updatedReplicas")
+                    )
+                } else if n("readyReplicas") < want {
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
+                        n("readyReplicas")
+                    )
+                } else {
+                    println!("deployment \"{name}\" successfully rolled out");
+                    return Ok(ExitCode::SUCCESS);
+                };
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("timed out waiting for the rollout of {name}");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 }

@@ -79,6 +79,11 @@ enum Command {
     Delete(kube::DeleteArgs),
     /// Set a deployment's replica count.
     Scale(kube::ScaleArgs),
+    /// Watch, list or undo a deployment's rollouts.
+    Rollout {
+        #[command(subcommand)]
+        command: kube::RolloutCommand,
+    },
     /// berth's own OCI registry.
     Registry {
         #[command(subcommand)]
@@ -104,6 +109,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),
         Command::Scale(args) => kube::scale(args),
+        Command::Rollout { command } => kube::rollout(command),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),
         Command::Login(args) => transfer::login(args),

@@ -157,6 +157,45 @@ impl Kubelet {
         }
     }
 
+    /// After a restart, no pod of this node is running whatever its stored
+    /// status says: mark them not ready until their workers report, so the
+    /// controllers do not count on pods that are gone.
+    pub fn forget_running(&self) {
+        let mut store = self.context.state.store.lock().expect("lock");
+        let pods = match store.list("Pod", None) {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::error!("listing pods: {e}");
+                return;
+            }
+        };
+        for record in pods {
+            let Object::Pod(pod) = &record.object else {
+                continue;
+            };
+            if !pod
+                .spec
+                .node_name
+                .as_ref()
+                .is_some_and(|n| self.nodes.contains(n))
+            {
+                continue;
+            }
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let status = serde_json::json!({
+                "phase": "Pending",
+                "reason": "ContainerCreating",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "False"},
+                ],
+            });
+            if let Err(e) = store.set_status("Pod", ns, &pod.metadata.name, &status) {
+                tracing::error!("resetting pod {}: {e}", pod.metadata.name);
+            }
+        }
+    }
+
     /// Stops every pod, draining each, and waits for them.
     pub async fn stop_all(&mut self) {
         for worker in self.workers.values() {
