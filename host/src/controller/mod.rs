@@ -325,6 +325,25 @@ impl Controllers {
         let (_, unavailable) = deployment.spec.surge_and_unavailable();
         let complete = updated == desired && total == desired && ready == desired;
         let available = ready >= desired.saturating_sub(unavailable);
+        // A rollout that has not completed within the deadline (counted
+        // from its ReplicaSet's creation) is reported, not rolled back.
+        let started = owned
+            .iter()
+            .find(|r| r.object.metadata().name == new_name)
+            .and_then(|r| humantime::parse_rfc3339(&r.created).ok());
+        let overdue = !complete
+            && started.is_some_and(|t| {
+                t.elapsed().unwrap_or_default().as_secs()
+                    > deployment.spec.progress_deadline_seconds
+            });
+        let progressing = if overdue {
+            serde_json::json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": format!("ReplicaSet \"{new_name}\" has timed out progressing.")})
+        } else {
+            serde_json::json!({"type": "Progressing", "status": "True",
+                "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                "message": format!("ReplicaSet \"{new_name}\" {}", if complete { "has successfully progressed." } else { "is progressing." })})
+        };
         let status = serde_json::json!({
             "observedGeneration": record.generation,
             "replicas": total,
@@ -335,9 +354,7 @@ impl Controllers {
             "conditions": [
                 {"type": "Available", "status": if available { "True" } else { "False" },
                  "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
-                {"type": "Progressing", "status": "True",
-                 "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                 "message": format!("ReplicaSet \"{new_name}\" {}", if complete { "has successfully progressed." } else { "is progressing." })},
+                progressing,
             ],
         });
         if status == record.status {

@@ -161,3 +161,27 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
     assert_eq!(events.len(), 1, "reported once, not every pass: {events:?}");
     assert_eq!(events[0].reason, "FailedScheduling");
 }
+
+#[test]
+fn a_rollout_past_its_deadline_is_reported_not_undone() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    let mut objects = deployment(2, "web:1", "64Mi");
+    if let Object::Deployment(d) = &mut objects[0] {
+        d.spec.progress_deadline_seconds = 0;
+    }
+    store.apply(&objects).unwrap();
+    // Pods never turn ready: no kubelet runs them here.
+    c.reconcile(&mut store).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.reconcile(&mut store).unwrap();
+    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let progressing = &d.status["conditions"][1];
+    assert_eq!(progressing["status"], "False");
+    assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
+    assert_eq!(
+        store.list("Pod", None).unwrap().len(),
+        2,
+        "nothing is rolled back"
+    );
+}

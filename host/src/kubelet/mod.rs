@@ -423,8 +423,14 @@ async fn supervise(
     }
 }
 
+/// A pod that ran this long before failing starts its back-off afresh, as
+/// in Kubernetes.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
 async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationToken) {
     let mut restarts: u32 = 0;
+    // Failures since the pod last ran for BACKOFF_RESET: what the delay grows with.
+    let mut failures: u32 = 0;
     let started_at = now();
     let grace = Duration::from_secs(pod.spec.termination_grace_period_seconds);
     loop {
@@ -440,8 +446,12 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
                         &format!("Started container {}", c.name),
                     );
                 }
+                let ran_from = tokio::time::Instant::now();
                 let stopped =
                     supervise(&context, &pod, &running, &cancel, restarts, &started_at).await;
+                if ran_from.elapsed() >= BACKOFF_RESET {
+                    failures = 0;
+                }
                 attempt.cancel();
                 for c in running {
                     let _ = c.serving.await;
@@ -485,7 +495,8 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
             return;
         }
         restarts += 1;
-        let delay = context.backoff.delay(restarts);
+        failures += 1;
+        let delay = context.backoff.delay(failures);
         tracing::warn!(
             "pod {}: {}: {} (restart {restarts} in {delay:?})",
             pod.metadata.name,
