@@ -697,3 +697,80 @@ async fn a_rollout_finishes_after_the_daemon_is_killed_and_undo_goes_back() {
         missing.stderr
     );
 }
+
+#[test]
+fn create_describe_and_ps_show_what_runs() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let created = ok(berth(
+        home.path(),
+        &[
+            "create",
+            "deployment",
+            "hi",
+            "--image",
+            "echo:1",
+            "--replicas",
+            "2",
+        ],
+    ));
+    assert_eq!(created.stdout, "deployment.apps/hi created\n");
+    let again = berth(
+        home.path(),
+        &["create", "deployment", "hi", "--image", "echo:1"],
+    );
+    assert!(
+        !again.success && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+    let running = wait_ready(home.path(), 2);
+
+    let pod = ok(berth(home.path(), &["describe", "pod", &running[0].0]));
+    assert!(
+        pod.stdout.contains("Controlled By:      ReplicaSet/hi-"),
+        "{}",
+        pod.stdout
+    );
+    assert!(
+        pod.stdout
+            .contains(&format!("Endpoint:       http://{}/", running[0].1)),
+        "{}",
+        pod.stdout
+    );
+    assert!(
+        pod.stdout.contains("Scheduled") && pod.stdout.contains("Started"),
+        "{}",
+        pod.stdout
+    );
+    let deployment = ok(berth(home.path(), &["describe", "deploy", "hi"]));
+    assert!(
+        deployment
+            .stdout
+            .contains("2 desired | 2 updated | 2 total | 2 available | 0 unavailable"),
+        "{}",
+        deployment.stdout
+    );
+    assert!(
+        deployment.stdout.contains("ScalingReplicaSet"),
+        "{}",
+        deployment.stdout
+    );
+
+    let ps = ok(berth(home.path(), &["ps"]));
+    for (name, endpoint) in &running {
+        let line = ps
+            .stdout
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .unwrap_or_default();
+        assert!(
+            line.contains("echo:1")
+                && line.contains("Up (ready)")
+                && line.contains(endpoint.as_str()),
+            "{}",
+            ps.stdout
+        );
+    }
+}

@@ -55,6 +55,9 @@ pub struct ManifestFile {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApplyRequest {
     pub files: Vec<ManifestFile>,
+    /// Refuse, changing nothing, if any object exists already (`create`).
+    #[serde(default)]
+    pub create_only: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,7 +127,28 @@ async fn apply(State(state): State<Arc<ApiState>>, Json(request): Json<ApplyRequ
     if objects.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no objects to apply");
     }
-    let outcome = state.store.lock().expect("lock").apply(&objects);
+    let mut store = state.store.lock().expect("lock");
+    if request.create_only {
+        for o in &objects {
+            let ns = o.namespace().unwrap_or("");
+            match store.get(o.kind(), ns, &o.metadata().name) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "{} {} already exists",
+                            o.kind().to_ascii_lowercase(),
+                            o.metadata().name
+                        ),
+                    );
+                }
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    }
+    let outcome = store.apply(&objects);
+    drop(store);
     match outcome {
         Ok(outcomes) => {
             state.changed.notify_one();

@@ -178,7 +178,10 @@ fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
 
 pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let files = manifest_files(&args.files)?;
-    let request = serde_json::to_value(ApplyRequest { files })?;
+    let request = serde_json::to_value(ApplyRequest {
+        files,
+        create_only: false,
+    })?;
     let (status, reply) =
         runtime()?.block_on(call(&socket_path(), "POST", "/apply", Some(request)))?;
     if status != 200 {
@@ -740,4 +743,288 @@ pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Only `deployment` (as `kubectl create deployment`).
+    kind: String,
+    name: String,
+    #[arg(long)]
+    image: String,
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+}
+
+/// `berth create deployment NAME --image REF [--replicas N]`: the manifest
+/// kubectl would generate, applied (so it is checked like any other).
+pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
+    if kind_of(&args.kind) != Some("Deployment") {
+        anyhow::bail!(
+            "berth create makes deployments (`berth create deployment NAME --image REF`); apply manifests for the rest"
+        );
+    }
+    let container = args
+        .image
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.split([':', '@']).next())
+        .filter(|c| crate::spec::load::is_dns_label(c))
+        .unwrap_or("app");
+    let manifest = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": args.name, "namespace": args.namespace, "labels": {"app": args.name}},
+        "spec": {
+            "replicas": args.replicas,
+            "selector": {"matchLabels": {"app": args.name}},
+            "template": {
+                "metadata": {"labels": {"app": args.name}},
+                "spec": {"containers": [{"name": container, "image": args.image}]},
+            },
+        },
+    });
+    let request = serde_json::to_value(ApplyRequest {
+        files: vec![ManifestFile {
+            name: format!("deployment {}", args.name),
+            text: manifest.to_string(),
+        }],
+        create_only: true,
+    })?;
+    let (status, reply) =
+        runtime()?.block_on(call(&socket_path(), "POST", "/apply", Some(request)))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    println!("deployment.apps/{} created", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One object as the API lists it, or an error naming it.
+fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    let path = if kind == "Namespace" {
+        format!("/objects/{kind}")
+    } else {
+        format!("/objects/{kind}?namespace={namespace}")
+    };
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    reply
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v["object"].clone())
+        .find(|o| o["metadata"]["name"] == name)
+        .with_context(|| format!("{} {name} not found", kind.to_ascii_lowercase()))
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    kind: String,
+    name: String,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+}
+
+/// `berth describe KIND NAME`: the object's state in prose, then its events.
+pub fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
+    let kind = kind_of(&args.kind).with_context(|| format!("berth has no kind {:?}", args.kind))?;
+    let o = fetch(kind, &args.namespace, &args.name)?;
+    let meta = &o["metadata"];
+    let status = &o["status"];
+    let pairs = |v: &serde_json::Value| {
+        let joined: Vec<String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        if joined.is_empty() {
+            "<none>".to_owned()
+        } else {
+            joined.join(",")
+        }
+    };
+    println!("Name:               {}", args.name);
+    if kind != "Namespace" {
+        println!(
+            "Namespace:          {}",
+            meta["namespace"].as_str().unwrap_or("default")
+        );
+    }
+    println!("Labels:             {}", pairs(&meta["labels"]));
+    println!("Annotations:        {}", pairs(&meta["annotations"]));
+    println!(
+        "CreationTimestamp:  {}",
+        meta["creationTimestamp"].as_str().unwrap_or("")
+    );
+    match kind {
+        "Pod" => {
+            println!(
+                "Node:               {}",
+                o["spec"]["nodeName"].as_str().unwrap_or("<none>")
+            );
+            println!(
+                "Status:             {}",
+                status["reason"]
+                    .as_str()
+                    .or(status["phase"].as_str())
+                    .unwrap_or("Pending")
+            );
+            if let Some(owner) = meta["ownerReferences"][0]["name"].as_str() {
+                println!(
+                    "Controlled By:      {}/{owner}",
+                    meta["ownerReferences"][0]["kind"].as_str().unwrap_or("")
+                );
+            }
+            println!("Containers:");
+            for (i, c) in o["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let s = &status["containerStatuses"][i];
+                println!("  {}:", c["name"].as_str().unwrap_or(""));
+                println!("    Image:          {}", c["image"].as_str().unwrap_or(""));
+                if let Some(waiting) = s["state"]["waiting"].as_object() {
+                    println!(
+                        "    State:          Waiting ({})",
+                        waiting.get("reason").and_then(|r| r.as_str()).unwrap_or("")
+                    );
+                } else if s["state"]["running"].is_object() {
+                    println!(
+                        "    State:          Running (since {})",
+                        s["state"]["running"]["startedAt"].as_str().unwrap_or("")
+                    );
+                }
+                println!(
+                    "    Ready:          {}",
+                    s["ready"].as_bool().unwrap_or(false)
+                );
+                println!(
+                    "    Restart Count:  {}",
+                    s["restartCount"].as_u64().unwrap_or(0)
+                );
+                if let Some(endpoint) = s["endpoint"].as_str() {
+                    println!("    Endpoint:       http://{endpoint}/");
+                }
+            }
+        }
+        "Deployment" => {
+            let n = |k: &str| status[k].as_u64().unwrap_or(0);
+            println!(
+                "Replicas:           {} desired | {} updated | {} total | {} available | {} unavailable",
+                o["spec"]["replicas"].as_u64().unwrap_or(1),
+                n("updatedReplicas"),
+                n("replicas"),
+                n("availableReplicas"),
+                n("unavailableReplicas")
+            );
+            println!(
+                "StrategyType:       {}",
+                o["spec"]["strategy"]["type"].as_str().unwrap_or("")
+            );
+            println!(
+                "Selector:           {}",
+                pairs(&o["spec"]["selector"]["matchLabels"])
+            );
+        }
+        _ => {}
+    }
+    if let Some(conditions) = status["conditions"].as_array() {
+        println!("Conditions:");
+        for c in conditions {
+            println!(
+                "  {:<16} {:<6} {}",
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().or(c["message"].as_str()).unwrap_or("")
+            );
+        }
+    }
+    let (code, events) = runtime()?.block_on(call(
+        &socket_path(),
+        "GET",
+        &format!("/events?namespace={}", args.namespace),
+        None,
+    ))?;
+    let events: Vec<serde_json::Value> = if code == 200 {
+        events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == kind && e["name"] == args.name.as_str())
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if events.is_empty() {
+        println!("Events:             <none>");
+    } else {
+        println!("Events:");
+        println!("  {:<8} {:<18} {:<6} Message", "Type", "Reason", "Age");
+        for e in events {
+            println!(
+                "  {:<8} {:<18} {:<6} {}",
+                e["type"].as_str().unwrap_or(""),
+                e["reason"].as_str().unwrap_or(""),
+                age(e["time"].as_str().unwrap_or("")),
+                e["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth ps`: every container the daemon runs, as `docker ps` lists them.
+pub fn ps() -> anyhow::Result<ExitCode> {
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", "/objects/Pod", None))?;
+    if status != 200 {
+        anyhow::bail!("{}", error_of(&reply));
+    }
+    println!(
+        "{:<16} {:<40} {:<12} {:<24} {:<18} ENDPOINT",
+        "NAMESPACE", "POD", "CONTAINER", "IMAGE", "STATUS"
+    );
+    for pod in reply.as_array().into_iter().flatten().map(|v| &v["object"]) {
+        for (i, c) in pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let s = &pod["status"]["containerStatuses"][i];
+            let state = if s["state"]["running"].is_object() {
+                if s["ready"] == true {
+                    "Up (ready)"
+                } else {
+                    "Up"
+                }
+                .to_owned()
+            } else {
+                s["state"]["waiting"]["reason"]
+                    .as_str()
+                    .unwrap_or("Pending")
+                    .to_owned()
+            };
+            println!(
+                "{:<16} {:<40} {:<12} {:<24} {:<18} {}",
+                pod["metadata"]["namespace"].as_str().unwrap_or("default"),
+                pod["metadata"]["name"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or(""),
+                c["image"].as_str().unwrap_or(""),
+                state,
+                s["endpoint"]
+                    .as_str()
+                    .map_or("-".to_owned(), |e| format!("http://{e}/"))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

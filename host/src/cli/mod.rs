@@ -79,6 +79,12 @@ enum Command {
     Delete(kube::DeleteArgs),
     /// Set a deployment's replica count.
     Scale(kube::ScaleArgs),
+    /// Create a deployment from an image, as kubectl create deployment does.
+    Create(kube::CreateArgs),
+    /// Show an object's state and its events.
+    Describe(kube::DescribeArgs),
+    /// List the containers the daemon runs.
+    Ps,
     /// Watch, list or undo a deployment's rollouts.
     Rollout {
         #[command(subcommand)]
@@ -109,6 +115,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),
         Command::Scale(args) => kube::scale(args),
+        Command::Create(args) => kube::create(args),
+        Command::Describe(args) => kube::describe(args),
+        Command::Ps => kube::ps(),
         Command::Rollout { command } => kube::rollout(command),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),
