@@ -774,3 +774,61 @@ fn create_describe_and_ps_show_what_runs() {
         );
     }
 }
+
+#[tokio::test]
+async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let app = project.path().join("echo");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::copy(berth_tests::guests::ECHO, app.join("echo.wasm")).unwrap();
+    std::fs::write(app.join("berth.toml"), "component = \"echo.wasm\"\n").unwrap();
+    write(
+        project.path(),
+        "app.yaml",
+        &one_pod("echo:latest", "").replace(
+            "metadata: {name: app}\nspec:\n",
+            "metadata: {name: app}\nspec:\n  replicas: 2\n",
+        ),
+    );
+    let mut up = BerthRun::start_command(home.path(), &["up", project.path().to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !up.stdout().contains("berth up: 2 pods ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            up.stdout(),
+            up.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        up.stdout().contains("deployment/app applied"),
+        "{}",
+        up.stdout()
+    );
+    // The usual commands reach the daemon `up` runs.
+    let running = wait_ready(home.path(), 2);
+    let reply = berth_tests::get(&format!("http://{}/", running[0].1)).await;
+    assert_eq!(reply.status, 200);
+
+    up.terminate();
+    let status = up
+        .wait(std::time::Duration::from_secs(30))
+        .expect("berth up exits");
+    assert!(status.success(), "{status}: {}", up.log());
+    assert!(
+        std::net::TcpStream::connect(&running[0].1).is_err(),
+        "pods stopped"
+    );
+    let left = std::fs::read_dir(home.path().join("pods")).map_or(0, |d| d.count());
+    assert_eq!(left, 0);
+    // What up applied is gone: a daemon started later runs nothing.
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    assert!(pods(home.path()).is_empty());
+    assert!(
+        ok(berth(home.path(), &["get", "deploy", "-A"]))
+            .stdout
+            .is_empty()
+    );
+}

@@ -48,6 +48,20 @@ pub struct DaemonArgs {
 /// `berth daemon`: serves the control API and runs the controllers and
 /// the kubelet until SIGTERM or Ctrl-C, then stops every pod gracefully.
 pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    run_daemon(args, None)
+}
+
+/// Work run beside the daemon's loop (`berth up`'s), given the state and
+/// the shutdown token; its exit code is the command's.
+type Companion = Box<
+    dyn FnOnce(
+            Arc<ApiState>,
+            CancellationToken,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + Send>>
+        + Send,
+>;
+
+fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<ExitCode> {
     let home = berth_home();
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let db = home.join("state.db");
@@ -102,6 +116,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         );
         // Scripts and tests read this line to know the daemon is up.
         println!("berth: daemon serving {}", socket.display());
+        let companion = companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone())));
         loop {
             {
                 let mut store = state.store.lock().expect("lock");
@@ -128,7 +143,11 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         kubelet.stop_all().await;
         let _ = api.await;
         let _ = std::fs::remove_file(&socket);
-        anyhow::Ok(ExitCode::SUCCESS)
+        let code = match companion {
+            Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
+            None => ExitCode::SUCCESS,
+        };
+        anyhow::Ok(code)
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(wasm);
@@ -1027,4 +1046,150 @@ pub fn ps() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// A directory: its manifests (`*.yaml`, `*.yml`, `*.json`) are applied,
+    /// and every `berth.toml` in it or a subdirectory is built first as
+    /// `<directory name>:latest`.
+    dir: Option<PathBuf>,
+
+    /// Manifest files instead of a directory (repeatable).
+    #[arg(short = 'f', long = "filename", conflicts_with = "dir")]
+    files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+/// `berth up`: local development in the foreground. Builds what the
+/// directory declares, runs a daemon, applies the manifests, reports pods
+/// as they become ready, and on Ctrl-C stops everything and removes what
+/// it applied.
+pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let (manifest_paths, build_dirs) = match (&args.dir, args.files.is_empty()) {
+        (_, false) => (args.files.clone(), Vec::new()),
+        (dir, true) => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+            let mut builds = Vec::new();
+            if dir.join("berth.toml").is_file() {
+                builds.push(dir.clone());
+            }
+            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("berth.toml").is_file())
+                .collect();
+            subdirs.sort();
+            builds.extend(subdirs);
+            (vec![dir], builds)
+        }
+    };
+    // Parse before building or starting anything: a bad manifest costs nothing.
+    let files = manifest_files(&manifest_paths)?;
+    let mut objects = Vec::new();
+    for file in &files {
+        objects.extend(
+            crate::spec::parse_str(&file.text, &file.name)?
+                .into_iter()
+                .map(|l| l.object),
+        );
+    }
+    if objects.is_empty() {
+        anyhow::bail!(
+            "no manifests found in {}",
+            manifest_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !build_dirs.is_empty() {
+        let store = berth_registry::ContentStore::open(crate::image::store_dir())?;
+        for dir in &build_dirs {
+            let canonical = dir
+                .canonicalize()
+                .with_context(|| dir.display().to_string())?;
+            let name: berth_registry::Reference = canonical
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+                .parse()
+                .with_context(|| format!("naming the image built from {}", dir.display()))?;
+            let mut progress = super::progress::stderr("berth up");
+            let built = crate::image::build::build(&store, dir, &name, progress.as_mut())
+                .with_context(|| format!("building {}", dir.display()))?;
+            drop(progress);
+            eprintln!(
+                "berth up: built {} ({})",
+                built.name,
+                built.manifest.digest()
+            );
+        }
+    }
+    let companion: Companion =
+        Box::new(move |state, shutdown| Box::pin(up_companion(state, shutdown, objects)));
+    run_daemon(args.daemon, Some(companion))
+}
+
+async fn up_companion(
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+    objects: Vec<crate::spec::Object>,
+) -> ExitCode {
+    let applied = state.store.lock().expect("lock").apply(&objects);
+    if let Err(e) = applied {
+        eprintln!("berth: error: {e}");
+        shutdown.cancel();
+        return ExitCode::FAILURE;
+    }
+    state.changed.notify_one();
+    for o in &objects {
+        let kind = o.kind().to_ascii_lowercase();
+        println!("{kind}/{} applied", o.metadata().name);
+    }
+    // Report each pod once as it turns ready, until Ctrl-C.
+    let mut reported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut all_ready_said = false;
+    loop {
+        let pods = state
+            .store
+            .lock()
+            .expect("lock")
+            .list("Pod", None)
+            .unwrap_or_default();
+        let mut ready = 0;
+        for pod in &pods {
+            let name = &pod.object.metadata().name;
+            if crate::controller::pod_ready(&pod.status) {
+                ready += 1;
+                if reported.insert(pod.uid.clone()) {
+                    let endpoint = pod.status["containerStatuses"][0]["endpoint"]
+                        .as_str()
+                        .unwrap_or("");
+                    println!("pod/{name} ready on http://{endpoint}/");
+                }
+            }
+        }
+        if !pods.is_empty() && ready == pods.len() && !all_ready_said {
+            println!("berth up: {ready} pods ready; Ctrl-C stops them");
+            all_ready_said = true;
+        } else if ready < pods.len() {
+            all_ready_said = false;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    // Remove what `up` applied, newest first, so nothing restarts later.
+    let mut store = state.store.lock().expect("lock");
+    for o in objects.iter().rev() {
+        let _ = store.delete(o.kind(), o.namespace().unwrap_or(""), &o.metadata().name);
+    }
+    // Their ReplicaSets and pods too: the controllers have stopped.
+    while matches!(crate::controller::collect_garbage(&mut store), Ok(true)) {}
+    ExitCode::SUCCESS
 }

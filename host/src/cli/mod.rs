@@ -71,6 +71,8 @@ enum Command {
     /// Run the control daemon in the foreground: the API `apply`, `get` and
     /// `delete` use, the controllers, and the pods.
     Daemon(kube::DaemonArgs),
+    /// Build, apply and run a directory of manifests in the foreground until Ctrl-C.
+    Up(kube::UpArgs),
     /// Create or update objects from manifests, all or nothing.
     Apply(kube::ApplyArgs),
     /// List objects, as kubectl does.
@@ -111,6 +113,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Load { input } => images::load(&input),
         Command::Registry { command } => registry::registry(command),
         Command::Daemon(args) => kube::daemon(args),
+        Command::Up(args) => kube::up(args),
         Command::Apply(args) => kube::apply(args),
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),

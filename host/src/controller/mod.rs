@@ -75,6 +75,32 @@ fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
     }
 }
 
+/// Deletes ReplicaSets whose Deployment is gone and pods whose ReplicaSet
+/// is gone, as Kubernetes' garbage collector does; whether it deleted any.
+pub fn collect_garbage(store: &mut Store) -> Result<bool> {
+    let mut changed = false;
+    for (kind, owner_kind) in [("ReplicaSet", "Deployment"), ("Pod", "ReplicaSet")] {
+        let owners: BTreeSet<String> = store
+            .list(owner_kind, None)?
+            .into_iter()
+            .map(|r| r.uid)
+            .collect();
+        for record in store.list(kind, None)? {
+            let meta = record.object.metadata();
+            let orphaned = meta
+                .owner_references
+                .iter()
+                .any(|o| o.controller && o.kind == owner_kind && !owners.contains(&o.uid));
+            if orphaned {
+                let ns = record.object.namespace().unwrap_or("").to_owned();
+                store.delete(kind, &ns, &meta.name)?;
+                changed = true;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 pub struct Controllers {
     pub nodes: Vec<Node>,
 }
@@ -82,7 +108,7 @@ pub struct Controllers {
 impl Controllers {
     /// One pass over everything; whether anything changed.
     pub fn reconcile(&self, store: &mut Store) -> Result<bool> {
-        let mut changed = self.collect_garbage(store)?;
+        let mut changed = collect_garbage(store)?;
         for deployment in store.list("Deployment", None)? {
             changed |= self.reconcile_deployment(store, &deployment)?;
         }
@@ -90,30 +116,6 @@ impl Controllers {
             changed |= self.reconcile_replicaset(store, &rs)?;
         }
         changed |= self.schedule(store)?;
-        Ok(changed)
-    }
-
-    fn collect_garbage(&self, store: &mut Store) -> Result<bool> {
-        let mut changed = false;
-        for (kind, owner_kind) in [("ReplicaSet", "Deployment"), ("Pod", "ReplicaSet")] {
-            let owners: BTreeSet<String> = store
-                .list(owner_kind, None)?
-                .into_iter()
-                .map(|r| r.uid)
-                .collect();
-            for record in store.list(kind, None)? {
-                let meta = record.object.metadata();
-                let orphaned = meta
-                    .owner_references
-                    .iter()
-                    .any(|o| o.controller && o.kind == owner_kind && !owners.contains(&o.uid));
-                if orphaned {
-                    let ns = record.object.namespace().unwrap_or("").to_owned();
-                    store.delete(kind, &ns, &meta.name)?;
-                    changed = true;
-                }
-            }
-        }
         Ok(changed)
     }
 
