@@ -1,7 +1,11 @@
 //! From a file on disk to a pre-instantiated `wasi:http` proxy, with an error
 //! that names the file and says what is wrong at each step.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
@@ -18,6 +22,7 @@ pub(super) fn load(
     engine: &Engine,
     linker: &Linker<Host>,
     path: &Path,
+    loaded: &Mutex<HashMap<[u8; 32], ProxyPre<Host>>>,
 ) -> Result<ProxyPre<Host>, RuntimeError> {
     let read_error = |source| RuntimeError::Read {
         path: path.to_owned(),
@@ -29,6 +34,10 @@ pub(super) fn load(
         return Err(read_error(std::io::Error::other("not a regular file")));
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
+    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(pre) = loaded.lock().expect("lock").get(&key) {
+        return Ok(pre.clone());
+    }
     check_header(path, &bytes)?;
     let component = Component::new(engine, &bytes).map_err(|e| RuntimeError::Compile {
         path: path.to_owned(),
@@ -57,10 +66,12 @@ pub(super) fn load(
             path: path.to_owned(),
             reason: format!("{e:#}"),
         })?;
-    ProxyPre::new(pre).map_err(|e| RuntimeError::NoHandler {
+    let pre = ProxyPre::new(pre).map_err(|e| RuntimeError::NoHandler {
         path: path.to_owned(),
         exports: format!("{} ({e:#})", exports.join(", ")),
-    })
+    })?;
+    loaded.lock().expect("lock").insert(key, pre.clone());
+    Ok(pre)
 }
 
 /// Tells apart "not wasm" and "a core module" before the compiler gives a

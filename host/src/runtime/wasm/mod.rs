@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use load::{BinaryKind, binary_kind};
 
@@ -37,6 +38,10 @@ pub struct WasmRuntimeConfig {
 pub struct WasmRuntime {
     engine: Engine,
     linker: Arc<Linker<Host>>,
+    /// Components already loaded, by the sha256 of their bytes: replicas of
+    /// one image share one compiled component (its code mapped once)
+    /// instead of each loading its own copy.
+    loaded: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], ProxyPre<Host>>>>,
     _ticker: EpochTicker,
 }
 
@@ -55,6 +60,7 @@ impl WasmRuntime {
         Ok(WasmRuntime {
             engine,
             linker: Arc::new(linker),
+            loaded: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -64,9 +70,10 @@ impl Runtime for WasmRuntime {
     fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>> {
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let loaded = self.loaded.clone();
         Box::pin(async move {
             let path = spec.component.clone();
-            let pre = tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path))
+            let pre = tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path, &loaded))
                 .await
                 .map_err(|e| RuntimeError::Engine {
                     reason: format!("loading task failed: {e}"),
