@@ -135,7 +135,11 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             kubelet.sync();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = state.changed.notified() => {}
+                _ = state.changed.notified() => {
+                    // Changes come in bursts (a pod starting per few ms):
+                    // gather them into one pass.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

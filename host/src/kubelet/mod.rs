@@ -66,6 +66,8 @@ struct Worker {
 #[derive(Clone)]
 pub(crate) struct Context {
     pub state: Arc<ApiState>,
+    /// Pods starting at once.
+    pub starting: Arc<tokio::sync::Semaphore>,
     pub runtime: Arc<WasmRuntime>,
     pub pods_dir: PathBuf,
     pub backoff: Backoff,
@@ -87,6 +89,9 @@ impl Kubelet {
     ) -> Kubelet {
         Kubelet {
             context: Context {
+                starting: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                )),
                 state,
                 runtime,
                 pods_dir,
@@ -436,7 +441,13 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
     loop {
         let dir = context.pods_dir.join(&uid);
         let attempt = cancel.child_token();
-        let failure = match start::start(&context, &pod, &dir, attempt.clone(), grace).await {
+        // Starts take turns a few at a time: each trial instantiation
+        // dirties a pool slot, and a thousand at once would dirty a
+        // thousand slots (and contend for the CPUs) to no one's benefit.
+        let permit = context.starting.clone().acquire_owned().await;
+        let started = start::start(&context, &pod, &dir, attempt.clone(), grace).await;
+        drop(permit);
+        let failure = match started {
             Ok(running) => {
                 for c in &running {
                     context.event(

@@ -73,11 +73,12 @@ impl Runtime for WasmRuntime {
         let loaded = self.loaded.clone();
         Box::pin(async move {
             let path = spec.component.clone();
-            let pre = tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path, &loaded))
-                .await
-                .map_err(|e| RuntimeError::Engine {
-                    reason: format!("loading task failed: {e}"),
-                })??;
+            let pre =
+                tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path, &loaded))
+                    .await
+                    .map_err(|e| RuntimeError::Engine {
+                        reason: format!("loading task failed: {e}"),
+                    })??;
             let workload = WasmWorkload::start(spec, pre).await?;
             Ok(Arc::new(workload) as Arc<dyn Workload>)
         })
