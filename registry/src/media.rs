@@ -2,7 +2,7 @@
 //! the Docker v2 schema 2 spellings: images pulled from Docker Hub or built
 //! by Docker use the latter, and berth reads them the same way.
 
-use oci_spec::image::{Descriptor, ImageIndex, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -91,4 +91,11 @@ pub fn choose_platform(index: &ImageIndex) -> Result<&Descriptor, String> {
                 offered.join(", ")
             }
         })
+}
+
+/// The blobs a manifest names: its config, then its layers.
+pub fn blobs_of(manifest: &ImageManifest) -> Vec<Descriptor> {
+    std::iter::once(manifest.config().clone())
+        .chain(manifest.layers().iter().cloned())
+        .collect()
 }

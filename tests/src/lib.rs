@@ -108,6 +108,16 @@ pub fn berth(home: &Path, args: &[&str]) -> Finished {
     }
 }
 
+/// `out`, after asserting the command succeeded (showing its output if not).
+pub fn ok(out: Finished) -> Finished {
+    assert!(
+        out.success,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
 /// A running `berth run`, killed when dropped.
 pub struct BerthRun {
     child: Child,
@@ -274,25 +284,10 @@ pub async fn get(url: &str) -> Reply {
 
 /// Sends one request with `body` and collects the reply.
 pub async fn request(method: &str, url: &str, body: &str) -> Reply {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("a valid request");
-    let response = client()
-        .request(req)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"))
-        .to_bytes();
+    let reply = send(method, url, &[], body.as_bytes().to_vec()).await;
     Reply {
-        status,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        status: reply.status,
+        body: reply.text(),
     }
 }
 

@@ -3,19 +3,10 @@
 
 use std::path::Path;
 
-use berth_tests::{BerthRun, Finished, berth};
+use berth_tests::{BerthRun, berth, ok};
 
 fn daemon(home: &Path) -> BerthRun {
     BerthRun::start_command(home, &["daemon"])
-}
-
-fn ok(out: Finished) -> Finished {
-    assert!(
-        out.success,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-    out
 }
 
 const SHOP: &str = r#"

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_tests::{
-    BerthRun, DockerRegistry, Finished, berth, berth_bin, free_port, get, guests, wait_for_port,
+    BerthRun, DockerRegistry, Finished, berth, berth_bin, free_port, get, guests, ok, wait_for_port,
 };
 
 /// An app image: the echo guest and a static bundle.
@@ -26,15 +26,6 @@ fn build_app(home: &Path, tag: &str) -> String {
     let out = berth(home, &["build", app.path().to_str().unwrap(), "-t", tag]);
     assert!(out.success, "{}", out.stderr);
     out.stdout.split_whitespace().last().unwrap().to_owned()
-}
-
-fn ok(out: Finished) -> Finished {
-    assert!(
-        out.success,
-        "stdout:\n{}\nstderr:\n{}",
-        out.stdout, out.stderr
-    );
-    out
 }
 
 /// `berth ARGS` with extra environment and stdin.

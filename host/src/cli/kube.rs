@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
 use tokio_util::sync::CancellationToken;
 
@@ -85,16 +84,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
     let served = tokio.block_on(async {
         let listener =
             crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-        let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            stop.cancel();
-        });
+        let shutdown = super::shutdown_on_signal()?;
 
         let node_names = nodes.iter().map(|n| n.name.clone()).collect();
         let controllers = Controllers { nodes };

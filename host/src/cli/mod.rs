@@ -9,8 +9,30 @@ mod registry;
 mod run;
 mod transfer;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on Ctrl-C or SIGTERM, for a foreground server. The
+/// handlers are installed now: create it before announcing readiness, so a
+/// SIGTERM sent as soon as the line appears drains instead of killing the
+/// process. Call inside the async runtime.
+fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
+    let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        cancel.cancel();
+    });
+    Ok(token)
+}
 
 #[derive(Debug, Parser)]
 #[command(

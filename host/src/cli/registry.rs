@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use berth_registry::server::{Auth, ServerConfig};
 use clap::{Args, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
@@ -53,7 +52,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
-        let mut term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+        let shutdown = super::shutdown_on_signal()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -72,12 +71,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             root.display()
         );
         axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            })
+            .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("serving")?;
         anyhow::Ok(ExitCode::SUCCESS)

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use berth_registry::{ContentStore, Reference};
 
@@ -160,11 +158,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cache_dir: Some(home::compile_cache_dir()),
     })?;
     let served = tokio.block_on(async {
-        // Watch for signals before announcing the address, so a SIGTERM sent
-        // as soon as the line appears drains instead of killing the process.
-        let shutdown = CancellationToken::new();
-        let term = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
-        tokio::spawn(cancel_on_signal(shutdown.clone(), term));
+        let shutdown = super::shutdown_on_signal()?;
 
         let workload = runtime.start(spec).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -181,14 +175,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(runtime);
     served
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken, mut term: Signal) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    token.cancel();
 }

@@ -65,6 +65,15 @@ fn owned_by(record: &Record, uid: &str) -> bool {
         .any(|o| o.uid == uid && o.controller)
 }
 
+/// The objects of `kind` in `namespace` that `owner` controls.
+fn owned(store: &Store, kind: &str, namespace: &str, owner: &Record) -> Result<Vec<Record>> {
+    Ok(store
+        .list(kind, Some(namespace))?
+        .into_iter()
+        .filter(|r| owned_by(r, &owner.uid))
+        .collect())
+}
+
 fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
     OwnerReference {
         api_version: api_version.into(),
@@ -138,11 +147,7 @@ impl Controllers {
             &serde_json::to_value(&deployment.spec.template).expect("JSON"),
         )?;
 
-        let owned: Vec<Record> = store
-            .list("ReplicaSet", Some(&ns))?
-            .into_iter()
-            .filter(|r| owned_by(r, &record.uid))
-            .collect();
+        let owned = owned(store, "ReplicaSet", &ns, record)?;
         let pods: Vec<Record> = store.list("Pod", Some(&ns))?;
         let ready_of = |rs: &Record| {
             pods.iter()
@@ -303,11 +308,7 @@ impl Controllers {
         new_name: &str,
     ) -> Result<bool> {
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let owned: Vec<Record> = store
-            .list("ReplicaSet", Some(&ns))?
-            .into_iter()
-            .filter(|r| owned_by(r, &record.uid))
-            .collect();
+        let owned = owned(store, "ReplicaSet", &ns, record)?;
         let pods = store.list("Pod", Some(&ns))?;
         let mut total = 0;
         let mut updated = 0;
@@ -371,11 +372,7 @@ impl Controllers {
             return Ok(false);
         };
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let mut pods: Vec<Record> = store
-            .list("Pod", Some(&ns))?
-            .into_iter()
-            .filter(|p| owned_by(p, &record.uid))
-            .collect();
+        let mut pods = owned(store, "Pod", &ns, record)?;
         let want = rs.spec.replicas as usize;
         let mut changed = false;
         while pods.len() < want {

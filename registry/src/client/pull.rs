@@ -132,9 +132,7 @@ impl Client {
         }
         let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes)
             .map_err(|e| ClientError::Invalid(format!("manifest {}: {e}", fetched.digest)))?;
-        let blobs: Vec<_> = std::iter::once(manifest.config().clone())
-            .chain(manifest.layers().iter().cloned())
-            .collect();
+        let blobs = media::blobs_of(&manifest);
         let (present, missing): (Vec<_>, Vec<_>) = blobs
             .into_iter()
             .partition(|d| store.has_blob(d.digest().as_ref()));

@@ -77,9 +77,7 @@ impl Client {
             }
             let manifest: ImageManifest = serde_json::from_slice(&bytes)
                 .map_err(|e| ClientError::Invalid(format!("manifest {digest}: {e}")))?;
-            let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
-                .chain(manifest.layers().iter().cloned())
-                .collect();
+            let blobs = media::blobs_of(&manifest);
             futures_util::stream::iter(blobs)
                 .map(|d| self.push_blob(store, remote, d.digest().to_string(), d.size(), progress))
                 .buffer_unordered(self.options().concurrency.max(1))
