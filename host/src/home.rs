@@ -18,3 +18,8 @@ pub fn berth_home() -> PathBuf {
 pub fn compile_cache_dir() -> PathBuf {
     berth_home().join("cache").join("compiled")
 }
+
+/// Where the daemon keeps each pod's volumes and logs, by pod uid.
+pub fn pods_dir() -> PathBuf {
+    berth_home().join("pods")
+}

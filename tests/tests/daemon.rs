@@ -832,3 +832,55 @@ async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
             .is_empty()
     );
 }
+
+#[test]
+fn logs_show_what_a_container_wrote_now_before_and_as_it_goes() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "misbehave:1",
+    );
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--backoff-base", "200ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Each liveness probe makes the guest panic (to its stderr) and fail:
+    // the container restarts after every probe.
+    let dead = "        livenessProbe: {httpGet: {path: /trap, port: 8080}, periodSeconds: 1, failureThreshold: 1}\n";
+    ok(berth(
+        home.path(),
+        &[
+            "apply",
+            "-f",
+            &write(dir.path(), "a.yaml", &one_pod("misbehave:1", dead)),
+        ],
+    ));
+    let pod = wait_for_pod(home.path(), "restarted", |p| restarts(p) >= 1);
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    let previous = ok(berth(home.path(), &["logs", &name, "--previous"]));
+    assert!(
+        previous.stdout.contains("guest asked to trap"),
+        "{}",
+        previous.stdout
+    );
+
+    // Following the latest run ends when the container starts again.
+    let followed = ok(berth(home.path(), &["logs", "-f", &name]));
+    assert!(
+        followed.stdout.contains("guest asked to trap"),
+        "{}",
+        followed.stdout
+    );
+
+    let missing = berth(home.path(), &["logs", "nope"]);
+    assert!(
+        !missing.success && missing.stderr.contains("pod nope not found"),
+        "{}",
+        missing.stderr
+    );
+    let wrong = berth(home.path(), &["logs", &name, "-c", "other"]);
+    assert!(
+        !wrong.success && wrong.stderr.contains("has no container other (it has app)"),
+        "{}",
+        wrong.stderr
+    );
+}

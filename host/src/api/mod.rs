@@ -111,6 +111,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/objects/{kind}/{namespace}/{name}", delete(remove))
         .route("/scale/{kind}/{namespace}/{name}", post(scale))
         .route("/events", get(events))
+        .route("/logs/{namespace}/{name}", get(logs))
         .route("/rollout/{namespace}/{name}/history", get(history))
         .route("/rollout/{namespace}/{name}/undo", post(undo))
         .with_state(state)
@@ -453,4 +454,138 @@ async fn undo(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    container: Option<String>,
+    #[serde(default)]
+    previous: bool,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A pod container's output: the current run's, or with `previous` the
+/// one before; with `follow`, streamed as it grows until the pod is deleted
+/// or the container restarts.
+async fn logs(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let record = match state
+        .store
+        .lock()
+        .expect("lock")
+        .get("Pod", &namespace, &name)
+    {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("pod {name} not found")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Object::Pod(pod) = &record.object else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a pod");
+    };
+    let names: Vec<&str> = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let container = match (&query.container, names.as_slice()) {
+        (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
+        (Some(c), _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "pod {name} has no container {c} (it has {})",
+                    names.join(", ")
+                ),
+            );
+        }
+        (None, [only]) => (*only).to_owned(),
+        (None, _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "pod {name} has several containers: choose one of {} with -c",
+                    names.join(", ")
+                ),
+            );
+        }
+    };
+    let dir = crate::home::pods_dir().join(&record.uid);
+    let runs = log_runs(&dir, &container);
+    let wanted = if query.previous {
+        runs.iter().rev().nth(1)
+    } else {
+        runs.last()
+    };
+    let Some(&run) = wanted else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            if query.previous {
+                format!("container {container} of pod {name} has no previous run")
+            } else {
+                format!("container {container} of pod {name} has not started")
+            },
+        );
+    };
+    let path = crate::kubelet::log_path(&dir, &container, run);
+    if !query.follow {
+        return match tokio::fs::read(&path).await {
+            Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            ),
+        };
+    }
+    let uid = record.uid.clone();
+    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
+        let (state, path, dir, container, uid, namespace, name) = (
+            state.clone(),
+            path.clone(),
+            dir.clone(),
+            container.clone(),
+            uid.clone(),
+            namespace.clone(),
+            name.clone(),
+        );
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                if (bytes.len() as u64) > offset {
+                    let chunk = bytes[offset as usize..].to_vec();
+                    let next = bytes.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
+                }
+                let alive = matches!(
+                    state.store.lock().expect("lock").get("Pod", &namespace, &name),
+                    Ok(Some(r)) if r.uid == uid
+                );
+                let restarted = log_runs(&dir, &container).last() != Some(&run);
+                if !alive || restarted {
+                    return Some((Ok(Vec::new()), (offset, true)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream).into_response()
+}
+
+/// The runs of a container that have a log, in order.
+fn log_runs(pod_dir: &Path, container: &str) -> Vec<u32> {
+    let mut runs: Vec<u32> = std::fs::read_dir(pod_dir.join("logs").join(container))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    runs.sort_unstable();
+    runs
 }

@@ -92,13 +92,14 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             state.clone(),
             wasm.clone(),
             node_names,
-            home.join("pods"),
+            crate::home::pods_dir(),
             Backoff {
                 base: args.backoff_base,
                 cap: args.backoff_cap,
             },
         );
         kubelet.forget_running();
+        kubelet.remove_orphan_dirs();
         let api = tokio::spawn(
             axum::serve(listener, crate::api::router(state.clone()))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -141,6 +142,8 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
             None => ExitCode::SUCCESS,
         };
+        // `up` deletes its pods on the way out: their logs and volumes go too.
+        kubelet.remove_orphan_dirs();
         anyhow::Ok(code)
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
@@ -1186,4 +1189,35 @@ async fn up_companion(
     // Their ReplicaSets and pods too: the controllers have stopped.
     while matches!(crate::controller::collect_garbage(&mut store), Ok(true)) {}
     ExitCode::SUCCESS
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod (or `pod/NAME`).
+    pod: String,
+    /// The container, when the pod has several.
+    #[arg(short = 'c', long = "container")]
+    container: Option<String>,
+    /// Keep printing as the container writes.
+    #[arg(short = 'f', long = "follow")]
+    follow: bool,
+    /// The run before the current one (after a restart).
+    #[arg(short = 'p', long = "previous")]
+    previous: bool,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+}
+
+/// `berth logs POD [-c C] [-f] [--previous]`: what the container wrote.
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let pod = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
+    let mut path = format!(
+        "/logs/{}/{pod}?previous={}&follow={}",
+        args.namespace, args.previous, args.follow
+    );
+    if let Some(c) = &args.container {
+        path.push_str(&format!("&container={c}"));
+    }
+    runtime()?.block_on(crate::api::client::get_streaming(&socket_path(), &path))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,8 @@ enum Command {
     Describe(kube::DescribeArgs),
     /// List the containers the daemon runs.
     Ps,
+    /// Print what a pod's container wrote to stdout and stderr.
+    Logs(kube::LogsArgs),
     /// Watch, list or undo a deployment's rollouts.
     Rollout {
         #[command(subcommand)]
@@ -143,6 +145,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Create(args) => kube::create(args),
         Command::Describe(args) => kube::describe(args),
         Command::Ps => kube::ps(),
+        Command::Logs(args) => kube::logs(args),
         Command::Rollout { command } => kube::rollout(command),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),

@@ -139,6 +139,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             dirs,
             outbound: args.outbound,
         },
+        log: None,
         limits: Limits {
             memory,
             cpu_time: args.timeout,

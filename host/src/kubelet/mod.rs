@@ -29,6 +29,15 @@ use crate::spec::Object;
 use crate::spec::objects::{Pod, RestartPolicy};
 use crate::state::Event;
 
+/// The log of run number `run` (0 first) of a container of the pod whose
+/// directory is `pod_dir`.
+pub fn log_path(pod_dir: &std::path::Path, container: &str, run: u32) -> PathBuf {
+    pod_dir
+        .join("logs")
+        .join(container)
+        .join(format!("{run}.log"))
+}
+
 /// Restart back-off: `base`, doubling, at most `cap`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -197,6 +206,35 @@ impl Kubelet {
             });
             if let Err(e) = store.set_status("Pod", ns, &pod.metadata.name, &status) {
                 tracing::error!("resetting pod {}: {e}", pod.metadata.name);
+            }
+        }
+    }
+
+    /// Removes the directories (volumes, logs) of pods the store no longer
+    /// has: deleted while their worker could not clean up, or by `up` on its
+    /// way out.
+    pub fn remove_orphan_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.context.pods_dir) else {
+            return;
+        };
+        let known: std::collections::HashSet<String> = match self
+            .context
+            .state
+            .store
+            .lock()
+            .expect("lock")
+            .list("Pod", None)
+        {
+            Ok(pods) => pods.into_iter().map(|p| p.uid).collect(),
+            Err(e) => {
+                tracing::error!("listing pods: {e}");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) && !self.workers.contains_key(&name) {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
@@ -445,7 +483,7 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
         // dirties a pool slot, and a thousand at once would dirty a
         // thousand slots (and contend for the CPUs) to no one's benefit.
         let permit = context.starting.clone().acquire_owned().await;
-        let started = start::start(&context, &pod, &dir, attempt.clone(), grace).await;
+        let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
         drop(permit);
         let failure = match started {
             Ok(running) => {

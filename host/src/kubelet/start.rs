@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_registry::client::{
@@ -16,7 +17,9 @@ use super::{Context, StartFailure};
 use crate::image;
 use crate::image::materialize::{Materialized, materialize};
 use crate::image::model::Image;
-use crate::runtime::{Capabilities, DirGrant, Limits, OutboundRule, Runtime as _, WorkloadSpec};
+use crate::runtime::{
+    Capabilities, DirGrant, Limits, LogFile, OutboundRule, Runtime as _, WorkloadSpec,
+};
 use crate::spec::Object;
 use crate::spec::objects::{Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, Volume};
 
@@ -41,10 +44,21 @@ pub(crate) async fn start(
     dir: &Path,
     cancel: CancellationToken,
     grace: Duration,
+    restarts: u32,
 ) -> Result<Vec<Running>, StartFailure> {
     let mut running = Vec::new();
     for container in &pod.spec.containers {
-        match start_container(context, pod, container, dir, cancel.clone(), grace).await {
+        match start_container(
+            context,
+            pod,
+            container,
+            dir,
+            cancel.clone(),
+            grace,
+            restarts,
+        )
+        .await
+        {
             Ok(r) => running.push(r),
             Err(e) => {
                 cancel.cancel();
@@ -65,15 +79,21 @@ async fn start_container(
     dir: &Path,
     cancel: CancellationToken,
     grace: Duration,
+    restarts: u32,
 ) -> Result<Running, StartFailure> {
     let ready = ensure_image(context, pod, &container.image, container.image_pull_policy).await?;
     let (pod_owned, container_owned, dir_owned) = (pod.clone(), container.clone(), dir.to_owned());
     let state = context.state.clone();
-    let spec = tokio::task::spawn_blocking(move || {
+    let mut spec = tokio::task::spawn_blocking(move || {
         workload_spec(&state, &pod_owned, &container_owned, &dir_owned, ready)
     })
     .await
     .map_err(|e| failure("CreateContainerError", e.to_string()))??;
+    // One log per run of the container: `logs --previous` reads the one before.
+    let log = super::log_path(dir, &container.name, restarts);
+    spec.log = Some(Arc::new(LogFile::create(&log).map_err(|e| {
+        failure("CreateContainerError", format!("{}: {e}", log.display()))
+    })?));
     let workload = context
         .runtime
         .start(spec)
@@ -346,6 +366,7 @@ fn workload_spec(
         limits.memory = memory;
     }
     Ok(WorkloadSpec {
+        log: None,
         name: format!("{ns}/{}/{}", pod.metadata.name, container.name),
         component: ready.component,
         capabilities: Capabilities {

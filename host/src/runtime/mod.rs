@@ -40,6 +40,37 @@ pub struct WorkloadSpec {
     pub component: PathBuf,
     pub capabilities: Capabilities,
     pub limits: Limits,
+    /// Where the guest's output lines also go (a pod container's log), besides berth's log.
+    pub log: Option<Arc<LogFile>>,
+}
+
+/// An append-only file of a workload's output, a line per write.
+#[derive(Debug)]
+pub struct LogFile {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl LogFile {
+    /// Opens `path` for appending, creating it and its directory.
+    pub fn create(path: &std::path::Path) -> std::io::Result<LogFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(LogFile {
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    /// Appends one line. A full disk loses the line rather than stall the guest.
+    pub fn write_line(&self, line: &str) {
+        use std::io::Write as _;
+        let mut file = self.file.lock().expect("lock");
+        let _ = file.write_all(format!("{line}\n").as_bytes());
+    }
 }
 
 /// A backend that can start workloads.

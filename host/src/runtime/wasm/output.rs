@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use crate::runtime::LogFile;
+
 /// A line longer than this is logged in pieces.
 const MAX_LINE: usize = 16 << 10;
 
@@ -19,11 +21,16 @@ const MAX_LINE: usize = 16 << 10;
 pub(super) struct GuestOutput {
     workload: Arc<str>,
     stream: &'static str,
+    log: Option<Arc<LogFile>>,
 }
 
 impl GuestOutput {
-    pub(super) fn new(workload: Arc<str>, stream: &'static str) -> Self {
-        GuestOutput { workload, stream }
+    pub(super) fn new(workload: Arc<str>, stream: &'static str, log: Option<Arc<LogFile>>) -> Self {
+        GuestOutput {
+            workload,
+            stream,
+            log,
+        }
     }
 }
 
@@ -50,6 +57,9 @@ struct LineWriter {
 impl LineWriter {
     fn emit(&self, line: &[u8]) {
         let text = escape(line);
+        if let Some(log) = &self.output.log {
+            log.write_line(&text);
+        }
         tracing::info!(
             target: "berth::guest",
             workload = &*self.output.workload,
@@ -135,7 +145,7 @@ mod tests {
     #[test]
     fn writes_are_split_into_lines_and_long_lines_cut() {
         let mut w = LineWriter {
-            output: GuestOutput::new("t".into(), "stdout"),
+            output: GuestOutput::new("t".into(), "stdout", None),
             pending: Vec::new(),
         };
         w.pending.extend_from_slice(b"one\ntwo\nthr");

@@ -20,6 +20,7 @@ use crate::runtime::{Capabilities, OutboundRule, RuntimeError};
 
 pub(super) struct Sandbox {
     workload: Arc<str>,
+    log: Option<Arc<crate::runtime::LogFile>>,
     env: Vec<(String, String)>,
     dirs: Vec<(PathBuf, String, FsPerms)>,
     outbound: Arc<OutboundPolicy>,
@@ -28,7 +29,11 @@ pub(super) struct Sandbox {
 impl Sandbox {
     /// Checks every grant up front, so a bad `--dir` fails at start rather
     /// than on the first request.
-    pub(super) fn new(workload: &str, caps: &Capabilities) -> Result<Self, RuntimeError> {
+    pub(super) fn new(
+        workload: &str,
+        caps: &Capabilities,
+        log: Option<Arc<crate::runtime::LogFile>>,
+    ) -> Result<Self, RuntimeError> {
         let mut dirs = Vec::with_capacity(caps.dirs.len());
         for grant in &caps.dirs {
             let dir_error = |reason: String| RuntimeError::Dir {
@@ -52,6 +57,7 @@ impl Sandbox {
         }
         Ok(Sandbox {
             workload: workload.into(),
+            log,
             env: caps.env.clone(),
             dirs,
             outbound: Arc::new(OutboundPolicy {
@@ -66,8 +72,16 @@ impl Sandbox {
         let mut builder = WasiCtxBuilder::new();
         builder
             .envs(&self.env)
-            .stdout(GuestOutput::new(self.workload.clone(), "stdout"))
-            .stderr(GuestOutput::new(self.workload.clone(), "stderr"))
+            .stdout(GuestOutput::new(
+                self.workload.clone(),
+                "stdout",
+                self.log.clone(),
+            ))
+            .stderr(GuestOutput::new(
+                self.workload.clone(),
+                "stderr",
+                self.log.clone(),
+            ))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

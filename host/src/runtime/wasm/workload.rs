@@ -84,7 +84,7 @@ impl WasmWorkload {
                 ),
             });
         }
-        let sandbox = Sandbox::new(&spec.name, &spec.capabilities)?;
+        let sandbox = Sandbox::new(&spec.name, &spec.capabilities, spec.log.clone())?;
         let slots = Arc::new(Semaphore::new(spec.limits.max_concurrency.max(1)));
         let inner = Inner {
             name: spec.name,
