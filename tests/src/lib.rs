@@ -99,6 +99,7 @@ pub fn berth(home: &Path, args: &[&str]) -> Finished {
     let out = Command::new(berth_bin())
         .args(args)
         .env("BERTH_HOME", home)
+        .env("BERTH_INGRESS", "127.0.0.1:0")
         .output()
         .expect("running berth");
     Finished {
@@ -146,6 +147,8 @@ impl BerthRun {
         let mut child = Command::new(berth_bin())
             .args(args)
             .env("BERTH_HOME", home)
+            // Daemons side by side: each its own ingress port.
+            .env("BERTH_INGRESS", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -203,6 +206,26 @@ impl BerthRun {
             url,
             stderr,
             stdout,
+        }
+    }
+
+    /// The daemon's ingress, `http://ADDR`, from the line that announces it.
+    pub fn ingress(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(url) = self
+                .stdout()
+                .lines()
+                .find_map(|l| l.strip_prefix("berth: ingress on "))
+            {
+                return url.trim_end_matches('/').to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ingress line: {}",
+                self.stdout()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -42,6 +42,42 @@ pub struct DaemonArgs {
 
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     backoff_cap: Duration,
+
+    /// Where services answer by Host: `http://<service>[.<namespace>].localhost:PORT/`.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR",
+        env = "BERTH_INGRESS"
+    )]
+    ingress: std::net::SocketAddr,
+
+    /// Ports NodePort services are given when they name none.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    node_port_range: std::ops::RangeInclusive<u16>,
+
+    /// How long a request to a service with no ready endpoint waits for one
+    /// before it is answered 503.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    endpoint_wait: Duration,
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|e| format!("{p:?} in {text:?}: {e}"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first == 0 || first > last {
+        return Err(format!(
+            "{text:?}: the first port must be 1 or more and not above the last"
+        ));
+    }
+    Ok(first..=last)
 }
 
 /// `berth daemon`: serves the control API and runs the controllers and
@@ -56,6 +92,7 @@ type Companion = Box<
     dyn FnOnce(
             Arc<ApiState>,
             CancellationToken,
+            std::net::SocketAddr,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + Send>>
         + Send,
 >;
@@ -64,7 +101,8 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
     let home = berth_home();
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let db = home.join("state.db");
-    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    store.set_node_port_range(args.node_port_range.clone());
     let state = Arc::new(ApiState {
         store: Mutex::new(store),
         changed: tokio::sync::Notify::new(),
@@ -85,6 +123,15 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         let listener =
             crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
         let shutdown = super::shutdown_on_signal()?;
+        let table = Arc::new(crate::router::Table::default());
+        let (ingress, ingress_address) = crate::router::Ingress::bind(
+            table.clone(),
+            args.ingress,
+            args.endpoint_wait,
+            shutdown.clone(),
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
 
         let node_names = nodes.iter().map(|n| n.name.clone()).collect();
         let controllers = Controllers { nodes };
@@ -97,6 +144,10 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 base: args.backoff_base,
                 cap: args.backoff_cap,
             },
+            crate::kubelet::Routing {
+                table: table.clone(),
+                endpoint_wait: args.endpoint_wait,
+            },
         );
         kubelet.forget_running();
         kubelet.remove_orphan_dirs();
@@ -107,7 +158,9 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         );
         // Scripts and tests read this line to know the daemon is up.
         println!("berth: daemon serving {}", socket.display());
-        let companion = companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone())));
+        println!("berth: ingress on http://{ingress_address}/");
+        let companion =
+            companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
         loop {
             {
                 let mut store = state.store.lock().expect("lock");
@@ -124,6 +177,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 }
             }
             kubelet.sync();
+            sync_routes(&state, &table, &ingress);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = state.changed.notified() => {
@@ -136,6 +190,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         }
         tracing::info!("shutting down: stopping pods");
         kubelet.stop_all().await;
+        ingress.stopped().await;
         let _ = api.await;
         let _ = std::fs::remove_file(&socket);
         let code = match companion {
@@ -1126,14 +1181,69 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let companion: Companion =
-        Box::new(move |state, shutdown| Box::pin(up_companion(state, shutdown, objects)));
+    let companion: Companion = Box::new(move |state, shutdown, ingress| {
+        Box::pin(up_companion(state, shutdown, ingress, objects))
+    });
     run_daemon(args.daemon, Some(companion))
+}
+
+/// Where a service answers: by Host on the ingress, and on its node ports.
+fn service_urls(
+    state: &ApiState,
+    namespace: &str,
+    name: &str,
+    ingress: std::net::SocketAddr,
+) -> Vec<String> {
+    let host = if namespace == "default" {
+        format!("{name}.localhost")
+    } else {
+        format!("{name}.{namespace}.localhost")
+    };
+    let mut urls = vec![format!("http://{host}:{}/", ingress.port())];
+    if let Ok(Some(record)) = state
+        .store
+        .lock()
+        .expect("lock")
+        .get("Service", namespace, name)
+        && let crate::spec::Object::Service(service) = record.object
+    {
+        for port in &service.spec.ports {
+            if let Some(node_port) = port.node_port {
+                urls.push(format!("http://{}:{node_port}/", ingress.ip()));
+            }
+        }
+    }
+    urls
+}
+
+/// Keeps the router's services those of the store.
+fn sync_routes(
+    state: &ApiState,
+    table: &crate::router::Table,
+    ingress: &Arc<crate::router::Ingress>,
+) {
+    let services = match state.store.lock().expect("lock").list("Service", None) {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!("listing services: {e}");
+            return;
+        }
+    };
+    let services: Vec<crate::spec::objects::Service> = services
+        .into_iter()
+        .filter_map(|r| match r.object {
+            crate::spec::Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    table.set_services(&services);
+    ingress.sync_node_ports();
 }
 
 async fn up_companion(
     state: Arc<ApiState>,
     shutdown: CancellationToken,
+    ingress: std::net::SocketAddr,
     objects: Vec<crate::spec::Object>,
 ) -> ExitCode {
     let applied = state.store.lock().expect("lock").apply(&objects);
@@ -1146,6 +1256,16 @@ async fn up_companion(
     for o in &objects {
         let kind = o.kind().to_ascii_lowercase();
         println!("{kind}/{} applied", o.metadata().name);
+    }
+    for o in &objects {
+        if let crate::spec::Object::Service(service) = o {
+            let ns = service.metadata.namespace.as_deref().unwrap_or("default");
+            println!(
+                "service/{}: {}",
+                service.metadata.name,
+                service_urls(&state, ns, &service.metadata.name, ingress).join(" ")
+            );
+        }
     }
     // Report each pod once as it turns ready, until Ctrl-C.
     let mut reported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();

@@ -138,6 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             env: args.env,
             dirs,
             outbound: args.outbound,
+            services: None,
         },
         log: None,
         limits: Limits {

@@ -80,6 +80,17 @@ pub(crate) struct Context {
     pub runtime: Arc<WasmRuntime>,
     pub pods_dir: PathBuf,
     pub backoff: Backoff,
+    /// Where running pods are registered as endpoints for services.
+    pub routes: Arc<crate::router::Table>,
+    /// How long a request waits for a service to have a ready endpoint.
+    pub endpoint_wait: Duration,
+}
+
+/// What the kubelet tells the router: the table pods join, and how long
+/// guests' service calls wait for an endpoint.
+pub struct Routing {
+    pub table: Arc<crate::router::Table>,
+    pub endpoint_wait: Duration,
 }
 
 pub struct Kubelet {
@@ -95,6 +106,7 @@ impl Kubelet {
         nodes: BTreeSet<String>,
         pods_dir: PathBuf,
         backoff: Backoff,
+        routing: Routing,
     ) -> Kubelet {
         Kubelet {
             context: Context {
@@ -105,6 +117,8 @@ impl Kubelet {
                 runtime,
                 pods_dir,
                 backoff,
+                routes: routing.table,
+                endpoint_wait: routing.endpoint_wait,
             },
             nodes,
             workers: HashMap::new(),
@@ -351,6 +365,7 @@ enum Stopped {
 /// current, until it is deleted or a liveness probe fails.
 async fn supervise(
     context: &Context,
+    uid: &str,
     pod: &Pod,
     running: &[start::Running],
     cancel: &CancellationToken,
@@ -385,6 +400,9 @@ async fn supervise(
         pod,
         running_status(&containers, restarts, started_at, &running_since),
     );
+    context
+        .routes
+        .set_ready(uid, containers.iter().all(|c| c.ready));
     let client = probe::client();
     loop {
         // Only probes of started containers run, startup probes until then.
@@ -458,6 +476,9 @@ async fn supervise(
             }
         }
         if changed {
+            context
+                .routes
+                .set_ready(uid, containers.iter().all(|c| c.ready));
             context.set_status(
                 pod,
                 running_status(&containers, restarts, started_at, &running_since),
@@ -495,12 +516,41 @@ async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationTo
                         &format!("Started container {}", c.name),
                     );
                 }
+                let endpoint = Arc::new(crate::router::PodEndpoint::new(
+                    uid.clone(),
+                    pod.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    pod.metadata.name.clone(),
+                    pod.metadata.labels.clone(),
+                    running
+                        .iter()
+                        .map(|c| crate::router::ContainerEndpoint {
+                            ports: c.ports.clone(),
+                            workload: c.workload.clone(),
+                        })
+                        .collect(),
+                ));
+                context.routes.add_pod(endpoint.clone());
                 let ran_from = tokio::time::Instant::now();
-                let stopped =
-                    supervise(&context, &pod, &running, &cancel, restarts, &started_at).await;
+                let stopped = supervise(
+                    &context,
+                    &uid,
+                    &pod,
+                    &running,
+                    &cancel,
+                    restarts,
+                    &started_at,
+                )
+                .await;
                 if ran_from.elapsed() >= BACKOFF_RESET {
                     failures = 0;
                 }
+                // Out of every service first, so no new request comes;
+                // then the requests it has finish (within the grace period).
+                context.routes.remove_pod(&uid);
+                endpoint.drained(grace).await;
                 attempt.cancel();
                 for c in running {
                     let _ = c.serving.await;

@@ -21,12 +21,16 @@ use crate::runtime::{
     Capabilities, DirGrant, Limits, LogFile, OutboundRule, Runtime as _, WorkloadSpec,
 };
 use crate::spec::Object;
-use crate::spec::objects::{Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, Volume};
+use crate::spec::objects::{
+    Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, SERVICES_ANNOTATION, Volume,
+};
 
 pub(crate) struct Running {
     pub name: String,
     pub image: String,
     pub endpoint: SocketAddr,
+    pub ports: Vec<crate::spec::objects::ContainerPort>,
+    pub workload: Arc<dyn crate::runtime::Workload>,
     pub serving: tokio::task::JoinHandle<()>,
 }
 
@@ -90,6 +94,18 @@ async fn start_container(
     .await
     .map_err(|e| failure("CreateContainerError", e.to_string()))??;
     // One log per run of the container: `logs --previous` reads the one before.
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let services = crate::router::PodServices::new(
+        context.routes.clone(),
+        namespace,
+        pod.metadata
+            .annotations
+            .get(SERVICES_ANNOTATION)
+            .map(String::as_str),
+        context.endpoint_wait,
+    )
+    .map_err(|e| failure("CreateContainerConfigError", e))?;
+    spec.capabilities.services = Some(Arc::new(services));
     let log = super::log_path(dir, &container.name, restarts);
     spec.log = Some(Arc::new(LogFile::create(&log).map_err(|e| {
         failure("CreateContainerError", format!("{}: {e}", log.display()))
@@ -105,11 +121,18 @@ async fn start_container(
     let endpoint = listener
         .local_addr()
         .map_err(|e| failure("RunContainerError", e.to_string()))?;
-    let serving = tokio::spawn(crate::router::serve(listener, workload, cancel, grace));
+    let serving = tokio::spawn(crate::router::serve(
+        listener,
+        workload.clone(),
+        cancel,
+        grace,
+    ));
     Ok(Running {
         name: container.name.clone(),
         image: container.image.clone(),
         endpoint,
+        ports: container.ports.clone(),
+        workload,
         serving,
     })
 }
@@ -373,6 +396,7 @@ fn workload_spec(
             env,
             dirs,
             outbound,
+            services: None,
         },
         limits,
     })

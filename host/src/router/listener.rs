@@ -27,6 +27,25 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
+    accept(listener, shutdown, drain, move |request, peer| {
+        let workload = workload.clone();
+        async move { handle(&*workload, request, peer).await }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` and answers each request with
+/// `handler`, until `shutdown`; then waits up to `drain` for in-flight
+/// requests.
+pub async fn accept<H, F>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    drain: Duration,
+    handler: H,
+) where
+    H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -44,10 +63,9 @@ pub async fn serve(
         };
         // Small responses should not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let workload = workload.clone();
+        let handler = handler.clone();
         let local = stream.local_addr().ok();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            let workload = workload.clone();
             // HTTP/1.0 clients may send no Host; guests are promised an
             // authority, so it is the address they connected to.
             if request.uri().authority().is_none()
@@ -57,7 +75,8 @@ pub async fn serve(
             {
                 request.headers_mut().insert(http::header::HOST, host);
             }
-            async move { Ok::<_, Infallible>(handle(&*workload, request, peer).await) }
+            let answer = handler(request, peer);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -108,7 +127,7 @@ async fn handle(
 
 /// What the client sees of a failure: the status and a plain sentence, never
 /// the guest's internals (those are in the server log).
-fn error_response(error: &ServeError) -> Response<Body> {
+pub(super) fn error_response(error: &ServeError) -> Response<Body> {
     let (status, message) = match error {
         ServeError::Busy { .. }
         | ServeError::Guest {

@@ -1,8 +1,16 @@
-//! The HTTP front door: listeners that accept connections and hand each
-//! request to a workload. Today a listener serves one workload directly
-//! (`berth run`); host-based routes, endpoints and load balancing across
-//! replicas grow here.
+//! The HTTP front door. `listener` accepts connections; a `berth run`
+//! listener serves one workload directly. For pods, the [`Table`] holds
+//! every Service's ready endpoints; the ingress routes by Host
+//! (`<service>[.<namespace>].localhost`), NodePort services get listeners
+//! of their own, and guests reach services by name, all in-process.
 
+mod ingress;
 mod listener;
+mod proxy;
+mod services;
+mod table;
 
-pub use listener::serve;
+pub use ingress::{Ingress, route_host};
+pub use listener::{accept, serve};
+pub use services::PodServices;
+pub use table::{BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

@@ -5,7 +5,10 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::{Body, BoxFuture};
 
 /// The authority a workload holds. Empty by default: deny everything.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +19,33 @@ pub struct Capabilities {
     pub dirs: Vec<DirGrant>,
     /// Hosts the guest may send HTTP requests to.
     pub outbound: Vec<OutboundRule>,
+    /// The services the guest may call by name, in-process; none outside a pod.
+    pub services: Option<Arc<dyn Services>>,
+}
+
+/// Service names as a guest sees them: `http://<service>[.<namespace>[.svc[.cluster.local]]]`
+/// reaches a service's ready endpoints without a socket.
+pub trait Services: Send + Sync {
+    /// What `host` (with `port` when the URL gave one) names: `None` when no
+    /// service, so the request goes on as ordinary outbound HTTP; an error
+    /// when a service the guest may not call.
+    fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+    ) -> Option<Result<Arc<dyn ServiceTarget>, String>>;
+}
+
+/// One resolved service port; every call gets an HTTP answer (a 503 when
+/// nothing is ready), as a client of the service would over the network.
+pub trait ServiceTarget: Send + Sync {
+    fn call(&self, request: http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
+}
+
+impl fmt::Debug for dyn Services {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Services")
+    }
 }
 
 /// Resource limits per request.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use capabilities::{Capabilities, DirGrant, Limits, OutboundRule};
+pub use capabilities::{Capabilities, DirGrant, Limits, OutboundRule, ServiceTarget, Services};
 pub use error::{GuestFailure, RuntimeError, ServeError};
 
 /// An error inside a streamed body.

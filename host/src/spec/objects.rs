@@ -15,6 +15,11 @@ use super::Quantity;
 /// `*` for any) the pod's wasm containers may call over HTTP.
 pub const OUTBOUND_ANNOTATION: &str = "berth.dev/allow-outbound";
 
+/// Annotation on a pod (template): comma-separated services of other
+/// namespaces (`NAMESPACE/SERVICE`, `NAMESPACE/*`) its guests may call by
+/// name; services of its own namespace need none.
+pub const SERVICES_ANNOTATION: &str = "berth.dev/allow-services";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {

@@ -6,6 +6,7 @@
 //! not at all, and after a crash (even kill -9) the daemon reopens the
 //! database and finds exactly what was committed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -111,7 +112,11 @@ pub type Result<T> = std::result::Result<T, StateError>;
 
 pub struct Store {
     conn: Connection,
+    node_ports: std::ops::RangeInclusive<u16>,
 }
+
+/// Kubernetes' default range for NodePort services.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
@@ -156,6 +161,100 @@ fn object_from_json(kind: &str, name: &str, text: &str) -> Result<Object> {
     Object::from_value(kind, value).map_err(corrupt)
 }
 
+/// `service` with a node port on each port of a NodePort or LoadBalancer
+/// service: the one it asks for if no other service has it, else the one
+/// it had, else the lowest free one in `range`, as Kubernetes allocates.
+fn allocate_node_ports(
+    tx: &rusqlite::Transaction<'_>,
+    service: &crate::spec::objects::Service,
+    range: &std::ops::RangeInclusive<u16>,
+) -> Result<crate::spec::objects::Service> {
+    use crate::spec::objects::ServiceType;
+    let mut service = service.clone();
+    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
+    let name = service.metadata.name.clone();
+    if service.spec.kind == ServiceType::ClusterIP {
+        if let Some(port) = service.spec.ports.iter().find(|p| p.node_port.is_some()) {
+            return Err(StateError::Rejected(format!(
+                "Service {name}: port {}: nodePort needs type NodePort or LoadBalancer",
+                port.port
+            )));
+        }
+        return Ok(service);
+    }
+    let mut used: BTreeMap<u16, String> = BTreeMap::new();
+    let mut previous: Vec<crate::spec::objects::ServicePort> = Vec::new();
+    let mut rows =
+        tx.prepare("SELECT namespace, name, object FROM objects WHERE kind = 'Service'")?;
+    let stored = rows.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in stored {
+        let (ns, other, text) = row?;
+        let Object::Service(other_service) = object_from_json("Service", &other, &text)? else {
+            continue;
+        };
+        if ns == namespace && other == name {
+            previous = other_service.spec.ports;
+            continue;
+        }
+        for port in other_service.spec.ports {
+            if let Some(n) = port.node_port {
+                used.insert(n, format!("{ns}/{other}"));
+            }
+        }
+    }
+    for port in &service.spec.ports {
+        if let Some(n) = port.node_port {
+            if !range.contains(&n) {
+                return Err(StateError::Rejected(format!(
+                    "Service {name}: port {}: nodePort {n} is outside the range {}-{}",
+                    port.port,
+                    range.start(),
+                    range.end()
+                )));
+            }
+            if let Some(owner) = used.get(&n) {
+                return Err(StateError::Rejected(format!(
+                    "Service {name}: port {}: nodePort {n} is already allocated to service {owner}",
+                    port.port
+                )));
+            }
+            used.insert(n, format!("{namespace}/{name}"));
+        }
+    }
+    for port in service.spec.ports.iter_mut() {
+        if port.node_port.is_some() {
+            continue;
+        }
+        let kept = previous
+            .iter()
+            .find(|p| p.port == port.port)
+            .and_then(|p| p.node_port)
+            .filter(|n| !used.contains_key(n));
+        let chosen = match kept {
+            Some(n) => n,
+            None => range
+                .clone()
+                .find(|n| !used.contains_key(n))
+                .ok_or_else(|| {
+                    StateError::Rejected(format!(
+                        "Service {name}: no free nodePort left in {}-{}",
+                        range.start(),
+                        range.end()
+                    ))
+                })?,
+        };
+        used.insert(chosen, format!("{namespace}/{name}"));
+        port.node_port = Some(chosen);
+    }
+    Ok(service)
+}
+
 /// Objects are keyed by (kind, namespace, name); namespaces themselves
 /// have the empty namespace.
 fn key(object: &Object) -> (&'static str, String, String) {
@@ -184,7 +283,15 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            node_ports: NODE_PORTS,
+        })
+    }
+
+    /// Where NodePort services get their ports when they name none.
+    pub fn set_node_port_range(&mut self, range: std::ops::RangeInclusive<u16>) {
+        self.node_ports = range;
     }
 
     /// Creates or updates `objects` in one transaction. Namespaced objects
@@ -216,6 +323,15 @@ impl Store {
                     )));
                 }
             }
+            let allocated;
+            let object = match object {
+                Object::Service(service) => {
+                    allocated =
+                        Object::Service(allocate_node_ports(&tx, service, &self.node_ports)?);
+                    &allocated
+                }
+                other => other,
+            };
             let (kind, namespace, name) = key(object);
             let stored: Option<(String, u64, String)> = tx
                 .query_row(

@@ -16,7 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::output::GuestOutput;
-use crate::runtime::{Capabilities, OutboundRule, RuntimeError};
+use crate::runtime::{Capabilities, OutboundRule, RuntimeError, Services};
 
 pub(super) struct Sandbox {
     workload: Arc<str>,
@@ -63,6 +63,7 @@ impl Sandbox {
             outbound: Arc::new(OutboundPolicy {
                 workload: workload.to_owned(),
                 rules: caps.outbound.clone(),
+                services: caps.services.clone(),
             }),
         })
     }
@@ -106,10 +107,12 @@ const DENIED_BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(5
 pub(super) struct OutboundPolicy {
     workload: String,
     rules: Vec<OutboundRule>,
+    services: Option<Arc<dyn Services>>,
 }
 
-/// The `wasi:http` hooks of one request: outbound requests pass only to
-/// allowed hosts; the rest fail inside the guest with `HttpRequestDenied`.
+/// The `wasi:http` hooks of one request: a request naming a service goes to
+/// it in-process; other outbound requests pass only to allowed hosts; the
+/// rest fail inside the guest with `HttpRequestDenied`.
 pub(super) struct OutboundHooks(Arc<OutboundPolicy>);
 
 impl WasiHttpHooks for OutboundHooks {
@@ -134,6 +137,48 @@ impl WasiHttpHooks for OutboundHooks {
         // differ from the host checked here.
         let has_userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
         let policy = &self.0;
+        if !tls
+            && !has_userinfo
+            && let Some(services) = &policy.services
+            && let Some(resolved) = services.resolve(host, uri.port_u16())
+        {
+            return match resolved {
+                Ok(target) => {
+                    tracing::debug!(workload = %policy.workload, %uri, "service call");
+                    drop(fut);
+                    let request = request.map(|body| {
+                        body.map_err(|e| Box::new(e) as crate::runtime::BoxError)
+                            .boxed_unsync()
+                    });
+                    // The guest's own patience, as over a network: the
+                    // first byte is the response head, here.
+                    let first_byte = options.and_then(|o| o.first_byte_timeout);
+                    Box::new(async move {
+                        let call = target.call(request);
+                        let response = match first_byte {
+                            Some(limit) => tokio::time::timeout(limit, call)
+                                .await
+                                .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?,
+                            None => call.await,
+                        };
+                        let response = response.map(|body| {
+                            body.map_err(|e| {
+                                wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                            })
+                            .boxed_unsync()
+                        });
+                        Ok((
+                            response,
+                            Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                        ))
+                    })
+                }
+                Err(reason) => {
+                    tracing::warn!(workload = %policy.workload, %uri, "denied service call: {reason}");
+                    Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+                }
+            };
+        }
         if has_userinfo || !policy.rules.iter().any(|rule| rule.allows(host, port)) {
             tracing::warn!(
                 workload = %policy.workload,

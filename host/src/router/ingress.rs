@@ -1,0 +1,248 @@
+//! The host's HTTP entrance: one listener routing by Host header to
+//! services (`<service>.<namespace>.localhost`, `<service>.localhost` for
+//! the default namespace — browsers resolve `*.localhost` to loopback), and
+//! a listener per NodePort (or LoadBalancer) service port.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use super::proxy::{add_forwarded, forward, plain};
+use super::table::Table;
+use crate::runtime::{Body, BoxError};
+use crate::spec::objects::ServiceType;
+
+/// The (namespace, service) a Host header names, if it is one of the
+/// router's: `<service>.localhost` or `<service>.<namespace>.localhost`,
+/// any port, any case, a trailing dot allowed.
+pub fn route_host(host: &str) -> Option<(String, String)> {
+    if host.starts_with('[') {
+        return None;
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let rest = name.strip_suffix(".localhost")?;
+    let labels: Vec<&str> = rest.split('.').collect();
+    match labels[..] {
+        [service] if !service.is_empty() => Some(("default".into(), service.into())),
+        [service, namespace] if !service.is_empty() && !namespace.is_empty() => {
+            Some((namespace.into(), service.into()))
+        }
+        _ => None,
+    }
+}
+
+struct NodePortListener {
+    node_port: u16,
+    cancel: CancellationToken,
+}
+
+/// The ingress listener and the NodePort listeners, sharing one table.
+pub struct Ingress {
+    table: Arc<Table>,
+    wait: Duration,
+    ip: IpAddr,
+    shutdown: CancellationToken,
+    drain: Duration,
+    node_ports: Mutex<HashMap<(String, String, u16), NodePortListener>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Ingress {
+    /// Binds the ingress on `address`; returns it and the address bound
+    /// (the port chosen when `address` asked for port 0).
+    pub fn bind(
+        table: Arc<Table>,
+        address: SocketAddr,
+        wait: Duration,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> std::io::Result<(Arc<Ingress>, SocketAddr)> {
+        let listener = bind(address)?;
+        let bound = listener.local_addr()?;
+        let ingress = Arc::new(Ingress {
+            table,
+            wait,
+            ip: bound.ip(),
+            shutdown,
+            drain,
+            node_ports: Mutex::new(HashMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+        });
+        let by_host = ingress.clone();
+        ingress.tasks.spawn(super::accept(
+            listener,
+            ingress.shutdown.clone(),
+            drain,
+            move |request, peer| {
+                let ingress = by_host.clone();
+                async move { ingress.by_host(request, peer).await }
+            },
+        ));
+        Ok((ingress, bound))
+    }
+
+    async fn by_host(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let Some((namespace, service)) = route_host(&host) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "404 Not Found: no route for host {host:?}; services answer at \
+                     <service>.<namespace>.localhost or <service>.localhost\n"
+                ),
+            );
+        };
+        let Some(route) = self.table.route(&namespace, &service) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "404 Not Found: no service {service} in namespace {namespace} (host {host})\n"
+                ),
+            );
+        };
+        let Some(port) = route.port_index(None) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("404 Not Found: service {namespace}/{service} has no ports\n"),
+            );
+        };
+        let request = prepare(request, peer, Some(&host));
+        forward(route, port, request, Some(peer.ip()), self.wait).await
+    }
+
+    /// Opens a listener for every node port of the table's services and
+    /// closes those of services (or ports) that are gone.
+    pub fn sync_node_ports(self: &Arc<Self>) {
+        let mut wanted: HashMap<(String, String, u16), u16> = HashMap::new();
+        for route in self.table.routes() {
+            if route.spec.kind == ServiceType::ClusterIP {
+                continue;
+            }
+            for port in &route.spec.ports {
+                if let Some(node_port) = port.node_port {
+                    wanted.insert(
+                        (
+                            route.key.namespace.clone(),
+                            route.key.name.clone(),
+                            port.port,
+                        ),
+                        node_port,
+                    );
+                }
+            }
+        }
+        let mut open = self.node_ports.lock().expect("lock");
+        open.retain(|key, listener| {
+            let keep = wanted.get(key) == Some(&listener.node_port);
+            if !keep {
+                listener.cancel.cancel();
+            }
+            keep
+        });
+        for (key, node_port) in wanted {
+            if open.contains_key(&key) {
+                continue;
+            }
+            let (namespace, service, port) = key.clone();
+            let address = SocketAddr::new(self.ip, node_port);
+            let listener = match bind(address) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("service {namespace}/{service}: node port {address}: {e}");
+                    continue;
+                }
+            };
+            tracing::info!("service {namespace}/{service} port {port} on http://{address}/");
+            let cancel = self.shutdown.child_token();
+            let ingress = self.clone();
+            self.tasks.spawn(super::accept(
+                listener,
+                cancel.clone(),
+                self.drain,
+                move |request, peer| {
+                    let ingress = ingress.clone();
+                    let (namespace, service) = (namespace.clone(), service.clone());
+                    async move {
+                        let Some(route) = ingress.table.route(&namespace, &service) else {
+                            return plain(
+                                StatusCode::NOT_FOUND,
+                                format!("404 Not Found: service {namespace}/{service} is gone\n"),
+                            );
+                        };
+                        let Some(index) = route.port_index(Some(port)) else {
+                            return plain(
+                                StatusCode::NOT_FOUND,
+                                format!("404 Not Found: service {namespace}/{service} has no port {port}\n"),
+                            );
+                        };
+                        let request = prepare(request, peer, None);
+                        forward(route, index, request, Some(peer.ip()), ingress.wait).await
+                    }
+                },
+            ));
+            open.insert(key, NodePortListener { node_port, cancel });
+        }
+    }
+
+    /// Waits for every listener to finish draining after shutdown.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+fn prepare(request: Request<Incoming>, peer: SocketAddr, host: Option<&str>) -> Request<Body> {
+    let mut request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    let host = host.map(str::to_owned).or_else(|| {
+        request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    add_forwarded(request.headers_mut(), peer.ip(), host.as_deref());
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_host;
+
+    #[test]
+    fn hosts_name_a_service_and_maybe_its_namespace() {
+        let r = |h: &str| route_host(h).map(|(ns, s)| format!("{ns}/{s}"));
+        assert_eq!(r("web.localhost"), Some("default/web".into()));
+        assert_eq!(r("web.localhost:8080"), Some("default/web".into()));
+        assert_eq!(r("Web.Shop.LOCALHOST.:80"), Some("shop/web".into()));
+        assert_eq!(r("localhost:8080"), None);
+        assert_eq!(r(".localhost"), None);
+        assert_eq!(r("a.b.c.localhost"), None);
+        assert_eq!(r("example.com"), None);
+        assert_eq!(r("127.0.0.1:8080"), None);
+        assert_eq!(r("[::1]:8080"), None);
+    }
+}

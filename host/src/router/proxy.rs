@@ -1,0 +1,226 @@
+//! One request through a Service: pick a ready endpoint, hand the request to
+//! its workload in-process, count it in flight until its response body
+//! ends, and retry once elsewhere when the replica failed before answering
+//! and the request can safely be sent again.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+
+use super::listener::error_response;
+use super::table::Route;
+use crate::runtime::{Body, GuestFailure, ServeError};
+
+/// Serves `request` from `route`'s endpoints on service port `port`,
+/// waiting up to `wait` for one to be ready.
+pub async fn forward(
+    route: Arc<Route>,
+    port: usize,
+    mut request: Request<Body>,
+    client: Option<IpAddr>,
+    wait: Duration,
+) -> Response<Body> {
+    strip_hop_by_hop(request.headers_mut());
+    if route.endpoints(port).is_empty() && !route.wait_for_endpoints(port, wait).await {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 Service Unavailable: service {}/{} has no ready endpoints\n",
+                route.key.namespace, route.key.name
+            ),
+        );
+    }
+    // What it takes to send the request again: only for a method that may
+    // be repeated, and only when it has no body that would be gone.
+    let again = replayable(&request).then(|| {
+        let mut copy = Request::new(());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        copy
+    });
+    let Some(endpoint) = route.pick(port, client, None) else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 Service Unavailable: service {}/{} has no ready endpoints\n",
+                route.key.namespace, route.key.name
+            ),
+        );
+    };
+    let guard = endpoint.pod.begin();
+    let error = match endpoint.workload().serve(request).await {
+        Ok(response) => return finish(response, guard),
+        Err(error) => error,
+    };
+    drop(guard);
+    if let Some(again) = again
+        && worth_retrying(&error)
+        && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
+    {
+        tracing::info!(
+            service = %format_args!("{}/{}", route.key.namespace, route.key.name),
+            failed = %endpoint.pod.name,
+            retry = %other.pod.name,
+            "retrying a request: {error}"
+        );
+        let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
+        let guard = other.pod.begin();
+        return match other.workload().serve(request).await {
+            Ok(response) => finish(response, guard),
+            Err(error) => {
+                tracing::warn!(pod = %other.pod.name, "request failed: {error}");
+                error_response(&error)
+            }
+        };
+    }
+    tracing::warn!(pod = %endpoint.pod.name, "request failed: {error}");
+    error_response(&error)
+}
+
+/// The response on its way, counted in flight until its body is done.
+fn finish(mut response: Response<Body>, guard: super::table::InFlight) -> Response<Body> {
+    strip_hop_by_hop(response.headers_mut());
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &guard;
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+/// A replica that never answered: it was busy, or its instance died.
+/// Limits a request itself ran into would only be hit again.
+fn worth_retrying(error: &ServeError) -> bool {
+    match error {
+        ServeError::Busy { .. } => true,
+        ServeError::Guest { failure, .. } => matches!(
+            failure,
+            GuestFailure::Trap(_) | GuestFailure::NoResponse | GuestFailure::PoolExhausted
+        ),
+    }
+}
+
+fn replayable(request: &Request<Body>) -> bool {
+    use hyper::body::Body as _;
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    idempotent && request.body().is_end_stream()
+}
+
+/// Headers that belong to one connection, not to the request: a proxy
+/// drops them (RFC 9110 §7.6.1), with those the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// Tells the workload who asked and how: X-Forwarded-For gets the client
+/// appended, -Proto and -Host are set unless an earlier proxy set them.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = host
+        && !headers.contains_key("x-forwarded-host")
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert("x-forwarded-host", value);
+    }
+}
+
+/// A plain-text answer from the router itself.
+pub fn plain(status: StatusCode, message: String) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(message))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_extend_an_earlier_proxy_s() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        add_forwarded(
+            &mut headers,
+            "127.0.0.1".parse().unwrap(),
+            Some("web.localhost:8080"),
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "web.localhost:8080");
+    }
+}

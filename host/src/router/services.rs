@@ -1,0 +1,134 @@
+//! Service calls from guests: `http://<service>`, `<service>.<namespace>`,
+//! `<service>.<namespace>.svc` and `.svc.cluster.local` reach the
+//! service's endpoints in-process, with the same balancing as the ingress.
+//! Deny by default across namespaces: a pod may call services of its own
+//! namespace, and others only when its `berth.dev/allow-services`
+//! annotation names them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use super::proxy::forward;
+use super::table::{Route, Table};
+use crate::runtime::{Body, BoxFuture, ServiceTarget, Services};
+
+/// What one pod's guests may call.
+pub struct PodServices {
+    table: Arc<Table>,
+    namespace: String,
+    /// `(namespace, service)` pairs allowed beyond the pod's namespace; a
+    /// service of `*` allows the whole namespace.
+    allowed: Vec<(String, String)>,
+    wait: Duration,
+}
+
+impl PodServices {
+    /// `allowed` is the annotation's value: comma-separated
+    /// `NAMESPACE/SERVICE` or `NAMESPACE/*`.
+    pub fn new(
+        table: Arc<Table>,
+        namespace: &str,
+        allowed: Option<&str>,
+        wait: Duration,
+    ) -> Result<PodServices, String> {
+        let mut pairs = Vec::new();
+        for item in allowed.unwrap_or("").split(',').map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            match item.split_once('/') {
+                Some((ns, svc)) if !ns.is_empty() && !svc.is_empty() && !svc.contains('/') => {
+                    pairs.push((ns.to_owned(), svc.to_owned()));
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: {item:?} is not NAMESPACE/SERVICE or NAMESPACE/*",
+                        crate::spec::objects::SERVICES_ANNOTATION
+                    ));
+                }
+            }
+        }
+        Ok(PodServices {
+            table,
+            namespace: namespace.to_owned(),
+            allowed: pairs,
+            wait,
+        })
+    }
+
+    fn may_call(&self, namespace: &str, service: &str) -> bool {
+        namespace == self.namespace
+            || self
+                .allowed
+                .iter()
+                .any(|(ns, svc)| ns == namespace && (svc == service || svc == "*"))
+    }
+}
+
+impl Services for PodServices {
+    fn resolve(
+        &self,
+        host: &str,
+        port: Option<u16>,
+    ) -> Option<Result<Arc<dyn ServiceTarget>, String>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let (name, qualified) = match host
+            .strip_suffix(".svc.cluster.local")
+            .or_else(|| host.strip_suffix(".svc"))
+        {
+            Some(name) => (name, true),
+            None => (host.as_str(), false),
+        };
+        let (service, namespace) = match name.split('.').collect::<Vec<_>>()[..] {
+            [service] if !qualified => (service, self.namespace.as_str()),
+            [service, namespace] => (service, namespace),
+            // Anything else is an ordinary host name.
+            _ if !qualified => return None,
+            _ => return Some(Err(format!("{host} is not <service>.<namespace>.svc"))),
+        };
+        let Some(route) = self.table.route(namespace, service) else {
+            // A bare or two-label name that is no service may be a real
+            // host (`example.com`), left to the outbound rules.
+            return qualified
+                .then(|| Err(format!("no service {service} in namespace {namespace}")));
+        };
+        if !self.may_call(namespace, service) {
+            return Some(Err(format!(
+                "service {namespace}/{service} is in another namespace; the pod's {} annotation \
+                 does not allow it",
+                crate::spec::objects::SERVICES_ANNOTATION
+            )));
+        }
+        let Some(index) = route.port_index(port) else {
+            return Some(Err(format!(
+                "service {namespace}/{service} has no port {}",
+                port.unwrap_or(80)
+            )));
+        };
+        Some(Ok(Arc::new(Target {
+            route,
+            port: index,
+            wait: self.wait,
+        })))
+    }
+}
+
+struct Target {
+    route: Arc<Route>,
+    port: usize,
+    wait: Duration,
+}
+
+impl ServiceTarget for Target {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        Box::pin(forward(
+            self.route.clone(),
+            self.port,
+            request,
+            None,
+            self.wait,
+        ))
+    }
+}

@@ -1,0 +1,433 @@
+//! The routing table: each Service's ready endpoints, kept current as pods
+//! start, turn ready or unready, and stop, and the choice of one endpoint
+//! per request.
+//!
+//! Requests read a snapshot (`Arc<[Endpoint]>`) under a read lock held for
+//! a clone, so the per-request cost is a few atomic operations; the rare
+//! changes rebuild the snapshots of the services they touch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::runtime::Workload;
+use crate::spec::objects::{ContainerPort, IntOrString, Service, ServiceSpec, SessionAffinity};
+
+/// Annotation on a Service choosing how requests spread over its endpoints:
+/// `round-robin` (the default) or `least-request`.
+pub const BALANCE_ANNOTATION: &str = "berth.dev/load-balancer";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    RoundRobin,
+    /// Power of two choices: of two endpoints drawn at random, the one with
+    /// fewer requests in flight.
+    LeastRequest,
+}
+
+impl Policy {
+    pub fn parse(value: Option<&str>) -> Result<Policy, String> {
+        match value.map(str::trim) {
+            None | Some("" | "round-robin") => Ok(Policy::RoundRobin),
+            Some("least-request") => Ok(Policy::LeastRequest),
+            Some(other) => Err(format!(
+                "{BALANCE_ANNOTATION}: unknown policy {other:?} (round-robin or least-request)"
+            )),
+        }
+    }
+}
+
+/// A running pod as the router sees it: its labels (for selectors), its
+/// containers' workloads, whether it is ready, and the requests it is
+/// serving through the router (for least-request and for draining).
+pub struct PodEndpoint {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    labels: BTreeMap<String, String>,
+    containers: Vec<ContainerEndpoint>,
+    ready: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+pub struct ContainerEndpoint {
+    pub ports: Vec<ContainerPort>,
+    pub workload: Arc<dyn Workload>,
+}
+
+impl PodEndpoint {
+    pub fn new(
+        uid: String,
+        namespace: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+        containers: Vec<ContainerEndpoint>,
+    ) -> PodEndpoint {
+        PodEndpoint {
+            uid,
+            namespace,
+            name,
+            labels,
+            containers,
+            ready: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request until the guard drops (with the response body).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Waits until no request is in flight, or `limit` passes; true if idle.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// The container serving `target` (a container port's number or name);
+    /// a pod with one container serves every port, as a wasm container
+    /// answers on whatever port it is reached by.
+    fn container_for(&self, target: &IntOrString) -> Option<usize> {
+        let found = self.containers.iter().position(|c| {
+            c.ports.iter().any(|p| match target {
+                IntOrString::Int(n) => i64::from(p.container_port) == *n,
+                IntOrString::String(s) => p.name.as_deref() == Some(s),
+            })
+        });
+        found.or((self.containers.len() == 1).then_some(0))
+    }
+
+    fn selected_by(&self, namespace: &str, selector: &BTreeMap<String, String>) -> bool {
+        self.namespace == namespace
+            && !selector.is_empty()
+            && selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// A request being served by a pod; dropping it ends the count.
+pub struct InFlight(Arc<PodEndpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One container of one ready pod, for one service port.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub pod: Arc<PodEndpoint>,
+    container: usize,
+}
+
+impl Endpoint {
+    pub fn workload(&self) -> &Arc<dyn Workload> {
+        &self.pod.containers[self.container].workload
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A Service as routed: its ports, policy, affinity, and per port the
+/// endpoints requests may go to now.
+pub struct Route {
+    pub key: ServiceKey,
+    pub spec: ServiceSpec,
+    policy: Policy,
+    affinity: Option<Duration>,
+    ports: Vec<RoutePort>,
+    next: AtomicUsize,
+    sticky: Mutex<HashMap<IpAddr, (String, Instant)>>,
+    changed: tokio::sync::Notify,
+}
+
+struct RoutePort {
+    port: u16,
+    target: IntOrString,
+    endpoints: RwLock<Arc<[Endpoint]>>,
+}
+
+impl Route {
+    fn new(service: &Service, policy: Policy) -> Route {
+        let affinity = (service.spec.session_affinity == SessionAffinity::ClientIp).then(|| {
+            Duration::from_secs(
+                service
+                    .spec
+                    .session_affinity_config
+                    .as_ref()
+                    .map_or(10_800, |c| c.client_ip.timeout_seconds),
+            )
+        });
+        Route {
+            key: ServiceKey {
+                namespace: service
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name: service.metadata.name.clone(),
+            },
+            spec: service.spec.clone(),
+            policy,
+            affinity,
+            ports: service
+                .spec
+                .ports
+                .iter()
+                .map(|p| RoutePort {
+                    port: p.port,
+                    target: p
+                        .target_port
+                        .clone()
+                        .unwrap_or(IntOrString::Int(i64::from(p.port))),
+                    endpoints: RwLock::new(Arc::from(Vec::new())),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            sticky: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The index of the service port numbered `port`; without a number,
+    /// the first.
+    pub fn port_index(&self, port: Option<u16>) -> Option<usize> {
+        match port {
+            None => (!self.ports.is_empty()).then_some(0),
+            Some(n) => self.ports.iter().position(|p| p.port == n),
+        }
+    }
+
+    pub fn endpoints(&self, port: usize) -> Arc<[Endpoint]> {
+        self.ports[port].endpoints.read().expect("lock").clone()
+    }
+
+    /// Waits up to `limit` for `port` to have an endpoint.
+    pub async fn wait_for_endpoints(&self, port: usize, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.endpoints(port).is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// The endpoint for the next request from `client`, avoiding the pod
+    /// `avoid` (one that just failed it) when another is ready.
+    pub fn pick(
+        &self,
+        port: usize,
+        client: Option<IpAddr>,
+        avoid: Option<&str>,
+    ) -> Option<Endpoint> {
+        let all = self.endpoints(port);
+        let candidates: Vec<&Endpoint> = match avoid {
+            Some(uid) => all.iter().filter(|e| e.pod.uid != uid).collect(),
+            None => all.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        if let (Some(timeout), Some(client)) = (self.affinity, client) {
+            let mut sticky = self.sticky.lock().expect("lock");
+            let now = Instant::now();
+            if let Some((uid, at)) = sticky.get_mut(&client)
+                && now.duration_since(*at) < timeout
+                && let Some(e) = candidates.iter().find(|e| &e.pod.uid == uid)
+            {
+                *at = now;
+                return Some((*e).clone());
+            }
+            let chosen = self.choose(&candidates).clone();
+            // Old entries go when the table grows, so it stays bounded by
+            // the clients seen within one timeout.
+            if sticky.len() >= 4096 {
+                sticky.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+            }
+            sticky.insert(client, (chosen.pod.uid.clone(), now));
+            return Some(chosen);
+        }
+        Some(self.choose(&candidates).clone())
+    }
+
+    fn choose<'a>(&self, candidates: &[&'a Endpoint]) -> &'a Endpoint {
+        let n = candidates.len();
+        match self.policy {
+            Policy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
+            Policy::LeastRequest if n == 1 => candidates[0],
+            Policy::LeastRequest => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let (ea, eb) = (candidates[a], candidates[b]);
+                if eb.pod.in_flight() < ea.pod.in_flight() {
+                    eb
+                } else {
+                    ea
+                }
+            }
+        }
+    }
+
+    fn rebuild(&self, pods: &HashMap<String, Arc<PodEndpoint>>) {
+        for port in &self.ports {
+            let mut endpoints: Vec<Endpoint> = pods
+                .values()
+                .filter(|p| {
+                    p.ready.load(Ordering::Acquire)
+                        && p.selected_by(&self.key.namespace, &self.spec.selector)
+                })
+                .filter_map(|p| {
+                    p.container_for(&port.target).map(|container| Endpoint {
+                        pod: p.clone(),
+                        container,
+                    })
+                })
+                .collect();
+            endpoints.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
+            *port.endpoints.write().expect("lock") = endpoints.into();
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// Every service's route and every running pod, shared by the kubelet
+/// (which registers pods and their readiness), the daemon loop (which
+/// keeps services in step with the store), the ingress listeners and
+/// guests' service calls.
+#[derive(Default)]
+pub struct Table {
+    /// Namespace → service name → route: nested so a request looks up
+    /// borrowed strings without building a key.
+    routes: RwLock<HashMap<String, HashMap<String, Arc<Route>>>>,
+    pods: Mutex<HashMap<String, Arc<PodEndpoint>>>,
+}
+
+impl Table {
+    pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
+        self.routes
+            .read()
+            .expect("lock")
+            .get(namespace)
+            .and_then(|services| services.get(name))
+            .cloned()
+    }
+
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        self.routes
+            .read()
+            .expect("lock")
+            .values()
+            .flat_map(|services| services.values().cloned())
+            .collect()
+    }
+
+    /// Makes the routes those of `services`: new and changed ones are
+    /// (re)built, removed ones dropped. Cheap when nothing changed.
+    pub fn set_services(&self, services: &[Service]) {
+        let pods = self.pods.lock().expect("lock");
+        let mut routes = self.routes.write().expect("lock");
+        let mut wanted: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
+        for service in services {
+            let policy = match Policy::parse(
+                service
+                    .metadata
+                    .annotations
+                    .get(BALANCE_ANNOTATION)
+                    .map(String::as_str),
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("service {}: {e}; using round-robin", service.metadata.name);
+                    Policy::RoundRobin
+                }
+            };
+            let fresh = Route::new(service, policy);
+            let old = routes
+                .get(&fresh.key.namespace)
+                .and_then(|services| services.get(&fresh.key.name));
+            let route = match old {
+                Some(old) if old.spec == fresh.spec && old.policy == policy => old.clone(),
+                _ => {
+                    fresh.rebuild(&pods);
+                    Arc::new(fresh)
+                }
+            };
+            wanted
+                .entry(route.key.namespace.clone())
+                .or_default()
+                .insert(route.key.name.clone(), route);
+        }
+        *routes = wanted;
+    }
+
+    /// A pod started: it joins the routes whose selectors match once ready.
+    pub fn add_pod(&self, pod: Arc<PodEndpoint>) {
+        let mut pods = self.pods.lock().expect("lock");
+        pods.insert(pod.uid.clone(), pod.clone());
+        self.rebuild_for(&pods, &pod);
+    }
+
+    /// A pod is stopping (or stopped): it leaves every route at once, so
+    /// no new request reaches it while it drains.
+    pub fn remove_pod(&self, uid: &str) {
+        let mut pods = self.pods.lock().expect("lock");
+        if let Some(pod) = pods.remove(uid) {
+            pod.ready.store(false, Ordering::Release);
+            self.rebuild_for(&pods, &pod);
+        }
+    }
+
+    pub fn set_ready(&self, uid: &str, ready: bool) {
+        let pods = self.pods.lock().expect("lock");
+        if let Some(pod) = pods.get(uid)
+            && pod.ready.swap(ready, Ordering::AcqRel) != ready
+        {
+            self.rebuild_for(&pods, pod);
+        }
+    }
+
+    fn rebuild_for(&self, pods: &HashMap<String, Arc<PodEndpoint>>, pod: &PodEndpoint) {
+        let routes = self.routes.read().expect("lock");
+        for route in routes
+            .get(&pod.namespace)
+            .into_iter()
+            .flat_map(|s| s.values())
+        {
+            if pod.selected_by(&route.key.namespace, &route.spec.selector) {
+                route.rebuild(pods);
+            }
+        }
+    }
+}
