@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Package names; cargo names a cdylib's output with underscores.
+/// (examples/shop's guests are built by its own berth.toml files.)
 const GUESTS: &[&str] = &["hello", "echo", "misbehave", "legacy-hello"];
 
 fn main() {
@@ -31,6 +32,7 @@ fn main() {
     build
         .current_dir(&guests)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(GUESTS.iter().flat_map(|g| ["-p", g]))
         .env("CARGO_TARGET_DIR", &target_dir);
     // The outer build's flags and wrappers (clippy's, under `cargo clippy`)
     // are for the host crates, not for the wasm guests.

@@ -492,3 +492,69 @@ impl Drop for DockerRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// Helpers for tests that drive the daemon: manifests, images, pods.
+pub mod kube {
+    use std::path::Path;
+
+    pub fn write(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// The pods as `get pods -o json` shows them.
+    pub fn pods(home: &Path) -> Vec<serde_json::Value> {
+        let out = crate::ok(crate::berth(home, &["get", "pods", "-A", "-o", "json"]));
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until exactly `n` pods are Ready; returns (name, endpoint) of each.
+    pub fn wait_ready(home: &Path, n: usize) -> Vec<(String, String)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let pods = pods(home);
+            let ready: Vec<(String, String)> = pods
+                .iter()
+                .filter(|p| {
+                    p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+                .map(|p| {
+                    (
+                        p["metadata"]["name"].as_str().unwrap().to_owned(),
+                        p["status"]["containerStatuses"][0]["endpoint"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            if pods.len() == n && ready.len() == n {
+                return ready;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wanted {n} ready pods, have {} of {}: {pods:#?}",
+                ready.len(),
+                pods.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Builds `component` (a file) as image `tag` in `home`.
+    pub fn build_image(home: &Path, component: &Path, tag: &str) {
+        let app = tempfile::tempdir().unwrap();
+        std::fs::copy(component, app.path().join("app.wasm")).unwrap();
+        std::fs::write(app.path().join("berth.toml"), "component = \"app.wasm\"\n").unwrap();
+        crate::ok(crate::berth(
+            home,
+            &["build", app.path().to_str().unwrap(), "-t", tag],
+        ));
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use berth_tests::kube::{build_image, pods, wait_ready, write};
 use berth_tests::{BerthRun, berth, ok};
 
 fn daemon(home: &Path) -> BerthRun {
@@ -41,12 +42,6 @@ spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
 "#;
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
 
 #[test]
 fn apply_get_and_delete_manage_declared_objects() {
@@ -304,50 +299,6 @@ spec:
         resources: {requests: {memory: MEMORY}}
 "#;
 
-/// The pods as `get pods -o json` shows them.
-fn pods(home: &Path) -> Vec<serde_json::Value> {
-    let out = ok(berth(home, &["get", "pods", "-A", "-o", "json"]));
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-/// Waits until exactly `n` pods are Ready; returns (name, endpoint) of each.
-fn wait_ready(home: &Path, n: usize) -> Vec<(String, String)> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let pods = pods(home);
-        let ready: Vec<(String, String)> = pods
-            .iter()
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .map(|p| {
-                (
-                    p["metadata"]["name"].as_str().unwrap().to_owned(),
-                    p["status"]["containerStatuses"][0]["endpoint"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                )
-            })
-            .collect();
-        if pods.len() == n && ready.len() == n {
-            return ready;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "wanted {n} ready pods, have {} of {}: {pods:#?}",
-            ready.len(),
-            pods.len()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 #[tokio::test]
 async fn a_deployment_runs_its_pods_scales_and_cleans_up() {
     let home = tempfile::tempdir().unwrap();
@@ -458,17 +409,6 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
     }
     let table = ok(berth(home.path(), &["get", "pods"]));
     assert!(table.stdout.contains("0/1     Pending"), "{}", table.stdout);
-}
-
-/// Builds `component` (a file) as image `tag` in `home`.
-fn build_image(home: &Path, component: &Path, tag: &str) {
-    let app = tempfile::tempdir().unwrap();
-    std::fs::copy(component, app.path().join("app.wasm")).unwrap();
-    std::fs::write(app.path().join("berth.toml"), "component = \"app.wasm\"\n").unwrap();
-    ok(berth(
-        home,
-        &["build", app.path().to_str().unwrap(), "-t", tag],
-    ));
 }
 
 fn one_pod(image: &str, probes: &str) -> String {

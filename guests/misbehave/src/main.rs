@@ -5,7 +5,9 @@
 //! sleeps N times, `/fetch?url=U`
 //! makes an outbound HTTP request and reports the outcome, `/connect?addr=A`
 //! tries a raw TCP connection, `/state` reports whether memory written by an
-//! earlier request is visible (it must not be). Anything else
+//! earlier request is visible (it must not be). `/whoami` answers the pod
+//! name and `$VERSION`, after `$DELAY_MS`, or traps when `$FAIL` is set;
+//! `/exists?path=P` is 200 if P exists, else 503. Anything else
 //! answers `ok`, so tests can check the host still serves after each failure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,34 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
     };
     match request.uri().path() {
         "/trap" => panic!("guest asked to trap"),
+        "/whoami" => {
+            // Replicas told apart by their pod name; a replica is made slow
+            // (DELAY_MS) or broken (FAIL) through its env.
+            if std::env::var_os("FAIL").is_some() {
+                panic!("this replica fails every request");
+            }
+            if let Some(ms) = std::env::var("DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                wstd::task::sleep(Duration::from_millis(ms)).await;
+            }
+            let name = std::env::var("HOSTNAME").unwrap_or_default();
+            let version = std::env::var("VERSION").unwrap_or_default();
+            Ok(Response::new(format!("{name} {version}\n").into()))
+        }
+        "/exists" => {
+            // Ready when a file exists: a readiness probe a test can flip.
+            let path = param("path").unwrap_or_default();
+            if std::path::Path::new(&path).exists() {
+                Ok(Response::new(format!("{path} exists\n").into()))
+            } else {
+                Ok(status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{path} is missing\n"),
+                ))
+            }
+        }
         "/loop" => {
             let mut n: u64 = 0;
             loop {

@@ -99,6 +99,40 @@ impl Sandbox {
     }
 }
 
+/// Refuses `request` with `HttpRequestDenied`, after taking (a bounded
+/// amount of) its body: a guest still writing it would otherwise see its
+/// stream cut and report "connection reset" instead of the denial. Bounded
+/// in time too: a guest may wait for the response before it finishes the body.
+fn deny(request: http::Request<WasiBody>) -> SendFuture {
+    let mut body = request.into_body();
+    Box::new(async move {
+        let drain = async {
+            let mut taken = 0usize;
+            while taken < DENIED_BODY_DRAIN {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        taken += frame.data_ref().map_or(0, |data| data.len());
+                    }
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DENIED_BODY_WAIT, drain).await;
+        Err(wasmtime_wasi_http::Error::HttpRequestDenied)
+    })
+}
+
+/// What the `send_request` hook returns: the response and the future that
+/// drives its connection.
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
 /// How much of a denied request's body is read before it is dropped, and
 /// for how long.
 const DENIED_BODY_DRAIN: usize = 64 << 10;
@@ -121,14 +155,7 @@ impl WasiHttpHooks for OutboundHooks {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
+    ) -> SendFuture {
         let uri = request.uri();
         let host = uri.host().unwrap_or("");
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -175,7 +202,7 @@ impl WasiHttpHooks for OutboundHooks {
                 }
                 Err(reason) => {
                     tracing::warn!(workload = %policy.workload, %uri, "denied service call: {reason}");
-                    Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+                    deny(request)
                 }
             };
         }
@@ -185,27 +212,7 @@ impl WasiHttpHooks for OutboundHooks {
                 destination = %format_args!("{host}:{port}"),
                 "denied outbound request: host not in the workload's allowed outbound hosts"
             );
-            // Take (a bounded amount of) the body before refusing: a guest
-            // still writing it would otherwise see its stream cut and report
-            // "connection reset" instead of the denial.
-            // Bounded in time too: a guest may wait for the response before
-            // it finishes the body.
-            let mut body = request.into_body();
-            return Box::new(async move {
-                let drain = async {
-                    let mut taken = 0usize;
-                    while taken < DENIED_BODY_DRAIN {
-                        match body.frame().await {
-                            Some(Ok(frame)) => {
-                                taken += frame.data_ref().map_or(0, |data| data.len());
-                            }
-                            _ => break,
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(DENIED_BODY_WAIT, drain).await;
-                Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-            });
+            return deny(request);
         }
         tracing::debug!(workload = %policy.workload, %uri, "outbound request");
         // The guest-side completion future is only needed by hooks that
