@@ -455,6 +455,21 @@ async fn requests_over_the_concurrency_limit_wait_then_get_503() {
     assert_eq!(get(&format!("{}/", berth.url)).await.status, 200);
 }
 
+#[tokio::test]
+async fn a_guest_that_waits_too_long_gets_504_and_frees_its_slot() {
+    let berth = BerthRun::start(
+        guests::MISBEHAVE,
+        &["--response-timeout", "300ms", "--max-concurrency", "1"],
+    );
+    let started = Instant::now();
+    let slow = get(&format!("{}/sleep?ms=5000", berth.url)).await;
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(berth.wait_for_log("did not start its response within", Duration::from_secs(2)));
+    // The one slot is free again at once.
+    assert_eq!(get(&format!("{}/", berth.url)).await.status, 200);
+}
+
 #[test]
 fn a_granted_directory_that_does_not_exist_fails_at_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 
+    /// Wall-clock time a request may wait for the guest's response to start
+    /// (then 504), whatever the guest is waiting on.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    response_timeout: Duration,
+
     /// Requests served at once; more wait briefly, then get 503.
     #[arg(long, default_value_t = Limits::default().max_concurrency)]
     max_concurrency: usize,
@@ -144,6 +149,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             memory,
             cpu_time: args.timeout,
+            response_timeout: args.response_timeout,
             max_concurrency: args.max_concurrency.max(1),
             ..Limits::default()
         },

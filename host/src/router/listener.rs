@@ -11,13 +11,19 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{Body, BoxError, GuestFailure, ServeError, Workload};
+
+/// Connections one listener serves at once.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
@@ -46,9 +52,21 @@ pub async fn accept<H, F>(
     H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client gets this long to send a request's headers (slowloris).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At the cap, new connections wait in the kernel's backlog rather
+        // than each costing a task and buffers here.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -86,6 +104,7 @@ pub async fn accept<H, F>(
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -136,6 +155,13 @@ pub(super) fn error_response(error: &ServeError) -> Response<Body> {
         } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: the workload is at its concurrency limit, try again\n",
+        ),
+        ServeError::Guest {
+            failure: GuestFailure::ResponseTimeout(_),
+            ..
+        } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Timeout: the workload did not answer in time\n",
         ),
         ServeError::Guest { .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -59,6 +59,9 @@ pub struct Limits {
     pub max_concurrency: usize,
     /// How long a request waits for a free slot before the caller is told busy.
     pub queue_timeout: Duration,
+    /// Wall-clock time a guest has to start its response; CPU time alone
+    /// would let a guest that waits forever hold its slot forever.
+    pub response_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             cpu_time: Duration::from_secs(30),
             max_concurrency: 1000,
             queue_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(300),
         }
     }
 }

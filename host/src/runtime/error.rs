@@ -82,4 +82,6 @@ pub enum GuestFailure {
     Instantiate(String),
     #[error("could not be instantiated: every instance slot of the engine is in use")]
     PoolExhausted,
+    #[error("did not start its response within {0:?}")]
+    ResponseTimeout(Duration),
 }

@@ -64,6 +64,7 @@ impl Sandbox {
                 workload: workload.to_owned(),
                 rules: caps.outbound.clone(),
                 services: caps.services.clone(),
+                denials: LogBudget::default(),
             }),
         })
     }
@@ -122,6 +123,26 @@ fn deny(request: http::Request<WasiBody>) -> SendFuture {
     })
 }
 
+/// The guest's timeouts, or berth's where it set none: the engine's own
+/// default is ten minutes, long enough for a dead peer to hold a request
+/// slot that long.
+fn with_default_timeouts(options: Option<RequestOptions>) -> RequestOptions {
+    let options = options.unwrap_or_default();
+    RequestOptions {
+        connect_timeout: options.connect_timeout.or(Some(OUTBOUND_CONNECT_TIMEOUT)),
+        first_byte_timeout: options
+            .first_byte_timeout
+            .or(Some(OUTBOUND_FIRST_BYTE_TIMEOUT)),
+        between_bytes_timeout: options
+            .between_bytes_timeout
+            .or(Some(OUTBOUND_BETWEEN_BYTES_TIMEOUT)),
+    }
+}
+
+const OUTBOUND_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const OUTBOUND_FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const OUTBOUND_BETWEEN_BYTES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the `send_request` hook returns: the response and the future that
 /// drives its connection.
 type SendFuture = Box<
@@ -142,6 +163,43 @@ pub(super) struct OutboundPolicy {
     workload: String,
     rules: Vec<OutboundRule>,
     services: Option<Arc<dyn Services>>,
+    /// A guest retrying a denied call in a loop must not flood the log.
+    denials: LogBudget,
+}
+
+/// At most `PER_SECOND` lines a second; the rest are counted and reported
+/// in the next line that gets through.
+#[derive(Default)]
+struct LogBudget(std::sync::Mutex<LogWindow>);
+
+#[derive(Default)]
+struct LogWindow {
+    start: Option<std::time::Instant>,
+    used: u32,
+    dropped: u64,
+}
+
+impl LogBudget {
+    const PER_SECOND: u32 = 10;
+
+    /// `Some(dropped since the last line)` if this line may be logged.
+    fn take(&self) -> Option<u64> {
+        let mut w = self.0.lock().expect("lock");
+        let now = std::time::Instant::now();
+        if w.start
+            .is_none_or(|s| now.duration_since(s) >= std::time::Duration::from_secs(1))
+        {
+            w.start = Some(now);
+            w.used = 0;
+        }
+        if w.used < Self::PER_SECOND {
+            w.used += 1;
+            Some(std::mem::take(&mut w.dropped))
+        } else {
+            w.dropped += 1;
+            None
+        }
+    }
 }
 
 /// The `wasi:http` hooks of one request: a request naming a service goes to
@@ -201,23 +259,34 @@ impl WasiHttpHooks for OutboundHooks {
                     })
                 }
                 Err(reason) => {
-                    tracing::warn!(workload = %policy.workload, %uri, "denied service call: {reason}");
+                    if let Some(dropped) = policy.denials.take() {
+                        tracing::warn!(
+                            workload = %policy.workload,
+                            %uri,
+                            suppressed = dropped,
+                            "denied service call: {reason}"
+                        );
+                    }
                     deny(request)
                 }
             };
         }
         if has_userinfo || !policy.rules.iter().any(|rule| rule.allows(host, port)) {
-            tracing::warn!(
-                workload = %policy.workload,
-                destination = %format_args!("{host}:{port}"),
-                "denied outbound request: host not in the workload's allowed outbound hosts"
-            );
+            if let Some(dropped) = policy.denials.take() {
+                tracing::warn!(
+                    workload = %policy.workload,
+                    destination = %format_args!("{host}:{port}"),
+                    suppressed = dropped,
+                    "denied outbound request: host not in the workload's allowed outbound hosts"
+                );
+            }
             return deny(request);
         }
         tracing::debug!(workload = %policy.workload, %uri, "outbound request");
         // The guest-side completion future is only needed by hooks that
         // stream the request body themselves; the default sender does not.
         drop(fut);
+        let options = Some(with_default_timeouts(options));
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
@@ -225,5 +294,22 @@ impl WasiHttpHooks for OutboundHooks {
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogBudget;
+
+    #[test]
+    fn a_flood_of_lines_is_cut_to_the_budget_and_counted() {
+        let budget = LogBudget::default();
+        let passed: Vec<Option<u64>> = (0..25).map(|_| budget.take()).collect();
+        assert_eq!(passed.iter().filter(|p| p.is_some()).count(), 10);
+        assert!(passed[..10].iter().all(|p| *p == Some(0)));
+        // The next window's first line reports what was dropped.
+        budget.0.lock().unwrap().start = None;
+        assert_eq!(budget.take(), Some(15));
+        assert_eq!(budget.take(), Some(0));
     }
 }

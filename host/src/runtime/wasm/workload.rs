@@ -175,8 +175,14 @@ impl Inner {
             outcome
         });
 
+        let deadline = tokio::time::sleep(self.limits.response_timeout);
         tokio::select! {
             biased;
+            // Dropping the guest future (on return) drops its store: the
+            // instance stops wherever it was waiting.
+            () = deadline => {
+                Err(guest_error(GuestFailure::ResponseTimeout(self.limits.response_timeout)))
+            }
             outcome = &mut guest => {
                 // The store is gone, so the sender has either sent or been dropped.
                 match rx.try_recv() {
