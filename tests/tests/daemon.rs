@@ -824,3 +824,73 @@ fn logs_show_what_a_container_wrote_now_before_and_as_it_goes() {
         wrong.stderr
     );
 }
+
+#[tokio::test]
+async fn the_api_over_tcp_serves_only_clients_with_the_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, "s3cret-token-of-berth-0123456789\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let token = token_file.to_str().unwrap();
+    // A token others can read is refused before anything starts.
+    let out = berth(
+        home.path(),
+        &["daemon", "--listen", "127.0.0.1:0", "--token-file", token],
+    );
+    assert!(!out.success);
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let daemon = BerthRun::start_command(
+        home.path(),
+        &["daemon", "--listen", "127.0.0.1:0", "--token-file", token],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let api = loop {
+        if let Some(line) = daemon
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("berth: API on ").map(str::to_owned))
+        {
+            break line.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.stdout());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // A client elsewhere (no socket in its home) reaches it with the token.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let remote = |auth: (&str, &str), args: &[&str]| {
+        std::process::Command::new(berth_tests::berth_bin())
+            .args(args)
+            .env("BERTH_HOME", elsewhere.path())
+            .env("BERTH_HOST", &api)
+            .env(auth.0, auth.1)
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: remote}\ndata: {a: b}\n",
+    );
+    let applied = remote(("BERTH_TOKEN_FILE", token), &["apply", "-f", &file]);
+    assert!(applied.status.success(), "{applied:?}");
+    let listed = remote(("BERTH_TOKEN_FILE", token), &["get", "cm"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("remote"),
+        "{listed:?}"
+    );
+    // A wrong token, or none, is turned away.
+    let wrong = remote(("BERTH_TOKEN", "not-the-token-at-all-0000"), &["get", "cm"]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("token"),
+        "{wrong:?}"
+    );
+    let bare = berth_tests::send("GET", &format!("{api}objects/ConfigMap"), &[], Vec::new()).await;
+    assert_eq!(bare.status, 401);
+    assert!(bare.header("www-authenticate").starts_with("Bearer"));
+}

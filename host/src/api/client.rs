@@ -1,5 +1,7 @@
 //! The CLI's side of the control API: one HTTP/1.1 request per call over
-//! the daemon's unix socket.
+//! the daemon's unix socket, or over TCP to the daemon `BERTH_HOST` names
+//! (`ADDR` or `http://ADDR`), with the token from `BERTH_TOKEN` or the file
+//! `BERTH_TOKEN_FILE`.
 
 use std::path::Path;
 
@@ -16,26 +18,9 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| {
-            format!(
-                "no berth daemon at {} (start one with `berth daemon`)",
-                socket.display()
-            )
-        })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("talking to the daemon")?;
-    tokio::spawn(connection);
+    let (mut sender, auth) = open(socket).await?;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, "berth")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .context("building the request")?;
+    let request = build(method, path, auth.as_deref(), Bytes::from(bytes))?;
     let response = sender
         .send_request(request)
         .await
@@ -55,6 +40,68 @@ pub async fn call(
     Ok((status, json))
 }
 
+fn build(
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "berth")
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(auth) = auth {
+        request = request.header(http::header::AUTHORIZATION, auth);
+    }
+    request
+        .body(Full::new(body))
+        .context("building the request")
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A connection to the daemon, and the Authorization header it needs.
+async fn open(socket: &Path) -> anyhow::Result<(Sender, Option<String>)> {
+    if let Some(host) = std::env::var("BERTH_HOST").ok().filter(|h| !h.is_empty()) {
+        let address = host.trim_start_matches("http://").trim_end_matches('/');
+        let token = match (
+            std::env::var("BERTH_TOKEN"),
+            std::env::var_os("BERTH_TOKEN_FILE"),
+        ) {
+            (Ok(token), _) if !token.is_empty() => token,
+            (_, Some(file)) => std::fs::read_to_string(&file)
+                .with_context(|| format!("reading BERTH_TOKEN_FILE {}", file.to_string_lossy()))?
+                .trim()
+                .to_owned(),
+            _ => anyhow::bail!(
+                "BERTH_HOST is set: the daemon's token is needed too (BERTH_TOKEN or BERTH_TOKEN_FILE)"
+            ),
+        };
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .with_context(|| format!("no berth daemon at {address} (BERTH_HOST)"))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("talking to the daemon")?;
+        tokio::spawn(connection);
+        return Ok((sender, Some(format!("Bearer {token}"))));
+    }
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "no berth daemon at {} (start one with `berth daemon`)",
+                socket.display()
+            )
+        })?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("talking to the daemon")?;
+    tokio::spawn(connection);
+    Ok((sender, None))
+}
+
 /// The error message of a failed call.
 pub fn error_of(json: &serde_json::Value) -> String {
     json.get("error")
@@ -67,24 +114,8 @@ pub fn error_of(json: &serde_json::Value) -> String {
 /// A refusal is returned as an error with the daemon's message.
 pub async fn get_streaming(socket: &Path, path: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| {
-            format!(
-                "no berth daemon at {} (start one with `berth daemon`)",
-                socket.display()
-            )
-        })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("talking to the daemon")?;
-    tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method("GET")
-        .uri(path)
-        .header(http::header::HOST, "berth")
-        .body(Full::new(Bytes::new()))
-        .context("building the request")?;
+    let (mut sender, auth) = open(socket).await?;
+    let request = build("GET", path, auth.as_deref(), Bytes::new())?;
     let response = sender
         .send_request(request)
         .await

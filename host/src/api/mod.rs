@@ -295,6 +295,69 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// The API for TCP clients: every request must carry
+/// `Authorization: Bearer <token>`, or gets 401.
+pub fn router_with_token(state: Arc<ApiState>, token: Arc<str>) -> Router {
+    router(state).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let presented = request
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match presented {
+                    Some(p) if same_secret(p.as_bytes(), token.as_bytes()) => {
+                        next.run(request).await
+                    }
+                    _ => {
+                        let mut response = error(
+                            StatusCode::UNAUTHORIZED,
+                            "this berth daemon needs its API token (BERTH_TOKEN or BERTH_TOKEN_FILE)",
+                        );
+                        response.headers_mut().insert(
+                            axum::http::header::WWW_AUTHENTICATE,
+                            axum::http::HeaderValue::from_static("Bearer realm=\"berth\""),
+                        );
+                        response
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// tells nothing of how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads the API token from `path`: one line, at least 16 characters, in a
+/// file only its owner can read.
+pub fn read_token(path: &Path) -> anyhow::Result<Arc<str>> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "{}: the token file must be readable by its owner only (chmod 600 it)",
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!(
+            "{}: the token must be one line of at least 16 characters without spaces",
+            path.display()
+        );
+    }
+    Ok(Arc::from(token))
+}
+
 #[derive(Debug, Deserialize)]
 struct ScaleRequest {
     replicas: u32,

@@ -43,6 +43,14 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     backoff_cap: Duration,
 
+    /// Also serve the control API over TCP on ADDR (needs --token-file).
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    listen: Option<std::net::SocketAddr>,
+
+    /// The bearer token TCP clients must present (a file of mode 0600).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    token_file: Option<PathBuf>,
+
     /// Where services answer by Host: `http://<service>[.<namespace>].localhost:PORT/`.
     #[arg(
         long,
@@ -113,6 +121,11 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         args.nodes
     };
     let socket = socket_path();
+    let token = args
+        .token_file
+        .as_deref()
+        .map(crate::api::read_token)
+        .transpose()?;
     let tokio = runtime()?;
     // Built outside the async runtime and dropped after it, as `berth run`
     // does: its epoch ticker is what makes a spinning guest yield.
@@ -156,8 +169,27 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .into_future(),
         );
+        let tcp_api = match (args.listen, token) {
+            (Some(address), Some(token)) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the API on {address} (see --listen)"))?;
+                let bound = listener.local_addr()?;
+                let serving = axum::serve(
+                    listener,
+                    crate::api::router_with_token(state.clone(), token),
+                )
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future();
+                Some((bound, tokio::spawn(serving)))
+            }
+            _ => None,
+        };
         // Scripts and tests read this line to know the daemon is up.
         println!("berth: daemon serving {}", socket.display());
+        if let Some((bound, _)) = &tcp_api {
+            println!("berth: API on http://{bound}/ (token required)");
+        }
         println!("berth: ingress on http://{ingress_address}/");
         let companion =
             companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
@@ -192,6 +224,9 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         kubelet.stop_all().await;
         ingress.stopped().await;
         let _ = api.await;
+        if let Some((_, serving)) = tcp_api {
+            let _ = serving.await;
+        }
         let _ = std::fs::remove_file(&socket);
         let code = match companion {
             Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
