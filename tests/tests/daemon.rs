@@ -894,3 +894,61 @@ async fn the_api_over_tcp_serves_only_clients_with_the_token() {
     assert_eq!(bare.status, 401);
     assert!(bare.header("www-authenticate").starts_with("Bearer"));
 }
+
+#[tokio::test]
+async fn a_pod_takes_a_new_image_but_no_other_change() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(berth_tests::guests::HELLO), "app:1");
+    build_image(home.path(), Path::new(berth_tests::guests::ECHO), "app:2");
+    let _daemon = daemon(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |image: &str, env: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  containers:\n  - name: app\n    image: {image}\n    env: [{env}]\n"
+        )
+    };
+    let file = write(dir.path(), "pod.yaml", &pod("app:1", ""));
+    ok(berth(home.path(), &["apply", "-f", &file]));
+    let first = wait_ready(home.path(), 1);
+    // The same manifest again changes nothing, and restarts nothing.
+    let again = ok(berth(home.path(), &["apply", "-f", &file]));
+    assert!(
+        again.stdout.contains("pod/solo unchanged"),
+        "{}",
+        again.stdout
+    );
+    // Another env is refused, whole.
+    write(dir.path(), "pod.yaml", &pod("app:1", "{name: A, value: b}"));
+    let refused = berth(home.path(), &["apply", "-f", &file]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("may not change"),
+        "{}",
+        refused.stderr
+    );
+    // A new image restarts the pod's container on it.
+    write(dir.path(), "pod.yaml", &pod("app:2", ""));
+    let changed = ok(berth(home.path(), &["apply", "-f", &file]));
+    assert!(
+        changed.stdout.contains("pod/solo configured"),
+        "{}",
+        changed.stdout
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = wait_ready(home.path(), 1);
+        if now[0].1 != first[0].1 {
+            let reply = berth_tests::get(&format!("http://{}/", now[0].1)).await;
+            assert!(reply.body.contains("method: GET"), "{}", reply.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still on the old image"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pod = &pods(home.path())[0];
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(pod["status"]["containerStatuses"][0]["image"], "app:2");
+}

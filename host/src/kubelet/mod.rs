@@ -69,6 +69,8 @@ impl Default for Backoff {
 struct Worker {
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The pod's generation it runs; a new one (a new image) replaces it.
+    generation: u64,
 }
 
 /// What every pod worker needs.
@@ -97,6 +99,9 @@ pub struct Kubelet {
     context: Context,
     nodes: BTreeSet<String>,
     workers: HashMap<String, Worker>,
+    /// Workers of updated pods, stopping before their successors start,
+    /// with the run number the successor starts from.
+    replacing: HashMap<String, (tokio::task::JoinHandle<()>, u32)>,
 }
 
 impl Kubelet {
@@ -122,6 +127,7 @@ impl Kubelet {
             },
             nodes,
             workers: HashMap::new(),
+            replacing: HashMap::new(),
         }
     }
 
@@ -142,7 +148,7 @@ impl Kubelet {
                 return;
             }
         };
-        let mut wanted: HashMap<String, Pod> = HashMap::new();
+        let mut wanted: HashMap<String, (Pod, u64, u32)> = HashMap::new();
         for record in pods {
             if let Object::Pod(pod) = record.object
                 && pod
@@ -151,7 +157,10 @@ impl Kubelet {
                     .as_ref()
                     .is_some_and(|n| self.nodes.contains(n))
             {
-                wanted.insert(record.uid, *pod);
+                let restarts = record.status["containerStatuses"][0]["restartCount"]
+                    .as_u64()
+                    .unwrap_or(0) as u32;
+                wanted.insert(record.uid, (*pod, record.generation, restarts));
             }
         }
         let gone: Vec<String> = self
@@ -170,18 +179,48 @@ impl Kubelet {
                 });
             }
         }
-        for (uid, pod) in wanted {
-            if self.workers.contains_key(&uid) {
-                continue;
+        self.replacing
+            .retain(|uid, (task, _)| wanted.contains_key(uid) || !task.is_finished());
+        for (uid, (pod, generation, restarts)) in wanted {
+            if let Some(worker) = self.workers.get(&uid) {
+                if worker.generation == generation {
+                    continue;
+                }
+                // A new image: the containers stop (draining) and start
+                // again from it, counted as a restart, as Kubernetes does.
+                let worker = self.workers.remove(&uid).expect("present");
+                worker.cancel.cancel();
+                self.context.event(
+                    &pod,
+                    "Normal",
+                    "Killing",
+                    "Stopping the pod's containers: their image changed",
+                );
+                self.replacing
+                    .insert(uid.clone(), (worker.task, restarts + 1));
             }
+            // The old run must be gone first: the same pod may not serve twice.
+            let first_run = match self.replacing.get(&uid) {
+                Some((task, _)) if !task.is_finished() => continue,
+                Some(_) => self.replacing.remove(&uid).map_or(0, |(_, run)| run),
+                None => 0,
+            };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(run_pod(
                 self.context.clone(),
                 uid.clone(),
                 pod,
                 cancel.clone(),
+                first_run,
             ));
-            self.workers.insert(uid, Worker { cancel, task });
+            self.workers.insert(
+                uid,
+                Worker {
+                    cancel,
+                    task,
+                    generation,
+                },
+            );
         }
     }
 
@@ -260,6 +299,9 @@ impl Kubelet {
         }
         for (_, worker) in self.workers.drain() {
             let _ = worker.task.await;
+        }
+        for (_, (task, _)) in self.replacing.drain() {
+            let _ = task.await;
         }
     }
 }
@@ -491,8 +533,14 @@ async fn supervise(
 /// in Kubernetes.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
-async fn run_pod(context: Context, uid: String, pod: Pod, cancel: CancellationToken) {
-    let mut restarts: u32 = 0;
+async fn run_pod(
+    context: Context,
+    uid: String,
+    pod: Pod,
+    cancel: CancellationToken,
+    first_run: u32,
+) {
+    let mut restarts: u32 = first_run;
     // Failures since the pod last ran for BACKOFF_RESET: what the delay grows with.
     let mut failures: u32 = 0;
     let started_at = now();

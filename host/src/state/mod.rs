@@ -161,6 +161,39 @@ fn object_from_json(kind: &str, name: &str, text: &str) -> Result<Object> {
     Object::from_value(kind, value).map_err(corrupt)
 }
 
+/// A pod as an update leaves it: the node it was bound to kept, and
+/// nothing of its spec changed but its containers' images, as Kubernetes
+/// allows (a changed image restarts the pod's containers).
+fn update_pod(new: &crate::spec::objects::Pod, old: &Object) -> Result<crate::spec::objects::Pod> {
+    let Object::Pod(old) = old else {
+        return Ok(new.clone());
+    };
+    let mut pod = new.clone();
+    if pod.spec.node_name.is_none() {
+        pod.spec.node_name.clone_from(&old.spec.node_name);
+    }
+    // Binding (no node yet → a node) is the scheduler's one change.
+    let bound = pod.spec.node_name.clone();
+    let comparable = |spec: &crate::spec::objects::PodSpec| {
+        let mut spec = spec.clone();
+        for c in &mut spec.containers {
+            c.image.clear();
+        }
+        if spec.node_name.is_none() {
+            spec.node_name.clone_from(&bound);
+        }
+        spec
+    };
+    if comparable(&pod.spec) != comparable(&old.spec) {
+        return Err(StateError::Rejected(format!(
+            "Pod {}: a pod's spec may not change, but for its containers' images \
+             (delete the pod and create it again, or let a Deployment replace it)",
+            pod.metadata.name
+        )));
+    }
+    Ok(pod)
+}
+
 /// `service` with a node port on each port of a NodePort or LoadBalancer
 /// service: the one it asks for if no other service has it, else the one
 /// it had, else the lowest free one in `range`, as Kubernetes allocates.
@@ -340,6 +373,17 @@ impl Store {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()?;
+            let merged;
+            let object = match (object, &stored) {
+                (Object::Pod(pod), Some((old_text, _, _))) => {
+                    merged = Object::Pod(Box::new(update_pod(
+                        pod,
+                        &object_from_json(kind, &name, old_text)?,
+                    )?));
+                    &merged
+                }
+                _ => object,
+            };
             let text = object_json(object).to_string();
             let version = next_version(&tx)?;
             let outcome = match stored {
