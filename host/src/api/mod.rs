@@ -578,13 +578,13 @@ async fn logs(
         }
     };
     let dir = crate::home::pods_dir().join(&record.uid);
-    let runs = log_runs(&dir, &container);
+    let current = current_run(&record.status, &container);
     let wanted = if query.previous {
-        runs.iter().rev().nth(1)
+        current.and_then(|run| run.checked_sub(1))
     } else {
-        runs.last()
+        current
     };
-    let Some(&run) = wanted else {
+    let Some(run) = wanted else {
         return error(
             StatusCode::BAD_REQUEST,
             if query.previous {
@@ -598,6 +598,8 @@ async fn logs(
     if !query.follow {
         return match tokio::fs::read(&path).await {
             Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+            // A run that never wrote has no file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StatusCode::OK.into_response(),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{}: {e}", path.display()),
@@ -606,10 +608,9 @@ async fn logs(
     }
     let uid = record.uid.clone();
     let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
-        let (state, path, dir, container, uid, namespace, name) = (
+        let (state, path, container, uid, namespace, name) = (
             state.clone(),
             path.clone(),
-            dir.clone(),
             container.clone(),
             uid.clone(),
             namespace.clone(),
@@ -626,12 +627,16 @@ async fn logs(
                     let next = bytes.len() as u64;
                     return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
                 }
-                let alive = matches!(
-                    state.store.lock().expect("lock").get("Pod", &namespace, &name),
-                    Ok(Some(r)) if r.uid == uid
+                let now = state
+                    .store
+                    .lock()
+                    .expect("lock")
+                    .get("Pod", &namespace, &name);
+                let still = matches!(
+                    &now,
+                    Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
                 );
-                let restarted = log_runs(&dir, &container).last() != Some(&run);
-                if !alive || restarted {
+                if !still {
                     return Some((Ok(Vec::new()), (offset, true)));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -642,13 +647,18 @@ async fn logs(
 }
 
 /// The runs of a container that have a log, in order.
-fn log_runs(pod_dir: &Path, container: &str) -> Vec<u32> {
-    let mut runs: Vec<u32> = std::fs::read_dir(pod_dir.join("logs").join(container))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-        .collect();
-    runs.sort_unstable();
-    runs
+/// The run of `container` whose output `logs` shows: the one running, or
+/// the last one to run while the next waits (its restart count numbers the
+/// runs from 0).
+fn current_run(status: &serde_json::Value, container: &str) -> Option<u32> {
+    let entry = status["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == container)?;
+    let count = u32::try_from(entry["restartCount"].as_u64()?).ok()?;
+    if entry["state"]["running"].is_object() {
+        Some(count)
+    } else {
+        count.checked_sub(1)
+    }
 }

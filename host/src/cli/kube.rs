@@ -193,7 +193,9 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         println!("berth: ingress on http://{ingress_address}/");
         let companion =
             companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
+        let mut routed = None;
         loop {
+            let pass = std::time::Instant::now();
             {
                 let mut store = state.store.lock().expect("lock");
                 // A few passes: each step's writes feed the next.
@@ -209,13 +211,16 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 }
             }
             kubelet.sync();
-            sync_routes(&state, &table, &ingress);
+            sync_routes(&state, &table, &ingress, &mut routed);
+            let took = pass.elapsed();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = state.changed.notified() => {
                     // Changes come in bursts (a pod starting per few ms):
-                    // gather them into one pass.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // gather them into one pass, and when passes grow long
+                    // (thousands of pods), leave the pods as much time to
+                    // start as the pass took.
+                    tokio::time::sleep(took.max(Duration::from_millis(20))).await;
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
@@ -1256,8 +1261,18 @@ fn sync_routes(
     state: &ApiState,
     table: &crate::router::Table,
     ingress: &Arc<crate::router::Ingress>,
+    synced: &mut Option<u64>,
 ) {
-    let services = match state.store.lock().expect("lock").list("Service", None) {
+    let listed = {
+        let store = state.store.lock().expect("lock");
+        let version = store.spec_version();
+        if *synced == Some(version) {
+            return;
+        }
+        *synced = Some(version);
+        store.list("Service", None)
+    };
+    let services = match listed {
         Ok(records) => records,
         Err(e) => {
             tracing::error!("listing services: {e}");

@@ -102,6 +102,8 @@ pub struct Kubelet {
     /// Workers of updated pods, stopping before their successors start,
     /// with the run number the successor starts from.
     replacing: HashMap<String, (tokio::task::JoinHandle<()>, u32)>,
+    /// The store's spec version the workers were last synced to.
+    synced: Option<u64>,
 }
 
 impl Kubelet {
@@ -128,20 +130,24 @@ impl Kubelet {
             nodes,
             workers: HashMap::new(),
             replacing: HashMap::new(),
+            synced: None,
         }
     }
 
     /// Starts workers for newly bound pods and stops those of pods that
     /// are gone.
     pub fn sync(&mut self) {
-        let pods = match self
-            .context
-            .state
-            .store
-            .lock()
-            .expect("lock")
-            .list("Pod", None)
-        {
+        let listed = {
+            let store = self.context.state.store.lock().expect("lock");
+            let version = store.spec_version();
+            // Status changes (most of them, while pods start) are not ours.
+            if self.synced == Some(version) && self.replacing.is_empty() {
+                return;
+            }
+            self.synced = Some(version);
+            store.list("Pod", None)
+        };
+        let pods = match listed {
             Ok(pods) => pods,
             Err(e) => {
                 tracing::error!("listing pods: {e}");

@@ -107,9 +107,7 @@ async fn start_container(
     .map_err(|e| failure("CreateContainerConfigError", e))?;
     spec.capabilities.services = Some(Arc::new(services));
     let log = super::log_path(dir, &container.name, restarts);
-    spec.log = Some(Arc::new(LogFile::create(&log).map_err(|e| {
-        failure("CreateContainerError", format!("{}: {e}", log.display()))
-    })?));
+    spec.log = Some(Arc::new(LogFile::new(log)));
     let workload = context
         .runtime
         .start(spec)

@@ -44,33 +44,49 @@ pub struct WorkloadSpec {
     pub log: Option<Arc<LogFile>>,
 }
 
-/// An append-only file of a workload's output, a line per write.
+/// An append-only file of a workload's output, a line per write. Created
+/// (with its directory) on the first line: most workloads never write, and
+/// a thousand replicas starting should not cost three thousand mkdirs.
 #[derive(Debug)]
 pub struct LogFile {
-    file: std::sync::Mutex<std::fs::File>,
+    path: PathBuf,
+    file: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl LogFile {
-    /// Opens `path` for appending, creating it and its directory.
-    pub fn create(path: &std::path::Path) -> std::io::Result<LogFile> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+    pub fn new(path: PathBuf) -> LogFile {
+        LogFile {
+            path,
+            file: std::sync::Mutex::new(None),
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(LogFile {
-            file: std::sync::Mutex::new(file),
-        })
     }
 
-    /// Appends one line. A full disk loses the line rather than stall the guest.
+    /// Appends one line. A full disk (or an unwritable directory) loses the
+    /// line rather than stall the guest.
     pub fn write_line(&self, line: &str) {
         use std::io::Write as _;
         let mut file = self.file.lock().expect("lock");
-        let _ = file.write_all(format!("{line}\n").as_bytes());
+        if file.is_none() {
+            *file = open_append(&self.path)
+                .inspect_err(|e| {
+                    tracing::warn!("opening the log {}: {e}", self.path.display());
+                })
+                .ok();
+        }
+        if let Some(file) = file.as_mut() {
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
     }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// A backend that can start workloads.

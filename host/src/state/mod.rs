@@ -113,6 +113,20 @@ pub type Result<T> = std::result::Result<T, StateError>;
 pub struct Store {
     conn: Connection,
     node_ports: std::ops::RangeInclusive<u16>,
+    /// Objects and statuses as last parsed, by uid: the controllers and the
+    /// kubelet list every pod many times a second while a thousand start,
+    /// and a text compare is far cheaper than parsing it again.
+    parsed: std::cell::RefCell<std::collections::HashMap<String, Parsed>>,
+    /// Bumped by every change to an object itself (not its status).
+    spec_version: u64,
+}
+
+struct Parsed {
+    kind: &'static str,
+    object_text: String,
+    object: Object,
+    status_text: String,
+    status: serde_json::Value,
 }
 
 /// Kubernetes' default range for NodePort services.
@@ -218,7 +232,7 @@ fn allocate_node_ports(
     let mut used: BTreeMap<u16, String> = BTreeMap::new();
     let mut previous: Vec<crate::spec::objects::ServicePort> = Vec::new();
     let mut rows =
-        tx.prepare("SELECT namespace, name, object FROM objects WHERE kind = 'Service'")?;
+        tx.prepare_cached("SELECT namespace, name, object FROM objects WHERE kind = 'Service'")?;
     let stored = rows.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
@@ -316,9 +330,13 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Every statement the store runs stays prepared (about twenty).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Store {
             conn,
             node_ports: NODE_PORTS,
+            parsed: Default::default(),
+            spec_version: 0,
         })
     }
 
@@ -338,8 +356,8 @@ impl Store {
                 && ns != "default"
             {
                 let exists: bool = tx
-                    .query_row(
-                        "SELECT 1 FROM objects WHERE kind = 'Namespace' AND namespace = '' AND name = ?1",
+                    .prepare_cached("SELECT 1 FROM objects WHERE kind = 'Namespace' AND namespace = '' AND name = ?1")?
+.query_row(
                         [ns],
                         |_| Ok(true),
                     )
@@ -367,8 +385,8 @@ impl Store {
             };
             let (kind, namespace, name) = key(object);
             let stored: Option<(String, u64, String)> = tx
-                .query_row(
-                    "SELECT object, generation, uid FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                .prepare_cached("SELECT object, generation, uid FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+.query_row(
                     params![kind, namespace, name],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
@@ -388,9 +406,9 @@ impl Store {
             let version = next_version(&tx)?;
             let outcome = match stored {
                 None => {
-                    tx.execute(
-                        "INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)",
+                    tx.prepare_cached("INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)")?
+.execute(
                         params![kind, namespace, name, new_uid(), version, now(), text],
                     )?;
                     Outcome::Created
@@ -403,45 +421,97 @@ impl Store {
                     } else {
                         generation + 1
                     };
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE objects SET object = ?4, generation = ?5, resource_version = ?6
                          WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                        params![kind, namespace, name, text, generation, version],
-                    )?;
+                    )?
+                    .execute(params![kind, namespace, name, text, generation, version])?;
                     Outcome::Configured
                 }
             };
             outcomes.push(outcome);
         }
         tx.commit()?;
+        if outcomes.iter().any(|o| *o != Outcome::Unchanged) {
+            self.spec_version += 1;
+        }
         Ok(outcomes)
     }
 
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Record>> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT uid, resource_version, generation, created, object, status FROM objects
                  WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                params![kind, namespace, name],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, u64>(1)?,
-                        row.get::<_, u64>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, String>(5)?,
-                    ))
-                },
-            )
+            )?
+            .query_row(params![kind, namespace, name], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, u64>(1)?,
+                    row.get::<_, u64>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
             .optional()?
-            .map(|row| record(kind, name, row))
+            .map(|row| self.record(kind, name, row))
             .transpose()
+    }
+
+    /// Changes so far to objects themselves (apply, delete), not to their
+    /// status: who only watches specs can skip a pass when it is unchanged.
+    pub fn spec_version(&self) -> u64 {
+        self.spec_version
+    }
+
+    fn record(&self, kind: &str, name: &str, row: Row) -> Result<Record> {
+        let (uid, resource_version, generation, created, object_text, status_text) = row;
+        let mut parsed = self.parsed.borrow_mut();
+        if let Some(p) = parsed.get(&uid)
+            && p.kind == kind
+            && p.object_text == object_text
+            && p.status_text == status_text
+        {
+            return Ok(Record {
+                uid,
+                resource_version,
+                generation,
+                created,
+                object: p.object.clone(),
+                status: p.status.clone(),
+            });
+        }
+        let object = object_from_json(kind, name, &object_text)?;
+        let status: serde_json::Value =
+            serde_json::from_str(&status_text).map_err(|e| StateError::Corrupt {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        parsed.insert(
+            uid.clone(),
+            Parsed {
+                kind: object.kind(),
+                object_text,
+                object: object.clone(),
+                status_text,
+                status: status.clone(),
+            },
+        );
+        Ok(Record {
+            uid,
+            resource_version,
+            generation,
+            created,
+            object,
+            status,
+        })
     }
 
     /// Objects of `kind`, in `namespace` or in all of them, by namespace and name.
     pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<Record>> {
-        let mut statement = self.conn.prepare(
+        let mut statement = self.conn.prepare_cached(
             "SELECT name, uid, resource_version, generation, created, object, status FROM objects
              WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
         )?;
@@ -461,7 +531,15 @@ impl Store {
         let mut records = Vec::new();
         for row in rows {
             let (name, fields) = row?;
-            records.push(record(kind, &name, fields)?);
+            records.push(self.record(kind, &name, fields)?);
+        }
+        if namespace.is_none() {
+            // Every object of the kind was seen: forget the deleted ones.
+            let seen: std::collections::HashSet<&str> =
+                records.iter().map(|r| r.uid.as_str()).collect();
+            self.parsed
+                .borrow_mut()
+                .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
         }
         Ok(records)
     }
@@ -474,23 +552,26 @@ impl Store {
             ));
         }
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            params![kind, namespace, name],
-        )?;
+        let n = tx
+            .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+            .execute(params![kind, namespace, name])?;
         if kind == "Deployment" {
-            tx.execute(
-                "DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2",
-                params![namespace, name],
-            )?;
+            tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2")?
+                .execute(params![namespace, name])?;
         }
         // A namespace takes everything in it along, as in Kubernetes.
         if kind == "Namespace" && n > 0 {
-            tx.execute("DELETE FROM objects WHERE namespace = ?1", [name])?;
-            tx.execute("DELETE FROM revisions WHERE namespace = ?1", [name])?;
-            tx.execute("DELETE FROM events WHERE namespace = ?1", [name])?;
+            tx.prepare_cached("DELETE FROM objects WHERE namespace = ?1")?
+                .execute([name])?;
+            tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1")?
+                .execute([name])?;
+            tx.prepare_cached("DELETE FROM events WHERE namespace = ?1")?
+                .execute([name])?;
         }
         tx.commit()?;
+        if n > 0 {
+            self.spec_version += 1;
+        }
         Ok(n > 0)
     }
 
@@ -504,8 +585,8 @@ impl Store {
     ) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
-        let n = tx.execute(
-            "UPDATE objects SET status = ?4, resource_version = ?5 WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        let n = tx.prepare_cached("UPDATE objects SET status = ?4, resource_version = ?5 WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+.execute(
             params![kind, namespace, name, status.to_string(), version],
         )?;
         tx.commit()?;
@@ -513,8 +594,8 @@ impl Store {
     }
 
     pub fn record_event(&mut self, event: &Event) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        self.conn.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+.execute(
             params![
                 event.time,
                 event.namespace,
@@ -535,7 +616,7 @@ impl Store {
         object: Option<(&str, &str)>,
     ) -> Result<Vec<Event>> {
         let (kind, name) = object.unzip();
-        let mut statement = self.conn.prepare(
+        let mut statement = self.conn.prepare_cached(
             "SELECT time, namespace, kind, name, type, reason, message FROM events
              WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
              ORDER BY id",
@@ -565,9 +646,9 @@ impl Store {
     ) -> Result<u64> {
         let tx = self.conn.transaction()?;
         let latest: Option<(u64, String)> = tx
-            .query_row(
-                "SELECT revision, template_hash FROM revisions WHERE namespace = ?1 AND deployment = ?2
-                 ORDER BY revision DESC LIMIT 1",
+            .prepare_cached("SELECT revision, template_hash FROM revisions WHERE namespace = ?1 AND deployment = ?2
+                 ORDER BY revision DESC LIMIT 1")?
+.query_row(
                 params![namespace, deployment],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
@@ -578,9 +659,9 @@ impl Store {
             None => 1,
         };
         if latest.as_ref().is_none_or(|(r, _)| *r != revision) {
-            tx.execute(
-                "INSERT INTO revisions (namespace, deployment, revision, template_hash, template, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            tx.prepare_cached("INSERT INTO revisions (namespace, deployment, revision, template_hash, template, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+.execute(
                 params![namespace, deployment, revision, template_hash, template.to_string(), now()],
             )?;
         }
@@ -594,7 +675,7 @@ impl Store {
         namespace: &str,
         deployment: &str,
     ) -> Result<Vec<(u64, String, serde_json::Value)>> {
-        let mut statement = self.conn.prepare(
+        let mut statement = self.conn.prepare_cached(
             "SELECT revision, template_hash, template FROM revisions WHERE namespace = ?1 AND deployment = ?2 ORDER BY revision",
         )?;
         let rows = statement.query_map(params![namespace, deployment], |row| {
@@ -620,38 +701,17 @@ impl Store {
 
 type Row = (String, u64, u64, String, String, String);
 
-fn record(
-    kind: &str,
-    name: &str,
-    (uid, resource_version, generation, created, object, status): Row,
-) -> Result<Record> {
-    Ok(Record {
-        uid,
-        resource_version,
-        generation,
-        created,
-        object: object_from_json(kind, name, &object)?,
-        status: serde_json::from_str(&status).map_err(|e| StateError::Corrupt {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })?,
-    })
-}
-
 /// The next resourceVersion: one counter across all objects, as etcd's
 /// revision is, so versions order every change.
 fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO counters (name, value) VALUES ('resource_version', 1)
          ON CONFLICT (name) DO UPDATE SET value = value + 1",
-        [],
-    )?;
-    Ok(tx.query_row(
-        "SELECT value FROM counters WHERE name = 'resource_version'",
-        [],
-        |row| row.get(0),
-    )?)
+    )?
+    .execute([])?;
+    Ok(tx
+        .prepare_cached("SELECT value FROM counters WHERE name = 'resource_version'")?
+        .query_row([], |row| row.get(0))?)
 }
 
 #[cfg(test)]
