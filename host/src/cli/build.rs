@@ -41,6 +41,7 @@ pub fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut progress = super::progress::stderr("berth build");
     let built = image::build::build(&store, &args.dir, &name, progress.as_mut())?;
     drop(progress);
+    super::precompile(&built.component);
     println!("{} {}", built.name, built.manifest.digest());
     Ok(ExitCode::SUCCESS)
 }

@@ -1214,6 +1214,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             let built = crate::image::build::build(&store, dir, &name, progress.as_mut())
                 .with_context(|| format!("building {}", dir.display()))?;
             drop(progress);
+            super::precompile(&built.component);
             eprintln!(
                 "berth up: built {} ({})",
                 built.name,

@@ -159,3 +159,18 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Compiles a freshly built component into the compile cache, so its first
+/// replica starts at once. Only a warning if that fails: the image is built,
+/// and starting it will say what is wrong.
+fn precompile(component: &std::path::Path) {
+    let runtime = crate::runtime::wasm::WasmRuntime::new(crate::runtime::wasm::WasmRuntimeConfig {
+        cache_dir: Some(crate::home::compile_cache_dir()),
+    });
+    if let Err(e) = runtime.and_then(|r| r.precompile(component)) {
+        tracing::warn!(
+            "compiling {} ahead of its first start: {e}",
+            component.display()
+        );
+    }
+}

@@ -61,6 +61,8 @@ fn root_mount() -> String {
 pub struct Built {
     pub name: String,
     pub manifest: Descriptor,
+    /// The component file the image runs.
+    pub component: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +204,7 @@ pub fn build(
     Ok(Built {
         name: tagged,
         manifest,
+        component: component_path,
     })
 }
 

@@ -24,7 +24,7 @@ use super::model::{Compression, Entrypoint, Image, ImageError, Layer};
 use super::unpack::{UnpackLimits, apply_layer};
 
 /// An image ready to run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Materialized {
     pub component: PathBuf,
     /// (host directory, guest mount path), lowest mount first.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
+use crate::image::materialize::Materialized;
 use crate::runtime::wasm::WasmRuntime;
 use crate::spec::Object;
 use crate::spec::objects::{Pod, RestartPolicy};
@@ -86,7 +87,12 @@ pub(crate) struct Context {
     pub routes: Arc<crate::router::Table>,
     /// How long a request waits for a service to have a ready endpoint.
     pub endpoint_wait: Duration,
+    /// Images resolved, by reference, with the store index they were
+    /// resolved against (its mtime and size).
+    pub images: Arc<std::sync::Mutex<HashMap<String, (ImageStamp, Materialized)>>>,
 }
+
+pub(crate) type ImageStamp = (std::time::SystemTime, u64);
 
 /// What the kubelet tells the router: the table pods join, and how long
 /// guests' service calls wait for an endpoint.
@@ -126,6 +132,7 @@ impl Kubelet {
                 backoff,
                 routes: routing.table,
                 endpoint_wait: routing.endpoint_wait,
+                images: Arc::default(),
             },
             nodes,
             workers: HashMap::new(),

@@ -136,8 +136,37 @@ async fn start_container(
 }
 
 /// The image unpacked and ready, pulled first if the store lacks it (or
-/// the policy says always).
+/// the policy says always). Replicas of one image start by the thousand:
+/// the answer is kept while the store's tags are unchanged.
 async fn ensure_image(
+    context: &Context,
+    pod: &Pod,
+    reference: &str,
+    policy: Option<PullPolicy>,
+) -> Result<Materialized, StartFailure> {
+    // The store's tags as they are now: a cached answer holds while they do.
+    let stamp = std::fs::metadata(image::store_dir().join("index.json"))
+        .and_then(|m| Ok((m.modified()?, m.len())))
+        .ok();
+    if policy != Some(PullPolicy::Always)
+        && let Some(stamp) = stamp
+        && let Some((seen, ready)) = context.images.lock().expect("lock").get(reference)
+        && *seen == stamp
+    {
+        return Ok(ready.clone());
+    }
+    let ready = resolve_image(context, pod, reference, policy).await?;
+    if let Some(stamp) = stamp {
+        context
+            .images
+            .lock()
+            .expect("lock")
+            .insert(reference.to_owned(), (stamp, ready.clone()));
+    }
+    Ok(ready)
+}
+
+async fn resolve_image(
     context: &Context,
     pod: &Pod,
     reference: &str,

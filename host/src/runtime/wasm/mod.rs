@@ -66,6 +66,15 @@ impl WasmRuntime {
     }
 }
 
+impl WasmRuntime {
+    /// Compiles `path` into the compile cache (and checks it can serve),
+    /// so the first replica of an image starts without compiling.
+    /// Blocking: the compiler's work.
+    pub fn precompile(&self, path: &std::path::Path) -> Result<(), RuntimeError> {
+        load::load(&self.engine, &self.linker, path, &self.loaded).map(drop)
+    }
+}
+
 impl Runtime for WasmRuntime {
     fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>> {
         let engine = self.engine.clone();
