@@ -25,7 +25,8 @@ pub async fn forward(
     wait: Duration,
 ) -> Response<Body> {
     strip_hop_by_hop(request.headers_mut());
-    if route.endpoints(port).is_empty() && !route.wait_for_endpoints(port, wait).await {
+    let endpoints = route.endpoints(port).len();
+    if endpoints == 0 && !route.wait_for_endpoints(port, wait).await {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -36,7 +37,9 @@ pub async fn forward(
     }
     // What it takes to send the request again: only for a method that may
     // be repeated, and only when it has no body that would be gone.
-    let again = replayable(&request).then(|| {
+    // With one endpoint there is nowhere else to send it (unless more
+    // turned ready while this one waited for the first).
+    let again = (endpoints != 1 && replayable(&request)).then(|| {
         let mut copy = Request::new(());
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();

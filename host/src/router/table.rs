@@ -253,6 +253,19 @@ impl Route {
         avoid: Option<&str>,
     ) -> Option<Endpoint> {
         let all = self.endpoints(port);
+        // The common case, without building a candidate list.
+        if avoid.is_none() && (self.affinity.is_none() || client.is_none()) {
+            return match (all.len(), self.policy) {
+                (0, _) => None,
+                (1, _) => Some(all[0].clone()),
+                (n, Policy::RoundRobin) => {
+                    Some(all[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
+                }
+                (_, Policy::LeastRequest) => {
+                    Some(self.choose(&all.iter().collect::<Vec<_>>()).clone())
+                }
+            };
+        }
         let candidates: Vec<&Endpoint> = match avoid {
             Some(uid) => all.iter().filter(|e| e.pod.uid != uid).collect(),
             None => all.iter().collect(),
