@@ -7,6 +7,7 @@ set -euo pipefail
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 missing=()
+command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v docker-registry >/dev/null || missing+=(docker-registry)

@@ -558,3 +558,145 @@ pub mod kube {
         ));
     }
 }
+
+/// A small Linux image made here: Debian's static busybox with its applets
+/// as symlinks, an /etc/passwd, and a config running `sh`.
+pub mod busybox {
+    use sha2::Digest as _;
+    use std::path::Path;
+
+    /// The applets the tests use.
+    const APPLETS: &[&str] = &[
+        "sh", "echo", "cat", "hostname", "ls", "sleep", "httpd", "ps", "id", "mkdir", "true",
+        "false", "head", "dd", "ip", "wc", "trap", "kill", "seq", "grep", "env", "yes", "tail",
+        "readlink", "stat", "touch", "rm", "mount",
+    ];
+
+    fn busybox_binary() -> Vec<u8> {
+        std::fs::read("/bin/busybox").expect(
+            "/bin/busybox is required for this test (Debian package busybox-static; \
+             tests/prepare.sh installs it)",
+        )
+    }
+
+    fn add_file(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, data).unwrap();
+    }
+
+    fn add_dir(tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(mode);
+        header.set_entry_type(tar::EntryType::Directory);
+        tar.append_data(&mut header, path, std::io::empty())
+            .unwrap();
+    }
+
+    /// The layer: busybox, its applets, /etc, /tmp, /www with an index page.
+    pub fn layer() -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for dir in ["bin/", "etc/", "www/"] {
+            add_dir(&mut tar, dir, 0o755);
+        }
+        add_dir(&mut tar, "tmp/", 0o1777);
+        add_file(&mut tar, "bin/busybox", 0o755, &busybox_binary());
+        for applet in APPLETS {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o777);
+            header.set_entry_type(tar::EntryType::Symlink);
+            tar.append_link(&mut header, format!("bin/{applet}"), "busybox")
+                .unwrap();
+        }
+        add_file(
+            &mut tar,
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        );
+        add_file(
+            &mut tar,
+            "etc/group",
+            0o644,
+            b"root:x:0:\nnogroup:x:65534:\n",
+        );
+        add_file(&mut tar, "www/index.html", 0o644, b"hello from busybox\n");
+        tar.into_inner().unwrap()
+    }
+
+    fn digest(data: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+    }
+
+    /// An OCI archive of an image of `layers` (tar) and `config` (the
+    /// config's `config` object), tagged `name`.
+    pub fn archive(layers: &[Vec<u8>], config: serde_json::Value, name: &str) -> Vec<u8> {
+        let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(&config),
+                "size": config.len(),
+            },
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": digest(l),
+                "size": l.len(),
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&manifest),
+                "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": name},
+            }],
+        }))
+        .unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        add_file(
+            &mut tar,
+            "oci-layout",
+            0o644,
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        );
+        add_file(&mut tar, "index.json", 0o644, &index);
+        for blob in layers.iter().chain([&config, &manifest]) {
+            let path = format!("blobs/sha256/{}", &digest(blob)["sha256:".len()..]);
+            add_file(&mut tar, &path, 0o644, blob);
+        }
+        tar.into_inner().unwrap()
+    }
+
+    /// Loads the busybox image as `name` into `home`'s store.
+    pub fn load(home: &Path, name: &str) {
+        let archive = archive(
+            &[layer()],
+            serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+            name,
+        );
+        load_archive(home, &archive);
+    }
+
+    pub fn load_archive(home: &Path, archive: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.tar");
+        std::fs::write(&path, archive).unwrap();
+        crate::ok(crate::berth(home, &["load", "-i", path.to_str().unwrap()]));
+    }
+}

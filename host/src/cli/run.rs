@@ -61,6 +61,15 @@ pub struct RunArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+
+    /// Linux images: processes the container may run at once.
+    #[arg(long, default_value_t = 1024)]
+    pids_limit: u64,
+
+    /// Linux images: the command to run instead of the image's Cmd (its
+    /// Entrypoint stays), as `docker run IMAGE CMD...` does.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 /// What `berth run` was asked to serve, resolved to a component file and
@@ -121,6 +130,103 @@ fn resolve_target(arg: &str) -> anyhow::Result<Target> {
     })
 }
 
+/// The image `arg` names, if it is a Linux image in the local store.
+fn linux_image(arg: &str) -> anyhow::Result<Option<(Reference, Image)>> {
+    if Path::new(arg).exists() || arg.ends_with(".wasm") {
+        return Ok(None);
+    }
+    let Ok(reference) = arg.parse::<Reference>() else {
+        return Ok(None);
+    };
+    let store = ContentStore::open(image::store_dir())?;
+    let Ok(descriptor) = image::lookup(&store, &reference) else {
+        return Ok(None);
+    };
+    let loaded = Image::resolve(&store, &descriptor)?;
+    Ok((loaded.platform.os == "linux").then_some((reference, loaded)))
+}
+
+/// `berth run IMAGE [-- CMD...]` for a Linux image: the container in the
+/// foreground like `docker run --rm`, its output on the terminal, its exit
+/// code berth's. Ctrl-C or SIGTERM is passed on to it.
+fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Result<ExitCode> {
+    use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
+    let store = ContentStore::open(image::store_dir())?;
+    let rootfs = crate::image::materialize::materialize_rootfs(&store, &image::images_dir(), image)
+        .with_context(|| format!("preparing image {}", reference.tagged_name()))?;
+    let run = &image.run;
+    let name = reference
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&reference.repository)
+        .to_owned();
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix).expect("the OS random source");
+    let id = format!("{name}-{}", hex::encode(suffix));
+    let command = (!args.command.is_empty()).then_some(args.command.as_slice());
+    let memory = match (args.memory.to_string().as_str(), args.memory.to_bytes()) {
+        // The wasm default is no limit for a container, as in Docker.
+        ("128Mi", _) => None,
+        (_, Some(bytes)) => Some(bytes),
+        (_, None) => anyhow::bail!("--memory {} is too large", args.memory),
+    };
+    let spec = ContainerSpec {
+        id: id.clone(),
+        hostname: name.clone(),
+        rootfs,
+        state_dir: home::berth_home().join("containers").join(&id),
+        args: plan::command_line(
+            run.entrypoint.as_deref().unwrap_or_default(),
+            run.cmd.as_deref().unwrap_or_default(),
+            None,
+            command,
+        ),
+        env: plan::environment(run.env.as_deref().unwrap_or_default(), &args.env, &name),
+        cwd: run.working_dir.clone().unwrap_or_default(),
+        user: run.user.clone().unwrap_or_default(),
+        network: Network::Own,
+        limits: cgroup::Limits {
+            memory,
+            pids: Some(args.pids_limit),
+            cpu_millis: None,
+        },
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(async {
+        let (mut container, _) = linux::start(&spec, Output::Inherit)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", reference.tagged_name()))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let exit = loop {
+            tokio::select! {
+                exit = container.wait() => break exit,
+                _ = tokio::signal::ctrl_c() => container.signal(rustix::process::Signal::INT),
+                _ = term.recv() => container.signal(rustix::process::Signal::TERM),
+            }
+        };
+        let error = container.error();
+        container.remove();
+        // As docker run: the container's code, 125 when it could not be
+        // set up and 127 when its program could not be run, with why.
+        if (exit.code == linux::init::SETUP_FAILED || exit.code == linux::init::EXEC_FAILED)
+            && !error.is_empty()
+        {
+            eprintln!("berth: error: {}: {error}", reference.tagged_name());
+        }
+        if exit.oom_killed {
+            eprintln!(
+                "berth: {} was killed: out of memory (OOMKilled)",
+                reference.tagged_name()
+            );
+        }
+        Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(255)))
+    })
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -129,6 +235,9 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some((reference, image)) = linux_image(&args.component)? {
+        return run_linux(&args, &reference, &image);
+    }
     let memory = args
         .memory
         .to_bytes()

@@ -86,6 +86,48 @@ pub fn materialize(
     Ok(Materialized { component, mounts })
 }
 
+/// A Linux image's root filesystem: its layers unpacked in order, once per
+/// set of layers, shared read-only by every container of the image.
+pub fn materialize_rootfs(
+    store: &ContentStore,
+    images_dir: &Path,
+    image: &Image,
+) -> Result<PathBuf, ImageError> {
+    if image.platform.os != "linux" {
+        return Err(ImageError::Invalid(format!(
+            "image {} is for {}, not linux",
+            image.manifest_digest, image.platform
+        )));
+    }
+    if let Some(Layer::Component(d)) = image
+        .layers
+        .iter()
+        .find(|l| matches!(l, Layer::Component(_)))
+    {
+        return Err(ImageError::Layer {
+            digest: d.digest().to_string(),
+            reason: "a wasm component in a linux image".into(),
+        });
+    }
+    // Listed like a wasm image's bundles, so prune keeps the tree while
+    // the image is tagged.
+    let image_dir = images_dir
+        .join(MANIFESTS)
+        .join(image.manifest_digest.trim_start_matches("sha256:"));
+    if !image_dir.join(MOUNTS_FILE).is_file() {
+        prepare(store, images_dir, &image_dir, image)?;
+    }
+    match read_mounts(&image_dir)?.into_iter().find(|(_, m)| m == "/") {
+        Some((key, _)) => Ok(images_dir.join(TREES).join(key)),
+        // No layers at all: an empty root.
+        None => {
+            let empty = image_dir.join("empty-root");
+            std::fs::create_dir_all(&empty).map_err(|e| io_error(&empty, e))?;
+            Ok(empty)
+        }
+    }
+}
+
 /// The (tree key, mount path) pairs an image directory lists.
 fn read_mounts(image_dir: &Path) -> Result<Vec<(String, String)>, ImageError> {
     let path = image_dir.join(MOUNTS_FILE);

@@ -72,6 +72,8 @@ pub struct Image {
     pub layers: Vec<Layer>,
     pub platform: Platform,
     entrypoint: Option<Entrypoint>,
+    /// How the image's config says to run it (Linux images).
+    pub run: RunConfig,
 }
 
 /// The parts of an image config berth reads; wasm and OCI configs both fit.
@@ -82,12 +84,18 @@ struct ConfigView {
     config: Option<RunConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RunConfig {
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunConfig {
     #[serde(rename = "Entrypoint")]
-    entrypoint: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd")]
-    cmd: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env")]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir")]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User")]
+    pub user: Option<String>,
 }
 
 impl Image {
@@ -145,7 +153,7 @@ impl Image {
                 Layer::Bundle { .. } => None,
             })
         } else if platform.is_wasm() {
-            let run = config.config.unwrap_or_default();
+            let run = config.config.clone().unwrap_or_default();
             let first = run
                 .entrypoint
                 .filter(|e| !e.is_empty())
@@ -169,6 +177,7 @@ impl Image {
             layers,
             platform,
             entrypoint,
+            run: config.config.unwrap_or_default(),
         })
     }
 

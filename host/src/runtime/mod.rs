@@ -10,6 +10,7 @@
 
 mod capabilities;
 mod error;
+pub mod linux;
 pub mod wasm;
 
 use bytes::Bytes;

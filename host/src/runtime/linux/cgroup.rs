@@ -1,0 +1,252 @@
+//! A container's cgroups: memory, pids and cpu limits, on whichever
+//! hierarchy has each controller. Hosts mount the v2 unified tree, v1
+//! hierarchies, or (as here) both, with the controllers split between
+//! them; each controller is used where the kernel attached it.
+
+use std::path::{Path, PathBuf};
+
+/// The limits berth sets.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    /// Processes (and threads) at once.
+    pub pids: Option<u64>,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: Option<u64>,
+}
+
+/// Where each controller is mounted.
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchies {
+    /// The v2 tree and the controllers it offers.
+    v2: Option<(PathBuf, Vec<String>)>,
+    /// v1 mounts by controller.
+    v1: Vec<(String, PathBuf)>,
+}
+
+const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+impl Hierarchies {
+    /// Read from /proc/self/mountinfo.
+    pub fn detect() -> Hierarchies {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Self::parse(&text, |path| {
+            std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default()
+        })
+    }
+
+    fn parse(mountinfo: &str, controllers_of: impl Fn(&Path) -> String) -> Hierarchies {
+        let mut found = Hierarchies::default();
+        for line in mountinfo.lines() {
+            // "... mountpoint options - fstype source superoptions"
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = left.split(' ').nth(4).unwrap_or("");
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or("");
+            let super_options = right.nth(1).unwrap_or("");
+            match fstype {
+                "cgroup2" if found.v2.is_none() => {
+                    let path = PathBuf::from(mount_point);
+                    let offered = controllers_of(&path)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect();
+                    found.v2 = Some((path, offered));
+                }
+                "cgroup" => {
+                    for option in super_options.split(',') {
+                        if CONTROLLERS.contains(&option) {
+                            found
+                                .v1
+                                .push((option.to_owned(), PathBuf::from(mount_point)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// The directory holding `controller` for cgroup `name`, and whether it
+    /// is v2.
+    fn place(&self, controller: &str, name: &str) -> Option<(PathBuf, bool)> {
+        if let Some((root, offered)) = &self.v2
+            && offered.iter().any(|c| c == controller)
+        {
+            return Some((root.join("berth").join(name), true));
+        }
+        self.v1
+            .iter()
+            .find(|(c, _)| c == controller)
+            .map(|(_, root)| (root.join("berth").join(name), false))
+    }
+}
+
+/// One container's cgroups, removed by [`Cgroups::remove`].
+#[derive(Debug)]
+pub struct Cgroups {
+    /// (directory, is v2), one per hierarchy used.
+    dirs: Vec<(PathBuf, bool)>,
+    memory: Option<(PathBuf, bool)>,
+}
+
+impl Cgroups {
+    /// Creates cgroup `name` on each hierarchy with a controller berth uses,
+    /// with `limits` written. Without any hierarchy, nothing is limited.
+    pub fn create(
+        hierarchies: &Hierarchies,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Cgroups, String> {
+        let mut cgroups = Cgroups {
+            dirs: Vec::new(),
+            memory: None,
+        };
+        for controller in CONTROLLERS {
+            let Some((dir, v2)) = hierarchies.place(controller, name) else {
+                continue;
+            };
+            if !cgroups.dirs.iter().any(|(d, _)| d == &dir) {
+                if v2 {
+                    // Controllers reach a v2 child only when each parent
+                    // passes them down.
+                    let parent = dir.parent().expect("under the root");
+                    let root = parent.parent().expect("under the root");
+                    let wanted: String = CONTROLLERS
+                        .iter()
+                        .filter(|c| hierarchies.place(c, name).is_some_and(|(_, v2)| v2))
+                        .map(|c| format!("+{c} "))
+                        .collect();
+                    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    for level in [root, parent] {
+                        let control = level.join("cgroup.subtree_control");
+                        std::fs::write(&control, wanted.trim()).map_err(|e| io(&control, e))?;
+                    }
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                cgroups.dirs.push((dir.clone(), v2));
+            }
+            let write = |file: &str, value: String| {
+                let path = dir.join(file);
+                std::fs::write(&path, value).map_err(|e| io(&path, e))
+            };
+            match controller {
+                "memory" => {
+                    cgroups.memory = Some((dir.clone(), v2));
+                    if let Some(bytes) = limits.memory {
+                        write(
+                            if v2 {
+                                "memory.max"
+                            } else {
+                                "memory.limit_in_bytes"
+                            },
+                            bytes.to_string(),
+                        )?;
+                        if v2 {
+                            // Over the limit is over: no swapping instead.
+                            let _ = write("memory.swap.max", "0".into());
+                        } else {
+                            let _ = write("memory.swappiness", "0".into());
+                        }
+                    }
+                }
+                "pids" => {
+                    if let Some(max) = limits.pids {
+                        write("pids.max", max.to_string())?;
+                    }
+                }
+                "cpu" => {
+                    if let Some(millis) = limits.cpu_millis {
+                        let period = 100_000u64;
+                        let quota = (millis * period / 1000).max(1000);
+                        if v2 {
+                            write("cpu.max", format!("{quota} {period}"))?;
+                        } else {
+                            write("cpu.cfs_period_us", period.to_string())?;
+                            write("cpu.cfs_quota_us", quota.to_string())?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(cgroups)
+    }
+
+    /// The `cgroup.procs` files a process writes its pid to, to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|(d, _)| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Whether the kernel's OOM killer killed a process of the cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let Some((dir, v2)) = &self.memory else {
+            return false;
+        };
+        let file = if *v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("oom_kill "))
+            .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    }
+
+    /// Removes the cgroups; their processes must have exited (a cgroup
+    /// with members cannot go, so this retries briefly).
+    pub fn remove(&self) {
+        for (dir, _) in &self.dirs {
+            for _ in 0..50 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIXED: &str = "\
+35 26 0:30 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+38 26 0:33 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 26 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+43 26 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn controllers_are_used_where_the_kernel_attached_them() {
+        let h = Hierarchies::parse(MIXED, |_| "hugetlb".into());
+        let (memory, v2) = h.place("memory", "c1").unwrap();
+        assert_eq!(memory, Path::new("/sys/fs/cgroup/memory/berth/c1"));
+        assert!(!v2);
+        assert_eq!(
+            h.place("pids", "c1").unwrap().0,
+            Path::new("/sys/fs/cgroup/pids/berth/c1")
+        );
+        // On a pure v2 host, everything is in the one tree.
+        let v2_only = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let h = Hierarchies::parse(v2_only, |_| "cpuset cpu io memory pids".into());
+        assert_eq!(
+            h.place("cpu", "c1").unwrap(),
+            (PathBuf::from("/sys/fs/cgroup/berth/c1"), true)
+        );
+    }
+}

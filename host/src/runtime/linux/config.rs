@@ -1,0 +1,45 @@
+//! What the runtime hands `berth __init` for one container: everything the
+//! init needs to build the container and nothing it must look up, so the
+//! setup is a straight line of system calls in a fresh, single-threaded
+//! process.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// The image's unpacked filesystem, read-only, shared by containers.
+    pub lower: PathBuf,
+    /// This container's writable layer, its overlay work dir, and where the
+    /// root is assembled; all under its state dir.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub rootfs: PathBuf,
+    /// Where the init writes the container's pid (as the host sees it) once
+    /// it runs, and why it could not start if it could not.
+    pub pid_file: PathBuf,
+    pub error_file: PathBuf,
+    pub hostname: String,
+    /// The program and its arguments; the first is looked up on `PATH`.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `uid[:gid]`, or a name in the image's /etc/passwd; empty for root.
+    pub user: String,
+    /// cgroup.procs files to join before anything else.
+    pub cgroups: Vec<PathBuf>,
+    /// Join the network namespace of this process (the pod's first
+    /// container) instead of making a new one; `host` to stay in the host's.
+    pub network: Network,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// A namespace of its own with only loopback up.
+    Own,
+    /// The namespace of another container of the pod, by its pid.
+    Join(u32),
+    /// `hostNetwork: true`.
+    Host,
+}

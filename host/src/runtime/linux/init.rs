@@ -1,0 +1,474 @@
+//! `berth __init CONFIG`: builds one container and runs it, as runc's init
+//! does. A fresh single-threaded process (the runtime re-executes berth for
+//! it) so that forking is safe: it joins the container's cgroups, unshares
+//! the mount, UTS, IPC, PID and network namespaces, and forks the
+//! container's process, which becomes pid 1 of the new PID namespace. That
+//! child assembles the root filesystem, pivots into it, drops privileges
+//! and execs; the init waits for it and exits with its status (128 + the
+//! signal when it was killed).
+//!
+//! Errors before the exec go to the error file (the runtime reports them)
+//! with exit code 125; an exec that fails, 127.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
+
+use super::config::{InitConfig, Network};
+use super::plan;
+
+/// Exit code of a container that could not be set up.
+pub const SETUP_FAILED: i32 = 125;
+/// Exit code of a container whose program could not be executed.
+pub const EXEC_FAILED: i32 = 127;
+
+/// Runs the init; never returns.
+pub fn main(config_path: &Path) -> ! {
+    let config: InitConfig = match std::fs::read(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth init: {}: {e}", config_path.display());
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let code = match supervise(&config) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::fs::write(&config.error_file, &e);
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn supervise(config: &InitConfig) -> Result<i32, String> {
+    let pid = std::process::id().to_string();
+    for procs in &config.cgroups {
+        std::fs::write(procs, &pid).map_err(|e| format!("joining {}: {e}", procs.display()))?;
+    }
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
+    match config.network {
+        Network::Own => flags |= UnshareFlags::NEWNET,
+        Network::Join(other) => {
+            let path = format!("/proc/{other}/ns/net");
+            let ns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| format!("joining the pod's network namespace: {e}"))?;
+        }
+        Network::Host => {}
+    }
+    // Processes the container leaves behind are reparented here and reaped,
+    // so none lingers (a zombie keeps its cgroup from being removed).
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| format!("becoming a subreaper: {e}"))?;
+    unshare(flags)?;
+    // Nothing mounted from here on may reach the host's mount table.
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    let error_file = File::create(&config.error_file)
+        .map_err(|e| format!("{}: {e}", config.error_file.display()))?;
+
+    match fork()? {
+        Forked::Child => {
+            let error = container(config);
+            let mut error_file = error_file;
+            let _ = error_file.write_all(error.message.as_bytes());
+            std::process::exit(error.code);
+        }
+        Forked::Parent(child) => {
+            std::fs::write(&config.pid_file, child.to_string())
+                .map_err(|e| format!("{}: {e}", config.pid_file.display()))?;
+            wait(child)
+        }
+    }
+}
+
+/// `mount(2)` of a filesystem with its options as text.
+fn mount_fs(
+    source: &str,
+    target: &Path,
+    fs: &str,
+    flags: MountFlags,
+    data: &str,
+) -> rustix::io::Result<()> {
+    let data = std::ffi::CString::new(data).map_err(|_| rustix::io::Errno::INVAL)?;
+    rustix::mount::mount(source, target, fs, flags, Some(data.as_c_str()))
+}
+
+#[expect(
+    unsafe_code,
+    reason = "unshare of CLONE_NEWPID and friends is unsafe in rustix"
+)]
+fn unshare(flags: UnshareFlags) -> Result<(), String> {
+    // SAFETY: the flags are namespaces only (no CLONE_FILES or CLONE_FS
+    // sharing changes), in a single-threaded process.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+        .map_err(|e| format!("creating namespaces: {e}"))
+}
+
+enum Forked {
+    Parent(i32),
+    Child,
+}
+
+#[expect(unsafe_code, reason = "fork has no safe wrapper")]
+fn fork() -> Result<Forked, String> {
+    // SAFETY: this process is single-threaded (`berth __init` runs before
+    // anything starts a thread), so the child may do anything afterwards,
+    // not only async-signal-safe calls.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// The child's exit status as a shell reports it, once it and every
+/// process reparented here are gone.
+fn wait(child: i32) -> Result<i32, String> {
+    let mut code = None;
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid.as_raw_nonzero().get() == child => {
+                code = status
+                    .exit_status()
+                    .or(status.terminating_signal().map(|s| 128 + s));
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            // No children left: the container's pid 1 took the rest of its
+            // namespace with it, and all are reaped.
+            Err(rustix::io::Errno::CHILD) => {
+                return code.ok_or_else(|| "the container vanished without a status".to_owned());
+            }
+            Err(e) => return Err(format!("waiting for the container: {e}")),
+        }
+    }
+}
+
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn setup(message: String) -> Failure {
+    Failure {
+        code: SETUP_FAILED,
+        message,
+    }
+}
+
+/// pid 1 of the new namespaces: builds the container and execs; returns
+/// only on failure.
+fn container(config: &InitConfig) -> Failure {
+    match prepare(config) {
+        Ok(()) => {}
+        Err(e) => return setup(e),
+    }
+    let error = std::process::Command::new(&config.args[0])
+        .args(&config.args[1..])
+        .env_clear()
+        .envs(config.env.iter().filter_map(|kv| kv.split_once('=')))
+        .exec();
+    Failure {
+        code: EXEC_FAILED,
+        message: format!("exec {}: {error}", config.args[0]),
+    }
+}
+
+fn prepare(config: &InitConfig) -> Result<(), String> {
+    if config.args.is_empty() {
+        return Err(
+            "nothing to run: the image has no Entrypoint or Cmd and the pod gives no command"
+                .into(),
+        );
+    }
+    // Killed with the init, so a container never outlives its supervisor.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("prctl: {e}"))?;
+    let root = &config.rootfs;
+    mount_root(config)?;
+    mount_system(root)?;
+    rustix::system::sethostname(config.hostname.as_bytes())
+        .map_err(|e| format!("setting the hostname: {e}"))?;
+    if config.network == Network::Own {
+        loopback_up()?;
+    }
+    std::env::set_current_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    rustix::process::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)
+        .map_err(|e| format!("detaching the host's root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    hide_kernel_paths()?;
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let (uid, gid) = plan::resolve_user(&config.user, &passwd, &group)?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    let cwd = if config.cwd.is_empty() {
+        "/"
+    } else {
+        &config.cwd
+    };
+    std::fs::create_dir_all(cwd).map_err(|e| format!("working dir {cwd}: {e}"))?;
+    std::env::set_current_dir(cwd).map_err(|e| format!("working dir {cwd}: {e}"))?;
+    // Under the new root, a leaked descriptor of a host directory is the
+    // way out (CVE-2024-21626): the working dir must resolve inside.
+    let here = std::env::current_dir().map_err(|e| format!("working dir {cwd}: {e}"))?;
+    if !here.starts_with("/") || here.to_string_lossy().starts_with("(unreachable)") {
+        return Err(format!("working dir {cwd} is outside the container"));
+    }
+    drop_privileges(uid, gid)?;
+    close_inherited_descriptors()?;
+    Ok(())
+}
+
+fn mount_root(config: &InitConfig) -> Result<(), String> {
+    let root = &config.rootfs;
+    for dir in [&config.upper, &config.work, root] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        config.lower.display(),
+        config.upper.display(),
+        config.work.display()
+    );
+    let overlay = mount_fs("overlay", root, "overlay", MountFlags::empty(), &options);
+    if let Err(e) = overlay {
+        // No overlayfs (or lower dirs it refuses): a private copy.
+        copy_tree(&config.lower, &config.upper)
+            .map_err(|c| format!("overlay mount failed ({e}) and so did copying the image: {c}"))?;
+        rustix::mount::mount_bind(&config.upper, root)
+            .map_err(|e| format!("binding the root: {e}"))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let _ = std::fs::remove_file(&target);
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+            let mode = entry.metadata()?.permissions().mode();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn mount_system(root: &Path) -> Result<(), String> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mount = |source: &str, target: &Path, fs: &str, flags: MountFlags, data: &str| {
+        mount_fs(source, target, fs, flags, data)
+            .map_err(|e| format!("mounting {fs} at {}: {e}", target.display()))
+    };
+    let hardened = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+
+    mkdir(&at("proc"))?;
+    mount("proc", &at("proc"), "proc", hardened, "")?;
+
+    let dev = at("dev");
+    mkdir(&dev)?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
+    rustix::process::umask(Mode::empty());
+    for (name, major, minor) in plan::DEVICES {
+        let path = dev.join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(*major, *minor),
+        )
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    }
+    mkdir(&dev.join("pts"))?;
+    mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    mkdir(&dev.join("shm"))?;
+    mount(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        hardened,
+        "mode=1777,size=65536k",
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(|e| format!("/dev/{link}: {e}"))?;
+    }
+
+    let sys = at("sys");
+    mkdir(&sys)?;
+    if mount("sysfs", &sys, "sysfs", hardened | MountFlags::RDONLY, "").is_err() {
+        // sysfs belongs to a network namespace; sharing the host's, see
+        // the host's, read-only.
+        rustix::mount::mount_bind_recursive("/sys", &sys)
+            .map_err(|e| format!("binding /sys: {e}"))?;
+        remount_read_only(&sys)?;
+    }
+    Ok(())
+}
+
+fn remount_read_only(path: &Path) -> Result<(), String> {
+    rustix::mount::mount_remount(
+        path,
+        MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        "",
+    )
+    .map_err(|e| format!("making {} read-only: {e}", path.display()))
+}
+
+fn hide_kernel_paths() -> Result<(), String> {
+    for path in plan::MASKED {
+        let path = Path::new(path);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                mount_fs("tmpfs", path, "tmpfs", MountFlags::RDONLY, "size=0")
+                    .map_err(|e| format!("masking {}: {e}", path.display()))?;
+            }
+            Ok(_) => {
+                rustix::mount::mount_bind("/dev/null", path)
+                    .map_err(|e| format!("masking {}: {e}", path.display()))?;
+            }
+            Err(_) => {}
+        }
+    }
+    for path in plan::READ_ONLY {
+        let path = Path::new(path);
+        if path.exists() {
+            rustix::mount::mount_bind(path, path)
+                .map_err(|e| format!("binding {}: {e}", path.display()))?;
+            remount_read_only(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
+    let keep = plan::default_capabilities();
+    for bit in 0..64 {
+        let cap = CapabilitySet::from_bits_retain(1 << bit);
+        if !keep.contains(cap) {
+            // Numbers this kernel does not know are refused: nothing to drop.
+            let _ = rustix::thread::remove_capability_from_bounding_set(cap);
+        }
+    }
+    rustix::thread::set_thread_groups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(gid))
+        .map_err(|e| format!("setgid {gid}: {e}"))?;
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid))
+        .map_err(|e| format!("setuid {uid}: {e}"))?;
+    if uid == 0 {
+        rustix::thread::set_capabilities(
+            None,
+            CapabilitySets {
+                effective: keep,
+                permitted: keep,
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+        .map_err(|e| format!("capset: {e}"))?;
+    }
+    rustix::thread::clear_ambient_capability_set().map_err(|e| format!("ambient caps: {e}"))?;
+    rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
+    Ok(())
+}
+
+/// Marks every descriptor but stdin, stdout and stderr close-on-exec.
+fn close_inherited_descriptors() -> Result<(), String> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("/proc/self/fd: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        set_cloexec(fd);
+    }
+    Ok(())
+}
+
+#[expect(unsafe_code, reason = "a raw descriptor number from /proc/self/fd")]
+fn set_cloexec(fd: i32) {
+    // SAFETY: fcntl on a number that may no longer be open (the listing's
+    // own) just fails with EBADF.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+/// Brings `lo` up in a new network namespace (it starts down).
+#[expect(unsafe_code, reason = "SIOCSIFFLAGS has no safe wrapper")]
+fn loopback_up() -> Result<(), String> {
+    let socket = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a valid socket, a valid ifreq naming "lo"; the kernel fills
+    // in and reads the flags union member.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(format!("lo: {}", std::io::Error::last_os_error()));
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(format!(
+                "bringing lo up: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}

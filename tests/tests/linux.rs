@@ -1,0 +1,196 @@
+//! The namespace backend: Linux images run as containers, isolated from the
+//! host and from each other, limited, and cleaned up. Needs root (CI runs
+//! as root) and Debian's busybox-static.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_tests::{berth, busybox};
+
+/// `berth run busybox:1 -- sh -c SCRIPT` in `home`: (exit code, stdout, stderr).
+fn run_sh(home: &Path, extra: &[&str], script: &str) -> (i32, String, String) {
+    let mut args = vec!["run", "busybox:1"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let out = std::process::Command::new(berth_tests::berth_bin())
+        .args(&args)
+        .env("BERTH_HOME", home)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn home_with_busybox() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    home
+}
+
+#[test]
+fn the_container_is_pid_1_under_its_own_hostname() {
+    let home = home_with_busybox();
+    let (code, out, err) = run_sh(
+        home.path(),
+        &[],
+        "echo $$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; ps | wc -l",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert_eq!(lines[1], "busybox", "{out}");
+    assert!(lines[2].starts_with("sh -c"), "{out}");
+    // ps's header, sh and ps itself (and wc): nothing of the host.
+    let processes: usize = lines[3].trim().parse().unwrap();
+    assert!(processes <= 4, "{out}");
+}
+
+#[test]
+fn the_exit_code_is_the_container_s() {
+    let home = home_with_busybox();
+    assert_eq!(run_sh(home.path(), &[], "exit 7").0, 7);
+    // A program that is not there: 127 and a message naming it.
+    let out = std::process::Command::new(berth_tests::berth_bin())
+        .args(["run", "busybox:1", "--", "/bin/nothing-here"])
+        .env("BERTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing-here"));
+}
+
+#[test]
+fn host_files_processes_and_interfaces_are_out_of_sight() {
+    let home = home_with_busybox();
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let script = format!(
+        "ls /; test -e {} && echo HOST-FILE-VISIBLE; ls /proc | grep -c '^[0-9]'; ip -o link | cut -d: -f2; cat /proc/kcore | wc -c; echo x > /proc/sys/kernel/hostname 2>&1 || echo proc-sys-read-only",
+        marker.path().display()
+    );
+    let (code, out, err) = run_sh(home.path(), &[], &script);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("HOST-FILE-VISIBLE"), "{out}");
+    assert!(out.contains("bin") && out.contains("www"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let position = lines
+        .iter()
+        .position(|l| l.trim().parse::<u32>().is_ok())
+        .unwrap();
+    let pids: u32 = lines[position].trim().parse().unwrap();
+    assert!(pids <= 4, "processes visible: {out}");
+    // Only loopback.
+    let links: Vec<&str> = lines[position + 1..]
+        .iter()
+        .take_while(|l| l.trim().parse::<u32>().is_err())
+        .map(|l| l.trim())
+        .collect();
+    assert_eq!(links, ["lo"], "{out}");
+    assert!(out.contains("proc-sys-read-only"), "{out}");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_a_fork_bomb_stops_at_the_pids_limit() {
+    let home = home_with_busybox();
+    // 64 MiB allowed; the hog asks for 256 MiB.
+    let (code, _, err) = run_sh(
+        home.path(),
+        &["--memory", "64Mi"],
+        "exec dd if=/dev/zero of=/dev/null bs=256M count=1",
+    );
+    assert_eq!(code, 137, "{err}");
+    assert!(err.contains("OOMKilled"), "{err}");
+
+    let started = Instant::now();
+    let (code, out, err) = run_sh(
+        home.path(),
+        &["--pids-limit", "32"],
+        // The bomb in a subshell (a shell that cannot fork gives up), then
+        // counted with builtins only: at the limit, nothing more forks.
+        "(for i in $(seq 1 100); do sleep 5 & done) 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n; exit 0",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let seen: u32 = out.trim().lines().last().unwrap().trim().parse().unwrap();
+    assert!(seen <= 34, "{seen} processes with a limit of 32");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // And the host still forks.
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn nothing_of_a_container_is_left_after_it_exits() {
+    let home = home_with_busybox();
+    let (code, out, err) = run_sh(
+        home.path(),
+        &[],
+        "echo hi > /tmp/x; sleep 300 & cat /proc/self/cgroup",
+    );
+    assert_eq!(code, 0, "{err}");
+    let containers = home.path().join("containers");
+    let left = std::fs::read_dir(&containers).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "state dirs left in {}", containers.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(home.path().to_str().unwrap()), "{mounts}");
+    // Its cgroups (as it saw them, "N:controller:/berth/ID") are gone, and
+    // so is the process it left behind.
+    let mut checked = 0;
+    for line in out.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            fields.next(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        if !path.starts_with("/berth/") {
+            continue;
+        }
+        for controller in controllers.split(',') {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&path[1..]);
+            assert!(!dir.exists(), "{} is left", dir.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "no berth cgroups seen: {out}");
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        sleepers.stdout.is_empty(),
+        "the container's orphan still runs"
+    );
+}
+
+#[test]
+fn an_image_with_a_hostile_layer_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    // Path traversal, written raw: the tar crate refuses to build it.
+    header.as_old_mut().name[..17].copy_from_slice(b"../../escaped.txt");
+    header.set_cksum();
+    tar.append(&header, &b"evil"[..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let archive = busybox::archive(
+        &[layer],
+        serde_json::json!({"Cmd": ["/bin/sh"]}),
+        "hostile:1",
+    );
+    busybox::load_archive(home.path(), &archive);
+    let out = berth(home.path(), &["run", "hostile:1"]);
+    assert!(!out.success);
+    assert!(out.stderr.contains(".."), "{}", out.stderr);
+    assert!(!home.path().join("escaped.txt").exists());
+}
