@@ -194,3 +194,210 @@ fn an_image_with_a_hostile_layer_is_refused() {
     assert!(out.stderr.contains(".."), "{}", out.stderr);
     assert!(!home.path().join("escaped.txt").exists());
 }
+
+/// A daemon with the busybox image and the misbehave guest (`mb:1`).
+fn daemon_with_images(home: &Path) -> (berth_tests::BerthRun, String) {
+    busybox::load(home, "busybox:1");
+    berth_tests::kube::build_image(home, Path::new(berth_tests::guests::MISBEHAVE), "mb:1");
+    let daemon = berth_tests::BerthRun::start_command(home, &["daemon", "--backoff-base", "200ms"]);
+    let ingress = daemon.ingress();
+    (daemon, ingress)
+}
+
+fn apply(home: &Path, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = berth_tests::kube::write(dir.path(), "app.yaml", text);
+    berth_tests::ok(berth(home, &["apply", "-f", &file]));
+}
+
+const HTTPD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:1
+        command: [sh, -c, 'hostname > /www/name; exec httpd -f -p 8080 -h /www']
+        ports: [{containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /name, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: caller, labels: {app: caller}}
+spec:
+  containers: [{name: app, image: "mb:1"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: caller}
+spec:
+  selector: {app: caller}
+  ports: [{port: 80}]
+"#;
+
+#[tokio::test]
+async fn busybox_httpd_replicas_answer_through_the_router_and_to_a_wasm_pod() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = daemon_with_images(home.path());
+    apply(home.path(), HTTPD);
+    let ready = berth_tests::kube::wait_ready(home.path(), 3);
+    let replicas: Vec<&str> = ready
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|n| n.starts_with("web-"))
+        .collect();
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..20 {
+        let reply = berth_tests::send(
+            "GET",
+            &format!("{ingress}/name"),
+            &[("host", "web.localhost")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        *seen.entry(reply.text().trim().to_owned()).or_default() += 1;
+    }
+    // Each replica answers with its own hostname, the pod's name, evenly.
+    let mut names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    names.sort();
+    let mut expected = replicas.clone();
+    expected.sort();
+    assert_eq!(names, expected, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 10), "{seen:?}");
+    // A wasm guest calls the Linux service by name.
+    let reply = berth_tests::send(
+        "GET",
+        &format!("{ingress}/fetch?url=http://web/index.html"),
+        &[("host", "caller.localhost")],
+        Vec::new(),
+    )
+    .await;
+    assert!(
+        reply.text().contains("200 OK: hello from busybox"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_ignores_sigterm_is_killed_after_the_grace_period_and_cleaned_up() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'trap "" TERM; echo started; while true; do sleep 1; done']
+"#,
+    );
+    berth_tests::kube::wait_ready(home.path(), 1);
+    let pod = &berth_tests::kube::pods(home.path())[0];
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    let pod_dir = home.path().join("pods").join(&uid);
+    assert!(pod_dir.join("containers/app").exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !berth(home.path(), &["logs", "stubborn"])
+        .stdout
+        .contains("started")
+    {
+        assert!(Instant::now() < deadline, "no output in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    berth_tests::ok(berth(home.path(), &["delete", "pod", "stubborn"]));
+    while pod_dir.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the pod dir stays"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "stopped before the grace period: {took:?}"
+    );
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "trap \"\" TERM"])
+        .output()
+        .unwrap();
+    assert!(sleepers.stdout.is_empty(), "the container still runs");
+}
+
+#[tokio::test]
+async fn a_container_that_exits_is_restarted_and_its_exit_shown() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'echo run; sleep 0.2; exit 3']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'exit 0']
+"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = berth_tests::kube::pods(home.path());
+        let by = |n: &str| {
+            pods.iter()
+                .find(|p| p["metadata"]["name"] == n)
+                .cloned()
+                .unwrap()
+        };
+        let restarts = by("flaky")["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .unwrap_or(0);
+        let once = by("once")["status"]["phase"].clone();
+        if restarts >= 2 && once == "Succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pods:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = berth_tests::ok(berth(home.path(), &["get", "events"])).stdout;
+    assert!(
+        events.contains("Container app exited with code 3 (Error)"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Container app exited with code 0 (Completed)"),
+        "{events}"
+    );
+}

@@ -24,7 +24,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
-use crate::image::materialize::Materialized;
 use crate::runtime::wasm::WasmRuntime;
 use crate::spec::Object;
 use crate::spec::objects::{Pod, RestartPolicy};
@@ -89,7 +88,10 @@ pub(crate) struct Context {
     pub endpoint_wait: Duration,
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
-    pub images: Arc<std::sync::Mutex<HashMap<String, (ImageStamp, Materialized)>>>,
+    pub images: Arc<std::sync::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
+    /// The pid holding each running pod's network namespace (its first
+    /// Linux container), by pod directory: the pod's others join it.
+    pub pod_network: Arc<std::sync::Mutex<HashMap<PathBuf, u32>>>,
 }
 
 pub(crate) type ImageStamp = (std::time::SystemTime, u64);
@@ -133,6 +135,7 @@ impl Kubelet {
                 routes: routing.table,
                 endpoint_wait: routing.endpoint_wait,
                 images: Arc::default(),
+                pod_network: Arc::default(),
             },
             nodes,
             workers: HashMap::new(),
@@ -414,6 +417,8 @@ enum Stopped {
     Deleted,
     /// A container failed its liveness probe.
     Unhealthy(String),
+    /// A container's process ended.
+    Exited(String, crate::runtime::Exited),
 }
 
 /// Watches a started pod: runs its probes, keeps its Ready condition
@@ -476,8 +481,14 @@ async fn supervise(
                 None => std::future::pending().await,
             }
         };
+        let exits = futures_util::future::select_all(running.iter().map(|r| {
+            let name = r.name.clone();
+            let exited = r.workload.exited();
+            Box::pin(async move { (name, exited.await) })
+        }));
         tokio::select! {
             _ = cancel.cancelled() => return Stopped::Deleted,
+            ((name, exited), _, _) = exits => return Stopped::Exited(name, exited),
             _ = wait => {}
         }
         let now_instant = tokio::time::Instant::now();
@@ -612,12 +623,53 @@ async fn run_pod(
                 // then the requests it has finish (within the grace period).
                 context.routes.remove_pod(&uid);
                 endpoint.drained(grace).await;
+                // Processes get SIGTERM, and SIGKILL after the grace period.
+                futures_util::future::join_all(running.iter().map(|c| c.workload.stop(grace)))
+                    .await;
+                context
+                    .pod_network
+                    .lock()
+                    .expect("lock")
+                    .remove(&context.pods_dir.join(&uid));
                 attempt.cancel();
                 for c in running {
                     let _ = c.serving.await;
                 }
                 match stopped {
                     Stopped::Deleted => return,
+                    Stopped::Exited(container, exited) => {
+                        let succeeded = exited.code == 0;
+                        context.event(
+                            &pod,
+                            if succeeded { "Normal" } else { "Warning" },
+                            "Exited",
+                            &format!(
+                                "Container {container} exited with code {} ({})",
+                                exited.code, exited.reason
+                            ),
+                        );
+                        if succeeded && pod.spec.restart_policy != RestartPolicy::Always {
+                            context.set_status(
+                                &pod,
+                                serde_json::json!({
+                                    "phase": "Succeeded",
+                                    "reason": "Completed",
+                                    "hostIP": "127.0.0.1",
+                                    "startTime": started_at,
+                                    "conditions": [{"type": "Ready", "status": "False"}],
+                                }),
+                            );
+                            cancel.cancelled().await;
+                            return;
+                        }
+                        StartFailure {
+                            reason: exited.reason,
+                            message: format!(
+                                "container {container} exited with code {}",
+                                exited.code
+                            ),
+                        }
+                    }
                     Stopped::Unhealthy(container) => {
                         context.event(
                             &pod,

@@ -25,6 +25,16 @@ use crate::spec::objects::{
     Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, SERVICES_ANNOTATION, Volume,
 };
 
+/// An image ready to start, for the runtime its platform needs.
+#[derive(Debug, Clone)]
+pub(crate) enum Ready {
+    Wasm(Materialized),
+    Linux {
+        rootfs: PathBuf,
+        run: crate::image::model::RunConfig,
+    },
+}
+
 pub(crate) struct Running {
     pub name: String,
     pub image: String,
@@ -85,7 +95,16 @@ async fn start_container(
     grace: Duration,
     restarts: u32,
 ) -> Result<Running, StartFailure> {
-    let ready = ensure_image(context, pod, &container.image, container.image_pull_policy).await?;
+    let ready =
+        match ensure_image(context, pod, &container.image, container.image_pull_policy).await? {
+            Ready::Wasm(ready) => ready,
+            Ready::Linux { rootfs, run } => {
+                return start_linux(
+                    context, pod, container, dir, cancel, grace, restarts, rootfs, run,
+                )
+                .await;
+            }
+        };
     let (pod_owned, container_owned, dir_owned) = (pod.clone(), container.clone(), dir.to_owned());
     let state = context.state.clone();
     let mut spec = tokio::task::spawn_blocking(move || {
@@ -113,6 +132,17 @@ async fn start_container(
         .start(spec)
         .await
         .map_err(|e| failure("RunContainerError", e.to_string()))?;
+    serve_container(container, workload, cancel, grace).await
+}
+
+/// A loopback listener of the container's own (for probes and `ps`), and
+/// its Running record.
+async fn serve_container(
+    container: &Container,
+    workload: Arc<dyn crate::runtime::Workload>,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<Running, StartFailure> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| failure("RunContainerError", format!("listening: {e}")))?;
@@ -135,6 +165,116 @@ async fn start_container(
     })
 }
 
+/// A Linux container: its process in namespaces of its own (the network
+/// one shared with the pod's first container), its output into the log.
+#[expect(clippy::too_many_arguments, reason = "a container start is these")]
+async fn start_linux(
+    context: &Context,
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    cancel: CancellationToken,
+    grace: Duration,
+    restarts: u32,
+    rootfs: PathBuf,
+    run: crate::image::model::RunConfig,
+) -> Result<Running, StartFailure> {
+    use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
+    let (state, pod_owned, container_owned) =
+        (context.state.clone(), pod.clone(), container.clone());
+    let env =
+        tokio::task::spawn_blocking(move || container_env(&state, &pod_owned, &container_owned))
+            .await
+            .map_err(|e| failure("CreateContainerError", e.to_string()))??;
+    let network = if pod.spec.host_network {
+        Network::Host
+    } else {
+        match context.pod_network.lock().expect("lock").get(dir) {
+            Some(pid) => Network::Join(*pid),
+            None => Network::Own,
+        }
+    };
+    let limits = &container.resources.limits;
+    let spec = ContainerSpec {
+        id: format!(
+            "{}-{}-{restarts}",
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            container.name
+        ),
+        hostname: pod.metadata.name.clone(),
+        rootfs,
+        state_dir: dir.join("containers").join(&container.name),
+        args: plan::command_line(
+            run.entrypoint.as_deref().unwrap_or_default(),
+            run.cmd.as_deref().unwrap_or_default(),
+            container.command.as_deref(),
+            container.args.as_deref(),
+        ),
+        env: plan::environment(
+            run.env.as_deref().unwrap_or_default(),
+            &env,
+            &pod.metadata.name,
+        ),
+        cwd: container
+            .working_dir
+            .clone()
+            .or(run.working_dir)
+            .unwrap_or_default(),
+        user: run.user.unwrap_or_default(),
+        network: network.clone(),
+        limits: cgroup::Limits {
+            memory: limits.memory.and_then(|q| q.to_bytes()),
+            pids: Some(DEFAULT_PIDS_LIMIT),
+            cpu_millis: limits
+                .cpu
+                .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX)),
+        },
+    };
+    let (started, pipes) = linux::start(&spec, Output::Piped)
+        .await
+        .map_err(|e| failure("RunContainerError", e))?;
+    if network == Network::Own {
+        context
+            .pod_network
+            .lock()
+            .expect("lock")
+            .insert(dir.to_owned(), started.pid);
+    }
+    let netns = (network != Network::Host).then(|| started.netns_path());
+    let log = Arc::new(LogFile::new(super::log_path(
+        dir,
+        &container.name,
+        restarts,
+    )));
+    if let Some(pipes) = pipes {
+        tokio::spawn(copy_lines(pipes.stdout, log.clone()));
+        tokio::spawn(copy_lines(pipes.stderr, log));
+    }
+    let connector = linux::NetnsConnector::new(netns)
+        .map_err(|e| failure("RunContainerError", format!("the container's network: {e}")))?;
+    let port = container.ports.first().map_or(80, |p| p.container_port);
+    let workload = linux::LinuxWorkload::new(
+        format!("{}/{}", pod.metadata.name, container.name),
+        started,
+        port,
+        connector,
+    );
+    serve_container(container, workload, cancel, grace).await
+}
+
+/// Processes a container may run at once unless the pod says otherwise.
+const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// A container's output, a line at a time, into its log.
+async fn copy_lines(output: impl tokio::io::AsyncRead + Unpin, log: Arc<LogFile>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(output).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.write_line(&line);
+    }
+}
+
 /// The image unpacked and ready, pulled first if the store lacks it (or
 /// the policy says always). Replicas of one image start by the thousand:
 /// the answer is kept while the store's tags are unchanged.
@@ -143,7 +283,7 @@ async fn ensure_image(
     pod: &Pod,
     reference: &str,
     policy: Option<PullPolicy>,
-) -> Result<Materialized, StartFailure> {
+) -> Result<Ready, StartFailure> {
     // The store's tags as they are now: a cached answer holds while they do.
     let stamp = std::fs::metadata(image::store_dir().join("index.json"))
         .and_then(|m| Ok((m.modified()?, m.len())))
@@ -171,7 +311,7 @@ async fn resolve_image(
     pod: &Pod,
     reference: &str,
     policy: Option<PullPolicy>,
-) -> Result<Materialized, StartFailure> {
+) -> Result<Ready, StartFailure> {
     let parsed: Reference = reference
         .parse()
         .map_err(|e: berth_registry::ReferenceError| failure("InvalidImageName", e.to_string()))?;
@@ -238,12 +378,27 @@ async fn resolve_image(
             image::lookup(&store, &parsed).map_err(|e| failure("ErrImagePull", e.to_string()))?;
         let loaded = Image::resolve(&store, &descriptor)
             .map_err(|e| failure("ErrImagePull", e.to_string()))?;
-        materialize(&store, &image::images_dir(), &loaded).map_err(|e| {
+        let unpack_error = |e: crate::image::model::ImageError| {
             failure(
                 "CreateContainerError",
                 format!("image {}: {e}", descriptor.digest()),
             )
-        })
+        };
+        if loaded.platform.os == "linux" {
+            let rootfs = crate::image::materialize::materialize_rootfs(
+                &store,
+                &image::images_dir(),
+                &loaded,
+            )
+            .map_err(unpack_error)?;
+            return Ok(Ready::Linux {
+                rootfs,
+                run: loaded.run.clone(),
+            });
+        }
+        materialize(&store, &image::images_dir(), &loaded)
+            .map(Ready::Wasm)
+            .map_err(unpack_error)
     })
     .await
     .map_err(|e| failure("CreateContainerError", e.to_string()))?
@@ -295,13 +450,13 @@ fn config_data(
     }))
 }
 
-fn workload_spec(
+/// A container's environment: HOSTNAME, then envFrom, then env (later
+/// wins, as in Kubernetes), ConfigMap and Secret references resolved.
+fn container_env(
     state: &crate::api::ApiState,
     pod: &Pod,
     container: &Container,
-    dir: &Path,
-    ready: Materialized,
-) -> Result<WorkloadSpec, StartFailure> {
+) -> Result<Vec<(String, String)>, StartFailure> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let text = |bytes: Vec<u8>, what: &str| {
         String::from_utf8(bytes).map_err(|_| config_error(format!("{what} is not UTF-8 text")))
@@ -365,6 +520,18 @@ fn workload_spec(
             set(&mut env, var.name.clone(), value);
         }
     }
+    Ok(env)
+}
+
+fn workload_spec(
+    state: &crate::api::ApiState,
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    ready: Materialized,
+) -> Result<WorkloadSpec, StartFailure> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let env = container_env(state, pod, container)?;
 
     // Filesystem: the image's bundles, read-only, then the volume mounts.
     let mut dirs: Vec<DirGrant> = ready

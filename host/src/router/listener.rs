@@ -163,6 +163,13 @@ pub(super) fn error_response(error: &ServeError) -> Response<Body> {
             StatusCode::GATEWAY_TIMEOUT,
             "504 Gateway Timeout: the workload did not answer in time\n",
         ),
+        ServeError::Guest {
+            failure: GuestFailure::Unreachable(_),
+            ..
+        } => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the container did not accept the connection\n",
+        ),
         ServeError::Guest { .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error: the workload failed to handle the request\n",

@@ -105,7 +105,10 @@ fn worth_retrying(error: &ServeError) -> bool {
         ServeError::Busy { .. } => true,
         ServeError::Guest { failure, .. } => matches!(
             failure,
-            GuestFailure::Trap(_) | GuestFailure::NoResponse | GuestFailure::PoolExhausted
+            GuestFailure::Trap(_)
+                | GuestFailure::NoResponse
+                | GuestFailure::PoolExhausted
+                | GuestFailure::Unreachable(_)
         ),
     }
 }

@@ -84,4 +84,6 @@ pub enum GuestFailure {
     PoolExhausted,
     #[error("did not start its response within {0:?}")]
     ResponseTimeout(Duration),
+    #[error("could not be reached: {0}")]
+    Unreachable(String),
 }

@@ -107,4 +107,25 @@ pub trait Workload: Send + Sync {
         &self,
         request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>>;
+
+    /// Resolves when the workload ends by itself (a container's process
+    /// exiting). A wasm workload never does: each request is its own run.
+    fn exited(&self) -> BoxFuture<'static, Exited> {
+        Box::pin(std::future::pending())
+    }
+
+    /// Stops the workload: asks it to end, and makes it after `grace`.
+    /// Resolves once it has. (A wasm workload stops when dropped.)
+    fn stop(&self, grace: std::time::Duration) -> BoxFuture<'static, ()> {
+        let _ = grace;
+        Box::pin(async {})
+    }
+}
+
+/// How a workload ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exited {
+    pub code: i32,
+    /// Kubernetes' reason: Completed, Error or OOMKilled.
+    pub reason: &'static str,
 }

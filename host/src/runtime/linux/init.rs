@@ -51,6 +51,10 @@ pub fn main(config_path: &Path) -> ! {
 }
 
 fn supervise(config: &InitConfig) -> Result<i32, String> {
+    // A container does not outlive berth (the thread that started it, in
+    // fact: a runtime worker, which lives as long as berth does).
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("prctl: {e}"))?;
     let pid = std::process::id().to_string();
     for procs in &config.cgroups {
         std::fs::write(procs, &pid).map_err(|e| format!("joining {}: {e}", procs.display()))?;

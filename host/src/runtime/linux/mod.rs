@@ -11,6 +11,9 @@ pub mod cgroup;
 pub mod config;
 pub mod init;
 pub mod plan;
+mod workload;
+
+pub use workload::{LinuxWorkload, NetnsConnector};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

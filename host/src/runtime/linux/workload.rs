@@ -1,0 +1,214 @@
+//! A running container as the router and the kubelet see it: a
+//! [`Workload`] whose requests go over a socket opened inside the
+//! container's network namespace (it has no address the host can route
+//! to), which ends when its process does, and stops with SIGTERM then
+//! SIGKILL.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{oneshot, watch};
+
+use super::{Container, Exit};
+use crate::runtime::{Body, BoxError, BoxFuture, Exited, GuestFailure, ServeError, Workload};
+
+type Connect = (
+    SocketAddr,
+    oneshot::Sender<std::io::Result<std::net::TcpStream>>,
+);
+
+/// Opens connections from inside a network namespace: a thread that moved
+/// into it once serves every connect, since a thread's namespace is its
+/// own and tokio's workers must stay in the host's.
+#[derive(Clone)]
+pub struct NetnsConnector {
+    requests: std::sync::mpsc::Sender<Connect>,
+}
+
+impl NetnsConnector {
+    /// A connector into the namespace at `netns` (`/proc/PID/ns/net`), or
+    /// the host's own when `None`.
+    pub fn new(netns: Option<std::path::PathBuf>) -> std::io::Result<NetnsConnector> {
+        let namespace = netns.map(std::fs::File::open).transpose()?;
+        let (requests, incoming) = std::sync::mpsc::channel::<Connect>();
+        std::thread::Builder::new()
+            .name("berth-netns".into())
+            .spawn(move || {
+                if let Some(ns) = namespace {
+                    use std::os::fd::AsFd as _;
+                    if let Err(e) = rustix::thread::move_into_link_name_space(
+                        ns.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    ) {
+                        for (_, reply) in incoming {
+                            let _ = reply.send(Err(std::io::Error::other(format!(
+                                "entering the container's network: {e}"
+                            ))));
+                        }
+                        return;
+                    }
+                }
+                for (address, reply) in incoming {
+                    let _ = reply.send(
+                        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+                            .and_then(|s| s.set_nonblocking(true).map(|()| s)),
+                    );
+                }
+            })?;
+        Ok(NetnsConnector { requests })
+    }
+}
+
+impl tower_service::Service<http::Uri> for NetnsConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<Self::Response>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let requests = self.requests.clone();
+        Box::pin(async move {
+            let port = uri.port_u16().unwrap_or(80);
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            let (reply, answer) = oneshot::channel();
+            requests
+                .send((address, reply))
+                .map_err(|_| std::io::Error::other("the container's network is gone"))?;
+            let stream = answer
+                .await
+                .map_err(|_| std::io::Error::other("the container's network is gone"))??;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
+        })
+    }
+}
+
+pub struct LinuxWorkload {
+    name: String,
+    port: u16,
+    client: Client<NetnsConnector, Body>,
+    exit: watch::Receiver<Option<Exit>>,
+    stop: Mutex<Option<oneshot::Sender<Duration>>>,
+}
+
+impl LinuxWorkload {
+    /// Takes over `container`, serving HTTP on its `port` (in its network).
+    pub fn new(
+        name: String,
+        container: Container,
+        port: u16,
+        connector: NetnsConnector,
+    ) -> Arc<LinuxWorkload> {
+        let (exit_tx, exit) = watch::channel(None);
+        let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
+        tokio::spawn(async move {
+            let mut container = container;
+            let exit = tokio::select! {
+                exit = container.wait() => exit,
+                grace = stop_rx => match grace {
+                    Ok(grace) => container.stop(grace).await,
+                    // The workload was dropped: no one will ask again.
+                    Err(_) => container.stop(Duration::ZERO).await,
+                },
+            };
+            container.remove();
+            let _ = exit_tx.send(Some(exit));
+        });
+        Arc::new(LinuxWorkload {
+            name,
+            port,
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+            exit,
+            stop: Mutex::new(Some(stop_tx)),
+        })
+    }
+
+    fn finished(&self) -> BoxFuture<'static, Exit> {
+        let mut exit = self.exit.clone();
+        Box::pin(async move {
+            loop {
+                if let Some(exit) = *exit.borrow_and_update() {
+                    return exit;
+                }
+                if exit.changed().await.is_err() {
+                    return Exit {
+                        code: 128 + 9,
+                        oom_killed: false,
+                    };
+                }
+            }
+        })
+    }
+}
+
+impl Workload for LinuxWorkload {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let name = self.name.clone();
+        let uri = format!("http://127.0.0.1:{}{path}", self.port);
+        let client = self.client.clone();
+        Box::pin(async move {
+            parts.uri = uri
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ServeError::Guest {
+                    workload: name.clone(),
+                    failure: GuestFailure::Unreachable(e.to_string()),
+                })?;
+            // The client speaks HTTP/1.1 to the container, whatever came in.
+            parts.version = http::Version::HTTP_11;
+            let response = client
+                .request(http::Request::from_parts(parts, body))
+                .await
+                .map_err(|e| ServeError::Guest {
+                    workload: name,
+                    failure: GuestFailure::Unreachable(format!("{e:#}")),
+                })?;
+            Ok(response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+        })
+    }
+
+    fn exited(&self) -> BoxFuture<'static, Exited> {
+        let finished = self.finished();
+        Box::pin(async move {
+            let exit = finished.await;
+            Exited {
+                code: exit.code,
+                reason: exit.reason(),
+            }
+        })
+    }
+
+    fn stop(&self, grace: Duration) -> BoxFuture<'static, ()> {
+        if let Some(stop) = self.stop.lock().expect("lock").take() {
+            let _ = stop.send(grace);
+        }
+        let finished = self.finished();
+        Box::pin(async move {
+            finished.await;
+        })
+    }
+}
