@@ -49,6 +49,24 @@ fn the_container_is_pid_1_under_its_own_hostname() {
 }
 
 #[test]
+fn the_container_keeps_docker_s_capabilities_under_no_new_privs_and_seccomp() {
+    let home = home_with_busybox();
+    let (code, out, err) = run_sh(
+        home.path(),
+        &[],
+        "grep -E '^(CapEff|CapBnd|CapInh|NoNewPrivs|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp 2>&1 || echo mount-refused",
+    );
+    assert_eq!(code, 0, "{err}");
+    // Docker's fourteen capabilities, in effect and as the bound.
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("mount-refused"), "{out}");
+}
+
+#[test]
 fn the_exit_code_is_the_container_s() {
     let home = home_with_busybox();
     assert_eq!(run_sh(home.path(), &[], "exit 7").0, 7);
@@ -372,7 +390,7 @@ spec:
     command: [sh, -c, 'exit 0']
 "#,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pods = berth_tests::kube::pods(home.path());
         let by = |n: &str| {

@@ -7,6 +7,9 @@
 //! and execs; the init waits for it and exits with its status (128 + the
 //! signal when it was killed).
 //!
+//! It ends with a seccomp filter refusing the system calls Docker's default
+//! profile refuses (see `plan::DENIED_SYSCALLS`).
+//!
 //! Errors before the exec go to the error file (the runtime reports them)
 //! with exit code 125; an exec that fails, 127.
 
@@ -240,7 +243,33 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     }
     drop_privileges(uid, gid)?;
     close_inherited_descriptors()?;
+    deny_syscalls()?;
     Ok(())
+}
+
+/// Installs the seccomp filter: the last step, as it forbids mount and
+/// friends, and after no_new_privs, which lets an unprivileged process
+/// install one.
+fn deny_syscalls() -> Result<(), String> {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("seccomp on {}: {e}", std::env::consts::ARCH))?;
+    let rules = plan::DENIED_SYSCALLS
+        .iter()
+        .map(|call| (*call, Vec::new()))
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    let program: BpfProgram = filter
+        .try_into()
+        .map_err(|e| format!("seccomp filter: {e}"))?;
+    seccompiler::apply_filter(&program).map_err(|e| format!("installing the seccomp filter: {e}"))
 }
 
 fn mount_root(config: &InitConfig) -> Result<(), String> {

@@ -23,6 +23,52 @@ pub fn default_capabilities() -> CapabilitySet {
         | CapabilitySet::AUDIT_WRITE
 }
 
+/// System calls a container may not make (they fail with EPERM): Docker's
+/// default profile's refusals that matter on x86_64 — kernel modules and
+/// keyrings, clocks, swap, reboot, namespaces and mounts, BPF and perf,
+/// NUMA policy, handle-based opens.
+pub const DENIED_SYSCALLS: &[i64] = &[
+    libc::SYS_acct,
+    libc::SYS_add_key,
+    libc::SYS_bpf,
+    libc::SYS_clock_adjtime,
+    libc::SYS_clock_settime,
+    libc::SYS_delete_module,
+    libc::SYS_finit_module,
+    libc::SYS_get_mempolicy,
+    libc::SYS_init_module,
+    libc::SYS_ioperm,
+    libc::SYS_iopl,
+    libc::SYS_kcmp,
+    libc::SYS_kexec_file_load,
+    libc::SYS_kexec_load,
+    libc::SYS_keyctl,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_mbind,
+    libc::SYS_mount,
+    libc::SYS_move_pages,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_nfsservctl,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_perf_event_open,
+    libc::SYS_pivot_root,
+    libc::SYS_quotactl,
+    libc::SYS_reboot,
+    libc::SYS_request_key,
+    libc::SYS_set_mempolicy,
+    libc::SYS_setns,
+    libc::SYS_settimeofday,
+    libc::SYS_swapoff,
+    libc::SYS_swapon,
+    libc::SYS_sysfs,
+    libc::SYS__sysctl,
+    libc::SYS_umount2,
+    libc::SYS_unshare,
+    libc::SYS_uselib,
+    libc::SYS_userfaultfd,
+    libc::SYS_ustat,
+];
+
 /// Paths of /proc and /sys that leak the host or let a container poke the
 /// kernel, hidden as Docker hides them: files under /dev/null, directories
 /// under an empty read-only tmpfs.
