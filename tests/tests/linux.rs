@@ -419,3 +419,46 @@ spec:
         "{events}"
     );
 }
+
+#[test]
+fn a_linux_image_pushed_through_berth_s_registry_pulls_and_runs_elsewhere() {
+    let home = home_with_busybox();
+    let registry_dir = tempfile::tempdir().unwrap();
+    let root = registry_dir.path().join("registry");
+    let registry = berth_tests::BerthRun::start_command(
+        registry_dir.path(),
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            root.to_str().unwrap(),
+        ],
+    );
+    let remote = format!(
+        "{}/tools/busybox:1",
+        registry.url.trim_start_matches("http://")
+    );
+    berth_tests::ok(berth(home.path(), &["tag", "busybox:1", &remote]));
+    berth_tests::ok(berth(home.path(), &["push", &remote]));
+    let elsewhere = tempfile::tempdir().unwrap();
+    berth_tests::ok(berth(elsewhere.path(), &["pull", &remote]));
+    let out = std::process::Command::new(berth_tests::berth_bin())
+        .args([
+            "run",
+            &remote,
+            "--",
+            "sh",
+            "-c",
+            "echo pulled and running as $(hostname)",
+        ])
+        .env("BERTH_HOME", elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pulled and running as busybox\n"
+    );
+}
