@@ -462,3 +462,48 @@ fn a_linux_image_pushed_through_berth_s_registry_pulls_and_runs_elsewhere() {
         "pulled and running as busybox\n"
     );
 }
+
+#[test]
+fn probes_reach_the_container_s_own_ports() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    let pod = |name: &str, probe: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: app\n    image: busybox:1\n    command: [httpd, -f, -p, '8080', -h, /www]\n    ports: [{{containerPort: 8080, name: web}}]\n    readinessProbe: {{{probe}, periodSeconds: 1}}\n---\n"
+        )
+    };
+    apply(
+        home.path(),
+        &(pod("open", "tcpSocket: {port: web}")
+            + &pod("page", "httpGet: {path: /index.html, port: 8080}")
+            + &pod("closed", "tcpSocket: {port: 9999}")
+            + &pod("missing", "httpGet: {path: /nothing, port: 8080}")),
+    );
+    let ready = |name: &str| {
+        berth_tests::kube::pods(home.path())
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .is_some_and(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(ready("open") && ready("page")) {
+        assert!(
+            Instant::now() < deadline,
+            "open and page never turned ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several probe periods on, the others still fail theirs.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !ready("closed"),
+        "a probe of a port nothing listens on passed"
+    );
+    assert!(!ready("missing"), "a probe of a 404 passed");
+}

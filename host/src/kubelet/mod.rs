@@ -452,7 +452,13 @@ async fn supervise(
             (probe::Kind::Liveness, &spec.liveness_probe),
         ] {
             if let Some(p) = p {
-                probers.push(probe::Prober::new(i, kind, p.clone(), r.endpoint));
+                probers.push(probe::Prober::new(
+                    i,
+                    kind,
+                    p.clone(),
+                    r.endpoint,
+                    r.netns.clone().map(|n| (n, r.ports.clone())),
+                ));
             }
         }
     }

@@ -13,7 +13,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use crate::spec::objects::Probe;
+use crate::spec::objects::{ContainerPort, IntOrString, Probe};
+
+type NetnsClient = Client<crate::runtime::linux::NetnsConnector, Empty<Bytes>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -28,6 +30,13 @@ pub struct Prober {
     pub kind: Kind,
     probe: Probe,
     endpoint: SocketAddr,
+    /// A Linux container's network, where its ports are; wasm containers
+    /// answer on every port of their one listener, `endpoint`.
+    netns: Option<(
+        NetnsClient,
+        crate::runtime::linux::NetnsConnector,
+        Vec<ContainerPort>,
+    )>,
     next: Instant,
     successes: u32,
     failures: u32,
@@ -45,13 +54,26 @@ pub enum Verdict {
 }
 
 impl Prober {
-    pub fn new(container: usize, kind: Kind, probe: Probe, endpoint: SocketAddr) -> Prober {
+    pub fn new(
+        container: usize,
+        kind: Kind,
+        probe: Probe,
+        endpoint: SocketAddr,
+        netns: Option<(crate::runtime::linux::NetnsConnector, Vec<ContainerPort>)>,
+    ) -> Prober {
         let next = Instant::now() + Duration::from_secs(probe.initial_delay_seconds);
         Prober {
             container,
             kind,
             probe,
             endpoint,
+            netns: netns.map(|(connector, ports)| {
+                (
+                    Client::builder(TokioExecutor::new()).build(connector.clone()),
+                    connector,
+                    ports,
+                )
+            }),
             next,
             successes: 0,
             failures: 0,
@@ -69,7 +91,40 @@ impl Prober {
     ) -> Verdict {
         self.next = Instant::now() + Duration::from_secs(self.probe.period_seconds);
         let timeout = Duration::from_secs(self.probe.timeout_seconds);
-        let ok = if let Some(http) = &self.probe.http_get {
+        let ok = if let Some((client, connector, ports)) = &self.netns {
+            // Into the container's own network, on the port the probe names.
+            let port = |p: &IntOrString| match p {
+                IntOrString::Int(n) => u16::try_from(*n).unwrap_or(0),
+                IntOrString::String(name) => ports
+                    .iter()
+                    .find(|c| c.name.as_deref() == Some(name))
+                    .map_or(0, |c| c.container_port),
+            };
+            if let Some(http) = &self.probe.http_get {
+                let uri = format!("http://127.0.0.1:{}{}", port(&http.port), http.path);
+                match tokio::time::timeout(timeout, client.get(uri.parse().expect("a valid URI")))
+                    .await
+                {
+                    Ok(Ok(response)) => (200..400).contains(&response.status().as_u16()),
+                    _ => false,
+                }
+            } else if let Some(tcp) = &self.probe.tcp_socket {
+                let uri: http::Uri = format!("http://127.0.0.1:{}/", port(&tcp.port))
+                    .parse()
+                    .expect("a valid URI");
+                let mut connector = connector.clone();
+                matches!(
+                    tokio::time::timeout(
+                        timeout,
+                        tower_service::Service::call(&mut connector, uri)
+                    )
+                    .await,
+                    Ok(Ok(_))
+                )
+            } else {
+                false
+            }
+        } else if let Some(http) = &self.probe.http_get {
             let uri = format!("http://{}{}", self.endpoint, http.path);
             match tokio::time::timeout(timeout, client.get(uri.parse().expect("a valid URI"))).await
             {

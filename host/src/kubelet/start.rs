@@ -42,6 +42,8 @@ pub(crate) struct Running {
     pub ports: Vec<crate::spec::objects::ContainerPort>,
     pub workload: Arc<dyn crate::runtime::Workload>,
     pub serving: tokio::task::JoinHandle<()>,
+    /// A Linux container's network, for probes of its ports.
+    pub netns: Option<crate::runtime::linux::NetnsConnector>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
@@ -162,6 +164,7 @@ async fn serve_container(
         ports: container.ports.clone(),
         workload,
         serving,
+        netns: None,
     })
 }
 
@@ -258,9 +261,11 @@ async fn start_linux(
         format!("{}/{}", pod.metadata.name, container.name),
         started,
         port,
-        connector,
+        connector.clone(),
     );
-    serve_container(container, workload, cancel, grace).await
+    let mut running = serve_container(container, workload, cancel, grace).await?;
+    running.netns = Some(connector);
+    Ok(running)
 }
 
 /// Processes a container may run at once unless the pod says otherwise.
