@@ -472,12 +472,22 @@ fn probes_reach_the_container_s_own_ports() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: app\n    image: busybox:1\n    command: [httpd, -f, -p, '8080', -h, /www]\n    ports: [{{containerPort: 8080, name: web}}]\n    readinessProbe: {{{probe}, periodSeconds: 1}}\n---\n"
         )
     };
+    // An exec probe runs in the container: it sees the file its process
+    // made, in its own /tmp.
+    let exec = |name: &str, file: &str| {
+        pod(name, &format!("exec: {{command: [test, -e, {file}]}}")).replace(
+            "command: [httpd, -f, -p, '8080', -h, /www]",
+            "command: [sh, -c, 'touch /tmp/made; exec httpd -f -p 8080 -h /www']",
+        )
+    };
     apply(
         home.path(),
         &(pod("open", "tcpSocket: {port: web}")
             + &pod("page", "httpGet: {path: /index.html, port: 8080}")
+            + &exec("inside", "/tmp/made")
             + &pod("closed", "tcpSocket: {port: 9999}")
-            + &pod("missing", "httpGet: {path: /nothing, port: 8080}")),
+            + &pod("missing", "httpGet: {path: /nothing, port: 8080}")
+            + &exec("absent", "/tmp/never")),
     );
     let ready = |name: &str| {
         berth_tests::kube::pods(home.path())
@@ -506,4 +516,5 @@ fn probes_reach_the_container_s_own_ports() {
         "a probe of a port nothing listens on passed"
     );
     assert!(!ready("missing"), "a probe of a 404 passed");
+    assert!(!ready("absent"), "an exec probe that exits 1 passed");
 }

@@ -457,7 +457,9 @@ async fn supervise(
                     kind,
                     p.clone(),
                     r.endpoint,
-                    r.netns.clone().map(|n| (n, r.ports.clone())),
+                    r.linux
+                        .clone()
+                        .map(|(netns, pid)| (netns, r.ports.clone(), pid)),
                 ));
             }
         }

@@ -17,6 +17,14 @@ use crate::spec::objects::{ContainerPort, IntOrString, Probe};
 
 type NetnsClient = Client<crate::runtime::linux::NetnsConnector, Empty<Bytes>>;
 
+/// Where a Linux container's probes go: its network, its ports, its pid 1.
+struct LinuxTarget {
+    client: NetnsClient,
+    connector: crate::runtime::linux::NetnsConnector,
+    ports: Vec<ContainerPort>,
+    pid: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Startup,
@@ -32,11 +40,7 @@ pub struct Prober {
     endpoint: SocketAddr,
     /// A Linux container's network, where its ports are; wasm containers
     /// answer on every port of their one listener, `endpoint`.
-    netns: Option<(
-        NetnsClient,
-        crate::runtime::linux::NetnsConnector,
-        Vec<ContainerPort>,
-    )>,
+    netns: Option<LinuxTarget>,
     next: Instant,
     successes: u32,
     failures: u32,
@@ -59,7 +63,11 @@ impl Prober {
         kind: Kind,
         probe: Probe,
         endpoint: SocketAddr,
-        netns: Option<(crate::runtime::linux::NetnsConnector, Vec<ContainerPort>)>,
+        linux: Option<(
+            crate::runtime::linux::NetnsConnector,
+            Vec<ContainerPort>,
+            u32,
+        )>,
     ) -> Prober {
         let next = Instant::now() + Duration::from_secs(probe.initial_delay_seconds);
         Prober {
@@ -67,12 +75,11 @@ impl Prober {
             kind,
             probe,
             endpoint,
-            netns: netns.map(|(connector, ports)| {
-                (
-                    Client::builder(TokioExecutor::new()).build(connector.clone()),
-                    connector,
-                    ports,
-                )
+            netns: linux.map(|(connector, ports, pid)| LinuxTarget {
+                client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+                connector,
+                ports,
+                pid,
             }),
             next,
             successes: 0,
@@ -91,7 +98,13 @@ impl Prober {
     ) -> Verdict {
         self.next = Instant::now() + Duration::from_secs(self.probe.period_seconds);
         let timeout = Duration::from_secs(self.probe.timeout_seconds);
-        let ok = if let Some((client, connector, ports)) = &self.netns {
+        let ok = if let Some(LinuxTarget {
+            client,
+            connector,
+            ports,
+            pid,
+        }) = &self.netns
+        {
             // Into the container's own network, on the port the probe names.
             let port = |p: &IntOrString| match p {
                 IntOrString::Int(n) => u16::try_from(*n).unwrap_or(0),
@@ -121,6 +134,21 @@ impl Prober {
                     .await,
                     Ok(Ok(_))
                 )
+            } else if let Some(exec) = &self.probe.exec {
+                // In the container, as it runs: success is exit code 0.
+                let run = async {
+                    tokio::process::Command::new(std::env::current_exe()?)
+                        .arg("__exec")
+                        .arg(pid.to_string())
+                        .args(&exec.command)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .status()
+                        .await
+                };
+                matches!(tokio::time::timeout(timeout, run).await, Ok(Ok(s)) if s.success())
             } else {
                 false
             }

@@ -42,8 +42,8 @@ pub(crate) struct Running {
     pub ports: Vec<crate::spec::objects::ContainerPort>,
     pub workload: Arc<dyn crate::runtime::Workload>,
     pub serving: tokio::task::JoinHandle<()>,
-    /// A Linux container's network, for probes of its ports.
-    pub netns: Option<crate::runtime::linux::NetnsConnector>,
+    /// A Linux container's network and pid 1, for its probes.
+    pub linux: Option<(crate::runtime::linux::NetnsConnector, u32)>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
@@ -164,7 +164,7 @@ async fn serve_container(
         ports: container.ports.clone(),
         workload,
         serving,
-        netns: None,
+        linux: None,
     })
 }
 
@@ -257,6 +257,7 @@ async fn start_linux(
     let connector = linux::NetnsConnector::new(netns)
         .map_err(|e| failure("RunContainerError", format!("the container's network: {e}")))?;
     let port = container.ports.first().map_or(80, |p| p.container_port);
+    let pid = started.pid;
     let workload = linux::LinuxWorkload::new(
         format!("{}/{}", pod.metadata.name, container.name),
         started,
@@ -264,7 +265,7 @@ async fn start_linux(
         connector.clone(),
     );
     let mut running = serve_container(container, workload, cancel, grace).await?;
-    running.netns = Some(connector);
+    running.linux = Some((connector, pid));
     Ok(running)
 }
 

@@ -70,6 +70,24 @@ impl Hierarchies {
         found
     }
 
+    /// The cgroup.procs file of one line of /proc/PID/cgroup
+    /// (`N:controllers:/path`, or `0::/path` for v2), on this host's mounts.
+    pub fn procs_file_for(&self, line: &str) -> Option<PathBuf> {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let relative = path.trim_start_matches('/');
+        let root = if controllers.is_empty() {
+            self.v2.as_ref().map(|(root, _)| root.clone())?
+        } else {
+            let first = controllers.split(',').next()?;
+            self.v1
+                .iter()
+                .find(|(c, _)| c == first)
+                .map(|(_, root)| root.clone())?
+        };
+        Some(root.join(relative).join("cgroup.procs"))
+    }
+
     /// The directory holding `controller` for cgroup `name`, and whether it
     /// is v2.
     fn place(&self, controller: &str, name: &str) -> Option<(PathBuf, bool)> {

@@ -505,3 +505,98 @@ fn loopback_up() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `berth __exec PID CMD ARGS...`: runs a command inside the running
+/// container whose pid 1 is `PID` (as an exec probe does): in its cgroups
+/// and namespaces, at its root and working dir, with its environment and
+/// the same privileges, seccomp filter included. Exits with the command's
+/// status; never returns.
+pub fn exec_main(pid: &str, command: &[String]) -> ! {
+    let code = match exec_in(pid, command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth exec: {e}");
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
+    if command.is_empty() {
+        return Err("no command".into());
+    }
+    let proc_dir = Path::new("/proc").join(pid);
+    let read = |name: &str| {
+        std::fs::read(proc_dir.join(name)).map_err(|e| format!("container {pid}: {name}: {e}"))
+    };
+    let env: Vec<String> = read("environ")?
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect();
+    let status = String::from_utf8_lossy(&read("status")?).into_owned();
+    let id = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let (uid, gid) = (id("Uid:"), id("Gid:"));
+    let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_else(|_| "/".into());
+    // Its cgroups first, so everything after is counted against its limits.
+    let mounts = super::cgroup::Hierarchies::detect();
+    for line in String::from_utf8_lossy(&read("cgroup")?).lines() {
+        if let Some(procs) = mounts.procs_file_for(line) {
+            let _ = std::fs::write(procs, std::process::id().to_string());
+        }
+    }
+    // Opened before moving anywhere: after the mount namespace, /proc is
+    // the container's.
+    let kinds = [
+        (
+            "ipc",
+            rustix::thread::LinkNameSpaceType::InterProcessCommunication,
+        ),
+        (
+            "uts",
+            rustix::thread::LinkNameSpaceType::HostNameAndNISDomainName,
+        ),
+        ("net", rustix::thread::LinkNameSpaceType::Network),
+        ("pid", rustix::thread::LinkNameSpaceType::ProcessID),
+        ("mnt", rustix::thread::LinkNameSpaceType::Mount),
+    ];
+    let mut namespaces = Vec::new();
+    for (name, kind) in kinds {
+        let path = proc_dir.join("ns").join(name);
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        namespaces.push((name, kind, file));
+    }
+    for (name, kind, file) in &namespaces {
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(*kind))
+            .map_err(|e| format!("entering the container's {name} namespace: {e}"))?;
+    }
+    // Entering a mount namespace puts us at its root; the pid namespace
+    // applies from the next process on.
+    match fork()? {
+        Forked::Child => {
+            let result = std::env::set_current_dir(&cwd)
+                .map_err(|e| format!("working dir {}: {e}", cwd.display()))
+                .and_then(|()| drop_privileges(uid, gid))
+                .and_then(|()| deny_syscalls());
+            if let Err(e) = result {
+                eprintln!("berth exec: {e}");
+                std::process::exit(SETUP_FAILED);
+            }
+            let error = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .env_clear()
+                .envs(env.iter().filter_map(|kv| kv.split_once('=')))
+                .exec();
+            eprintln!("berth exec: {}: {error}", command[0]);
+            std::process::exit(EXEC_FAILED);
+        }
+        Forked::Parent(child) => wait(child),
+    }
+}
