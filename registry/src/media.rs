@@ -59,17 +59,28 @@ impl std::fmt::Display for Platform {
 /// versions), else linux/amd64, else the only one there is. When none fits,
 /// the platforms the index offers, for the error message.
 pub fn choose_platform(index: &ImageIndex) -> Result<&Descriptor, String> {
+    choose_platform_for(index, None)
+}
+
+/// [`choose_platform`], restricted to one backend: `wasm` or `linux`
+/// (a pod's runtimeClassName).
+pub fn choose_platform_for<'a>(
+    index: &'a ImageIndex,
+    runtime: Option<&str>,
+) -> Result<&'a Descriptor, String> {
     let candidates: Vec<(&Descriptor, Option<Platform>)> = index
         .manifests()
         .iter()
         .filter(|d| is_manifest(d.media_type()) || is_index(d.media_type()))
         .map(|d| (d, Platform::of(d)))
         .collect();
+    let wasm = runtime != Some("linux");
+    let linux = runtime != Some("wasm");
     let rank = |p: &Option<Platform>| match p {
-        Some(p) if p.is_wasm() && p.os == "wasip2" => Some(0),
-        Some(p) if p.is_wasm() => Some(1),
-        Some(p) if p.os == "linux" && p.architecture == "amd64" => Some(2),
-        None if candidates.len() == 1 => Some(3),
+        Some(p) if wasm && p.is_wasm() && p.os == "wasip2" => Some(0),
+        Some(p) if wasm && p.is_wasm() => Some(1),
+        Some(p) if linux && p.os == "linux" && p.architecture == "amd64" => Some(2),
+        None if runtime.is_none() && candidates.len() == 1 => Some(3),
         _ => None,
     };
     candidates
@@ -98,4 +109,40 @@ pub fn blobs_of(manifest: &ImageManifest) -> Vec<Descriptor> {
     std::iter::once(manifest.config().clone())
         .chain(manifest.layers().iter().cloned())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(platforms: &[(&str, &str)]) -> ImageIndex {
+        let manifests: Vec<serde_json::Value> = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, (os, arch))| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": format!("sha256:{}", format!("{i}").repeat(64)),
+                    "size": 1,
+                    "platform": {"os": os, "architecture": arch},
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap()
+    }
+
+    #[test]
+    fn wasm_comes_first_unless_the_runtime_class_says_linux() {
+        let both = index(&[("linux", "amd64"), ("wasip2", "wasm")]);
+        let os = |d: &Descriptor| Platform::of(d).unwrap().os;
+        assert_eq!(os(choose_platform(&both).unwrap()), "wasip2");
+        assert_eq!(os(choose_platform_for(&both, Some("linux")).unwrap()), "linux");
+        assert_eq!(os(choose_platform_for(&both, Some("wasm")).unwrap()), "wasip2");
+        let linux_only = index(&[("linux", "amd64"), ("linux", "arm64")]);
+        assert_eq!(
+            choose_platform_for(&linux_only, Some("wasm")).unwrap_err(),
+            "linux/amd64, linux/arm64"
+        );
+    }
 }

@@ -518,3 +518,50 @@ fn probes_reach_the_container_s_own_ports() {
     assert!(!ready("missing"), "a probe of a 404 passed");
     assert!(!ready("absent"), "an exec probe that exits 1 passed");
 }
+
+#[test]
+fn runtime_class_name_holds_a_pod_to_one_backend() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    let pod = |name: &str, image: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  runtimeClassName: {class}\n  restartPolicy: Never\n  containers: [{{name: app, image: '{image}'}}]\n---\n"
+        )
+    };
+    apply(
+        home.path(),
+        &(pod("wasm-as-linux", "mb:1", "linux") + &pod("linux-as-wasm", "busybox:1", "wasm")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = berth_tests::kube::pods(home.path());
+        let failed: Vec<String> = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Failed")
+            .map(|p| p["status"]["message"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if failed.len() == 2 {
+            assert!(
+                failed
+                    .iter()
+                    .any(|m| m.contains("runtimeClassName linux, but image")),
+                "{failed:?}"
+            );
+            assert!(
+                failed
+                    .iter()
+                    .any(|m| m.contains("runtimeClassName wasm, but image")),
+                "{failed:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pods:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And a class berth does not have is refused at apply.
+    let dir = tempfile::tempdir().unwrap();
+    let file = berth_tests::kube::write(dir.path(), "bad.yaml", &pod("odd", "busybox:1", "gvisor"));
+    let out = berth(home.path(), &["apply", "-f", &file]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("runtimeClassName"), "{}", out.stderr);
+}

@@ -102,6 +102,36 @@ impl Image {
     /// The image `descriptor` names: a manifest, or the manifest for a wasm
     /// platform (else linux/amd64) when it is an index.
     pub fn resolve(store: &ContentStore, descriptor: &Descriptor) -> Result<Image, ImageError> {
+        Self::resolve_for(store, descriptor, None)
+    }
+
+    /// [`Image::resolve`] for one backend (`wasm` or `linux`): from an
+    /// index, that backend's manifest; a single manifest must be for it.
+    pub fn resolve_for(
+        store: &ContentStore,
+        descriptor: &Descriptor,
+        runtime: Option<&str>,
+    ) -> Result<Image, ImageError> {
+        let image = Self::resolve_index(store, descriptor, runtime)?;
+        let linux = image.platform.os == "linux";
+        match runtime {
+            Some("linux") if !linux => Err(ImageError::Invalid(format!(
+                "runtimeClassName linux, but image {} is for {}",
+                image.manifest_digest, image.platform
+            ))),
+            Some("wasm") if linux => Err(ImageError::Invalid(format!(
+                "runtimeClassName wasm, but image {} is for {}",
+                image.manifest_digest, image.platform
+            ))),
+            _ => Ok(image),
+        }
+    }
+
+    fn resolve_index(
+        store: &ContentStore,
+        descriptor: &Descriptor,
+        runtime: Option<&str>,
+    ) -> Result<Image, ImageError> {
         let mut digest = descriptor.digest().to_string();
         // An index may point at another index; two levels is all anyone uses.
         for _ in 0..3 {
@@ -110,7 +140,7 @@ impl Image {
                 return Image::load(store, &digest);
             }
             let index: ImageIndex = store.read_json(&digest)?;
-            digest = choose_platform(&digest, &index)?;
+            digest = choose_platform(&digest, &index, runtime)?;
         }
         Err(ImageError::Invalid(format!(
             "image index {digest} nests indexes too deeply"
@@ -187,8 +217,12 @@ impl Image {
     }
 }
 
-fn choose_platform(digest: &str, index: &ImageIndex) -> Result<String, ImageError> {
-    media::choose_platform(index)
+fn choose_platform(
+    digest: &str,
+    index: &ImageIndex,
+    runtime: Option<&str>,
+) -> Result<String, ImageError> {
+    media::choose_platform_for(index, runtime)
         .map(|d| d.digest().to_string())
         .map_err(|offered| {
             ImageError::Invalid(format!(

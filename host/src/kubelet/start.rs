@@ -290,13 +290,17 @@ async fn ensure_image(
     reference: &str,
     policy: Option<PullPolicy>,
 ) -> Result<Ready, StartFailure> {
+    let key = format!(
+        "{}|{reference}",
+        pod.spec.runtime_class_name.as_deref().unwrap_or("")
+    );
     // The store's tags as they are now: a cached answer holds while they do.
     let stamp = std::fs::metadata(image::store_dir().join("index.json"))
         .and_then(|m| Ok((m.modified()?, m.len())))
         .ok();
     if policy != Some(PullPolicy::Always)
         && let Some(stamp) = stamp
-        && let Some((seen, ready)) = context.images.lock().expect("lock").get(reference)
+        && let Some((seen, ready)) = context.images.lock().expect("lock").get(&key)
         && *seen == stamp
     {
         return Ok(ready.clone());
@@ -307,7 +311,7 @@ async fn ensure_image(
             .images
             .lock()
             .expect("lock")
-            .insert(reference.to_owned(), (stamp, ready.clone()));
+            .insert(key, (stamp, ready.clone()));
     }
     Ok(ready)
 }
@@ -379,11 +383,12 @@ async fn resolve_image(
             format!("image {reference} is not in the local store and imagePullPolicy is Never"),
         ));
     }
+    let runtime = pod.spec.runtime_class_name.clone();
     tokio::task::spawn_blocking(move || {
         let descriptor =
             image::lookup(&store, &parsed).map_err(|e| failure("ErrImagePull", e.to_string()))?;
-        let loaded = Image::resolve(&store, &descriptor)
-            .map_err(|e| failure("ErrImagePull", e.to_string()))?;
+        let loaded = Image::resolve_for(&store, &descriptor, runtime.as_deref())
+            .map_err(|e| failure("CreateContainerError", e.to_string()))?;
         let unpack_error = |e: crate::image::model::ImageError| {
             failure(
                 "CreateContainerError",

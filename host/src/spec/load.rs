@@ -508,6 +508,15 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             "a pod needs at least one container",
         ));
     }
+    if let Some(class) = &spec.runtime_class_name
+        && class != "wasm"
+        && class != "linux"
+    {
+        return Err(invalid(
+            format!("{path}.runtimeClassName"),
+            format!("{class:?}: berth has the runtime classes wasm and linux"),
+        ));
+    }
     let mut volume_names = std::collections::BTreeSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let vpath = format!("{path}.volumes[{i}]");
