@@ -1,11 +1,11 @@
 //! `berth __init CONFIG`: builds one container and runs it, as runc's init
 //! does. A fresh single-threaded process (the runtime re-executes berth for
 //! it) so that forking is safe: it joins the container's cgroups, unshares
-//! the mount, UTS, IPC, PID and network namespaces, and forks the
-//! container's process, which becomes pid 1 of the new PID namespace. That
-//! child assembles the root filesystem, pivots into it, drops privileges
-//! and execs; the init waits for it and exits with its status (128 + the
-//! signal when it was killed).
+//! the UTS, IPC, PID and network namespaces, and forks the container's
+//! process, which becomes pid 1 of the new PID namespace. That child takes
+//! a mount namespace of its own, assembles the root filesystem, pivots into
+//! it, drops privileges and execs; the init waits for it and exits with its
+//! status (128 + the signal when it was killed).
 //!
 //! It ends with a seccomp filter refusing the system calls Docker's default
 //! profile refuses (see `plan::DENIED_SYSCALLS`).
@@ -62,8 +62,10 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     for procs in &config.cgroups {
         std::fs::write(procs, &pid).map_err(|e| format!("joining {}: {e}", procs.display()))?;
     }
-    let mut flags =
-        UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
+    // The mount namespace is the child's alone (it unshares it after the
+    // fork): pivot_root moves the root of every process sharing the
+    // namespace, and the init must keep the host's to write its files.
+    let mut flags = UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
     match config.network {
         Network::Own => flags |= UnshareFlags::NEWNET,
         Network::Join(other) => {
@@ -82,12 +84,6 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| format!("becoming a subreaper: {e}"))?;
     unshare(flags)?;
-    // Nothing mounted from here on may reach the host's mount table.
-    rustix::mount::mount_change(
-        "/",
-        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-    )
-    .map_err(|e| format!("making mounts private: {e}"))?;
     let error_file = File::create(&config.error_file)
         .map_err(|e| format!("{}: {e}", config.error_file.display()))?;
 
@@ -209,6 +205,13 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     // Killed with the init, so a container never outlives its supervisor.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("prctl: {e}"))?;
+    unshare(UnshareFlags::NEWNS)?;
+    // Nothing mounted from here on may reach the host's mount table.
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
     let root = &config.rootfs;
     mount_root(config)?;
     mount_system(root)?;
