@@ -8,6 +8,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 
 missing=()
 command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v strace >/dev/null || missing+=(strace)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v docker-registry >/dev/null || missing+=(docker-registry)

@@ -565,3 +565,21 @@ fn runtime_class_name_holds_a_pod_to_one_backend() {
     assert!(!out.success);
     assert!(out.stderr.contains("runtimeClassName"), "{}", out.stderr);
 }
+
+#[test]
+fn the_init_keeps_the_host_s_root_however_late_it_runs() {
+    // The init writes the container's pid after forking it; delayed there
+    // (strace holds each clone 20 ms), it must still write on the host,
+    // not inside the root the container has pivoted into.
+    let home = home_with_busybox();
+    for _ in 0..3 {
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-o", "/dev/null", "-e", "inject=clone:delay_exit=20000"])
+            .arg(berth_tests::berth_bin())
+            .args(["run", "busybox:1", "--", "/bin/true"])
+            .env("BERTH_HOME", home.path())
+            .output()
+            .expect("strace is required for this test (Debian package strace; tests/prepare.sh installs it)");
+        assert!(out.status.success(), "{out:?}");
+    }
+}
