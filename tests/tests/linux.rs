@@ -583,3 +583,54 @@ fn the_init_keeps_the_host_s_root_however_late_it_runs() {
         assert!(out.status.success(), "{out:?}");
     }
 }
+
+#[test]
+fn volumes_are_bound_into_a_linux_container_read_only_unless_granted() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    let data = tempfile::tempdir().unwrap();
+    apply(
+        home.path(),
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: hello}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: vols}}
+spec:
+  volumes:
+  - {{name: data, hostPath: {{path: {}}}}}
+  - {{name: settings, configMap: {{name: settings}}}}
+  containers:
+  - name: app
+    image: busybox:1
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: settings, mountPath: /etc/app, readOnly: true}}
+    command: [sh, -c, 'cat /etc/app/greeting > /data/out; touch /etc/app/new 2>/dev/null || echo refused > /data/ro; exec sleep 1000']
+"#,
+            data.path().display()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.path().join("ro").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            std::fs::read_dir(data.path()).unwrap().count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out")).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("ro")).unwrap(),
+        "refused\n"
+    );
+}

@@ -150,6 +150,12 @@ fn linux_image(arg: &str) -> anyhow::Result<Option<(Reference, Image)>> {
 /// foreground like `docker run --rm`, its output on the terminal, its exit
 /// code berth's. Ctrl-C or SIGTERM is passed on to it.
 fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Result<ExitCode> {
+    if !args.outbound.is_empty() {
+        anyhow::bail!(
+            "--allow-outbound is for wasm guests; {} is a Linux image, whose container has only loopback",
+            reference.tagged_name()
+        );
+    }
     use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
     let store = ContentStore::open(image::store_dir())?;
     let rootfs = crate::image::materialize::materialize_rootfs(&store, &image::images_dir(), image)
@@ -186,6 +192,15 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         cwd: run.working_dir.clone().unwrap_or_default(),
         user: run.user.clone().unwrap_or_default(),
         network: Network::Own,
+        mounts: args
+            .dirs
+            .iter()
+            .map(|d| linux::config::BindMount {
+                source: d.host.clone(),
+                target: d.guest.clone(),
+                writable: d.writable,
+            })
+            .collect(),
         limits: cgroup::Limits {
             memory,
             pids: Some(args.pids_limit),

@@ -183,12 +183,20 @@ async fn start_linux(
     run: crate::image::model::RunConfig,
 ) -> Result<Running, StartFailure> {
     use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
-    let (state, pod_owned, container_owned) =
-        (context.state.clone(), pod.clone(), container.clone());
-    let env =
-        tokio::task::spawn_blocking(move || container_env(&state, &pod_owned, &container_owned))
-            .await
-            .map_err(|e| failure("CreateContainerError", e.to_string()))??;
+    let (state, pod_owned, container_owned, dir_owned) = (
+        context.state.clone(),
+        pod.clone(),
+        container.clone(),
+        dir.to_owned(),
+    );
+    let (env, mounts) = tokio::task::spawn_blocking(move || {
+        Ok::<_, StartFailure>((
+            container_env(&state, &pod_owned, &container_owned)?,
+            volume_mounts(&state, &pod_owned, &container_owned, &dir_owned)?,
+        ))
+    })
+    .await
+    .map_err(|e| failure("CreateContainerError", e.to_string()))??;
     let network = if pod.spec.host_network {
         Network::Host
     } else {
@@ -226,6 +234,14 @@ async fn start_linux(
             .unwrap_or_default(),
         user: run.user.unwrap_or_default(),
         network: network.clone(),
+        mounts: mounts
+            .into_iter()
+            .map(|m| linux::config::BindMount {
+                source: m.host,
+                target: m.guest,
+                writable: m.writable,
+            })
+            .collect(),
         limits: cgroup::Limits {
             memory: limits.memory.and_then(|q| q.to_bytes()),
             pids: Some(DEFAULT_PIDS_LIMIT),
@@ -554,22 +570,7 @@ fn workload_spec(
             writable: false,
         })
         .collect();
-    for mount in &container.volume_mounts {
-        let volume = pod
-            .spec
-            .volumes
-            .iter()
-            .find(|v| v.name == mount.name)
-            .ok_or_else(|| config_error(format!("no volume {}", mount.name)))?;
-        dirs.extend(volume_dirs(
-            state,
-            ns,
-            volume,
-            dir,
-            &mount.mount_path,
-            mount.read_only,
-        )?);
-    }
+    dirs.extend(volume_mounts(state, pod, container, dir)?);
 
     let outbound = pod
         .metadata
@@ -608,6 +609,34 @@ fn workload_spec(
 }
 
 /// The host directories a volume mount grants.
+/// The host directories of a container's volume mounts.
+fn volume_mounts(
+    state: &crate::api::ApiState,
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+) -> Result<Vec<DirGrant>, StartFailure> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut dirs = Vec::new();
+    for mount in &container.volume_mounts {
+        let volume = pod
+            .spec
+            .volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .ok_or_else(|| config_error(format!("no volume {}", mount.name)))?;
+        dirs.extend(volume_dirs(
+            state,
+            ns,
+            volume,
+            dir,
+            &mount.mount_path,
+            mount.read_only,
+        )?);
+    }
+    Ok(dirs)
+}
+
 fn volume_dirs(
     state: &crate::api::ApiState,
     ns: &str,

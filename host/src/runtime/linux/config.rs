@@ -29,6 +29,8 @@ pub struct InitConfig {
     pub user: String,
     /// cgroup.procs files to join before anything else.
     pub cgroups: Vec<PathBuf>,
+    /// Host directories (or files) bound into the container.
+    pub mounts: Vec<BindMount>,
     /// Join the network namespace of this process (the pod's first
     /// container) instead of making a new one; `host` to stay in the host's.
     pub network: Network,
@@ -42,4 +44,12 @@ pub enum Network {
     Join(u32),
     /// `hostNetwork: true`.
     Host,
+}
+
+/// A host path bound at `target` in the container (a volume).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub writable: bool,
 }

@@ -215,6 +215,7 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     let root = &config.rootfs;
     mount_root(config)?;
     mount_system(root)?;
+    mount_volumes(config)?;
     rustix::system::sethostname(config.hostname.as_bytes())
         .map_err(|e| format!("setting the hostname: {e}"))?;
     if config.network == Network::Own {
@@ -386,6 +387,57 @@ fn mount_system(root: &Path) -> Result<(), String> {
         rustix::mount::mount_bind_recursive("/sys", &sys)
             .map_err(|e| format!("binding /sys: {e}"))?;
         remount_read_only(&sys)?;
+    }
+    Ok(())
+}
+
+/// Binds the pod's volumes into the root, read-only unless granted
+/// writable. A target is resolved inside the root without following the
+/// image's symlinks out of it.
+fn mount_volumes(config: &InitConfig) -> Result<(), String> {
+    for mount in &config.mounts {
+        let relative = Path::new(mount.target.trim_start_matches('/'));
+        if relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "volume mount path {:?} must be absolute, without ..",
+                mount.target
+            ));
+        }
+        // Each level must be a real directory of the root, not a symlink
+        // the image planted to send the mount elsewhere.
+        let mut at = config.rootfs.clone();
+        for part in relative.components() {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(format!(
+                        "volume mount path {}: {} is a symlink in the image",
+                        mount.target,
+                        at.display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) if mount.source.is_dir() || at != config.rootfs.join(relative) => {
+                    std::fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                }
+                Err(_) => {
+                    File::create(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                }
+            }
+        }
+        rustix::mount::mount_bind_recursive(&mount.source, &at).map_err(|e| {
+            format!(
+                "mounting {} at {}: {e}",
+                mount.source.display(),
+                mount.target
+            )
+        })?;
+        if !mount.writable {
+            remount_read_only(&at)?;
+        }
     }
     Ok(())
 }

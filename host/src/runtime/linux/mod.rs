@@ -36,6 +36,7 @@ pub struct ContainerSpec {
     pub cwd: String,
     pub user: String,
     pub network: Network,
+    pub mounts: Vec<config::BindMount>,
     pub limits: cgroup::Limits,
 }
 
@@ -97,6 +98,7 @@ pub async fn start(
         cwd: spec.cwd.clone(),
         user: spec.user.clone(),
         cgroups: cgroups.procs_files(),
+        mounts: spec.mounts.clone(),
         network: spec.network.clone(),
     };
     let config_path = spec.state_dir.join("config.json");
