@@ -137,8 +137,14 @@ mod tests {
         let both = index(&[("linux", "amd64"), ("wasip2", "wasm")]);
         let os = |d: &Descriptor| Platform::of(d).unwrap().os;
         assert_eq!(os(choose_platform(&both).unwrap()), "wasip2");
-        assert_eq!(os(choose_platform_for(&both, Some("linux")).unwrap()), "linux");
-        assert_eq!(os(choose_platform_for(&both, Some("wasm")).unwrap()), "wasip2");
+        assert_eq!(
+            os(choose_platform_for(&both, Some("linux")).unwrap()),
+            "linux"
+        );
+        assert_eq!(
+            os(choose_platform_for(&both, Some("wasm")).unwrap()),
+            "wasip2"
+        );
         let linux_only = index(&[("linux", "amd64"), ("linux", "arm64")]);
         assert_eq!(
             choose_platform_for(&linux_only, Some("wasm")).unwrap_err(),
