@@ -119,6 +119,21 @@ pub fn ok(out: Finished) -> Finished {
     out
 }
 
+/// `berth registry serve` on a free loopback port, its storage at `root`
+/// (its parent is the berth home).
+pub fn registry_serve(root: &Path, extra: &[&str]) -> BerthRun {
+    let mut args = vec![
+        "registry",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    BerthRun::start_command(root.parent().unwrap(), &args)
+}
+
 /// A running `berth run`, killed when dropped.
 pub struct BerthRun {
     child: Child,
@@ -497,6 +512,15 @@ impl Drop for DockerRegistry {
 pub mod kube {
     use std::path::Path;
 
+    /// Whether a pod (as `get pods -o json` lists it) has Ready=True.
+    pub fn is_ready(pod: &serde_json::Value) -> bool {
+        pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    }
+
     pub fn write(dir: &Path, name: &str, text: &str) -> String {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -517,13 +541,7 @@ pub mod kube {
             let pods = pods(home);
             let ready: Vec<(String, String)> = pods
                 .iter()
-                .filter(|p| {
-                    p["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
+                .filter(|p| is_ready(p))
                 .map(|p| {
                     (
                         p["metadata"]["name"].as_str().unwrap().to_owned(),

@@ -425,17 +425,7 @@ fn a_linux_image_pushed_through_berth_s_registry_pulls_and_runs_elsewhere() {
     let home = home_with_busybox();
     let registry_dir = tempfile::tempdir().unwrap();
     let root = registry_dir.path().join("registry");
-    let registry = berth_tests::BerthRun::start_command(
-        registry_dir.path(),
-        &[
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--root",
-            root.to_str().unwrap(),
-        ],
-    );
+    let registry = berth_tests::registry_serve(&root, &[]);
     let remote = format!(
         "{}/tools/busybox:1",
         registry.url.trim_start_matches("http://")
@@ -493,13 +483,7 @@ fn probes_reach_the_container_s_own_ports() {
         berth_tests::kube::pods(home.path())
             .iter()
             .find(|p| p["metadata"]["name"] == name)
-            .is_some_and(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+            .is_some_and(berth_tests::kube::is_ready)
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(ready("open") && ready("page")) {

@@ -15,16 +15,7 @@ fn digest_of(bytes: &[u8]) -> String {
 
 /// A registry on a free loopback port over `root`.
 fn registry(root: &Path, extra: &[&str]) -> BerthRun {
-    let mut args = vec![
-        "registry",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--root",
-        root.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    BerthRun::start_command(root.parent().unwrap(), &args)
+    berth_tests::registry_serve(root, extra)
 }
 
 fn host(reg: &BerthRun) -> String {

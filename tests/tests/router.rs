@@ -73,13 +73,7 @@ fn wait_ready_with(home: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String>
     loop {
         let names: Vec<String> = pods(home)
             .iter()
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+            .filter(|p| berth_tests::kube::is_ready(p))
             .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
             .collect();
         if done(&names) {

@@ -117,12 +117,7 @@ fn resolve_target(arg: &str) -> anyhow::Result<Target> {
             writable: false,
         })
         .collect();
-    let name = reference
-        .repository
-        .rsplit('/')
-        .next()
-        .unwrap_or(&reference.repository)
-        .to_owned();
+    let name = short_name(&reference);
     Ok(Target {
         name,
         component: ready.component,
@@ -161,12 +156,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
     let rootfs = crate::image::materialize::materialize_rootfs(&store, &image::images_dir(), image)
         .with_context(|| format!("preparing image {}", reference.tagged_name()))?;
     let run = &image.run;
-    let name = reference
-        .repository
-        .rsplit('/')
-        .next()
-        .unwrap_or(&reference.repository)
-        .to_owned();
+    let name = short_name(reference);
     let mut suffix = [0u8; 4];
     getrandom::fill(&mut suffix).expect("the OS random source");
     let id = format!("{name}-{}", hex::encode(suffix));
@@ -240,6 +230,17 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         }
         Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(255)))
     })
+}
+
+/// An image's name without its registry and path: `busybox` of
+/// `registry.example/tools/busybox:1`.
+fn short_name(reference: &Reference) -> String {
+    reference
+        .repository
+        .rsplit('/')
+        .next()
+        .unwrap_or(&reference.repository)
+        .to_owned()
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
