@@ -49,21 +49,25 @@ fn the_container_is_pid_1_under_its_own_hostname() {
 }
 
 #[test]
-fn the_container_keeps_docker_s_capabilities_under_no_new_privs_and_seccomp() {
+fn the_container_keeps_docker_s_capabilities_but_mknod_under_no_new_privs_and_seccomp() {
     let home = home_with_busybox();
     let (code, out, err) = run_sh(
         home.path(),
         &[],
-        "grep -E '^(CapEff|CapBnd|CapInh|NoNewPrivs|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp 2>&1 || echo mount-refused",
+        "grep -E '^(CapEff|CapBnd|CapInh|NoNewPrivs|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp 2>&1 || echo mount-refused; mknod /tmp/disk b 8 0 2>/dev/null || echo mknod-refused; (: < /dev/tty) 2>/dev/null || echo no-tty",
     );
     assert_eq!(code, 0, "{err}");
-    // Docker's fourteen capabilities, in effect and as the bound.
-    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
-    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    // Docker's default capabilities but MKNOD (no devices cgroup here to
+    // make a new node harmless), in effect and as the bound.
+    assert!(out.contains("CapEff:\t00000000a00425fb"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a00425fb"), "{out}");
     assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(out.contains("mount-refused"), "{out}");
+    assert!(out.contains("mknod-refused"), "{out}");
+    // A session of its own: no terminal of berth's to read or type into.
+    assert!(out.contains("no-tty"), "{out}");
 }
 
 #[test]
@@ -333,7 +337,7 @@ spec:
     let pod = &berth_tests::kube::pods(home.path())[0];
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
     let pod_dir = home.path().join("pods").join(&uid);
-    assert!(pod_dir.join("containers/app").exists());
+    assert!(pod_dir.join("containers/app-0").exists());
     let deadline = Instant::now() + Duration::from_secs(10);
     while !berth(home.path(), &["logs", "stubborn"])
         .stdout

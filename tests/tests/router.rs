@@ -506,3 +506,45 @@ async fn the_shop_example_comes_up_and_its_services_call_each_other() {
     }
     assert_eq!(served_by.len(), 3, "{served_by:?}");
 }
+
+#[tokio::test]
+async fn a_pod_relabelled_out_of_a_service_gets_no_more_of_its_traffic() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = cluster(home.path(), &[]);
+    apply(
+        home.path(),
+        &(pod("one", "lab", "") + &pod("two", "lab", "") + &service("lab", "lab", "")),
+    );
+    wait_ready(home.path(), 2);
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..10 {
+        let reply = via(&ingress, "lab.localhost", "/whoami").await;
+        *seen.entry(who(&reply)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Labels are metadata: the pod keeps running, the service lets it go.
+    apply(home.path(), &pod("two", "elsewhere", ""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let replies: Vec<String> = {
+            let mut r = Vec::new();
+            for _ in 0..6 {
+                r.push(who(&via(&ingress, "lab.localhost", "/whoami").await));
+            }
+            r
+        };
+        if replies.iter().all(|w| w == "one") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two still serves: {replies:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let two = pods(home.path())
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "two")
+        .unwrap();
+    assert_eq!(
+        two["status"]["containerStatuses"][0]["restartCount"], 0,
+        "relabelling restarted it"
+    );
+}

@@ -637,7 +637,10 @@ async fn logs(
                     Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
                 );
                 if !still {
-                    return Some((Ok(Vec::new()), (offset, true)));
+                    // What it wrote between the last read and its end.
+                    let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                    let rest = bytes.get(offset as usize..).unwrap_or_default().to_vec();
+                    return Some((Ok(rest), (offset, true)));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }

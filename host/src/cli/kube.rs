@@ -1277,6 +1277,7 @@ fn sync_routes(
         Ok(records) => records,
         Err(e) => {
             tracing::error!("listing services: {e}");
+            *synced = None;
             return;
         }
     };
@@ -1288,7 +1289,10 @@ fn sync_routes(
         })
         .collect();
     table.set_services(&services);
-    ingress.sync_node_ports();
+    if !ingress.sync_node_ports() {
+        // Again next pass, changes or not.
+        *synced = None;
+    }
 }
 
 async fn up_companion(

@@ -41,9 +41,11 @@ pub struct RunArgs {
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     outbound: Vec<OutboundRule>,
 
-    /// Linear memory one request's instance may use (a Kubernetes quantity).
-    #[arg(long, default_value = "128Mi")]
-    memory: Quantity,
+    /// Linear memory one request's instance may use (a Kubernetes quantity;
+    /// 128Mi unless given). For a Linux image: the container's memory
+    /// limit (none unless given, as in Docker).
+    #[arg(long)]
+    memory: Option<Quantity>,
 
     /// CPU time one request may use.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -161,11 +163,12 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
     getrandom::fill(&mut suffix).expect("the OS random source");
     let id = format!("{name}-{}", hex::encode(suffix));
     let command = (!args.command.is_empty()).then_some(args.command.as_slice());
-    let memory = match (args.memory.to_string().as_str(), args.memory.to_bytes()) {
-        // The wasm default is no limit for a container, as in Docker.
-        ("128Mi", _) => None,
-        (_, Some(bytes)) => Some(bytes),
-        (_, None) => anyhow::bail!("--memory {} is too large", args.memory),
+    let memory = match &args.memory {
+        None => None,
+        Some(q) => Some(
+            q.to_bytes()
+                .with_context(|| format!("--memory {q} is too large"))?,
+        ),
     };
     let spec = ContainerSpec {
         id: id.clone(),
@@ -213,13 +216,10 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
                 _ = term.recv() => container.signal(rustix::process::Signal::TERM),
             }
         };
-        let error = container.error();
         container.remove();
         // As docker run: the container's code, 125 when it could not be
         // set up and 127 when its program could not be run, with why.
-        if (exit.code == linux::init::SETUP_FAILED || exit.code == linux::init::EXEC_FAILED)
-            && !error.is_empty()
-        {
+        if let Some(error) = &exit.error {
             eprintln!("berth: error: {}: {error}", reference.tagged_name());
         }
         if exit.oom_killed {
@@ -254,10 +254,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some((reference, image)) = linux_image(&args.component)? {
         return run_linux(&args, &reference, &image);
     }
-    let memory = args
-        .memory
-        .to_bytes()
-        .with_context(|| format!("--memory {} is too large", args.memory))?;
+    let memory = match &args.memory {
+        None => Limits::default().memory,
+        Some(q) => q
+            .to_bytes()
+            .with_context(|| format!("--memory {q} is too large"))?,
+    };
     let target = resolve_target(&args.component)?;
     let mut dirs = target.mounts;
     dirs.extend(args.dirs);

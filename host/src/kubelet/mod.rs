@@ -71,6 +71,7 @@ struct Worker {
     task: tokio::task::JoinHandle<()>,
     /// The pod's generation it runs; a new one (a new image) replaces it.
     generation: u64,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 /// What every pod worker needs.
@@ -161,6 +162,7 @@ impl Kubelet {
             Ok(pods) => pods,
             Err(e) => {
                 tracing::error!("listing pods: {e}");
+                self.synced = None;
                 return;
             }
         };
@@ -195,11 +197,26 @@ impl Kubelet {
                 });
             }
         }
-        self.replacing
-            .retain(|uid, (task, _)| wanted.contains_key(uid) || !task.is_finished());
+        // A pod deleted while its old run stopped: once stopped, its
+        // directory goes as any deleted pod's does.
+        let pods_dir = &self.context.pods_dir;
+        self.replacing.retain(|uid, (task, _)| {
+            let keep = wanted.contains_key(uid) || !task.is_finished();
+            if !keep {
+                let _ = std::fs::remove_dir_all(pods_dir.join(uid));
+            }
+            keep
+        });
         for (uid, (pod, generation, restarts)) in wanted {
-            if let Some(worker) = self.workers.get(&uid) {
+            if let Some(worker) = self.workers.get_mut(&uid) {
                 if worker.generation == generation {
+                    // Labels are metadata, not spec: a running pod takes
+                    // new ones in place, and the services selecting it
+                    // follow.
+                    if worker.labels != pod.metadata.labels {
+                        worker.labels = pod.metadata.labels.clone();
+                        self.context.routes.relabel(&uid, &worker.labels);
+                    }
                     continue;
                 }
                 // A new image: the containers stop (draining) and start
@@ -222,6 +239,7 @@ impl Kubelet {
                 None => 0,
             };
             let cancel = CancellationToken::new();
+            let labels = pod.metadata.labels.clone();
             let task = tokio::spawn(run_pod(
                 self.context.clone(),
                 uid.clone(),
@@ -235,6 +253,7 @@ impl Kubelet {
                     cancel,
                     task,
                     generation,
+                    labels,
                 },
             );
         }
@@ -583,6 +602,9 @@ async fn run_pod(
         // Starts take turns a few at a time: each trial instantiation
         // dirties a pool slot, and a thousand at once would dirty a
         // thousand slots (and contend for the CPUs) to no one's benefit.
+        // A new attempt makes the pod's network afresh: the last one's
+        // holder is gone (or never started).
+        context.pod_network.lock().expect("lock").remove(&dir);
         let permit = context.starting.clone().acquire_owned().await;
         let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
         drop(permit);
@@ -672,10 +694,16 @@ async fn run_pod(
                         }
                         StartFailure {
                             reason: exited.reason,
-                            message: format!(
-                                "container {container} exited with code {}",
-                                exited.code
-                            ),
+                            message: match &exited.detail {
+                                Some(detail) => format!(
+                                    "container {container} could not run (code {}): {detail}",
+                                    exited.code
+                                ),
+                                None => format!(
+                                    "container {container} exited with code {}",
+                                    exited.code
+                                ),
+                            },
                         }
                     }
                     Stopped::Unhealthy(container) => {

@@ -115,7 +115,7 @@ impl Prober {
             };
             if let Some(http) = &self.probe.http_get {
                 let uri = format!("http://127.0.0.1:{}{}", port(&http.port), http.path);
-                match tokio::time::timeout(timeout, client.get(uri.parse().expect("a valid URI")))
+                match tokio::time::timeout(timeout, client.get(uri.parse().unwrap_or_default()))
                     .await
                 {
                     Ok(Ok(response)) => (200..400).contains(&response.status().as_u16()),
@@ -124,7 +124,7 @@ impl Prober {
             } else if let Some(tcp) = &self.probe.tcp_socket {
                 let uri: http::Uri = format!("http://127.0.0.1:{}/", port(&tcp.port))
                     .parse()
-                    .expect("a valid URI");
+                    .unwrap_or_default();
                 let mut connector = connector.clone();
                 matches!(
                     tokio::time::timeout(
@@ -154,8 +154,7 @@ impl Prober {
             }
         } else if let Some(http) = &self.probe.http_get {
             let uri = format!("http://{}{}", self.endpoint, http.path);
-            match tokio::time::timeout(timeout, client.get(uri.parse().expect("a valid URI"))).await
-            {
+            match tokio::time::timeout(timeout, client.get(uri.parse().unwrap_or_default())).await {
                 Ok(Ok(response)) => (200..400).contains(&response.status().as_u16()),
                 _ => false,
             }

@@ -215,7 +215,11 @@ async fn start_linux(
         ),
         hostname: pod.metadata.name.clone(),
         rootfs,
-        state_dir: dir.join("containers").join(&container.name),
+        // A directory per run: a run still stopping never shares its
+        // writable layer with the next.
+        state_dir: dir
+            .join("containers")
+            .join(format!("{}-{restarts}", container.name)),
         args: plan::command_line(
             run.entrypoint.as_deref().unwrap_or_default(),
             run.cmd.as_deref().unwrap_or_default(),
@@ -288,14 +292,37 @@ async fn start_linux(
 /// Processes a container may run at once unless the pod says otherwise.
 const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
-/// A container's output, a line at a time, into its log.
+/// A container's output, a line at a time, into its log. Any bytes (not
+/// only UTF-8) and lines of any length: the pipe is read to its end, so a
+/// container never dies of SIGPIPE for what it printed; a line over
+/// `LOG_LINE_MAX` is logged in pieces.
 async fn copy_lines(output: impl tokio::io::AsyncRead + Unpin, log: Arc<LogFile>) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut lines = tokio::io::BufReader::new(output).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        log.write_line(&line);
+    use tokio::io::AsyncReadExt as _;
+    let mut output = output;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match output.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            log.write_line(&String::from_utf8_lossy(&pending[..end]));
+            pending.drain(..=end);
+        }
+        if pending.len() >= LOG_LINE_MAX {
+            log.write_line(&String::from_utf8_lossy(&pending));
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        log.write_line(&String::from_utf8_lossy(&pending));
     }
 }
+
+/// The longest line kept whole in a container's log.
+const LOG_LINE_MAX: usize = 64 << 10;
 
 /// The image unpacked and ready, pulled first if the store lacks it (or
 /// the policy says always). Replicas of one image start by the thousand:

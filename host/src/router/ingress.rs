@@ -129,8 +129,11 @@ impl Ingress {
     }
 
     /// Opens a listener for every node port of the table's services and
-    /// closes those of services (or ports) that are gone.
-    pub fn sync_node_ports(self: &Arc<Self>) {
+    /// closes those of services (or ports) that are gone; false if one
+    /// could not be opened (yet: a port just let go may take a moment), for
+    /// the caller to try again.
+    pub fn sync_node_ports(self: &Arc<Self>) -> bool {
+        let mut all_open = true;
         let mut wanted: HashMap<(String, String, u16), u16> = HashMap::new();
         for route in self.table.routes() {
             if route.spec.kind == ServiceType::ClusterIP {
@@ -166,7 +169,8 @@ impl Ingress {
             let listener = match bind(address) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!("service {namespace}/{service}: node port {address}: {e}");
+                    tracing::warn!("service {namespace}/{service}: node port {address}: {e}");
+                    all_open = false;
                     continue;
                 }
             };
@@ -200,6 +204,7 @@ impl Ingress {
             ));
             open.insert(key, NodePortListener { node_port, cancel });
         }
+        all_open
     }
 
     /// Waits for every listener to finish draining after shutdown.

@@ -150,8 +150,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// Tells the workload who asked and how: X-Forwarded-For gets the client
-/// appended, -Proto and -Host are set unless an earlier proxy set them.
+/// Tells the workload who asked and how, as the edge: X-Forwarded-For gets
+/// the client appended; -Proto and -Host are the router's to say (a client
+/// could otherwise claim https, or another host for the links a guest
+/// builds).
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {client}"),
@@ -160,14 +162,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", value);
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if let Some(host) = host
-        && !headers.contains_key("x-forwarded-host")
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert("x-forwarded-host", value);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    match host.map(HeaderValue::from_str) {
+        Some(Ok(value)) => {
+            headers.insert("x-forwarded-host", value);
+        }
+        _ => {
+            headers.remove("x-forwarded-host");
+        }
     }
 }
 
@@ -216,17 +218,18 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_extend_an_earlier_proxy_s() {
+    fn forwarded_for_is_extended_and_proto_and_host_are_the_router_s() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("bank.example"));
         add_forwarded(
             &mut headers,
             "127.0.0.1".parse().unwrap(),
             Some("web.localhost:8080"),
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "web.localhost:8080");
     }
 }

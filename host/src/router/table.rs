@@ -46,7 +46,7 @@ pub struct PodEndpoint {
     pub uid: String,
     pub namespace: String,
     pub name: String,
-    labels: BTreeMap<String, String>,
+    labels: RwLock<BTreeMap<String, String>>,
     containers: Vec<ContainerEndpoint>,
     ready: AtomicBool,
     in_flight: AtomicUsize,
@@ -70,7 +70,7 @@ impl PodEndpoint {
             uid,
             namespace,
             name,
-            labels,
+            labels: RwLock::new(labels),
             containers,
             ready: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -118,9 +118,10 @@ impl PodEndpoint {
     }
 
     fn selected_by(&self, namespace: &str, selector: &BTreeMap<String, String>) -> bool {
+        let labels = self.labels.read().expect("lock");
         self.namespace == namespace
             && !selector.is_empty()
-            && selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+            && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 }
 
@@ -261,9 +262,7 @@ impl Route {
                 (n, Policy::RoundRobin) => {
                     Some(all[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
                 }
-                (_, Policy::LeastRequest) => {
-                    Some(self.choose(&all.iter().collect::<Vec<_>>()).clone())
-                }
+                (n, Policy::LeastRequest) => Some(less_busy_of_two(n, |i| &all[i]).clone()),
             };
         }
         let candidates: Vec<&Endpoint> = match avoid {
@@ -300,16 +299,7 @@ impl Route {
         match self.policy {
             Policy::RoundRobin => candidates[self.next.fetch_add(1, Ordering::Relaxed) % n],
             Policy::LeastRequest if n == 1 => candidates[0],
-            Policy::LeastRequest => {
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (ea, eb) = (candidates[a], candidates[b]);
-                if eb.pod.in_flight() < ea.pod.in_flight() {
-                    eb
-                } else {
-                    ea
-                }
-            }
+            Policy::LeastRequest => less_busy_of_two(n, |i| candidates[i]),
         }
     }
 
@@ -332,6 +322,19 @@ impl Route {
             *port.endpoints.write().expect("lock") = endpoints.into();
         }
         self.changed.notify_waiters();
+    }
+}
+
+/// Power of two choices: of two of the `n` endpoints drawn at random
+/// (`n` ≥ 2), the one with fewer requests in flight.
+fn less_busy_of_two<'a>(n: usize, at: impl Fn(usize) -> &'a Endpoint) -> &'a Endpoint {
+    let a = fastrand::usize(..n);
+    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+    let (ea, eb) = (at(a), at(b));
+    if eb.pod.in_flight() < ea.pod.in_flight() {
+        eb
+    } else {
+        ea
     }
 }
 
@@ -422,6 +425,20 @@ impl Table {
         }
     }
 
+    /// A running pod's labels changed: the routes that selected it, and
+    /// those that select it now, are rebuilt.
+    pub fn relabel(&self, uid: &str, labels: &BTreeMap<String, String>) {
+        let pods = self.pods.lock().expect("lock");
+        if let Some(pod) = pods.get(uid) {
+            let mut affected = self.selecting(pod);
+            *pod.labels.write().expect("lock") = labels.clone();
+            affected.extend(self.selecting(pod));
+            for route in affected {
+                route.rebuild(&pods);
+            }
+        }
+    }
+
     pub fn set_ready(&self, uid: &str, ready: bool) {
         let pods = self.pods.lock().expect("lock");
         if let Some(pod) = pods.get(uid)
@@ -431,16 +448,21 @@ impl Table {
         }
     }
 
-    fn rebuild_for(&self, pods: &HashMap<String, Arc<PodEndpoint>>, pod: &PodEndpoint) {
+    /// The routes whose selector takes `pod` as its labels are now.
+    fn selecting(&self, pod: &PodEndpoint) -> Vec<Arc<Route>> {
         let routes = self.routes.read().expect("lock");
-        for route in routes
+        routes
             .get(&pod.namespace)
             .into_iter()
             .flat_map(|s| s.values())
-        {
-            if pod.selected_by(&route.key.namespace, &route.spec.selector) {
-                route.rebuild(pods);
-            }
+            .filter(|route| pod.selected_by(&route.key.namespace, &route.spec.selector))
+            .cloned()
+            .collect()
+    }
+
+    fn rebuild_for(&self, pods: &HashMap<String, Arc<PodEndpoint>>, pod: &PodEndpoint) {
+        for route in self.selecting(pod) {
+            route.rebuild(pods);
         }
     }
 }

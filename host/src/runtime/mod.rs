@@ -123,9 +123,11 @@ pub trait Workload: Send + Sync {
 }
 
 /// How a workload ended by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exited {
     pub code: i32,
     /// Kubernetes' reason: Completed, Error or OOMKilled.
     pub reason: &'static str,
+    /// Why it could not run, when it never did (a setup or exec failure).
+    pub detail: Option<String>,
 }

@@ -682,6 +682,17 @@ fn validate_probe(p: &Probe, path: &str) -> Result<(), Invalid> {
             "exactly one of httpGet, tcpSocket or exec is required",
         ));
     }
+    if let Some(http) = &p.http_get
+        && (!http.path.starts_with('/') || http.path.parse::<http::uri::PathAndQuery>().is_err())
+    {
+        return Err(invalid(
+            format!("{path}.httpGet.path"),
+            format!(
+                "{:?} is not a path (it starts with /, without spaces)",
+                http.path
+            ),
+        ));
+    }
     if p.period_seconds == 0
         || p.timeout_seconds == 0
         || p.failure_threshold == 0

@@ -179,7 +179,7 @@ impl Cgroups {
                 "cpu" => {
                     if let Some(millis) = limits.cpu_millis {
                         let period = 100_000u64;
-                        let quota = (millis * period / 1000).max(1000);
+                        let quota = millis.saturating_mul(period / 1000).max(1000);
                         if v2 {
                             write("cpu.max", format!("{quota} {period}"))?;
                         } else {

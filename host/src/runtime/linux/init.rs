@@ -58,6 +58,10 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     // fact: a runtime worker, which lives as long as berth does).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("prctl: {e}"))?;
+    // A session of its own: no controlling terminal for the container to
+    // open as /dev/tty, and the terminal's Ctrl-C reaches berth, which
+    // passes it on, rather than killing the init.
+    rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
     let pid = std::process::id().to_string();
     for procs in &config.cgroups {
         std::fs::write(procs, &pid).map_err(|e| format!("joining {}: {e}", procs.display()))?;
@@ -216,8 +220,10 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     mount_root(config)?;
     mount_system(root)?;
     mount_volumes(config)?;
-    rustix::system::sethostname(config.hostname.as_bytes())
-        .map_err(|e| format!("setting the hostname: {e}"))?;
+    // A pod name may be 253 characters, a hostname 64 at most: cut to 63,
+    // as Kubernetes does.
+    let hostname = &config.hostname.as_bytes()[..config.hostname.len().min(63)];
+    rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     if config.network == Network::Own {
         loopback_up()?;
     }
@@ -255,25 +261,64 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
 /// friends, and after no_new_privs, which lets an unprivileged process
 /// install one.
 fn deny_syscalls() -> Result<(), String> {
-    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
-    let arch = std::env::consts::ARCH
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| format!("seccomp on {}: {e}", std::env::consts::ARCH))?;
-    let rules = plan::DENIED_SYSCALLS
+    let error = |e: seccompiler::BackendError| format!("seccomp filter: {e}");
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = plan::DENIED_SYSCALLS
         .iter()
         .map(|call| (*call, Vec::new()))
         .collect();
-    let filter = SeccompFilter::new(
+    // clone making a namespace (a user namespace above all, which would
+    // hand back the capabilities dropped here): any one flag set.
+    let namespaces = [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWCGROUP,
+    ];
+    let mut clone_rules = Vec::new();
+    for flag in namespaces {
+        let flag = flag as u64;
+        let condition = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )
+        .map_err(error)?;
+        clone_rules.push(SeccompRule::new(vec![condition]).map_err(error)?);
+    }
+    rules.insert(libc::SYS_clone, clone_rules);
+    let refuse = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
         arch,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
-    let program: BpfProgram = filter
-        .try_into()
-        .map_err(|e| format!("seccomp filter: {e}"))?;
-    seccompiler::apply_filter(&program).map_err(|e| format!("installing the seccomp filter: {e}"))
+    .map_err(error)?;
+    // clone3 passes its flags in memory a filter cannot read: it is refused
+    // as unknown, so that libc falls back to clone, which is checked.
+    let clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(error)?;
+    for filter in [refuse, clone3] {
+        let program: BpfProgram = filter.try_into().map_err(error)?;
+        seccompiler::apply_filter(&program)
+            .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
+    Ok(())
 }
 
 fn mount_root(config: &InitConfig) -> Result<(), String> {
@@ -287,12 +332,15 @@ fn mount_root(config: &InitConfig) -> Result<(), String> {
         config.upper.display(),
         config.work.display()
     );
-    let overlay = mount_fs("overlay", root, "overlay", MountFlags::empty(), &options);
+    // nodev: whatever lands in the root, no device node there opens.
+    let overlay = mount_fs("overlay", root, "overlay", MountFlags::NODEV, &options);
     if let Err(e) = overlay {
         // No overlayfs (or lower dirs it refuses): a private copy.
         copy_tree(&config.lower, &config.upper)
             .map_err(|c| format!("overlay mount failed ({e}) and so did copying the image: {c}"))?;
         rustix::mount::mount_bind(&config.upper, root)
+            .map_err(|e| format!("binding the root: {e}"))?;
+        rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::NODEV, "")
             .map_err(|e| format!("binding the root: {e}"))?;
     }
     Ok(())
@@ -435,7 +483,14 @@ fn mount_volumes(config: &InitConfig) -> Result<(), String> {
                 mount.target
             )
         })?;
-        if !mount.writable {
+        if mount.writable {
+            rustix::mount::mount_remount(
+                &at,
+                MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV,
+                "",
+            )
+            .map_err(|e| format!("mounting {}: {e}", mount.target))?;
+        } else {
             remount_read_only(&at)?;
         }
     }
@@ -491,6 +546,9 @@ fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
         .map_err(|e| format!("setgid {gid}: {e}"))?;
     rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid))
         .map_err(|e| format!("setuid {uid}: {e}"))?;
+    // Changing ids clears the parent-death signal: set it again.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("prctl: {e}"))?;
     if uid == 0 {
         rustix::thread::set_capabilities(
             None,
@@ -636,6 +694,10 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
     // applies from the next process on.
     match fork()? {
         Forked::Child => {
+            // Gone with the probe that ran it, when that gives up.
+            let _ = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ));
             let result = std::env::set_current_dir(&cwd)
                 .map_err(|e| format!("working dir {}: {e}", cwd.display()))
                 .and_then(|()| drop_privileges(uid, gid))

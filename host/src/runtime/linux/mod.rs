@@ -41,11 +41,14 @@ pub struct ContainerSpec {
 }
 
 /// How a container ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     /// The exit code, 128 + the signal for a killed process.
     pub code: i32,
     pub oom_killed: bool,
+    /// What the init reported when the container could not be set up or
+    /// its program run (exit codes 125 and 127).
+    pub error: Option<String>,
 }
 
 impl Exit {
@@ -102,10 +105,18 @@ pub async fn start(
         network: spec.network.clone(),
     };
     let config_path = spec.state_dir.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec(&config).expect("JSON"))
-        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let prepared = std::fs::write(&config_path, serde_json::to_vec(&config).expect("JSON"))
+        .map_err(|e| format!("{}: {e}", config_path.display()))
+        .and_then(|()| std::env::current_exe().map_err(|e| format!("finding berth's binary: {e}")));
+    let exe = match prepared {
+        Ok(exe) => exe,
+        Err(e) => {
+            cgroups.remove();
+            let _ = std::fs::remove_dir_all(&spec.state_dir);
+            return Err(e);
+        }
+    };
     let _ = std::fs::remove_file(&config.pid_file);
-    let exe = std::env::current_exe().map_err(|e| format!("finding berth's binary: {e}"))?;
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("__init")
@@ -119,6 +130,7 @@ pub async fn start(
     };
     let mut init = command.spawn().map_err(|e| {
         cgroups.remove();
+        let _ = std::fs::remove_dir_all(&spec.state_dir);
         format!("starting the container's init: {e}")
     })?;
     let pipes = match (init.stdout.take(), init.stderr.take()) {
@@ -165,17 +177,17 @@ impl Container {
     pub async fn wait(&mut self) -> Exit {
         let status = self.init.wait().await;
         let code = status.ok().and_then(|s| s.code()).unwrap_or(128 + 9);
-        let exit = Exit {
+        let error = (code == init::SETUP_FAILED || code == init::EXEC_FAILED)
+            .then(|| self.error())
+            .filter(|e| !e.is_empty());
+        if let Some(error) = &error {
+            tracing::warn!(container = %self.id, "{error}");
+        }
+        Exit {
             code,
             oom_killed: self.cgroups.oom_killed(),
-        };
-        if code == init::SETUP_FAILED || code == init::EXEC_FAILED {
-            let error = std::fs::read_to_string(self.state_dir.join("error")).unwrap_or_default();
-            if !error.is_empty() {
-                tracing::warn!(container = %self.id, "{error}");
-            }
+            error,
         }
-        exit
     }
 
     /// What the container's init reported when it could not run it.

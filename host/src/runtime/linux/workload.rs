@@ -139,13 +139,14 @@ impl LinuxWorkload {
         let mut exit = self.exit.clone();
         Box::pin(async move {
             loop {
-                if let Some(exit) = *exit.borrow_and_update() {
+                if let Some(exit) = exit.borrow_and_update().clone() {
                     return exit;
                 }
                 if exit.changed().await.is_err() {
                     return Exit {
                         code: 128 + 9,
                         oom_killed: false,
+                        error: None,
                     };
                 }
             }
@@ -198,6 +199,7 @@ impl Workload for LinuxWorkload {
             Exited {
                 code: exit.code,
                 reason: exit.reason(),
+                detail: exit.error,
             }
         })
     }
