@@ -622,3 +622,45 @@ spec:
         "refused\n"
     );
 }
+
+#[test]
+fn host_network_shares_the_host_s_interfaces_but_not_its_cgroups() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    let data = tempfile::tempdir().unwrap();
+    apply(
+        home.path(),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostnet}}
+spec:
+  hostNetwork: true
+  volumes: [{{name: data, hostPath: {{path: {}}}}}]
+  containers:
+  - name: app
+    image: busybox:1
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    command: [sh, -c, 'ls /sys/fs/cgroup | wc -l > /data/cgroups; ip -o link | wc -l > /data/links; exec sleep 1000']
+"#,
+            data.path().display()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.path().join("links").exists() {
+        assert!(Instant::now() < deadline, "the container never wrote");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let count = |f: &str| -> usize {
+        std::fs::read_to_string(data.path().join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(count("links"), host_links, "the host's interfaces");
+    assert_eq!(count("cgroups"), 0, "the host's cgroups are hidden");
+}

@@ -56,7 +56,17 @@ pub async fn forward(
             ),
         );
     };
-    let guard = endpoint.pod.begin();
+    let mut endpoint = endpoint;
+    let mut guard = endpoint.pod.begin();
+    // Counted in flight now; a pod that began to stop since the pick (and
+    // may have found nothing in flight) is passed over for another.
+    if !endpoint.pod.is_ready()
+        && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
+    {
+        drop(guard);
+        endpoint = other;
+        guard = endpoint.pod.begin();
+    }
     let error = match endpoint.workload().serve(request).await {
         Ok(response) => return finish(response, guard),
         Err(error) => error,

@@ -78,13 +78,20 @@ impl PodEndpoint {
         }
     }
 
+    /// In its services' endpoints: started, ready, and not stopping.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts a request until the guard drops (with the response body).
+    /// SeqCst with `is_ready` and the stop's store and `drained`: either
+    /// the router sees the pod stopping, or the stop sees the request.
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone())
     }
 
@@ -95,7 +102,7 @@ impl PodEndpoint {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
@@ -287,6 +294,11 @@ impl Route {
             // the clients seen within one timeout.
             if sticky.len() >= 4096 {
                 sticky.retain(|_, (_, at)| now.duration_since(*at) < timeout);
+                // Still full of live clients: affinity is best effort, and
+                // the table must stay bounded.
+                if sticky.len() >= 4096 {
+                    sticky.clear();
+                }
             }
             sticky.insert(client, (chosen.pod.uid.clone(), now));
             return Some(chosen);
@@ -420,7 +432,7 @@ impl Table {
     pub fn remove_pod(&self, uid: &str) {
         let mut pods = self.pods.lock().expect("lock");
         if let Some(pod) = pods.remove(uid) {
-            pod.ready.store(false, Ordering::Release);
+            pod.ready.store(false, Ordering::SeqCst);
             self.rebuild_for(&pods, &pod);
         }
     }

@@ -133,15 +133,19 @@ impl Cgroups {
                     // passes them down.
                     let parent = dir.parent().expect("under the root");
                     let root = parent.parent().expect("under the root");
-                    let wanted: String = CONTROLLERS
-                        .iter()
-                        .filter(|c| hierarchies.place(c, name).is_some_and(|(_, v2)| v2))
-                        .map(|c| format!("+{c} "))
-                        .collect();
                     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    // One at a time, and only where not on yet: a write
+                    // naming a controller that cannot be enabled fails whole.
                     for level in [root, parent] {
                         let control = level.join("cgroup.subtree_control");
-                        std::fs::write(&control, wanted.trim()).map_err(|e| io(&control, e))?;
+                        let on = std::fs::read_to_string(&control).unwrap_or_default();
+                        for c in CONTROLLERS.iter().filter(|c| {
+                            hierarchies.place(c, name).is_some_and(|(_, v2)| v2)
+                                && !on.split_whitespace().any(|o| o == **c)
+                        }) {
+                            std::fs::write(&control, format!("+{c}"))
+                                .map_err(|e| io(&control, e))?;
+                        }
                     }
                 }
                 std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;

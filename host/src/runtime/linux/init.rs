@@ -435,6 +435,19 @@ fn mount_system(root: &Path) -> Result<(), String> {
         rustix::mount::mount_bind_recursive("/sys", &sys)
             .map_err(|e| format!("binding /sys: {e}"))?;
         remount_read_only(&sys)?;
+        // The read-only bind stops at the top; the host's cgroup mounts
+        // below it would stay writable. Hidden instead.
+        let cgroups = sys.join("fs/cgroup");
+        if cgroups.is_dir() {
+            mount_fs(
+                "tmpfs",
+                &cgroups,
+                "tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+                "size=0",
+            )
+            .map_err(|e| format!("hiding the host's cgroups: {e}"))?;
+        }
     }
     Ok(())
 }
