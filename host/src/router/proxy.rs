@@ -26,14 +26,9 @@ pub async fn forward(
 ) -> Response<Body> {
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
-    if endpoints == 0 && !route.wait_for_endpoints(port, wait).await {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "503 Service Unavailable: service {}/{} has no ready endpoints\n",
-                route.key.namespace, route.key.name
-            ),
-        );
+    if endpoints == 0 {
+        // Still none after the wait: the pick below says so.
+        route.wait_for_endpoints(port, wait).await;
     }
     // What it takes to send the request again: only for a method that may
     // be repeated, and only when it has no body that would be gone.
@@ -47,7 +42,7 @@ pub async fn forward(
         *copy.headers_mut() = request.headers().clone();
         copy
     });
-    let Some(endpoint) = route.pick(port, client, None) else {
+    let Some(mut endpoint) = route.pick(port, client, None) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -56,7 +51,6 @@ pub async fn forward(
             ),
         );
     };
-    let mut endpoint = endpoint;
     let mut guard = endpoint.pod.begin();
     // Counted in flight now; a pod that began to stop since the pick (and
     // may have found nothing in flight) is passed over for another.

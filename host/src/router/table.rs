@@ -237,17 +237,16 @@ impl Route {
     }
 
     /// Waits up to `limit` for `port` to have an endpoint.
-    pub async fn wait_for_endpoints(&self, port: usize, limit: Duration) -> bool {
+    pub async fn wait_for_endpoints(&self, port: usize, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if !self.endpoints(port).is_empty() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return false;
+            if !self.endpoints(port).is_empty()
+                || tokio::time::timeout_at(deadline, changed).await.is_err()
+            {
+                return;
             }
         }
     }
