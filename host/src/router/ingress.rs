@@ -3,12 +3,13 @@
 //! the default namespace — browsers resolve `*.localhost` to loopback), and
 //! a listener per NodePort (or LoadBalancer) service port.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -20,21 +21,31 @@ use crate::spec::objects::ServiceType;
 
 /// The (namespace, service) a Host header names, if it is one of the
 /// router's: `<service>.localhost` or `<service>.<namespace>.localhost`,
-/// any port, any case, a trailing dot allowed.
-pub fn route_host(host: &str) -> Option<(String, String)> {
+/// any port, a trailing dot allowed. `host` must be lowercase already (see
+/// [`lowercase`]): service names are, and this runs on every request.
+pub fn route_host(host: &str) -> Option<(&str, &str)> {
     if host.starts_with('[') {
         return None;
     }
     let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let rest = name.strip_suffix(".localhost")?;
-    let labels: Vec<&str> = rest.split('.').collect();
-    match labels[..] {
-        [service] if !service.is_empty() => Some(("default".into(), service.into())),
-        [service, namespace] if !service.is_empty() && !namespace.is_empty() => {
-            Some((namespace.into(), service.into()))
+    let rest = name.trim_end_matches('.').strip_suffix(".localhost")?;
+    match rest.split_once('.') {
+        None if !rest.is_empty() => Some(("default", rest)),
+        Some((service, namespace))
+            if !service.is_empty() && !namespace.is_empty() && !namespace.contains('.') =>
+        {
+            Some((namespace, service))
         }
         _ => None,
+    }
+}
+
+/// `host` in lowercase, copied only when it has capitals.
+fn lowercase(host: &str) -> Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
@@ -89,32 +100,28 @@ impl Ingress {
     }
 
     async fn by_host(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        let Some((namespace, service)) = route_host(&host) else {
+        // An HTTP/2 request names its host in the authority, HTTP/1.1 in
+        // Host; either way it is what X-Forwarded-Host passes on.
+        let host = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(http::header::HOST).cloned(),
+        };
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let lower = lowercase(host_str);
+        let Some((namespace, service)) = route_host(&lower) else {
             return plain(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "404 Not Found: no route for host {host:?}; services answer at \
+                    "404 Not Found: no route for host {host_str:?}; services answer at \
                      <service>.<namespace>.localhost or <service>.localhost\n"
                 ),
             );
         };
-        let Some(route) = self.table.route(&namespace, &service) else {
+        let Some(route) = self.table.route(namespace, service) else {
             return plain(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "404 Not Found: no service {service} in namespace {namespace} (host {host})\n"
+                    "404 Not Found: no service {service} in namespace {namespace} (host {host_str})\n"
                 ),
             );
         };
@@ -124,7 +131,7 @@ impl Ingress {
                 format!("404 Not Found: service {namespace}/{service} has no ports\n"),
             );
         };
-        let request = prepare(request, peer, Some(&host));
+        let request = prepare(request, peer, host);
         forward(route, port, request, Some(peer.ip()), self.wait).await
     }
 
@@ -197,7 +204,8 @@ impl Ingress {
                                 format!("404 Not Found: service {namespace}/{service} has no port {port}\n"),
                             );
                         };
-                        let request = prepare(request, peer, None);
+                        let host = request.headers().get(http::header::HOST).cloned();
+                        let request = prepare(request, peer, host);
                         forward(route, index, request, Some(peer.ip()), ingress.wait).await
                     }
                 },
@@ -220,26 +228,23 @@ fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(listener)
 }
 
-fn prepare(request: Request<Incoming>, peer: SocketAddr, host: Option<&str>) -> Request<Body> {
+fn prepare(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    host: Option<HeaderValue>,
+) -> Request<Body> {
     let mut request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
-    let host = host.map(str::to_owned).or_else(|| {
-        request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-    });
-    add_forwarded(request.headers_mut(), peer.ip(), host.as_deref());
+    add_forwarded(request.headers_mut(), peer.ip(), host);
     request
 }
 
 #[cfg(test)]
 mod tests {
-    use super::route_host;
+    use super::{lowercase, route_host};
 
     #[test]
     fn hosts_name_a_service_and_maybe_its_namespace() {
-        let r = |h: &str| route_host(h).map(|(ns, s)| format!("{ns}/{s}"));
+        let r = |h: &str| route_host(&lowercase(h)).map(|(ns, s)| format!("{ns}/{s}"));
         assert_eq!(r("web.localhost"), Some("default/web".into()));
         assert_eq!(r("web.localhost:8080"), Some("default/web".into()));
         assert_eq!(r("Web.Shop.LOCALHOST.:80"), Some("shop/web".into()));

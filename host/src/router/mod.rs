@@ -10,7 +10,7 @@ mod proxy;
 mod services;
 mod table;
 
-pub use ingress::{Ingress, route_host};
+pub use ingress::Ingress;
 pub use listener::{accept, serve};
 pub use services::PodServices;
 pub use table::{BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

@@ -126,9 +126,34 @@ fn replayable(request: &Request<Body>) -> bool {
     idempotent && request.body().is_end_stream()
 }
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ]
+    .contains(&name)
+}
+
 /// Headers that belong to one connection, not to the request: a proxy
 /// drops them (RFC 9110 §7.6.1), with those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: a scan of a few names beats nine removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -139,40 +164,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 /// Tells the workload who asked and how, as the edge: X-Forwarded-For gets
 /// the client appended; -Proto and -Host are the router's to say (a client
 /// could otherwise claim https, or another host for the links a guest
 /// builds).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
+    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {client}"),
         None => client.to_string(),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
+    if let Ok(value) = HeaderValue::try_from(chain) {
+        headers.insert(&X_FORWARDED_FOR, value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match host.map(HeaderValue::from_str) {
-        Some(Ok(value)) => {
-            headers.insert("x-forwarded-host", value);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(value) => {
+            headers.insert(&X_FORWARDED_HOST, value);
         }
-        _ => {
-            headers.remove("x-forwarded-host");
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
 }
@@ -230,7 +250,7 @@ mod tests {
         add_forwarded(
             &mut headers,
             "127.0.0.1".parse().unwrap(),
-            Some("web.localhost:8080"),
+            Some(HeaderValue::from_static("web.localhost:8080")),
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
