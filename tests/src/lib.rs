@@ -224,6 +224,33 @@ impl BerthRun {
         }
     }
 
+    /// The berth process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time the berth process has used so far (all its threads).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("reading /proc/PID/stat");
+        // Fields after the parenthesised name; utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second: u64 = String::from_utf8(
+            Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .expect("getconf CLK_TCK")
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+
     /// The daemon's ingress, `http://ADDR`, from the line that announces it.
     pub fn ingress(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -348,6 +348,44 @@ async fn a_looping_guest_does_not_starve_other_requests() {
     );
 }
 
+/// Cores a `berth run misbehave.wasm ARGS` uses while two requests spin.
+async fn cores_used_by_two_spinning_guests(args: &[&str]) -> f64 {
+    let mut all = vec!["--timeout", "60s"];
+    all.extend_from_slice(args);
+    let berth = BerthRun::start(guests::MISBEHAVE, &all);
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let url = format!("{}/loop", berth.url);
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (cpu, wall) = (berth.cpu_time(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = (berth.cpu_time() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+    for l in loops {
+        l.abort();
+    }
+    used
+}
+
+#[tokio::test]
+async fn a_cpu_share_holds_all_of_a_workloads_requests_to_it() {
+    // Two guests spinning at once, on a two-core machine: unlimited, they
+    // take what cores they get; with --cpus 250m, a quarter of one between
+    // them (paused, not failed).
+    let limited = cores_used_by_two_spinning_guests(&["--cpus", "250m"]).await;
+    let free = cores_used_by_two_spinning_guests(&[]).await;
+    assert!(
+        limited < 0.45,
+        "with --cpus 250m berth used {limited:.2} cores"
+    );
+    assert!(
+        free > 2.0 * limited,
+        "unlimited {free:.2} cores, limited {limited:.2}: the limit did not bite"
+    );
+}
+
 #[tokio::test]
 async fn guest_output_goes_to_the_log_tagged_never_to_stdout() {
     let berth = BerthRun::start(guests::MISBEHAVE, &[]);

@@ -47,6 +47,12 @@ pub struct RunArgs {
     #[arg(long)]
     memory: Option<Quantity>,
 
+    /// The share of the CPU it may use over all its requests, in cores
+    /// (`0.5`, or `500m` as Kubernetes writes it); past it, guest code is
+    /// paused, not failed. Unlimited unless given, as in Docker.
+    #[arg(long)]
+    cpus: Option<Quantity>,
+
     /// CPU time one request may use.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -197,7 +203,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         limits: cgroup::Limits {
             memory,
             pids: Some(args.pids_limit),
-            cpu_millis: None,
+            cpu_millis: cpu_millis(&args.cpus)?,
         },
     };
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -243,6 +249,16 @@ fn short_name(reference: &Reference) -> String {
         .to_owned()
 }
 
+fn cpu_millis(cpus: &Option<Quantity>) -> anyhow::Result<Option<u64>> {
+    cpus.as_ref()
+        .map(|q| match u64::try_from(q.millis()) {
+            Ok(0) => anyhow::bail!("--cpus {q}: must be at least 1m"),
+            Ok(m) => Ok(m),
+            Err(_) => anyhow::bail!("--cpus {q} is too large"),
+        })
+        .transpose()
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -276,6 +292,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             memory,
             cpu_time: args.timeout,
+            cpu_millis: cpu_millis(&args.cpus)?,
             response_timeout: args.response_timeout,
             max_concurrency: args.max_concurrency.max(1),
             ..Limits::default()

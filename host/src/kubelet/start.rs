@@ -621,6 +621,11 @@ fn workload_spec(
     if let Some(memory) = container.resources.limits.memory.and_then(|q| q.to_bytes()) {
         limits.memory = memory;
     }
+    limits.cpu_millis = container
+        .resources
+        .limits
+        .cpu
+        .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX));
     Ok(WorkloadSpec {
         log: None,
         name: format!("{ns}/{}/{}", pod.metadata.name, container.name),

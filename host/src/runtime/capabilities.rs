@@ -55,6 +55,9 @@ pub struct Limits {
     pub memory: u64,
     /// CPU time one request may use.
     pub cpu_time: Duration,
+    /// The workload's share of the CPU over all its requests, in
+    /// millicores (`resources.limits.cpu`); none: as much as it gets.
+    pub cpu_millis: Option<u64>,
     /// Requests served at once; more wait up to `queue_timeout`.
     pub max_concurrency: usize,
     /// How long a request waits for a free slot before the caller is told busy.
@@ -69,6 +72,7 @@ impl Default for Limits {
         Limits {
             memory: 128 << 20,
             cpu_time: Duration::from_secs(30),
+            cpu_millis: None,
             max_concurrency: 1000,
             queue_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(300),

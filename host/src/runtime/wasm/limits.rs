@@ -2,8 +2,12 @@
 //! epoch callbacks. Both record why they refused, so a failed request is
 //! reported as "exceeded its memory limit", not as the bare trap the guest's
 //! allocator turns a refused `memory.grow` into.
+//!
+//! And one per workload: its share of the CPU ([`CpuQuota`]), which pauses
+//! guest code rather than failing it.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, UpdateDeadline};
 
 use super::epoch::TICK;
@@ -95,7 +99,10 @@ impl CpuBudget {
     /// whenever control passes from the host to the guest, so only tick boundaries
     /// crossed while guest code runs reach this callback — an unbiased
     /// estimate of the CPU time it used.
-    pub(super) fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+    ///
+    /// `pause` is how long the workload's CPU quota wants the guest to wait
+    /// (see [`CpuMeter::at_tick`]); the yield then sleeps that long.
+    pub(super) fn tick(&mut self, pause: Option<Duration>) -> wasmtime::Result<UpdateDeadline> {
         if self.ticks_left == 0 {
             self.exceeded = true;
             return Err(wasmtime::Trap::Interrupt.into());
@@ -103,8 +110,146 @@ impl CpuBudget {
         self.ticks_left -= 1;
         Ok(UpdateDeadline::YieldCustom(
             1,
-            Box::pin(tokio::task::yield_now()),
+            match pause {
+                Some(pause) => Box::pin(tokio::time::sleep(pause)),
+                None => Box::pin(tokio::task::yield_now()),
+            },
         ))
+    }
+}
+
+/// The period over which a workload's CPU share is measured, as CFS
+/// bandwidth control's default: a workload at its limit runs for its share
+/// of each 100 ms and waits out the rest, so it may burst that much at once.
+const QUOTA_PERIOD: Duration = Duration::from_millis(100);
+
+/// A workload's share of the CPU (`resources.limits.cpu`), shared by all its
+/// requests: a token bucket refilled at `millicores / 1000` seconds of CPU
+/// per second and holding at most one period's worth. Guest code that
+/// overdraws it is paused (at its next epoch tick, or before it starts)
+/// until the debt is repaid, which is what the kernel's CFS quota does to a
+/// container's cgroup; it does not fail.
+pub struct CpuQuota {
+    millicores: u64,
+    state: Mutex<Bucket>,
+}
+
+struct Bucket {
+    /// CPU time in hand, in nanoseconds; negative while in debt.
+    tokens: i128,
+    refilled: Instant,
+}
+
+impl CpuQuota {
+    pub fn new(millicores: u64) -> Arc<Self> {
+        let millicores = millicores.max(1);
+        let quota = CpuQuota {
+            millicores,
+            state: Mutex::new(Bucket {
+                tokens: 0,
+                refilled: Instant::now(),
+            }),
+        };
+        quota.state.lock().expect("lock").tokens = quota.burst();
+        Arc::new(quota)
+    }
+
+    /// One period's share, the most that can be saved up.
+    fn burst(&self) -> i128 {
+        QUOTA_PERIOD.as_nanos() as i128 * self.millicores as i128 / 1000
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(bucket.refilled).as_nanos() as i128;
+        bucket.tokens =
+            (bucket.tokens + elapsed * self.millicores as i128 / 1000).min(self.burst());
+        bucket.refilled = now;
+    }
+
+    /// Records `used` CPU time; returns how long to pause to repay any debt.
+    pub(super) fn charge(&self, used: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        let mut bucket = self.state.lock().expect("lock");
+        self.refill(&mut bucket, now);
+        bucket.tokens -= used.as_nanos() as i128;
+        self.debt(&bucket)
+    }
+
+    /// How long a request about to run must wait for the debt to be repaid.
+    pub(super) fn pause(&self) -> Option<Duration> {
+        self.charge(Duration::ZERO)
+    }
+
+    fn debt(&self, bucket: &Bucket) -> Option<Duration> {
+        (bucket.tokens < 0).then(|| {
+            let nanos = (-bucket.tokens) * 1000 / self.millicores as i128;
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        })
+    }
+}
+
+/// One request's side of its workload's [`CpuQuota`]: times the guest's
+/// stretches of running (from the store's call hook) and charges them to
+/// the quota in batches, so requests do not all take its lock on every
+/// host call.
+pub(super) struct CpuMeter {
+    quota: Arc<CpuQuota>,
+    /// When guest code last got control, while it has it.
+    running_since: Option<Instant>,
+    unbilled: Duration,
+}
+
+/// Unbilled time that is charged at once rather than at the next tick.
+const BILL_AT: Duration = Duration::from_millis(1);
+
+impl CpuMeter {
+    pub(super) fn new(quota: Arc<CpuQuota>) -> Self {
+        CpuMeter {
+            quota,
+            running_since: None,
+            unbilled: Duration::ZERO,
+        }
+    }
+
+    /// Guest code got control (a call into it, or a host call returned).
+    pub(super) fn resumed(&mut self) {
+        self.running_since = Some(Instant::now());
+    }
+
+    /// Guest code gave control back (it returned, or called the host).
+    pub(super) fn stopped(&mut self) {
+        if let Some(since) = self.running_since.take() {
+            self.unbilled += Instant::now().saturating_duration_since(since);
+            if self.unbilled >= BILL_AT {
+                self.bill();
+            }
+        }
+    }
+
+    fn bill(&mut self) -> Option<Duration> {
+        self.quota.charge(std::mem::take(&mut self.unbilled))
+    }
+
+    /// At an epoch tick while guest code runs: bills what it has run so
+    /// far; returns how long it must pause if that overdrew the quota.
+    pub(super) fn at_tick(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        if let Some(since) = self.running_since {
+            self.unbilled += now.saturating_duration_since(since);
+        }
+        let pause = self.bill();
+        // The guest runs again when the pause is over, with no hook to say so.
+        self.running_since = Some(now + pause.unwrap_or_default());
+        pause
+    }
+}
+
+impl Drop for CpuMeter {
+    fn drop(&mut self) {
+        self.stopped();
+        if !self.unbilled.is_zero() {
+            self.bill();
+        }
     }
 }
 
@@ -124,9 +269,24 @@ mod tests {
     #[test]
     fn cpu_budget_runs_out() {
         let mut cpu = CpuBudget::new(TICK * 2);
-        assert!(cpu.tick().is_ok());
-        assert!(cpu.tick().is_ok());
-        assert!(cpu.tick().is_err());
+        assert!(cpu.tick(None).is_ok());
+        assert!(cpu.tick(None).is_ok());
+        assert!(cpu.tick(None).is_err());
         assert!(cpu.exceeded);
+    }
+
+    #[test]
+    fn a_quota_lends_one_period_then_asks_for_the_debt_to_be_repaid() {
+        // 250 millicores: 25 ms of CPU per 100 ms period.
+        let quota = CpuQuota::new(250);
+        assert_eq!(quota.charge(Duration::from_millis(20)), None);
+        // 10 ms over: repaid at a quarter of real time, 40 ms.
+        let pause = quota.charge(Duration::from_millis(15)).expect("in debt");
+        assert!(
+            pause > Duration::from_millis(35) && pause <= Duration::from_millis(40),
+            "{pause:?}"
+        );
+        std::thread::sleep(pause);
+        assert_eq!(quota.pause(), None);
     }
 }

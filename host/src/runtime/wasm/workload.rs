@@ -20,7 +20,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::engine::POOL_SLOTS;
-use super::limits::{CpuBudget, MemoryBudget};
+use super::limits::{CpuBudget, CpuMeter, CpuQuota, MemoryBudget};
 use super::sandbox::{OutboundHooks, Sandbox};
 use crate::runtime::{
     Body, BoxError, BoxFuture, GuestFailure, Limits, RuntimeError, ServeError, Workload,
@@ -35,6 +35,8 @@ pub(crate) struct Host {
     outbound: OutboundHooks,
     memory: MemoryBudget,
     cpu: CpuBudget,
+    /// The workload's CPU share, when it has a limit.
+    meter: Option<CpuMeter>,
 }
 
 impl WasiView for Host {
@@ -66,6 +68,7 @@ struct Inner {
     sandbox: Sandbox,
     limits: Limits,
     slots: Arc<Semaphore>,
+    quota: Option<Arc<CpuQuota>>,
 }
 
 impl WasmWorkload {
@@ -90,6 +93,7 @@ impl WasmWorkload {
             name: spec.name,
             pre,
             sandbox,
+            quota: spec.limits.cpu_millis.map(CpuQuota::new),
             limits: spec.limits,
             slots,
         };
@@ -154,8 +158,14 @@ impl Inner {
         };
 
         let pre = self.pre.clone();
+        let quota = self.quota.clone();
         let mut guest = Box::pin(async move {
             let outcome = async {
+                // A workload over its CPU share starts nothing new until
+                // it is back under (its running requests pause at ticks).
+                while let Some(pause) = quota.as_ref().and_then(|q| q.pause()) {
+                    tokio::time::sleep(pause).await;
+                }
                 let proxy = pre
                     .instantiate_async(&mut store)
                     .await
@@ -240,20 +250,34 @@ impl Inner {
             outbound: self.sandbox.outbound(),
             memory: MemoryBudget::new(self.limits.memory),
             cpu: CpuBudget::new(self.limits.cpu_time),
+            meter: self.quota.clone().map(CpuMeter::new),
         };
         let mut store = Store::new(self.pre.engine(), host);
         store.data_mut().table.set_max_capacity(MAX_RESOURCES);
         store.limiter(|host| &mut host.memory);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().cpu.tick());
+        store.epoch_deadline_callback(|mut ctx| {
+            let host = ctx.data_mut();
+            let pause = host.meter.as_mut().and_then(CpuMeter::at_tick);
+            host.cpu.tick(pause)
+        });
         // Time in host calls (sleeps, I/O) is not CPU time: restart the
         // tick count whenever guest code gets control back (see limits.rs).
         // That is on return from the host, and also on each entry into wasm:
         // a host call hands its results over by calling the guest's
         // `cabi_realloc`, before it returns.
         store.call_hook(|mut ctx, hook| {
-            if matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm) {
+            let resumed = matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm);
+            if resumed {
                 ctx.set_epoch_deadline(1);
+            }
+            // The CPU share is billed by the guest's measured running time.
+            if let Some(meter) = ctx.data_mut().meter.as_mut() {
+                if resumed {
+                    meter.resumed();
+                } else {
+                    meter.stopped();
+                }
             }
             Ok(())
         });
