@@ -486,6 +486,37 @@ fn a_pod_that_fails_to_start_backs_off_longer_each_time() {
 }
 
 #[test]
+fn a_pod_that_ran_long_enough_restarts_at_once_its_back_off_forgotten() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "misbehave:1",
+    );
+    // A back-off of five minutes, forgotten after one second of running.
+    let _daemon = BerthRun::start_command(
+        home.path(),
+        &["daemon", "--backoff-base", "5m", "--backoff-reset", "1s"],
+    );
+    // Each run lasts at least two seconds before its liveness probe fails.
+    let dies_late = "        livenessProbe: {httpGet: {path: /trap, port: 8080}, initialDelaySeconds: 2, periodSeconds: 1, failureThreshold: 1}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "app.yaml", &one_pod("misbehave:1", dies_late));
+    ok(berth(home.path(), &["apply", "-f", &file]));
+
+    // Without the reset the second restart would wait five minutes.
+    let pod = wait_for_pod(home.path(), "restarted three times", |p| restarts(p) >= 3);
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let events = ok(berth(home.path(), &["get", "events"])).stdout;
+    assert!(
+        !events
+            .lines()
+            .any(|l| l.contains(name) && l.contains("BackOff")),
+        "{events}"
+    );
+}
+
+#[test]
 fn probes_gate_readiness_and_restart_what_fails_liveness() {
     let home = tempfile::tempdir().unwrap();
     build_image(

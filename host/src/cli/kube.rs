@@ -40,8 +40,14 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     backoff_base: Duration,
 
+    /// The longest wait before a restart.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     backoff_cap: Duration,
+
+    /// A pod that ran this long before failing restarts at once again, its
+    /// back-off forgotten.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    backoff_reset: Duration,
 
     /// Also serve the control API over TCP on ADDR (needs --token-file).
     #[arg(long, value_name = "ADDR", requires = "token_file")]
@@ -156,6 +162,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             Backoff {
                 base: args.backoff_base,
                 cap: args.backoff_cap,
+                reset: args.backoff_reset,
             },
             crate::kubelet::Routing {
                 table: table.clone(),

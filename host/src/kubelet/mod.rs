@@ -38,11 +38,13 @@ pub fn log_path(pod_dir: &std::path::Path, container: &str, run: u32) -> PathBuf
         .join(format!("{run}.log"))
 }
 
-/// Restart back-off: `base`, doubling, at most `cap`.
+/// Restart back-off: `base`, doubling, at most `cap`; forgotten once a pod
+/// has run for `reset`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
     pub cap: Duration,
+    pub reset: Duration,
 }
 
 impl Backoff {
@@ -62,6 +64,8 @@ impl Default for Backoff {
         Backoff {
             base: Duration::from_secs(10),
             cap: Duration::from_secs(300),
+            // As Kubernetes: ten minutes of running.
+            reset: Duration::from_secs(600),
         }
     }
 }
@@ -580,10 +584,6 @@ async fn supervise(
     }
 }
 
-/// A pod that ran this long before failing starts its back-off afresh, as
-/// in Kubernetes.
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
-
 async fn run_pod(
     context: Context,
     uid: String,
@@ -592,7 +592,8 @@ async fn run_pod(
     first_run: u32,
 ) {
     let mut restarts: u32 = first_run;
-    // Failures since the pod last ran for BACKOFF_RESET: what the delay grows with.
+    // Failures since the pod last ran for the back-off's reset time: what
+    // the delay grows with.
     let mut failures: u32 = 0;
     let started_at = now();
     let grace = Duration::from_secs(pod.spec.termination_grace_period_seconds);
@@ -646,7 +647,7 @@ async fn run_pod(
                     &started_at,
                 )
                 .await;
-                if ran_from.elapsed() >= BACKOFF_RESET {
+                if ran_from.elapsed() >= context.backoff.reset {
                     failures = 0;
                 }
                 // Out of every service first, so no new request comes;
