@@ -746,6 +746,94 @@ fn create_describe_and_ps_show_what_runs() {
     }
 }
 
+#[test]
+fn describe_tells_every_kind_in_prose_and_keeps_secrets() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {greeting: hello}\n---\n\
+        apiVersion: v1\nkind: Secret\nmetadata: {name: sec}\nstringData: {password: hunter2}\n---\n\
+        apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: echo:1\n        resources: {limits: {cpu: 250m}}\n        env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: sec, key: password}}}]\n        readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 1}\n---\n\
+        apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, nodePort: 31234}]\n";
+    ok(berth(
+        home.path(),
+        &["apply", "-f", &write(dir.path(), "all.yaml", manifest)],
+    ));
+    let running = wait_ready(home.path(), 2);
+    let describe = |what: &[&str]| {
+        let mut args = vec!["describe"];
+        args.extend_from_slice(what);
+        // Columns as single spaces, so the checks do not count padding.
+        let out = ok(berth(home.path(), &args)).stdout;
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    let service = describe(&["service", "web"]);
+    for expected in [
+        "Type: NodePort",
+        "NodePort: http 31234/TCP",
+        "Session Affinity: None",
+    ] {
+        assert!(service.contains(expected), "{expected:?} in\n{service}");
+    }
+    let endpoints = service
+        .lines()
+        .find(|l| l.starts_with("Endpoints:"))
+        .unwrap_or_default();
+    for (pod, _) in &running {
+        assert!(endpoints.contains(pod.as_str()), "{service}");
+    }
+
+    let deployment = describe(&["deployment", "web"]);
+    for expected in [
+        "RollingUpdateStrategy: 25% max unavailable, 25% max surge",
+        "cpu: 250m",
+        "Readiness: http-get http://:80/ delay=0s timeout=1s period=1s #success=1 #failure=3",
+        "PASSWORD: <set to the key 'password' in secret 'sec'>",
+        "(2/2 replicas created)",
+    ] {
+        assert!(
+            deployment.contains(expected),
+            "{expected:?} in\n{deployment}"
+        );
+    }
+    let replica_set = deployment
+        .lines()
+        .find_map(|l| l.strip_prefix("NewReplicaSet:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let rs = describe(&["rs", &replica_set]);
+    for expected in [
+        "Controlled By: Deployment/web",
+        "Replicas: 2 current / 2 desired",
+        "Pods Status: 2 Running / 0 Waiting / 0 Succeeded / 0 Failed",
+        "SuccessfulCreate",
+    ] {
+        assert!(rs.contains(expected), "{expected:?} in\n{rs}");
+    }
+
+    let config_map = describe(&["configmap", "cfg"]);
+    assert!(
+        config_map.contains("greeting:\n----\nhello\n"),
+        "{config_map}"
+    );
+    // A secret shows its keys and sizes, never its values, in describe or
+    // in what the API hands back.
+    let secret = describe(&["secret", "sec"]);
+    assert!(secret.contains("password: 7 bytes"), "{secret}");
+    let yaml = ok(berth(home.path(), &["get", "secret", "sec", "-o", "yaml"])).stdout;
+    for shown in [&secret, &yaml] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    let namespace = describe(&["namespace", "default"]);
+    assert!(namespace.contains("Status: Active"), "{namespace}");
+}
+
 #[tokio::test]
 async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
     let home = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
 use crate::scheduler::Node;
 use crate::state::Store;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -356,7 +356,7 @@ fn label_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
 }
 
 /// kubectl's AGE: the largest unit that fits (`45s`, `12m`, `5h`, `3d`).
-fn age(created: &str) -> String {
+pub(super) fn age(created: &str) -> String {
     let Ok(then) = humantime::parse_rfc3339(created) else {
         return "<unknown>".into();
     };
@@ -920,8 +920,8 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One object as the API lists it, or an error naming it.
-fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+/// The objects of `kind` in `namespace` (every one, for namespaces).
+pub(super) fn list(kind: &str, namespace: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let path = if kind == "Namespace" {
         format!("/objects/{kind}")
     } else {
@@ -931,173 +931,20 @@ fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::
     if status != 200 {
         anyhow::bail!("{}", error_of(&reply));
     }
-    reply
+    Ok(reply
         .as_array()
         .into_iter()
         .flatten()
         .map(|v| v["object"].clone())
+        .collect())
+}
+
+/// One object as the API lists it, or an error naming it.
+pub(super) fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    list(kind, namespace)?
+        .into_iter()
         .find(|o| o["metadata"]["name"] == name)
         .with_context(|| format!("{} {name} not found", kind.to_ascii_lowercase()))
-}
-
-#[derive(Debug, Args)]
-pub struct DescribeArgs {
-    kind: String,
-    name: String,
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
-}
-
-/// `berth describe KIND NAME`: the object's state in prose, then its events.
-pub fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
-    let kind = kind_of(&args.kind).with_context(|| format!("berth has no kind {:?}", args.kind))?;
-    let o = fetch(kind, &args.namespace, &args.name)?;
-    let meta = &o["metadata"];
-    let status = &o["status"];
-    let pairs = |v: &serde_json::Value| {
-        let joined: Vec<String> = v
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect();
-        if joined.is_empty() {
-            "<none>".to_owned()
-        } else {
-            joined.join(",")
-        }
-    };
-    println!("Name:               {}", args.name);
-    if kind != "Namespace" {
-        println!(
-            "Namespace:          {}",
-            meta["namespace"].as_str().unwrap_or("default")
-        );
-    }
-    println!("Labels:             {}", pairs(&meta["labels"]));
-    println!("Annotations:        {}", pairs(&meta["annotations"]));
-    println!(
-        "CreationTimestamp:  {}",
-        meta["creationTimestamp"].as_str().unwrap_or("")
-    );
-    match kind {
-        "Pod" => {
-            println!(
-                "Node:               {}",
-                o["spec"]["nodeName"].as_str().unwrap_or("<none>")
-            );
-            println!(
-                "Status:             {}",
-                status["reason"]
-                    .as_str()
-                    .or(status["phase"].as_str())
-                    .unwrap_or("Pending")
-            );
-            if let Some(owner) = meta["ownerReferences"][0]["name"].as_str() {
-                println!(
-                    "Controlled By:      {}/{owner}",
-                    meta["ownerReferences"][0]["kind"].as_str().unwrap_or("")
-                );
-            }
-            println!("Containers:");
-            for (i, c) in o["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let s = &status["containerStatuses"][i];
-                println!("  {}:", c["name"].as_str().unwrap_or(""));
-                println!("    Image:          {}", c["image"].as_str().unwrap_or(""));
-                if let Some(waiting) = s["state"]["waiting"].as_object() {
-                    println!(
-                        "    State:          Waiting ({})",
-                        waiting.get("reason").and_then(|r| r.as_str()).unwrap_or("")
-                    );
-                } else if s["state"]["running"].is_object() {
-                    println!(
-                        "    State:          Running (since {})",
-                        s["state"]["running"]["startedAt"].as_str().unwrap_or("")
-                    );
-                }
-                println!(
-                    "    Ready:          {}",
-                    s["ready"].as_bool().unwrap_or(false)
-                );
-                println!(
-                    "    Restart Count:  {}",
-                    s["restartCount"].as_u64().unwrap_or(0)
-                );
-                if let Some(endpoint) = s["endpoint"].as_str() {
-                    println!("    Endpoint:       http://{endpoint}/");
-                }
-            }
-        }
-        "Deployment" => {
-            let n = |k: &str| status[k].as_u64().unwrap_or(0);
-            println!(
-                "Replicas:           {} desired | {} updated | {} total | {} available | {} unavailable",
-                o["spec"]["replicas"].as_u64().unwrap_or(1),
-                n("updatedReplicas"),
-                n("replicas"),
-                n("availableReplicas"),
-                n("unavailableReplicas")
-            );
-            println!(
-                "StrategyType:       {}",
-                o["spec"]["strategy"]["type"].as_str().unwrap_or("")
-            );
-            println!(
-                "Selector:           {}",
-                pairs(&o["spec"]["selector"]["matchLabels"])
-            );
-        }
-        _ => {}
-    }
-    if let Some(conditions) = status["conditions"].as_array() {
-        println!("Conditions:");
-        for c in conditions {
-            println!(
-                "  {:<16} {:<6} {}",
-                c["type"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str().or(c["message"].as_str()).unwrap_or("")
-            );
-        }
-    }
-    let (code, events) = runtime()?.block_on(call(
-        &socket_path(),
-        "GET",
-        &format!("/events?namespace={}", args.namespace),
-        None,
-    ))?;
-    let events: Vec<serde_json::Value> = if code == 200 {
-        events
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["kind"] == kind && e["name"] == args.name.as_str())
-            .cloned()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if events.is_empty() {
-        println!("Events:             <none>");
-    } else {
-        println!("Events:");
-        println!("  {:<8} {:<18} {:<6} Message", "Type", "Reason", "Age");
-        for e in events {
-            println!(
-                "  {:<8} {:<18} {:<6} {}",
-                e["type"].as_str().unwrap_or(""),
-                e["reason"].as_str().unwrap_or(""),
-                age(e["time"].as_str().unwrap_or("")),
-                e["message"].as_str().unwrap_or("")
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `berth ps`: every container the daemon runs, as `docker ps` lists them.

@@ -2,6 +2,7 @@
 //! any error into one line on stderr and a non-zero exit code.
 
 mod build;
+mod describe;
 mod images;
 mod kube;
 mod progress;
@@ -106,7 +107,7 @@ enum Command {
     /// Create a deployment from an image, as kubectl create deployment does.
     Create(kube::CreateArgs),
     /// Show an object's state and its events.
-    Describe(kube::DescribeArgs),
+    Describe(describe::DescribeArgs),
     /// List the containers the daemon runs.
     Ps,
     /// Print what a pod's container wrote to stdout and stderr.
@@ -143,7 +144,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Delete(args) => kube::delete(args),
         Command::Scale(args) => kube::scale(args),
         Command::Create(args) => kube::create(args),
-        Command::Describe(args) => kube::describe(args),
+        Command::Describe(args) => describe::describe(args),
         Command::Ps => kube::ps(),
         Command::Logs(args) => kube::logs(args),
         Command::Rollout { command } => kube::rollout(command),

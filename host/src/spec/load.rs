@@ -198,7 +198,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
         } else {
             source.to_owned()
         };
-        let object = parse_object(value, &source)?;
+        let mut object = parse_object(value, &source)?;
         validate(&object).map_err(|(path, message)| ManifestError {
             file: source.clone(),
             object: format!("{} {}: ", object.kind(), object.metadata().name),
@@ -209,6 +209,15 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
             },
             message,
         })?;
+        // As the API server does: stringData is a write-only convenience,
+        // merged into data (winning over it) and never stored or shown.
+        if let Object::Secret(secret) = &mut object {
+            use base64::Engine as _;
+            for (key, value) in std::mem::take(&mut secret.string_data) {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                secret.data.insert(key, encoded);
+            }
+        }
         loaded.push(Loaded { object, source });
     }
     Ok(loaded)

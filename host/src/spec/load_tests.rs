@@ -250,3 +250,29 @@ fn directories_load_in_name_order() {
         .collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[test]
+fn a_secrets_string_data_is_merged_into_its_data_and_not_kept() {
+    let loaded = parse_str(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: YQ==, b: Yg==}\nstringData: {b: two, c: three}\n",
+        "s.yaml",
+    )
+    .unwrap();
+    let Object::Secret(secret) = &loaded[0].object else {
+        panic!("not a secret")
+    };
+    assert!(secret.string_data.is_empty());
+    let data: Vec<(&str, Vec<u8>)> = secret
+        .data
+        .iter()
+        .map(|(k, v)| (k.as_str(), base64_decode(v).unwrap()))
+        .collect();
+    assert_eq!(
+        data,
+        [
+            ("a", b"a".to_vec()),
+            ("b", b"two".to_vec()),
+            ("c", b"three".to_vec())
+        ]
+    );
+}
