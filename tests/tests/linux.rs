@@ -71,6 +71,52 @@ fn the_container_keeps_docker_s_capabilities_but_mknod_under_no_new_privs_and_se
 }
 
 #[test]
+fn the_container_s_root_is_an_unprivileged_stranger_to_the_host() {
+    let home = home_with_busybox();
+    let volume = tempfile::tempdir().unwrap();
+    let dir = format!("{}:/data:rw", volume.path().display());
+    let (code, out, err) = run_sh(
+        home.path(),
+        &["--dir", &dir],
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /etc/written /data/made && echo wrote; \
+         ls -ln /bin/busybox; httpd -f -p 80 & sleep 0.3; kill $! && echo bound",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // Ids 0-65535 of the container are a block of host ids of their own.
+    let maps: Vec<Vec<u64>> = out
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .collect();
+    for map in &maps {
+        assert_eq!(map[0], 0, "{out}");
+        assert!(map[1] >= 1 << 24, "{out}");
+        assert_eq!(map[2], 65536, "{out}");
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    // Root inside, owning the image's files and writing into its own
+    // layer and the volume; able to listen on a low port.
+    assert_eq!(lines[2], "0", "{out}");
+    assert_eq!(lines[3], "wrote", "{out}");
+    assert!(
+        lines[4].contains(" 0 ") && lines[4].contains(" 0 "),
+        "{out}"
+    );
+    assert!(out.contains("bound"), "{out}{err}");
+    // What it made in the volume is host root's on disk (an idmapped
+    // mount), not a stranger's id the host would have to chown back.
+    use std::os::unix::fs::MetadataExt as _;
+    let made = std::fs::metadata(volume.path().join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (0, 0));
+
+    // --userns host: the host's ids, as Docker runs containers.
+    let (code, out, err) = run_sh(home.path(), &["--userns", "host"], "cat /proc/self/uid_map");
+    assert_eq!(code, 0, "{err}");
+    let map: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(map, ["0", "0", "4294967295"], "{out}");
+}
+
+#[test]
 fn the_exit_code_is_the_container_s() {
     let home = home_with_busybox();
     assert_eq!(run_sh(home.path(), &[], "exit 7").0, 7);
@@ -479,6 +525,11 @@ fn probes_reach_the_container_s_own_ports() {
         &(pod("open", "tcpSocket: {port: web}")
             + &pod("page", "httpGet: {path: /index.html, port: 8080}")
             + &exec("inside", "/tmp/made")
+            // …and in its user namespace, not with the host's ids.
+            + &pod(
+                "mapped",
+                r#"exec: {command: [sh, -c, 'grep -qv "^ *0 *0 " /proc/self/uid_map']}"#,
+            )
             + &pod("closed", "tcpSocket: {port: 9999}")
             + &pod("missing", "httpGet: {path: /nothing, port: 8080}")
             + &exec("absent", "/tmp/never")),
@@ -490,10 +541,10 @@ fn probes_reach_the_container_s_own_ports() {
             .is_some_and(berth_tests::kube::is_ready)
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(ready("open") && ready("page")) {
+    while !(ready("open") && ready("page") && ready("inside") && ready("mapped")) {
         assert!(
             Instant::now() < deadline,
-            "open and page never turned ready"
+            "open, page, inside and mapped did not all turn ready"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

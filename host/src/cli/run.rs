@@ -70,6 +70,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
 
+    /// Linux images: `private` runs the container's root as an unprivileged
+    /// host id (a user namespace of its own, where the host allows it);
+    /// `host` with the host's ids, as Docker does by default.
+    #[arg(long, value_enum, default_value = "private")]
+    userns: Userns,
+
     /// Linux images: processes the container may run at once.
     #[arg(long, default_value_t = 1024)]
     pids_limit: u64,
@@ -177,6 +183,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         ),
     };
     let spec = ContainerSpec {
+        user_namespace: args.userns == Userns::Private,
         id: id.clone(),
         hostname: name.clone(),
         rootfs,
@@ -247,6 +254,12 @@ fn short_name(reference: &Reference) -> String {
         .next()
         .unwrap_or(&reference.repository)
         .to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Userns {
+    Private,
+    Host,
 }
 
 fn cpu_millis(cpus: &Option<Quantity>) -> anyhow::Result<Option<u64>> {

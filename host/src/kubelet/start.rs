@@ -206,7 +206,9 @@ async fn start_linux(
         }
     };
     let limits = &container.resources.limits;
+    let user_namespace = !pod.spec.host_network && pod.spec.host_users != Some(true);
     let spec = ContainerSpec {
+        user_namespace,
         id: format!(
             "{}-{}-{restarts}",
             dir.file_name()

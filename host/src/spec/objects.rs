@@ -115,6 +115,11 @@ pub struct PodSpec {
     pub runtime_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// `true`: Linux containers run with the host's user ids. Unset or
+    /// `false`: in a user namespace of their own where the host allows it
+    /// (berth's default, unlike Kubernetes'; never with `hostNetwork`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
     /// The node the scheduler bound the pod to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,

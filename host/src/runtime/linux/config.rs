@@ -34,6 +34,9 @@ pub struct InitConfig {
     /// Join the network namespace of this process (the pod's first
     /// container) instead of making a new one; `host` to stay in the host's.
     pub network: Network,
+    /// Where the locks of the user-id blocks are (see `userns.rs`); none
+    /// to run with the host's ids.
+    pub user_namespace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

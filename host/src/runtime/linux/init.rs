@@ -25,6 +25,7 @@ use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 
 use super::config::{InitConfig, Network};
 use super::plan;
+use super::userns::{self, Mapping};
 
 /// Exit code of a container that could not be set up.
 pub const SETUP_FAILED: i32 = 125;
@@ -66,6 +67,18 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     for procs in &config.cgroups {
         std::fs::write(procs, &pid).map_err(|e| format!("joining {}: {e}", procs.display()))?;
     }
+    // Made here, in the host's pid namespace, and held until the container
+    // is gone: its block of host ids stays locked that long.
+    let mapping = match &config.user_namespace {
+        Some(lock_dir) => match userns::create(lock_dir) {
+            Ok(mapping) => Some(mapping),
+            Err(e) => {
+                eprintln!("berth: no user namespace here ({e}); the container runs with host ids");
+                None
+            }
+        },
+        None => None,
+    };
     // The mount namespace is the child's alone (it unshares it after the
     // fork): pivot_root moves the root of every process sharing the
     // namespace, and the init must keep the host's to write its files.
@@ -93,7 +106,7 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
 
     match fork()? {
         Forked::Child => {
-            let error = container(config);
+            let error = container(config, mapping.as_ref());
             let mut error_file = error_file;
             let _ = error_file.write_all(error.message.as_bytes());
             std::process::exit(error.code);
@@ -129,13 +142,13 @@ fn unshare(flags: UnshareFlags) -> Result<(), String> {
         .map_err(|e| format!("creating namespaces: {e}"))
 }
 
-enum Forked {
+pub(super) enum Forked {
     Parent(i32),
     Child,
 }
 
 #[expect(unsafe_code, reason = "fork has no safe wrapper")]
-fn fork() -> Result<Forked, String> {
+pub(super) fn fork() -> Result<Forked, String> {
     // SAFETY: this process is single-threaded (`berth __init` runs before
     // anything starts a thread), so the child may do anything afterwards,
     // not only async-signal-safe calls.
@@ -183,8 +196,8 @@ fn setup(message: String) -> Failure {
 
 /// pid 1 of the new namespaces: builds the container and execs; returns
 /// only on failure.
-fn container(config: &InitConfig) -> Failure {
-    match prepare(config) {
+fn container(config: &InitConfig, mapping: Option<&Mapping>) -> Failure {
+    match prepare(config, mapping) {
         Ok(()) => {}
         Err(e) => return setup(e),
     }
@@ -199,7 +212,7 @@ fn container(config: &InitConfig) -> Failure {
     }
 }
 
-fn prepare(config: &InitConfig) -> Result<(), String> {
+fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String> {
     if config.args.is_empty() {
         return Err(
             "nothing to run: the image has no Entrypoint or Cmd and the pod gives no command"
@@ -217,15 +230,22 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
     let root = &config.rootfs;
-    mount_root(config)?;
+    let mapping = mount_root(config, mapping)?;
     mount_system(root)?;
-    mount_volumes(config)?;
+    mount_volumes(config, mapping)?;
     // A pod name may be 253 characters, a hostname 64 at most: cut to 63,
     // as Kubernetes does.
     let hostname = &config.hostname.as_bytes()[..config.hostname.len().min(63)];
     rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     if config.network == Network::Own {
         loopback_up()?;
+        if mapping.is_some() {
+            // Its network namespace belongs to the host's user namespace,
+            // where the container's root has no CAP_NET_BIND_SERVICE: low
+            // ports are opened to all, as Docker does for every container.
+            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
+                .map_err(|e| format!("opening low ports: {e}"))?;
+        }
     }
     std::env::set_current_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
     rustix::process::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
@@ -251,10 +271,23 @@ fn prepare(config: &InitConfig) -> Result<(), String> {
     if !here.starts_with("/") || here.to_string_lossy().starts_with("(unreachable)") {
         return Err(format!("working dir {cwd} is outside the container"));
     }
+    if let Some(mapping) = mapping {
+        enter_user_namespace(mapping.namespace.as_fd())?;
+    }
     drop_privileges(uid, gid)?;
     close_inherited_descriptors()?;
     deny_syscalls()?;
     Ok(())
+}
+
+/// Moves into the container's user namespace: the last namespace, once
+/// everything is mounted, so the others stay the host's to manage.
+fn enter_user_namespace(namespace: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    rustix::thread::move_into_link_name_space(
+        namespace,
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )
+    .map_err(|e| format!("entering the user namespace: {e}"))
 }
 
 /// Installs the seccomp filter: the last step, as it forbids mount and
@@ -321,14 +354,54 @@ fn deny_syscalls() -> Result<(), String> {
     Ok(())
 }
 
-fn mount_root(config: &InitConfig) -> Result<(), String> {
+/// Assembles the root; returns the mapping if the root is seen through it
+/// (none when the filesystems here cannot be idmapped: the container then
+/// runs with host ids).
+fn mount_root<'a>(
+    config: &InitConfig,
+    mapping: Option<&'a Mapping>,
+) -> Result<Option<&'a Mapping>, String> {
     let root = &config.rootfs;
     for dir in [&config.upper, &config.work, root] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let mut lower = config.lower.clone();
+    let mut mapping = mapping;
+    if let Some(m) = mapping {
+        // The shared image, shown through the container's ids, at a place
+        // of this container's own (in its private mount namespace).
+        let mapped = config.upper.with_file_name("lower");
+        let flags = userns::Flags {
+            read_only: true,
+            nosuid: false,
+            nodev: true,
+        };
+        let idmapped = std::fs::create_dir_all(&mapped)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                userns::bind_idmapped(&config.lower, &mapped, m.namespace.as_fd(), flags, false)
+                    .map_err(|e| e.to_string())
+            });
+        match idmapped {
+            Ok(()) => {
+                lower = mapped;
+                // What the container writes is its own: owned by its root.
+                for dir in [&config.upper, &config.work] {
+                    std::os::unix::fs::chown(dir, Some(m.host_base), Some(m.host_base))
+                        .map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "berth: the image cannot be idmapped here ({e}); the container runs with host ids"
+                );
+                mapping = None;
+            }
+        }
+    }
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
-        config.lower.display(),
+        lower.display(),
         config.upper.display(),
         config.work.display()
     );
@@ -338,12 +411,16 @@ fn mount_root(config: &InitConfig) -> Result<(), String> {
         // No overlayfs (or lower dirs it refuses): a private copy.
         copy_tree(&config.lower, &config.upper)
             .map_err(|c| format!("overlay mount failed ({e}) and so did copying the image: {c}"))?;
+        if let Some(m) = mapping {
+            userns::shift_ownership(&config.upper, m.host_base)
+                .map_err(|e| format!("giving the copied image to the container's ids: {e}"))?;
+        }
         rustix::mount::mount_bind(&config.upper, root)
             .map_err(|e| format!("binding the root: {e}"))?;
         rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::NODEV, "")
             .map_err(|e| format!("binding the root: {e}"))?;
     }
-    Ok(())
+    Ok(mapping)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -455,7 +532,7 @@ fn mount_system(root: &Path) -> Result<(), String> {
 /// Binds the pod's volumes into the root, read-only unless granted
 /// writable. A target is resolved inside the root without following the
 /// image's symlinks out of it.
-fn mount_volumes(config: &InitConfig) -> Result<(), String> {
+fn mount_volumes(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String> {
     for mount in &config.mounts {
         let relative = Path::new(mount.target.trim_start_matches('/'));
         if relative
@@ -488,6 +565,21 @@ fn mount_volumes(config: &InitConfig) -> Result<(), String> {
                     File::create(&at).map_err(|e| format!("{}: {e}", at.display()))?;
                 }
             }
+        }
+        // Through the container's ids when it has its own: its root then
+        // reads and writes the volume as host root would, and what it
+        // creates is owned by host root on disk, not by a stranger's id.
+        if let Some(m) = mapping {
+            let flags = userns::Flags {
+                read_only: !mount.writable,
+                nosuid: true,
+                nodev: true,
+            };
+            if userns::bind_idmapped(&mount.source, &at, m.namespace.as_fd(), flags, true).is_ok() {
+                continue;
+            }
+            // A filesystem that cannot be idmapped: bound as it is, its
+            // files owned by ids the container does not have.
         }
         rustix::mount::mount_bind_recursive(&mount.source, &at).map_err(|e| {
             format!(
@@ -562,17 +654,23 @@ fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
     // Changing ids clears the parent-death signal: set it again.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("prctl: {e}"))?;
-    if uid == 0 {
-        rustix::thread::set_capabilities(
-            None,
-            CapabilitySets {
-                effective: keep,
-                permitted: keep,
-                inheritable: CapabilitySet::empty(),
-            },
-        )
-        .map_err(|e| format!("capset: {e}"))?;
-    }
+    // Root keeps Docker's set; anyone else none. Said outright: in a user
+    // namespace entered as host root, changing to a non-zero id does not
+    // clear the capabilities the kernel would otherwise clear.
+    let keep = if uid == 0 {
+        keep
+    } else {
+        CapabilitySet::empty()
+    };
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )
+    .map_err(|e| format!("capset: {e}"))?;
     rustix::thread::clear_ambient_capability_set().map_err(|e| format!("ambient caps: {e}"))?;
     rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
     Ok(())
@@ -669,7 +767,37 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
             .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
             .unwrap_or(0)
     };
-    let (uid, gid) = (id("Uid:"), id("Gid:"));
+    let (mut uid, mut gid) = (id("Uid:"), id("Gid:"));
+    // A container in a user namespace of its own: the command joins it
+    // (last, in the child), and takes its ids as the namespace names them.
+    let user_ns = {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = proc_dir.join("ns/user");
+        let theirs = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ours = std::fs::metadata("/proc/self/ns/user").map_err(|e| e.to_string())?;
+        let their_ino = theirs.metadata().map_err(|e| e.to_string())?.ino();
+        (their_ino != ours.ino()).then_some(theirs)
+    };
+    if user_ns.is_some() {
+        let inside = |map: &str, host: u32| {
+            map.lines().find_map(|l| {
+                let n: Vec<u32> = l
+                    .split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                let [inner, outer, count] = n[..] else {
+                    return None;
+                };
+                (host >= outer && host - outer < count).then(|| inner + (host - outer))
+            })
+        };
+        let uid_map = String::from_utf8_lossy(&read("uid_map")?).into_owned();
+        let gid_map = String::from_utf8_lossy(&read("gid_map")?).into_owned();
+        uid = inside(&uid_map, uid)
+            .ok_or_else(|| format!("uid {uid} is not mapped in container {pid}"))?;
+        gid = inside(&gid_map, gid)
+            .ok_or_else(|| format!("gid {gid} is not mapped in container {pid}"))?;
+    }
     let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_else(|_| "/".into());
     // Its cgroups first, so everything after is counted against its limits.
     let mounts = super::cgroup::Hierarchies::detect();
@@ -713,6 +841,10 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
             ));
             let result = std::env::set_current_dir(&cwd)
                 .map_err(|e| format!("working dir {}: {e}", cwd.display()))
+                .and_then(|()| match &user_ns {
+                    Some(ns) => enter_user_namespace(ns.as_fd()),
+                    None => Ok(()),
+                })
                 .and_then(|()| drop_privileges(uid, gid))
                 .and_then(|()| deny_syscalls());
             if let Err(e) = result {

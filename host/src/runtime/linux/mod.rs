@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod config;
 pub mod init;
 pub mod plan;
+mod userns;
 mod workload;
 
 pub use workload::{LinuxWorkload, NetnsConnector};
@@ -38,6 +39,8 @@ pub struct ContainerSpec {
     pub network: Network,
     pub mounts: Vec<config::BindMount>,
     pub limits: cgroup::Limits,
+    /// Run in a user namespace of its own (where the host allows it).
+    pub user_namespace: bool,
 }
 
 /// How a container ended.
@@ -103,6 +106,9 @@ pub async fn start(
         cgroups: cgroups.procs_files(),
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),
+        user_namespace: spec
+            .user_namespace
+            .then(|| crate::home::berth_home().join("userns")),
     };
     let config_path = spec.state_dir.join("config.json");
     let prepared = std::fs::write(&config_path, serde_json::to_vec(&config).expect("JSON"))

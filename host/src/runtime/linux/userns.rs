@@ -1,0 +1,212 @@
+//! User namespaces: a container's root is root only inside it. Its ids
+//! 0–65535 map onto a block of host ids nothing else uses, so a process
+//! that escapes the other namespaces is an unprivileged stranger to the
+//! host (as Kubernetes' `hostUsers: false` and Docker's userns-remap do).
+//!
+//! The image's files stay owned by host root on disk: the root's lower
+//! layer and the volumes are idmapped mounts, which show them through the
+//! container's mapping. Mounting stays with the init, as host root, in a
+//! mount namespace the container's user namespace does not own: the
+//! container cannot unmount or remount anything it was given.
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+/// Ids per container: the 16-bit range images assume.
+pub const IDS: u32 = 65536;
+/// The first block starts above where `/etc/subuid` ranges usually live.
+const FIRST: u32 = 1 << 24;
+/// Blocks to choose from: as many containers at once.
+const BLOCKS: u32 = 4096;
+
+/// A container's id mapping, held for as long as this value lives.
+pub struct Mapping {
+    /// The host id of the container's uid and gid 0.
+    pub host_base: u32,
+    /// A handle on a user namespace with the mapping.
+    pub namespace: OwnedFd,
+    /// Locks the block so no other container takes it (released by the
+    /// kernel when the init that holds it dies, however it dies).
+    _lock: File,
+}
+
+/// Takes a free block of host ids and makes a user namespace mapping the
+/// container's ids onto it.
+pub fn create(lock_dir: &Path) -> Result<Mapping, String> {
+    std::fs::create_dir_all(lock_dir).map_err(|e| format!("{}: {e}", lock_dir.display()))?;
+    let start = fastrand::u32(0..BLOCKS);
+    for i in 0..BLOCKS {
+        let block = (start + i) % BLOCKS;
+        let path = lock_dir.join(block.to_string());
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let host_base = FIRST + block * IDS;
+        let namespace = namespace_with(host_base)?;
+        return Ok(Mapping {
+            host_base,
+            namespace,
+            _lock: lock,
+        });
+    }
+    Err(format!("all {BLOCKS} blocks of user ids are in use"))
+}
+
+/// A user namespace mapping ids 0–65535 onto `host_base` and up: a child
+/// makes it and waits while this process (root in the host's namespace)
+/// writes its maps and keeps a handle on it.
+fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
+    let (mut ready_r, mut ready_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (mut done_r, done_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    match super::init::fork()? {
+        super::init::Forked::Child => {
+            drop((ready_r, done_w));
+            #[expect(unsafe_code, reason = "unshare is unsafe in rustix")]
+            // SAFETY: a single-threaded child that only waits and exits.
+            let made =
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
+            if made.is_ok() {
+                let _ = ready_w.write_all(&[1]);
+                let _ = done_r.read(&mut [0u8; 1]);
+            }
+            std::process::exit(0);
+        }
+        super::init::Forked::Parent(child) => {
+            drop((ready_w, done_r));
+            let made = ready_r.read(&mut [0u8; 1]).unwrap_or(0) == 1;
+            let result = if made {
+                let proc_dir = Path::new("/proc").join(child.to_string());
+                let map = format!("0 {host_base} {IDS}\n");
+                std::fs::write(proc_dir.join("uid_map"), &map)
+                    .and_then(|()| std::fs::write(proc_dir.join("gid_map"), &map))
+                    .and_then(|()| File::open(proc_dir.join("ns/user")))
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("mapping the user namespace's ids: {e}"))
+            } else {
+                Err("the kernel refused a user namespace".to_owned())
+            };
+            drop(done_w);
+            let _ = rustix::process::waitpid(
+                rustix::process::Pid::from_raw(child),
+                rustix::process::WaitOptions::empty(),
+            );
+            result
+        }
+    }
+}
+
+/// Attributes of `mount_setattr(2)` (not wrapped by rustix).
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Mount flags for [`bind_idmapped`].
+#[derive(Clone, Copy)]
+pub struct Flags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+}
+
+/// Binds `source` at `target` seen through `namespace`'s id mapping (with
+/// what is mounted below it when `recursive`).
+pub fn bind_idmapped(
+    source: &Path,
+    target: &Path,
+    namespace: BorrowedFd<'_>,
+    flags: Flags,
+    recursive: bool,
+) -> Result<(), rustix::io::Errno> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    let mut open = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        open |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = rustix::mount::open_tree(rustix::fs::CWD, source, open)?;
+    let mut attr_set = MOUNT_ATTR_IDMAP;
+    for (on, bit) in [
+        (flags.read_only, MOUNT_ATTR_RDONLY),
+        (flags.nosuid, MOUNT_ATTR_NOSUID),
+        (flags.nodev, MOUNT_ATTR_NODEV),
+    ] {
+        if on {
+            attr_set |= bit;
+        }
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: namespace.as_raw_fd() as u64,
+    };
+    let mut at = libc::AT_EMPTY_PATH;
+    if recursive {
+        at |= libc::AT_RECURSIVE;
+    }
+    #[expect(unsafe_code, reason = "mount_setattr has no wrapper")]
+    // SAFETY: a valid tree descriptor, an empty NUL-terminated path with
+    // AT_EMPTY_PATH, and a mount_attr of the size passed.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if set != 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        c"",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+/// Gives a copied root to the container's ids: each file's owner moves up
+/// by `host_base` (used when there is no overlayfs to idmap under).
+pub fn shift_ownership(dir: &Path, host_base: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shift = |path: &Path| -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        std::os::unix::fs::lchown(
+            path,
+            Some(host_base + meta.uid().min(IDS - 1)),
+            Some(host_base + meta.gid().min(IDS - 1)),
+        )
+    };
+    shift(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            shift_ownership(&entry.path(), host_base)?;
+        } else {
+            shift(&entry.path())?;
+        }
+    }
+    Ok(())
+}
