@@ -291,16 +291,17 @@ spec:
       containers:
       - name: httpd
         image: busybox:1
-        command: [sh, -c, 'hostname > /www/name; exec httpd -f -p 8080 -h /www']
-        ports: [{containerPort: 8080}]
+        command: [sh, -c, 'hostname > /www/name; mkdir /stats; echo stats > /stats/s; httpd -p 9090 -h /stats; exec httpd -f -p 8080 -h /www']
+        ports: [{containerPort: 8080}, {containerPort: 9090, name: stats}]
         readinessProbe: {httpGet: {path: /name, port: 8080}, periodSeconds: 1}
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
+  type: NodePort
   selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: stats, port: 9090, targetPort: stats}]
 ---
 apiVersion: v1
 kind: Pod
@@ -359,6 +360,27 @@ async fn busybox_httpd_replicas_answer_through_the_router_and_to_a_wasm_pod() {
         "{}",
         reply.text()
     );
+    // The second service port reaches the containers' second port, by name.
+    let service = berth_tests::ok(berth(home.path(), &["get", "service", "web", "-o", "json"]));
+    let service: serde_json::Value = serde_json::from_str(&service.stdout).unwrap();
+    let node_port = service["spec"]["ports"][1]["nodePort"].as_u64().unwrap();
+    let host = ingress
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .unwrap()
+        .0;
+    assert!(berth_tests::wait_for_port(
+        &format!("{host}:{node_port}"),
+        Duration::from_secs(10)
+    ));
+    let reply = berth_tests::send(
+        "GET",
+        &format!("http://{host}:{node_port}/s"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.text(), "stats\n");
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ pub async fn forward(
         endpoint = other;
         guard = endpoint.pod.begin();
     }
-    let error = match endpoint.workload().serve(request).await {
+    let error = match endpoint.serve(request).await {
         Ok(response) => return finish(response, guard),
         Err(error) => error,
     };
@@ -78,7 +78,7 @@ pub async fn forward(
         );
         let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
         let guard = other.pod.begin();
-        return match other.workload().serve(request).await {
+        return match other.serve(request).await {
             Ok(response) => finish(response, guard),
             Err(error) => {
                 tracing::warn!(pod = %other.pod.name, "request failed: {error}");

@@ -114,14 +114,26 @@ impl PodEndpoint {
     /// The container serving `target` (a container port's number or name);
     /// a pod with one container serves every port, as a wasm container
     /// answers on whatever port it is reached by.
-    fn container_for(&self, target: &IntOrString) -> Option<usize> {
-        let found = self.containers.iter().position(|c| {
-            c.ports.iter().any(|p| match target {
-                IntOrString::Int(n) => i64::from(p.container_port) == *n,
-                IntOrString::String(s) => p.name.as_deref() == Some(s),
+    /// The container serving `target` and the port number it names (none
+    /// for a single container that declares no such port: wasm answers
+    /// whatever port is asked).
+    fn container_for(&self, target: &IntOrString) -> Option<(usize, Option<u16>)> {
+        let found = self.containers.iter().enumerate().find_map(|(i, c)| {
+            c.ports.iter().find_map(|p| {
+                let named = match target {
+                    IntOrString::Int(n) => i64::from(p.container_port) == *n,
+                    IntOrString::String(s) => p.name.as_deref() == Some(s),
+                };
+                named.then_some((i, Some(p.container_port)))
             })
         });
-        found.or((self.containers.len() == 1).then_some(0))
+        found.or_else(|| {
+            let number = match target {
+                IntOrString::Int(n) => u16::try_from(*n).ok(),
+                IntOrString::String(_) => None,
+            };
+            (self.containers.len() == 1).then_some((0, number))
+        })
     }
 
     fn selected_by(&self, namespace: &str, selector: &BTreeMap<String, String>) -> bool {
@@ -148,11 +160,24 @@ impl Drop for InFlight {
 pub struct Endpoint {
     pub pod: Arc<PodEndpoint>,
     container: usize,
+    /// The container port the service port targets, when it names one.
+    port: Option<u16>,
 }
 
 impl Endpoint {
     pub fn workload(&self) -> &Arc<dyn Workload> {
         &self.pod.containers[self.container].workload
+    }
+
+    /// Hands `request` to the container, on the port the service targets.
+    pub fn serve(
+        &self,
+        request: http::Request<crate::runtime::Body>,
+    ) -> crate::runtime::BoxFuture<
+        'static,
+        Result<http::Response<crate::runtime::Body>, crate::runtime::ServeError>,
+    > {
+        self.workload().serve_on(request, self.port)
     }
 }
 
@@ -323,10 +348,12 @@ impl Route {
                         && p.selected_by(&self.key.namespace, &self.spec.selector)
                 })
                 .filter_map(|p| {
-                    p.container_for(&port.target).map(|container| Endpoint {
-                        pod: p.clone(),
-                        container,
-                    })
+                    p.container_for(&port.target)
+                        .map(|(container, number)| Endpoint {
+                            pod: p.clone(),
+                            container,
+                            port: number,
+                        })
                 })
                 .collect();
             endpoints.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));

@@ -108,6 +108,18 @@ pub trait Workload: Send + Sync {
         request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>>;
 
+    /// [`Workload::serve`] for a service whose port targets container port
+    /// `port`. Only a workload listening on several ports (a Linux
+    /// container) cares; wasm answers on any.
+    fn serve_on(
+        &self,
+        request: http::Request<Body>,
+        port: Option<u16>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        let _ = port;
+        self.serve(request)
+    }
+
     /// Resolves when the workload ends by itself (a container's process
     /// exiting). A wasm workload never does: each request is its own run.
     fn exited(&self) -> BoxFuture<'static, Exited> {

@@ -163,6 +163,14 @@ impl Workload for LinuxWorkload {
         &self,
         request: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        self.serve_on(request, None)
+    }
+
+    fn serve_on(
+        &self,
+        request: http::Request<Body>,
+        port: Option<u16>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -170,7 +178,8 @@ impl Workload for LinuxWorkload {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let name = self.name.clone();
-        let uri = format!("http://127.0.0.1:{}{path}", self.port);
+        let port = port.unwrap_or(self.port);
+        let uri = format!("http://127.0.0.1:{port}{path}");
         let client = self.client.clone();
         Box::pin(async move {
             parts.uri = uri
