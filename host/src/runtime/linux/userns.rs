@@ -10,7 +10,6 @@
 //! container cannot unmount or remount anything it was given.
 
 use std::fs::File;
-use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -61,45 +60,71 @@ pub fn create(lock_dir: &Path) -> Result<Mapping, String> {
 }
 
 /// A user namespace mapping ids 0–65535 onto `host_base` and up: a child
-/// makes it and waits while this process (root in the host's namespace)
-/// writes its maps and keeps a handle on it.
+/// is born in it and waits while this process (root in the host's
+/// namespace) writes its maps and keeps a handle on it.
 fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
-    let (mut ready_r, mut ready_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (mut done_r, done_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
-    match super::init::fork()? {
-        super::init::Forked::Child => {
-            drop((ready_r, done_w));
-            #[expect(unsafe_code, reason = "unshare is unsafe in rustix")]
-            // SAFETY: a single-threaded child that only waits and exits.
-            let made =
-                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
-            if made.is_ok() {
-                let _ = ready_w.write_all(&[1]);
-                let _ = done_r.read(&mut [0u8; 1]);
-            }
-            std::process::exit(0);
-        }
-        super::init::Forked::Parent(child) => {
-            drop((ready_w, done_r));
-            let made = ready_r.read(&mut [0u8; 1]).unwrap_or(0) == 1;
-            let result = if made {
-                let proc_dir = Path::new("/proc").join(child.to_string());
-                let map = format!("0 {host_base} {IDS}\n");
-                std::fs::write(proc_dir.join("uid_map"), &map)
-                    .and_then(|()| std::fs::write(proc_dir.join("gid_map"), &map))
-                    .and_then(|()| File::open(proc_dir.join("ns/user")))
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("mapping the user namespace's ids: {e}"))
-            } else {
-                Err("the kernel refused a user namespace".to_owned())
-            };
-            drop(done_w);
-            let _ = rustix::process::waitpid(
-                rustix::process::Pid::from_raw(child),
-                rustix::process::WaitOptions::empty(),
-            );
-            result
-        }
+    let (done_r, done_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // The child shares this process's memory (CLONE_VM: no page tables to
+    // copy, which is most of a fork's cost here) and runs only `hold` on
+    // a stack of its own.
+    let mut stack = vec![0u8; 64 << 10];
+    // The child gets a copy of the descriptor table, write end included:
+    // it closes that first, or its own copy would keep the pipe open.
+    let pipe = [done_r.as_raw_fd(), done_w.as_raw_fd()];
+    #[expect(
+        unsafe_code,
+        reason = "clone with a child function has no safe wrapper"
+    )]
+    // SAFETY: `hold` touches nothing of this process's memory but its
+    // argument and its own stack, which outlives the child (it is waited
+    // for below before `stack` is dropped); the stack grows down from its
+    // 16-byte-aligned end.
+    let child = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            hold,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
+            (&raw const pipe).cast_mut().cast(),
+        )
+    };
+    if child < 0 {
+        return Err(format!(
+            "the kernel refused a user namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let proc_dir = Path::new("/proc").join(child.to_string());
+    let map = format!("0 {host_base} {IDS}\n");
+    let result = std::fs::write(proc_dir.join("uid_map"), &map)
+        .and_then(|()| std::fs::write(proc_dir.join("gid_map"), &map))
+        .and_then(|()| File::open(proc_dir.join("ns/user")))
+        .map(OwnedFd::from)
+        .map_err(|e| format!("mapping the user namespace's ids: {e}"));
+    drop(done_w);
+    let _ = rustix::process::waitpid(
+        rustix::process::Pid::from_raw(child),
+        rustix::process::WaitOptions::empty(),
+    );
+    drop((done_r, stack));
+    result
+}
+
+/// The namespace holder: waits for the pipe (`[read, write]` at `pipe`)
+/// to close, then exits, with raw system calls only (it shares its
+/// parent's memory).
+extern "C" fn hold(pipe: *mut libc::c_void) -> libc::c_int {
+    let mut byte = 0u8;
+    #[expect(unsafe_code, reason = "raw close, read and _exit in a CLONE_VM child")]
+    // SAFETY: `pipe` points at two descriptors in the parent's frame, which
+    // waits for this child before returning; closing and reading touch
+    // this child's own descriptor table, `_exit` runs no destructors.
+    unsafe {
+        let [read, write] = *pipe.cast::<[libc::c_int; 2]>();
+        libc::close(write);
+        libc::read(read, (&raw mut byte).cast(), 1);
+        libc::_exit(0)
     }
 }
 
