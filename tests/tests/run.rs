@@ -348,12 +348,13 @@ async fn a_looping_guest_does_not_starve_other_requests() {
     );
 }
 
-/// Cores a `berth run misbehave.wasm ARGS` uses while two requests spin.
-async fn cores_used_by_two_spinning_guests(args: &[&str]) -> f64 {
+/// Cores a `berth run misbehave.wasm ARGS` uses while three requests spin
+/// (more than the machine's two cores: some wait their turn).
+async fn cores_used_by_spinning_guests(args: &[&str]) -> f64 {
     let mut all = vec!["--timeout", "60s"];
     all.extend_from_slice(args);
     let berth = BerthRun::start(guests::MISBEHAVE, &all);
-    let loops: Vec<_> = (0..2)
+    let loops: Vec<_> = (0..3)
         .map(|_| {
             let url = format!("{}/loop", berth.url);
             tokio::spawn(async move { get(&url).await })
@@ -371,11 +372,11 @@ async fn cores_used_by_two_spinning_guests(args: &[&str]) -> f64 {
 
 #[tokio::test]
 async fn a_cpu_share_holds_all_of_a_workloads_requests_to_it() {
-    // Two guests spinning at once, on a two-core machine: unlimited, they
-    // take what cores they get; with --cpus 250m, a quarter of one between
-    // them (paused, not failed).
-    let limited = cores_used_by_two_spinning_guests(&["--cpus", "250m"]).await;
-    let free = cores_used_by_two_spinning_guests(&[]).await;
+    // Guests spinning at once, on a two-core machine: unlimited, they take
+    // what cores they get; with --cpus 250m, a quarter of one between them
+    // (paused, not failed).
+    let limited = cores_used_by_spinning_guests(&["--cpus", "250m"]).await;
+    let free = cores_used_by_spinning_guests(&[]).await;
     assert!(
         limited < 0.45,
         "with --cpus 250m berth used {limited:.2} cores"

@@ -183,7 +183,10 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         ),
     };
     let spec = ContainerSpec {
-        user_namespace: args.userns == Userns::Private,
+        user_namespace: match args.userns {
+            Userns::Private => linux::UserIds::Private,
+            Userns::Host => linux::UserIds::Host,
+        },
         id: id.clone(),
         hostname: name.clone(),
         rootfs,

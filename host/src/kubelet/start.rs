@@ -206,7 +206,11 @@ async fn start_linux(
         }
     };
     let limits = &container.resources.limits;
-    let user_namespace = !pod.spec.host_network && pod.spec.host_users != Some(true);
+    let user_namespace = match (pod.spec.host_network, pod.spec.host_users) {
+        (true, _) | (_, Some(true)) => crate::runtime::linux::UserIds::Host,
+        (false, Some(false)) => crate::runtime::linux::UserIds::RequiredPrivate,
+        (false, None) => crate::runtime::linux::UserIds::Private,
+    };
     let spec = ContainerSpec {
         user_namespace,
         id: format!(
@@ -627,7 +631,9 @@ fn workload_spec(
         .resources
         .limits
         .cpu
-        .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX));
+        .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX))
+        // As Kubernetes: a limit of 0 is no limit.
+        .filter(|millis| *millis > 0);
     Ok(WorkloadSpec {
         log: None,
         name: format!("{ns}/{}/{}", pod.metadata.name, container.name),

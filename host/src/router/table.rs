@@ -114,9 +114,11 @@ impl PodEndpoint {
     /// The container serving `target` (a container port's number or name);
     /// a pod with one container serves every port, as a wasm container
     /// answers on whatever port it is reached by.
-    /// The container serving `target` and the port number it names (none
-    /// for a single container that declares no such port: wasm answers
-    /// whatever port is asked).
+    /// The container serving `target` and the port number to call it on.
+    /// A pod of one container serves a target none of its ports declares,
+    /// on the number given, as Kubernetes does (a Linux container must
+    /// listen there; wasm answers on any port); a name it does not declare
+    /// leaves the container's first port.
     fn container_for(&self, target: &IntOrString) -> Option<(usize, Option<u16>)> {
         let found = self.containers.iter().enumerate().find_map(|(i, c)| {
             c.ports.iter().find_map(|p| {

@@ -526,6 +526,12 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             format!("{class:?}: berth has the runtime classes wasm and linux"),
         ));
     }
+    if spec.host_network && spec.host_users == Some(false) {
+        return Err(invalid(
+            format!("{path}.hostUsers"),
+            "false cannot go with hostNetwork: true (the host's network belongs to the host's users)",
+        ));
+    }
     let mut volume_names = std::collections::BTreeSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let vpath = format!("{path}.volumes[{i}]");

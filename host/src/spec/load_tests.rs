@@ -276,3 +276,14 @@ fn a_secrets_string_data_is_merged_into_its_data_and_not_kept() {
         ]
     );
 }
+
+#[test]
+fn host_users_false_cannot_go_with_host_network() {
+    let error = parse_str(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  hostUsers: false\n  containers: [{name: c, image: busybox:1}]\n",
+        "p.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("spec.hostUsers"), "{error}");
+}

@@ -34,9 +34,18 @@ pub struct InitConfig {
     /// Join the network namespace of this process (the pod's first
     /// container) instead of making a new one; `host` to stay in the host's.
     pub network: Network,
-    /// Where the locks of the user-id blocks are (see `userns.rs`); none
-    /// to run with the host's ids.
-    pub user_namespace: Option<PathBuf>,
+    /// A user namespace of its own (see `userns.rs`); none to run with the
+    /// host's ids.
+    pub user_namespace: Option<UserNamespace>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserNamespace {
+    /// Where the locks of the host-id blocks are: one place for the host.
+    pub lock_dir: PathBuf,
+    /// Fail rather than run with host ids where the kernel or a
+    /// filesystem cannot do it (`hostUsers: false`).
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,8 +70,9 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     // Made here, in the host's pid namespace, and held until the container
     // is gone: its block of host ids stays locked that long.
     let mapping = match &config.user_namespace {
-        Some(lock_dir) => match userns::create(lock_dir) {
+        Some(wanted) => match userns::create(&wanted.lock_dir) {
             Ok(mapping) => Some(mapping),
+            Err(e) if wanted.required => return Err(format!("hostUsers: false: {e}")),
             Err(e) => {
                 eprintln!("berth: no user namespace here ({e}); the container runs with host ids");
                 None
@@ -230,9 +231,14 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
     let root = &config.rootfs;
-    let mapping = mount_root(config, mapping)?;
+    let mut mapped = match mapping {
+        Some(m) => idmapped_trees(config, m)?,
+        None => None,
+    };
+    mount_root(config, &mut mapped)?;
     mount_system(root)?;
-    mount_volumes(config, mapping)?;
+    mount_volumes(config, mapped.as_ref())?;
+    let mapping = mapped.as_ref().map(|m| m.mapping);
     // A pod name may be 253 characters, a hostname 64 at most: cut to 63,
     // as Kubernetes does.
     let hostname = &config.hostname.as_bytes()[..config.hostname.len().min(63)];
@@ -354,65 +360,126 @@ fn deny_syscalls() -> Result<(), String> {
     Ok(())
 }
 
-/// Assembles the root; returns the mapping if the root is seen through it
-/// (none when the filesystems here cannot be idmapped: the container then
-/// runs with host ids).
-fn mount_root<'a>(
+/// The image and the volumes as the container's ids see them, ready to
+/// attach; the container has its own user namespace only if all of them
+/// can be idmapped (otherwise its root could not read its volumes).
+struct Mapped<'a> {
+    mapping: &'a Mapping,
+    lower: std::os::fd::OwnedFd,
+    volumes: Vec<std::os::fd::OwnedFd>,
+}
+
+/// Prepares [`Mapped`]; none, said on stderr, when a filesystem here cannot
+/// be idmapped, or an error when the user namespace is required.
+fn idmapped_trees<'a>(
     config: &InitConfig,
-    mapping: Option<&'a Mapping>,
-) -> Result<Option<&'a Mapping>, String> {
+    mapping: &'a Mapping,
+) -> Result<Option<Mapped<'a>>, String> {
+    let ns = mapping.namespace.as_fd();
+    let lower = userns::idmapped_tree(
+        &config.lower,
+        ns,
+        userns::Flags {
+            read_only: true,
+            nosuid: false,
+            nodev: true,
+        },
+        false,
+    )
+    .map_err(|e| format!("the image at {}: {e}", config.lower.display()));
+    let volumes = config
+        .mounts
+        .iter()
+        .map(|mount| {
+            let flags = userns::Flags {
+                read_only: !mount.writable,
+                nosuid: true,
+                nodev: true,
+            };
+            userns::idmapped_tree(&mount.source, ns, flags, true)
+                .map_err(|e| format!("volume {}: {e}", mount.source.display()))
+        })
+        .collect::<Result<Vec<_>, String>>();
+    match (lower, volumes) {
+        (Ok(lower), Ok(volumes)) => Ok(Some(Mapped {
+            mapping,
+            lower,
+            volumes,
+        })),
+        (Err(e), _) | (_, Err(e)) => {
+            without_user_namespace(config, &format!("cannot be idmapped: {e}"))
+        }
+    }
+}
+
+/// Gives up on the container's user namespace, or fails if it was required.
+fn without_user_namespace<T>(config: &InitConfig, why: &str) -> Result<Option<T>, String> {
+    if config.user_namespace.as_ref().is_some_and(|u| u.required) {
+        return Err(format!("hostUsers: false: {why}"));
+    }
+    eprintln!("berth: {why}; the container runs with host ids");
+    Ok(None)
+}
+
+/// Assembles the root: an overlay of the image (seen through the
+/// container's ids when `mapped`) under its own writable layer. Drops
+/// `mapped` if overlayfs takes the image only as it is.
+fn mount_root(config: &InitConfig, mapped: &mut Option<Mapped<'_>>) -> Result<(), String> {
     let root = &config.rootfs;
     for dir in [&config.upper, &config.work, root] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let mut lower = config.lower.clone();
-    let mut mapping = mapping;
-    if let Some(m) = mapping {
-        // The shared image, shown through the container's ids, at a place
-        // of this container's own (in its private mount namespace).
-        let mapped = config.upper.with_file_name("lower");
-        let flags = userns::Flags {
-            read_only: true,
-            nosuid: false,
-            nodev: true,
-        };
-        let idmapped = std::fs::create_dir_all(&mapped)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                userns::bind_idmapped(&config.lower, &mapped, m.namespace.as_fd(), flags, false)
-                    .map_err(|e| e.to_string())
-            });
-        match idmapped {
-            Ok(()) => {
-                lower = mapped;
-                // What the container writes is its own: owned by its root.
-                for dir in [&config.upper, &config.work] {
-                    std::os::unix::fs::chown(dir, Some(m.host_base), Some(m.host_base))
-                        .map_err(|e| format!("{}: {e}", dir.display()))?;
-                }
-            }
-            Err(e) => {
-                eprintln!(
-                    "berth: the image cannot be idmapped here ({e}); the container runs with host ids"
-                );
-                mapping = None;
-            }
+    let overlay = |lower: &Path| {
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            config.upper.display(),
+            config.work.display()
+        );
+        // nodev: whatever lands in the root, no device node there opens.
+        mount_fs("overlay", root, "overlay", MountFlags::NODEV, &options)
+    };
+    // What the container writes is its own, owned by its root.
+    let own_upper = |id: u32| {
+        for dir in [&config.upper, &config.work] {
+            std::os::unix::fs::chown(dir, Some(id), Some(id))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        Ok::<(), String>(())
+    };
+    let mounted;
+    if let Some(m) = mapped {
+        // The shared image through the container's ids, at a place of this
+        // container's own (in its private mount namespace).
+        let lower = config.upper.with_file_name("lower");
+        std::fs::create_dir_all(&lower).map_err(|e| format!("{}: {e}", lower.display()))?;
+        userns::attach(&m.lower, &lower).map_err(|e| format!("mounting the image: {e}"))?;
+        own_upper(m.mapping.host_base)?;
+        mounted = overlay(&lower);
+        if let Err(e) = mounted {
+            // Overlayfs before Linux 5.19 refuses idmapped layers: if it
+            // takes the image as it is, that is the choice; if not, there is
+            // no overlayfs, and the copy below is given the container's ids.
+            own_upper(0)?;
+            if overlay(&config.lower).is_ok() {
+                without_user_namespace::<()>(
+                    config,
+                    &format!("overlayfs will not take the image idmapped ({e})"),
+                )?;
+                *mapped = None;
+                return Ok(());
+            }
+            own_upper(m.mapping.host_base)?;
+        }
+    } else {
+        mounted = overlay(&config.lower);
     }
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        config.upper.display(),
-        config.work.display()
-    );
-    // nodev: whatever lands in the root, no device node there opens.
-    let overlay = mount_fs("overlay", root, "overlay", MountFlags::NODEV, &options);
-    if let Err(e) = overlay {
+    if let Err(e) = mounted {
         // No overlayfs (or lower dirs it refuses): a private copy.
         copy_tree(&config.lower, &config.upper)
             .map_err(|c| format!("overlay mount failed ({e}) and so did copying the image: {c}"))?;
-        if let Some(m) = mapping {
-            userns::shift_ownership(&config.upper, m.host_base)
+        if let Some(m) = mapped {
+            userns::shift_ownership(&config.upper, m.mapping.host_base)
                 .map_err(|e| format!("giving the copied image to the container's ids: {e}"))?;
         }
         rustix::mount::mount_bind(&config.upper, root)
@@ -420,7 +487,7 @@ fn mount_root<'a>(
         rustix::mount::mount_remount(root, MountFlags::BIND | MountFlags::NODEV, "")
             .map_err(|e| format!("binding the root: {e}"))?;
     }
-    Ok(mapping)
+    Ok(())
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -532,8 +599,8 @@ fn mount_system(root: &Path) -> Result<(), String> {
 /// Binds the pod's volumes into the root, read-only unless granted
 /// writable. A target is resolved inside the root without following the
 /// image's symlinks out of it.
-fn mount_volumes(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String> {
-    for mount in &config.mounts {
+fn mount_volumes(config: &InitConfig, mapped: Option<&Mapped<'_>>) -> Result<(), String> {
+    for (i, mount) in config.mounts.iter().enumerate() {
         let relative = Path::new(mount.target.trim_start_matches('/'));
         if relative
             .components()
@@ -569,17 +636,15 @@ fn mount_volumes(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), S
         // Through the container's ids when it has its own: its root then
         // reads and writes the volume as host root would, and what it
         // creates is owned by host root on disk, not by a stranger's id.
-        if let Some(m) = mapping {
-            let flags = userns::Flags {
-                read_only: !mount.writable,
-                nosuid: true,
-                nodev: true,
-            };
-            if userns::bind_idmapped(&mount.source, &at, m.namespace.as_fd(), flags, true).is_ok() {
-                continue;
-            }
-            // A filesystem that cannot be idmapped: bound as it is, its
-            // files owned by ids the container does not have.
+        if let Some(m) = mapped {
+            userns::attach(&m.volumes[i], &at).map_err(|e| {
+                format!(
+                    "mounting {} at {}: {e}",
+                    mount.source.display(),
+                    mount.target
+                )
+            })?;
+            continue;
         }
         rustix::mount::mount_bind_recursive(&mount.source, &at).map_err(|e| {
             format!(

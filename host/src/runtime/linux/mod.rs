@@ -39,9 +39,24 @@ pub struct ContainerSpec {
     pub network: Network,
     pub mounts: Vec<config::BindMount>,
     pub limits: cgroup::Limits,
-    /// Run in a user namespace of its own (where the host allows it).
-    pub user_namespace: bool,
+    /// Run in a user namespace of its own, or with the host's ids.
+    pub user_namespace: UserIds,
 }
+
+/// Whose user ids a container runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserIds {
+    /// The host's (`hostUsers: true`, `--userns host`, `hostNetwork`).
+    Host,
+    /// Its own user namespace where the host allows it, else the host's.
+    Private,
+    /// Its own user namespace or not at all (`hostUsers: false`).
+    RequiredPrivate,
+}
+
+/// One lock directory for the host, whatever `$BERTH_HOME` each berth
+/// uses: two containers must never share a block of host ids.
+const USER_ID_LOCKS: &str = "/run/berth/userns";
 
 /// How a container ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,9 +121,10 @@ pub async fn start(
         cgroups: cgroups.procs_files(),
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),
-        user_namespace: spec
-            .user_namespace
-            .then(|| crate::home::berth_home().join("userns")),
+        user_namespace: (spec.user_namespace != UserIds::Host).then(|| config::UserNamespace {
+            lock_dir: PathBuf::from(USER_ID_LOCKS),
+            required: spec.user_namespace == UserIds::RequiredPrivate,
+        }),
     };
     let config_path = spec.state_dir.join("config.json");
     let prepared = std::fs::write(&config_path, serde_json::to_vec(&config).expect("JSON"))

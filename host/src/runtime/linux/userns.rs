@@ -15,9 +15,10 @@ use std::path::Path;
 
 /// Ids per container: the 16-bit range images assume.
 pub const IDS: u32 = 65536;
-/// The first block starts above where `/etc/subuid` ranges usually live.
-const FIRST: u32 = 1 << 24;
-/// Blocks to choose from: as many containers at once.
+/// The first block: above the ranges `/etc/subuid` files usually hand out
+/// and systemd-nspawn's (524288–1879048191).
+const FIRST: u32 = 0x7000_0000;
+/// Blocks to choose from: as many containers at once (up to 2^31 - 1).
 const BLOCKS: u32 = 4096;
 
 /// A container's id mapping, held for as long as this value lives.
@@ -103,10 +104,11 @@ fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
         .map(OwnedFd::from)
         .map_err(|e| format!("mapping the user namespace's ids: {e}"));
     drop(done_w);
-    let _ = rustix::process::waitpid(
-        rustix::process::Pid::from_raw(child),
-        rustix::process::WaitOptions::empty(),
-    );
+    // The child runs on `stack` and reads `pipe`: neither may go before it.
+    let pid = rustix::process::Pid::from_raw(child).expect("clone returned a pid");
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+    {}
     drop((done_r, stack));
     result
 }
@@ -119,7 +121,9 @@ extern "C" fn hold(pipe: *mut libc::c_void) -> libc::c_int {
     #[expect(unsafe_code, reason = "raw close, read and _exit in a CLONE_VM child")]
     // SAFETY: `pipe` points at two descriptors in the parent's frame, which
     // waits for this child before returning; closing and reading touch
-    // this child's own descriptor table, `_exit` runs no destructors.
+    // this child's own descriptor table, `_exit` runs no destructors. (On
+    // failure libc would set the parent's errno, shared through TLS; these
+    // cannot fail on descriptors just inherited.)
     unsafe {
         let [read, write] = *pipe.cast::<[libc::c_int; 2]>();
         libc::close(write);
@@ -142,7 +146,7 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Mount flags for [`bind_idmapped`].
+/// Mount flags for [`idmapped_tree`].
 #[derive(Clone, Copy)]
 pub struct Flags {
     pub read_only: bool,
@@ -150,16 +154,16 @@ pub struct Flags {
     pub nodev: bool,
 }
 
-/// Binds `source` at `target` seen through `namespace`'s id mapping (with
-/// what is mounted below it when `recursive`).
-pub fn bind_idmapped(
+/// A detached copy of the mount at `source` (with what is mounted below it
+/// when `recursive`) seen through `namespace`'s id mapping, to attach with
+/// [`attach`]. Fails where the filesystem cannot be idmapped.
+pub fn idmapped_tree(
     source: &Path,
-    target: &Path,
     namespace: BorrowedFd<'_>,
     flags: Flags,
     recursive: bool,
-) -> Result<(), rustix::io::Errno> {
-    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+) -> Result<OwnedFd, rustix::io::Errno> {
+    use rustix::mount::OpenTreeFlags;
     let mut open = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
         open |= OpenTreeFlags::AT_RECURSIVE;
@@ -203,12 +207,17 @@ pub fn bind_idmapped(
             std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
         ));
     }
+    Ok(tree)
+}
+
+/// Mounts a tree from [`idmapped_tree`] at `target`.
+pub fn attach(tree: &OwnedFd, target: &Path) -> Result<(), rustix::io::Errno> {
     rustix::mount::move_mount(
         tree.as_fd(),
         c"",
         rustix::fs::CWD,
         target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
 }
 

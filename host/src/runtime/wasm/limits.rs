@@ -101,8 +101,13 @@ impl CpuBudget {
     /// estimate of the CPU time it used.
     ///
     /// `pause` is how long the workload's CPU quota wants the guest to wait
-    /// (see [`CpuMeter::at_tick`]); the yield then sleeps that long.
-    pub(super) fn tick(&mut self, pause: Option<Duration>) -> wasmtime::Result<UpdateDeadline> {
+    /// and `resumed` where to note when it runs again (see
+    /// [`CpuMeter::at_tick`]); the yield then sleeps that long.
+    pub(super) fn tick(
+        &mut self,
+        pause: Option<Duration>,
+        resumed: Option<Resumed>,
+    ) -> wasmtime::Result<UpdateDeadline> {
         if self.ticks_left == 0 {
             self.exceeded = true;
             return Err(wasmtime::Trap::Interrupt.into());
@@ -110,10 +115,15 @@ impl CpuBudget {
         self.ticks_left -= 1;
         Ok(UpdateDeadline::YieldCustom(
             1,
-            match pause {
-                Some(pause) => Box::pin(tokio::time::sleep(pause)),
-                None => Box::pin(tokio::task::yield_now()),
-            },
+            Box::pin(async move {
+                match pause {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => tokio::task::yield_now().await,
+                }
+                if let Some(resumed) = resumed {
+                    *resumed.lock().expect("lock") = Some(Instant::now());
+                }
+            }),
         ))
     }
 }
@@ -196,8 +206,14 @@ pub(super) struct CpuMeter {
     quota: Arc<CpuQuota>,
     /// When guest code last got control, while it has it.
     running_since: Option<Instant>,
+    /// When a yield at a tick gave it back control: the time before, spent
+    /// waiting for the pause or a worker thread, is not the guest's.
+    resumed: Resumed,
     unbilled: Duration,
 }
+
+/// Where a yield notes the moment the guest runs again.
+pub(super) type Resumed = Arc<Mutex<Option<Instant>>>;
 
 /// Unbilled time that is charged at once rather than at the next tick.
 const BILL_AT: Duration = Duration::from_millis(1);
@@ -207,18 +223,28 @@ impl CpuMeter {
         CpuMeter {
             quota,
             running_since: None,
+            resumed: Arc::default(),
             unbilled: Duration::ZERO,
         }
     }
 
-    /// Guest code got control (a call into it, or a host call returned).
+    /// Guest code got control (a call into it, or a host call returned;
+    /// wasmtime also calls the hooks around a yield at a tick, and then
+    /// the hook, not the yield's note, says when the guest resumed).
     pub(super) fn resumed(&mut self) {
+        self.resumed.lock().expect("lock").take();
         self.running_since = Some(Instant::now());
+    }
+
+    /// Since when guest code has run, if it does.
+    fn running(&mut self) -> Option<Instant> {
+        let noted = self.resumed.lock().expect("lock").take();
+        self.running_since.take().or(noted)
     }
 
     /// Guest code gave control back (it returned, or called the host).
     pub(super) fn stopped(&mut self) {
-        if let Some(since) = self.running_since.take() {
+        if let Some(since) = self.running() {
             self.unbilled += Instant::now().saturating_duration_since(since);
             if self.unbilled >= BILL_AT {
                 self.bill();
@@ -231,16 +257,13 @@ impl CpuMeter {
     }
 
     /// At an epoch tick while guest code runs: bills what it has run so
-    /// far; returns how long it must pause if that overdrew the quota.
-    pub(super) fn at_tick(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        if let Some(since) = self.running_since {
-            self.unbilled += now.saturating_duration_since(since);
+    /// far; returns how long it must pause if that overdrew the quota, and
+    /// where the yield is to note when the guest runs again (no hook says).
+    pub(super) fn at_tick(&mut self) -> (Option<Duration>, Resumed) {
+        if let Some(since) = self.running() {
+            self.unbilled += Instant::now().saturating_duration_since(since);
         }
-        let pause = self.bill();
-        // The guest runs again when the pause is over, with no hook to say so.
-        self.running_since = Some(now + pause.unwrap_or_default());
-        pause
+        (self.bill(), self.resumed.clone())
     }
 }
 
@@ -269,9 +292,9 @@ mod tests {
     #[test]
     fn cpu_budget_runs_out() {
         let mut cpu = CpuBudget::new(TICK * 2);
-        assert!(cpu.tick(None).is_ok());
-        assert!(cpu.tick(None).is_ok());
-        assert!(cpu.tick(None).is_err());
+        assert!(cpu.tick(None, None).is_ok());
+        assert!(cpu.tick(None, None).is_ok());
+        assert!(cpu.tick(None, None).is_err());
         assert!(cpu.exceeded);
     }
 

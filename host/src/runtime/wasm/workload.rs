@@ -258,8 +258,10 @@ impl Inner {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let host = ctx.data_mut();
-            let pause = host.meter.as_mut().and_then(CpuMeter::at_tick);
-            host.cpu.tick(pause)
+            match host.meter.as_mut().map(CpuMeter::at_tick) {
+                Some((pause, resumed)) => host.cpu.tick(pause, Some(resumed)),
+                None => host.cpu.tick(None, None),
+            }
         });
         // Time in host calls (sleeps, I/O) is not CPU time: restart the
         // tick count whenever guest code gets control back (see limits.rs).
