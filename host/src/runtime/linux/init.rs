@@ -437,7 +437,18 @@ fn mount_root(config: &InitConfig, mapped: &mut Option<Mapped<'_>>) -> Result<()
             config.work.display()
         );
         // nodev: whatever lands in the root, no device node there opens.
-        mount_fs("overlay", root, "overlay", MountFlags::NODEV, &options)
+        // volatile (Linux 5.10+): no sync of the writable layer when the
+        // container's namespace goes (a flush of the disk under it on every
+        // exit). The layer is thrown away with the run (a restart gets a
+        // new one), so a crash cannot leave a half-synced one in use.
+        mount_fs(
+            "overlay",
+            root,
+            "overlay",
+            MountFlags::NODEV,
+            &format!("{options},volatile"),
+        )
+        .or_else(|_| mount_fs("overlay", root, "overlay", MountFlags::NODEV, &options))
     };
     // What the container writes is its own, owned by its root.
     let own_upper = |id: u32| {
