@@ -80,19 +80,24 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
+/// The items joined by `separator`, or `<none>`.
+fn joined(items: &[String], separator: &str) -> String {
+    if items.is_empty() {
+        "<none>".to_owned()
+    } else {
+        items.join(separator)
+    }
+}
+
 /// `k=v,k=v`, or `<none>`.
 fn pairs(v: &Value) -> String {
-    let joined: Vec<String> = v
+    let pairs: Vec<String> = v
         .as_object()
         .into_iter()
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect();
-    if joined.is_empty() {
-        "<none>".to_owned()
-    } else {
-        joined.join(",")
-    }
+    joined(&pairs, ",")
 }
 
 fn controlled_by(o: &Value) {
@@ -449,15 +454,7 @@ fn deployment(o: &Value, namespace: &str) -> anyhow::Result<()> {
         .filter(|rs| rs["status"]["replicas"].as_u64().unwrap_or(0) > 0)
         .map(line)
         .collect();
-    field(
-        0,
-        "OldReplicaSets",
-        &if old.is_empty() {
-            "<none>".to_owned()
-        } else {
-            old.join(", ")
-        },
-    );
+    field(0, "OldReplicaSets", &joined(&old, ", "));
     field(
         0,
         "NewReplicaSet",
@@ -535,15 +532,7 @@ fn service(o: &Value, namespace: &str) -> anyhow::Result<()> {
         if let Some(node_port) = p["nodePort"].as_u64() {
             field(0, "NodePort", &format!("{name}  {node_port}/{protocol}"));
         }
-        field(
-            0,
-            "Endpoints",
-            &if ready.is_empty() {
-                "<none>".to_owned()
-            } else {
-                ready.join(",")
-            },
-        );
+        field(0, "Endpoints", &joined(&ready, ","));
     }
     field(
         0,
