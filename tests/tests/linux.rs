@@ -645,6 +645,19 @@ fn the_init_keeps_the_host_s_root_however_late_it_runs() {
     }
 }
 
+/// Waits (30 s at most) for a container to write `path` into a volume.
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the container never wrote {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn volumes_are_bound_into_a_linux_container_read_only_unless_granted() {
     let home = tempfile::tempdir().unwrap();
@@ -677,15 +690,7 @@ spec:
             data.path().display()
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.path().join("ro").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            std::fs::read_dir(data.path()).unwrap().count()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_file(&data.path().join("ro"));
     assert_eq!(
         std::fs::read_to_string(data.path().join("out")).unwrap(),
         "hello"
@@ -720,11 +725,7 @@ spec:
             data.path().display()
         ),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.path().join("links").exists() {
-        assert!(Instant::now() < deadline, "the container never wrote");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_file(&data.path().join("links"));
     std::thread::sleep(Duration::from_millis(100));
     let count = |f: &str| -> usize {
         std::fs::read_to_string(data.path().join(f))

@@ -648,7 +648,6 @@ fn workload_spec(
     })
 }
 
-/// The host directories a volume mount grants.
 /// The host directories of a container's volume mounts.
 fn volume_mounts(
     state: &crate::api::ApiState,
