@@ -10,23 +10,6 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // A container's init (see runtime::linux::init): before anything else,
-    // while the process has one thread and no state.
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("__init") if argv.len() == 3 => {
-            berth::runtime::linux::init::main(std::path::Path::new(&argv[2]));
-        }
-        // A command in a running container (exec probes).
-        Some("__exec") if argv.len() >= 4 => {
-            let rest: Vec<String> = argv[3..]
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            berth::runtime::linux::init::exec_main(&argv[2].to_string_lossy(), &rest);
-        }
-        _ => {}
-    }
     let cli = berth::cli::Cli::parse();
     // Logs go to stderr; stdout carries only what scripts read.
     tracing_subscriber::fmt()

@@ -460,10 +460,21 @@ spec:
   - name: app
     image: busybox:1
     command: [sh, -c, 'exit 0']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unbuildable}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox:1
+    workingDir: /proc/nowhere
+    command: [sh, -c, 'exit 0']
 "#,
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let unbuildable = loop {
         let pods = berth_tests::kube::pods(home.path());
         let by = |n: &str| {
             pods.iter()
@@ -475,12 +486,13 @@ spec:
             .as_u64()
             .unwrap_or(0);
         let once = by("once")["status"]["phase"].clone();
-        if restarts >= 2 && once == "Succeeded" {
-            break;
+        let unbuildable = by("unbuildable");
+        if restarts >= 2 && once == "Succeeded" && unbuildable["status"]["phase"] == "Failed" {
+            break unbuildable;
         }
         assert!(Instant::now() < deadline, "{pods:#?}");
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     let events = berth_tests::ok(berth(home.path(), &["get", "events"])).stdout;
     assert!(
         events.contains("Container app exited with code 3 (Error)"),
@@ -489,6 +501,13 @@ spec:
     assert!(
         events.contains("Container app exited with code 0 (Completed)"),
         "{events}"
+    );
+    // Set-up that fails inside the container's init reaches the pod's
+    // status with what failed, as the init reported it.
+    let status = unbuildable["status"].to_string();
+    assert!(
+        status.contains("could not run (code 125): working dir /proc/nowhere"),
+        "{status}"
     );
 }
 

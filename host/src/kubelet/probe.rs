@@ -137,8 +137,10 @@ impl Prober {
             } else if let Some(exec) = &self.probe.exec {
                 // In the container, as it runs: success is exit code 0.
                 let run = async {
-                    tokio::process::Command::new(std::env::current_exe()?)
-                        .arg("__exec")
+                    let init =
+                        crate::runtime::linux::init_binary().map_err(std::io::Error::other)?;
+                    tokio::process::Command::new(init)
+                        .arg("exec")
                         .arg(pid.to_string())
                         .args(&exec.command)
                         .stdin(std::process::Stdio::null())

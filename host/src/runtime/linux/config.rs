@@ -1,4 +1,4 @@
-//! What the runtime hands `berth __init` for one container: everything the
+//! What the runtime hands `berth-init` for one container: everything the
 //! init needs to build the container and nothing it must look up, so the
 //! setup is a straight line of system calls in a fresh, single-threaded
 //! process.
@@ -16,10 +16,6 @@ pub struct InitConfig {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub rootfs: PathBuf,
-    /// Where the init writes the container's pid (as the host sees it) once
-    /// it runs, and why it could not start if it could not.
-    pub pid_file: PathBuf,
-    pub error_file: PathBuf,
     pub hostname: String,
     /// The program and its arguments; the first is looked up on `PATH`.
     pub args: Vec<String>,

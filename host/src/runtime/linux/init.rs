@@ -1,21 +1,28 @@
-//! `berth __init CONFIG`: builds one container and runs it, as runc's init
-//! does. A fresh single-threaded process (the runtime re-executes berth for
-//! it) so that forking is safe: it joins the container's cgroups, unshares
-//! the UTS, IPC, PID and network namespaces, and forks the container's
-//! process, which becomes pid 1 of the new PID namespace. That child takes
-//! a mount namespace of its own, assembles the root filesystem, pivots into
-//! it, drops privileges and execs; the init waits for it and exits with its
-//! status (128 + the signal when it was killed).
+//! `berth-init init`: builds one container and runs it, as runc's init
+//! does. A fresh single-threaded process (the runtime executes the small
+//! `berth-init` binary beside berth for it) so that forking is safe: it
+//! joins the container's cgroups, unshares the UTS, IPC, PID and network
+//! namespaces, and forks the container's process, which becomes pid 1 of
+//! the new PID namespace. That child takes a mount namespace of its own,
+//! assembles the root filesystem, pivots into it, drops privileges and
+//! execs; the init waits for it and exits with its status (128 + the
+//! signal when it was killed).
 //!
 //! It ends with a seccomp filter refusing the system calls Docker's default
 //! profile refuses (see `plan::DENIED_SYSCALLS`).
 //!
-//! Errors before the exec go to the error file (the runtime reports them)
-//! with exit code 125; an exec that fails, 127.
+//! Its stdin is a socket to the runtime: the config comes in on it (JSON,
+//! to end of stream), and back go `started PID` once the container's
+//! process is forked and, when the container cannot be set up or its
+//! program run, why (exit codes 125 and 127). A pipe, not files in the
+//! container's state dir: on a disk filesystem each file made and removed
+//! is a journal entry, and the runtime learns of the start the moment it
+//! happens rather than by polling.
 
 use std::fs::File;
-use std::io::Write as _;
-use std::os::fd::AsFd as _;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
@@ -32,29 +39,51 @@ pub const SETUP_FAILED: i32 = 125;
 /// Exit code of a container whose program could not be executed.
 pub const EXEC_FAILED: i32 = 127;
 
+/// What the init tells the runtime once the container's process exists.
+pub const STARTED: &str = "started ";
+
 /// Runs the init; never returns.
-pub fn main(config_path: &Path) -> ! {
-    let config: InitConfig = match std::fs::read(config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(c) => c,
+pub fn main() -> ! {
+    let mut status = match take_stdin() {
+        Ok(status) => status,
         Err(e) => {
-            eprintln!("berth init: {}: {e}", config_path.display());
+            eprintln!("berth-init: {e}");
             std::process::exit(SETUP_FAILED);
         }
     };
-    let code = match supervise(&config) {
+    let mut text = Vec::new();
+    let config: InitConfig = match status
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_slice(&text).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = write!(status, "berth-init: reading the container's config: {e}");
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let code = match supervise(&config, &status) {
         Ok(code) => code,
         Err(e) => {
-            let _ = std::fs::write(&config.error_file, &e);
+            let _ = status.write_all(e.as_bytes());
             SETUP_FAILED
         }
     };
     std::process::exit(code)
 }
 
-fn supervise(config: &InitConfig) -> Result<i32, String> {
+/// Moves the runtime's socket off stdin (close-on-exec, so the container's
+/// program never holds it) and puts /dev/null there for the container.
+fn take_stdin() -> Result<UnixStream, String> {
+    let status: OwnedFd = rustix::io::fcntl_dupfd_cloexec(std::io::stdin().as_fd(), 3)
+        .map_err(|e| format!("taking the runtime's socket: {e}"))?;
+    let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    rustix::stdio::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
+    Ok(UnixStream::from(status))
+}
+
+fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // A container does not outlive berth (the thread that started it, in
     // fact: a runtime worker, which lives as long as berth does).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -102,19 +131,17 @@ fn supervise(config: &InitConfig) -> Result<i32, String> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| format!("becoming a subreaper: {e}"))?;
     unshare(flags)?;
-    let error_file = File::create(&config.error_file)
-        .map_err(|e| format!("{}: {e}", config.error_file.display()))?;
 
     match fork()? {
         Forked::Child => {
             let error = container(config, mapping.as_ref());
-            let mut error_file = error_file;
-            let _ = error_file.write_all(error.message.as_bytes());
+            let _ = (&*status).write_all(error.message.as_bytes());
             std::process::exit(error.code);
         }
         Forked::Parent(child) => {
-            std::fs::write(&config.pid_file, child.to_string())
-                .map_err(|e| format!("{}: {e}", config.pid_file.display()))?;
+            (&*status)
+                .write_all(format!("{STARTED}{child}\n").as_bytes())
+                .map_err(|e| format!("telling the runtime the container started: {e}"))?;
             wait(child)
         }
     }
@@ -150,8 +177,8 @@ pub(super) enum Forked {
 
 #[expect(unsafe_code, reason = "fork has no safe wrapper")]
 pub(super) fn fork() -> Result<Forked, String> {
-    // SAFETY: this process is single-threaded (`berth __init` runs before
-    // anything starts a thread), so the child may do anything afterwards,
+    // SAFETY: this process is single-threaded (`berth-init` starts no
+    // thread), so the child may do anything afterwards,
     // not only async-signal-safe calls.
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
@@ -806,7 +833,7 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
-/// `berth __exec PID CMD ARGS...`: runs a command inside the running
+/// `berth-init exec PID CMD ARGS...`: runs a command inside the running
 /// container whose pid 1 is `PID` (as an exec probe does): in its cgroups
 /// and namespaces, at its root and working dir, with its environment and
 /// the same privileges, seccomp filter included. Exits with the command's
@@ -815,7 +842,7 @@ pub fn exec_main(pid: &str, command: &[String]) -> ! {
     let code = match exec_in(pid, command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth exec: {e}");
+            eprintln!("berth-init exec: {e}");
             SETUP_FAILED
         }
     };
@@ -924,7 +951,7 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
                 .and_then(|()| drop_privileges(uid, gid))
                 .and_then(|()| deny_syscalls());
             if let Err(e) = result {
-                eprintln!("berth exec: {e}");
+                eprintln!("berth-init exec: {e}");
                 std::process::exit(SETUP_FAILED);
             }
             let error = std::process::Command::new(&command[0])
@@ -932,7 +959,7 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
                 .env_clear()
                 .envs(env.iter().filter_map(|kv| kv.split_once('=')))
                 .exec();
-            eprintln!("berth exec: {}: {error}", command[0]);
+            eprintln!("berth-init exec: {}: {error}", command[0]);
             std::process::exit(EXEC_FAILED);
         }
         Forked::Parent(child) => wait(child),

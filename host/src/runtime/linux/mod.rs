@@ -3,9 +3,9 @@
 //! the image's unpacked layers, limited by cgroups, with Docker's default
 //! capabilities and no_new_privs.
 //!
-//! Each container is started by re-executing berth as `berth __init` (see
-//! `init.rs`), a fresh single-threaded process that may fork safely; the
-//! runtime keeps that process as the container's handle.
+//! Each container is started by `berth-init` (see `init.rs`), a small
+//! binary installed beside berth: a fresh single-threaded process that may
+//! fork safely. The runtime keeps that process as the container's handle.
 
 pub mod cgroup;
 pub mod config;
@@ -86,6 +86,10 @@ pub struct Container {
     /// The container's pid 1, as the host sees it.
     pub pid: u32,
     init: tokio::process::Child,
+    /// The init's socket, and what came on it after `started`: why the
+    /// container could not be set up or its program run, if it could not.
+    status: tokio::net::UnixStream,
+    said: Vec<u8>,
     cgroups: cgroup::Cgroups,
     state_dir: PathBuf,
 }
@@ -98,11 +102,32 @@ pub enum Output {
     Piped,
 }
 
+/// The init binary, beside berth's own.
+pub fn init_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding berth's binary: {e}"))?;
+    Ok(exe.with_file_name("berth-init"))
+}
+
+/// Why the init binary could not be started.
+pub fn init_missing(init: &Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "{} is missing: berth starts Linux containers with it, and it is \
+             built and installed with berth (cargo build / cargo install build both)",
+            init.display()
+        )
+    } else {
+        format!("starting {}: {e}", init.display())
+    }
+}
+
 /// Starts `spec`; returns once its process runs (or with why it could not).
 pub async fn start(
     spec: &ContainerSpec,
     output: Output,
 ) -> Result<(Container, Option<Pipes>), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     std::fs::create_dir_all(&spec.state_dir)
         .map_err(|e| format!("{}: {e}", spec.state_dir.display()))?;
     let cgroups = cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits)?;
@@ -111,8 +136,6 @@ pub async fn start(
         upper: spec.state_dir.join("upper"),
         work: spec.state_dir.join("work"),
         rootfs: spec.state_dir.join("rootfs"),
-        pid_file: spec.state_dir.join("pid"),
-        error_file: spec.state_dir.join("error"),
         hostname: spec.hostname.clone(),
         args: spec.args.clone(),
         env: spec.env.clone(),
@@ -126,66 +149,80 @@ pub async fn start(
             required: spec.user_namespace == UserIds::RequiredPrivate,
         }),
     };
-    let config_path = spec.state_dir.join("config.json");
-    let prepared = std::fs::write(&config_path, serde_json::to_vec(&config).expect("JSON"))
-        .map_err(|e| format!("{}: {e}", config_path.display()))
-        .and_then(|()| std::env::current_exe().map_err(|e| format!("finding berth's binary: {e}")));
-    let exe = match prepared {
-        Ok(exe) => exe,
-        Err(e) => {
-            cgroups.remove();
-            let _ = std::fs::remove_dir_all(&spec.state_dir);
-            return Err(e);
-        }
+    let undo = |e: String| {
+        cgroups.remove();
+        let _ = std::fs::remove_dir_all(&spec.state_dir);
+        e
     };
-    let _ = std::fs::remove_file(&config.pid_file);
-    let mut command = tokio::process::Command::new(exe);
+    // The init's stdin: its config goes in, word of its start comes back.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .and_then(|(ours, theirs)| ours.set_nonblocking(true).map(|()| (ours, theirs)))
+        .and_then(|(ours, theirs)| Ok((tokio::net::UnixStream::from_std(ours)?, theirs)))
+        .map_err(|e| undo(format!("a socket for the container's init: {e}")))?;
+    let init = init_binary().map_err(undo)?;
+    let mut command = tokio::process::Command::new(&init);
     command
-        .arg("__init")
-        .arg(&config_path)
+        .arg("init")
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .kill_on_drop(true);
     match output {
         Output::Inherit => command.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
         Output::Piped => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
     };
-    let mut init = command.spawn().map_err(|e| {
-        cgroups.remove();
-        let _ = std::fs::remove_dir_all(&spec.state_dir);
-        format!("starting the container's init: {e}")
-    })?;
-    let pipes = match (init.stdout.take(), init.stderr.take()) {
+    let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
+    drop(command); // its copy of the init's end: the init must be the last holder
+    let pipes = match (child.stdout.take(), child.stderr.take()) {
         (Some(stdout), Some(stderr)) => Some(Pipes { stdout, stderr }),
         _ => None,
     };
-    // Running once the init has written the pid; failed if it exits first.
+    let mut status = ours;
+    // A write that fails means the init is gone already; it says why below.
+    let config = serde_json::to_vec(&config).expect("JSON");
+    let _ = async {
+        status.write_all(&config).await?;
+        status.shutdown().await
+    }
+    .await;
+    // Running once the init says so; failed if it ends its stream first.
+    let mut said = Vec::new();
     loop {
-        if let Ok(text) = std::fs::read_to_string(&config.pid_file)
-            && let Ok(pid) = text.trim().parse::<u32>()
+        if let Some(end) = said.iter().position(|b| *b == b'\n')
+            && let Some(pid) = std::str::from_utf8(&said[..end])
+                .ok()
+                .and_then(|line| line.strip_prefix(init::STARTED)?.parse::<u32>().ok())
         {
+            said.drain(..=end);
             return Ok((
                 Container {
                     id: spec.id.clone(),
                     pid,
-                    init,
+                    init: child,
+                    status,
+                    said,
                     cgroups,
                     state_dir: spec.state_dir.clone(),
                 },
                 pipes,
             ));
         }
-        if let Ok(Some(status)) = init.try_wait() {
-            let error = std::fs::read_to_string(&config.error_file).unwrap_or_default();
-            cgroups.remove();
-            return Err(if error.is_empty() {
-                format!("the container's init exited ({status}) before the container ran")
-            } else {
-                error
-            });
+        match status.read_buf(&mut said).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let exited = child.wait().await;
+    let error = String::from_utf8_lossy(&said).trim().to_owned();
+    Err(undo(if error.is_empty() {
+        match exited {
+            Ok(status) => {
+                format!("the container's init exited ({status}) before the container ran")
+            }
+            Err(e) => format!("the container's init: {e}"),
+        }
+    } else {
+        error
+    }))
 }
 
 /// A piped container's stdout and stderr.
@@ -199,9 +236,11 @@ impl Container {
     pub async fn wait(&mut self) -> Exit {
         let status = self.init.wait().await;
         let code = status.ok().and_then(|s| s.code()).unwrap_or(128 + 9);
-        let error = (code == init::SETUP_FAILED || code == init::EXEC_FAILED)
-            .then(|| self.error())
-            .filter(|e| !e.is_empty());
+        let error = if code == init::SETUP_FAILED || code == init::EXEC_FAILED {
+            Some(self.error().await).filter(|e| !e.is_empty())
+        } else {
+            None
+        };
         if let Some(error) = &error {
             tracing::warn!(container = %self.id, "{error}");
         }
@@ -212,9 +251,15 @@ impl Container {
         }
     }
 
-    /// What the container's init reported when it could not run it.
-    pub fn error(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join("error")).unwrap_or_default()
+    /// What the container's init reported when it could not run it: read
+    /// once the init is gone, when every writer of its socket has closed it
+    /// (the container's program never held it: it is close-on-exec).
+    async fn error(&mut self) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut rest = std::mem::take(&mut self.said);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.status.read_to_end(&mut rest)).await;
+        String::from_utf8_lossy(&rest).trim().to_owned()
     }
 
     /// Sends `signal` to the container's pid 1.
