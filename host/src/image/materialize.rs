@@ -41,6 +41,11 @@ const TREES: &str = "trees";
 /// Part of every tree key, so a change to how layers are applied never
 /// reuses trees unpacked the old way.
 const TREE_FORMAT: &str = "berth-tree-v1";
+/// What a Linux container mounts over at every start. Its image's root tree
+/// gets them at unpack where the layers lack them (most do), as Docker's
+/// init layer does, or each container would make them in its writable
+/// layer: three directories made and removed per start, on the disk.
+const MOUNT_POINTS: [&str; 3] = ["proc", "dev", "sys"];
 
 fn io_error(path: &Path, e: std::io::Error) -> ImageError {
     ImageError::Invalid(format!("{}: {e}", path.display()))
@@ -77,7 +82,7 @@ pub fn materialize(
         Entrypoint::File(_) => image_dir.join(ENTRYPOINT_FILE),
     };
     if !image_dir.join(MOUNTS_FILE).is_file() {
-        prepare(store, images_dir, &image_dir, image)?;
+        prepare(store, images_dir, &image_dir, image, &[])?;
     }
     let mounts = read_mounts(&image_dir)?
         .into_iter()
@@ -115,7 +120,7 @@ pub fn materialize_rootfs(
         .join(MANIFESTS)
         .join(image.manifest_digest.trim_start_matches("sha256:"));
     if !image_dir.join(MOUNTS_FILE).is_file() {
-        prepare(store, images_dir, &image_dir, image)?;
+        prepare(store, images_dir, &image_dir, image, &MOUNT_POINTS)?;
     }
     match read_mounts(&image_dir)?.into_iter().find(|(_, m)| m == "/") {
         Some((key, _)) => Ok(images_dir.join(TREES).join(key)),
@@ -156,29 +161,38 @@ fn layers_by_mount(image: &Image) -> Vec<(String, Vec<(&Descriptor, Compression)
     by_mount
 }
 
-fn tree_key(layers: &[(&Descriptor, Compression)]) -> String {
+fn tree_key(layers: &[(&Descriptor, Compression)], made: &[&str]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TREE_FORMAT);
     for (d, _) in layers {
         hasher.update(b"\n");
         hasher.update(d.digest().to_string());
     }
+    // A root with directories added is not the same tree as the layers'.
+    for dir in made {
+        hasher.update(b"\n+");
+        hasher.update(dir);
+    }
     hex::encode(hasher.finalize())
 }
 
+/// Unpacks the image's trees and lists them in `image_dir`; `mount_points`
+/// are directories its root tree must have.
 fn prepare(
     store: &ContentStore,
     images_dir: &Path,
     image_dir: &Path,
     image: &Image,
+    mount_points: &[&str],
 ) -> Result<(), ImageError> {
     let trees = images_dir.join(TREES);
     let mut mounts: Vec<(String, String)> = Vec::new();
     for (mount, layers) in layers_by_mount(image) {
-        let key = tree_key(&layers);
+        let made = if mount == "/" { mount_points } else { &[] };
+        let key = tree_key(&layers, made);
         let tree = trees.join(&key);
         if !tree.is_dir() {
-            unpack_tree(store, &trees, &tree, &layers)?;
+            unpack_tree(store, &trees, &tree, &layers, made)?;
         }
         mounts.push((key, mount));
     }
@@ -202,12 +216,14 @@ fn prepare(
     rename_into_place(tmp, image_dir, &image_dir.join(MOUNTS_FILE))
 }
 
-/// Applies `layers`, lowest first, into a new tree at `tree`.
+/// Applies `layers`, lowest first, into a new tree at `tree`, then makes
+/// the directories of `made` the layers did not.
 fn unpack_tree(
     store: &ContentStore,
     trees: &Path,
     tree: &Path,
     layers: &[(&Descriptor, Compression)],
+    made: &[&str],
 ) -> Result<(), ImageError> {
     std::fs::create_dir_all(trees).map_err(|e| io_error(trees, e))?;
     let tmp = tempfile::Builder::new()
@@ -236,6 +252,17 @@ fn unpack_tree(
             digest: digest.clone(),
             reason: e.to_string(),
         })?;
+    }
+    let mut builder = cap_std::fs::DirBuilder::new();
+    cap_std::fs::DirBuilderExt::mode(&mut builder, 0o755);
+    for dir in made {
+        // Whatever a layer put there (even a file) stays: the container's
+        // init reports what it cannot mount over.
+        if let Err(e) = root.create_dir_with(dir, &builder)
+            && root.symlink_metadata(dir).is_err()
+        {
+            return Err(io_error(&tmp.path().join(dir), e));
+        }
     }
     rename_into_place(tmp, tree, tree)
 }
@@ -577,6 +604,51 @@ mod tests {
             .unwrap();
         let err = Image::resolve(&store, &arm_only).unwrap_err();
         assert!(err.to_string().contains("it offers: linux/arm64"), "{err}");
+    }
+
+    #[test]
+    fn a_linux_root_has_its_mount_points_and_keeps_what_its_layers_put_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path().join("store")).unwrap();
+        let images = dir.path().join("images");
+        // /dev as a file: the layer's, not replaced by a directory.
+        let layer = {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, content) in [("bin/sh", "ELF"), ("dev", "not a dir")] {
+                let mut header = tar::Header::new_ustar();
+                header.set_size(content.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                builder
+                    .append_data(&mut header, name, content.as_bytes())
+                    .unwrap();
+            }
+            builder.into_inner().unwrap()
+        };
+        let linux = oci_image(
+            &store,
+            serde_json::json!({"os": "linux", "architecture": "amd64",
+                "config": {"Entrypoint": ["/bin/sh"]}}),
+            &[layer],
+        );
+        let image = Image::resolve(&store, &linux).unwrap();
+        let root = materialize_rootfs(&store, &images, &image).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        for made in ["proc", "sys"] {
+            let meta = std::fs::metadata(root.join(made)).unwrap();
+            assert!(meta.is_dir(), "{made}");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{made}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("dev")).unwrap(),
+            "not a dir"
+        );
+        assert_eq!(std::fs::read_to_string(root.join("bin/sh")).unwrap(), "ELF");
+        // The same layers unpacked for a wasm bundle are a tree of their own,
+        // without the added directories.
+        let (mount, layers) = &layers_by_mount(&image)[0];
+        assert_eq!(mount, "/");
+        assert_ne!(images.join(TREES).join(tree_key(layers, &[])), root);
     }
 
     /// A wasm manifest of `layers` (bundles at their mounts, then a component).
