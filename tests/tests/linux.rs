@@ -79,7 +79,8 @@ fn the_container_s_root_is_an_unprivileged_stranger_to_the_host() {
         home.path(),
         &["--dir", &dir],
         "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /etc/written /data/made && echo wrote; \
-         ls -ln /bin/busybox; httpd -f -p 80 & sleep 0.3; kill $! && echo bound",
+         ls -ln /bin/busybox; httpd -f -p 80 & sleep 0.3; kill $! && echo bound; \
+         ping -c1 -W5 127.0.0.1 >/dev/null && echo pinged",
     );
     assert_eq!(code, 0, "{out}{err}");
     // Ids 0-65535 of the container are a block of host ids of their own.
@@ -103,6 +104,9 @@ fn the_container_s_root_is_an_unprivileged_stranger_to_the_host() {
         "{out}"
     );
     assert!(out.contains("bound"), "{out}{err}");
+    // Its network namespace is its user namespace's: its root may open a
+    // raw socket there (busybox's ping does), as under userns-remap.
+    assert!(out.contains("pinged"), "{out}{err}");
     // What it made in the volume is host root's on disk (an idmapped
     // mount), not a stranger's id the host would have to chown back.
     use std::os::unix::fs::MetadataExt as _;
@@ -110,10 +114,16 @@ fn the_container_s_root_is_an_unprivileged_stranger_to_the_host() {
     assert_eq!((made.uid(), made.gid()), (0, 0));
 
     // --userns host: the host's ids, as Docker runs containers.
-    let (code, out, err) = run_sh(home.path(), &["--userns", "host"], "cat /proc/self/uid_map");
+    // Any user may ping with an ICMP datagram socket, as under Docker (read
+    // here, as host ids: a user namespace shows unmapped gids as 65534).
+    let (code, out, err) = run_sh(
+        home.path(),
+        &["--userns", "host"],
+        "cat /proc/self/uid_map /proc/sys/net/ipv4/ping_group_range",
+    );
     assert_eq!(code, 0, "{err}");
     let map: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(map, ["0", "0", "4294967295"], "{out}");
+    assert_eq!(map, ["0", "0", "4294967295", "0", "2147483647"], "{out}");
 }
 
 #[test]

@@ -268,7 +268,7 @@ async fn start_linux(
             .pod_network
             .lock()
             .expect("lock")
-            .insert(dir.to_owned(), started.pid);
+            .insert(dir.to_owned(), started.init_pid);
     }
     let netns = (network != Network::Host).then(|| started.netns_path());
     let log = Arc::new(LogFile::new(super::log_path(

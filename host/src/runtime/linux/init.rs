@@ -99,7 +99,7 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // Made here, in the host's pid namespace, and held until the container
     // is gone: its block of host ids stays locked that long.
     let mapping = match &config.user_namespace {
-        Some(wanted) => match userns::create(&wanted.lock_dir) {
+        Some(wanted) => match userns::create(&wanted.lock_dir, config.network == Network::Own) {
             Ok(mapping) => Some(mapping),
             Err(e) if wanted.required => return Err(format!("hostUsers: false: {e}")),
             Err(e) => {
@@ -113,16 +113,23 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // fork): pivot_root moves the root of every process sharing the
     // namespace, and the init must keep the host's to write its files.
     let mut flags = UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
+    let join_network = |ns: std::os::fd::BorrowedFd<'_>| {
+        rustix::thread::move_into_link_name_space(
+            ns,
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+    };
     match config.network {
-        Network::Own => flags |= UnshareFlags::NEWNET,
+        Network::Own => match mapping.as_ref().and_then(|m| m.network.as_ref()) {
+            Some(ns) => join_network(ns.as_fd())
+                .map_err(|e| format!("entering the container's network namespace: {e}"))?,
+            None => flags |= UnshareFlags::NEWNET,
+        },
         Network::Join(other) => {
             let path = format!("/proc/{other}/ns/net");
             let ns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-            rustix::thread::move_into_link_name_space(
-                ns.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| format!("joining the pod's network namespace: {e}"))?;
+            join_network(ns.as_fd())
+                .map_err(|e| format!("joining the pod's network namespace: {e}"))?;
         }
         Network::Host => {}
     }
@@ -272,10 +279,17 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     if config.network == Network::Own {
         loopback_up()?;
+        // ping without CAP_NET_RAW, through ICMP datagram sockets, for every
+        // group, as Docker allows it: in a user namespace of its own, the
+        // container's root has no NET_RAW in this (the host's) namespace.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+            .map_err(|e| format!("allowing ping: {e}"))?;
         if mapping.is_some() {
-            // Its network namespace belongs to the host's user namespace,
-            // where the container's root has no CAP_NET_BIND_SERVICE: low
-            // ports are opened to all, as Docker does for every container.
+            // Low ports are opened to all, as Docker does for every
+            // container: the container's root may bind them in a network
+            // namespace its user namespace owns, but not its other users,
+            // nor a pod's later containers (each has a user namespace of
+            // its own, and joins the first one's network).
             std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
                 .map_err(|e| format!("opening low ports: {e}"))?;
         }

@@ -85,6 +85,9 @@ pub struct Container {
     pub id: String,
     /// The container's pid 1, as the host sees it.
     pub pid: u32,
+    /// Its init's pid: in the container's namespaces but the mount and pid
+    /// ones, and berth's child.
+    pub init_pid: u32,
     init: tokio::process::Child,
     /// The init's socket, and what came on it after `started`: why the
     /// container could not be set up or its program run, if it could not.
@@ -171,6 +174,7 @@ pub async fn start(
         Output::Piped => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
     };
     let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
+    let init_pid = child.id().expect("a child not yet waited for has its pid");
     drop(command); // its copy of the init's end: the init must be the last holder
     let pipes = match (child.stdout.take(), child.stderr.take()) {
         (Some(stdout), Some(stderr)) => Some(Pipes { stdout, stderr }),
@@ -197,6 +201,7 @@ pub async fn start(
                 Container {
                     id: spec.id.clone(),
                     pid,
+                    init_pid,
                     init: child,
                     status,
                     said,
@@ -287,10 +292,13 @@ impl Container {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 
-    /// The container's network namespace, for connecting to its ports.
+    /// The container's network namespace, for connecting to its ports: the
+    /// init's, which is the container's and, berth's child until waited
+    /// for, cannot be a reused pid (the container's own pid 1 may be, once
+    /// it has exited and the init reaped it).
     pub fn netns_path(&self) -> PathBuf {
         Path::new("/proc")
-            .join(self.pid.to_string())
+            .join(self.init_pid.to_string())
             .join("ns")
             .join("net")
     }

@@ -27,14 +27,18 @@ pub struct Mapping {
     pub host_base: u32,
     /// A handle on a user namespace with the mapping.
     pub namespace: OwnedFd,
+    /// A network namespace that user namespace owns, when one was asked
+    /// for: there the container's root holds its capabilities (NET_RAW for
+    /// ping, NET_BIND_SERVICE), as under Docker's userns-remap.
+    pub network: Option<OwnedFd>,
     /// Locks the block so no other container takes it (released by the
     /// kernel when the init that holds it dies, however it dies).
     _lock: File,
 }
 
 /// Takes a free block of host ids and makes a user namespace mapping the
-/// container's ids onto it.
-pub fn create(lock_dir: &Path) -> Result<Mapping, String> {
+/// container's ids onto it, and with `network` a network namespace it owns.
+pub fn create(lock_dir: &Path, network: bool) -> Result<Mapping, String> {
     std::fs::create_dir_all(lock_dir).map_err(|e| format!("{}: {e}", lock_dir.display()))?;
     let start = fastrand::u32(0..BLOCKS);
     for i in 0..BLOCKS {
@@ -50,20 +54,22 @@ pub fn create(lock_dir: &Path) -> Result<Mapping, String> {
             continue;
         }
         let host_base = FIRST + block * IDS;
-        let namespace = namespace_with(host_base)?;
+        let (namespace, network) = namespace_with(host_base, network)?;
         return Ok(Mapping {
             host_base,
             namespace,
+            network,
             _lock: lock,
         });
     }
     Err(format!("all {BLOCKS} blocks of user ids are in use"))
 }
 
-/// A user namespace mapping ids 0–65535 onto `host_base` and up: a child
-/// is born in it and waits while this process (root in the host's
-/// namespace) writes its maps and keeps a handle on it.
-fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
+/// A user namespace mapping ids 0–65535 onto `host_base` and up (and with
+/// `network`, a network namespace it owns): a child is born in them and
+/// waits while this process (root in the host's namespace) writes its maps
+/// and keeps handles on them.
+fn namespace_with(host_base: u32, network: bool) -> Result<(OwnedFd, Option<OwnedFd>), String> {
     let (done_r, done_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     // The child shares this process's memory (CLONE_VM: no page tables to
     // copy, which is most of a fork's cost here) and runs only `hold` on
@@ -72,6 +78,12 @@ fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
     // The child gets a copy of the descriptor table, write end included:
     // it closes that first, or its own copy would keep the pipe open.
     let pipe = [done_r.as_raw_fd(), done_w.as_raw_fd()];
+    // With CLONE_NEWUSER in the same call, the kernel makes the user
+    // namespace first and gives it the network namespace.
+    let flags = libc::CLONE_VM
+        | libc::CLONE_NEWUSER
+        | if network { libc::CLONE_NEWNET } else { 0 }
+        | libc::SIGCHLD;
     #[expect(
         unsafe_code,
         reason = "clone with a child function has no safe wrapper"
@@ -83,12 +95,7 @@ fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
     let child = unsafe {
         let top = stack.as_mut_ptr().add(stack.len());
         let top = top.sub(top as usize % 16);
-        libc::clone(
-            hold,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
-            (&raw const pipe).cast_mut().cast(),
-        )
+        libc::clone(hold, top.cast(), flags, (&raw const pipe).cast_mut().cast())
     };
     if child < 0 {
         return Err(format!(
@@ -101,7 +108,12 @@ fn namespace_with(host_base: u32) -> Result<OwnedFd, String> {
     let result = std::fs::write(proc_dir.join("uid_map"), &map)
         .and_then(|()| std::fs::write(proc_dir.join("gid_map"), &map))
         .and_then(|()| File::open(proc_dir.join("ns/user")))
-        .map(OwnedFd::from)
+        .and_then(|user| {
+            let net = network
+                .then(|| File::open(proc_dir.join("ns/net")))
+                .transpose()?;
+            Ok((OwnedFd::from(user), net.map(OwnedFd::from)))
+        })
         .map_err(|e| format!("mapping the user namespace's ids: {e}"));
     drop(done_w);
     // The child runs on `stack` and reads `pipe`: neither may go before it.

@@ -31,26 +31,34 @@ pub struct NetnsConnector {
 
 impl NetnsConnector {
     /// A connector into the namespace at `netns` (`/proc/PID/ns/net`), or
-    /// the host's own when `None`.
+    /// the host's own when `None`. A namespace that cannot be opened (its
+    /// container is gone already) fails every connection with why.
     pub fn new(netns: Option<std::path::PathBuf>) -> std::io::Result<NetnsConnector> {
-        let namespace = netns.map(std::fs::File::open).transpose()?;
+        let namespace = netns
+            .map(|path| std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display())))
+            .transpose();
         let (requests, incoming) = std::sync::mpsc::channel::<Connect>();
         std::thread::Builder::new()
             .name("berth-netns".into())
             .spawn(move || {
-                if let Some(ns) = namespace {
-                    use std::os::fd::AsFd as _;
-                    if let Err(e) = rustix::thread::move_into_link_name_space(
-                        ns.as_fd(),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    ) {
-                        for (_, reply) in incoming {
-                            let _ = reply.send(Err(std::io::Error::other(format!(
-                                "entering the container's network: {e}"
-                            ))));
-                        }
-                        return;
+                let entered = namespace.and_then(|ns| match ns {
+                    Some(ns) => {
+                        use std::os::fd::AsFd as _;
+                        rustix::thread::move_into_link_name_space(
+                            ns.as_fd(),
+                            Some(rustix::thread::LinkNameSpaceType::Network),
+                        )
+                        .map_err(|e| e.to_string())
                     }
+                    None => Ok(()),
+                });
+                if let Err(e) = entered {
+                    for (_, reply) in incoming {
+                        let _ = reply.send(Err(std::io::Error::other(format!(
+                            "entering the container's network: {e}"
+                        ))));
+                    }
+                    return;
                 }
                 for (address, reply) in incoming {
                     let _ = reply.send(
