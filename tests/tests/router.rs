@@ -548,3 +548,48 @@ async fn a_pod_relabelled_out_of_a_service_gets_no_more_of_its_traffic() {
         "relabelling restarted it"
     );
 }
+
+#[tokio::test]
+async fn a_request_waiting_on_a_service_goes_on_as_the_service_is_edited_or_deleted() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = cluster(home.path(), &["--endpoint-wait", "30s"]);
+    apply(
+        home.path(),
+        &(pod("web", "web", "")
+            + &service("later", "nothing", "")
+            + &service("doomed", "nothing", "")),
+    );
+    wait_ready(home.path(), 1);
+
+    // Waiting for an endpoint; the service is then edited to select one.
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let ingress = ingress.clone();
+        async move { via(&ingress, "later.localhost", "/whoami").await }
+    });
+    let gone = tokio::spawn({
+        let ingress = ingress.clone();
+        async move { via(&ingress, "doomed.localhost", "/").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    apply(home.path(), &service("later", "web", ""));
+    let reply = waiting.await.unwrap();
+    assert_eq!((reply.status, who(&reply)), (200, "web".to_owned()));
+    // Not at the end of its 30 s wait: as soon as the edit was routed.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A request waiting on a service that is deleted is answered then.
+    ok(berth(home.path(), &["delete", "service", "doomed"]));
+    let reply = gone.await.unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("went away"), "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+}

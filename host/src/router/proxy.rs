@@ -18,8 +18,8 @@ use crate::runtime::{Body, GuestFailure, ServeError};
 /// Serves `request` from `route`'s endpoints on service port `port`,
 /// waiting up to `wait` for one to be ready.
 pub async fn forward(
-    route: Arc<Route>,
-    port: usize,
+    mut route: Arc<Route>,
+    mut port: usize,
     mut request: Request<Body>,
     client: Option<IpAddr>,
     wait: Duration,
@@ -27,8 +27,27 @@ pub async fn forward(
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
     if endpoints == 0 {
-        // Still none after the wait: the pick below says so.
-        route.wait_for_endpoints(port, wait).await;
+        // Still none after the wait: the pick below says so. A service
+        // edited meanwhile goes on in its new route, on the same port.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            route.wait_for_endpoints(port, deadline).await;
+            let Some(next) = route.successor() else {
+                break;
+            };
+            let number = route.port_number(port);
+            let Some((next, index)) = next.and_then(|r| r.port_index(Some(number)).map(|i| (r, i)))
+            else {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "503 Service Unavailable: service {}/{} port {number} went away\n",
+                        route.key.namespace, route.key.name
+                    ),
+                );
+            };
+            (route, port) = (next, index);
+        }
     }
     // What it takes to send the request again: only for a method that may
     // be repeated, and only when it has no body that would be gone.

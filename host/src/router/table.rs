@@ -200,6 +200,9 @@ pub struct Route {
     next: AtomicUsize,
     sticky: Mutex<HashMap<IpAddr, (String, Instant)>>,
     changed: tokio::sync::Notify,
+    /// Set when the service changed or went: the route that serves it now
+    /// (`None` for gone), for requests waiting on this one.
+    successor: std::sync::OnceLock<Option<Arc<Route>>>,
 }
 
 struct RoutePort {
@@ -247,7 +250,19 @@ impl Route {
             next: AtomicUsize::new(0),
             sticky: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
+            successor: std::sync::OnceLock::new(),
         }
+    }
+
+    /// What replaced this route, once the service changed or went: the new
+    /// route, or `Some(None)` when there is none.
+    pub fn successor(&self) -> Option<Option<Arc<Route>>> {
+        self.successor.get().cloned()
+    }
+
+    /// The number of service port `port`.
+    pub fn port_number(&self, port: usize) -> u16 {
+        self.ports[port].port
     }
 
     /// The index of the service port numbered `port`; without a number,
@@ -263,14 +278,15 @@ impl Route {
         self.ports[port].endpoints.read().expect("lock").clone()
     }
 
-    /// Waits up to `limit` for `port` to have an endpoint.
-    pub async fn wait_for_endpoints(&self, port: usize, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
+    /// Waits until `deadline` for `port` to have an endpoint, or for the
+    /// route to be replaced.
+    pub async fn wait_for_endpoints(&self, port: usize, deadline: tokio::time::Instant) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if !self.endpoints(port).is_empty()
+                || self.successor.get().is_some()
                 || tokio::time::timeout_at(deadline, changed).await.is_err()
             {
                 return;
@@ -444,6 +460,17 @@ impl Table {
                 .entry(route.key.namespace.clone())
                 .or_default()
                 .insert(route.key.name.clone(), route);
+        }
+        // Requests waiting on a route that changed or went move on now
+        // (to its successor), not at the end of their wait.
+        for (namespace, services) in routes.iter() {
+            for (name, old) in services {
+                let now = wanted.get(namespace).and_then(|s| s.get(name));
+                if now.is_none_or(|now| !Arc::ptr_eq(now, old)) {
+                    let _ = old.successor.set(now.cloned());
+                    old.changed.notify_waiters();
+                }
+            }
         }
         *routes = wanted;
     }
