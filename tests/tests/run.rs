@@ -238,6 +238,48 @@ async fn outbound_http_reaches_allowed_hosts_only() {
 }
 
 #[tokio::test]
+async fn the_wildcard_outbound_host_is_the_network_not_this_machine() {
+    let upstream = Upstream::start().await;
+    let berth = BerthRun::start(guests::MISBEHAVE, &["--allow-outbound", "*"]);
+    // By address and by a name that resolves to loopback: this machine's
+    // listeners (the ingress, node ports) are not "any host".
+    for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
+        let reply = get(&format!(
+            "{}/fetch?url=http://{host}:{}/",
+            berth.url, upstream.port
+        ))
+        .await;
+        assert!(
+            reply.body.contains("DestinationIpProhibited"),
+            "{host}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(upstream.connections(), 0);
+    assert!(
+        berth.wait_for_log("`*` does not include this machine", Duration::from_secs(5)),
+        "{}",
+        berth.log()
+    );
+    // Named, it is allowed.
+    let rule = format!("127.0.0.1:{}", upstream.port);
+    let named = BerthRun::start(
+        guests::MISBEHAVE,
+        &["--allow-outbound", "*", "--allow-outbound", &rule],
+    );
+    let reply = get(&format!(
+        "{}/fetch?url=http://127.0.0.1:{}/",
+        named.url, upstream.port
+    ))
+    .await;
+    assert!(
+        reply.body.contains("200 OK: hello from upstream"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
 async fn no_outbound_is_allowed_by_default() {
     let upstream = Upstream::start().await;
     let berth = BerthRun::start(guests::MISBEHAVE, &[]);

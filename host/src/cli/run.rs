@@ -37,7 +37,8 @@ pub struct RunArgs {
     #[arg(long = "dir", value_name = "HOST:GUEST[:ro|:rw]")]
     dirs: Vec<DirGrant>,
 
-    /// Allow outbound HTTP to HOST (any port) or HOST:PORT; `*` allows any (repeatable).
+    /// Allow outbound HTTP to HOST (any port) or HOST:PORT; `*` allows any but
+    /// this machine's loopback, which must be named (repeatable).
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     outbound: Vec<OutboundRule>,
 

@@ -122,7 +122,8 @@ impl FromStr for DirGrant {
 }
 
 /// `HOST[:PORT]`: an allowed destination for outbound HTTP. `*` as the host
-/// allows any host; no port allows any port.
+/// allows any host but this machine's own (see the wasm sandbox); no port
+/// allows any port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundRule {
     host: String,
@@ -130,6 +131,11 @@ pub struct OutboundRule {
 }
 
 impl OutboundRule {
+    /// Whether the rule names its host (not `*`).
+    pub fn names_host(&self) -> bool {
+        self.host != "*"
+    }
+
     /// Whether a request to `host:port` is allowed by this rule.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');

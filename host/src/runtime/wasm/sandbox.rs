@@ -123,6 +123,57 @@ fn deny(request: http::Request<WasiBody>) -> SendFuture {
     })
 }
 
+/// Where `host:port` is, when it is not this machine; a name that
+/// resolves to a loopback or unspecified address (any of its addresses)
+/// is refused with `DestinationIpProhibited`.
+async fn outside_address(
+    host: &str,
+    port: u16,
+    limit: Option<std::time::Duration>,
+    policy: &OutboundPolicy,
+) -> Result<std::net::SocketAddr, wasmtime_wasi_http::Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let lookup = tokio::net::lookup_host((bare, port));
+    let found = match limit {
+        Some(limit) => tokio::time::timeout(limit, lookup)
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::DnsTimeout)?,
+        None => lookup.await,
+    };
+    let addresses: Vec<std::net::SocketAddr> = found
+        .map_err(|e| wasmtime_wasi_http::Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?
+        .collect();
+    let local = addresses.iter().find(|a| is_this_machine(a.ip()));
+    if let Some(local) = local {
+        if let Some(dropped) = policy.denials.take() {
+            tracing::warn!(
+                workload = %policy.workload,
+                destination = %format_args!("{host}:{port}"),
+                address = %local,
+                suppressed = dropped,
+                "denied outbound request: `*` does not include this machine; allow the host by name"
+            );
+        }
+        return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
+    }
+    addresses
+        .first()
+        .copied()
+        .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)
+}
+
+/// An address that reaches this machine itself.
+fn is_this_machine(ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
+}
+
 /// The guest's timeouts, or berth's where it set none: the engine's own
 /// default is ten minutes, long enough for a dead peer to hold a request
 /// slot that long.
@@ -286,9 +337,33 @@ impl WasiHttpHooks for OutboundHooks {
         // The guest-side completion future is only needed by hooks that
         // stream the request body themselves; the default sender does not.
         drop(fut);
-        let options = Some(with_default_timeouts(options));
+        let options = with_default_timeouts(options);
+        // `*` is the network, not this machine: its loopback (the ingress,
+        // node ports, whatever else listens there) must be named.
+        let named = policy
+            .rules
+            .iter()
+            .any(|rule| rule.names_host() && rule.allows(host, port));
+        let outside = (!named).then(|| (host.to_owned(), self.0.clone()));
         Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let mut request = request;
+            if let Some((host, policy)) = outside {
+                let address =
+                    outside_address(&host, port, options.connect_timeout, &policy).await?;
+                // Plain HTTP goes to the address checked, not to a second
+                // lookup that could answer otherwise; the Host header keeps
+                // the name. (TLS needs the name to connect: there a second
+                // answer could differ, but would then have to present a
+                // certificate for the name.)
+                if !tls {
+                    let mut parts = request.uri().clone().into_parts();
+                    parts.authority = address.to_string().parse().ok();
+                    *request.uri_mut() = http::Uri::from_parts(parts)
+                        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)?;
+                }
+            }
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -299,7 +374,24 @@ impl WasiHttpHooks for OutboundHooks {
 
 #[cfg(test)]
 mod tests {
-    use super::LogBudget;
+    use super::{LogBudget, is_this_machine};
+
+    #[test]
+    fn this_machine_is_loopback_and_unspecified_in_either_family() {
+        for local in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_this_machine(local.parse().unwrap()), "{local}");
+        }
+        for outside in ["10.0.0.1", "192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7"] {
+            assert!(!is_this_machine(outside.parse().unwrap()), "{outside}");
+        }
+    }
 
     #[test]
     fn a_flood_of_lines_is_cut_to_the_budget_and_counted() {
