@@ -88,6 +88,9 @@ pub struct Container {
     /// Its init's pid: in the container's namespaces but the mount and pid
     /// ones, and berth's child.
     pub init_pid: u32,
+    /// A handle on the container's pid 1 for signals: its number alone may
+    /// name another process once the init has reaped it.
+    pidfd: Option<std::os::fd::OwnedFd>,
     init: tokio::process::Child,
     /// The init's socket, and what came on it after `started`: why the
     /// container could not be set up or its program run, if it could not.
@@ -197,11 +200,18 @@ pub async fn start(
                 .and_then(|line| line.strip_prefix(init::STARTED)?.parse::<u32>().ok())
         {
             said.drain(..=end);
+            // Opened the moment the init names it (a pid comes round again
+            // only after the whole range has): from here on, signals reach
+            // this process or nothing. None if it is gone already.
+            let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            });
             return Ok((
                 Container {
                     id: spec.id.clone(),
                     pid,
                     init_pid,
+                    pidfd,
                     init: child,
                     status,
                     said,
@@ -267,10 +277,10 @@ impl Container {
         String::from_utf8_lossy(&rest).trim().to_owned()
     }
 
-    /// Sends `signal` to the container's pid 1.
+    /// Sends `signal` to the container's pid 1 (nothing once it is gone).
     pub fn signal(&self, signal: rustix::process::Signal) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process(pid, signal);
+        if let Some(pidfd) = &self.pidfd {
+            let _ = rustix::process::pidfd_send_signal(pidfd, signal);
         }
     }
 
