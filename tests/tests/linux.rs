@@ -767,3 +767,23 @@ spec:
     assert_eq!(count("links"), host_links, "the host's interfaces");
     assert_eq!(count("cgroups"), 0, "the host's cgroups are hidden");
 }
+
+#[test]
+fn a_command_is_run_only_in_the_container_its_pids_name() {
+    // A host process whose parent is not the init named: what a container's
+    // pid could be once it ended and the number came round again.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let init = berth_tests::berth_bin().with_file_name("berth-init");
+    let out = std::process::Command::new(&init)
+        .args(["exec", &stranger.id().to_string(), "1", "/bin/true"])
+        .output()
+        .unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the container's"), "{err}");
+}

@@ -1,6 +1,6 @@
 //! `berth-init`: the first process of every Linux container berth starts
 //! (`berth-init init`, see `runtime::linux::init`) and of every command
-//! run in one (`berth-init exec PID CMD ARGS...`, exec probes).
+//! run in one (`berth-init exec PID INIT_PID CMD ARGS...`, exec probes).
 //!
 //! A binary of its own rather than berth re-executing itself: berth is
 //! wasmtime and a server, some 30 MB of code whose megabyte of relocated
@@ -13,14 +13,14 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
         Some("init") if argv.len() == 2 => berth::runtime::linux::init::main(),
-        Some("exec") if argv.len() >= 4 => {
-            berth::runtime::linux::init::exec_main(&argv[2], &argv[3..])
+        Some("exec") if argv.len() >= 5 => {
+            berth::runtime::linux::init::exec_main(&argv[2], &argv[3], &argv[4..])
         }
         _ => {
             eprintln!(
                 "berth-init starts berth's Linux containers; berth runs it, not people\n\
                  usage: berth-init init        (the container's config on stdin)\n       \
-                 berth-init exec PID CMD [ARGS...]"
+                 berth-init exec PID INIT_PID CMD [ARGS...]"
             );
             exit(2)
         }

@@ -22,7 +22,7 @@ struct LinuxTarget {
     client: NetnsClient,
     connector: crate::runtime::linux::NetnsConnector,
     ports: Vec<ContainerPort>,
-    pid: u32,
+    pids: crate::runtime::linux::ContainerPids,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl Prober {
         linux: Option<(
             crate::runtime::linux::NetnsConnector,
             Vec<ContainerPort>,
-            u32,
+            crate::runtime::linux::ContainerPids,
         )>,
     ) -> Prober {
         let next = Instant::now() + Duration::from_secs(probe.initial_delay_seconds);
@@ -75,11 +75,11 @@ impl Prober {
             kind,
             probe,
             endpoint,
-            netns: linux.map(|(connector, ports, pid)| LinuxTarget {
+            netns: linux.map(|(connector, ports, pids)| LinuxTarget {
                 client: Client::builder(TokioExecutor::new()).build(connector.clone()),
                 connector,
                 ports,
-                pid,
+                pids,
             }),
             next,
             successes: 0,
@@ -102,7 +102,7 @@ impl Prober {
             client,
             connector,
             ports,
-            pid,
+            pids,
         }) = &self.netns
         {
             // Into the container's own network, on the port the probe names.
@@ -141,7 +141,8 @@ impl Prober {
                         crate::runtime::linux::init_binary().map_err(std::io::Error::other)?;
                     tokio::process::Command::new(init)
                         .arg("exec")
-                        .arg(pid.to_string())
+                        .arg(pids.pid.to_string())
+                        .arg(pids.init.to_string())
                         .args(&exec.command)
                         .stdin(std::process::Stdio::null())
                         .stdout(std::process::Stdio::null())

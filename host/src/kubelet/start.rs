@@ -43,7 +43,10 @@ pub(crate) struct Running {
     pub workload: Arc<dyn crate::runtime::Workload>,
     pub serving: tokio::task::JoinHandle<()>,
     /// A Linux container's network and pid 1, for its probes.
-    pub linux: Option<(crate::runtime::linux::NetnsConnector, u32)>,
+    pub linux: Option<(
+        crate::runtime::linux::NetnsConnector,
+        crate::runtime::linux::ContainerPids,
+    )>,
 }
 
 fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
@@ -283,7 +286,7 @@ async fn start_linux(
     let connector = linux::NetnsConnector::new(netns)
         .map_err(|e| failure("RunContainerError", format!("the container's network: {e}")))?;
     let port = container.ports.first().map_or(80, |p| p.container_port);
-    let pid = started.pid;
+    let pids = started.pids();
     let workload = linux::LinuxWorkload::new(
         format!("{}/{}", pod.metadata.name, container.name),
         started,
@@ -291,7 +294,7 @@ async fn start_linux(
         connector.clone(),
     );
     let mut running = serve_container(container, workload, cancel, grace).await?;
-    running.linux = Some((connector, pid));
+    running.linux = Some((connector, pids));
     Ok(running)
 }
 

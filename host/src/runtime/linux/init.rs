@@ -896,13 +896,13 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
-/// `berth-init exec PID CMD ARGS...`: runs a command inside the running
-/// container whose pid 1 is `PID` (as an exec probe does): in its cgroups
-/// and namespaces, at its root and working dir, with its environment and
-/// the same privileges, seccomp filter included. Exits with the command's
-/// status; never returns.
-pub fn exec_main(pid: &str, command: &[String]) -> ! {
-    let code = match exec_in(pid, command) {
+/// `berth-init exec PID INIT_PID CMD ARGS...`: runs a command inside the
+/// running container whose pid 1 is `PID`, child of `INIT_PID` (as an exec
+/// probe does): in its cgroups and namespaces, at its root and working
+/// dir, with its environment and the same privileges, seccomp filter
+/// included. Exits with the command's status; never returns.
+pub fn exec_main(pid: &str, init: &str, command: &[String]) -> ! {
+    let code = match exec_in(pid, init, command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth-init exec: {e}");
@@ -912,10 +912,21 @@ pub fn exec_main(pid: &str, command: &[String]) -> ! {
     std::process::exit(code)
 }
 
-fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
+fn exec_in(pid: &str, init: &str, command: &[String]) -> Result<i32, String> {
     if command.is_empty() {
         return Err("no command".into());
     }
+    // A handle first, then everything read of /proc/PID, then proof that
+    // the handle's process is still there and is the container's pid 1
+    // (its parent the init): only then was what was read its, not that of
+    // a process given the pid after the container ended.
+    let number = pid
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| format!("{pid:?} is not a pid"))?;
+    let handle = rustix::process::pidfd_open(number, rustix::process::PidfdFlags::empty())
+        .map_err(|e| format!("container {pid}: {e}"))?;
     let proc_dir = Path::new("/proc").join(pid);
     let read = |name: &str| {
         std::fs::read(proc_dir.join(name)).map_err(|e| format!("container {pid}: {name}: {e}"))
@@ -934,6 +945,15 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
             .unwrap_or(0)
     };
     let (mut uid, mut gid) = (id("Uid:"), id("Gid:"));
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(str::trim);
+    if parent != Some(init) {
+        return Err(format!(
+            "process {pid} is not the container's (its parent is not {init})"
+        ));
+    }
     // A container in a user namespace of its own: the command joins it
     // (last, in the child), and takes its ids as the namespace names them.
     let user_ns = {
@@ -993,6 +1013,9 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
         let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         namespaces.push((name, kind, file));
     }
+    if !alive(&handle) {
+        return Err(format!("container {pid} has exited"));
+    }
     for (name, kind, file) in &namespaces {
         rustix::thread::move_into_link_name_space(file.as_fd(), Some(*kind))
             .map_err(|e| format!("entering the container's {name} namespace: {e}"))?;
@@ -1027,6 +1050,20 @@ fn exec_in(pid: &str, command: &[String]) -> Result<i32, String> {
         }
         Forked::Parent(child) => wait(child),
     }
+}
+
+/// Whether the process behind a pidfd is still unreaped: its fdinfo names
+/// its pid until then, and -1 after.
+fn alive(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd as _;
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("Pid:"))
+                .and_then(|p| p.trim().parse::<i64>().ok())
+        })
+        .is_some_and(|pid| pid > 0)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -240,6 +240,14 @@ pub async fn start(
     }))
 }
 
+/// Who a running container is, for commands run in it: its pid 1 and the
+/// init that is that process's parent (which tells a reused pid apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerPids {
+    pub pid: u32,
+    pub init: u32,
+}
+
 /// A piped container's stdout and stderr.
 pub struct Pipes {
     pub stdout: tokio::process::ChildStdout,
@@ -275,6 +283,13 @@ impl Container {
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.status.read_to_end(&mut rest)).await;
         String::from_utf8_lossy(&rest).trim().to_owned()
+    }
+
+    pub fn pids(&self) -> ContainerPids {
+        ContainerPids {
+            pid: self.pid,
+            init: self.init_pid,
+        }
     }
 
     /// Sends `signal` to the container's pid 1 (nothing once it is gone).
