@@ -787,3 +787,34 @@ fn a_command_is_run_only_in_the_container_its_pids_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not the container's"), "{err}");
 }
+
+#[test]
+fn an_image_user_past_the_mapped_ids_runs_with_host_ids_and_says_so() {
+    let home = home_with_busybox();
+    let archive = busybox::archive(
+        &[busybox::layer()],
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "User": "70000:70000"}),
+        "far:1",
+    );
+    busybox::load_archive(home.path(), &archive);
+    let out = berth(
+        home.path(),
+        &[
+            "run",
+            "far:1",
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map",
+        ],
+    );
+    assert!(out.success, "{}", out.stderr);
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words, ["70000", "0", "0", "4294967295"], "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("past the 65536 ids a user namespace maps"),
+        "{}",
+        out.stderr
+    );
+}

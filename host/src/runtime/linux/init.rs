@@ -99,13 +99,28 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // Made here, in the host's pid namespace, and held until the container
     // is gone: its block of host ids stays locked that long.
     let mapping = match &config.user_namespace {
-        Some(wanted) => match userns::create(&wanted.lock_dir, config.network == Network::Own) {
-            Ok(mapping) => Some(mapping),
-            Err(e) if wanted.required => return Err(format!("hostUsers: false: {e}")),
-            Err(e) => {
-                eprintln!("berth: no user namespace here ({e}); the container runs with host ids");
+        Some(wanted) => match image_user(config) {
+            Some((uid, gid)) if uid >= userns::IDS || gid >= userns::IDS => {
+                let why = format!(
+                    "the image's user {uid}:{gid} is past the {} ids a user namespace maps",
+                    userns::IDS
+                );
+                if wanted.required {
+                    return Err(format!("hostUsers: false: {why}"));
+                }
+                eprintln!("berth: {why}; the container runs with host ids");
                 None
             }
+            _ => match userns::create(&wanted.lock_dir, config.network == Network::Own) {
+                Ok(mapping) => Some(mapping),
+                Err(e) if wanted.required => return Err(format!("hostUsers: false: {e}")),
+                Err(e) => {
+                    eprintln!(
+                        "berth: no user namespace here ({e}); the container runs with host ids"
+                    );
+                    None
+                }
+            },
         },
         None => None,
     };
@@ -152,6 +167,17 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
             wait(child)
         }
     }
+}
+
+/// The ids the container's process will have, from the image's own
+/// /etc/passwd and /etc/group, read inside its tree (a symlink there cannot
+/// lead to the host's); None when that cannot tell (the container's start
+/// reports it, as it resolves the user again at its root).
+fn image_user(config: &InitConfig) -> Option<(u32, u32)> {
+    let root =
+        cap_std::fs::Dir::open_ambient_dir(&config.lower, cap_std::ambient_authority()).ok()?;
+    let read = |path: &str| root.read_to_string(path).unwrap_or_default();
+    plan::resolve_user(&config.user, &read("etc/passwd"), &read("etc/group")).ok()
 }
 
 /// `mount(2)` of a filesystem with its options as text.
