@@ -593,3 +593,41 @@ async fn a_request_waiting_on_a_service_goes_on_as_the_service_is_edited_or_dele
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_client_too_slow_with_its_headers_is_cut_off_and_others_are_served() {
+    use std::io::{Read as _, Write as _};
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = cluster(home.path(), &["--header-timeout", "1s"]);
+    apply(
+        home.path(),
+        &(pod("web", "web", "") + &service("web", "web", "")),
+    );
+    wait_ready(home.path(), 1);
+
+    // Headers begun and never finished: slowloris.
+    let address = ingress.trim_start_matches("http://").trim_end_matches('/');
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    slow.write_all(b"GET /whoami HTTP/1.1\r\nHost: web.localhost\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // Meanwhile the ingress answers everyone else.
+    let reply = via(&ingress, "web.localhost", "/whoami").await;
+    assert_eq!((reply.status, who(&reply)), (200, "web".to_owned()));
+
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let ended = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(ended.is_ok(), "the connection was not closed: {ended:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}

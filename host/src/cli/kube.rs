@@ -74,6 +74,12 @@ pub struct DaemonArgs {
     /// before it is answered 503.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     endpoint_wait: Duration,
+
+    /// How long a client of the ingress or a node port may take to send a
+    /// request's headers before its connection is closed (slow clients
+    /// holding connections open).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -149,6 +155,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             args.endpoint_wait,
             shutdown.clone(),
             Duration::from_secs(30),
+            args.header_timeout,
         )
         .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
 

@@ -61,19 +61,22 @@ pub struct Ingress {
     ip: IpAddr,
     shutdown: CancellationToken,
     drain: Duration,
+    header_read: Duration,
     node_ports: Mutex<HashMap<(String, String, u16), NodePortListener>>,
     tasks: tokio_util::task::TaskTracker,
 }
 
 impl Ingress {
     /// Binds the ingress on `address`; returns it and the address bound
-    /// (the port chosen when `address` asked for port 0).
+    /// (the port chosen when `address` asked for port 0). Its listeners
+    /// cut off a client slower than `header_read` to send its headers.
     pub fn bind(
         table: Arc<Table>,
         address: SocketAddr,
         wait: Duration,
         shutdown: CancellationToken,
         drain: Duration,
+        header_read: Duration,
     ) -> std::io::Result<(Arc<Ingress>, SocketAddr)> {
         let listener = bind(address)?;
         let bound = listener.local_addr()?;
@@ -83,6 +86,7 @@ impl Ingress {
             ip: bound.ip(),
             shutdown,
             drain,
+            header_read,
             node_ports: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -91,6 +95,7 @@ impl Ingress {
             listener,
             ingress.shutdown.clone(),
             drain,
+            header_read,
             move |request, peer| {
                 let ingress = by_host.clone();
                 async move { ingress.by_host(request, peer).await }
@@ -188,6 +193,7 @@ impl Ingress {
                 listener,
                 cancel.clone(),
                 self.drain,
+                self.header_read,
                 move |request, peer| {
                     let ingress = ingress.clone();
                     let (namespace, service) = (namespace.clone(), service.clone());

@@ -22,8 +22,8 @@ use crate::runtime::{Body, BoxError, GuestFailure, ServeError, Workload};
 /// Connections one listener serves at once.
 const MAX_CONNECTIONS: usize = 10_000;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers, unless told.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
@@ -33,20 +33,28 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    accept(listener, shutdown, drain, move |request, peer| {
-        let workload = workload.clone();
-        async move { handle(&*workload, request, peer).await }
-    })
+    accept(
+        listener,
+        shutdown,
+        drain,
+        HEADER_READ_TIMEOUT,
+        move |request, peer| {
+            let workload = workload.clone();
+            async move { handle(&*workload, request, peer).await }
+        },
+    )
     .await
 }
 
 /// Accepts connections on `listener` and answers each request with
 /// `handler`, until `shutdown`; then waits up to `drain` for in-flight
-/// requests.
+/// requests. A client that takes longer than `header_read` to send a
+/// request's headers is cut off.
 pub async fn accept<H, F>(
     listener: TcpListener,
     shutdown: CancellationToken,
     drain: Duration,
+    header_read: Duration,
     handler: H,
 ) where
     H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -57,7 +65,7 @@ pub async fn accept<H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
