@@ -364,14 +364,21 @@ mod tests {
     use std::io::Write;
 
     fn tar_with(name: &str, content: &str) -> Vec<u8> {
+        tar_of(&[(name, content)])
+    }
+
+    /// A tar of regular files, (path, content) each.
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_ustar();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, content.as_bytes())
-            .unwrap();
+        for (name, content) in files {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, content.as_bytes())
+                .unwrap();
+        }
         builder.into_inner().unwrap()
     }
 
@@ -612,19 +619,7 @@ mod tests {
         let store = ContentStore::open(dir.path().join("store")).unwrap();
         let images = dir.path().join("images");
         // /dev as a file: the layer's, not replaced by a directory.
-        let layer = {
-            let mut builder = tar::Builder::new(Vec::new());
-            for (name, content) in [("bin/sh", "ELF"), ("dev", "not a dir")] {
-                let mut header = tar::Header::new_ustar();
-                header.set_size(content.len() as u64);
-                header.set_mode(0o644);
-                header.set_cksum();
-                builder
-                    .append_data(&mut header, name, content.as_bytes())
-                    .unwrap();
-            }
-            builder.into_inner().unwrap()
-        };
+        let layer = tar_of(&[("bin/sh", "ELF"), ("dev", "not a dir")]);
         let linux = oci_image(
             &store,
             serde_json::json!({"os": "linux", "architecture": "amd64",
