@@ -818,3 +818,67 @@ fn an_image_user_past_the_mapped_ids_runs_with_host_ids_and_says_so() {
         out.stderr
     );
 }
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
+                    after.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_container_dies_with_its_init_whatever_user_it_runs_as() {
+    let home = home_with_busybox();
+    let mut run = std::process::Command::new(berth_tests::berth_bin())
+        .args(["run", "busybox:1", "--", "sleep", "300"])
+        .env("BERTH_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // berth → its init → the container's sleep (root in a user namespace
+    // of its own: its credentials changed on the way).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (init, container) = loop {
+        let found = children_of(run.id()).into_iter().find_map(|init| {
+            let container = *children_of(init).first()?;
+            let comm = std::fs::read_to_string(format!("/proc/{container}/comm")).ok()?;
+            (comm.trim() == "sleep").then_some((init, container))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no container started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The init killed outright, as it is when berth dies.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &init.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Gone, or a zombie its new parent has yet to reap.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{container}/stat")).is_ok_and(|s| {
+            let state = s.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            state.is_some_and(|rest| !rest.starts_with('Z')) && s.contains("(sleep)")
+        })
+    };
+    while running() {
+        assert!(Instant::now() < deadline, "the container outlived its init");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = run.wait();
+}
