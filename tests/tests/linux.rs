@@ -138,6 +138,19 @@ fn the_exit_code_is_the_container_s() {
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing-here"));
+    // Nothing to run at all fails at once in the container's process,
+    // and says so whole (not mixed with the init's word of the start).
+    let archive = busybox::archive(&[busybox::layer()], serde_json::json!({}), "idle:1");
+    busybox::load_archive(home.path(), &archive);
+    let out = berth(home.path(), &["run", "idle:1"]);
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("idle:1: nothing to run: the image has no Entrypoint or Cmd"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("started "), "{}", out.stderr);
 }
 
 #[test]

@@ -153,17 +153,27 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| format!("becoming a subreaper: {e}"))?;
     unshare(flags)?;
+    // The runtime reads `started` first: a child that fails at once waits
+    // for the init to have said it (the init closes its end after) before
+    // it writes why, so the two never interleave.
+    let (said_started, saying) =
+        std::io::pipe().map_err(|e| format!("a pipe for the container: {e}"))?;
 
     match fork()? {
         Forked::Child => {
+            drop(saying);
             let error = container(config, mapping.as_ref());
+            let _ = std::io::Read::read(&mut &said_started, &mut [0u8; 1]);
             let _ = (&*status).write_all(error.message.as_bytes());
             std::process::exit(error.code);
         }
         Forked::Parent(child) => {
-            (&*status)
+            drop(said_started);
+            let told = (&*status)
                 .write_all(format!("{STARTED}{child}\n").as_bytes())
-                .map_err(|e| format!("telling the runtime the container started: {e}"))?;
+                .map_err(|e| format!("telling the runtime the container started: {e}"));
+            drop(saying);
+            told?;
             wait(child)
         }
     }
@@ -305,19 +315,20 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
     if config.network == Network::Own {
         loopback_up()?;
-        // ping without CAP_NET_RAW, through ICMP datagram sockets, for every
-        // group, as Docker allows it: in a user namespace of its own, the
-        // container's root has no NET_RAW in this (the host's) namespace.
-        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-            .map_err(|e| format!("allowing ping: {e}"))?;
-        if mapping.is_some() {
-            // Low ports are opened to all, as Docker does for every
-            // container: the container's root may bind them in a network
-            // namespace its user namespace owns, but not its other users,
-            // nor a pod's later containers (each has a user namespace of
-            // its own, and joins the first one's network).
-            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
-                .map_err(|e| format!("opening low ports: {e}"))?;
+        // As Docker does for every container: ping through ICMP datagram
+        // sockets for every group, and low ports for every user (its root
+        // may bind them in a network namespace its user namespace owns,
+        // but not its other users, nor a pod's later containers, each with
+        // a user namespace of its own, joining the first one's network).
+        // Best effort: where /proc/sys is read-only (berth itself in a
+        // container), the container runs without them.
+        for (setting, value) in [
+            ("net/ipv4/ping_group_range", "0 2147483647"),
+            ("net/ipv4/ip_unprivileged_port_start", "0"),
+        ] {
+            if let Err(e) = std::fs::write(Path::new("/proc/sys").join(setting), value) {
+                eprintln!("berth: {setting}: {e}; the container runs without it");
+            }
         }
     }
     std::env::set_current_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -1078,18 +1089,26 @@ fn exec_in(pid: &str, init: &str, command: &[String]) -> Result<i32, String> {
     }
 }
 
-/// Whether the process behind a pidfd is still unreaped: its fdinfo names
-/// its pid until then, and -1 after.
+/// Whether the process behind a pidfd is still there: signal 0 through it
+/// fails with ESRCH once it has exited.
+#[expect(
+    unsafe_code,
+    reason = "pidfd_send_signal with signal 0 has no safe wrapper"
+)]
 fn alive(pidfd: &OwnedFd) -> bool {
     use std::os::fd::AsRawFd as _;
-    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("Pid:"))
-                .and_then(|p| p.trim().parse::<i64>().ok())
-        })
-        .is_some_and(|pid| pid > 0)
+    // SAFETY: a descriptor this function borrows, signal 0 (nothing is
+    // sent), no siginfo, no flags.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    sent == 0
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -90,7 +90,7 @@ pub struct Container {
     pub init_pid: u32,
     /// A handle on the container's pid 1 for signals: its number alone may
     /// name another process once the init has reaped it.
-    pidfd: Option<std::os::fd::OwnedFd>,
+    pidfd: Result<std::os::fd::OwnedFd, rustix::io::Errno>,
     init: tokio::process::Child,
     /// The init's socket, and what came on it after `started`: why the
     /// container could not be set up or its program run, if it could not.
@@ -203,9 +203,9 @@ pub async fn start(
             // Opened the moment the init names it (a pid comes round again
             // only after the whole range has): from here on, signals reach
             // this process or nothing. None if it is gone already.
-            let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
-                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-            });
+            let pidfd = rustix::process::Pid::from_raw(pid as i32)
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
             return Ok((
                 Container {
                     id: spec.id.clone(),
@@ -279,10 +279,13 @@ impl Container {
     /// (the container's program never held it: it is close-on-exec).
     async fn error(&mut self) -> String {
         use tokio::io::AsyncReadExt as _;
-        let mut rest = std::mem::take(&mut self.said);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), self.status.read_to_end(&mut rest)).await;
-        String::from_utf8_lossy(&rest).trim().to_owned()
+        // Into `said` itself: a wait dropped mid-read loses nothing.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.status.read_to_end(&mut self.said),
+        )
+        .await;
+        String::from_utf8_lossy(&self.said).trim().to_owned()
     }
 
     pub fn pids(&self) -> ContainerPids {
@@ -294,8 +297,19 @@ impl Container {
 
     /// Sends `signal` to the container's pid 1 (nothing once it is gone).
     pub fn signal(&self, signal: rustix::process::Signal) {
-        if let Some(pidfd) = &self.pidfd {
-            let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+        match &self.pidfd {
+            Ok(pidfd) => {
+                let _ = rustix::process::pidfd_send_signal(pidfd, signal);
+            }
+            // Gone already.
+            Err(rustix::io::Errno::SRCH) => {}
+            // No pidfds here (an old kernel, a seccomp profile around
+            // berth): by number, then.
+            Err(_) => {
+                if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+                    let _ = rustix::process::kill_process(pid, signal);
+                }
+            }
         }
     }
 
@@ -307,6 +321,9 @@ impl Container {
             return exit;
         }
         self.signal(rustix::process::Signal::KILL);
+        // The init too: its end takes the container with it (the parent-
+        // death signal), whatever became of the signal above.
+        let _ = self.init.start_kill();
         self.wait().await
     }
 

@@ -99,7 +99,8 @@ fn namespace_with(host_base: u32, network: bool) -> Result<(OwnedFd, Option<Owne
     };
     if child < 0 {
         return Err(format!(
-            "the kernel refused a user namespace: {}",
+            "the kernel refused a user namespace{}: {}",
+            if network { " (and its network)" } else { "" },
             std::io::Error::last_os_error()
         ));
     }
