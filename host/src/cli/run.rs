@@ -38,7 +38,7 @@ pub struct RunArgs {
     dirs: Vec<DirGrant>,
 
     /// Allow outbound HTTP to HOST (any port) or HOST:PORT; `*` allows any but
-    /// this machine's loopback, which must be named (repeatable).
+    /// this machine's own addresses, which must be named (repeatable).
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     outbound: Vec<OutboundRule>,
 

@@ -124,8 +124,8 @@ fn deny(request: http::Request<WasiBody>) -> SendFuture {
 }
 
 /// Where `host:port` is, when it is not this machine; a name that
-/// resolves to a loopback or unspecified address (any of its addresses)
-/// is refused with `DestinationIpProhibited`.
+/// resolves to a loopback, unspecified or local interface address (any of
+/// its addresses) is refused with `DestinationIpProhibited`.
 async fn outside_address(
     host: &str,
     port: u16,
@@ -146,7 +146,11 @@ async fn outside_address(
             info_code: None,
         })?
         .collect();
-    let local = addresses.iter().find(|a| is_this_machine(a.ip()));
+    // Read each time: interfaces come and go.
+    let interfaces = interface_addresses();
+    let local = addresses
+        .iter()
+        .find(|a| is_this_machine(a.ip()) || interfaces.contains(&unmapped(a.ip())));
     if let Some(local) = local {
         if let Some(dropped) = policy.denials.take() {
             tracing::warn!(
@@ -165,13 +169,55 @@ async fn outside_address(
         .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)
 }
 
-/// An address that reaches this machine itself.
+/// An address that reaches this machine whatever its interfaces.
 fn is_this_machine(ip: std::net::IpAddr) -> bool {
-    let ip = match ip {
+    let ip = unmapped(ip);
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 one it is.
+fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
-    };
-    ip.is_loopback() || ip.is_unspecified()
+    }
+}
+
+/// The addresses of this machine's interfaces (a listener on 0.0.0.0, as
+/// an ingress may be, answers on every one).
+#[expect(unsafe_code, reason = "getifaddrs has no safe wrapper here")]
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut found = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list this function walks
+    // read-only and frees once; each sockaddr is read as the type its
+    // family names.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return found;
+        }
+        let mut at = head;
+        while let Some(entry) = at.as_ref() {
+            if let Some(address) = entry.ifa_addr.as_ref() {
+                match i32::from(address.sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*entry.ifa_addr.cast::<libc::sockaddr_in>();
+                        found.push(std::net::IpAddr::from(
+                            u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*entry.ifa_addr.cast::<libc::sockaddr_in6>();
+                        found.push(std::net::IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            at = entry.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    found
 }
 
 /// The guest's timeouts, or berth's where it set none: the engine's own
@@ -374,7 +420,13 @@ impl WasiHttpHooks for OutboundHooks {
 
 #[cfg(test)]
 mod tests {
-    use super::{LogBudget, is_this_machine};
+    use super::{LogBudget, interface_addresses, is_this_machine};
+
+    #[test]
+    fn the_interfaces_of_this_machine_are_listed() {
+        let found = interface_addresses();
+        assert!(found.contains(&"127.0.0.1".parse().unwrap()), "{found:?}");
+    }
 
     #[test]
     fn this_machine_is_loopback_and_unspecified_in_either_family() {
