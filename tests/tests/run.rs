@@ -164,6 +164,31 @@ async fn echo_reads_granted_dirs_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_granted_dir_is_the_one_opened_at_start_whatever_its_path_becomes() {
+    let parent = tempfile::tempdir().unwrap();
+    let granted = parent.path().join("data");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::write(granted.join("note.txt"), "granted content").unwrap();
+    let grant = format!("{}:/data", granted.display());
+    let berth = BerthRun::start(guests::ECHO, &["--dir", &grant]);
+
+    // The path now leads elsewhere: a symlink to a directory never granted.
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("note.txt"), "never granted").unwrap();
+    std::fs::rename(&granted, parent.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(secret.path(), &granted).unwrap();
+
+    let reply = get(&format!("{}/?read=/data/note.txt", berth.url)).await;
+    assert!(
+        reply
+            .body
+            .contains("read /data/note.txt: ok: granted content"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
 async fn read_only_dirs_refuse_writes_and_rw_dirs_accept_them() {
     let ro = tempfile::tempdir().unwrap();
     let rw = tempfile::tempdir().unwrap();

@@ -22,8 +22,28 @@ pub(super) struct Sandbox {
     workload: Arc<str>,
     log: Option<Arc<crate::runtime::LogFile>>,
     env: Vec<(String, String)>,
-    dirs: Vec<(PathBuf, String, FsPerms)>,
+    dirs: Vec<GrantedDir>,
     outbound: Arc<OutboundPolicy>,
+}
+
+/// A `--dir` grant: the directory as opened at start, so every request
+/// gets that very directory, whatever is renamed or swapped for a symlink
+/// along its path later.
+struct GrantedDir {
+    /// For messages.
+    host: PathBuf,
+    handle: std::fs::File,
+    guest: String,
+    perms: FsPerms,
+}
+
+impl GrantedDir {
+    /// A path that opens the held directory (wasmtime-wasi preopens by
+    /// path only): its descriptor's link in /proc.
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd as _;
+        PathBuf::from(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
+    }
 }
 
 impl Sandbox {
@@ -45,7 +65,8 @@ impl Sandbox {
                 .host
                 .canonicalize()
                 .map_err(|e| dir_error(e.to_string()))?;
-            if !host.is_dir() {
+            let handle = std::fs::File::open(&host).map_err(|e| dir_error(e.to_string()))?;
+            if !handle.metadata().is_ok_and(|m| m.is_dir()) {
                 return Err(dir_error("not a directory".into()));
             }
             let perms = if grant.writable {
@@ -53,7 +74,12 @@ impl Sandbox {
             } else {
                 FsPerms::ReadOnly
             };
-            dirs.push((host, grant.guest.clone(), perms));
+            dirs.push(GrantedDir {
+                host,
+                handle,
+                guest: grant.guest.clone(),
+                perms,
+            });
         }
         Ok(Sandbox {
             workload: workload.into(),
@@ -87,10 +113,12 @@ impl Sandbox {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        for (host, guest, perms) in &self.dirs {
+        for dir in &self.dirs {
             builder
-                .preopened_dir(host, guest, *perms)
-                .map_err(|e| std::io::Error::other(format!("opening {}: {e}", host.display())))?;
+                .preopened_dir(dir.path(), &dir.guest, dir.perms)
+                .map_err(|e| {
+                    std::io::Error::other(format!("opening {}: {e}", dir.host.display()))
+                })?;
         }
         Ok(builder.build())
     }
