@@ -14,7 +14,7 @@
 //! Its stdin is a socket to the runtime: the config comes in on it (JSON,
 //! to end of stream), and back go `started PID` once the container's
 //! process is forked and, when the container cannot be set up or its
-//! program run, why (exit codes 125 and 127). A pipe, not files in the
+//! program run, why (exit codes 125 and 127). A socket, not files in the
 //! container's state dir: on a disk filesystem each file made and removed
 //! is a journal entry, and the runtime learns of the start the moment it
 //! happens rather than by polling.

@@ -115,7 +115,7 @@ pub fn init_binary() -> Result<PathBuf, String> {
 }
 
 /// Why the init binary could not be started.
-pub fn init_missing(init: &Path, e: &std::io::Error) -> String {
+fn init_missing(init: &Path, e: &std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::NotFound {
         format!(
             "{} is missing: berth starts Linux containers with it, and it is \
@@ -202,7 +202,7 @@ pub async fn start(
             said.drain(..=end);
             // Opened the moment the init names it (a pid comes round again
             // only after the whole range has): from here on, signals reach
-            // this process or nothing. None if it is gone already.
+            // this process or nothing. ESRCH if it is gone already.
             let pidfd = rustix::process::Pid::from_raw(pid as i32)
                 .ok_or(rustix::io::Errno::SRCH)
                 .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
