@@ -223,6 +223,12 @@ async fn read_only_dirs_refuse_writes_and_rw_dirs_accept_them() {
     );
 }
 
+/// What the misbehave guest served by `berth` answers when asked to fetch
+/// `http://HOST:PORT/` itself.
+async fn fetch_through(berth: &BerthRun, host: &str, port: u16) -> berth_tests::Reply {
+    get(&format!("{}/fetch?url=http://{host}:{port}/", berth.url)).await
+}
+
 #[tokio::test]
 async fn outbound_http_reaches_allowed_hosts_only() {
     let allowed = Upstream::start().await;
@@ -230,11 +236,7 @@ async fn outbound_http_reaches_allowed_hosts_only() {
     let rule = format!("127.0.0.1:{}", allowed.port);
     let berth = BerthRun::start(guests::MISBEHAVE, &["--allow-outbound", &rule]);
 
-    let reply = get(&format!(
-        "{}/fetch?url=http://127.0.0.1:{}/",
-        berth.url, allowed.port
-    ))
-    .await;
+    let reply = fetch_through(&berth, "127.0.0.1", allowed.port).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(
         reply.body.contains("200 OK: hello from upstream"),
@@ -243,11 +245,7 @@ async fn outbound_http_reaches_allowed_hosts_only() {
     );
     assert_eq!(allowed.hits(), 1);
 
-    let reply = get(&format!(
-        "{}/fetch?url=http://127.0.0.1:{}/",
-        berth.url, denied.port
-    ))
-    .await;
+    let reply = fetch_through(&berth, "127.0.0.1", denied.port).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
     assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
     assert!(
@@ -269,11 +267,7 @@ async fn the_wildcard_outbound_host_is_the_network_not_this_machine() {
     // By address and by a name that resolves to loopback: this machine's
     // listeners (the ingress, node ports) are not "any host".
     for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
-        let reply = get(&format!(
-            "{}/fetch?url=http://{host}:{}/",
-            berth.url, upstream.port
-        ))
-        .await;
+        let reply = fetch_through(&berth, host, upstream.port).await;
         assert!(
             reply.body.contains("DestinationIpProhibited"),
             "{host}: {}",
@@ -292,11 +286,7 @@ async fn the_wildcard_outbound_host_is_the_network_not_this_machine() {
         guests::MISBEHAVE,
         &["--allow-outbound", "*", "--allow-outbound", &rule],
     );
-    let reply = get(&format!(
-        "{}/fetch?url=http://127.0.0.1:{}/",
-        named.url, upstream.port
-    ))
-    .await;
+    let reply = fetch_through(&named, "127.0.0.1", upstream.port).await;
     assert!(
         reply.body.contains("200 OK: hello from upstream"),
         "{}",
@@ -308,11 +298,7 @@ async fn the_wildcard_outbound_host_is_the_network_not_this_machine() {
 async fn no_outbound_is_allowed_by_default() {
     let upstream = Upstream::start().await;
     let berth = BerthRun::start(guests::MISBEHAVE, &[]);
-    let reply = get(&format!(
-        "{}/fetch?url=http://127.0.0.1:{}/",
-        berth.url, upstream.port
-    ))
-    .await;
+    let reply = fetch_through(&berth, "127.0.0.1", upstream.port).await;
     assert!(reply.body.contains("HttpRequestDenied"), "{}", reply.body);
     assert_eq!(upstream.connections(), 0);
 }
