@@ -230,9 +230,8 @@ fn interface_addresses() -> Vec<std::net::IpAddr> {
                 match i32::from(address.sa_family) {
                     libc::AF_INET => {
                         let v4 = &*entry.ifa_addr.cast::<libc::sockaddr_in>();
-                        found.push(std::net::IpAddr::from(
-                            u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
-                        ));
+                        // Network order in memory: its bytes are the address.
+                        found.push(std::net::IpAddr::from(v4.sin_addr.s_addr.to_ne_bytes()));
                     }
                     libc::AF_INET6 => {
                         let v6 = &*entry.ifa_addr.cast::<libc::sockaddr_in6>();
