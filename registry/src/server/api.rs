@@ -9,6 +9,8 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
@@ -636,6 +638,41 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::ManifestInvalid, message)
 }
 
+/// How much of a too-large manifest is read and thrown away before the 413.
+/// A client writes its whole body before it reads the answer; if the
+/// connection closed under it with bytes unread, the kernel's reset could
+/// reach it first and it would see a broken pipe instead of the error. Past
+/// this much the client is sending nonsense and the reset is what it gets.
+const MAX_DISCARDED_BYTES: usize = 64 << 20;
+
+/// The manifest's bytes, or TooLarge once they pass [`MAX_MANIFEST_BYTES`].
+async fn read_manifest(body: Body) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError::new(
+            Code::TooLarge,
+            format!("manifests are limited to {MAX_MANIFEST_BYTES} bytes"),
+        )
+    };
+    let broken = |e: axum::Error| invalid(format!("reading the manifest: {e}"));
+    let mut stream = body.into_data_stream();
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(broken)?;
+        if bytes.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            let mut seen = bytes.len() + chunk.len();
+            while seen <= MAX_MANIFEST_BYTES + MAX_DISCARDED_BYTES {
+                match stream.next().await {
+                    Some(Ok(chunk)) => seen += chunk.len(),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.freeze())
+}
+
 async fn put_manifest(
     state: &Arc<AppState>,
     name: &str,
@@ -651,14 +688,7 @@ async fn put_manifest(
     } else {
         return Err(invalid(format!("{reference:?} is not a valid tag")));
     };
-    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                Code::TooLarge,
-                format!("manifests are limited to {MAX_MANIFEST_BYTES} bytes"),
-            )
-        })?;
+    let bytes = read_manifest(body).await?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     if tag.is_none() && reference != digest {
         return Err(ApiError::new(
