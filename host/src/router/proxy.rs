@@ -61,7 +61,7 @@ pub async fn forward(
         *copy.headers_mut() = request.headers().clone();
         copy
     });
-    let Some(mut endpoint) = route.pick(port, client, None) else {
+    let Some(endpoint) = route.pick(port, client, None) else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -70,42 +70,41 @@ pub async fn forward(
             ),
         );
     };
-    let mut guard = endpoint.pod.begin();
+    let mut endpoint = endpoint.begin();
     // Counted in flight now; a pod that began to stop since the pick (and
     // may have found nothing in flight) is passed over for another.
     if !endpoint.pod.is_ready()
         && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
     {
-        drop(guard);
-        endpoint = other;
-        guard = endpoint.pod.begin();
+        endpoint = other.begin();
     }
     let error = match endpoint.serve(request).await {
-        Ok(response) => return finish(response, guard),
+        Ok(response) => return finish(response, endpoint),
         Err(error) => error,
     };
-    drop(guard);
+    let failed = endpoint.pod.clone();
+    drop(endpoint);
     if let Some(again) = again
         && worth_retrying(&error)
-        && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
+        && let Some(other) = route.pick(port, client, Some(&failed.uid))
     {
         tracing::info!(
             service = %format_args!("{}/{}", route.key.namespace, route.key.name),
-            failed = %endpoint.pod.name,
+            failed = %failed.name,
             retry = %other.pod.name,
             "retrying a request: {error}"
         );
         let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        let guard = other.pod.begin();
+        let other = other.begin();
         return match other.serve(request).await {
-            Ok(response) => finish(response, guard),
+            Ok(response) => finish(response, other),
             Err(error) => {
                 tracing::warn!(pod = %other.pod.name, "request failed: {error}");
                 error_response(&error)
             }
         };
     }
-    tracing::warn!(pod = %endpoint.pod.name, "request failed: {error}");
+    tracing::warn!(pod = %failed.name, "request failed: {error}");
     error_response(&error)
 }
 

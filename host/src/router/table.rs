@@ -2,14 +2,17 @@
 //! start, turn ready or unready, and stop, and the choice of one endpoint
 //! per request.
 //!
-//! Requests read a snapshot (`Arc<[Endpoint]>`) under a read lock held for
-//! a clone, so the per-request cost is a few atomic operations; the rare
-//! changes rebuild the snapshots of the services they touch.
+//! Requests read snapshots (the routes, each port's endpoints) through
+//! `ArcSwap`, which takes no shared lock: with a lock, or a reference count
+//! taken per read, every request on every core would write the same cache
+//! lines. The rare changes build new snapshots and swap them in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use crate::runtime::Workload;
@@ -87,14 +90,6 @@ impl PodEndpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request until the guard drops (with the response body).
-    /// SeqCst with `is_ready` and the stop's store and `drained`: either
-    /// the router sees the pod stopping, or the stop sees the request.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.clone())
-    }
-
     /// Waits until no request is in flight, or `limit` passes; true if idle.
     pub async fn drained(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
@@ -146,13 +141,21 @@ impl PodEndpoint {
     }
 }
 
-/// A request being served by a pod; dropping it ends the count.
-pub struct InFlight(Arc<PodEndpoint>);
+/// A request being served by an endpoint's pod; dropping it ends the count.
+pub struct InFlight(Endpoint);
+
+impl std::ops::Deref for InFlight {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        if self.0.pod.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.pod.idle.notify_waiters();
         }
     }
 }
@@ -167,6 +170,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Counts a request on the pod until the guard drops (with the response
+    /// body). SeqCst with `is_ready` and the stop's store and `drained`:
+    /// either the router sees the pod stopping, or the stop sees the
+    /// request.
+    pub fn begin(self) -> InFlight {
+        self.pod.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self)
+    }
+
     pub fn workload(&self) -> &Arc<dyn Workload> {
         &self.pod.containers[self.container].workload
     }
@@ -208,7 +220,7 @@ pub struct Route {
 struct RoutePort {
     port: u16,
     target: IntOrString,
-    endpoints: RwLock<Arc<[Endpoint]>>,
+    endpoints: ArcSwap<Vec<Endpoint>>,
 }
 
 impl Route {
@@ -244,7 +256,7 @@ impl Route {
                         .target_port
                         .clone()
                         .unwrap_or(IntOrString::Int(i64::from(p.port))),
-                    endpoints: RwLock::new(Arc::from(Vec::new())),
+                    endpoints: ArcSwap::default(),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -274,8 +286,10 @@ impl Route {
         }
     }
 
-    pub fn endpoints(&self, port: usize) -> Arc<[Endpoint]> {
-        self.ports[port].endpoints.read().expect("lock").clone()
+    /// A snapshot of `port`'s endpoints, to read at once (not to hold
+    /// across an await).
+    pub fn endpoints(&self, port: usize) -> arc_swap::Guard<Arc<Vec<Endpoint>>> {
+        self.ports[port].endpoints.load()
     }
 
     /// Waits until `deadline` for `port` to have an endpoint, or for the
@@ -375,7 +389,7 @@ impl Route {
                 })
                 .collect();
             endpoints.sort_by(|a, b| a.pod.name.cmp(&b.pod.name));
-            *port.endpoints.write().expect("lock") = endpoints.into();
+            port.endpoints.store(Arc::new(endpoints));
         }
         self.changed.notify_waiters();
     }
@@ -401,16 +415,16 @@ fn less_busy_of_two<'a>(n: usize, at: impl Fn(usize) -> &'a Endpoint) -> &'a End
 #[derive(Default)]
 pub struct Table {
     /// Namespace → service name → route: nested so a request looks up
-    /// borrowed strings without building a key.
-    routes: RwLock<HashMap<String, HashMap<String, Arc<Route>>>>,
+    /// borrowed strings without building a key. Replaced whole, and only
+    /// with `pods` locked, so changes do not race each other.
+    routes: ArcSwap<HashMap<String, HashMap<String, Arc<Route>>>>,
     pods: Mutex<HashMap<String, Arc<PodEndpoint>>>,
 }
 
 impl Table {
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
         self.routes
-            .read()
-            .expect("lock")
+            .load()
             .get(namespace)
             .and_then(|services| services.get(name))
             .cloned()
@@ -418,8 +432,7 @@ impl Table {
 
     pub fn routes(&self) -> Vec<Arc<Route>> {
         self.routes
-            .read()
-            .expect("lock")
+            .load()
             .values()
             .flat_map(|services| services.values().cloned())
             .collect()
@@ -429,7 +442,7 @@ impl Table {
     /// (re)built, removed ones dropped. Cheap when nothing changed.
     pub fn set_services(&self, services: &[Service]) {
         let pods = self.pods.lock().expect("lock");
-        let mut routes = self.routes.write().expect("lock");
+        let routes = self.routes.load_full();
         let mut wanted: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
         for service in services {
             let policy = match Policy::parse(
@@ -461,6 +474,8 @@ impl Table {
                 .or_default()
                 .insert(route.key.name.clone(), route);
         }
+        let wanted = Arc::new(wanted);
+        self.routes.store(wanted.clone());
         // Requests waiting on a route that changed or went move on now
         // (to its successor), not at the end of their wait.
         for (namespace, services) in routes.iter() {
@@ -472,7 +487,6 @@ impl Table {
                 }
             }
         }
-        *routes = wanted;
     }
 
     /// A pod started: it joins the routes whose selectors match once ready.
@@ -517,8 +531,8 @@ impl Table {
 
     /// The routes whose selector takes `pod` as its labels are now.
     fn selecting(&self, pod: &PodEndpoint) -> Vec<Arc<Route>> {
-        let routes = self.routes.read().expect("lock");
-        routes
+        self.routes
+            .load()
             .get(&pod.namespace)
             .into_iter()
             .flat_map(|s| s.values())
