@@ -275,6 +275,16 @@ async fn the_wildcard_outbound_host_is_the_network_not_this_machine() {
         );
     }
     assert_eq!(upstream.connections(), 0);
+    // Nor is the link: a cloud host's metadata service answers there. The
+    // address is refused before any connection is tried.
+    for host in ["169.254.169.254", "[fe80::1]"] {
+        let reply = fetch_through(&berth, host, 80).await;
+        assert!(
+            reply.body.contains("DestinationIpProhibited"),
+            "{host}: {}",
+            reply.body
+        );
+    }
     assert!(
         berth.wait_for_log("`*` does not include this machine", Duration::from_secs(5)),
         "{}",

@@ -151,9 +151,10 @@ fn deny(request: http::Request<WasiBody>) -> SendFuture {
     })
 }
 
-/// Where `host:port` is, when it is not this machine; a name that
-/// resolves to a loopback, unspecified or local interface address (any of
-/// its addresses) is refused with `DestinationIpProhibited`.
+/// Where `host:port` is, when it is neither this machine nor its link; a
+/// name that resolves to a loopback, unspecified, link-local or local
+/// interface address (any of its addresses) is refused with
+/// `DestinationIpProhibited`.
 async fn outside_address(
     host: &str,
     port: u16,
@@ -178,7 +179,7 @@ async fn outside_address(
     let interfaces = interface_addresses();
     let local = addresses
         .iter()
-        .find(|a| is_this_machine(a.ip()) || interfaces.contains(&unmapped(a.ip())));
+        .find(|a| not_the_network(a.ip()) || interfaces.contains(&unmapped(a.ip())));
     if let Some(local) = local {
         if let Some(dropped) = policy.denials.take() {
             tracing::warn!(
@@ -186,7 +187,8 @@ async fn outside_address(
                 destination = %format_args!("{host}:{port}"),
                 address = %local,
                 suppressed = dropped,
-                "denied outbound request: `*` does not include this machine; allow the host by name"
+                "denied outbound request: `*` does not include this machine or link-local \
+                 addresses; allow the host by name"
             );
         }
         return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
@@ -197,10 +199,16 @@ async fn outside_address(
         .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)
 }
 
-/// An address that reaches this machine whatever its interfaces.
-fn is_this_machine(ip: std::net::IpAddr) -> bool {
-    let ip = unmapped(ip);
-    ip.is_loopback() || ip.is_unspecified()
+/// An address `*` does not reach whatever this machine's interfaces:
+/// loopback and unspecified (this machine), and link-local, where a cloud
+/// host's metadata service answers with its credentials (169.254.169.254).
+fn not_the_network(ip: std::net::IpAddr) -> bool {
+    match unmapped(ip) {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local()
+        }
+    }
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 one it is.
@@ -447,7 +455,7 @@ impl WasiHttpHooks for OutboundHooks {
 
 #[cfg(test)]
 mod tests {
-    use super::{LogBudget, interface_addresses, is_this_machine};
+    use super::{LogBudget, interface_addresses, not_the_network};
 
     #[test]
     fn the_interfaces_of_this_machine_are_listed() {
@@ -456,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn this_machine_is_loopback_and_unspecified_in_either_family() {
+    fn loopback_unspecified_and_link_local_are_not_the_network_in_either_family() {
         for local in [
             "127.0.0.1",
             "127.9.9.9",
@@ -464,11 +472,22 @@ mod tests {
             "::1",
             "::",
             "::ffff:127.0.0.1",
+            "169.254.169.254",
+            "::ffff:169.254.0.1",
+            "fe80::1",
+            "febf::1",
         ] {
-            assert!(is_this_machine(local.parse().unwrap()), "{local}");
+            assert!(not_the_network(local.parse().unwrap()), "{local}");
         }
-        for outside in ["10.0.0.1", "192.0.2.7", "2001:db8::1", "::ffff:192.0.2.7"] {
-            assert!(!is_this_machine(outside.parse().unwrap()), "{outside}");
+        for outside in [
+            "10.0.0.1",
+            "192.0.2.7",
+            "169.253.255.255",
+            "2001:db8::1",
+            "fec0::1",
+            "::ffff:192.0.2.7",
+        ] {
+            assert!(!not_the_network(outside.parse().unwrap()), "{outside}");
         }
     }
 
