@@ -631,3 +631,64 @@ async fn a_client_too_slow_with_its_headers_is_cut_off_and_others_are_served() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_replica_at_its_concurrency_limit_passes_requests_on_or_they_wait_then_503() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = cluster(home.path(), &["--endpoint-wait", "1s"]);
+    // One request at a time per replica; affinity sends this client's
+    // requests to one replica, so only the limit moves them elsewhere.
+    apply(
+        home.path(),
+        &(deployment("lim", 2, "", "").replace(
+            "metadata: {labels: {app: lim}}",
+            "metadata: {labels: {app: lim}, annotations: {berth.dev/max-concurrency: '1'}}",
+        ) + &service("lim", "lim", "  sessionAffinity: ClientIP\n")),
+    );
+    wait_ready(home.path(), 2);
+    let start = |path: &'static str| {
+        let ingress = ingress.clone();
+        tokio::spawn(async move { via(&ingress, "lim.localhost", path).await })
+    };
+    let sticky = who(&via(&ingress, "lim.localhost", "/whoami").await);
+
+    // The sticky replica busy: the next request goes to the other one.
+    let busy = start("/sleep?ms=1500");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spilled = via(&ingress, "lim.localhost", "/whoami").await;
+    assert_eq!(spilled.status, 200, "{}", spilled.text());
+    assert_ne!(who(&spilled), sticky, "the full replica was given more");
+    assert_eq!(busy.await.unwrap().status, 200);
+    // With room again, affinity holds.
+    let back = via(&ingress, "lim.localhost", "/whoami").await;
+    assert_eq!(who(&back), sticky);
+
+    // Both busy past the wait: 503, saying why.
+    let long = [start("/sleep?ms=2500"), start("/sleep?ms=2500")];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = Instant::now();
+    let refused = via(&ingress, "lim.localhost", "/whoami").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        refused.text().contains("concurrency limit"),
+        "{}",
+        refused.text()
+    );
+    assert!(
+        waited.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        waited.elapsed()
+    );
+    for busy in long {
+        assert_eq!(busy.await.unwrap().status, 200);
+    }
+
+    // Both busy for less than the wait: the request waits its turn.
+    let short = [start("/sleep?ms=300"), start("/sleep?ms=300")];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = via(&ingress, "lim.localhost", "/whoami").await;
+    assert_eq!(queued.status, 200, "{}", queued.text());
+    for busy in short {
+        assert_eq!(busy.await.unwrap().status, 200);
+    }
+}

@@ -634,6 +634,10 @@ async fn run_pod(
                             workload: c.workload.clone(),
                         })
                         .collect(),
+                    // Checked when the pod was applied.
+                    crate::spec::objects::max_concurrency(&pod.metadata)
+                        .ok()
+                        .flatten(),
                 ));
                 context.routes.add_pod(endpoint.clone());
                 let ran_from = tokio::time::Instant::now();

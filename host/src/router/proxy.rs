@@ -70,13 +70,39 @@ pub async fn forward(
             ),
         );
     };
-    let mut endpoint = endpoint.begin();
+    // A replica at its concurrency limit passes the request to one with
+    // room; when none has, it waits for room on the one picked.
+    let mut endpoint = match endpoint.try_begin() {
+        Ok(counted) => counted,
+        Err(full) => match route.with_room(port, &full.pod.uid) {
+            Some(counted) => counted,
+            None => {
+                let deadline = tokio::time::Instant::now() + wait;
+                let limited = full.pod.name.clone();
+                match full.begin_by(deadline).await {
+                    Some(counted) => counted,
+                    None => {
+                        return plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "503 Service Unavailable: service {}/{}: every ready replica \
+                                 is at its concurrency limit (waited {wait:?} for {limited}); \
+                                 try again\n",
+                                route.key.namespace, route.key.name
+                            ),
+                        );
+                    }
+                }
+            }
+        },
+    };
     // Counted in flight now; a pod that began to stop since the pick (and
     // may have found nothing in flight) is passed over for another.
     if !endpoint.pod.is_ready()
         && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
+        && let Ok(other) = other.try_begin()
     {
-        endpoint = other.begin();
+        endpoint = other;
     }
     let error = match endpoint.serve(request).await {
         Ok(response) => return finish(response, endpoint),
@@ -95,7 +121,10 @@ pub async fn forward(
             "retrying a request: {error}"
         );
         let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        let other = other.begin();
+        let Ok(other) = other.try_begin() else {
+            tracing::warn!(pod = %failed.name, "request failed: {error}");
+            return error_response(&error);
+        };
         return match other.serve(request).await {
             Ok(response) => finish(response, other),
             Err(error) => {

@@ -54,6 +54,8 @@ pub struct PodEndpoint {
     ready: AtomicBool,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Room for requests at once, when the pod sets a limit.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub struct ContainerEndpoint {
@@ -68,8 +70,10 @@ impl PodEndpoint {
         name: String,
         labels: BTreeMap<String, String>,
         containers: Vec<ContainerEndpoint>,
+        max_concurrency: Option<usize>,
     ) -> PodEndpoint {
         PodEndpoint {
+            slots: max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             uid,
             namespace,
             name,
@@ -141,21 +145,25 @@ impl PodEndpoint {
     }
 }
 
-/// A request being served by an endpoint's pod; dropping it ends the count.
-pub struct InFlight(Endpoint);
+/// A request being served by an endpoint's pod, holding its slot when the
+/// pod has a limit; dropping it ends the count.
+pub struct InFlight {
+    endpoint: Endpoint,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl std::ops::Deref for InFlight {
     type Target = Endpoint;
 
     fn deref(&self) -> &Endpoint {
-        &self.0
+        &self.endpoint
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.pod.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.pod.idle.notify_waiters();
+        if self.endpoint.pod.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.endpoint.pod.idle.notify_waiters();
         }
     }
 }
@@ -170,13 +178,43 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Counts a request on the pod until the guard drops (with the response
-    /// body). SeqCst with `is_ready` and the stop's store and `drained`:
-    /// either the router sees the pod stopping, or the stop sees the
-    /// request.
-    pub fn begin(self) -> InFlight {
+    /// Counts a request on the pod, if it has room for one more; gives the
+    /// endpoint back if not.
+    pub fn try_begin(self) -> Result<InFlight, Endpoint> {
+        let slot = match &self.pod.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => return Err(self),
+            },
+        };
+        Ok(self.counted(slot))
+    }
+
+    /// Counts a request on the pod once it has room, waiting until
+    /// `deadline` at most.
+    pub async fn begin_by(self, deadline: tokio::time::Instant) -> Option<InFlight> {
+        let slot = match &self.pod.slots {
+            None => None,
+            Some(slots) => Some(
+                tokio::time::timeout_at(deadline, slots.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?,
+            ),
+        };
+        Some(self.counted(slot))
+    }
+
+    /// Counted until the guard drops (with the response body). SeqCst with
+    /// `is_ready` and the stop's store and `drained`: either the router sees
+    /// the pod stopping, or the stop sees the request.
+    fn counted(self, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> InFlight {
         self.pod.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self)
+        InFlight {
+            endpoint: self,
+            _slot: slot,
+        }
     }
 
     pub fn workload(&self) -> &Arc<dyn Workload> {
@@ -360,6 +398,18 @@ impl Route {
             return Some(chosen);
         }
         Some(self.choose(&candidates).clone())
+    }
+
+    /// A request counted on an endpoint of `port` other than pod `full`'s
+    /// with room for it, if there is one; the search starts where
+    /// round-robin is, so the spill spreads too.
+    pub fn with_room(&self, port: usize, full: &str) -> Option<InFlight> {
+        let all = self.endpoints(port);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..all.len())
+            .map(|i| &all[(start + i) % all.len()])
+            .filter(|e| e.pod.uid != full)
+            .find_map(|e| e.clone().try_begin().ok())
     }
 
     fn choose<'a>(&self, candidates: &[&'a Endpoint]) -> &'a Endpoint {

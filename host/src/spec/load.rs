@@ -357,6 +357,15 @@ fn validate_meta(meta: &ObjectMeta, labels_path: &str, named: bool) -> Result<()
             ));
         }
     }
+    super::objects::max_concurrency(meta).map_err(|e| {
+        invalid(
+            format!(
+                "{labels_path}.annotations.{}",
+                super::objects::CONCURRENCY_ANNOTATION
+            ),
+            e,
+        )
+    })?;
     if let Some(hosts) = meta.annotations.get(OUTBOUND_ANNOTATION) {
         for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             host.parse::<crate::runtime::OutboundRule>().map_err(|e| {

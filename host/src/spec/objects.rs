@@ -20,6 +20,23 @@ pub const OUTBOUND_ANNOTATION: &str = "berth.dev/allow-outbound";
 /// name; services of its own namespace need none.
 pub const SERVICES_ANNOTATION: &str = "berth.dev/allow-services";
 
+/// Annotation on a pod (template): how many requests the router sends one
+/// replica at once (a positive integer). Past it, requests go to a replica
+/// with room, or wait briefly for one, then get 503.
+pub const CONCURRENCY_ANNOTATION: &str = "berth.dev/max-concurrency";
+
+/// The limit [`CONCURRENCY_ANNOTATION`] sets, if any; the error says what
+/// is wrong with its value.
+pub fn max_concurrency(meta: &ObjectMeta) -> Result<Option<usize>, String> {
+    let Some(value) = meta.annotations.get(CONCURRENCY_ANNOTATION) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!("{value:?} is not a positive whole number")),
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {
