@@ -340,6 +340,12 @@ impl LogBudget {
 pub(super) struct OutboundHooks(Arc<OutboundPolicy>);
 
 impl WasiHttpHooks for OutboundHooks {
+    /// The default list, checked in place: the trait's default builds a
+    /// closure in an `Arc` for every header of every request.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
