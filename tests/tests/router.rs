@@ -635,7 +635,7 @@ async fn a_client_too_slow_with_its_headers_is_cut_off_and_others_are_served() {
 #[tokio::test]
 async fn a_replica_at_its_concurrency_limit_passes_requests_on_or_they_wait_then_503() {
     let home = tempfile::tempdir().unwrap();
-    let (_daemon, ingress) = cluster(home.path(), &["--endpoint-wait", "1s"]);
+    let (_daemon, ingress) = cluster(home.path(), &["--endpoint-wait", "2s"]);
     // One request at a time per replica; affinity sends this client's
     // requests to one replica, so only the limit moves them elsewhere.
     apply(
@@ -650,22 +650,29 @@ async fn a_replica_at_its_concurrency_limit_passes_requests_on_or_they_wait_then
         let ingress = ingress.clone();
         tokio::spawn(async move { via(&ingress, "lim.localhost", path).await })
     };
+    // (The pauses let a request reach its replica, or leave it: the last
+    // of its response may reach the client before the router counts it
+    // done.)
+    let pause = || tokio::time::sleep(Duration::from_millis(1000));
     let sticky = who(&via(&ingress, "lim.localhost", "/whoami").await);
+    pause().await;
 
     // The sticky replica busy: the next request goes to the other one.
-    let busy = start("/sleep?ms=1500");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = start("/sleep?ms=4000");
+    pause().await;
     let spilled = via(&ingress, "lim.localhost", "/whoami").await;
     assert_eq!(spilled.status, 200, "{}", spilled.text());
     assert_ne!(who(&spilled), sticky, "the full replica was given more");
     assert_eq!(busy.await.unwrap().status, 200);
+    pause().await;
     // With room again, affinity holds.
     let back = via(&ingress, "lim.localhost", "/whoami").await;
     assert_eq!(who(&back), sticky);
+    pause().await;
 
     // Both busy past the wait: 503, saying why.
-    let long = [start("/sleep?ms=2500"), start("/sleep?ms=2500")];
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let long = [start("/sleep?ms=6000"), start("/sleep?ms=6000")];
+    pause().await;
     let waited = Instant::now();
     let refused = via(&ingress, "lim.localhost", "/whoami").await;
     assert_eq!(refused.status, 503, "{}", refused.text());
@@ -675,17 +682,19 @@ async fn a_replica_at_its_concurrency_limit_passes_requests_on_or_they_wait_then
         refused.text()
     );
     assert!(
-        waited.elapsed() >= Duration::from_millis(900),
+        waited.elapsed() >= Duration::from_millis(1900),
         "{:?}",
         waited.elapsed()
     );
     for busy in long {
         assert_eq!(busy.await.unwrap().status, 200);
     }
+    pause().await;
 
-    // Both busy for less than the wait: the request waits its turn.
-    let short = [start("/sleep?ms=300"), start("/sleep?ms=300")];
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both busy for less than the wait: the request waits its turn, and
+    // takes the first room either replica has.
+    let short = [start("/sleep?ms=1500"), start("/sleep?ms=1500")];
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = via(&ingress, "lim.localhost", "/whoami").await;
     assert_eq!(queued.status, 200, "{}", queued.text());
     for busy in short {

@@ -634,10 +634,16 @@ async fn run_pod(
                             workload: c.workload.clone(),
                         })
                         .collect(),
-                    // Checked when the pod was applied.
-                    crate::spec::objects::max_concurrency(&pod.metadata)
-                        .ok()
-                        .flatten(),
+                    // Checked when the pod was applied; a pod stored
+                    // before that check says so and runs unlimited.
+                    crate::spec::objects::max_concurrency(&pod.metadata).unwrap_or_else(|e| {
+                        tracing::warn!(
+                            "pod {}: {}: {e}; no limit",
+                            pod.metadata.name,
+                            crate::spec::objects::CONCURRENCY_ANNOTATION
+                        );
+                        None
+                    }),
                 ));
                 context.routes.add_pod(endpoint.clone());
                 let ran_from = tokio::time::Instant::now();

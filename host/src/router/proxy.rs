@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::{BodyExt, Empty, Full};
 
 use super::listener::error_response;
-use super::table::Route;
+use super::table::{NoRoom, Route};
 use crate::runtime::{Body, GuestFailure, ServeError};
 
 /// Serves `request` from `route`'s endpoints on service port `port`,
@@ -61,49 +61,30 @@ pub async fn forward(
         *copy.headers_mut() = request.headers().clone();
         copy
     });
-    let Some(endpoint) = route.pick(port, client, None) else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "503 Service Unavailable: service {}/{} has no ready endpoints\n",
-                route.key.namespace, route.key.name
-            ),
-        );
-    };
     // A replica at its concurrency limit passes the request to one with
-    // room; when none has, it waits for room on the one picked.
-    let mut endpoint = match endpoint.try_begin() {
+    // room; when none has, the request waits for room.
+    let endpoint = match route.acquire(port, client, wait).await {
         Ok(counted) => counted,
-        Err(full) => match route.with_room(port, &full.pod.uid) {
-            Some(counted) => counted,
-            None => {
-                let deadline = tokio::time::Instant::now() + wait;
-                let limited = full.pod.name.clone();
-                match full.begin_by(deadline).await {
-                    Some(counted) => counted,
-                    None => {
-                        return plain(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "503 Service Unavailable: service {}/{}: every ready replica \
-                                 is at its concurrency limit (waited {wait:?} for {limited}); \
-                                 try again\n",
-                                route.key.namespace, route.key.name
-                            ),
-                        );
-                    }
-                }
-            }
-        },
+        Err(NoRoom::AllBusy) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 Service Unavailable: every ready replica of service {}/{} is at its \
+                     concurrency limit (waited {wait:?}); try again\n",
+                    route.key.namespace, route.key.name
+                ),
+            );
+        }
+        Err(NoRoom::NoEndpoints | NoRoom::Stopping) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 Service Unavailable: service {}/{} has no ready endpoints\n",
+                    route.key.namespace, route.key.name
+                ),
+            );
+        }
     };
-    // Counted in flight now; a pod that began to stop since the pick (and
-    // may have found nothing in flight) is passed over for another.
-    if !endpoint.pod.is_ready()
-        && let Some(other) = route.pick(port, client, Some(&endpoint.pod.uid))
-        && let Ok(other) = other.try_begin()
-    {
-        endpoint = other;
-    }
     let error = match endpoint.serve(request).await {
         Ok(response) => return finish(response, endpoint),
         Err(error) => error,
@@ -112,7 +93,7 @@ pub async fn forward(
     drop(endpoint);
     if let Some(again) = again
         && worth_retrying(&error)
-        && let Some(other) = route.pick(port, client, Some(&failed.uid))
+        && let Ok(other) = route.try_acquire(port, client, Some(&failed.uid))
     {
         tracing::info!(
             service = %format_args!("{}/{}", route.key.namespace, route.key.name),
@@ -121,10 +102,6 @@ pub async fn forward(
             "retrying a request: {error}"
         );
         let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        let Ok(other) = other.try_begin() else {
-            tracing::warn!(pod = %failed.name, "request failed: {error}");
-            return error_response(&error);
-        };
         return match other.serve(request).await {
             Ok(response) => finish(response, other),
             Err(error) => {

@@ -3,9 +3,10 @@
 //! per request.
 //!
 //! Requests read snapshots (the routes, each port's endpoints) through
-//! `ArcSwap`, which takes no shared lock: with a lock, or a reference count
-//! taken per read, every request on every core would write the same cache
-//! lines. The rare changes build new snapshots and swap them in.
+//! `ArcSwap`, which takes no shared lock, so a request's writes to memory
+//! all cores share are the few reference counts it holds (route, pod) and
+//! the pod's in-flight count. The rare changes build new snapshots and
+//! swap them in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -54,8 +55,11 @@ pub struct PodEndpoint {
     ready: AtomicBool,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
-    /// Room for requests at once, when the pod sets a limit.
-    slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests the router sends it at once, at most (`usize::MAX`: no
+    /// limit).
+    limit: usize,
+    /// Told when a request ends on a pod with a limit: room for the next.
+    freed: tokio::sync::Notify,
 }
 
 pub struct ContainerEndpoint {
@@ -73,7 +77,8 @@ impl PodEndpoint {
         max_concurrency: Option<usize>,
     ) -> PodEndpoint {
         PodEndpoint {
-            slots: max_concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            limit: max_concurrency.unwrap_or(usize::MAX),
+            freed: tokio::sync::Notify::new(),
             uid,
             namespace,
             name,
@@ -145,11 +150,9 @@ impl PodEndpoint {
     }
 }
 
-/// A request being served by an endpoint's pod, holding its slot when the
-/// pod has a limit; dropping it ends the count.
+/// A request being served by an endpoint's pod; dropping it ends the count.
 pub struct InFlight {
     endpoint: Endpoint,
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::ops::Deref for InFlight {
@@ -162,8 +165,13 @@ impl std::ops::Deref for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.endpoint.pod.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.endpoint.pod.idle.notify_waiters();
+        let pod = &self.endpoint.pod;
+        let before = pod.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if pod.limit != usize::MAX {
+            pod.freed.notify_waiters();
+        }
+        if before == 1 {
+            pod.idle.notify_waiters();
         }
     }
 }
@@ -178,43 +186,25 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Counts a request on the pod, if it has room for one more; gives the
-    /// endpoint back if not.
-    pub fn try_begin(self) -> Result<InFlight, Endpoint> {
-        let slot = match &self.pod.slots {
-            None => None,
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => return Err(self),
-            },
-        };
-        Ok(self.counted(slot))
-    }
-
-    /// Counts a request on the pod once it has room, waiting until
-    /// `deadline` at most.
-    pub async fn begin_by(self, deadline: tokio::time::Instant) -> Option<InFlight> {
-        let slot = match &self.pod.slots {
-            None => None,
-            Some(slots) => Some(
-                tokio::time::timeout_at(deadline, slots.clone().acquire_owned())
-                    .await
-                    .ok()?
-                    .ok()?,
-            ),
-        };
-        Some(self.counted(slot))
-    }
-
-    /// Counted until the guard drops (with the response body). SeqCst with
-    /// `is_ready` and the stop's store and `drained`: either the router sees
-    /// the pod stopping, or the stop sees the request.
-    fn counted(self, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> InFlight {
-        self.pod.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight {
-            endpoint: self,
-            _slot: slot,
+    /// Counts a request on the pod until the guard drops (with the response
+    /// body), if the pod has room for one more; gives the endpoint back if
+    /// not. SeqCst with `is_ready` and the stop's store and `drained`:
+    /// either the router sees the pod stopping, or the stop sees the
+    /// request.
+    fn try_begin(self) -> Result<InFlight, Endpoint> {
+        let pod = &self.pod;
+        if pod.limit == usize::MAX {
+            pod.in_flight.fetch_add(1, Ordering::SeqCst);
+        } else if pod
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < pod.limit).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(self);
         }
+        Ok(InFlight { endpoint: self })
     }
 
     pub fn workload(&self) -> &Arc<dyn Workload> {
@@ -400,16 +390,99 @@ impl Route {
         Some(self.choose(&candidates).clone())
     }
 
-    /// A request counted on an endpoint of `port` other than pod `full`'s
-    /// with room for it, if there is one; the search starts where
-    /// round-robin is, so the spill spreads too.
-    pub fn with_room(&self, port: usize, full: &str) -> Option<InFlight> {
-        let all = self.endpoints(port);
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..all.len())
-            .map(|i| &all[(start + i) % all.len()])
-            .filter(|e| e.pod.uid != full)
-            .find_map(|e| e.clone().try_begin().ok())
+    /// A request counted on a ready endpoint of `port`, not on pod `avoid`
+    /// (one that just failed it): the policy's pick, or when that replica
+    /// is at its concurrency limit, the next with room, in round-robin
+    /// order so the spill spreads too.
+    pub fn try_acquire(
+        &self,
+        port: usize,
+        client: Option<IpAddr>,
+        avoid: Option<&str>,
+    ) -> Result<InFlight, NoRoom> {
+        let picked = self.pick(port, client, avoid).ok_or(NoRoom::NoEndpoints)?;
+        let counted = match picked.try_begin() {
+            Ok(counted) => counted,
+            Err(_) => {
+                let all = self.endpoints(port);
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..all.len())
+                    .map(|i| &all[(start + i) % all.len()])
+                    .filter(|e| Some(e.pod.uid.as_str()) != avoid)
+                    .find_map(|e| e.clone().try_begin().ok())
+                    .ok_or(NoRoom::AllBusy)?
+            }
+        };
+        // Counted now. A pod seen stopping may have been found idle and
+        // stopped already: it gets nothing more (it leaves the endpoints
+        // in a moment).
+        if !counted.pod.is_ready() {
+            return Err(NoRoom::Stopping);
+        }
+        Ok(counted)
+    }
+
+    /// [`Route::try_acquire`], waiting up to `wait` for room when every
+    /// ready replica is at its limit (a request ending on any of them, or
+    /// the endpoints changing, is a reason to look again).
+    pub async fn acquire(
+        &self,
+        port: usize,
+        client: Option<IpAddr>,
+        wait: Duration,
+    ) -> Result<InFlight, NoRoom> {
+        let mut deadline = None;
+        loop {
+            let limited: Vec<Arc<PodEndpoint>> = match deadline {
+                Some(_) => self
+                    .endpoints(port)
+                    .iter()
+                    .filter(|e| e.pod.limit != usize::MAX)
+                    .map(|e| e.pod.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            let mut freed: Vec<_> = limited
+                .iter()
+                .map(|pod| Box::pin(pod.freed.notified()))
+                .collect();
+            // Listening before looking (from the second look on), so an
+            // ending in between is not missed.
+            if deadline.is_some() {
+                changed.as_mut().enable();
+                for f in &mut freed {
+                    f.as_mut().enable();
+                }
+            }
+            let stopping = match self.try_acquire(port, client, None) {
+                Err(NoRoom::AllBusy) => false,
+                Err(NoRoom::Stopping) => true,
+                done => return done,
+            };
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
+            if stopping {
+                if tokio::time::Instant::now() >= until {
+                    return Err(NoRoom::NoEndpoints);
+                }
+                // It leaves the endpoints in a moment; look again then.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if freed.is_empty() {
+                // The first look, or the limited pods went: look again.
+                if tokio::time::Instant::now() >= until {
+                    return Err(NoRoom::AllBusy);
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = futures_util::future::select_all(freed) => {}
+                () = tokio::time::sleep_until(until) => return Err(NoRoom::AllBusy),
+            }
+        }
     }
 
     fn choose<'a>(&self, candidates: &[&'a Endpoint]) -> &'a Endpoint {
@@ -443,6 +516,17 @@ impl Route {
         }
         self.changed.notify_waiters();
     }
+}
+
+/// Why no endpoint took a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// No ready endpoint.
+    NoEndpoints,
+    /// Every ready endpoint is at its concurrency limit.
+    AllBusy,
+    /// The one found is stopping (it is about to leave the endpoints).
+    Stopping,
 }
 
 /// Power of two choices: of two of the `n` endpoints drawn at random

@@ -194,13 +194,13 @@ fn bad_values_are_named_with_their_path() {
         e.contains("metadata.annotations.berth.dev/allow-outbound"),
         "{e}"
     );
-    for bad in ["0", "-1", "lots"] {
+    for bad in ["0", "-1", "lots", "1000001", "3000000000000000000"] {
         let e = error(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{berth.dev/max-concurrency: \"{bad}\"}}\nspec: {{containers: [{{name: c, image: i}}]}}\n",
         ));
         assert!(
             e.contains(&format!(
-                "metadata.annotations.berth.dev/max-concurrency: \"{bad}\" is not a positive whole number"
+                "metadata.annotations.berth.dev/max-concurrency: \"{bad}\" is not a whole number from 1 to 1000000"
             )),
             "{e}"
         );

@@ -25,6 +25,10 @@ pub const SERVICES_ANNOTATION: &str = "berth.dev/allow-services";
 /// with room, or wait briefly for one, then get 503.
 pub const CONCURRENCY_ANNOTATION: &str = "berth.dev/max-concurrency";
 
+/// The most [`CONCURRENCY_ANNOTATION`] may say: past it a limit is no
+/// limit, and a typo should not pass for one.
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+
 /// The limit [`CONCURRENCY_ANNOTATION`] sets, if any; the error says what
 /// is wrong with its value.
 pub fn max_concurrency(meta: &ObjectMeta) -> Result<Option<usize>, String> {
@@ -32,8 +36,10 @@ pub fn max_concurrency(meta: &ObjectMeta) -> Result<Option<usize>, String> {
         return Ok(None);
     };
     match value.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
-        _ => Err(format!("{value:?} is not a positive whole number")),
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "{value:?} is not a whole number from 1 to {MAX_CONCURRENCY}"
+        )),
     }
 }
 
