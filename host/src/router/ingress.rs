@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::{Either, ready};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -96,15 +97,18 @@ impl Ingress {
             ingress.shutdown.clone(),
             drain,
             header_read,
-            move |request, peer| {
-                let ingress = by_host.clone();
-                async move { ingress.by_host(request, peer).await }
-            },
+            move |request, peer| by_host.by_host(request, peer),
         ));
         Ok((ingress, bound))
     }
 
-    async fn by_host(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// The route is found here, before the future: what is awaited owns
+    /// only what the request needs, and is moved into place per request.
+    fn by_host(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
         // An HTTP/2 request names its host in the authority, HTTP/1.1 in
         // Host; either way it is what X-Forwarded-Host passes on.
         let host = match request.uri().authority() {
@@ -114,30 +118,30 @@ impl Ingress {
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let lower = lowercase(host_str);
         let Some((namespace, service)) = route_host(&lower) else {
-            return plain(
+            return Either::Left(ready(plain(
                 StatusCode::NOT_FOUND,
                 format!(
                     "404 Not Found: no route for host {host_str:?}; services answer at \
                      <service>.<namespace>.localhost or <service>.localhost\n"
                 ),
-            );
+            )));
         };
         let Some(route) = self.table.route(namespace, service) else {
-            return plain(
+            return Either::Left(ready(plain(
                 StatusCode::NOT_FOUND,
                 format!(
                     "404 Not Found: no service {service} in namespace {namespace} (host {host_str})\n"
                 ),
-            );
+            )));
         };
         let Some(port) = route.port_index(None) else {
-            return plain(
+            return Either::Left(ready(plain(
                 StatusCode::NOT_FOUND,
                 format!("404 Not Found: service {namespace}/{service} has no ports\n"),
-            );
+            )));
         };
         let request = prepare(request, peer, host);
-        forward(route, port, request, Some(peer.ip()), self.wait).await
+        Either::Right(forward(route, port, request, Some(peer.ip()), self.wait))
     }
 
     /// Opens a listener for every node port of the table's services and
@@ -194,26 +198,30 @@ impl Ingress {
                 cancel.clone(),
                 self.drain,
                 self.header_read,
-                move |request, peer| {
-                    let ingress = ingress.clone();
-                    let (namespace, service) = (namespace.clone(), service.clone());
-                    async move {
-                        let Some(route) = ingress.table.route(&namespace, &service) else {
-                            return plain(
-                                StatusCode::NOT_FOUND,
-                                format!("404 Not Found: service {namespace}/{service} is gone\n"),
-                            );
-                        };
-                        let Some(index) = route.port_index(Some(port)) else {
-                            return plain(
-                                StatusCode::NOT_FOUND,
-                                format!("404 Not Found: service {namespace}/{service} has no port {port}\n"),
-                            );
-                        };
-                        let host = request.headers().get(http::header::HOST).cloned();
-                        let request = prepare(request, peer, host);
-                        forward(route, index, request, Some(peer.ip()), ingress.wait).await
-                    }
+                move |request: Request<Incoming>, peer: SocketAddr| {
+                    let Some(route) = ingress.table.route(&namespace, &service) else {
+                        return Either::Left(ready(plain(
+                            StatusCode::NOT_FOUND,
+                            format!("404 Not Found: service {namespace}/{service} is gone\n"),
+                        )));
+                    };
+                    let Some(index) = route.port_index(Some(port)) else {
+                        return Either::Left(ready(plain(
+                            StatusCode::NOT_FOUND,
+                            format!(
+                                "404 Not Found: service {namespace}/{service} has no port {port}\n"
+                            ),
+                        )));
+                    };
+                    let host = request.headers().get(http::header::HOST).cloned();
+                    let request = prepare(request, peer, host);
+                    Either::Right(forward(
+                        route,
+                        index,
+                        request,
+                        Some(peer.ip()),
+                        ingress.wait,
+                    ))
                 },
             ));
             open.insert(key, NodePortListener { node_port, cancel });

@@ -2,12 +2,12 @@
 //! workload, turns runtime failures into status codes, and drains in-flight
 //! requests on shutdown.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -101,8 +101,9 @@ pub async fn accept<H, F>(
             {
                 request.headers_mut().insert(http::header::HOST, host);
             }
-            let answer = handler(request, peer);
-            async move { Ok::<_, Infallible>(answer.await) }
+            // Mapped, not awaited in an async block, which would hold the
+            // handler's future twice over.
+            handler(request, peer).never_error()
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)

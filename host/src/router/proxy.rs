@@ -17,6 +17,9 @@ use crate::runtime::{Body, GuestFailure, ServeError};
 
 /// Serves `request` from `route`'s endpoints on service port `port`,
 /// waiting up to `wait` for one to be ready.
+///
+/// The waits are rare and their futures large (timers, notifications), so
+/// they are boxed: this future is moved into place for every request.
 pub async fn forward(
     mut route: Arc<Route>,
     mut port: usize,
@@ -27,26 +30,9 @@ pub async fn forward(
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
     if endpoints == 0 {
-        // Still none after the wait: the pick below says so. A service
-        // edited meanwhile goes on in its new route, on the same port.
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            route.wait_for_endpoints(port, deadline).await;
-            let Some(next) = route.successor() else {
-                break;
-            };
-            let number = route.port_number(port);
-            let Some((next, index)) = next.and_then(|r| r.port_index(Some(number)).map(|i| (r, i)))
-            else {
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "503 Service Unavailable: service {}/{} port {number} went away\n",
-                        route.key.namespace, route.key.name
-                    ),
-                );
-            };
-            (route, port) = (next, index);
+        match Box::pin(wait_for_endpoints(route, port, wait)).await {
+            Ok(now) => (route, port) = now,
+            Err(gone) => return gone,
         }
     }
     // What it takes to send the request again: only for a method that may
@@ -63,7 +49,13 @@ pub async fn forward(
     });
     // A replica at its concurrency limit passes the request to one with
     // room; when none has, the request waits for room.
-    let endpoint = match route.acquire(port, client, wait).await {
+    let acquired = match route.try_acquire(port, client, None) {
+        Err(NoRoom::AllBusy | NoRoom::Stopping) => {
+            Box::pin(route.acquire(port, client, wait)).await
+        }
+        done => done,
+    };
+    let endpoint = match acquired {
         Ok(counted) => counted,
         Err(NoRoom::AllBusy) => {
             return plain(
@@ -112,6 +104,35 @@ pub async fn forward(
     }
     tracing::warn!(pod = %failed.name, "request failed: {error}");
     error_response(&error)
+}
+
+/// Waits up to `wait` for `route`'s `port` to have an endpoint (still none
+/// after it: the pick says so). A service edited meanwhile goes on in its
+/// new route, on the same port: that route and port are returned.
+async fn wait_for_endpoints(
+    mut route: Arc<Route>,
+    mut port: usize,
+    wait: Duration,
+) -> Result<(Arc<Route>, usize), Response<Body>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        route.wait_for_endpoints(port, deadline).await;
+        let Some(next) = route.successor() else {
+            return Ok((route, port));
+        };
+        let number = route.port_number(port);
+        let Some((next, index)) = next.and_then(|r| r.port_index(Some(number)).map(|i| (r, i)))
+        else {
+            return Err(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 Service Unavailable: service {}/{} port {number} went away\n",
+                    route.key.namespace, route.key.name
+                ),
+            ));
+        };
+        (route, port) = (next, index);
+    }
 }
 
 /// The response on its way, counted in flight until its body is done.
