@@ -895,3 +895,65 @@ fn a_container_dies_with_its_init_whatever_user_it_runs_as() {
     }
     let _ = run.wait();
 }
+
+#[test]
+fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
+    let home = home_with_busybox();
+    let outer = tempfile::tempdir().unwrap();
+    let inner = tempfile::tempdir().unwrap();
+    std::fs::write(inner.path().join("f"), "inner").unwrap();
+    let dir = |host: &Path, guest: &str| format!("{}:{guest}", host.display());
+
+    // A volume inside another: its mount point is made in the outer one.
+    let (code, out, err) = run_sh(
+        home.path(),
+        &[
+            "--dir",
+            &dir(outer.path(), "/data:rw"),
+            "--dir",
+            &dir(inner.path(), "/data/sub/in"),
+        ],
+        "cat /data/sub/in/f",
+    );
+    assert_eq!((code, out.as_str()), (0, "inner"), "{err}");
+    // Made as the container's root, so owned by root on disk, as what it
+    // writes in a volume is.
+    let made = std::fs::metadata(outer.path().join("sub/in")).unwrap();
+    assert!(made.is_dir());
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), 0);
+
+    // With host ids the volumes are bound as the host sees them, and the
+    // inner one is still read-only.
+    let (code, out, err) = run_sh(
+        home.path(),
+        &[
+            "--userns",
+            "host",
+            "--dir",
+            &dir(outer.path(), "/data:rw"),
+            "--dir",
+            &dir(inner.path(), "/data/sub/in"),
+        ],
+        "touch /data/sub/in/x 2>/dev/null || echo refused; touch /data/y && cat /data/sub/in/f",
+    );
+    assert_eq!((code, out.as_str()), (0, "refused\ninner"), "{err}");
+    assert!(outer.path().join("y").exists());
+
+    // What a sibling container sharing the outer volume could plant: a
+    // symlink out of the root where the inner one is to be mounted.
+    std::fs::remove_dir_all(outer.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("/etc", outer.path().join("sub")).unwrap();
+    let (code, _, err) = run_sh(
+        home.path(),
+        &[
+            "--dir",
+            &dir(outer.path(), "/data:rw"),
+            "--dir",
+            &dir(inner.path(), "/data/sub/in"),
+        ],
+        "true",
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("/data/sub is a symlink"), "{err}");
+    assert!(!Path::new("/etc/in").exists());
+}

@@ -33,6 +33,7 @@ use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 use super::config::{InitConfig, Network};
 use super::plan;
 use super::userns::{self, Mapping};
+use super::volumes;
 
 /// Exit code of a container that could not be set up.
 pub const SETUP_FAILED: i32 = 125;
@@ -307,7 +308,14 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     };
     mount_root(config, &mut mapped)?;
     mount_system(root)?;
-    mount_volumes(config, mapped.as_ref())?;
+    volumes::mount(
+        &config.rootfs,
+        &config.mounts,
+        mapped.as_ref().map(|m| volumes::Idmapped {
+            trees: &m.volumes,
+            host_base: m.mapping.host_base,
+        }),
+    )?;
     let mapping = mapped.as_ref().map(|m| m.mapping);
     // A pod name may be 253 characters, a hostname 64 at most: cut to 63,
     // as Kubernetes does.
@@ -729,77 +737,6 @@ fn mount_system(root: &Path) -> Result<(), String> {
                 "size=0",
             )
             .map_err(|e| format!("hiding the host's cgroups: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Binds the pod's volumes into the root, read-only unless granted
-/// writable. A target is resolved inside the root without following the
-/// image's symlinks out of it.
-fn mount_volumes(config: &InitConfig, mapped: Option<&Mapped<'_>>) -> Result<(), String> {
-    for (i, mount) in config.mounts.iter().enumerate() {
-        let relative = Path::new(mount.target.trim_start_matches('/'));
-        if relative
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(format!(
-                "volume mount path {:?} must be absolute, without ..",
-                mount.target
-            ));
-        }
-        // Each level must be a real directory of the root, not a symlink
-        // the image planted to send the mount elsewhere.
-        let mut at = config.rootfs.clone();
-        for part in relative.components() {
-            at.push(part);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!(
-                        "volume mount path {}: {} is a symlink in the image",
-                        mount.target,
-                        at.display()
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) if mount.source.is_dir() || at != config.rootfs.join(relative) => {
-                    std::fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-                }
-                Err(_) => {
-                    File::create(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-                }
-            }
-        }
-        // Through the container's ids when it has its own: its root then
-        // reads and writes the volume as host root would, and what it
-        // creates is owned by host root on disk, not by a stranger's id.
-        if let Some(m) = mapped {
-            userns::attach(&m.volumes[i], &at).map_err(|e| {
-                format!(
-                    "mounting {} at {}: {e}",
-                    mount.source.display(),
-                    mount.target
-                )
-            })?;
-            continue;
-        }
-        rustix::mount::mount_bind_recursive(&mount.source, &at).map_err(|e| {
-            format!(
-                "mounting {} at {}: {e}",
-                mount.source.display(),
-                mount.target
-            )
-        })?;
-        if mount.writable {
-            rustix::mount::mount_remount(
-                &at,
-                MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV,
-                "",
-            )
-            .map_err(|e| format!("mounting {}: {e}", mount.target))?;
-        } else {
-            remount_read_only(&at)?;
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ pub mod config;
 pub mod init;
 pub mod plan;
 mod userns;
+mod volumes;
 mod workload;
 
 pub use workload::{LinuxWorkload, NetnsConnector};

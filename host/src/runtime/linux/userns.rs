@@ -159,7 +159,7 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Mount flags for [`idmapped_tree`].
+/// Mount flags for [`detached_tree`].
 #[derive(Clone, Copy)]
 pub struct Flags {
     pub read_only: bool,
@@ -176,13 +176,30 @@ pub fn idmapped_tree(
     flags: Flags,
     recursive: bool,
 ) -> Result<OwnedFd, rustix::io::Errno> {
+    detached_tree(source, Some(namespace), flags, recursive)
+}
+
+/// A detached copy of the mount at `source`, with `flags` (applied to every
+/// mount below it when `recursive`) and, given a user namespace, its id
+/// mapping. Attributes are set on the copy before it is attached anywhere,
+/// so no path is looked up twice.
+pub fn detached_tree(
+    source: &Path,
+    namespace: Option<BorrowedFd<'_>>,
+    flags: Flags,
+    recursive: bool,
+) -> Result<OwnedFd, rustix::io::Errno> {
     use rustix::mount::OpenTreeFlags;
     let mut open = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
         open |= OpenTreeFlags::AT_RECURSIVE;
     }
     let tree = rustix::mount::open_tree(rustix::fs::CWD, source, open)?;
-    let mut attr_set = MOUNT_ATTR_IDMAP;
+    let mut attr_set = if namespace.is_some() {
+        MOUNT_ATTR_IDMAP
+    } else {
+        0
+    };
     for (on, bit) in [
         (flags.read_only, MOUNT_ATTR_RDONLY),
         (flags.nosuid, MOUNT_ATTR_NOSUID),
@@ -196,7 +213,7 @@ pub fn idmapped_tree(
         attr_set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: namespace.as_raw_fd() as u64,
+        userns_fd: namespace.map_or(0, |ns| ns.as_raw_fd() as u64),
     };
     let mut at = libc::AT_EMPTY_PATH;
     if recursive {
@@ -223,7 +240,7 @@ pub fn idmapped_tree(
     Ok(tree)
 }
 
-/// Mounts a tree from [`idmapped_tree`] at `target`.
+/// Mounts a tree from [`detached_tree`] at `target`.
 pub fn attach(tree: &OwnedFd, target: &Path) -> Result<(), rustix::io::Errno> {
     rustix::mount::move_mount(
         tree.as_fd(),
@@ -231,6 +248,19 @@ pub fn attach(tree: &OwnedFd, target: &Path) -> Result<(), rustix::io::Errno> {
         rustix::fs::CWD,
         target,
         rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+/// Mounts a tree from [`detached_tree`] on the file or directory `target`
+/// is open on (an `O_PATH` descriptor will do), whatever its path is now.
+pub fn attach_at(tree: &OwnedFd, target: BorrowedFd<'_>) -> Result<(), rustix::io::Errno> {
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        c"",
+        target,
+        c"",
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
 }
 

@@ -1,0 +1,178 @@
+//! A pod's volumes, bound into a container's root by its init.
+//!
+//! A mount point is a path inside the root, and the root is not only the
+//! image's: a volume shared by the pod's containers is writable by all of
+//! them, so a running sibling can turn a directory on another volume's path
+//! into a symlink at any moment (runc's CVE-2021-30465). Checking the path
+//! and then mounting by it would race that. So each level is opened
+//! relative to the one before it without following symlinks, and the
+//! volume is attached to the final descriptor: the mount lands on the inode
+//! that was checked, whatever its path has become since.
+
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::config::BindMount;
+use super::userns;
+
+/// The volumes as the container's ids see them, ready to attach.
+pub struct Idmapped<'a> {
+    /// One tree per mount, in order.
+    pub trees: &'a [OwnedFd],
+    /// The host id of the container's root.
+    pub host_base: u32,
+}
+
+/// Binds `mounts` into the root at `rootfs`, read-only unless granted
+/// writable, never setuid or device files: the trees of `idmapped` when
+/// the container has a user namespace, otherwise each as the host sees it.
+pub fn mount(
+    rootfs: &Path,
+    mounts: &[BindMount],
+    idmapped: Option<Idmapped<'_>>,
+) -> Result<(), String> {
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening the root {}: {e}", rootfs.display()))?;
+    for (i, mount) in mounts.iter().enumerate() {
+        let failed = |e: String| format!("volume mount path {}: {e}", mount.target);
+        let relative = Path::new(mount.target.trim_start_matches('/'));
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "volume mount path {:?} must be absolute, without ..",
+                mount.target
+            ));
+        }
+        let maker = idmapped.as_ref().map(|m| m.host_base);
+        let point =
+            mount_point(root.as_fd(), relative, mount.source.is_dir(), maker).map_err(failed)?;
+        let attached = match &idmapped {
+            Some(m) => userns::attach_at(&m.trees[i], point.as_fd()),
+            None => userns::detached_tree(
+                &mount.source,
+                None,
+                userns::Flags {
+                    read_only: !mount.writable,
+                    nosuid: true,
+                    nodev: true,
+                },
+                true,
+            )
+            .and_then(|tree| userns::attach_at(&tree, point.as_fd())),
+        };
+        attached.map_err(|e| failed(format!("mounting {}: {e}", mount.source.display())))?;
+    }
+    Ok(())
+}
+
+/// The mount point at `relative` under `root`, as an `O_PATH` descriptor:
+/// every level a real directory (the last a regular file when the volume is
+/// one), made where missing. A symlink anywhere is refused, not followed.
+///
+/// Inside a volume idmapped for a user namespace, host root is nobody and
+/// cannot make anything (EOVERFLOW); there a level is made as `container_root`
+/// (its host id), which leaves it owned by root on disk, as what the
+/// container's root writes there is.
+fn mount_point(
+    root: BorrowedFd<'_>,
+    relative: &Path,
+    directory: bool,
+    container_root: Option<u32>,
+) -> Result<OwnedFd, String> {
+    let parts: Vec<&std::ffi::OsStr> = relative.iter().collect();
+    let mut at: Option<OwnedFd> = None;
+    for (depth, part) in parts.iter().enumerate() {
+        let dir = at.as_ref().map_or(root, |fd| fd.as_fd());
+        let last = depth + 1 == parts.len();
+        let want_dir = !last || directory;
+        let shown = || {
+            parts[..=depth]
+                .iter()
+                .fold(std::path::PathBuf::from("/"), |p, c| p.join(c))
+                .display()
+                .to_string()
+        };
+        let fd = match open_level(dir, part) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                let make = || make_level(dir, part, want_dir);
+                let made = match (make(), container_root) {
+                    (Err(Errno::OVERFLOW), Some(id)) => as_fs_user(id, make),
+                    (made, _) => made,
+                };
+                // Made by someone else meanwhile: checked like any other.
+                match made {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(format!("making {}: {e}", shown())),
+                }
+                open_level(dir, part).map_err(|e| format!("{}: {e}", shown()))?
+            }
+            Err(e) => return Err(format!("{}: {e}", shown())),
+        };
+        let kind = rustix::fs::fstat(&fd)
+            .map(|stat| FileType::from_raw_mode(stat.st_mode))
+            .map_err(|e| format!("{}: {e}", shown()))?;
+        match kind {
+            FileType::Symlink => return Err(format!("{} is a symlink", shown())),
+            FileType::Directory => {}
+            _ if want_dir => return Err(format!("{} is not a directory", shown())),
+            FileType::RegularFile => {}
+            _ => return Err(format!("{} is not a regular file", shown())),
+        }
+        at = Some(fd);
+    }
+    at.ok_or_else(|| "the root itself cannot be a volume's mount point".to_owned())
+}
+
+fn make_level(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, directory: bool) -> Result<(), Errno> {
+    if directory {
+        return rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755));
+    }
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map(drop)
+}
+
+/// Runs `f` with file-system ids `id`:`id`, then back as root. The init is
+/// single-threaded, so nothing else runs meanwhile under those ids.
+fn as_fs_user<T>(id: u32, f: impl FnOnce() -> T) -> T {
+    #[expect(unsafe_code, reason = "setfsuid/setfsgid have no safe wrapper")]
+    // SAFETY: plain system calls on integers; they only change this
+    // thread's file-system ids, which are restored below.
+    unsafe {
+        libc::setfsgid(id);
+        libc::setfsuid(id);
+    }
+    let result = f();
+    #[expect(unsafe_code, reason = "setfsuid/setfsgid have no safe wrapper")]
+    // SAFETY: as above; back to root, which the init runs as.
+    unsafe {
+        libc::setfsuid(0);
+        libc::setfsgid(0);
+    }
+    result
+}
+
+/// `name` in `dir`, opened as itself: a symlink is not followed but opened
+/// (and then refused by the caller).
+fn open_level(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
