@@ -14,6 +14,7 @@
 //! period), and its volumes are removed.
 
 mod probe;
+mod reports;
 mod start;
 
 use std::collections::{BTreeSet, HashMap};
@@ -82,6 +83,8 @@ struct Worker {
 #[derive(Clone)]
 pub(crate) struct Context {
     pub state: Arc<ApiState>,
+    /// Where statuses and events go (written off the async workers).
+    reports: reports::Reporter,
     /// Pods starting at once.
     pub starting: Arc<tokio::sync::Semaphore>,
     pub runtime: Arc<WasmRuntime>,
@@ -133,6 +136,7 @@ impl Kubelet {
                 starting: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
                 )),
+                reports: reports::Reporter::start(state.clone()),
                 state,
                 runtime,
                 pods_dir,
@@ -352,16 +356,7 @@ fn now() -> String {
 impl Context {
     fn set_status(&self, pod: &Pod, status: serde_json::Value) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let result = self.state.store.lock().expect("lock").set_status(
-            "Pod",
-            ns,
-            &pod.metadata.name,
-            &status,
-        );
-        if let Err(e) = result {
-            tracing::error!("recording the status of pod {}: {e}", pod.metadata.name);
-        }
-        self.state.changed.notify_one();
+        self.reports.status(ns, &pod.metadata.name, status);
     }
 
     fn event(&self, pod: &Pod, kind_of_event: &str, reason: &str, message: &str) {
@@ -378,9 +373,7 @@ impl Context {
             reason: reason.into(),
             message: message.into(),
         };
-        if let Err(e) = self.state.store.lock().expect("lock").record_event(&event) {
-            tracing::error!("recording an event: {e}");
-        }
+        self.reports.event(event);
     }
 }
 

@@ -1,0 +1,89 @@
+//! Pod statuses and events on their way to the store.
+//!
+//! Pod workers run on the async workers that also serve requests, and the
+//! store is SQLite behind the mutex the control loop holds while it
+//! reconciles (milliseconds with a thousand pods). So workers never write
+//! it themselves: they queue what they report, and one thread writes it, in
+//! the order it was reported, taking the lock once for all that waits.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use crate::api::ApiState;
+use crate::state::Event;
+
+enum Report {
+    Status {
+        namespace: String,
+        name: String,
+        status: serde_json::Value,
+    },
+    Event(Event),
+}
+
+/// The sending end: cheap to clone; the writer thread ends when the last
+/// clone is dropped, after writing what was queued.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    queue: Sender<Report>,
+}
+
+impl Reporter {
+    pub(crate) fn start(state: Arc<ApiState>) -> Reporter {
+        let (queue, reports) = std::sync::mpsc::channel();
+        // Without its thread nothing would be recorded: a daemon that
+        // cannot spawn one thread at start has nothing to run pods with.
+        std::thread::Builder::new()
+            .name("berth-reports".into())
+            .spawn(move || write(&state, &reports))
+            .expect("starting the status writer thread");
+        Reporter { queue }
+    }
+
+    pub(crate) fn status(&self, namespace: &str, name: &str, status: serde_json::Value) {
+        self.send(Report::Status {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            status,
+        });
+    }
+
+    pub(crate) fn event(&self, event: Event) {
+        self.send(Report::Event(event));
+    }
+
+    fn send(&self, report: Report) {
+        // Only fails once the writer is gone, which is only at exit.
+        let _ = self.queue.send(report);
+    }
+}
+
+fn write(state: &ApiState, reports: &Receiver<Report>) {
+    while let Ok(first) = reports.recv() {
+        let mut store = state.store.lock().expect("lock");
+        let mut statuses = 0;
+        for report in std::iter::once(first).chain(reports.try_iter()) {
+            match report {
+                Report::Status {
+                    namespace,
+                    name,
+                    status,
+                } => {
+                    statuses += 1;
+                    if let Err(e) = store.set_status("Pod", &namespace, &name, &status) {
+                        tracing::error!("recording the status of pod {name}: {e}");
+                    }
+                }
+                Report::Event(event) => {
+                    if let Err(e) = store.record_event(&event) {
+                        tracing::error!("recording an event: {e}");
+                    }
+                }
+            }
+        }
+        drop(store);
+        if statuses > 0 {
+            state.changed.notify_one();
+        }
+    }
+}
