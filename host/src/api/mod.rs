@@ -104,6 +104,15 @@ pub struct ApiState {
     pub changed: tokio::sync::Notify,
 }
 
+/// Runs a handler's store work on the blocking pool: it is SQLite, behind
+/// the mutex the control loop holds while it reconciles, and the async
+/// workers it would otherwise stall are the ones serving requests.
+async fn off_workers(work: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("the store: {e}")))
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/apply", post(apply))
@@ -118,56 +127,61 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn apply(State(state): State<Arc<ApiState>>, Json(request): Json<ApplyRequest>) -> Response {
-    let mut objects: Vec<Object> = Vec::new();
-    for file in &request.files {
-        match parse_str(&file.text, &file.name) {
-            Ok(loaded) => objects.extend(loaded.into_iter().map(|l| l.object)),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-        }
-    }
-    if objects.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "no objects to apply");
-    }
-    let mut store = state.store.lock().expect("lock");
-    if request.create_only {
-        for o in &objects {
-            let ns = o.namespace().unwrap_or("");
-            match store.get(o.kind(), ns, &o.metadata().name) {
-                Ok(None) => {}
-                Ok(Some(_)) => {
-                    return error(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "{} {} already exists",
-                            o.kind().to_ascii_lowercase(),
-                            o.metadata().name
-                        ),
-                    );
-                }
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    off_workers(move || {
+        let mut objects: Vec<Object> = Vec::new();
+        for file in &request.files {
+            match parse_str(&file.text, &file.name) {
+                Ok(loaded) => objects.extend(loaded.into_iter().map(|l| l.object)),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             }
         }
-    }
-    let outcome = store.apply(&objects);
-    drop(store);
-    match outcome {
-        Ok(outcomes) => {
-            state.changed.notify_one();
-            let applied: Vec<Applied> = objects
-                .iter()
-                .zip(outcomes)
-                .map(|(o, outcome)| Applied {
-                    kind: o.kind().to_owned(),
-                    namespace: o.namespace().map(str::to_owned),
-                    name: o.metadata().name.clone(),
-                    outcome: outcome.to_string(),
-                })
-                .collect();
-            Json(applied).into_response()
+        if objects.is_empty() {
+            return error(StatusCode::BAD_REQUEST, "no objects to apply");
         }
-        Err(crate::state::StateError::Rejected(reason)) => error(StatusCode::BAD_REQUEST, reason),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+        let mut store = state.store.lock().expect("lock");
+        if request.create_only {
+            for o in &objects {
+                let ns = o.namespace().unwrap_or("");
+                match store.get(o.kind(), ns, &o.metadata().name) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        return error(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "{} {} already exists",
+                                o.kind().to_ascii_lowercase(),
+                                o.metadata().name
+                            ),
+                        );
+                    }
+                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+        }
+        let outcome = store.apply(&objects);
+        drop(store);
+        match outcome {
+            Ok(outcomes) => {
+                state.changed.notify_one();
+                let applied: Vec<Applied> = objects
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(o, outcome)| Applied {
+                        kind: o.kind().to_owned(),
+                        namespace: o.namespace().map(str::to_owned),
+                        name: o.metadata().name.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .collect();
+                Json(applied).into_response()
+            }
+            Err(crate::state::StateError::Rejected(reason)) => {
+                error(StatusCode::BAD_REQUEST, reason)
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,47 +233,55 @@ async fn list(
     UrlPath(kind): UrlPath<String>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    let Some(kind) = kind_of(&kind) else {
-        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
-    };
-    let namespace = if kind == "Namespace" {
-        None
-    } else {
-        query.namespace.as_deref()
-    };
-    let records = state.store.lock().expect("lock").list(kind, namespace);
-    match records {
-        Ok(records) => Json(records.iter().map(view).collect::<Vec<_>>()).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    off_workers(move || {
+        let Some(kind) = kind_of(&kind) else {
+            return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+        };
+        let namespace = if kind == "Namespace" {
+            None
+        } else {
+            query.namespace.as_deref()
+        };
+        let records = state.store.lock().expect("lock").list(kind, namespace);
+        match records {
+            Ok(records) => Json(records.iter().map(view).collect::<Vec<_>>()).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    })
+    .await
 }
 
 async fn remove(
     State(state): State<Arc<ApiState>>,
     UrlPath((kind, namespace, name)): UrlPath<(String, String, String)>,
 ) -> Response {
-    let Some(kind) = kind_of(&kind) else {
-        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
-    };
-    let namespace = if kind == "Namespace" {
-        String::new()
-    } else {
-        namespace
-    };
-    let deleted = state
-        .store
-        .lock()
-        .expect("lock")
-        .delete(kind, &namespace, &name);
-    match deleted {
-        Ok(true) => {
-            state.changed.notify_one();
-            Json(serde_json::json!({"deleted": name})).into_response()
+    off_workers(move || {
+        let Some(kind) = kind_of(&kind) else {
+            return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+        };
+        let namespace = if kind == "Namespace" {
+            String::new()
+        } else {
+            namespace
+        };
+        let deleted = state
+            .store
+            .lock()
+            .expect("lock")
+            .delete(kind, &namespace, &name);
+        match deleted {
+            Ok(true) => {
+                state.changed.notify_one();
+                Json(serde_json::json!({"deleted": name})).into_response()
+            }
+            Ok(false) => error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
+            Err(crate::state::StateError::Rejected(reason)) => {
+                error(StatusCode::BAD_REQUEST, reason)
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
-        Err(crate::state::StateError::Rejected(reason)) => error(StatusCode::BAD_REQUEST, reason),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    })
+    .await
 }
 
 /// The control socket: `$BERTH_HOME/berth.sock`.
@@ -369,55 +391,62 @@ async fn scale(
     UrlPath((kind, namespace, name)): UrlPath<(String, String, String)>,
     Json(request): Json<ScaleRequest>,
 ) -> Response {
-    let Some(kind) = kind_of(&kind) else {
-        return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
-    };
-    let mut store = state.store.lock().expect("lock");
-    let record = match store.get(kind, &namespace, &name) {
-        Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let mut object = record.object;
-    match &mut object {
-        Object::Deployment(d) => d.spec.replicas = request.replicas,
-        Object::ReplicaSet(rs) => rs.spec.replicas = request.replicas,
-        _ => return error(StatusCode::BAD_REQUEST, format!("{kind} cannot be scaled")),
-    }
-    let applied = store.apply(std::slice::from_ref(&object));
-    drop(store);
-    match applied {
-        Ok(_) => {
-            state.changed.notify_one();
-            Json(serde_json::json!({"scaled": name, "replicas": request.replicas})).into_response()
+    off_workers(move || {
+        let Some(kind) = kind_of(&kind) else {
+            return error(StatusCode::NOT_FOUND, format!("berth has no kind {kind}"));
+        };
+        let mut store = state.store.lock().expect("lock");
+        let record = match store.get(kind, &namespace, &name) {
+            Ok(Some(record)) => record,
+            Ok(None) => return error(StatusCode::NOT_FOUND, format!("{kind} {name} not found")),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let mut object = record.object;
+        match &mut object {
+            Object::Deployment(d) => d.spec.replicas = request.replicas,
+            Object::ReplicaSet(rs) => rs.spec.replicas = request.replicas,
+            _ => return error(StatusCode::BAD_REQUEST, format!("{kind} cannot be scaled")),
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+        let applied = store.apply(std::slice::from_ref(&object));
+        drop(store);
+        match applied {
+            Ok(_) => {
+                state.changed.notify_one();
+                Json(serde_json::json!({"scaled": name, "replicas": request.replicas}))
+                    .into_response()
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    })
+    .await
 }
 
 /// Events, oldest first, of a namespace or of all.
 async fn events(State(state): State<Arc<ApiState>>, Query(query): Query<ListQuery>) -> Response {
-    let events = state
-        .store
-        .lock()
-        .expect("lock")
-        .events(query.namespace.as_deref(), None);
-    match events {
-        Ok(events) => Json(
-            events
-                .into_iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "time": e.time, "namespace": e.namespace, "kind": e.kind,
-                        "name": e.name, "type": e.kind_of_event, "reason": e.reason,
-                        "message": e.message,
+    off_workers(move || {
+        let events = state
+            .store
+            .lock()
+            .expect("lock")
+            .events(query.namespace.as_deref(), None);
+        match events {
+            Ok(events) => Json(
+                events
+                    .into_iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "time": e.time, "namespace": e.namespace, "kind": e.kind,
+                            "name": e.name, "type": e.kind_of_event, "reason": e.reason,
+                            "message": e.message,
+                        })
                     })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+                    .collect::<Vec<_>>(),
+            )
+            .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    })
+    .await
 }
 
 /// A deployment's revisions, oldest first.
@@ -425,29 +454,32 @@ async fn history(
     State(state): State<Arc<ApiState>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
 ) -> Response {
-    let store = state.store.lock().expect("lock");
-    match store.get("Deployment", &namespace, &name) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("Deployment {name} not found"),
-            );
+    off_workers(move || {
+        let store = state.store.lock().expect("lock");
+        match store.get("Deployment", &namespace, &name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("Deployment {name} not found"),
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-    match store.revisions(&namespace, &name) {
-        Ok(revisions) => Json(
-            revisions
-                .into_iter()
-                .map(|(revision, hash, template)| {
-                    serde_json::json!({"revision": revision, "hash": hash, "template": template})
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+        match store.revisions(&namespace, &name) {
+            Ok(revisions) => Json(
+                revisions
+                    .into_iter()
+                    .map(|(revision, hash, template)| {
+                        serde_json::json!({"revision": revision, "hash": hash, "template": template})
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,60 +495,63 @@ async fn undo(
     UrlPath((namespace, name)): UrlPath<(String, String)>,
     Json(request): Json<UndoRequest>,
 ) -> Response {
-    let mut store = state.store.lock().expect("lock");
-    let record = match store.get("Deployment", &namespace, &name) {
-        Ok(Some(record)) => record,
-        Ok(None) => {
+    off_workers(move || {
+        let mut store = state.store.lock().expect("lock");
+        let record = match store.get("Deployment", &namespace, &name) {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("Deployment {name} not found"),
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let revisions = match store.revisions(&namespace, &name) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        let target = match request.to_revision {
+            Some(n) => revisions.iter().find(|r| r.0 == n),
+            // The newest revision whose template differs from the current one.
+            None => revisions
+                .iter()
+                .rev()
+                .find(|r| Some(&r.1) != revisions.last().map(|l| &l.1)),
+        };
+        let Some((revision, _, template)) = target else {
             return error(
-                StatusCode::NOT_FOUND,
-                format!("Deployment {name} not found"),
+                StatusCode::BAD_REQUEST,
+                match request.to_revision {
+                    Some(n) => format!("deployment {name} has no revision {n}"),
+                    None => format!("deployment {name} has no earlier revision to go back to"),
+                },
             );
+        };
+        let Object::Deployment(mut deployment) = record.object else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "not a deployment");
+        };
+        deployment.spec.template = match serde_json::from_value(template.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("revision {revision}: {e}"),
+                );
+            }
+        };
+        let revision = *revision;
+        let applied = store.apply(&[Object::Deployment(deployment)]);
+        drop(store);
+        match applied {
+            Ok(_) => {
+                state.changed.notify_one();
+                Json(serde_json::json!({"rolledBackTo": revision})).into_response()
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let revisions = match store.revisions(&namespace, &name) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let target = match request.to_revision {
-        Some(n) => revisions.iter().find(|r| r.0 == n),
-        // The newest revision whose template differs from the current one.
-        None => revisions
-            .iter()
-            .rev()
-            .find(|r| Some(&r.1) != revisions.last().map(|l| &l.1)),
-    };
-    let Some((revision, _, template)) = target else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            match request.to_revision {
-                Some(n) => format!("deployment {name} has no revision {n}"),
-                None => format!("deployment {name} has no earlier revision to go back to"),
-            },
-        );
-    };
-    let Object::Deployment(mut deployment) = record.object else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a deployment");
-    };
-    deployment.spec.template = match serde_json::from_value(template.clone()) {
-        Ok(t) => t,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("revision {revision}: {e}"),
-            );
-        }
-    };
-    let revision = *revision;
-    let applied = store.apply(&[Object::Deployment(deployment)]);
-    drop(store);
-    match applied {
-        Ok(_) => {
-            state.changed.notify_one();
-            Json(serde_json::json!({"rolledBackTo": revision})).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,12 +571,7 @@ async fn logs(
     UrlPath((namespace, name)): UrlPath<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
-    let record = match state
-        .store
-        .lock()
-        .expect("lock")
-        .get("Pod", &namespace, &name)
-    {
+    let record = match pod_record(&state, &namespace, &name).await {
         Ok(Some(record)) => record,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("pod {name} not found")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -627,11 +657,7 @@ async fn logs(
                     let next = bytes.len() as u64;
                     return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
                 }
-                let now = state
-                    .store
-                    .lock()
-                    .expect("lock")
-                    .get("Pod", &namespace, &name);
+                let now = pod_record(&state, &namespace, &name).await;
                 let still = matches!(
                     &now,
                     Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
@@ -649,7 +675,24 @@ async fn logs(
     axum::body::Body::from_stream(stream).into_response()
 }
 
-/// The runs of a container that have a log, in order.
+/// Pod `name`'s record, read on the blocking pool (see [`off_workers`]).
+async fn pod_record(
+    state: &Arc<ApiState>,
+    namespace: &str,
+    name: &str,
+) -> crate::state::Result<Option<Record>> {
+    let (state, namespace, name) = (state.clone(), namespace.to_owned(), name.to_owned());
+    tokio::task::spawn_blocking(move || {
+        state
+            .store
+            .lock()
+            .expect("lock")
+            .get("Pod", &namespace, &name)
+    })
+    .await
+    .expect("a store read does not panic")
+}
+
 /// The run of `container` whose output `logs` shows: the one running, or
 /// the last one to run while the next waits (its restart count numbers the
 /// runs from 0).

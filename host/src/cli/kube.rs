@@ -1187,12 +1187,15 @@ async fn up_companion(
     let mut reported: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut all_ready_said = false;
     loop {
-        let pods = state
-            .store
-            .lock()
-            .expect("lock")
-            .list("Pod", None)
-            .unwrap_or_default();
+        // Off the async workers, which serve the app's requests meanwhile.
+        let listing = state.clone();
+        let pods = tokio::task::spawn_blocking(move || {
+            listing.store.lock().expect("lock").list("Pod", None)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
         let mut ready = 0;
         for pod in &pods {
             let name = &pod.object.metadata().name;
