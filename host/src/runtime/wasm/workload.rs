@@ -8,6 +8,7 @@
 //! is done first (the common case) no task is spawned at all.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -185,27 +186,22 @@ impl Inner {
             outcome
         });
 
-        let deadline = tokio::time::sleep(self.limits.response_timeout);
+        // Most guests are done within their first poll, a hello world
+        // always: they need no timer, and arming one takes the timer
+        // wheel's lock twice. The deadline still counts from here.
+        let due = tokio::time::Instant::now() + self.limits.response_timeout;
+        let first = std::future::poll_fn(|cx| Poll::Ready(guest.as_mut().poll(cx))).await;
+        if let Poll::Ready(outcome) = first {
+            return self.finished(outcome, &mut rx);
+        }
         tokio::select! {
             biased;
             // Dropping the guest future (on return) drops its store: the
             // instance stops wherever it was waiting.
-            () = deadline => {
+            () = tokio::time::sleep_until(due) => {
                 Err(guest_error(GuestFailure::ResponseTimeout(self.limits.response_timeout)))
             }
-            outcome = &mut guest => {
-                // The store is gone, so the sender has either sent or been dropped.
-                match rx.try_recv() {
-                    Ok(Ok(response)) => {
-                        if let Err(failure) = outcome {
-                            self.log_late_failure(&failure);
-                        }
-                        Ok(to_runtime_response(response))
-                    }
-                    Ok(Err(code)) => Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}")))),
-                    Err(_) => Err(guest_error(outcome.err().unwrap_or(GuestFailure::NoResponse))),
-                }
-            }
+            outcome = &mut guest => self.finished(outcome, &mut rx),
             sent = &mut rx => match sent {
                 Ok(Ok(response)) => {
                     let name = self.name.clone();
@@ -223,6 +219,29 @@ impl Inner {
                 // The guest dropped the response slot without setting it.
                 Err(_) => Err(guest_error(guest.await.err().unwrap_or(GuestFailure::NoResponse))),
             },
+        }
+    }
+
+    /// The answer of a guest that is done: its store is gone, so the
+    /// response slot was either set or dropped.
+    fn finished(
+        &self,
+        outcome: Result<(), GuestFailure>,
+        rx: &mut oneshot::Receiver<GuestResponse>,
+    ) -> Result<http::Response<Body>, ServeError> {
+        let guest_error = |failure| ServeError::Guest {
+            workload: self.name.clone(),
+            failure,
+        };
+        match rx.try_recv() {
+            Ok(Ok(response)) => {
+                if let Err(failure) = outcome {
+                    self.log_late_failure(&failure);
+                }
+                Ok(to_runtime_response(response))
+            }
+            Ok(Err(code)) => Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}")))),
+            Err(_) => Err(guest_error(outcome.err().unwrap_or(GuestFailure::NoResponse))),
         }
     }
 
