@@ -100,6 +100,9 @@ impl PodEndpoint {
     }
 
     /// Waits until no request is in flight, or `limit` passes; true if idle.
+    /// Only for a pod already marked not ready (out of the endpoints), as
+    /// `Table::remove_pod` leaves it: a ready pod's last request does not
+    /// wake anyone.
     pub async fn drained(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -115,9 +118,6 @@ impl PodEndpoint {
         }
     }
 
-    /// The container serving `target` (a container port's number or name);
-    /// a pod with one container serves every port, as a wasm container
-    /// answers on whatever port it is reached by.
     /// The container serving `target` and the port number to call it on.
     /// A pod of one container serves a target none of its ports declares,
     /// on the number given, as Kubernetes does (a Linux container must
@@ -166,11 +166,15 @@ impl std::ops::Deref for InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let pod = &self.endpoint.pod;
-        let before = pod.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = pod.in_flight.fetch_sub(1, Ordering::SeqCst);
         if pod.limit != usize::MAX {
             pod.freed.notify_waiters();
         }
-        if before == 1 {
+        // Only a stopping pod is waited on to drain, and it is marked not
+        // ready before `drained` looks: SeqCst on both sides, so either the
+        // wait sees this decrement or this sees the pod not ready. A ready
+        // pod's last request thus skips the notifier's lock.
+        if before == 1 && !pod.is_ready() {
             pod.idle.notify_waiters();
         }
     }
