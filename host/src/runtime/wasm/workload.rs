@@ -240,8 +240,12 @@ impl Inner {
                 }
                 Ok(to_runtime_response(response))
             }
-            Ok(Err(code)) => Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}")))),
-            Err(_) => Err(guest_error(outcome.err().unwrap_or(GuestFailure::NoResponse))),
+            Ok(Err(code)) => Err(guest_error(GuestFailure::ErrorResponse(format!(
+                "{code:?}"
+            )))),
+            Err(_) => Err(guest_error(
+                outcome.err().unwrap_or(GuestFailure::NoResponse),
+            )),
         }
     }
 
