@@ -902,19 +902,15 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     let outer = tempfile::tempdir().unwrap();
     let inner = tempfile::tempdir().unwrap();
     std::fs::write(inner.path().join("f"), "inner").unwrap();
-    let dir = |host: &Path, guest: &str| format!("{}:{guest}", host.display());
+    // The inner volume inside the outer one: its mount point is made there.
+    let outer_dir = format!("{}:/data:rw", outer.path().display());
+    let inner_dir = format!("{}:/data/sub/in", inner.path().display());
+    let run = |userns: &str, script: &str| {
+        let dirs = ["--userns", userns, "--dir", &outer_dir, "--dir", &inner_dir];
+        run_sh(home.path(), &dirs, script)
+    };
 
-    // A volume inside another: its mount point is made in the outer one.
-    let (code, out, err) = run_sh(
-        home.path(),
-        &[
-            "--dir",
-            &dir(outer.path(), "/data:rw"),
-            "--dir",
-            &dir(inner.path(), "/data/sub/in"),
-        ],
-        "cat /data/sub/in/f",
-    );
+    let (code, out, err) = run("private", "cat /data/sub/in/f");
     assert_eq!((code, out.as_str()), (0, "inner"), "{err}");
     // Made as the container's root, so owned by root on disk, as what it
     // writes in a volume is.
@@ -924,16 +920,8 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
 
     // With host ids the volumes are bound as the host sees them, and the
     // inner one is still read-only.
-    let (code, out, err) = run_sh(
-        home.path(),
-        &[
-            "--userns",
-            "host",
-            "--dir",
-            &dir(outer.path(), "/data:rw"),
-            "--dir",
-            &dir(inner.path(), "/data/sub/in"),
-        ],
+    let (code, out, err) = run(
+        "host",
         "touch /data/sub/in/x 2>/dev/null || echo refused; touch /data/y && cat /data/sub/in/f",
     );
     assert_eq!((code, out.as_str()), (0, "refused\ninner"), "{err}");
@@ -943,17 +931,10 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     // symlink out of the root where the inner one is to be mounted.
     std::fs::remove_dir_all(outer.path().join("sub")).unwrap();
     std::os::unix::fs::symlink("/etc", outer.path().join("sub")).unwrap();
-    let (code, _, err) = run_sh(
-        home.path(),
-        &[
-            "--dir",
-            &dir(outer.path(), "/data:rw"),
-            "--dir",
-            &dir(inner.path(), "/data/sub/in"),
-        ],
-        "true",
-    );
-    assert_eq!(code, 125, "{err}");
-    assert!(err.contains("/data/sub is a symlink"), "{err}");
+    for userns in ["private", "host"] {
+        let (code, _, err) = run(userns, "true");
+        assert_eq!(code, 125, "{err}");
+        assert!(err.contains("/data/sub is a symlink"), "{err}");
+    }
     assert!(!Path::new("/etc/in").exists());
 }
