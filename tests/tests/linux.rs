@@ -905,10 +905,25 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     // The inner volume inside the outer one: its mount point is made there.
     let outer_dir = format!("{}:/data:rw", outer.path().display());
     let inner_dir = format!("{}:/data/sub/in", inner.path().display());
-    let run = |userns: &str, script: &str| {
-        let dirs = ["--userns", userns, "--dir", &outer_dir, "--dir", &inner_dir];
-        run_sh(home.path(), &dirs, script)
+    // `classic`: host-id volumes bound as on kernels before 5.12.
+    let run_as = |userns: &str, classic: bool, script: &str| {
+        let mut command = std::process::Command::new(berth_tests::berth_bin());
+        command
+            .args(["run", "busybox:1", "--userns", userns])
+            .args(["--dir", &outer_dir, "--dir", &inner_dir])
+            .args(["--", "sh", "-c", script])
+            .env("BERTH_HOME", home.path());
+        if classic {
+            command.env("BERTH_TEST_CLASSIC_MOUNTS", "1");
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
+    let run = |userns: &str, script: &str| run_as(userns, false, script);
 
     let (code, out, err) = run("private", "cat /data/sub/in/f");
     assert_eq!((code, out.as_str()), (0, "inner"), "{err}");
@@ -920,19 +935,23 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
 
     // With host ids the volumes are bound as the host sees them, and the
     // inner one is still read-only.
-    let (code, out, err) = run(
-        "host",
-        "touch /data/sub/in/x 2>/dev/null || echo refused; touch /data/y && cat /data/sub/in/f",
-    );
-    assert_eq!((code, out.as_str()), (0, "refused\ninner"), "{err}");
-    assert!(outer.path().join("y").exists());
+    for classic in [false, true] {
+        let (code, out, err) = run_as(
+            "host",
+            classic,
+            "touch /data/sub/in/x 2>/dev/null || echo refused; touch /data/y && cat /data/sub/in/f",
+        );
+        assert_eq!((code, out.as_str()), (0, "refused\ninner"), "{err}");
+        assert!(outer.path().join("y").exists());
+        std::fs::remove_file(outer.path().join("y")).unwrap();
+    }
 
     // What a sibling container sharing the outer volume could plant: a
     // symlink out of the root where the inner one is to be mounted.
     std::fs::remove_dir_all(outer.path().join("sub")).unwrap();
     std::os::unix::fs::symlink("/etc", outer.path().join("sub")).unwrap();
-    for userns in ["private", "host"] {
-        let (code, _, err) = run(userns, "true");
+    for (userns, classic) in [("private", false), ("host", false), ("host", true)] {
+        let (code, _, err) = run_as(userns, classic, "true");
         assert_eq!(code, 125, "{err}");
         assert!(err.contains("/data/sub is a symlink"), "{err}");
     }

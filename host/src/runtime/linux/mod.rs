@@ -171,6 +171,10 @@ pub async fn start(
     command
         .arg("init")
         .env_clear()
+        // Only the test suite's switch to the mount path of older kernels.
+        .envs(
+            std::env::var_os(volumes::CLASSIC_MOUNTS).map(|value| (volumes::CLASSIC_MOUNTS, value)),
+        )
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .kill_on_drop(true);
     match output {

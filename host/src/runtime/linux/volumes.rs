@@ -9,11 +9,12 @@
 //! volume is attached to the final descriptor: the mount lands on the inode
 //! that was checked, whatever its path has become since.
 
-use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
+use rustix::mount::MountFlags;
 
 use super::config::BindMount;
 use super::userns;
@@ -55,21 +56,27 @@ pub fn mount(
         let maker = idmapped.as_ref().map(|m| m.host_base);
         let point =
             mount_point(root.as_fd(), relative, mount.source.is_dir(), maker).map_err(failed)?;
+        let flags = userns::Flags {
+            read_only: !mount.writable,
+            nosuid: true,
+            nodev: true,
+        };
         let attached = match &idmapped {
             Some(m) => userns::attach_at(&m.trees[i], point.as_fd()),
-            None => userns::detached_tree(
-                &mount.source,
-                None,
-                userns::Flags {
-                    read_only: !mount.writable,
-                    nosuid: true,
-                    nodev: true,
-                },
-                true,
-            )
-            .and_then(|tree| userns::attach_at(&tree, point.as_fd())),
+            None if classic_only() => Err(Errno::NOSYS),
+            None => userns::detached_tree(&mount.source, None, flags, true)
+                .and_then(|tree| userns::attach_at(&tree, point.as_fd())),
         };
-        attached.map_err(|e| failed(format!("mounting {}: {e}", mount.source.display())))?;
+        match attached {
+            Ok(()) => {}
+            // Before Linux 5.12 (no mount_setattr), with host ids.
+            Err(Errno::NOSYS) if idmapped.is_none() => {
+                bind_classic(root.as_fd(), relative, mount, &point, flags).map_err(failed)?;
+            }
+            Err(e) => {
+                return Err(failed(format!("mounting {}: {e}", mount.source.display())));
+            }
+        }
     }
     Ok(())
 }
@@ -123,9 +130,9 @@ fn mount_point(
             .map_err(|e| format!("{}: {e}", shown()))?;
         match kind {
             FileType::Symlink => return Err(format!("{} is a symlink", shown())),
-            FileType::Directory => {}
+            FileType::Directory if want_dir => {}
+            FileType::RegularFile if !want_dir => {}
             _ if want_dir => return Err(format!("{} is not a directory", shown())),
-            FileType::RegularFile => {}
             _ => return Err(format!("{} is not a regular file", shown())),
         }
         at = Some(fd);
@@ -164,6 +171,54 @@ fn as_fs_user<T>(id: u32, f: impl FnOnce() -> T) -> T {
         libc::setfsgid(0);
     }
     result
+}
+
+/// Binds `mount` where the kernel has no `open_tree`/`mount_setattr`:
+/// through the checked descriptor's `/proc/self/fd` link, which names that
+/// inode however its path has changed. Flags need a remount of the new
+/// mount, found by walking the path again (the walk crosses into it) and
+/// refused unless what it finds is the volume itself, as runc does it.
+fn bind_classic(
+    root: BorrowedFd<'_>,
+    relative: &Path,
+    mount: &BindMount,
+    point: &OwnedFd,
+    flags: userns::Flags,
+) -> Result<(), String> {
+    let through = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::mount::mount_bind_recursive(&mount.source, through(point))
+        .map_err(|e| format!("mounting {}: {e}", mount.source.display()))?;
+    let bound = mount_point(root, relative, mount.source.is_dir(), None)?;
+    let identity = |stat: rustix::fs::Stat| (stat.st_dev, stat.st_ino);
+    let source = rustix::fs::stat(&mount.source).map(identity);
+    if rustix::fs::fstat(&bound).map(identity) != source || source.is_err() {
+        return Err(format!(
+            "{} changed while {} was mounted on it",
+            mount.target,
+            mount.source.display()
+        ));
+    }
+    let mut remount = MountFlags::BIND;
+    for (on, flag) in [
+        (flags.read_only, MountFlags::RDONLY),
+        (flags.nosuid, MountFlags::NOSUID),
+        (flags.nodev, MountFlags::NODEV),
+    ] {
+        if on {
+            remount |= flag;
+        }
+    }
+    rustix::mount::mount_remount(through(&bound), remount, "")
+        .map_err(|e| format!("setting the flags of {}: {e}", mount.source.display()))
+}
+
+/// Set (to anything) in berth's environment, containers bind host-id
+/// volumes as kernels before 5.12 make them: the test suite's way to run
+/// that path on a newer one.
+pub const CLASSIC_MOUNTS: &str = "BERTH_TEST_CLASSIC_MOUNTS";
+
+fn classic_only() -> bool {
+    std::env::var_os(CLASSIC_MOUNTS).is_some()
 }
 
 /// `name` in `dir`, opened as itself: a symlink is not followed but opened
