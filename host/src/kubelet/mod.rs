@@ -346,6 +346,8 @@ impl Kubelet {
         for (_, (task, _)) in self.replacing.drain() {
             let _ = task.await;
         }
+        // Their last statuses and events, before the daemon exits.
+        self.context.reports.flush().await;
     }
 }
 

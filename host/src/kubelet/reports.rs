@@ -19,7 +19,13 @@ enum Report {
         status: serde_json::Value,
     },
     Event(Event),
+    /// Answered once everything queued before it is written.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
+
+/// Reports written under one hold of the store's lock, at most: the
+/// control loop and the API wait for it meanwhile.
+const BATCH: usize = 256;
 
 /// The sending end: cheap to clone; the writer thread ends when the last
 /// clone is dropped, after writing what was queued.
@@ -52,8 +58,17 @@ impl Reporter {
         self.send(Report::Event(event));
     }
 
+    /// Waits until everything reported so far is in the store (at
+    /// shutdown: the last statuses and events of the pods just stopped).
+    pub(crate) async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.send(Report::Flushed(done));
+        let _ = written.await;
+    }
+
     fn send(&self, report: Report) {
-        // Only fails once the writer is gone, which is only at exit.
+        // Fails only once the writer is gone: at exit, or after a panic
+        // poisoned the store, which every other user of it then meets too.
         let _ = self.queue.send(report);
     }
 }
@@ -62,7 +77,8 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
     while let Ok(first) = reports.recv() {
         let mut store = state.store.lock().expect("lock");
         let mut statuses = 0;
-        for report in std::iter::once(first).chain(reports.try_iter()) {
+        let mut flushed = Vec::new();
+        for report in std::iter::once(first).chain(reports.try_iter().take(BATCH - 1)) {
             match report {
                 Report::Status {
                     namespace,
@@ -79,11 +95,15 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
                         tracing::error!("recording an event: {e}");
                     }
                 }
+                Report::Flushed(done) => flushed.push(done),
             }
         }
         drop(store);
         if statuses > 0 {
             state.changed.notify_one();
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }
