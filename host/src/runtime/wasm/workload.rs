@@ -194,6 +194,11 @@ impl Inner {
         if let Poll::Ready(outcome) = first {
             return self.finished(outcome, &mut rx);
         }
+        // A response already set (a body still streaming) goes out now,
+        // however long that first poll took.
+        if let Ok(sent) = rx.try_recv() {
+            return self.streaming(sent, guest);
+        }
         tokio::select! {
             biased;
             // Dropping the guest future (on return) drops its store: the
@@ -203,22 +208,38 @@ impl Inner {
             }
             outcome = &mut guest => self.finished(outcome, &mut rx),
             sent = &mut rx => match sent {
-                Ok(Ok(response)) => {
-                    let name = self.name.clone();
-                    tokio::spawn(async move {
-                        if let Err(failure) = guest.await {
-                            log_late_failure(&name, &failure);
-                        }
-                    });
-                    Ok(to_runtime_response(response))
-                }
-                Ok(Err(code)) => {
-                    tokio::spawn(guest);
-                    Err(guest_error(GuestFailure::ErrorResponse(format!("{code:?}"))))
-                }
+                Ok(sent) => self.streaming(sent, guest),
                 // The guest dropped the response slot without setting it.
                 Err(_) => Err(guest_error(guest.await.err().unwrap_or(GuestFailure::NoResponse))),
             },
+        }
+    }
+
+    /// The answer of a guest that set its response and is still running
+    /// (streaming its body): the rest of its call goes on in a task of its
+    /// own, holding its slot until it is done.
+    fn streaming(
+        &self,
+        sent: GuestResponse,
+        guest: std::pin::Pin<Box<impl Future<Output = Result<(), GuestFailure>> + Send + 'static>>,
+    ) -> Result<http::Response<Body>, ServeError> {
+        let name = self.name.clone();
+        match sent {
+            Ok(response) => {
+                tokio::spawn(async move {
+                    if let Err(failure) = guest.await {
+                        log_late_failure(&name, &failure);
+                    }
+                });
+                Ok(to_runtime_response(response))
+            }
+            Err(code) => {
+                tokio::spawn(guest);
+                Err(ServeError::Guest {
+                    workload: name,
+                    failure: GuestFailure::ErrorResponse(format!("{code:?}")),
+                })
+            }
         }
     }
 
