@@ -356,9 +356,10 @@ fn now() -> String {
 }
 
 impl Context {
-    fn set_status(&self, pod: &Pod, status: serde_json::Value) {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        self.reports.status(ns, &pod.metadata.name, status);
+    /// Records the status of pod `uid`: that very pod, not a successor
+    /// made under the same name while this was on its way.
+    fn set_status(&self, uid: &str, pod: &Pod, status: serde_json::Value) {
+        self.reports.status(uid, &pod.metadata.name, status);
     }
 
     fn event(&self, pod: &Pod, kind_of_event: &str, reason: &str, message: &str) {
@@ -483,6 +484,7 @@ async fn supervise(
         }
     }
     context.set_status(
+        uid,
         pod,
         running_status(&containers, restarts, started_at, &running_since),
     );
@@ -572,6 +574,7 @@ async fn supervise(
                 .routes
                 .set_ready(uid, containers.iter().all(|c| c.ready));
             context.set_status(
+                uid,
                 pod,
                 running_status(&containers, restarts, started_at, &running_since),
             );
@@ -686,6 +689,7 @@ async fn run_pod(
                         );
                         if succeeded && pod.spec.restart_policy != RestartPolicy::Always {
                             context.set_status(
+                                &uid,
                                 &pod,
                                 serde_json::json!({
                                     "phase": "Succeeded",
@@ -735,6 +739,7 @@ async fn run_pod(
         };
         if pod.spec.restart_policy == RestartPolicy::Never {
             context.set_status(
+                &uid,
                 &pod,
                 serde_json::json!({
                     "phase": "Failed",
@@ -783,6 +788,7 @@ async fn run_pod(
             })
             .collect();
         context.set_status(
+            &uid,
             &pod,
             serde_json::json!({
                 "phase": "Pending",

@@ -14,7 +14,8 @@ use crate::state::Event;
 
 enum Report {
     Status {
-        namespace: String,
+        uid: String,
+        /// For the log.
         name: String,
         status: serde_json::Value,
     },
@@ -46,9 +47,9 @@ impl Reporter {
         Reporter { queue }
     }
 
-    pub(crate) fn status(&self, namespace: &str, name: &str, status: serde_json::Value) {
+    pub(crate) fn status(&self, uid: &str, name: &str, status: serde_json::Value) {
         self.send(Report::Status {
-            namespace: namespace.to_owned(),
+            uid: uid.to_owned(),
             name: name.to_owned(),
             status,
         });
@@ -80,13 +81,9 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
         let mut flushed = Vec::new();
         for report in std::iter::once(first).chain(reports.try_iter().take(BATCH - 1)) {
             match report {
-                Report::Status {
-                    namespace,
-                    name,
-                    status,
-                } => {
+                Report::Status { uid, name, status } => {
                     statuses += 1;
-                    if let Err(e) = store.set_status("Pod", &namespace, &name, &status) {
+                    if let Err(e) = store.set_status_of("Pod", &uid, &status) {
                         tracing::error!("recording the status of pod {name}: {e}");
                     }
                 }

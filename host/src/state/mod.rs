@@ -593,6 +593,25 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// [`Store::set_status`] of the object with `uid`: false when it is
+    /// gone, even if another now has its name.
+    pub fn set_status_of(
+        &mut self,
+        kind: &str,
+        uid: &str,
+        status: &serde_json::Value,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let version = next_version(&tx)?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE objects SET status = ?3, resource_version = ?4 WHERE kind = ?1 AND uid = ?2",
+            )?
+            .execute(params![kind, uid, status.to_string(), version])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     pub fn record_event(&mut self, event: &Event) -> Result<()> {
         self.conn.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
 .execute(

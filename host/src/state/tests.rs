@@ -150,3 +150,34 @@ fn committed_state_survives_reopening() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "ScalingReplicaSet");
 }
+
+#[test]
+fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
+    let mut store = Store::in_memory().unwrap();
+    let web = objects(&deployment(1, "web:1", ""));
+    store.apply(&web).unwrap();
+    let first = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let status = serde_json::json!({"readyReplicas": 1});
+    assert!(
+        store
+            .set_status_of("Deployment", &first.uid, &status)
+            .unwrap()
+    );
+    let got = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(got.status["readyReplicas"], 1);
+
+    // Deleted and made again under the same name: a new uid, and a late
+    // status for the old one changes nothing.
+    store.delete("Deployment", "default", "web").unwrap();
+    store.apply(&web).unwrap();
+    let second = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_ne!(second.uid, first.uid);
+    let late = serde_json::json!({"readyReplicas": 7});
+    assert!(
+        !store
+            .set_status_of("Deployment", &first.uid, &late)
+            .unwrap()
+    );
+    let now = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_ne!(now.status["readyReplicas"], 7);
+}
