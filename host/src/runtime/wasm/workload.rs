@@ -196,8 +196,13 @@ impl Inner {
         }
         // A response already set (a body still streaming) goes out now,
         // however long that first poll took.
-        if let Ok(sent) = rx.try_recv() {
-            return self.streaming(sent, guest);
+        match rx.try_recv() {
+            Ok(sent) => return self.streaming(sent, guest),
+            // Dropped unset (the receiver must not be polled again now).
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return self.unanswered(guest, due).await;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
         }
         tokio::select! {
             biased;
@@ -210,9 +215,26 @@ impl Inner {
             sent = &mut rx => match sent {
                 Ok(sent) => self.streaming(sent, guest),
                 // The guest dropped the response slot without setting it.
-                Err(_) => Err(guest_error(guest.await.err().unwrap_or(GuestFailure::NoResponse))),
+                Err(_) => self.unanswered(guest, due).await,
             },
         }
+    }
+
+    /// The answer of a guest that dropped its response slot unset: why, as
+    /// its call ends (by the response deadline at the latest).
+    async fn unanswered(
+        &self,
+        guest: std::pin::Pin<Box<impl Future<Output = Result<(), GuestFailure>>>>,
+        due: tokio::time::Instant,
+    ) -> Result<http::Response<Body>, ServeError> {
+        let failure = match tokio::time::timeout_at(due, guest).await {
+            Ok(outcome) => outcome.err().unwrap_or(GuestFailure::NoResponse),
+            Err(_) => GuestFailure::ResponseTimeout(self.limits.response_timeout),
+        };
+        Err(ServeError::Guest {
+            workload: self.name.clone(),
+            failure,
+        })
     }
 
     /// The answer of a guest that set its response and is still running
