@@ -957,3 +957,54 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     }
     assert!(!Path::new("/etc/in").exists());
 }
+
+#[test]
+fn a_volume_never_gets_more_than_its_source_allows() {
+    let home = home_with_busybox();
+    let source = tempfile::tempdir().unwrap();
+    let read_only = tempfile::tempdir().unwrap();
+    let mount = |args: &[&str]| {
+        let status = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount {args:?}");
+    };
+    // A read-only mount on the host, asked for as a writable volume.
+    let at = read_only.path().to_str().unwrap();
+    mount(&["--bind", source.path().to_str().unwrap(), at]);
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", self.0])
+                .status();
+        }
+    }
+    let _unmount = Unmount(at);
+    mount(&["-o", "remount,bind,ro", at]);
+
+    let volume = format!("{at}:/data:rw");
+    for (userns, classic) in [("private", false), ("host", false), ("host", true)] {
+        let mut command = std::process::Command::new(berth_tests::berth_bin());
+        command
+            .args(["run", "busybox:1", "--userns", userns, "--dir", &volume])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "touch /data/x 2>/dev/null && echo wrote || echo refused",
+            ])
+            .env("BERTH_HOME", home.path());
+        if classic {
+            command.env("BERTH_TEST_CLASSIC_MOUNTS", "1");
+        }
+        let out = command.output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(stdout, "refused\n", "{userns} classic={classic}: {stderr}");
+    }
+    assert!(!source.path().join("x").exists());
+}

@@ -12,7 +12,7 @@
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags, StatVfsMountFlags};
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
 
@@ -178,6 +178,12 @@ fn as_fs_user<T>(id: u32, f: impl FnOnce() -> T) -> T {
 /// inode however its path has changed. Flags need a remount of the new
 /// mount, found by walking the path again (the walk crosses into it) and
 /// refused unless what it finds is the volume itself, as runc does it.
+///
+/// Not recursive: a remount reaches one mount only, so a mount below the
+/// source would escape the flags (a writable, setuid-capable disk inside a
+/// read-only volume); on these kernels it is not seen at all. The remount
+/// replaces every flag, so those the source has (read-only, noexec…) are
+/// passed again: a volume never gets more than its source allows.
 fn bind_classic(
     root: BorrowedFd<'_>,
     relative: &Path,
@@ -186,7 +192,7 @@ fn bind_classic(
     flags: userns::Flags,
 ) -> Result<(), String> {
     let through = |fd: &OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
-    rustix::mount::mount_bind_recursive(&mount.source, through(point))
+    rustix::mount::mount_bind(&mount.source, through(point))
         .map_err(|e| format!("mounting {}: {e}", mount.source.display()))?;
     let bound = mount_point(root, relative, mount.source.is_dir(), None)?;
     let identity = |stat: rustix::fs::Stat| (stat.st_dev, stat.st_ino);
@@ -198,11 +204,33 @@ fn bind_classic(
             mount.source.display()
         ));
     }
+    let kept = rustix::fs::fstatvfs(&bound)
+        .map_err(|e| format!("reading the flags of {}: {e}", mount.source.display()))?
+        .f_flag;
+    // ST_NOSYMFOLLOW, which rustix does not name.
+    let no_symlinks = StatVfsMountFlags::from_bits_retain(0x2000);
     let mut remount = MountFlags::BIND;
     for (on, flag) in [
         (flags.read_only, MountFlags::RDONLY),
         (flags.nosuid, MountFlags::NOSUID),
         (flags.nodev, MountFlags::NODEV),
+        (kept.contains(StatVfsMountFlags::RDONLY), MountFlags::RDONLY),
+        (kept.contains(StatVfsMountFlags::NOSUID), MountFlags::NOSUID),
+        (kept.contains(StatVfsMountFlags::NODEV), MountFlags::NODEV),
+        (kept.contains(StatVfsMountFlags::NOEXEC), MountFlags::NOEXEC),
+        (
+            kept.contains(StatVfsMountFlags::NOATIME),
+            MountFlags::NOATIME,
+        ),
+        (
+            kept.contains(StatVfsMountFlags::NODIRATIME),
+            MountFlags::NODIRATIME,
+        ),
+        (
+            kept.contains(StatVfsMountFlags::RELATIME),
+            MountFlags::RELATIME,
+        ),
+        (kept.contains(no_symlinks), MountFlags::NOSYMFOLLOW),
     ] {
         if on {
             remount |= flag;
