@@ -38,6 +38,11 @@ pub fn berth_bin() -> PathBuf {
         bin.display()
     );
     assert_fresh(&bin);
+    // Containers start from it, beside berth.
+    let init = bin.with_file_name("berth-init");
+    if init.exists() {
+        assert_fresh(&init);
+    }
     bin
 }
 
@@ -53,7 +58,7 @@ fn assert_fresh(bin: &Path) {
     if let Some((path, modified)) = newest {
         assert!(
             modified <= built,
-            "{} is newer than the berth binary at {}: run `cargo test --workspace`, which rebuilds it",
+            "{} is newer than the binary at {}: run `cargo test --workspace`, which rebuilds it",
             path.display(),
             bin.display()
         );
@@ -69,10 +74,10 @@ pub fn shared_home() -> PathBuf {
     home
 }
 
-/// Every file below `dir` (recursively) with its mtime; none if it is missing.
 /// The sources cargo says `bin` was built from (its `.d` file beside it),
 /// with their mtimes: a unit test's file is not one, and editing it does
-/// not relink the binary.
+/// not relink the binary. One that is gone counts as changed now, as cargo
+/// counts it; a list of none (paths relative to elsewhere) is no answer.
 fn built_from(bin: &Path) -> Option<Vec<(PathBuf, std::time::SystemTime)>> {
     let listed = std::fs::read_to_string(bin.with_extension("d")).ok()?;
     let (_, deps) = listed.lines().next()?.split_once(": ")?;
@@ -82,14 +87,17 @@ fn built_from(bin: &Path) -> Option<Vec<(PathBuf, std::time::SystemTime)>> {
         .split(' ')
         .filter(|d| !d.is_empty())
         .map(|d| PathBuf::from(d.replace('\0', " ")))
-        .filter_map(|path| {
-            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-            Some((path, modified))
+        .map(|path| {
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| std::time::SystemTime::now());
+            (path, modified)
         })
-        .collect();
-    Some(sources)
+        .collect::<Vec<_>>();
+    (!sources.is_empty()).then_some(sources)
 }
 
+/// Every file below `dir` (recursively) with its mtime; none if it is missing.
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     let mut found = Vec::new();
     let mut dirs = vec![dir.to_owned()];
