@@ -118,6 +118,9 @@ pub struct Kubelet {
     /// Workers of updated pods, stopping before their successors start,
     /// with the run number the successor starts from.
     replacing: HashMap<String, (tokio::task::JoinHandle<()>, u32)>,
+    /// Workers of deleted pods, stopping (draining), then their directories
+    /// going.
+    stopping: tokio_util::task::TaskTracker,
     /// The store's spec version the workers were last synced to.
     synced: Option<u64>,
 }
@@ -149,6 +152,7 @@ impl Kubelet {
             nodes,
             workers: HashMap::new(),
             replacing: HashMap::new(),
+            stopping: tokio_util::task::TaskTracker::new(),
             synced: None,
         }
     }
@@ -199,7 +203,7 @@ impl Kubelet {
             if let Some(worker) = self.workers.remove(&uid) {
                 worker.cancel.cancel();
                 let dir = self.context.pods_dir.join(&uid);
-                tokio::spawn(async move {
+                self.stopping.spawn(async move {
                     let _ = worker.task.await;
                     let _ = tokio::fs::remove_dir_all(dir).await;
                 });
@@ -346,6 +350,9 @@ impl Kubelet {
         for (_, (task, _)) in self.replacing.drain() {
             let _ = task.await;
         }
+        // And the pods deleted just before, still draining.
+        self.stopping.close();
+        self.stopping.wait().await;
         // Their last statuses and events, before the daemon exits.
         self.context.reports.flush().await;
     }
