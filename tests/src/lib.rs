@@ -77,24 +77,32 @@ pub fn shared_home() -> PathBuf {
 /// The sources cargo says `bin` was built from (its `.d` file beside it),
 /// with their mtimes: a unit test's file is not one, and editing it does
 /// not relink the binary. One that is gone counts as changed now, as cargo
-/// counts it; a list of none (paths relative to elsewhere) is no answer.
+/// counts it; a list none of which is found (paths relative to elsewhere)
+/// is no answer.
 fn built_from(bin: &Path) -> Option<Vec<(PathBuf, std::time::SystemTime)>> {
     let listed = std::fs::read_to_string(bin.with_extension("d")).ok()?;
     let (_, deps) = listed.lines().next()?.split_once(": ")?;
     // Paths are separated by spaces; a space inside one is escaped.
     let deps = deps.replace("\\ ", "\0");
-    let sources = deps
+    let sources: Vec<(PathBuf, Option<std::time::SystemTime>)> = deps
         .split(' ')
         .filter(|d| !d.is_empty())
         .map(|d| PathBuf::from(d.replace('\0', " ")))
         .map(|path| {
-            let modified = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|_| std::time::SystemTime::now());
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
             (path, modified)
         })
-        .collect::<Vec<_>>();
-    (!sources.is_empty()).then_some(sources)
+        .collect();
+    if sources.iter().all(|(_, modified)| modified.is_none()) {
+        return None;
+    }
+    let now = std::time::SystemTime::now();
+    Some(
+        sources
+            .into_iter()
+            .map(|(path, modified)| (path, modified.unwrap_or(now)))
+            .collect(),
+    )
 }
 
 /// Every file below `dir` (recursively) with its mtime; none if it is missing.

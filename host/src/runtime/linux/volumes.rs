@@ -230,6 +230,12 @@ fn bind_classic(
             kept.contains(StatVfsMountFlags::RELATIME),
             MountFlags::RELATIME,
         ),
+        // Passing any atime flag drops the others, and none at all means
+        // relatime: strictatime must be said.
+        (
+            !kept.intersects(StatVfsMountFlags::NOATIME | StatVfsMountFlags::RELATIME),
+            MountFlags::STRICTATIME,
+        ),
         (kept.contains(no_symlinks), MountFlags::NOSYMFOLLOW),
     ] {
         if on {
