@@ -583,14 +583,11 @@ impl Store {
         name: &str,
         status: &serde_json::Value,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
-        let version = next_version(&tx)?;
-        let n = tx.prepare_cached("UPDATE objects SET status = ?4, resource_version = ?5 WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-.execute(
-            params![kind, namespace, name, status.to_string(), version],
-        )?;
-        tx.commit()?;
-        Ok(n > 0)
+        self.update_status(
+            "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND namespace = ?4 AND name = ?5",
+            &[&kind, &namespace, &name],
+            status,
+        )
     }
 
     /// [`Store::set_status`] of the object with `uid`: false when it is
@@ -601,13 +598,28 @@ impl Store {
         uid: &str,
         status: &serde_json::Value,
     ) -> Result<bool> {
+        self.update_status(
+            "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
+            &[&kind, &uid],
+            status,
+        )
+    }
+
+    /// Runs `update` (status ?1, resourceVersion ?2, then `key`) in a
+    /// transaction of its own; true if it changed an object.
+    fn update_status(
+        &mut self,
+        update: &str,
+        key: &[&dyn rusqlite::ToSql],
+        status: &serde_json::Value,
+    ) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
+        let status = status.to_string();
+        let values: [&dyn rusqlite::ToSql; 2] = [&status, &version];
         let n = tx
-            .prepare_cached(
-                "UPDATE objects SET status = ?3, resource_version = ?4 WHERE kind = ?1 AND uid = ?2",
-            )?
-            .execute(params![kind, uid, status.to_string(), version])?;
+            .prepare_cached(update)?
+            .execute(rusqlite::params_from_iter(values.iter().chain(key)))?;
         tx.commit()?;
         Ok(n > 0)
     }
