@@ -9,12 +9,23 @@ use berth_tests::{berth, busybox};
 
 /// `berth run busybox:1 -- sh -c SCRIPT` in `home`: (exit code, stdout, stderr).
 fn run_sh(home: &Path, extra: &[&str], script: &str) -> (i32, String, String) {
+    run_sh_env(home, extra, &[], script)
+}
+
+/// [`run_sh`] with berth given `env` too.
+fn run_sh_env(
+    home: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    script: &str,
+) -> (i32, String, String) {
     let mut args = vec!["run", "busybox:1"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "sh", "-c", script]);
     let out = std::process::Command::new(berth_tests::berth_bin())
         .args(&args)
         .env("BERTH_HOME", home)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -896,6 +907,16 @@ fn a_container_dies_with_its_init_whatever_user_it_runs_as() {
     let _ = run.wait();
 }
 
+/// The environment that makes berth bind host-id volumes as on kernels
+/// before 5.12, when `on`.
+fn classic_mounts(on: bool) -> &'static [(&'static str, &'static str)] {
+    if on {
+        &[("BERTH_TEST_CLASSIC_MOUNTS", "1")]
+    } else {
+        &[]
+    }
+}
+
 #[test]
 fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     let home = home_with_busybox();
@@ -907,21 +928,8 @@ fn a_volume_is_mounted_on_the_directory_checked_never_through_a_symlink() {
     let inner_dir = format!("{}:/data/sub/in", inner.path().display());
     // `classic`: host-id volumes bound as on kernels before 5.12.
     let run_as = |userns: &str, classic: bool, script: &str| {
-        let mut command = std::process::Command::new(berth_tests::berth_bin());
-        command
-            .args(["run", "busybox:1", "--userns", userns])
-            .args(["--dir", &outer_dir, "--dir", &inner_dir])
-            .args(["--", "sh", "-c", script])
-            .env("BERTH_HOME", home.path());
-        if classic {
-            command.env("BERTH_TEST_CLASSIC_MOUNTS", "1");
-        }
-        let out = command.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let dirs = ["--userns", userns, "--dir", &outer_dir, "--dir", &inner_dir];
+        run_sh_env(home.path(), &dirs, classic_mounts(classic), script)
     };
     let run = |userns: &str, script: &str| run_as(userns, false, script);
 
@@ -986,25 +994,13 @@ fn a_volume_never_gets_more_than_its_source_allows() {
 
     let volume = format!("{at}:/data:rw");
     for (userns, classic) in [("private", false), ("host", false), ("host", true)] {
-        let mut command = std::process::Command::new(berth_tests::berth_bin());
-        command
-            .args(["run", "busybox:1", "--userns", userns, "--dir", &volume])
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "touch /data/x 2>/dev/null && echo wrote || echo refused",
-            ])
-            .env("BERTH_HOME", home.path());
-        if classic {
-            command.env("BERTH_TEST_CLASSIC_MOUNTS", "1");
-        }
-        let out = command.output().unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
+        let (_, out, err) = run_sh_env(
+            home.path(),
+            &["--userns", userns, "--dir", &volume],
+            classic_mounts(classic),
+            "touch /data/x 2>/dev/null && echo wrote || echo refused",
         );
-        assert_eq!(stdout, "refused\n", "{userns} classic={classic}: {stderr}");
+        assert_eq!(out, "refused\n", "{userns} classic={classic}: {err}");
     }
     assert!(!source.path().join("x").exists());
 }

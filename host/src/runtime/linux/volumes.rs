@@ -41,6 +41,7 @@ pub fn mount(
         Mode::empty(),
     )
     .map_err(|e| format!("opening the root {}: {e}", rootfs.display()))?;
+    let maker = idmapped.as_ref().map(|m| m.host_base);
     for (i, mount) in mounts.iter().enumerate() {
         let failed = |e: String| format!("volume mount path {}: {e}", mount.target);
         let relative = Path::new(mount.target.trim_start_matches('/'));
@@ -53,7 +54,6 @@ pub fn mount(
                 mount.target
             ));
         }
-        let maker = idmapped.as_ref().map(|m| m.host_base);
         let point =
             mount_point(root.as_fd(), relative, mount.source.is_dir(), maker).map_err(failed)?;
         let flags = userns::Flags {
