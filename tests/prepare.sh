@@ -12,6 +12,13 @@ command -v strace >/dev/null || missing+=(strace)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+# kubectl and its kubectl.1.NN siblings come with the machine image (the
+# Debian package kubectl from the Cloud SDK's repository, which this
+# machine's package sources do not carry): say so if it is not there.
+if ! command -v kubectl >/dev/null; then
+    echo "tests need kubectl (the Debian package kubectl, with kubectl.1.27 to kubectl.1.33 beside it)" >&2
+    exit 1
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "tests need: ${missing[*]} (Debian packages); run as root or install them" >&2

@@ -137,6 +137,7 @@ pub fn berth(home: &Path, args: &[&str]) -> Finished {
         .args(args)
         .env("BERTH_HOME", home)
         .env("BERTH_INGRESS", "127.0.0.1:0")
+        .env("BERTH_API_LISTEN", "127.0.0.1:0")
         .output()
         .expect("running berth");
     Finished {
@@ -199,8 +200,9 @@ impl BerthRun {
         let mut child = Command::new(berth_bin())
             .args(args)
             .env("BERTH_HOME", home)
-            // Daemons side by side: each its own ingress port.
+            // Daemons side by side: each its own ingress and API port.
             .env("BERTH_INGRESS", "127.0.0.1:0")
+            .env("BERTH_API_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

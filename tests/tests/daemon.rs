@@ -932,13 +932,17 @@ fn logs_show_what_a_container_wrote_now_before_and_as_it_goes() {
 
     let missing = berth(home.path(), &["logs", "nope"]);
     assert!(
-        !missing.success && missing.stderr.contains("pod nope not found"),
+        !missing.success && missing.stderr.contains("pods \"nope\" not found"),
         "{}",
         missing.stderr
     );
     let wrong = berth(home.path(), &["logs", &name, "-c", "other"]);
     assert!(
-        !wrong.success && wrong.stderr.contains("has no container other (it has app)"),
+        !wrong.success
+            && wrong
+                .stderr
+                .contains("container other is not valid for pod")
+            && wrong.stderr.contains("(it has app)"),
         "{}",
         wrong.stderr
     );

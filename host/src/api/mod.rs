@@ -1,6 +1,10 @@
-//! The daemon's control API, served on a unix socket in the data dir (mode
-//! 0600, so only its owner may drive berth). The CLI is its only client;
-//! the shapes are berth's own, not the Kubernetes REST paths.
+//! The daemon's APIs. The Kubernetes API (`server`, `rest`, `watch`,
+//! `discovery`, `openapi`, …) is served over HTTPS with the admin token
+//! (`pki`) and on the unix socket in the data dir (mode 0600, so only its
+//! owner may drive berth); kubectl and client libraries use it unchanged.
+//!
+//! Beside it on the socket, until the CLI speaks Kubernetes, berth's own
+//! private API, whose shapes are berth's, not the Kubernetes REST paths:
 //!
 //! - `POST /apply` with `{"files": [{"name", "text"}]}`: parses every file
 //!   (the daemon trusts no client to have), then applies all objects in one
@@ -10,7 +14,22 @@
 //!   stored records.
 //! - `DELETE /objects/{kind}/{namespace}/{name}`: 200, or 404.
 
+mod access;
 pub mod client;
+mod discovery;
+mod logs;
+mod openapi;
+mod patch;
+pub mod pki;
+mod resources;
+mod rest;
+mod selector;
+mod server;
+mod status;
+mod table;
+mod watch;
+
+pub use server::{KubeApi, router as kube_router, serve_tls, with_token};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -563,148 +582,21 @@ struct LogsQuery {
     follow: bool,
 }
 
-/// A pod container's output: the current run's, or with `previous` the
-/// one before; with `follow`, streamed as it grows until the pod is deleted
-/// or the container restarts.
+/// A pod container's output (see [`logs::pod_log`]), with the private
+/// API's errors.
 async fn logs(
     State(state): State<Arc<ApiState>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Response {
-    let record = match pod_record(&state, &namespace, &name).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("pod {name} not found")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let options = logs::LogOptions {
+        container: query.container,
+        previous: query.previous,
+        follow: query.follow,
+        ..Default::default()
     };
-    let Object::Pod(pod) = &record.object else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "not a pod");
-    };
-    let names: Vec<&str> = pod
-        .spec
-        .containers
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    let container = match (&query.container, names.as_slice()) {
-        (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
-        (Some(c), _) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "pod {name} has no container {c} (it has {})",
-                    names.join(", ")
-                ),
-            );
-        }
-        (None, [only]) => (*only).to_owned(),
-        (None, _) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "pod {name} has several containers: choose one of {} with -c",
-                    names.join(", ")
-                ),
-            );
-        }
-    };
-    let dir = crate::home::pods_dir().join(&record.uid);
-    let current = current_run(&record.status, &container);
-    let wanted = if query.previous {
-        current.and_then(|run| run.checked_sub(1))
-    } else {
-        current
-    };
-    let Some(run) = wanted else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            if query.previous {
-                format!("container {container} of pod {name} has no previous run")
-            } else {
-                format!("container {container} of pod {name} has not started")
-            },
-        );
-    };
-    let path = crate::kubelet::log_path(&dir, &container, run);
-    if !query.follow {
-        return match tokio::fs::read(&path).await {
-            Ok(bytes) => (StatusCode::OK, bytes).into_response(),
-            // A run that never wrote has no file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StatusCode::OK.into_response(),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", path.display()),
-            ),
-        };
-    }
-    let uid = record.uid.clone();
-    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
-        let (state, path, container, uid, namespace, name) = (
-            state.clone(),
-            path.clone(),
-            container.clone(),
-            uid.clone(),
-            namespace.clone(),
-            name.clone(),
-        );
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-                if (bytes.len() as u64) > offset {
-                    let chunk = bytes[offset as usize..].to_vec();
-                    let next = bytes.len() as u64;
-                    return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
-                }
-                let now = pod_record(&state, &namespace, &name).await;
-                let still = matches!(
-                    &now,
-                    Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
-                );
-                if !still {
-                    // What it wrote between the last read and its end.
-                    let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-                    let rest = bytes.get(offset as usize..).unwrap_or_default().to_vec();
-                    return Some((Ok(rest), (offset, true)));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-    });
-    axum::body::Body::from_stream(stream).into_response()
-}
-
-/// Pod `name`'s record, read on the blocking pool (see [`off_workers`]).
-async fn pod_record(
-    state: &Arc<ApiState>,
-    namespace: &str,
-    name: &str,
-) -> crate::state::Result<Option<Record>> {
-    let (state, namespace, name) = (state.clone(), namespace.to_owned(), name.to_owned());
-    tokio::task::spawn_blocking(move || {
-        state
-            .store
-            .lock()
-            .expect("lock")
-            .get("Pod", &namespace, &name)
-    })
-    .await
-    .expect("a store read does not panic")
-}
-
-/// The run of `container` whose output `logs` shows: the one running, or
-/// the last one to run while the next waits (its restart count numbers the
-/// runs from 0).
-fn current_run(status: &serde_json::Value, container: &str) -> Option<u32> {
-    let entry = status["containerStatuses"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == container)?;
-    let count = u32::try_from(entry["restartCount"].as_u64()?).ok()?;
-    if entry["state"]["running"].is_object() {
-        Some(count)
-    } else {
-        count.checked_sub(1)
+    match logs::pod_log(state, namespace, name, options).await {
+        Ok(response) => response,
+        Err(e) => error(e.code(), e.to_string()),
     }
 }

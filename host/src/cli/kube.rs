@@ -57,6 +57,17 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE", requires = "listen")]
     token_file: Option<PathBuf>,
 
+    /// Where the Kubernetes API listens (HTTPS, the admin token from
+    /// `berth kubeconfig`); `berth daemon` defaults to 127.0.0.1:6443,
+    /// `berth up` to a free loopback port.
+    #[arg(long, value_name = "ADDR", env = "BERTH_API_LISTEN")]
+    api_listen: Option<std::net::SocketAddr>,
+
+    /// Another name (DNS name or IP address) the API's certificate is valid
+    /// for, for kubectl on other machines (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+
     /// Where services answer by Host: `http://<service>[.<namespace>].localhost:PORT/`.
     #[arg(
         long,
@@ -102,7 +113,9 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String>
 
 /// `berth daemon`: serves the control API and runs the controllers and
 /// the kubelet until SIGTERM or Ctrl-C, then stops every pod gracefully.
-pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+pub fn daemon(mut args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    args.api_listen
+        .get_or_insert(std::net::SocketAddr::from(([127, 0, 0, 1], 6443)));
     run_daemon(args, None)
 }
 
@@ -132,6 +145,8 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
     } else {
         args.nodes
     };
+    let credentials = crate::api::pki::load_or_make(&home, &args.tls_sans)
+        .context("making the API's certificates and token")?;
     let socket = socket_path();
     let token = args
         .token_file
@@ -160,6 +175,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
 
         let node_names = nodes.iter().map(|n| n.name.clone()).collect();
+        let nodes_for_api = nodes.clone();
         let controllers = Controllers { nodes };
         let mut kubelet = Kubelet::new(
             state.clone(),
@@ -178,10 +194,45 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         );
         kubelet.forget_running();
         kubelet.remove_orphan_dirs();
+        let kube = Arc::new(crate::api::KubeApi {
+            state: state.clone(),
+            nodes: nodes_for_api,
+            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            shutdown: shutdown.clone(),
+        });
+        let api_address = args
+            .api_listen
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let api_listener = tokio::net::TcpListener::bind(api_address)
+            .await
+            .with_context(|| {
+                format!("binding the Kubernetes API on {api_address} (see --api-listen)")
+            })?;
+        let api_bound = api_listener.local_addr()?;
+        let kubeconfig = crate::api::pki::kubeconfig_path(&home);
+        crate::api::pki::write_private(
+            &kubeconfig,
+            crate::api::pki::kubeconfig(&credentials, api_bound).as_bytes(),
+        )
+        .context("writing the kubeconfig")?;
+        let https_api = tokio::spawn(crate::api::serve_tls(
+            api_listener,
+            credentials.server.clone(),
+            crate::api::with_token(
+                crate::api::kube_router(kube.clone()),
+                credentials.token.clone(),
+            ),
+            shutdown.clone(),
+        ));
+        // The socket's owner is trusted: the Kubernetes API and berth's own
+        // private one, without a token.
         let api = tokio::spawn(
-            axum::serve(listener, crate::api::router(state.clone()))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
+            axum::serve(
+                listener,
+                crate::api::router(state.clone()).merge(crate::api::kube_router(kube)),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
         );
         let tcp_api = match (args.listen, token) {
             (Some(address), Some(token)) => {
@@ -204,6 +255,10 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         if let Some((bound, _)) = &tcp_api {
             println!("berth: API on http://{bound}/ (token required)");
         }
+        println!(
+            "berth: Kubernetes API on https://{api_bound}/ (KUBECONFIG={})",
+            kubeconfig.display()
+        );
         println!("berth: ingress on http://{ingress_address}/");
         let companion =
             companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
@@ -243,6 +298,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         kubelet.stop_all().await;
         ingress.stopped().await;
         let _ = api.await;
+        let _ = https_api.await;
         if let Some((_, serving)) = tcp_api {
             let _ = serving.await;
         }

@@ -5,6 +5,7 @@ mod build;
 mod describe;
 mod images;
 mod kube;
+mod kubeconfig;
 mod progress;
 mod registry;
 mod run;
@@ -94,6 +95,9 @@ enum Command {
     /// Run the control daemon in the foreground: the API `apply`, `get` and
     /// `delete` use, the controllers, and the pods.
     Daemon(kube::DaemonArgs),
+    /// Print the daemon's kubeconfig (`--path`: where it is; `--merge`: add
+    /// it to ~/.kube/config).
+    Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Build, apply and run a directory of manifests in the foreground until Ctrl-C.
     Up(kube::UpArgs),
     /// Create or update objects from manifests, all or nothing.
@@ -139,6 +143,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Registry { command } => registry::registry(command),
         Command::Daemon(args) => kube::daemon(args),
         Command::Up(args) => kube::up(args),
+        Command::Kubeconfig(args) => kubeconfig::kubeconfig(args),
         Command::Apply(args) => kube::apply(args),
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),

@@ -14,6 +14,10 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::spec::Object;
 
+pub mod watch;
+
+pub use watch::{Change, ChangeType, Hub};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL,
@@ -119,6 +123,8 @@ pub struct Store {
     parsed: std::cell::RefCell<std::collections::HashMap<String, Parsed>>,
     /// Bumped by every change to an object itself (not its status).
     spec_version: u64,
+    /// Where committed changes go, for watchers.
+    hub: std::sync::Arc<Hub>,
 }
 
 struct Parsed {
@@ -332,11 +338,20 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         // Every statement the store runs stays prepared (about twenty).
         conn.set_prepared_statement_cache_capacity(64);
+        let current: u64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'resource_version'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         Ok(Store {
             conn,
             node_ports: NODE_PORTS,
             parsed: Default::default(),
             spec_version: 0,
+            hub: std::sync::Arc::new(Hub::new(current)),
         })
     }
 
@@ -349,6 +364,15 @@ impl Store {
     /// need their namespace (`default` always exists) to exist already or
     /// be part of the same apply; if any object is refused, none changes.
     pub fn apply(&mut self, objects: &[Object]) -> Result<Vec<Outcome>> {
+        self.apply_or_try(objects, false)
+    }
+
+    /// What [`Store::apply`] would do, changing nothing (`dryRun=All`).
+    pub fn apply_dry(&mut self, objects: &[Object]) -> Result<Vec<Outcome>> {
+        self.apply_or_try(objects, true)
+    }
+
+    fn apply_or_try(&mut self, objects: &[Object], dry: bool) -> Result<Vec<Outcome>> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(objects.len());
         for object in objects {
@@ -431,9 +455,22 @@ impl Store {
             };
             outcomes.push(outcome);
         }
+        if dry {
+            // Dropped, the transaction rolls back.
+            return Ok(outcomes);
+        }
         tx.commit()?;
         if outcomes.iter().any(|o| *o != Outcome::Unchanged) {
             self.spec_version += 1;
+        }
+        for (object, outcome) in objects.iter().zip(&outcomes) {
+            let change = match outcome {
+                Outcome::Created => ChangeType::Added,
+                Outcome::Configured => ChangeType::Modified,
+                Outcome::Unchanged => continue,
+            };
+            let (kind, namespace, name) = key(object);
+            self.publish(change, kind, &namespace, &name)?;
         }
         Ok(outcomes)
     }
@@ -546,21 +583,53 @@ impl Store {
 
     /// Deletes an object (a namespace with all it holds); whether it existed.
     pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+        Ok(self.delete_record(kind, namespace, name)?.is_some())
+    }
+
+    /// [`Store::delete`], answering the object as it was, with the
+    /// deletion's resourceVersion.
+    pub fn delete_record(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Record>> {
         if kind == "Namespace" && name == "default" {
             return Err(StateError::Rejected(
                 "the default namespace cannot be deleted".into(),
             ));
         }
+        let Some(record) = self.get(kind, namespace, name)? else {
+            return Ok(None);
+        };
+        // What goes with it, for the watchers.
+        let mut gone = vec![record];
+        if kind == "Namespace" {
+            let mut contained = self.conn.prepare_cached(
+                "SELECT kind, name FROM objects WHERE namespace = ?1 ORDER BY kind, name",
+            )?;
+            let keys = contained
+                .query_map([name], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(contained);
+            for (kind, object) in keys {
+                if let Some(r) = self.get(&kind, name, &object)? {
+                    gone.push(r);
+                }
+            }
+        }
         let tx = self.conn.transaction()?;
-        let n = tx
-            .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+        let version = next_version(&tx)?;
+        tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
             .execute(params![kind, namespace, name])?;
         if kind == "Deployment" {
             tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2")?
                 .execute(params![namespace, name])?;
         }
         // A namespace takes everything in it along, as in Kubernetes.
-        if kind == "Namespace" && n > 0 {
+        if kind == "Namespace" {
             tx.prepare_cached("DELETE FROM objects WHERE namespace = ?1")?
                 .execute([name])?;
             tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1")?
@@ -569,10 +638,17 @@ impl Store {
                 .execute([name])?;
         }
         tx.commit()?;
-        if n > 0 {
-            self.spec_version += 1;
+        self.spec_version += 1;
+        for mut record in gone.iter().cloned().rev() {
+            record.resource_version = version;
+            self.hub.publish(Change {
+                change: ChangeType::Deleted,
+                record,
+            });
         }
-        Ok(n > 0)
+        let mut record = gone.swap_remove(0);
+        record.resource_version = version;
+        Ok(Some(record))
     }
 
     /// Replaces an object's status (a new resourceVersion, same generation).
@@ -583,11 +659,15 @@ impl Store {
         name: &str,
         status: &serde_json::Value,
     ) -> Result<bool> {
-        self.update_status(
+        let changed = self.update_status(
             "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND namespace = ?4 AND name = ?5",
             &[&kind, &namespace, &name],
             status,
-        )
+        )?;
+        if changed {
+            self.publish(ChangeType::Modified, kind, namespace, name)?;
+        }
+        Ok(changed)
     }
 
     /// [`Store::set_status`] of the object with `uid`: false when it is
@@ -598,11 +678,22 @@ impl Store {
         uid: &str,
         status: &serde_json::Value,
     ) -> Result<bool> {
-        self.update_status(
+        let changed = self.update_status(
             "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
             &[&kind, &uid],
             status,
-        )
+        )?;
+        if changed {
+            let key: Option<(String, String)> = self
+                .conn
+                .prepare_cached("SELECT namespace, name FROM objects WHERE kind = ?1 AND uid = ?2")?
+                .query_row(params![kind, uid], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if let Some((namespace, name)) = key {
+                self.publish(ChangeType::Modified, kind, &namespace, &name)?;
+            }
+        }
+        Ok(changed)
     }
 
     /// Runs `update` (status ?1, resourceVersion ?2, then `key`) in a
@@ -622,6 +713,35 @@ impl Store {
             .execute(rusqlite::params_from_iter(values.iter().chain(key)))?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Tells the watchers of a committed change to the object at a key.
+    fn publish(
+        &mut self,
+        change: ChangeType,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        if let Some(record) = self.get(kind, namespace, name)? {
+            self.hub.publish(Change { change, record });
+        }
+        Ok(())
+    }
+
+    /// Where watchers subscribe to committed changes.
+    pub fn hub(&self) -> std::sync::Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// The resourceVersion of the latest change.
+    pub fn current_version(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM counters WHERE name = 'resource_version'")?
+            .query_row([], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0))
     }
 
     pub fn record_event(&mut self, event: &Event) -> Result<()> {
@@ -662,6 +782,30 @@ impl Store {
                 reason: row.get(5)?,
                 message: row.get(6)?,
             })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Events with their ids (which never repeat), oldest first, for the
+    /// API's Event objects.
+    pub fn event_log(&self, namespace: Option<&str>) -> Result<Vec<(i64, Event)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, time, namespace, kind, name, type, reason, message FROM events
+             WHERE (?1 IS NULL OR namespace = ?1) ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![namespace], |row| {
+            Ok((
+                row.get(0)?,
+                Event {
+                    time: row.get(1)?,
+                    namespace: row.get(2)?,
+                    kind: row.get(3)?,
+                    name: row.get(4)?,
+                    kind_of_event: row.get(5)?,
+                    reason: row.get(6)?,
+                    message: row.get(7)?,
+                },
+            ))
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }

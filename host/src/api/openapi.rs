@@ -1,0 +1,193 @@
+//! `/openapi/v3`: the documents in `openapi/`, derived from Kubernetes'
+//! own schema by `host/openapi/generate.py` (see its README), embedded
+//! compressed and unpacked on first use. kubectl reads them to decide the
+//! server validates fields (so `apply` sends `fieldValidation`) and for
+//! `explain`; the strategic merge patch reads their merge keys.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::resources::Resource;
+
+/// `(group-version path, gzipped document)`.
+const DOCUMENTS: [(&str, &[u8]); 7] = [
+    ("api/v1", include_bytes!("openapi/api__v1.json.gz")),
+    (
+        "apis/apps/v1",
+        include_bytes!("openapi/apis__apps__v1.json.gz"),
+    ),
+    (
+        "apis/authorization.k8s.io/v1",
+        include_bytes!("openapi/apis__authorization.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/autoscaling/v1",
+        include_bytes!("openapi/apis__autoscaling__v1.json.gz"),
+    ),
+    (
+        "apis/discovery.k8s.io/v1",
+        include_bytes!("openapi/apis__discovery.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/events.k8s.io/v1",
+        include_bytes!("openapi/apis__events.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/node.k8s.io/v1",
+        include_bytes!("openapi/apis__node.k8s.io__v1.json.gz"),
+    ),
+];
+
+struct Document {
+    path: &'static str,
+    /// The JSON text as served.
+    text: bytes::Bytes,
+    /// Its hash, as kube-apiserver puts in `serverRelativeURL`.
+    hash: String,
+    schemas: Map<String, Value>,
+}
+
+fn documents() -> &'static [Document] {
+    static DOCS: OnceLock<Vec<Document>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        DOCUMENTS
+            .iter()
+            .map(|(path, gz)| {
+                use sha2::Digest as _;
+                use std::io::Read as _;
+                let mut text = Vec::new();
+                flate2::read::GzDecoder::new(*gz)
+                    .read_to_end(&mut text)
+                    .expect("the embedded OpenAPI documents are gzip");
+                let value: Value =
+                    serde_json::from_slice(&text).expect("the embedded OpenAPI documents are JSON");
+                let schemas = value["components"]["schemas"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let hash = hex::encode_upper(sha2::Sha512::digest(&text));
+                Document {
+                    path,
+                    text: bytes::Bytes::from(text),
+                    hash,
+                    schemas,
+                }
+            })
+            .collect()
+    })
+}
+
+/// `GET /openapi/v3`.
+pub fn root() -> Response {
+    let paths: Map<String, Value> = documents()
+        .iter()
+        .map(|d| {
+            (
+                d.path.to_owned(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{}?hash={}", d.path, d.hash)}),
+            )
+        })
+        .collect();
+    axum::Json(json!({"paths": paths})).into_response()
+}
+
+/// `GET /openapi/v3/{path}`: the document, cacheable forever when asked by
+/// its hash, as kube-apiserver answers.
+pub fn document(path: &str, query_hash: Option<&str>, headers: &HeaderMap) -> Response {
+    let Some(doc) = documents().iter().find(|d| d.path == path) else {
+        return super::status::ApiError::NoSuchPath.into_response();
+    };
+    let etag = format!("\"{}\"", doc.hash);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let mut response = (StatusCode::OK, doc.text.clone()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    let cache = if query_hash == Some(doc.hash.as_str()) {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}
+
+/// `GET /openapi/v2`: an empty document. kubectl 1.27 and 1.28 fetch it
+/// before validating and give up if it fails; berth describes its schema
+/// in v3 alone, from which kubectl learns that the server validates.
+/// An empty protobuf message is an empty document; JSON clients get `{}`.
+pub fn v2(headers: &HeaderMap) -> Response {
+    let protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf"));
+    let (content_type, body): (&'static str, &'static [u8]) = if protobuf {
+        (
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            b"",
+        )
+    } else {
+        ("application/json", b"{}")
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The schemas of the document that serves `resource`.
+pub fn schemas(resource: &Resource) -> &'static Map<String, Value> {
+    static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
+    let path = if resource.group.is_empty() {
+        format!("api/{}", resource.version)
+    } else {
+        format!("apis/{}/{}", resource.group, resource.version)
+    };
+    documents()
+        .iter()
+        .find(|d| d.path == path)
+        .map_or_else(|| EMPTY.get_or_init(Map::new), |d| &d.schemas)
+}
+
+/// The schema name of a resource's kind, as Kubernetes' definitions name
+/// it (`io.k8s.api.apps.v1.Deployment`).
+pub fn schema_name(resource: &Resource) -> String {
+    let group = match resource.group {
+        "" => "core",
+        g => g.trim_end_matches(".k8s.io"),
+    };
+    format!("io.k8s.api.{group}.{}.{}", resource.version, resource.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_kind_has_its_schema() {
+        for r in super::super::resources::RESOURCES {
+            let name = schema_name(r);
+            assert!(schemas(r).contains_key(&name), "{name}");
+        }
+        let apps = super::super::resources::find("apps", "v1", "deployments").unwrap();
+        let spec = &schemas(apps)["io.k8s.api.apps.v1.DeploymentSpec"];
+        assert_eq!(
+            spec["properties"]["strategy"]["x-kubernetes-patch-strategy"],
+            "retainKeys"
+        );
+    }
+}

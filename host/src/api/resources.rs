@@ -1,0 +1,258 @@
+//! The resources the Kubernetes API serves: their group, version, names,
+//! scope and verbs. Discovery, the REST paths and kubectl's short names all
+//! read this one table.
+
+/// Where a resource's objects come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Kept in the store's objects table, of this kind.
+    Stored,
+    /// The store's event log.
+    Events,
+    /// The daemon's configured nodes.
+    Nodes,
+    /// The `default` service account every namespace has.
+    ServiceAccounts,
+    /// The runtime classes berth decides: `wasm` and `linux`.
+    RuntimeClasses,
+}
+
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// `(name, kind of its object, verbs)`.
+    pub subresources: &'static [(&'static str, &'static str, &'static [&'static str])],
+    pub source: Source,
+}
+
+const WRITABLE: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const READ_ONLY: &[&str] = &["get", "list", "watch"];
+const STATUS: (&str, &str, &[&str]) = ("status", "", &["get", "patch", "update"]);
+
+pub static RESOURCES: &[Resource] = &[
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        singular: "namespace",
+        short_names: &["ns"],
+        namespaced: false,
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
+        categories: &[],
+        subresources: &[STATUS],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        short_names: &["po"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &["all"],
+        subresources: &[STATUS, ("log", "Pod", &["get"])],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        short_names: &["svc"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &["all"],
+        subresources: &[STATUS],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        singular: "configmap",
+        short_names: &["cm"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &[],
+        subresources: &[],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &[],
+        subresources: &[],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        namespaced: true,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::Events,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        plural: "nodes",
+        singular: "node",
+        short_names: &["no"],
+        namespaced: false,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::Nodes,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        short_names: &["sa"],
+        namespaced: true,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::ServiceAccounts,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        singular: "deployment",
+        short_names: &["deploy"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &["all"],
+        subresources: &[STATUS, ("scale", "Scale", &["get", "patch", "update"])],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        plural: "replicasets",
+        singular: "replicaset",
+        short_names: &["rs"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &["all"],
+        subresources: &[STATUS, ("scale", "Scale", &["get", "patch", "update"])],
+        source: Source::Stored,
+    },
+    Resource {
+        group: "events.k8s.io",
+        version: "v1",
+        kind: "Event",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        namespaced: true,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::Events,
+    },
+    Resource {
+        group: "node.k8s.io",
+        version: "v1",
+        kind: "RuntimeClass",
+        plural: "runtimeclasses",
+        singular: "runtimeclass",
+        short_names: &[],
+        namespaced: false,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::RuntimeClasses,
+    },
+];
+
+impl Resource {
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `deployments.apps`, or `pods`: how Kubernetes names the resource in
+    /// messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    pub fn writable(&self) -> bool {
+        self.source == Source::Stored
+    }
+}
+
+/// The resource `plural` of `group`/`version`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The stored resource of `kind` (the one the store's objects carry).
+pub fn of_kind(kind: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.source == Source::Stored)
+}
+
+/// The group-versions served, in the order discovery lists them.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !seen.contains(&(r.group, r.version)) {
+            seen.push((r.group, r.version));
+        }
+    }
+    seen
+}

@@ -1,0 +1,1131 @@
+//! The Kubernetes REST paths: `/api/v1/…` and `/apis/GROUP/VERSION/…`,
+//! parsed into a resource, a namespace, a name and a subresource, then
+//! served by verb: get, list, watch, create, update, patch, delete and
+//! deletecollection, in JSON or as a Table.
+//!
+//! Objects enter through [`object_in`]: the server-set metadata is dropped
+//! and the rest goes through berth's manifest parser, so an object
+//! created with kubectl meets exactly the checks `berth apply` makes, and
+//! a field berth does not support is a 422 naming its path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::KubeApi;
+use super::resources::{self, Resource, Source};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{ApiError, Cause};
+use super::table::{self, Include};
+use crate::spec::Object;
+use crate::state::Store;
+
+/// The largest request body taken, as kube-apiserver's limit: more is 413.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What a path names.
+#[derive(Debug)]
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+/// Parses the segments after `/api/v1` or `/apis/GROUP/VERSION`.
+pub fn target(group: &str, version: &str, segments: &[&str]) -> Result<Target, ApiError> {
+    let find = |plural: &str| resources::find(group, version, plural).ok_or(ApiError::NoSuchPath);
+    let (resource, namespace, rest) = match segments {
+        ["namespaces", ns, plural, rest @ ..]
+            if group.is_empty()
+                && resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
+            (find(plural)?, Some((*ns).to_owned()), rest)
+        }
+        ["namespaces", ns, plural, rest @ ..] if !group.is_empty() => {
+            let r = find(plural)?;
+            if !r.namespaced {
+                return Err(ApiError::NoSuchPath);
+            }
+            (r, Some((*ns).to_owned()), rest)
+        }
+        [plural, rest @ ..] => (find(plural)?, None, rest),
+        [] => return Err(ApiError::NoSuchPath),
+    };
+    let (name, subresource) = match rest {
+        [] => (None, None),
+        [name] => (Some((*name).to_owned()), None),
+        [name, sub] => (Some((*name).to_owned()), Some((*sub).to_owned())),
+        _ => return Err(ApiError::NoSuchPath),
+    };
+    if let Some(sub) = &subresource
+        && !resource.subresources.iter().any(|(s, _, _)| s == sub)
+    {
+        return Err(ApiError::NoSuchPath);
+    }
+    if !resource.namespaced && namespace.is_some() {
+        return Err(ApiError::NoSuchPath);
+    }
+    Ok(Target {
+        resource,
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+/// The request's query, decoded.
+pub type Params = HashMap<String, String>;
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept.split(',').any(|choice| {
+                let params: Vec<&str> = choice.split(';').map(str::trim).collect();
+                params.contains(&"as=Table") && params.contains(&"g=meta.k8s.io")
+            })
+        })
+}
+
+fn dry_run(params: &Params) -> Result<bool, ApiError> {
+    match params.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unsupported dryRun value {other:?}: only All is"
+        ))),
+    }
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, axum::Json(value)).into_response()
+}
+
+/// Runs store work on the blocking pool: SQLite behind the mutex the
+/// control loop holds while it reconciles.
+async fn with_store<T: Send + 'static>(
+    api: &Arc<KubeApi>,
+    work: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let api = api.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = api.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        work(&mut store)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("a store task failed: {e}")))?
+}
+
+/// Serves one request on a resource path.
+pub async fn serve(
+    api: Arc<KubeApi>,
+    method: Method,
+    target: Target,
+    params: Params,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let table = wants_table(&headers);
+    let include = Include::parse(params.get("includeObject").map(String::as_str));
+    let r = target.resource;
+    match (&method, &target.name, target.subresource.as_deref()) {
+        (&Method::GET, None, None) => {
+            let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+            if watching {
+                return super::watch::serve(api, target, params, table.then_some(include)).await;
+            }
+            let list = list(&api, &target, &params).await?;
+            Ok(if table {
+                json_response(
+                    StatusCode::OK,
+                    &table::table(
+                        r.kind,
+                        &list.items,
+                        include,
+                        &list.resource_version.to_string(),
+                        list.continue_token.as_deref(),
+                    ),
+                )
+            } else {
+                let mut metadata = json!({"resourceVersion": list.resource_version.to_string()});
+                if let Some(token) = &list.continue_token {
+                    metadata["continue"] = token.clone().into();
+                }
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "kind": format!("{}List", r.kind),
+                        "apiVersion": r.api_version(),
+                        "metadata": metadata,
+                        "items": list.items,
+                    }),
+                )
+            })
+        }
+        (&Method::GET, Some(name), None | Some("status")) => {
+            let object = get(&api, &target, name).await?;
+            Ok(if table {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                json_response(
+                    StatusCode::OK,
+                    &table::table(r.kind, &[object], include, &rv, None),
+                )
+            } else {
+                json_response(StatusCode::OK, &object)
+            })
+        }
+        (&Method::GET, Some(name), Some("log")) => {
+            super::logs::serve(
+                api,
+                target.namespace.unwrap_or_default(),
+                name.clone(),
+                params,
+            )
+            .await
+        }
+        (&Method::GET, Some(name), Some("scale")) => {
+            let object = get(&api, &target, name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&object)))
+        }
+        (&Method::POST, None, None) => create(api, target, params, &headers, body).await,
+        (&Method::PUT, Some(_), None) => {
+            let object = parse_body(&headers, &body)?;
+            update(api, target, params, object, false).await
+        }
+        (&Method::PATCH, Some(_), None | Some("scale") | Some("status")) => {
+            patch(api, target, params, &headers, body).await
+        }
+        (&Method::PUT, Some(name), Some("scale")) => {
+            let scale = parse_body(&headers, &body)?;
+            let replicas = scale["spec"]["replicas"].clone();
+            let mut object = get(&api, &target, name).await?;
+            object["spec"]["replicas"] = replicas;
+            if let Some(rv) = scale["metadata"]["resourceVersion"].as_str() {
+                object["metadata"]["resourceVersion"] = rv.into();
+            }
+            let target = Target {
+                subresource: None,
+                ..target
+            };
+            let response = update(api.clone(), target, params, object, false).await?;
+            scale_response(response).await
+        }
+        (&Method::PUT, Some(_), Some("status")) => {
+            let object = parse_body(&headers, &body)?;
+            update(api, target, params, object, true).await
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let options = if body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(&headers, &body)?
+            };
+            delete(api, &target, name.clone(), &params, &options).await
+        }
+        (&Method::DELETE, None, None) => delete_collection(api, target, params).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// A body as JSON: JSON or YAML as clients send it; protobuf is refused
+/// by name.
+pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
+        "application/yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+            yaml_serde::from_str(text).map_err(|e| {
+                ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
+            })
+        }
+        _ => Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json, application/yaml".into(),
+        }),
+    }
+}
+
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+}
+
+/// Every object of the target's resource (in its namespace, if any), as
+/// Kubernetes JSON, with the resourceVersion of the read.
+pub fn read_all(
+    api: &KubeApi,
+    store: &Store,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<(Vec<Value>, u64), ApiError> {
+    let version = store.current_version()?;
+    let items = match resource.source {
+        Source::Stored => store
+            .list(resource.kind, namespace)?
+            .iter()
+            .map(|record| super::view(record).object)
+            .collect(),
+        Source::Events => store
+            .event_log(namespace)?
+            .into_iter()
+            .map(|(id, event)| event_object(resource, id, &event))
+            .collect(),
+        Source::Nodes => api.nodes.iter().map(|n| api.node_object(n)).collect(),
+        Source::ServiceAccounts => {
+            let mut namespaces: Vec<String> = store
+                .list("Namespace", None)?
+                .iter()
+                .map(|r| r.object.metadata().name.clone())
+                .collect();
+            if !namespaces.iter().any(|n| n == "default") {
+                namespaces.push("default".into());
+            }
+            namespaces.sort();
+            namespaces
+                .into_iter()
+                .filter(|ns| namespace.is_none_or(|want| want == ns))
+                .map(|ns| {
+                    json!({
+                        "apiVersion": "v1", "kind": "ServiceAccount",
+                        "metadata": {
+                            "name": "default", "namespace": ns,
+                            "uid": format!("berth-sa-{ns}"), "resourceVersion": "1",
+                            "creationTimestamp": api.started,
+                        },
+                        "automountServiceAccountToken": false,
+                    })
+                })
+                .collect()
+        }
+        Source::RuntimeClasses => ["linux", "wasm"]
+            .iter()
+            .map(|class| {
+                json!({
+                    "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                    "metadata": {
+                        "name": class, "uid": format!("berth-runtimeclass-{class}"),
+                        "resourceVersion": "1", "creationTimestamp": api.started,
+                    },
+                    "handler": class,
+                })
+            })
+            .collect(),
+    };
+    Ok((items, version))
+}
+
+/// A stored event as a core/v1 or events.k8s.io/v1 Event.
+fn event_object(resource: &Resource, id: i64, e: &crate::state::Event) -> Value {
+    let name = format!("{}.{id:016x}", e.name);
+    let involved = json!({
+        "kind": e.kind,
+        "namespace": e.namespace,
+        "name": e.name,
+        "apiVersion": resources::of_kind(&e.kind).map(|r| r.api_version()).unwrap_or_else(|| "v1".into()),
+    });
+    let metadata = json!({
+        "name": name,
+        "namespace": e.namespace,
+        "uid": format!("berth-event-{id}"),
+        "resourceVersion": id.to_string(),
+        "creationTimestamp": e.time,
+    });
+    if resource.group == "events.k8s.io" {
+        json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": metadata,
+            "eventTime": null,
+            "deprecatedFirstTimestamp": e.time,
+            "deprecatedLastTimestamp": e.time,
+            "deprecatedCount": 1,
+            "reportingController": "berth",
+            "reportingInstance": "berth",
+            "action": e.reason,
+            "reason": e.reason,
+            "regarding": involved,
+            "note": e.message,
+            "type": e.kind_of_event,
+        })
+    } else {
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": metadata,
+            "involvedObject": involved,
+            "reason": e.reason,
+            "message": e.message,
+            "source": {"component": "berth"},
+            "firstTimestamp": e.time,
+            "lastTimestamp": e.time,
+            "count": 1,
+            "type": e.kind_of_event,
+            "reportingComponent": "berth",
+            "reportingInstance": "berth",
+        })
+    }
+}
+
+/// The selectors of a list or watch.
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    pub fn of(resource: &Resource, params: &Params) -> Result<Selectors, ApiError> {
+        let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::BadRequest)?;
+        let fields = FieldSelector::parse(
+            resource.kind,
+            params.get("fieldSelector").map_or("", String::as_str),
+        )
+        .map_err(ApiError::BadRequest)?;
+        Ok(Selectors { labels, fields })
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels.matches_object(object) && self.fields.matches(object)
+    }
+}
+
+/// A continue token: where the next page starts, and the list's version.
+fn encode_continue(version: u64, after: &Value) -> String {
+    use base64::Engine as _;
+    let key = json!({
+        "rv": version,
+        "ns": after["metadata"]["namespace"],
+        "name": after["metadata"]["name"],
+    });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let key: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok((
+        key["ns"].as_str().unwrap_or("").to_owned(),
+        key["name"].as_str().ok_or_else(bad)?.to_owned(),
+    ))
+}
+
+async fn list(api: &Arc<KubeApi>, target: &Target, params: &Params) -> Result<Listed, ApiError> {
+    let selectors = Selectors::of(target.resource, params)?;
+    let limit: Option<usize> = match params.get("limit").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(n) => Some(
+            n.parse()
+                .map_err(|_| ApiError::BadRequest(format!("limit {n:?} is not a number")))?,
+        ),
+    };
+    let after = params
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_continue(c))
+        .transpose()?;
+    let resource = target.resource;
+    let namespace = target.namespace.clone();
+    let reader = api.clone();
+    let (items, version) = with_store(api, move |store| {
+        read_all(&reader, store, resource, namespace.as_deref())
+    })
+    .await?;
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| selectors.matches(o))
+        .filter(|o| {
+            after.as_ref().is_none_or(|(ns, name)| {
+                let key = (
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                key > (ns.as_str(), name.as_str())
+            })
+        })
+        .collect();
+    let mut continue_token = None;
+    if let Some(limit) = limit
+        && items.len() > limit
+    {
+        items.truncate(limit);
+        continue_token = items.last().map(|last| encode_continue(version, last));
+    }
+    Ok(Listed {
+        items,
+        resource_version: version,
+        continue_token,
+    })
+}
+
+fn not_found(resource: &Resource, name: &str) -> ApiError {
+    ApiError::NotFound {
+        group: resource.group.to_owned(),
+        resource: resource.plural.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// One object, as Kubernetes JSON.
+pub async fn get(api: &Arc<KubeApi>, target: &Target, name: &str) -> Result<Value, ApiError> {
+    let resource = target.resource;
+    let namespace = target.namespace.clone();
+    let name_owned = name.to_owned();
+    let reader = api.clone();
+    let found = with_store(api, move |store| {
+        if resource.source == Source::Stored {
+            let ns = namespace.as_deref().unwrap_or("");
+            return Ok(store
+                .get(resource.kind, ns, &name_owned)?
+                .map(|r| super::view(&r).object));
+        }
+        let (items, _) = read_all(&reader, store, resource, namespace.as_deref())?;
+        Ok(items
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == name_owned.as_str()))
+    })
+    .await?;
+    found.ok_or_else(|| not_found(resource, name))
+}
+
+/// The characters kube-apiserver draws a generateName suffix from.
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// An object from a client, ready for the store: the path's namespace, no
+/// server-set metadata, no status, and berth's checks passed.
+pub fn object_in(
+    resource: &Resource,
+    namespace: Option<&str>,
+    mut value: Value,
+) -> Result<Object, ApiError> {
+    let Some(map) = value.as_object_mut() else {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    };
+    let api_version = resource.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None => {
+            map.insert("apiVersion".into(), api_version.clone().into());
+        }
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None => {
+            map.insert("kind".into(), resource.kind.into());
+        }
+        Some(k) if k == resource.kind => {}
+        Some(k) => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                resource.kind
+            )));
+        }
+    }
+    map.remove("status");
+    let metadata = map
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
+    for server_set in [
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "managedFields",
+        "selfLink",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        metadata.remove(server_set);
+    }
+    for maybe_empty in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        if metadata
+            .get(maybe_empty)
+            .is_some_and(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+        {
+            metadata.remove(maybe_empty);
+        }
+    }
+    if let Some(prefix) = metadata.remove("generateName")
+        && metadata
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        let prefix = prefix.as_str().unwrap_or("").to_owned();
+        let suffix: String = (0..5)
+            .map(|_| NAME_ALPHABET[fastrand::usize(..NAME_ALPHABET.len())] as char)
+            .collect();
+        metadata.insert("name".into(), format!("{prefix}{suffix}").into());
+    }
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if name.is_empty() {
+        return Err(invalid(
+            resource,
+            &name,
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    }
+    if resource.namespaced {
+        let wanted = namespace.unwrap_or("default");
+        match metadata.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != wanted => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
+            }
+            _ => {
+                metadata.insert("namespace".into(), wanted.into());
+            }
+        }
+    } else {
+        metadata.remove("namespace");
+    }
+    // Clients serialise empty timestamps in pod templates as null.
+    strip_null_timestamps(&mut value, 0);
+    let text = value.to_string();
+    let mut loaded = crate::spec::parse_str(&text, "the request").map_err(|e| {
+        let field = e
+            .path
+            .trim_end_matches(": ")
+            .trim_start_matches('.')
+            .to_owned();
+        invalid(resource, &name, &field, &e.message)
+    })?;
+    match loaded.pop() {
+        Some(l) if loaded.is_empty() => Ok(l.object),
+        _ => Err(ApiError::BadRequest("expected exactly one object".into())),
+    }
+}
+
+fn invalid(resource: &Resource, name: &str, field: &str, message: &str) -> ApiError {
+    ApiError::Invalid {
+        group: resource.group.to_owned(),
+        kind: resource.kind.to_owned(),
+        name: name.to_owned(),
+        causes: vec![Cause {
+            kind: "FieldValueInvalid",
+            message: message.to_owned(),
+            field: field.to_owned(),
+        }],
+    }
+}
+
+fn strip_null_timestamps(value: &mut Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            if map.get("creationTimestamp").is_some_and(Value::is_null) {
+                map.remove("creationTimestamp");
+            }
+            for v in map.values_mut() {
+                strip_null_timestamps(v, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                strip_null_timestamps(v, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_writable(resource: &Resource) -> Result<(), ApiError> {
+    if resource.writable() {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed)
+    }
+}
+
+/// The stored record's view after a dry run: the object as it would be.
+fn dry_view(object: &Object, existing: Option<&crate::state::Record>) -> Value {
+    let record = crate::state::Record {
+        uid: existing.map_or_else(String::new, |r| r.uid.clone()),
+        resource_version: existing.map_or(0, |r| r.resource_version),
+        generation: existing.map_or(1, |r| r.generation),
+        created: existing.map_or_else(
+            || humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            |r| r.created.clone(),
+        ),
+        object: object.clone(),
+        status: existing.map_or_else(|| json!({}), |r| r.status.clone()),
+    };
+    super::view(&record).object
+}
+
+async fn create(
+    api: Arc<KubeApi>,
+    target: Target,
+    params: Params,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    check_writable(resource)?;
+    let value = parse_body(headers, &body)?;
+    let object = object_in(resource, target.namespace.as_deref(), value)?;
+    let dry = dry_run(&params)?;
+    let notify = api.clone();
+    let created = with_store(&api, move |store| {
+        let ns = object.namespace().unwrap_or("").to_owned();
+        let name = object.metadata().name.clone();
+        if store.get(resource.kind, &ns, &name)?.is_some() {
+            return Err(ApiError::AlreadyExists {
+                group: resource.group.to_owned(),
+                resource: resource.plural.to_owned(),
+                name,
+            });
+        }
+        if dry {
+            store.apply_dry(std::slice::from_ref(&object))?;
+            return Ok(dry_view(&object, None));
+        }
+        store.apply(std::slice::from_ref(&object))?;
+        let record = store
+            .get(resource.kind, &ns, &name)?
+            .ok_or_else(|| ApiError::Internal(format!("{name} vanished after its create")))?;
+        Ok(super::view(&record).object)
+    })
+    .await?;
+    if !dry {
+        notify.state.changed.notify_one();
+    }
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// Replaces an object (or with `status`, its status) from a whole
+/// Kubernetes object; a resourceVersion in it must be the stored one.
+pub async fn update(
+    api: Arc<KubeApi>,
+    target: Target,
+    params: Params,
+    value: Value,
+    status_only: bool,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    check_writable(resource)?;
+    let name = target.name.clone().unwrap_or_default();
+    if let Some(body_name) = value["metadata"]["name"].as_str()
+        && body_name != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let precondition: Option<u64> = match value["metadata"]["resourceVersion"].as_str() {
+        None | Some("") => None,
+        Some(rv) => Some(rv.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "resourceVersion {rv:?} is not one this server gave"
+            ))
+        })?),
+    };
+    let dry = dry_run(&params)?;
+    let new_status = value.get("status").cloned();
+    let object = if status_only {
+        None
+    } else {
+        let mut value = value;
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.insert("name".into(), name.clone().into());
+        }
+        Some(object_in(resource, target.namespace.as_deref(), value)?)
+    };
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let notify = api.clone();
+    let (updated, changed) = with_store(&api, move |store| {
+        let Some(existing) = store.get(resource.kind, &namespace, &name)? else {
+            return Err(not_found(resource, &name));
+        };
+        if let Some(rv) = precondition
+            && rv != existing.resource_version
+        {
+            return Err(ApiError::Conflict {
+                group: resource.group.to_owned(),
+                resource: resource.qualified(),
+                name,
+                message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+            });
+        }
+        if status_only {
+            let status = new_status.unwrap_or_else(|| json!({}));
+            if dry {
+                let mut record = existing;
+                record.status = status;
+                return Ok((super::view(&record).object, false));
+            }
+            store.set_status(resource.kind, &namespace, &name, &status)?;
+        } else {
+            let object = object.expect("parsed above");
+            if dry {
+                store.apply_dry(std::slice::from_ref(&object))?;
+                return Ok((dry_view(&object, Some(&existing)), false));
+            }
+            store.apply(std::slice::from_ref(&object))?;
+        }
+        let record = store
+            .get(resource.kind, &namespace, &name)?
+            .ok_or_else(|| not_found(resource, &name))?;
+        let changed = record.resource_version != existing.resource_version;
+        Ok((super::view(&record).object, changed))
+    })
+    .await?;
+    if changed {
+        notify.state.changed.notify_one();
+    }
+    Ok(json_response(StatusCode::OK, &updated))
+}
+
+async fn patch(
+    api: Arc<KubeApi>,
+    target: Target,
+    params: Params,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    check_writable(resource)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(kind) = super::patch::PatchType::from_content_type(content_type) else {
+        return Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
+        });
+    };
+    let name = target.name.clone().unwrap_or_default();
+    let current = get(&api, &target, &name).await?;
+    let subresource = target.subresource.clone();
+    let (original, schema) = match subresource.as_deref() {
+        Some("scale") => (
+            scale_of(&current),
+            "io.k8s.api.autoscaling.v1.Scale".to_owned(),
+        ),
+        _ => (current.clone(), super::openapi::schema_name(resource)),
+    };
+    let schemas = super::openapi::schemas(resource);
+    let patched = super::patch::apply_patch(kind, &original, &body, schemas, &schema)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match subresource.as_deref() {
+        Some("scale") => {
+            let mut object = current;
+            object["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+            let target = Target {
+                subresource: None,
+                ..target
+            };
+            let response = update(api, target, params, object, false).await?;
+            scale_response(response).await
+        }
+        Some("status") => update(api, target, params, patched, true).await,
+        _ => update(api, target, params, patched, false).await,
+    }
+}
+
+/// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
+fn scale_of(object: &Value) -> Value {
+    let selector = super::table::selector_text(&object["spec"]["selector"]);
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "uid": object["metadata"]["uid"],
+            "resourceVersion": object["metadata"]["resourceVersion"],
+            "creationTimestamp": object["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_u64().unwrap_or(1)},
+        "status": {
+            "replicas": object["status"]["replicas"].as_u64().unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// An update's answer turned into the Scale it leaves.
+async fn scale_response(response: Response) -> Result<Response, ApiError> {
+    let code = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .to_bytes();
+    let object: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(code, &scale_of(&object)))
+}
+
+async fn delete(
+    api: Arc<KubeApi>,
+    target: &Target,
+    name: String,
+    params: &Params,
+    options: &Value,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    check_writable(resource)?;
+    let dry = dry_run(params)? || options["dryRun"].as_array().is_some_and(|d| !d.is_empty());
+    let policy = params
+        .get("propagationPolicy")
+        .cloned()
+        .or_else(|| options["propagationPolicy"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "Background".into());
+    if !matches!(policy.as_str(), "Background" | "Foreground" | "Orphan") {
+        return Err(ApiError::BadRequest(format!(
+            "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
+        )));
+    }
+    let uid_wanted = options["preconditions"]["uid"].as_str().map(str::to_owned);
+    let rv_wanted = options["preconditions"]["resourceVersion"]
+        .as_str()
+        .map(str::to_owned);
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let notify = api.clone();
+    let (deleted, group) = with_store(&api, move |store| {
+        let Some(existing) = store.get(resource.kind, &namespace, &name)? else {
+            return Err(not_found(resource, &name));
+        };
+        let conflict = |what: &str, wanted: &str, has: &str| ApiError::Conflict {
+            group: resource.group.to_owned(),
+            resource: resource.qualified(),
+            name: name.clone(),
+            message: format!("Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {has}"),
+        };
+        if let Some(uid) = &uid_wanted
+            && *uid != existing.uid
+        {
+            return Err(conflict("UID", uid, &existing.uid));
+        }
+        if let Some(rv) = &rv_wanted
+            && *rv != existing.resource_version.to_string()
+        {
+            return Err(conflict(
+                "ResourceVersion",
+                rv,
+                &existing.resource_version.to_string(),
+            ));
+        }
+        if dry {
+            return Ok((existing, resource.group));
+        }
+        if policy == "Orphan" {
+            orphan_dependents(store, &existing)?;
+        }
+        let record = store
+            .delete_record(resource.kind, &namespace, &name)?
+            .ok_or_else(|| not_found(resource, &name))?;
+        Ok((record, resource.group))
+    })
+    .await?;
+    if !dry {
+        notify.state.changed.notify_one();
+    }
+    let _ = group;
+    // Pods, like kube-apiserver's, answer with the object; the rest with
+    // a Status.
+    if resource.kind == "Pod" {
+        return Ok(json_response(StatusCode::OK, &super::view(&deleted).object));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &super::status::success(
+            resource.group,
+            resource.plural,
+            deleted.object.metadata().name.as_str(),
+            &deleted.uid,
+        ),
+    ))
+}
+
+/// Removes `owner` from its dependents' ownerReferences, so the garbage
+/// collector leaves them (propagationPolicy Orphan).
+fn orphan_dependents(store: &mut Store, owner: &crate::state::Record) -> Result<(), ApiError> {
+    let dependents = match owner.object.kind() {
+        "Deployment" => "ReplicaSet",
+        "ReplicaSet" => "Pod",
+        _ => return Ok(()),
+    };
+    let namespace = owner.object.namespace().map(str::to_owned);
+    let mut changed = Vec::new();
+    for record in store.list(dependents, namespace.as_deref())? {
+        let mut object = record.object;
+        let refs = &mut object.metadata_mut().owner_references;
+        let before = refs.len();
+        refs.retain(|r| r.uid != owner.uid);
+        if refs.len() != before {
+            changed.push(object);
+        }
+    }
+    if !changed.is_empty() {
+        store.apply(&changed)?;
+    }
+    Ok(())
+}
+
+async fn delete_collection(
+    api: Arc<KubeApi>,
+    target: Target,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    check_writable(resource)?;
+    let listed = list(&api, &target, &params).await?;
+    let dry = dry_run(&params)?;
+    let mut items = Vec::new();
+    for object in listed.items {
+        let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        if resource.kind == "Namespace" && name == "default" {
+            continue;
+        }
+        if !dry {
+            let item = Target {
+                resource,
+                namespace: object["metadata"]["namespace"].as_str().map(str::to_owned),
+                name: Some(name.clone()),
+                subresource: None,
+            };
+            match delete(api.clone(), &item, name, &params, &Value::Null).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        items.push(object);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", resource.kind),
+            "apiVersion": resource.api_version(),
+            "metadata": {"resourceVersion": listed.resource_version.to_string()},
+            "items": items,
+        }),
+    ))
+}
+
+/// Sets the `Content-Type` of a JSON answer (watch streams and the like).
+pub fn content_type(response: &mut Response, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+}
+
+/// A streamed body.
+pub fn stream_body<S>(stream: S) -> Body
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+{
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_resources_namespaces_names_and_subresources() {
+        let t = target("", "v1", &["namespaces", "shop", "pods", "web-1", "log"]).unwrap();
+        assert_eq!(t.resource.kind, "Pod");
+        assert_eq!(t.namespace.as_deref(), Some("shop"));
+        assert_eq!(t.name.as_deref(), Some("web-1"));
+        assert_eq!(t.subresource.as_deref(), Some("log"));
+
+        let t = target("", "v1", &["namespaces", "shop"]).unwrap();
+        assert_eq!(t.resource.kind, "Namespace");
+        assert_eq!(t.name.as_deref(), Some("shop"));
+
+        let t = target("", "v1", &["namespaces", "shop", "status"]).unwrap();
+        assert_eq!(t.resource.kind, "Namespace");
+        assert_eq!(t.subresource.as_deref(), Some("status"));
+
+        let t = target("apps", "v1", &["deployments"]).unwrap();
+        assert!(t.namespace.is_none() && t.name.is_none());
+
+        assert!(target("", "v1", &["namespaces", "shop", "widgets"]).is_err());
+        assert!(
+            target(
+                "apps",
+                "v1",
+                &["namespaces", "shop", "deployments", "x", "exec"]
+            )
+            .is_err()
+        );
+        assert!(target("", "v1", &["nodes", "n", "x", "y"]).is_err());
+    }
+
+    #[test]
+    fn objects_in_lose_server_fields_and_keep_berth_s_checks() {
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let body = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "uid": "x", "resourceVersion": "9", "creationTimestamp": null},
+            "spec": {"containers": [{"name": "c", "image": "hello:1"}]},
+            "status": {"phase": "Running"},
+        });
+        let object = object_in(pods, Some("shop"), body).unwrap();
+        assert_eq!(object.namespace(), Some("shop"));
+
+        let wrong_ns = json!({"metadata": {"name": "p", "namespace": "other"},
+            "spec": {"containers": [{"name": "c", "image": "hello:1"}]}});
+        assert!(matches!(
+            object_in(pods, Some("shop"), wrong_ns),
+            Err(ApiError::BadRequest(_))
+        ));
+
+        let unsupported = json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "hello:1", "tty": true}]}});
+        match object_in(pods, Some("shop"), unsupported) {
+            Err(ApiError::Invalid { causes, .. }) => {
+                assert_eq!(causes[0].field, "spec.containers[0]");
+                assert!(causes[0].message.contains("tty"), "{}", causes[0].message);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let generated = json!({"metadata": {"generateName": "job-"},
+            "spec": {"containers": [{"name": "c", "image": "hello:1"}]}});
+        let object = object_in(pods, None, generated).unwrap();
+        assert!(object.metadata().name.starts_with("job-"));
+        assert_eq!(object.metadata().name.len(), 9);
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(5, &json!({"metadata": {"namespace": "a", "name": "b"}}));
+        assert_eq!(decode_continue(&token).unwrap(), ("a".into(), "b".into()));
+        assert!(decode_continue("!!").is_err());
+    }
+}

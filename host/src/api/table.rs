@@ -1,0 +1,590 @@
+//! Server-side printing: `meta.k8s.io/v1` Table, what `kubectl get` asks
+//! for, with the columns kube-apiserver prints for each kind (priority 1
+//! columns are the ones `-o wide` adds).
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+/// `(name, type, priority, description)`.
+type Column = (&'static str, &'static str, u8, &'static str);
+
+const NAME: Column = (
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+);
+const AGE: Column = (
+    "Age",
+    "string",
+    0,
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+
+fn columns(kind: &str) -> Vec<Column> {
+    match kind {
+        "Pod" => vec![
+            NAME,
+            (
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            (
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            (
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+            ),
+            AGE,
+            ("IP", "string", 1, "IP address allocated to the pod."),
+            (
+                "Node",
+                "string",
+                1,
+                "Name of the Node this pod is assigned to.",
+            ),
+            (
+                "Nominated Node",
+                "string",
+                1,
+                "Name of the node nominated by the scheduler.",
+            ),
+            (
+                "Readiness Gates",
+                "string",
+                1,
+                "The readiness gates of this pod.",
+            ),
+        ],
+        "Deployment" => vec![
+            NAME,
+            ("Ready", "string", 0, "Number of the pod with ready state"),
+            (
+                "Up-to-date",
+                "string",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            (
+                "Available",
+                "string",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
+            AGE,
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            (
+                "Selector",
+                "string",
+                1,
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+            ),
+        ],
+        "ReplicaSet" => vec![
+            NAME,
+            (
+                "Desired",
+                "integer",
+                0,
+                "Replicas is the number of desired replicas.",
+            ),
+            (
+                "Current",
+                "integer",
+                0,
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            (
+                "Ready",
+                "integer",
+                0,
+                "The number of ready replicas for this replica set.",
+            ),
+            AGE,
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            (
+                "Selector",
+                "string",
+                1,
+                "Selector is a label query over pods that should match the replica count.",
+            ),
+        ],
+        "Service" => vec![
+            NAME,
+            ("Type", "string", 0, "The type of the service."),
+            ("Cluster-IP", "string", 0, "The cluster IP of the service."),
+            (
+                "External-IP",
+                "string",
+                0,
+                "The external IP of the service.",
+            ),
+            ("Port(s)", "string", 0, "The ports of the service."),
+            AGE,
+            (
+                "Selector",
+                "string",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector.",
+            ),
+        ],
+        "ConfigMap" => vec![
+            NAME,
+            ("Data", "string", 0, "The number of keys in the config map."),
+            AGE,
+        ],
+        "Secret" => vec![
+            NAME,
+            ("Type", "string", 0, "The type of the secret."),
+            ("Data", "string", 0, "The number of keys in the secret."),
+            AGE,
+        ],
+        "Namespace" => vec![
+            NAME,
+            ("Status", "string", 0, "The status of the namespace."),
+            AGE,
+        ],
+        "Node" => vec![
+            NAME,
+            ("Status", "string", 0, "The status of the node."),
+            ("Roles", "string", 0, "The roles of the node."),
+            AGE,
+            (
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
+        ],
+        "Event" => vec![
+            (
+                "Last Seen",
+                "string",
+                0,
+                "Time when this event was last observed.",
+            ),
+            ("Type", "string", 0, "Type of this event."),
+            (
+                "Reason",
+                "string",
+                0,
+                "Reason why this event was generated.",
+            ),
+            ("Object", "string", 0, "The object this event is about."),
+            ("Message", "string", 0, "A human-readable description."),
+        ],
+        "ServiceAccount" => vec![
+            NAME,
+            (
+                "Secrets",
+                "string",
+                0,
+                "Secrets is the list of secrets allowed to be used by pods running using this ServiceAccount.",
+            ),
+            AGE,
+        ],
+        "RuntimeClass" => vec![
+            NAME,
+            ("Handler", "string", 0, "The handler of the runtime class."),
+            AGE,
+        ],
+        _ => vec![NAME, AGE],
+    }
+}
+
+/// kubectl's age: `45s`, `12m`, `5h`, `3d`, as kube-apiserver prints it.
+pub fn age(timestamp: &str) -> String {
+    let Ok(then) = humantime::parse_rfc3339(timestamp) else {
+        return "<unknown>".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..600 => format!("{}m{}s", secs / 60, secs % 60),
+        600..10_800 => format!("{}m", secs / 60),
+        10_800..172_800 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn container_list(spec: &Value, field: &str) -> String {
+    spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| text(&c[field]).to_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn selector_text(selector: &Value) -> String {
+    let mut terms: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let key = text(&e["key"]);
+        terms.push(match text(&e["operator"]) {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            _ => format!("!{key}"),
+        });
+    }
+    if terms.is_empty() {
+        "<none>".into()
+    } else {
+        terms.join(",")
+    }
+}
+
+fn count(v: &Value) -> usize {
+    v.as_object().map_or(0, |m| m.len())
+}
+
+fn cells(kind: &str, o: &Value) -> Vec<Value> {
+    let name = text(&o["metadata"]["name"]).to_owned();
+    let created = age(text(&o["metadata"]["creationTimestamp"]));
+    let status = &o["status"];
+    let n = |k: &str| status[k].as_u64().unwrap_or(0);
+    match kind {
+        "Pod" => {
+            let containers = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+            let statuses = status["containerStatuses"].as_array();
+            let ready = statuses.map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
+            let restarts: u64 = statuses.map_or(0, |c| {
+                c.iter().filter_map(|s| s["restartCount"].as_u64()).sum()
+            });
+            let waiting = statuses.and_then(|c| {
+                c.iter()
+                    .find_map(|s| s["state"]["waiting"]["reason"].as_str())
+            });
+            let terminated = statuses.and_then(|c| {
+                c.iter()
+                    .find_map(|s| s["state"]["terminated"]["reason"].as_str())
+            });
+            let phase = if o["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else {
+                status["reason"]
+                    .as_str()
+                    .or(waiting)
+                    .or(terminated)
+                    .or(status["phase"].as_str())
+                    .unwrap_or("Pending")
+            };
+            let ip = status["podIP"].as_str().unwrap_or("<none>");
+            let node = o["spec"]["nodeName"].as_str().unwrap_or("<none>");
+            vec![
+                name.into(),
+                format!("{ready}/{containers}").into(),
+                phase.into(),
+                restarts.to_string().into(),
+                created.into(),
+                ip.into(),
+                node.into(),
+                "<none>".into(),
+                "<none>".into(),
+            ]
+        }
+        "Deployment" => {
+            let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
+            let template = &o["spec"]["template"]["spec"];
+            vec![
+                name.into(),
+                format!("{}/{want}", n("readyReplicas")).into(),
+                n("updatedReplicas").into(),
+                n("availableReplicas").into(),
+                created.into(),
+                container_list(template, "name").into(),
+                container_list(template, "image").into(),
+                selector_text(&o["spec"]["selector"]).into(),
+            ]
+        }
+        "ReplicaSet" => {
+            let template = &o["spec"]["template"]["spec"];
+            vec![
+                name.into(),
+                o["spec"]["replicas"].as_u64().unwrap_or(1).into(),
+                n("replicas").into(),
+                n("readyReplicas").into(),
+                created.into(),
+                container_list(template, "name").into(),
+                container_list(template, "image").into(),
+                selector_text(&o["spec"]["selector"]).into(),
+            ]
+        }
+        "Service" => {
+            let ports: Vec<String> = o["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_u64() {
+                        Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                        None => format!("{}/{protocol}", p["port"]),
+                    }
+                })
+                .collect();
+            let selector: Vec<String> = o["spec"]["selector"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", text(v)))
+                .collect();
+            vec![
+                name.into(),
+                o["spec"]["type"].as_str().unwrap_or("ClusterIP").into(),
+                o["spec"]["clusterIP"].as_str().unwrap_or("<none>").into(),
+                "<none>".into(),
+                if ports.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    ports.join(",")
+                }
+                .into(),
+                created.into(),
+                if selector.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    selector.join(",")
+                }
+                .into(),
+            ]
+        }
+        "ConfigMap" => vec![
+            name.into(),
+            (count(&o["data"]) + count(&o["binaryData"])).into(),
+            created.into(),
+        ],
+        "Secret" => vec![
+            name.into(),
+            o["type"].as_str().unwrap_or("Opaque").into(),
+            count(&o["data"]).into(),
+            created.into(),
+        ],
+        "Namespace" => vec![
+            name.into(),
+            status["phase"].as_str().unwrap_or("Active").into(),
+            created.into(),
+        ],
+        "Node" => {
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            vec![
+                name.into(),
+                if ready { "Ready" } else { "NotReady" }.into(),
+                "<none>".into(),
+                created.into(),
+                text(&status["nodeInfo"]["kubeletVersion"]).into(),
+            ]
+        }
+        "Event" => {
+            let last = o["lastTimestamp"]
+                .as_str()
+                .or(o["eventTime"].as_str())
+                .unwrap_or("");
+            let object = format!(
+                "{}/{}",
+                text(&o["involvedObject"]["kind"]).to_ascii_lowercase(),
+                text(&o["involvedObject"]["name"])
+            );
+            vec![
+                age(last).into(),
+                text(&o["type"]).into(),
+                text(&o["reason"]).into(),
+                object.into(),
+                text(&o["message"]).into(),
+            ]
+        }
+        "ServiceAccount" => vec![name.into(), 0.into(), created.into()],
+        "RuntimeClass" => vec![name.into(), text(&o["handler"]).into(), created.into()],
+        _ => vec![name.into(), created.into()],
+    }
+}
+
+/// The Table of `objects` (whole Kubernetes objects of `kind`), each row
+/// carrying its object's metadata as kubectl expects (`includeObject`
+/// Metadata by default, the whole object with `Object`, none with `None`).
+pub fn table(
+    kind: &str,
+    objects: &[Value],
+    include: Include,
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
+    let definitions: Vec<Value> = columns(kind)
+        .into_iter()
+        .map(|(name, kind, priority, description)| {
+            let format = match name {
+                "Name" => "name",
+                "Age" => "",
+                _ => "",
+            };
+            json!({
+                "name": name, "type": kind, "format": format,
+                "description": description, "priority": priority,
+            })
+        })
+        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| row(kind, o, include)).collect();
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(token) = continue_token {
+        metadata["continue"] = token.into();
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+/// One object as a Table of one row without column definitions, as a
+/// watch sends each change.
+pub fn watch_row(kind: &str, object: &Value, include: Include) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": object["metadata"]["resourceVersion"]},
+        "columnDefinitions": [],
+        "rows": [row(kind, object, include)],
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Include {
+    None,
+    Metadata,
+    Object,
+}
+
+impl Include {
+    pub fn parse(value: Option<&str>) -> Include {
+        match value {
+            Some("None") => Include::None,
+            Some("Object") => Include::Object,
+            _ => Include::Metadata,
+        }
+    }
+}
+
+fn row(kind: &str, object: &Value, include: Include) -> Value {
+    let embedded = match include {
+        Include::None => Value::Null,
+        Include::Object => object.clone(),
+        Include::Metadata => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object["metadata"],
+        }),
+    };
+    let mut row = json!({"cells": cells(kind, object)});
+    if !embedded.is_null() {
+        row["object"] = embedded;
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_row_has_one_cell_per_column() {
+        let pod = json!({
+            "metadata": {"name": "web-1", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2},
+                {"name": "b", "ready": false, "restartCount": 1,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+            ]},
+        });
+        let t = table("Pod", &[pod], Include::Metadata, "7", None);
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(
+            cells.len(),
+            t["columnDefinitions"].as_array().unwrap().len()
+        );
+        assert_eq!(cells[1], "1/2");
+        assert_eq!(cells[2], "CrashLoopBackOff");
+        assert_eq!(cells[3], "3");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "web-1");
+    }
+
+    #[test]
+    fn every_kind_has_as_many_cells_as_columns() {
+        for kind in [
+            "Pod",
+            "Deployment",
+            "ReplicaSet",
+            "Service",
+            "ConfigMap",
+            "Secret",
+            "Namespace",
+            "Node",
+            "Event",
+            "ServiceAccount",
+            "RuntimeClass",
+        ] {
+            assert_eq!(cells(kind, &json!({})).len(), columns(kind).len(), "{kind}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Changes to stored objects, in resourceVersion order, for watchers. The
+//! store publishes each change after it commits, under its lock, so the
+//! order here is the commit order. A bounded window of recent changes lets
+//! a watch resume from a resourceVersion it saw; one older than the window
+//! (or from before a restart, when the window starts empty) is answered
+//! 410 Gone and the client lists again, as with kube-apiserver's watch cache.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::Record;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub change: ChangeType,
+    /// The object as it is after the change (before it, for a deletion,
+    /// but with the deletion's resourceVersion).
+    pub record: Record,
+}
+
+/// How many recent changes a watch can resume within.
+const WINDOW: usize = 8192;
+
+#[derive(Debug)]
+pub struct Hub {
+    inner: Mutex<Window>,
+    sender: tokio::sync::broadcast::Sender<Arc<Change>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    changes: VecDeque<Arc<Change>>,
+    /// Every change after this resourceVersion is in the window.
+    complete_after: u64,
+}
+
+/// The changes a watcher missed, and a receiver for the ones to come.
+pub type Subscription = (
+    Vec<Arc<Change>>,
+    tokio::sync::broadcast::Receiver<Arc<Change>>,
+);
+
+/// Why a watch cannot start where it asked.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooOld {
+    pub oldest: u64,
+}
+
+impl Hub {
+    /// A hub whose window starts at `current`: the resourceVersion the
+    /// store has reached, so a watch from there on needs nothing earlier.
+    pub fn new(current: u64) -> Hub {
+        let (sender, _) = tokio::sync::broadcast::channel(WINDOW);
+        Hub {
+            inner: Mutex::new(Window {
+                changes: VecDeque::new(),
+                complete_after: current,
+            }),
+            sender,
+        }
+    }
+
+    pub(super) fn publish(&self, change: Change) {
+        let change = Arc::new(change);
+        let mut window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if window.changes.len() == WINDOW
+            && let Some(dropped) = window.changes.pop_front()
+        {
+            window.complete_after = dropped.record.resource_version;
+        }
+        window.changes.push_back(change.clone());
+        // Sent under the window's lock, so a subscriber that took the window
+        // then subscribed under the same lock misses nothing and sees nothing
+        // twice.
+        let _ = self.sender.send(change);
+    }
+
+    /// The changes after `since` still in the window, and a receiver for
+    /// the ones to come; `TooOld` when some after `since` are forgotten.
+    pub fn subscribe(&self, since: u64) -> Result<Subscription, TooOld> {
+        let window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if since < window.complete_after {
+            return Err(TooOld {
+                oldest: window.complete_after,
+            });
+        }
+        let backlog = window
+            .changes
+            .iter()
+            .filter(|c| c.record.resource_version > since)
+            .cloned()
+            .collect();
+        Ok((backlog, self.sender.subscribe()))
+    }
+}

@@ -1,0 +1,455 @@
+//! The Kubernetes API as kubectl sees it: the real kubectl against the real
+//! daemon over HTTPS, with the kubeconfig the daemon writes and nothing
+//! else. Each test keeps kubectl's discovery cache in a directory of its
+//! own, so one daemon's answers never stand in for another's.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::kube::{build_image, write};
+use berth_tests::{BerthRun, Finished, guests};
+
+/// kubectl with the daemon's kubeconfig and a cache of its own.
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+    binary: String,
+}
+
+impl Kubectl {
+    fn new(home: &Path) -> Kubectl {
+        Kubectl::version(home, "kubectl")
+    }
+
+    fn version(home: &Path, binary: &str) -> Kubectl {
+        let found = Command::new(binary)
+            .args(["version", "--client"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{binary} is needed for these tests (Debian package kubectl): {e}")
+            });
+        assert!(found.status.success(), "{binary} version --client failed");
+        Kubectl {
+            kubeconfig: home.join("kubeconfig"),
+            cache: tempfile::tempdir().unwrap(),
+            binary: binary.to_owned(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.cache.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Finished {
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running kubectl");
+        Finished {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs, and asserts success.
+    fn ok(&self, args: &[&str]) -> Finished {
+        let out = self.run(args);
+        assert!(
+            out.success,
+            "kubectl {args:?}\nstdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+        out
+    }
+
+    /// Polls `get ARGS -o json` until `done` says yes (30 s at most).
+    fn wait_for(&self, args: &[&str], what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        loop {
+            let out = self.run(&all);
+            if out.success {
+                let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+                if done(&value) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited a minute for {what}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {greeting: hello}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: web:1
+        env: [{name: MODE, value: one}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+fn items(list: &serde_json::Value) -> Vec<serde_json::Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn running(list: &serde_json::Value, n: usize) -> bool {
+    let pods = items(list);
+    pods.len() == n && pods.iter().all(|p| p["status"]["phase"] == "Running")
+}
+
+#[test]
+fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(home.path().join("kubeconfig"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds the admin token");
+    let k = Kubectl::new(home.path());
+
+    let version = k.ok(&["version"]);
+    assert!(
+        version.stdout.contains("Server Version: v1.32.0+berth"),
+        "{}",
+        version.stdout
+    );
+    assert!(!version.stderr.contains("WARNING"), "{}", version.stderr);
+
+    let resources = k.ok(&["api-resources"]);
+    for line in [
+        "pods ",
+        "po ",
+        "deployments ",
+        "deploy ",
+        "apps/v1 ",
+        "replicasets ",
+        "rs ",
+        "services ",
+        "svc ",
+        "configmaps ",
+        "cm ",
+        "namespaces ",
+        "ns ",
+        "events ",
+    ] {
+        assert!(
+            resources.stdout.contains(line),
+            "{line}:\n{}",
+            resources.stdout
+        );
+    }
+
+    let files = tempfile::tempdir().unwrap();
+    let shop = write(files.path(), "shop.yaml", SHOP);
+    let applied = k.ok(&["apply", "-f", &shop]);
+    assert_eq!(
+        applied.stdout,
+        "namespace/shop created\nconfigmap/settings created\ndeployment.apps/web created\nservice/web created\n"
+    );
+    let again = k.ok(&["apply", "-f", &shop]);
+    assert!(
+        again.stdout.lines().all(|l| l.ends_with(" unchanged")),
+        "{}",
+        again.stdout
+    );
+    k.wait_for(&["pods", "-n", "shop"], "3 running pods", |l| running(l, 3));
+
+    let table = k.ok(&["get", "pods", "-n", "shop", "-o", "wide"]);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("READY   STATUS    RESTARTS   AGE   IP"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(lines.len(), 4, "{}", table.stdout);
+    assert!(
+        lines[1].starts_with("web-") && lines[1].contains("Running"),
+        "{}",
+        table.stdout
+    );
+
+    let all = k.ok(&["get", "deploy,svc", "-A"]);
+    assert!(
+        all.stdout.contains("shop        deployment.apps/web   3/3"),
+        "{}",
+        all.stdout
+    );
+    assert!(all.stdout.contains("service/web"), "{}", all.stdout);
+
+    // A selector the server evaluates.
+    let selected = k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "shop",
+        "-l",
+        "app in (web),app!=db",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(selected.stdout.lines().count(), 3, "{}", selected.stdout);
+    let none = k.run(&["get", "pods", "-n", "shop", "-l", "app=db"]);
+    assert!(
+        none.stderr
+            .contains("No resources found in shop namespace."),
+        "{}",
+        none.stderr
+    );
+
+    // Client-side apply of a change: a strategic merge patch by container name.
+    let edited = SHOP.replace("value: one", "value: two");
+    let shop2 = write(files.path(), "shop2.yaml", &edited);
+    let configured = k.ok(&["apply", "-f", &shop2]);
+    assert!(
+        configured.stdout.contains("deployment.apps/web configured"),
+        "{}",
+        configured.stdout
+    );
+    let deployment = k.ok(&["get", "deploy", "web", "-n", "shop", "-o", "json"]);
+    let deployment: serde_json::Value = serde_json::from_str(&deployment.stdout).unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "two"
+    );
+    assert_eq!(deployment["metadata"]["generation"], 2);
+
+    let scaled = k.ok(&["scale", "deployment/web", "-n", "shop", "--replicas=2"]);
+    assert_eq!(scaled.stdout.trim(), "deployment.apps/web scaled");
+    k.wait_for(&["pods", "-n", "shop"], "2 running pods", |l| running(l, 2));
+
+    let labelled = k.ok(&["label", "configmap", "settings", "-n", "shop", "tier=front"]);
+    assert!(labelled.stdout.contains("labeled"), "{}", labelled.stdout);
+    let by_label = k.ok(&["get", "cm", "-n", "shop", "-l", "tier=front", "-o", "name"]);
+    assert_eq!(by_label.stdout.trim(), "configmap/settings");
+
+    // Watching: the deletion of a pod arrives as an event.
+    let pods = k.ok(&["get", "pods", "-n", "shop", "-o", "name"]);
+    let victim = pods
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("pod/")
+        .to_owned();
+    let mut watch = k
+        .command(&["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The listing comes first.
+    let first = lines_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.contains("EVENT"), "{first}");
+    k.ok(&["delete", "pod", &victim, "-n", "shop", "--wait=false"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            let done = line.starts_with("DELETED") && line.contains(&victim);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("DELETED") && l.contains(&victim)),
+        "{seen:#?}"
+    );
+    // The replica set makes up for it.
+    k.wait_for(&["pods", "-n", "shop"], "2 running pods again", |l| {
+        running(l, 2)
+            && items(l)
+                .iter()
+                .all(|p| p["metadata"]["name"] != victim.as_str())
+    });
+
+    // Deleting the deployment takes its replica sets and pods along.
+    let deleted = k.ok(&["delete", "deployment", "web", "-n", "shop"]);
+    assert_eq!(deleted.stdout.trim(), "deployment.apps \"web\" deleted");
+    k.wait_for(&["pods", "-A"], "the pods to go", |l| items(l).is_empty());
+    k.wait_for(&["rs", "-A"], "the replica sets to go", |l| {
+        items(l).is_empty()
+    });
+    k.ok(&["delete", "namespace", "shop"]);
+    let gone = k.run(&["get", "ns", "shop"]);
+    assert!(
+        gone.stderr.contains("namespaces \"shop\" not found"),
+        "{}",
+        gone.stderr
+    );
+}
+
+#[test]
+fn bad_input_changes_nothing_and_says_what_was_wrong() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+
+    // A field Kubernetes has and berth does not support: 422, by path.
+    let unsupported = write(
+        files.path(),
+        "tty.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\ndata: {a: b}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: web:1, tty: true}]\n",
+    );
+    let refused = k.run(&["apply", "-f", &unsupported]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("spec.containers[0]") && refused.stderr.contains("tty"),
+        "{}",
+        refused.stderr
+    );
+    let pods = k.run(&["get", "pods", "p"]);
+    assert!(
+        pods.stderr.contains("pods \"p\" not found"),
+        "{}",
+        pods.stderr
+    );
+
+    // A wrong token: 401, and kubectl says so.
+    let wrong = k.run(&["--token", "not-the-token", "get", "pods"]);
+    assert!(!wrong.success);
+    assert!(
+        wrong.stderr.contains("You must be logged in to the server"),
+        "{}",
+        wrong.stderr
+    );
+
+    // A stale update: 409.
+    k.ok(&[
+        "apply",
+        "-f",
+        &write(
+            files.path(),
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n",
+        ),
+    ]);
+    let current = k.ok(&["get", "cm", "c", "-o", "json"]);
+    let mut stale: serde_json::Value = serde_json::from_str(&current.stdout).unwrap();
+    k.ok(&["label", "cm", "c", "x=y"]);
+    stale["data"]["a"] = "changed".into();
+    let stale_file = write(files.path(), "stale.json", &stale.to_string());
+    let conflict = k.run(&["replace", "-f", &stale_file]);
+    assert!(!conflict.success);
+    assert!(
+        conflict.stderr.contains("the object has been modified"),
+        "{}",
+        conflict.stderr
+    );
+    let kept = k.ok(&["get", "cm", "c", "-o", "jsonpath={.data.a}"]);
+    assert_eq!(kept.stdout, "b");
+
+    // A body past the limit: 413, and nothing stored.
+    let huge = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"huge\"}},\"data\":{{\"a\":\"{}\"}}}}",
+        "x".repeat(10 << 20)
+    );
+    let huge_file = write(files.path(), "huge.json", &huge);
+    let too_large = k.run(&["create", "-f", &huge_file]);
+    assert!(!too_large.success);
+    assert!(
+        too_large.stderr.contains("too large"),
+        "{}",
+        too_large.stderr
+    );
+    let missing = k.run(&["get", "cm", "huge"]);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+}
+
+#[test]
+fn every_packaged_kubectl_applies_gets_and_deletes() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let files = tempfile::tempdir().unwrap();
+    let manifest = write(
+        files.path(),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: versioned}\ndata: {a: b}\n",
+    );
+    // The kubectl package puts kubectl.1.NN beside the kubectl it links.
+    let kubectl = which("kubectl");
+    let dir = kubectl.canonicalize().unwrap().parent().unwrap().to_owned();
+    for minor in 27..=33 {
+        let binary = dir.join(format!("kubectl.1.{minor}"));
+        let binary = binary.to_str().unwrap().to_owned();
+        let k = Kubectl::version(home.path(), &binary);
+        let applied = k.ok(&["apply", "-f", &manifest]);
+        assert!(
+            applied.stdout.contains("configmap/versioned"),
+            "{binary}: {}",
+            applied.stdout
+        );
+        let got = k.ok(&["get", "cm", "versioned"]);
+        assert!(got.stdout.starts_with("NAME"), "{binary}: {}", got.stdout);
+        k.ok(&["delete", "cm", "versioned"]);
+    }
+}
+
+/// `name` on the PATH.
+fn which(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is needed for these tests (Debian package kubectl)"))
+}
