@@ -178,6 +178,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_embedded_documents_are_the_generated_ones() {
+        let index: Vec<String> = serde_json::from_str(include_str!("openapi/index.json")).unwrap();
+        let embedded: Vec<&str> = DOCUMENTS.iter().map(|(path, _)| *path).collect();
+        assert_eq!(index, embedded);
+    }
+
+    #[test]
     fn every_served_kind_has_its_schema() {
         for r in super::super::resources::RESOURCES {
             let name = schema_name(r);

@@ -1109,7 +1109,7 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "hello:1", "tty": true}]}});
         match object_in(pods, Some("shop"), unsupported) {
             Err(ApiError::Invalid { causes, .. }) => {
-                assert_eq!(causes[0].field, "spec.containers[0]");
+                assert_eq!(causes[0].field, "spec.containers[0].tty");
                 assert!(causes[0].message.contains("tty"), "{}", causes[0].message);
             }
             other => panic!("{other:?}"),
