@@ -27,3 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     apt-get install -y "${missing[@]}"
 fi
+
+# The official Python Kubernetes client, for the API tests, in a venv of the
+# tests' own (target/test-venv), so the system's Python stays untouched.
+venv="$(dirname "$0")/../target/test-venv"
+if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "kubernetes>=31,<35"
+fi

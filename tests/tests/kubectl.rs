@@ -453,3 +453,76 @@ fn which(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is needed for these tests (Debian package kubectl)"))
 }
+
+/// The official Python client (from PyPI, in the venv tests/prepare.sh makes).
+const PYTHON_CLIENT: &str = r#"
+import sys, threading
+from kubernetes import client, config, watch
+config.load_kube_config(config_file=sys.argv[1])
+core = client.CoreV1Api()
+apps = client.AppsV1Api()
+
+cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py", labels={"made-by": "python"}),
+                        data={"a": "1"})
+created = core.create_namespaced_config_map("default", cm)
+assert created.metadata.uid, created
+listed = core.list_namespaced_config_map("default", label_selector="made-by=python")
+assert [c.metadata.name for c in listed.items] == ["py"], listed
+assert core.list_namespaced_config_map("default", label_selector="made-by!=python").items == []
+
+# A watch from the list's resourceVersion sees the patch and the delete.
+seen = []
+def follow():
+    w = watch.Watch()
+    for event in w.stream(core.list_namespaced_config_map, "default",
+                          resource_version=listed.metadata.resource_version,
+                          timeout_seconds=20):
+        seen.append((event["type"], event["object"].metadata.name,
+                     (event["object"].data or {}).get("a")))
+        if event["type"] == "DELETED":
+            w.stop()
+watcher = threading.Thread(target=follow)
+watcher.start()
+
+patched = core.patch_namespaced_config_map("py", "default", {"data": {"a": "2"}})
+assert patched.data == {"a": "2"}, patched
+core.delete_namespaced_config_map("py", "default")
+watcher.join(30)
+assert ("MODIFIED", "py", "2") in seen and ("DELETED", "py", "2") in seen, seen
+
+try:
+    core.read_namespaced_config_map("py", "default")
+    raise SystemExit("still there")
+except client.exceptions.ApiException as e:
+    assert e.status == 404, e
+
+nodes = core.list_node()
+assert nodes.items and nodes.items[0].status.capacity["cpu"], nodes
+print("python client ok")
+"#;
+
+#[test]
+fn the_python_client_creates_lists_watches_patches_and_deletes() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: tests/prepare.sh makes it (the PyPI package kubernetes)",
+        python.display()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(PYTHON_CLIENT)
+        .arg(home.path().join("kubeconfig"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("python client ok"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -23,9 +23,7 @@ pub struct LogOptions {
     pub limit_bytes: Option<usize>,
 }
 
-fn flag(params: &HashMap<String, String>, name: &str) -> bool {
-    matches!(params.get(name).map(String::as_str), Some("true" | "1"))
-}
+use super::rest::flag;
 
 fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<usize>, ApiError> {
     params

@@ -81,6 +81,15 @@ pub fn target(group: &str, version: &str, segments: &[&str]) -> Result<Target, A
 /// The request's query, decoded.
 pub type Params = HashMap<String, String>;
 
+/// A boolean query parameter, read as Go's `strconv.ParseBool` reads it
+/// (the Python client sends `watch=True`).
+pub fn flag(params: &Params, name: &str) -> bool {
+    matches!(
+        params.get(name).map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -136,7 +145,7 @@ pub async fn serve(
     let r = target.resource;
     match (&method, &target.name, target.subresource.as_deref()) {
         (&Method::GET, None, None) => {
-            let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+            let watching = flag(&params, "watch");
             if watching {
                 return super::watch::serve(api, target, params, table.then_some(include)).await;
             }

@@ -52,14 +52,8 @@ pub async fn serve(
                 ApiError::BadRequest(format!("timeoutSeconds {t:?} is not a number"))
             })?),
         };
-    let bookmarks = matches!(
-        params.get("allowWatchBookmarks").map(String::as_str),
-        Some("true" | "1")
-    );
-    let initial_end = matches!(
-        params.get("sendInitialEvents").map(String::as_str),
-        Some("true" | "1")
-    );
+    let bookmarks = super::rest::flag(&params, "allowWatchBookmarks");
+    let initial_end = super::rest::flag(&params, "sendInitialEvents");
     let hub = api
         .state
         .store
