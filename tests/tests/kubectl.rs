@@ -323,6 +323,144 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
                 .all(|p| p["metadata"]["name"] != victim.as_str())
     });
 
+    // Rollouts as kubectl reads them: status, history with change causes,
+    // undo and restart.
+    let status = k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    assert!(
+        status
+            .stdout
+            .contains("deployment \"web\" successfully rolled out"),
+        "{}",
+        status.stdout
+    );
+    k.ok(&[
+        "annotate",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "kubernetes.io/change-cause=env two",
+    ]);
+    k.ok(&["set", "env", "deployment/web", "-n", "shop", "MODE=three"]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    let history = k.ok(&["rollout", "history", "deployment/web", "-n", "shop"]);
+    let revisions: Vec<&str> = history
+        .stdout
+        .lines()
+        .skip(2)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(revisions.len(), 3, "{}", history.stdout);
+    assert!(
+        revisions[2].starts_with('3') && revisions[2].contains("env two"),
+        "{}",
+        history.stdout
+    );
+    k.ok(&["rollout", "undo", "deployment/web", "-n", "shop"]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    let env = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+    ]);
+    assert_eq!(env.stdout, "two", "undo goes back to the revision before");
+    k.ok(&["rollout", "restart", "deployment/web", "-n", "shop"]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    k.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+
+    // describe lists the pod's events; logs reads its output.
+    let pod = k.ok(&["get", "pods", "-n", "shop", "-o", "name"]);
+    let pod = pod.stdout.lines().next().unwrap().to_owned();
+    let described = k.ok(&["describe", &pod, "-n", "shop"]);
+    assert!(
+        described.stdout.contains("Scheduled")
+            && described.stdout.contains("Started container web"),
+        "{}",
+        described.stdout
+    );
+    k.ok(&["logs", &pod, "-n", "shop"]);
+
+    // diff: nothing after an apply, something after an edit.
+    let fresh = write(files.path(), "fresh.yaml", SHOP);
+    k.ok(&["apply", "-f", &fresh]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    let same = k.run(&["diff", "-f", &fresh]);
+    assert!(
+        same.success && same.stdout.is_empty(),
+        "{}{}",
+        same.stdout,
+        same.stderr
+    );
+    let edited = k
+        .command(&["edit", "deployment/web", "-n", "shop"])
+        .env("KUBE_EDITOR", "sed -i s/replicas:\\ 3/replicas:\\ 4/")
+        .output()
+        .unwrap();
+    assert!(
+        edited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    let changed = k.run(&["diff", "-f", &fresh]);
+    assert!(
+        !changed.success && changed.stdout.contains("replicas"),
+        "{}{}",
+        changed.stdout,
+        changed.stderr
+    );
+    let explained = k.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        explained.stdout.contains("rollingUpdate"),
+        "{}",
+        explained.stdout
+    );
+
     // Deleting the deployment takes its replica sets and pods along.
     let deleted = k.ok(&["delete", "deployment", "web", "-n", "shop"]);
     assert_eq!(deleted.stdout.trim(), "deployment.apps \"web\" deleted");

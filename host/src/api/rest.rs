@@ -290,11 +290,33 @@ pub fn read_all(
             .iter()
             .map(|record| super::view(record).object)
             .collect(),
-        Source::Events => store
-            .event_log(namespace)?
-            .into_iter()
-            .map(|(id, event)| event_object(resource, id, &event))
-            .collect(),
+        Source::Events => {
+            // kubectl describe finds an object's events by its uid too.
+            let mut uids: HashMap<(String, String, String), Option<String>> = HashMap::new();
+            let mut events = Vec::new();
+            for (id, event) in store.event_log(namespace)? {
+                let key = (
+                    event.kind.clone(),
+                    event.namespace.clone(),
+                    event.name.clone(),
+                );
+                let uid = match uids.get(&key) {
+                    Some(uid) => uid.clone(),
+                    None => {
+                        let ns = if event.kind == "Namespace" {
+                            ""
+                        } else {
+                            event.namespace.as_str()
+                        };
+                        let uid = store.get(&event.kind, ns, &event.name)?.map(|r| r.uid);
+                        uids.insert(key, uid.clone());
+                        uid
+                    }
+                };
+                events.push(event_object(resource, id, &event, uid.as_deref()));
+            }
+            events
+        }
         Source::Nodes => api.nodes.iter().map(|n| api.node_object(n)).collect(),
         Source::ServiceAccounts => {
             let mut namespaces: Vec<String> = store
@@ -340,14 +362,17 @@ pub fn read_all(
 }
 
 /// A stored event as a core/v1 or events.k8s.io/v1 Event.
-fn event_object(resource: &Resource, id: i64, e: &crate::state::Event) -> Value {
+fn event_object(resource: &Resource, id: i64, e: &crate::state::Event, uid: Option<&str>) -> Value {
     let name = format!("{}.{id:016x}", e.name);
-    let involved = json!({
+    let mut involved = json!({
         "kind": e.kind,
         "namespace": e.namespace,
         "name": e.name,
         "apiVersion": resources::of_kind(&e.kind).map(|r| r.api_version()).unwrap_or_else(|| "v1".into()),
     });
+    if let Some(uid) = uid {
+        involved["uid"] = uid.into();
+    }
     let metadata = json!({
         "name": name,
         "namespace": e.namespace,

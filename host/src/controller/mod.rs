@@ -28,6 +28,10 @@ use crate::state::{Event, Record, Result, Store};
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
+/// Where `kubectl apply` keeps what it last applied: never copied from a
+/// deployment to its replica sets.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Whether the kubelet has reported the pod Ready.
 pub fn pod_ready(status: &serde_json::Value) -> bool {
     status["conditions"]
@@ -161,8 +165,30 @@ impl Controllers {
         let new_name = format!("{name}-{hash}");
         let desired = deployment.spec.replicas;
         let mut changed = false;
+        // As Kubernetes' controller does: the new replica set carries the
+        // deployment's annotations (the change-cause `rollout history`
+        // shows), but not kubectl's own or the revision.
+        let mut annotations: BTreeMap<String, String> = deployment
+            .metadata
+            .annotations
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() != LAST_APPLIED_ANNOTATION && k.as_str() != REVISION_ANNOTATION
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        annotations.insert(REVISION_ANNOTATION.to_owned(), revision.to_string());
         let new_rs = match owned.iter().find(|r| r.object.metadata().name == new_name) {
-            Some(rs) => rs.clone(),
+            Some(rs) if rs.object.metadata().annotations == annotations => rs.clone(),
+            Some(rs) => {
+                let mut updated = rs.object.clone();
+                updated.metadata_mut().annotations = annotations;
+                store.apply(std::slice::from_ref(&updated))?;
+                changed = true;
+                store
+                    .get("ReplicaSet", &ns, &new_name)?
+                    .unwrap_or_else(|| rs.clone())
+            }
             None => {
                 let mut selector = deployment.spec.selector.clone();
                 selector
@@ -173,10 +199,7 @@ impl Controllers {
                         name: new_name.clone(),
                         namespace: Some(ns.clone()),
                         labels: template.metadata.labels.clone(),
-                        annotations: BTreeMap::from([(
-                            REVISION_ANNOTATION.to_owned(),
-                            revision.to_string(),
-                        )]),
+                        annotations,
                         owner_references: vec![owner("Deployment", "apps/v1", record)],
                     },
                     spec: ReplicaSetSpec {
