@@ -664,3 +664,38 @@ fn the_python_client_creates_lists_watches_patches_and_deletes() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn a_rollout_watched_through_a_kill_9_of_the_daemon_completes_after_its_restart() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let port = berth_tests::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = BerthRun::start_command(home.path(), &["daemon", "--api-listen", &listen]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let shop = write(files.path(), "shop.yaml", SHOP);
+    k.ok(&["apply", "-f", &shop]);
+    k.ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s"]);
+
+    // A rollout that cannot finish: its image does not exist.
+    k.ok(&["set", "image", "deployment/web", "-n", "shop", "web=missing:1"]);
+    let status = k
+        .command(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=90s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill();
+    let _second = BerthRun::start_command(home.path(), &["daemon", "--api-listen", &listen]);
+    // The fix lands on the restarted daemon; the watch resumes or relists.
+    k.ok(&["set", "image", "deployment/web", "-n", "shop", "web=web:1"]);
+    let out = status.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("successfully rolled out"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -110,3 +110,51 @@ impl Hub {
         Ok((backlog, self.sender.subscribe()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Object;
+
+    fn change(version: u64) -> Change {
+        let object = crate::spec::parse_str(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+            "test",
+        )
+        .unwrap()
+        .remove(0)
+        .object;
+        assert!(matches!(object, Object::ConfigMap(_)));
+        Change {
+            change: ChangeType::Modified,
+            record: crate::state::Record {
+                uid: "u".into(),
+                resource_version: version,
+                generation: 1,
+                created: String::new(),
+                object,
+                status: serde_json::json!({}),
+            },
+        }
+    }
+
+    #[test]
+    fn a_watch_resumes_within_the_window_and_is_told_when_it_is_too_old() {
+        let hub = Hub::new(10);
+        assert_eq!(hub.subscribe(5).unwrap_err(), TooOld { oldest: 10 });
+        for version in 11..=13 {
+            hub.publish(change(version));
+        }
+        let (backlog, mut receiver) = hub.subscribe(11).unwrap();
+        let versions: Vec<u64> = backlog.iter().map(|c| c.record.resource_version).collect();
+        assert_eq!(versions, [12, 13]);
+        hub.publish(change(14));
+        assert_eq!(receiver.try_recv().unwrap().record.resource_version, 14);
+        // Past the window, the oldest kept version moves on.
+        for version in 15..15 + WINDOW as u64 {
+            hub.publish(change(version));
+        }
+        assert!(hub.subscribe(12).is_err());
+        assert!(hub.subscribe(14 + WINDOW as u64).is_ok());
+    }
+}
