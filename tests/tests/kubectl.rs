@@ -223,6 +223,24 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
     );
     assert!(all.stdout.contains("service/web"), "{}", all.stdout);
 
+    // The service's endpoints are its ready pods.
+    let endpoints = k.ok(&["get", "endpoints", "web", "-n", "shop", "-o", "json"]);
+    let endpoints: serde_json::Value = serde_json::from_str(&endpoints.stdout).unwrap();
+    let addresses = endpoints["subsets"][0]["addresses"].as_array().unwrap();
+    assert_eq!(addresses.len(), 3, "{endpoints:#}");
+    assert_eq!(endpoints["subsets"][0]["ports"][0]["port"], 8080);
+    let slices = k.ok(&[
+        "get",
+        "endpointslices",
+        "-n",
+        "shop",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(slices.stdout.lines().count(), 1, "{}", slices.stdout);
+
     // A selector the server evaluates.
     let selected = k.ok(&[
         "get",
@@ -676,12 +694,33 @@ fn a_rollout_watched_through_a_kill_9_of_the_daemon_completes_after_its_restart(
     let files = tempfile::tempdir().unwrap();
     let shop = write(files.path(), "shop.yaml", SHOP);
     k.ok(&["apply", "-f", &shop]);
-    k.ok(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=60s"]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
 
     // A rollout that cannot finish: its image does not exist.
-    k.ok(&["set", "image", "deployment/web", "-n", "shop", "web=missing:1"]);
+    k.ok(&[
+        "set",
+        "image",
+        "deployment/web",
+        "-n",
+        "shop",
+        "web=missing:1",
+    ]);
     let status = k
-        .command(&["rollout", "status", "deployment/web", "-n", "shop", "--timeout=90s"])
+        .command(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            "shop",
+            "--timeout=90s",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -17,6 +17,7 @@
 mod access;
 pub mod client;
 mod discovery;
+mod endpoints;
 mod logs;
 mod openapi;
 mod patch;

@@ -15,6 +15,10 @@ pub enum Source {
     ServiceAccounts,
     /// The runtime classes berth decides: `wasm` and `linux`.
     RuntimeClasses,
+    /// Each Service's pods, as core/v1 Endpoints.
+    Endpoints,
+    /// Each Service's pods, as discovery.k8s.io/v1 EndpointSlices.
+    EndpointSlices,
 }
 
 #[derive(Debug)]
@@ -154,6 +158,19 @@ pub static RESOURCES: &[Resource] = &[
         source: Source::ServiceAccounts,
     },
     Resource {
+        group: "",
+        version: "v1",
+        kind: "Endpoints",
+        plural: "endpoints",
+        singular: "endpoints",
+        short_names: &["ep"],
+        namespaced: true,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::Endpoints,
+    },
+    Resource {
         group: "apps",
         version: "v1",
         kind: "Deployment",
@@ -191,6 +208,19 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         source: Source::Events,
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        short_names: &[],
+        namespaced: true,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::EndpointSlices,
     },
     Resource {
         group: "node.k8s.io",

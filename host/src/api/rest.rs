@@ -344,6 +344,8 @@ pub fn read_all(
                 })
                 .collect()
         }
+        Source::Endpoints => super::endpoints::endpoints(store, namespace)?,
+        Source::EndpointSlices => super::endpoints::endpoint_slices(store, namespace)?,
         Source::RuntimeClasses => ["linux", "wasm"]
             .iter()
             .map(|class| {

@@ -214,6 +214,33 @@ fn columns(kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "Endpoints" => vec![
+            NAME,
+            (
+                "Endpoints",
+                "string",
+                0,
+                "Endpoints is the list of domain names or IP addresses.",
+            ),
+            AGE,
+        ],
+        "EndpointSlice" => vec![
+            NAME,
+            (
+                "AddressType",
+                "string",
+                0,
+                "The IP protocol for this slice.",
+            ),
+            ("Ports", "string", 0, "The ports for this slice."),
+            (
+                "Endpoints",
+                "string",
+                0,
+                "The addresses of the endpoints of this slice.",
+            ),
+            AGE,
+        ],
         "RuntimeClass" => vec![
             NAME,
             ("Handler", "string", 0, "The handler of the runtime class."),
@@ -285,6 +312,15 @@ pub fn selector_text(selector: &Value) -> String {
         "<none>".into()
     } else {
         terms.join(",")
+    }
+}
+
+/// Up to three entries and how many more, as kubectl prints endpoints.
+fn list_or_none(items: &[String]) -> String {
+    match items.len() {
+        0 => "<none>".into(),
+        1..=3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
     }
 }
 
@@ -453,6 +489,39 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "ServiceAccount" => vec![name.into(), 0.into(), created.into()],
         "RuntimeClass" => vec![name.into(), text(&o["handler"]).into(), created.into()],
+        "Endpoints" => {
+            let mut shown: Vec<String> = Vec::new();
+            for subset in o["subsets"].as_array().into_iter().flatten() {
+                for address in subset["addresses"].as_array().into_iter().flatten() {
+                    for port in subset["ports"].as_array().into_iter().flatten() {
+                        shown.push(format!("{}:{}", text(&address["ip"]), port["port"]));
+                    }
+                }
+            }
+            vec![name.into(), list_or_none(&shown).into(), created.into()]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
+            let addresses: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .map(|a| text(&a).to_owned())
+                .collect();
+            vec![
+                name.into(),
+                text(&o["addressType"]).into(),
+                list_or_none(&ports).into(),
+                list_or_none(&addresses).into(),
+                created.into(),
+            ]
+        }
         _ => vec![name.into(), created.into()],
     }
 }
@@ -583,6 +652,8 @@ mod tests {
             "Event",
             "ServiceAccount",
             "RuntimeClass",
+            "Endpoints",
+            "EndpointSlice",
         ] {
             assert_eq!(cells(kind, &json!({})).len(), columns(kind).len(), "{kind}");
         }
