@@ -738,3 +738,70 @@ fn a_rollout_watched_through_a_kill_9_of_the_daemon_completes_after_its_restart(
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn kubectl_s_typed_commands_send_protobuf_and_are_understood() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    // kubectl 1.32's typed clients send these bodies as protobuf.
+    k.ok(&["create", "namespace", "typed"]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "typed",
+        "--from-literal=greeting=hello",
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "key",
+        "-n",
+        "typed",
+        "--from-literal=token=s3cr3t",
+    ]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "typed",
+        "--image=web:1",
+        "--replicas=2",
+    ]);
+    let greeting = k.ok(&[
+        "get",
+        "cm",
+        "settings",
+        "-n",
+        "typed",
+        "-o",
+        "jsonpath={.data.greeting}",
+    ]);
+    assert_eq!(greeting.stdout, "hello");
+    let token = k.ok(&[
+        "get",
+        "secret",
+        "key",
+        "-n",
+        "typed",
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.stdout.trim())
+        .unwrap();
+    assert_eq!(decoded, b"s3cr3t");
+    k.wait_for(&["pods", "-n", "typed"], "2 running pods", |l| {
+        running(l, 2)
+    });
+    let can = k.ok(&["auth", "can-i", "create", "deployments"]);
+    assert_eq!(can.stdout.trim(), "yes");
+    let namespaces = k.ok(&["get", "ns", "-o", "name"]);
+    assert_eq!(namespaces.stdout, "namespace/default\nnamespace/typed\n");
+}

@@ -22,6 +22,7 @@ mod logs;
 mod openapi;
 mod patch;
 pub mod pki;
+mod protobuf;
 mod resources;
 mod rest;
 mod selector;

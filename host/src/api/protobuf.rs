@@ -18,7 +18,8 @@
 //!
 //! - `protobuf/k8s.binpb`: a protobuf `FileDescriptorSet` compiled by protox
 //!   from the upstream `generated.proto` files of core/v1, apps/v1,
-//!   autoscaling/v1 and the apimachinery packages they import (meta/v1,
+//!   autoscaling/v1, authorization/v1, events/v1 and the apimachinery
+//!   packages they import (meta/v1,
 //!   runtime, runtime/schema, util/intstr, api/resource). `prost-reflect`
 //!   loads it and decodes both the envelope and the object as dynamic
 //!   messages.
@@ -126,16 +127,19 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Json, ProtobufError> {
             _ => String::new(),
         }
     };
-    for field in ["contentEncoding", "contentType"] {
-        let value = text(field);
-        if !(value.is_empty() || field == "contentType" && value == CONTENT_TYPE) {
-            let field = if field == "contentType" {
-                "contentType"
-            } else {
-                "contentEncoding"
-            };
-            return Err(ProtobufError::UnsupportedEncoding { field, value });
-        }
+    let encoding = text("contentEncoding");
+    if !encoding.is_empty() {
+        return Err(ProtobufError::UnsupportedEncoding {
+            field: "contentEncoding",
+            value: encoding,
+        });
+    }
+    let content_type = text("contentType");
+    if !(content_type.is_empty() || content_type == CONTENT_TYPE) {
+        return Err(ProtobufError::UnsupportedEncoding {
+            field: "contentType",
+            value: content_type,
+        });
     }
     let (api_version, kind) = match envelope.get_field_by_name("typeMeta").as_deref() {
         Some(Value::Message(tm)) => {

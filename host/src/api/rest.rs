@@ -263,8 +263,13 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
                 ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
             })
         }
+        // kubectl's typed clients (create configmap|secret|deployment…,
+        // auth can-i) and Helm send Kubernetes protobuf.
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(body)
+            .map_err(|e| ApiError::BadRequest(format!("the protobuf request body: {e}"))),
         _ => Err(ApiError::UnsupportedMediaType {
-            accepted: "application/json, application/yaml".into(),
+            accepted: "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+                .into(),
         }),
     }
 }
@@ -285,11 +290,24 @@ pub fn read_all(
 ) -> Result<(Vec<Value>, u64), ApiError> {
     let version = store.current_version()?;
     let items = match resource.source {
-        Source::Stored => store
-            .list(resource.kind, namespace)?
-            .iter()
-            .map(|record| super::view(record).object)
-            .collect(),
+        Source::Stored => {
+            let mut items: Vec<Value> = store
+                .list(resource.kind, namespace)?
+                .iter()
+                .map(|record| super::view(record).object)
+                .collect();
+            if resource.kind == "Namespace"
+                && !items.iter().any(|n| n["metadata"]["name"] == "default")
+            {
+                items.push(api.default_namespace());
+                items.sort_by(|a, b| {
+                    a["metadata"]["name"]
+                        .as_str()
+                        .cmp(&b["metadata"]["name"].as_str())
+                });
+            }
+            items
+        }
         Source::Events => {
             // kubectl describe finds an object's events by its uid too.
             let mut uids: HashMap<(String, String, String), Option<String>> = HashMap::new();
@@ -528,9 +546,14 @@ pub async fn get(api: &Arc<KubeApi>, target: &Target, name: &str) -> Result<Valu
     let found = with_store(api, move |store| {
         if resource.source == Source::Stored {
             let ns = namespace.as_deref().unwrap_or("");
-            return Ok(store
+            let found = store
                 .get(resource.kind, ns, &name_owned)?
-                .map(|r| super::view(&r).object));
+                .map(|r| super::view(&r).object);
+            // `default` always exists, stored or not.
+            if found.is_none() && resource.kind == "Namespace" && name_owned == "default" {
+                return Ok(Some(reader.default_namespace()));
+            }
+            return Ok(found);
         }
         let (items, _) = read_all(&reader, store, resource, namespace.as_deref())?;
         Ok(items
@@ -581,6 +604,21 @@ pub fn object_in(
         }
     }
     map.remove("status");
+    // A Namespace's only spec is its finalizers, which berth does not keep:
+    // the empty one clients send (and Kubernetes' default) mean nothing.
+    if resource.kind == "Namespace"
+        && map.get("spec").is_some_and(|spec| {
+            spec.as_object().is_some_and(|s| {
+                s.iter().all(|(k, v)| {
+                    k == "finalizers"
+                        && v.as_array()
+                            .is_some_and(|f| f.iter().all(|f| f == "kubernetes"))
+                })
+            })
+        })
+    {
+        map.remove("spec");
+    }
     let metadata = map
         .entry("metadata")
         .or_insert_with(|| json!({}))

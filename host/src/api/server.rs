@@ -36,6 +36,23 @@ impl std::fmt::Debug for KubeApi {
 }
 
 impl KubeApi {
+    /// The `default` namespace, which exists whether or not it is stored.
+    pub fn default_namespace(&self) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": "default",
+                "uid": "berth-namespace-default",
+                "resourceVersion": "1",
+                "creationTimestamp": self.started,
+                "labels": {"kubernetes.io/metadata.name": "default"},
+            },
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        })
+    }
+
     /// A configured node as a core/v1 Node: its capacity, and Ready.
     pub fn node_object(&self, node: &crate::scheduler::Node) -> Value {
         let memory_ki = node.memory_bytes / 1024;
