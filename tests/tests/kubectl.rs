@@ -425,6 +425,37 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         "--timeout=60s",
     ]);
 
+    // A paused deployment rolls nothing out until it is resumed.
+    let replica_sets = |k: &Kubectl| {
+        let out = k.ok(&["get", "rs", "-n", "shop", "-o", "name"]);
+        out.stdout.lines().count()
+    };
+    let before = replica_sets(&k);
+    k.ok(&["rollout", "pause", "deployment/web", "-n", "shop"]);
+    k.ok(&["set", "env", "deployment/web", "-n", "shop", "PAUSED=yes"]);
+    k.wait_for(
+        &["deploy", "web", "-n", "shop"],
+        "the paused condition",
+        |d| {
+            d["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["reason"] == "DeploymentPaused")
+        },
+    );
+    assert_eq!(replica_sets(&k), before, "nothing rolled out while paused");
+    k.ok(&["rollout", "resume", "deployment/web", "-n", "shop"]);
+    k.ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--timeout=60s",
+    ]);
+    assert_eq!(replica_sets(&k), before + 1);
+
     // describe lists the pod's events; logs reads its output.
     let pod = k.ok(&["get", "pods", "-n", "shop", "-o", "name"]);
     let pod = pod.stdout.lines().next().unwrap().to_owned();

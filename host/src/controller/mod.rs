@@ -144,6 +144,17 @@ impl Controllers {
             .metadata
             .labels
             .insert(TEMPLATE_HASH_LABEL.into(), hash.clone());
+        // A paused deployment rolls nothing out: a changed template waits
+        // for `rollout resume`, as in Kubernetes.
+        if deployment.spec.paused {
+            let owned = owned(store, "ReplicaSet", &ns, record)?;
+            if !owned
+                .iter()
+                .any(|r| r.object.metadata().name == format!("{name}-{hash}"))
+            {
+                return self.paused_status(store, record, &owned);
+            }
+        }
         let revision = store.record_revision(
             &ns,
             name,
@@ -387,6 +398,50 @@ impl Controllers {
             return Ok(false);
         }
         store.set_status("Deployment", &ns, &deployment.metadata.name, &status)?;
+        Ok(true)
+    }
+
+    /// The status of a paused deployment whose template has no replica set
+    /// yet: its pods counted from the replica sets it has, and Progressing
+    /// Unknown with Kubernetes' reason DeploymentPaused.
+    fn paused_status(&self, store: &mut Store, record: &Record, owned: &[Record]) -> Result<bool> {
+        let ns = record.object.namespace().unwrap_or("default").to_owned();
+        let pods = store.list("Pod", Some(&ns))?;
+        let (mut total, mut ready) = (0u32, 0u32);
+        for rs in owned {
+            for pod in pods.iter().filter(|p| owned_by(p, &rs.uid)) {
+                total += 1;
+                if pod_ready(&pod.status) {
+                    ready += 1;
+                }
+            }
+        }
+        let mut status = record.status.clone();
+        if !status.is_object() {
+            status = serde_json::json!({});
+        }
+        status["observedGeneration"] = record.generation.into();
+        status["replicas"] = total.into();
+        status["readyReplicas"] = ready.into();
+        status["availableReplicas"] = ready.into();
+        status["updatedReplicas"] = 0.into();
+        let mut conditions: Vec<serde_json::Value> = status["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "Progressing")
+            .collect();
+        conditions.push(serde_json::json!({
+            "type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused",
+            "message": "Deployment is paused",
+        }));
+        status["conditions"] = conditions.into();
+        if status == record.status {
+            return Ok(false);
+        }
+        let name = record.object.metadata().name.clone();
+        store.set_status("Deployment", &ns, &name, &status)?;
         Ok(true)
     }
 
