@@ -836,3 +836,64 @@ fn kubectl_s_typed_commands_send_protobuf_and_are_understood() {
     let namespaces = k.ok(&["get", "ns", "-o", "name"]);
     assert_eq!(namespaces.stdout, "namespace/default\nnamespace/typed\n");
 }
+
+#[test]
+fn kubectl_exec_runs_in_a_linux_container_and_passes_its_exit_code_back() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let pods = write(
+        files.path(),
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  containers:\n  - {name: sh, image: busybox:1, command: [sh, -c, 'echo inside > /tmp/mark; exec sleep 3600']}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: guest}\nspec:\n  containers: [{name: web, image: web:1}]\n",
+    );
+    k.ok(&["apply", "-f", &pods]);
+    k.wait_for(&["pods"], "both pods running", |l| running(l, 2));
+
+    // Output and the container's own view: its file, its hostname.
+    let out = k.ok(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "cat /tmp/mark; hostname; echo err >&2",
+    ]);
+    assert_eq!(out.stdout, "inside\nbox\n");
+    assert!(out.stderr.contains("err"), "{}", out.stderr);
+
+    // Standard input reaches the command.
+    let mut child = k
+        .command(&["exec", "-i", "box", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\n")
+        .unwrap();
+    let upper = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&upper.stdout), "HELLO FROM STDIN\n");
+
+    // The exit code comes back as kubectl's own.
+    let failed = k.run(&["exec", "box", "--", "sh", "-c", "exit 3"]);
+    assert!(!failed.success);
+    let code = k
+        .command(&["exec", "box", "--", "sh", "-c", "exit 3"])
+        .status()
+        .unwrap()
+        .code();
+    assert_eq!(code, Some(3));
+
+    // A wasm container has nothing to exec into, and says so.
+    let wasm = k.run(&["exec", "guest", "--", "ls"]);
+    assert!(!wasm.success);
+    assert!(wasm.stderr.contains("wasm component"), "{}", wasm.stderr);
+}

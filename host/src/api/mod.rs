@@ -18,6 +18,7 @@ mod access;
 pub mod client;
 mod discovery;
 mod endpoints;
+mod exec;
 mod logs;
 mod openapi;
 mod patch;

@@ -76,7 +76,11 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: true,
         verbs: WRITABLE,
         categories: &["all"],
-        subresources: &[STATUS, ("log", "Pod", &["get"])],
+        subresources: &[
+            STATUS,
+            ("log", "Pod", &["get"]),
+            ("exec", "PodExecOptions", &["create", "get"]),
+        ],
         source: Source::Stored,
     },
     Resource {

@@ -25,6 +25,8 @@ pub struct KubeApi {
     pub started: String,
     /// Ends watches and follows when the daemon stops.
     pub shutdown: CancellationToken,
+    /// The running Linux containers `pods/exec` runs commands in.
+    pub execs: Arc<crate::runtime::linux::ExecTargets>,
 }
 
 impl std::fmt::Debug for KubeApi {
@@ -187,6 +189,13 @@ async fn route(api: Arc<KubeApi>, request: Request) -> Result<Response, ApiError
         return super::access::review(&parts.method, rest, &parts.headers, &body);
     }
     let target = super::rest::target(group, version, rest)?;
+    if target.subresource.as_deref() == Some("exec") {
+        let (namespace, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return super::exec::serve(api, parts, namespace, name).await;
+    }
     let body = read_body(body).await?;
     super::rest::serve(api, parts.method, target, params, parts.headers, body).await
 }

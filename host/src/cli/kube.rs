@@ -199,6 +199,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             nodes: nodes_for_api,
             started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             shutdown: shutdown.clone(),
+            execs: kubelet.exec_targets(),
         });
         let api_address = args
             .api_listen

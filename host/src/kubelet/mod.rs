@@ -100,6 +100,8 @@ pub(crate) struct Context {
     /// The pid holding each running pod's network namespace (its first
     /// Linux container), by pod directory: the pod's others join it.
     pub pod_network: Arc<std::sync::Mutex<HashMap<PathBuf, u32>>>,
+    /// The running Linux containers, for `kubectl exec`.
+    pub execs: Arc<crate::runtime::linux::ExecTargets>,
 }
 
 pub(crate) type ImageStamp = (std::time::SystemTime, u64);
@@ -148,6 +150,7 @@ impl Kubelet {
                 endpoint_wait: routing.endpoint_wait,
                 images: Arc::default(),
                 pod_network: Arc::default(),
+                execs: Arc::default(),
             },
             nodes,
             workers: HashMap::new(),
@@ -155,6 +158,11 @@ impl Kubelet {
             stopping: tokio_util::task::TaskTracker::new(),
             synced: None,
         }
+    }
+
+    /// The running Linux containers, for the API's exec.
+    pub fn exec_targets(&self) -> Arc<crate::runtime::linux::ExecTargets> {
+        self.context.execs.clone()
     }
 
     /// Starts workers for newly bound pods and stops those of pods that
@@ -652,6 +660,11 @@ async fn run_pod(
                 ));
                 context.routes.add_pod(endpoint.clone());
                 let ran_from = tokio::time::Instant::now();
+                for c in &running {
+                    if let Some((_, pids)) = &c.linux {
+                        context.execs.insert(&uid, &c.name, *pids);
+                    }
+                }
                 let stopped = supervise(
                     &context,
                     &uid,
@@ -662,6 +675,7 @@ async fn run_pod(
                     &started_at,
                 )
                 .await;
+                context.execs.remove_pod(&uid);
                 if ran_from.elapsed() >= context.backoff.reset {
                     failures = 0;
                 }

@@ -253,6 +253,39 @@ pub struct ContainerPids {
     pub init: u32,
 }
 
+/// The running Linux containers commands can be run in (`kubectl exec`),
+/// by pod uid and container name: the kubelet registers each container as
+/// it runs and forgets the pod's when it stops.
+#[derive(Debug, Default)]
+pub struct ExecTargets(
+    std::sync::Mutex<std::collections::HashMap<(String, String), ContainerPids>>,
+);
+
+impl ExecTargets {
+    pub fn insert(&self, pod_uid: &str, container: &str, pids: ContainerPids) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((pod_uid.to_owned(), container.to_owned()), pids);
+    }
+
+    /// Forgets every container of a pod.
+    pub fn remove_pod(&self, pod_uid: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(uid, _), _| uid != pod_uid);
+    }
+
+    pub fn get(&self, pod_uid: &str, container: &str) -> Option<ContainerPids> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pod_uid.to_owned(), container.to_owned()))
+            .copied()
+    }
+}
+
 /// A piped container's stdout and stderr.
 pub struct Pipes {
     pub stdout: tokio::process::ChildStdout,
