@@ -897,3 +897,75 @@ fn kubectl_exec_runs_in_a_linux_container_and_passes_its_exit_code_back() {
     assert!(!wasm.success);
     assert!(wasm.stderr.contains("wasm component"), "{}", wasm.stderr);
 }
+
+#[test]
+fn server_side_apply_tracks_managers_and_names_their_conflicts() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ssa}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: ssa}}\n  template:\n    metadata: {labels: {app: ssa}}\n    spec:\n      containers: [{name: web, image: web:1}]\n";
+    let file = write(files.path(), "ssa.yaml", manifest);
+    let created = k.ok(&["apply", "--server-side", "-f", &file]);
+    assert_eq!(
+        created.stdout.trim(),
+        "deployment.apps/ssa serverside-applied"
+    );
+    k.ok(&["apply", "--server-side", "-f", &file]);
+    let fields = k.ok(&[
+        "get",
+        "deploy",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[0].manager} {.metadata.managedFields[0].operation}",
+    ]);
+    assert_eq!(fields.stdout, "kubectl Apply");
+
+    // Another manager takes spec.replicas; applying it again conflicts.
+    k.ok(&["scale", "deployment/ssa", "--replicas=3"]);
+    let conflict = k.run(&["apply", "--server-side", "-f", &file]);
+    assert!(!conflict.success);
+    assert!(
+        conflict.stderr.contains("Apply failed with 1 conflict")
+            && conflict.stderr.contains(".spec.replicas"),
+        "{}",
+        conflict.stderr
+    );
+    let replicas = k.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas.stdout, "3", "a refused apply changes nothing");
+
+    k.ok(&["apply", "--server-side", "--force-conflicts", "-f", &file]);
+    let replicas = k.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas.stdout, "2");
+
+    // A field dropped from the applied configuration is removed.
+    let fewer = manifest.replace(
+        "metadata: {labels: {app: ssa}}",
+        "metadata: {labels: {app: ssa, tier: web}}",
+    );
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &write(files.path(), "ssa2.yaml", &fewer),
+    ]);
+    let labels = k.ok(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "jsonpath={.spec.template.metadata.labels.tier}",
+    ]);
+    assert_eq!(labels.stdout, "web");
+    k.ok(&["apply", "--server-side", "-f", &file]);
+    let labels = k.ok(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "jsonpath={.spec.template.metadata.labels}",
+    ]);
+    assert!(!labels.stdout.contains("tier"), "{}", labels.stdout);
+}

@@ -15,6 +15,7 @@
 //! - `DELETE /objects/{kind}/{namespace}/{name}`: 200, or 404.
 
 mod access;
+mod apply;
 pub mod client;
 mod discovery;
 mod endpoints;

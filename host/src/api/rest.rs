@@ -208,7 +208,8 @@ pub async fn serve(
         (&Method::POST, None, None) => create(api, target, params, &headers, body).await,
         (&Method::PUT, Some(_), None) => {
             let object = parse_body(&headers, &body)?;
-            update(api, target, params, object, false).await
+            let manager = field_manager(&params, &headers);
+            update(api, target, params, object, Write::Manager(manager)).await
         }
         (&Method::PATCH, Some(_), None | Some("scale") | Some("status")) => {
             patch(api, target, params, &headers, body).await
@@ -225,12 +226,14 @@ pub async fn serve(
                 subresource: None,
                 ..target
             };
-            let response = update(api.clone(), target, params, object, false).await?;
+            let manager = field_manager(&params, &headers);
+            let response =
+                update(api.clone(), target, params, object, Write::Manager(manager)).await?;
             scale_response(response).await
         }
         (&Method::PUT, Some(_), Some("status")) => {
             let object = parse_body(&headers, &body)?;
-            update(api, target, params, object, true).await
+            update(api, target, params, object, Write::Status).await
         }
         (&Method::DELETE, Some(name), None) => {
             let options = if body.is_empty() {
@@ -770,10 +773,28 @@ async fn create(
     let resource = target.resource;
     check_writable(resource)?;
     let value = parse_body(headers, &body)?;
-    let object = object_in(resource, target.namespace.as_deref(), value)?;
+    let mut object = object_in(resource, target.namespace.as_deref(), value)?;
+    track(
+        resource,
+        None,
+        &mut object,
+        &field_manager(&params, headers),
+    );
     let dry = dry_run(&params)?;
+    let created = store_new(&api, resource, object, dry).await?;
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+/// Stores a new object (or with `dry`, checks it would be stored): its
+/// view, or AlreadyExists.
+async fn store_new(
+    api: &Arc<KubeApi>,
+    resource: &'static Resource,
+    object: Object,
+    dry: bool,
+) -> Result<Value, ApiError> {
     let notify = api.clone();
-    let created = with_store(&api, move |store| {
+    let created = with_store(api, move |store| {
         let ns = object.namespace().unwrap_or("").to_owned();
         let name = object.metadata().name.clone();
         if store.get(resource.kind, &ns, &name)?.is_some() {
@@ -797,7 +818,135 @@ async fn create(
     if !dry {
         notify.state.changed.notify_one();
     }
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(created)
+}
+
+/// How a write is recorded in managedFields.
+#[derive(Debug)]
+pub enum Write {
+    /// An ordinary write by this field manager (operation Update).
+    Manager(String),
+    /// A server-side apply, whose managedFields are already computed.
+    Applied,
+    /// A status write, which berth does not track.
+    Status,
+}
+
+/// The field manager of a write: `fieldManager`, or as kube-apiserver
+/// defaults it, the client's User-Agent up to its first `/`.
+pub fn field_manager(params: &Params, headers: &HeaderMap) -> String {
+    if let Some(manager) = params.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.clone();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|ua| !ua.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Records in `object`'s managedFields what `manager` set, given the object
+/// as it was (`None` for a create).
+fn track(resource: &Resource, old: Option<&Value>, object: &mut Object, manager: &str) {
+    let mut new = object.to_value();
+    new["apiVersion"] = resource.api_version().into();
+    new["kind"] = resource.kind.into();
+    let tracked = super::apply::track_update(
+        old,
+        &new,
+        manager,
+        &resource.api_version(),
+        &now(),
+        super::openapi::schemas(resource),
+        &super::openapi::schema_name(resource),
+    );
+    object.metadata_mut().managed_fields = tracked["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: server-side apply, which
+/// creates the object when it is missing.
+async fn server_side_apply(
+    api: Arc<KubeApi>,
+    target: Target,
+    params: Params,
+    body: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    let manager = params.get("fieldManager").cloned().unwrap_or_default();
+    if manager.is_empty() {
+        return Err(ApiError::BadRequest(
+            "fieldManager is required for apply requests".into(),
+        ));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the apply patch is not UTF-8".into()))?;
+    let applied: Value = yaml_serde::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("the apply patch is not valid YAML: {e}")))?;
+    let name = target.name.clone().unwrap_or_default();
+    if let Some(body_name) = applied["metadata"]["name"].as_str()
+        && body_name != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let live = match get(&api, &target, &name).await {
+        Ok(live) => Some(live),
+        Err(ApiError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let now = now();
+    let root = super::openapi::schema_name(resource);
+    let api_version = resource.api_version();
+    let result = super::apply::server_side_apply(&super::apply::ApplyRequest {
+        live: live.as_ref(),
+        applied: &applied,
+        manager: &manager,
+        force: flag(&params, "force"),
+        schemas: super::openapi::schemas(resource),
+        root: &root,
+        api_version: &api_version,
+        now: &now,
+    })
+    .map_err(|e| match e {
+        super::apply::ApplyError::Conflict { conflicts } => ApiError::ManagerConflict {
+            message: super::apply::ApplyError::Conflict {
+                conflicts: conflicts.clone(),
+            }
+            .to_string(),
+            causes: conflicts
+                .iter()
+                .map(|c| Cause {
+                    kind: "FieldManagerConflict",
+                    message: c.message(),
+                    field: c.field.clone(),
+                })
+                .collect(),
+        },
+        super::apply::ApplyError::Invalid(message) => ApiError::BadRequest(message),
+    })?;
+    if live.is_none() {
+        let fields = result["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut object = object_in(resource, target.namespace.as_deref(), result)?;
+        object.metadata_mut().managed_fields = fields;
+        let created = store_new(&api, resource, object, dry_run(&params)?).await?;
+        return Ok(json_response(StatusCode::CREATED, &created));
+    }
+    // The live object's resourceVersion rides along: a write between the
+    // read and this one is a 409, not lost.
+    update(api, target, params, result, Write::Applied).await
 }
 
 /// Replaces an object (or with `status`, its status) from a whole
@@ -807,8 +956,9 @@ pub async fn update(
     target: Target,
     params: Params,
     value: Value,
-    status_only: bool,
+    write: Write,
 ) -> Result<Response, ApiError> {
+    let status_only = matches!(write, Write::Status);
     let resource = target.resource;
     check_writable(resource)?;
     let name = target.name.clone().unwrap_or_default();
@@ -836,7 +986,12 @@ pub async fn update(
         if let Some(meta) = value["metadata"].as_object_mut() {
             meta.insert("name".into(), name.clone().into());
         }
-        Some(object_in(resource, target.namespace.as_deref(), value)?)
+        let applied_fields = value["metadata"]["managedFields"].as_array().cloned();
+        let mut object = object_in(resource, target.namespace.as_deref(), value)?;
+        if let (Write::Applied, Some(fields)) = (&write, applied_fields) {
+            object.metadata_mut().managed_fields = fields;
+        }
+        Some(object)
     };
     let namespace = target.namespace.clone().unwrap_or_default();
     let notify = api.clone();
@@ -863,7 +1018,10 @@ pub async fn update(
             }
             store.set_status(resource.kind, &namespace, &name, &status)?;
         } else {
-            let object = object.expect("parsed above");
+            let mut object = object.expect("parsed above");
+            if let Write::Manager(manager) = &write {
+                track(resource, Some(&super::view(&existing).object), &mut object, manager);
+            }
             if dry {
                 store.apply_dry(std::slice::from_ref(&object))?;
                 return Ok((dry_view(&object, Some(&existing)), false));
@@ -896,9 +1054,21 @@ async fn patch(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if content_type.split(';').next().map(str::trim) == Some("application/apply-patch+yaml") {
+        if target.subresource.is_some() {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        return server_side_apply(api, target, params, body).await;
+    }
+    if flag(&params, "force") {
+        return Err(ApiError::BadRequest(
+            "force is only allowed for apply patches".into(),
+        ));
+    }
+    let manager = field_manager(&params, headers);
     let Some(kind) = super::patch::PatchType::from_content_type(content_type) else {
         return Err(ApiError::UnsupportedMediaType {
-            accepted: "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json".into(),
+            accepted: "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml".into(),
         });
     };
     let name = target.name.clone().unwrap_or_default();
@@ -922,11 +1092,11 @@ async fn patch(
                 subresource: None,
                 ..target
             };
-            let response = update(api, target, params, object, false).await?;
+            let response = update(api, target, params, object, Write::Manager(manager)).await?;
             scale_response(response).await
         }
-        Some("status") => update(api, target, params, patched, true).await,
-        _ => update(api, target, params, patched, false).await,
+        Some("status") => update(api, target, params, patched, Write::Status).await,
+        _ => update(api, target, params, patched, Write::Manager(manager)).await,
     }
 }
 

@@ -39,6 +39,9 @@ pub enum ApiError {
         name: String,
         message: String,
     },
+    /// A server-side apply taking fields other managers own.
+    #[error("{message}")]
+    ManagerConflict { message: String, causes: Vec<Cause> },
     #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) }).collect::<Vec<_>>().join(", "))]
     Invalid {
         group: String,
@@ -68,7 +71,9 @@ impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchPath => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ManagerConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -84,7 +89,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchPath => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::ManagerConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
@@ -121,6 +126,12 @@ impl ApiError {
                     details.insert("group".into(), group.clone().into());
                 }
                 details.insert("kind".into(), resource.clone().into());
+            }
+            ApiError::ManagerConflict { causes, .. } => {
+                details.insert(
+                    "causes".into(),
+                    serde_json::to_value(causes).expect("causes serialise"),
+                );
             }
             ApiError::Invalid {
                 group,

@@ -212,6 +212,7 @@ impl Controllers {
                         labels: template.metadata.labels.clone(),
                         annotations,
                         owner_references: vec![owner("Deployment", "apps/v1", record)],
+                        managed_fields: Vec::new(),
                     },
                     spec: ReplicaSetSpec {
                         // Scaled up below, within the rollout's limits.
@@ -463,6 +464,7 @@ impl Controllers {
                     labels: template.metadata.labels.clone(),
                     annotations: template.metadata.annotations.clone(),
                     owner_references: vec![owner("ReplicaSet", "apps/v1", record)],
+                    managed_fields: Vec::new(),
                 },
                 spec: template.spec,
             };

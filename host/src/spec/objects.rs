@@ -58,6 +58,10 @@ pub struct ObjectMeta {
     /// ReplicaSet); deleting the owner deletes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<OwnerReference>,
+    /// Which field manager set which fields (server-side apply), as the
+    /// API server records them; the API drops what clients send here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_fields: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
