@@ -60,22 +60,21 @@ pub fn template_hash(template: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(template.to_string()))[..10].to_owned()
 }
 
-fn owned_by(record: &Record, uid: &str) -> bool {
-    record
-        .object
-        .metadata()
-        .owner_references
-        .iter()
-        .any(|o| o.uid == uid && o.controller)
-}
-
 /// The objects of `kind` in `namespace` that `owner` controls.
 fn owned(store: &Store, kind: &str, namespace: &str, owner: &Record) -> Result<Vec<Record>> {
     Ok(store
-        .list(kind, Some(namespace))?
+        .list_owned(kind, &owner.uid)?
         .into_iter()
-        .filter(|r| owned_by(r, &owner.uid))
+        .filter(|r| r.object.namespace() == Some(namespace))
         .collect())
+}
+
+/// How many pods each replica set controls, and how many of them are
+/// ready: `(total, ready)`.
+fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
+    let pods = store.list_owned("Pod", &rs.uid)?;
+    let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
+    Ok((pods.len() as u32, ready as u32))
 }
 
 fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
@@ -163,12 +162,11 @@ impl Controllers {
         )?;
 
         let owned = owned(store, "ReplicaSet", &ns, record)?;
-        let pods: Vec<Record> = store.list("Pod", Some(&ns))?;
-        let ready_of = |rs: &Record| {
-            pods.iter()
-                .filter(|p| owned_by(p, &rs.uid) && pod_ready(&p.status))
-                .count() as u32
-        };
+        let mut ready_counts = std::collections::HashMap::new();
+        for rs in &owned {
+            ready_counts.insert(rs.uid.clone(), pod_counts(store, rs)?.1);
+        }
+        let ready_of = |rs: &Record| ready_counts.get(&rs.uid).copied().unwrap_or(0);
         let replicas_of = |rs: &Record| match &rs.object {
             Object::ReplicaSet(r) => r.spec.replicas,
             _ => 0,
@@ -253,9 +251,10 @@ impl Controllers {
                         targets.push(((*rs).clone(), 0));
                     }
                 } else {
-                    let old_pods = pods
-                        .iter()
-                        .any(|p| old.iter().any(|rs| owned_by(p, &rs.uid)));
+                    let mut old_pods = false;
+                    for rs in &old {
+                        old_pods |= pod_counts(store, rs)?.0 > 0;
+                    }
                     if !old_pods {
                         targets.push((new_rs.clone(), desired));
                     }
@@ -344,20 +343,16 @@ impl Controllers {
     ) -> Result<bool> {
         let ns = record.object.namespace().unwrap_or("default").to_owned();
         let owned = owned(store, "ReplicaSet", &ns, record)?;
-        let pods = store.list("Pod", Some(&ns))?;
         let mut total = 0;
         let mut updated = 0;
         let mut ready = 0;
         for rs in &owned {
-            for pod in pods.iter().filter(|p| owned_by(p, &rs.uid)) {
-                total += 1;
-                if rs.object.metadata().name == new_name {
-                    updated += 1;
-                }
-                if pod_ready(&pod.status) {
-                    ready += 1;
-                }
+            let (pods, ready_pods) = pod_counts(store, rs)?;
+            total += pods;
+            if rs.object.metadata().name == new_name {
+                updated += pods;
             }
+            ready += ready_pods;
         }
         let desired = deployment.spec.replicas;
         let (_, unavailable) = deployment.spec.surge_and_unavailable();
@@ -407,15 +402,11 @@ impl Controllers {
     /// Unknown with Kubernetes' reason DeploymentPaused.
     fn paused_status(&self, store: &mut Store, record: &Record, owned: &[Record]) -> Result<bool> {
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let pods = store.list("Pod", Some(&ns))?;
         let (mut total, mut ready) = (0u32, 0u32);
         for rs in owned {
-            for pod in pods.iter().filter(|p| owned_by(p, &rs.uid)) {
-                total += 1;
-                if pod_ready(&pod.status) {
-                    ready += 1;
-                }
-            }
+            let (pods, ready_pods) = pod_counts(store, rs)?;
+            total += pods;
+            ready += ready_pods;
         }
         let mut status = record.status.clone();
         if !status.is_object() {

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS objects (
     created TEXT NOT NULL,
     object TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT '{}',
+    owner TEXT,
     PRIMARY KEY (kind, namespace, name)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -336,6 +337,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate_owner_column(&conn)?;
         // Every statement the store runs stays prepared (about twenty).
         conn.set_prepared_statement_cache_capacity(64);
         let current: u64 = conn
@@ -430,10 +432,10 @@ impl Store {
             let version = next_version(&tx)?;
             let outcome = match stored {
                 None => {
-                    tx.prepare_cached("INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7)")?
+                    tx.prepare_cached("INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object, owner)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)")?
 .execute(
-                        params![kind, namespace, name, new_uid(), version, now(), text],
+                        params![kind, namespace, name, new_uid(), version, now(), text, controller_of(object)],
                     )?;
                     Outcome::Created
                 }
@@ -446,10 +448,10 @@ impl Store {
                         generation + 1
                     };
                     tx.prepare_cached(
-                        "UPDATE objects SET object = ?4, generation = ?5, resource_version = ?6
+                        "UPDATE objects SET object = ?4, generation = ?5, resource_version = ?6, owner = ?7
                          WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
                     )?
-                    .execute(params![kind, namespace, name, text, generation, version])?;
+                    .execute(params![kind, namespace, name, text, generation, version, controller_of(object)])?;
                     Outcome::Configured
                 }
             };
@@ -577,6 +579,35 @@ impl Store {
             self.parsed
                 .borrow_mut()
                 .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
+        }
+        Ok(records)
+    }
+
+    /// Objects of `kind` whose controlling owner has `owner_uid`, by name:
+    /// an index lookup, so a controller's pass costs what it owns, not
+    /// every object of the kind.
+    pub fn list_owned(&self, kind: &str, owner_uid: &str) -> Result<Vec<Record>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
+             WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
+        )?;
+        let rows = statement.query_map(params![kind, owner_uid], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                (
+                    row.get::<_, String>(1)?,
+                    row.get::<_, u64>(2)?,
+                    row.get::<_, u64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
+                ),
+            ))
+        })?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (name, fields) = row?;
+            records.push(self.record(kind, &name, fields)?);
         }
         Ok(records)
     }
@@ -872,6 +903,38 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The uid of the object's controlling owner, kept in its own indexed
+/// column for [`Store::list_owned`].
+fn controller_of(object: &Object) -> Option<&str> {
+    object
+        .metadata()
+        .owner_references
+        .iter()
+        .find(|o| o.controller)
+        .map(|o| o.uid.as_str())
+}
+
+/// Databases made before the owner column get it, filled from each
+/// object's ownerReferences, and its index.
+fn migrate_owner_column(conn: &Connection) -> Result<()> {
+    let has_owner = conn
+        .prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'owner'")?
+        .exists([])?;
+    if !has_owner {
+        conn.execute_batch(
+            "ALTER TABLE objects ADD COLUMN owner TEXT;
+             UPDATE objects SET owner = (
+                 SELECT json_extract(value, '$.uid')
+                 FROM json_each(json_extract(objects.object, '$.metadata.ownerReferences'))
+                 WHERE json_extract(value, '$.controller') = 1
+                 LIMIT 1
+             );",
+        )?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS objects_by_owner ON objects (kind, owner);")?;
+    Ok(())
 }
 
 type Row = (String, u64, u64, String, String, String);

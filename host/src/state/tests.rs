@@ -181,3 +181,45 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
     let now = store.get("Deployment", "default", "web").unwrap().unwrap();
     assert_ne!(now.status["readyReplicas"], 7);
 }
+
+const OWNED_PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: rs, uid: owner-1, controller: true}]\nspec: {containers: [{name: c, image: web:1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: rs, uid: owner-2, controller: true}]\nspec: {containers: [{name: c, image: web:1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: c}\nspec: {containers: [{name: c, image: web:1}]}\n";
+
+#[test]
+fn objects_are_found_by_their_controlling_owner() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(OWNED_PODS)).unwrap();
+    let owned: Vec<String> = store
+        .list_owned("Pod", "owner-1")
+        .unwrap()
+        .iter()
+        .map(|r| r.object.metadata().name.clone())
+        .collect();
+    assert_eq!(owned, ["a"]);
+    // Orphaned, the pod leaves its owner's list.
+    let orphan = objects(&OWNED_PODS.replace(
+        "uid: owner-1, controller: true",
+        "uid: owner-1, controller: false",
+    ));
+    store.apply(&orphan).unwrap();
+    assert!(store.list_owned("Pod", "owner-1").unwrap().is_empty());
+    assert_eq!(store.list_owned("Pod", "owner-2").unwrap().len(), 1);
+}
+
+#[test]
+fn a_database_from_before_the_owner_index_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.apply(&objects(OWNED_PODS)).unwrap();
+        // As an older berth left it: no owner column.
+        store
+            .conn
+            .execute_batch("DROP INDEX objects_by_owner; ALTER TABLE objects DROP COLUMN owner;")
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let owned = store.list_owned("Pod", "owner-2").unwrap();
+    assert_eq!(owned.len(), 1);
+    assert_eq!(owned[0].object.metadata().name, "b");
+}
