@@ -253,6 +253,9 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         "name",
     ]);
     assert_eq!(selected.stdout.lines().count(), 3, "{}", selected.stdout);
+    // Pages of one, as kubectl asks with --chunk-size, still list them all.
+    let paged = k.ok(&["get", "pods", "-A", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(paged.stdout.lines().count(), 3, "{}", paged.stdout);
     let none = k.run(&["get", "pods", "-n", "shop", "-l", "app=db"]);
     assert!(
         none.stderr

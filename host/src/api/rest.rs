@@ -458,6 +458,10 @@ impl Selectors {
     pub fn matches(&self, object: &Value) -> bool {
         self.labels.matches_object(object) && self.fields.matches(object)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
 }
 
 /// A continue token: where the next page starts, and the list's version.
@@ -500,6 +504,34 @@ async fn list(api: &Arc<KubeApi>, target: &Target, params: &Params) -> Result<Li
         .transpose()?;
     let resource = target.resource;
     let namespace = target.namespace.clone();
+    // A page of stored objects with nothing to filter is read as a page
+    // (kubectl pages by 500: reading all for each page is quadratic).
+    if let Some(limit) = limit
+        && resource.source == Source::Stored
+        && resource.kind != "Namespace"
+        && selectors.is_empty()
+    {
+        let (records, version) = with_store(api, move |store| {
+            let version = store.current_version()?;
+            let after = after
+                .as_ref()
+                .map(|(ns, name)| (ns.as_str(), name.as_str()));
+            let records = store.list_page(resource.kind, namespace.as_deref(), after, limit + 1)?;
+            Ok((records, version))
+        })
+        .await?;
+        let mut items: Vec<Value> = records.iter().map(|r| super::view(r).object).collect();
+        let mut continue_token = None;
+        if items.len() > limit {
+            items.truncate(limit);
+            continue_token = items.last().map(|last| encode_continue(version, last));
+        }
+        return Ok(Listed {
+            items,
+            resource_version: version,
+            continue_token,
+        });
+    }
     let reader = api.clone();
     let (items, version) = with_store(api, move |store| {
         read_all(&reader, store, resource, namespace.as_deref())

@@ -99,6 +99,10 @@ impl LabelSelector {
         Ok(LabelSelector(terms))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|term| match term {
             Term::Equals(k, v) => labels.get(k) == Some(v),
@@ -173,6 +177,10 @@ impl FieldSelector {
             terms.push((field.to_owned(), equal, value.trim().to_owned()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, object: &Value) -> bool {

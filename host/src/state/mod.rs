@@ -583,6 +583,48 @@ impl Store {
         Ok(records)
     }
 
+    /// A page of [`Store::list`]: at most `limit` objects after the key
+    /// `after` (namespace, name), read by the primary key's order, so a
+    /// paged list costs its page, not every object of the kind.
+    pub fn list_page(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let (after_ns, after_name) = after.unzip();
+        let mut statement = self.conn.prepare_cached(
+            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
+             WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
+               AND (?3 IS NULL OR (namespace, name) > (?3, ?4))
+             ORDER BY namespace, name LIMIT ?5",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(
+            params![kind, namespace, after_ns, after_name, limit],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    (
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u64>(2)?,
+                        row.get::<_, u64>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, String>(5)?,
+                        row.get::<_, String>(6)?,
+                    ),
+                ))
+            },
+        )?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (name, fields) = row?;
+            records.push(self.record(kind, &name, fields)?);
+        }
+        Ok(records)
+    }
+
     /// Objects of `kind` whose controlling owner has `owner_uid`, by name:
     /// an index lookup, so a controller's pass costs what it owns, not
     /// every object of the kind.

@@ -223,3 +223,33 @@ fn a_database_from_before_the_owner_index_is_migrated() {
     assert_eq!(owned.len(), 1);
     assert_eq!(owned[0].object.metadata().name, "b");
 }
+
+#[test]
+fn pages_follow_the_key_order_and_end() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(OWNED_PODS)).unwrap();
+    let names = |records: Vec<Record>| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| r.object.metadata().name.clone())
+            .collect()
+    };
+    assert_eq!(
+        names(store.list_page("Pod", None, None, 2).unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(
+            store
+                .list_page("Pod", None, Some(("default", "b")), 2)
+                .unwrap()
+        ),
+        ["c"]
+    );
+    assert!(
+        store
+            .list_page("Pod", Some("other"), None, 2)
+            .unwrap()
+            .is_empty()
+    );
+}
