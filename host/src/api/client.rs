@@ -18,14 +18,36 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    call_as(socket, method, path, "application/json", body).await
+}
+
+/// [`call`] with a body of another JSON media type (a merge patch).
+pub async fn call_as(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let (mut sender, auth) = open(socket).await?;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = build(method, path, auth.as_deref(), Bytes::from(bytes))?;
+    let request = build(
+        method,
+        path,
+        content_type,
+        auth.as_deref(),
+        Bytes::from(bytes),
+    )?;
     let response = sender
         .send_request(request)
         .await
         .context("talking to the daemon")?;
     let status = response.status().as_u16();
+    if status == 401 {
+        anyhow::bail!(
+            "this berth daemon refused the request: it needs its API token (BERTH_TOKEN or BERTH_TOKEN_FILE)"
+        );
+    }
     let body = response
         .into_body()
         .collect()
@@ -43,6 +65,7 @@ pub async fn call(
 fn build(
     method: &str,
     path: &str,
+    content_type: &str,
     auth: Option<&str>,
     body: Bytes,
 ) -> anyhow::Result<http::Request<Full<Bytes>>> {
@@ -50,7 +73,7 @@ fn build(
         .method(method)
         .uri(path)
         .header(http::header::HOST, "berth")
-        .header(http::header::CONTENT_TYPE, "application/json");
+        .header(http::header::CONTENT_TYPE, content_type);
     if let Some(auth) = auth {
         request = request.header(http::header::AUTHORIZATION, auth);
     }
@@ -102,12 +125,41 @@ async fn open(socket: &Path) -> anyhow::Result<(Sender, Option<String>)> {
     Ok((sender, None))
 }
 
-/// The error message of a failed call.
+/// The error message of a failed call: a Kubernetes Status's message, or
+/// the private API's error.
 pub fn error_of(json: &serde_json::Value) -> String {
-    json.get("error")
+    json.get("message")
+        .or_else(|| json.get("error"))
         .and_then(|e| e.as_str())
         .unwrap_or("the daemon refused the request")
         .to_owned()
+}
+
+/// The Kubernetes API path of `kind`'s objects: in `namespace` (all of
+/// them with `None`), or the one `name`d.
+pub fn path(kind: &str, namespace: Option<&str>, name: Option<&str>) -> anyhow::Result<String> {
+    let resource = super::resources::by_kind(kind)
+        .with_context(|| format!("berth's API has no kind {kind}"))?;
+    let mut path = if resource.group.is_empty() {
+        format!("/api/{}", resource.version)
+    } else {
+        format!("/apis/{}/{}", resource.group, resource.version)
+    };
+    if let Some(ns) = namespace.filter(|_| resource.namespaced) {
+        path.push_str(&format!("/namespaces/{ns}"));
+    }
+    path.push('/');
+    path.push_str(resource.plural);
+    if let Some(name) = name {
+        path.push('/');
+        path.push_str(name);
+    }
+    Ok(path)
+}
+
+/// Percent-encodes a query parameter's value.
+pub fn query_value(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// `GET path`, copying the body to stdout as it arrives (for `logs -f`).
@@ -115,7 +167,13 @@ pub fn error_of(json: &serde_json::Value) -> String {
 pub async fn get_streaming(socket: &Path, path: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let (mut sender, auth) = open(socket).await?;
-    let request = build("GET", path, auth.as_deref(), Bytes::new())?;
+    let request = build(
+        "GET",
+        path,
+        "application/json",
+        auth.as_deref(),
+        Bytes::new(),
+    )?;
     let response = sender
         .send_request(request)
         .await

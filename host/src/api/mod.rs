@@ -25,7 +25,7 @@ mod openapi;
 mod patch;
 pub mod pki;
 mod protobuf;
-mod resources;
+pub(crate) mod resources;
 mod rest;
 mod selector;
 mod server;
@@ -338,45 +338,6 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let listener = listener?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
-}
-
-/// The API for TCP clients: every request must carry
-/// `Authorization: Bearer <token>`, or gets 401.
-pub fn router_with_token(state: Arc<ApiState>, token: Arc<str>) -> Router {
-    router(state).layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
-            async move {
-                let presented = request
-                    .headers()
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                match presented {
-                    Some(p) if same_secret(p.as_bytes(), token.as_bytes()) => {
-                        next.run(request).await
-                    }
-                    _ => {
-                        let mut response = error(
-                            StatusCode::UNAUTHORIZED,
-                            "this berth daemon needs its API token (BERTH_TOKEN or BERTH_TOKEN_FILE)",
-                        );
-                        response.headers_mut().insert(
-                            axum::http::header::WWW_AUTHENTICATE,
-                            axum::http::HeaderValue::from_static("Bearer realm=\"berth\""),
-                        );
-                        response
-                    }
-                }
-            }
-        },
-    ))
-}
-
-/// Compares without stopping at the first difference, so the time taken
-/// tells nothing of how much of a guess was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads the API token from `path`: one line, at least 16 characters, in a

@@ -280,6 +280,16 @@ pub fn of_kind(kind: &str) -> Option<&'static Resource> {
         .find(|r| r.kind == kind && r.source == Source::Stored)
 }
 
+/// The resource a client means by `kind`: the stored one, else the
+/// core group's (Event is served in core/v1 and events.k8s.io/v1).
+pub fn by_kind(kind: &str) -> Option<&'static Resource> {
+    of_kind(kind).or_else(|| {
+        RESOURCES
+            .iter()
+            .find(|r| r.kind == kind && r.group.is_empty())
+    })
+}
+
 /// The group-versions served, in the order discovery lists them.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut seen: Vec<(&str, &str)> = Vec::new();

@@ -573,20 +573,14 @@ fn decoded_len(base64: &str) -> usize {
 }
 
 fn events(kind: &str, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let (code, events) = runtime()?.block_on(call(
-        &socket_path(),
-        "GET",
-        &format!("/events?namespace={namespace}"),
-        None,
-    ))?;
+    let path = crate::api::client::path("Event", Some(namespace), None)?
+        + "?fieldSelector="
+        + &crate::api::client::query_value(&format!(
+            "involvedObject.kind={kind},involvedObject.name={name}"
+        ));
+    let (code, events) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
     let events: Vec<Value> = if code == 200 {
-        events
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["kind"] == kind && e["name"] == name)
-            .cloned()
-            .collect()
+        events["items"].as_array().cloned().unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -600,7 +594,7 @@ fn events(kind: &str, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
                 "  {:<8} {:<18} {:<6} {}",
                 text(&e["type"]),
                 text(&e["reason"]),
-                age(text(&e["time"])),
+                age(text(&e["lastTimestamp"])),
                 text(&e["message"])
             );
         }

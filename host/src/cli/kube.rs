@@ -1,7 +1,6 @@
 //! The Kubernetes-style half of the CLI: `berth daemon`, and `apply`,
 //! `get`, `delete`, which talk to it over its control socket.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -230,7 +229,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         let api = tokio::spawn(
             axum::serve(
                 listener,
-                crate::api::router(state.clone()).merge(crate::api::kube_router(kube)),
+                crate::api::router(state.clone()).merge(crate::api::kube_router(kube.clone())),
             )
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
@@ -243,7 +242,10 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 let bound = listener.local_addr()?;
                 let serving = axum::serve(
                     listener,
-                    crate::api::router_with_token(state.clone(), token),
+                    crate::api::with_token(
+                        crate::api::router(state.clone()).merge(crate::api::kube_router(kube)),
+                        token,
+                    ),
                 )
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .into_future();
@@ -398,27 +400,6 @@ pub struct GetArgs {
     output: Option<String>,
 }
 
-fn label_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .all(|term| {
-            if let Some((k, v)) = term.split_once("!=") {
-                labels.get(k.trim()).map(String::as_str) != Some(v.trim())
-            } else if let Some((k, v)) = term.split_once('=') {
-                labels
-                    .get(k.trim().trim_end_matches('='))
-                    .map(String::as_str)
-                    == Some(v.trim())
-            } else if let Some(k) = term.strip_prefix('!') {
-                !labels.contains_key(k)
-            } else {
-                labels.contains_key(term)
-            }
-        })
-}
-
 /// kubectl's AGE: the largest unit that fits (`45s`, `12m`, `5h`, `3d`).
 pub(super) fn age(created: &str) -> String {
     let Ok(then) = humantime::parse_rfc3339(created) else {
@@ -438,16 +419,8 @@ pub(super) fn age(created: &str) -> String {
 
 /// `berth get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
 fn get_events(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let path = if args.all_namespaces {
-        "/events".to_owned()
-    } else {
-        format!("/events?namespace={}", args.namespace)
-    };
-    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
-    if status != 200 {
-        anyhow::bail!("{}", error_of(&reply));
-    }
-    let events = reply.as_array().cloned().unwrap_or_default();
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let events = list_in("Event", namespace, None)?;
     if events.is_empty() {
         eprintln!("No events found.");
         return Ok(ExitCode::SUCCESS);
@@ -458,12 +431,15 @@ fn get_events(args: &GetArgs) -> anyhow::Result<ExitCode> {
     for e in events {
         let object = format!(
             "{}/{}",
-            e["kind"].as_str().unwrap_or("").to_ascii_lowercase(),
-            e["name"].as_str().unwrap_or("")
+            e["involvedObject"]["kind"]
+                .as_str()
+                .unwrap_or("")
+                .to_ascii_lowercase(),
+            e["involvedObject"]["name"].as_str().unwrap_or("")
         );
         println!(
             "{:<11} {:<9} {:<19} {:<40} {}",
-            age(e["time"].as_str().unwrap_or("")),
+            age(e["lastTimestamp"].as_str().unwrap_or("")),
             e["type"].as_str().unwrap_or(""),
             e["reason"].as_str().unwrap_or(""),
             object,
@@ -483,32 +459,13 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             args.kind
         )
     })?;
-    let path = if args.all_namespaces || kind == "Namespace" {
-        format!("/objects/{kind}")
-    } else {
-        format!("/objects/{kind}?namespace={}", args.namespace)
-    };
-    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
-    if status != 200 {
-        anyhow::bail!("{}", error_of(&reply));
-    }
-    let mut objects: Vec<serde_json::Value> = reply
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let mut objects: Vec<serde_json::Value> = list_in(kind, namespace, args.selector.as_deref())?
         .into_iter()
-        .map(|v| v["object"].clone())
         .filter(|o| {
             args.name
                 .as_deref()
                 .is_none_or(|n| o["metadata"]["name"] == n)
-        })
-        .filter(|o| {
-            args.selector.as_deref().is_none_or(|s| {
-                let labels: BTreeMap<String, String> =
-                    serde_json::from_value(o["metadata"]["labels"].clone()).unwrap_or_default();
-                label_matches(s, &labels)
-            })
         })
         .collect();
     if let Some(name) = &args.name
@@ -716,22 +673,18 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let mut failed = false;
     for (kind, namespace, name) in targets {
-        let ns = if namespace.is_empty() {
-            "-"
-        } else {
-            &namespace
-        };
-        let (status, reply) = rt.block_on(call(
-            &socket_path(),
-            "DELETE",
-            &format!("/objects/{kind}/{ns}/{name}"),
-            None,
-        ))?;
-        if status == 200 {
-            println!("{}/{name} deleted", kind.to_ascii_lowercase());
-        } else {
-            eprintln!("berth: error: {}", error_of(&reply));
-            failed = true;
+        let path = crate::api::client::path(&kind, Some(&namespace), Some(&name))?;
+        let (status, reply) = rt.block_on(call(&socket_path(), "DELETE", &path, None))?;
+        match status {
+            200 | 202 => println!("{}/{name} deleted", kind.to_ascii_lowercase()),
+            404 => {
+                eprintln!("berth: error: {kind} {name} not found");
+                failed = true;
+            }
+            _ => {
+                eprintln!("berth: error: {}", error_of(&reply));
+                failed = true;
+            }
         }
     }
     Ok(if failed {
@@ -760,9 +713,15 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_of(kind)
         .filter(|k| *k == "Deployment" || *k == "ReplicaSet")
         .with_context(|| format!("{kind:?} cannot be scaled (deployments and replicasets can)"))?;
-    let path = format!("/scale/{kind}/{}/{name}", args.namespace);
-    let body = serde_json::json!({"replicas": args.replicas});
-    let (status, reply) = runtime()?.block_on(call(&socket_path(), "POST", &path, Some(body)))?;
+    let path = crate::api::client::path(kind, Some(&args.namespace), Some(name))? + "/scale";
+    let body = serde_json::json!({"spec": {"replicas": args.replicas}});
+    let (status, reply) = runtime()?.block_on(crate::api::client::call_as(
+        &socket_path(),
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        Some(body),
+    ))?;
     if status != 200 {
         anyhow::bail!("{}", error_of(&reply));
     }
@@ -872,23 +831,7 @@ pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             let deadline = std::time::Instant::now() + timeout;
             let mut last = String::new();
             loop {
-                let (status, reply) = rt.block_on(call(
-                    &socket_path(),
-                    "GET",
-                    &format!("/objects/Deployment?namespace={namespace}"),
-                    None,
-                ))?;
-                if status != 200 {
-                    anyhow::bail!("{}", error_of(&reply));
-                }
-                let deployment = reply
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| &v["object"])
-                    .find(|o| o["metadata"]["name"] == name)
-                    .cloned()
-                    .with_context(|| format!("deployment {name} not found"))?;
+                let deployment = fetch("Deployment", &namespace, name)?;
                 let s = &deployment["status"];
                 let n = |k: &str| s[k].as_u64().unwrap_or(0);
                 let want = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
@@ -986,42 +929,47 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 
 /// The objects of `kind` in `namespace` (every one, for namespaces).
 pub(super) fn list(kind: &str, namespace: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let path = if kind == "Namespace" {
-        format!("/objects/{kind}")
-    } else {
-        format!("/objects/{kind}?namespace={namespace}")
-    };
+    list_in(kind, Some(namespace), None)
+}
+
+/// The objects of `kind` through the Kubernetes API: in `namespace`, or
+/// in all with `None`; with a label selector the server evaluates.
+pub(super) fn list_in(
+    kind: &str,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut path = crate::api::client::path(kind, namespace, None)?;
+    if let Some(selector) = selector {
+        path.push_str("?labelSelector=");
+        path.push_str(&crate::api::client::query_value(selector));
+    }
     let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
     if status != 200 {
         anyhow::bail!("{}", error_of(&reply));
     }
-    Ok(reply
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|v| v["object"].clone())
-        .collect())
+    Ok(reply["items"].as_array().cloned().unwrap_or_default())
 }
 
-/// One object as the API lists it, or an error naming it.
+/// One object as the API serves it, or an error naming it.
 pub(super) fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::Value> {
-    list(kind, namespace)?
-        .into_iter()
-        .find(|o| o["metadata"]["name"] == name)
-        .with_context(|| format!("{} {name} not found", kind.to_ascii_lowercase()))
+    let path = crate::api::client::path(kind, Some(namespace), Some(name))?;
+    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
+    match status {
+        200 => Ok(reply),
+        404 => anyhow::bail!("{} {name} not found", kind.to_ascii_lowercase()),
+        _ => anyhow::bail!("{}", error_of(&reply)),
+    }
 }
 
 /// `berth ps`: every container the daemon runs, as `docker ps` lists them.
 pub fn ps() -> anyhow::Result<ExitCode> {
-    let (status, reply) = runtime()?.block_on(call(&socket_path(), "GET", "/objects/Pod", None))?;
-    if status != 200 {
-        anyhow::bail!("{}", error_of(&reply));
-    }
+    let pods = list_in("Pod", None, None)?;
     println!(
         "{:<16} {:<40} {:<12} {:<24} {:<18} ENDPOINT",
         "NAMESPACE", "POD", "CONTAINER", "IMAGE", "STATUS"
     );
-    for pod in reply.as_array().into_iter().flatten().map(|v| &v["object"]) {
+    for pod in &pods {
         for (i, c) in pod["spec"]["containers"]
             .as_array()
             .into_iter()
@@ -1307,12 +1255,14 @@ pub struct LogsArgs {
 /// `berth logs POD [-c C] [-f] [--previous]`: what the container wrote.
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let pod = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
-    let mut path = format!(
-        "/logs/{}/{pod}?previous={}&follow={}",
-        args.namespace, args.previous, args.follow
-    );
+    let mut path = crate::api::client::path("Pod", Some(&args.namespace), Some(pod))?;
+    path.push_str(&format!(
+        "/log?previous={}&follow={}",
+        args.previous, args.follow
+    ));
     if let Some(c) = &args.container {
-        path.push_str(&format!("&container={c}"));
+        path.push_str("&container=");
+        path.push_str(&crate::api::client::query_value(c));
     }
     runtime()?.block_on(crate::api::client::get_streaming(&socket_path(), &path))?;
     Ok(ExitCode::SUCCESS)
