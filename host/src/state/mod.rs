@@ -548,13 +548,15 @@ impl Store {
         })
     }
 
-    /// Objects of `kind`, in `namespace` or in all of them, by namespace and name.
-    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<Record>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
-             WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
-        )?;
-        let rows = statement.query_map(params![kind, namespace], |row| {
+    /// The records a `SELECT name, uid, resource_version, generation,
+    /// created, object, status` over objects of `kind` yields.
+    fn records(
+        &self,
+        kind: &str,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Record>> {
+        let rows = statement.query_map(params, |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 (
@@ -572,6 +574,16 @@ impl Store {
             let (name, fields) = row?;
             records.push(self.record(kind, &name, fields)?);
         }
+        Ok(records)
+    }
+
+    /// Objects of `kind`, in `namespace` or in all of them, by namespace and name.
+    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<Record>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
+             WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
+        )?;
+        let records = self.records(kind, &mut statement, params![kind, namespace])?;
         if namespace.is_none() {
             // Every object of the kind was seen: forget the deleted ones.
             let seen: std::collections::HashSet<&str> =
@@ -601,28 +613,11 @@ impl Store {
              ORDER BY namespace, name LIMIT ?5",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = statement.query_map(
+        self.records(
+            kind,
+            &mut statement,
             params![kind, namespace, after_ns, after_name, limit],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    (
-                        row.get::<_, String>(1)?,
-                        row.get::<_, u64>(2)?,
-                        row.get::<_, u64>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, String>(5)?,
-                        row.get::<_, String>(6)?,
-                    ),
-                ))
-            },
-        )?;
-        let mut records = Vec::new();
-        for row in rows {
-            let (name, fields) = row?;
-            records.push(self.record(kind, &name, fields)?);
-        }
-        Ok(records)
+        )
     }
 
     /// Objects of `kind` whose controlling owner has `owner_uid`, by name:
@@ -633,25 +628,7 @@ impl Store {
             "SELECT name, uid, resource_version, generation, created, object, status FROM objects
              WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
         )?;
-        let rows = statement.query_map(params![kind, owner_uid], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                (
-                    row.get::<_, String>(1)?,
-                    row.get::<_, u64>(2)?,
-                    row.get::<_, u64>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                ),
-            ))
-        })?;
-        let mut records = Vec::new();
-        for row in rows {
-            let (name, fields) = row?;
-            records.push(self.record(kind, &name, fields)?);
-        }
-        Ok(records)
+        self.records(kind, &mut statement, params![kind, owner_uid])
     }
 
     /// Deletes an object (a namespace with all it holds); whether it existed.
