@@ -19,7 +19,25 @@ pub fn compile_cache_dir() -> PathBuf {
     berth_home().join("cache").join("compiled")
 }
 
-/// Where the daemon keeps each pod's volumes and logs, by pod uid.
-pub fn pods_dir() -> PathBuf {
-    berth_home().join("pods")
+/// `berth up`'s own home for the project at `project` (a directory or its
+/// first manifest): its state, API certificates, kubeconfig, socket and
+/// pods, apart from a daemon's and from `up` in another project, so the
+/// two never collide. One per project, so its kubeconfig stays put.
+pub fn up_home(project: &std::path::Path) -> PathBuf {
+    use sha2::Digest as _;
+    let canonical = project
+        .canonicalize()
+        .unwrap_or_else(|_| project.to_path_buf());
+    let name: String = canonical
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(32)
+        .collect();
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    berth_home()
+        .join("up")
+        .join(format!("{name}-{}", &hex::encode(digest)[..8]))
 }

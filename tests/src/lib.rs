@@ -133,11 +133,20 @@ pub struct Finished {
 
 /// Runs `berth ARGS` to completion with `home` as `$BERTH_HOME`.
 pub fn berth(home: &Path, args: &[&str]) -> Finished {
+    berth_with(home, &[], args)
+}
+
+/// [`berth`] with more environment (`KUBECONFIG`, say).
+pub fn berth_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished {
     let out = Command::new(berth_bin())
         .args(args)
         .env("BERTH_HOME", home)
         .env("BERTH_INGRESS", "127.0.0.1:0")
         .env("BERTH_API_LISTEN", "127.0.0.1:0")
+        // berth's commands follow a KUBECONFIG whose context is berth's:
+        // the tester's own must not point them elsewhere.
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
         .output()
         .expect("running berth");
     Finished {
@@ -203,6 +212,7 @@ impl BerthRun {
             // Daemons side by side: each its own ingress and API port.
             .env("BERTH_INGRESS", "127.0.0.1:0")
             .env("BERTH_API_LISTEN", "127.0.0.1:0")
+            .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

@@ -663,15 +663,14 @@ async fn a_rollout_finishes_after_the_daemon_is_killed_and_undo_goes_back() {
         home.path(),
         &["rollout", "history", "deployment/web"],
     ));
-    assert!(
-        history
-            .stdout
-            .lines()
-            .nth(4)
-            .is_some_and(|l| l.starts_with("3 ")),
-        "{}",
-        history.stdout
-    );
+    // As on a cluster: revision 1's ReplicaSet is revision 3 now.
+    let revisions: Vec<&str> = history
+        .stdout
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{}", history.stdout);
     let missing = berth(
         home.path(),
         &["rollout", "undo", "deployment/web", "--to-revision", "9"],
@@ -864,6 +863,9 @@ async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
             "metadata: {name: app}\nspec:\n  replicas: 2\n",
         ),
     );
+    // A daemon in the same home runs beside `up`, which keeps its own state,
+    // socket, API and kubeconfig.
+    let _daemon = daemon(home.path());
     let mut up = BerthRun::start_command(home.path(), &["up", project.path().to_str().unwrap()]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !up.stdout().contains("berth up: 2 pods ready") {
@@ -880,9 +882,39 @@ async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
         "{}",
         up.stdout()
     );
-    // The usual commands reach the daemon `up` runs.
-    let running = wait_ready(home.path(), 2);
-    let reply = berth_tests::get(&format!("http://{}/", running[0].1)).await;
+    let kubeconfig = up
+        .stdout()
+        .lines()
+        .find_map(|l| {
+            l.split_once("(KUBECONFIG=")
+                .map(|(_, k)| k.trim_end_matches(')').to_owned())
+        })
+        .expect("up says where its kubeconfig is");
+    let up_home = Path::new(&kubeconfig).parent().unwrap().to_owned();
+    assert!(up_home.starts_with(home.path().join("up")), "{kubeconfig}");
+    // berth's commands reach `up` through the KUBECONFIG it printed; the
+    // daemon's own socket shows none of its pods.
+    let listed = berth_tests::berth_with(
+        home.path(),
+        &[("KUBECONFIG", &kubeconfig)],
+        &["get", "pods", "-o", "json"],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&ok(listed).stdout).unwrap();
+    let endpoints: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| berth_tests::kube::is_ready(p))
+        .map(|p| {
+            p["status"]["containerStatuses"][0]["endpoint"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(endpoints.len(), 2, "{listed:#}");
+    assert!(pods(home.path()).is_empty());
+    let reply = berth_tests::get(&format!("http://{}/", endpoints[0])).await;
     assert_eq!(reply.status, 200);
 
     up.terminate();
@@ -891,19 +923,11 @@ async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
         .expect("berth up exits");
     assert!(status.success(), "{status}: {}", up.log());
     assert!(
-        std::net::TcpStream::connect(&running[0].1).is_err(),
+        std::net::TcpStream::connect(&endpoints[0]).is_err(),
         "pods stopped"
     );
-    let left = std::fs::read_dir(home.path().join("pods")).map_or(0, |d| d.count());
+    let left = std::fs::read_dir(up_home.join("pods")).map_or(0, |d| d.count());
     assert_eq!(left, 0);
-    // What up applied is gone: a daemon started later runs nothing.
-    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
-    assert!(pods(home.path()).is_empty());
-    assert!(
-        ok(berth(home.path(), &["get", "deploy", "-A"]))
-            .stdout
-            .is_empty()
-    );
 }
 
 #[test]
@@ -962,50 +986,18 @@ fn logs_show_what_a_container_wrote_now_before_and_as_it_goes() {
     );
 }
 
-#[tokio::test]
-async fn the_api_over_tcp_serves_only_clients_with_the_token() {
-    use std::os::unix::fs::PermissionsExt as _;
+#[test]
+fn a_cli_elsewhere_reaches_the_daemon_through_its_kubeconfig() {
     let home = tempfile::tempdir().unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let token_file = secrets.path().join("token");
-    std::fs::write(&token_file, "s3cret-token-of-berth-0123456789\n").unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let token = token_file.to_str().unwrap();
-    // A token others can read is refused before anything starts.
-    let out = berth(
-        home.path(),
-        &["daemon", "--listen", "127.0.0.1:0", "--token-file", token],
-    );
-    assert!(!out.success);
-    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-
-    let daemon = BerthRun::start_command(
-        home.path(),
-        &["daemon", "--listen", "127.0.0.1:0", "--token-file", token],
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let api = loop {
-        if let Some(line) = daemon
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("berth: API on ").map(str::to_owned))
-        {
-            break line.split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", daemon.stdout());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    // A client elsewhere (no socket in its home) reaches it with the token.
+    let _daemon = daemon(home.path());
+    // A client elsewhere (no socket in its home) with a copy of the
+    // daemon's kubeconfig reaches it over HTTPS with its token.
     let elsewhere = tempfile::tempdir().unwrap();
-    let remote = |auth: (&str, &str), args: &[&str]| {
-        std::process::Command::new(berth_tests::berth_bin())
-            .args(args)
-            .env("BERTH_HOME", elsewhere.path())
-            .env("BERTH_HOST", &api)
-            .env(auth.0, auth.1)
-            .output()
-            .unwrap()
+    let copy = elsewhere.path().join("kubeconfig");
+    std::fs::copy(home.path().join("kubeconfig"), &copy).unwrap();
+    let kubeconfig = copy.to_str().unwrap();
+    let remote = |kubeconfig: &str, args: &[&str]| {
+        berth_tests::berth_with(elsewhere.path(), &[("KUBECONFIG", kubeconfig)], args)
     };
     let dir = tempfile::tempdir().unwrap();
     let file = write(
@@ -1013,23 +1005,39 @@ async fn the_api_over_tcp_serves_only_clients_with_the_token() {
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: remote}\ndata: {a: b}\n",
     );
-    let applied = remote(("BERTH_TOKEN_FILE", token), &["apply", "-f", &file]);
-    assert!(applied.status.success(), "{applied:?}");
-    let listed = remote(("BERTH_TOKEN_FILE", token), &["get", "cm"]);
+    let applied = ok(remote(kubeconfig, &["apply", "-f", &file]));
+    assert_eq!(applied.stdout, "configmap/remote created\n");
+    let listed = ok(remote(kubeconfig, &["get", "cm"]));
+    assert!(listed.stdout.contains("remote"), "{}", listed.stdout);
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains("remote"),
-        "{listed:?}"
+        ok(berth(home.path(), &["get", "cm"]))
+            .stdout
+            .contains("remote")
     );
-    // A wrong token, or none, is turned away.
-    let wrong = remote(("BERTH_TOKEN", "not-the-token-at-all-0000"), &["get", "cm"]);
-    assert!(!wrong.status.success());
+
+    // A wrong token is turned away, saying so.
+    let text = std::fs::read_to_string(&copy).unwrap();
+    let wrong = elsewhere.path().join("wrong");
+    let token = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap();
+    std::fs::write(&wrong, text.replace(token, "not-the-token-at-all-0000")).unwrap();
+    let refused = remote(wrong.to_str().unwrap(), &["get", "cm"]);
+    assert!(!refused.success);
+    assert!(refused.stderr.contains("token"), "{}", refused.stderr);
+
+    // Another cluster's kubeconfig is kubectl's business: berth keeps to
+    // its own daemon (here, none).
+    let other = elsewhere.path().join("other");
+    std::fs::write(&other, text.replace("berth", "kind-dev")).unwrap();
+    let local = remote(other.to_str().unwrap(), &["get", "cm"]);
+    assert!(!local.success);
     assert!(
-        String::from_utf8_lossy(&wrong.stderr).contains("token"),
-        "{wrong:?}"
+        local.stderr.contains("no berth daemon at"),
+        "{}",
+        local.stderr
     );
-    let bare = berth_tests::send("GET", &format!("{api}objects/ConfigMap"), &[], Vec::new()).await;
-    assert_eq!(bare.status, 401);
-    assert!(bare.header("www-authenticate").starts_with("Bearer"));
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
-//! The CLI's side of the control API: one HTTP/1.1 request per call over
-//! the daemon's unix socket, or over TCP to the daemon `BERTH_HOST` names
-//! (`ADDR` or `http://ADDR`), with the token from `BERTH_TOKEN` or the file
-//! `BERTH_TOKEN_FILE`.
+//! The CLI's side of the API: one HTTP/1.1 request per call, to the daemon
+//! over its unix socket, or — when `KUBECONFIG` names a file whose current
+//! context is `berth` (what `berth kubeconfig` and `berth up` write) — to the
+//! server that context names, over HTTPS with its CA and token. The same
+//! variable that points kubectl at a berth (a remote daemon's kubeconfig,
+//! or `berth up`'s) points berth's own commands at it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -45,7 +48,7 @@ pub async fn call_as(
     let status = response.status().as_u16();
     if status == 401 {
         anyhow::bail!(
-            "this berth daemon refused the request: it needs its API token (BERTH_TOKEN or BERTH_TOKEN_FILE)"
+            "the berth API refused the token (the kubeconfig's token is not the daemon's: take a fresh `berth kubeconfig`)"
         );
     }
     let body = response
@@ -73,6 +76,11 @@ fn build(
         .method(method)
         .uri(path)
         .header(http::header::HOST, "berth")
+        // The server names the field manager of a write after this.
+        .header(
+            http::header::USER_AGENT,
+            concat!("berth/", env!("CARGO_PKG_VERSION")),
+        )
         .header(http::header::CONTENT_TYPE, content_type);
     if let Some(auth) = auth {
         request = request.header(http::header::AUTHORIZATION, auth);
@@ -86,35 +94,15 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A connection to the daemon, and the Authorization header it needs.
 async fn open(socket: &Path) -> anyhow::Result<(Sender, Option<String>)> {
-    if let Some(host) = std::env::var("BERTH_HOST").ok().filter(|h| !h.is_empty()) {
-        let address = host.trim_start_matches("http://").trim_end_matches('/');
-        let token = match (
-            std::env::var("BERTH_TOKEN"),
-            std::env::var_os("BERTH_TOKEN_FILE"),
-        ) {
-            (Ok(token), _) if !token.is_empty() => token,
-            (_, Some(file)) => std::fs::read_to_string(&file)
-                .with_context(|| format!("reading BERTH_TOKEN_FILE {}", file.to_string_lossy()))?
-                .trim()
-                .to_owned(),
-            _ => anyhow::bail!(
-                "BERTH_HOST is set: the daemon's token is needed too (BERTH_TOKEN or BERTH_TOKEN_FILE)"
-            ),
-        };
-        let stream = tokio::net::TcpStream::connect(address)
-            .await
-            .with_context(|| format!("no berth daemon at {address} (BERTH_HOST)"))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("talking to the daemon")?;
-        tokio::spawn(connection);
-        return Ok((sender, Some(format!("Bearer {token}"))));
+    if let Some(remote) = Remote::from_env()? {
+        return remote.connect().await;
     }
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| {
             format!(
-                "no berth daemon at {} (start one with `berth daemon`)",
+                "no berth daemon at {} (start one with `berth daemon`; for `berth up`, \
+                 export the KUBECONFIG it printed)",
                 socket.display()
             )
         })?;
@@ -123,6 +111,189 @@ async fn open(socket: &Path) -> anyhow::Result<(Sender, Option<String>)> {
         .context("talking to the daemon")?;
     tokio::spawn(connection);
     Ok((sender, None))
+}
+
+/// The context berth writes into its kubeconfigs.
+const CONTEXT: &str = "berth";
+
+/// A berth API server a kubeconfig names.
+#[derive(Debug)]
+struct Remote {
+    /// `https://HOST:PORT`.
+    server: http::Uri,
+    ca_pem: Vec<u8>,
+    token: String,
+    /// The kubeconfig, for messages.
+    source: PathBuf,
+}
+
+impl Remote {
+    /// The server of `KUBECONFIG`'s current context, if that context is
+    /// berth's; `None` otherwise (another cluster's kubeconfig is left to
+    /// kubectl).
+    fn from_env() -> anyhow::Result<Option<Remote>> {
+        let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        // As kubectl merges a list: the first file to name a thing wins.
+        let mut documents = Vec::new();
+        for file in std::env::split_paths(&list) {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            };
+            let document: serde_json::Value = yaml_serde::from_str(&text)
+                .with_context(|| format!("{} is not a kubeconfig", file.display()))?;
+            documents.push((file, document));
+        }
+        let Some(current) = documents
+            .iter()
+            .find_map(|(_, d)| d["current-context"].as_str().filter(|c| !c.is_empty()))
+        else {
+            return Ok(None);
+        };
+        if current != CONTEXT {
+            return Ok(None);
+        }
+        let named = |section: &str, name: &str| {
+            documents.iter().find_map(|(file, d)| {
+                d[section]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|entry| entry["name"] == name)
+                    .map(|entry| (file.clone(), entry.clone()))
+            })
+        };
+        let (source, context) = named("contexts", CONTEXT).with_context(|| {
+            format!("KUBECONFIG: the current context {CONTEXT:?} is not defined")
+        })?;
+        let context = &context["context"];
+        let cluster_name = context["cluster"].as_str().unwrap_or_default();
+        let user_name = context["user"].as_str().unwrap_or_default();
+        let (cluster_file, cluster) = named("clusters", cluster_name).with_context(|| {
+            format!(
+                "{}: context {CONTEXT:?} names no cluster {cluster_name:?}",
+                source.display()
+            )
+        })?;
+        let cluster = &cluster["cluster"];
+        let server: http::Uri = cluster["server"]
+            .as_str()
+            .with_context(|| {
+                format!(
+                    "{}: cluster {cluster_name:?} has no server",
+                    cluster_file.display()
+                )
+            })?
+            .parse()
+            .with_context(|| {
+                format!(
+                    "{}: cluster {cluster_name:?}: server",
+                    cluster_file.display()
+                )
+            })?;
+        if server.scheme_str() != Some("https") || server.host().is_none() {
+            anyhow::bail!(
+                "{}: cluster {cluster_name:?}: berth's API is served over https, not {server}",
+                cluster_file.display()
+            );
+        }
+        let ca_pem = if let Some(data) = cluster["certificate-authority-data"].as_str() {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .with_context(|| {
+                    format!(
+                        "{}: certificate-authority-data is not base64",
+                        cluster_file.display()
+                    )
+                })?
+        } else if let Some(file) = cluster["certificate-authority"].as_str() {
+            std::fs::read(file).with_context(|| format!("reading the CA {file}"))?
+        } else {
+            anyhow::bail!(
+                "{}: cluster {cluster_name:?} names no certificate authority",
+                cluster_file.display()
+            );
+        };
+        let user = named("users", user_name).map(|(_, u)| u["user"].clone());
+        let token = match user.as_ref() {
+            Some(u) if u["token"].is_string() => u["token"].as_str().unwrap_or_default().to_owned(),
+            Some(u) if u["tokenFile"].is_string() => {
+                let file = u["tokenFile"].as_str().unwrap_or_default();
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the token file {file}"))?
+                    .trim()
+                    .to_owned()
+            }
+            _ => anyhow::bail!(
+                "{}: user {user_name:?} has no token (berth's API takes the admin token)",
+                source.display()
+            ),
+        };
+        Ok(Some(Remote {
+            server,
+            ca_pem,
+            token,
+            source,
+        }))
+    }
+
+    async fn connect(self) -> anyhow::Result<(Sender, Option<String>)> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let cert =
+                cert.with_context(|| format!("{}: the CA is not PEM", self.source.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("{}: the CA is not usable", self.source.display()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("setting up TLS")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = self
+            .server
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = self.server.port_u16().unwrap_or(443);
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .with_context(|| format!("{}: {host} is not a server name", self.source.display()))?;
+        let address = format!("{}:{port}", self.server.host().unwrap_or_default());
+        let tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .with_context(|| {
+                format!(
+                    "no berth API at {} (KUBECONFIG={})",
+                    self.server,
+                    self.source.display()
+                )
+            })?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .with_context(|| {
+                format!(
+                    "TLS with {} (KUBECONFIG={})",
+                    self.server,
+                    self.source.display()
+                )
+            })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("talking to the daemon")?;
+        tokio::spawn(connection);
+        Ok((sender, Some(format!("Bearer {}", self.token))))
+    }
 }
 
 /// The error message of a failed call: a Kubernetes Status's message, or

@@ -125,7 +125,7 @@ pub async fn pod_log(
             )));
         }
     };
-    let dir = crate::home::pods_dir().join(&record.uid);
+    let dir = state.pods_dir.join(&record.uid);
     let current = current_run(&record.status, &container);
     let wanted = if options.previous {
         current.and_then(|run| run.checked_sub(1))

@@ -297,7 +297,7 @@ pub fn read_all(
             let mut items: Vec<Value> = store
                 .list(resource.kind, namespace)?
                 .iter()
-                .map(|record| super::view(record).object)
+                .map(super::view)
                 .collect();
             if resource.kind == "Namespace"
                 && !items.iter().any(|n| n["metadata"]["name"] == "default")
@@ -520,7 +520,7 @@ async fn list(api: &Arc<KubeApi>, target: &Target, params: &Params) -> Result<Li
             Ok((records, version))
         })
         .await?;
-        let mut items: Vec<Value> = records.iter().map(|r| super::view(r).object).collect();
+        let mut items: Vec<Value> = records.iter().map(super::view).collect();
         let mut continue_token = None;
         if items.len() > limit {
             items.truncate(limit);
@@ -583,7 +583,7 @@ pub async fn get(api: &Arc<KubeApi>, target: &Target, name: &str) -> Result<Valu
             let ns = namespace.as_deref().unwrap_or("");
             let found = store
                 .get(resource.kind, ns, &name_owned)?
-                .map(|r| super::view(&r).object);
+                .map(|r| super::view(&r));
             // `default` always exists, stored or not.
             if found.is_none() && resource.kind == "Namespace" && name_owned == "default" {
                 return Ok(Some(reader.default_namespace()));
@@ -792,7 +792,7 @@ fn dry_view(object: &Object, existing: Option<&crate::state::Record>) -> Value {
         object: object.clone(),
         status: existing.map_or_else(|| json!({}), |r| r.status.clone()),
     };
-    super::view(&record).object
+    super::view(&record)
 }
 
 async fn create(
@@ -844,7 +844,7 @@ async fn store_new(
         let record = store
             .get(resource.kind, &ns, &name)?
             .ok_or_else(|| ApiError::Internal(format!("{name} vanished after its create")))?;
-        Ok(super::view(&record).object)
+        Ok(super::view(&record))
     })
     .await?;
     if !dry {
@@ -1046,13 +1046,13 @@ pub async fn update(
             if dry {
                 let mut record = existing;
                 record.status = status;
-                return Ok((super::view(&record).object, false));
+                return Ok((super::view(&record), false));
             }
             store.set_status(resource.kind, &namespace, &name, &status)?;
         } else {
             let mut object = object.expect("parsed above");
             if let Write::Manager(manager) = &write {
-                track(resource, Some(&super::view(&existing).object), &mut object, manager);
+                track(resource, Some(&super::view(&existing)), &mut object, manager);
             }
             if dry {
                 store.apply_dry(std::slice::from_ref(&object))?;
@@ -1064,7 +1064,7 @@ pub async fn update(
             .get(resource.kind, &namespace, &name)?
             .ok_or_else(|| not_found(resource, &name))?;
         let changed = record.resource_version != existing.resource_version;
-        Ok((super::view(&record).object, changed))
+        Ok((super::view(&record), changed))
     })
     .await?;
     if changed {
@@ -1234,7 +1234,7 @@ async fn delete(
     // Pods, like kube-apiserver's, answer with the object; the rest with
     // a Status.
     if resource.kind == "Pod" {
-        return Ok(json_response(StatusCode::OK, &super::view(&deleted).object));
+        return Ok(json_response(StatusCode::OK, &super::view(&deleted)));
     }
     Ok(json_response(
         StatusCode::OK,

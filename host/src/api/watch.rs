@@ -140,7 +140,7 @@ pub async fn serve(
             if !relevant(change) {
                 return None;
             }
-            let object = super::view(&change.record).object;
+            let object = super::view(&change.record);
             if !selectors.matches(&object) {
                 return None;
             }

@@ -12,7 +12,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::client::{call, error_of};
-use crate::api::{ApiState, ApplyRequest, ManifestFile, kind_of, socket_path};
+use crate::api::{ApiState, kind_of, socket_path};
 use crate::controller::Controllers;
 use crate::home::berth_home;
 use crate::kubelet::{Backoff, Kubelet};
@@ -47,14 +47,6 @@ pub struct DaemonArgs {
     /// back-off forgotten.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     backoff_reset: Duration,
-
-    /// Also serve the control API over TCP on ADDR (needs --token-file).
-    #[arg(long, value_name = "ADDR", requires = "token_file")]
-    listen: Option<std::net::SocketAddr>,
-
-    /// The bearer token TCP clients must present (a file of mode 0600).
-    #[arg(long, value_name = "FILE", requires = "listen")]
-    token_file: Option<PathBuf>,
 
     /// Where the Kubernetes API listens (HTTPS, the admin token from
     /// `berth kubeconfig`); `berth daemon` defaults to 127.0.0.1:6443,
@@ -115,7 +107,7 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String>
 pub fn daemon(mut args: DaemonArgs) -> anyhow::Result<ExitCode> {
     args.api_listen
         .get_or_insert(std::net::SocketAddr::from(([127, 0, 0, 1], 6443)));
-    run_daemon(args, None)
+    run_daemon(args, &berth_home(), None)
 }
 
 /// Work run beside the daemon's loop (`berth up`'s), given the state and
@@ -129,29 +121,31 @@ type Companion = Box<
         + Send,
 >;
 
-fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<ExitCode> {
-    let home = berth_home();
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+/// Runs a daemon whose state, certificates, kubeconfig, socket and pods
+/// are in `home` (images and compiled code are shared through
+/// `$BERTH_HOME` whatever it is).
+fn run_daemon(
+    args: DaemonArgs,
+    home: &std::path::Path,
+    companion: Option<Companion>,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
     let db = home.join("state.db");
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     store.set_node_port_range(args.node_port_range.clone());
     let state = Arc::new(ApiState {
         store: Mutex::new(store),
         changed: tokio::sync::Notify::new(),
+        pods_dir: home.join("pods"),
     });
     let nodes = if args.nodes.is_empty() {
         vec![Node::host()]
     } else {
         args.nodes
     };
-    let credentials = crate::api::pki::load_or_make(&home, &args.tls_sans)
+    let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
         .context("making the API's certificates and token")?;
-    let socket = socket_path();
-    let token = args
-        .token_file
-        .as_deref()
-        .map(crate::api::read_token)
-        .transpose()?;
+    let socket = crate::api::socket_in(home);
     let tokio = runtime()?;
     // Built outside the async runtime and dropped after it, as `berth run`
     // does: its epoch ticker is what makes a spinning guest yield.
@@ -180,7 +174,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             state.clone(),
             wasm.clone(),
             node_names,
-            crate::home::pods_dir(),
+            state.pods_dir.clone(),
             Backoff {
                 base: args.backoff_base,
                 cap: args.backoff_cap,
@@ -209,7 +203,7 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
                 format!("binding the Kubernetes API on {api_address} (see --api-listen)")
             })?;
         let api_bound = api_listener.local_addr()?;
-        let kubeconfig = crate::api::pki::kubeconfig_path(&home);
+        let kubeconfig = crate::api::pki::kubeconfig_path(home);
         crate::api::pki::write_private(
             &kubeconfig,
             crate::api::pki::kubeconfig(&credentials, api_bound).as_bytes(),
@@ -224,40 +218,14 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
             ),
             shutdown.clone(),
         ));
-        // The socket's owner is trusted: the Kubernetes API and berth's own
-        // private one, without a token.
+        // The socket's owner is trusted: the Kubernetes API without a token.
         let api = tokio::spawn(
-            axum::serve(
-                listener,
-                crate::api::router(state.clone()).merge(crate::api::kube_router(kube.clone())),
-            )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-        );
-        let tcp_api = match (args.listen, token) {
-            (Some(address), Some(token)) => {
-                let listener = tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("binding the API on {address} (see --listen)"))?;
-                let bound = listener.local_addr()?;
-                let serving = axum::serve(
-                    listener,
-                    crate::api::with_token(
-                        crate::api::router(state.clone()).merge(crate::api::kube_router(kube)),
-                        token,
-                    ),
-                )
+            axum::serve(listener, crate::api::kube_router(kube.clone()))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future();
-                Some((bound, tokio::spawn(serving)))
-            }
-            _ => None,
-        };
+                .into_future(),
+        );
         // Scripts and tests read this line to know the daemon is up.
         println!("berth: daemon serving {}", socket.display());
-        if let Some((bound, _)) = &tcp_api {
-            println!("berth: API on http://{bound}/ (token required)");
-        }
         println!(
             "berth: Kubernetes API on https://{api_bound}/ (KUBECONFIG={})",
             kubeconfig.display()
@@ -302,9 +270,6 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
         ingress.stopped().await;
         let _ = api.await;
         let _ = https_api.await;
-        if let Some((_, serving)) = tcp_api {
-            let _ = serving.await;
-        }
         let _ = std::fs::remove_file(&socket);
         let code = match companion {
             Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
@@ -317,68 +282,6 @@ fn run_daemon(args: DaemonArgs, companion: Option<Companion>) -> anyhow::Result<
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(wasm);
     served
-}
-
-#[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// Manifest files or directories of them (repeatable).
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
-}
-
-/// Manifest files named by `paths`, directories expanded to their
-/// `*.yaml`, `*.yml` and `*.json` files in name order.
-fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
-    let mut files = Vec::new();
-    for path in paths {
-        let mut found = Vec::new();
-        if path.is_dir() {
-            for entry in
-                std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
-            {
-                let p = entry?.path();
-                if p.is_file()
-                    && p.extension()
-                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-                {
-                    found.push(p);
-                }
-            }
-            found.sort();
-        } else {
-            found.push(path.clone());
-        }
-        for file in found {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            files.push(ManifestFile {
-                name: file.display().to_string(),
-                text,
-            });
-        }
-    }
-    Ok(files)
-}
-
-pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let files = manifest_files(&args.files)?;
-    let request = serde_json::to_value(ApplyRequest {
-        files,
-        create_only: false,
-    })?;
-    let (status, reply) =
-        runtime()?.block_on(call(&socket_path(), "POST", "/apply", Some(request)))?;
-    if status != 200 {
-        anyhow::bail!("{}", error_of(&reply));
-    }
-    for applied in reply.as_array().into_iter().flatten() {
-        let kind = applied["kind"].as_str().unwrap_or("").to_ascii_lowercase();
-        let name = applied["name"].as_str().unwrap_or("");
-        let outcome = applied["outcome"].as_str().unwrap_or("");
-        let group = if kind == "deployment" { ".apps" } else { "" };
-        println!("{kind}{group}/{name} {outcome}");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -644,15 +547,13 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     // (kind, namespace, name) of everything to delete.
     let mut targets: Vec<(String, String, String)> = Vec::new();
     if !args.files.is_empty() {
-        for file in manifest_files(&args.files)? {
-            for loaded in crate::spec::parse_str(&file.text, &file.name)? {
-                let o = &loaded.object;
-                targets.push((
-                    o.kind().to_owned(),
-                    o.namespace().unwrap_or("").to_owned(),
-                    o.metadata().name.clone(),
-                ));
-            }
+        for loaded in crate::spec::load_paths(&args.files)? {
+            let o = &loaded.object;
+            targets.push((
+                o.kind().to_owned(),
+                o.namespace().unwrap_or("").to_owned(),
+                o.metadata().name.clone(),
+            ));
         }
         // The reverse of the order they were applied in: a namespace goes
         // after what it holds, instead of taking it along unreported.
@@ -731,199 +632,6 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         "replicaset.apps"
     };
     println!("{group}/{name} scaled");
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum RolloutCommand {
-    /// Wait until the deployment's rollout is complete.
-    Status {
-        target: String,
-        #[arg(short = 'n', long = "namespace", default_value = "default")]
-        namespace: String,
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        timeout: Duration,
-    },
-    /// List the deployment's revisions.
-    History {
-        target: String,
-        #[arg(short = 'n', long = "namespace", default_value = "default")]
-        namespace: String,
-    },
-    /// Go back to an earlier revision (by default the previous one).
-    Undo {
-        target: String,
-        #[arg(short = 'n', long = "namespace", default_value = "default")]
-        namespace: String,
-        #[arg(long)]
-        to_revision: Option<u64>,
-    },
-}
-
-/// `deployment/NAME`, `deploy/NAME` or `NAME`.
-fn deployment_name(target: &str) -> anyhow::Result<&str> {
-    match target.split_once('/') {
-        Some((kind, name)) if kind_of(kind) == Some("Deployment") => Ok(name),
-        Some((kind, _)) => anyhow::bail!("rollouts are for deployments, not {kind}"),
-        None => Ok(target),
-    }
-}
-
-pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
-    let rt = runtime()?;
-    match command {
-        RolloutCommand::History { target, namespace } => {
-            let name = deployment_name(&target)?;
-            let (status, reply) = rt.block_on(call(
-                &socket_path(),
-                "GET",
-                &format!("/rollout/{namespace}/{name}/history"),
-                None,
-            ))?;
-            if status != 200 {
-                anyhow::bail!("{}", error_of(&reply));
-            }
-            println!("deployment.apps/{name}");
-            println!("REVISION  TEMPLATE-HASH  IMAGES");
-            for r in reply.as_array().into_iter().flatten() {
-                let images: Vec<&str> = r["template"]["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["image"].as_str())
-                    .collect();
-                println!(
-                    "{:<9} {:<14} {}",
-                    r["revision"],
-                    r["hash"].as_str().unwrap_or(""),
-                    images.join(",")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        RolloutCommand::Undo {
-            target,
-            namespace,
-            to_revision,
-        } => {
-            let name = deployment_name(&target)?;
-            let (status, reply) = rt.block_on(call(
-                &socket_path(),
-                "POST",
-                &format!("/rollout/{namespace}/{name}/undo"),
-                Some(serde_json::json!({"toRevision": to_revision})),
-            ))?;
-            if status != 200 {
-                anyhow::bail!("{}", error_of(&reply));
-            }
-            println!(
-                "deployment.apps/{name} rolled back to revision {}",
-                reply["rolledBackTo"]
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        RolloutCommand::Status {
-            target,
-            namespace,
-            timeout,
-        } => {
-            let name = deployment_name(&target)?;
-            let deadline = std::time::Instant::now() + timeout;
-            let mut last = String::new();
-            loop {
-                let deployment = fetch("Deployment", &namespace, name)?;
-                let s = &deployment["status"];
-                let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                let want = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
-                let observed = s["observedGeneration"] == deployment["metadata"]["generation"];
-                let line = if !observed {
-                    "Waiting for deployment spec update to be observed...".to_owned()
-                } else if n("updatedReplicas") < want {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
-                        n("updatedReplicas")
-                    )
-                } else if n("replicas") > n("updatedReplicas") {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
-                        n("replicas") - n("updatedReplicas")
-                    )
-                } else if n("readyReplicas") < want {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
-                        n("readyReplicas")
-                    )
-                } else {
-                    println!("deployment \"{name}\" successfully rolled out");
-                    return Ok(ExitCode::SUCCESS);
-                };
-                if line != last {
-                    println!("{line}");
-                    last = line;
-                }
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!("timed out waiting for the rollout of {name}");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Only `deployment` (as `kubectl create deployment`).
-    kind: String,
-    name: String,
-    #[arg(long)]
-    image: String,
-    #[arg(long, default_value_t = 1)]
-    replicas: u32,
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
-}
-
-/// `berth create deployment NAME --image REF [--replicas N]`: the manifest
-/// kubectl would generate, applied (so it is checked like any other).
-pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
-    if kind_of(&args.kind) != Some("Deployment") {
-        anyhow::bail!(
-            "berth create makes deployments (`berth create deployment NAME --image REF`); apply manifests for the rest"
-        );
-    }
-    let container = args
-        .image
-        .rsplit('/')
-        .next()
-        .and_then(|last| last.split([':', '@']).next())
-        .filter(|c| crate::spec::load::is_dns_label(c))
-        .unwrap_or("app");
-    let manifest = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": args.name, "namespace": args.namespace, "labels": {"app": args.name}},
-        "spec": {
-            "replicas": args.replicas,
-            "selector": {"matchLabels": {"app": args.name}},
-            "template": {
-                "metadata": {"labels": {"app": args.name}},
-                "spec": {"containers": [{"name": container, "image": args.image}]},
-            },
-        },
-    });
-    let request = serde_json::to_value(ApplyRequest {
-        files: vec![ManifestFile {
-            name: format!("deployment {}", args.name),
-            text: manifest.to_string(),
-        }],
-        create_only: true,
-    })?;
-    let (status, reply) =
-        runtime()?.block_on(call(&socket_path(), "POST", "/apply", Some(request)))?;
-    if status != 200 {
-        anyhow::bail!("{}", error_of(&reply));
-    }
-    println!("deployment.apps/{} created", args.name);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1045,15 +753,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // Parse before building or starting anything: a bad manifest costs nothing.
-    let files = manifest_files(&manifest_paths)?;
-    let mut objects = Vec::new();
-    for file in &files {
-        objects.extend(
-            crate::spec::parse_str(&file.text, &file.name)?
-                .into_iter()
-                .map(|l| l.object),
-        );
-    }
+    let objects: Vec<crate::spec::Object> = crate::spec::load_paths(&manifest_paths)?
+        .into_iter()
+        .map(|l| l.object)
+        .collect();
     if objects.is_empty() {
         anyhow::bail!(
             "no manifests found in {}",
@@ -1091,7 +794,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let companion: Companion = Box::new(move |state, shutdown, ingress| {
         Box::pin(up_companion(state, shutdown, ingress, objects))
     });
-    run_daemon(args.daemon, Some(companion))
+    let home = crate::home::up_home(&manifest_paths[0]);
+    run_daemon(args.daemon, &home, Some(companion))
 }
 
 /// Where a service answers: by Host on the ingress, and on its node ports.

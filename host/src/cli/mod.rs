@@ -1,6 +1,7 @@
 //! The `berth` command line. Parses arguments, runs the command, and turns
 //! any error into one line on stderr and a non-zero exit code.
 
+mod apply;
 mod build;
 mod describe;
 mod images;
@@ -8,6 +9,7 @@ mod kube;
 mod kubeconfig;
 mod progress;
 mod registry;
+mod rollout;
 mod run;
 mod transfer;
 
@@ -101,7 +103,7 @@ enum Command {
     /// Build, apply and run a directory of manifests in the foreground until Ctrl-C.
     Up(kube::UpArgs),
     /// Create or update objects from manifests, all or nothing.
-    Apply(kube::ApplyArgs),
+    Apply(apply::ApplyArgs),
     /// List objects, as kubectl does.
     Get(kube::GetArgs),
     /// Delete objects by kind and name, or those in manifests.
@@ -109,7 +111,7 @@ enum Command {
     /// Set a deployment's replica count.
     Scale(kube::ScaleArgs),
     /// Create a deployment from an image, as kubectl create deployment does.
-    Create(kube::CreateArgs),
+    Create(apply::CreateArgs),
     /// Show an object's state and its events.
     Describe(describe::DescribeArgs),
     /// List the containers the daemon runs.
@@ -119,7 +121,7 @@ enum Command {
     /// Watch, list or undo a deployment's rollouts.
     Rollout {
         #[command(subcommand)]
-        command: kube::RolloutCommand,
+        command: rollout::RolloutCommand,
     },
     /// berth's own OCI registry.
     Registry {
@@ -144,15 +146,15 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Daemon(args) => kube::daemon(args),
         Command::Up(args) => kube::up(args),
         Command::Kubeconfig(args) => kubeconfig::kubeconfig(args),
-        Command::Apply(args) => kube::apply(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Get(args) => kube::get(args),
         Command::Delete(args) => kube::delete(args),
         Command::Scale(args) => kube::scale(args),
-        Command::Create(args) => kube::create(args),
+        Command::Create(args) => apply::create(args),
         Command::Describe(args) => describe::describe(args),
         Command::Ps => kube::ps(),
         Command::Logs(args) => kube::logs(args),
-        Command::Rollout { command } => kube::rollout(command),
+        Command::Rollout { command } => rollout::rollout(command),
         Command::Pull(args) => transfer::pull(args),
         Command::Push(args) => transfer::push(args),
         Command::Login(args) => transfer::login(args),

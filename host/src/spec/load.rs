@@ -124,6 +124,9 @@ pub struct Loaded {
     pub object: Object,
     /// `FILE` or `FILE (document N)`.
     pub source: String,
+    /// The document as written, for the API server (which checks it again
+    /// and records the fields it sets, not berth's defaults).
+    pub raw: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -198,6 +201,8 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
         } else {
             source.to_owned()
         };
+        let raw = serde_json::to_value(&value)
+            .map_err(|e| ManifestError::new(&source, format!("not expressible as JSON: {e}")))?;
         let mut object = parse_object(value, &source)?;
         validate(&object).map_err(|(path, message)| ManifestError {
             file: source.clone(),
@@ -218,7 +223,11 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
                 secret.data.insert(key, encoded);
             }
         }
-        loaded.push(Loaded { object, source });
+        loaded.push(Loaded {
+            object,
+            source,
+            raw,
+        });
     }
     Ok(loaded)
 }
