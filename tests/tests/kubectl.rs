@@ -901,6 +901,146 @@ fn kubectl_exec_runs_in_a_linux_container_and_passes_its_exit_code_back() {
     assert!(wasm.stderr.contains("wasm component"), "{}", wasm.stderr);
 }
 
+/// A `kubectl port-forward` running in the background, killed when dropped.
+struct Forward {
+    child: std::process::Child,
+    /// The local address kubectl listens on.
+    local: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Forward {
+    /// `kubectl port-forward pod/POD :PORT` (a free local port), with
+    /// `env` set, once it says where it listens.
+    fn start(k: &Kubectl, pod: &str, port: u16, env: &[(&str, &str)]) -> Forward {
+        let mut child = k
+            .command(&["port-forward", &format!("pod/{pod}"), &format!(":{port}")])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let local = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.wait();
+                panic!("port-forward ended: {}", stderr.lock().unwrap());
+            };
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                break format!("127.0.0.1:{}", rest.split_whitespace().next().unwrap());
+            }
+        };
+        // kubectl prints a line per connection: keep reading them.
+        std::thread::spawn(move || for _ in lines {});
+        Forward {
+            child,
+            local,
+            stderr,
+        }
+    }
+
+    /// An HTTP/1.0 request for `path` through the forward: the whole answer.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&self.local).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    /// Waits for kubectl to exit (it does when the pod reports an error).
+    fn finish(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "port-forward did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_port_forward_reaches_wasm_and_linux_pods_over_both_transports() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let pods = write(
+        files.path(),
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  containers:\n  - {name: httpd, image: busybox:1, command: [httpd, -f, -p, '8000', -h, /www]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: guest}\nspec:\n  containers: [{name: web, image: web:1, ports: [{containerPort: 8080}]}]\n",
+    );
+    k.ok(&["apply", "-f", &pods]);
+    k.wait_for(&["pods"], "both pods running", |l| running(l, 2));
+
+    // kubectl 1.32 tunnels SPDY in a WebSocket; told not to, or as 1.27,
+    // it upgrades the connection to SPDY itself.
+    for env in [&[][..], &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..]] {
+        let wasm = Forward::start(&k, "guest", 8080, env);
+        for path in ["/", "/again"] {
+            let answer = wasm.get(path);
+            assert!(answer.starts_with("HTTP/1.0 200"), "{env:?}: {answer}");
+            assert!(
+                answer.ends_with(&format!("hello from {path}\n")),
+                "{answer}"
+            );
+        }
+        let linux = Forward::start(&k, "box", 8000, env);
+        let answer = linux.get("/index.html");
+        assert!(answer.contains("200 OK"), "{env:?}: {answer}");
+        assert!(answer.ends_with("hello from busybox\n"), "{answer}");
+    }
+    let dir = which("kubectl")
+        .canonicalize()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let old = Kubectl::version(home.path(), dir.join("kubectl.1.27").to_str().unwrap());
+    let answer = Forward::start(&old, "guest", 8080, &[]).get("/old");
+    assert!(answer.ends_with("hello from /old\n"), "{answer}");
+
+    // A port the wasm pod does not serve: kubectl says why, and stops.
+    let nowhere = Forward::start(&k, "guest", 9999, &[]);
+    let _ = nowhere.get("/");
+    let said = nowhere.finish();
+    assert!(
+        said.contains("error forwarding port 9999 to pod guest") && said.contains("not 9999"),
+        "{said}"
+    );
+    // Nothing listens on the Linux pod's port 9999: the dial's error.
+    let closed = Forward::start(&k, "box", 9999, &[]);
+    let _ = closed.get("/");
+    let said = closed.finish();
+    assert!(
+        said.contains("connection refused") || said.contains("Connection refused"),
+        "{said}"
+    );
+}
+
 #[test]
 fn server_side_apply_tracks_managers_and_names_their_conflicts() {
     let home = tempfile::tempdir().unwrap();

@@ -80,6 +80,7 @@ pub static RESOURCES: &[Resource] = &[
             STATUS,
             ("log", "Pod", &["get"]),
             ("exec", "PodExecOptions", &["create", "get"]),
+            ("portforward", "PodPortForwardOptions", &["create", "get"]),
         ],
         source: Source::Stored,
     },

@@ -196,6 +196,13 @@ async fn route(api: Arc<KubeApi>, request: Request) -> Result<Response, ApiError
         );
         return super::exec::serve(api, parts, namespace, name).await;
     }
+    if target.subresource.as_deref() == Some("portforward") {
+        let (namespace, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return super::portforward::serve(api, parts, namespace, name).await;
+    }
     let body = read_body(body).await?;
     super::rest::serve(api, parts.method, target, params, parts.headers, body).await
 }
