@@ -1042,6 +1042,73 @@ fn kubectl_port_forward_reaches_wasm_and_linux_pods_over_both_transports() {
 }
 
 #[test]
+fn kubectl_logs_follows_new_lines_and_reads_the_previous_run() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    build_image(home.path(), Path::new(guests::MISBEHAVE), "misbehave:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--backoff-base", "200ms"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    // A Linux container that writes a numbered line five times a second,
+    // and a wasm one whose every liveness probe makes it trap (and log
+    // why) and restart.
+    let pods = write(
+        files.path(),
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: ticker}\nspec:\n  containers:\n  - {name: sh, image: busybox:1, command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: crash}\nspec:\n  containers:\n  - name: app\n    image: misbehave:1\n    livenessProbe: {httpGet: {path: /trap, port: 8080}, periodSeconds: 1, failureThreshold: 1}\n",
+    );
+    k.ok(&["apply", "-f", &pods]);
+    k.wait_for(&["pod", "ticker"], "the ticker running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+
+    // Following: lines written after kubectl started arrive as they are.
+    let tick = |line: &str| {
+        line.strip_prefix("tick ")
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let written = k.ok(&["logs", "ticker"]);
+    let so_far = written
+        .stdout
+        .lines()
+        .filter_map(tick)
+        .max()
+        .expect("ticks so far");
+    let mut follow = k
+        .command(&["logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let n = tick(&line.unwrap()).expect("only ticks");
+        seen.push(n);
+        if n >= so_far + 3 {
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(seen.first(), Some(&0), "from the start: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+
+    // The run before the restart, with why it ended.
+    k.wait_for(&["pod", "crash"], "a restart", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    });
+    let previous = k.ok(&["logs", "crash", "--previous"]);
+    assert!(
+        previous.stdout.contains("guest asked to trap"),
+        "{}",
+        previous.stdout
+    );
+}
+
+#[test]
 fn server_side_apply_tracks_managers_and_names_their_conflicts() {
     let home = tempfile::tempdir().unwrap();
     build_image(home.path(), Path::new(guests::HELLO), "web:1");
