@@ -392,6 +392,8 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         history.stdout
     );
     k.ok(&["rollout", "undo", "deployment/web", "-n", "shop"]);
+    // Undo is a new revision (4), which the deployment names as on a
+    // cluster: status waits for that revision, and refuses another.
     k.ok(&[
         "rollout",
         "status",
@@ -399,7 +401,24 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         "-n",
         "shop",
         "--timeout=60s",
+        "--revision=4",
     ]);
+    let other = k.run(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "shop",
+        "--revision=9",
+    ]);
+    assert!(
+        !other.success
+            && other
+                .stderr
+                .contains("desired revision (9) is different from the running revision (4)"),
+        "{}",
+        other.stderr
+    );
     let env = k.ok(&[
         "get",
         "deploy",

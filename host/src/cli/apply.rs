@@ -15,7 +15,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::kube::runtime;
-use crate::api::client::{call, error_of, path};
+use crate::api::client::{call, call_as, error_of, path};
 use crate::api::socket_path;
 use crate::spec::Loaded;
 
@@ -147,54 +147,34 @@ async fn apply_all(loaded: &[Loaded]) -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Creates or replaces `item` (with `dry`, only asks the server whether
-/// it would); returns `created`, `configured` or `unchanged`.
+/// Applies `item` as `kubectl apply --server-side --force-conflicts`
+/// would, as the field manager `berth` (with `dry`, only asks the server
+/// whether it would); returns `created`, `configured` or `unchanged`.
+/// Server-side apply changes only what the manifest sets: labels others
+/// added and what controllers keep (the revision annotation) stay.
 async fn write(item: &Item<'_>, dry: bool) -> anyhow::Result<&'static str> {
-    let socket = socket_path();
-    let query = if dry { "?dryRun=All" } else { "" };
-    let body = item.loaded.raw.clone();
-    let refused = |reply: &Value| {
-        let what = if dry { "" } else { " (while writing)" };
-        anyhow::anyhow!(
-            "{}{what}: {}{}",
-            item.loaded.source,
-            error_of(reply),
-            if dry { "; nothing was applied" } else { "" }
-        )
-    };
-    if let Some(live) = &item.live {
-        // No resourceVersion in the body: apply replaces what it finds,
-        // as it always has.
-        let (status, reply) = call(
-            &socket,
-            "PUT",
-            &format!("{}{query}", item.path),
-            Some(body.clone()),
-        )
-        .await?;
-        match status {
-            200 => {
-                return Ok(if dry || declared(&reply) == declared(live) {
-                    "unchanged"
-                } else {
-                    "configured"
-                });
-            }
-            // Deleted since it was read: created below.
-            404 if !dry => {}
-            _ => return Err(refused(&reply)),
+    let dry_run = if dry { "&dryRun=All" } else { "" };
+    let (status, reply) = call_as(
+        &socket_path(),
+        "PATCH",
+        &format!("{}?fieldManager=berth&force=true{dry_run}", item.path),
+        "application/apply-patch+yaml",
+        Some(item.loaded.raw.clone()),
+    )
+    .await?;
+    match (status, &item.live) {
+        (200 | 201, None) => Ok("created"),
+        (200, Some(live)) if dry || declared(&reply) == declared(live) => Ok("unchanged"),
+        (200, Some(_)) => Ok("configured"),
+        _ => {
+            let what = if dry { "" } else { " (while writing)" };
+            anyhow::bail!(
+                "{}{what}: {}{}",
+                item.loaded.source,
+                error_of(&reply),
+                if dry { "; nothing was applied" } else { "" }
+            )
         }
-    }
-    let collection = item
-        .path
-        .rsplit_once('/')
-        .map(|(collection, _)| collection)
-        .unwrap_or_default();
-    let (status, reply) =
-        call(&socket, "POST", &format!("{collection}{query}"), Some(body)).await?;
-    match status {
-        200 | 201 => Ok("created"),
-        _ => Err(refused(&reply)),
     }
 }
 

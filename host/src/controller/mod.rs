@@ -161,6 +161,18 @@ impl Controllers {
             &serde_json::to_value(&deployment.spec.template).expect("JSON"),
         )?;
 
+        // As Kubernetes' controller does, the deployment names the revision
+        // it rolls out (`kubectl rollout status --revision` reads it).
+        let revision_text = revision.to_string();
+        if deployment.metadata.annotations.get(REVISION_ANNOTATION) != Some(&revision_text) {
+            let mut annotated = record.object.clone();
+            annotated
+                .metadata_mut()
+                .annotations
+                .insert(REVISION_ANNOTATION.to_owned(), revision_text);
+            store.apply(std::slice::from_ref(&annotated))?;
+        }
+
         let owned = owned(store, "ReplicaSet", &ns, record)?;
         let mut ready_counts = std::collections::HashMap::new();
         for rs in &owned {
