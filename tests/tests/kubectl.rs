@@ -575,6 +575,43 @@ fn bad_input_changes_nothing_and_says_what_was_wrong() {
         pods.stderr
     );
 
+    // A field Kubernetes does not know: refused under kubectl's default
+    // (strict) validation, dropped with a warning under --validate=warn,
+    // dropped silently with --validate=false; tty stays refused whatever
+    // the mode.
+    let typo = write(
+        files.path(),
+        "typo.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo, colour: blue}\ndata: {a: b}\n",
+    );
+    let strict = k.run(&["apply", "-f", &typo]);
+    assert!(!strict.success);
+    assert!(
+        strict
+            .stderr
+            .contains("strict decoding error: unknown field \"metadata.colour\""),
+        "{}",
+        strict.stderr
+    );
+    assert!(!k.run(&["get", "cm", "typo"]).success, "nothing stored");
+    let warned = k.ok(&["apply", "-f", &typo, "--validate=warn"]);
+    assert!(
+        warned
+            .stderr
+            .contains("Warning: unknown field \"metadata.colour\""),
+        "{}",
+        warned.stderr
+    );
+    k.ok(&["delete", "cm", "typo"]);
+    let quiet = k.ok(&["apply", "-f", &typo, "--validate=false"]);
+    assert!(!quiet.stderr.contains("colour"), "{}", quiet.stderr);
+    let lenient = k.run(&["apply", "-f", &unsupported, "--validate=false"]);
+    assert!(
+        !lenient.success && lenient.stderr.contains("tty"),
+        "{}",
+        lenient.stderr
+    );
+
     // A wrong token: 401, and kubectl says so.
     let wrong = k.run(&["--token", "not-the-token", "get", "pods"]);
     assert!(!wrong.success);

@@ -31,12 +31,11 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use super::schema::Schemas;
+
 /// The deepest an object may nest: a bound on recursion, far past anything
 /// a Kubernetes object needs.
 const MAX_DEPTH: usize = 100;
-/// `$ref`/`allOf` hops followed to resolve one schema, so a cyclic schema
-/// map cannot loop.
-const MAX_REF_HOPS: usize = 32;
 /// kube-apiserver keeps at most this many `Update` entries; older ones are
 /// folded into an `ancient-changes` entry per apiVersion.
 const MAX_UPDATE_MANAGERS: usize = 10;
@@ -1053,70 +1052,45 @@ struct Types<'s> {
 
 impl<'s> Types<'s> {
     fn root(&self, root: &str) -> Node<'s> {
-        let name = root.strip_prefix("#/components/schemas/").unwrap_or(root);
-        match self.schemas.get(name) {
+        match Schemas::new(self.schemas).lookup(root) {
             Some(schema) => self.resolve(schema),
             None => Node::default(),
         }
     }
 
-    fn lookup(&self, reference: &str) -> Option<&'s Value> {
-        let name = reference
-            .strip_prefix("#/components/schemas/")
-            .or_else(|| reference.strip_prefix("#/definitions/"))?;
-        self.schemas.get(name)
-    }
-
-    /// Follows `$ref` and the `allOf: [{$ref}]` wrappers Kubernetes puts
-    /// around referenced types.
-    fn resolve(&self, mut schema: &'s Value) -> Node<'s> {
+    /// The schema `schema` refers to, with the extensions met on the way.
+    fn resolve(&self, schema: &'s Value) -> Node<'s> {
         let mut ext = Extensions::default();
-        for _ in 0..MAX_REF_HOPS {
-            read_extensions(schema, &mut ext);
-            if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-                if reference.ends_with("io.k8s.apimachinery.pkg.runtime.RawExtension") {
-                    ext.raw = true;
-                }
-                match self.lookup(reference) {
-                    Some(next) => schema = next,
-                    None => return Node { schema: None, ext },
-                }
-            } else if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
-                match parts
-                    .iter()
-                    .find(|part| part.get("$ref").is_some())
-                    .or_else(|| parts.first())
-                {
-                    Some(next) => schema = next,
-                    None => return Node { schema: None, ext },
-                }
-            } else {
-                return Node {
-                    schema: schema.is_object().then_some(schema),
-                    ext,
-                };
+        let resolved = Schemas::new(self.schemas).resolve(schema, |hop| {
+            read_extensions(hop, &mut ext);
+            if hop
+                .get("$ref")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.ends_with("io.k8s.apimachinery.pkg.runtime.RawExtension"))
+            {
+                ext.raw = true;
             }
+        });
+        Node {
+            schema: resolved,
+            ext,
         }
-        Node { schema: None, ext }
     }
 
     /// A field's schema, and whether the parent declares it by name.
     fn field(&self, parent: &Node<'s>, name: &str) -> (Node<'s>, bool) {
-        let Some(schema) = parent.schema else {
-            return (Node::default(), false);
-        };
-        if let Some(field) = schema.get("properties").and_then(|props| props.get(name)) {
-            return (self.resolve(field), true);
-        }
-        match schema.get("additionalProperties") {
-            Some(values) if values.is_object() => (self.resolve(values), false),
-            _ => (Node::default(), false),
+        match parent
+            .schema
+            .and_then(|schema| Schemas::field(schema, name))
+        {
+            Some((field, declared)) => (self.resolve(field), declared),
+            None => (Node::default(), false),
         }
     }
 
     fn items(&self, list: &Node<'s>) -> Node<'s> {
         list.schema
-            .and_then(|schema| schema.get("items"))
+            .and_then(Schemas::items)
             .map(|items| self.resolve(items))
             .unwrap_or_default()
     }

@@ -18,6 +18,7 @@ mod portforward;
 mod protobuf;
 pub(crate) mod resources;
 mod rest;
+mod schema;
 mod selector;
 mod server;
 mod spdy;

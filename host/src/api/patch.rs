@@ -17,12 +17,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use super::schema::Schemas;
+
 /// The deepest a strategic merge patch may nest: a bound on recursion, far
 /// past anything a Kubernetes object needs.
 const MAX_DEPTH: usize = 100;
-/// `$ref`/`allOf` hops followed to resolve one schema, so a cyclic schema
-/// map cannot loop.
-const MAX_REF_HOPS: usize = 32;
 
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
@@ -303,56 +302,26 @@ struct Merger<'s> {
 
 impl<'s> Merger<'s> {
     fn root(&self, root: &str) -> Option<&'s Value> {
-        let name = root.strip_prefix("#/components/schemas/").unwrap_or(root);
-        let schema = self.schemas.get(name)?;
+        let schema = Schemas::new(self.schemas).lookup(root)?;
         self.resolve(schema, &mut FieldMeta::default())
     }
 
-    fn lookup_ref(&self, reference: &str) -> Option<&'s Value> {
-        let name = reference
-            .strip_prefix("#/components/schemas/")
-            .or_else(|| reference.strip_prefix("#/definitions/"))?;
-        self.schemas.get(name)
-    }
-
-    /// Follows `$ref` and the `allOf: [{$ref}]` wrappers Kubernetes puts
-    /// around referenced types (to hang a default or description on them),
-    /// noting the patch extensions met on the way.
-    fn resolve(&self, mut node: &'s Value, meta: &mut FieldMeta<'s>) -> Option<&'s Value> {
-        for _ in 0..MAX_REF_HOPS {
-            read_extensions(node, meta);
-            if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
-                node = self.lookup_ref(reference)?;
-            } else if let Some(all) = node.get("allOf").and_then(Value::as_array) {
-                node = all
-                    .iter()
-                    .find(|part| part.get("$ref").is_some())
-                    .or_else(|| all.first())?;
-            } else {
-                return Some(node);
-            }
-        }
-        None
+    /// The schema `node` refers to, noting the patch extensions met on
+    /// the way.
+    fn resolve(&self, node: &'s Value, meta: &mut FieldMeta<'s>) -> Option<&'s Value> {
+        Schemas::new(self.schemas).resolve(node, |hop| read_extensions(hop, meta))
     }
 
     fn field(&self, parent: Option<&'s Value>, name: &str) -> FieldMeta<'s> {
         let mut meta = FieldMeta::default();
-        let Some(parent) = parent else {
-            return meta;
-        };
-        // A struct lists its fields; a map types all its values alike.
-        let node = parent
-            .get("properties")
-            .and_then(|props| props.get(name))
-            .or_else(|| parent.get("additionalProperties").filter(|v| v.is_object()));
-        if let Some(node) = node {
+        if let Some((node, _)) = parent.and_then(|parent| Schemas::field(parent, name)) {
             meta.schema = self.resolve(node, &mut meta);
         }
         meta
     }
 
     fn items(&self, list: &FieldMeta<'s>) -> Option<&'s Value> {
-        let items = list.schema?.get("items")?;
+        let items = Schemas::items(list.schema?)?;
         self.resolve(items, &mut FieldMeta::default())
     }
 

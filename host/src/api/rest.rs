@@ -804,7 +804,8 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let resource = target.resource;
     check_writable(resource)?;
-    let value = parse_body(headers, &body)?;
+    let mut value = parse_body(headers, &body)?;
+    let warnings = unknown_fields(resource, &params, &mut value)?;
     let mut object = object_in(resource, target.namespace.as_deref(), value)?;
     track(
         resource,
@@ -814,7 +815,10 @@ async fn create(
     );
     let dry = dry_run(&params)?;
     let created = store_new(&api, resource, object, dry).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &created),
+        &warnings,
+    ))
 }
 
 /// Stores a new object (or with `dry`, checks it would be stored): its
@@ -967,6 +971,8 @@ async fn server_side_apply(
         super::apply::ApplyError::Invalid(message) => ApiError::BadRequest(message),
     })?;
     if live.is_none() {
+        let mut result = result;
+        let warnings = unknown_fields(resource, &params, &mut result)?;
         let fields = result["metadata"]["managedFields"]
             .as_array()
             .cloned()
@@ -974,7 +980,10 @@ async fn server_side_apply(
         let mut object = object_in(resource, target.namespace.as_deref(), result)?;
         object.metadata_mut().managed_fields = fields;
         let created = store_new(&api, resource, object, dry_run(&params)?).await?;
-        return Ok(json_response(StatusCode::CREATED, &created));
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &warnings,
+        ));
     }
     // The live object's resourceVersion rides along: a write between the
     // read and this one is a 409, not lost.
@@ -1011,10 +1020,12 @@ pub async fn update(
     };
     let dry = dry_run(&params)?;
     let new_status = value.get("status").cloned();
+    let mut warnings = Vec::new();
     let object = if status_only {
         None
     } else {
         let mut value = value;
+        warnings = unknown_fields(resource, &params, &mut value)?;
         if let Some(meta) = value["metadata"].as_object_mut() {
             meta.insert("name".into(), name.clone().into());
         }
@@ -1070,7 +1081,59 @@ pub async fn update(
     if changed {
         notify.state.changed.notify_one();
     }
-    Ok(json_response(StatusCode::OK, &updated))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &updated),
+        &warnings,
+    ))
+}
+
+/// Applies `fieldValidation` to the fields of `value` Kubernetes' schema
+/// does not know: `Strict` refuses them (400, as kube-apiserver's strict
+/// decoding does), `Warn` (the default) and `Ignore` drop them, `Warn`
+/// returning a warning for each. Fields Kubernetes knows but berth does not
+/// support are left for berth's own check, which refuses them whatever the
+/// mode.
+fn unknown_fields(
+    resource: &Resource,
+    params: &Params,
+    value: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = params.get("fieldValidation").map_or("Warn", String::as_str);
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::BadRequest(format!(
+            "fieldValidation {mode:?} is not one of Ignore, Warn, Strict"
+        )));
+    }
+    let schemas = super::schema::Schemas::new(super::openapi::schemas(resource));
+    let unknown = schemas.prune_unknown(&super::openapi::schema_name(resource), value);
+    if unknown.is_empty() || mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    if mode == "Strict" {
+        return Err(ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", "),
+            kind = resource.kind,
+            version = resource.version,
+        )));
+    }
+    Ok(fields)
+}
+
+/// `response` with a `Warning` header (code 299, as kube-apiserver sends
+/// them) per warning; kubectl prints each as `Warning: …`.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let quoted = serde_json::to_string(warning).unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&format!("299 - {quoted}")) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
 }
 
 async fn patch(

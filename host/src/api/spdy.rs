@@ -467,7 +467,7 @@ mod tests {
         let frames = [writer.syn_reply(1), writer.syn_reply(3)];
         assert_eq!(
             hex::encode(&frames[0]),
-            "80030002000000180000000178f9e3c6a7c2000400fbff000000000000000ffff"
+            "80030002000000180000000178f9e3c6a7c2000400fbff00000000000000ffff"
         );
         let mut inflate = flate2::Decompress::new(true);
         for frame in &frames {
