@@ -84,6 +84,10 @@ pub struct DaemonArgs {
     header_timeout: Duration,
 }
 
+/// How often the controllers look at everything, not only at what the
+/// watch says changed.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
+
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let (first, last) = text
         .split_once('-')
@@ -234,20 +238,31 @@ fn run_daemon(
         let companion =
             companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
         let mut routed = None;
+        // The controllers work from the store's watch: what changed since
+        // their last pass, with a pass over everything at start and on a
+        // slow tick.
+        let mut changes = {
+            let store = state.store.lock().expect("lock");
+            let now = store.current_version()?;
+            store
+                .hub()
+                .subscribe(now)
+                .map_err(|e| anyhow::anyhow!("watching the store from {now}: {e:?}"))?
+                .1
+        };
+        let mut work = crate::controller::Work::everything();
+        let mut swept = std::time::Instant::now();
         loop {
             let pass = std::time::Instant::now();
+            if swept.elapsed() >= FULL_PASS_EVERY {
+                work.everything_too();
+                swept = pass;
+            }
             {
                 let mut store = state.store.lock().expect("lock");
-                // A few passes: each step's writes feed the next.
-                for _ in 0..4 {
-                    match controllers.reconcile(&mut store) {
-                        Ok(true) => continue,
-                        Ok(false) => break,
-                        Err(e) => {
-                            tracing::error!("reconciling: {e}");
-                            break;
-                        }
-                    }
+                if let Err(e) = controllers.reconcile_work(&mut store, &mut work, &mut changes) {
+                    tracing::error!("reconciling: {e}");
+                    work.everything_too();
                 }
             }
             kubelet.sync();

@@ -117,7 +117,158 @@ pub struct Controllers {
     pub nodes: Vec<Node>,
 }
 
+/// What the controllers must look at again, gathered from the store's
+/// watch as kube-controller-manager's informers feed its work queues: the
+/// deployments and replica sets a change touched (a pod's change is its
+/// replica set's, a replica set's its deployment's), the owners deleted
+/// (whose dependents the garbage collector takes), and whether a pod needs
+/// a node.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Everything: at start, after falling behind the watch, on a slow tick.
+    all: bool,
+    deployments: BTreeSet<(String, String)>,
+    replicasets: BTreeSet<(String, String)>,
+    /// Dependents' kind and their deleted owner's uid.
+    orphans: Vec<(&'static str, String)>,
+    schedule: bool,
+}
+
+impl Work {
+    /// A pass over everything.
+    pub fn everything() -> Work {
+        Work {
+            all: true,
+            ..Work::default()
+        }
+    }
+
+    /// Asks for a pass over everything (a slow tick's safety net, and what
+    /// waits on time rather than on a change: progress deadlines).
+    pub fn everything_too(&mut self) {
+        self.all = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && !self.schedule
+            && self.deployments.is_empty()
+            && self.replicasets.is_empty()
+            && self.orphans.is_empty()
+    }
+
+    /// Notes what `change` asks of the controllers.
+    pub fn note(&mut self, change: &crate::state::Change) {
+        use crate::state::ChangeType;
+        let record = &change.record;
+        let meta = record.object.metadata();
+        let ns = record.object.namespace().unwrap_or("").to_owned();
+        let controller = |kind: &str| {
+            meta.owner_references
+                .iter()
+                .find(|o| o.controller && o.kind == kind)
+                .map(|o| (ns.clone(), o.name.clone()))
+        };
+        let deleted = change.change == ChangeType::Deleted;
+        match &record.object {
+            Object::Deployment(_) if deleted => {
+                self.orphans.push(("ReplicaSet", record.uid.clone()))
+            }
+            Object::Deployment(_) => {
+                self.deployments.insert((ns.clone(), meta.name.clone()));
+            }
+            Object::ReplicaSet(_) => {
+                if deleted {
+                    self.orphans.push(("Pod", record.uid.clone()));
+                } else {
+                    self.replicasets.insert((ns.clone(), meta.name.clone()));
+                }
+                self.deployments.extend(controller("Deployment"));
+            }
+            Object::Pod(pod) => {
+                self.replicasets.extend(controller("ReplicaSet"));
+                // A new pod wants a node; a pod gone leaves room for one.
+                self.schedule |= deleted || pod.spec.node_name.is_none();
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes in every change `changes` holds; falling behind the watch
+    /// (changes dropped) means looking at everything.
+    pub fn drain(
+        &mut self,
+        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+    ) {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match changes.try_recv() {
+                Ok(change) => self.note(&change),
+                Err(TryRecvError::Lagged(_)) => self.all = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    }
+}
+
 impl Controllers {
+    /// Reconciles what `work` names, then what that changed, as the watch
+    /// (`changes`, subscribed to the same store) reports it, until nothing
+    /// is left or a few rounds have passed (what is left stays in `work`
+    /// for the next call).
+    pub fn reconcile_work(
+        &self,
+        store: &mut Store,
+        work: &mut Work,
+        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+    ) -> Result<()> {
+        for _ in 0..8 {
+            work.drain(changes);
+            if work.is_empty() {
+                return Ok(());
+            }
+            let mut todo = std::mem::take(work);
+            if todo.all {
+                self.reconcile(store)?;
+                continue;
+            }
+            for (kind, uid) in &todo.orphans {
+                for dependent in store.list_owned(kind, uid)? {
+                    let ns = dependent.object.namespace().unwrap_or("").to_owned();
+                    store.delete(kind, &ns, &dependent.object.metadata().name)?;
+                }
+            }
+            // A replica set's change is its deployment's too (its status
+            // counts the pods).
+            for (ns, name) in &todo.replicasets {
+                if let Some(rs) = store.get("ReplicaSet", ns, name)?
+                    && let Some(owner) = rs
+                        .object
+                        .metadata()
+                        .owner_references
+                        .iter()
+                        .find(|o| o.controller && o.kind == "Deployment")
+                {
+                    todo.deployments.insert((ns.clone(), owner.name.clone()));
+                }
+            }
+            for (ns, name) in &todo.deployments {
+                if let Some(deployment) = store.get("Deployment", ns, name)? {
+                    self.reconcile_deployment(store, &deployment)?;
+                }
+            }
+            for (ns, name) in &todo.replicasets {
+                if let Some(rs) = store.get("ReplicaSet", ns, name)? {
+                    self.reconcile_replicaset(store, &rs)?;
+                }
+            }
+            if todo.schedule {
+                self.schedule(store)?;
+            }
+        }
+        Ok(())
+    }
+
     /// One pass over everything; whether anything changed.
     pub fn reconcile(&self, store: &mut Store) -> Result<bool> {
         let mut changed = collect_garbage(store)?;

@@ -185,3 +185,86 @@ fn a_rollout_past_its_deadline_is_reported_not_undone() {
         "nothing is rolled back"
     );
 }
+
+/// Reconciles only what the watch reports, until quiet (pods becoming
+/// ready as a kubelet would make them).
+fn settle_watched(
+    store: &mut Store,
+    c: &Controllers,
+    work: &mut Work,
+    changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+) {
+    for _ in 0..100 {
+        c.reconcile_work(store, work, changes).unwrap();
+        run_bound_pods(store);
+        work.drain(changes);
+        if work.is_empty() {
+            return;
+        }
+    }
+    panic!("the controllers never settled");
+}
+
+#[test]
+fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    let now = store.current_version().unwrap();
+    let mut changes = store.hub().subscribe(now).unwrap().1;
+    // Nothing but changes from here: no pass over everything.
+    let mut work = Work::default();
+    store.apply(&deployment(3, "web:1", "64Mi")).unwrap();
+    settle_watched(&mut store, &c, &mut work, &mut changes);
+    assert_eq!(pods_by_rs(&store).values().sum::<usize>(), 3);
+    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    assert_eq!(
+        d.status["readyReplicas"], 3,
+        "the pods' readiness reached it"
+    );
+
+    // A pod deleted is replaced; a new template rolls out.
+    let victim = store.list("Pod", None).unwrap()[0]
+        .object
+        .metadata()
+        .name
+        .clone();
+    store.delete("Pod", "default", &victim).unwrap();
+    settle_watched(&mut store, &c, &mut work, &mut changes);
+    let pods = store.list("Pod", None).unwrap();
+    assert_eq!(pods.len(), 3);
+    assert!(pods.iter().all(|p| p.object.metadata().name != victim));
+    store.apply(&deployment(3, "web:2", "64Mi")).unwrap();
+    settle_watched(&mut store, &c, &mut work, &mut changes);
+    let by_rs = pods_by_rs(&store);
+    assert_eq!(by_rs.len(), 1, "{by_rs:?}");
+    assert_eq!(by_rs.values().sum::<usize>(), 3);
+
+    // Deleting the deployment takes its replica sets and pods along.
+    store.delete("Deployment", "default", "web").unwrap();
+    settle_watched(&mut store, &c, &mut work, &mut changes);
+    assert!(store.list("ReplicaSet", None).unwrap().is_empty());
+    assert!(store.list("Pod", None).unwrap().is_empty());
+}
+
+#[test]
+fn falling_behind_the_watch_means_a_pass_over_everything() {
+    let mut store = Store::in_memory().unwrap();
+    let now = store.current_version().unwrap();
+    let (_, mut changes) = store.hub().subscribe(now).unwrap();
+    // More changes than the watch keeps for a subscriber that never reads.
+    for i in 0..8200 {
+        let text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{}}}\n",
+            i % 3
+        );
+        let object = parse_str(&text, "c.yaml").unwrap().remove(0).object;
+        let mut object = object;
+        if let Object::ConfigMap(cm) = &mut object {
+            cm.data.insert("i".into(), i.to_string());
+        }
+        store.apply(&[object]).unwrap();
+    }
+    let mut work = Work::default();
+    work.drain(&mut changes);
+    assert!(work.all);
+}
