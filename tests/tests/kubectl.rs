@@ -1165,6 +1165,90 @@ fn kubectl_logs_follows_new_lines_and_reads_the_previous_run() {
 }
 
 #[test]
+fn deletes_wait_for_pods_to_stop_and_foreground_for_dependents() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    // Containers that ignore SIGTERM: only the grace period's SIGKILL
+    // stops them, so a deletion takes that long.
+    let stubborn = "command: [sh, -c, 'trap \"\" TERM; while true; do sleep 1; done']";
+    let manifest = write(
+        files.path(),
+        "stubborn.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: sh, image: busybox:1, {stubborn}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: crew}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: crew}}}}\n  template:\n    metadata: {{labels: {{app: crew}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - {{name: sh, image: busybox:1, {stubborn}}}\n"
+        ),
+    );
+    k.ok(&["apply", "-f", &manifest]);
+    k.wait_for(&["pods"], "three pods running", |l| running(l, 3));
+
+    // A pod deleted with a grace period of its own is Terminating until
+    // its container is killed at the end of it, then gone.
+    let asked = Instant::now();
+    k.ok(&["delete", "pod", "solo", "--grace-period=2", "--wait=false"]);
+    let marked = k.ok(&[
+        "get",
+        "pod",
+        "solo",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds}",
+    ]);
+    assert_eq!(marked.stdout, "2");
+    let listed = k.ok(&["get", "pod", "solo"]);
+    assert!(listed.stdout.contains("Terminating"), "{}", listed.stdout);
+    k.ok(&["wait", "--for=delete", "pod/solo", "--timeout=30s"]);
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(30),
+        "the pod's own 60 s gave way to the deletion's 2 s: {took:?}"
+    );
+
+    // Foreground: the deployment stays, marked, until its replica set and
+    // pods have gone.
+    k.ok(&[
+        "delete",
+        "deployment",
+        "crew",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let owner = k.ok(&[
+        "get",
+        "deployment",
+        "crew",
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ]);
+    assert!(
+        owner.stdout.contains("foregroundDeletion"),
+        "{}",
+        owner.stdout
+    );
+    let pods = k.ok(&["get", "pods", "-l", "app=crew", "-o", "name"]);
+    assert_eq!(
+        pods.stdout.lines().count(),
+        2,
+        "still there: {}",
+        pods.stdout
+    );
+    k.ok(&["wait", "--for=delete", "deployment/crew", "--timeout=60s"]);
+    let left = k.ok(&["get", "rs,pods", "-o", "name"]);
+    assert_eq!(left.stdout, "", "the dependents went first");
+
+    // Forced, with no grace period: gone at once.
+    k.ok(&["apply", "-f", &manifest]);
+    k.wait_for(&["pod", "solo"], "solo running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let forced = Instant::now();
+    k.ok(&["delete", "pod", "solo", "--grace-period=0", "--force"]);
+    assert!(forced.elapsed() < Duration::from_secs(10));
+    assert!(!k.run(&["get", "pod", "solo"]).success);
+}
+
+#[test]
 fn server_side_apply_tracks_managers_and_names_their_conflicts() {
     let home = tempfile::tempdir().unwrap();
     build_image(home.path(), Path::new(guests::HELLO), "web:1");

@@ -704,6 +704,29 @@ pub fn object_in(
             "name or generateName is required",
         ));
     }
+    // The finalizers berth itself sets ride along on updates (the store
+    // keeps its own); any other would wait for a controller berth does not
+    // run, so the object could never go.
+    if let Some(finalizers) = metadata.remove("finalizers") {
+        let foreign: Vec<&str> = finalizers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|f| *f != crate::spec::objects::FOREGROUND_DELETION && *f != "orphan")
+            .collect();
+        if !foreign.is_empty() || !finalizers.is_array() {
+            return Err(invalid(
+                resource,
+                &name,
+                "metadata.finalizers",
+                &format!(
+                    "berth runs no controller that would remove {}: the object could never be deleted",
+                    foreign.join(", ")
+                ),
+            ));
+        }
+    }
     if resource.namespaced {
         let wanted = namespace.unwrap_or("default");
         match metadata.get("namespace").and_then(Value::as_str) {
@@ -1248,13 +1271,29 @@ async fn delete(
             "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
         )));
     }
+    let grace = match params.get("gracePeriodSeconds").cloned().or_else(|| {
+        options["gracePeriodSeconds"]
+            .as_i64()
+            .map(|g| g.to_string())
+    }) {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(g) if g >= 0 => Some(g as u64),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "gracePeriodSeconds {text:?} is not a whole number of seconds, 0 or more"
+                )));
+            }
+        },
+    };
     let uid_wanted = options["preconditions"]["uid"].as_str().map(str::to_owned);
     let rv_wanted = options["preconditions"]["resourceVersion"]
         .as_str()
         .map(str::to_owned);
     let namespace = target.namespace.clone().unwrap_or_default();
     let notify = api.clone();
-    let (deleted, group) = with_store(&api, move |store| {
+    // The object as deleted, and whether its deletion has only begun.
+    let (deleted, begun) = with_store(&api, move |store| {
         let Some(existing) = store.get(resource.kind, &namespace, &name)? else {
             return Err(not_found(resource, &name));
         };
@@ -1279,7 +1318,41 @@ async fn delete(
             ));
         }
         if dry {
-            return Ok((existing, resource.group));
+            return Ok((existing, false));
+        }
+        // A running pod stops within its grace period first (Terminating),
+        // and the kubelet deletes it once it has; an owner deleted in the
+        // foreground waits for its dependents.
+        let marked = match &existing.object {
+            Object::Pod(pod) => {
+                let grace = grace.unwrap_or(pod.spec.termination_grace_period_seconds);
+                let finished = matches!(
+                    existing.status["phase"].as_str(),
+                    Some("Succeeded" | "Failed")
+                );
+                let meta = &pod.metadata;
+                if grace == 0 || pod.spec.node_name.is_none() || finished {
+                    None
+                } else if meta.deletion_grace_period_seconds.is_some_and(|g| g <= grace) {
+                    Some(existing.clone())
+                } else {
+                    store.mark_deleting("Pod", &namespace, &name, &existing.uid, grace, &[])?
+                }
+            }
+            object if policy == "Foreground" && has_dependents(store, &existing)? => {
+                store.mark_deleting(
+                    object.kind(),
+                    &namespace,
+                    &name,
+                    &existing.uid,
+                    0,
+                    &[crate::spec::objects::FOREGROUND_DELETION],
+                )?
+            }
+            _ => None,
+        };
+        if let Some(marked) = marked {
+            return Ok((marked, true));
         }
         if policy == "Orphan" {
             orphan_dependents(store, &existing)?;
@@ -1287,16 +1360,15 @@ async fn delete(
         let record = store
             .delete_record(resource.kind, &namespace, &name)?
             .ok_or_else(|| not_found(resource, &name))?;
-        Ok((record, resource.group))
+        Ok((record, false))
     })
     .await?;
     if !dry {
         notify.state.changed.notify_one();
     }
-    let _ = group;
-    // Pods, like kube-apiserver's, answer with the object; the rest with
-    // a Status.
-    if resource.kind == "Pod" {
+    // Pods, like kube-apiserver's, answer with the object, as does a
+    // deletion that has begun; the rest with a Status.
+    if resource.kind == "Pod" || begun {
         return Ok(json_response(StatusCode::OK, &super::view(&deleted)));
     }
     Ok(json_response(
@@ -1308,6 +1380,16 @@ async fn delete(
             &deleted.uid,
         ),
     ))
+}
+
+/// Whether anything names `owner` as its controller.
+fn has_dependents(store: &Store, owner: &crate::state::Record) -> Result<bool, ApiError> {
+    let dependents = match owner.object.kind() {
+        "Deployment" => "ReplicaSet",
+        "ReplicaSet" => "Pod",
+        _ => return Ok(false),
+    };
+    Ok(!store.list_owned(dependents, &owner.uid)?.is_empty())
 }
 
 /// Removes `owner` from its dependents' ownerReferences, so the garbage

@@ -164,7 +164,7 @@ async fn write(item: &Item<'_>, dry: bool) -> anyhow::Result<&'static str> {
     .await?;
     match (status, &item.live) {
         (200 | 201, None) => Ok("created"),
-        (200, Some(live)) if dry || declared(&reply) == declared(live) => Ok("unchanged"),
+        (200, Some(live)) if dry || unchanged(&item.loaded.raw, live, &reply) => Ok("unchanged"),
         (200, Some(_)) => Ok("configured"),
         _ => {
             let what = if dry { "" } else { " (while writing)" };
@@ -178,18 +178,35 @@ async fn write(item: &Item<'_>, dry: bool) -> anyhow::Result<&'static str> {
     }
 }
 
-/// An object without what the server and controllers keep changing (its
-/// status, resourceVersion and field managers): what an apply may change.
-fn declared(object: &Value) -> Value {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.remove("status");
+/// Whether an apply of `applied` left the object as it was: the values it
+/// sets are the ones `live` had, and what berth manages is the same set of
+/// fields (a field dropped from the manifest is removed, and changes that).
+/// What others changed meanwhile (a controller's annotation, the
+/// scheduler's node) is not this apply's doing.
+fn unchanged(applied: &Value, live: &Value, now: &Value) -> bool {
+    project(applied, live) == project(applied, now) && managed(live) == managed(now)
+}
+
+/// `object`'s values at the paths `applied` sets.
+fn project(applied: &Value, object: &Value) -> Value {
+    match applied {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, value)| (name.clone(), project(value, &object[name])))
+                .collect(),
+        ),
+        _ => object.clone(),
     }
-    if let Some(meta) = object["metadata"].as_object_mut() {
-        meta.remove("resourceVersion");
-        meta.remove("managedFields");
-    }
-    object
+}
+
+/// The fields berth's applies own, as the server records them.
+fn managed(object: &Value) -> Option<&Value> {
+    object["metadata"]["managedFields"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["manager"] == "berth" && entry["operation"] == "Apply")
+        .map(|entry| &entry["fieldsV1"])
 }
 
 /// Deletes the namespaces an apply created before it found a reason to
@@ -258,4 +275,44 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     }
     println!("deployment.apps/{} created", args.name);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(replicas: u64, annotations: Value, fields: Value) -> Value {
+        json!({
+            "metadata": {
+                "name": "web",
+                "annotations": annotations,
+                "managedFields": [{"manager": "berth", "operation": "Apply", "fieldsV1": fields}],
+            },
+            "spec": {"replicas": replicas, "paused": false},
+        })
+    }
+
+    #[test]
+    fn an_apply_is_unchanged_by_what_others_did_meanwhile() {
+        let applied = json!({"metadata": {"name": "web"}, "spec": {"replicas": 2}});
+        let fields = json!({"f:spec": {"f:replicas": {}}});
+        let live = object(2, json!({}), fields.clone());
+        // A controller's annotation, written between the read and the apply.
+        let annotated = object(
+            2,
+            json!({"deployment.kubernetes.io/revision": "1"}),
+            fields.clone(),
+        );
+        assert!(unchanged(&applied, &live, &annotated));
+        // A value this apply sets.
+        assert!(!unchanged(
+            &applied,
+            &live,
+            &object(3, json!({}), fields.clone())
+        ));
+        // A field this apply no longer sets, so no longer berth's.
+        let fewer = object(2, json!({}), json!({"f:spec": {}}));
+        assert!(!unchanged(&applied, &live, &fewer));
+    }
 }

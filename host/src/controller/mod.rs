@@ -21,7 +21,8 @@ use sha2::{Digest as _, Sha256};
 use crate::scheduler::{self, Node, Requests};
 use crate::spec::Object;
 use crate::spec::objects::{
-    Deployment, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetSpec, StrategyType,
+    Deployment, FOREGROUND_DELETION, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetSpec,
+    StrategyType,
 };
 use crate::state::{Event, Record, Result, Store};
 
@@ -69,10 +70,20 @@ fn owned(store: &Store, kind: &str, namespace: &str, owner: &Record) -> Result<V
         .collect())
 }
 
+/// The pods a replica set controls that are not being deleted (those
+/// count for nothing, as in Kubernetes: their replacements start at once).
+fn active_pods(store: &Store, rs: &Record) -> Result<Vec<Record>> {
+    Ok(store
+        .list_owned("Pod", &rs.uid)?
+        .into_iter()
+        .filter(|p| !p.object.metadata().deleting())
+        .collect())
+}
+
 /// How many pods each replica set controls, and how many of them are
 /// ready: `(total, ready)`.
 fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
-    let pods = store.list_owned("Pod", &rs.uid)?;
+    let pods = active_pods(store, rs)?;
     let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
     Ok((pods.len() as u32, ready as u32))
 }
@@ -282,10 +293,61 @@ impl Controllers {
         Ok(changed)
     }
 
+    /// An owner deleted in the foreground: its dependents are deleted
+    /// (in the foreground too, as Kubernetes' garbage collector does), and
+    /// once none is left, so is it.
+    fn finish_foreground(&self, store: &mut Store, record: &Record) -> Result<bool> {
+        let meta = record.object.metadata();
+        let kind = record.object.kind();
+        let ns = record.object.namespace().unwrap_or("").to_owned();
+        if !meta.finalizers.iter().any(|f| f == FOREGROUND_DELETION) {
+            return Ok(false);
+        }
+        let dependents = match kind {
+            "Deployment" => "ReplicaSet",
+            _ => "Pod",
+        };
+        let left = store.list_owned(dependents, &record.uid)?;
+        if left.is_empty() {
+            return store.delete_if(kind, &ns, &meta.name, &record.uid);
+        }
+        let mut changed = false;
+        for dependent in left.iter().filter(|d| !d.object.metadata().deleting()) {
+            let name = &dependent.object.metadata().name;
+            changed |= match &dependent.object {
+                Object::ReplicaSet(_) => store
+                    .mark_deleting(
+                        "ReplicaSet",
+                        &ns,
+                        name,
+                        &dependent.uid,
+                        0,
+                        &[FOREGROUND_DELETION],
+                    )?
+                    .is_some(),
+                Object::Pod(pod) if pod.spec.node_name.is_some() => store
+                    .mark_deleting(
+                        "Pod",
+                        &ns,
+                        name,
+                        &dependent.uid,
+                        pod.spec.termination_grace_period_seconds,
+                        &[],
+                    )?
+                    .is_some(),
+                _ => store.delete_if(dependents, &ns, name, &dependent.uid)?,
+            };
+        }
+        Ok(changed)
+    }
+
     fn reconcile_deployment(&self, store: &mut Store, record: &Record) -> Result<bool> {
         let Object::Deployment(deployment) = &record.object else {
             return Ok(false);
         };
+        if deployment.metadata.deleting() {
+            return self.finish_foreground(store, record);
+        }
         let ns = record.object.namespace().unwrap_or("default").to_owned();
         let name = &deployment.metadata.name;
         let mut template = deployment.spec.template.clone();
@@ -373,7 +435,7 @@ impl Controllers {
                         labels: template.metadata.labels.clone(),
                         annotations,
                         owner_references: vec![owner("Deployment", "apps/v1", record)],
-                        managed_fields: Vec::new(),
+                        ..ObjectMeta::default()
                     },
                     spec: ReplicaSetSpec {
                         // Scaled up below, within the rollout's limits.
@@ -604,8 +666,14 @@ impl Controllers {
         let Object::ReplicaSet(rs) = &record.object else {
             return Ok(false);
         };
+        if rs.metadata.deleting() {
+            return self.finish_foreground(store, record);
+        }
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let mut pods = owned(store, "Pod", &ns, record)?;
+        let mut pods: Vec<Record> = owned(store, "Pod", &ns, record)?
+            .into_iter()
+            .filter(|p| !p.object.metadata().deleting())
+            .collect();
         let want = rs.spec.replicas as usize;
         let mut changed = false;
         while pods.len() < want {
@@ -618,7 +686,7 @@ impl Controllers {
                     labels: template.metadata.labels.clone(),
                     annotations: template.metadata.annotations.clone(),
                     owner_references: vec![owner("ReplicaSet", "apps/v1", record)],
-                    managed_fields: Vec::new(),
+                    ..ObjectMeta::default()
                 },
                 spec: template.spec,
             };

@@ -77,6 +77,9 @@ struct Worker {
     /// The pod's generation it runs; a new one (a new image) replaces it.
     generation: u64,
     labels: std::collections::BTreeMap<String, String>,
+    /// The seconds its containers get to stop: the pod's
+    /// terminationGracePeriodSeconds, or a deletion's own grace period.
+    grace: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What every pod worker needs.
@@ -125,6 +128,8 @@ pub struct Kubelet {
     stopping: tokio_util::task::TaskTracker,
     /// The store's spec version the workers were last synced to.
     synced: Option<u64>,
+    /// Pods being deleted whose workers are stopping: deleted once stopped.
+    terminating: std::collections::HashSet<String>,
 }
 
 impl Kubelet {
@@ -157,6 +162,7 @@ impl Kubelet {
             replacing: HashMap::new(),
             stopping: tokio_util::task::TaskTracker::new(),
             synced: None,
+            terminating: Default::default(),
         }
     }
 
@@ -187,6 +193,9 @@ impl Kubelet {
             }
         };
         let mut wanted: HashMap<String, (Pod, u64, u32)> = HashMap::new();
+        // Pods being deleted (by uid: namespace, name, grace period): they
+        // stop, then the kubelet deletes them, as Kubernetes' does.
+        let mut deleting: HashMap<String, (String, String, u64)> = HashMap::new();
         for record in pods {
             if let Object::Pod(pod) = record.object
                 && pod
@@ -195,6 +204,17 @@ impl Kubelet {
                     .as_ref()
                     .is_some_and(|n| self.nodes.contains(n))
             {
+                if pod.metadata.deleting() {
+                    deleting.insert(
+                        record.uid,
+                        (
+                            pod.metadata.namespace.clone().unwrap_or_default(),
+                            pod.metadata.name.clone(),
+                            pod.metadata.deletion_grace_period_seconds.unwrap_or(0),
+                        ),
+                    );
+                    continue;
+                }
                 let restarts = record.status["containerStatuses"][0]["restartCount"]
                     .as_u64()
                     .unwrap_or(0) as u32;
@@ -207,15 +227,49 @@ impl Kubelet {
             .filter(|uid| !wanted.contains_key(*uid))
             .cloned()
             .collect();
+        // Those whose workers are stopping stay until they have stopped.
+        self.terminating.retain(|uid| deleting.contains_key(uid));
         for uid in gone {
             if let Some(worker) = self.workers.remove(&uid) {
+                let finish = deleting.remove(&uid);
+                if finish.is_some() {
+                    self.terminating.insert(uid.clone());
+                }
+                if let Some((_, _, grace)) = &finish {
+                    worker
+                        .grace
+                        .store(*grace, std::sync::atomic::Ordering::Relaxed);
+                }
                 worker.cancel.cancel();
                 let dir = self.context.pods_dir.join(&uid);
+                let state = self.context.state.clone();
                 self.stopping.spawn(async move {
                     let _ = worker.task.await;
                     let _ = tokio::fs::remove_dir_all(dir).await;
+                    if let Some((namespace, name, _)) = finish {
+                        finish_deletion(state, namespace, name, uid).await;
+                    }
                 });
             }
+        }
+        // Being deleted, and nothing of them runs (never started, or not
+        // since a restart): they go now.
+        let idle: Vec<(String, String, String)> = deleting
+            .into_iter()
+            .filter(|(uid, _)| {
+                !self.workers.contains_key(uid)
+                    && !self.terminating.contains(uid)
+                    && self
+                        .replacing
+                        .get(uid)
+                        .is_none_or(|(task, _)| task.is_finished())
+            })
+            .map(|(uid, (namespace, name, _))| (uid, namespace, name))
+            .collect();
+        for (uid, namespace, name) in idle {
+            let state = self.context.state.clone();
+            self.stopping
+                .spawn(finish_deletion(state, namespace, name, uid));
         }
         // A pod deleted while its old run stopped: once stopped, its
         // directory goes as any deleted pod's does.
@@ -260,11 +314,15 @@ impl Kubelet {
             };
             let cancel = CancellationToken::new();
             let labels = pod.metadata.labels.clone();
+            let grace = Arc::new(std::sync::atomic::AtomicU64::new(
+                pod.spec.termination_grace_period_seconds,
+            ));
             let task = tokio::spawn(run_pod(
                 self.context.clone(),
                 uid.clone(),
                 pod,
                 cancel.clone(),
+                grace.clone(),
                 first_run,
             ));
             self.workers.insert(
@@ -274,6 +332,7 @@ impl Kubelet {
                     task,
                     generation,
                     labels,
+                    grace,
                 },
             );
         }
@@ -597,11 +656,32 @@ async fn supervise(
     }
 }
 
+/// Deletes a pod whose deletion began, now that its containers have
+/// stopped: unless another pod has taken its name since.
+async fn finish_deletion(state: Arc<ApiState>, namespace: String, name: String, uid: String) {
+    let deleting = state.clone();
+    let deleted = tokio::task::spawn_blocking(move || {
+        deleting
+            .store
+            .lock()
+            .expect("lock")
+            .delete_if("Pod", &namespace, &name, &uid)
+    })
+    .await;
+    match deleted {
+        Ok(Ok(true)) => state.changed.notify_one(),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::error!("deleting a stopped pod: {e}"),
+        Err(e) => tracing::error!("deleting a stopped pod: {e}"),
+    }
+}
+
 async fn run_pod(
     context: Context,
     uid: String,
     pod: Pod,
     cancel: CancellationToken,
+    stop_grace: Arc<std::sync::atomic::AtomicU64>,
     first_run: u32,
 ) {
     let mut restarts: u32 = first_run;
@@ -682,6 +762,9 @@ async fn run_pod(
                 // Out of every service first, so no new request comes;
                 // then the requests it has finish (within the grace period).
                 context.routes.remove_pod(&uid);
+                // A deletion may have asked for less time than the spec.
+                let grace =
+                    Duration::from_secs(stop_grace.load(std::sync::atomic::Ordering::Relaxed));
                 endpoint.drained(grace).await;
                 // Processes get SIGTERM, and SIGKILL after the grace period.
                 futures_util::future::join_all(running.iter().map(|c| c.workload.stop(grace)))

@@ -62,6 +62,28 @@ pub struct ObjectMeta {
     /// API server records them; the API drops what clients send here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_fields: Vec<serde_json::Value>,
+    /// Set by the server when the object's deletion is asked for and it
+    /// cannot go at once: a pod whose containers are stopping (within
+    /// `deletion_grace_period_seconds`), an owner waiting for its
+    /// dependents (the `foregroundDeletion` finalizer). Clients cannot set
+    /// these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+}
+
+/// The finalizer of an owner deleted with propagationPolicy Foreground: it
+/// goes once its dependents have.
+pub const FOREGROUND_DELETION: &str = "foregroundDeletion";
+
+impl ObjectMeta {
+    /// Whether the object's deletion has begun.
+    pub fn deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

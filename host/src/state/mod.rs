@@ -428,6 +428,25 @@ impl Store {
                 }
                 _ => object,
             };
+            // A deletion under way is the server's to record: an update
+            // (which never carries it) leaves it as it is.
+            let carried;
+            let object = match &stored {
+                Some((old_text, _, _))
+                    if !object.metadata().deleting()
+                        && old_text.contains("\"deletionTimestamp\"") =>
+                {
+                    let old = object_from_json(kind, &name, old_text)?;
+                    let mut with = object.clone();
+                    let (meta, was) = (with.metadata_mut(), old.metadata());
+                    meta.deletion_timestamp.clone_from(&was.deletion_timestamp);
+                    meta.deletion_grace_period_seconds = was.deletion_grace_period_seconds;
+                    meta.finalizers.clone_from(&was.finalizers);
+                    carried = with;
+                    &carried
+                }
+                _ => object,
+            };
             let text = object_json(object).to_string();
             let version = next_version(&tx)?;
             let outcome = match stored {
@@ -475,6 +494,54 @@ impl Store {
             self.publish(change, kind, &namespace, &name)?;
         }
         Ok(outcomes)
+    }
+
+    /// Begins an object's deletion instead of deleting it: it stays, marked
+    /// (`deletionTimestamp`, the grace period, the finalizers), until what
+    /// holds it lets go and deletes it. The object as marked, or `None` if
+    /// there is none with `uid`.
+    pub fn mark_deleting(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        grace_seconds: u64,
+        finalizers: &[&str],
+    ) -> Result<Option<Record>> {
+        let Some(record) = self.get(kind, namespace, name)?.filter(|r| r.uid == uid) else {
+            return Ok(None);
+        };
+        let mut object = record.object;
+        let meta = object.metadata_mut();
+        // As Kubernetes records it: when the deletion is due.
+        let due = std::time::SystemTime::now() + std::time::Duration::from_secs(grace_seconds);
+        meta.deletion_timestamp = Some(humantime::format_rfc3339_seconds(due).to_string());
+        meta.deletion_grace_period_seconds = Some(grace_seconds);
+        for finalizer in finalizers {
+            if !meta.finalizers.iter().any(|f| f == finalizer) {
+                meta.finalizers.push((*finalizer).to_owned());
+            }
+        }
+        self.apply(std::slice::from_ref(&object))?;
+        self.get(kind, namespace, name)
+    }
+
+    /// Deletes the object at a key if it is still the one with `uid`.
+    pub fn delete_if(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<bool> {
+        if self
+            .get(kind, namespace, name)?
+            .is_some_and(|r| r.uid == uid)
+        {
+            return self.delete(kind, namespace, name);
+        }
+        Ok(false)
     }
 
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Record>> {
