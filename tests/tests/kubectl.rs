@@ -1098,7 +1098,7 @@ fn kubectl_port_forward_reaches_wasm_and_linux_pods_over_both_transports() {
 }
 
 #[test]
-fn kubectl_logs_follows_new_lines_and_reads_the_previous_run() {
+fn kubectl_logs_follows_new_lines_attach_shows_them_and_logs_read_the_previous_run() {
     let home = tempfile::tempdir().unwrap();
     berth_tests::busybox::load(home.path(), "busybox:1");
     build_image(home.path(), Path::new(guests::MISBEHAVE), "misbehave:1");
@@ -1149,6 +1149,38 @@ fn kubectl_logs_follows_new_lines_and_reads_the_previous_run() {
     let _ = follow.wait();
     assert_eq!(seen.first(), Some(&0), "from the start: {seen:?}");
     assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+
+    // Attaching shows the output from then on, as it is written.
+    let before = k.ok(&["logs", "ticker"]);
+    let last = before.stdout.lines().filter_map(tick).max().unwrap();
+    let mut attach = k
+        .command(&["attach", "ticker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let attached: Vec<u64> = BufReader::new(attach.stdout.take().unwrap())
+        .lines()
+        .filter_map(|l| tick(&l.unwrap()))
+        .take(3)
+        .collect();
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(
+        attached.len() == 3 && attached[0] >= last,
+        "{attached:?} after {last}"
+    );
+    assert!(
+        attached.windows(2).all(|w| w[1] == w[0] + 1),
+        "{attached:?}"
+    );
+    let input = k.run(&["attach", "-i", "ticker"]);
+    assert!(!input.success);
+    assert!(
+        input.stderr.contains("without standard input"),
+        "{}",
+        input.stderr
+    );
 
     // The run before the restart, with why it ended.
     k.wait_for(&["pod", "crash"], "a restart", |p| {

@@ -42,9 +42,9 @@ struct ExecRequest {
 fn parse(query: &str) -> Result<ExecRequest, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query);
     let flag = |name: &str| {
-        pairs.iter().any(|(k, v)| {
-            k == name && matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True")
-        })
+        pairs
+            .iter()
+            .any(|(k, v)| k == name && super::rest::truthy(v))
     };
     let command: Vec<String> = pairs
         .iter()
@@ -77,7 +77,7 @@ fn parse(query: &str) -> Result<ExecRequest, ApiError> {
 }
 
 /// The query's pairs, repeated keys kept (`command` is one per argument).
-fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+pub(super) fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
         &format!("/?{query}").parse().unwrap_or_default(),
     )
@@ -156,14 +156,14 @@ fn is_running(pod: &serde_json::Value, container: &str) -> bool {
 }
 
 /// A close with status 1000: kubectl reads any other as a failed stream.
-fn normal_close() -> Message {
+pub(super) fn normal_close() -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
         code: axum::extract::ws::close_code::NORMAL,
         reason: "".into(),
     }))
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
+pub(super) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(data.len() + 1);
     bytes.push(channel);
     bytes.extend_from_slice(data);

@@ -6,6 +6,7 @@
 
 mod access;
 mod apply;
+mod attach;
 pub mod client;
 mod discovery;
 mod endpoints;

@@ -81,6 +81,7 @@ pub static RESOURCES: &[Resource] = &[
             ("log", "Pod", &["get"]),
             ("exec", "PodExecOptions", &["create", "get"]),
             ("portforward", "PodPortForwardOptions", &["create", "get"]),
+            ("attach", "PodAttachOptions", &["create", "get"]),
         ],
         source: Source::Stored,
     },

@@ -84,10 +84,12 @@ pub type Params = HashMap<String, String>;
 /// A boolean query parameter, read as Go's `strconv.ParseBool` reads it
 /// (the Python client sends `watch=True`).
 pub fn flag(params: &Params, name: &str) -> bool {
-    matches!(
-        params.get(name).map(String::as_str),
-        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
-    )
+    params.get(name).is_some_and(|v| truthy(v))
+}
+
+/// Whether Go's `strconv.ParseBool` reads `value` as true.
+pub fn truthy(value: &str) -> bool {
+    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {

@@ -196,6 +196,13 @@ async fn route(api: Arc<KubeApi>, request: Request) -> Result<Response, ApiError
         );
         return super::exec::serve(api, parts, namespace, name).await;
     }
+    if target.subresource.as_deref() == Some("attach") {
+        let (namespace, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return super::attach::serve(api, parts, namespace, name).await;
+    }
     if target.subresource.as_deref() == Some("portforward") {
         let (namespace, name) = (
             target.namespace.clone().unwrap_or_default(),
