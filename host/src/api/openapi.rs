@@ -1,6 +1,6 @@
 //! `/openapi/v3`: the documents in `openapi/`, derived from Kubernetes'
 //! own schema by `host/openapi/generate.py` (see its README), embedded
-//! compressed and unpacked on first use. kubectl reads them to decide the
+//! compressed and served so. kubectl reads them to decide the
 //! server validates fields (so `apply` sends `fieldValidation`) and for
 //! `explain`; the strategic merge patch reads their merge keys.
 
@@ -41,13 +41,65 @@ const DOCUMENTS: [(&str, &[u8]); 7] = [
     ),
 ];
 
+/// One group-version's document. Nothing of it is held unpacked but the
+/// schemas, and those only once a write needs them, without their
+/// descriptions: the documents themselves are served as they are embedded
+/// (gzip) to clients that take gzip, as kubectl does.
 struct Document {
     path: &'static str,
-    /// The JSON text as served.
-    text: bytes::Bytes,
-    /// Its hash, as kube-apiserver puts in `serverRelativeURL`.
-    hash: String,
-    schemas: Map<String, Value>,
+    gz: &'static [u8],
+    /// The document's hash, as kube-apiserver puts in `serverRelativeURL`.
+    hash: OnceLock<String>,
+    schemas: OnceLock<Map<String, Value>>,
+}
+
+impl Document {
+    fn text(&self) -> Vec<u8> {
+        use std::io::Read as _;
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(self.gz)
+            .read_to_end(&mut text)
+            .expect("the embedded OpenAPI documents are gzip");
+        text
+    }
+
+    fn hash(&self) -> &str {
+        self.hash.get_or_init(|| {
+            use sha2::Digest as _;
+            hex::encode_upper(sha2::Sha512::digest(self.text()))
+        })
+    }
+
+    fn schemas(&self) -> &Map<String, Value> {
+        self.schemas.get_or_init(|| {
+            let mut value: Value = serde_json::from_slice(&self.text())
+                .expect("the embedded OpenAPI documents are JSON");
+            let mut schemas = match value["components"]["schemas"].take() {
+                Value::Object(schemas) => schemas,
+                _ => Map::new(),
+            };
+            for schema in schemas.values_mut() {
+                strip_descriptions(schema);
+            }
+            schemas
+        })
+    }
+}
+
+/// Removes the prose of a schema (what `kubectl explain` shows, which the
+/// served document keeps): most of its size, and nothing apply, patch or
+/// validation read. A field named `description` is an object, and stays.
+fn strip_descriptions(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("description").is_some_and(Value::is_string) {
+                map.remove("description");
+            }
+            map.values_mut().for_each(strip_descriptions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 fn documents() -> &'static [Document] {
@@ -55,26 +107,11 @@ fn documents() -> &'static [Document] {
     DOCS.get_or_init(|| {
         DOCUMENTS
             .iter()
-            .map(|(path, gz)| {
-                use sha2::Digest as _;
-                use std::io::Read as _;
-                let mut text = Vec::new();
-                flate2::read::GzDecoder::new(*gz)
-                    .read_to_end(&mut text)
-                    .expect("the embedded OpenAPI documents are gzip");
-                let value: Value =
-                    serde_json::from_slice(&text).expect("the embedded OpenAPI documents are JSON");
-                let schemas = value["components"]["schemas"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                let hash = hex::encode_upper(sha2::Sha512::digest(&text));
-                Document {
-                    path,
-                    text: bytes::Bytes::from(text),
-                    hash,
-                    schemas,
-                }
+            .map(|(path, gz)| Document {
+                path,
+                gz,
+                hash: OnceLock::new(),
+                schemas: OnceLock::new(),
             })
             .collect()
     })
@@ -87,7 +124,7 @@ pub fn root() -> Response {
         .map(|d| {
             (
                 d.path.to_owned(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{}?hash={}", d.path, d.hash)}),
+                json!({"serverRelativeURL": format!("/openapi/v3/{}?hash={}", d.path, d.hash())}),
             )
         })
         .collect();
@@ -100,15 +137,30 @@ pub fn document(path: &str, query_hash: Option<&str>, headers: &HeaderMap) -> Re
     let Some(doc) = documents().iter().find(|d| d.path == path) else {
         return super::status::ApiError::NoSuchPath.into_response();
     };
-    let etag = format!("\"{}\"", doc.hash);
+    let etag = format!("\"{}\"", doc.hash());
     if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
     {
         return StatusCode::NOT_MODIFIED.into_response();
     }
-    let mut response = (StatusCode::OK, doc.text.clone()).into_response();
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.split(';').next().is_some_and(|c| c.trim() == "gzip"));
+    let mut response = if gzip {
+        let mut response = (StatusCode::OK, doc.gz).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        (StatusCode::OK, doc.text()).into_response()
+    };
     let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -116,7 +168,7 @@ pub fn document(path: &str, query_hash: Option<&str>, headers: &HeaderMap) -> Re
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    let cache = if query_hash == Some(doc.hash.as_str()) {
+    let cache = if query_hash == Some(doc.hash()) {
         "public, immutable"
     } else {
         "no-cache, private"
@@ -160,7 +212,7 @@ pub fn schemas(resource: &Resource) -> &'static Map<String, Value> {
     documents()
         .iter()
         .find(|d| d.path == path)
-        .map_or_else(|| EMPTY.get_or_init(Map::new), |d| &d.schemas)
+        .map_or_else(|| EMPTY.get_or_init(Map::new), Document::schemas)
 }
 
 /// The schema name of a resource's kind, as Kubernetes' definitions name
