@@ -258,11 +258,18 @@ fn run_daemon(
                 work.everything_too();
                 swept = pass;
             }
-            {
+            // A few rounds, each feeding the next, the store's lock taken
+            // per round so requests are answered in between.
+            for _ in 0..8 {
                 let mut store = state.store.lock().expect("lock");
-                if let Err(e) = controllers.reconcile_work(&mut store, &mut work, &mut changes) {
-                    tracing::error!("reconciling: {e}");
-                    work.everything_too();
+                match controllers.reconcile_round(&mut store, &mut work, &mut changes) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!("reconciling: {e}");
+                        work.everything_too();
+                        break;
+                    }
                 }
             }
             kubelet.sync();
@@ -851,7 +858,7 @@ fn sync_routes(
 ) {
     let listed = {
         let store = state.store.lock().expect("lock");
-        let version = store.spec_version();
+        let version = store.spec_version_of("Service");
         if *synced == Some(version) {
             return;
         }

@@ -234,50 +234,65 @@ impl Controllers {
         changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
     ) -> Result<()> {
         for _ in 0..8 {
-            work.drain(changes);
-            if work.is_empty() {
-                return Ok(());
-            }
-            let mut todo = std::mem::take(work);
-            if todo.all {
-                self.reconcile(store)?;
-                continue;
-            }
-            for (kind, uid) in &todo.orphans {
-                for dependent in store.list_owned(kind, uid)? {
-                    let ns = dependent.object.namespace().unwrap_or("").to_owned();
-                    store.delete(kind, &ns, &dependent.object.metadata().name)?;
-                }
-            }
-            // A replica set's change is its deployment's too (its status
-            // counts the pods).
-            for (ns, name) in &todo.replicasets {
-                if let Some(rs) = store.get("ReplicaSet", ns, name)?
-                    && let Some(owner) = rs
-                        .object
-                        .metadata()
-                        .owner_references
-                        .iter()
-                        .find(|o| o.controller && o.kind == "Deployment")
-                {
-                    todo.deployments.insert((ns.clone(), owner.name.clone()));
-                }
-            }
-            for (ns, name) in &todo.deployments {
-                if let Some(deployment) = store.get("Deployment", ns, name)? {
-                    self.reconcile_deployment(store, &deployment)?;
-                }
-            }
-            for (ns, name) in &todo.replicasets {
-                if let Some(rs) = store.get("ReplicaSet", ns, name)? {
-                    self.reconcile_replicaset(store, &rs)?;
-                }
-            }
-            if todo.schedule {
-                self.schedule(store)?;
+            if !self.reconcile_round(store, work, changes)? {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// One round of [`Controllers::reconcile_work`]: what `work` and the
+    /// watch name now; whether there was any. The daemon takes the store's
+    /// lock per round, so API requests are served between rounds.
+    pub fn reconcile_round(
+        &self,
+        store: &mut Store,
+        work: &mut Work,
+        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+    ) -> Result<bool> {
+        work.drain(changes);
+        if work.is_empty() {
+            return Ok(false);
+        }
+        let mut todo = std::mem::take(work);
+        if todo.all {
+            self.reconcile(store)?;
+            return Ok(true);
+        }
+        for (kind, uid) in &todo.orphans {
+            for dependent in store.list_owned(kind, uid)? {
+                let ns = dependent.object.namespace().unwrap_or("").to_owned();
+                store.delete(kind, &ns, &dependent.object.metadata().name)?;
+            }
+        }
+        // A replica set's change is its deployment's too (its status
+        // counts the pods).
+        for (ns, name) in &todo.replicasets {
+            if let Some(rs) = store.get("ReplicaSet", ns, name)?
+                && let Some(owner) = rs
+                    .object
+                    .metadata()
+                    .owner_references
+                    .iter()
+                    .find(|o| o.controller && o.kind == "Deployment")
+            {
+                todo.deployments.insert((ns.clone(), owner.name.clone()));
+            }
+        }
+        for (ns, name) in &todo.deployments {
+            if let Some(deployment) = store.get("Deployment", ns, name)? {
+                self.reconcile_deployment(store, &deployment)?;
+            }
+        }
+        for (ns, name) in &todo.replicasets {
+            if let Some(rs) = store.get("ReplicaSet", ns, name)? {
+                self.reconcile_replicaset(store, &rs)?;
+            }
+        }
+        if todo.schedule {
+            self.schedule(store)?;
+        }
+        Ok(true)
     }
 
     /// One pass over everything; whether anything changed.

@@ -176,7 +176,7 @@ impl Kubelet {
     pub fn sync(&mut self) {
         let listed = {
             let store = self.context.state.store.lock().expect("lock");
-            let version = store.spec_version();
+            let version = store.spec_version_of("Pod");
             // Status changes (most of them, while pods start) are not ours.
             if self.synced == Some(version) && self.replacing.is_empty() {
                 return;

@@ -6,7 +6,7 @@
 //! not at all, and after a crash (even kill -9) the daemon reopens the
 //! database and finds exactly what was committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -122,8 +122,9 @@ pub struct Store {
     /// kubelet list every pod many times a second while a thousand start,
     /// and a text compare is far cheaper than parsing it again.
     parsed: std::cell::RefCell<std::collections::HashMap<String, Parsed>>,
-    /// Bumped by every change to an object itself (not its status).
-    spec_version: u64,
+    /// Bumped by every change to an object itself (not its status), by
+    /// the object's kind.
+    spec_versions: HashMap<&'static str, u64>,
     /// Where committed changes go, for watchers.
     hub: std::sync::Arc<Hub>,
 }
@@ -352,7 +353,7 @@ impl Store {
             conn,
             node_ports: NODE_PORTS,
             parsed: Default::default(),
-            spec_version: 0,
+            spec_versions: HashMap::new(),
             hub: std::sync::Arc::new(Hub::new(current)),
         })
     }
@@ -481,8 +482,10 @@ impl Store {
             return Ok(outcomes);
         }
         tx.commit()?;
-        if outcomes.iter().any(|o| *o != Outcome::Unchanged) {
-            self.spec_version += 1;
+        for (object, outcome) in objects.iter().zip(&outcomes) {
+            if *outcome != Outcome::Unchanged {
+                *self.spec_versions.entry(object.kind()).or_default() += 1;
+            }
         }
         for (object, outcome) in objects.iter().zip(&outcomes) {
             let change = match outcome {
@@ -565,10 +568,12 @@ impl Store {
             .transpose()
     }
 
-    /// Changes so far to objects themselves (apply, delete), not to their
-    /// status: who only watches specs can skip a pass when it is unchanged.
-    pub fn spec_version(&self) -> u64 {
-        self.spec_version
+    /// Changes so far to objects of `kind` themselves (apply, delete), not
+    /// to their status: who only watches those can skip a pass when it is
+    /// unchanged (the kubelet looks again when pods change, the router when
+    /// services do, and neither when a ConfigMap does).
+    pub fn spec_version_of(&self, kind: &str) -> u64 {
+        self.spec_versions.get(kind).copied().unwrap_or(0)
     }
 
     fn record(&self, kind: &str, name: &str, row: Row) -> Result<Record> {
@@ -755,7 +760,9 @@ impl Store {
                 .execute([name])?;
         }
         tx.commit()?;
-        self.spec_version += 1;
+        for record in &gone {
+            *self.spec_versions.entry(record.object.kind()).or_default() += 1;
+        }
         for mut record in gone.iter().cloned().rev() {
             record.resource_version = version;
             self.hub.publish(Change {
