@@ -691,32 +691,53 @@ impl Controllers {
             .collect();
         let want = rs.spec.replicas as usize;
         let mut changed = false;
-        while pods.len() < want {
-            let mut template = rs.spec.template.clone();
-            template.spec.node_name = None;
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: format!("{}-{}", rs.metadata.name, random_suffix()),
-                    namespace: Some(ns.clone()),
-                    labels: template.metadata.labels.clone(),
-                    annotations: template.metadata.annotations.clone(),
-                    owner_references: vec![owner("ReplicaSet", "apps/v1", record)],
-                    ..ObjectMeta::default()
-                },
-                spec: template.spec,
-            };
-            let pod_name = pod.metadata.name.clone();
-            store.apply(&[Object::Pod(Box::new(pod))])?;
-            self.event(
-                store,
-                &ns,
-                "ReplicaSet",
-                &rs.metadata.name,
-                "Normal",
-                "SuccessfulCreate",
-                &format!("Created pod: {pod_name}"),
-            )?;
-            pods.push(store.get("Pod", &ns, &pod_name)?.expect("just created"));
+        if pods.len() < want {
+            // All the missing pods in one write, and their events in
+            // another: a pass that creates ten thousand holds the store
+            // for two transactions, not twenty thousand.
+            let mut names: BTreeSet<String> = pods
+                .iter()
+                .map(|p| p.object.metadata().name.clone())
+                .collect();
+            let mut created = Vec::with_capacity(want - pods.len());
+            while pods.len() + created.len() < want {
+                let name = format!("{}-{}", rs.metadata.name, random_suffix());
+                if !names.insert(name.clone()) {
+                    continue;
+                }
+                let mut template = rs.spec.template.clone();
+                template.spec.node_name = None;
+                created.push(Object::Pod(Box::new(Pod {
+                    metadata: ObjectMeta {
+                        name,
+                        namespace: Some(ns.clone()),
+                        labels: template.metadata.labels.clone(),
+                        annotations: template.metadata.annotations.clone(),
+                        owner_references: vec![owner("ReplicaSet", "apps/v1", record)],
+                        ..ObjectMeta::default()
+                    },
+                    spec: template.spec,
+                })));
+            }
+            store.apply(&created)?;
+            let events: Vec<Event> = created
+                .iter()
+                .map(|pod| {
+                    self.event_of(
+                        &ns,
+                        "ReplicaSet",
+                        &rs.metadata.name,
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", pod.metadata().name),
+                    )
+                })
+                .collect();
+            store.record_events(&events)?;
+            pods = owned(store, "Pod", &ns, record)?
+                .into_iter()
+                .filter(|p| !p.object.metadata().deleting())
+                .collect();
             changed = true;
         }
         if pods.len() > want {
@@ -770,6 +791,9 @@ impl Controllers {
             }
         }
         let mut changed = false;
+        // The pods bound in this pass, written together, and their events.
+        let mut bound = Vec::new();
+        let mut scheduled = Vec::new();
         for pod in pods {
             let Object::Pod(mut p) = pod.object.clone() else {
                 continue;
@@ -784,16 +808,15 @@ impl Controllers {
                     *allocated.entry(node.clone()).or_default() += want;
                     p.spec.node_name = Some(node.clone());
                     let name = p.metadata.name.clone();
-                    store.apply(&[Object::Pod(p)])?;
-                    self.event(
-                        store,
+                    bound.push(Object::Pod(p));
+                    scheduled.push(self.event_of(
                         &ns,
                         "Pod",
                         &name,
                         "Normal",
                         "Scheduled",
                         &format!("Successfully assigned {ns}/{name} to {node}"),
-                    )?;
+                    ));
                     changed = true;
                 }
                 Err(reason) => {
@@ -818,6 +841,10 @@ impl Controllers {
                 }
             }
         }
+        if !bound.is_empty() {
+            store.apply(&bound)?;
+            store.record_events(&scheduled)?;
+        }
         Ok(changed)
     }
 
@@ -832,7 +859,19 @@ impl Controllers {
         reason: &str,
         message: &str,
     ) -> Result<()> {
-        store.record_event(&Event {
+        store.record_event(&self.event_of(namespace, kind, name, kind_of_event, reason, message))
+    }
+
+    fn event_of(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        kind_of_event: &str,
+        reason: &str,
+        message: &str,
+    ) -> Event {
+        Event {
             time: now(),
             namespace: namespace.into(),
             kind: kind.into(),
@@ -840,7 +879,7 @@ impl Controllers {
             kind_of_event: kind_of_event.into(),
             reason: reason.into(),
             message: message.into(),
-        })
+        }
     }
 }
 

@@ -140,6 +140,48 @@ async fn start_container(
     serve_container(container, workload, cancel, grace).await
 }
 
+/// A listener on a loopback port of its own. Ports are taken in turn from
+/// the kernel's ephemeral range rather than asked of it (port 0): its
+/// search for a free port grows with the ports taken, and ten thousand
+/// pods' listeners made it a quarter of their start.
+fn bind_loopback() -> std::io::Result<tokio::net::TcpListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static RANGE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let (low, high) = *RANGE.get_or_init(|| {
+        // Daemons side by side start at different places.
+        NEXT.store(fastrand::u32(..), Ordering::Relaxed);
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| {
+                let mut ports = text.split_whitespace().map(str::parse::<u32>);
+                match (ports.next(), ports.next()) {
+                    (Some(Ok(low)), Some(Ok(high))) if 0 < low && low <= high && high <= 65535 => {
+                        Some((low, high))
+                    }
+                    _ => None,
+                }
+            })
+            .unwrap_or((32768, 60999))
+    });
+    let span = high - low + 1;
+    for _ in 0..64 {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        match std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return tokio::net::TcpListener::from_std(listener);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Crowded: the kernel finds one.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// A loopback listener of the container's own (for probes and `ps`), and
 /// its Running record.
 async fn serve_container(
@@ -148,9 +190,8 @@ async fn serve_container(
     cancel: CancellationToken,
     grace: Duration,
 ) -> Result<Running, StartFailure> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| failure("RunContainerError", format!("listening: {e}")))?;
+    let listener =
+        bind_loopback().map_err(|e| failure("RunContainerError", format!("listening: {e}")))?;
     let endpoint = listener
         .local_addr()
         .map_err(|e| failure("RunContainerError", e.to_string()))?;

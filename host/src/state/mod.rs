@@ -884,6 +884,27 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::record_event`] of many, in one transaction.
+    pub fn record_events(&mut self, events: &[Event]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            for event in events {
+                insert.execute(params![
+                    event.time,
+                    event.namespace,
+                    event.kind,
+                    event.name,
+                    event.kind_of_event,
+                    event.reason,
+                    event.message
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Events, oldest first: of one object, or of a namespace, or all.
     pub fn events(
         &self,

@@ -22,7 +22,7 @@ pub(super) fn load(
     engine: &Engine,
     linker: &Linker<Host>,
     path: &Path,
-    loaded: &Mutex<HashMap<[u8; 32], ProxyPre<Host>>>,
+    loaded: &Mutex<Loaded>,
 ) -> Result<ProxyPre<Host>, RuntimeError> {
     let read_error = |source| RuntimeError::Read {
         path: path.to_owned(),
@@ -33,10 +33,22 @@ pub(super) fn load(
     if !metadata.is_file() {
         return Err(read_error(std::io::Error::other("not a regular file")));
     }
+    // The same file unchanged since it was loaded is the same component:
+    // ten thousand replicas need not read and hash it ten thousand times.
+    let stamp = FileStamp::of(&metadata);
+    if let Some(pre) = loaded.lock().expect("lock").by_file.get(&stamp) {
+        return Ok(pre.clone());
+    }
     let bytes = std::fs::read(path).map_err(read_error)?;
     let key: [u8; 32] = Sha256::digest(&bytes).into();
-    if let Some(pre) = loaded.lock().expect("lock").get(&key) {
-        return Ok(pre.clone());
+    let known = loaded.lock().expect("lock").by_content.get(&key).cloned();
+    if let Some(pre) = known {
+        loaded
+            .lock()
+            .expect("lock")
+            .by_file
+            .insert(stamp, pre.clone());
+        return Ok(pre);
     }
     check_header(path, &bytes)?;
     let component = Component::new(engine, &bytes).map_err(|e| RuntimeError::Compile {
@@ -70,8 +82,43 @@ pub(super) fn load(
         path: path.to_owned(),
         exports: format!("{} ({e:#})", exports.join(", ")),
     })?;
-    loaded.lock().expect("lock").insert(key, pre.clone());
+    let mut loaded = loaded.lock().expect("lock");
+    loaded.by_content.insert(key, pre.clone());
+    loaded.by_file.insert(stamp, pre.clone());
     Ok(pre)
+}
+
+/// Components already loaded: replicas of one image share one, whatever
+/// path their pod sees it at.
+#[derive(Default)]
+pub(super) struct Loaded {
+    /// By the sha256 of their bytes.
+    by_content: HashMap<[u8; 32], ProxyPre<Host>>,
+    /// By the file they were read from, as it was then.
+    by_file: HashMap<FileStamp, ProxyPre<Host>>,
+}
+
+/// A file as it was: which it is (device and inode), its size and when it
+/// last changed. A rewritten file (new size or time, or a new inode when
+/// replaced) is read again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    modified: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt as _;
+        FileStamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+        }
+    }
 }
 
 /// Tells apart "not wasm" and "a core module" before the compiler gives a

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use load::{BinaryKind, binary_kind};
 
@@ -38,10 +37,10 @@ pub struct WasmRuntimeConfig {
 pub struct WasmRuntime {
     engine: Engine,
     linker: Arc<Linker<Host>>,
-    /// Components already loaded, by the sha256 of their bytes: replicas of
-    /// one image share one compiled component (its code mapped once)
-    /// instead of each loading its own copy.
-    loaded: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], ProxyPre<Host>>>>,
+    /// Components already loaded, by their bytes' sha256 and by the file
+    /// they came from: replicas of one image share one compiled component
+    /// (its code mapped once) instead of each loading its own copy.
+    loaded: Arc<std::sync::Mutex<load::Loaded>>,
     _ticker: EpochTicker,
 }
 
