@@ -11,12 +11,31 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = berth::cli::Cli::parse();
-    // Logs go to stderr; stdout carries only what scripts read.
+    if !cli.serves() {
+        // A command whose reader stops reading (`berth inspect … | head`)
+        // ends quietly, as other Unix tools do, instead of panicking on
+        // the broken pipe. Servers keep SIGPIPE ignored: a client closing
+        // its connection must not end them.
+        default_sigpipe();
+    }
+    // Logs go to stderr; stdout carries only what scripts read. Colours
+    // only for a person at a terminal, not in a file or a pipe.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
     berth::cli::main(cli)
+}
+
+#[expect(unsafe_code, reason = "signal(2) has no safe wrapper here")]
+fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition, set at start before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

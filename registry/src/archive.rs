@@ -28,6 +28,11 @@ pub enum ArchiveError {
     Write(std::io::Error),
     #[error("the archive has no index.json")]
     NoIndex,
+    #[error(
+        "the archive names no image (no org.opencontainers.image.ref.name annotation in its \
+         index.json): nothing was loaded"
+    )]
+    NoNames,
 }
 
 /// Writes the images tagged `names` (and every blob they reach) as an OCI archive.
@@ -108,6 +113,15 @@ pub fn import(store: &ContentStore, input: impl Read) -> Result<Vec<String>, Arc
         }
     }
     let index = index.ok_or(ArchiveError::NoIndex)?;
+    // A name is what makes an image loaded: without one, nothing would
+    // reach what was read (and `image prune` sweeps it).
+    if !index.manifests().iter().any(|d| {
+        d.annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(REF_NAME))
+    }) {
+        return Err(ArchiveError::NoNames);
+    }
     let mut tagged = Vec::new();
     for descriptor in index.manifests() {
         // Everything the image reaches must have arrived before it is named.

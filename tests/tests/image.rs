@@ -470,4 +470,57 @@ async fn save_and_load_round_trip_through_an_oci_archive() {
     assert!(out.stderr.contains("blobs/sha256/"), "{}", out.stderr);
     let listing = berth(third.path(), &["images"]);
     assert!(!listing.stdout.contains("app:1"), "{}", listing.stdout);
+
+    // An archive that names no image loads nothing, and says so.
+    let nameless = home.path().join("nameless.tar");
+    let mut rewritten = tar::Builder::new(Vec::new());
+    let mut original = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for entry in original.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if path.to_str() == Some("index.json") {
+            let mut index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            for manifest in index["manifests"].as_array_mut().unwrap() {
+                manifest.as_object_mut().unwrap().remove("annotations");
+            }
+            bytes = serde_json::to_vec(&index).unwrap();
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        rewritten
+            .append_data(&mut header, &path, &bytes[..])
+            .unwrap();
+    }
+    std::fs::write(&nameless, rewritten.into_inner().unwrap()).unwrap();
+    let fourth = tempfile::tempdir().unwrap();
+    let out = berth(fourth.path(), &["load", "-i", nameless.to_str().unwrap()]);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stderr.contains("names no image"), "{}", out.stderr);
+
+    // A reader that stops reading ends `inspect` quietly, as with any
+    // Unix tool: no panic on the broken pipe.
+    let mut inspect = std::process::Command::new(berth_tests::berth_bin())
+        .args(["inspect", "app:1"])
+        .env("BERTH_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(inspect.stdout.take());
+    let ended = inspect.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert!(!said.contains("panicked"), "{said}");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert!(
+        ended.status.success() || ended.status.signal() == Some(SIGPIPE),
+        "{:?}: {said}",
+        ended.status
+    );
 }
+
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;

@@ -49,6 +49,18 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command serves connections (and must live through a
+    /// peer closing one) rather than printing for a reader who may stop
+    /// reading (`berth inspect … | head`).
+    pub fn serves(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Run(_) | Command::Daemon(_) | Command::Up(_) | Command::Registry { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve a wasi:http component (a .wasm file or an image) in the foreground.
