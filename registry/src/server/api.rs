@@ -86,14 +86,14 @@ fn check_digest(digest: &str) -> ApiResult<()> {
     }
 }
 
-fn authorize(
+async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     repository: Option<&str>,
     action: Action,
 ) -> ApiResult<()> {
     match &state.auth {
-        Some(auth) => auth.check(headers, repository, action),
+        Some(auth) => auth.check(headers, repository, action).await,
         None => Ok(()),
     }
 }
@@ -125,7 +125,7 @@ fn respond(status: StatusCode, headers: &[(&str, String)], body: Body) -> Respon
 }
 
 pub async fn base(State(state): St, headers: HeaderMap) -> Response {
-    match authorize(&state, &headers, None, Action::Pull) {
+    match authorize(&state, &headers, None, Action::Pull).await {
         Ok(()) => respond(
             StatusCode::OK,
             &[("content-type", "application/json".into())],
@@ -145,7 +145,7 @@ pub async fn token(State(state): St, headers: HeaderMap, uri: Uri) -> Response {
         .filter(|(k, _)| k == "scope")
         .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    match auth.issue_token(&headers, &scopes) {
+    match auth.issue_token(&headers, &scopes).await {
         Ok(body) => respond(
             StatusCode::OK,
             &[("content-type", "application/json".into())],
@@ -231,7 +231,7 @@ async fn route(
     } else {
         Action::Push
     };
-    authorize(state, headers, Some(name), action)?;
+    authorize(state, headers, Some(name), action).await?;
     let unsupported = || {
         Err(ApiError::new(
             Code::Unsupported,
@@ -396,7 +396,9 @@ async fn start_upload(
     if let (Some(digest), Some(from)) = (query.get("mount"), query.get("from")) {
         check_digest(digest)?;
         check_name(from)?;
-        let readable = authorize(state, headers, Some(from), Action::Pull).is_ok();
+        let readable = authorize(state, headers, Some(from), Action::Pull)
+            .await
+            .is_ok();
         if readable && state.storage.blob_size(from, digest).is_some() {
             let (st, n, d) = (state.clone(), name.to_owned(), digest.clone());
             blocking(move || st.storage.link_blob(&n, &d)).await?;

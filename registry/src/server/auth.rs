@@ -110,18 +110,40 @@ impl Auth {
     }
 
     /// The user whose basic credentials `headers` carry, if they are right.
-    fn basic_user(&self, headers: &HeaderMap) -> Option<String> {
+    /// bcrypt is slow by design (tens of milliseconds): it runs on the
+    /// blocking pool, as many at once as there are cores, so a flood of
+    /// wrong passwords queues there and never holds up the async workers
+    /// that answer everyone else.
+    async fn basic_user(&self, headers: &HeaderMap) -> Option<String> {
+        static CHECKS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let encoded = value.strip_prefix("Basic ")?;
         let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        let hash = self.users.get(user)?;
+        let hash = self.users.get(user)?.clone();
         let fingerprint: [u8; 32] = Sha256::digest(decoded.as_bytes()).into();
-        if self.verified.lock().expect("lock").contains(&fingerprint) {
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&fingerprint)
+        {
             return Some(user.to_owned());
         }
-        if bcrypt::verify(password, hash).unwrap_or(false) {
-            self.verified.lock().expect("lock").insert(fingerprint);
+        let checks = CHECKS.get_or_init(|| {
+            tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        });
+        let _turn = checks.acquire().await.ok()?;
+        let password = password.to_owned();
+        let right = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()?
+            .unwrap_or(false);
+        if right {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(fingerprint);
             return Some(user.to_owned());
         }
         None
@@ -146,13 +168,13 @@ impl Auth {
     /// Allows the request, or says why not: 401 with a challenge pointing
     /// at `/token` when credentials are missing or wrong, 403 when they are
     /// right but the user may not do this.
-    pub fn check(
+    pub async fn check(
         &self,
         headers: &HeaderMap,
         repository: Option<&str>,
         action: Action,
     ) -> Result<(), ApiError> {
-        if let Some(user) = self.basic_user(headers) {
+        if let Some(user) = self.basic_user(headers).await {
             return if self.allowed(&user, action) {
                 Ok(())
             } else {
@@ -203,12 +225,12 @@ impl Auth {
 
     /// `GET /token?service=&scope=repository:NAME:ACTIONS…`: a token for what
     /// the user asked and may do. Needs basic credentials.
-    pub fn issue_token(
+    pub async fn issue_token(
         &self,
         headers: &HeaderMap,
         scopes: &[String],
     ) -> Result<serde_json::Value, ApiError> {
-        let user = self.basic_user(headers).ok_or_else(|| {
+        let user = self.basic_user(headers).await.ok_or_else(|| {
             let mut error = ApiError::new(Code::Unauthorized, "a token needs a user and password");
             error.challenge = Some(format!("Basic realm=\"{SERVICE}\""));
             error
