@@ -61,6 +61,12 @@ fn apply_get_and_delete_manage_declared_objects() {
     let socket = home.path().join("berth.sock");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "only the owner may drive berth");
+    // Secrets live in the store: its directory and files are the owner's.
+    let mode_of = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode_of(home.path()), 0o700);
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        assert_eq!(mode_of(&home.path().join(file)), 0o600, "{file}");
+    }
 
     let files = tempfile::tempdir().unwrap();
     let shop = write(files.path(), "shop.yaml", SHOP);
@@ -1096,4 +1102,36 @@ async fn a_pod_takes_a_new_image_but_no_other_change() {
     let pod = &pods(home.path())[0];
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
     assert_eq!(pod["status"]["containerStatuses"][0]["image"], "app:2");
+}
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("daemon.log");
+    let mut daemon = std::process::Command::new(berth_tests::berth_bin())
+        .arg("daemon")
+        .env("BERTH_HOME", home.path())
+        .env("BERTH_INGRESS", "127.0.0.1:0")
+        .env("BERTH_API_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Up (its kubeconfig written), then asked to stop: it logs that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !home.path().join("kubeconfig").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let _ = daemon.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "the daemon logged: {text:?}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }

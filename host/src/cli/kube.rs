@@ -84,6 +84,32 @@ pub struct DaemonArgs {
     header_timeout: Duration,
 }
 
+/// Makes `dir` (and what leads to it) if missing, and makes it the
+/// owner's alone: it holds the store, whose Secrets no other user may read.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
+}
+
+/// `path` as a file only its owner may read, made empty if missing.
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))
+}
+
 /// How often the controllers look at everything, not only at what the
 /// watch says changed.
 const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
@@ -133,8 +159,17 @@ fn run_daemon(
     home: &std::path::Path,
     companion: Option<Companion>,
 ) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    private_dir(home)?;
     let db = home.join("state.db");
+    // Secrets are in the store: the database and its journal files are the
+    // owner's alone (SQLite gives the journals the database's mode).
+    private_file(&db)?;
+    for journal in ["state.db-wal", "state.db-shm"] {
+        let path = home.join(journal);
+        if path.exists() {
+            private_file(&path)?;
+        }
+    }
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     store.set_node_port_range(args.node_port_range.clone());
     let state = Arc::new(ApiState {
