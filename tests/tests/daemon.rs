@@ -1135,3 +1135,28 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
     assert!(text.contains("INFO"), "the daemon logged: {text:?}");
     assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
 }
+
+#[test]
+fn logs_of_a_completed_pod_show_what_it_wrote() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    let _daemon = daemon(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let pod = write(
+        dir.path(),
+        "done.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: sh, image: busybox:1, command: [sh, -c, 'echo finished']}\n",
+    );
+    ok(berth(home.path(), &["apply", "-f", &pod]));
+    let completed = wait_for_pod(home.path(), "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        completed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    let logs = ok(berth(home.path(), &["logs", "done"]));
+    assert_eq!(logs.stdout, "finished\n");
+    let listed = ok(berth(home.path(), &["get", "pods"]));
+    assert!(listed.stdout.contains("Completed"), "{}", listed.stdout);
+}

@@ -792,6 +792,30 @@ async fn run_pod(
                             ),
                         );
                         if succeeded && pod.spec.restart_policy != RestartPolicy::Always {
+                            // Each container's last run, as the kubelet
+                            // reports it: `logs` reads it, kubectl prints
+                            // Completed.
+                            let finished = now();
+                            let statuses: Vec<serde_json::Value> = pod
+                                .spec
+                                .containers
+                                .iter()
+                                .map(|c| {
+                                    serde_json::json!({
+                                        "name": c.name,
+                                        "image": c.image,
+                                        "ready": false,
+                                        "started": false,
+                                        "restartCount": restarts,
+                                        "state": {"terminated": {
+                                            "exitCode": 0,
+                                            "reason": "Completed",
+                                            "startedAt": started_at,
+                                            "finishedAt": finished,
+                                        }},
+                                    })
+                                })
+                                .collect();
                             context.set_status(
                                 &uid,
                                 &pod,
@@ -801,6 +825,7 @@ async fn run_pod(
                                     "hostIP": "127.0.0.1",
                                     "startTime": started_at,
                                     "conditions": [{"type": "Ready", "status": "False"}],
+                                    "containerStatuses": statuses,
                                 }),
                             );
                             cancel.cancelled().await;
