@@ -1160,3 +1160,26 @@ fn logs_of_a_completed_pod_show_what_it_wrote() {
     let listed = ok(berth(home.path(), &["get", "pods"]));
     assert!(listed.stdout.contains("Completed"), "{}", listed.stdout);
 }
+
+#[test]
+fn a_manifest_of_megabytes_applies_whole() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = daemon(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    // 25 ConfigMaps of 100 KB: 2.5 MB in one file, each object well within
+    // Kubernetes' limits.
+    let value = "x".repeat(100 * 1024);
+    let manifest: String = (0..25)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big-{i}}}\ndata: {{v: {value}}}\n---\n"
+            )
+        })
+        .collect();
+    assert!(manifest.len() > 2_500_000);
+    let file = write(dir.path(), "big.yaml", &manifest);
+    let applied = ok(berth(home.path(), &["apply", "-f", &file]));
+    assert_eq!(applied.stdout.lines().count(), 25, "{}", applied.stdout);
+    let listed = ok(berth(home.path(), &["get", "cm"]));
+    assert!(listed.stdout.contains("big-24"), "{}", listed.stdout);
+}

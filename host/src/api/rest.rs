@@ -264,6 +264,8 @@ pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         "application/yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::BadRequest("the request body is not UTF-8".into()))?;
+            crate::spec::load::check_nesting(text)
+                .map_err(|e| ApiError::BadRequest(format!("the request body: {e}")))?;
             yaml_serde::from_str(text).map_err(|e| {
                 ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
             })
@@ -950,6 +952,8 @@ async fn server_side_apply(
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the apply patch is not UTF-8".into()))?;
+    crate::spec::load::check_nesting(text)
+        .map_err(|e| ApiError::BadRequest(format!("the apply patch: {e}")))?;
     let applied: Value = yaml_serde::from_str(text)
         .map_err(|e| ApiError::BadRequest(format!("the apply patch is not valid YAML: {e}")))?;
     let name = target.name.clone().unwrap_or_default();
@@ -1477,6 +1481,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deeply_nested_yaml_body_is_refused_before_it_is_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
+        let body = format!(
+            "data: {{a: {}{}}}\n",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        match parse_body(&headers, body.as_bytes()) {
+            Err(ApiError::BadRequest(message)) => {
+                assert!(message.contains("nested deeper than 100"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn paths_name_resources_namespaces_names_and_subresources() {

@@ -183,8 +183,61 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Loaded>, ManifestError> {
     Ok(loaded)
 }
 
+/// The deepest flow collections (`[`, `{`) YAML text may nest: far past
+/// any Kubernetes object (or JSON kept in one), and short of where the
+/// YAML parser's work grows with the square of the depth (200 KB of
+/// brackets took it 20 s).
+pub const MAX_YAML_NESTING: usize = 100;
+
+/// Refuses YAML nesting flow collections deeper than
+/// [`MAX_YAML_NESTING`], in one linear pass before any parser sees it.
+/// Brackets in quoted strings and comments do not count; those in a block
+/// scalar do, which only a pathological one would notice.
+pub fn check_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = '\n';
+    let mut escaped = false;
+    for (line, c) in text
+        .split_inclusive('\n')
+        .enumerate()
+        .flat_map(|(i, l)| l.chars().map(move |c| (i + 1, c)))
+    {
+        if comment {
+            comment = c != '\n';
+        } else if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if q == '"' && c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                '#' if previous.is_whitespace() => comment = true,
+                '"' | '\'' if !previous.is_alphanumeric() => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_YAML_NESTING {
+                        return Err(format!(
+                            "line {line}: nested deeper than {MAX_YAML_NESTING} levels of [ and {{"
+                        ));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        previous = c;
+    }
+    Ok(())
+}
+
 /// Parses every document of `text` (named `source` in errors).
 pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError> {
+    check_nesting(text).map_err(|e| ManifestError::new(source, format!("not accepted: {e}")))?;
     let mut documents = Vec::new();
     for document in yaml_serde::Deserializer::from_str(text) {
         let value = yaml_serde::Value::deserialize(document)

@@ -298,3 +298,29 @@ fn host_users_false_cannot_go_with_host_network() {
     .to_string();
     assert!(error.contains("spec.hostUsers"), "{error}");
 }
+
+#[test]
+fn deep_nesting_is_refused_before_the_parser_sees_it() {
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {{a: {}{}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    // Refused by the scan, not by the parser's recursion limit (which it
+    // reaches only after seconds of work).
+    let error = parse_str(&deep, "deep.yaml").unwrap_err().to_string();
+    assert!(error.contains("nested deeper than 100 levels"), "{error}");
+    assert!(error.contains("line 4"), "{error}");
+
+    // Brackets in quotes and comments are text, and JSON in a block scalar
+    // nests as deep as it likes within reason.
+    let fine = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: fine}} # {}\ndata:\n  q: \"{}\"\n  s: '{}'\n  j: |\n    {}{}\n",
+        "[".repeat(500),
+        "[".repeat(500),
+        "{".repeat(500),
+        "[".repeat(50),
+        "]".repeat(50)
+    );
+    parse_str(&fine, "fine.yaml").unwrap();
+}
