@@ -1281,6 +1281,47 @@ fn deletes_wait_for_pods_to_stop_and_foreground_for_dependents() {
 }
 
 #[test]
+fn a_huge_replica_count_ends_in_failed_create_at_the_namespace_quota() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = BerthRun::start_command(home.path(), &["daemon", "--pod-quota", "3"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let huge = write(
+        files.path(),
+        "huge.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: huge}\nspec:\n  replicas: 1000000\n  selector: {matchLabels: {app: huge}}\n  template:\n    metadata: {labels: {app: huge}}\n    spec:\n      containers: [{name: web, image: nowhere:1}]\n",
+    );
+    k.ok(&["apply", "-f", &huge]);
+    k.wait_for(&["deployment", "huge"], "ReplicaFailure", |d| {
+        d["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "ReplicaFailure" && c["reason"] == "FailedCreate")
+        })
+    });
+    let pods = k.ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(pods.stdout.lines().count(), 3, "{}", pods.stdout);
+    let events = k.ok(&["get", "events"]);
+    assert!(
+        events.stdout.contains("exceeded quota"),
+        "{}",
+        events.stdout
+    );
+    // A pod of its own past the quota: 403, as admission answers.
+    let one = write(
+        files.path(),
+        "one.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: one}\nspec:\n  containers: [{name: web, image: nowhere:1}]\n",
+    );
+    let refused = k.run(&["apply", "-f", &one]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("Forbidden") && refused.stderr.contains("exceeded quota"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
 fn server_side_apply_tracks_managers_and_names_their_conflicts() {
     let home = tempfile::tempdir().unwrap();
     build_image(home.path(), Path::new(guests::HELLO), "web:1");

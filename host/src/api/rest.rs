@@ -857,6 +857,7 @@ async fn store_new(
     dry: bool,
 ) -> Result<Value, ApiError> {
     let notify = api.clone();
+    let quota = api.pod_quota;
     let created = with_store(api, move |store| {
         let ns = object.namespace().unwrap_or("").to_owned();
         let name = object.metadata().name.clone();
@@ -866,6 +867,15 @@ async fn store_new(
                 resource: resource.plural.to_owned(),
                 name,
             });
+        }
+        if resource.kind == "Pod" {
+            let used = store.count("Pod", &ns)?;
+            if used >= quota {
+                return Err(ApiError::Forbidden(format!(
+                    "pods \"{name}\" is forbidden: exceeded quota: namespace {ns} may hold \
+                     {quota} pods and holds {used} (see berth daemon --pod-quota)"
+                )));
+            }
         }
         if dry {
             store.apply_dry(std::slice::from_ref(&object))?;

@@ -27,6 +27,8 @@ pub struct KubeApi {
     pub shutdown: CancellationToken,
     /// The running Linux containers `pods/exec` runs commands in.
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
+    /// The most pods a namespace may hold (the controllers' quota too).
+    pub pod_quota: u64,
 }
 
 impl std::fmt::Debug for KubeApi {
@@ -61,8 +63,7 @@ impl KubeApi {
         let capacity = json!({
             "cpu": format!("{}m", node.cpu_millis),
             "memory": format!("{memory_ki}Ki"),
-            // Kubernetes' default kubelet maxPods.
-            "pods": "110",
+            "pods": node.max_pods.to_string(),
         });
         let (major, minor, patch) = super::discovery::KUBERNETES_VERSION;
         json!({

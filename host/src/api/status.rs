@@ -51,6 +51,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// Refused by a limit (a quota), as admission refuses it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("Unauthorized")]
     Unauthorized,
     #[error("the server does not allow this method on the requested resource")]
@@ -76,6 +79,7 @@ impl ApiError {
             | ApiError::ManagerConflict { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::ManagerConflict { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
             ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",

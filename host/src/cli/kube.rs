@@ -29,8 +29,9 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// A node to schedule onto, `NAME=CPU,MEMORY` (repeatable); default one
-    /// node with this host's CPUs and memory.
+    /// A node to schedule onto, `NAME=CPU,MEMORY[,PODS]` (repeatable; at
+    /// most 110 pods unless said); default one node with this host's CPUs
+    /// and memory.
     #[arg(long = "node", value_name = "NAME=CPU,MEMORY")]
     nodes: Vec<Node>,
 
@@ -47,6 +48,11 @@ pub struct DaemonArgs {
     /// back-off forgotten.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     backoff_reset: Duration,
+
+    /// The most pods a namespace may hold (default: as many as the nodes
+    /// can run); replicas past it fail to be created (FailedCreate).
+    #[arg(long, value_name = "N")]
+    pod_quota: Option<u64>,
 
     /// Where the Kubernetes API listens (HTTPS, the admin token from
     /// `berth kubeconfig`); `berth daemon` defaults to 127.0.0.1:6443,
@@ -208,7 +214,10 @@ fn run_daemon(
 
         let node_names = nodes.iter().map(|n| n.name.clone()).collect();
         let nodes_for_api = nodes.clone();
-        let controllers = Controllers { nodes };
+        let mut controllers = Controllers::new(nodes);
+        if let Some(quota) = args.pod_quota {
+            controllers.pod_quota = quota;
+        }
         let mut kubelet = Kubelet::new(
             state.clone(),
             wasm.clone(),
@@ -232,6 +241,7 @@ fn run_daemon(
             started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             shutdown: shutdown.clone(),
             execs: kubelet.exec_targets(),
+            pod_quota: controllers.pod_quota,
         });
         let api_address = args
             .api_listen

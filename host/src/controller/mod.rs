@@ -126,6 +126,19 @@ pub fn collect_garbage(store: &mut Store) -> Result<bool> {
 
 pub struct Controllers {
     pub nodes: Vec<Node>,
+    /// The most pods a namespace may hold (a ResourceQuota's `count/pods`
+    /// every namespace has): a replica count past it ends in FailedCreate,
+    /// not in a million stored pods.
+    pub pod_quota: u64,
+}
+
+impl Controllers {
+    /// Controllers for `nodes`, with the default quota: as many pods per
+    /// namespace as the nodes can run.
+    pub fn new(nodes: Vec<Node>) -> Controllers {
+        let pod_quota = nodes.iter().map(|n| n.max_pods).sum();
+        Controllers { nodes, pod_quota }
+    }
 }
 
 /// What the controllers must look at again, gathered from the store's
@@ -617,6 +630,22 @@ impl Controllers {
                 "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
                 "message": format!("ReplicaSet \"{new_name}\" {}", if complete { "has successfully progressed." } else { "is progressing." })})
         };
+        let mut conditions = vec![
+            serde_json::json!({"type": "Available", "status": if available { "True" } else { "False" },
+             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }}),
+            progressing,
+        ];
+        // A replica set that cannot make its pods says so on the
+        // deployment too, as Kubernetes' controller surfaces it.
+        if let Some(failure) = owned.iter().find_map(|rs| {
+            rs.status["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "ReplicaFailure")
+                .cloned()
+        }) {
+            conditions.push(failure);
+        }
         let status = serde_json::json!({
             "observedGeneration": record.generation,
             "replicas": total,
@@ -624,11 +653,7 @@ impl Controllers {
             "readyReplicas": ready,
             "availableReplicas": ready,
             "unavailableReplicas": desired.saturating_sub(ready),
-            "conditions": [
-                {"type": "Available", "status": if available { "True" } else { "False" },
-                 "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
-                progressing,
-            ],
+            "conditions": conditions,
         });
         if status == record.status {
             return Ok(false);
@@ -691,6 +716,20 @@ impl Controllers {
             .collect();
         let want = rs.spec.replicas as usize;
         let mut changed = false;
+        // What the namespace's pod quota leaves room for.
+        let in_namespace = store.count("Pod", &ns)?;
+        let room =
+            usize::try_from(self.pod_quota.saturating_sub(in_namespace)).unwrap_or(usize::MAX);
+        let missing = want.saturating_sub(pods.len());
+        let refused = missing.saturating_sub(room);
+        let failure = (refused > 0).then(|| {
+            format!(
+                "pods \"{}-…\" are forbidden: exceeded quota: {refused} more pods would pass the \
+                 {} a namespace may hold (used: {in_namespace}; see --pod-quota)",
+                rs.metadata.name, self.pod_quota
+            )
+        });
+        let want = want - refused;
         if pods.len() < want {
             // All the missing pods in one write, and their events in
             // another: a pass that creates ten thousand holds the store
@@ -767,12 +806,30 @@ impl Controllers {
             changed = true;
         }
         let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
-        let status = serde_json::json!({
+        let mut status = serde_json::json!({
             "replicas": pods.len(),
             "readyReplicas": ready,
             "availableReplicas": ready,
             "observedGeneration": record.generation,
         });
+        if let Some(message) = &failure {
+            status["conditions"] = serde_json::json!([{
+                "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": message,
+            }]);
+            // Once, as it begins: not on every pass it goes on.
+            if record.status["conditions"][0]["reason"] != "FailedCreate" {
+                self.event(
+                    store,
+                    &ns,
+                    "ReplicaSet",
+                    &rs.metadata.name,
+                    "Warning",
+                    "FailedCreate",
+                    message,
+                )?;
+            }
+        }
         if status != record.status {
             store.set_status("ReplicaSet", &ns, &rs.metadata.name, &status)?;
             changed = true;

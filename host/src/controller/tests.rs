@@ -13,9 +13,7 @@ fn deployment(replicas: u32, image: &str, memory: &str) -> Vec<Object> {
 }
 
 fn controllers() -> Controllers {
-    Controllers {
-        nodes: vec!["a=4,4Gi".parse().unwrap(), "b=4,4Gi".parse().unwrap()],
-    }
+    Controllers::new(vec!["a=4,4Gi".parse().unwrap(), "b=4,4Gi".parse().unwrap()])
 }
 
 /// What a kubelet would do: every bound pod becomes Ready.
@@ -267,4 +265,68 @@ fn falling_behind_the_watch_means_a_pass_over_everything() {
     let mut work = Work::default();
     work.drain(&mut changes);
     assert!(work.all);
+}
+
+#[test]
+fn replicas_past_the_namespace_quota_fail_to_be_created_and_say_so() {
+    let mut store = Store::in_memory().unwrap();
+    let mut c = controllers();
+    c.pod_quota = 4;
+    store.apply(&deployment(1_000_000, "web:1", "1Mi")).unwrap();
+    for _ in 0..5 {
+        c.reconcile(&mut store).unwrap();
+    }
+    assert_eq!(
+        store.list("Pod", None).unwrap().len(),
+        4,
+        "the quota, not a million"
+    );
+    let rs = &store.list("ReplicaSet", None).unwrap()[0];
+    assert_eq!(rs.status["conditions"][0]["reason"], "FailedCreate");
+    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let failure = d.status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ReplicaFailure")
+        .expect("the deployment says so too");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded quota"),
+        "{failure}"
+    );
+    let events = store.events(Some("default"), None).unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.reason == "FailedCreate").count(),
+        1,
+        "one event as it begins, not one a pass"
+    );
+}
+
+#[test]
+fn pods_past_a_nodes_max_pods_stay_pending_with_the_reason() {
+    let mut store = Store::in_memory().unwrap();
+    let c = Controllers::new(vec!["small=4,4Gi,2".parse().unwrap()]);
+    assert_eq!(c.pod_quota, 2);
+    let mut c = c;
+    c.pod_quota = 100;
+    store.apply(&deployment(3, "web:1", "1Mi")).unwrap();
+    for _ in 0..5 {
+        c.reconcile(&mut store).unwrap();
+    }
+    let pods = store.list("Pod", None).unwrap();
+    let pending: Vec<_> = pods
+        .iter()
+        .filter(|p| p.status["conditions"][0]["reason"] == "Unschedulable")
+        .collect();
+    assert_eq!(pods.len(), 3);
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0].status["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many pods")
+    );
 }

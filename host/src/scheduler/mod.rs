@@ -16,7 +16,12 @@ pub struct Node {
     pub name: String,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// How many pods it runs at most (the kubelet's maxPods).
+    pub max_pods: u64,
 }
+
+/// Kubernetes' default maxPods for a node.
+pub const MAX_PODS: u64 = 110;
 
 impl Node {
     /// This machine: its CPUs and its memory.
@@ -34,6 +39,7 @@ impl Node {
             name: "berth".into(),
             cpu_millis: cpus * 1000,
             memory_bytes: memory,
+            max_pods: MAX_PODS,
         }
     }
 }
@@ -41,11 +47,30 @@ impl Node {
 impl std::str::FromStr for Node {
     type Err = String;
 
-    /// `NAME=CPU,MEMORY` in Kubernetes quantities: `small=2,4Gi`.
+    /// `NAME=CPU,MEMORY[,PODS]` in Kubernetes quantities: `small=2,4Gi`,
+    /// `big=8,32Gi,250` (pods: at most 110 unless said).
     fn from_str(s: &str) -> Result<Node, String> {
-        let usage = || format!("{s:?}: write a node as NAME=CPU,MEMORY, e.g. small=2,4Gi");
+        let usage = || {
+            format!(
+                "{s:?}: write a node as NAME=CPU,MEMORY[,PODS], e.g. small=2,4Gi or big=8,32Gi,250"
+            )
+        };
         let (name, capacity) = s.split_once('=').ok_or_else(usage)?;
-        let (cpu, memory) = capacity.split_once(',').ok_or_else(usage)?;
+        let mut parts = capacity.split(',');
+        let (Some(cpu), Some(memory), pods, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(usage());
+        };
+        let max_pods = match pods {
+            None => MAX_PODS,
+            Some(pods) => pods
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{s:?}: {pods:?} is not a number of pods (1 or more)"))?,
+        };
         let cpu: crate::spec::Quantity = cpu.parse().map_err(|e| format!("{s:?}: {e}"))?;
         let memory: crate::spec::Quantity = memory.parse().map_err(|e| format!("{s:?}: {e}"))?;
         if !crate::spec::load::is_dns_subdomain(name) {
@@ -55,6 +80,7 @@ impl std::str::FromStr for Node {
             name: name.to_owned(),
             cpu_millis: u64::try_from(cpu.millis()).map_err(|_| usage())?,
             memory_bytes: memory.to_bytes().ok_or_else(usage)?,
+            max_pods,
         })
     }
 }
@@ -64,19 +90,25 @@ impl std::str::FromStr for Node {
 pub struct Requests {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// Pods: one for a pod, the count of those bound for a node.
+    pub pods: u64,
 }
 
 impl std::ops::AddAssign for Requests {
     fn add_assign(&mut self, other: Requests) {
         self.cpu_millis += other.cpu_millis;
         self.memory_bytes += other.memory_bytes;
+        self.pods += other.pods;
     }
 }
 
 /// The sum of the containers' requests; a container that sets only a
 /// limit requests that much, as in Kubernetes.
 pub fn requests(spec: &PodSpec) -> Requests {
-    let mut total = Requests::default();
+    let mut total = Requests {
+        pods: 1,
+        ..Requests::default()
+    };
     for c in &spec.containers {
         let r = &c.resources;
         let cpu = r.requests.cpu.or(r.limits.cpu);
@@ -84,6 +116,7 @@ pub fn requests(spec: &PodSpec) -> Requests {
         total += Requests {
             cpu_millis: cpu.map_or(0, |q| u64::try_from(q.millis()).unwrap_or(u64::MAX)),
             memory_bytes: memory.and_then(|q| q.to_bytes()).unwrap_or(0),
+            pods: 0,
         };
     }
     total
@@ -98,6 +131,7 @@ pub fn schedule(
 ) -> Result<String, String> {
     let mut short_cpu = 0;
     let mut short_memory = 0;
+    let mut full = 0;
     let mut best: Option<(f64, &Node)> = None;
     for node in nodes {
         let used = allocated.get(&node.name).copied().unwrap_or_default();
@@ -113,7 +147,11 @@ pub fn schedule(
         if memory_left.is_none() {
             short_memory += 1;
         }
-        let (Some(cpu_left), Some(memory_left)) = (cpu_left, memory_left) else {
+        let room = used.pods + want.pods <= node.max_pods;
+        if !room {
+            full += 1;
+        }
+        let (Some(cpu_left), Some(memory_left), true) = (cpu_left, memory_left, room) else {
             continue;
         };
         let share = |left: u64, total: u64| {
@@ -138,6 +176,10 @@ pub fn schedule(
     }
     if short_memory > 0 {
         reasons.push(format!("{short_memory} insufficient memory"));
+    }
+    if full > 0 {
+        // kube-scheduler's words for a node at its maxPods.
+        reasons.push(format!("{full} Too many pods"));
     }
     if reasons.is_empty() {
         reasons.push("no nodes".into());
@@ -164,6 +206,7 @@ mod tests {
         let pod = Requests {
             cpu_millis: 1000,
             memory_bytes: 2 << 30,
+            pods: 1,
         };
         // The node with the most room left wins; a tie goes to the first.
         let mut placed = Vec::new();
@@ -189,6 +232,7 @@ mod tests {
         let want = Requests {
             cpu_millis: 100,
             memory_bytes: 2 << 30,
+            pods: 1,
         };
         assert_eq!(
             schedule(&nodes, &BTreeMap::new(), want).unwrap_err(),
@@ -197,5 +241,26 @@ mod tests {
         assert!("x".parse::<Node>().is_err());
         assert!("n=1,lots".parse::<Node>().is_err());
         assert_eq!(node("n=500m,1Mi").cpu_millis, 500);
+    }
+
+    #[test]
+    fn a_node_takes_at_most_its_max_pods() {
+        let nodes = [node("tiny=4,4Gi,2")];
+        assert_eq!(node("n=1,1Gi").max_pods, MAX_PODS);
+        assert!("n=1,1Gi,0".parse::<Node>().is_err());
+        assert!("n=1,1Gi,many".parse::<Node>().is_err());
+        let pod = Requests {
+            pods: 1,
+            ..Requests::default()
+        };
+        let mut allocated = BTreeMap::new();
+        for _ in 0..2 {
+            let chosen = schedule(&nodes, &allocated, pod).unwrap();
+            *allocated.entry(chosen).or_default() += pod;
+        }
+        assert_eq!(
+            schedule(&nodes, &allocated, pod).unwrap_err(),
+            "0/1 nodes are available: 1 Too many pods."
+        );
     }
 }

@@ -853,6 +853,14 @@ impl Store {
         Ok(())
     }
 
+    /// How many objects of `kind` a namespace holds.
+    pub fn count(&self, kind: &str, namespace: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM objects WHERE kind = ?1 AND namespace = ?2")?
+            .query_row(params![kind, namespace], |row| row.get(0))?)
+    }
+
     /// Where watchers subscribe to committed changes.
     pub fn hub(&self) -> std::sync::Arc<Hub> {
         self.hub.clone()
