@@ -181,8 +181,14 @@ pub async fn pod_log(
             if done {
                 return None;
             }
+            let mut offset = offset;
             loop {
                 let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                // Smaller than what was read: the log was rotated, and this
+                // is a new file from its start.
+                if (bytes.len() as u64) < offset {
+                    offset = 0;
+                }
                 if (bytes.len() as u64) > offset {
                     let chunk = bytes[offset as usize..].to_vec();
                     let next = bytes.len() as u64;

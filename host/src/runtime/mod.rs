@@ -51,14 +51,30 @@ pub struct WorkloadSpec {
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: std::sync::Mutex<Option<std::fs::File>>,
+    /// The open file and how many bytes it holds.
+    file: std::sync::Mutex<Option<(std::fs::File, u64)>>,
+    /// Past this size the log is rotated: it becomes `NAME.1` (the older
+    /// ones `NAME.2`…), and a new one begins.
+    max_bytes: u64,
+    /// Files kept, the current one included; the oldest goes.
+    max_files: u32,
 }
+
+/// The kubelet's defaults: containerLogMaxSize 10Mi, containerLogMaxFiles 5.
+const LOG_MAX_BYTES: u64 = 10 << 20;
+const LOG_MAX_FILES: u32 = 5;
 
 impl LogFile {
     pub fn new(path: PathBuf) -> LogFile {
+        LogFile::with_limits(path, LOG_MAX_BYTES, LOG_MAX_FILES)
+    }
+
+    pub fn with_limits(path: PathBuf, max_bytes: u64, max_files: u32) -> LogFile {
         LogFile {
             path,
             file: std::sync::Mutex::new(None),
+            max_bytes,
+            max_files: max_files.max(1),
         }
     }
 
@@ -66,16 +82,48 @@ impl LogFile {
     /// line rather than stall the guest.
     pub fn write_line(&self, line: &str) {
         use std::io::Write as _;
-        let mut file = self.file.lock().expect("lock");
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = line.len() as u64 + 1;
+        if let Some((_, size)) = file.as_ref()
+            && *size > 0
+            && size + needed > self.max_bytes
+        {
+            *file = None;
+            self.rotate();
+        }
         if file.is_none() {
             *file = open_append(&self.path)
+                .and_then(|f| Ok((f.metadata()?.len(), f)))
+                .map(|(size, f)| (f, size))
                 .inspect_err(|e| {
                     tracing::warn!("opening the log {}: {e}", self.path.display());
                 })
                 .ok();
         }
-        if let Some(file) = file.as_mut() {
-            let _ = file.write_all(format!("{line}\n").as_bytes());
+        if let Some((file, size)) = file.as_mut()
+            && file.write_all(format!("{line}\n").as_bytes()).is_ok()
+        {
+            *size += needed;
+        }
+    }
+
+    /// `NAME` → `NAME.1`, `NAME.1` → `NAME.2`…, the oldest dropped.
+    fn rotate(&self) {
+        let numbered = |n: u32| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        if self.max_files == 1 {
+            let _ = std::fs::remove_file(&self.path);
+            return;
+        }
+        let _ = std::fs::remove_file(numbered(self.max_files - 1));
+        for n in (1..self.max_files - 1).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+            tracing::warn!("rotating the log {}: {e}", self.path.display());
         }
     }
 }
@@ -142,4 +190,33 @@ pub struct Exited {
     pub reason: &'static str,
     /// Why it could not run, when it never did (a setup or exec failure).
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFile;
+
+    #[test]
+    fn a_log_past_its_size_rotates_and_keeps_its_last_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let log = LogFile::with_limits(path.clone(), 100, 3);
+        for i in 0..100 {
+            log.write_line(&format!("line {i:03} of the log"));
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let current = read("app.log");
+        assert!(current.len() <= 100, "{}", current.len());
+        assert!(current.ends_with("line 099 of the log\n"), "{current}");
+        // The two before it, and nothing older.
+        assert!(read("app.log.1").len() <= 100);
+        assert!(read("app.log.2").len() <= 100);
+        assert!(!dir.path().join("app.log.3").exists());
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["app.log", "app.log.1", "app.log.2"]);
+    }
 }
