@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::proxy::{add_forwarded, forward, plain};
 use super::table::Table;
-use crate::runtime::{Body, BoxError};
+use crate::runtime::Body;
 use crate::spec::objects::ServiceType;
 
 /// The (namespace, service) a Host header names, if it is one of the
@@ -247,7 +247,9 @@ fn prepare(
     peer: SocketAddr,
     host: Option<HeaderValue>,
 ) -> Request<Body> {
-    let mut request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    let mut request = request.map(|body| {
+        super::idle::IdleTimeout::new(body, super::idle::BODY_IDLE_TIMEOUT).boxed_unsync()
+    });
     add_forwarded(request.headers_mut(), peer.ip(), host);
     request
 }

@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Body, BoxError, GuestFailure, ServeError, Workload};
+use crate::runtime::{Body, GuestFailure, ServeError, Workload};
 
 /// Connections one listener serves at once.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -133,7 +133,9 @@ async fn handle(
     let start = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let request = request.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+    let request = request.map(|body| {
+        super::idle::IdleTimeout::new(body, super::idle::BODY_IDLE_TIMEOUT).boxed_unsync()
+    });
     let response = match workload.serve(request).await {
         Ok(response) => response,
         Err(error) => {

@@ -4,6 +4,7 @@
 //! (`<service>[.<namespace>].localhost`), NodePort services get listeners
 //! of their own, and guests reach services by name, all in-process.
 
+mod idle;
 mod ingress;
 mod listener;
 mod proxy;
