@@ -486,3 +486,42 @@ async fn a_multi_platform_index_pulls_its_wasm_manifest_and_pushes_whole() {
     .await;
     assert_eq!(child.status, 200);
 }
+
+#[tokio::test]
+async fn parallel_pushes_from_one_home_do_not_share_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry(&dir.path().join("registry"), "127.0.0.1:0", &[]);
+    let host = registry.url.trim_start_matches("http://").to_owned();
+    let home = tempfile::tempdir().unwrap();
+    let digest = build_app(home.path(), "app:1");
+    let remote = format!("{host}/team/app:1");
+    ok(berth(home.path(), &["tag", "app:1", &remote]));
+    // Four at once, in small chunks so their uploads overlap: each pushes
+    // whole (or finds the blob pushed), none writes into another's upload.
+    let pushes: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            Command::new(berth_bin())
+                .args(["push", &remote, "--chunk-size", "16384"])
+                .env("BERTH_HOME", home.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for push in pushes {
+        let out = push.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let pulled = ok(berth(fresh.path(), &["pull", &remote]));
+    assert!(
+        pulled.stdout.ends_with(&format!("{digest}\n")),
+        "{}",
+        pulled.stdout
+    );
+}

@@ -118,6 +118,11 @@ impl Client {
         progress: &dyn TransferProgress,
     ) -> Result<()> {
         let what = format!("pushing blob {digest}");
+        let record = self.upload_record(remote, &digest);
+        // One push of this blob to this repository at a time from this
+        // home: another waits here, then finds the blob there, instead of
+        // writing into the same resumable upload.
+        let _claim = claim(&record).await?;
         let blob_url = self.url(remote, &format!("blobs/{digest}"))?;
         let head = self
             .send(remote, Access::Push, &what, |http| {
@@ -131,7 +136,6 @@ impl Client {
             return Ok(());
         }
 
-        let record = self.upload_record(remote, &digest);
         let mut session = self.resume(remote, &record, &what).await;
         if session.is_none() {
             for from in self.known_locations(&digest, remote) {
@@ -382,5 +386,31 @@ fn file_body(
         Err(e) => reqwest::Body::wrap_stream(futures_util::stream::once(async move {
             Err::<bytes::Bytes, _>(e)
         })),
+    }
+}
+
+/// An exclusive lock on the lock file beside an upload record, held while
+/// the returned file is open (the kernel drops it if berth dies).
+async fn claim(record: &std::path::Path) -> Result<std::fs::File> {
+    let path = record.with_extension("lock");
+    let failed =
+        |e: std::io::Error| ClientError::Invalid(format!("locking {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed)?;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
     }
 }

@@ -418,6 +418,17 @@ async fn start_upload(
     ))
 }
 
+/// A storage error on upload `id`: its files gone (another request
+/// finished or cancelled it meanwhile) is the client's BLOB_UPLOAD_UNKNOWN,
+/// not the server's fault.
+fn upload_error(id: &str, e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        upload_unknown(id)
+    } else {
+        ApiError::internal(e)
+    }
+}
+
 fn upload_unknown(id: &str) -> ApiError {
     ApiError::new(
         Code::BlobUploadUnknown,
@@ -432,7 +443,7 @@ async fn upload_status(state: &AppState, name: &str, id: &str) -> ApiResult<Resp
         .ok_or_else(|| upload_unknown(id))?;
     let session = state.uploads.session(id);
     let mut session = session.lock().await;
-    session.load(&data).await.map_err(ApiError::internal)?;
+    session.load(&data).await.map_err(|e| upload_error(id, e))?;
     Ok(respond(
         StatusCode::NO_CONTENT,
         &upload_headers(name, id, session.size()),
@@ -456,7 +467,7 @@ async fn append(
         .ok_or_else(|| upload_unknown(id))?;
     let session = state.uploads.session(id);
     let mut session = session.lock().await;
-    session.load(&data).await.map_err(ApiError::internal)?;
+    session.load(&data).await.map_err(|e| upload_error(id, e))?;
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -496,7 +507,7 @@ async fn append(
                 session.size()
             ),
         )),
-        Err(AppendError::Disk(e)) => Err(ApiError::internal(e)),
+        Err(AppendError::Disk(e)) => Err(upload_error(id, e)),
     }
 }
 
