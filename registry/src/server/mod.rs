@@ -32,17 +32,43 @@ pub(crate) struct AppState {
     auth: Option<Auth>,
 }
 
-/// The registry's routes over `config.root`.
+/// An upload nothing was written to for this long is swept: a push that
+/// failed or was abandoned leaves no data behind for ever.
+pub const STALE_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The registry's routes over `config.root`. Stale uploads are swept now
+/// and, within a Tokio runtime, every hour.
 pub fn router(config: ServerConfig) -> Result<Router, crate::StoreError> {
     let state = Arc::new(AppState {
         storage: Storage::open(&config.root)?,
         uploads: uploads::Uploads::default(),
         auth: config.auth,
     });
+    sweep(&state);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&state);
+        runtime.spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            hourly.tick().await;
+            loop {
+                hourly.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || sweep(&state)).await;
+            }
+        });
+    }
     Ok(Router::new()
         .route("/v2", get(api::base))
         .route("/v2/", get(api::base))
         .route("/token", get(api::token))
         .fallback(api::dispatch)
         .with_state(state))
+}
+
+fn sweep(state: &AppState) {
+    match state.storage.sweep_uploads(STALE_UPLOAD_AGE) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("swept {n} uploads untouched for a day"),
+        Err(e) => tracing::warn!("sweeping stale uploads: {e}"),
+    }
 }

@@ -127,6 +127,29 @@ impl Storage {
         (owner == name).then(|| dir.join("data"))
     }
 
+    /// Deletes uploads nothing was written to for `max_age` (pushes that
+    /// failed or were abandoned); returns how many went.
+    pub fn sweep_uploads(&self, max_age: std::time::Duration) -> io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut swept = 0;
+        for entry in fs::read_dir(self.root.join("uploads"))? {
+            let dir = entry?.path();
+            // The data file changes with every chunk; a directory without
+            // one is a half-made upload, as old as the directory.
+            let touched = fs::metadata(dir.join("data"))
+                .or_else(|_| fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let stale = touched
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > max_age);
+            if stale && fs::remove_dir_all(&dir).is_ok() {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     pub fn delete_upload(&self, id: &str) -> io::Result<()> {
         fs::remove_dir_all(self.root.join("uploads").join(id))
     }
@@ -256,5 +279,30 @@ impl Storage {
                 .collect();
         found.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_untouched_past_the_age_are_swept_and_live_ones_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = Storage::open(root.path()).unwrap();
+        let stale = storage.new_upload("team/app").unwrap();
+        let live = storage.new_upload("team/app").unwrap();
+        let data = storage.upload_data("team/app", &stale).unwrap();
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let day = std::time::Duration::from_secs(86400);
+        assert_eq!(storage.sweep_uploads(day).unwrap(), 1);
+        assert!(storage.upload_data("team/app", &stale).is_none());
+        assert!(storage.upload_data("team/app", &live).is_some());
     }
 }
