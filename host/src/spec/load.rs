@@ -267,6 +267,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
             },
             message,
         })?;
+        apply_defaults(&mut object);
         // As the API server does: stringData is a write-only convenience,
         // merged into data (winning over it) and never stored or shown.
         if let Object::Secret(secret) = &mut object {
@@ -283,6 +284,31 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
         });
     }
     Ok(loaded)
+}
+
+/// Kubernetes' defaults for fields that have them, set as kube-apiserver
+/// sets them, so what is stored (and `get -o yaml` shows) is what a cluster
+/// shows. Only outside pod templates: a default inside one would change
+/// its hash, and roll out every deployment stored before it.
+fn apply_defaults(object: &mut Object) {
+    use crate::spec::objects::{IntOrString, StrategyType};
+    match object {
+        Object::Deployment(deployment) => {
+            let strategy = &mut deployment.spec.strategy;
+            if strategy.kind == StrategyType::RollingUpdate {
+                let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
+                let quarter = || IntOrString::String("25%".into());
+                rolling.max_surge.get_or_insert_with(quarter);
+                rolling.max_unavailable.get_or_insert_with(quarter);
+            }
+        }
+        Object::Service(service) => {
+            for port in &mut service.spec.ports {
+                port.protocol.get_or_insert_with(|| "TCP".into());
+            }
+        }
+        _ => {}
+    }
 }
 
 fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, ManifestError> {

@@ -324,3 +324,24 @@ fn deep_nesting_is_refused_before_the_parser_sees_it() {
     );
     parse_str(&fine, "fine.yaml").unwrap();
 }
+
+#[test]
+fn kubernetes_defaults_are_set_outside_pod_templates() {
+    let loaded = parse_str(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: web:1, ports: [{containerPort: 8080}]}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: once}\nspec:\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: once}}\n  template:\n    metadata: {labels: {app: once}}\n    spec:\n      containers: [{name: web, image: web:1}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+        "d.yaml",
+    )
+    .unwrap();
+    let values: Vec<serde_json::Value> = loaded.iter().map(|l| l.object.to_value()).collect();
+    let rolling = &values[0]["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxSurge"], "25%");
+    assert_eq!(rolling["maxUnavailable"], "25%");
+    // Nothing added inside the template: its hash names the replica set.
+    assert!(
+        values[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+            .get("protocol")
+            .is_none()
+    );
+    assert!(values[1]["spec"]["strategy"].get("rollingUpdate").is_none());
+    assert_eq!(values[2]["spec"]["ports"][0]["protocol"], "TCP");
+}
