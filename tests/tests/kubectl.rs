@@ -1210,7 +1210,7 @@ fn deletes_wait_for_pods_to_stop_and_foreground_for_dependents() {
         files.path(),
         "stubborn.yaml",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: sh, image: busybox:1, {stubborn}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: crew}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: crew}}}}\n  template:\n    metadata: {{labels: {{app: crew}}}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - {{name: sh, image: busybox:1, {stubborn}}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: solo}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: sh, image: busybox:1, {stubborn}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: crew}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: crew}}}}\n  template:\n    metadata: {{labels: {{app: crew}}}}\n    spec:\n      terminationGracePeriodSeconds: 4\n      containers:\n      - {{name: sh, image: busybox:1, {stubborn}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: crew}}\nspec:\n  selector: {{app: crew}}\n  ports: [{{port: 80}}]\n"
         ),
     );
     k.ok(&["apply", "-f", &manifest]);
@@ -1264,6 +1264,22 @@ fn deletes_wait_for_pods_to_stop_and_foreground_for_dependents() {
         2,
         "still there: {}",
         pods.stdout
+    );
+    // Their endpoints say they are terminating, and take no new traffic.
+    k.wait_for(
+        &["endpointslices", "-l", "kubernetes.io/service-name=crew"],
+        "terminating endpoints",
+        |l| {
+            items(l).iter().any(|slice| {
+                slice["endpoints"].as_array().is_some_and(|e| {
+                    !e.is_empty()
+                        && e.iter().all(|e| {
+                            e["conditions"]["terminating"] == true
+                                && e["conditions"]["ready"] == false
+                        })
+                })
+            })
+        },
     );
     k.ok(&["wait", "--for=delete", "deployment/crew", "--timeout=60s"]);
     let left = k.ok(&["get", "rs,pods", "-o", "name"]);

@@ -11,11 +11,16 @@ use crate::spec::Object;
 use crate::spec::objects::{IntOrString, Pod, Service};
 use crate::state::{Record, Store};
 
-/// A pod backing a service: its record and whether it is Ready.
+/// A pod backing a service: its record, whether it is Ready (and takes
+/// new traffic), and whether it is being deleted.
 struct Backend<'a> {
     record: &'a Record,
     pod: &'a Pod,
     ready: bool,
+    /// Still Ready by its probes, though being deleted: EndpointSlices say
+    /// so as `serving`, as Kubernetes' do.
+    serving: bool,
+    terminating: bool,
 }
 
 fn ready(status: &Value) -> bool {
@@ -85,10 +90,13 @@ fn each_service(
                                 .iter()
                                 .all(|(k, v)| pod.metadata.labels.get(k) == Some(v)) =>
                     {
+                        let terminating = pod.metadata.deleting();
                         Some(Backend {
                             record: p,
                             pod,
-                            ready: ready(&p.status),
+                            ready: ready(&p.status) && !terminating,
+                            serving: ready(&p.status),
+                            terminating,
                         })
                     }
                     _ => None,
@@ -202,7 +210,7 @@ pub fn endpoint_slices(store: &Store, namespace: Option<&str>) -> Result<Vec<Val
             .map(|b| {
                 json!({
                     "addresses": [address(b.record)],
-                    "conditions": {"ready": b.ready, "serving": b.ready, "terminating": false},
+                    "conditions": {"ready": b.ready, "serving": b.serving, "terminating": b.terminating},
                     "targetRef": target_ref(b.record),
                     "nodeName": b.pod.spec.node_name,
                 })
