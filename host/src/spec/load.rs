@@ -191,46 +191,60 @@ pub const MAX_YAML_NESTING: usize = 100;
 
 /// Refuses YAML nesting flow collections deeper than
 /// [`MAX_YAML_NESTING`], in one linear pass before any parser sees it.
-/// Brackets in quoted strings and comments do not count; those in a block
-/// scalar do, which only a pathological one would notice.
+/// Brackets in comments and in quoted scalars do not count. A quote opens
+/// a scalar only where one can begin (at a line's start, or after `[`,
+/// `{`, `,`, `:`, `-` or `?` and a space), and a quoted scalar is taken to
+/// end with its line: a quote in the middle of a plain scalar or a block
+/// scalar is text, and cannot hide what follows it. (A legitimately
+/// multi-line quoted scalar has its later lines' brackets counted, which
+/// only a pathological one would notice.)
 pub fn check_nesting(text: &str) -> Result<(), String> {
     let mut depth = 0usize;
-    let mut quote: Option<char> = None;
-    let mut comment = false;
-    let mut previous = '\n';
-    let mut escaped = false;
-    for (line, c) in text
-        .split_inclusive('\n')
-        .enumerate()
-        .flat_map(|(i, l)| l.chars().map(move |c| (i + 1, c)))
-    {
-        if comment {
-            comment = c != '\n';
-        } else if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if q == '"' && c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
+    for (number, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        // The last character outside a quoted scalar that was not a space,
+        // and the character just before this one.
+        let mut last_mark: Option<char> = None;
+        let mut previous: Option<char> = None;
+        for c in line.chars() {
+            if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if q == '"' && c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    last_mark = Some(c);
+                }
+                previous = Some(c);
+                continue;
             }
-        } else {
             match c {
-                '#' if previous.is_whitespace() => comment = true,
-                '"' | '\'' if !previous.is_alphanumeric() => quote = Some(c),
+                '#' if previous.is_none_or(char::is_whitespace) => break,
+                '"' | '\''
+                    if last_mark.is_none_or(|m| "[{,:-?".contains(m))
+                        && previous.is_none_or(|p| p.is_whitespace() || "[{,".contains(p)) =>
+                {
+                    quote = Some(c);
+                }
                 '[' | '{' => {
                     depth += 1;
                     if depth > MAX_YAML_NESTING {
                         return Err(format!(
-                            "line {line}: nested deeper than {MAX_YAML_NESTING} levels of [ and {{"
+                            "line {}: nested deeper than {MAX_YAML_NESTING} levels of [ and {{",
+                            number + 1
                         ));
                     }
                 }
                 ']' | '}' => depth = depth.saturating_sub(1),
                 _ => {}
             }
+            if !c.is_whitespace() {
+                last_mark = Some(c);
+            }
+            previous = Some(c);
         }
-        previous = c;
     }
     Ok(())
 }

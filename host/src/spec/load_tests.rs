@@ -323,6 +323,21 @@ fn deep_nesting_is_refused_before_the_parser_sees_it() {
         "]".repeat(50)
     );
     parse_str(&fine, "fine.yaml").unwrap();
+
+    // A quote in the middle of a plain scalar, or in a block scalar, is
+    // text: it hides nothing after it.
+    for opener in ["note: b '\n", "note: |\n  'x\n"] {
+        let sneaky = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\n{opener}data: {{a: {}{}}}\n",
+            "[".repeat(1000),
+            "]".repeat(1000)
+        );
+        let error = parse_str(&sneaky, "sneaky.yaml").unwrap_err().to_string();
+        assert!(
+            error.contains("nested deeper than 100 levels"),
+            "{opener:?}: {error}"
+        );
+    }
 }
 
 #[test]
