@@ -115,7 +115,8 @@ impl Auth {
     /// wrong passwords queues there and never holds up the async workers
     /// that answer everyone else.
     async fn basic_user(&self, headers: &HeaderMap) -> Option<String> {
-        static CHECKS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+        static CHECKS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+            std::sync::OnceLock::new();
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let encoded = value.strip_prefix("Basic ")?;
         let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
@@ -131,14 +132,21 @@ impl Auth {
             return Some(user.to_owned());
         }
         let checks = CHECKS.get_or_init(|| {
-            tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            std::sync::Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ))
         });
-        let _turn = checks.acquire().await.ok()?;
+        // The turn goes with the check itself: a client that hangs up
+        // does not free it while bcrypt still runs.
+        let turn = checks.clone().acquire_owned().await.ok()?;
         let password = password.to_owned();
-        let right = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()?
-            .unwrap_or(false);
+        let right = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            bcrypt::verify(password, &hash)
+        })
+        .await
+        .ok()?
+        .unwrap_or(false);
         if right {
             self.verified
                 .lock()

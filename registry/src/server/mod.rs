@@ -67,8 +67,14 @@ pub fn router(config: ServerConfig) -> Result<Router, crate::StoreError> {
 
 fn sweep(state: &AppState) {
     match state.storage.sweep_uploads(STALE_UPLOAD_AGE) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("swept {n} uploads untouched for a day"),
+        Ok(swept) if swept.is_empty() => {}
+        Ok(swept) => {
+            // Their sessions (and running hashes) go with them.
+            for id in &swept {
+                state.uploads.forget(id);
+            }
+            tracing::info!("swept {} uploads untouched for a day", swept.len());
+        }
         Err(e) => tracing::warn!("sweeping stale uploads: {e}"),
     }
 }

@@ -128,10 +128,10 @@ impl Storage {
     }
 
     /// Deletes uploads nothing was written to for `max_age` (pushes that
-    /// failed or were abandoned); returns how many went.
-    pub fn sweep_uploads(&self, max_age: std::time::Duration) -> io::Result<usize> {
+    /// failed or were abandoned); returns the ids of those that went.
+    pub fn sweep_uploads(&self, max_age: std::time::Duration) -> io::Result<Vec<String>> {
         let now = std::time::SystemTime::now();
-        let mut swept = 0;
+        let mut swept = Vec::new();
         for entry in fs::read_dir(self.root.join("uploads"))? {
             let dir = entry?.path();
             // The data file changes with every chunk; a directory without
@@ -144,7 +144,12 @@ impl Storage {
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age > max_age);
             if stale && fs::remove_dir_all(&dir).is_ok() {
-                swept += 1;
+                swept.push(
+                    dir.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
         Ok(swept)
@@ -301,7 +306,10 @@ mod tests {
             .set_modified(two_days_ago)
             .unwrap();
         let day = std::time::Duration::from_secs(86400);
-        assert_eq!(storage.sweep_uploads(day).unwrap(), 1);
+        assert_eq!(
+            storage.sweep_uploads(day).unwrap(),
+            std::slice::from_ref(&stale)
+        );
         assert!(storage.upload_data("team/app", &stale).is_none());
         assert!(storage.upload_data("team/app", &live).is_some());
     }
