@@ -35,6 +35,18 @@ const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const MAX_PENDING: usize = 256;
 /// Forwarded connections at once, per port-forward session.
 const MAX_CONNECTIONS: usize = 1024;
+/// Bytes a connection may have sent that its pod has not read yet. The
+/// session's one read loop never waits on a connection (a slow one would
+/// stall every other, and pings), so this is its bound instead: past it
+/// the connection is reset.
+const MAX_QUEUED: usize = 4 << 20;
+
+/// A forwarded connection's upload: what the client sent, and how many of
+/// those bytes the pod has yet to read.
+type Upload = (
+    mpsc::UnboundedSender<Bytes>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 pub async fn serve(
     api: Arc<KubeApi>,
@@ -299,7 +311,9 @@ where
     let mut writer = spdy::Writer::default();
     let mut pending: HashMap<String, Pair> = HashMap::new();
     // Each forwarded connection's upload, by its data stream.
-    let mut uploads: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut uploads: HashMap<u32, Upload> = HashMap::new();
+    // The error stream paired with each data stream.
+    let mut errors: HashMap<u32, u32> = HashMap::new();
     let mut connections = tokio::task::JoinSet::new();
     let mut by_stream: HashMap<u32, tokio::task::AbortHandle> = HashMap::new();
     'connection: while let Some(chunk) = inbound.next().await {
@@ -355,22 +369,45 @@ where
                     if let (Some(error), Some(data)) = (pair.error, pair.data) {
                         let port = pair.port;
                         pending.remove(&request);
-                        let (upload, uploaded) = mpsc::channel(16);
-                        uploads.insert(data, upload);
+                        let (upload, uploaded) = mpsc::unbounded_channel();
+                        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                        uploads.insert(data, (upload, queued.clone()));
+                        errors.insert(data, error);
                         let handle = connections.spawn(forward(
                             ports.clone(),
                             port,
                             error,
                             data,
-                            uploaded,
+                            (uploaded, queued),
                             out.clone(),
                         ));
                         by_stream.insert(data, handle);
                     }
                 }
                 Frame::Data { id, fin, data } => {
-                    if let Some(upload) = uploads.get(&id) {
-                        if !data.is_empty() && upload.send(data).await.is_err() {
+                    if let Some((upload, queued)) = uploads.get(&id) {
+                        let waiting = queued
+                            .fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed)
+                            + data.len();
+                        if waiting > MAX_QUEUED {
+                            uploads.remove(&id);
+                            if let Some(handle) = by_stream.remove(&id) {
+                                handle.abort();
+                            }
+                            // Both streams end, so kubectl closes the
+                            // connection rather than wait on it.
+                            let mut ending = vec![spdy::rst_stream(id, spdy::CANCEL)];
+                            if let Some(error) = errors.remove(&id) {
+                                ending.push(spdy::data(error, true, b""));
+                            }
+                            for frame in ending {
+                                if out.send(frame).await.is_err() {
+                                    break 'connection;
+                                }
+                            }
+                            continue;
+                        }
+                        if !data.is_empty() && upload.send(data).is_err() {
                             uploads.remove(&id);
                         }
                         if fin {
@@ -394,6 +431,7 @@ where
                 Frame::Ignored => {}
             }
             by_stream.retain(|_, handle| !handle.is_finished());
+            errors.retain(|data, _| by_stream.contains_key(data));
         }
     }
     connections.abort_all();
@@ -405,7 +443,10 @@ async fn forward(
     port: u16,
     error: u32,
     data: u32,
-    mut upload: mpsc::Receiver<Bytes>,
+    (mut upload, queued): (
+        mpsc::UnboundedReceiver<Bytes>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ),
     out: mpsc::Sender<Bytes>,
 ) {
     let stream = match ports.connect(port).await {
@@ -429,6 +470,7 @@ async fn forward(
             if write.write_all(&chunk).await.is_err() {
                 break;
             }
+            queued.fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
         }
         // The client is done sending: so is the connection's write side.
         let _ = write.shutdown().await;

@@ -114,7 +114,11 @@ async fn apply_all(loaded: &[Loaded]) -> anyhow::Result<Vec<String>> {
         match write(item, false).await {
             Ok(outcome) => {
                 lines.push(format!("{} {outcome}", item.label()));
-                created.push(item);
+                // Only one this apply made may be taken back: another
+                // client may have made it meanwhile.
+                if outcome == "created" {
+                    created.push(item);
+                }
             }
             Err(e) => {
                 undo_namespaces(&created).await;
@@ -163,7 +167,10 @@ async fn write(item: &Item<'_>, dry: bool) -> anyhow::Result<&'static str> {
     )
     .await?;
     match (status, &item.live) {
-        (200 | 201, None) => Ok("created"),
+        (201, _) => Ok("created"),
+        (200, None) if dry => Ok("created"),
+        // Made by someone else since it was read.
+        (200, None) => Ok("configured"),
         (200, Some(live)) if dry || unchanged(&item.loaded.raw, live, &reply) => Ok("unchanged"),
         (200, Some(_)) => Ok("configured"),
         _ => {
@@ -184,7 +191,19 @@ async fn write(item: &Item<'_>, dry: bool) -> anyhow::Result<&'static str> {
 /// What others changed meanwhile (a controller's annotation, the
 /// scheduler's node) is not this apply's doing.
 fn unchanged(applied: &Value, live: &Value, now: &Value) -> bool {
-    project(applied, live) == project(applied, now) && managed(live) == managed(now)
+    // stringData is never stored: it lands in data, where the comparison
+    // must look.
+    let mut applied = applied.clone();
+    if let Some(strings) = applied
+        .as_object_mut()
+        .and_then(|a| a.remove("stringData"))
+        .and_then(|v| v.as_object().cloned())
+    {
+        for (key, value) in strings {
+            applied["data"][key] = value;
+        }
+    }
+    project(&applied, live) == project(&applied, now) && managed(live) == managed(now)
 }
 
 /// `object`'s values at the paths `applied` sets.
