@@ -1183,3 +1183,57 @@ fn a_manifest_of_megabytes_applies_whole() {
     let listed = ok(berth(home.path(), &["get", "cm"]));
     assert!(listed.stdout.contains("big-24"), "{}", listed.stdout);
 }
+
+#[test]
+fn logs_follow_a_container_across_a_rotation_without_losing_lines() {
+    use std::io::BufRead as _;
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    let _daemon = daemon(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    // About 12 MB of numbered lines: past the 10 MiB at which the log
+    // rotates, then quiet.
+    let pod = write(
+        dir.path(),
+        "chatty.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: chatty}\nspec:\n  containers:\n  - {name: sh, image: busybox:1, command: [sh, -c, 'i=0; while [ $i -lt 400000 ]; do echo \"line $i ................\"; i=$((i+1)); done; echo end; sleep 3600']}\n",
+    );
+    ok(berth(home.path(), &["apply", "-f", &pod]));
+    wait_for_pod(home.path(), "running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let mut follow = std::process::Command::new(berth_tests::berth_bin())
+        .args(["logs", "-f", "chatty"])
+        .env("BERTH_HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut expected: Option<u64> = None;
+    let mut seen = 0u64;
+    for line in std::io::BufReader::new(follow.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "end" {
+            break;
+        }
+        let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        if let Some(want) = expected {
+            assert_eq!(n, want, "a line lost at {want}");
+        }
+        expected = Some(n + 1);
+        seen += 1;
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        expected,
+        Some(400_000),
+        "followed to the last line ({seen} seen)"
+    );
+    // Each pod's logs/<container>/<run>.log, and now <run>.log.1 beside it.
+    let rotated = std::fs::read_dir(home.path().join("pods"))
+        .unwrap()
+        .flatten()
+        .any(|pod| pod.path().join("logs/sh/0.log.1").is_file());
+    assert!(rotated, "the log rotated while it was followed");
+}

@@ -168,47 +168,72 @@ pub async fn pod_log(
     let opening = read(first);
     let uid = record.uid.clone();
     let opening = futures_util::stream::once(async move { Ok::<_, std::io::Error>(opening) });
-    let rest = futures_util::stream::unfold((start, false), move |(offset, done)| {
-        let (state, path, container, uid, namespace, name) = (
-            state.clone(),
-            path.clone(),
-            container.clone(),
-            uid.clone(),
-            namespace.clone(),
-            name.clone(),
-        );
-        async move {
-            if done {
-                return None;
-            }
-            let mut offset = offset;
-            loop {
-                let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-                // Smaller than what was read: the log was rotated, and this
-                // is a new file from its start.
-                if (bytes.len() as u64) < offset {
-                    offset = 0;
+    // The file being followed, by inode: the log may be rotated (renamed
+    // to NAME.1) between two reads, and what was written to it after the
+    // last read is then read from there.
+    let inode = |meta: std::io::Result<std::fs::Metadata>| {
+        use std::os::unix::fs::MetadataExt as _;
+        meta.ok().map(|m| m.ino())
+    };
+    let start_inode = inode(tokio::fs::metadata(&path).await);
+    let rest = futures_util::stream::unfold(
+        (start, start_inode, false),
+        move |(offset, following, done)| {
+            let (state, path, container, uid, namespace, name) = (
+                state.clone(),
+                path.clone(),
+                container.clone(),
+                uid.clone(),
+                namespace.clone(),
+                name.clone(),
+            );
+            async move {
+                if done {
+                    return None;
                 }
-                if (bytes.len() as u64) > offset {
-                    let chunk = bytes[offset as usize..].to_vec();
-                    let next = bytes.len() as u64;
-                    return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
-                }
-                let now = pod_record(&state, &namespace, &name).await;
-                let still = matches!(
-                    &now,
-                    Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
-                );
-                if !still {
-                    // What it wrote between the last read and its end.
+                let (mut offset, mut following) = (offset, following);
+                loop {
+                    let now_inode = inode(tokio::fs::metadata(&path).await);
+                    if following.is_some() && now_inode != following {
+                        // Rotated: the rest of the old file, then the new one.
+                        let mut rotated = path.clone().into_os_string();
+                        rotated.push(".1");
+                        let rotated = std::path::PathBuf::from(rotated);
+                        let old = if inode(tokio::fs::metadata(&rotated).await) == following {
+                            tokio::fs::read(&rotated).await.unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        };
+                        let tail = old.get(offset as usize..).unwrap_or_default().to_vec();
+                        following = now_inode;
+                        offset = 0;
+                        if !tail.is_empty() {
+                            return Some((Ok(tail), (offset, following, false)));
+                        }
+                    }
+                    following = following.or(now_inode);
                     let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-                    let rest = bytes.get(offset as usize..).unwrap_or_default().to_vec();
-                    return Some((Ok(rest), (offset, true)));
+                    if (bytes.len() as u64) > offset {
+                        let chunk = bytes[offset as usize..].to_vec();
+                        let next = bytes.len() as u64;
+                        return Some((Ok::<_, std::io::Error>(chunk), (next, following, false)));
+                    }
+                    let now = pod_record(&state, &namespace, &name).await;
+                    let still = matches!(
+                        &now,
+                        Ok(Some(r)) if r.uid == uid && current_run(&r.status, &container) == Some(run)
+                    );
+                    if !still {
+                        // What it wrote between the last read and its end.
+                        let bytes = tokio::fs::read(&path).await.unwrap_or_default();
+                        let rest = bytes.get(offset as usize..).unwrap_or_default().to_vec();
+                        return Some((Ok(rest), (offset, following, true)));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-        }
-    });
+        },
+    );
     use futures_util::StreamExt as _;
     Ok(axum::body::Body::from_stream(opening.chain(rest)).into_response())
 }
