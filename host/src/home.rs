@@ -41,3 +41,14 @@ pub fn up_home(project: &std::path::Path) -> PathBuf {
         .join("up")
         .join(format!("{name}-{}", &hex::encode(digest)[..8]))
 }
+
+/// Makes `dir` (and what leads to it) if missing, and makes it its owner's
+/// alone (0700): where the store, keys and tokens are.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

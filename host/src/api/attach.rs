@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts as _;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -56,13 +55,7 @@ pub async fn serve(
     };
     // Refusals (no such pod or container, not running) before the upgrade,
     // so kubectl prints them.
-    let target = super::rest::Target {
-        resource: super::resources::find("", "v1", "pods").expect("pods are served"),
-        namespace: Some(namespace.clone()),
-        name: Some(name.clone()),
-        subresource: None,
-    };
-    let pod = super::rest::get(&api, &target, &name).await?;
+    let pod = super::rest::get_pod(&api, &namespace, &name).await?;
     if pod["status"]["phase"] != "Running" {
         return Err(ApiError::BadRequest(format!(
             "pod {name} is not running (phase {}): there is nothing to attach to",
@@ -70,16 +63,8 @@ pub async fn serve(
         )));
     }
     let output = super::logs::pod_log(api.state.clone(), namespace, name, options).await?;
-    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-        .await
-        .map_err(|e| {
-            ApiError::BadRequest(format!(
-                "attach needs a WebSocket upgrade (v5.channel.k8s.io): {}",
-                e.body_text()
-            ))
-        })?;
+    let upgrade = super::exec::channel_upgrade(&mut parts, "attach").await?;
     Ok(upgrade
-        .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| stream(socket, output))
         .into_response())
 }

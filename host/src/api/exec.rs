@@ -92,13 +92,7 @@ pub async fn serve(
     name: String,
 ) -> Result<Response, ApiError> {
     let request = parse(parts.uri.query().unwrap_or(""))?;
-    let target = super::rest::Target {
-        resource: super::resources::find("", "v1", "pods").expect("pods are served"),
-        namespace: Some(namespace),
-        name: Some(name.clone()),
-        subresource: None,
-    };
-    let pod = super::rest::get(&api, &target, &name).await?;
+    let pod = super::rest::get_pod(&api, &namespace, &name).await?;
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_owned();
     let containers: Vec<String> = pod["spec"]["containers"]
         .as_array()
@@ -127,22 +121,31 @@ pub async fn serve(
             format!("container {container} is not running in pod {name}")
         }));
     };
-    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
-        .await
-        .map_err(|e| {
-            ApiError::BadRequest(format!(
-                "exec needs a WebSocket upgrade (v5.channel.k8s.io): {}",
-                e.body_text()
-            ))
-        })?;
+    let upgrade = channel_upgrade(&mut parts, "exec").await?;
     let init = crate::runtime::linux::init_binary().map_err(ApiError::Internal)?;
     Ok(upgrade
-        .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| async move {
             let v5 = socket.protocol().is_some_and(|p| p == "v5.channel.k8s.io");
             run(socket, v5, init, pids, request).await;
         })
         .into_response())
+}
+
+/// The WebSocket upgrade of a request in the channel protocol (`v5`, or
+/// `v4`), or a 400 saying `what` needs one.
+pub(super) async fn channel_upgrade(
+    parts: &mut axum::http::request::Parts,
+    what: &str,
+) -> Result<WebSocketUpgrade, ApiError> {
+    let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
+        .await
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{what} needs a WebSocket upgrade (v5.channel.k8s.io): {}",
+                e.body_text()
+            ))
+        })?;
+    Ok(upgrade.protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"]))
 }
 
 /// Whether the pod's status has `container` running: one the kubelet runs

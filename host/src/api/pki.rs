@@ -10,7 +10,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -262,12 +262,7 @@ pub fn write_private(path: &Path, text: &[u8]) -> Result<()> {
 }
 
 fn make_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))
+    crate::home::private_dir(dir).map_err(io(dir))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {

@@ -54,13 +54,7 @@ pub async fn serve(
     namespace: String,
     name: String,
 ) -> Result<Response, ApiError> {
-    let target = super::rest::Target {
-        resource: super::resources::find("", "v1", "pods").expect("pods are served"),
-        namespace: Some(namespace),
-        name: Some(name.clone()),
-        subresource: None,
-    };
-    let pod = super::rest::get(&api, &target, &name).await?;
+    let pod = super::rest::get_pod(&api, &namespace, &name).await?;
     let ports = Arc::new(PodPorts::of(&api, &pod)?);
     let upgrade = parts
         .headers

@@ -577,6 +577,18 @@ fn not_found(resource: &Resource, name: &str) -> ApiError {
 }
 
 /// One object, as Kubernetes JSON.
+/// Pod `name` in `namespace` as the API serves it, for the subresources
+/// that stream (exec, attach, port-forward).
+pub async fn get_pod(api: &Arc<KubeApi>, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    let target = Target {
+        resource: resources::find("", "v1", "pods").expect("pods are served"),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        subresource: None,
+    };
+    get(api, &target, name).await
+}
+
 pub async fn get(api: &Arc<KubeApi>, target: &Target, name: &str) -> Result<Value, ApiError> {
     let resource = target.resource;
     let namespace = target.namespace.clone();

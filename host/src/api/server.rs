@@ -190,26 +190,17 @@ async fn route(api: Arc<KubeApi>, request: Request) -> Result<Response, ApiError
         return super::access::review(&parts.method, rest, &parts.headers, &body);
     }
     let target = super::rest::target(group, version, rest)?;
-    if target.subresource.as_deref() == Some("exec") {
+    // The subresources that upgrade the connection, before any body is read.
+    if let Some(streaming @ ("exec" | "attach" | "portforward")) = target.subresource.as_deref() {
         let (namespace, name) = (
             target.namespace.clone().unwrap_or_default(),
             target.name.clone().unwrap_or_default(),
         );
-        return super::exec::serve(api, parts, namespace, name).await;
-    }
-    if target.subresource.as_deref() == Some("attach") {
-        let (namespace, name) = (
-            target.namespace.clone().unwrap_or_default(),
-            target.name.clone().unwrap_or_default(),
-        );
-        return super::attach::serve(api, parts, namespace, name).await;
-    }
-    if target.subresource.as_deref() == Some("portforward") {
-        let (namespace, name) = (
-            target.namespace.clone().unwrap_or_default(),
-            target.name.clone().unwrap_or_default(),
-        );
-        return super::portforward::serve(api, parts, namespace, name).await;
+        return match streaming {
+            "exec" => super::exec::serve(api, parts, namespace, name).await,
+            "attach" => super::attach::serve(api, parts, namespace, name).await,
+            _ => super::portforward::serve(api, parts, namespace, name).await,
+        };
     }
     let body = read_body(body).await?;
     super::rest::serve(api, parts.method, target, params, parts.headers, body).await

@@ -90,19 +90,6 @@ pub struct DaemonArgs {
     header_timeout: Duration,
 }
 
-/// Makes `dir` (and what leads to it) if missing, and makes it the
-/// owner's alone: it holds the store, whose Secrets no other user may read.
-fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private", dir.display()))
-}
-
 /// `path` as a file only its owner may read, made empty if missing.
 fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -165,7 +152,8 @@ fn run_daemon(
     home: &std::path::Path,
     companion: Option<Companion>,
 ) -> anyhow::Result<ExitCode> {
-    private_dir(home)?;
+    // It holds the store, whose Secrets no other user may read.
+    crate::home::private_dir(home).with_context(|| format!("making {} private", home.display()))?;
     let db = home.join("state.db");
     // Secrets are in the store: the database and its journal files are the
     // owner's alone (SQLite gives the journals the database's mode).

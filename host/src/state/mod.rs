@@ -877,19 +877,7 @@ impl Store {
     }
 
     pub fn record_event(&mut self, event: &Event) -> Result<()> {
-        self.conn.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-.execute(
-            params![
-                event.time,
-                event.namespace,
-                event.kind,
-                event.name,
-                event.kind_of_event,
-                event.reason,
-                event.message
-            ],
-        )?;
-        Ok(())
+        self.record_events(std::slice::from_ref(event))
     }
 
     /// [`Store::record_event`] of many, in one transaction.
