@@ -7,8 +7,8 @@
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use crate::spec::Object;
 use crate::spec::objects::{IntOrString, Pod, Service};
+use crate::spec::{Kind, Object};
 use crate::state::{Record, Store};
 
 /// A pod backing a service: its record, whether it is Ready (and takes
@@ -70,8 +70,8 @@ fn each_service(
     namespace: Option<&str>,
     mut each: impl FnMut(&Record, &Service, Vec<Backend<'_>>),
 ) -> Result<(), ApiError> {
-    let services = store.list("Service", namespace)?;
-    let pods = store.list("Pod", namespace)?;
+    let services = store.list(Kind::Service, namespace)?;
+    let pods = store.list(Kind::Pod, namespace)?;
     for record in &services {
         let Object::Service(service) = &record.object else {
             continue;

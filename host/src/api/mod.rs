@@ -70,7 +70,7 @@ pub fn view(record: &Record) -> serde_json::Value {
     if let Some(map) = json.as_object_mut() {
         let mut full = serde_json::Map::new();
         full.insert("apiVersion".into(), object.api_version().into());
-        full.insert("kind".into(), object.kind().into());
+        full.insert("kind".into(), object.kind().as_str().into());
         for (k, v) in std::mem::take(map) {
             full.insert(k, v);
         }

@@ -2,11 +2,13 @@
 //! scope and verbs. Discovery, the REST paths and kubectl's short names all
 //! read this one table.
 
+use crate::spec::Kind;
+
 /// Where a resource's objects come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// Kept in the store's objects table, of this kind.
-    Stored,
+    Stored(Kind),
     /// The store's event log.
     Events,
     /// The daemon's configured nodes.
@@ -64,7 +66,7 @@ pub static RESOURCES: &[Resource] = &[
         ],
         categories: &[],
         subresources: &[STATUS],
-        source: Source::Stored,
+        source: Source::Stored(Kind::Namespace),
     },
     Resource {
         group: "",
@@ -83,7 +85,7 @@ pub static RESOURCES: &[Resource] = &[
             ("portforward", "PodPortForwardOptions", &["create", "get"]),
             ("attach", "PodAttachOptions", &["create", "get"]),
         ],
-        source: Source::Stored,
+        source: Source::Stored(Kind::Pod),
     },
     Resource {
         group: "",
@@ -96,7 +98,7 @@ pub static RESOURCES: &[Resource] = &[
         verbs: WRITABLE,
         categories: &["all"],
         subresources: &[STATUS],
-        source: Source::Stored,
+        source: Source::Stored(Kind::Service),
     },
     Resource {
         group: "",
@@ -109,7 +111,7 @@ pub static RESOURCES: &[Resource] = &[
         verbs: WRITABLE,
         categories: &[],
         subresources: &[],
-        source: Source::Stored,
+        source: Source::Stored(Kind::ConfigMap),
     },
     Resource {
         group: "",
@@ -122,7 +124,7 @@ pub static RESOURCES: &[Resource] = &[
         verbs: WRITABLE,
         categories: &[],
         subresources: &[],
-        source: Source::Stored,
+        source: Source::Stored(Kind::Secret),
     },
     Resource {
         group: "",
@@ -187,7 +189,7 @@ pub static RESOURCES: &[Resource] = &[
         verbs: WRITABLE,
         categories: &["all"],
         subresources: &[STATUS, ("scale", "Scale", &["get", "patch", "update"])],
-        source: Source::Stored,
+        source: Source::Stored(Kind::Deployment),
     },
     Resource {
         group: "apps",
@@ -200,7 +202,7 @@ pub static RESOURCES: &[Resource] = &[
         verbs: WRITABLE,
         categories: &["all"],
         subresources: &[STATUS, ("scale", "Scale", &["get", "patch", "update"])],
-        source: Source::Stored,
+        source: Source::Stored(Kind::ReplicaSet),
     },
     Resource {
         group: "events.k8s.io",
@@ -264,7 +266,15 @@ impl Resource {
     }
 
     pub fn writable(&self) -> bool {
-        self.source == Source::Stored
+        self.stored().is_some()
+    }
+
+    /// The kind of the store's objects it serves, if they are.
+    pub fn stored(&self) -> Option<Kind> {
+        match self.source {
+            Source::Stored(kind) => Some(kind),
+            _ => None,
+        }
     }
 }
 
@@ -275,17 +285,18 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The stored resource of `kind` (the one the store's objects carry).
-pub fn of_kind(kind: &str) -> Option<&'static Resource> {
+/// The resource serving the store's objects of `kind`.
+pub fn of_kind(kind: Kind) -> &'static Resource {
     RESOURCES
         .iter()
-        .find(|r| r.kind == kind && r.source == Source::Stored)
+        .find(|r| r.source == Source::Stored(kind))
+        .expect("every stored kind is served")
 }
 
 /// The resource a client means by `kind`: the stored one, else the
 /// core group's (Event is served in core/v1 and events.k8s.io/v1).
 pub fn by_kind(kind: &str) -> Option<&'static Resource> {
-    of_kind(kind).or_else(|| {
+    Kind::parse(kind).map(of_kind).or_else(|| {
         RESOURCES
             .iter()
             .find(|r| r.kind == kind && r.group.is_empty())
@@ -301,4 +312,21 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_kind_is_served_once_under_its_own_name() {
+        for kind in Kind::ALL {
+            let resource = of_kind(kind);
+            assert_eq!(resource.kind, kind.as_str());
+            assert_eq!(resource.api_version(), kind.api_version());
+            assert_eq!(resource.namespaced, kind.namespaced());
+            let serving = RESOURCES.iter().filter(|r| r.stored() == Some(kind));
+            assert_eq!(serving.count(), 1, "{kind}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use super::resources::{self, Resource, Source};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::table::{self, Include};
-use crate::spec::Object;
+use crate::spec::{Kind, Object};
 use crate::state::Store;
 
 /// The largest request body taken, as kube-apiserver's limit: more is 413.
@@ -297,9 +297,9 @@ pub fn read_all(
 ) -> Result<(Vec<Value>, u64), ApiError> {
     let version = store.current_version()?;
     let items = match resource.source {
-        Source::Stored => {
+        Source::Stored(kind) => {
             let mut items: Vec<Value> = store
-                .list(resource.kind, namespace)?
+                .list(kind, namespace)?
                 .iter()
                 .map(super::view)
                 .collect();
@@ -333,7 +333,10 @@ pub fn read_all(
                         } else {
                             event.namespace.as_str()
                         };
-                        let uid = store.get(&event.kind, ns, &event.name)?.map(|r| r.uid);
+                        let uid = match Kind::parse(&event.kind) {
+                            Some(kind) => store.get(kind, ns, &event.name)?.map(|r| r.uid),
+                            None => None,
+                        };
                         uids.insert(key, uid.clone());
                         uid
                     }
@@ -345,7 +348,7 @@ pub fn read_all(
         Source::Nodes => api.nodes.iter().map(|n| api.node_object(n)).collect(),
         Source::ServiceAccounts => {
             let mut namespaces: Vec<String> = store
-                .list("Namespace", None)?
+                .list(Kind::Namespace, None)?
                 .iter()
                 .map(|r| r.object.metadata().name.clone())
                 .collect();
@@ -395,7 +398,7 @@ fn event_object(resource: &Resource, id: i64, e: &crate::state::Event, uid: Opti
         "kind": e.kind,
         "namespace": e.namespace,
         "name": e.name,
-        "apiVersion": resources::of_kind(&e.kind).map(|r| r.api_version()).unwrap_or_else(|| "v1".into()),
+        "apiVersion": Kind::parse(&e.kind).map_or("v1", Kind::api_version),
     });
     if let Some(uid) = uid {
         involved["uid"] = uid.into();
@@ -511,7 +514,7 @@ async fn list(api: &Arc<KubeApi>, target: &Target, params: &Params) -> Result<Li
     // A page of stored objects with nothing to filter is read as a page
     // (kubectl pages by 500: reading all for each page is quadratic).
     if let Some(limit) = limit
-        && resource.source == Source::Stored
+        && resource.writable()
         && resource.kind != "Namespace"
         && selectors.is_empty()
     {
@@ -520,7 +523,8 @@ async fn list(api: &Arc<KubeApi>, target: &Target, params: &Params) -> Result<Li
             let after = after
                 .as_ref()
                 .map(|(ns, name)| (ns.as_str(), name.as_str()));
-            let records = store.list_page(resource.kind, namespace.as_deref(), after, limit + 1)?;
+            let records =
+                store.list_page(stored(resource)?, namespace.as_deref(), after, limit + 1)?;
             Ok((records, version))
         })
         .await?;
@@ -595,11 +599,9 @@ pub async fn get(api: &Arc<KubeApi>, target: &Target, name: &str) -> Result<Valu
     let name_owned = name.to_owned();
     let reader = api.clone();
     let found = with_store(api, move |store| {
-        if resource.source == Source::Stored {
+        if let Some(kind) = resource.stored() {
             let ns = namespace.as_deref().unwrap_or("");
-            let found = store
-                .get(resource.kind, ns, &name_owned)?
-                .map(|r| super::view(&r));
+            let found = store.get(kind, ns, &name_owned)?.map(|r| super::view(&r));
             // `default` always exists, stored or not.
             if found.is_none() && resource.kind == "Namespace" && name_owned == "default" {
                 return Ok(Some(reader.default_namespace()));
@@ -873,7 +875,7 @@ async fn store_new(
     let created = with_store(api, move |store| {
         let ns = object.namespace().unwrap_or("").to_owned();
         let name = object.metadata().name.clone();
-        if store.get(resource.kind, &ns, &name)?.is_some() {
+        if store.get(stored(resource)?, &ns, &name)?.is_some() {
             return Err(ApiError::AlreadyExists {
                 group: resource.group.to_owned(),
                 resource: resource.plural.to_owned(),
@@ -881,7 +883,7 @@ async fn store_new(
             });
         }
         if resource.kind == "Pod" {
-            let used = store.count("Pod", &ns)?;
+            let used = store.count(Kind::Pod, &ns)?;
             if used >= quota {
                 return Err(ApiError::Forbidden(format!(
                     "pods \"{name}\" is forbidden: exceeded quota: namespace {ns} may hold \
@@ -895,7 +897,7 @@ async fn store_new(
         }
         store.apply(std::slice::from_ref(&object))?;
         let record = store
-            .get(resource.kind, &ns, &name)?
+            .get(stored(resource)?, &ns, &name)?
             .ok_or_else(|| ApiError::Internal(format!("{name} vanished after its create")))?;
         Ok(super::view(&record))
     })
@@ -1105,7 +1107,7 @@ pub async fn update(
     let namespace = target.namespace.clone().unwrap_or_default();
     let notify = api.clone();
     let (updated, changed) = with_store(&api, move |store| {
-        let Some(existing) = store.get(resource.kind, &namespace, &name)? else {
+        let Some(existing) = store.get(stored(resource)?, &namespace, &name)? else {
             return Err(not_found(resource, &name));
         };
         if let Some(rv) = precondition
@@ -1125,7 +1127,7 @@ pub async fn update(
                 record.status = status;
                 return Ok((super::view(&record), false));
             }
-            store.set_status(resource.kind, &namespace, &name, &status)?;
+            store.set_status(stored(resource)?, &namespace, &name, &status)?;
         } else {
             let mut object = object.expect("parsed above");
             if let Write::Manager(manager) = &write {
@@ -1138,7 +1140,7 @@ pub async fn update(
             store.apply(std::slice::from_ref(&object))?;
         }
         let record = store
-            .get(resource.kind, &namespace, &name)?
+            .get(stored(resource)?, &namespace, &name)?
             .ok_or_else(|| not_found(resource, &name))?;
         let changed = record.resource_version != existing.resource_version;
         Ok((super::view(&record), changed))
@@ -1337,7 +1339,7 @@ async fn delete(
     let notify = api.clone();
     // The object as deleted, and whether its deletion has only begun.
     let (deleted, begun) = with_store(&api, move |store| {
-        let Some(existing) = store.get(resource.kind, &namespace, &name)? else {
+        let Some(existing) = store.get(stored(resource)?, &namespace, &name)? else {
             return Err(not_found(resource, &name));
         };
         let conflict = |what: &str, wanted: &str, has: &str| ApiError::Conflict {
@@ -1379,7 +1381,7 @@ async fn delete(
                 } else if meta.deletion_grace_period_seconds.is_some_and(|g| g <= grace) {
                     Some(existing.clone())
                 } else {
-                    store.mark_deleting("Pod", &namespace, &name, &existing.uid, grace, &[])?
+                    store.mark_deleting(Kind::Pod, &namespace, &name, &existing.uid, grace, &[])?
                 }
             }
             object if policy == "Foreground" && has_dependents(store, &existing)? => {
@@ -1401,7 +1403,7 @@ async fn delete(
             orphan_dependents(store, &existing)?;
         }
         let record = store
-            .delete_record(resource.kind, &namespace, &name)?
+            .delete_record(stored(resource)?, &namespace, &name)?
             .ok_or_else(|| not_found(resource, &name))?;
         Ok((record, false))
     })
@@ -1425,11 +1427,17 @@ async fn delete(
     ))
 }
 
+/// The kind of the store's objects `resource` serves: the writes and the
+/// reads of single objects are only routed for those.
+fn stored(resource: &Resource) -> Result<Kind, ApiError> {
+    resource.stored().ok_or(ApiError::MethodNotAllowed)
+}
+
 /// Whether anything names `owner` as its controller.
 fn has_dependents(store: &Store, owner: &crate::state::Record) -> Result<bool, ApiError> {
     let dependents = match owner.object.kind() {
-        "Deployment" => "ReplicaSet",
-        "ReplicaSet" => "Pod",
+        Kind::Deployment => Kind::ReplicaSet,
+        Kind::ReplicaSet => Kind::Pod,
         _ => return Ok(false),
     };
     Ok(!store.list_owned(dependents, &owner.uid)?.is_empty())
@@ -1439,8 +1447,8 @@ fn has_dependents(store: &Store, owner: &crate::state::Record) -> Result<bool, A
 /// collector leaves them (propagationPolicy Orphan).
 fn orphan_dependents(store: &mut Store, owner: &crate::state::Record) -> Result<(), ApiError> {
     let dependents = match owner.object.kind() {
-        "Deployment" => "ReplicaSet",
-        "ReplicaSet" => "Pod",
+        Kind::Deployment => Kind::ReplicaSet,
+        Kind::ReplicaSet => Kind::Pod,
         _ => return Ok(()),
     };
     let namespace = owner.object.namespace().map(str::to_owned);

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::KubeApi;
-use super::resources::Source;
 use super::rest::{Params, Selectors, Target, read_all};
 use super::status::ApiError;
 use super::table::{self, Include};
@@ -130,8 +129,7 @@ pub async fn serve(
             }
         }
         let relevant = |change: &Change| {
-            resource.source == Source::Stored
-                && change.record.object.kind() == kind
+            resource.stored() == Some(change.record.object.kind())
                 && namespace
                     .as_deref()
                     .is_none_or(|ns| change.record.object.namespace() == Some(ns))

@@ -56,7 +56,7 @@ struct Item<'a> {
 
 impl Item<'_> {
     fn kind(&self) -> &'static str {
-        self.loaded.object.kind()
+        self.loaded.object.kind().as_str()
     }
 
     fn name(&self) -> &str {
@@ -80,7 +80,7 @@ async fn apply_all(loaded: &[Loaded]) -> anyhow::Result<Vec<String>> {
     let mut items: Vec<Item> = Vec::with_capacity(loaded.len());
     for l in loaded {
         let o = &l.object;
-        let path = path(o.kind(), o.namespace(), Some(&o.metadata().name))?;
+        let path = path(o.kind().as_str(), o.namespace(), Some(&o.metadata().name))?;
         if let Some(earlier) = items.iter().find(|i| i.path == path) {
             anyhow::bail!(
                 "{}: {} {} is also in {}; nothing was applied",

@@ -18,6 +18,7 @@ use crate::home::berth_home;
 use crate::kubelet::{Backoff, Kubelet};
 use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
 use crate::scheduler::Node;
+use crate::spec::Kind;
 use crate::state::Store;
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -605,7 +606,7 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
         for loaded in crate::spec::load_paths(&args.files)? {
             let o = &loaded.object;
             targets.push((
-                o.kind().to_owned(),
+                o.kind().to_string(),
                 o.namespace().unwrap_or("").to_owned(),
                 o.metadata().name.clone(),
             ));
@@ -870,7 +871,7 @@ fn service_urls(
         .store
         .lock()
         .expect("lock")
-        .get("Service", namespace, name)
+        .get(Kind::Service, namespace, name)
         && let crate::spec::Object::Service(service) = record.object
     {
         for port in &service.spec.ports {
@@ -891,12 +892,12 @@ fn sync_routes(
 ) {
     let listed = {
         let store = state.store.lock().expect("lock");
-        let version = store.spec_version_of("Service");
+        let version = store.spec_version_of(Kind::Service);
         if *synced == Some(version) {
             return;
         }
         *synced = Some(version);
-        store.list("Service", None)
+        store.list(Kind::Service, None)
     };
     let services = match listed {
         Ok(records) => records,
@@ -934,7 +935,7 @@ async fn up_companion(
     }
     state.changed.notify_one();
     for o in &objects {
-        let kind = o.kind().to_ascii_lowercase();
+        let kind = o.kind().as_str().to_ascii_lowercase();
         println!("{kind}/{} applied", o.metadata().name);
     }
     for o in &objects {
@@ -954,7 +955,7 @@ async fn up_companion(
         // Off the async workers, which serve the app's requests meanwhile.
         let listing = state.clone();
         let pods = tokio::task::spawn_blocking(move || {
-            listing.store.lock().expect("lock").list("Pod", None)
+            listing.store.lock().expect("lock").list(Kind::Pod, None)
         })
         .await
         .ok()

@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest as _, Sha256};
 
 use crate::scheduler::{self, Node, Requests};
-use crate::spec::Object;
 use crate::spec::objects::{
     Deployment, FOREGROUND_DELETION, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetSpec,
     StrategyType,
 };
+use crate::spec::{Kind, Object};
 use crate::state::{Event, Record, Result, Store};
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -62,7 +62,7 @@ pub fn template_hash(template: &serde_json::Value) -> String {
 }
 
 /// The objects of `kind` in `namespace` that `owner` controls.
-fn owned(store: &Store, kind: &str, namespace: &str, owner: &Record) -> Result<Vec<Record>> {
+fn owned(store: &Store, kind: Kind, namespace: &str, owner: &Record) -> Result<Vec<Record>> {
     Ok(store
         .list_owned(kind, &owner.uid)?
         .into_iter()
@@ -74,7 +74,7 @@ fn owned(store: &Store, kind: &str, namespace: &str, owner: &Record) -> Result<V
 /// count for nothing, as in Kubernetes: their replacements start at once).
 fn active_pods(store: &Store, rs: &Record) -> Result<Vec<Record>> {
     Ok(store
-        .list_owned("Pod", &rs.uid)?
+        .list_owned(Kind::Pod, &rs.uid)?
         .into_iter()
         .filter(|p| !p.object.metadata().deleting())
         .collect())
@@ -102,7 +102,10 @@ fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
 /// is gone, as Kubernetes' garbage collector does; whether it deleted any.
 pub fn collect_garbage(store: &mut Store) -> Result<bool> {
     let mut changed = false;
-    for (kind, owner_kind) in [("ReplicaSet", "Deployment"), ("Pod", "ReplicaSet")] {
+    for (kind, owner_kind) in [
+        (Kind::ReplicaSet, Kind::Deployment),
+        (Kind::Pod, Kind::ReplicaSet),
+    ] {
         let owners: BTreeSet<String> = store
             .list(owner_kind, None)?
             .into_iter()
@@ -113,7 +116,7 @@ pub fn collect_garbage(store: &mut Store) -> Result<bool> {
             let orphaned = meta
                 .owner_references
                 .iter()
-                .any(|o| o.controller && o.kind == owner_kind && !owners.contains(&o.uid));
+                .any(|o| o.controller && o.kind == owner_kind.as_str() && !owners.contains(&o.uid));
             if orphaned {
                 let ns = record.object.namespace().unwrap_or("").to_owned();
                 store.delete(kind, &ns, &meta.name)?;
@@ -154,7 +157,7 @@ pub struct Work {
     deployments: BTreeSet<(String, String)>,
     replicasets: BTreeSet<(String, String)>,
     /// Dependents' kind and their deleted owner's uid.
-    orphans: Vec<(&'static str, String)>,
+    orphans: Vec<(Kind, String)>,
     schedule: bool,
 }
 
@@ -196,14 +199,14 @@ impl Work {
         let deleted = change.change == ChangeType::Deleted;
         match &record.object {
             Object::Deployment(_) if deleted => {
-                self.orphans.push(("ReplicaSet", record.uid.clone()))
+                self.orphans.push((Kind::ReplicaSet, record.uid.clone()))
             }
             Object::Deployment(_) => {
                 self.deployments.insert((ns.clone(), meta.name.clone()));
             }
             Object::ReplicaSet(_) => {
                 if deleted {
-                    self.orphans.push(("Pod", record.uid.clone()));
+                    self.orphans.push((Kind::Pod, record.uid.clone()));
                 } else {
                     self.replicasets.insert((ns.clone(), meta.name.clone()));
                 }
@@ -273,15 +276,15 @@ impl Controllers {
             return Ok(true);
         }
         for (kind, uid) in &todo.orphans {
-            for dependent in store.list_owned(kind, uid)? {
+            for dependent in store.list_owned(*kind, uid)? {
                 let ns = dependent.object.namespace().unwrap_or("").to_owned();
-                store.delete(kind, &ns, &dependent.object.metadata().name)?;
+                store.delete(*kind, &ns, &dependent.object.metadata().name)?;
             }
         }
         // A replica set's change is its deployment's too (its status
         // counts the pods).
         for (ns, name) in &todo.replicasets {
-            if let Some(rs) = store.get("ReplicaSet", ns, name)?
+            if let Some(rs) = store.get(Kind::ReplicaSet, ns, name)?
                 && let Some(owner) = rs
                     .object
                     .metadata()
@@ -293,12 +296,12 @@ impl Controllers {
             }
         }
         for (ns, name) in &todo.deployments {
-            if let Some(deployment) = store.get("Deployment", ns, name)? {
+            if let Some(deployment) = store.get(Kind::Deployment, ns, name)? {
                 self.reconcile_deployment(store, &deployment)?;
             }
         }
         for (ns, name) in &todo.replicasets {
-            if let Some(rs) = store.get("ReplicaSet", ns, name)? {
+            if let Some(rs) = store.get(Kind::ReplicaSet, ns, name)? {
                 self.reconcile_replicaset(store, &rs)?;
             }
         }
@@ -311,10 +314,10 @@ impl Controllers {
     /// One pass over everything; whether anything changed.
     pub fn reconcile(&self, store: &mut Store) -> Result<bool> {
         let mut changed = collect_garbage(store)?;
-        for deployment in store.list("Deployment", None)? {
+        for deployment in store.list(Kind::Deployment, None)? {
             changed |= self.reconcile_deployment(store, &deployment)?;
         }
-        for rs in store.list("ReplicaSet", None)? {
+        for rs in store.list(Kind::ReplicaSet, None)? {
             changed |= self.reconcile_replicaset(store, &rs)?;
         }
         changed |= self.schedule(store)?;
@@ -332,8 +335,8 @@ impl Controllers {
             return Ok(false);
         }
         let dependents = match kind {
-            "Deployment" => "ReplicaSet",
-            _ => "Pod",
+            Kind::Deployment => Kind::ReplicaSet,
+            _ => Kind::Pod,
         };
         let left = store.list_owned(dependents, &record.uid)?;
         if left.is_empty() {
@@ -345,7 +348,7 @@ impl Controllers {
             changed |= match &dependent.object {
                 Object::ReplicaSet(_) => store
                     .mark_deleting(
-                        "ReplicaSet",
+                        Kind::ReplicaSet,
                         &ns,
                         name,
                         &dependent.uid,
@@ -355,7 +358,7 @@ impl Controllers {
                     .is_some(),
                 Object::Pod(pod) if pod.spec.node_name.is_some() => store
                     .mark_deleting(
-                        "Pod",
+                        Kind::Pod,
                         &ns,
                         name,
                         &dependent.uid,
@@ -387,7 +390,7 @@ impl Controllers {
         // A paused deployment rolls nothing out: a changed template waits
         // for `rollout resume`, as in Kubernetes.
         if deployment.spec.paused {
-            let owned = owned(store, "ReplicaSet", &ns, record)?;
+            let owned = owned(store, Kind::ReplicaSet, &ns, record)?;
             if !owned
                 .iter()
                 .any(|r| r.object.metadata().name == format!("{name}-{hash}"))
@@ -414,7 +417,7 @@ impl Controllers {
             store.apply(std::slice::from_ref(&annotated))?;
         }
 
-        let owned = owned(store, "ReplicaSet", &ns, record)?;
+        let owned = owned(store, Kind::ReplicaSet, &ns, record)?;
         let mut ready_counts = std::collections::HashMap::new();
         for rs in &owned {
             ready_counts.insert(rs.uid.clone(), pod_counts(store, rs)?.1);
@@ -448,7 +451,7 @@ impl Controllers {
                 store.apply(std::slice::from_ref(&updated))?;
                 changed = true;
                 store
-                    .get("ReplicaSet", &ns, &new_name)?
+                    .get(Kind::ReplicaSet, &ns, &new_name)?
                     .unwrap_or_else(|| rs.clone())
             }
             None => {
@@ -484,7 +487,7 @@ impl Controllers {
                 )?;
                 changed = true;
                 store
-                    .get("ReplicaSet", &ns, &new_name)?
+                    .get(Kind::ReplicaSet, &ns, &new_name)?
                     .expect("just created")
             }
         };
@@ -578,7 +581,7 @@ impl Controllers {
         let limit = deployment.spec.revision_history_limit as usize;
         if idle.len() > limit {
             for rs in &idle[..idle.len() - limit] {
-                store.delete("ReplicaSet", &ns, &rs.object.metadata().name)?;
+                store.delete(Kind::ReplicaSet, &ns, &rs.object.metadata().name)?;
                 changed = true;
             }
         }
@@ -595,7 +598,7 @@ impl Controllers {
         new_name: &str,
     ) -> Result<bool> {
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let owned = owned(store, "ReplicaSet", &ns, record)?;
+        let owned = owned(store, Kind::ReplicaSet, &ns, record)?;
         let mut total = 0;
         let mut updated = 0;
         let mut ready = 0;
@@ -658,7 +661,7 @@ impl Controllers {
         if status == record.status {
             return Ok(false);
         }
-        store.set_status("Deployment", &ns, &deployment.metadata.name, &status)?;
+        store.set_status(Kind::Deployment, &ns, &deployment.metadata.name, &status)?;
         Ok(true)
     }
 
@@ -698,7 +701,7 @@ impl Controllers {
             return Ok(false);
         }
         let name = record.object.metadata().name.clone();
-        store.set_status("Deployment", &ns, &name, &status)?;
+        store.set_status(Kind::Deployment, &ns, &name, &status)?;
         Ok(true)
     }
 
@@ -710,14 +713,14 @@ impl Controllers {
             return self.finish_foreground(store, record);
         }
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let mut pods: Vec<Record> = owned(store, "Pod", &ns, record)?
+        let mut pods: Vec<Record> = owned(store, Kind::Pod, &ns, record)?
             .into_iter()
             .filter(|p| !p.object.metadata().deleting())
             .collect();
         let want = rs.spec.replicas as usize;
         let mut changed = false;
         // What the namespace's pod quota leaves room for.
-        let in_namespace = store.count("Pod", &ns)?;
+        let in_namespace = store.count(Kind::Pod, &ns)?;
         let room =
             usize::try_from(self.pod_quota.saturating_sub(in_namespace)).unwrap_or(usize::MAX);
         let missing = want.saturating_sub(pods.len());
@@ -773,7 +776,7 @@ impl Controllers {
                 })
                 .collect();
             store.record_events(&events)?;
-            pods = owned(store, "Pod", &ns, record)?
+            pods = owned(store, Kind::Pod, &ns, record)?
                 .into_iter()
                 .filter(|p| !p.object.metadata().deleting())
                 .collect();
@@ -791,7 +794,7 @@ impl Controllers {
             });
             for pod in &pods[..pods.len() - want] {
                 let pod_name = &pod.object.metadata().name;
-                store.delete("Pod", &ns, pod_name)?;
+                store.delete(Kind::Pod, &ns, pod_name)?;
                 self.event(
                     store,
                     &ns,
@@ -831,14 +834,14 @@ impl Controllers {
             }
         }
         if status != record.status {
-            store.set_status("ReplicaSet", &ns, &rs.metadata.name, &status)?;
+            store.set_status(Kind::ReplicaSet, &ns, &rs.metadata.name, &status)?;
             changed = true;
         }
         Ok(changed)
     }
 
     fn schedule(&self, store: &mut Store) -> Result<bool> {
-        let pods = store.list("Pod", None)?;
+        let pods = store.list(Kind::Pod, None)?;
         let mut allocated: BTreeMap<String, Requests> = BTreeMap::new();
         for pod in &pods {
             if let Object::Pod(p) = &pod.object
@@ -883,7 +886,7 @@ impl Controllers {
                                         "reason": "Unschedulable", "message": reason}],
                     });
                     if status != pod.status {
-                        store.set_status("Pod", &ns, &p.metadata.name, &status)?;
+                        store.set_status(Kind::Pod, &ns, &p.metadata.name, &status)?;
                         self.event(
                             store,
                             &ns,

@@ -18,7 +18,7 @@ fn controllers() -> Controllers {
 
 /// What a kubelet would do: every bound pod becomes Ready.
 fn run_bound_pods(store: &mut Store) {
-    for pod in store.list("Pod", None).unwrap() {
+    for pod in store.list(Kind::Pod, None).unwrap() {
         let Object::Pod(p) = &pod.object else {
             continue;
         };
@@ -26,7 +26,7 @@ fn run_bound_pods(store: &mut Store) {
             let status = serde_json::json!({"phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}]});
             store
-                .set_status("Pod", "default", &p.metadata.name, &status)
+                .set_status(Kind::Pod, "default", &p.metadata.name, &status)
                 .unwrap();
         }
     }
@@ -34,7 +34,7 @@ fn run_bound_pods(store: &mut Store) {
 
 fn pods_by_rs(store: &Store) -> BTreeMap<String, usize> {
     let mut by = BTreeMap::new();
-    for pod in store.list("Pod", None).unwrap() {
+    for pod in store.list(Kind::Pod, None).unwrap() {
         let owner = pod.object.metadata().owner_references[0].name.clone();
         *by.entry(owner).or_default() += 1;
     }
@@ -50,7 +50,7 @@ fn settle(store: &mut Store, c: &Controllers, mut each: impl FnMut(&Store)) {
         run_bound_pods(store);
         if !changed
             && store
-                .list("Pod", None)
+                .list(Kind::Pod, None)
                 .unwrap()
                 .iter()
                 .all(|p| pod_ready(&p.status))
@@ -67,7 +67,7 @@ fn a_deployment_makes_a_replicaset_and_scheduled_pods_and_scales() {
     let c = controllers();
     store.apply(&deployment(3, "web:1", "64Mi")).unwrap();
     settle(&mut store, &c, |_| {});
-    let pods = store.list("Pod", None).unwrap();
+    let pods = store.list(Kind::Pod, None).unwrap();
     assert_eq!(pods.len(), 3);
     for pod in &pods {
         let Object::Pod(p) = &pod.object else {
@@ -76,24 +76,27 @@ fn a_deployment_makes_a_replicaset_and_scheduled_pods_and_scales() {
         assert!(p.spec.node_name.is_some());
         assert!(p.metadata.labels.contains_key(TEMPLATE_HASH_LABEL));
     }
-    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let d = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(d.status["readyReplicas"], 3);
     assert_eq!(d.status["updatedReplicas"], 3);
 
     store.apply(&deployment(5, "web:1", "64Mi")).unwrap();
     settle(&mut store, &c, |_| {});
-    assert_eq!(store.list("Pod", None).unwrap().len(), 5);
-    assert_eq!(store.list("ReplicaSet", None).unwrap().len(), 1);
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 5);
+    assert_eq!(store.list(Kind::ReplicaSet, None).unwrap().len(), 1);
     store.apply(&deployment(2, "web:1", "64Mi")).unwrap();
     settle(&mut store, &c, |_| {});
-    assert_eq!(store.list("Pod", None).unwrap().len(), 2);
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 2);
 
     // Deleting the deployment takes its ReplicaSet and pods along.
-    store.delete("Deployment", "default", "web").unwrap();
+    store.delete(Kind::Deployment, "default", "web").unwrap();
     c.reconcile(&mut store).unwrap();
     c.reconcile(&mut store).unwrap();
-    assert!(store.list("ReplicaSet", None).unwrap().is_empty());
-    assert!(store.list("Pod", None).unwrap().is_empty());
+    assert!(store.list(Kind::ReplicaSet, None).unwrap().is_empty());
+    assert!(store.list(Kind::Pod, None).unwrap().is_empty());
 }
 
 #[test]
@@ -105,14 +108,14 @@ fn a_rolling_update_stays_within_surge_and_unavailability() {
     store.apply(&deployment(4, "web:2", "64Mi")).unwrap();
     // 25% of 4: one pod over, one pod short at most.
     settle(&mut store, &c, |store| {
-        let pods = store.list("Pod", None).unwrap();
+        let pods = store.list(Kind::Pod, None).unwrap();
         assert!(pods.len() <= 5, "{} pods during the rollout", pods.len());
         let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
         assert!(ready >= 3, "only {ready} ready during the rollout");
     });
     let by_rs = pods_by_rs(&store);
     assert_eq!(by_rs.len(), 1, "all pods on one ReplicaSet: {by_rs:?}");
-    let pods = store.list("Pod", None).unwrap();
+    let pods = store.list(Kind::Pod, None).unwrap();
     assert!(pods.iter().all(|p| matches!(&p.object,
         Object::Pod(p) if p.spec.containers[0].image == "web:2")));
     let revisions: Vec<u64> = store
@@ -123,7 +126,7 @@ fn a_rolling_update_stays_within_surge_and_unavailability() {
         .collect();
     assert_eq!(revisions, [1, 2]);
     // The old ReplicaSet stays, scaled to zero, for rollbacks.
-    assert_eq!(store.list("ReplicaSet", None).unwrap().len(), 2);
+    assert_eq!(store.list(Kind::ReplicaSet, None).unwrap().len(), 2);
     let events = store
         .events(Some("default"), Some(("Deployment", "web")))
         .unwrap();
@@ -142,7 +145,7 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
     for _ in 0..3 {
         c.reconcile(&mut store).unwrap();
     }
-    let pods = store.list("Pod", None).unwrap();
+    let pods = store.list(Kind::Pod, None).unwrap();
     assert_eq!(pods.len(), 1);
     let Object::Pod(p) = &pods[0].object else {
         unreachable!()
@@ -173,12 +176,15 @@ fn a_rollout_past_its_deadline_is_reported_not_undone() {
     c.reconcile(&mut store).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     c.reconcile(&mut store).unwrap();
-    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let d = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     let progressing = &d.status["conditions"][1];
     assert_eq!(progressing["status"], "False");
     assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
     assert_eq!(
-        store.list("Pod", None).unwrap().len(),
+        store.list(Kind::Pod, None).unwrap().len(),
         2,
         "nothing is rolled back"
     );
@@ -214,21 +220,24 @@ fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
     store.apply(&deployment(3, "web:1", "64Mi")).unwrap();
     settle_watched(&mut store, &c, &mut work, &mut changes);
     assert_eq!(pods_by_rs(&store).values().sum::<usize>(), 3);
-    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let d = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         d.status["readyReplicas"], 3,
         "the pods' readiness reached it"
     );
 
     // A pod deleted is replaced; a new template rolls out.
-    let victim = store.list("Pod", None).unwrap()[0]
+    let victim = store.list(Kind::Pod, None).unwrap()[0]
         .object
         .metadata()
         .name
         .clone();
-    store.delete("Pod", "default", &victim).unwrap();
+    store.delete(Kind::Pod, "default", &victim).unwrap();
     settle_watched(&mut store, &c, &mut work, &mut changes);
-    let pods = store.list("Pod", None).unwrap();
+    let pods = store.list(Kind::Pod, None).unwrap();
     assert_eq!(pods.len(), 3);
     assert!(pods.iter().all(|p| p.object.metadata().name != victim));
     store.apply(&deployment(3, "web:2", "64Mi")).unwrap();
@@ -238,10 +247,10 @@ fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
     assert_eq!(by_rs.values().sum::<usize>(), 3);
 
     // Deleting the deployment takes its replica sets and pods along.
-    store.delete("Deployment", "default", "web").unwrap();
+    store.delete(Kind::Deployment, "default", "web").unwrap();
     settle_watched(&mut store, &c, &mut work, &mut changes);
-    assert!(store.list("ReplicaSet", None).unwrap().is_empty());
-    assert!(store.list("Pod", None).unwrap().is_empty());
+    assert!(store.list(Kind::ReplicaSet, None).unwrap().is_empty());
+    assert!(store.list(Kind::Pod, None).unwrap().is_empty());
 }
 
 #[test]
@@ -277,13 +286,16 @@ fn replicas_past_the_namespace_quota_fail_to_be_created_and_say_so() {
         c.reconcile(&mut store).unwrap();
     }
     assert_eq!(
-        store.list("Pod", None).unwrap().len(),
+        store.list(Kind::Pod, None).unwrap().len(),
         4,
         "the quota, not a million"
     );
-    let rs = &store.list("ReplicaSet", None).unwrap()[0];
+    let rs = &store.list(Kind::ReplicaSet, None).unwrap()[0];
     assert_eq!(rs.status["conditions"][0]["reason"], "FailedCreate");
-    let d = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let d = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     let failure = d.status["conditions"]
         .as_array()
         .unwrap()
@@ -316,7 +328,7 @@ fn pods_past_a_nodes_max_pods_stay_pending_with_the_reason() {
     for _ in 0..5 {
         c.reconcile(&mut store).unwrap();
     }
-    let pods = store.list("Pod", None).unwrap();
+    let pods = store.list(Kind::Pod, None).unwrap();
     let pending: Vec<_> = pods
         .iter()
         .filter(|p| p.status["conditions"][0]["reason"] == "Unschedulable")

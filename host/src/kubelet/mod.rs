@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
 use crate::runtime::wasm::WasmRuntime;
-use crate::spec::Object;
 use crate::spec::objects::{Pod, RestartPolicy};
+use crate::spec::{Kind, Object};
 use crate::state::Event;
 
 /// The log of run number `run` (0 first) of a container of the pod whose
@@ -176,13 +176,13 @@ impl Kubelet {
     pub fn sync(&mut self) {
         let listed = {
             let store = self.context.state.store.lock().expect("lock");
-            let version = store.spec_version_of("Pod");
+            let version = store.spec_version_of(Kind::Pod);
             // Status changes (most of them, while pods start) are not ours.
             if self.synced == Some(version) && self.replacing.is_empty() {
                 return;
             }
             self.synced = Some(version);
-            store.list("Pod", None)
+            store.list(Kind::Pod, None)
         };
         let pods = match listed {
             Ok(pods) => pods,
@@ -343,7 +343,7 @@ impl Kubelet {
     /// controllers do not count on pods that are gone.
     pub fn forget_running(&self) {
         let mut store = self.context.state.store.lock().expect("lock");
-        let pods = match store.list("Pod", None) {
+        let pods = match store.list(Kind::Pod, None) {
             Ok(pods) => pods,
             Err(e) => {
                 tracing::error!("listing pods: {e}");
@@ -371,7 +371,7 @@ impl Kubelet {
                     {"type": "Ready", "status": "False"},
                 ],
             });
-            if let Err(e) = store.set_status("Pod", ns, &pod.metadata.name, &status) {
+            if let Err(e) = store.set_status(Kind::Pod, ns, &pod.metadata.name, &status) {
                 tracing::error!("resetting pod {}: {e}", pod.metadata.name);
             }
         }
@@ -390,7 +390,7 @@ impl Kubelet {
             .store
             .lock()
             .expect("lock")
-            .list("Pod", None)
+            .list(Kind::Pod, None)
         {
             Ok(pods) => pods.into_iter().map(|p| p.uid).collect(),
             Err(e) => {
@@ -665,7 +665,7 @@ async fn finish_deletion(state: Arc<ApiState>, namespace: String, name: String, 
             .store
             .lock()
             .expect("lock")
-            .delete_if("Pod", &namespace, &name, &uid)
+            .delete_if(Kind::Pod, &namespace, &name, &uid)
     })
     .await;
     match deleted {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use crate::api::ApiState;
+use crate::spec::Kind;
 use crate::state::Event;
 
 enum Report {
@@ -83,7 +84,7 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
             match report {
                 Report::Status { uid, name, status } => {
                     statuses += 1;
-                    if let Err(e) = store.set_status_of("Pod", &uid, &status) {
+                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &status) {
                         tracing::error!("recording the status of pod {name}: {e}");
                     }
                 }

@@ -20,6 +20,7 @@ use crate::image::model::Image;
 use crate::runtime::{
     Capabilities, DirGrant, Limits, LogFile, OutboundRule, Runtime as _, WorkloadSpec,
 };
+use crate::spec::Kind;
 use crate::spec::Object;
 use crate::spec::objects::{
     Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, SERVICES_ANNOTATION, Volume,
@@ -518,7 +519,7 @@ type ConfigData = Vec<(String, Vec<u8>)>;
 /// The data of ConfigMap or Secret `name`, values decoded.
 fn config_data(
     state: &crate::api::ApiState,
-    kind: &str,
+    kind: Kind,
     namespace: &str,
     name: &str,
 ) -> Result<Option<ConfigData>, StartFailure> {
@@ -574,8 +575,8 @@ fn container_env(
     };
     for from in &container.env_from {
         let (kind, reference) = match (&from.config_map_ref, &from.secret_ref) {
-            (Some(r), _) => ("ConfigMap", r),
-            (_, Some(r)) => ("Secret", r),
+            (Some(r), _) => (Kind::ConfigMap, r),
+            (_, Some(r)) => (Kind::Secret, r),
             _ => continue,
         };
         match config_data(state, kind, ns, &reference.name)? {
@@ -598,8 +599,8 @@ fn container_env(
             (Some(v), _) => Some(v.clone()),
             (None, Some(from)) => {
                 let (kind, key) = match (&from.config_map_key_ref, &from.secret_key_ref) {
-                    (Some(k), _) => ("ConfigMap", k),
-                    (_, Some(k)) => ("Secret", k),
+                    (Some(k), _) => (Kind::ConfigMap, k),
+                    (_, Some(k)) => (Kind::Secret, k),
                     _ => continue,
                 };
                 let found = config_data(state, kind, ns, &key.name)?.and_then(|data| {
@@ -735,7 +736,7 @@ fn volume_dirs(
         guest: mount_path.to_owned(),
         writable,
     };
-    let files = |kind: &str, name: &str, optional: bool| -> Result<Vec<DirGrant>, StartFailure> {
+    let files = |kind: Kind, name: &str, optional: bool| -> Result<Vec<DirGrant>, StartFailure> {
         std::fs::create_dir_all(&local).map_err(io)?;
         match config_data(state, kind, ns, name)? {
             Some(data) => {
@@ -749,10 +750,10 @@ fn volume_dirs(
         Ok(vec![grant(local.clone(), false)])
     };
     if let Some(cm) = &volume.config_map {
-        return files("ConfigMap", &cm.name, cm.optional);
+        return files(Kind::ConfigMap, &cm.name, cm.optional);
     }
     if let Some(secret) = &volume.secret {
-        return files("Secret", &secret.secret_name, secret.optional);
+        return files(Kind::Secret, &secret.secret_name, secret.optional);
     }
     if volume.empty_dir.is_some() {
         std::fs::create_dir_all(&local).map_err(io)?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize as _;
 
+use super::Kind;
 use super::objects::{
     ConfigMap, Container, Deployment, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod, PodSpec,
     Probe, ReplicaSet, Secret, Service, ServiceType,
@@ -24,35 +25,21 @@ pub enum Object {
     Service(Service),
 }
 
-/// (apiVersion, kind) pairs berth accepts.
-pub const KINDS: [(&str, &str); 7] = [
-    ("v1", "Namespace"),
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("v1", "Pod"),
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "ReplicaSet"),
-    ("v1", "Service"),
-];
-
 impl Object {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Object::Namespace(_) => "Namespace",
-            Object::ConfigMap(_) => "ConfigMap",
-            Object::Secret(_) => "Secret",
-            Object::Pod(_) => "Pod",
-            Object::Deployment(_) => "Deployment",
-            Object::ReplicaSet(_) => "ReplicaSet",
-            Object::Service(_) => "Service",
+            Object::Namespace(_) => Kind::Namespace,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Pod(_) => Kind::Pod,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::Service(_) => Kind::Service,
         }
     }
 
     pub fn api_version(&self) -> &'static str {
-        match self {
-            Object::Deployment(_) | Object::ReplicaSet(_) => "apps/v1",
-            _ => "v1",
-        }
+        self.kind().api_version()
     }
 
     /// The object as JSON, without apiVersion and kind.
@@ -70,17 +57,15 @@ impl Object {
     }
 
     /// The inverse of [`Object::to_value`] for an object of `kind`.
-    pub fn from_value(kind: &str, value: serde_json::Value) -> Result<Object, String> {
-        let e = |e: serde_json::Error| e.to_string();
+    pub fn from_value(kind: Kind, value: serde_json::Value) -> Result<Object, serde_json::Error> {
         Ok(match kind {
-            "Namespace" => Object::Namespace(serde_json::from_value(value).map_err(e)?),
-            "ConfigMap" => Object::ConfigMap(serde_json::from_value(value).map_err(e)?),
-            "Secret" => Object::Secret(serde_json::from_value(value).map_err(e)?),
-            "Pod" => Object::Pod(serde_json::from_value(value).map_err(e)?),
-            "Deployment" => Object::Deployment(serde_json::from_value(value).map_err(e)?),
-            "ReplicaSet" => Object::ReplicaSet(serde_json::from_value(value).map_err(e)?),
-            "Service" => Object::Service(serde_json::from_value(value).map_err(e)?),
-            other => return Err(format!("unknown kind {other}")),
+            Kind::Namespace => Object::Namespace(serde_json::from_value(value)?),
+            Kind::ConfigMap => Object::ConfigMap(serde_json::from_value(value)?),
+            Kind::Secret => Object::Secret(serde_json::from_value(value)?),
+            Kind::Pod => Object::Pod(serde_json::from_value(value)?),
+            Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
+            Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
+            Kind::Service => Object::Service(serde_json::from_value(value)?),
         })
     }
 
@@ -346,8 +331,11 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         .and_then(|n| n.as_str())
         .unwrap_or("")
         .to_owned();
-    if !KINDS.contains(&(api_version.as_str(), kind.as_str())) {
-        let known: Vec<String> = KINDS.iter().map(|(v, k)| format!("{v} {k}")).collect();
+    let Some(known_kind) = Kind::parse(&kind).filter(|k| k.api_version() == api_version) else {
+        let known: Vec<String> = Kind::ALL
+            .iter()
+            .map(|k| format!("{} {k}", k.api_version()))
+            .collect();
         return Err(ManifestError::new(
             source,
             format!(
@@ -355,7 +343,7 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
                 known.join(", ")
             ),
         ));
-    }
+    };
     let value = yaml_serde::Value::Mapping(mapping);
     let typed = |e: serde_path_to_error::Error<yaml_serde::Error>| {
         let path = e.path().to_string();
@@ -370,15 +358,22 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
             message: e.into_inner().to_string(),
         }
     };
-    Ok(match kind.as_str() {
-        "Namespace" => Object::Namespace(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "ConfigMap" => Object::ConfigMap(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "Secret" => Object::Secret(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "Pod" => Object::Pod(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "Deployment" => Object::Deployment(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "ReplicaSet" => Object::ReplicaSet(serde_path_to_error::deserialize(value).map_err(typed)?),
-        "Service" => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
-        _ => unreachable!("checked against KINDS"),
+    Ok(match known_kind {
+        Kind::Namespace => {
+            Object::Namespace(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::ConfigMap => {
+            Object::ConfigMap(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::Secret => Object::Secret(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::Pod => Object::Pod(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::Deployment => {
+            Object::Deployment(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::ReplicaSet => {
+            Object::ReplicaSet(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::Service => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
     })
 }
 

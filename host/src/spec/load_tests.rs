@@ -60,8 +60,16 @@ spec:
 #[test]
 fn a_multi_document_manifest_loads_with_kubernetes_defaults() {
     let loaded = parse_str(GOOD, "shop.yaml").unwrap();
-    let kinds: Vec<&str> = loaded.iter().map(|l| l.object.kind()).collect();
-    assert_eq!(kinds, ["Namespace", "ConfigMap", "Deployment", "Service"]);
+    let kinds: Vec<Kind> = loaded.iter().map(|l| l.object.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Namespace,
+            Kind::ConfigMap,
+            Kind::Deployment,
+            Kind::Service
+        ]
+    );
     assert_eq!(loaded[2].source, "shop.yaml (document 3)");
     let Object::Deployment(d) = &loaded[2].object else {
         panic!("not a deployment")

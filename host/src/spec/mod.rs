@@ -2,10 +2,12 @@
 //! manifests. Parse, don't validate later: a manifest that loads is one
 //! berth can act on.
 
+mod kind;
 pub mod load;
 pub mod objects;
 mod quantity;
 
+pub use kind::Kind;
 pub use load::{Loaded, ManifestError, Object, load_paths, parse_str};
 
 pub use quantity::{Quantity, QuantityError};

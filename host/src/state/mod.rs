@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::spec::Object;
+use crate::spec::{Kind, Object};
 
 pub mod watch;
 
@@ -124,13 +124,13 @@ pub struct Store {
     parsed: std::cell::RefCell<std::collections::HashMap<String, Parsed>>,
     /// Bumped by every change to an object itself (not its status), by
     /// the object's kind.
-    spec_versions: HashMap<&'static str, u64>,
+    spec_versions: HashMap<Kind, u64>,
     /// Where committed changes go, for watchers.
     hub: std::sync::Arc<Hub>,
 }
 
 struct Parsed {
-    kind: &'static str,
+    kind: Kind,
     object_text: String,
     object: Object,
     status_text: String,
@@ -173,14 +173,14 @@ fn object_json(object: &Object) -> serde_json::Value {
     object.to_value()
 }
 
-fn object_from_json(kind: &str, name: &str, text: &str) -> Result<Object> {
+fn object_from_json(kind: Kind, name: &str, text: &str) -> Result<Object> {
     let corrupt = |reason: String| StateError::Corrupt {
-        kind: kind.to_owned(),
+        kind: kind.to_string(),
         name: name.to_owned(),
         reason,
     };
     let value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
-    Object::from_value(kind, value).map_err(corrupt)
+    Object::from_value(kind, value).map_err(|e| corrupt(e.to_string()))
 }
 
 /// A pod as an update leaves it: the node it was bound to kept, and
@@ -250,7 +250,7 @@ fn allocate_node_ports(
     })?;
     for row in stored {
         let (ns, other, text) = row?;
-        let Object::Service(other_service) = object_from_json("Service", &other, &text)? else {
+        let Object::Service(other_service) = object_from_json(Kind::Service, &other, &text)? else {
             continue;
         };
         if ns == namespace && other == name {
@@ -312,7 +312,7 @@ fn allocate_node_ports(
 
 /// Objects are keyed by (kind, namespace, name); namespaces themselves
 /// have the empty namespace.
-fn key(object: &Object) -> (&'static str, String, String) {
+fn key(object: &Object) -> (Kind, String, String) {
     (
         object.kind(),
         object.namespace().unwrap_or("").to_owned(),
@@ -505,7 +505,7 @@ impl Store {
     /// there is none with `uid`.
     pub fn mark_deleting(
         &mut self,
-        kind: &str,
+        kind: Kind,
         namespace: &str,
         name: &str,
         uid: &str,
@@ -533,7 +533,7 @@ impl Store {
     /// Deletes the object at a key if it is still the one with `uid`.
     pub fn delete_if(
         &mut self,
-        kind: &str,
+        kind: Kind,
         namespace: &str,
         name: &str,
         uid: &str,
@@ -547,7 +547,7 @@ impl Store {
         Ok(false)
     }
 
-    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<Record>> {
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Record>> {
         self.conn
             .prepare_cached(
                 "SELECT uid, resource_version, generation, created, object, status FROM objects
@@ -572,11 +572,11 @@ impl Store {
     /// to their status: who only watches those can skip a pass when it is
     /// unchanged (the kubelet looks again when pods change, the router when
     /// services do, and neither when a ConfigMap does).
-    pub fn spec_version_of(&self, kind: &str) -> u64 {
-        self.spec_versions.get(kind).copied().unwrap_or(0)
+    pub fn spec_version_of(&self, kind: Kind) -> u64 {
+        self.spec_versions.get(&kind).copied().unwrap_or(0)
     }
 
-    fn record(&self, kind: &str, name: &str, row: Row) -> Result<Record> {
+    fn record(&self, kind: Kind, name: &str, row: Row) -> Result<Record> {
         let (uid, resource_version, generation, created, object_text, status_text) = row;
         let mut parsed = self.parsed.borrow_mut();
         if let Some(p) = parsed.get(&uid)
@@ -596,7 +596,7 @@ impl Store {
         let object = object_from_json(kind, name, &object_text)?;
         let status: serde_json::Value =
             serde_json::from_str(&status_text).map_err(|e| StateError::Corrupt {
-                kind: kind.to_owned(),
+                kind: kind.to_string(),
                 name: name.to_owned(),
                 reason: e.to_string(),
             })?;
@@ -624,7 +624,7 @@ impl Store {
     /// created, object, status` over objects of `kind` yields.
     fn records(
         &self,
-        kind: &str,
+        kind: Kind,
         statement: &mut rusqlite::CachedStatement<'_>,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Record>> {
@@ -650,7 +650,7 @@ impl Store {
     }
 
     /// Objects of `kind`, in `namespace` or in all of them, by namespace and name.
-    pub fn list(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<Record>> {
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Record>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT name, uid, resource_version, generation, created, object, status FROM objects
              WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
@@ -672,7 +672,7 @@ impl Store {
     /// paged list costs its page, not every object of the kind.
     pub fn list_page(
         &self,
-        kind: &str,
+        kind: Kind,
         namespace: Option<&str>,
         after: Option<(&str, &str)>,
         limit: usize,
@@ -695,7 +695,7 @@ impl Store {
     /// Objects of `kind` whose controlling owner has `owner_uid`, by name:
     /// an index lookup, so a controller's pass costs what it owns, not
     /// every object of the kind.
-    pub fn list_owned(&self, kind: &str, owner_uid: &str) -> Result<Vec<Record>> {
+    pub fn list_owned(&self, kind: Kind, owner_uid: &str) -> Result<Vec<Record>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT name, uid, resource_version, generation, created, object, status FROM objects
              WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
@@ -704,7 +704,7 @@ impl Store {
     }
 
     /// Deletes an object (a namespace with all it holds); whether it existed.
-    pub fn delete(&mut self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
+    pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<bool> {
         Ok(self.delete_record(kind, namespace, name)?.is_some())
     }
 
@@ -712,11 +712,11 @@ impl Store {
     /// deletion's resourceVersion.
     pub fn delete_record(
         &mut self,
-        kind: &str,
+        kind: Kind,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Record>> {
-        if kind == "Namespace" && name == "default" {
+        if kind == Kind::Namespace && name == "default" {
             return Err(StateError::Rejected(
                 "the default namespace cannot be deleted".into(),
             ));
@@ -726,7 +726,7 @@ impl Store {
         };
         // What goes with it, for the watchers.
         let mut gone = vec![record];
-        if kind == "Namespace" {
+        if kind == Kind::Namespace {
             let mut contained = self.conn.prepare_cached(
                 "SELECT kind, name FROM objects WHERE namespace = ?1 ORDER BY kind, name",
             )?;
@@ -737,7 +737,10 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             drop(contained);
             for (kind, object) in keys {
-                if let Some(r) = self.get(&kind, name, &object)? {
+                let Some(kind) = Kind::parse(&kind) else {
+                    continue;
+                };
+                if let Some(r) = self.get(kind, name, &object)? {
                     gone.push(r);
                 }
             }
@@ -746,12 +749,12 @@ impl Store {
         let version = next_version(&tx)?;
         tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
             .execute(params![kind, namespace, name])?;
-        if kind == "Deployment" {
+        if kind == Kind::Deployment {
             tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1 AND deployment = ?2")?
                 .execute(params![namespace, name])?;
         }
         // A namespace takes everything in it along, as in Kubernetes.
-        if kind == "Namespace" {
+        if kind == Kind::Namespace {
             tx.prepare_cached("DELETE FROM objects WHERE namespace = ?1")?
                 .execute([name])?;
             tx.prepare_cached("DELETE FROM revisions WHERE namespace = ?1")?
@@ -778,7 +781,7 @@ impl Store {
     /// Replaces an object's status (a new resourceVersion, same generation).
     pub fn set_status(
         &mut self,
-        kind: &str,
+        kind: Kind,
         namespace: &str,
         name: &str,
         status: &serde_json::Value,
@@ -798,7 +801,7 @@ impl Store {
     /// gone, even if another now has its name.
     pub fn set_status_of(
         &mut self,
-        kind: &str,
+        kind: Kind,
         uid: &str,
         status: &serde_json::Value,
     ) -> Result<bool> {
@@ -843,7 +846,7 @@ impl Store {
     fn publish(
         &mut self,
         change: ChangeType,
-        kind: &str,
+        kind: Kind,
         namespace: &str,
         name: &str,
     ) -> Result<()> {
@@ -854,7 +857,7 @@ impl Store {
     }
 
     /// How many objects of `kind` a namespace holds.
-    pub fn count(&self, kind: &str, namespace: &str) -> Result<u64> {
+    pub fn count(&self, kind: Kind, namespace: &str) -> Result<u64> {
         Ok(self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM objects WHERE kind = ?1 AND namespace = ?2")?

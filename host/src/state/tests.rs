@@ -20,19 +20,28 @@ fn apply_creates_configures_and_leaves_unchanged_as_kubectl_says() {
     let mut store = Store::in_memory().unwrap();
     let first = objects(&deployment(1, "web:1", ""));
     assert_eq!(store.apply(&first).unwrap(), [Outcome::Created]);
-    let created = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let created = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(created.generation, 1);
     assert_eq!(created.uid.len(), 36);
     assert_eq!(created.object, first[0]);
 
     assert_eq!(store.apply(&first).unwrap(), [Outcome::Unchanged]);
-    let same = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let same = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(same.resource_version, created.resource_version);
 
     // A label is metadata: a new resourceVersion, the same generation.
     let labelled = objects(&deployment(1, "web:1", "team: a"));
     assert_eq!(store.apply(&labelled).unwrap(), [Outcome::Configured]);
-    let after_label = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let after_label = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(after_label.generation, 1);
     assert!(after_label.resource_version > created.resource_version);
     assert_eq!(after_label.uid, created.uid);
@@ -41,25 +50,36 @@ fn apply_creates_configures_and_leaves_unchanged_as_kubectl_says() {
     store
         .apply(&objects(&deployment(3, "web:2", "team: a")))
         .unwrap();
-    let changed = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let changed = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(changed.generation, 2);
 
     // Status is separate from the spec: no generation change.
     store
         .set_status(
-            "Deployment",
+            Kind::Deployment,
             "default",
             "web",
             &serde_json::json!({"readyReplicas": 3}),
         )
         .unwrap();
-    let with_status = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let with_status = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(with_status.generation, 2);
     assert_eq!(with_status.status["readyReplicas"], 3);
 
-    assert!(store.delete("Deployment", "default", "web").unwrap());
-    assert!(store.get("Deployment", "default", "web").unwrap().is_none());
-    assert!(!store.delete("Deployment", "default", "web").unwrap());
+    assert!(store.delete(Kind::Deployment, "default", "web").unwrap());
+    assert!(
+        store
+            .get(Kind::Deployment, "default", "web")
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete(Kind::Deployment, "default", "web").unwrap());
 }
 
 #[test]
@@ -74,21 +94,37 @@ fn an_apply_with_one_refused_object_changes_nothing() {
         err.to_string().contains("namespace missing does not exist"),
         "{err}"
     );
-    assert!(store.get("Deployment", "default", "web").unwrap().is_none());
+    assert!(
+        store
+            .get(Kind::Deployment, "default", "web")
+            .unwrap()
+            .is_none()
+    );
 
     // The namespace in the same apply is enough.
     let text = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: missing}}\n---\n{text}");
     let outcomes = store.apply(&objects(&text)).unwrap();
     assert_eq!(outcomes, [Outcome::Created; 3]);
-    assert_eq!(store.list("ConfigMap", Some("missing")).unwrap().len(), 1);
-    assert_eq!(store.list("ConfigMap", None).unwrap().len(), 1);
-    assert_eq!(store.list("ConfigMap", Some("default")).unwrap().len(), 0);
+    assert_eq!(
+        store.list(Kind::ConfigMap, Some("missing")).unwrap().len(),
+        1
+    );
+    assert_eq!(store.list(Kind::ConfigMap, None).unwrap().len(), 1);
+    assert_eq!(
+        store.list(Kind::ConfigMap, Some("default")).unwrap().len(),
+        0
+    );
 
     // Deleting the namespace deletes what it holds; `default` stays.
-    assert!(store.delete("Namespace", "", "missing").unwrap());
-    assert_eq!(store.list("ConfigMap", None).unwrap().len(), 0);
-    assert!(store.get("Deployment", "default", "web").unwrap().is_some());
-    assert!(store.delete("Namespace", "", "default").is_err());
+    assert!(store.delete(Kind::Namespace, "", "missing").unwrap());
+    assert_eq!(store.list(Kind::ConfigMap, None).unwrap().len(), 0);
+    assert!(
+        store
+            .get(Kind::Deployment, "default", "web")
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.delete(Kind::Namespace, "", "default").is_err());
 }
 
 #[test]
@@ -135,7 +171,10 @@ fn committed_state_survives_reopening() {
             .unwrap();
     }
     let store = Store::open(&path).unwrap();
-    let web = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let web = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     let Object::Deployment(d) = web.object else {
         panic!("not a deployment")
     };
@@ -156,29 +195,41 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
     let mut store = Store::in_memory().unwrap();
     let web = objects(&deployment(1, "web:1", ""));
     store.apply(&web).unwrap();
-    let first = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let first = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     let status = serde_json::json!({"readyReplicas": 1});
     assert!(
         store
-            .set_status_of("Deployment", &first.uid, &status)
+            .set_status_of(Kind::Deployment, &first.uid, &status)
             .unwrap()
     );
-    let got = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let got = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_eq!(got.status["readyReplicas"], 1);
 
     // Deleted and made again under the same name: a new uid, and a late
     // status for the old one changes nothing.
-    store.delete("Deployment", "default", "web").unwrap();
+    store.delete(Kind::Deployment, "default", "web").unwrap();
     store.apply(&web).unwrap();
-    let second = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let second = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_ne!(second.uid, first.uid);
     let late = serde_json::json!({"readyReplicas": 7});
     assert!(
         !store
-            .set_status_of("Deployment", &first.uid, &late)
+            .set_status_of(Kind::Deployment, &first.uid, &late)
             .unwrap()
     );
-    let now = store.get("Deployment", "default", "web").unwrap().unwrap();
+    let now = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
     assert_ne!(now.status["readyReplicas"], 7);
 }
 
@@ -189,7 +240,7 @@ fn objects_are_found_by_their_controlling_owner() {
     let mut store = Store::in_memory().unwrap();
     store.apply(&objects(OWNED_PODS)).unwrap();
     let owned: Vec<String> = store
-        .list_owned("Pod", "owner-1")
+        .list_owned(Kind::Pod, "owner-1")
         .unwrap()
         .iter()
         .map(|r| r.object.metadata().name.clone())
@@ -201,8 +252,8 @@ fn objects_are_found_by_their_controlling_owner() {
         "uid: owner-1, controller: false",
     ));
     store.apply(&orphan).unwrap();
-    assert!(store.list_owned("Pod", "owner-1").unwrap().is_empty());
-    assert_eq!(store.list_owned("Pod", "owner-2").unwrap().len(), 1);
+    assert!(store.list_owned(Kind::Pod, "owner-1").unwrap().is_empty());
+    assert_eq!(store.list_owned(Kind::Pod, "owner-2").unwrap().len(), 1);
 }
 
 #[test]
@@ -219,7 +270,7 @@ fn a_database_from_before_the_owner_index_is_migrated() {
             .unwrap();
     }
     let store = Store::open(&path).unwrap();
-    let owned = store.list_owned("Pod", "owner-2").unwrap();
+    let owned = store.list_owned(Kind::Pod, "owner-2").unwrap();
     assert_eq!(owned.len(), 1);
     assert_eq!(owned[0].object.metadata().name, "b");
 }
@@ -235,20 +286,20 @@ fn pages_follow_the_key_order_and_end() {
             .collect()
     };
     assert_eq!(
-        names(store.list_page("Pod", None, None, 2).unwrap()),
+        names(store.list_page(Kind::Pod, None, None, 2).unwrap()),
         ["a", "b"]
     );
     assert_eq!(
         names(
             store
-                .list_page("Pod", None, Some(("default", "b")), 2)
+                .list_page(Kind::Pod, None, Some(("default", "b")), 2)
                 .unwrap()
         ),
         ["c"]
     );
     assert!(
         store
-            .list_page("Pod", Some("other"), None, 2)
+            .list_page(Kind::Pod, Some("other"), None, 2)
             .unwrap()
             .is_empty()
     );
