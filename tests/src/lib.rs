@@ -621,10 +621,11 @@ pub mod kube {
                 .map(|p| {
                     (
                         p["metadata"]["name"].as_str().unwrap().to_owned(),
-                        p["status"]["containerStatuses"][0]["endpoint"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned(),
+                        p["status"]["endpoints"]
+                            [p["spec"]["containers"][0]["name"].as_str().unwrap()]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
                     )
                 })
                 .collect();

@@ -912,7 +912,7 @@ async fn up_builds_applies_serves_and_cleans_up_on_sigterm() {
         .iter()
         .filter(|p| berth_tests::kube::is_ready(p))
         .map(|p| {
-            p["status"]["containerStatuses"][0]["endpoint"]
+            p["status"]["endpoints"][p["spec"]["containers"][0]["name"].as_str().unwrap()]
                 .as_str()
                 .unwrap()
                 .to_owned()

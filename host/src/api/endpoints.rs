@@ -23,14 +23,6 @@ struct Backend<'a> {
     terminating: bool,
 }
 
-fn ready(status: &Value) -> bool {
-    status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 /// The port a service port reaches on `pod`: its number, or its name
 /// looked up in the pod's containers; `None` when the pod lacks the name.
 fn target_port(port: &crate::spec::objects::ServicePort, pod: &Pod) -> Option<u16> {
@@ -58,10 +50,11 @@ fn target_ref(record: &Record) -> Value {
 }
 
 fn address(record: &Record) -> String {
-    record.status["podIP"]
-        .as_str()
-        .unwrap_or("127.0.0.1")
-        .to_owned()
+    record
+        .status
+        .pod()
+        .and_then(|s| s.kube.pod_ip.clone())
+        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// Every service of `namespace` (or of all) with the pods it selects.
@@ -94,8 +87,8 @@ fn each_service(
                         Some(Backend {
                             record: p,
                             pod,
-                            ready: ready(&p.status) && !terminating,
-                            serving: ready(&p.status),
+                            ready: p.status.pod_ready() && !terminating,
+                            serving: p.status.pod_ready(),
                             terminating,
                         })
                     }

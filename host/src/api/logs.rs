@@ -260,13 +260,11 @@ async fn pod_record(
 /// The run of `container` whose output `logs` shows: the one running or
 /// the one that finished (a completed pod's), or the last one to run while
 /// the next waits (its restart count numbers the runs from 0).
-fn current_run(status: &serde_json::Value, container: &str) -> Option<u32> {
-    let entry = status["containerStatuses"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == container)?;
-    let count = u32::try_from(entry["restartCount"].as_u64()?).ok()?;
-    if entry["state"]["running"].is_object() || entry["state"]["terminated"].is_object() {
+fn current_run(status: &crate::spec::Status, container: &str) -> Option<u32> {
+    let entry = status.pod()?.container(container)?;
+    let count = u32::try_from(entry.restart_count).ok()?;
+    let state = entry.state.as_ref();
+    if state.is_some_and(|s| s.running.is_some() || s.terminated.is_some()) {
         Some(count)
     } else {
         count.checked_sub(1)

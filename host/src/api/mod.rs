@@ -86,8 +86,9 @@ pub fn view(record: &Record) -> serde_json::Value {
             meta.insert("generation".into(), record.generation.into());
             meta.insert("creationTimestamp".into(), record.created.clone().into());
         }
-        if !record.status.as_object().is_some_and(|s| s.is_empty()) {
-            full.insert("status".into(), record.status.clone());
+        let status = record.status.to_value();
+        if status.as_object().is_none_or(|s| !s.is_empty()) {
+            full.insert("status".into(), status);
         }
         *map = full;
     }

@@ -164,13 +164,8 @@ impl PodPorts {
                     .filter_map(|p| p["containerPort"].as_u64())
                     .filter_map(|p| u16::try_from(p).ok()),
             );
-            let status = pod["status"]["containerStatuses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["name"] == cname);
-            if let Some(endpoint) = status
-                .and_then(|s| s["endpoint"].as_str())
+            if let Some(endpoint) = pod["status"]["endpoints"][cname]
+                .as_str()
                 .and_then(|e| e.parse::<SocketAddr>().ok())
             {
                 wasm_endpoint.get_or_insert(endpoint);

@@ -21,7 +21,7 @@ use super::resources::{self, Resource, Source};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
 use super::table::{self, Include};
-use crate::spec::{Kind, Object};
+use crate::spec::{Kind, Object, Status};
 use crate::state::Store;
 
 /// The largest request body taken, as kube-apiserver's limit: more is 413.
@@ -831,7 +831,7 @@ fn dry_view(object: &Object, existing: Option<&crate::state::Record>) -> Value {
             |r| r.created.clone(),
         ),
         object: object.clone(),
-        status: existing.map_or_else(|| json!({}), |r| r.status.clone()),
+        status: existing.map_or_else(|| Status::empty(object.kind()), |r| r.status.clone()),
     };
     super::view(&record)
 }
@@ -1087,7 +1087,12 @@ pub async fn update(
         })?),
     };
     let dry = dry_run(&params)?;
-    let new_status = value.get("status").cloned();
+    let new_status = match (status_only, value.get("status")) {
+        (true, Some(status)) => Status::from_value(stored(resource)?, status.clone())
+            .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?,
+        (true, None) => Status::empty(stored(resource)?),
+        (false, _) => Status::None,
+    };
     let mut warnings = Vec::new();
     let object = if status_only {
         None
@@ -1121,13 +1126,12 @@ pub async fn update(
             });
         }
         if status_only {
-            let status = new_status.unwrap_or_else(|| json!({}));
             if dry {
                 let mut record = existing;
-                record.status = status;
+                record.status = new_status;
                 return Ok((super::view(&record), false));
             }
-            store.set_status(stored(resource)?, &namespace, &name, &status)?;
+            store.set_status(stored(resource)?, &namespace, &name, &new_status)?;
         } else {
             let mut object = object.expect("parsed above");
             if let Write::Manager(manager) = &write {
@@ -1372,7 +1376,7 @@ async fn delete(
             Object::Pod(pod) => {
                 let grace = grace.unwrap_or(pod.spec.termination_grace_period_seconds);
                 let finished = matches!(
-                    existing.status["phase"].as_str(),
+                    existing.status.pod().and_then(|s| s.phase()),
                     Some("Succeeded" | "Failed")
                 );
                 let meta = &pod.metadata;

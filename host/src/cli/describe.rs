@@ -171,7 +171,7 @@ fn pod(o: &Value) {
             "Restart Count",
             &s["restartCount"].as_u64().unwrap_or(0).to_string(),
         );
-        if let Some(endpoint) = s["endpoint"].as_str() {
+        if let Some(endpoint) = status["endpoints"][c["name"].as_str().unwrap_or("")].as_str() {
             field(2, "Endpoint", &format!("http://{endpoint}/"));
         }
     }

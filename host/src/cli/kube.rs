@@ -18,7 +18,7 @@ use crate::home::berth_home;
 use crate::kubelet::{Backoff, Kubelet};
 use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
 use crate::scheduler::Node;
-use crate::spec::Kind;
+use crate::spec::{Kind, Object};
 use crate::state::Store;
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -761,7 +761,7 @@ pub fn ps() -> anyhow::Result<ExitCode> {
                 c["name"].as_str().unwrap_or(""),
                 c["image"].as_str().unwrap_or(""),
                 state,
-                s["endpoint"]
+                pod["status"]["endpoints"][c["name"].as_str().unwrap_or("")]
                     .as_str()
                     .map_or("-".to_owned(), |e| format!("http://{e}/"))
             );
@@ -964,13 +964,22 @@ async fn up_companion(
         let mut ready = 0;
         for pod in &pods {
             let name = &pod.object.metadata().name;
-            if crate::controller::pod_ready(&pod.status) {
+            if pod.status.pod_ready() {
                 ready += 1;
                 if reported.insert(pod.uid.clone()) {
-                    let endpoint = pod.status["containerStatuses"][0]["endpoint"]
-                        .as_str()
-                        .unwrap_or("");
-                    println!("pod/{name} ready on http://{endpoint}/");
+                    // The first container that serves, in the pod's order.
+                    let endpoint = match (&pod.object, pod.status.pod()) {
+                        (Object::Pod(spec), Some(status)) => spec
+                            .spec
+                            .containers
+                            .iter()
+                            .find_map(|c| status.endpoints.get(&c.name)),
+                        _ => None,
+                    };
+                    match endpoint {
+                        Some(endpoint) => println!("pod/{name} ready on http://{endpoint}/"),
+                        None => println!("pod/{name} ready"),
+                    }
                 }
             }
         }

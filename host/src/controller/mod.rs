@@ -23,7 +23,11 @@ use crate::spec::objects::{
     Deployment, FOREGROUND_DELETION, ObjectMeta, OwnerReference, Pod, ReplicaSet, ReplicaSetSpec,
     StrategyType,
 };
-use crate::spec::{Kind, Object};
+use crate::spec::status::{
+    self, DeploymentCondition, DeploymentStatus, PodCondition, PodStatus, ReplicaSetCondition,
+    ReplicaSetStatus,
+};
+use crate::spec::{Kind, Object, Status};
 use crate::state::{Event, Record, Result, Store};
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -33,17 +37,32 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// deployment to its replica sets.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Whether the kubelet has reported the pod Ready.
-pub fn pod_ready(status: &serde_json::Value) -> bool {
-    status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Conditions with Kubernetes' times: one whose status is as `before`
+/// keeps its lastTransitionTime, and one whose reason and message are too
+/// keeps its lastUpdateTime; the rest are stamped now.
+fn with_times(
+    mut conditions: Vec<DeploymentCondition>,
+    before: Option<&DeploymentStatus>,
+) -> Vec<DeploymentCondition> {
+    let now = status::now();
+    for c in &mut conditions {
+        let old = before
+            .and_then(|b| b.conditions.as_ref())
+            .and_then(|old| old.iter().find(|o| o.type_ == c.type_))
+            .filter(|o| o.status == c.status);
+        c.last_transition_time = old
+            .and_then(|o| o.last_transition_time.clone())
+            .or_else(|| Some(now.clone()));
+        c.last_update_time = old
+            .filter(|o| o.reason == c.reason && o.message == c.message)
+            .and_then(|o| o.last_update_time.clone())
+            .or_else(|| Some(now.clone()));
+    }
+    conditions
 }
 
 fn random_suffix() -> String {
@@ -84,7 +103,7 @@ fn active_pods(store: &Store, rs: &Record) -> Result<Vec<Record>> {
 /// ready: `(total, ready)`.
 fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
     let pods = active_pods(store, rs)?;
-    let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
+    let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
     Ok((pods.len() as u32, ready as u32))
 }
 
@@ -625,38 +644,82 @@ impl Controllers {
                 t.elapsed().unwrap_or_default().as_secs()
                     > deployment.spec.progress_deadline_seconds
             });
+        let condition =
+            |type_: &str, status: &str, reason: &str, message: String| DeploymentCondition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: Some(reason.to_owned()),
+                message: Some(message),
+                ..DeploymentCondition::default()
+            };
         let progressing = if overdue {
-            serde_json::json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                "message": format!("ReplicaSet \"{new_name}\" has timed out progressing.")})
+            condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+            )
+        } else if complete {
+            condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+            )
         } else {
-            serde_json::json!({"type": "Progressing", "status": "True",
-                "reason": if complete { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                "message": format!("ReplicaSet \"{new_name}\" {}", if complete { "has successfully progressed." } else { "is progressing." })})
+            condition(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{new_name}\" is progressing."),
+            )
         };
         let mut conditions = vec![
-            serde_json::json!({"type": "Available", "status": if available { "True" } else { "False" },
-             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }}),
+            if available {
+                condition(
+                    "Available",
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.".into(),
+                )
+            } else {
+                condition(
+                    "Available",
+                    "False",
+                    "MinimumReplicasUnavailable",
+                    "Deployment does not have minimum availability.".into(),
+                )
+            },
             progressing,
         ];
         // A replica set that cannot make its pods says so on the
         // deployment too, as Kubernetes' controller surfaces it.
         if let Some(failure) = owned.iter().find_map(|rs| {
-            rs.status["conditions"]
-                .as_array()?
+            rs.status
+                .replica_set()?
+                .conditions
                 .iter()
-                .find(|c| c["type"] == "ReplicaFailure")
-                .cloned()
+                .flatten()
+                .find(|c| c.type_ == "ReplicaFailure")
         }) {
-            conditions.push(failure);
+            conditions.push(DeploymentCondition {
+                type_: failure.type_.clone(),
+                status: failure.status.clone(),
+                reason: failure.reason.clone(),
+                message: failure.message.clone(),
+                ..DeploymentCondition::default()
+            });
         }
-        let status = serde_json::json!({
-            "observedGeneration": record.generation,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "unavailableReplicas": desired.saturating_sub(ready),
-            "conditions": conditions,
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let status = Status::from(DeploymentStatus {
+            observed_generation: i64::try_from(record.generation).ok(),
+            replicas: Some(count(total)),
+            updated_replicas: Some(count(updated)),
+            ready_replicas: Some(count(ready)),
+            available_replicas: Some(count(ready)),
+            unavailable_replicas: Some(count(desired.saturating_sub(ready))),
+            conditions: Some(with_times(conditions, record.status.deployment())),
+            ..DeploymentStatus::default()
         });
         if status == record.status {
             return Ok(false);
@@ -676,27 +739,29 @@ impl Controllers {
             total += pods;
             ready += ready_pods;
         }
-        let mut status = record.status.clone();
-        if !status.is_object() {
-            status = serde_json::json!({});
-        }
-        status["observedGeneration"] = record.generation.into();
-        status["replicas"] = total.into();
-        status["readyReplicas"] = ready.into();
-        status["availableReplicas"] = ready.into();
-        status["updatedReplicas"] = 0.into();
-        let mut conditions: Vec<serde_json::Value> = status["conditions"]
-            .as_array()
-            .cloned()
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let mut status = record.status.deployment().cloned().unwrap_or_default();
+        status.observed_generation = i64::try_from(record.generation).ok();
+        status.replicas = Some(count(total));
+        status.ready_replicas = Some(count(ready));
+        status.available_replicas = Some(count(ready));
+        status.updated_replicas = Some(0);
+        let mut conditions: Vec<DeploymentCondition> = status
+            .conditions
+            .take()
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| c["type"] != "Progressing")
+            .filter(|c| c.type_ != "Progressing")
             .collect();
-        conditions.push(serde_json::json!({
-            "type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused",
-            "message": "Deployment is paused",
-        }));
-        status["conditions"] = conditions.into();
+        conditions.push(DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "Unknown".into(),
+            reason: Some("DeploymentPaused".into()),
+            message: Some("Deployment is paused".into()),
+            ..DeploymentCondition::default()
+        });
+        status.conditions = Some(with_times(conditions, record.status.deployment()));
+        let status = Status::from(status);
         if status == record.status {
             return Ok(false);
         }
@@ -788,7 +853,7 @@ impl Controllers {
                 let bound = matches!(&p.object, Object::Pod(pod) if pod.spec.node_name.is_some());
                 (
                     bound,
-                    pod_ready(&p.status),
+                    p.status.pod_ready(),
                     std::cmp::Reverse(p.resource_version),
                 )
             });
@@ -808,20 +873,35 @@ impl Controllers {
             pods.truncate(want);
             changed = true;
         }
-        let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
-        let mut status = serde_json::json!({
-            "replicas": pods.len(),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "observedGeneration": record.generation,
+        let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let was_failing = record.status.replica_set().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.reason.as_deref() == Some("FailedCreate"))
         });
+        let mut status = ReplicaSetStatus {
+            replicas: count(pods.len()),
+            ready_replicas: Some(count(ready)),
+            available_replicas: Some(count(ready)),
+            observed_generation: i64::try_from(record.generation).ok(),
+            ..ReplicaSetStatus::default()
+        };
         if let Some(message) = &failure {
-            status["conditions"] = serde_json::json!([{
-                "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                "message": message,
+            let since = record
+                .status
+                .replica_set()
+                .and_then(|s| s.conditions.as_ref()?.first()?.last_transition_time.clone());
+            status.conditions = Some(vec![ReplicaSetCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: Some("FailedCreate".into()),
+                message: Some(message.clone()),
+                last_transition_time: since.or_else(|| Some(status::now())),
             }]);
             // Once, as it begins: not on every pass it goes on.
-            if record.status["conditions"][0]["reason"] != "FailedCreate" {
+            if !was_failing {
                 self.event(
                     store,
                     &ns,
@@ -833,6 +913,7 @@ impl Controllers {
                 )?;
             }
         }
+        let status = Status::from(status);
         if status != record.status {
             store.set_status(Kind::ReplicaSet, &ns, &rs.metadata.name, &status)?;
             changed = true;
@@ -880,10 +961,17 @@ impl Controllers {
                     changed = true;
                 }
                 Err(reason) => {
-                    let status = serde_json::json!({
-                        "phase": "Pending",
-                        "conditions": [{"type": "PodScheduled", "status": "False",
-                                        "reason": "Unschedulable", "message": reason}],
+                    let status = Status::from(PodStatus {
+                        kube: k8s_openapi::api::core::v1::PodStatus {
+                            phase: Some("Pending".into()),
+                            conditions: Some(vec![PodCondition {
+                                reason: Some("Unschedulable".into()),
+                                message: Some(reason.clone()),
+                                ..status::pod_condition("PodScheduled", false)
+                            }]),
+                            ..Default::default()
+                        },
+                        ..PodStatus::default()
                     });
                     if status != pod.status {
                         store.set_status(Kind::Pod, &ns, &p.metadata.name, &status)?;

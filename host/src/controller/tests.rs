@@ -22,9 +22,13 @@ fn run_bound_pods(store: &mut Store) {
         let Object::Pod(p) = &pod.object else {
             continue;
         };
-        if p.spec.node_name.is_some() && !pod_ready(&pod.status) {
-            let status = serde_json::json!({"phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}]});
+        if p.spec.node_name.is_some() && !pod.status.pod_ready() {
+            let status = Status::from_value(
+                Kind::Pod,
+                serde_json::json!({"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}]}),
+            )
+            .unwrap();
             store
                 .set_status(Kind::Pod, "default", &p.metadata.name, &status)
                 .unwrap();
@@ -53,7 +57,7 @@ fn settle(store: &mut Store, c: &Controllers, mut each: impl FnMut(&Store)) {
                 .list(Kind::Pod, None)
                 .unwrap()
                 .iter()
-                .all(|p| pod_ready(&p.status))
+                .all(|p| p.status.pod_ready())
         {
             return;
         }
@@ -80,8 +84,8 @@ fn a_deployment_makes_a_replicaset_and_scheduled_pods_and_scales() {
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    assert_eq!(d.status["readyReplicas"], 3);
-    assert_eq!(d.status["updatedReplicas"], 3);
+    assert_eq!(d.status.to_value()["readyReplicas"], 3);
+    assert_eq!(d.status.to_value()["updatedReplicas"], 3);
 
     store.apply(&deployment(5, "web:1", "64Mi")).unwrap();
     settle(&mut store, &c, |_| {});
@@ -110,7 +114,7 @@ fn a_rolling_update_stays_within_surge_and_unavailability() {
     settle(&mut store, &c, |store| {
         let pods = store.list(Kind::Pod, None).unwrap();
         assert!(pods.len() <= 5, "{} pods during the rollout", pods.len());
-        let ready = pods.iter().filter(|p| pod_ready(&p.status)).count();
+        let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
         assert!(ready >= 3, "only {ready} ready during the rollout");
     });
     let by_rs = pods_by_rs(&store);
@@ -151,9 +155,9 @@ fn a_pod_that_fits_no_node_stays_pending_with_the_reason() {
         unreachable!()
     };
     assert_eq!(p.spec.node_name, None);
-    assert_eq!(pods[0].status["phase"], "Pending");
+    assert_eq!(pods[0].status.to_value()["phase"], "Pending");
     assert_eq!(
-        pods[0].status["conditions"][0]["message"],
+        pods[0].status.to_value()["conditions"][0]["message"],
         "0/2 nodes are available: 2 insufficient memory."
     );
     let events = store
@@ -180,7 +184,7 @@ fn a_rollout_past_its_deadline_is_reported_not_undone() {
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    let progressing = &d.status["conditions"][1];
+    let progressing = &d.status.to_value()["conditions"][1];
     assert_eq!(progressing["status"], "False");
     assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
     assert_eq!(
@@ -225,7 +229,8 @@ fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        d.status["readyReplicas"], 3,
+        d.status.to_value()["readyReplicas"],
+        3,
         "the pods' readiness reached it"
     );
 
@@ -291,23 +296,26 @@ fn replicas_past_the_namespace_quota_fail_to_be_created_and_say_so() {
         "the quota, not a million"
     );
     let rs = &store.list(Kind::ReplicaSet, None).unwrap()[0];
-    assert_eq!(rs.status["conditions"][0]["reason"], "FailedCreate");
+    assert_eq!(
+        rs.status.to_value()["conditions"][0]["reason"],
+        "FailedCreate"
+    );
     let d = store
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    let failure = d.status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "ReplicaFailure")
+    let failure = d
+        .status
+        .deployment()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "ReplicaFailure"))
         .expect("the deployment says so too");
     assert!(
-        failure["message"]
-            .as_str()
-            .unwrap()
-            .contains("exceeded quota"),
-        "{failure}"
+        failure
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("exceeded quota")),
+        "{failure:?}"
     );
     let events = store.events(Some("default"), None).unwrap();
     assert_eq!(
@@ -331,12 +339,12 @@ fn pods_past_a_nodes_max_pods_stay_pending_with_the_reason() {
     let pods = store.list(Kind::Pod, None).unwrap();
     let pending: Vec<_> = pods
         .iter()
-        .filter(|p| p.status["conditions"][0]["reason"] == "Unschedulable")
+        .filter(|p| p.status.to_value()["conditions"][0]["reason"] == "Unschedulable")
         .collect();
     assert_eq!(pods.len(), 3);
     assert_eq!(pending.len(), 1);
     assert!(
-        pending[0].status["conditions"][0]["message"]
+        pending[0].status.to_value()["conditions"][0]["message"]
             .as_str()
             .unwrap()
             .contains("Too many pods")

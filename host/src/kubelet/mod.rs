@@ -27,8 +27,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiState;
 use crate::runtime::wasm::WasmRuntime;
 use crate::spec::objects::{Pod, RestartPolicy};
-use crate::spec::{Kind, Object};
+use crate::spec::status::{
+    self, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodCondition, PodStatus, pod_condition,
+};
+use crate::spec::{Kind, Object, Status};
 use crate::state::Event;
+use k8s_openapi::api::core::v1::PodStatus as KubePodStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The log of run number `run` (0 first) of a container of the pod whose
 /// directory is `pod_dir`.
@@ -215,9 +221,7 @@ impl Kubelet {
                     );
                     continue;
                 }
-                let restarts = record.status["containerStatuses"][0]["restartCount"]
-                    .as_u64()
-                    .unwrap_or(0) as u32;
+                let restarts = record.status.pod().map_or(0, PodStatus::restarts);
                 wanted.insert(record.uid, (*pod, record.generation, restarts));
             }
         }
@@ -363,13 +367,17 @@ impl Kubelet {
                 continue;
             }
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let status = serde_json::json!({
-                "phase": "Pending",
-                "reason": "ContainerCreating",
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "Ready", "status": "False"},
-                ],
+            let status = Status::from(PodStatus {
+                kube: KubePodStatus {
+                    phase: Some("Pending".into()),
+                    reason: Some("ContainerCreating".into()),
+                    conditions: Some(vec![
+                        pod_condition("PodScheduled", true),
+                        pod_condition("Ready", false),
+                    ]),
+                    ..KubePodStatus::default()
+                },
+                ..PodStatus::default()
             });
             if let Err(e) = store.set_status(Kind::Pod, ns, &pod.metadata.name, &status) {
                 tracing::error!("resetting pod {}: {e}", pod.metadata.name);
@@ -432,7 +440,7 @@ fn now() -> String {
 impl Context {
     /// Records the status of pod `uid`: that very pod, not a successor
     /// made under the same name while this was on its way.
-    fn set_status(&self, uid: &str, pod: &Pod, status: serde_json::Value) {
+    fn set_status(&self, uid: &str, pod: &Pod, status: PodStatus) {
         self.reports.status(uid, &pod.metadata.name, status);
     }
 
@@ -462,7 +470,7 @@ pub(crate) struct StartFailure {
 }
 
 /// A pod's container as its status shows it.
-struct ContainerState {
+struct Observed {
     name: String,
     image: String,
     endpoint: String,
@@ -471,37 +479,80 @@ struct ContainerState {
 }
 
 fn running_status(
-    containers: &[ContainerState],
+    containers: &[Observed],
     restarts: u32,
-    started_at: &str,
-    running_since: &str,
-) -> serde_json::Value {
+    started_at: &Time,
+    running_since: &Time,
+) -> PodStatus {
     let all_ready = containers.iter().all(|c| c.ready);
-    let flag = |b: bool| if b { "True" } else { "False" };
-    let statuses: Vec<serde_json::Value> = containers
+    let statuses = containers
         .iter()
-        .map(|c| {
-            serde_json::json!({
-                "name": c.name, "image": c.image, "ready": c.ready,
-                "restartCount": restarts, "started": c.started,
-                "state": {"running": {"startedAt": running_since}},
-                "endpoint": c.endpoint,
-            })
+        .map(|c| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            ready: c.ready,
+            restart_count: count(restarts),
+            started: Some(c.started),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(running_since.clone()),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
         })
         .collect();
-    serde_json::json!({
-        "phase": "Running",
-        "hostIP": "127.0.0.1",
-        "podIP": "127.0.0.1",
-        "startTime": started_at,
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
-            {"type": "ContainersReady", "status": flag(all_ready)},
-            {"type": "Ready", "status": flag(all_ready)},
-        ],
-        "containerStatuses": statuses,
-    })
+    PodStatus {
+        kube: KubePodStatus {
+            phase: Some("Running".into()),
+            host_ip: Some("127.0.0.1".into()),
+            pod_ip: Some("127.0.0.1".into()),
+            start_time: Some(started_at.clone()),
+            conditions: Some(vec![
+                pod_condition("PodScheduled", true),
+                pod_condition("Initialized", true),
+                pod_condition("ContainersReady", all_ready),
+                pod_condition("Ready", all_ready),
+            ]),
+            container_statuses: Some(statuses),
+            ..KubePodStatus::default()
+        },
+        endpoints: containers
+            .iter()
+            .filter(|c| !c.endpoint.is_empty())
+            .map(|c| (c.name.clone(), c.endpoint.clone()))
+            .collect(),
+    }
+}
+
+/// A restart count as Kubernetes types it.
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// A stopped pod's status: `phase` for `reason`, its containers (if any)
+/// as given.
+fn stopped_status(
+    phase: &str,
+    reason: &str,
+    message: Option<String>,
+    started_at: &Time,
+    conditions: Vec<PodCondition>,
+    containers: Option<Vec<ContainerStatus>>,
+) -> PodStatus {
+    PodStatus {
+        kube: KubePodStatus {
+            phase: Some(phase.into()),
+            reason: Some(reason.into()),
+            message,
+            host_ip: Some("127.0.0.1".into()),
+            start_time: Some(started_at.clone()),
+            conditions: Some(conditions),
+            container_statuses: containers,
+            ..KubePodStatus::default()
+        },
+        ..PodStatus::default()
+    }
 }
 
 /// Why a running pod stopped.
@@ -523,13 +574,13 @@ async fn supervise(
     running: &[start::Running],
     cancel: &CancellationToken,
     restarts: u32,
-    started_at: &str,
+    started_at: &Time,
 ) -> Stopped {
-    let running_since = now();
-    let mut containers: Vec<ContainerState> = running
+    let running_since = status::now();
+    let mut containers: Vec<Observed> = running
         .iter()
         .zip(&pod.spec.containers)
-        .map(|(r, spec)| ContainerState {
+        .map(|(r, spec)| Observed {
             name: r.name.clone(),
             image: r.image.clone(),
             endpoint: r.endpoint.to_string(),
@@ -568,7 +619,7 @@ async fn supervise(
     let client = probe::client();
     loop {
         // Only probes of started containers run, startup probes until then.
-        let active = |p: &probe::Prober, containers: &[ContainerState]| {
+        let active = |p: &probe::Prober, containers: &[Observed]| {
             let started = containers[p.container].started;
             (p.kind == probe::Kind::Startup) != started
         };
@@ -688,7 +739,7 @@ async fn run_pod(
     // Failures since the pod last ran for the back-off's reset time: what
     // the delay grows with.
     let mut failures: u32 = 0;
-    let started_at = now();
+    let started_at = status::now();
     let grace = Duration::from_secs(pod.spec.termination_grace_period_seconds);
     loop {
         let dir = context.pods_dir.join(&uid);
@@ -795,38 +846,41 @@ async fn run_pod(
                             // Each container's last run, as the kubelet
                             // reports it: `logs` reads it, kubectl prints
                             // Completed.
-                            let finished = now();
-                            let statuses: Vec<serde_json::Value> = pod
+                            let finished = status::now();
+                            let statuses = pod
                                 .spec
                                 .containers
                                 .iter()
-                                .map(|c| {
-                                    serde_json::json!({
-                                        "name": c.name,
-                                        "image": c.image,
-                                        "ready": false,
-                                        "started": false,
-                                        "restartCount": restarts,
-                                        "state": {"terminated": {
-                                            "exitCode": 0,
-                                            "reason": "Completed",
-                                            "startedAt": started_at,
-                                            "finishedAt": finished,
-                                        }},
-                                    })
+                                .map(|c| ContainerStatus {
+                                    name: c.name.clone(),
+                                    image: c.image.clone(),
+                                    ready: false,
+                                    started: Some(false),
+                                    restart_count: count(restarts),
+                                    state: Some(ContainerState {
+                                        terminated: Some(ContainerStateTerminated {
+                                            exit_code: 0,
+                                            reason: Some("Completed".into()),
+                                            started_at: Some(started_at.clone()),
+                                            finished_at: Some(finished.clone()),
+                                            ..ContainerStateTerminated::default()
+                                        }),
+                                        ..ContainerState::default()
+                                    }),
+                                    ..ContainerStatus::default()
                                 })
                                 .collect();
                             context.set_status(
                                 &uid,
                                 &pod,
-                                serde_json::json!({
-                                    "phase": "Succeeded",
-                                    "reason": "Completed",
-                                    "hostIP": "127.0.0.1",
-                                    "startTime": started_at,
-                                    "conditions": [{"type": "Ready", "status": "False"}],
-                                    "containerStatuses": statuses,
-                                }),
+                                stopped_status(
+                                    "Succeeded",
+                                    "Completed",
+                                    None,
+                                    &started_at,
+                                    vec![pod_condition("Ready", false)],
+                                    Some(statuses),
+                                ),
                             );
                             cancel.cancelled().await;
                             return;
@@ -870,14 +924,14 @@ async fn run_pod(
             context.set_status(
                 &uid,
                 &pod,
-                serde_json::json!({
-                    "phase": "Failed",
-                    "reason": failure.reason,
-                    "message": failure.message,
-                    "hostIP": "127.0.0.1",
-                    "startTime": started_at,
-                    "conditions": [{"type": "Ready", "status": "False"}],
-                }),
+                stopped_status(
+                    "Failed",
+                    failure.reason,
+                    Some(failure.message),
+                    &started_at,
+                    vec![pod_condition("Ready", false)],
+                    None,
+                ),
             );
             cancel.cancelled().await;
             return;
@@ -904,34 +958,41 @@ async fn run_pod(
                 &format!("Back-off {delay:?} restarting failed pod"),
             );
         }
-        let containers: Vec<serde_json::Value> = pod
+        let containers = pod
             .spec
             .containers
             .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c.name, "image": c.image, "ready": false,
-                    "restartCount": restarts, "started": false,
-                    "state": {"waiting": {"reason": reason, "message": failure.message}},
-                })
+            .map(|c| ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ready: false,
+                started: Some(false),
+                restart_count: count(restarts),
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason.into()),
+                        message: Some(failure.message.clone()),
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
             })
             .collect();
         context.set_status(
             &uid,
             &pod,
-            serde_json::json!({
-                "phase": "Pending",
-                "reason": reason,
-                "message": failure.message,
-                "hostIP": "127.0.0.1",
-                "startTime": started_at,
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "ContainersReady", "status": "False"},
-                    {"type": "Ready", "status": "False"},
+            stopped_status(
+                "Pending",
+                reason,
+                Some(failure.message),
+                &started_at,
+                vec![
+                    pod_condition("PodScheduled", true),
+                    pod_condition("ContainersReady", false),
+                    pod_condition("Ready", false),
                 ],
-                "containerStatuses": containers,
-            }),
+                Some(containers),
+            ),
         );
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 use crate::api::ApiState;
-use crate::spec::Kind;
+use crate::spec::status::PodStatus;
+use crate::spec::{Kind, Status};
 use crate::state::Event;
 
 enum Report {
@@ -18,7 +19,7 @@ enum Report {
         uid: String,
         /// For the log.
         name: String,
-        status: serde_json::Value,
+        status: PodStatus,
     },
     Event(Event),
     /// Answered once everything queued before it is written.
@@ -48,7 +49,7 @@ impl Reporter {
         Reporter { queue }
     }
 
-    pub(crate) fn status(&self, uid: &str, name: &str, status: serde_json::Value) {
+    pub(crate) fn status(&self, uid: &str, name: &str, status: PodStatus) {
         self.send(Report::Status {
             uid: uid.to_owned(),
             name: name.to_owned(),
@@ -84,7 +85,7 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
             match report {
                 Report::Status { uid, name, status } => {
                     statuses += 1;
-                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &status) {
+                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &Status::from(status)) {
                         tracing::error!("recording the status of pod {name}: {e}");
                     }
                 }

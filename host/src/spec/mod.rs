@@ -6,8 +6,10 @@ mod kind;
 pub mod load;
 pub mod objects;
 mod quantity;
+pub mod status;
 
 pub use kind::Kind;
 pub use load::{Loaded, ManifestError, Object, load_paths, parse_str};
 
 pub use quantity::{Quantity, QuantityError};
+pub use status::Status;

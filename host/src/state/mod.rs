@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::spec::{Kind, Object};
+use crate::spec::{Kind, Object, Status};
 
 pub mod watch;
 
@@ -66,7 +66,7 @@ pub struct Record {
     pub generation: u64,
     pub created: String,
     pub object: Object,
-    pub status: serde_json::Value,
+    pub status: Status,
 }
 
 /// What an apply did to one object, as `kubectl apply` reports it.
@@ -134,7 +134,7 @@ struct Parsed {
     object_text: String,
     object: Object,
     status_text: String,
-    status: serde_json::Value,
+    status: Status,
 }
 
 /// Kubernetes' default range for NodePort services.
@@ -594,11 +594,12 @@ impl Store {
             });
         }
         let object = object_from_json(kind, name, &object_text)?;
-        let status: serde_json::Value =
-            serde_json::from_str(&status_text).map_err(|e| StateError::Corrupt {
+        let status = serde_json::from_str(&status_text)
+            .and_then(|value| Status::from_value(kind, value))
+            .map_err(|e| StateError::Corrupt {
                 kind: kind.to_string(),
                 name: name.to_owned(),
-                reason: e.to_string(),
+                reason: format!("its status: {e}"),
             })?;
         parsed.insert(
             uid.clone(),
@@ -784,11 +785,12 @@ impl Store {
         kind: Kind,
         namespace: &str,
         name: &str,
-        status: &serde_json::Value,
+        status: &Status,
     ) -> Result<bool> {
         let changed = self.update_status(
             "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND namespace = ?4 AND name = ?5",
             &[&kind, &namespace, &name],
+            kind,
             status,
         )?;
         if changed {
@@ -799,15 +801,11 @@ impl Store {
 
     /// [`Store::set_status`] of the object with `uid`: false when it is
     /// gone, even if another now has its name.
-    pub fn set_status_of(
-        &mut self,
-        kind: Kind,
-        uid: &str,
-        status: &serde_json::Value,
-    ) -> Result<bool> {
+    pub fn set_status_of(&mut self, kind: Kind, uid: &str, status: &Status) -> Result<bool> {
         let changed = self.update_status(
             "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
             &[&kind, &uid],
+            kind,
             status,
         )?;
         if changed {
@@ -829,11 +827,17 @@ impl Store {
         &mut self,
         update: &str,
         key: &[&dyn rusqlite::ToSql],
-        status: &serde_json::Value,
+        kind: Kind,
+        status: &Status,
     ) -> Result<bool> {
+        if !status.fits(kind) {
+            return Err(StateError::Rejected(format!(
+                "a {kind} cannot take the status {status:?}"
+            )));
+        }
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
-        let status = status.to_string();
+        let status = status.to_value().to_string();
         let values: [&dyn rusqlite::ToSql; 2] = [&status, &version];
         let n = tx
             .prepare_cached(update)?

@@ -62,7 +62,7 @@ fn apply_creates_configures_and_leaves_unchanged_as_kubectl_says() {
             Kind::Deployment,
             "default",
             "web",
-            &serde_json::json!({"readyReplicas": 3}),
+            &Status::from_value(Kind::Deployment, serde_json::json!({"readyReplicas": 3})).unwrap(),
         )
         .unwrap();
     let with_status = store
@@ -70,7 +70,7 @@ fn apply_creates_configures_and_leaves_unchanged_as_kubectl_says() {
         .unwrap()
         .unwrap();
     assert_eq!(with_status.generation, 2);
-    assert_eq!(with_status.status["readyReplicas"], 3);
+    assert_eq!(with_status.status.to_value()["readyReplicas"], 3);
 
     assert!(store.delete(Kind::Deployment, "default", "web").unwrap());
     assert!(
@@ -199,7 +199,8 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    let status = serde_json::json!({"readyReplicas": 1});
+    let status =
+        Status::from_value(Kind::Deployment, serde_json::json!({"readyReplicas": 1})).unwrap();
     assert!(
         store
             .set_status_of(Kind::Deployment, &first.uid, &status)
@@ -209,7 +210,7 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    assert_eq!(got.status["readyReplicas"], 1);
+    assert_eq!(got.status.to_value()["readyReplicas"], 1);
 
     // Deleted and made again under the same name: a new uid, and a late
     // status for the old one changes nothing.
@@ -220,7 +221,8 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
         .unwrap()
         .unwrap();
     assert_ne!(second.uid, first.uid);
-    let late = serde_json::json!({"readyReplicas": 7});
+    let late =
+        Status::from_value(Kind::Deployment, serde_json::json!({"readyReplicas": 7})).unwrap();
     assert!(
         !store
             .set_status_of(Kind::Deployment, &first.uid, &late)
@@ -230,7 +232,7 @@ fn a_status_by_uid_reaches_that_object_and_never_its_successor() {
         .get(Kind::Deployment, "default", "web")
         .unwrap()
         .unwrap();
-    assert_ne!(now.status["readyReplicas"], 7);
+    assert_ne!(now.status.to_value()["readyReplicas"], 7);
 }
 
 const OWNED_PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: rs, uid: owner-1, controller: true}]\nspec: {containers: [{name: c, image: web:1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: rs, uid: owner-2, controller: true}]\nspec: {containers: [{name: c, image: web:1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: c}\nspec: {containers: [{name: c, image: web:1}]}\n";

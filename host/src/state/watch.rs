@@ -133,7 +133,7 @@ mod tests {
                 generation: 1,
                 created: String::new(),
                 object,
-                status: serde_json::json!({}),
+                status: crate::spec::Status::None,
             },
         }
     }
