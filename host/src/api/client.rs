@@ -32,15 +32,41 @@ pub async fn call_as(
     content_type: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    send(socket, method, path, content_type, None, body).await
+}
+
+/// A GET of `path` in the representation `accept` names (a Table).
+pub async fn get_as(
+    socket: &Path,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    send(socket, "GET", path, "application/json", Some(accept), None).await
+}
+
+async fn send(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    accept: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let (mut sender, auth) = open(socket).await?;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = build(
+    let mut request = build(
         method,
         path,
         content_type,
         auth.as_deref(),
         Bytes::from(bytes),
     )?;
+    if let Some(accept) = accept {
+        request.headers_mut().insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_str(accept).context("an Accept header")?,
+        );
+    }
     let response = sender
         .send_request(request)
         .await

@@ -4,11 +4,20 @@
 //! `notReadyAddresses`; one slice per Service). The router balances over
 //! the same ready pods.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    self as core, EndpointAddress, EndpointSubset, Endpoints, ObjectReference,
+};
+use k8s_openapi::api::discovery::v1::{
+    self as discovery, Endpoint, EndpointConditions, EndpointSlice,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
 
 use super::status::ApiError;
-use crate::spec::objects::{IntOrString, Pod, Service};
-use crate::spec::{Kind, Object};
+use crate::spec::objects::{IntOrString, Pod, Service, ServicePort};
+use crate::spec::{Kind, Object, status};
 use crate::state::{Record, Store};
 
 /// A pod backing a service: its record, whether it is Ready (and takes
@@ -40,13 +49,14 @@ fn target_port(port: &crate::spec::objects::ServicePort, pod: &Pod) -> Option<u1
     }
 }
 
-fn target_ref(record: &Record) -> Value {
-    json!({
-        "kind": "Pod",
-        "namespace": record.object.namespace(),
-        "name": record.object.metadata().name,
-        "uid": record.uid,
-    })
+fn target_ref(record: &Record) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: record.object.namespace().map(str::to_owned),
+        name: Some(record.object.metadata().name.clone()),
+        uid: Some(record.uid.clone()),
+        ..ObjectReference::default()
+    }
 }
 
 fn address(record: &Record) -> String {
@@ -101,18 +111,25 @@ fn each_service(
     Ok(())
 }
 
-fn metadata(record: &Record, name: String, labels: Value) -> Value {
-    let mut metadata = json!({
-        "name": name,
-        "namespace": record.object.namespace(),
-        "uid": format!("{}-endpoints", record.uid),
-        "resourceVersion": record.resource_version.to_string(),
-        "creationTimestamp": record.created,
-    });
-    if labels.as_object().is_some_and(|l| !l.is_empty()) {
-        metadata["labels"] = labels;
+/// The metadata of what berth derives from the Service in `record`.
+fn metadata(record: &Record, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: record.object.namespace().map(str::to_owned),
+        uid: Some(format!("{}-endpoints", record.uid)),
+        resource_version: Some(record.resource_version.to_string()),
+        creation_timestamp: status::time(&record.created),
+        labels: (!labels.is_empty()).then_some(labels),
+        ..ObjectMeta::default()
     }
-    metadata
+}
+
+fn served(object: impl serde::Serialize) -> Value {
+    serde_json::to_value(object).expect("Kubernetes objects serialise")
+}
+
+fn protocol(port: &ServicePort) -> Option<String> {
+    Some(port.protocol.clone().unwrap_or_else(|| "TCP".into()))
 }
 
 /// core/v1 Endpoints, one per Service.
@@ -122,59 +139,51 @@ pub fn endpoints(store: &Store, namespace: Option<&str>) -> Result<Vec<Value>, A
         let name = record.object.metadata().name.clone();
         // One subset per distinct port set, as the endpoints controller
         // groups them.
-        let mut subsets: Vec<(Vec<Value>, Vec<Value>, Vec<Value>)> = Vec::new();
+        let mut subsets: Vec<EndpointSubset> = Vec::new();
         for b in &backends {
-            let ports: Vec<Value> = service
+            let ports: Vec<core::EndpointPort> = service
                 .spec
                 .ports
                 .iter()
                 .filter_map(|p| {
-                    let mut port = json!({
-                        "port": target_port(p, b.pod)?,
-                        "protocol": p.protocol.as_deref().unwrap_or("TCP"),
-                    });
-                    if let Some(name) = &p.name {
-                        port["name"] = name.clone().into();
-                    }
-                    Some(port)
+                    Some(core::EndpointPort {
+                        port: i32::from(target_port(p, b.pod)?),
+                        protocol: protocol(p),
+                        name: p.name.clone(),
+                        ..core::EndpointPort::default()
+                    })
                 })
                 .collect();
-            let entry = json!({"ip": address(b.record), "targetRef": target_ref(b.record)});
-            let subset = match subsets.iter_mut().find(|s| s.2 == ports) {
-                Some(s) => s,
+            let entry = EndpointAddress {
+                ip: address(b.record),
+                target_ref: Some(target_ref(b.record)),
+                ..EndpointAddress::default()
+            };
+            let at = match subsets
+                .iter()
+                .position(|s| s.ports.as_ref() == Some(&ports))
+            {
+                Some(at) => at,
                 None => {
-                    subsets.push((Vec::new(), Vec::new(), ports));
-                    subsets.last_mut().expect("just pushed")
+                    subsets.push(EndpointSubset {
+                        ports: Some(ports),
+                        ..EndpointSubset::default()
+                    });
+                    subsets.len() - 1
                 }
             };
-            if b.ready {
-                subset.0.push(entry);
+            let subset = &mut subsets[at];
+            let list = if b.ready {
+                &mut subset.addresses
             } else {
-                subset.1.push(entry);
-            }
+                &mut subset.not_ready_addresses
+            };
+            list.get_or_insert_with(Vec::new).push(entry);
         }
-        let subsets: Vec<Value> = subsets
-            .into_iter()
-            .map(|(ready, not_ready, ports)| {
-                let mut subset = json!({"ports": ports});
-                if !ready.is_empty() {
-                    subset["addresses"] = ready.into();
-                }
-                if !not_ready.is_empty() {
-                    subset["notReadyAddresses"] = not_ready.into();
-                }
-                subset
-            })
-            .collect();
-        let mut object = json!({
-            "apiVersion": "v1",
-            "kind": "Endpoints",
-            "metadata": metadata(record, name, json!(record.object.metadata().labels)),
-        });
-        if !subsets.is_empty() {
-            object["subsets"] = subsets.into();
-        }
-        all.push(object);
+        all.push(served(Endpoints {
+            metadata: metadata(record, name, record.object.metadata().labels.clone()),
+            subsets: (!subsets.is_empty()).then_some(subsets),
+        }));
     })?;
     Ok(all)
 }
@@ -184,41 +193,45 @@ pub fn endpoint_slices(store: &Store, namespace: Option<&str>) -> Result<Vec<Val
     let mut all = Vec::new();
     each_service(store, namespace, |record, service, backends| {
         let service_name = record.object.metadata().name.clone();
-        let ports: Vec<Value> = service
+        let ports: Vec<discovery::EndpointPort> = service
             .spec
             .ports
             .iter()
             .filter_map(|p| {
                 let first = backends.first()?;
-                let mut port = json!({
-                    "port": target_port(p, first.pod)?,
-                    "protocol": p.protocol.as_deref().unwrap_or("TCP"),
-                });
-                port["name"] = p.name.clone().unwrap_or_default().into();
-                Some(port)
-            })
-            .collect();
-        let endpoints: Vec<Value> = backends
-            .iter()
-            .map(|b| {
-                json!({
-                    "addresses": [address(b.record)],
-                    "conditions": {"ready": b.ready, "serving": b.serving, "terminating": b.terminating},
-                    "targetRef": target_ref(b.record),
-                    "nodeName": b.pod.spec.node_name,
+                Some(discovery::EndpointPort {
+                    port: Some(i32::from(target_port(p, first.pod)?)),
+                    protocol: protocol(p),
+                    name: Some(p.name.clone().unwrap_or_default()),
+                    ..discovery::EndpointPort::default()
                 })
             })
             .collect();
-        let mut labels = json!(record.object.metadata().labels);
-        labels["kubernetes.io/service-name"] = service_name.clone().into();
-        labels["endpointslice.kubernetes.io/managed-by"] = "berth".into();
-        all.push(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": metadata(record, format!("{service_name}-berth"), labels),
-            "addressType": "IPv4",
-            "endpoints": endpoints,
-            "ports": ports,
+        let endpoints: Vec<Endpoint> = backends
+            .iter()
+            .map(|b| Endpoint {
+                addresses: vec![address(b.record)],
+                conditions: Some(EndpointConditions {
+                    ready: Some(b.ready),
+                    serving: Some(b.serving),
+                    terminating: Some(b.terminating),
+                }),
+                target_ref: Some(target_ref(b.record)),
+                node_name: b.pod.spec.node_name.clone(),
+                ..Endpoint::default()
+            })
+            .collect();
+        let mut labels = record.object.metadata().labels.clone();
+        labels.insert("kubernetes.io/service-name".into(), service_name.clone());
+        labels.insert(
+            "endpointslice.kubernetes.io/managed-by".into(),
+            "berth".into(),
+        );
+        all.push(served(EndpointSlice {
+            metadata: metadata(record, format!("{service_name}-berth"), labels),
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: Some(ports),
         }));
     })?;
     Ok(all)

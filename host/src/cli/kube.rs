@@ -376,64 +376,32 @@ pub(super) fn age(created: &str) -> String {
     }
 }
 
-/// `berth get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE.
-fn get_events(args: &GetArgs) -> anyhow::Result<ExitCode> {
-    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
-    let events = list_in("Event", namespace, None)?;
-    if events.is_empty() {
-        eprintln!("No events found.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "LAST SEEN   TYPE      REASON              OBJECT                                   MESSAGE"
-    );
-    for e in events {
-        let object = format!(
-            "{}/{}",
-            e["involvedObject"]["kind"]
-                .as_str()
-                .unwrap_or("")
-                .to_ascii_lowercase(),
-            e["involvedObject"]["name"].as_str().unwrap_or("")
-        );
-        println!(
-            "{:<11} {:<9} {:<19} {:<40} {}",
-            age(e["lastTimestamp"].as_str().unwrap_or("")),
-            e["type"].as_str().unwrap_or(""),
-            e["reason"].as_str().unwrap_or(""),
-            object,
-            e["message"].as_str().unwrap_or("")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    if matches!(args.kind.as_str(), "events" | "event" | "ev") {
-        return get_events(&args);
-    }
-    let kind = kind_of(&args.kind).with_context(|| {
+    // Events are served but not stored: kind_of names stored kinds.
+    let events = matches!(args.kind.as_str(), "events" | "event" | "ev").then_some("Event");
+    let kind = events.or_else(|| kind_of(&args.kind)).with_context(|| {
         format!(
             "berth has no kind {:?} (it has pods, deployments, replicasets, services, configmaps, secrets, namespaces)",
             args.kind
         )
     })?;
     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
-    let mut objects: Vec<serde_json::Value> = list_in(kind, namespace, args.selector.as_deref())?
-        .into_iter()
-        .filter(|o| {
-            args.name
-                .as_deref()
-                .is_none_or(|n| o["metadata"]["name"] == n)
-        })
-        .collect();
-    if let Some(name) = &args.name
-        && objects.is_empty()
-    {
-        anyhow::bail!("{} {name} not found", kind.to_ascii_lowercase());
-    }
     match args.output.as_deref() {
         Some("json") | Some("yaml") => {
+            let mut objects: Vec<serde_json::Value> =
+                list_in(kind, namespace, args.selector.as_deref())?
+                    .into_iter()
+                    .filter(|o| {
+                        args.name
+                            .as_deref()
+                            .is_none_or(|n| o["metadata"]["name"] == n)
+                    })
+                    .collect();
+            if let Some(name) = &args.name
+                && objects.is_empty()
+            {
+                anyhow::bail!("{} {name} not found", kind.to_ascii_lowercase());
+            }
             let document = if args.name.is_some() && objects.len() == 1 {
                 objects.remove(0)
             } else {
@@ -445,148 +413,133 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
                 print!("{}", yaml_serde::to_string(&document)?);
             }
         }
-        None | Some("wide") => print_table(kind, &objects, args.all_namespaces),
+        None | Some("wide") => {
+            let wide = args.output.is_some();
+            let table = table(
+                kind,
+                namespace,
+                args.name.as_deref(),
+                args.selector.as_deref(),
+            )?;
+            print_table(table, wide, args.all_namespaces)?;
+        }
         Some(other) => anyhow::bail!("unknown output format {other:?} (use wide, yaml or json)"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Rows as kubectl prints them, columns padded to their widest cell.
-fn print_table(kind: &str, objects: &[serde_json::Value], all_namespaces: bool) {
-    if objects.is_empty() {
+/// The API server's Table of `kind`'s objects (or of the one `name`d), as
+/// kubectl asks for it: the server decides the columns, so `berth get` and
+/// `kubectl get` print the same.
+fn table(
+    kind: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    selector: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut path = crate::api::client::path(kind, namespace, name)?;
+    path.push_str("?includeObject=Metadata");
+    if let Some(selector) = selector {
+        path.push_str("&labelSelector=");
+        path.push_str(&crate::api::client::query_value(selector));
+    }
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    let (status, reply) =
+        runtime()?.block_on(crate::api::client::get_as(&socket_path(), &path, accept))?;
+    match (status, name) {
+        (200, _) => Ok(reply),
+        (404, Some(name)) => anyhow::bail!("{} {name} not found", kind.to_ascii_lowercase()),
+        _ => anyhow::bail!("{}", error_of(&reply)),
+    }
+}
+
+/// A `meta.k8s.io/v1` Table, as far as `berth get` prints it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Table {
+    column_definitions: Vec<TableColumn>,
+    #[serde(default)]
+    rows: Vec<TableRow>,
+}
+
+#[derive(serde::Deserialize)]
+struct TableColumn {
+    name: String,
+    #[serde(default)]
+    priority: u32,
+}
+
+#[derive(serde::Deserialize)]
+struct TableRow {
+    cells: Vec<serde_json::Value>,
+    /// With `includeObject=Metadata`: the object's metadata.
+    #[serde(default)]
+    object: Option<RowObject>,
+}
+
+#[derive(serde::Deserialize)]
+struct RowObject {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+/// A Table's rows as kubectl prints them: the columns of priority 0 (all
+/// of them when `wide`), headers upper-cased, each padded to its widest
+/// cell; with every namespace, the namespace first.
+fn print_table(table: serde_json::Value, wide: bool, all_namespaces: bool) -> anyhow::Result<()> {
+    let table: Table = serde_json::from_value(table).context("the daemon's Table")?;
+    if table.rows.is_empty() {
         eprintln!("No resources found.");
-        return;
+        return Ok(());
     }
-    let header: Vec<&str> = match kind {
-        "Pod" => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-        "Deployment" => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
-        "ReplicaSet" => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-        "Service" => vec![
-            "NAME",
-            "TYPE",
-            "CLUSTER-IP",
-            "EXTERNAL-IP",
-            "PORT(S)",
-            "AGE",
-        ],
-        "ConfigMap" => vec!["NAME", "DATA", "AGE"],
-        "Secret" => vec!["NAME", "TYPE", "DATA", "AGE"],
-        _ => vec!["NAME", "STATUS", "AGE"],
-    };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for o in objects {
-        let name = o["metadata"]["name"].as_str().unwrap_or("").to_owned();
-        let created = age(o["metadata"]["creationTimestamp"].as_str().unwrap_or(""));
-        let status = &o["status"];
-        let count = |v: &serde_json::Value| v.as_object().map_or(0, |m| m.len());
-        let mut row = match kind {
-            "Pod" => {
-                let containers = o["spec"]["containers"].as_array().map_or(0, |c| c.len());
-                let ready = status["containerStatuses"]
-                    .as_array()
-                    .map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
-                let restarts: u64 = status["containerStatuses"].as_array().map_or(0, |c| {
-                    c.iter().filter_map(|s| s["restartCount"].as_u64()).sum()
-                });
-                let phase = status["reason"]
-                    .as_str()
-                    .or(status["phase"].as_str())
-                    .unwrap_or("Pending");
-                vec![
-                    name,
-                    format!("{ready}/{containers}"),
-                    phase.to_owned(),
-                    restarts.to_string(),
-                    created,
-                ]
-            }
-            "Deployment" => {
-                let n = |k: &str| status[k].as_u64().unwrap_or(0);
-                let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
-                vec![
-                    name,
-                    format!("{}/{want}", n("readyReplicas")),
-                    n("updatedReplicas").to_string(),
-                    n("availableReplicas").to_string(),
-                    created,
-                ]
-            }
-            "ReplicaSet" => {
-                let n = |k: &str| status[k].as_u64().unwrap_or(0);
-                let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
-                vec![
-                    name,
-                    want.to_string(),
-                    n("replicas").to_string(),
-                    n("readyReplicas").to_string(),
-                    created,
-                ]
-            }
-            "Service" => {
-                let ports: Vec<String> = o["spec"]["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| match p["nodePort"].as_u64() {
-                        Some(node) => format!("{}:{node}/TCP", p["port"]),
-                        None => format!("{}/TCP", p["port"]),
-                    })
-                    .collect();
-                let kind = o["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned();
-                vec![
-                    name,
-                    kind,
-                    "<none>".into(),
-                    "<none>".into(),
-                    ports.join(","),
-                    created,
-                ]
-            }
-            "ConfigMap" => vec![
-                name,
-                (count(&o["data"]) + count(&o["binaryData"])).to_string(),
-                created,
-            ],
-            "Secret" => vec![
-                name,
-                o["type"].as_str().unwrap_or("Opaque").to_owned(),
-                (count(&o["data"]) + count(&o["stringData"])).to_string(),
-                created,
-            ],
-            _ => vec![name, "Active".into(), created],
-        };
-        if all_namespaces && kind != "Namespace" {
-            row.insert(
-                0,
-                o["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_owned(),
-            );
-        }
-        rows.push(row);
-    }
-    let mut header: Vec<String> = header.into_iter().map(str::to_owned).collect();
-    if all_namespaces && kind != "Namespace" {
+    let columns: Vec<(usize, String)> = table
+        .column_definitions
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| wide || c.priority == 0)
+        .map(|(i, c)| (i, c.name.to_uppercase()))
+        .collect();
+    let namespace_of = |r: &TableRow| r.object.as_ref().and_then(|o| o.metadata.namespace.clone());
+    let with_namespace = all_namespaces && table.rows.iter().any(|r| namespace_of(r).is_some());
+    let mut header: Vec<String> = columns.iter().map(|(_, name)| name.clone()).collect();
+    if with_namespace {
         header.insert(0, "NAMESPACE".into());
     }
+    let cell = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        None | Some(serde_json::Value::Null) => "<none>".into(),
+        Some(other) => other.to_string(),
+    };
+    let lines: Vec<Vec<String>> = table
+        .rows
+        .iter()
+        .map(|r| {
+            let mut line: Vec<String> =
+                columns.iter().map(|(i, _)| cell(r.cells.get(*i))).collect();
+            if with_namespace {
+                line.insert(0, namespace_of(r).unwrap_or_default());
+            }
+            line
+        })
+        .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
-            rows.iter()
+            lines
+                .iter()
                 .map(|r| r[i].len())
                 .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    for row in std::iter::once(&header).chain(rows.iter()) {
-        let cells: Vec<String> = row
+    for line in std::iter::once(&header).chain(lines.iter()) {
+        let cells: Vec<String> = line
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         println!("{}", cells.join("   ").trim_end());
     }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -715,6 +668,36 @@ pub(super) fn list_in(
     Ok(reply["items"].as_array().cloned().unwrap_or_default())
 }
 
+/// [`list`], each object as Kubernetes' type for its kind.
+pub(super) fn list_as<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    namespace: &str,
+) -> anyhow::Result<Vec<T>> {
+    list(kind, namespace)?
+        .into_iter()
+        .map(|o| typed(kind, o))
+        .collect()
+}
+
+/// [`fetch`], as Kubernetes' type for its kind.
+pub(super) fn fetch_as<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<T> {
+    typed(kind, fetch(kind, namespace, name)?)
+}
+
+/// An object the API served, as Kubernetes' type for `kind`.
+pub(super) fn typed<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    object: serde_json::Value,
+) -> anyhow::Result<T> {
+    let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    serde_json::from_value(object)
+        .with_context(|| format!("the daemon's {kind} {name} is not one Kubernetes would serve"))
+}
+
 /// One object as the API serves it, or an error naming it.
 pub(super) fn fetch(kind: &str, namespace: &str, name: &str) -> anyhow::Result<serde_json::Value> {
     let path = crate::api::client::path(kind, Some(namespace), Some(name))?;
@@ -733,36 +716,41 @@ pub fn ps() -> anyhow::Result<ExitCode> {
         "{:<16} {:<40} {:<12} {:<24} {:<18} ENDPOINT",
         "NAMESPACE", "POD", "CONTAINER", "IMAGE", "STATUS"
     );
-    for pod in &pods {
-        for (i, c) in pod["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let s = &pod["status"]["containerStatuses"][i];
-            let state = if s["state"]["running"].is_object() {
-                if s["ready"] == true {
-                    "Up (ready)"
-                } else {
-                    "Up"
+    for raw in pods {
+        // berth's own status field, which Kubernetes' type does not carry.
+        let endpoints: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(raw["status"]["endpoints"].clone()).unwrap_or_default();
+        let pod: k8s_openapi::api::core::v1::Pod = typed("Pod", raw)?;
+        let meta = &pod.metadata;
+        let status = pod.status.unwrap_or_default();
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let s = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find(|s| s.name == c.name);
+            let state = s.and_then(|s| s.state.as_ref());
+            let shown = match (state, s) {
+                (Some(state), Some(s)) if state.running.is_some() => {
+                    if s.ready { "Up (ready)" } else { "Up" }.to_owned()
                 }
-                .to_owned()
-            } else {
-                s["state"]["waiting"]["reason"]
-                    .as_str()
-                    .unwrap_or("Pending")
-                    .to_owned()
+                (Some(state), _) => state
+                    .waiting
+                    .as_ref()
+                    .and_then(|w| w.reason.clone())
+                    .or_else(|| state.terminated.as_ref().and_then(|t| t.reason.clone()))
+                    .unwrap_or_else(|| "Pending".into()),
+                _ => "Pending".into(),
             };
             println!(
                 "{:<16} {:<40} {:<12} {:<24} {:<18} {}",
-                pod["metadata"]["namespace"].as_str().unwrap_or("default"),
-                pod["metadata"]["name"].as_str().unwrap_or(""),
-                c["name"].as_str().unwrap_or(""),
-                c["image"].as_str().unwrap_or(""),
-                state,
-                pod["status"]["endpoints"][c["name"].as_str().unwrap_or("")]
-                    .as_str()
+                meta.namespace.as_deref().unwrap_or("default"),
+                meta.name.as_deref().unwrap_or(""),
+                c.name,
+                c.image.as_deref().unwrap_or(""),
+                shown,
+                endpoints
+                    .get(&c.name)
                     .map_or("-".to_owned(), |e| format!("http://{e}/"))
             );
         }

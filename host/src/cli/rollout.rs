@@ -6,9 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use super::kube::{fetch, list_in, runtime};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+
+use super::kube::{fetch_as, list_as, runtime};
 use crate::api::client::{call_as, error_of, path};
 use crate::api::{kind_of, socket_path};
 
@@ -54,57 +59,93 @@ const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 const HASH_LABEL: &str = "pod-template-hash";
 
 /// The deployment's ReplicaSets by revision, oldest first.
-fn revisions(deployment: &Value, namespace: &str) -> anyhow::Result<Vec<(u64, Value)>> {
-    let uid = &deployment["metadata"]["uid"];
-    let mut found: Vec<(u64, Value)> = list_in("ReplicaSet", Some(namespace), None)?
+fn revisions(deployment: &Deployment, namespace: &str) -> anyhow::Result<Vec<(u64, ReplicaSet)>> {
+    let uid = deployment.metadata.uid.as_deref();
+    let mut found: Vec<(u64, ReplicaSet)> = list_as::<ReplicaSet>("ReplicaSet", namespace)?
         .into_iter()
         .filter(|rs| {
-            rs["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|owners| owners.iter().any(|o| &o["uid"] == uid))
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
         })
-        .filter_map(|rs| {
-            let revision = rs["metadata"]["annotations"][REVISION]
-                .as_str()?
-                .parse()
-                .ok()?;
-            Some((revision, rs))
-        })
+        .filter_map(|rs| Some((annotation(&rs.metadata, REVISION)?.parse().ok()?, rs)))
         .collect();
     found.sort_by_key(|(revision, _)| *revision);
     Ok(found)
 }
 
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 /// A pod template without the controller's hash label, as the deployment
 /// holds it.
-fn unhashed(template: &Value) -> Value {
-    let mut template = template.clone();
-    if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
+fn unhashed(template: Option<&PodTemplateSpec>) -> PodTemplateSpec {
+    let mut template = template.cloned().unwrap_or_default();
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
     template
+}
+
+/// Where `kubectl rollout status` is: what it waits for, or `None` once
+/// the rollout is complete.
+fn progress(name: &str, deployment: &Deployment) -> Option<String> {
+    let status = deployment.status.clone().unwrap_or_default();
+    let n = |v: Option<i32>| v.unwrap_or(0);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let (updated, replicas, ready) = (
+        n(status.updated_replicas),
+        n(status.replicas),
+        n(status.ready_replicas),
+    );
+    Some(
+        if status.observed_generation != deployment.metadata.generation {
+            "Waiting for deployment spec update to be observed...".to_owned()
+        } else if updated < want {
+            format!(
+                "Waiting for deployment \"{name}\" rollout to finish: {updated} of {want} updated replicas are available..."
+            )
+        } else if replicas > updated {
+            format!(
+                "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
+                replicas - updated
+            )
+        } else if ready < want {
+            format!(
+                "Waiting for deployment \"{name}\" rollout to finish: {ready} of {want} updated replicas are available..."
+            )
+        } else {
+            return None;
+        },
+    )
 }
 
 pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
     match command {
         RolloutCommand::History { target, namespace } => {
             let name = deployment_name(&target)?;
-            let deployment = fetch("Deployment", &namespace, name)?;
+            let deployment: Deployment = fetch_as("Deployment", &namespace, name)?;
             println!("deployment.apps/{name}");
             println!("{:<9} {:<30} CHANGE-CAUSE", "REVISION", "IMAGES");
             for (revision, rs) in revisions(&deployment, &namespace)? {
-                let images: Vec<&str> = rs["spec"]["template"]["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["image"].as_str())
+                let images: Vec<&str> = rs
+                    .spec
+                    .iter()
+                    .filter_map(|s| s.template.as_ref()?.spec.as_ref())
+                    .flat_map(|s| &s.containers)
+                    .filter_map(|c| c.image.as_deref())
                     .collect();
                 println!(
                     "{revision:<9} {:<30} {}",
                     images.join(","),
-                    rs["metadata"]["annotations"][CHANGE_CAUSE]
-                        .as_str()
-                        .unwrap_or("<none>")
+                    annotation(&rs.metadata, CHANGE_CAUSE).unwrap_or("<none>")
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -123,29 +164,8 @@ pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
             let deadline = std::time::Instant::now() + timeout;
             let mut last = String::new();
             loop {
-                let deployment = fetch("Deployment", &namespace, name)?;
-                let s = &deployment["status"];
-                let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                let want = deployment["spec"]["replicas"].as_u64().unwrap_or(1);
-                let observed = s["observedGeneration"] == deployment["metadata"]["generation"];
-                let line = if !observed {
-                    "Waiting for deployment spec update to be observed...".to_owned()
-                } else if n("updatedReplicas") < want {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
-                        n("updatedReplicas")
-                    )
-                } else if n("replicas") > n("updatedReplicas") {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
-                        n("replicas") - n("updatedReplicas")
-                    )
-                } else if n("readyReplicas") < want {
-                    format!(
-                        "Waiting for deployment \"{name}\" rollout to finish: {} of {want} updated replicas are available...",
-                        n("readyReplicas")
-                    )
-                } else {
+                let deployment: Deployment = fetch_as("Deployment", &namespace, name)?;
+                let Some(line) = progress(name, &deployment) else {
                     println!("deployment \"{name}\" successfully rolled out");
                     return Ok(ExitCode::SUCCESS);
                 };
@@ -167,8 +187,9 @@ pub fn rollout(command: RolloutCommand) -> anyhow::Result<ExitCode> {
 /// one before the newest; the controller then rolls it out as a new
 /// revision.
 fn undo(name: &str, namespace: &str, to_revision: Option<u64>) -> anyhow::Result<ExitCode> {
-    let deployment = fetch("Deployment", namespace, name)?;
-    if deployment["spec"]["paused"] == true {
+    let deployment: Deployment = fetch_as("Deployment", namespace, name)?;
+    let spec = deployment.spec.clone().unwrap_or_default();
+    if spec.paused == Some(true) {
         anyhow::bail!(
             "deployment {name} is paused: resume it first (kubectl rollout resume deployment/{name})"
         );
@@ -184,8 +205,8 @@ fn undo(name: &str, namespace: &str, to_revision: Option<u64>) -> anyhow::Result
                 format!("deployment {name} has no earlier revision to go back to")
             })?,
         };
-    let template = unhashed(&rs["spec"]["template"]);
-    if template == deployment["spec"]["template"] {
+    let template = unhashed(rs.spec.as_ref().and_then(|s| s.template.as_ref()));
+    if template == spec.template {
         println!(
             "deployment.apps/{name} skipped rollback (current template already matches revision {revision})"
         );
@@ -193,26 +214,23 @@ fn undo(name: &str, namespace: &str, to_revision: Option<u64>) -> anyhow::Result
     }
     // The revision's annotations come back with its template (its
     // change-cause); the deployment keeps its own bookkeeping ones.
-    let mut annotations = serde_json::Map::new();
     let keep = |k: &str| k == REVISION || k == "kubectl.kubernetes.io/last-applied-configuration";
-    for (k, v) in deployment["metadata"]["annotations"]
-        .as_object()
+    let mut annotations: BTreeMap<String, String> = deployment
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-    {
-        if keep(k) {
-            annotations.insert(k.clone(), v.clone());
-        }
-    }
-    for (k, v) in rs["metadata"]["annotations"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        if !keep(k) {
-            annotations.insert(k.clone(), v.clone());
-        }
-    }
+        .filter(|(k, _)| keep(k))
+        .collect();
+    annotations.extend(
+        rs.metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !keep(k)),
+    );
     let patch = json!([
         {"op": "add", "path": "/spec/template", "value": template},
         {"op": "add", "path": "/metadata/annotations", "value": annotations},

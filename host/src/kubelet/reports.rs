@@ -19,7 +19,7 @@ enum Report {
         uid: String,
         /// For the log.
         name: String,
-        status: PodStatus,
+        status: Box<PodStatus>,
     },
     Event(Event),
     /// Answered once everything queued before it is written.
@@ -53,7 +53,7 @@ impl Reporter {
         self.send(Report::Status {
             uid: uid.to_owned(),
             name: name.to_owned(),
-            status,
+            status: Box::new(status),
         });
     }
 
@@ -85,7 +85,7 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
             match report {
                 Report::Status { uid, name, status } => {
                     statuses += 1;
-                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &Status::from(status)) {
+                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &Status::Pod(status)) {
                         tracing::error!("recording the status of pod {name}: {e}");
                     }
                 }
