@@ -1,14 +1,30 @@
 //! `berth describe KIND NAME`: an object's state in prose, laid out as
 //! `kubectl describe` lays it out, then the events about it.
+//!
+//! Each object is read as Kubernetes' own type for its kind (k8s-openapi),
+//! so every field printed here is one the API contract names and the
+//! compiler checks. The one exception is berth's `status.endpoints` on a
+//! pod, which Kubernetes' `PodStatus` has no field for: it is read from the
+//! raw reply before the pod is typed.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use clap::Args;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStrategy, ReplicaSet, ReplicaSetCondition,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerStatus, EnvFromSource, EnvVar, Event, Namespace,
+    NamespaceCondition, Pod, PodCondition, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    Service, ServicePort, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use super::kube::{age, fetch, list, runtime};
+use super::kube::{age, fetch, fetch_as, list_as, runtime, typed};
 use crate::api::client::call;
 use crate::api::{kind_of, socket_path};
 use crate::controller::REVISION_ANNOTATION;
@@ -23,48 +39,19 @@ pub struct DescribeArgs {
 
 pub fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_of(&args.kind).with_context(|| format!("berth has no kind {:?}", args.kind))?;
-    let o = match fetch(kind, &args.namespace, &args.name) {
-        // The default namespace exists whether or not it was declared.
-        Err(_) if kind == "Namespace" && args.name == "default" => {
-            serde_json::json!({"metadata": {"name": "default"}})
-        }
-        fetched => fetched?,
-    };
-    let meta = &o["metadata"];
-    field(0, "Name", &args.name);
-    if kind != "Namespace" {
-        field(
-            0,
-            "Namespace",
-            meta["namespace"].as_str().unwrap_or("default"),
-        );
-    }
-    field(0, "Labels", &pairs(&meta["labels"]));
-    field(0, "Annotations", &pairs(&meta["annotations"]));
-    field(0, "CreationTimestamp", text(&meta["creationTimestamp"]));
+    let (namespace, name) = (args.namespace.as_str(), args.name.as_str());
     match kind {
-        "Pod" => pod(&o),
-        "Deployment" => deployment(&o, &args.namespace)?,
-        "ReplicaSet" => replica_set(&o, &args.namespace)?,
-        "Service" => service(&o, &args.namespace)?,
-        "ConfigMap" => config_map(&o),
-        "Secret" => secret(&o),
-        "Namespace" => field(0, "Status", "Active"),
-        _ => {}
+        "Pod" => pod(namespace, name)?,
+        "Deployment" => deployment(namespace, name)?,
+        "ReplicaSet" => replica_set(namespace, name)?,
+        "Service" => service(namespace, name)?,
+        "ConfigMap" => config_map(namespace, name)?,
+        "Secret" => secret(namespace, name)?,
+        "Namespace" => namespace_object(namespace, name)?,
+        // `kind_of` knows no other kind; a new one needs its type here.
+        other => anyhow::bail!("berth cannot describe a {other} yet"),
     }
-    if let Some(conditions) = o["status"]["conditions"].as_array() {
-        println!("Conditions:");
-        println!("  {:<16} {:<6} Reason", "Type", "Status");
-        for c in conditions {
-            println!(
-                "  {:<16} {:<6} {}",
-                text(&c["type"]),
-                text(&c["status"]),
-                c["reason"].as_str().or(c["message"].as_str()).unwrap_or("")
-            );
-        }
-    }
-    events(kind, &args.namespace, &args.name)
+    events(kind, namespace, name)
 }
 
 /// `Label:` and its value in kubectl's column, `depth` levels in.
@@ -76,8 +63,10 @@ fn field(depth: usize, label: &str, value: &str) {
     println!("{indent}{label:<width$}{value}");
 }
 
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
+/// A time as the API writes it: RFC 3339, to the second, in UTC.
+fn rfc3339(time: &Time) -> String {
+    time.0
+        .to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Secs, true)
 }
 
 /// The items joined by `separator`, or `<none>`.
@@ -90,280 +79,341 @@ fn joined(items: &[String], separator: &str) -> String {
 }
 
 /// `k=v,k=v`, or `<none>`.
-fn pairs(v: &Value) -> String {
-    let pairs: Vec<String> = v
-        .as_object()
+fn pairs(map: Option<&BTreeMap<String, String>>) -> String {
+    let pairs: Vec<String> = map
         .into_iter()
         .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .map(|(k, v)| format!("{k}={v}"))
         .collect();
     joined(&pairs, ",")
 }
 
-fn controlled_by(o: &Value) {
-    let owner = &o["metadata"]["ownerReferences"][0];
-    if let Some(name) = owner["name"].as_str() {
+/// What every kind shows first: name, namespace, labels, annotations, age.
+fn header(meta: &ObjectMeta, name: &str, namespaced: bool) {
+    field(0, "Name", name);
+    if namespaced {
+        field(
+            0,
+            "Namespace",
+            meta.namespace.as_deref().unwrap_or("default"),
+        );
+    }
+    field(0, "Labels", &pairs(meta.labels.as_ref()));
+    field(0, "Annotations", &pairs(meta.annotations.as_ref()));
+    let created = meta.creation_timestamp.as_ref().map(rfc3339);
+    field(0, "CreationTimestamp", created.as_deref().unwrap_or(""));
+}
+
+fn controlled_by(meta: &ObjectMeta) {
+    if let Some(owner) = meta.owner_references.as_deref().and_then(<[_]>::first) {
         field(
             0,
             "Controlled By",
-            &format!("{}/{name}", text(&owner["kind"])),
+            &format!("{}/{}", owner.kind, owner.name),
         );
     }
 }
 
-fn pod(o: &Value) {
-    let status = &o["status"];
+/// Whether `meta`'s first owner (its controller, as berth writes them) is
+/// named `owner`.
+fn owned_by(meta: &ObjectMeta, owner: &str) -> bool {
+    meta.owner_references
+        .as_deref()
+        .and_then(<[_]>::first)
+        .is_some_and(|o| o.name == owner)
+}
+
+/// A row of the Conditions table. Each kind has its own condition type;
+/// they share the fields the table shows.
+trait ConditionRow {
+    /// Type, status, and the reason (or, without one, the message).
+    fn row(&self) -> [&str; 3];
+}
+
+macro_rules! condition_row {
+    ($($condition:ty),*) => {$(
+        impl ConditionRow for $condition {
+            fn row(&self) -> [&str; 3] {
+                let reason = self.reason.as_deref().or(self.message.as_deref());
+                [&self.type_, &self.status, reason.unwrap_or("")]
+            }
+        }
+    )*};
+}
+
+condition_row!(
+    PodCondition,
+    DeploymentCondition,
+    ReplicaSetCondition,
+    NamespaceCondition
+);
+
+/// A Service's conditions are metav1's, where reason and message are
+/// required fields: an empty reason is one the server left out.
+impl ConditionRow for Condition {
+    fn row(&self) -> [&str; 3] {
+        let reason = if self.reason.is_empty() {
+            &self.message
+        } else {
+            &self.reason
+        };
+        [&self.type_, &self.status, reason]
+    }
+}
+
+fn conditions<C: ConditionRow>(conditions: Option<&[C]>) {
+    let Some(conditions) = conditions else {
+        return;
+    };
+    println!("Conditions:");
+    println!("  {:<16} {:<6} Reason", "Type", "Status");
+    for c in conditions {
+        let [kind, status, reason] = c.row();
+        println!("  {kind:<16} {status:<6} {reason}");
+    }
+}
+
+/// berth's `status.endpoints`: container name to the `127.0.0.1:PORT` it
+/// serves on. Kubernetes' PodStatus has no such field, so it is read from
+/// the reply as served.
+fn endpoints(pod: &Value) -> BTreeMap<String, String> {
+    pod.pointer("/status/endpoints")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(container, at)| Some((container.clone(), at.as_str()?.to_owned())))
+        .collect()
+}
+
+fn pod(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let served = fetch("Pod", namespace, name)?;
+    let endpoints = endpoints(&served);
+    let pod: Pod = typed("Pod", served)?;
+    header(&pod.metadata, name, true);
+    let spec = pod.spec.unwrap_or_default();
+    let status = pod.status.unwrap_or_default();
     field(
         0,
         "Runtime",
-        o["spec"]["runtimeClassName"]
-            .as_str()
-            .unwrap_or("(by image)"),
+        spec.runtime_class_name.as_deref().unwrap_or("(by image)"),
     );
-    field(
-        0,
-        "Node",
-        o["spec"]["nodeName"].as_str().unwrap_or("<none>"),
-    );
+    field(0, "Node", spec.node_name.as_deref().unwrap_or("<none>"));
     field(
         0,
         "Status",
-        status["reason"]
-            .as_str()
-            .or(status["phase"].as_str())
+        status
+            .reason
+            .as_deref()
+            .or(status.phase.as_deref())
             .unwrap_or("Pending"),
     );
-    if let Some(message) = status["message"].as_str() {
+    if let Some(message) = &status.message {
         field(0, "Message", message);
     }
-    controlled_by(o);
+    controlled_by(&pod.metadata);
     println!("Containers:");
-    for (i, c) in o["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let s = &status["containerStatuses"][i];
+    // Statuses are in the containers' order, as berth's kubelet writes them.
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    for (i, c) in spec.containers.iter().enumerate() {
         container(c);
-        if let Some(waiting) = s["state"]["waiting"].as_object() {
-            let reason = waiting.get("reason").and_then(Value::as_str).unwrap_or("");
+        container_status(statuses.get(i));
+        if let Some(endpoint) = endpoints.get(&c.name) {
+            field(2, "Endpoint", &format!("http://{endpoint}/"));
+        }
+    }
+    volumes(spec.volumes.as_deref());
+    conditions(status.conditions.as_deref());
+    Ok(())
+}
+
+/// A container's state, readiness and restarts.
+fn container_status(s: Option<&ContainerStatus>) {
+    if let Some(state) = s.and_then(|s| s.state.as_ref()) {
+        if let Some(waiting) = &state.waiting {
+            let reason = waiting.reason.as_deref().unwrap_or("");
             field(2, "State", &format!("Waiting ({reason})"));
-        } else if s["state"]["running"].is_object() {
-            let since = text(&s["state"]["running"]["startedAt"]);
+        } else if let Some(running) = &state.running {
+            let since = running.started_at.as_ref().map(rfc3339);
+            let since = since.as_deref().unwrap_or("");
             field(2, "State", &format!("Running (since {since})"));
-        } else if let Some(done) = s["state"]["terminated"].as_object() {
-            let reason = done.get("reason").and_then(Value::as_str).unwrap_or("");
-            let code = done.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+        } else if let Some(done) = &state.terminated {
+            let reason = done.reason.as_deref().unwrap_or("");
+            let code = done.exit_code;
             field(
                 2,
                 "State",
                 &format!("Terminated ({reason}, exit code {code})"),
             );
         }
-        field(
-            2,
-            "Ready",
-            &s["ready"].as_bool().unwrap_or(false).to_string(),
-        );
-        field(
-            2,
-            "Restart Count",
-            &s["restartCount"].as_u64().unwrap_or(0).to_string(),
-        );
-        if let Some(endpoint) = status["endpoints"][c["name"].as_str().unwrap_or("")].as_str() {
-            field(2, "Endpoint", &format!("http://{endpoint}/"));
-        }
     }
-    volumes(&o["spec"]["volumes"]);
+    field(2, "Ready", &s.is_some_and(|s| s.ready).to_string());
+    field(
+        2,
+        "Restart Count",
+        &s.map_or(0, |s| s.restart_count).to_string(),
+    );
 }
 
 /// A container's spec: image, ports, resources, probes, environment.
-fn container(c: &Value) {
-    println!("  {}:", text(&c["name"]));
-    field(2, "Image", text(&c["image"]));
-    let ports: Vec<String> = c["ports"]
-        .as_array()
-        .into_iter()
+fn container(c: &Container) {
+    println!("  {}:", c.name);
+    field(2, "Image", c.image.as_deref().unwrap_or(""));
+    let ports: Vec<String> = c
+        .ports
+        .iter()
         .flatten()
         .map(|p| {
-            format!(
-                "{}/{}",
-                p["containerPort"],
-                p["protocol"].as_str().unwrap_or("TCP")
-            )
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            format!("{}/{protocol}", p.container_port)
         })
         .collect();
     if !ports.is_empty() {
         field(2, "Ports", &ports.join(", "));
     }
-    if let Some(command) = c["command"].as_array() {
-        field(2, "Command", &words(command));
+    if let Some(command) = &c.command {
+        field(2, "Command", &command.join(" "));
     }
-    if let Some(args) = c["args"].as_array() {
-        field(2, "Args", &words(args));
+    if let Some(args) = &c.args {
+        field(2, "Args", &args.join(" "));
     }
-    for (label, key) in [("Limits", "limits"), ("Requests", "requests")] {
-        if let Some(amounts) = c["resources"][key].as_object()
+    resources(c.resources.as_ref());
+    for (label, probe) in [
+        ("Startup", &c.startup_probe),
+        ("Liveness", &c.liveness_probe),
+        ("Readiness", &c.readiness_probe),
+    ] {
+        if let Some(p) = probe {
+            field(2, label, &probe_line(p));
+        }
+    }
+    env_from(c.env_from.as_deref().unwrap_or_default());
+    env(c.env.as_deref().unwrap_or_default());
+    mounts(c);
+}
+
+fn resources(resources: Option<&ResourceRequirements>) {
+    let Some(resources) = resources else {
+        return;
+    };
+    for (label, amounts) in [
+        ("Limits", &resources.limits),
+        ("Requests", &resources.requests),
+    ] {
+        if let Some(amounts) = amounts
             && !amounts.is_empty()
         {
             field(2, label, "");
             for (resource, amount) in amounts {
-                let amount = amount
-                    .as_str()
-                    .map_or_else(|| amount.to_string(), str::to_owned);
-                field(3, resource, &amount);
+                field(3, resource, &amount.0);
             }
-        }
-    }
-    for (label, key) in [
-        ("Startup", "startupProbe"),
-        ("Liveness", "livenessProbe"),
-        ("Readiness", "readinessProbe"),
-    ] {
-        if c[key].is_object() {
-            field(2, label, &probe(&c[key]));
-        }
-    }
-    let env: Vec<(String, String)> = c["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let from = &e["valueFrom"];
-            let value = if let Some(value) = e["value"].as_str() {
-                value.to_owned()
-            } else if from["configMapKeyRef"].is_object() {
-                let r = &from["configMapKeyRef"];
-                format!(
-                    "<set to the key '{}' of config map '{}'>",
-                    text(&r["key"]),
-                    text(&r["name"])
-                )
-            } else if from["secretKeyRef"].is_object() {
-                let r = &from["secretKeyRef"];
-                format!(
-                    "<set to the key '{}' in secret '{}'>",
-                    text(&r["key"]),
-                    text(&r["name"])
-                )
-            } else {
-                String::new()
-            };
-            (text(&e["name"]).to_owned(), value)
-        })
-        .collect();
-    let env_from: Vec<String> = c["envFrom"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            let (kind, r) = if f["configMapRef"].is_object() {
-                ("ConfigMap", &f["configMapRef"])
-            } else {
-                ("Secret", &f["secretRef"])
-            };
-            r["name"].as_str().map(|name| format!("{name} {kind}"))
-        })
-        .collect();
-    if !env_from.is_empty() {
-        field(2, "Environment Variables from", "");
-        for from in env_from {
-            println!("      {from}");
-        }
-    }
-    if env.is_empty() {
-        field(2, "Environment", "<none>");
-    } else {
-        field(2, "Environment", "");
-        for (name, value) in env {
-            field(3, &name, &value);
-        }
-    }
-    let mounts: Vec<String> = c["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            let mode = if m["readOnly"] == true { "ro" } else { "rw" };
-            format!(
-                "{} from {} ({mode})",
-                text(&m["mountPath"]),
-                text(&m["name"])
-            )
-        })
-        .collect();
-    if !mounts.is_empty() {
-        field(2, "Mounts", "");
-        for m in mounts {
-            println!("      {m}");
         }
     }
 }
 
-fn words(list: &[Value]) -> String {
-    list.iter()
-        .map(|w| w.as_str().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join(" ")
+fn env_from(sources: &[EnvFromSource]) {
+    let sources: Vec<String> = sources
+        .iter()
+        .filter_map(|f| {
+            let (kind, name) = match (&f.config_map_ref, &f.secret_ref) {
+                (Some(r), _) => ("ConfigMap", &r.name),
+                (None, Some(r)) => ("Secret", &r.name),
+                (None, None) => return None,
+            };
+            // An empty name is one the server left out.
+            (!name.is_empty()).then(|| format!("{name} {kind}"))
+        })
+        .collect();
+    if !sources.is_empty() {
+        field(2, "Environment Variables from", "");
+        for from in sources {
+            println!("      {from}");
+        }
+    }
+}
+
+fn env(vars: &[EnvVar]) {
+    if vars.is_empty() {
+        field(2, "Environment", "<none>");
+        return;
+    }
+    field(2, "Environment", "");
+    for var in vars {
+        field(3, &var.name, &env_value(var));
+    }
+}
+
+/// A variable's value, or where it comes from; secrets are never read.
+fn env_value(var: &EnvVar) -> String {
+    if let Some(value) = &var.value {
+        return value.clone();
+    }
+    let from = var.value_from.as_ref();
+    if let Some(r) = from.and_then(|f| f.config_map_key_ref.as_ref()) {
+        format!("<set to the key '{}' of config map '{}'>", r.key, r.name)
+    } else if let Some(r) = from.and_then(|f| f.secret_key_ref.as_ref()) {
+        format!("<set to the key '{}' in secret '{}'>", r.key, r.name)
+    } else {
+        String::new()
+    }
+}
+
+fn mounts(c: &Container) {
+    let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+    if mounts.is_empty() {
+        return;
+    }
+    field(2, "Mounts", "");
+    for m in mounts {
+        let mode = if m.read_only == Some(true) {
+            "ro"
+        } else {
+            "rw"
+        };
+        println!("      {} from {} ({mode})", m.mount_path, m.name);
+    }
 }
 
 /// kubectl's one-line probe: `http-get http://:8080/healthz delay=0s
 /// timeout=1s period=10s #success=1 #failure=3`, with Kubernetes' defaults
 /// where the spec left them out.
-fn probe(p: &Value) -> String {
-    let action = if p["httpGet"].is_object() {
-        let h = &p["httpGet"];
-        let scheme = h["scheme"].as_str().unwrap_or("HTTP").to_ascii_lowercase();
-        format!(
-            "http-get {scheme}://:{}{}",
-            port(&h["port"]),
-            h["path"].as_str().unwrap_or("/")
-        )
-    } else if p["tcpSocket"].is_object() {
-        format!("tcp-socket :{}", port(&p["tcpSocket"]["port"]))
-    } else if let Some(command) = p["exec"]["command"].as_array() {
-        format!("exec [{}]", words(command))
+fn probe_line(p: &Probe) -> String {
+    let action = if let Some(h) = &p.http_get {
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        let path = h.path.as_deref().unwrap_or("/");
+        format!("http-get {scheme}://:{}{path}", port(&h.port))
+    } else if let Some(tcp) = &p.tcp_socket {
+        format!("tcp-socket :{}", port(&tcp.port))
+    } else if let Some(command) = p.exec.as_ref().and_then(|e| e.command.as_ref()) {
+        format!("exec [{}]", command.join(" "))
     } else {
         "<unknown>".to_owned()
     };
-    let n = |key: &str, default: u64| p[key].as_u64().unwrap_or(default);
     format!(
         "{action} delay={}s timeout={}s period={}s #success={} #failure={}",
-        n("initialDelaySeconds", 0),
-        n("timeoutSeconds", 1),
-        n("periodSeconds", 10),
-        n("successThreshold", 1),
-        n("failureThreshold", 3)
+        p.initial_delay_seconds.unwrap_or(0),
+        p.timeout_seconds.unwrap_or(1),
+        p.period_seconds.unwrap_or(10),
+        p.success_threshold.unwrap_or(1),
+        p.failure_threshold.unwrap_or(3)
     )
 }
 
-/// A port given as a number or a name.
-fn port(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+/// A port given as a number or a name (or a percentage, for a rollout).
+fn port(v: &IntOrString) -> String {
+    match v {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
 }
 
-fn volumes(list: &Value) {
-    let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
+fn volumes(list: Option<&[Volume]>) {
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
         return;
     };
     println!("Volumes:");
     for v in list {
-        println!("  {}:", text(&v["name"]));
-        let (kind, detail) = if let Some(name) = v["configMap"]["name"].as_str() {
-            ("ConfigMap", format!("name {name}"))
-        } else if let Some(name) = v["secret"]["secretName"].as_str() {
-            ("Secret", format!("name {name}"))
-        } else if let Some(path) = v["hostPath"]["path"].as_str() {
-            ("HostPath", format!("path {path}"))
-        } else if v["emptyDir"].is_object() {
-            (
-                "EmptyDir",
-                "a directory that lives as long as the pod".to_owned(),
-            )
-        } else {
-            ("<unknown>", String::new())
-        };
+        println!("  {}:", v.name);
+        let (kind, detail) = volume_source(v);
         field(2, "Type", kind);
         if !detail.is_empty() {
             field(2, "Source", &detail);
@@ -371,87 +421,110 @@ fn volumes(list: &Value) {
     }
 }
 
+/// The kind of volume and where its files come from.
+fn volume_source(v: &Volume) -> (&'static str, String) {
+    if let Some(config_map) = &v.config_map {
+        ("ConfigMap", format!("name {}", config_map.name))
+    } else if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_ref()) {
+        ("Secret", format!("name {name}"))
+    } else if let Some(host_path) = &v.host_path {
+        ("HostPath", format!("path {}", host_path.path))
+    } else if v.empty_dir.is_some() {
+        (
+            "EmptyDir",
+            "a directory that lives as long as the pod".to_owned(),
+        )
+    } else {
+        ("<unknown>", String::new())
+    }
+}
+
 /// The pod template of a Deployment or ReplicaSet.
-fn template(t: &Value) {
+fn template(t: &PodTemplateSpec) {
     println!("Pod Template:");
-    field(1, "Labels", &pairs(&t["metadata"]["labels"]));
+    let labels = t.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    field(1, "Labels", &pairs(labels));
     println!("  Containers:");
-    for c in t["spec"]["containers"].as_array().into_iter().flatten() {
+    let spec = t.spec.as_ref();
+    for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
         container(c);
     }
-    volumes(&t["spec"]["volumes"]);
+    volumes(spec.and_then(|s| s.volumes.as_deref()));
 }
 
-fn selector(o: &Value) -> String {
-    pairs(&o["spec"]["selector"]["matchLabels"])
+fn selector(s: &LabelSelector) -> String {
+    pairs(s.match_labels.as_ref())
 }
 
-fn deployment(o: &Value, namespace: &str) -> anyhow::Result<()> {
-    let status = &o["status"];
-    let n = |k: &str| status[k].as_u64().unwrap_or(0);
-    field(0, "Selector", &selector(o));
+fn deployment(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let deployment: Deployment = fetch_as("Deployment", namespace, name)?;
+    header(&deployment.metadata, name, true);
+    let spec = deployment.spec.unwrap_or_default();
+    let status = deployment.status.unwrap_or_default();
+    field(0, "Selector", &selector(&spec.selector));
     field(
         0,
         "Replicas",
         &format!(
             "{} desired | {} updated | {} total | {} available | {} unavailable",
-            o["spec"]["replicas"].as_u64().unwrap_or(1),
-            n("updatedReplicas"),
-            n("replicas"),
-            n("availableReplicas"),
-            n("unavailableReplicas")
+            spec.replicas.unwrap_or(1),
+            status.updated_replicas.unwrap_or(0),
+            status.replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+            status.unavailable_replicas.unwrap_or(0)
         ),
     );
-    let strategy = &o["spec"]["strategy"];
-    let kind = strategy["type"].as_str().unwrap_or("RollingUpdate");
+    strategy(spec.strategy.as_ref());
+    template(&spec.template);
+    let owner = deployment.metadata.name.as_deref().unwrap_or("");
+    replica_sets(namespace, owner)?;
+    conditions(status.conditions.as_deref());
+    Ok(())
+}
+
+fn strategy(strategy: Option<&DeploymentStrategy>) {
+    let kind = strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate");
     field(0, "StrategyType", kind);
-    if kind == "RollingUpdate" {
-        // Kubernetes' defaults where the spec gave none.
-        let rolling = &strategy["rollingUpdate"];
-        let get = |k: &str| {
-            if rolling[k].is_null() {
-                "25%".to_owned()
-            } else {
-                port(&rolling[k])
-            }
-        };
-        field(
-            0,
-            "RollingUpdateStrategy",
-            &format!(
-                "{} max unavailable, {} max surge",
-                get("maxUnavailable"),
-                get("maxSurge")
-            ),
-        );
+    if kind != "RollingUpdate" {
+        return;
     }
-    template(&o["spec"]["template"]);
-    // The replica sets it owns: the newest revision is the one being
-    // rolled out (or done); the others are scaled down or on their way.
-    let name = text(&o["metadata"]["name"]);
-    let mut owned: Vec<Value> = list("ReplicaSet", namespace)?
+    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+    // Kubernetes' defaults where the spec gave none.
+    let or_default = |v: Option<&IntOrString>| v.map_or_else(|| "25%".to_owned(), port);
+    field(
+        0,
+        "RollingUpdateStrategy",
+        &format!(
+            "{} max unavailable, {} max surge",
+            or_default(rolling.and_then(|r| r.max_unavailable.as_ref())),
+            or_default(rolling.and_then(|r| r.max_surge.as_ref()))
+        ),
+    );
+}
+
+/// The replica sets a deployment owns: the newest revision is the one
+/// being rolled out (or done); the others are scaled down or on their way.
+fn replica_sets(namespace: &str, owner: &str) -> anyhow::Result<()> {
+    let mut owned: Vec<ReplicaSet> = list_as::<ReplicaSet>("ReplicaSet", namespace)?
         .into_iter()
-        .filter(|rs| rs["metadata"]["ownerReferences"][0]["name"] == name)
+        .filter(|rs| owned_by(&rs.metadata, owner))
         .collect();
-    let revision = |rs: &Value| {
-        rs["metadata"]["annotations"][REVISION_ANNOTATION]
-            .as_str()
-            .and_then(|r| r.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     owned.sort_by_key(|rs| std::cmp::Reverse(revision(rs)));
-    let line = |rs: &Value| {
+    let current = |rs: &ReplicaSet| rs.status.as_ref().map_or(0, |s| s.replicas);
+    let line = |rs: &ReplicaSet| {
         format!(
             "{} ({}/{} replicas created)",
-            text(&rs["metadata"]["name"]),
-            rs["status"]["replicas"].as_u64().unwrap_or(0),
-            rs["spec"]["replicas"].as_u64().unwrap_or(0)
+            rs.metadata.name.as_deref().unwrap_or(""),
+            current(rs),
+            rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
         )
     };
     let old: Vec<String> = owned
         .iter()
         .skip(1)
-        .filter(|rs| rs["status"]["replicas"].as_u64().unwrap_or(0) > 0)
+        .filter(|rs| current(rs) > 0)
         .map(line)
         .collect();
     field(0, "OldReplicaSets", &joined(&old, ", "));
@@ -463,25 +536,39 @@ fn deployment(o: &Value, namespace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn replica_set(o: &Value, namespace: &str) -> anyhow::Result<()> {
-    field(0, "Selector", &selector(o));
-    controlled_by(o);
+/// The deployment revision a replica set holds, 0 if it says none.
+fn revision(rs: &ReplicaSet) -> u64 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+fn replica_set(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let rs: ReplicaSet = fetch_as("ReplicaSet", namespace, name)?;
+    header(&rs.metadata, name, true);
+    let spec = rs.spec.unwrap_or_default();
+    let status = rs.status.unwrap_or_default();
+    field(0, "Selector", &selector(&spec.selector));
+    controlled_by(&rs.metadata);
     field(
         0,
         "Replicas",
         &format!(
             "{} current / {} desired",
-            o["status"]["replicas"].as_u64().unwrap_or(0),
-            o["spec"]["replicas"].as_u64().unwrap_or(1)
+            status.replicas,
+            spec.replicas.unwrap_or(1)
         ),
     );
-    let name = text(&o["metadata"]["name"]);
+    let owner = rs.metadata.name.as_deref().unwrap_or("");
     let (mut running, mut waiting, mut succeeded, mut failed) = (0, 0, 0, 0);
-    for pod in list("Pod", namespace)?
+    for pod in list_as::<Pod>("Pod", namespace)?
         .iter()
-        .filter(|p| p["metadata"]["ownerReferences"][0]["name"] == name)
+        .filter(|p| owned_by(&p.metadata, owner))
     {
-        match pod["status"]["phase"].as_str() {
+        match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
             Some("Running") => running += 1,
             Some("Succeeded") => succeeded += 1,
             Some("Failed") => failed += 1,
@@ -493,83 +580,120 @@ fn replica_set(o: &Value, namespace: &str) -> anyhow::Result<()> {
         "Pods Status",
         &format!("{running} Running / {waiting} Waiting / {succeeded} Succeeded / {failed} Failed"),
     );
-    template(&o["spec"]["template"]);
+    template(&spec.template.unwrap_or_default());
+    conditions(status.conditions.as_deref());
     Ok(())
 }
 
-fn service(o: &Value, namespace: &str) -> anyhow::Result<()> {
-    let spec = &o["spec"];
-    field(0, "Selector", &pairs(&spec["selector"]));
-    field(0, "Type", spec["type"].as_str().unwrap_or("ClusterIP"));
-    // Endpoints: the ready pods it selects, the ones the router sends to.
-    let wanted = spec["selector"].as_object().cloned().unwrap_or_default();
-    let ready: Vec<String> = if wanted.is_empty() {
-        Vec::new()
-    } else {
-        list("Pod", namespace)?
-            .iter()
-            .filter(|p| {
-                wanted.iter().all(|(k, v)| &p["metadata"]["labels"][k] == v)
-                    && p["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .map(|p| text(&p["metadata"]["name"]).to_owned())
-            .collect()
-    };
-    for p in spec["ports"].as_array().into_iter().flatten() {
-        let name = p["name"].as_str().unwrap_or("<unset>");
-        let protocol = p["protocol"].as_str().unwrap_or("TCP");
-        field(0, "Port", &format!("{name}  {}/{protocol}", p["port"]));
-        let target = if p["targetPort"].is_null() {
-            p["port"].to_string()
-        } else {
-            port(&p["targetPort"])
-        };
-        field(0, "TargetPort", &format!("{target}/{protocol}"));
-        if let Some(node_port) = p["nodePort"].as_u64() {
-            field(0, "NodePort", &format!("{name}  {node_port}/{protocol}"));
-        }
-        field(0, "Endpoints", &joined(&ready, ","));
+fn service(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let service: Service = fetch_as("Service", namespace, name)?;
+    header(&service.metadata, name, true);
+    let spec = service.spec.unwrap_or_default();
+    let wanted = spec.selector.unwrap_or_default();
+    field(0, "Selector", &pairs(Some(&wanted)));
+    field(0, "Type", spec.type_.as_deref().unwrap_or("ClusterIP"));
+    let ready = ready_pods(namespace, &wanted)?;
+    for p in spec.ports.iter().flatten() {
+        service_port(p, &ready);
     }
     field(
         0,
         "Session Affinity",
-        spec["sessionAffinity"].as_str().unwrap_or("None"),
+        spec.session_affinity.as_deref().unwrap_or("None"),
     );
+    let status = service.status.unwrap_or_default();
+    conditions(status.conditions.as_deref());
     Ok(())
 }
 
-fn config_map(o: &Value) {
-    println!("\nData\n====");
-    for (key, value) in o["data"].as_object().into_iter().flatten() {
-        println!("{key}:\n----\n{}\n", text(value));
+/// A service's endpoints: the ready pods it selects, the ones the router
+/// sends to. A service without a selector has none.
+fn ready_pods(namespace: &str, wanted: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
     }
-    let binary: Vec<(&String, &Value)> =
-        o["binaryData"].as_object().into_iter().flatten().collect();
+    let selected = |p: &Pod| {
+        let labels = p.metadata.labels.as_ref();
+        wanted
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    };
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    Ok(list_as::<Pod>("Pod", namespace)?
+        .into_iter()
+        .filter(|p| selected(p) && ready(p))
+        .map(|p| p.metadata.name.unwrap_or_default())
+        .collect())
+}
+
+fn service_port(p: &ServicePort, ready: &[String]) {
+    let name = p.name.as_deref().unwrap_or("<unset>");
+    let protocol = p.protocol.as_deref().unwrap_or("TCP");
+    field(0, "Port", &format!("{name}  {}/{protocol}", p.port));
+    let target = p
+        .target_port
+        .as_ref()
+        .map_or_else(|| p.port.to_string(), port);
+    field(0, "TargetPort", &format!("{target}/{protocol}"));
+    if let Some(node_port) = p.node_port {
+        field(0, "NodePort", &format!("{name}  {node_port}/{protocol}"));
+    }
+    field(0, "Endpoints", &joined(ready, ","));
+}
+
+fn config_map(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let config_map: ConfigMap = fetch_as("ConfigMap", namespace, name)?;
+    header(&config_map.metadata, name, true);
+    println!("\nData\n====");
+    for (key, value) in config_map.data.iter().flatten() {
+        println!("{key}:\n----\n{value}\n");
+    }
+    let binary = config_map.binary_data.unwrap_or_default();
     if !binary.is_empty() {
         println!("\nBinaryData\n====");
         for (key, value) in binary {
-            println!("{key}: {} bytes", decoded_len(text(value)));
+            println!("{key}: {} bytes", value.0.len());
         }
     }
+    Ok(())
 }
 
 /// A secret's values are not printed, only their sizes, as kubectl does.
-fn secret(o: &Value) {
-    println!("\nType:  {}", o["type"].as_str().unwrap_or("Opaque"));
+fn secret(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let secret: Secret = fetch_as("Secret", namespace, name)?;
+    header(&secret.metadata, name, true);
+    println!("\nType:  {}", secret.type_.as_deref().unwrap_or("Opaque"));
     println!("\nData\n====");
-    for (key, value) in o["data"].as_object().into_iter().flatten() {
-        println!("{key}:  {} bytes", decoded_len(text(value)));
+    for (key, value) in secret.data.iter().flatten() {
+        println!("{key}:  {} bytes", value.0.len());
     }
+    Ok(())
 }
 
-fn decoded_len(base64: &str) -> usize {
-    base64::engine::general_purpose::STANDARD
-        .decode(base64)
-        .map_or(0, |bytes| bytes.len())
+fn namespace_object(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let ns = match fetch_as::<Namespace>("Namespace", namespace, name) {
+        // The default namespace exists whether or not it was declared.
+        Err(_) if name == "default" => Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        },
+        fetched => fetched?,
+    };
+    header(&ns.metadata, name, false);
+    field(0, "Status", "Active");
+    let status = ns.status.unwrap_or_default();
+    conditions(status.conditions.as_deref());
+    Ok(())
 }
 
 fn events(kind: &str, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
@@ -578,26 +702,30 @@ fn events(kind: &str, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
         + &crate::api::client::query_value(&format!(
             "involvedObject.kind={kind},involvedObject.name={name}"
         ));
-    let (code, events) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
-    let events: Vec<Value> = if code == 200 {
-        events["items"].as_array().cloned().unwrap_or_default()
+    let (code, reply) = runtime()?.block_on(call(&socket_path(), "GET", &path, None))?;
+    // The object is described even when its events cannot be listed.
+    let events = if code == 200 {
+        serde_json::from_value::<k8s_openapi::List<Event>>(reply)
+            .context("reading the daemon's events")?
+            .items
     } else {
         Vec::new()
     };
     if events.is_empty() {
         field(0, "Events", "<none>");
-    } else {
-        println!("Events:");
-        println!("  {:<8} {:<18} {:<6} Message", "Type", "Reason", "Age");
-        for e in events {
-            println!(
-                "  {:<8} {:<18} {:<6} {}",
-                text(&e["type"]),
-                text(&e["reason"]),
-                age(text(&e["lastTimestamp"])),
-                text(&e["message"])
-            );
-        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Events:");
+    println!("  {:<8} {:<18} {:<6} Message", "Type", "Reason", "Age");
+    for e in events {
+        let last = e.last_timestamp.as_ref().map(rfc3339).unwrap_or_default();
+        println!(
+            "  {:<8} {:<18} {:<6} {}",
+            e.type_.as_deref().unwrap_or(""),
+            e.reason.as_deref().unwrap_or(""),
+            age(&last),
+            e.message.as_deref().unwrap_or("")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
