@@ -1373,21 +1373,20 @@ async fn delete(
         // and the kubelet deletes it once it has; an owner deleted in the
         // foreground waits for its dependents.
         let marked = match &existing.object {
-            Object::Pod(pod) => {
-                let grace = grace.unwrap_or(pod.spec.termination_grace_period_seconds);
-                let finished = matches!(
-                    existing.status.pod().and_then(|s| s.phase()),
-                    Some("Succeeded" | "Failed")
-                );
-                let meta = &pod.metadata;
-                if grace == 0 || pod.spec.node_name.is_none() || finished {
-                    None
-                } else if meta.deletion_grace_period_seconds.is_some_and(|g| g <= grace) {
+            Object::Pod(pod) => match crate::controller::termination_grace(&existing, grace) {
+                None => None,
+                Some(grace)
+                    if pod
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .is_some_and(|g| g <= grace) =>
+                {
                     Some(existing.clone())
-                } else {
+                }
+                Some(grace) => {
                     store.mark_deleting(Kind::Pod, &namespace, &name, &existing.uid, grace, &[])?
                 }
-            }
+            },
             object if policy == "Foreground" && has_dependents(store, &existing)? => {
                 store.mark_deleting(
                     object.kind(),

@@ -117,6 +117,42 @@ fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
     }
 }
 
+/// The grace period a pod's deletion gives its containers to stop, or
+/// `None` when it can go at once: not bound to a node, finished, or
+/// deleted with no grace (`asked`, else its spec's).
+pub fn termination_grace(record: &Record, asked: Option<u64>) -> Option<u64> {
+    let Object::Pod(pod) = &record.object else {
+        return None;
+    };
+    let grace = asked.unwrap_or(pod.spec.termination_grace_period_seconds);
+    let finished = matches!(
+        record.status.pod().and_then(|s| s.phase()),
+        Some("Succeeded" | "Failed")
+    );
+    (grace > 0 && pod.spec.node_name.is_some() && !finished).then_some(grace)
+}
+
+/// Deletes an object as a controller or the garbage collector does: a
+/// running pod is marked Terminating and left to the kubelet, which stops
+/// it within its grace period (its endpoints leave first, in-flight
+/// requests finish) and then deletes it; anything else goes at once.
+pub fn delete_gracefully(store: &mut Store, record: &Record) -> Result<()> {
+    let ns = record.object.namespace().unwrap_or("").to_owned();
+    let name = &record.object.metadata().name;
+    if record.object.metadata().deleting() {
+        return Ok(());
+    }
+    match termination_grace(record, None) {
+        Some(grace) => {
+            store.mark_deleting(Kind::Pod, &ns, name, &record.uid, grace, &[])?;
+        }
+        None => {
+            store.delete(record.object.kind(), &ns, name)?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes ReplicaSets whose Deployment is gone and pods whose ReplicaSet
 /// is gone, as Kubernetes' garbage collector does; whether it deleted any.
 pub fn collect_garbage(store: &mut Store) -> Result<bool> {
@@ -136,9 +172,8 @@ pub fn collect_garbage(store: &mut Store) -> Result<bool> {
                 .owner_references
                 .iter()
                 .any(|o| o.controller && o.kind == owner_kind.as_str() && !owners.contains(&o.uid));
-            if orphaned {
-                let ns = record.object.namespace().unwrap_or("").to_owned();
-                store.delete(kind, &ns, &meta.name)?;
+            if orphaned && !meta.deleting() {
+                delete_gracefully(store, &record)?;
                 changed = true;
             }
         }
@@ -296,8 +331,7 @@ impl Controllers {
         }
         for (kind, uid) in &todo.orphans {
             for dependent in store.list_owned(*kind, uid)? {
-                let ns = dependent.object.namespace().unwrap_or("").to_owned();
-                store.delete(*kind, &ns, &dependent.object.metadata().name)?;
+                delete_gracefully(store, &dependent)?;
             }
         }
         // A replica set's change is its deployment's too (its status
@@ -859,7 +893,7 @@ impl Controllers {
             });
             for pod in &pods[..pods.len() - want] {
                 let pod_name = &pod.object.metadata().name;
-                store.delete(Kind::Pod, &ns, pod_name)?;
+                delete_gracefully(store, pod)?;
                 self.event(
                     store,
                     &ns,

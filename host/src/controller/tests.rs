@@ -16,12 +16,19 @@ fn controllers() -> Controllers {
     Controllers::new(vec!["a=4,4Gi".parse().unwrap(), "b=4,4Gi".parse().unwrap()])
 }
 
-/// What a kubelet would do: every bound pod becomes Ready.
+/// What a kubelet would do: every bound pod becomes Ready, and every pod
+/// being deleted stops and goes.
 fn run_bound_pods(store: &mut Store) {
     for pod in store.list(Kind::Pod, None).unwrap() {
         let Object::Pod(p) = &pod.object else {
             continue;
         };
+        if p.metadata.deleting() {
+            store
+                .delete_if(Kind::Pod, "default", &p.metadata.name, &pod.uid)
+                .unwrap();
+            continue;
+        }
         if p.spec.node_name.is_some() && !pod.status.pod_ready() {
             let status = Status::from_value(
                 Kind::Pod,
@@ -99,6 +106,7 @@ fn a_deployment_makes_a_replicaset_and_scheduled_pods_and_scales() {
     store.delete(Kind::Deployment, "default", "web").unwrap();
     c.reconcile(&mut store).unwrap();
     c.reconcile(&mut store).unwrap();
+    run_bound_pods(&mut store);
     assert!(store.list(Kind::ReplicaSet, None).unwrap().is_empty());
     assert!(store.list(Kind::Pod, None).unwrap().is_empty());
 }
@@ -112,7 +120,13 @@ fn a_rolling_update_stays_within_surge_and_unavailability() {
     store.apply(&deployment(4, "web:2", "64Mi")).unwrap();
     // 25% of 4: one pod over, one pod short at most.
     settle(&mut store, &c, |store| {
-        let pods = store.list(Kind::Pod, None).unwrap();
+        // Those stopping (Terminating) count no more, as in Kubernetes.
+        let pods: Vec<_> = store
+            .list(Kind::Pod, None)
+            .unwrap()
+            .into_iter()
+            .filter(|p| !p.object.metadata().deleting())
+            .collect();
         assert!(pods.len() <= 5, "{} pods during the rollout", pods.len());
         let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
         assert!(ready >= 3, "only {ready} ready during the rollout");
