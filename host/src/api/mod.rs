@@ -62,11 +62,25 @@ pub struct ApiState {
     pub pods_dir: std::path::PathBuf,
 }
 
+/// An object with the defaults of its pod spec filled in, as a cluster
+/// shows it (stored without them: see `spec::defaults`).
+pub fn shown(object: &crate::spec::Object) -> crate::spec::Object {
+    use crate::spec::{Object, defaults};
+    let mut object = object.clone();
+    match &mut object {
+        Object::Pod(pod) => defaults::shown(&mut pod.spec, true),
+        Object::Deployment(d) => defaults::shown(&mut d.spec.template.spec, false),
+        Object::ReplicaSet(rs) => defaults::shown(&mut rs.spec.template.spec, false),
+        _ => {}
+    }
+    object
+}
+
 /// A stored record as the API returns it: Kubernetes' shape, with the
 /// server-set metadata filled in.
 pub fn view(record: &Record) -> serde_json::Value {
     let object = &record.object;
-    let mut json = object.to_value();
+    let mut json = shown(object).to_value();
     if let Some(map) = json.as_object_mut() {
         let mut full = serde_json::Map::new();
         full.insert("apiVersion".into(), object.api_version().into());

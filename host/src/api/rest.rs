@@ -941,7 +941,7 @@ fn now() -> String {
 /// Records in `object`'s managedFields what `manager` set, given the object
 /// as it was (`None` for a create).
 fn track(resource: &Resource, old: Option<&Value>, object: &mut Object, manager: &str) {
-    let mut new = object.to_value();
+    let mut new = super::shown(object).to_value();
     new["apiVersion"] = resource.api_version().into();
     new["kind"] = resource.kind.into();
     let tracked = super::apply::track_update(

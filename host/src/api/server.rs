@@ -74,11 +74,7 @@ impl KubeApi {
                 "uid": format!("berth-node-{}", node.name),
                 "resourceVersion": "1",
                 "creationTimestamp": self.started,
-                "labels": {
-                    "kubernetes.io/hostname": node.name,
-                    "kubernetes.io/os": "linux",
-                    "node.kubernetes.io/instance-type": "berth",
-                },
+                "labels": node.labels(),
             },
             "spec": {},
             "status": {
@@ -93,9 +89,7 @@ impl KubeApi {
                     "kubeletVersion": format!("v{major}.{minor}.{patch}+berth"),
                     "containerRuntimeVersion": format!("berth://{}", env!("CARGO_PKG_VERSION")),
                     "operatingSystem": "linux",
-                    "architecture": match std::env::consts::ARCH {
-                        "x86_64" => "amd64", "aarch64" => "arm64", other => other,
-                    },
+                    "architecture": crate::scheduler::arch(),
                     "osImage": "", "kernelVersion": "", "kubeProxyVersion": "",
                     "machineID": "", "systemUUID": "", "bootID": "",
                 },

@@ -75,6 +75,21 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// Whether two pod templates are the same but for the hash label and
+/// defaults spelt out.
+fn same_template(
+    a: &crate::spec::objects::PodTemplateSpec,
+    b: &crate::spec::objects::PodTemplateSpec,
+) -> bool {
+    let plain = |t: &crate::spec::objects::PodTemplateSpec| {
+        let mut t = t.clone();
+        t.metadata.labels.remove(TEMPLATE_HASH_LABEL);
+        crate::spec::defaults::canonical(&mut t.spec);
+        t
+    };
+    plain(a) == plain(b)
+}
+
 /// The hash naming a pod template's ReplicaSet.
 pub fn template_hash(template: &serde_json::Value) -> String {
     hex::encode(Sha256::digest(template.to_string()))[..10].to_owned()
@@ -435,7 +450,26 @@ impl Controllers {
         let ns = record.object.namespace().unwrap_or("default").to_owned();
         let name = &deployment.metadata.name;
         let mut template = deployment.spec.template.clone();
-        let hash = template_hash(&serde_json::to_value(&template).expect("JSON"));
+        crate::spec::defaults::canonical(&mut template.spec);
+        // The replica set already running this template is the current
+        // one, whatever hash it was named by (as Kubernetes compares
+        // templates, not hashes): a berth that hashes differently, or a
+        // template spelling its defaults out, rolls nothing out.
+        let running = owned(store, Kind::ReplicaSet, &ns, record)?
+            .into_iter()
+            .find_map(|rs| match &rs.object {
+                Object::ReplicaSet(r) if same_template(&r.spec.template, &template) => r
+                    .spec
+                    .template
+                    .metadata
+                    .labels
+                    .get(TEMPLATE_HASH_LABEL)
+                    .filter(|h| r.metadata.name == format!("{name}-{h}"))
+                    .cloned(),
+                _ => None,
+            });
+        let hash = running
+            .unwrap_or_else(|| template_hash(&serde_json::to_value(&template).expect("JSON")));
         template
             .metadata
             .labels
@@ -978,7 +1012,7 @@ impl Controllers {
             }
             let ns = pod.object.namespace().unwrap_or("default").to_owned();
             let want = scheduler::requests(&p.spec);
-            match scheduler::schedule(&self.nodes, &allocated, want) {
+            match scheduler::schedule_pod(&self.nodes, &allocated, &p.spec) {
                 Ok(node) => {
                     *allocated.entry(node.clone()).or_default() += want;
                     p.spec.node_name = Some(node.clone());

@@ -20,10 +20,33 @@ pub struct Node {
     pub max_pods: u64,
 }
 
+/// This machine's architecture as Kubernetes (and OCI) names it.
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 /// Kubernetes' default maxPods for a node.
 pub const MAX_PODS: u64 = 110;
 
 impl Node {
+    /// The labels a kubelet gives its node, which `nodeSelector` and node
+    /// affinity match.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        [
+            ("kubernetes.io/hostname", self.name.as_str()),
+            ("kubernetes.io/os", "linux"),
+            ("kubernetes.io/arch", arch()),
+            ("node.kubernetes.io/instance-type", "berth"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
     /// This machine: its CPUs and its memory.
     pub fn host() -> Node {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
@@ -129,11 +152,42 @@ pub fn schedule(
     allocated: &BTreeMap<String, Requests>,
     want: Requests,
 ) -> Result<String, String> {
+    schedule_where(nodes, allocated, want, |_| true)
+}
+
+/// [`schedule`] for a pod: on the nodes its `nodeSelector` and required
+/// node affinity allow.
+pub fn schedule_pod(
+    nodes: &[Node],
+    allocated: &BTreeMap<String, Requests>,
+    spec: &PodSpec,
+) -> Result<String, String> {
+    schedule_where(nodes, allocated, requests(spec), |node| {
+        crate::spec::placement::fits(
+            &node.name,
+            &node.labels(),
+            &spec.node_selector,
+            spec.affinity.as_ref(),
+        )
+    })
+}
+
+fn schedule_where(
+    nodes: &[Node],
+    allocated: &BTreeMap<String, Requests>,
+    want: Requests,
+    allowed: impl Fn(&Node) -> bool,
+) -> Result<String, String> {
     let mut short_cpu = 0;
     let mut short_memory = 0;
     let mut full = 0;
+    let mut unmatched = 0;
     let mut best: Option<(f64, &Node)> = None;
     for node in nodes {
+        if !allowed(node) {
+            unmatched += 1;
+            continue;
+        }
         let used = allocated.get(&node.name).copied().unwrap_or_default();
         let cpu_left = node
             .cpu_millis
@@ -171,6 +225,12 @@ pub fn schedule(
         return Ok(node.name.clone());
     }
     let mut reasons = Vec::new();
+    if unmatched > 0 {
+        // kube-scheduler's words.
+        reasons.push(format!(
+            "{unmatched} node(s) didn't match Pod's node affinity/selector"
+        ));
+    }
     if short_cpu > 0 {
         reasons.push(format!("{short_cpu} insufficient cpu"));
     }
@@ -261,6 +321,25 @@ mod tests {
         assert_eq!(
             schedule(&nodes, &allocated, pod).unwrap_err(),
             "0/1 nodes are available: 1 Too many pods."
+        );
+    }
+
+    #[test]
+    fn a_pod_goes_only_where_its_node_selector_and_affinity_allow() {
+        let nodes = [node("a=2,4Gi"), node("b=2,4Gi")];
+        let spec = |yaml: &str| -> PodSpec { yaml_serde::from_str(yaml).unwrap() };
+        let on_b =
+            spec("containers: [{name: c, image: i}]\nnodeSelector: {kubernetes.io/hostname: b}\n");
+        assert_eq!(schedule_pod(&nodes, &BTreeMap::new(), &on_b).unwrap(), "b");
+        let arm = spec(&format!(
+            "containers: [{{name: c, image: i}}]\naffinity: {{nodeAffinity: \
+             {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: \
+             [{{matchExpressions: [{{key: kubernetes.io/arch, operator: NotIn, values: [{}]}}]}}]}}}}}}\n",
+            arch()
+        ));
+        assert_eq!(
+            schedule_pod(&nodes, &BTreeMap::new(), &arm).unwrap_err(),
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
         );
     }
 }

@@ -287,12 +287,19 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
 
 /// Kubernetes' defaults for fields that have them, set as kube-apiserver
 /// sets them, so what is stored (and `get -o yaml` shows) is what a cluster
-/// shows. Only outside pod templates: a default inside one would change
-/// its hash, and roll out every deployment stored before it.
+/// shows. Pod specs are the exception: stored canonical, their defaults
+/// shown (see `spec::defaults`), so a default never changes a template's
+/// hash.
 fn apply_defaults(object: &mut Object) {
     use crate::spec::objects::{IntOrString, StrategyType};
     match object {
+        Object::Pod(pod) => super::defaults::canonical(&mut pod.spec),
+        Object::ReplicaSet(rs) => super::defaults::canonical(&mut rs.spec.template.spec),
+        _ => {}
+    }
+    match object {
         Object::Deployment(deployment) => {
+            super::defaults::canonical(&mut deployment.spec.template.spec);
             let strategy = &mut deployment.spec.strategy;
             if strategy.kind == StrategyType::RollingUpdate {
                 let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
@@ -638,6 +645,7 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             "false cannot go with hostNetwork: true (the host's network belongs to the host's users)",
         ));
     }
+    validate_pod_extras(spec, path)?;
     let mut volume_names = std::collections::BTreeSet::new();
     for (i, volume) in spec.volumes.iter().enumerate() {
         let vpath = format!("{path}.volumes[{i}]");
@@ -689,6 +697,78 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The fields charts carry that berth gives a meaning to (see
+/// `spec::placement` and `spec::security`): refused only where that
+/// meaning cannot hold.
+fn validate_pod_extras(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
+    for (key, value) in &spec.node_selector {
+        if !is_label_key(key) || !is_label_value(value) {
+            return Err(invalid(
+                format!("{path}.nodeSelector"),
+                format!("{key}={value} is not a valid label"),
+            ));
+        }
+    }
+    if let Some(affinity) = &spec.affinity {
+        super::placement::check_affinity(affinity, &format!("{path}.affinity"))?;
+    }
+    if let Some(context) = &spec.security_context {
+        super::security::check_pod(context, &format!("{path}.securityContext"))?;
+    }
+    for (field, name) in [
+        ("serviceAccountName", &spec.service_account_name),
+        ("serviceAccount", &spec.service_account),
+    ] {
+        if let Some(name) = name
+            && !is_dns_subdomain(name)
+        {
+            return Err(invalid(
+                format!("{path}.{field}"),
+                format!("{name:?} is not a valid service account name"),
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (&spec.service_account_name, &spec.service_account)
+        && a != b
+    {
+        return Err(invalid(
+            format!("{path}.serviceAccount"),
+            format!("{b:?} is not serviceAccountName {a:?} (it is its deprecated spelling)"),
+        ));
+    }
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        if !is_dns_subdomain(&secret.name) {
+            return Err(invalid(
+                format!("{path}.imagePullSecrets[{i}].name"),
+                format!("{:?} is not a valid secret name", secret.name),
+            ));
+        }
+    }
+    if let Some(policy) = &spec.dns_policy
+        && !["ClusterFirst", "ClusterFirstWithHostNet", "Default"].contains(&policy.as_str())
+    {
+        return Err(invalid(
+            format!("{path}.dnsPolicy"),
+            format!(
+                "{policy:?}: berth has ClusterFirst, ClusterFirstWithHostNet and Default \
+                 (None needs a dnsConfig, which berth does not take)"
+            ),
+        ));
+    }
+    if let Some(scheduler) = &spec.scheduler_name
+        && scheduler != DEFAULT_SCHEDULER
+    {
+        return Err(invalid(
+            format!("{path}.schedulerName"),
+            format!("{scheduler:?}: berth has one scheduler, {DEFAULT_SCHEDULER}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The name Kubernetes gives its scheduler, and so berth its own.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
 fn validate_container(
     c: &Container,
     path: &str,
@@ -702,6 +782,18 @@ fn validate_container(
     }
     if c.image.trim().is_empty() {
         return Err(invalid(format!("{path}.image"), "an image is required"));
+    }
+    if let Some(context) = &c.security_context {
+        super::security::check_container(context, &format!("{path}.securityContext"))?;
+    }
+    if let Some(policy) = &c.termination_message_policy
+        && policy != "File"
+        && policy != "FallbackToLogsOnError"
+    {
+        return Err(invalid(
+            format!("{path}.terminationMessagePolicy"),
+            format!("{policy:?} is not File or FallbackToLogsOnError"),
+        ));
     }
     for (i, env) in c.env.iter().enumerate() {
         let epath = format!("{path}.env[{i}]");

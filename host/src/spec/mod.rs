@@ -2,10 +2,13 @@
 //! manifests. Parse, don't validate later: a manifest that loads is one
 //! berth can act on.
 
+pub mod defaults;
 mod kind;
 pub mod load;
 pub mod objects;
+pub mod placement;
 mod quantity;
+pub mod security;
 pub mod status;
 
 pub use kind::Kind;

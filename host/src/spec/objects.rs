@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Quantity;
+pub use super::placement::{Affinity, Toleration};
+pub use super::security::{PodSecurityContext, SecurityContext};
 
 /// Annotation on a pod (template): comma-separated hosts (`HOST[:PORT]`,
 /// `*` for any) the pod's wasm containers may call over HTTP.
@@ -172,6 +174,47 @@ pub struct PodSpec {
     /// The node the scheduler bound the pod to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Only nodes with these labels run the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// berth's nodes have no taints: accepted, and nothing to tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Recorded; berth gives pods no API credentials, so no token is
+    /// mounted whatever the account or `automountServiceAccountToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// The deprecated spelling of `serviceAccountName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
+    /// Recorded: berth does not preempt pods, so priority orders nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Secrets of type `kubernetes.io/dockerconfigjson` whose credentials
+    /// the kubelet pulls the pod's images with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// `ClusterFirst` (the default), `ClusterFirstWithHostNet` or `Default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    /// `default-scheduler`, the one berth has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    /// Recorded: berth sets no `{SERVICE}_SERVICE_HOST` variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_service_links: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    pub name: String,
 }
 
 fn default_grace() -> u64 {
@@ -208,6 +251,16 @@ pub struct Container {
     pub startup_probe: Option<Probe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// Recorded: berth writes no termination message file; the reason and
+    /// exit code say how a container ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<String>,
+    /// `File` (the default) or `FallbackToLogsOnError`: then a container
+    /// that fails has the end of its log as its terminated message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
