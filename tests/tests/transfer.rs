@@ -525,3 +525,87 @@ async fn parallel_pushes_from_one_home_do_not_share_an_upload() {
         pulled.stdout
     );
 }
+
+#[tokio::test]
+async fn a_pod_pulls_from_a_private_registry_with_its_image_pull_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let mut file = std::fs::File::create(&htpasswd).unwrap();
+    writeln!(file, "alice:{}", bcrypt::hash("wonderland", 4).unwrap()).unwrap();
+    let registry = berth_registry(
+        &dir.path().join("registry"),
+        "127.0.0.1:0",
+        &["--auth", htpasswd.to_str().unwrap()],
+    );
+    let host = registry.url.trim_start_matches("http://").to_owned();
+    let pusher = tempfile::tempdir().unwrap();
+    build_app(pusher.path(), "app:1");
+    let remote = format!("{host}/team/app:1");
+    ok(berth(pusher.path(), &["tag", "app:1", &remote]));
+    let login = berth_with(
+        pusher.path(),
+        &["login", &host, "-u", "alice", "--password-stdin"],
+        &[],
+        "wonderland\n",
+    );
+    assert!(login.success, "{}", login.stderr);
+    ok(berth(pusher.path(), &["push", &remote]));
+
+    // A daemon that has never logged in: only the pod's secret lets it pull.
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    use base64::Engine as _;
+    let config =
+        serde_json::json!({"auths": {&host: {"username": "alice", "password": "wonderland"}}});
+    let encoded = base64::engine::general_purpose::STANDARD.encode(config.to_string());
+    let pod = |name: &str, secret: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  imagePullSecrets: [{{name: {secret}}}]\n  containers: [{{name: app, image: \"{remote}\"}}]\n"
+        )
+    };
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\ndata: {{.dockerconfigjson: {encoded}}}\n---\n{}---\n{}",
+        pod("with", "regcred"),
+        pod("without", "missing")
+    );
+    let path = home.path().join("pods.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    ok(berth(home.path(), &["apply", "-f", path.to_str().unwrap()]));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = berth_tests::kube::pods(home.path());
+        let status = |name: &str| {
+            pods.iter()
+                .find(|p| p["metadata"]["name"] == name)
+                .map(|p| p["status"].clone())
+                .unwrap_or_default()
+        };
+        let with = status("with");
+        let without = status("without");
+        let refused =
+            without["reason"] == "ErrImagePull" || without["reason"] == "CrashLoopBackOff";
+        if berth_tests::kube::is_ready(&serde_json::json!({"status": with})) && refused {
+            assert!(
+                without["message"].as_str().unwrap_or("").contains("401")
+                    || without["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                        .contains("login"),
+                "{without}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "with: {with}\nwithout: {without}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = ok(berth(home.path(), &["get", "events"])).stdout;
+    assert!(
+        events.contains("FailedToRetrieveImagePullSecret"),
+        "{events}"
+    );
+}

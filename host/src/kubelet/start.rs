@@ -435,7 +435,8 @@ async fn resolve_image(
             &format!("Pulling image \"{reference}\""),
         );
         let credentials = Credentials::load(&crate::home::berth_home().join("auth.json"))
-            .map_err(|e| failure("ErrImagePull", e))?;
+            .map_err(|e| failure("ErrImagePull", e))?
+            .overlaid(pull_secrets(context, pod));
         let client = Client::new(ClientOptions {
             insecure: false,
             credentials,
@@ -553,6 +554,49 @@ fn config_data(
             .collect(),
         _ => Vec::new(),
     }))
+}
+
+/// The registry credentials of the pod's imagePullSecrets (Secrets of
+/// type `kubernetes.io/dockerconfigjson`, or the older `dockercfg`), later
+/// ones winning. One missing or unreadable is a warning, and the pull goes
+/// on without it, as the kubelet does.
+fn pull_secrets(context: &Context, pod: &Pod) -> Credentials {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut all = Credentials::default();
+    for reference in &pod.spec.image_pull_secrets {
+        let found = config_data(&context.state, Kind::Secret, ns, &reference.name)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let config = found.iter().find_map(|(key, value)| {
+            let text = String::from_utf8_lossy(value);
+            match key.as_str() {
+                ".dockerconfigjson" => Some(text.into_owned()),
+                // The old format is the `auths` map on its own.
+                ".dockercfg" => Some(format!("{{\"auths\": {text}}}")),
+                _ => None,
+            }
+        });
+        match config.map(|text| Credentials::parse(&text)) {
+            Some(Ok(credentials)) => all = all.overlaid(credentials),
+            Some(Err(e)) => context.event(
+                pod,
+                "Warning",
+                "FailedToRetrieveImagePullSecret",
+                &format!("Secret {}: its .dockerconfigjson is unreadable: {e}", reference.name),
+            ),
+            None => context.event(
+                pod,
+                "Warning",
+                "FailedToRetrieveImagePullSecret",
+                &format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    reference.name
+                ),
+            ),
+        }
+    }
+    all
 }
 
 /// A container's environment: HOSTNAME, then envFrom, then env (later
