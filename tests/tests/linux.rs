@@ -1004,3 +1004,354 @@ fn a_volume_never_gets_more_than_its_source_allows() {
     }
     assert!(!source.path().join("x").exists());
 }
+
+/// The pod named `name`, as `get pods -o json` lists it.
+fn pod_named(home: &Path, name: &str) -> Option<serde_json::Value> {
+    berth_tests::kube::pods(home)
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == name)
+}
+
+/// The log of `container` in pod `pod` once it has said `done` (30 s at
+/// most): a container that prints what it found, then sleeps.
+fn log_once_done(home: &Path, pod: &str, container: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = berth(home, &["logs", pod, "-c", container]);
+        if out.success && out.stdout.lines().any(|l| l == "done") {
+            return out.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pod}/{container} never said done: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_linux_container_runs_as_the_user_and_groups_its_security_context_names() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ids}
+spec:
+  securityContext: {runAsGroup: 3000, fsGroup: 2000, supplementalGroups: [4000]}
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: both
+    image: busybox:1
+    securityContext: {runAsUser: 1000}
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    command: [sh, -c, 'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"; stat -c "scratch=%g:%a" /scratch; touch /scratch/made && stat -c "made=%u:%g" /scratch/made; echo done; exec sleep 1000']
+    # A command run in the container (an exec probe) is who its process is.
+    readinessProbe: {exec: {command: [sh, -c, 'test "$(id -u):$(id -g)" = 1000:3000 && id -G | grep -qw 2000']}, periodSeconds: 1}
+  - name: user
+    image: busybox:1
+    securityContext: {runAsUser: 65534}
+    command: [sh, -c, 'echo "uid=$(id -u) gid=$(id -g)"; echo done; exec sleep 1000']
+"#,
+    );
+    berth_tests::kube::wait_ready(home.path(), 1);
+    let both = log_once_done(home.path(), "ids", "both");
+    let first = both.lines().next().unwrap();
+    assert!(first.starts_with("uid=1000 gid=3000 groups="), "{both}");
+    let groups: Vec<&str> = first["uid=1000 gid=3000 groups=".len()..]
+        .split_whitespace()
+        .collect();
+    for group in ["3000", "2000", "4000"] {
+        assert!(groups.contains(&group), "{both}");
+    }
+    // The emptyDir is fsGroup's, group-writable, setgid: what is made in
+    // it is the group's.
+    assert!(both.contains("scratch=2000:2777"), "{both}");
+    assert!(both.contains("made=1000:2000"), "{both}");
+    // On disk too, with the ids the container gave it.
+    let uid = pod_named(home.path(), "ids").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scratch = home.path().join("pods").join(uid).join("volumes/scratch");
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&scratch).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+    assert_eq!(std::fs::metadata(scratch.join("made")).unwrap().uid(), 1000);
+
+    // A container's own runAsUser, over the pod's runAsGroup.
+    let user = log_once_done(home.path(), "ids", "user");
+    assert!(user.starts_with("uid=65534 gid=3000\n"), "{user}");
+}
+
+#[test]
+fn run_as_user_alone_takes_the_image_s_group_for_it_and_run_as_group_alone_keeps_its_user() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: split}
+spec:
+  containers:
+  - name: user
+    image: busybox:1
+    securityContext: {runAsUser: 65534}
+    command: [sh, -c, 'echo "uid=$(id -u) gid=$(id -g)"; echo done; exec sleep 1000']
+  - name: unknown
+    image: busybox:1
+    securityContext: {runAsUser: 1234}
+    command: [sh, -c, 'echo "uid=$(id -u) gid=$(id -g)"; echo done; exec sleep 1000']
+  - name: group
+    image: busybox:1
+    securityContext: {runAsGroup: 3000}
+    command: [sh, -c, 'echo "uid=$(id -u) gid=$(id -g)"; echo done; exec sleep 1000']
+"#,
+    );
+    assert_eq!(
+        log_once_done(home.path(), "split", "user"),
+        "uid=65534 gid=65534\ndone\n"
+    );
+    // A uid the image does not know: group 0, as runc gives it.
+    assert_eq!(
+        log_once_done(home.path(), "split", "unknown"),
+        "uid=1234 gid=0\ndone\n"
+    );
+    assert_eq!(
+        log_once_done(home.path(), "split", "group"),
+        "uid=0 gid=3000\ndone\n"
+    );
+}
+
+#[test]
+fn a_read_only_root_and_the_capabilities_named_are_the_container_s() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: readonly}
+spec:
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: app
+    image: busybox:1
+    securityContext: {readOnlyRootFilesystem: true}
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    command: [sh, -c, 'touch /x 2>&1 || echo root-refused; touch /tmp/x 2>/dev/null || echo tmp-refused; touch /scratch/y && echo scratch-ok; echo > /dev/shm/z && echo shm-ok; echo done; exec sleep 1000']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: capless}
+spec:
+  containers:
+  - name: app
+    image: busybox:1
+    securityContext: {capabilities: {drop: [ALL]}}
+    command: [sh, -c, 'grep -E "^Cap(Eff|Prm|Bnd):" /proc/self/status; ip link set lo mtu 1400 2>/dev/null || echo mtu-refused; echo done; exec sleep 1000']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: netadmin}
+spec:
+  containers:
+  - name: app
+    image: busybox:1
+    securityContext: {capabilities: {drop: [ALL], add: [NET_ADMIN]}}
+    command: [sh, -c, 'grep -E "^Cap(Eff|Prm|Bnd):" /proc/self/status; ip link set lo mtu 1400 && echo mtu-set; echo done; exec sleep 1000']
+    # A command run in the container has its capabilities, no more.
+    readinessProbe: {exec: {command: [grep, -q, "CapEff:\t0000000000001000", /proc/self/status]}, periodSeconds: 1}
+"#,
+    );
+    // Only the root is read-only: the volume, /dev/shm keep their own flags.
+    let readonly = log_once_done(home.path(), "readonly", "app");
+    assert!(
+        readonly.contains("touch: /x: Read-only file system"),
+        "{readonly}"
+    );
+    for line in ["root-refused", "tmp-refused", "scratch-ok", "shm-ok"] {
+        assert!(readonly.lines().any(|l| l == line), "{line}: {readonly}");
+    }
+    // drop ALL: nothing in effect, nothing to regain.
+    let capless = log_once_done(home.path(), "capless", "app");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(
+            capless.contains(&format!("{set}:\t0000000000000000")),
+            "{capless}"
+        );
+    }
+    assert!(capless.contains("mtu-refused"), "{capless}");
+    // drop ALL, add NET_ADMIN: that bit (12) alone, and it works.
+    let netadmin = log_once_done(home.path(), "netadmin", "app");
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(
+            netadmin.contains(&format!("{set}:\t0000000000001000")),
+            "{netadmin}"
+        );
+    }
+    assert!(netadmin.contains("mtu-set"), "{netadmin}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pod_named(home.path(), "netadmin").is_some_and(|p| berth_tests::kube::is_ready(&p)) {
+        assert!(
+            Instant::now() < deadline,
+            "the exec probe never saw NET_ADMIN alone"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_as_non_root_refuses_a_container_that_would_run_as_root() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    let archive = busybox::archive(
+        &[busybox::layer()],
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"], "User": "nobody"}),
+        "named:1",
+    );
+    busybox::load_archive(home.path(), &archive);
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: rooted}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers: [{name: app, image: "busybox:1", command: [sleep, "1000"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: named}
+spec:
+  containers:
+  - {name: app, image: "named:1", command: [sleep, "1000"], securityContext: {runAsNonRoot: true}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: zero}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - {name: app, image: "busybox:1", command: [sleep, "1000"], securityContext: {runAsUser: 0}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fine}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 1000}
+  containers: [{name: app, image: "busybox:1", command: [sleep, "1000"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: far}
+spec:
+  hostUsers: false
+  securityContext: {runAsUser: 70000}
+  containers: [{name: app, image: "busybox:1", command: [sleep, "1000"]}]
+"#,
+    );
+    // Kubernetes' words, with its name for the pod: name_namespace(uid).
+    let refused = |name: &str, why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pod = pod_named(home.path(), name).unwrap();
+            let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+            if waiting["reason"] == "CreateContainerConfigError" {
+                let uid = pod["metadata"]["uid"].as_str().unwrap();
+                assert_eq!(
+                    waiting["message"],
+                    format!("{why} (pod: \"{name}_default({uid})\", container: app)"),
+                    "{pod:#}"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} was not refused: {pod:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    refused(
+        "rooted",
+        "container has runAsNonRoot and image will run as root",
+    );
+    refused(
+        "named",
+        "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root",
+    );
+    refused("zero", "container's runAsUser breaks non-root policy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pod_named(home.path(), "fine").is_some_and(|p| berth_tests::kube::is_ready(&p)) {
+        assert!(Instant::now() < deadline, "a non-root pod did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ids a user namespace cannot map, with one required, say which.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = pod_named(home.path(), "far").unwrap();
+        if pod["status"]["message"].as_str().is_some_and(|m| {
+            m.contains(
+                "hostUsers: false: runAsUser 70000 is past the 65536 ids a user namespace maps",
+            )
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pod:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Nothing of the refused containers ever ran.
+    for name in ["rooted", "named", "zero"] {
+        let pod = pod_named(home.path(), name).unwrap();
+        assert!(!berth_tests::kube::is_ready(&pod), "{pod:#}");
+    }
+}
+
+#[test]
+fn a_failed_container_s_message_is_the_end_of_its_log_when_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: told}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: "busybox:1"
+    command: [sh, -c, "echo first; echo the disk is full; exit 3"]
+    terminationMessagePolicy: FallbackToLogsOnError
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: silent}
+spec:
+  restartPolicy: Never
+  containers: [{name: app, image: "busybox:1", command: [sh, -c, "echo quiet; exit 3"]}]
+"#,
+    );
+    let failed = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pod = pod_named(home.path(), name).unwrap();
+            if pod["status"]["phase"] == "Failed" {
+                return pod["status"]["message"].as_str().unwrap_or("").to_owned();
+            }
+            assert!(Instant::now() < deadline, "{name}: {}", pod["status"]);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(failed("told"), "first\nthe disk is full");
+    let silent = failed("silent");
+    assert!(silent.contains("exited with code 3"), "{silent}");
+    assert!(!silent.contains("quiet"), "{silent}");
+}

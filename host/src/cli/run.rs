@@ -200,7 +200,9 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         ),
         env: plan::environment(run.env.as_deref().unwrap_or_default(), &args.env, &name),
         cwd: run.working_dir.clone().unwrap_or_default(),
-        user: run.user.clone().unwrap_or_default(),
+        user: linux::config::User::of_image(run.user.as_deref().unwrap_or_default()),
+        capabilities: plan::default_capabilities(),
+        read_only_root: false,
         network: Network::Own,
         mounts: args
             .dirs

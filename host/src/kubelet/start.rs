@@ -111,6 +111,24 @@ async fn start_container(
                 .await;
             }
         };
+    // A wasm guest has no Linux capabilities to be given: it can only do
+    // what its grants allow (users, root filesystem and dropped
+    // capabilities it has none of, so those settings hold already).
+    if container
+        .security_context
+        .as_ref()
+        .and_then(|c| c.capabilities.as_ref())
+        .is_some_and(|c| !c.add.is_empty())
+    {
+        return Err(failure(
+            "CreateContainerConfigError",
+            format!(
+                "container {}: securityContext.capabilities.add: a wasm guest has no Linux \
+                 capabilities; grant it what it needs (outbound hosts, volumes) instead",
+                container.name
+            ),
+        ));
+    }
     let (pod_owned, container_owned, dir_owned) = (pod.clone(), container.clone(), dir.to_owned());
     let state = context.state.clone();
     let mut spec = tokio::task::spawn_blocking(move || {
@@ -228,6 +246,11 @@ async fn start_linux(
     run: crate::image::model::RunConfig,
 ) -> Result<Running, StartFailure> {
     use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
+    let LinuxSecurity {
+        user,
+        capabilities,
+        read_only_root,
+    } = linux_security(pod, container, dir, run.user.as_deref().unwrap_or_default())?;
     let (state, pod_owned, container_owned, dir_owned) = (
         context.state.clone(),
         pod.clone(),
@@ -235,10 +258,10 @@ async fn start_linux(
         dir.to_owned(),
     );
     let (env, mounts) = tokio::task::spawn_blocking(move || {
-        Ok::<_, StartFailure>((
-            container_env(&state, &pod_owned, &container_owned)?,
-            volume_mounts(&state, &pod_owned, &container_owned, &dir_owned)?,
-        ))
+        let env = container_env(&state, &pod_owned, &container_owned)?;
+        let mounts = volume_mounts(&state, &pod_owned, &container_owned, &dir_owned)?;
+        share_empty_dirs(&pod_owned, &dir_owned)?;
+        Ok::<_, StartFailure>((env, mounts))
     })
     .await
     .map_err(|e| failure("CreateContainerError", e.to_string()))??;
@@ -287,7 +310,9 @@ async fn start_linux(
             .clone()
             .or(run.working_dir)
             .unwrap_or_default(),
-        user: run.user.unwrap_or_default(),
+        user,
+        capabilities,
+        read_only_root,
         network: network.clone(),
         mounts: mounts
             .into_iter()
@@ -342,6 +367,98 @@ async fn start_linux(
 
 /// Processes a container may run at once unless the pod says otherwise.
 const DEFAULT_PIDS_LIMIT: u64 = 4096;
+
+/// A Linux container's securityContext, as the runtime takes it.
+struct LinuxSecurity {
+    user: crate::runtime::linux::config::User,
+    capabilities: rustix::thread::CapabilitySet,
+    read_only_root: bool,
+}
+
+/// What a Linux container's securityContext (over its pod's) makes of it:
+/// its user over the image's (`image_user`), its capabilities, and whether
+/// its root is read-only. Refused as the kubelet refuses it, before
+/// anything is made: `runAsNonRoot` with a container that would run as
+/// root, or one whose uid cannot be told from the image's config.
+fn linux_security(
+    pod: &Pod,
+    container: &Container,
+    dir: &Path,
+    image_user: &str,
+) -> Result<LinuxSecurity, StartFailure> {
+    use crate::runtime::linux::{config::User, identity, plan};
+    let security = crate::spec::security::effective(
+        pod.spec.security_context.as_ref(),
+        container.security_context.as_ref(),
+    );
+    if security.run_as_non_root {
+        identity::check_non_root(image_user, security.run_as_user).map_err(|e| {
+            // Kubernetes' format.Pod: name_namespace(uid); the pod's dir
+            // is named by its uid.
+            let named = format!(
+                "{}_{}({})",
+                pod.metadata.name,
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                dir.file_name().unwrap_or_default().to_string_lossy()
+            );
+            config_error(format!(
+                "{e} (pod: {named:?}, container: {})",
+                container.name
+            ))
+        })?;
+    }
+    let capabilities = plan::capabilities(&security.add, &security.drop).map_err(|e| {
+        config_error(format!(
+            "container {}: securityContext.capabilities: {e}",
+            container.name
+        ))
+    })?;
+    let user = User {
+        image: image_user.to_owned(),
+        uid: security.run_as_user,
+        gid: security.run_as_group,
+        groups: security.extra_groups,
+    };
+    Ok(LinuxSecurity {
+        user,
+        capabilities,
+        read_only_root: security.read_only_root_filesystem,
+    })
+}
+
+/// The pod's emptyDir volumes as the kubelet leaves them: writable by
+/// every user (0777: a container may run as anyone), and with an
+/// `fsGroup`, owned by that group with the setgid bit, so what is made in
+/// them stays the group's (its processes are in that group too).
+///
+/// The group is set on disk as a container names it: one with a user
+/// namespace of its own sees its volumes through an idmapped mount, which
+/// shows each id on disk as the same id inside (its gid 2000 is 2000 on
+/// disk), so one owner serves it and a container with host ids alike.
+fn share_empty_dirs(pod: &Pod, dir: &Path) -> Result<(), StartFailure> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let fs_group = pod
+        .spec
+        .security_context
+        .as_ref()
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
+    for volume in pod.spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
+        let path = dir.join("volumes").join(&volume.name);
+        // Made when a container first mounts it.
+        if !path.is_dir() {
+            continue;
+        }
+        let io = |e: std::io::Error| config_error(format!("volume {}: {e}", volume.name));
+        let mut mode = 0o777;
+        if let Some(group) = fs_group {
+            std::os::unix::fs::lchown(&path, None, Some(group)).map_err(io)?;
+            mode |= 0o2000;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    }
+    Ok(())
+}
 
 /// A container's output, a line at a time, into its log. Any bytes (not
 /// only UTF-8) and lines of any length: the pipe is read to its end, so a

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use rustix::thread::CapabilitySet;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,8 +22,15 @@ pub struct InitConfig {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
-    /// `uid[:gid]`, or a name in the image's /etc/passwd; empty for root.
-    pub user: String,
+    /// Who the container's process is (resolved inside its tree).
+    pub user: User,
+    /// The capabilities its process may hold: its bounding set, and what
+    /// it has when it runs as root.
+    #[serde(with = "capability_bits")]
+    pub capabilities: CapabilitySet,
+    /// `readOnlyRootFilesystem`: the root's own mount is read-only (the
+    /// mounts on it keep their own flags).
+    pub read_only_root: bool,
     /// cgroup.procs files to join before anything else.
     pub cgroups: Vec<PathBuf>,
     /// Host directories (or files) bound into the container.
@@ -33,6 +41,46 @@ pub struct InitConfig {
     /// A user namespace of its own (see `userns.rs`); none to run with the
     /// host's ids.
     pub user_namespace: Option<UserNamespace>,
+}
+
+/// The container's user: the image's, and what the pod says over it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The image's `User`: `uid[:gid]`, or names in its /etc/passwd and
+    /// /etc/group; empty for root.
+    pub image: String,
+    /// `runAsUser`, over the image's user.
+    pub uid: Option<u32>,
+    /// `runAsGroup`, over the image's group.
+    pub gid: Option<u32>,
+    /// `fsGroup` and `supplementalGroups`: groups beyond those the image's
+    /// /etc/group gives the user.
+    pub groups: Vec<u32>,
+}
+
+impl User {
+    /// The image's user, as it says.
+    pub fn of_image(user: &str) -> User {
+        User {
+            image: user.to_owned(),
+            ..User::default()
+        }
+    }
+}
+
+/// A capability set as its bits (the kernel's numbering, which is stable):
+/// rustix's type has no serde of its own.
+mod capability_bits {
+    use rustix::thread::CapabilitySet;
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+
+    pub fn serialize<S: Serializer>(set: &CapabilitySet, to: S) -> Result<S::Ok, S::Error> {
+        set.bits().serialize(to)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<CapabilitySet, D::Error> {
+        u64::deserialize(from).map(CapabilitySet::from_bits_retain)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

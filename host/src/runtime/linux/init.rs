@@ -31,6 +31,7 @@ use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 
 use super::config::{InitConfig, Network};
+use super::identity::{self, Identity};
 use super::plan;
 use super::userns::{self, Mapping};
 use super::volumes;
@@ -100,10 +101,12 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // Made here, in the host's pid namespace, and held until the container
     // is gone: its block of host ids stays locked that long.
     let mapping = match &config.user_namespace {
-        Some(wanted) => match image_user(config) {
-            Some((uid, gid)) if uid >= userns::IDS || gid >= userns::IDS => {
+        Some(wanted) => match image_identity(config)
+            .and_then(|identity| identity.unmapped(&config.user, userns::IDS))
+        {
+            Some(unmapped) => {
                 let why = format!(
-                    "the image's user {uid}:{gid} is past the {} ids a user namespace maps",
+                    "{unmapped} is past the {} ids a user namespace maps",
                     userns::IDS
                 );
                 if wanted.required {
@@ -112,7 +115,7 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
                 eprintln!("berth: {why}; the container runs with host ids");
                 None
             }
-            _ => match userns::create(&wanted.lock_dir, config.network == Network::Own) {
+            None => match userns::create(&wanted.lock_dir, config.network == Network::Own) {
                 Ok(mapping) => Some(mapping),
                 Err(e) if wanted.required => return Err(format!("hostUsers: false: {e}")),
                 Err(e) => {
@@ -184,11 +187,11 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
 /// /etc/passwd and /etc/group, read inside its tree (a symlink there cannot
 /// lead to the host's); None when that cannot tell (the container's start
 /// reports it, as it resolves the user again at its root).
-fn image_user(config: &InitConfig) -> Option<(u32, u32)> {
+fn image_identity(config: &InitConfig) -> Option<Identity> {
     let root =
         cap_std::fs::Dir::open_ambient_dir(&config.lower, cap_std::ambient_authority()).ok()?;
     let read = |path: &str| root.read_to_string(path).unwrap_or_default();
-    plan::resolve_user(&config.user, &read("etc/passwd"), &read("etc/group")).ok()
+    identity::resolve(&config.user, &read("etc/passwd"), &read("etc/group")).ok()
 }
 
 /// `mount(2)` of a filesystem with its options as text.
@@ -348,7 +351,7 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let (uid, gid) = plan::resolve_user(&config.user, &passwd, &group)?;
+    let identity = identity::resolve(&config.user, &passwd, &group).map_err(|e| e.to_string())?;
     rustix::process::umask(Mode::from_raw_mode(0o022));
     let cwd = if config.cwd.is_empty() {
         "/"
@@ -363,10 +366,23 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     if !here.starts_with("/") || here.to_string_lossy().starts_with("(unreachable)") {
         return Err(format!("working dir {cwd} is outside the container"));
     }
+    if config.read_only_root {
+        // Last of the writes to the root (mount points, the working dir),
+        // and of the root's own mount only, as runc does it: /proc, /dev,
+        // /sys and the volumes are mounts of their own and keep their
+        // flags. nodev is said again: a remount sets every flag it names
+        // and clears the others.
+        rustix::mount::mount_remount(
+            "/",
+            MountFlags::BIND | MountFlags::RDONLY | MountFlags::NODEV,
+            "",
+        )
+        .map_err(|e| format!("readOnlyRootFilesystem: making the root read-only: {e}"))?;
+    }
     if let Some(mapping) = mapping {
         enter_user_namespace(mapping.namespace.as_fd())?;
     }
-    drop_privileges(uid, gid)?;
+    drop_privileges(&identity, config.capabilities)?;
     close_inherited_descriptors()?;
     deny_syscalls()?;
     Ok(())
@@ -777,8 +793,13 @@ fn hide_kernel_paths() -> Result<(), String> {
     Ok(())
 }
 
-fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
-    let keep = plan::default_capabilities();
+/// Becomes `identity`, bounded by `capabilities` for good.
+fn drop_privileges(identity: &Identity, capabilities: CapabilitySet) -> Result<(), String> {
+    // What this kernel has (a capability newer than it cannot be set).
+    let held = rustix::thread::capabilities(None)
+        .map_err(|e| format!("capget: {e}"))?
+        .permitted;
+    let keep = capabilities & held;
     for bit in 0..64 {
         let cap = CapabilitySet::from_bits_retain(1 << bit);
         if !keep.contains(cap) {
@@ -786,18 +807,26 @@ fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
             let _ = rustix::thread::remove_capability_from_bounding_set(cap);
         }
     }
-    rustix::thread::set_thread_groups(&[]).map_err(|e| format!("setgroups: {e}"))?;
-    rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(gid))
+    let Identity { uid, gid, groups } = identity;
+    let groups: Vec<rustix::process::Gid> = groups
+        .iter()
+        .map(|g| rustix::process::Gid::from_raw(*g))
+        .collect();
+    rustix::thread::set_thread_groups(&groups)
+        .map_err(|e| format!("setgroups {:?}: {e}", identity.groups))?;
+    rustix::thread::set_thread_gid(rustix::process::Gid::from_raw(*gid))
         .map_err(|e| format!("setgid {gid}: {e}"))?;
-    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(uid))
+    rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(*uid))
         .map_err(|e| format!("setuid {uid}: {e}"))?;
     // Changing ids clears the parent-death signal: set it again.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("prctl: {e}"))?;
-    // Root keeps Docker's set; anyone else none. Said outright: in a user
-    // namespace entered as host root, changing to a non-zero id does not
-    // clear the capabilities the kernel would otherwise clear.
-    let keep = if uid == 0 {
+    // Root keeps the set; anyone else none, as under runc, where the exec
+    // of a program without file capabilities clears them for a non-root
+    // user (the set stays its bound; Kubernetes gives no ambient ones).
+    // Said outright: in a user namespace entered as host root, changing
+    // to a non-zero id does not clear what the kernel would otherwise.
+    let keep = if *uid == 0 {
         keep
     } else {
         CapabilitySet::empty()
@@ -919,6 +948,18 @@ fn exec_in(pid: &str, init: &str, command: &[String]) -> Result<i32, String> {
             .unwrap_or(0)
     };
     let (mut uid, mut gid) = (id("Uid:"), id("Gid:"));
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+    let mut groups: Vec<u32> = field("Groups:")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    // Its bound is the set its spec gave it (or less, if it dropped some):
+    // the command gets no more.
+    let capabilities = field("CapBnd:")
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .map(CapabilitySet::from_bits_retain)
+        .ok_or_else(|| format!("container {pid}: no CapBnd in its status"))?;
     let parent = status
         .lines()
         .find_map(|l| l.strip_prefix("PPid:"))
@@ -957,7 +998,15 @@ fn exec_in(pid: &str, init: &str, command: &[String]) -> Result<i32, String> {
             .ok_or_else(|| format!("uid {uid} is not mapped in container {pid}"))?;
         gid = inside(&gid_map, gid)
             .ok_or_else(|| format!("gid {gid} is not mapped in container {pid}"))?;
+        groups = groups
+            .into_iter()
+            .map(|g| {
+                inside(&gid_map, g)
+                    .ok_or_else(|| format!("group {g} is not mapped in container {pid}"))
+            })
+            .collect::<Result<_, _>>()?;
     }
+    let identity = Identity { uid, gid, groups };
     let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_else(|_| "/".into());
     // Its cgroups first, so everything after is counted against its limits.
     let mounts = super::cgroup::Hierarchies::detect();
@@ -1008,7 +1057,7 @@ fn exec_in(pid: &str, init: &str, command: &[String]) -> Result<i32, String> {
                     Some(ns) => enter_user_namespace(ns.as_fd()),
                     None => Ok(()),
                 })
-                .and_then(|()| drop_privileges(uid, gid))
+                .and_then(|()| drop_privileges(&identity, capabilities))
                 .and_then(|()| deny_syscalls());
             if let Err(e) = result {
                 eprintln!("berth-init exec: {e}");

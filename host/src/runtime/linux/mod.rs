@@ -1,7 +1,8 @@
 //! The namespace backend: Linux container images run as processes in
 //! their own pid, mount, UTS, IPC and network namespaces, on an overlay of
 //! the image's unpacked layers, limited by cgroups, with Docker's default
-//! capabilities and no_new_privs.
+//! capabilities (or those the pod adds and drops) and no_new_privs, as the
+//! user the image or the pod names (see `identity.rs`).
 //!
 //! Each container is started by `berth-init` (see `init.rs`), a small
 //! binary installed beside berth: a fresh single-threaded process that may
@@ -9,6 +10,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod identity;
 pub mod init;
 pub mod plan;
 mod userns;
@@ -36,7 +38,11 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
-    pub user: String,
+    pub user: config::User,
+    /// What its process may hold (see `plan::capabilities`).
+    pub capabilities: rustix::thread::CapabilitySet,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root: bool,
     pub network: Network,
     pub mounts: Vec<config::BindMount>,
     pub limits: cgroup::Limits,
@@ -148,6 +154,8 @@ pub async fn start(
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
         user: spec.user.clone(),
+        capabilities: spec.capabilities,
+        read_only_root: spec.read_only_root,
         cgroups: cgroups.procs_files(),
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),

@@ -25,6 +25,60 @@ pub fn default_capabilities() -> CapabilitySet {
         | CapabilitySet::AUDIT_WRITE
 }
 
+/// Why a capability a container asks for is not given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("{name:?} is not a Linux capability")]
+    Unknown { name: String },
+    /// See [`default_capabilities`]: a device node made in a container
+    /// would open the host's device.
+    #[error(
+        "berth does not grant {name}: it has no devices cgroup to make a device node in a \
+         container harmless (a block device node would open the host's disk)"
+    )]
+    Withheld { name: String },
+}
+
+/// The capabilities of a container whose spec adds `add` and drops `drop`
+/// (names with or without `CAP_`; `ALL` in `drop` drops every one), as
+/// containerd computes them for the kubelet: from the default set, `ALL`
+/// first, then each one added, then each one dropped, so a capability
+/// both added and dropped is dropped.
+pub fn capabilities(add: &[String], drop: &[String]) -> Result<CapabilitySet, CapabilityError> {
+    let is_all = |name: &String| name.eq_ignore_ascii_case("ALL");
+    let mut set = if drop.iter().any(is_all) {
+        CapabilitySet::empty()
+    } else {
+        default_capabilities()
+    };
+    for name in add {
+        let capability = capability(name)?;
+        if capability == CapabilitySet::MKNOD {
+            return Err(CapabilityError::Withheld {
+                name: "MKNOD".into(),
+            });
+        }
+        set |= capability;
+    }
+    for name in drop.iter().filter(|name| !is_all(name)) {
+        set -= capability(name)?;
+    }
+    Ok(set)
+}
+
+/// One capability by its name (`NET_ADMIN`, `CAP_NET_ADMIN`, any case):
+/// rustix names its constants as the kernel does, without `CAP_`.
+fn capability(name: &str) -> Result<CapabilitySet, CapabilityError> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    CapabilitySet::from_name(bare)
+        // One bit: never the catch-all every bitflags type carries.
+        .filter(|set| set.bits().count_ones() == 1)
+        .ok_or_else(|| CapabilityError::Unknown {
+            name: name.to_owned(),
+        })
+}
+
 /// System calls a container may not make (they fail with EPERM): Docker's
 /// default profile's refusals — kernel modules and keyrings, clocks, swap,
 /// reboot, namespaces and mounts (old and new API), BPF and perf, io_uring,
@@ -168,46 +222,6 @@ pub fn command_line(
     }
 }
 
-/// `user` (`uid`, `uid:gid`, `name` or `name:group`) as numbers, names
-/// looked up in the image's /etc/passwd and /etc/group text.
-pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
-    if user.is_empty() {
-        return Ok((0, 0));
-    }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let entry = |text: &str, name: &str| -> Option<Vec<String>> {
-        text.lines()
-            .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
-            .find(|f| f.first().map(String::as_str) == Some(name))
-    };
-    let (uid, primary) = match u.parse::<u32>() {
-        Ok(uid) => (uid, None),
-        Err(_) => {
-            let fields = entry(passwd, u)
-                .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
-            let uid = fields.get(2).and_then(|f| f.parse().ok());
-            let gid = fields.get(3).and_then(|f| f.parse().ok());
-            (
-                uid.ok_or_else(|| format!("user {u:?}: bad /etc/passwd entry"))?,
-                gid,
-            )
-        }
-    };
-    let gid = match g {
-        None => primary.unwrap_or(0),
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => entry(group, g)
-                .and_then(|f| f.get(2).and_then(|f| f.parse().ok()))
-                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
-        },
-    };
-    Ok((uid, gid))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,27 +253,66 @@ mod tests {
     }
 
     #[test]
-    fn users_resolve_by_number_or_by_name_in_the_image() {
-        let passwd = "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n";
-        let group = "root:x:0:\nstaff:x:50:\n";
-        assert_eq!(resolve_user("", passwd, group), Ok((0, 0)));
-        assert_eq!(resolve_user("1000", passwd, group), Ok((1000, 0)));
-        assert_eq!(resolve_user("1000:7", passwd, group), Ok((1000, 7)));
-        assert_eq!(resolve_user("www", passwd, group), Ok((33, 34)));
-        assert_eq!(resolve_user("www:staff", passwd, group), Ok((33, 50)));
-        assert!(
-            resolve_user("nobody", passwd, group)
-                .unwrap_err()
-                .contains("nobody")
-        );
-    }
-
-    #[test]
     fn the_default_capabilities_are_docker_s_but_mknod() {
         let caps = default_capabilities();
         assert_eq!(caps.bits().count_ones(), 13);
         assert!(!caps.contains(CapabilitySet::MKNOD));
         assert!(!caps.contains(CapabilitySet::SYS_ADMIN));
         assert!(!caps.contains(CapabilitySet::NET_ADMIN));
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_capability_a_pod_may_name_is_one_bit_of_the_kernel_s() {
+        for name in crate::spec::security::CAPABILITIES {
+            let set = capability(name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(set.bits().count_ones(), 1, "{name}");
+            assert_eq!(capability(&format!("CAP_{name}")), Ok(set));
+        }
+        assert_eq!(capability("NET_ADMIN"), Ok(CapabilitySet::NET_ADMIN));
+        assert_eq!(capability("cap_net_admin"), Ok(CapabilitySet::NET_ADMIN));
+        // bit 12 in /proc/PID/status, as `capsh --decode` says.
+        assert_eq!(CapabilitySet::NET_ADMIN.bits(), 1 << 12);
+        assert_eq!(
+            capability("FLY"),
+            Err(CapabilityError::Unknown { name: "FLY".into() })
+        );
+        assert!(capability("").is_err());
+    }
+
+    #[test]
+    fn drop_all_then_add_then_drop_as_containerd_does() {
+        let set = |add: &[&str], drop: &[&str]| capabilities(&names(add), &names(drop));
+        assert_eq!(set(&[], &[]), Ok(default_capabilities()));
+        assert_eq!(set(&[], &["ALL"]), Ok(CapabilitySet::empty()));
+        // ALL goes first, whatever its place in the list.
+        assert_eq!(
+            set(&["NET_ADMIN"], &["CHOWN", "ALL"]),
+            Ok(CapabilitySet::NET_ADMIN)
+        );
+        assert_eq!(
+            set(&["CAP_SYS_TIME"], &["NET_RAW", "KILL"]),
+            Ok((default_capabilities() | CapabilitySet::SYS_TIME)
+                - CapabilitySet::NET_RAW
+                - CapabilitySet::KILL)
+        );
+        // Added and dropped: dropped.
+        assert_eq!(
+            set(&["NET_ADMIN"], &["ALL", "NET_ADMIN"]),
+            Ok(CapabilitySet::empty())
+        );
+        assert_eq!(
+            set(&["MKNOD"], &["ALL"]),
+            Err(CapabilityError::Withheld {
+                name: "MKNOD".into()
+            })
+        );
+        assert!(matches!(
+            set(&[], &["FLY"]),
+            Err(CapabilityError::Unknown { .. })
+        ));
     }
 }
