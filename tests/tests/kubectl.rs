@@ -1408,3 +1408,119 @@ fn server_side_apply_tracks_managers_and_names_their_conflicts() {
     ]);
     assert!(!labels.stdout.contains("tier"), "{}", labels.stdout);
 }
+
+/// A Deployment as charts write them: every field berth gives a meaning
+/// rather than refuses.
+const CHART: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: chart}
+spec:
+  selector: {matchLabels: {app: chart}}
+  template:
+    metadata: {labels: {app: chart}}
+    spec:
+      serviceAccountName: chart
+      automountServiceAccountToken: false
+      priorityClassName: high
+      imagePullSecrets: [{name: regcred}]
+      nodeSelector: {kubernetes.io/os: linux}
+      tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/os, operator: In, values: [linux]}]}]
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: chart}}}
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, fsGroup: 2000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: web
+        image: web:1
+        imagePullPolicy: IfNotPresent
+        ports: [{containerPort: 8080, protocol: TCP}]
+        terminationMessagePolicy: FallbackToLogsOnError
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+"#;
+
+#[test]
+fn a_chart_s_deployment_runs_shows_kubernetes_defaults_and_places_by_selector() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let chart = write(files.path(), "chart.yaml", CHART);
+    k.ok(&["apply", "-f", &chart]);
+    k.wait_for(
+        &["pods", "-l", "app=chart"],
+        "the chart's pod running",
+        |l| running(l, 1),
+    );
+    // Shown as a cluster shows it: the defaults filled in, the fields kept.
+    let shown = k.ok(&["get", "deployment", "chart", "-o", "json"]);
+    let d: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let spec = &d["spec"]["template"]["spec"];
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst", "{spec:#}");
+    assert_eq!(spec["schedulerName"], "default-scheduler");
+    assert_eq!(spec["serviceAccountName"], "chart");
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        spec["containers"][0]["terminationMessagePath"],
+        "/dev/termination-log"
+    );
+    assert_eq!(spec["securityContext"]["fsGroup"], 2000);
+    let pod = k.ok(&["get", "pods", "-l", "app=chart", "-o", "json"]);
+    let pod: serde_json::Value = serde_json::from_str(&pod.stdout).unwrap();
+    assert_eq!(pod["items"][0]["spec"]["enableServiceLinks"], true);
+    // diff sees nothing, and what get printed, replaced, rolls nothing out.
+    let diff = k.run(&["diff", "-f", &chart]);
+    assert!(diff.success, "{}{}", diff.stdout, diff.stderr);
+    let printed = write(files.path(), "printed.json", &shown.stdout);
+    k.ok(&["replace", "-f", &printed]);
+    let sets = k.ok(&["get", "replicasets", "-o", "name"]);
+    assert_eq!(sets.stdout.lines().count(), 1, "{}", sets.stdout);
+
+    // A pod no node matches waits, with kube-scheduler's reason.
+    let elsewhere = write(
+        files.path(),
+        "elsewhere.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: elsewhere}\nspec:\n  nodeSelector: {kubernetes.io/arch: s390x}\n  containers: [{name: web, image: web:1}]\n",
+    );
+    k.ok(&["apply", "-f", &elsewhere]);
+    k.wait_for(&["pod", "elsewhere"], "an unschedulable pod", |p| {
+        p["status"]["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("didn't match Pod's node affinity/selector"))
+    });
+    // A wasm guest is given no Linux capabilities.
+    let capable = write(
+        files.path(),
+        "capable.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: capable}\nspec:\n  containers:\n  - name: web\n    image: web:1\n    securityContext: {capabilities: {add: [NET_ADMIN]}}\n",
+    );
+    k.ok(&["apply", "-f", &capable]);
+    k.wait_for(&["pod", "capable"], "a refused wasm capability", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            == "CreateContainerConfigError"
+    });
+    // What berth cannot give is refused whole, the field named.
+    let privileged = write(
+        files.path(),
+        "privileged.yaml",
+        &CHART.replace("allowPrivilegeEscalation: false", "privileged: true"),
+    );
+    let refused = k.run(&["apply", "-f", &privileged]);
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .contains("spec.template.spec.containers[0].securityContext.privileged"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -584,7 +584,7 @@ async fn a_pod_pulls_from_a_private_registry_with_its_image_pull_secret() {
         let with = status("with");
         let without = status("without");
         let refused =
-            without["reason"] == "ErrImagePull" || without["reason"] == "CrashLoopBackOff";
+            without["reason"] == "ErrImagePull" || without["reason"] == "ImagePullBackOff";
         if berth_tests::kube::is_ready(&serde_json::json!({"status": with})) && refused {
             assert!(
                 without["message"].as_str().unwrap_or("").contains("401")

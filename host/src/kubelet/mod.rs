@@ -45,6 +45,35 @@ pub fn log_path(pod_dir: &std::path::Path, container: &str, run: u32) -> PathBuf
         .join(format!("{run}.log"))
 }
 
+/// The end of a failed container's log, when its
+/// `terminationMessagePolicy` is `FallbackToLogsOnError`: what the kubelet
+/// reports as its message (the last 80 lines, at most 2048 bytes).
+fn log_tail_if_asked(
+    pod: &Pod,
+    pod_dir: &std::path::Path,
+    container: &str,
+    run: u32,
+) -> Option<String> {
+    const LINES: usize = 80;
+    const BYTES: usize = 2048;
+    let spec = pod.spec.containers.iter().find(|c| c.name == container)?;
+    if spec.termination_message_policy.as_deref() != Some("FallbackToLogsOnError") {
+        return None;
+    }
+    let log = std::fs::read(log_path(pod_dir, container, run)).ok()?;
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+    if tail.len() > BYTES {
+        let mut cut = tail.len() - BYTES;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail.drain(..cut);
+    }
+    (!tail.is_empty()).then_some(tail)
+}
+
 /// Restart back-off: `base`, doubling, at most `cap`; forgotten once a pod
 /// has run for `reset`.
 #[derive(Debug, Clone, Copy)]
@@ -892,10 +921,13 @@ async fn run_pod(
                                     "container {container} could not run (code {}): {detail}",
                                     exited.code
                                 ),
-                                None => format!(
-                                    "container {container} exited with code {}",
-                                    exited.code
-                                ),
+                                None => log_tail_if_asked(&pod, &dir, &container, restarts)
+                                    .unwrap_or_else(|| {
+                                        format!(
+                                            "container {container} exited with code {}",
+                                            exited.code
+                                        )
+                                    }),
                             },
                         }
                     }
@@ -945,10 +977,17 @@ async fn run_pod(
             failure.reason,
             failure.message
         );
-        let reason = if delay.is_zero() {
-            failure.reason
-        } else {
-            "CrashLoopBackOff"
+        // As the kubelet words a wait: a pull that failed backs off as
+        // ImagePullBackOff, a configuration that cannot work says so until
+        // it is fixed, and a container that ran and failed is in
+        // CrashLoopBackOff.
+        let reason = match failure.reason {
+            _ if delay.is_zero() => failure.reason,
+            "ErrImagePull" | "ImagePullBackOff" => "ImagePullBackOff",
+            "CreateContainerConfigError" | "CreateContainerError" | "InvalidImageName" => {
+                failure.reason
+            }
+            _ => "CrashLoopBackOff",
         };
         if !delay.is_zero() {
             context.event(
