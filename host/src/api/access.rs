@@ -3,9 +3,15 @@
 //! SelfSubjectRulesReview. berth has one identity, the admin token, which
 //! may do everything, so every review is answered allowed.
 
+use axum::Json;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceRule, ResourceRule, SelfSubjectAccessReview, SelfSubjectRulesReview,
+    SubjectAccessReviewStatus, SubjectRulesReviewStatus,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::status::ApiError;
 
@@ -23,25 +29,57 @@ pub fn review(
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    let request: Value = super::rest::parse_body(headers, body)?;
-    if request["spec"].is_null() {
+    let request = super::rest::parse_body(headers, body)?;
+    // The answer carries no metadata, not even the `creationTimestamp:
+    // null` kube-apiserver writes: k8s-openapi leaves an unset one out,
+    // and clients read only the status.
+    let answer = if kind == "SelfSubjectAccessReview" {
+        Json(SelfSubjectAccessReview {
+            spec: spec_of(kind, request)?,
+            status: Some(SubjectAccessReviewStatus {
+                allowed: true,
+                reason: Some("berth's admin token may do everything".into()),
+                ..SubjectAccessReviewStatus::default()
+            }),
+            ..SelfSubjectAccessReview::default()
+        })
+        .into_response()
+    } else {
+        Json(SelfSubjectRulesReview {
+            spec: spec_of(kind, request)?,
+            status: Some(everything()),
+            ..SelfSubjectRulesReview::default()
+        })
+        .into_response()
+    };
+    Ok((StatusCode::CREATED, answer).into_response())
+}
+
+/// The spec of a review, which the answer repeats.
+fn spec_of<T: DeserializeOwned>(kind: &str, mut request: Value) -> Result<T, ApiError> {
+    let spec = request["spec"].take();
+    if spec.is_null() {
         return Err(ApiError::BadRequest(format!("a {kind} needs a spec")));
     }
-    let status = if kind == "SelfSubjectAccessReview" {
-        json!({"allowed": true, "reason": "berth's admin token may do everything"})
-    } else {
-        json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false,
-        })
-    };
-    let answer = json!({
-        "kind": kind,
-        "apiVersion": "authorization.k8s.io/v1",
-        "metadata": {"creationTimestamp": null},
-        "spec": request["spec"],
-        "status": status,
-    });
-    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+    serde_json::from_value(spec)
+        .map_err(|e| ApiError::BadRequest(format!("the spec of a {kind}: {e}")))
+}
+
+/// Every verb on every resource and every non-resource URL.
+fn everything() -> SubjectRulesReviewStatus {
+    let all = || Some(vec!["*".to_owned()]);
+    SubjectRulesReviewStatus {
+        resource_rules: vec![ResourceRule {
+            verbs: vec!["*".into()],
+            api_groups: all(),
+            resources: all(),
+            ..ResourceRule::default()
+        }],
+        non_resource_rules: vec![NonResourceRule {
+            verbs: vec!["*".into()],
+            non_resource_urls: all(),
+        }],
+        incomplete: false,
+        ..SubjectRulesReviewStatus::default()
+    }
 }

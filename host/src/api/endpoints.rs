@@ -15,6 +15,7 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
+use super::server::served;
 use super::status::ApiError;
 use crate::spec::objects::{IntOrString, Pod, Service, ServicePort};
 use crate::spec::{Kind, Object, status};
@@ -122,10 +123,6 @@ fn metadata(record: &Record, name: String, labels: BTreeMap<String, String>) -> 
         labels: (!labels.is_empty()).then_some(labels),
         ..ObjectMeta::default()
     }
-}
-
-fn served(object: impl serde::Serialize) -> Value {
-    serde_json::to_value(object).expect("Kubernetes objects serialise")
 }
 
 fn protocol(port: &ServicePort) -> Option<String> {

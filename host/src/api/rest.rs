@@ -14,14 +14,21 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, ServiceAccount};
+use k8s_openapi::api::events::v1 as events;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::KubeApi;
 use super::resources::{self, Resource, Source};
 use super::selector::{FieldSelector, LabelSelector};
+use super::server::served;
 use super::status::{ApiError, Cause};
 use super::table::{self, Include};
-use crate::spec::{Kind, Object, Status};
+use crate::spec::{Kind, Object, Status, status};
 use crate::state::Store;
 
 /// The largest request body taken, as kube-apiserver's limit: more is 413.
@@ -360,14 +367,14 @@ pub fn read_all(
                 .into_iter()
                 .filter(|ns| namespace.is_none_or(|want| want == ns))
                 .map(|ns| {
-                    json!({
-                        "apiVersion": "v1", "kind": "ServiceAccount",
-                        "metadata": {
-                            "name": "default", "namespace": ns,
-                            "uid": format!("berth-sa-{ns}"), "resourceVersion": "1",
-                            "creationTimestamp": api.started,
-                        },
-                        "automountServiceAccountToken": false,
+                    served(ServiceAccount {
+                        metadata: api.made_up_metadata(
+                            "default",
+                            Some(&ns),
+                            format!("berth-sa-{ns}"),
+                        ),
+                        automount_service_account_token: Some(false),
+                        ..ServiceAccount::default()
                     })
                 })
                 .collect()
@@ -377,13 +384,14 @@ pub fn read_all(
         Source::RuntimeClasses => ["linux", "wasm"]
             .iter()
             .map(|class| {
-                json!({
-                    "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                    "metadata": {
-                        "name": class, "uid": format!("berth-runtimeclass-{class}"),
-                        "resourceVersion": "1", "creationTimestamp": api.started,
-                    },
-                    "handler": class,
+                served(RuntimeClass {
+                    metadata: api.made_up_metadata(
+                        class,
+                        None,
+                        format!("berth-runtimeclass-{class}"),
+                    ),
+                    handler: (*class).to_owned(),
+                    ..RuntimeClass::default()
                 })
             })
             .collect(),
@@ -393,55 +401,84 @@ pub fn read_all(
 
 /// A stored event as a core/v1 or events.k8s.io/v1 Event.
 fn event_object(resource: &Resource, id: i64, e: &crate::state::Event, uid: Option<&str>) -> Value {
-    let name = format!("{}.{id:016x}", e.name);
-    let mut involved = json!({
-        "kind": e.kind,
-        "namespace": e.namespace,
-        "name": e.name,
-        "apiVersion": Kind::parse(&e.kind).map_or("v1", Kind::api_version),
-    });
-    if let Some(uid) = uid {
-        involved["uid"] = uid.into();
-    }
-    let metadata = json!({
-        "name": name,
-        "namespace": e.namespace,
-        "uid": format!("berth-event-{id}"),
-        "resourceVersion": id.to_string(),
-        "creationTimestamp": e.time,
-    });
+    let regarding = ObjectReference {
+        api_version: Some(
+            Kind::parse(&e.kind)
+                .map_or("v1", Kind::api_version)
+                .to_owned(),
+        ),
+        kind: Some(e.kind.clone()),
+        namespace: Some(e.namespace.clone()),
+        name: Some(e.name.clone()),
+        uid: uid.map(str::to_owned),
+        ..ObjectReference::default()
+    };
+    let metadata = ObjectMeta {
+        name: Some(format!("{}.{id:016x}", e.name)),
+        namespace: Some(e.namespace.clone()),
+        uid: Some(format!("berth-event-{id}")),
+        resource_version: Some(id.to_string()),
+        creation_timestamp: status::time(&e.time),
+        ..ObjectMeta::default()
+    };
     if resource.group == "events.k8s.io" {
-        json!({
-            "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": metadata,
-            "eventTime": null,
-            "deprecatedFirstTimestamp": e.time,
-            "deprecatedLastTimestamp": e.time,
-            "deprecatedCount": 1,
-            "reportingController": "berth",
-            "reportingInstance": "berth",
-            "action": e.reason,
-            "reason": e.reason,
-            "regarding": involved,
-            "note": e.message,
-            "type": e.kind_of_event,
-        })
+        events_v1_event(metadata, regarding, e)
     } else {
-        json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": metadata,
-            "involvedObject": involved,
-            "reason": e.reason,
-            "message": e.message,
-            "source": {"component": "berth"},
-            "firstTimestamp": e.time,
-            "lastTimestamp": e.time,
-            "count": 1,
-            "type": e.kind_of_event,
-            "reportingComponent": "berth",
-            "reportingInstance": "berth",
-        })
+        core_v1_event(metadata, regarding, e)
     }
+}
+
+/// The events.k8s.io/v1 form of a stored event.
+fn events_v1_event(
+    metadata: ObjectMeta,
+    regarding: ObjectReference,
+    e: &crate::state::Event,
+) -> Value {
+    let mut event = served(events::Event {
+        metadata,
+        deprecated_first_timestamp: status::time(&e.time),
+        deprecated_last_timestamp: status::time(&e.time),
+        deprecated_count: Some(1),
+        reporting_controller: Some("berth".into()),
+        reporting_instance: Some("berth".into()),
+        action: Some(e.reason.clone()),
+        reason: Some(e.reason.clone()),
+        regarding: Some(regarding),
+        note: Some(e.message.clone()),
+        type_: Some(e.kind_of_event.clone()),
+        ..events::Event::default()
+    });
+    // berth records events the core/v1 way, without a microsecond
+    // eventTime. kube-apiserver serves such an event with `eventTime:
+    // null`, the field being required in this group; k8s-openapi leaves a
+    // None out, so put the null back.
+    event["eventTime"] = Value::Null;
+    event
+}
+
+/// The core/v1 form of a stored event, which `kubectl describe` reads.
+fn core_v1_event(
+    metadata: ObjectMeta,
+    involved: ObjectReference,
+    e: &crate::state::Event,
+) -> Value {
+    served(Event {
+        metadata,
+        involved_object: involved,
+        reason: Some(e.reason.clone()),
+        message: Some(e.message.clone()),
+        source: Some(EventSource {
+            component: Some("berth".into()),
+            ..EventSource::default()
+        }),
+        first_timestamp: status::time(&e.time),
+        last_timestamp: status::time(&e.time),
+        count: Some(1),
+        type_: Some(e.kind_of_event.clone()),
+        reporting_component: Some("berth".into()),
+        reporting_instance: Some("berth".into()),
+        ..Event::default()
+    })
 }
 
 /// The selectors of a list or watch.
@@ -1269,23 +1306,31 @@ async fn patch(
 
 /// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
 fn scale_of(object: &Value) -> Value {
-    let selector = super::table::selector_text(&object["spec"]["selector"]);
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": object["metadata"]["name"],
-            "namespace": object["metadata"]["namespace"],
-            "uid": object["metadata"]["uid"],
-            "resourceVersion": object["metadata"]["resourceVersion"],
-            "creationTimestamp": object["metadata"]["creationTimestamp"],
+    let meta = ObjectMeta::deserialize(&object["metadata"]).unwrap_or_default();
+    served(Scale {
+        // Only what names and versions the scaled object: a Scale carries
+        // none of its labels or annotations.
+        metadata: ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            creation_timestamp: meta.creation_timestamp,
+            ..ObjectMeta::default()
         },
-        "spec": {"replicas": object["spec"]["replicas"].as_u64().unwrap_or(1)},
-        "status": {
-            "replicas": object["status"]["replicas"].as_u64().unwrap_or(0),
-            "selector": selector,
-        },
+        spec: Some(ScaleSpec {
+            replicas: Some(replicas(&object["spec"]["replicas"]).unwrap_or(1)),
+        }),
+        status: Some(ScaleStatus {
+            replicas: replicas(&object["status"]["replicas"]).unwrap_or(0),
+            selector: Some(super::table::selector_text(&object["spec"]["selector"])),
+        }),
     })
+}
+
+/// A replica count as served, if it is one.
+fn replicas(count: &Value) -> Option<i32> {
+    count.as_u64().and_then(|n| i32::try_from(n).ok())
 }
 
 /// An update's answer turned into the Scale it leaves.
@@ -1622,5 +1667,66 @@ mod tests {
         let token = encode_continue(5, &json!({"metadata": {"namespace": "a", "name": "b"}}));
         assert_eq!(decode_continue(&token).unwrap(), ("a".into(), "b".into()));
         assert!(decode_continue("!!").is_err());
+    }
+
+    fn event() -> crate::state::Event {
+        crate::state::Event {
+            time: "2024-01-02T03:04:05Z".into(),
+            namespace: "default".into(),
+            kind: "Pod".into(),
+            name: "web-1".into(),
+            kind_of_event: "Normal".into(),
+            reason: "Scheduled".into(),
+            message: "assigned to berth".into(),
+        }
+    }
+
+    #[test]
+    fn a_core_event_names_what_it_is_about() {
+        let resource = resources::find("", "v1", "events").unwrap();
+        let e = event_object(resource, 1, &event(), Some("u1"));
+        assert_eq!(e["apiVersion"], "v1");
+        assert_eq!(e["metadata"]["name"], "web-1.0000000000000001");
+        assert_eq!(e["metadata"]["creationTimestamp"], "2024-01-02T03:04:05Z");
+        assert_eq!(
+            e["involvedObject"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "default",
+                   "name": "web-1", "uid": "u1"})
+        );
+        assert_eq!(e["source"], json!({"component": "berth"}));
+        assert_eq!(e["count"], 1);
+    }
+
+    #[test]
+    fn an_events_k8s_io_event_keeps_its_required_event_time_as_null() {
+        let resource = resources::find("events.k8s.io", "v1", "events").unwrap();
+        let e = event_object(resource, 1, &event(), None);
+        assert_eq!(e["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(e.get("eventTime"), Some(&Value::Null));
+        assert_eq!(e["deprecatedFirstTimestamp"], "2024-01-02T03:04:05Z");
+        assert_eq!(e["regarding"]["name"], "web-1");
+        assert_eq!(e["regarding"].get("uid"), None);
+        assert_eq!(e["note"], "assigned to berth");
+    }
+
+    #[test]
+    fn a_scale_carries_the_identity_and_replicas_of_its_deployment() {
+        let deployment = json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1",
+                         "resourceVersion": "7", "creationTimestamp": "2024-01-01T00:00:00Z",
+                         "labels": {"app": "web"}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"replicas": 2},
+        });
+        assert_eq!(
+            scale_of(&deployment),
+            json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": "web", "namespace": "shop", "uid": "u1",
+                             "resourceVersion": "7", "creationTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"replicas": 3},
+                "status": {"replicas": 2, "selector": "app=web"},
+            })
+        );
     }
 }

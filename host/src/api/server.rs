@@ -1,7 +1,7 @@
 //! The Kubernetes API's front: its routes, bearer-token authentication, the
 //! request body limit, and the HTTPS listener (rustls, HTTP/1.1 and h2).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -10,11 +10,18 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::{
+    Namespace, NamespaceSpec, NamespaceStatus, Node, NodeCondition, NodeSpec, NodeStatus,
+    NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::ApiState;
 use super::status::ApiError;
+use crate::spec::status;
 
 /// What the Kubernetes API serves from.
 pub struct KubeApi {
@@ -40,62 +47,107 @@ impl std::fmt::Debug for KubeApi {
 }
 
 impl KubeApi {
+    /// The metadata of an object berth makes up rather than stores: it
+    /// never changes, so it stays at resourceVersion 1 and dates from the
+    /// daemon's start.
+    pub(super) fn made_up_metadata(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+        uid: String,
+    ) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: namespace.map(str::to_owned),
+            uid: Some(uid),
+            resource_version: Some("1".into()),
+            creation_timestamp: status::time(&self.started),
+            ..ObjectMeta::default()
+        }
+    }
+
     /// The `default` namespace, which exists whether or not it is stored.
     pub fn default_namespace(&self) -> Value {
-        json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": "default",
-                "uid": "berth-namespace-default",
-                "resourceVersion": "1",
-                "creationTimestamp": self.started,
-                "labels": {"kubernetes.io/metadata.name": "default"},
+        let labels = BTreeMap::from([("kubernetes.io/metadata.name".into(), "default".into())]);
+        served(Namespace {
+            metadata: ObjectMeta {
+                labels: Some(labels),
+                ..self.made_up_metadata("default", None, "berth-namespace-default".into())
             },
-            "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": "Active"},
+            spec: Some(NamespaceSpec {
+                finalizers: Some(vec!["kubernetes".into()]),
+            }),
+            status: Some(NamespaceStatus {
+                phase: Some("Active".into()),
+                ..NamespaceStatus::default()
+            }),
         })
     }
 
     /// A configured node as a core/v1 Node: its capacity, and Ready.
     pub fn node_object(&self, node: &crate::scheduler::Node) -> Value {
-        let memory_ki = node.memory_bytes / 1024;
-        let capacity = json!({
-            "cpu": format!("{}m", node.cpu_millis),
-            "memory": format!("{memory_ki}Ki"),
-            "pods": node.max_pods.to_string(),
-        });
-        let (major, minor, patch) = super::discovery::KUBERNETES_VERSION;
-        json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": node.name,
-                "uid": format!("berth-node-{}", node.name),
-                "resourceVersion": "1",
-                "creationTimestamp": self.started,
-                "labels": node.labels(),
+        let capacity = capacity(node);
+        served(Node {
+            metadata: ObjectMeta {
+                labels: Some(node.labels()),
+                ..self.made_up_metadata(&node.name, None, format!("berth-node-{}", node.name))
             },
-            "spec": {},
-            "status": {
-                "capacity": capacity,
-                "allocatable": capacity,
-                "conditions": [{
-                    "type": "Ready", "status": "True", "reason": "KubeletReady",
-                    "message": "berth is running pods on this node",
-                    "lastHeartbeatTime": self.started, "lastTransitionTime": self.started,
-                }],
-                "nodeInfo": {
-                    "kubeletVersion": format!("v{major}.{minor}.{patch}+berth"),
-                    "containerRuntimeVersion": format!("berth://{}", env!("CARGO_PKG_VERSION")),
-                    "operatingSystem": "linux",
-                    "architecture": crate::scheduler::arch(),
-                    "osImage": "", "kernelVersion": "", "kubeProxyVersion": "",
-                    "machineID": "", "systemUUID": "", "bootID": "",
-                },
-            },
+            // Present though empty, as a kubelet's node without taints or
+            // a pod CIDR shows it.
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(capacity.clone()),
+                capacity: Some(capacity),
+                conditions: Some(vec![self.node_ready()]),
+                node_info: Some(node_info()),
+                ..NodeStatus::default()
+            }),
         })
     }
+
+    /// Ready since the daemon started: berth's kubelet is the daemon.
+    fn node_ready(&self) -> NodeCondition {
+        NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("berth is running pods on this node".into()),
+            last_heartbeat_time: status::time(&self.started),
+            last_transition_time: status::time(&self.started),
+        }
+    }
+}
+
+/// What `node` offers pods; berth keeps back nothing for itself, so this is
+/// its allocatable too.
+fn capacity(node: &crate::scheduler::Node) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".into(), Quantity(format!("{}m", node.cpu_millis))),
+        (
+            "memory".into(),
+            Quantity(format!("{}Ki", node.memory_bytes / 1024)),
+        ),
+        ("pods".into(), Quantity(node.max_pods.to_string())),
+    ])
+}
+
+/// The versions kubectl shows for a node. The fields berth has no answer
+/// for are empty strings, as Kubernetes requires them present.
+fn node_info() -> NodeSystemInfo {
+    let (major, minor, patch) = super::discovery::KUBERNETES_VERSION;
+    NodeSystemInfo {
+        kubelet_version: format!("v{major}.{minor}.{patch}+berth"),
+        container_runtime_version: format!("berth://{}", env!("CARGO_PKG_VERSION")),
+        operating_system: "linux".into(),
+        architecture: crate::scheduler::arch().into(),
+        ..NodeSystemInfo::default()
+    }
+}
+
+/// A Kubernetes object as the JSON the API answers with; k8s-openapi
+/// writes the apiVersion and kind of a top-level resource itself.
+pub(super) fn served(object: impl serde::Serialize) -> Value {
+    serde_json::to_value(object).expect("Kubernetes objects serialise")
 }
 
 /// The routes of the Kubernetes API (no authentication: see [`with_token`]).
