@@ -15,7 +15,7 @@ GUESTS = os.path.join(ROOT, "guests/target/wasm32-wasip2/release")
 
 def build(*guests):
     """Release builds of berth and of the named guests."""
-    subprocess.run(["cargo", "build", "--release", "-p", "berth"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "berth", "-p", "berth-linux"], cwd=ROOT, check=True)
     for guest in guests:
         subprocess.run(["cargo", "build", "--release", "-p", guest], cwd=os.path.join(ROOT, "guests"), check=True)
 

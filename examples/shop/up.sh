@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release -p berth
+cargo build --release -p berth -p berth-linux
 # A data dir of its own, so the example never meets the user's other pods.
 export BERTH_HOME="${BERTH_HOME:-${TMPDIR:-/tmp}/berth-shop-example}"
 exec target/release/berth up examples/shop --ingress "${INGRESS:-127.0.0.1:8080}" "$@"

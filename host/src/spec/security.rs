@@ -285,6 +285,16 @@ mod tests {
     }
 
     #[test]
+    fn every_capability_a_pod_may_name_is_one_bit_of_the_kernel_s() {
+        use crate::runtime::linux::plan::capability;
+        for name in CAPABILITIES {
+            let set = capability(name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(set.bits().count_ones(), 1, "{name}");
+            assert_eq!(capability(&format!("CAP_{name}")), Ok(set));
+        }
+    }
+
+    #[test]
     fn grants_berth_cannot_give_are_refused_by_path() {
         let refused = |c: SecurityContext| check_container(&c, "c").unwrap_err().0;
         let privileged = SecurityContext {

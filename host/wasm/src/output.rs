@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use crate::runtime::LogFile;
+use berth_runtime::LogFile;
 
 /// A line longer than this is logged in pieces.
 const MAX_LINE: usize = 16 << 10;

@@ -1,8 +1,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::spec::Quantity;
-
 /// Why a workload could not start. Each names the file and the stage.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -67,7 +65,7 @@ pub enum GuestFailure {
     CpuTimeExceeded(Duration),
     #[error(
         "exceeded its memory limit of {} (asked for {requested} bytes in all); then {trap}",
-        Quantity::from_units(*limit)
+        binary_units(*limit)
     )]
     MemoryExceeded {
         limit: u64,
@@ -86,4 +84,21 @@ pub enum GuestFailure {
     ResponseTimeout(Duration),
     #[error("could not be reached: {0}")]
     Unreachable(String),
+}
+
+/// `64Mi` for 67108864: bytes as Kubernetes writes a quantity of them.
+pub fn binary_units(bytes: u64) -> String {
+    for (shift, suffix) in [
+        (60, "Ei"),
+        (50, "Pi"),
+        (40, "Ti"),
+        (30, "Gi"),
+        (20, "Mi"),
+        (10, "Ki"),
+    ] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }

@@ -12,9 +12,9 @@ use std::process::exit;
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
-        Some("init") if argv.len() == 2 => berth::runtime::linux::init::main(),
+        Some("init") if argv.len() == 2 => berth_linux::init::main(),
         Some("exec") if argv.len() >= 5 => {
-            berth::runtime::linux::init::exec_main(&argv[2], &argv[3], &argv[4..])
+            berth_linux::init::exec_main(&argv[2], &argv[3], &argv[4..])
         }
         _ => {
             eprintln!(

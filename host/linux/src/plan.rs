@@ -68,7 +68,7 @@ pub fn capabilities(add: &[String], drop: &[String]) -> Result<CapabilitySet, Ca
 
 /// One capability by its name (`NET_ADMIN`, `CAP_NET_ADMIN`, any case):
 /// rustix names its constants as the kernel does, without `CAP_`.
-fn capability(name: &str) -> Result<CapabilitySet, CapabilityError> {
+pub fn capability(name: &str) -> Result<CapabilitySet, CapabilityError> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
     CapabilitySet::from_name(bare)
@@ -266,12 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn every_capability_a_pod_may_name_is_one_bit_of_the_kernel_s() {
-        for name in crate::spec::security::CAPABILITIES {
-            let set = capability(name).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(set.bits().count_ones(), 1, "{name}");
-            assert_eq!(capability(&format!("CAP_{name}")), Ok(set));
-        }
+    fn a_capability_is_named_as_the_kernel_names_it() {
         assert_eq!(capability("NET_ADMIN"), Ok(CapabilitySet::NET_ADMIN));
         assert_eq!(capability("cap_net_admin"), Ok(CapabilitySet::NET_ADMIN));
         // bit 12 in /proc/PID/status, as `capsh --decode` says.

@@ -23,7 +23,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::engine::POOL_SLOTS;
 use super::limits::{CpuBudget, CpuMeter, CpuQuota, MemoryBudget};
 use super::sandbox::{OutboundHooks, Sandbox};
-use crate::runtime::{
+use berth_runtime::{
     Body, BoxError, BoxFuture, GuestFailure, Limits, RuntimeError, ServeError, Workload,
     WorkloadSpec,
 };

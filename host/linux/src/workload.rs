@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{oneshot, watch};
 
 use super::{Container, Exit};
-use crate::runtime::{Body, BoxError, BoxFuture, Exited, GuestFailure, ServeError, Workload};
+use berth_runtime::{Body, BoxError, BoxFuture, Exited, GuestFailure, ServeError, Workload};
 
 type Connect = (
     SocketAddr,

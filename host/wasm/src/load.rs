@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::workload::Host;
-use crate::runtime::RuntimeError;
+use berth_runtime::RuntimeError;
 
 const HANDLER: &str = "wasi:http/incoming-handler@0.2";
 

@@ -23,7 +23,7 @@ use wasmtime::component::Linker;
 
 pub use load::{BinaryKind, binary_kind};
 
-use crate::runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
+use berth_runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
 use epoch::EpochTicker;
 use workload::{Host, WasmWorkload};
 

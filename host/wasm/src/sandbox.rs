@@ -16,11 +16,11 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::output::GuestOutput;
-use crate::runtime::{Capabilities, OutboundRule, RuntimeError, Services};
+use berth_runtime::{Capabilities, OutboundRule, RuntimeError, Services};
 
 pub(super) struct Sandbox {
     workload: Arc<str>,
-    log: Option<Arc<crate::runtime::LogFile>>,
+    log: Option<Arc<berth_runtime::LogFile>>,
     env: Vec<(String, String)>,
     dirs: Vec<GrantedDir>,
     outbound: Arc<OutboundPolicy>,
@@ -52,7 +52,7 @@ impl Sandbox {
     pub(super) fn new(
         workload: &str,
         caps: &Capabilities,
-        log: Option<Arc<crate::runtime::LogFile>>,
+        log: Option<Arc<berth_runtime::LogFile>>,
     ) -> Result<Self, RuntimeError> {
         let mut dirs = Vec::with_capacity(caps.dirs.len());
         for grant in &caps.dirs {
@@ -370,7 +370,7 @@ impl WasiHttpHooks for OutboundHooks {
                     tracing::debug!(workload = %policy.workload, %uri, "service call");
                     drop(fut);
                     let request = request.map(|body| {
-                        body.map_err(|e| Box::new(e) as crate::runtime::BoxError)
+                        body.map_err(|e| Box::new(e) as berth_runtime::BoxError)
                             .boxed_unsync()
                     });
                     // The guest's own patience, as over a network: the
