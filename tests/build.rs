@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Package names; cargo names a cdylib's output with underscores.
+/// Package names; cargo names a cdylib's output with underscores (`tool`
+/// is a binary: a command component).
 /// (examples/shop's guests are built by its own berth.toml files.)
-const GUESTS: &[&str] = &["hello", "echo", "misbehave", "legacy-hello"];
+const GUESTS: &[&str] = &["hello", "echo", "misbehave", "legacy-hello", "tool"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

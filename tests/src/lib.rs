@@ -18,6 +18,8 @@ pub mod guests {
     pub const HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/hello.wasm");
     pub const ECHO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/echo.wasm");
     pub const MISBEHAVE: &str = concat!(env!("BERTH_GUESTS_DIR"), "/misbehave.wasm");
+    /// A command component (wasi:cli/run), run to completion.
+    pub const TOOL: &str = concat!(env!("BERTH_GUESTS_DIR"), "/tool.wasm");
     /// Built against wasi:http@0.2.0 with raw bindings.
     pub const LEGACY_HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/legacy_hello.wasm");
 }
@@ -127,6 +129,8 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
 #[derive(Debug)]
 pub struct Finished {
     pub success: bool,
+    /// Its exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -151,6 +155,31 @@ pub fn berth_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished 
         .expect("running berth");
     Finished {
         success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// [`berth_with`], with `stdin` as its standard input.
+pub fn berth_input(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Finished {
+    use std::io::Write as _;
+    let mut child = Command::new(berth_bin())
+        .args(args)
+        .env("BERTH_HOME", home)
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning berth");
+    // A command that never reads its input closes it early: not an error.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().expect("waiting for berth");
+    Finished {
+        success: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

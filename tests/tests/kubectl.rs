@@ -59,6 +59,7 @@ impl Kubectl {
             .expect("running kubectl");
         Finished {
             success: out.status.success(),
+            code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }

@@ -619,3 +619,148 @@ fn a_memory_limit_below_the_components_own_memory_fails_at_start() {
         out.stderr
     );
 }
+
+/// `berth run TOOL.wasm -- ARGS` in a home of its own, with `stdin`.
+fn run_tool(args: &[&str], stdin: &str) -> berth_tests::Finished {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::berth_input(home.path(), args, &[], stdin)
+}
+
+#[test]
+fn a_command_runs_to_completion_with_its_arguments_env_and_stdin() {
+    let out = run_tool(&["run", guests::TOOL, "--", "args", "a", "b c"], "");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "tool.wasm args a b c\n");
+    // Only the environment it is given.
+    let out = run_tool(
+        &[
+            "run",
+            "-e",
+            "GREETING=hi",
+            guests::TOOL,
+            "--",
+            "env",
+            "GREETING",
+            "HOME",
+        ],
+        "",
+    );
+    assert_eq!(out.stdout, "GREETING=hi\nHOME=\n");
+    // Standard input only with -i, as docker run.
+    let read = run_tool(&["run", "-i", guests::TOOL, "--", "upper"], "quiet words\n");
+    assert_eq!(read.stdout, "QUIET WORDS\n");
+    let unread = run_tool(&["run", guests::TOOL, "--", "upper"], "quiet words\n");
+    assert_eq!(unread.stdout, "");
+    // Its exit status is berth's: WASI 0.2's exit says failure as 1.
+    let failed = run_tool(&["run", guests::TOOL, "--", "exit", "7"], "");
+    assert_eq!(failed.code, Some(1));
+    assert!(
+        failed.stderr.contains("leaving with 7"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        run_tool(&["run", guests::TOOL, "--", "exit", "0"], "").code,
+        Some(0)
+    );
+}
+
+#[test]
+fn a_command_gets_only_the_directories_granted_and_stays_in_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let rw = format!("{}:/data:rw", dir.path().display());
+    let ro = format!("{}:/data", dir.path().display());
+    let wrote = run_tool(
+        &[
+            "run",
+            "--dir",
+            &rw,
+            guests::TOOL,
+            "--",
+            "write",
+            "/data/note",
+            "kept",
+        ],
+        "",
+    );
+    assert_eq!(wrote.code, Some(0), "{}", wrote.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("note")).unwrap(),
+        "kept"
+    );
+    let refused = run_tool(
+        &[
+            "run",
+            "--dir",
+            &ro,
+            guests::TOOL,
+            "--",
+            "write",
+            "/data/other",
+            "x",
+        ],
+        "",
+    );
+    assert_eq!(refused.code, Some(1));
+    assert!(!dir.path().join("other").exists());
+    let read = run_tool(
+        &[
+            "run",
+            "--dir",
+            &ro,
+            guests::TOOL,
+            "--",
+            "read",
+            "/data/note",
+        ],
+        "",
+    );
+    assert_eq!(read.stdout, "kept");
+    // Nothing of the host but what was granted.
+    let host = run_tool(&["run", guests::TOOL, "--", "read", "/etc/passwd"], "");
+    assert_eq!(host.code, Some(1));
+
+    // --timeout is the whole run's CPU time; a spinning guest is stopped
+    // and the limit named.
+    let started = Instant::now();
+    let spun = run_tool(
+        &["run", "--timeout", "300ms", guests::TOOL, "--", "spin"],
+        "",
+    );
+    assert_eq!(spun.code, Some(134));
+    assert!(
+        spun.stderr.contains("CPU time limit of 300ms"),
+        "{}",
+        spun.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let big = run_tool(
+        &["run", "--memory", "16Mi", guests::TOOL, "--", "alloc", "64"],
+        "",
+    );
+    assert_eq!(big.code, Some(134));
+    assert!(
+        big.stderr.contains("memory limit of 16Mi"),
+        "{}",
+        big.stderr
+    );
+    let fits = run_tool(
+        &["run", "--memory", "16Mi", guests::TOOL, "--", "alloc", "4"],
+        "",
+    );
+    assert_eq!(fits.stdout, "kept 4 MiB\n", "{}", fits.stderr);
+    let panicked = run_tool(&["run", guests::TOOL, "--", "panic"], "");
+    assert_eq!(panicked.code, Some(134));
+    assert!(panicked.stderr.contains("as asked"), "{}", panicked.stderr);
+}
+
+#[test]
+fn an_http_component_takes_no_arguments_and_a_command_is_not_served() {
+    let out = run_tool(&["run", guests::HELLO, "--", "x"], "");
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("is an HTTP component"),
+        "{}",
+        out.stderr
+    );
+}

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use berth_tests::{
-    BerthRun, DockerRegistry, Finished, berth, berth_bin, free_port, get, guests, ok, wait_for_port,
+    BerthRun, DockerRegistry, berth, berth_bin, berth_input as berth_with, free_port, get, guests,
+    ok, wait_for_port,
 };
 
 /// An app image: the echo guest and a static bundle.
@@ -26,31 +27,6 @@ fn build_app(home: &Path, tag: &str) -> String {
     let out = berth(home, &["build", app.path().to_str().unwrap(), "-t", tag]);
     assert!(out.success, "{}", out.stderr);
     out.stdout.split_whitespace().last().unwrap().to_owned()
-}
-
-/// `berth ARGS` with extra environment and stdin.
-fn berth_with(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Finished {
-    let mut child = Command::new(berth_bin())
-        .args(args)
-        .env("BERTH_HOME", home)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning berth");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Finished {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn berth_registry(root: &Path, listen: &str, extra: &[&str]) -> BerthRun {

@@ -24,6 +24,12 @@ pub enum RuntimeError {
         path.display()
     )]
     NoHandler { path: PathBuf, exports: String },
+    #[error(
+        "{} does not export wasi:cli/run, so it is not a command to run (it exports: {exports}); \
+         an HTTP component is served: berth run FILE without arguments",
+        path.display()
+    )]
+    NotCommand { path: PathBuf, exports: String },
     #[error("linking {}: {reason}", path.display())]
     Link { path: PathBuf, reason: String },
     #[error("instantiating {}: {reason}", path.display())]

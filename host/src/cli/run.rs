@@ -54,9 +54,15 @@ pub struct RunArgs {
     #[arg(long)]
     cpus: Option<Quantity>,
 
-    /// CPU time one request may use.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
+    /// CPU time one request may use (30s unless given); for a command, the
+    /// whole run's (unlimited unless given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// A command reads berth's standard input (else it reads nothing), as
+    /// `docker run -i`.
+    #[arg(short = 'i', long)]
+    interactive: bool,
 
     /// Wall-clock time a request may wait for the guest's response to start
     /// (then 504), whatever the guest is waiting on.
@@ -81,9 +87,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1024)]
     pids_limit: u64,
 
-    /// Linux images: the command to run instead of the image's Cmd (its
-    /// Entrypoint stays), as `docker run IMAGE CMD...` does.
-    #[arg(last = true, value_name = "CMD")]
+    /// A command component's arguments; for a Linux image, the command to
+    /// run instead of the image's Cmd (its Entrypoint stays), as `docker
+    /// run IMAGE CMD...` does.
+    #[arg(last = true, value_name = "ARGS")]
     command: Vec<String>,
 }
 
@@ -285,6 +292,38 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `berth run TOOL.wasm [-- ARGS]`: the command to completion, as
+/// `wasmtime run` (and `docker run --rm`) runs one: its output on berth's,
+/// its exit code berth's; a trap or a limit is named on stderr.
+async fn run_command(
+    runtime: &WasmRuntime,
+    mut spec: WorkloadSpec,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    // The whole run's CPU time: none unless asked, as a shell gives.
+    spec.limits.cpu_time = args.timeout.unwrap_or(Duration::MAX);
+    let name = Path::new(&args.component)
+        .file_name()
+        .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
+    let invocation = crate::runtime::wasm::Invocation {
+        args: std::iter::once(name)
+            .chain(args.command.iter().cloned())
+            .collect(),
+        stdin: args.interactive,
+    };
+    let finished = tokio::select! {
+        finished = runtime.run_command(spec, invocation) => finished?,
+        // As a shell's child: Ctrl-C ends it, with the signal's status.
+        _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(130)),
+    };
+    if let Some(failure) = &finished.failure {
+        eprintln!("berth: {}: {failure}", args.component);
+    }
+    Ok(ExitCode::from(
+        u8::try_from(finished.code & 0xff).unwrap_or(1),
+    ))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some((reference, image)) = linux_image(&args.component)? {
         return run_linux(&args, &reference, &image);
@@ -297,20 +336,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let target = resolve_target(&args.component)?;
     let mut dirs = target.mounts;
-    dirs.extend(args.dirs);
+    dirs.extend(args.dirs.iter().cloned());
     let spec = WorkloadSpec {
         name: target.name,
         component: target.component,
         capabilities: Capabilities {
-            env: args.env,
+            env: args.env.clone(),
             dirs,
-            outbound: args.outbound,
+            outbound: args.outbound.clone(),
             services: None,
         },
         log: None,
         limits: Limits {
             memory,
-            cpu_time: args.timeout,
+            cpu_time: args.timeout.unwrap_or(Limits::default().cpu_time),
             cpu_millis: cpu_millis(&args.cpus)?,
             response_timeout: args.response_timeout,
             max_concurrency: args.max_concurrency.max(1),
@@ -328,6 +367,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = WasmRuntime::new(WasmRuntimeConfig {
         cache_dir: Some(home::compile_cache_dir()),
     })?;
+    let worlds = runtime.worlds(&spec.component)?;
+    if worlds.command && !worlds.http {
+        let finished = tokio.block_on(run_command(&runtime, spec, &args));
+        tokio.shutdown_timeout(Duration::from_secs(1));
+        drop(runtime);
+        return finished;
+    }
+    if !args.command.is_empty() {
+        anyhow::bail!(
+            "{} is an HTTP component: it is served, and takes no arguments (a command \
+             component, one exporting wasi:cli/run, does)",
+            args.component
+        );
+    }
     let served = tokio.block_on(async {
         let shutdown = super::shutdown_on_signal()?;
 

@@ -7,6 +7,7 @@
 //! gets a fresh instance from the pool, with the capabilities its
 //! [`sandbox::Sandbox`] grants and the limits in `limits.rs`.
 
+mod command;
 mod engine;
 mod epoch;
 mod limits;
@@ -21,7 +22,8 @@ use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-pub use load::{BinaryKind, binary_kind};
+pub use command::{Finished, Invocation, TRAPPED};
+pub use load::{BinaryKind, Worlds, binary_kind};
 
 use berth_runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
 use epoch::EpochTicker;
@@ -71,6 +73,34 @@ impl WasmRuntime {
     /// Blocking: the compiler's work.
     pub fn precompile(&self, path: &std::path::Path) -> Result<(), RuntimeError> {
         load::load(&self.engine, &self.linker, path, &self.loaded).map(drop)
+    }
+
+    /// What the component at `path` can be run as. Blocking: it is
+    /// compiled (or taken from the compile cache) to be asked.
+    pub fn worlds(&self, path: &std::path::Path) -> Result<Worlds, RuntimeError> {
+        let bytes = load::read(path)?;
+        let (_, exports) = load::compile(&self.engine, path, &bytes)?;
+        Ok(load::worlds(&exports))
+    }
+
+    /// Runs the command component of `spec` to completion, with its grants
+    /// and limits (`cpu_time` is then the whole run's).
+    pub async fn run_command(
+        &self,
+        spec: WorkloadSpec,
+        invocation: Invocation,
+    ) -> Result<Finished, RuntimeError> {
+        let (engine, linker, path) = (
+            self.engine.clone(),
+            self.linker.clone(),
+            spec.component.clone(),
+        );
+        let pre = tokio::task::spawn_blocking(move || command::load(&engine, &linker, &path))
+            .await
+            .map_err(|e| RuntimeError::Engine {
+                reason: format!("loading task failed: {e}"),
+            })??;
+        command::run(pre, spec, invocation).await
     }
 }
 

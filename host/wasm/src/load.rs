@@ -15,6 +15,68 @@ use super::workload::Host;
 use berth_runtime::RuntimeError;
 
 const HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// What a command exports: `wasmtime run` and a shell call it.
+const RUN: &str = "wasi:cli/run@0.2";
+
+/// What a component can be run as, by the interfaces it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worlds {
+    /// `wasi:http/incoming-handler`: it serves requests.
+    pub http: bool,
+    /// `wasi:cli/run`: it runs to an exit code.
+    pub command: bool,
+}
+
+/// Checks the header and compiles (or takes from the compile cache) the
+/// component in `bytes`; it and the names of what it exports.
+pub(super) fn compile(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Component, Vec<String>), RuntimeError> {
+    check_header(path, bytes)?;
+    let component = Component::new(engine, bytes).map_err(|e| RuntimeError::Compile {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
+    let exports = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    Ok((component, exports))
+}
+
+/// The worlds a component's exports make it.
+pub(super) fn worlds(exports: &[String]) -> Worlds {
+    Worlds {
+        http: exports.iter().any(|name| name.starts_with(HANDLER)),
+        command: exports.iter().any(|name| name.starts_with(RUN)),
+    }
+}
+
+/// Exports for a message: `nothing` when there are none.
+pub(super) fn listed(exports: &[String]) -> String {
+    if exports.is_empty() {
+        "nothing".to_owned()
+    } else {
+        exports.join(", ")
+    }
+}
+
+/// Reads `path` as a component file (regular files only: a FIFO or a
+/// device would block or never end).
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
+    let read_error = |source| RuntimeError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(read_error(std::io::Error::other("not a regular file")));
+    }
+    std::fs::read(path).map_err(read_error)
+}
 
 /// Reads, checks, compiles (or loads from the cache) and links `path`.
 /// CPU-heavy: call from a blocking thread.
@@ -50,25 +112,11 @@ pub(super) fn load(
             .insert(stamp, pre.clone());
         return Ok(pre);
     }
-    check_header(path, &bytes)?;
-    let component = Component::new(engine, &bytes).map_err(|e| RuntimeError::Compile {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
-
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
+    let (component, exports) = compile(engine, path, &bytes)?;
     if !exports.iter().any(|name| name.starts_with(HANDLER)) {
         return Err(RuntimeError::NoHandler {
             path: path.to_owned(),
-            exports: if exports.is_empty() {
-                "nothing".to_owned()
-            } else {
-                exports.join(", ")
-            },
+            exports: listed(&exports),
         });
     }
 

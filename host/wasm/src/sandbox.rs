@@ -99,7 +99,6 @@ impl Sandbox {
     pub(super) fn wasi_ctx(&self) -> std::io::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         builder
-            .envs(&self.env)
             .stdout(GuestOutput::new(
                 self.workload.clone(),
                 "stdout",
@@ -109,7 +108,41 @@ impl Sandbox {
                 self.workload.clone(),
                 "stderr",
                 self.log.clone(),
-            ))
+            ));
+        self.grant(builder)
+    }
+
+    /// A context for one run of a command: its arguments, and berth's own
+    /// standard streams (stdin only when asked, as `docker run -i`), unless
+    /// it has a log to write to (a pod's container).
+    pub(super) fn command_ctx(&self, args: &[String], stdin: bool) -> std::io::Result<WasiCtx> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(args);
+        if self.log.is_some() {
+            builder
+                .stdout(GuestOutput::new(
+                    self.workload.clone(),
+                    "stdout",
+                    self.log.clone(),
+                ))
+                .stderr(GuestOutput::new(
+                    self.workload.clone(),
+                    "stderr",
+                    self.log.clone(),
+                ));
+        } else {
+            builder.inherit_stdout().inherit_stderr();
+        }
+        if stdin {
+            builder.inherit_stdin();
+        }
+        self.grant(builder)
+    }
+
+    /// `builder` with the env and directories granted, and no sockets.
+    fn grant(&self, mut builder: WasiCtxBuilder) -> std::io::Result<WasiCtx> {
+        builder
+            .envs(&self.env)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

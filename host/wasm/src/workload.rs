@@ -309,52 +309,70 @@ impl Inner {
     }
 
     fn new_store(&self) -> std::io::Result<Store<Host>> {
-        let host = Host {
-            table: ResourceTable::new(),
-            wasi: self.sandbox.wasi_ctx()?,
-            http: WasiHttpCtx::new(),
-            outbound: self.sandbox.outbound(),
-            memory: MemoryBudget::new(self.limits.memory),
-            cpu: CpuBudget::new(self.limits.cpu_time),
-            meter: self.quota.clone().map(CpuMeter::new),
-        };
-        let mut store = Store::new(self.pre.engine(), host);
-        store.data_mut().table.set_max_capacity(MAX_RESOURCES);
-        store.limiter(|host| &mut host.memory);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let host = ctx.data_mut();
-            match host.meter.as_mut().map(CpuMeter::at_tick) {
-                Some((pause, resumed)) => host.cpu.tick(pause, Some(resumed)),
-                None => host.cpu.tick(None, None),
-            }
-        });
-        // Time in host calls (sleeps, I/O) is not CPU time: restart the
-        // tick count whenever guest code gets control back (see limits.rs).
-        // That is on return from the host, and also on each entry into wasm:
-        // a host call hands its results over by calling the guest's
-        // `cabi_realloc`, before it returns.
-        store.call_hook(|mut ctx, hook| {
-            let resumed = matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm);
-            if resumed {
-                ctx.set_epoch_deadline(1);
-            }
-            // The CPU share is billed by the guest's measured running time.
-            if let Some(meter) = ctx.data_mut().meter.as_mut() {
-                if resumed {
-                    meter.resumed();
-                } else {
-                    meter.stopped();
-                }
-            }
-            Ok(())
-        });
-        Ok(store)
+        Ok(new_store(
+            self.pre.engine(),
+            self.sandbox.wasi_ctx()?,
+            self.sandbox.outbound(),
+            &self.limits,
+            self.quota.clone(),
+        ))
     }
 
     fn log_late_failure(&self, failure: &GuestFailure) {
         log_late_failure(&self.name, failure);
     }
+}
+
+/// A store for one run of a guest: `wasi` its grants, with the memory and
+/// CPU-time limits of `limits` and the workload's CPU share `quota`.
+pub(super) fn new_store(
+    engine: &wasmtime::Engine,
+    wasi: WasiCtx,
+    outbound: OutboundHooks,
+    limits: &Limits,
+    quota: Option<Arc<CpuQuota>>,
+) -> Store<Host> {
+    let host = Host {
+        table: ResourceTable::new(),
+        wasi,
+        http: WasiHttpCtx::new(),
+        outbound,
+        memory: MemoryBudget::new(limits.memory),
+        cpu: CpuBudget::new(limits.cpu_time),
+        meter: quota.map(CpuMeter::new),
+    };
+    let mut store = Store::new(engine, host);
+    store.data_mut().table.set_max_capacity(MAX_RESOURCES);
+    store.limiter(|host| &mut host.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let host = ctx.data_mut();
+        match host.meter.as_mut().map(CpuMeter::at_tick) {
+            Some((pause, resumed)) => host.cpu.tick(pause, Some(resumed)),
+            None => host.cpu.tick(None, None),
+        }
+    });
+    // Time in host calls (sleeps, I/O) is not CPU time: restart the
+    // tick count whenever guest code gets control back (see limits.rs).
+    // That is on return from the host, and also on each entry into wasm:
+    // a host call hands its results over by calling the guest's
+    // `cabi_realloc`, before it returns.
+    store.call_hook(|mut ctx, hook| {
+        let resumed = matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm);
+        if resumed {
+            ctx.set_epoch_deadline(1);
+        }
+        // The CPU share is billed by the guest's measured running time.
+        if let Some(meter) = ctx.data_mut().meter.as_mut() {
+            if resumed {
+                meter.resumed();
+            } else {
+                meter.stopped();
+            }
+        }
+        Ok(())
+    });
+    store
 }
 
 /// A guest that fails after its response headers went out can only cut the
@@ -384,7 +402,7 @@ fn instantiate_failure(error: &wasmtime::Error) -> GuestFailure {
 }
 
 /// Names the limit a failed call ran into, rather than the trap it caused.
-fn classify(host: &Host, error: &wasmtime::Error) -> GuestFailure {
+pub(super) fn classify(host: &Host, error: &wasmtime::Error) -> GuestFailure {
     if host.cpu.exceeded {
         return GuestFailure::CpuTimeExceeded(host.cpu.limit());
     }
