@@ -1237,3 +1237,104 @@ fn logs_follow_a_container_across_a_rotation_without_losing_lines() {
         .any(|pod| pod.path().join("logs/sh/0.log.1").is_file());
     assert!(rotated, "the log rotated while it was followed");
 }
+
+/// The pod named `name`, once `done` says so.
+fn wait_for_named(
+    home: &Path,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let found = pods(home)
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name);
+        if let Some(pod) = &found
+            && done(pod)
+        {
+            return pod.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{name}: {found:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_wasm_command_runs_in_a_pod_as_a_worker_with_its_args_logs_and_exit_code() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(berth_tests::guests::TOOL), "tool:1");
+    let _daemon = daemon(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let pods_yaml = write(
+        dir.path(),
+        "workers.yaml",
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: Never
+  containers: [{name: step, image: "tool:1", args: [args, one, two]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: failed}
+spec:
+  restartPolicy: Never
+  containers: [{name: step, image: "tool:1", args: [exit, "3"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: named}
+spec:
+  restartPolicy: Never
+  containers: [{name: step, image: "tool:1", command: [mytool, env], args: [MODE], env: [{name: MODE, value: batch}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: greedy}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: step, image: "tool:1", args: [alloc, "64"], resources: {limits: {memory: 16Mi}}}
+"#,
+    );
+    ok(berth(home.path(), &["apply", "-f", &pods_yaml]));
+    let terminated =
+        |p: &serde_json::Value| p["status"]["containerStatuses"][0]["state"]["terminated"].clone();
+    let done = wait_for_named(home.path(), "done", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(terminated(&done)["reason"], "Completed");
+    let logs = ok(berth(home.path(), &["logs", "done"]));
+    assert_eq!(logs.stdout, "step args one two\n");
+    let failed = wait_for_named(home.path(), "failed", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(failed["status"]["reason"], "Error", "{failed:#}");
+    let logs = ok(berth(home.path(), &["logs", "failed"]));
+    assert!(logs.stdout.contains("leaving with 3"), "{}", logs.stdout);
+    wait_for_named(home.path(), "named", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let logs = ok(berth(home.path(), &["logs", "named"]));
+    assert_eq!(logs.stdout, "MODE=batch\n");
+    // Past its memory limit: OOMKilled, as Kubernetes says it, and why.
+    let greedy = wait_for_named(home.path(), "greedy", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(greedy["status"]["reason"], "OOMKilled", "{greedy:#}");
+    let logs = ok(berth(home.path(), &["logs", "greedy"]));
+    assert!(
+        logs.stdout.contains("memory limit of 16Mi"),
+        "{}",
+        logs.stdout
+    );
+
+    // A worker that keeps failing restarts with back-off, as a container.
+    let restarting = write(
+        dir.path(),
+        "restarting.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: again}\nspec:\n  containers: [{name: w, image: \"tool:1\", args: [exit, \"1\"]}]\n",
+    );
+    ok(berth(home.path(), &["apply", "-f", &restarting]));
+    wait_for_named(home.path(), "again", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    });
+}

@@ -60,6 +60,9 @@ pub enum ServeError {
         workload: String,
         failure: GuestFailure,
     },
+    /// A command (a worker): it runs, it serves no requests.
+    #[error("{workload} is a command: it serves no HTTP")]
+    NotServing { workload: String },
 }
 
 /// How a guest failed a request.

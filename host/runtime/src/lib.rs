@@ -38,6 +38,9 @@ pub struct WorkloadSpec {
     pub name: String,
     /// The component file to run.
     pub component: PathBuf,
+    /// A command's arguments, its name first (`argv`); a served component
+    /// takes none.
+    pub args: Vec<String>,
     pub capabilities: Capabilities,
     pub limits: Limits,
     /// Where the guest's output lines also go (a pod container's log), besides berth's log.

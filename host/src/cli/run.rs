@@ -340,6 +340,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = WorkloadSpec {
         name: target.name,
         component: target.component,
+        args: Vec::new(),
         capabilities: Capabilities {
             env: args.env.clone(),
             dirs,

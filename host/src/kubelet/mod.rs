@@ -584,6 +584,51 @@ fn stopped_status(
     }
 }
 
+/// Each container's last run as the kubelet reports a pod that has
+/// stopped: Completed (exit 0), or for `failed` (container, code, reason,
+/// message) that container's end, the others stopped with the pod
+/// (SIGTERM's 143).
+fn terminated_statuses(
+    pod: &Pod,
+    restarts: u32,
+    started_at: &Time,
+    failed: Option<(&str, i32, &str, &str)>,
+) -> Vec<ContainerStatus> {
+    let finished = status::now();
+    pod.spec
+        .containers
+        .iter()
+        .map(|c| {
+            let (exit_code, reason, message) = match failed {
+                None => (0, "Completed", None),
+                Some((name, code, reason, message)) if name == c.name => {
+                    (code, reason, Some(message.to_owned()))
+                }
+                Some(_) => (143, "Error", Some("stopped with its pod".to_owned())),
+            };
+            ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                ready: false,
+                started: Some(false),
+                restart_count: count(restarts),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code,
+                        reason: Some(reason.into()),
+                        message,
+                        started_at: Some(started_at.clone()),
+                        finished_at: Some(finished.clone()),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }
+        })
+        .collect()
+}
+
 /// Why a running pod stopped.
 enum Stopped {
     /// The pod was deleted (or the daemon stops).
@@ -782,6 +827,8 @@ async fn run_pod(
         let permit = context.starting.clone().acquire_owned().await;
         let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
         drop(permit);
+        // The container that ended the run, and its exit code.
+        let mut ran: Option<(String, i32)> = None;
         let failure = match started {
             Ok(running) => {
                 for c in &running {
@@ -875,30 +922,7 @@ async fn run_pod(
                             // Each container's last run, as the kubelet
                             // reports it: `logs` reads it, kubectl prints
                             // Completed.
-                            let finished = status::now();
-                            let statuses = pod
-                                .spec
-                                .containers
-                                .iter()
-                                .map(|c| ContainerStatus {
-                                    name: c.name.clone(),
-                                    image: c.image.clone(),
-                                    ready: false,
-                                    started: Some(false),
-                                    restart_count: count(restarts),
-                                    state: Some(ContainerState {
-                                        terminated: Some(ContainerStateTerminated {
-                                            exit_code: 0,
-                                            reason: Some("Completed".into()),
-                                            started_at: Some(started_at.clone()),
-                                            finished_at: Some(finished.clone()),
-                                            ..ContainerStateTerminated::default()
-                                        }),
-                                        ..ContainerState::default()
-                                    }),
-                                    ..ContainerStatus::default()
-                                })
-                                .collect();
+                            let statuses = terminated_statuses(&pod, restarts, &started_at, None);
                             context.set_status(
                                 &uid,
                                 &pod,
@@ -914,6 +938,7 @@ async fn run_pod(
                             cancel.cancelled().await;
                             return;
                         }
+                        ran = Some((container.clone(), exited.code));
                         StartFailure {
                             reason: exited.reason,
                             message: match &exited.detail {
@@ -953,6 +978,16 @@ async fn run_pod(
             }
         };
         if pod.spec.restart_policy == RestartPolicy::Never {
+            // A container that ran shows how it ended (`logs` reads its
+            // run); one that never started has no state to show.
+            let statuses = ran.as_ref().map(|(container, code)| {
+                terminated_statuses(
+                    &pod,
+                    restarts,
+                    &started_at,
+                    Some((container, *code, failure.reason, &failure.message)),
+                )
+            });
             context.set_status(
                 &uid,
                 &pod,
@@ -962,7 +997,7 @@ async fn run_pod(
                     Some(failure.message),
                     &started_at,
                     vec![pod_condition("Ready", false)],
-                    None,
+                    statuses,
                 ),
             );
             cancel.cancelled().await;

@@ -840,10 +840,20 @@ fn workload_spec(
         .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX))
         // As Kubernetes: a limit of 0 is no limit.
         .filter(|millis| *millis > 0);
+    // A command's argv: `command` (its name first) or the container's
+    // name, then `args`, as a shell would give them.
+    let args = match &container.command {
+        Some(command) if !command.is_empty() => command.clone(),
+        _ => vec![container.name.clone()],
+    }
+    .into_iter()
+    .chain(container.args.iter().flatten().cloned())
+    .collect();
     Ok(WorkloadSpec {
         log: None,
         name: format!("{ns}/{}/{}", pod.metadata.name, container.name),
         component: ready.component,
+        args,
         capabilities: Capabilities {
             env,
             dirs,

@@ -185,6 +185,10 @@ pub(super) fn error_response(error: &ServeError) -> Response<Body> {
             StatusCode::INTERNAL_SERVER_ERROR,
             "500 Internal Server Error: the workload failed to handle the request\n",
         ),
+        ServeError::NotServing { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the workload is a command and serves no HTTP\n",
+        ),
     };
     let mut response = Response::new(
         Full::new(Bytes::from_static(message.as_bytes()))

@@ -152,6 +152,8 @@ fn finish(mut response: Response<Body>, guard: super::table::InFlight) -> Respon
 fn worth_retrying(error: &ServeError) -> bool {
     match error {
         ServeError::Busy { .. } => true,
+        // Another replica of the same pod template is a command too.
+        ServeError::NotServing { .. } => false,
         ServeError::Guest { failure, .. } => matches!(
             failure,
             GuestFailure::Trap(_)

@@ -1,0 +1,121 @@
+//! A command component as a pod's container (a worker or a batch step):
+//! it runs once, from its start, with the pod's grants and limits, and its
+//! end is the container's exit, which the kubelet turns into Completed or
+//! Error, a restart or not, as it does for a Linux container's process.
+
+use tokio::sync::watch;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use super::command::{self, Finished, Invocation};
+use super::workload::Host;
+use berth_runtime::{
+    Body, BoxFuture, Exited, GuestFailure, RuntimeError, ServeError, Workload, WorkloadSpec,
+};
+
+pub(super) struct CommandWorkload {
+    name: String,
+    ended: watch::Receiver<Option<Exited>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl CommandWorkload {
+    /// Starts the run; it goes on in a task of its own.
+    pub(super) fn start(pre: CommandPre<Host>, mut spec: WorkloadSpec) -> CommandWorkload {
+        // A worker runs as long as it runs: the CPU time limit is one
+        // request's, and its share of the CPU (`cpu_millis`) still holds.
+        spec.limits.cpu_time = std::time::Duration::MAX;
+        let name = spec.name.clone();
+        let (tell, ended) = watch::channel(None);
+        let invocation = Invocation {
+            args: spec.args.clone(),
+            stdin: false,
+        };
+        let log = spec.log.clone();
+        let task = tokio::spawn(async move {
+            let exited = exited(command::run(pre, spec, invocation).await);
+            // What a limit or a trap did is the container's to show: its
+            // log says it, beside what the guest wrote.
+            if let (Some(log), Some(detail)) = (&log, &exited.detail) {
+                log.write_line(&format!("berth: {detail}"));
+            }
+            let _ = tell.send(Some(exited));
+        });
+        CommandWorkload {
+            name,
+            ended,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+/// How a run ended, in the kubelet's words.
+fn exited(finished: Result<Finished, RuntimeError>) -> Exited {
+    match finished {
+        Ok(Finished {
+            code,
+            failure: None,
+        }) => Exited {
+            code,
+            reason: if code == 0 { "Completed" } else { "Error" },
+            detail: None,
+        },
+        Ok(Finished {
+            code,
+            failure: Some(failure),
+        }) => Exited {
+            code,
+            reason: match failure {
+                GuestFailure::MemoryExceeded { .. } => "OOMKilled",
+                _ => "Error",
+            },
+            detail: Some(failure.to_string()),
+        },
+        Err(e) => Exited {
+            code: command::TRAPPED,
+            reason: "Error",
+            detail: Some(e.to_string()),
+        },
+    }
+}
+
+impl Workload for CommandWorkload {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serve(
+        &self,
+        _request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        let workload = self.name.clone();
+        Box::pin(async move { Err(ServeError::NotServing { workload }) })
+    }
+
+    fn exited(&self) -> BoxFuture<'static, Exited> {
+        let mut ended = self.ended.clone();
+        Box::pin(async move {
+            loop {
+                if let Some(exited) = ended.borrow_and_update().clone() {
+                    return exited;
+                }
+                if ended.changed().await.is_err() {
+                    // The run was stopped: it never ends by itself now.
+                    return std::future::pending().await;
+                }
+            }
+        })
+    }
+
+    /// A WASI command has no signal to be asked with: it is stopped at
+    /// once, whatever the grace.
+    fn stop(&self, _grace: std::time::Duration) -> BoxFuture<'static, ()> {
+        self.task.abort();
+        Box::pin(async {})
+    }
+}
+
+impl Drop for CommandWorkload {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
