@@ -246,11 +246,10 @@ async fn pod_record(
 ) -> Result<Option<Record>, ApiError> {
     let (state, namespace, name) = (state.clone(), namespace.to_owned(), name.to_owned());
     tokio::task::spawn_blocking(move || {
-        state.store.lock().unwrap_or_else(|e| e.into_inner()).get(
-            crate::spec::Kind::Pod,
-            &namespace,
-            &name,
-        )
+        state
+            .store
+            .lock()
+            .get(crate::spec::Kind::Pod, &namespace, &name)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("a store task failed: {e}")))?

@@ -30,7 +30,6 @@ mod watch;
 pub use server::{KubeApi, router as kube_router, serve_tls, with_token};
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use crate::state::{Record, Store};
 
@@ -55,7 +54,9 @@ pub fn kind_of(word: &str) -> Option<&'static str> {
 }
 
 pub struct ApiState {
-    pub store: Mutex<Store>,
+    /// One lock for the store; it never poisons (see `parking_lot`): a
+    /// panic under it leaves the store as its last transaction did.
+    pub store: parking_lot::Mutex<Store>,
     /// Woken after every change, for the controllers.
     pub changed: tokio::sync::Notify,
     /// Where each pod's volumes and logs are, by pod uid.

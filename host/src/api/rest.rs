@@ -133,7 +133,7 @@ async fn with_store<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let api = api.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = api.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = api.state.store.lock();
         work(&mut store)
     })
     .await

@@ -53,18 +53,13 @@ pub async fn serve(
         };
     let bookmarks = super::rest::flag(&params, "allowWatchBookmarks");
     let initial_end = super::rest::flag(&params, "sendInitialEvents");
-    let hub = api
-        .state
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .hub();
+    let hub = api.state.store.lock().hub();
     let namespace = target.namespace.clone();
     let reader = api.clone();
     // The initial state and the subscription are taken under one lock of
     // the store, so no change falls between them.
     let start = tokio::task::spawn_blocking(move || {
-        let store = reader.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = reader.state.store.lock();
         let current = store.current_version()?;
         let initial = match since {
             None => read_all(&reader, &store, resource, namespace.as_deref())?.0,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -168,7 +168,7 @@ fn run_daemon(
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     store.set_node_port_range(args.node_port_range.clone());
     let state = Arc::new(ApiState {
-        store: Mutex::new(store),
+        store: parking_lot::Mutex::new(store),
         changed: tokio::sync::Notify::new(),
         pods_dir: home.join("pods"),
     });
@@ -276,7 +276,7 @@ fn run_daemon(
         // their last pass, with a pass over everything at start and on a
         // slow tick.
         let mut changes = {
-            let store = state.store.lock().expect("lock");
+            let store = state.store.lock();
             let now = store.current_version()?;
             store
                 .hub()
@@ -295,7 +295,7 @@ fn run_daemon(
             // A few rounds, each feeding the next, the store's lock taken
             // per round so requests are answered in between.
             for _ in 0..8 {
-                let mut store = state.store.lock().expect("lock");
+                let mut store = state.store.lock();
                 match controllers.reconcile_round(&mut store, &mut work, &mut changes) {
                     Ok(true) => {}
                     Ok(false) => break,
@@ -855,11 +855,7 @@ fn service_urls(
         format!("{name}.{namespace}.localhost")
     };
     let mut urls = vec![format!("http://{host}:{}/", ingress.port())];
-    if let Ok(Some(record)) = state
-        .store
-        .lock()
-        .expect("lock")
-        .get(Kind::Service, namespace, name)
+    if let Ok(Some(record)) = state.store.lock().get(Kind::Service, namespace, name)
         && let crate::spec::Object::Service(service) = record.object
     {
         for port in &service.spec.ports {
@@ -879,7 +875,7 @@ fn sync_routes(
     synced: &mut Option<u64>,
 ) {
     let listed = {
-        let store = state.store.lock().expect("lock");
+        let store = state.store.lock();
         let version = store.spec_version_of(Kind::Service);
         if *synced == Some(version) {
             return;
@@ -915,7 +911,7 @@ async fn up_companion(
     ingress: std::net::SocketAddr,
     objects: Vec<crate::spec::Object>,
 ) -> ExitCode {
-    let applied = state.store.lock().expect("lock").apply(&objects);
+    let applied = state.store.lock().apply(&objects);
     if let Err(e) = applied {
         eprintln!("berth: error: {e}");
         shutdown.cancel();
@@ -942,13 +938,11 @@ async fn up_companion(
     loop {
         // Off the async workers, which serve the app's requests meanwhile.
         let listing = state.clone();
-        let pods = tokio::task::spawn_blocking(move || {
-            listing.store.lock().expect("lock").list(Kind::Pod, None)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+        let pods = tokio::task::spawn_blocking(move || listing.store.lock().list(Kind::Pod, None))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let mut ready = 0;
         for pod in &pods {
             let name = &pod.object.metadata().name;
@@ -983,7 +977,7 @@ async fn up_companion(
         }
     }
     // Remove what `up` applied, newest first, so nothing restarts later.
-    let mut store = state.store.lock().expect("lock");
+    let mut store = state.store.lock();
     for o in objects.iter().rev() {
         let _ = store.delete(o.kind(), o.namespace().unwrap_or(""), &o.metadata().name);
     }

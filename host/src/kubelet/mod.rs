@@ -134,10 +134,10 @@ pub(crate) struct Context {
     pub endpoint_wait: Duration,
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
-    pub images: Arc<std::sync::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
+    pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
     /// The pid holding each running pod's network namespace (its first
     /// Linux container), by pod directory: the pod's others join it.
-    pub pod_network: Arc<std::sync::Mutex<HashMap<PathBuf, u32>>>,
+    pub pod_network: Arc<parking_lot::Mutex<HashMap<PathBuf, u32>>>,
     /// The running Linux containers, for `kubectl exec`.
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
 }
@@ -210,7 +210,7 @@ impl Kubelet {
     /// are gone.
     pub fn sync(&mut self) {
         let listed = {
-            let store = self.context.state.store.lock().expect("lock");
+            let store = self.context.state.store.lock();
             let version = store.spec_version_of(Kind::Pod);
             // Status changes (most of them, while pods start) are not ours.
             if self.synced == Some(version) && self.replacing.is_empty() {
@@ -375,7 +375,7 @@ impl Kubelet {
     /// status says: mark them not ready until their workers report, so the
     /// controllers do not count on pods that are gone.
     pub fn forget_running(&self) {
-        let mut store = self.context.state.store.lock().expect("lock");
+        let mut store = self.context.state.store.lock();
         let pods = match store.list(Kind::Pod, None) {
             Ok(pods) => pods,
             Err(e) => {
@@ -421,20 +421,14 @@ impl Kubelet {
         let Ok(entries) = std::fs::read_dir(&self.context.pods_dir) else {
             return;
         };
-        let known: std::collections::HashSet<String> = match self
-            .context
-            .state
-            .store
-            .lock()
-            .expect("lock")
-            .list(Kind::Pod, None)
-        {
-            Ok(pods) => pods.into_iter().map(|p| p.uid).collect(),
-            Err(e) => {
-                tracing::error!("listing pods: {e}");
-                return;
-            }
-        };
+        let known: std::collections::HashSet<String> =
+            match self.context.state.store.lock().list(Kind::Pod, None) {
+                Ok(pods) => pods.into_iter().map(|p| p.uid).collect(),
+                Err(e) => {
+                    tracing::error!("listing pods: {e}");
+                    return;
+                }
+            };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) && !self.workers.contains_key(&name) {
@@ -789,7 +783,6 @@ async fn finish_deletion(state: Arc<ApiState>, namespace: String, name: String, 
         deleting
             .store
             .lock()
-            .expect("lock")
             .delete_if(Kind::Pod, &namespace, &name, &uid)
     })
     .await;
@@ -823,7 +816,7 @@ async fn run_pod(
         // thousand slots (and contend for the CPUs) to no one's benefit.
         // A new attempt makes the pod's network afresh: the last one's
         // holder is gone (or never started).
-        context.pod_network.lock().expect("lock").remove(&dir);
+        context.pod_network.lock().remove(&dir);
         let permit = context.starting.clone().acquire_owned().await;
         let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
         drop(permit);
@@ -899,7 +892,6 @@ async fn run_pod(
                 context
                     .pod_network
                     .lock()
-                    .expect("lock")
                     .remove(&context.pods_dir.join(&uid));
                 attempt.cancel();
                 for c in running {

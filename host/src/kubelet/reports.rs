@@ -78,7 +78,7 @@ impl Reporter {
 
 fn write(state: &ApiState, reports: &Receiver<Report>) {
     while let Ok(first) = reports.recv() {
-        let mut store = state.store.lock().expect("lock");
+        let mut store = state.store.lock();
         let mut statuses = 0;
         let mut flushed = Vec::new();
         for report in std::iter::once(first).chain(reports.try_iter().take(BATCH - 1)) {

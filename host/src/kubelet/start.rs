@@ -268,7 +268,7 @@ async fn start_linux(
     let network = if pod.spec.host_network {
         Network::Host
     } else {
-        match context.pod_network.lock().expect("lock").get(dir) {
+        match context.pod_network.lock().get(dir) {
             Some(pid) => Network::Join(*pid),
             None => Network::Own,
         }
@@ -337,7 +337,6 @@ async fn start_linux(
         context
             .pod_network
             .lock()
-            .expect("lock")
             .insert(dir.to_owned(), started.init_pid);
     }
     let netns = (network != Network::Host).then(|| started.netns_path());
@@ -511,18 +510,14 @@ async fn ensure_image(
         .ok();
     if policy != Some(PullPolicy::Always)
         && let Some(stamp) = stamp
-        && let Some((seen, ready)) = context.images.lock().expect("lock").get(&key)
+        && let Some((seen, ready)) = context.images.lock().get(&key)
         && *seen == stamp
     {
         return Ok(ready.clone());
     }
     let ready = resolve_image(context, pod, reference, policy).await?;
     if let Some(stamp) = stamp {
-        context
-            .images
-            .lock()
-            .expect("lock")
-            .insert(key, (stamp, ready.clone()));
+        context.images.lock().insert(key, (stamp, ready.clone()));
     }
     Ok(ready)
 }
@@ -644,7 +639,6 @@ fn config_data(
     let record = state
         .store
         .lock()
-        .expect("lock")
         .get(kind, namespace, name)
         .map_err(|e| config_error(e.to_string()))?;
     Ok(record.map(|r| match r.object {

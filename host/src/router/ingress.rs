@@ -6,7 +6,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::future::{Either, ready};
@@ -168,7 +170,7 @@ impl Ingress {
                 }
             }
         }
-        let mut open = self.node_ports.lock().expect("lock");
+        let mut open = self.node_ports.lock();
         open.retain(|key, listener| {
             let keep = wanted.get(key) == Some(&listener.node_port);
             if !keep {

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
+
+use parking_lot::Mutex;
 
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
@@ -368,7 +370,7 @@ impl Route {
             return None;
         }
         if let (Some(timeout), Some(client)) = (self.affinity, client) {
-            let mut sticky = self.sticky.lock().expect("lock");
+            let mut sticky = self.sticky.lock();
             let now = Instant::now();
             if let Some((uid, at)) = sticky.get_mut(&client)
                 && now.duration_since(*at) < timeout
@@ -579,7 +581,7 @@ impl Table {
     /// Makes the routes those of `services`: new and changed ones are
     /// (re)built, removed ones dropped. Cheap when nothing changed.
     pub fn set_services(&self, services: &[Service]) {
-        let pods = self.pods.lock().expect("lock");
+        let pods = self.pods.lock();
         let routes = self.routes.load_full();
         let mut wanted: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
         for service in services {
@@ -629,7 +631,7 @@ impl Table {
 
     /// A pod started: it joins the routes whose selectors match once ready.
     pub fn add_pod(&self, pod: Arc<PodEndpoint>) {
-        let mut pods = self.pods.lock().expect("lock");
+        let mut pods = self.pods.lock();
         pods.insert(pod.uid.clone(), pod.clone());
         self.rebuild_for(&pods, &pod);
     }
@@ -637,7 +639,7 @@ impl Table {
     /// A pod is stopping (or stopped): it leaves every route at once, so
     /// no new request reaches it while it drains.
     pub fn remove_pod(&self, uid: &str) {
-        let mut pods = self.pods.lock().expect("lock");
+        let mut pods = self.pods.lock();
         if let Some(pod) = pods.remove(uid) {
             pod.ready.store(false, Ordering::SeqCst);
             self.rebuild_for(&pods, &pod);
@@ -647,7 +649,7 @@ impl Table {
     /// A running pod's labels changed: the routes that selected it, and
     /// those that select it now, are rebuilt.
     pub fn relabel(&self, uid: &str, labels: &BTreeMap<String, String>) {
-        let pods = self.pods.lock().expect("lock");
+        let pods = self.pods.lock();
         if let Some(pod) = pods.get(uid) {
             let mut affected = self.selecting(pod);
             *pod.labels.write().expect("lock") = labels.clone();
@@ -659,7 +661,7 @@ impl Table {
     }
 
     pub fn set_ready(&self, uid: &str, ready: bool) {
-        let pods = self.pods.lock().expect("lock");
+        let pods = self.pods.lock();
         if let Some(pod) = pods.get(uid)
             && pod.ready.swap(ready, Ordering::AcqRel) != ready
         {
