@@ -153,17 +153,32 @@ struct Remote {
     source: PathBuf,
 }
 
+/// A path a kubeconfig names, as kubectl reads it: relative to the
+/// directory of the file that names it.
+fn beside(kubeconfig: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match kubeconfig.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
+}
+
 impl Remote {
     /// The server of `KUBECONFIG`'s current context, if that context is
     /// berth's; `None` otherwise (another cluster's kubeconfig is left to
     /// kubectl).
     fn from_env() -> anyhow::Result<Option<Remote>> {
-        let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
+        match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+            Some(list) => Remote::from_list(&list),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Remote::from_env`] for the kubeconfig files `list` names.
+    fn from_list(list: &std::ffi::OsStr) -> anyhow::Result<Option<Remote>> {
         // As kubectl merges a list: the first file to name a thing wins.
         let mut documents = Vec::new();
-        for file in std::env::split_paths(&list) {
+        for file in std::env::split_paths(list) {
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -237,20 +252,23 @@ impl Remote {
                     )
                 })?
         } else if let Some(file) = cluster["certificate-authority"].as_str() {
-            std::fs::read(file).with_context(|| format!("reading the CA {file}"))?
+            let file = beside(&cluster_file, file);
+            std::fs::read(&file).with_context(|| format!("reading the CA {}", file.display()))?
         } else {
             anyhow::bail!(
                 "{}: cluster {cluster_name:?} names no certificate authority",
                 cluster_file.display()
             );
         };
-        let user = named("users", user_name).map(|(_, u)| u["user"].clone());
+        let user = named("users", user_name).map(|(file, u)| (file, u["user"].clone()));
         let token = match user.as_ref() {
-            Some(u) if u["token"].is_string() => u["token"].as_str().unwrap_or_default().to_owned(),
-            Some(u) if u["tokenFile"].is_string() => {
-                let file = u["tokenFile"].as_str().unwrap_or_default();
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("reading the token file {file}"))?
+            Some((_, u)) if u["token"].is_string() => {
+                u["token"].as_str().unwrap_or_default().to_owned()
+            }
+            Some((user_file, u)) if u["tokenFile"].is_string() => {
+                let file = beside(user_file, u["tokenFile"].as_str().unwrap_or_default());
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading the token file {}", file.display()))?
                     .trim()
                     .to_owned()
             }
@@ -395,4 +413,31 @@ pub async fn get_streaming(socket: &Path, path: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeconfig_s_relative_paths_are_read_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pki")).unwrap();
+        std::fs::write(dir.path().join("pki/ca.pem"), "not checked here").unwrap();
+        std::fs::write(dir.path().join("pki/token"), "secret\n").unwrap();
+        let config = dir.path().join("kubeconfig");
+        std::fs::write(
+            &config,
+            "apiVersion: v1\nkind: Config\ncurrent-context: berth\n\
+             clusters: [{name: berth, cluster: {server: 'https://127.0.0.1:6443', certificate-authority: pki/ca.pem}}]\n\
+             users: [{name: admin, user: {tokenFile: pki/token}}]\n\
+             contexts: [{name: berth, context: {cluster: berth, user: admin}}]\n",
+        )
+        .unwrap();
+        // Read from elsewhere: the paths are the file's, not the caller's.
+        let remote = Remote::from_list(config.as_os_str()).unwrap().unwrap();
+        assert_eq!(remote.ca_pem, b"not checked here");
+        assert_eq!(remote.token, "secret");
+        assert_eq!(beside(&config, "/abs/ca.pem"), Path::new("/abs/ca.pem"));
+    }
 }
