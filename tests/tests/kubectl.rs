@@ -194,6 +194,9 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         applied.stdout,
         "namespace/shop created\nconfigmap/settings created\ndeployment.apps/web created\nservice/web created\n"
     );
+    // A namespace is Active, as the namespace controller says.
+    let phase = k.ok(&["get", "namespace", "shop", "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(phase.stdout, "Active");
     let again = k.ok(&["apply", "-f", &shop]);
     assert!(
         again.stdout.lines().all(|l| l.ends_with(" unchanged")),

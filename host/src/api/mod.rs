@@ -77,6 +77,30 @@ pub fn shown(object: &crate::spec::Object) -> crate::spec::Object {
     object
 }
 
+/// A record's status as a cluster shows it: a namespace is Active, or
+/// Terminating once its deletion has begun, as the namespace controller
+/// reports it (berth keeps no status for namespaces).
+fn shown_status(record: &Record) -> std::borrow::Cow<'_, crate::spec::Status> {
+    use crate::spec::Status;
+    match (&record.object, &record.status) {
+        (crate::spec::Object::Namespace(namespace), Status::Namespace(status))
+            if status.phase.is_none() =>
+        {
+            let mut status = status.clone();
+            status.phase = Some(
+                if namespace.metadata.deleting() {
+                    "Terminating"
+                } else {
+                    "Active"
+                }
+                .into(),
+            );
+            std::borrow::Cow::Owned(Status::Namespace(status))
+        }
+        _ => std::borrow::Cow::Borrowed(&record.status),
+    }
+}
+
 /// A stored record as the API returns it: Kubernetes' shape, with the
 /// server-set metadata filled in.
 pub fn view(record: &Record) -> serde_json::Value {
@@ -101,7 +125,7 @@ pub fn view(record: &Record) -> serde_json::Value {
             meta.insert("generation".into(), record.generation.into());
             meta.insert("creationTimestamp".into(), record.created.clone().into());
         }
-        let status = record.status.to_value();
+        let status = shown_status(record).to_value();
         if status.as_object().is_none_or(|s| !s.is_empty()) {
             full.insert("status".into(), status);
         }
