@@ -69,11 +69,20 @@ impl WasmRuntime {
 }
 
 impl WasmRuntime {
-    /// Compiles `path` into the compile cache (and checks it can serve),
-    /// so the first replica of an image starts without compiling.
+    /// Compiles `path` into the compile cache (and checks it can be served
+    /// or run), so the first replica of an image starts without compiling.
     /// Blocking: the compiler's work.
     pub fn precompile(&self, path: &std::path::Path) -> Result<(), RuntimeError> {
-        load::load(&self.engine, &self.linker, path, &self.loaded).map(drop)
+        let bytes = load::read(path)?;
+        let (_, exports) = load::compile(&self.engine, path, &bytes)?;
+        let worlds = load::worlds(&exports);
+        if worlds.http || worlds.command {
+            return Ok(());
+        }
+        Err(RuntimeError::NoHandler {
+            path: path.to_owned(),
+            exports: load::listed(&exports),
+        })
     }
 
     /// What the component at `path` can be run as. Blocking: it is
