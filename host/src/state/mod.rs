@@ -594,13 +594,11 @@ impl Store {
             });
         }
         let object = object_from_json(kind, name, &object_text)?;
-        let status = serde_json::from_str(&status_text)
-            .and_then(|value| Status::from_value(kind, value))
-            .map_err(|e| StateError::Corrupt {
-                kind: kind.to_string(),
-                name: name.to_owned(),
-                reason: format!("its status: {e}"),
-            })?;
+        let status = Status::from_json(kind, &status_text).map_err(|e| StateError::Corrupt {
+            kind: kind.to_string(),
+            name: name.to_owned(),
+            reason: format!("its status: {e}"),
+        })?;
         parsed.insert(
             uid.clone(),
             Parsed {
@@ -837,7 +835,7 @@ impl Store {
         }
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
-        let status = status.to_value().to_string();
+        let status = status.to_json();
         let values: [&dyn rusqlite::ToSql; 2] = [&status, &version];
         let n = tx
             .prepare_cached(update)?
