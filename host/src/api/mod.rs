@@ -65,8 +65,14 @@ pub struct ApiState {
 
 /// An object with the defaults of its pod spec filled in, as a cluster
 /// shows it (stored without them: see `spec::defaults`).
-pub fn shown(object: &crate::spec::Object) -> crate::spec::Object {
+pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::Object> {
     use crate::spec::{Object, defaults};
+    if !matches!(
+        object,
+        Object::Pod(_) | Object::Deployment(_) | Object::ReplicaSet(_)
+    ) {
+        return std::borrow::Cow::Borrowed(object);
+    }
     let mut object = object.clone();
     match &mut object {
         Object::Pod(pod) => defaults::shown(&mut pod.spec, true),
@@ -74,7 +80,7 @@ pub fn shown(object: &crate::spec::Object) -> crate::spec::Object {
         Object::ReplicaSet(rs) => defaults::shown(&mut rs.spec.template.spec, false),
         _ => {}
     }
-    object
+    std::borrow::Cow::Owned(object)
 }
 
 /// A record's status as a cluster shows it: a namespace is Active, or
