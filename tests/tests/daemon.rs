@@ -437,7 +437,8 @@ fn one_pod(image: &str, probes: &str) -> String {
     )
 }
 
-/// Waits until the only pod's status satisfies `done`; returns it.
+/// Waits until a pod satisfies `done` (the tests using it run one pod at a
+/// time, or name it); returns it.
 fn wait_for_pod(
     home: &Path,
     what: &str,
@@ -445,9 +446,7 @@ fn wait_for_pod(
 ) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        if let Some(pod) = pods(home).into_iter().next()
-            && done(&pod)
-        {
+        if let Some(pod) = pods(home).into_iter().find(&done) {
             return pod;
         }
         assert!(
@@ -1244,19 +1243,7 @@ fn wait_for_named(
     name: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let found = pods(home)
-            .into_iter()
-            .find(|p| p["metadata"]["name"] == name);
-        if let Some(pod) = &found
-            && done(pod)
-        {
-            return pod.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{name}: {found:#?}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_pod(home, name, |p| p["metadata"]["name"] == name && done(p))
 }
 
 #[test]

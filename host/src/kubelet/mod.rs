@@ -578,6 +578,23 @@ fn stopped_status(
     }
 }
 
+/// The status of a container that is not running, in `state`.
+fn not_running(
+    c: &crate::spec::objects::Container,
+    restarts: u32,
+    state: ContainerState,
+) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        ready: false,
+        started: Some(false),
+        restart_count: count(restarts),
+        state: Some(state),
+        ..ContainerStatus::default()
+    }
+}
+
 /// Each container's last run as the kubelet reports a pod that has
 /// stopped: Completed (exit 0), or for `failed` (container, code, reason,
 /// message) that container's end, the others stopped with the pod
@@ -600,13 +617,10 @@ fn terminated_statuses(
                 }
                 Some(_) => (143, "Error", Some("stopped with its pod".to_owned())),
             };
-            ContainerStatus {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                ready: false,
-                started: Some(false),
-                restart_count: count(restarts),
-                state: Some(ContainerState {
+            not_running(
+                c,
+                restarts,
+                ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code,
                         reason: Some(reason.into()),
@@ -616,9 +630,8 @@ fn terminated_statuses(
                         ..ContainerStateTerminated::default()
                     }),
                     ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
-            }
+                },
+            )
         })
         .collect()
 }
@@ -1028,20 +1041,18 @@ async fn run_pod(
             .spec
             .containers
             .iter()
-            .map(|c| ContainerStatus {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                ready: false,
-                started: Some(false),
-                restart_count: count(restarts),
-                state: Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some(reason.into()),
-                        message: Some(failure.message.clone()),
-                    }),
-                    ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
+            .map(|c| {
+                not_running(
+                    c,
+                    restarts,
+                    ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some(failure.message.clone()),
+                        }),
+                        ..ContainerState::default()
+                    },
+                )
             })
             .collect();
         context.set_status(

@@ -546,9 +546,14 @@ async fn resolve_image(
             "Pulling",
             &format!("Pulling image \"{reference}\""),
         );
+        // The store is read off the async workers, as everywhere.
+        let (state, owned) = (context.state.clone(), pod.clone());
+        let configs = tokio::task::spawn_blocking(move || pull_secret_configs(&state, &owned))
+            .await
+            .unwrap_or_default();
         let credentials = Credentials::load(&crate::home::berth_home().join("auth.json"))
             .map_err(|e| failure("ErrImagePull", e))?
-            .overlaid(pull_secrets(context, pod));
+            .overlaid(pull_secrets(context, pod, configs));
         let client = Client::new(ClientOptions {
             insecure: false,
             credentials,
@@ -667,42 +672,56 @@ fn config_data(
     }))
 }
 
-/// The registry credentials of the pod's imagePullSecrets (Secrets of
-/// type `kubernetes.io/dockerconfigjson`, or the older `dockercfg`), later
-/// ones winning. One missing or unreadable is a warning, and the pull goes
-/// on without it, as the kubelet does.
-fn pull_secrets(context: &Context, pod: &Pod) -> Credentials {
+/// Each of the pod's imagePullSecrets and its Docker config, if it is a
+/// Secret of type `kubernetes.io/dockerconfigjson` (or the older
+/// `dockercfg`, whose text is the `auths` map alone). Reads the store.
+fn pull_secret_configs(state: &crate::api::ApiState, pod: &Pod) -> Vec<(String, Option<String>)> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    pod.spec
+        .image_pull_secrets
+        .iter()
+        .map(|reference| {
+            let found = config_data(state, Kind::Secret, ns, &reference.name)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let config = found.iter().find_map(|(key, value)| {
+                let text = String::from_utf8_lossy(value);
+                match key.as_str() {
+                    ".dockerconfigjson" => Some(text.into_owned()),
+                    ".dockercfg" => Some(format!("{{\"auths\": {text}}}")),
+                    _ => None,
+                }
+            });
+            (reference.name.clone(), config)
+        })
+        .collect()
+}
+
+/// The registry credentials of the pod's imagePullSecrets (their
+/// `configs`), later ones winning. One missing or unreadable is a warning,
+/// and the pull goes on without it, as the kubelet does.
+fn pull_secrets(
+    context: &Context,
+    pod: &Pod,
+    configs: Vec<(String, Option<String>)>,
+) -> Credentials {
     let mut all = Credentials::default();
-    for reference in &pod.spec.image_pull_secrets {
-        let found = config_data(&context.state, Kind::Secret, ns, &reference.name)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let config = found.iter().find_map(|(key, value)| {
-            let text = String::from_utf8_lossy(value);
-            match key.as_str() {
-                ".dockerconfigjson" => Some(text.into_owned()),
-                // The old format is the `auths` map on its own.
-                ".dockercfg" => Some(format!("{{\"auths\": {text}}}")),
-                _ => None,
-            }
-        });
+    for (name, config) in configs {
         match config.map(|text| Credentials::parse(&text)) {
             Some(Ok(credentials)) => all = all.overlaid(credentials),
             Some(Err(e)) => context.event(
                 pod,
                 "Warning",
                 "FailedToRetrieveImagePullSecret",
-                &format!("Secret {}: its .dockerconfigjson is unreadable: {e}", reference.name),
+                &format!("Secret {name}: its .dockerconfigjson is unreadable: {e}"),
             ),
             None => context.event(
                 pod,
                 "Warning",
                 "FailedToRetrieveImagePullSecret",
                 &format!(
-                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
-                    reference.name
+                    "Unable to retrieve some image pull secrets ({name}); attempting to pull the image may not succeed."
                 ),
             ),
         }

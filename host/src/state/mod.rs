@@ -198,6 +198,8 @@ fn update_pod(new: &crate::spec::objects::Pod, old: &Object) -> Result<crate::sp
     let bound = pod.spec.node_name.clone();
     let comparable = |spec: &crate::spec::objects::PodSpec| {
         let mut spec = spec.clone();
+        // A default spelt out (or stored so by an older berth) is no change.
+        crate::spec::defaults::canonical(&mut spec);
         for c in &mut spec.containers {
             c.image.clear();
         }

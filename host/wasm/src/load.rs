@@ -67,15 +67,28 @@ pub(super) fn listed(exports: &[String]) -> String {
 /// Reads `path` as a component file (regular files only: a FIFO or a
 /// device would block or never end).
 pub(super) fn read(path: &Path) -> Result<Vec<u8>, RuntimeError> {
-    let read_error = |source| RuntimeError::Read {
+    regular_file(path)?;
+    std::fs::read(path).map_err(|source| read_error(path, source))
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> RuntimeError {
+    RuntimeError::Read {
         path: path.to_owned(),
         source,
-    };
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    if !metadata.is_file() {
-        return Err(read_error(std::io::Error::other("not a regular file")));
     }
-    std::fs::read(path).map_err(read_error)
+}
+
+/// `path`'s metadata, if it is a regular file: a FIFO or a device would
+/// block or never end.
+fn regular_file(path: &Path) -> Result<std::fs::Metadata, RuntimeError> {
+    let metadata = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
+    if !metadata.is_file() {
+        return Err(read_error(
+            path,
+            std::io::Error::other("not a regular file"),
+        ));
+    }
+    Ok(metadata)
 }
 
 /// Reads, checks, compiles (or loads from the cache) and links `path`.
@@ -86,22 +99,14 @@ pub(super) fn load(
     path: &Path,
     loaded: &Mutex<Loaded>,
 ) -> Result<ProxyPre<Host>, RuntimeError> {
-    let read_error = |source| RuntimeError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    // A FIFO or a device would block or never end; only files are read.
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    if !metadata.is_file() {
-        return Err(read_error(std::io::Error::other("not a regular file")));
-    }
+    let metadata = regular_file(path)?;
     // The same file unchanged since it was loaded is the same component:
     // ten thousand replicas need not read and hash it ten thousand times.
     let stamp = FileStamp::of(&metadata);
     if let Some(pre) = loaded.lock().expect("lock").by_file.get(&stamp) {
         return Ok(pre.clone());
     }
-    let bytes = std::fs::read(path).map_err(read_error)?;
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
     let key: [u8; 32] = Sha256::digest(&bytes).into();
     let known = loaded.lock().expect("lock").by_content.get(&key).cloned();
     if let Some(pre) = known {

@@ -98,6 +98,12 @@ impl Sandbox {
     /// A context for one request holding exactly the granted capabilities.
     pub(super) fn wasi_ctx(&self) -> std::io::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
+        self.output_to_log(&mut builder);
+        self.grant(builder)
+    }
+
+    /// The guest's stdout and stderr into berth's log and its own.
+    fn output_to_log(&self, builder: &mut WasiCtxBuilder) {
         builder
             .stdout(GuestOutput::new(
                 self.workload.clone(),
@@ -109,7 +115,6 @@ impl Sandbox {
                 "stderr",
                 self.log.clone(),
             ));
-        self.grant(builder)
     }
 
     /// A context for one run of a command: its arguments, and berth's own
@@ -119,17 +124,7 @@ impl Sandbox {
         let mut builder = WasiCtxBuilder::new();
         builder.args(args);
         if self.log.is_some() {
-            builder
-                .stdout(GuestOutput::new(
-                    self.workload.clone(),
-                    "stdout",
-                    self.log.clone(),
-                ))
-                .stderr(GuestOutput::new(
-                    self.workload.clone(),
-                    "stderr",
-                    self.log.clone(),
-                ));
+            self.output_to_log(&mut builder);
         } else {
             builder.inherit_stdout().inherit_stderr();
         }
