@@ -1512,6 +1512,20 @@ fn a_chart_s_deployment_runs_shows_kubernetes_defaults_and_places_by_selector() 
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             == "CreateContainerConfigError"
     });
+    // Nor a process to exec a probe in: refused, not run as a TCP check.
+    let probed = write(
+        files.path(),
+        "probed.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probed}\nspec:\n  containers:\n  - name: web\n    image: web:1\n    readinessProbe: {exec: {command: [\"true\"]}}\n",
+    );
+    k.ok(&["apply", "-f", &probed]);
+    k.wait_for(&["pod", "probed"], "a refused exec probe on wasm", |p| {
+        let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        waiting["reason"] == "CreateContainerConfigError"
+            && waiting["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("readinessProbe.exec"))
+    });
     // What berth cannot give is refused whole, the field named.
     let privileged = write(
         files.path(),

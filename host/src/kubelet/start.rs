@@ -129,6 +129,26 @@ async fn start_container(
             ),
         ));
     }
+    // Nor processes to run a command in: an exec probe would be a TCP
+    // check in disguise, so it is refused, naming the probe.
+    let probes = [
+        ("startupProbe", &container.startup_probe),
+        ("readinessProbe", &container.readiness_probe),
+        ("livenessProbe", &container.liveness_probe),
+    ];
+    if let Some((which, _)) = probes
+        .iter()
+        .find(|(_, p)| p.as_ref().is_some_and(|p| p.exec.is_some()))
+    {
+        return Err(failure(
+            "CreateContainerConfigError",
+            format!(
+                "container {}: {which}.exec: a wasm guest has no processes to run a command in; \
+                 probe it with httpGet (or tcpSocket) instead",
+                container.name
+            ),
+        ));
+    }
     let (pod_owned, container_owned, dir_owned) = (pod.clone(), container.clone(), dir.to_owned());
     let state = context.state.clone();
     let mut spec = tokio::task::spawn_blocking(move || {
