@@ -141,7 +141,7 @@ pub async fn pod_log(
             )
         }));
     };
-    let path = crate::kubelet::log_path(&dir, &container, run);
+    let path = crate::state::log_path(&dir, &container, run);
     let read = |bytes: Vec<u8>| -> Vec<u8> {
         let mut out = match options.tail_lines {
             Some(n) => tail(&bytes, n).to_vec(),

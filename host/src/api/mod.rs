@@ -31,7 +31,7 @@ pub use server::{KubeApi, router as kube_router, serve_tls, with_token};
 
 use std::path::Path;
 
-use crate::state::{Record, Store};
+use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
 pub const KIND_NAMES: [(&str, &[&str]); 7] = [
@@ -53,15 +53,9 @@ pub fn kind_of(word: &str) -> Option<&'static str> {
         .map(|(kind, _)| *kind)
 }
 
-pub struct ApiState {
-    /// One lock for the store; it never poisons (see `parking_lot`): a
-    /// panic under it leaves the store as its last transaction did.
-    pub store: parking_lot::Mutex<Store>,
-    /// Woken after every change, for the controllers.
-    pub changed: tokio::sync::Notify,
-    /// Where each pod's volumes and logs are, by pod uid.
-    pub pods_dir: std::path::PathBuf,
-}
+/// The state the API serves: the store the kubelet and the controllers
+/// share (it lives in `state`, so neither depends on the API for it).
+pub use crate::state::Shared as ApiState;
 
 /// An object with the defaults of its pod spec filled in, as a cluster
 /// shows it (stored without them: see `spec::defaults`).

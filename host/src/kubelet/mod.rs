@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiState;
 use crate::runtime::wasm::WasmRuntime;
 use crate::spec::objects::{Pod, RestartPolicy};
 use crate::spec::status::{
@@ -33,17 +32,11 @@ use crate::spec::status::{
 };
 use crate::spec::{Kind, Object, Status};
 use crate::state::Event;
+use crate::state::Shared as ApiState;
 use k8s_openapi::api::core::v1::PodStatus as KubePodStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// The log of run number `run` (0 first) of a container of the pod whose
-/// directory is `pod_dir`.
-pub fn log_path(pod_dir: &std::path::Path, container: &str, run: u32) -> PathBuf {
-    pod_dir
-        .join("logs")
-        .join(container)
-        .join(format!("{run}.log"))
-}
+pub use crate::state::log_path;
 
 /// The end of a failed container's log, when its
 /// `terminationMessagePolicy` is `FallbackToLogsOnError`: what the kubelet

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
-use crate::api::ApiState;
 use crate::spec::status::PodStatus;
 use crate::spec::{Kind, Status};
 use crate::state::Event;
+use crate::state::Shared as ApiState;
 
 enum Report {
     Status {

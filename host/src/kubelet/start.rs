@@ -656,7 +656,7 @@ type ConfigData = Vec<(String, Vec<u8>)>;
 
 /// The data of ConfigMap or Secret `name`, values decoded.
 fn config_data(
-    state: &crate::api::ApiState,
+    state: &crate::state::Shared,
     kind: Kind,
     namespace: &str,
     name: &str,
@@ -695,7 +695,7 @@ fn config_data(
 /// Each of the pod's imagePullSecrets and its Docker config, if it is a
 /// Secret of type `kubernetes.io/dockerconfigjson` (or the older
 /// `dockercfg`, whose text is the `auths` map alone). Reads the store.
-fn pull_secret_configs(state: &crate::api::ApiState, pod: &Pod) -> Vec<(String, Option<String>)> {
+fn pull_secret_configs(state: &crate::state::Shared, pod: &Pod) -> Vec<(String, Option<String>)> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     pod.spec
         .image_pull_secrets
@@ -752,7 +752,7 @@ fn pull_secrets(
 /// A container's environment: HOSTNAME, then envFrom, then env (later
 /// wins, as in Kubernetes), ConfigMap and Secret references resolved.
 fn container_env(
-    state: &crate::api::ApiState,
+    state: &crate::state::Shared,
     pod: &Pod,
     container: &Container,
 ) -> Result<Vec<(String, String)>, StartFailure> {
@@ -823,7 +823,7 @@ fn container_env(
 }
 
 fn workload_spec(
-    state: &crate::api::ApiState,
+    state: &crate::state::Shared,
     pod: &Pod,
     container: &Container,
     dir: &Path,
@@ -899,7 +899,7 @@ fn workload_spec(
 
 /// The host directories of a container's volume mounts.
 fn volume_mounts(
-    state: &crate::api::ApiState,
+    state: &crate::state::Shared,
     pod: &Pod,
     container: &Container,
     dir: &Path,
@@ -926,7 +926,7 @@ fn volume_mounts(
 }
 
 fn volume_dirs(
-    state: &crate::api::ApiState,
+    state: &crate::state::Shared,
     ns: &str,
     volume: &Volume,
     pod_dir: &Path,

@@ -58,6 +58,27 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 ";
 
+/// The store and what its users share: the API, the controllers and the
+/// kubelet each hold one of these, and none of them owns it.
+pub struct Shared {
+    /// One lock for the store; it never poisons (see `parking_lot`): a
+    /// panic under it leaves the store as its last transaction did.
+    pub store: parking_lot::Mutex<Store>,
+    /// Woken after every change, for the controllers.
+    pub changed: tokio::sync::Notify,
+    /// Where each pod's volumes and logs are, by pod uid.
+    pub pods_dir: std::path::PathBuf,
+}
+
+/// The log of run number `run` (0 first) of a container of the pod whose
+/// directory is `pod_dir`: the kubelet writes it, the API reads it.
+pub fn log_path(pod_dir: &Path, container: &str, run: u32) -> std::path::PathBuf {
+    pod_dir
+        .join("logs")
+        .join(container)
+        .join(format!("{run}.log"))
+}
+
 /// An object as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
