@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod daemon;
 pub mod home;
 pub mod image;
 pub mod kubelet;

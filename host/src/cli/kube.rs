@@ -13,13 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::client::{call, error_of};
 use crate::api::{ApiState, kind_of, socket_path};
-use crate::controller::Controllers;
 use crate::home::berth_home;
-use crate::kubelet::{Backoff, Kubelet};
 use crate::runtime::wasm::{WasmRuntime, WasmRuntimeConfig};
 use crate::scheduler::Node;
 use crate::spec::{Kind, Object};
-use crate::state::Store;
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -91,23 +88,6 @@ pub struct DaemonArgs {
     header_timeout: Duration,
 }
 
-/// `path` as a file only its owner may read, made empty if missing.
-fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))
-}
-
-/// How often the controllers look at everything, not only at what the
-/// watch says changed.
-const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
-
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let (first, last) = text
         .split_once('-')
@@ -134,52 +114,31 @@ pub fn daemon(mut args: DaemonArgs) -> anyhow::Result<ExitCode> {
     run_daemon(args, &berth_home(), None)
 }
 
-/// Work run beside the daemon's loop (`berth up`'s), given the state and
-/// the shutdown token; its exit code is the command's.
-type Companion = Box<
-    dyn FnOnce(
-            Arc<ApiState>,
-            CancellationToken,
-            std::net::SocketAddr,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + Send>>
-        + Send,
->;
+impl DaemonArgs {
+    fn config(self) -> crate::daemon::Config {
+        crate::daemon::Config {
+            nodes: self.nodes,
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            backoff_reset: self.backoff_reset,
+            pod_quota: self.pod_quota,
+            api_listen: self.api_listen,
+            tls_sans: self.tls_sans,
+            ingress: self.ingress,
+            node_port_range: self.node_port_range,
+            endpoint_wait: self.endpoint_wait,
+            header_timeout: self.header_timeout,
+        }
+    }
+}
 
-/// Runs a daemon whose state, certificates, kubeconfig, socket and pods
-/// are in `home` (images and compiled code are shared through
-/// `$BERTH_HOME` whatever it is).
+/// Runs the daemon of `home` (see [`crate::daemon::serve`]) on a runtime
+/// of its own, until SIGTERM or Ctrl-C.
 fn run_daemon(
     args: DaemonArgs,
     home: &std::path::Path,
-    companion: Option<Companion>,
+    companion: Option<crate::daemon::Companion>,
 ) -> anyhow::Result<ExitCode> {
-    // It holds the store, whose Secrets no other user may read.
-    crate::home::private_dir(home).with_context(|| format!("making {} private", home.display()))?;
-    let db = home.join("state.db");
-    // Secrets are in the store: the database and its journal files are the
-    // owner's alone (SQLite gives the journals the database's mode).
-    private_file(&db)?;
-    for journal in ["state.db-wal", "state.db-shm"] {
-        let path = home.join(journal);
-        if path.exists() {
-            private_file(&path)?;
-        }
-    }
-    let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    store.set_node_port_range(args.node_port_range.clone());
-    let state = Arc::new(ApiState {
-        store: parking_lot::Mutex::new(store),
-        changed: tokio::sync::Notify::new(),
-        pods_dir: home.join("pods"),
-    });
-    let nodes = if args.nodes.is_empty() {
-        vec![Node::host()]
-    } else {
-        args.nodes
-    };
-    let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
-        .context("making the API's certificates and token")?;
-    let socket = crate::api::socket_in(home);
     let tokio = runtime()?;
     // Built outside the async runtime and dropped after it, as `berth run`
     // does: its epoch ticker is what makes a spinning guest yield.
@@ -187,153 +146,8 @@ fn run_daemon(
         cache_dir: Some(crate::home::compile_cache_dir()),
     })?);
     let served = tokio.block_on(async {
-        let listener =
-            crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
         let shutdown = super::shutdown_on_signal()?;
-        let table = Arc::new(crate::router::Table::default());
-        let (ingress, ingress_address) = crate::router::Ingress::bind(
-            table.clone(),
-            args.ingress,
-            args.endpoint_wait,
-            shutdown.clone(),
-            Duration::from_secs(30),
-            args.header_timeout,
-        )
-        .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
-
-        let node_names = nodes.iter().map(|n| n.name.clone()).collect();
-        let nodes_for_api = nodes.clone();
-        let mut controllers = Controllers::new(nodes);
-        if let Some(quota) = args.pod_quota {
-            controllers.pod_quota = quota;
-        }
-        let mut kubelet = Kubelet::new(
-            state.clone(),
-            wasm.clone(),
-            node_names,
-            state.pods_dir.clone(),
-            Backoff {
-                base: args.backoff_base,
-                cap: args.backoff_cap,
-                reset: args.backoff_reset,
-            },
-            crate::kubelet::Routing {
-                table: table.clone(),
-                endpoint_wait: args.endpoint_wait,
-            },
-        );
-        kubelet.forget_running();
-        kubelet.remove_orphan_dirs();
-        let kube = Arc::new(crate::api::KubeApi {
-            state: state.clone(),
-            nodes: nodes_for_api,
-            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            shutdown: shutdown.clone(),
-            execs: kubelet.exec_targets(),
-            pod_quota: controllers.pod_quota,
-        });
-        let api_address = args
-            .api_listen
-            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        let api_listener = tokio::net::TcpListener::bind(api_address)
-            .await
-            .with_context(|| {
-                format!("binding the Kubernetes API on {api_address} (see --api-listen)")
-            })?;
-        let api_bound = api_listener.local_addr()?;
-        let kubeconfig = crate::api::pki::kubeconfig_path(home);
-        crate::api::pki::write_private(
-            &kubeconfig,
-            crate::api::pki::kubeconfig(&credentials, api_bound).as_bytes(),
-        )
-        .context("writing the kubeconfig")?;
-        let https_api = tokio::spawn(crate::api::serve_tls(
-            api_listener,
-            credentials.server.clone(),
-            crate::api::with_token(
-                crate::api::kube_router(kube.clone()),
-                credentials.token.clone(),
-            ),
-            shutdown.clone(),
-        ));
-        // The socket's owner is trusted: the Kubernetes API without a token.
-        let api = tokio::spawn(
-            axum::serve(listener, crate::api::kube_router(kube.clone()))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
-        // Scripts and tests read this line to know the daemon is up.
-        println!("berth: daemon serving {}", socket.display());
-        println!(
-            "berth: Kubernetes API on https://{api_bound}/ (KUBECONFIG={})",
-            kubeconfig.display()
-        );
-        println!("berth: ingress on http://{ingress_address}/");
-        let companion =
-            companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
-        let mut routed = None;
-        // The controllers work from the store's watch: what changed since
-        // their last pass, with a pass over everything at start and on a
-        // slow tick.
-        let mut changes = {
-            let store = state.store.lock();
-            let now = store.current_version()?;
-            store
-                .hub()
-                .subscribe(now)
-                .map_err(|e| anyhow::anyhow!("watching the store from {now}: {e:?}"))?
-                .1
-        };
-        let mut work = crate::controller::Work::everything();
-        let mut swept = std::time::Instant::now();
-        loop {
-            let pass = std::time::Instant::now();
-            if swept.elapsed() >= FULL_PASS_EVERY {
-                work.everything_too();
-                swept = pass;
-            }
-            // A few rounds, each feeding the next, the store's lock taken
-            // per round so requests are answered in between.
-            for _ in 0..8 {
-                let mut store = state.store.lock();
-                match controllers.reconcile_round(&mut store, &mut work, &mut changes) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::error!("reconciling: {e}");
-                        work.everything_too();
-                        break;
-                    }
-                }
-            }
-            kubelet.sync();
-            sync_routes(&state, &table, &ingress, &mut routed);
-            let took = pass.elapsed();
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = state.changed.notified() => {
-                    // Changes come in bursts (a pod starting per few ms):
-                    // gather them into one pass, and when passes grow long
-                    // (thousands of pods), leave the pods as much time to
-                    // start as the pass took.
-                    tokio::time::sleep(took.max(Duration::from_millis(20))).await;
-                }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-        tracing::info!("shutting down: stopping pods");
-        kubelet.stop_all().await;
-        ingress.stopped().await;
-        let _ = api.await;
-        let _ = https_api.await;
-        let _ = std::fs::remove_file(&socket);
-        let code = match companion {
-            Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
-            None => ExitCode::SUCCESS,
-        };
-        // `up` deletes its pods on the way out: their logs and volumes go too.
-        kubelet.remove_orphan_dirs();
-        anyhow::Ok(code)
+        crate::daemon::serve(args.config(), home, wasm.clone(), shutdown, companion).await
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(wasm);
@@ -835,7 +649,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let companion: Companion = Box::new(move |state, shutdown, ingress| {
+    let companion: crate::daemon::Companion = Box::new(move |state, shutdown, ingress| {
         Box::pin(up_companion(state, shutdown, ingress, objects))
     });
     let home = crate::home::up_home(&manifest_paths[0]);
@@ -865,44 +679,6 @@ fn service_urls(
         }
     }
     urls
-}
-
-/// Keeps the router's services those of the store.
-fn sync_routes(
-    state: &ApiState,
-    table: &crate::router::Table,
-    ingress: &Arc<crate::router::Ingress>,
-    synced: &mut Option<u64>,
-) {
-    let listed = {
-        let store = state.store.lock();
-        let version = store.spec_version_of(Kind::Service);
-        if *synced == Some(version) {
-            return;
-        }
-        *synced = Some(version);
-        store.list(Kind::Service, None)
-    };
-    let services = match listed {
-        Ok(records) => records,
-        Err(e) => {
-            tracing::error!("listing services: {e}");
-            *synced = None;
-            return;
-        }
-    };
-    let services: Vec<crate::spec::objects::Service> = services
-        .into_iter()
-        .filter_map(|r| match r.object {
-            crate::spec::Object::Service(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    table.set_services(&services);
-    if !ingress.sync_node_ports() {
-        // Again next pass, changes or not.
-        *synced = None;
-    }
 }
 
 async fn up_companion(

@@ -1,0 +1,298 @@
+//! The daemon, composed: the store and its shared state, the controllers,
+//! the kubelet, the router's ingress and node ports, and the Kubernetes API
+//! (HTTPS and the unix socket), wired together here and nowhere else, with
+//! the control loop that drives the controllers, the kubelet and the
+//! router's services from the store's watch. `berth daemon` and `berth up`
+//! (cli/) configure and start it; each part depends only on what is below
+//! it (api, controller, kubelet, router → state, spec, runtime).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiState;
+use crate::controller::Controllers;
+use crate::kubelet::{Backoff, Kubelet};
+use crate::runtime::wasm::WasmRuntime;
+use crate::scheduler::Node;
+use crate::spec::Kind;
+use crate::state::Store;
+
+/// How a daemon runs: its nodes, limits, listeners and back-off.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The nodes to schedule onto; none: one with this host's CPUs and memory.
+    pub nodes: Vec<Node>,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub backoff_reset: Duration,
+    /// The most pods a namespace may hold; none: as many as the nodes run.
+    pub pod_quota: Option<u64>,
+    /// Where the Kubernetes API listens over HTTPS; none: a free loopback port.
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// More names for the API's certificate.
+    pub tls_sans: Vec<String>,
+    pub ingress: std::net::SocketAddr,
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// How long a request to a service with no ready endpoint waits for one.
+    pub endpoint_wait: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+/// How often the controllers look at everything, not only at what the
+/// watch says changed.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
+
+/// Work run beside the daemon's loop (`berth up`'s), given the state and
+/// the shutdown token; its exit code is the command's.
+pub type Companion = Box<
+    dyn FnOnce(
+            Arc<ApiState>,
+            CancellationToken,
+            std::net::SocketAddr,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ExitCode> + Send>>
+        + Send,
+>;
+
+/// Runs a daemon whose state, certificates, kubeconfig, socket and pods
+/// are in `home` (images and compiled code are shared through
+/// `$BERTH_HOME` whatever it is), its wasm pods on `wasm`, until
+/// `shutdown`; then stops every pod gracefully. Call inside the async
+/// runtime; keep `wasm` alive past it (its epoch ticker is what makes a
+/// spinning guest yield, so the runtime's shutdown can drop its task).
+pub async fn serve(
+    args: Config,
+    home: &std::path::Path,
+    wasm: Arc<WasmRuntime>,
+    shutdown: CancellationToken,
+    companion: Option<Companion>,
+) -> anyhow::Result<ExitCode> {
+    // It holds the store, whose Secrets no other user may read.
+    crate::home::private_dir(home).with_context(|| format!("making {} private", home.display()))?;
+    let db = home.join("state.db");
+    // Secrets are in the store: the database and its journal files are the
+    // owner's alone (SQLite gives the journals the database's mode).
+    private_file(&db)?;
+    for journal in ["state.db-wal", "state.db-shm"] {
+        let path = home.join(journal);
+        if path.exists() {
+            private_file(&path)?;
+        }
+    }
+    let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    store.set_node_port_range(args.node_port_range.clone());
+    let state = Arc::new(ApiState {
+        store: parking_lot::Mutex::new(store),
+        changed: tokio::sync::Notify::new(),
+        pods_dir: home.join("pods"),
+    });
+    let nodes = if args.nodes.is_empty() {
+        vec![Node::host()]
+    } else {
+        args.nodes
+    };
+    let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
+        .context("making the API's certificates and token")?;
+    let socket = crate::api::socket_in(home);
+    let listener =
+        crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let table = Arc::new(crate::router::Table::default());
+    let (ingress, ingress_address) = crate::router::Ingress::bind(
+        table.clone(),
+        args.ingress,
+        args.endpoint_wait,
+        shutdown.clone(),
+        Duration::from_secs(30),
+        args.header_timeout,
+    )
+    .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
+
+    let node_names = nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes_for_api = nodes.clone();
+    let mut controllers = Controllers::new(nodes);
+    if let Some(quota) = args.pod_quota {
+        controllers.pod_quota = quota;
+    }
+    let mut kubelet = Kubelet::new(
+        state.clone(),
+        wasm.clone(),
+        node_names,
+        state.pods_dir.clone(),
+        Backoff {
+            base: args.backoff_base,
+            cap: args.backoff_cap,
+            reset: args.backoff_reset,
+        },
+        crate::kubelet::Routing {
+            table: table.clone(),
+            endpoint_wait: args.endpoint_wait,
+        },
+    );
+    kubelet.forget_running();
+    kubelet.remove_orphan_dirs();
+    let kube = Arc::new(crate::api::KubeApi {
+        state: state.clone(),
+        nodes: nodes_for_api,
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        shutdown: shutdown.clone(),
+        execs: kubelet.exec_targets(),
+        pod_quota: controllers.pod_quota,
+    });
+    let api_address = args
+        .api_listen
+        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let api_listener = tokio::net::TcpListener::bind(api_address)
+        .await
+        .with_context(|| {
+            format!("binding the Kubernetes API on {api_address} (see --api-listen)")
+        })?;
+    let api_bound = api_listener.local_addr()?;
+    let kubeconfig = crate::api::pki::kubeconfig_path(home);
+    crate::api::pki::write_private(
+        &kubeconfig,
+        crate::api::pki::kubeconfig(&credentials, api_bound).as_bytes(),
+    )
+    .context("writing the kubeconfig")?;
+    let https_api = tokio::spawn(crate::api::serve_tls(
+        api_listener,
+        credentials.server.clone(),
+        crate::api::with_token(
+            crate::api::kube_router(kube.clone()),
+            credentials.token.clone(),
+        ),
+        shutdown.clone(),
+    ));
+    // The socket's owner is trusted: the Kubernetes API without a token.
+    let api = tokio::spawn(
+        axum::serve(listener, crate::api::kube_router(kube.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    // Scripts and tests read this line to know the daemon is up.
+    println!("berth: daemon serving {}", socket.display());
+    println!(
+        "berth: Kubernetes API on https://{api_bound}/ (KUBECONFIG={})",
+        kubeconfig.display()
+    );
+    println!("berth: ingress on http://{ingress_address}/");
+    let companion =
+        companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
+    let mut routed = None;
+    // The controllers work from the store's watch: what changed since
+    // their last pass, with a pass over everything at start and on a
+    // slow tick.
+    let mut changes = {
+        let store = state.store.lock();
+        let now = store.current_version()?;
+        store
+            .hub()
+            .subscribe(now)
+            .map_err(|e| anyhow::anyhow!("watching the store from {now}: {e:?}"))?
+            .1
+    };
+    let mut work = crate::controller::Work::everything();
+    let mut swept = std::time::Instant::now();
+    loop {
+        let pass = std::time::Instant::now();
+        if swept.elapsed() >= FULL_PASS_EVERY {
+            work.everything_too();
+            swept = pass;
+        }
+        // A few rounds, each feeding the next, the store's lock taken
+        // per round so requests are answered in between.
+        for _ in 0..8 {
+            let mut store = state.store.lock();
+            match controllers.reconcile_round(&mut store, &mut work, &mut changes) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!("reconciling: {e}");
+                    work.everything_too();
+                    break;
+                }
+            }
+        }
+        kubelet.sync();
+        sync_routes(&state, &table, &ingress, &mut routed);
+        let took = pass.elapsed();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = state.changed.notified() => {
+                // Changes come in bursts (a pod starting per few ms):
+                // gather them into one pass, and when passes grow long
+                // (thousands of pods), leave the pods as much time to
+                // start as the pass took.
+                tokio::time::sleep(took.max(Duration::from_millis(20))).await;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!("shutting down: stopping pods");
+    kubelet.stop_all().await;
+    ingress.stopped().await;
+    let _ = api.await;
+    let _ = https_api.await;
+    let _ = std::fs::remove_file(&socket);
+    let code = match companion {
+        Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
+        None => ExitCode::SUCCESS,
+    };
+    // `up` deletes its pods on the way out: their logs and volumes go too.
+    kubelet.remove_orphan_dirs();
+    Ok(code)
+}
+
+/// `path` as a file only its owner may read, made empty if missing.
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))
+}
+
+/// Keeps the router's services those of the store.
+fn sync_routes(
+    state: &ApiState,
+    table: &crate::router::Table,
+    ingress: &Arc<crate::router::Ingress>,
+    synced: &mut Option<u64>,
+) {
+    let listed = {
+        let store = state.store.lock();
+        let version = store.spec_version_of(Kind::Service);
+        if *synced == Some(version) {
+            return;
+        }
+        *synced = Some(version);
+        store.list(Kind::Service, None)
+    };
+    let services = match listed {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!("listing services: {e}");
+            *synced = None;
+            return;
+        }
+    };
+    let services: Vec<crate::spec::objects::Service> = services
+        .into_iter()
+        .filter_map(|r| match r.object {
+            crate::spec::Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    table.set_services(&services);
+    if !ingress.sync_node_ports() {
+        // Again next pass, changes or not.
+        *synced = None;
+    }
+}
