@@ -2,11 +2,13 @@
 //! groups, from the image's `User`, its /etc/passwd and /etc/group, and the
 //! pod's `runAsUser`, `runAsGroup`, `fsGroup` and `supplementalGroups`.
 //!
-//! Resolved as containerd resolves them for the kubelet, and runc for
-//! Docker: `runAsUser` replaces the image's user (its gid then comes from
-//! the image's /etc/passwd entry for that uid, else 0); `runAsGroup`
-//! replaces the image's group only; the process is also in every group
-//! the image's /etc/group lists its user in, then in the pod's groups.
+//! Resolved as runc resolves them for Docker, and containerd for the
+//! kubelet where the pod names ids: `runAsUser` replaces the image's user
+//! (its gid then comes from the image's /etc/passwd entry for that uid,
+//! else 0); `runAsGroup` replaces the image's group only; the process is
+//! also in every group the image's /etc/group lists its user in, then in
+//! the pod's groups. (An image `USER uid:gid` with no ids in the pod keeps
+//! its gid, as under Docker; the kubelet would drop it.)
 //! The init resolves this inside the container's own tree (its files
 //! decide), so it is pure text in, ids out, and tested here.
 //!

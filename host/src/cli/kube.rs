@@ -757,8 +757,9 @@ async fn up_companion(
     for o in objects.iter().rev() {
         let _ = store.delete(o.kind(), o.namespace().unwrap_or(""), &o.metadata().name);
     }
-    // Their ReplicaSets and pods too: the controllers have stopped.
-    while matches!(crate::controller::collect_garbage(&mut store), Ok(true)) {}
+    // Their ReplicaSets and pods too, at once: the kubelet has stopped
+    // them already (no one is left to finish a graceful deletion).
+    while matches!(crate::controller::collect_garbage_now(&mut store), Ok(true)) {}
     ExitCode::SUCCESS
 }
 

@@ -169,8 +169,19 @@ pub fn delete_gracefully(store: &mut Store, record: &Record) -> Result<()> {
 }
 
 /// Deletes ReplicaSets whose Deployment is gone and pods whose ReplicaSet
-/// is gone, as Kubernetes' garbage collector does; whether it deleted any.
+/// is gone, as Kubernetes' garbage collector does (a running pod is marked
+/// Terminating and left to the kubelet); whether it deleted any.
 pub fn collect_garbage(store: &mut Store) -> Result<bool> {
+    collect(store, false)
+}
+
+/// [`collect_garbage`] when no kubelet runs any more (`berth up` on its
+/// way out): every orphan goes at once, running or not.
+pub fn collect_garbage_now(store: &mut Store) -> Result<bool> {
+    collect(store, true)
+}
+
+fn collect(store: &mut Store, now: bool) -> Result<bool> {
     let mut changed = false;
     for (kind, owner_kind) in [
         (Kind::ReplicaSet, Kind::Deployment),
@@ -187,7 +198,11 @@ pub fn collect_garbage(store: &mut Store) -> Result<bool> {
                 .owner_references
                 .iter()
                 .any(|o| o.controller && o.kind == owner_kind.as_str() && !owners.contains(&o.uid));
-            if orphaned && !meta.deleting() {
+            if orphaned && now {
+                let ns = record.object.namespace().unwrap_or("").to_owned();
+                store.delete(kind, &ns, &meta.name)?;
+                changed = true;
+            } else if orphaned && !meta.deleting() {
                 delete_gracefully(store, &record)?;
                 changed = true;
             }

@@ -53,7 +53,17 @@ fn log_tail_if_asked(
     if spec.termination_message_policy.as_deref() != Some("FallbackToLogsOnError") {
         return None;
     }
-    let log = std::fs::read(log_path(pod_dir, container, run)).ok()?;
+    // Its end only: 80 lines fit in far less, and a log may hold 10 MiB.
+    let log = {
+        use std::io::{Read as _, Seek as _};
+        let mut file = std::fs::File::open(log_path(pod_dir, container, run)).ok()?;
+        let size = file.metadata().ok()?.len();
+        file.seek(std::io::SeekFrom::Start(size.saturating_sub(64 << 10)))
+            .ok()?;
+        let mut end = Vec::new();
+        file.read_to_end(&mut end).ok()?;
+        end
+    };
     let text = String::from_utf8_lossy(&log);
     let lines: Vec<&str> = text.lines().collect();
     let mut tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
@@ -590,8 +600,8 @@ fn not_running(
 
 /// Each container's last run as the kubelet reports a pod that has
 /// stopped: Completed (exit 0), or for `failed` (container, code, reason,
-/// message) that container's end, the others stopped with the pod
-/// (SIGTERM's 143).
+/// message) that container's end, the others shown as stopped with the
+/// pod (143, SIGTERM's: berth does not collect their own ends yet).
 fn terminated_statuses(
     pod: &Pod,
     restarts: u32,

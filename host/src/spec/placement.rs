@@ -111,6 +111,14 @@ impl NodeSelectorRequirement {
                 format!("{:?} is not one of {}", self.operator, OPERATORS.join(", ")),
             ));
         }
+        if matches!(self.operator.as_str(), "Gt" | "Lt")
+            && (self.values.len() != 1 || self.values[0].parse::<i64>().is_err())
+        {
+            return Err((
+                format!("{path}.values"),
+                format!("{} needs exactly one integer value", self.operator),
+            ));
+        }
         let wants_values = matches!(self.operator.as_str(), "In" | "NotIn" | "Gt" | "Lt");
         if wants_values == self.values.is_empty() {
             let message = if wants_values {
@@ -144,11 +152,14 @@ pub fn fits(
     else {
         return true;
     };
-    // Terms are ORed; the requirements of one term are ANDed.
+    // Terms are ORed; the requirements of one term are ANDed; an empty
+    // term matches no node, as in Kubernetes.
     required.node_selector_terms.iter().any(|term| {
-        term.match_expressions
-            .iter()
-            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        !(term.match_expressions.is_empty() && term.match_fields.is_empty())
+            && term
+                .match_expressions
+                .iter()
+                .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
             && term.match_fields.iter().all(|r| r.matches(Some(name)))
     })
 }
@@ -162,6 +173,12 @@ pub fn check_affinity(affinity: &Affinity, path: &str) -> Result<(), (String, St
         return Ok(());
     };
     let base = format!("{path}.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
+    if required.node_selector_terms.is_empty() {
+        return Err((
+            format!("{base}.nodeSelectorTerms"),
+            "must have at least one term".into(),
+        ));
+    }
     for (i, term) in required.node_selector_terms.iter().enumerate() {
         let tpath = format!("{base}.nodeSelectorTerms[{i}]");
         for (j, r) in term.match_expressions.iter().enumerate() {
@@ -235,6 +252,27 @@ mod tests {
         assert!(!fits("berth", &labels(), &none, Some(&gpu)));
         let no_gpu = requiring(vec![req("gpu", "DoesNotExist", &[])]);
         assert!(fits("berth", &labels(), &none, Some(&no_gpu)));
+    }
+
+    #[test]
+    fn an_empty_term_matches_no_node_and_no_terms_is_refused() {
+        let none = BTreeMap::new();
+        let mut empty = requiring(vec![]);
+        assert!(!fits("berth", &labels(), &none, Some(&empty)));
+        empty
+            .node_affinity
+            .as_mut()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_mut()
+            .unwrap()
+            .node_selector_terms
+            .clear();
+        assert!(check_affinity(&empty, "a").is_err());
+        let two = requiring(vec![req("n", "Gt", &["1", "2"])]);
+        assert!(check_affinity(&two, "a").is_err());
+        let word = requiring(vec![req("n", "Lt", &["many"])]);
+        assert!(check_affinity(&word, "a").is_err());
     }
 
     #[test]

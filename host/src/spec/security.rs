@@ -219,7 +219,7 @@ pub fn check_container(context: &SecurityContext, path: &str) -> Result<(), (Str
         for (list, names) in [("add", &caps.add), ("drop", &caps.drop)] {
             for (i, name) in names.iter().enumerate() {
                 let bare = capability_name(name);
-                if !(CAPABILITIES.contains(&bare) || (list == "drop" && bare == "ALL")) {
+                if !(CAPABILITIES.contains(&bare) || (list == "drop" && name == "ALL")) {
                     return Err((
                         format!("{path}.capabilities.{list}[{i}]"),
                         format!("{name:?} is not a Linux capability"),

@@ -306,3 +306,22 @@ fn pages_follow_the_key_order_and_end() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_grace_period_of_centuries_is_due_at_the_last_time_rfc_3339_writes() {
+    let mut store = Store::in_memory().unwrap();
+    store
+        .apply(&objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n",
+        ))
+        .unwrap();
+    let uid = store.get(Kind::Pod, "default", "p").unwrap().unwrap().uid;
+    let marked = store
+        .mark_deleting(Kind::Pod, "default", "p", &uid, u64::MAX, &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        marked.object.metadata().deletion_timestamp.as_deref(),
+        Some("9999-12-31T23:59:59Z")
+    );
+}

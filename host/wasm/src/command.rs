@@ -3,8 +3,8 @@
 //! component. Their exit code is the guest's: `exit-with-code`'s, or 0 and
 //! 1 for WASI 0.2's `exit`, which says only success or failure (what
 //! Rust's `std::process::exit` calls today), and for `run` returning; 134
-//! (an abort's, as wasmtime's) when the guest traps or runs into a limit,
-//! which is then named.
+//! (an abort's, as wasmtime's) when the guest traps, runs into a limit
+//! or cannot be instantiated, which is then named.
 
 use std::path::Path;
 

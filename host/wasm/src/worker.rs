@@ -16,6 +16,8 @@ pub(super) struct CommandWorkload {
     name: String,
     ended: watch::Receiver<Option<Exited>>,
     task: tokio::task::AbortHandle,
+    /// Set by `stop`: the run ended because it was asked to.
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CommandWorkload {
@@ -44,6 +46,7 @@ impl CommandWorkload {
             name,
             ended,
             task: task.abort_handle(),
+            stopped: Default::default(),
         }
     }
 }
@@ -93,14 +96,24 @@ impl Workload for CommandWorkload {
 
     fn exited(&self) -> BoxFuture<'static, Exited> {
         let mut ended = self.ended.clone();
+        let stopped = self.stopped.clone();
         Box::pin(async move {
             loop {
                 if let Some(exited) = ended.borrow_and_update().clone() {
                     return exited;
                 }
                 if ended.changed().await.is_err() {
-                    // The run was stopped: it never ends by itself now.
-                    return std::future::pending().await;
+                    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Stopped as asked: it never ends by itself now.
+                        return std::future::pending().await;
+                    }
+                    // The run's task died without a word (a panic in the
+                    // host): the container ended, in error.
+                    return Exited {
+                        code: command::TRAPPED,
+                        reason: "Error",
+                        detail: Some("the run ended without an exit status".into()),
+                    };
                 }
             }
         })
@@ -109,6 +122,8 @@ impl Workload for CommandWorkload {
     /// A WASI command has no signal to be asked with: it is stopped at
     /// once, whatever the grace.
     fn stop(&self, _grace: std::time::Duration) -> BoxFuture<'static, ()> {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.abort();
         Box::pin(async {})
     }
