@@ -114,12 +114,6 @@ impl WasmRuntime {
     }
 }
 
-/// A component ready to start, by what it is.
-enum Loaded {
-    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<Host>),
-    Command(wasmtime_wasi::p2::bindings::CommandPre<Host>),
-}
-
 impl Runtime for WasmRuntime {
     fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>> {
         let engine = self.engine.clone();
@@ -127,29 +121,17 @@ impl Runtime for WasmRuntime {
         let loaded = self.loaded.clone();
         Box::pin(async move {
             let path = spec.component.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                match load::load(&engine, &linker, &path, &loaded) {
-                    Ok(pre) => Ok(Loaded::Http(pre)),
-                    // No HTTP handler: a command runs instead, if it is one.
-                    Err(no_handler @ RuntimeError::NoHandler { .. }) => {
-                        match command::load(&engine, &linker, &path) {
-                            Ok(pre) => Ok(Loaded::Command(pre)),
-                            Err(RuntimeError::NotCommand { .. }) => Err(no_handler),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
-            .map_err(|e| RuntimeError::Engine {
-                reason: format!("loading task failed: {e}"),
-            })??;
-            Ok(match loaded {
-                Loaded::Http(pre) => {
+            let pre =
+                tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path, &loaded))
+                    .await
+                    .map_err(|e| RuntimeError::Engine {
+                        reason: format!("loading task failed: {e}"),
+                    })??;
+            Ok(match pre {
+                load::Pre::Http(pre) => {
                     Arc::new(WasmWorkload::start(spec, pre).await?) as Arc<dyn Workload>
                 }
-                Loaded::Command(pre) => {
+                load::Pre::Command(pre) => {
                     Arc::new(worker::CommandWorkload::start(pre, spec)) as Arc<dyn Workload>
                 }
             })

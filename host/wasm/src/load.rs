@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::workload::Host;
@@ -91,6 +92,14 @@ fn regular_file(path: &Path) -> Result<std::fs::Metadata, RuntimeError> {
     Ok(metadata)
 }
 
+/// A component ready to instantiate, by what it is: an HTTP handler
+/// (served; what a both-world component is too) or a command (run).
+#[derive(Clone)]
+pub(super) enum Pre {
+    Http(ProxyPre<Host>),
+    Command(CommandPre<Host>),
+}
+
 /// Reads, checks, compiles (or loads from the cache) and links `path`.
 /// CPU-heavy: call from a blocking thread.
 pub(super) fn load(
@@ -98,7 +107,7 @@ pub(super) fn load(
     linker: &Linker<Host>,
     path: &Path,
     loaded: &Mutex<Loaded>,
-) -> Result<ProxyPre<Host>, RuntimeError> {
+) -> Result<Pre, RuntimeError> {
     let metadata = regular_file(path)?;
     // The same file unchanged since it was loaded is the same component:
     // ten thousand replicas need not read and hash it ten thousand times.
@@ -118,23 +127,28 @@ pub(super) fn load(
         return Ok(pre);
     }
     let (component, exports) = compile(engine, path, &bytes)?;
-    if !exports.iter().any(|name| name.starts_with(HANDLER)) {
+    let worlds = worlds(&exports);
+    if !worlds.http && !worlds.command {
         return Err(RuntimeError::NoHandler {
             path: path.to_owned(),
             exports: listed(&exports),
         });
     }
-
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| RuntimeError::Link {
-            path: path.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
-    let pre = ProxyPre::new(pre).map_err(|e| RuntimeError::NoHandler {
+    let link_error = |e: wasmtime::Error| RuntimeError::Link {
         path: path.to_owned(),
-        exports: format!("{} ({e:#})", exports.join(", ")),
-    })?;
+        reason: format!("{e:#}"),
+    };
+    let instance = linker.instantiate_pre(&component).map_err(link_error)?;
+    let pre = if worlds.http {
+        Pre::Http(
+            ProxyPre::new(instance).map_err(|e| RuntimeError::NoHandler {
+                path: path.to_owned(),
+                exports: format!("{} ({e:#})", exports.join(", ")),
+            })?,
+        )
+    } else {
+        Pre::Command(CommandPre::new(instance).map_err(link_error)?)
+    };
     let mut loaded = loaded.lock().expect("lock");
     loaded.by_content.insert(key, pre.clone());
     loaded.by_file.insert(stamp, pre.clone());
@@ -146,9 +160,9 @@ pub(super) fn load(
 #[derive(Default)]
 pub(super) struct Loaded {
     /// By the sha256 of their bytes.
-    by_content: HashMap<[u8; 32], ProxyPre<Host>>,
+    by_content: HashMap<[u8; 32], Pre>,
     /// By the file they were read from, as it was then.
-    by_file: HashMap<FileStamp, ProxyPre<Host>>,
+    by_file: HashMap<FileStamp, Pre>,
 }
 
 /// A file as it was: which it is (device and inode), its size and when it
