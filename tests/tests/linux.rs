@@ -1337,6 +1337,16 @@ metadata: {name: silent}
 spec:
   restartPolicy: Never
   containers: [{name: app, image: "busybox:1", command: [sh, -c, "echo quiet; exit 3"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pair}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {name: quits, image: "busybox:1", command: [sh, -c, "sleep 1; exit 4"]}
+  - {name: waits, image: "busybox:1", command: [sleep, "1000"]}
 "#,
     );
     let failed = |name: &str| {
@@ -1354,4 +1364,20 @@ spec:
     let silent = failed("silent");
     assert!(silent.contains("exited with code 3"), "{silent}");
     assert!(!silent.contains("quiet"), "{silent}");
+    // Each container's own end: the one that quit, and the one stopped
+    // with the pod (SIGTERM, or SIGKILL past the grace), not made up.
+    failed("pair");
+    let pair = pod_named(home.path(), "pair").unwrap();
+    let end = |name: &str| {
+        pair["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["state"]["terminated"]["exitCode"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(end("quits"), 4, "{:#}", pair["status"]);
+    assert!(matches!(end("waits"), 143 | 137), "{:#}", pair["status"]);
 }

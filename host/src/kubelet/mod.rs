@@ -599,26 +599,28 @@ fn not_running(
 }
 
 /// Each container's last run as the kubelet reports a pod that has
-/// stopped: Completed (exit 0), or for `failed` (container, code, reason,
-/// message) that container's end, the others shown as stopped with the
-/// pod (143, SIGTERM's: berth does not collect their own ends yet).
+/// stopped: for `failed` (container, code, reason, message) that
+/// container's end; for the others their own `ends` where known (a
+/// process stopped with the pod: 143 after SIGTERM, 137 after SIGKILL),
+/// else Completed.
 fn terminated_statuses(
     pod: &Pod,
     restarts: u32,
     started_at: &Time,
     failed: Option<(&str, i32, &str, &str)>,
+    ends: &HashMap<String, crate::runtime::Exited>,
 ) -> Vec<ContainerStatus> {
     let finished = status::now();
     pod.spec
         .containers
         .iter()
         .map(|c| {
-            let (exit_code, reason, message) = match failed {
-                None => (0, "Completed", None),
-                Some((name, code, reason, message)) if name == c.name => {
+            let (exit_code, reason, message) = match (failed, ends.get(&c.name)) {
+                (Some((name, code, reason, message)), _) if name == c.name => {
                     (code, reason, Some(message.to_owned()))
                 }
-                Some(_) => (143, "Error", Some("stopped with its pod".to_owned())),
+                (_, Some(end)) => (end.code, end.reason, end.detail.clone()),
+                (_, None) => (0, "Completed", None),
             };
             not_running(
                 c,
@@ -836,8 +838,10 @@ async fn run_pod(
         let permit = context.starting.clone().acquire_owned().await;
         let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
         drop(permit);
-        // The container that ended the run, and its exit code.
+        // The container that ended the run, and its exit code; how the
+        // others ended.
         let mut ran: Option<(String, i32)> = None;
+        let mut ends: HashMap<String, crate::runtime::Exited> = HashMap::new();
         let failure = match started {
             Ok(running) => {
                 for c in &running {
@@ -905,6 +909,17 @@ async fn run_pod(
                 // Processes get SIGTERM, and SIGKILL after the grace period.
                 futures_util::future::join_all(running.iter().map(|c| c.workload.stop(grace)))
                     .await;
+                // How each container ended, where its backend can say: a
+                // process's exit status (a served wasm component drains and
+                // has none; it is shown Completed).
+                // Stopped, a process's end is known at once: nothing waits.
+                ends = running
+                    .iter()
+                    .filter_map(|c| {
+                        use futures_util::FutureExt as _;
+                        Some((c.name.clone(), c.workload.exited().now_or_never()?))
+                    })
+                    .collect();
                 context
                     .pod_network
                     .lock()
@@ -930,7 +945,8 @@ async fn run_pod(
                             // Each container's last run, as the kubelet
                             // reports it: `logs` reads it, kubectl prints
                             // Completed.
-                            let statuses = terminated_statuses(&pod, restarts, &started_at, None);
+                            let statuses =
+                                terminated_statuses(&pod, restarts, &started_at, None, &ends);
                             context.set_status(
                                 &uid,
                                 &pod,
@@ -994,6 +1010,7 @@ async fn run_pod(
                     restarts,
                     &started_at,
                     Some((container, *code, failure.reason, &failure.message)),
+                    &ends,
                 )
             });
             context.set_status(
