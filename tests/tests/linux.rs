@@ -1381,3 +1381,57 @@ spec:
     assert_eq!(end("quits"), 4, "{:#}", pair["status"]);
     assert!(matches!(end("waits"), 143 | 137), "{:#}", pair["status"]);
 }
+
+#[test]
+fn config_and_secret_volumes_project_the_keys_asked_for_with_their_modes() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, unused: nope}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: projected}
+spec:
+  volumes:
+  - {name: cfg, configMap: {name: settings, defaultMode: 0400, items: [{key: greeting, path: sub/greeting.txt}]}}
+  - {name: sec, secret: {secretName: creds, items: [{key: token, path: token, mode: 0600}]}}
+  containers:
+  - name: app
+    image: "busybox:1"
+    command: [sh, -c, "stat -c '%a %n' /cfg/sub/greeting.txt /sec/token; cat /cfg/sub/greeting.txt; echo; ls /cfg; echo done; sleep 1000"]
+    volumeMounts: [{name: cfg, mountPath: /cfg}, {name: sec, mountPath: /sec}]
+"#,
+    );
+    let log = log_once_done(home.path(), "projected", "app");
+    assert!(log.contains("400 /cfg/sub/greeting.txt"), "{log}");
+    assert!(log.contains("600 /sec/token"), "{log}");
+    assert!(log.contains("hello"), "{log}");
+    // Only the keys asked for.
+    assert!(!log.contains("unused"), "{log}");
+
+    // A path that climbs out of its volume is refused at apply.
+    let dir = tempfile::tempdir().unwrap();
+    let file = berth_tests::kube::write(
+        dir.path(),
+        "escape.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: escape}\nspec:\n  volumes: [{name: cfg, configMap: {name: settings, items: [{key: greeting, path: ../x}]}}]\n  containers: [{name: app, image: \"busybox:1\"}]\n",
+    );
+    let refused = berth(home.path(), &["apply", "-f", &file]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("configMap.items[0].path"),
+        "{}",
+        refused.stderr
+    );
+}

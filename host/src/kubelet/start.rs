@@ -940,24 +940,73 @@ fn volume_dirs(
         guest: mount_path.to_owned(),
         writable,
     };
-    let files = |kind: Kind, name: &str, optional: bool| -> Result<Vec<DirGrant>, StartFailure> {
+    // Each key as a file (only `items`, at their paths, when given), with
+    // its mode (`defaultMode`, 0644 unless given), as the kubelet writes
+    // a configMap or secret volume.
+    let files = |kind: Kind,
+                 name: &str,
+                 optional: bool,
+                 items: &[crate::spec::objects::KeyToPath],
+                 default_mode: Option<u32>|
+     -> Result<Vec<DirGrant>, StartFailure> {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(&local).map_err(io)?;
-        match config_data(state, kind, ns, name)? {
-            Some(data) => {
-                for (key, value) in data {
-                    std::fs::write(local.join(&key), value).map_err(io)?;
+        let data = match config_data(state, kind, ns, name)? {
+            Some(data) => data,
+            None if optional => Vec::new(),
+            None => return Err(config_error(format!("{kind} {name} not found"))),
+        };
+        let chosen: Vec<(String, u32, &[u8])> = if items.is_empty() {
+            data.iter()
+                .map(|(key, value)| (key.clone(), default_mode.unwrap_or(0o644), &value[..]))
+                .collect()
+        } else {
+            let mut chosen = Vec::new();
+            for item in items {
+                match data.iter().find(|(key, _)| *key == item.key) {
+                    Some((_, value)) => chosen.push((
+                        item.path.clone(),
+                        item.mode.or(default_mode).unwrap_or(0o644),
+                        &value[..],
+                    )),
+                    None if optional => {}
+                    None => {
+                        return Err(config_error(format!(
+                            "{kind} {name} has no key {}",
+                            item.key
+                        )));
+                    }
                 }
             }
-            None if optional => {}
-            None => return Err(config_error(format!("{kind} {name} not found"))),
+            chosen
+        };
+        for (path, mode, value) in chosen {
+            let file = local.join(&path);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            std::fs::write(&file, value).map_err(io)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(io)?;
         }
         Ok(vec![grant(local.clone(), false)])
     };
     if let Some(cm) = &volume.config_map {
-        return files(Kind::ConfigMap, &cm.name, cm.optional);
+        return files(
+            Kind::ConfigMap,
+            &cm.name,
+            cm.optional,
+            &cm.items,
+            cm.default_mode,
+        );
     }
     if let Some(secret) = &volume.secret {
-        return files(Kind::Secret, &secret.secret_name, secret.optional);
+        return files(
+            Kind::Secret,
+            &secret.secret_name,
+            secret.optional,
+            &secret.items,
+            secret.default_mode,
+        );
     }
     if volume.empty_dir.is_some() {
         std::fs::create_dir_all(&local).map_err(io)?;

@@ -674,6 +674,38 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
                 "exactly one of configMap, secret, emptyDir, hostPath or image is required",
             ));
         }
+        let projected = [
+            volume
+                .config_map
+                .as_ref()
+                .map(|c| ("configMap", &c.items, c.default_mode)),
+            volume
+                .secret
+                .as_ref()
+                .map(|c| ("secret", &c.items, c.default_mode)),
+        ];
+        for (source, items, default_mode) in projected.into_iter().flatten() {
+            check_mode(default_mode, &format!("{vpath}.{source}.defaultMode"))?;
+            for (j, item) in items.iter().enumerate() {
+                let ipath = format!("{vpath}.{source}.items[{j}]");
+                check_mode(item.mode, &format!("{ipath}.mode"))?;
+                let relative = std::path::Path::new(&item.path);
+                if item.path.is_empty()
+                    || relative.is_absolute()
+                    || relative
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(invalid(
+                        format!("{ipath}.path"),
+                        format!(
+                            "{:?} must be a relative path without `..` or `.`",
+                            item.path
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(host) = &volume.host_path
             && !host.path.starts_with('/')
         {
@@ -764,6 +796,17 @@ fn validate_pod_extras(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+/// A file mode Kubernetes takes for a projected key: 0 to 0777.
+fn check_mode(mode: Option<u32>, path: &str) -> Result<(), Invalid> {
+    match mode {
+        Some(mode) if mode > 0o777 => Err(invalid(
+            path,
+            format!("{mode} is not a file mode (0 to 0777, 511 in decimal)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The name Kubernetes gives its scheduler, and so berth its own.

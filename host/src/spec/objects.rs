@@ -366,7 +366,7 @@ pub struct VolumeMount {
 pub struct Volume {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map: Option<NameRef>,
+    pub config_map: Option<ConfigMapVolume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretVolume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -380,10 +380,82 @@ pub struct Volume {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigMapVolume {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// Only these keys, each at its path; all keys at their own names
+    /// when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    /// The files' mode (0644 unless given), as Kubernetes writes them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "file_mode"
+    )]
+    pub default_mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretVolume {
     pub secret_name: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// As [`ConfigMapVolume::items`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "file_mode"
+    )]
+    pub default_mode: Option<u32>,
+}
+
+/// One key of a ConfigMap or Secret, as a file at `path` in its volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "file_mode"
+    )]
+    pub mode: Option<u32>,
+}
+
+/// A file mode as manifests write it: a number (`420`), or in octal as
+/// YAML 1.1 reads a leading zero (`0644`), which kubectl sends as 420 and
+/// a YAML 1.2 reader leaves as text.
+fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Number(u32),
+        Text(String),
+    }
+    match Option::<Mode>::deserialize(d)? {
+        None => Ok(None),
+        Some(Mode::Number(n)) => Ok(Some(n)),
+        Some(Mode::Text(text)) => {
+            let digits = text
+                .strip_prefix("0o")
+                .or_else(|| text.strip_prefix('0'))
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is not a file mode (write 0644 or 420)"
+                    ))
+                })?;
+            u32::from_str_radix(digits, 8).map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("{text:?} is not an octal file mode"))
+            })
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
