@@ -82,40 +82,36 @@ impl Status {
     /// The status of an object of `kind` from its JSON: an empty object is
     /// the kind's empty status.
     pub fn from_value(kind: Kind, value: serde_json::Value) -> serde_json::Result<Status> {
-        Ok(match kind {
-            Kind::ConfigMap | Kind::Secret => Status::None,
-            Kind::Namespace => Status::Namespace(serde_json::from_value(value)?),
-            Kind::Pod => Status::Pod(serde_json::from_value(value)?),
-            Kind::Deployment => Status::Deployment(serde_json::from_value(value)?),
-            Kind::ReplicaSet => Status::ReplicaSet(serde_json::from_value(value)?),
-            Kind::Service => Status::Service(serde_json::from_value(value)?),
-        })
+        Status::parse(kind, value)
     }
 
     /// [`Status::from_value`] from JSON text, without a `Value` between:
     /// the store reads thousands of pod statuses a second while pods start.
     pub fn from_json(kind: Kind, text: &str) -> serde_json::Result<Status> {
+        let mut reader = serde_json::Deserializer::from_str(text);
+        let status = Status::parse(kind, &mut reader)?;
+        reader.end()?;
+        Ok(status)
+    }
+
+    /// The one reading of a status, whatever it is read from.
+    fn parse<'de, D: serde::Deserializer<'de>>(kind: Kind, from: D) -> Result<Status, D::Error> {
         Ok(match kind {
-            Kind::ConfigMap | Kind::Secret => Status::None,
-            Kind::Namespace => Status::Namespace(serde_json::from_str(text)?),
-            Kind::Pod => Status::Pod(serde_json::from_str(text)?),
-            Kind::Deployment => Status::Deployment(serde_json::from_str(text)?),
-            Kind::ReplicaSet => Status::ReplicaSet(serde_json::from_str(text)?),
-            Kind::Service => Status::Service(serde_json::from_str(text)?),
+            Kind::ConfigMap | Kind::Secret => {
+                serde::de::IgnoredAny::deserialize(from)?;
+                Status::None
+            }
+            Kind::Namespace => Status::Namespace(Deserialize::deserialize(from)?),
+            Kind::Pod => Status::Pod(Deserialize::deserialize(from)?),
+            Kind::Deployment => Status::Deployment(Deserialize::deserialize(from)?),
+            Kind::ReplicaSet => Status::ReplicaSet(Deserialize::deserialize(from)?),
+            Kind::Service => Status::Service(Deserialize::deserialize(from)?),
         })
     }
 
     /// As stored: [`Status::to_value`]'s text, written directly.
     pub fn to_json(&self) -> String {
-        let text = match self {
-            Status::None => return "{}".to_owned(),
-            Status::Namespace(s) => serde_json::to_string(s),
-            Status::Pod(s) => serde_json::to_string(s),
-            Status::Deployment(s) => serde_json::to_string(s),
-            Status::ReplicaSet(s) => serde_json::to_string(s),
-            Status::Service(s) => serde_json::to_string(s),
-        };
-        text.expect("statuses serialise")
+        serde_json::to_string(self).expect("statuses serialise")
     }
 
     /// The empty status of an object of `kind`.
@@ -125,15 +121,7 @@ impl Status {
 
     /// As served: `{}` when nothing has been observed.
     pub fn to_value(&self) -> serde_json::Value {
-        let value = match self {
-            Status::None => return serde_json::json!({}),
-            Status::Namespace(s) => serde_json::to_value(s),
-            Status::Pod(s) => serde_json::to_value(s),
-            Status::Deployment(s) => serde_json::to_value(s),
-            Status::ReplicaSet(s) => serde_json::to_value(s),
-            Status::Service(s) => serde_json::to_value(s),
-        };
-        value.expect("statuses serialise")
+        serde_json::to_value(self).expect("statuses serialise")
     }
 
     /// Whether it is a status an object of `kind` can have.
@@ -173,6 +161,20 @@ impl Status {
     /// Whether it is a pod's, reported Ready.
     pub fn pod_ready(&self) -> bool {
         self.pod().is_some_and(PodStatus::ready)
+    }
+}
+
+/// Each kind's status as its own type writes it; no status, `{}`.
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Status::None => serde::ser::SerializeMap::end(to.serialize_map(Some(0))?),
+            Status::Namespace(s) => s.serialize(to),
+            Status::Pod(s) => s.serialize(to),
+            Status::Deployment(s) => s.serialize(to),
+            Status::ReplicaSet(s) => s.serialize(to),
+            Status::Service(s) => s.serialize(to),
+        }
     }
 }
 
