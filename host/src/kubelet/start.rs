@@ -23,7 +23,7 @@ use crate::runtime::{
 use crate::spec::Kind;
 use crate::spec::Object;
 use crate::spec::objects::{
-    Container, OUTBOUND_ANNOTATION, Pod, PullPolicy, SERVICES_ANNOTATION, Volume,
+    Container, OUTBOUND_ANNOTATION, Pod, PodField, PullPolicy, SERVICES_ANNOTATION, Volume,
 };
 
 /// An image ready to start, for the runtime its platform needs.
@@ -278,7 +278,7 @@ async fn start_linux(
         dir.to_owned(),
     );
     let (env, mounts) = tokio::task::spawn_blocking(move || {
-        let env = container_env(&state, &pod_owned, &container_owned)?;
+        let env = container_env(&state, &pod_owned, &pod_uid(&dir_owned), &container_owned)?;
         let mounts = volume_mounts(&state, &pod_owned, &container_owned, &dir_owned)?;
         share_empty_dirs(&pod_owned, &dir_owned)?;
         Ok::<_, StartFailure>((env, mounts))
@@ -418,7 +418,7 @@ fn linux_security(
                 "{}_{}({})",
                 pod.metadata.name,
                 pod.metadata.namespace.as_deref().unwrap_or("default"),
-                dir.file_name().unwrap_or_default().to_string_lossy()
+                pod_uid(dir)
             );
             config_error(format!(
                 "{e} (pod: {named:?}, container: {})",
@@ -750,10 +750,12 @@ fn pull_secrets(
 }
 
 /// A container's environment: HOSTNAME, then envFrom, then env (later
-/// wins, as in Kubernetes), ConfigMap and Secret references resolved.
+/// wins, as in Kubernetes), ConfigMap, Secret and pod field references
+/// resolved.
 fn container_env(
     state: &crate::state::Shared,
     pod: &Pod,
+    uid: &str,
     container: &Container,
 ) -> Result<Vec<(String, String)>, StartFailure> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -791,6 +793,14 @@ fn container_env(
     for var in &container.env {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => Some(v.clone()),
+            (None, Some(from)) if from.field_ref.is_some() => {
+                let path = from
+                    .field_ref
+                    .as_ref()
+                    .map_or("", |f| f.field_path.as_str());
+                let field = PodField::parse(path).map_err(config_error)?;
+                Some(pod_field(pod, uid, &field))
+            }
             (None, Some(from)) => {
                 let (kind, key) = match (&from.config_map_key_ref, &from.secret_key_ref) {
                     (Some(k), _) => (Kind::ConfigMap, k),
@@ -822,6 +832,34 @@ fn container_env(
     Ok(env)
 }
 
+/// The pod's uid: its directory is named by it.
+fn pod_uid(dir: &Path) -> String {
+    dir.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A pod's field, as its status and metadata show it: a pod's address is
+/// the host's loopback, where its ports are reached.
+fn pod_field(pod: &Pod, uid: &str, field: &PodField) -> String {
+    let meta = &pod.metadata;
+    match field {
+        PodField::Name => meta.name.clone(),
+        PodField::Namespace => meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        PodField::Uid => uid.to_owned(),
+        PodField::Label(key) => meta.labels.get(key).cloned().unwrap_or_default(),
+        PodField::Annotation(key) => meta.annotations.get(key).cloned().unwrap_or_default(),
+        PodField::NodeName => pod.spec.node_name.clone().unwrap_or_default(),
+        PodField::ServiceAccountName => pod
+            .spec
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        PodField::HostIp | PodField::PodIp => "127.0.0.1".into(),
+    }
+}
+
 fn workload_spec(
     state: &crate::state::Shared,
     pod: &Pod,
@@ -830,7 +868,7 @@ fn workload_spec(
     ready: Materialized,
 ) -> Result<WorkloadSpec, StartFailure> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let env = container_env(state, pod, container)?;
+    let env = container_env(state, pod, &pod_uid(dir), container)?;
 
     // Filesystem: the image's bundles, read-only, then the volume mounts.
     let mut dirs: Vec<DirGrant> = ready

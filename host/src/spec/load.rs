@@ -850,13 +850,29 @@ fn validate_container(
             (Some(_), Some(_)) => {
                 return Err(invalid(epath, "give value or valueFrom, not both"));
             }
-            (None, Some(from))
-                if from.config_map_key_ref.is_some() == from.secret_key_ref.is_some() =>
-            {
-                return Err(invalid(
-                    format!("{epath}.valueFrom"),
-                    "exactly one of configMapKeyRef or secretKeyRef is required",
-                ));
+            (None, Some(from)) => {
+                let given = [
+                    from.config_map_key_ref.is_some(),
+                    from.secret_key_ref.is_some(),
+                    from.field_ref.is_some(),
+                ];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    return Err(invalid(
+                        format!("{epath}.valueFrom"),
+                        "exactly one of configMapKeyRef, secretKeyRef or fieldRef is required",
+                    ));
+                }
+                if let Some(field) = &from.field_ref {
+                    let fpath = format!("{epath}.valueFrom.fieldRef");
+                    if field.api_version.as_deref().is_some_and(|v| v != "v1") {
+                        return Err(invalid(
+                            format!("{fpath}.apiVersion"),
+                            "only \"v1\" is supported",
+                        ));
+                    }
+                    super::objects::PodField::parse(&field.field_path)
+                        .map_err(|e| invalid(format!("{fpath}.fieldPath"), e))?;
+                }
             }
             _ => {}
         }

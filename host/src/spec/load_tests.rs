@@ -368,3 +368,32 @@ fn kubernetes_defaults_are_set_outside_pod_templates() {
     assert!(values[1]["spec"]["strategy"].get("rollingUpdate").is_none());
     assert_eq!(values[2]["spec"]["ports"][0]["protocol"], "TCP");
 }
+
+#[test]
+fn env_from_pod_fields_takes_the_downward_api_paths() {
+    let env = |path: &str| {
+        format!(
+            "{POD_HEAD}  - name: c\n    image: i\n    env:\n    - name: X\n      valueFrom:\n        fieldRef: {{fieldPath: \"{path}\"}}\n"
+        )
+    };
+    for good in [
+        "metadata.name",
+        "metadata.labels['app.kubernetes.io/name']",
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+        "status.podIP",
+    ] {
+        parse_str(&env(good), "good.yaml").expect(good);
+    }
+    let e = error(&env("metadata.labels"));
+    assert!(
+        e.contains("spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: \"metadata.labels\" is not a supported field"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{POD_HEAD}  - name: c\n    image: i\n    env:\n    - name: X\n      valueFrom:\n        fieldRef: {{fieldPath: metadata.name}}\n        secretKeyRef: {{name: s, key: k}}\n"
+    ));
+    assert!(
+        e.contains("exactly one of configMapKeyRef, secretKeyRef or fieldRef"),
+        "{e}"
+    );
+}

@@ -287,6 +287,66 @@ pub struct EnvVarSource {
     pub config_map_key_ref: Option<KeySelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<KeySelector>,
+    /// A field of the pod itself (the downward API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<ObjectFieldSelector>,
+}
+
+/// A field of a pod, by the path Kubernetes' downward API names it
+/// (`metadata.name`, `metadata.labels['app']`, `status.podIP`…).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectFieldSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub field_path: String,
+}
+
+/// What a downward API field path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodField {
+    Name,
+    Namespace,
+    Uid,
+    Label(String),
+    Annotation(String),
+    NodeName,
+    ServiceAccountName,
+    HostIp,
+    PodIp,
+}
+
+impl PodField {
+    /// The field `path` names, or why it names none (Kubernetes' list of
+    /// the paths environment variables may take).
+    pub fn parse(path: &str) -> Result<PodField, String> {
+        let subscript = |prefix: &str| {
+            let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+            (!key.is_empty()).then(|| key.to_owned())
+        };
+        Ok(match path {
+            "metadata.name" => PodField::Name,
+            "metadata.namespace" => PodField::Namespace,
+            "metadata.uid" => PodField::Uid,
+            "spec.nodeName" => PodField::NodeName,
+            "spec.serviceAccountName" => PodField::ServiceAccountName,
+            "status.hostIP" | "status.hostIPs" => PodField::HostIp,
+            "status.podIP" | "status.podIPs" => PodField::PodIp,
+            _ => {
+                if let Some(key) = subscript("metadata.labels['") {
+                    PodField::Label(key)
+                } else if let Some(key) = subscript("metadata.annotations['") {
+                    PodField::Annotation(key)
+                } else {
+                    return Err(format!(
+                        "{path:?} is not a supported field: metadata.name, metadata.namespace, \
+                         metadata.uid, metadata.labels['KEY'], metadata.annotations['KEY'], \
+                         spec.nodeName, spec.serviceAccountName, status.hostIP(s), status.podIP(s)"
+                    ));
+                }
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
