@@ -104,6 +104,10 @@ RESOURCES = {
         dict(plural="replicasets", kind="ReplicaSet", schema="io.k8s.api.apps.v1.ReplicaSet",
              namespaced=True, verbs="full", subresources=["status", "scale"]),
     ],
+    ("batch", "v1"): [
+        dict(plural="jobs", kind="Job", schema="io.k8s.api.batch.v1.Job",
+             namespaced=True, verbs="full", subresources=["status"]),
+    ],
     ("events.k8s.io", "v1"): [
         dict(plural="events", kind="Event", schema="io.k8s.api.events.v1.Event",
              namespaced=True, verbs="full"),
