@@ -117,6 +117,7 @@ pub async fn serve(
     if let Some(quota) = args.pod_quota {
         controllers.pod_quota = quota;
     }
+    controllers.job_backoff = (args.backoff_base, args.backoff_cap);
     let mut kubelet = Kubelet::new(
         state.clone(),
         wasm.clone(),

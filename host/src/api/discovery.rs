@@ -329,6 +329,6 @@ mod tests {
             .unwrap();
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["kind"], "Scale");
-        assert!(resource_list("batch", "v1").is_none());
+        assert!(resource_list("policy", "v1").is_none());
     }
 }

@@ -34,10 +34,11 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 7] = [
+pub const KIND_NAMES: [(&str, &[&str]); 8] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
+    ("Job", &["job", "jobs"]),
     ("Service", &["service", "services", "svc"]),
     ("ConfigMap", &["configmap", "configmaps", "cm"]),
     ("Secret", &["secret", "secrets"]),
@@ -63,7 +64,7 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
     use crate::spec::{Object, defaults};
     if !matches!(
         object,
-        Object::Pod(_) | Object::Deployment(_) | Object::ReplicaSet(_)
+        Object::Pod(_) | Object::Deployment(_) | Object::ReplicaSet(_) | Object::Job(_)
     ) {
         return std::borrow::Cow::Borrowed(object);
     }
@@ -72,6 +73,7 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
         Object::Pod(pod) => defaults::shown(&mut pod.spec, true),
         Object::Deployment(d) => defaults::shown(&mut d.spec.template.spec, false),
         Object::ReplicaSet(rs) => defaults::shown(&mut rs.spec.template.spec, false),
+        Object::Job(job) => defaults::shown(&mut job.spec.template.spec, false),
         _ => {}
     }
     std::borrow::Cow::Owned(object)

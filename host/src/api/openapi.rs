@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::resources::Resource;
 
 /// `(group-version path, gzipped document)`.
-const DOCUMENTS: [(&str, &[u8]); 7] = [
+const DOCUMENTS: [(&str, &[u8]); 8] = [
     ("api/v1", include_bytes!("openapi/api__v1.json.gz")),
     (
         "apis/apps/v1",
@@ -26,6 +26,10 @@ const DOCUMENTS: [(&str, &[u8]); 7] = [
     (
         "apis/autoscaling/v1",
         include_bytes!("openapi/apis__autoscaling__v1.json.gz"),
+    ),
+    (
+        "apis/batch/v1",
+        include_bytes!("openapi/apis__batch__v1.json.gz"),
     ),
     (
         "apis/discovery.k8s.io/v1",

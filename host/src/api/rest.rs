@@ -1483,10 +1483,8 @@ fn stored(resource: &Resource) -> Result<Kind, ApiError> {
 
 /// Whether anything names `owner` as its controller.
 fn has_dependents(store: &Store, owner: &crate::state::Record) -> Result<bool, ApiError> {
-    let dependents = match owner.object.kind() {
-        Kind::Deployment => Kind::ReplicaSet,
-        Kind::ReplicaSet => Kind::Pod,
-        _ => return Ok(false),
+    let Some(dependents) = owner.object.kind().dependents() else {
+        return Ok(false);
     };
     Ok(!store.list_owned(dependents, &owner.uid)?.is_empty())
 }
@@ -1494,10 +1492,8 @@ fn has_dependents(store: &Store, owner: &crate::state::Record) -> Result<bool, A
 /// Removes `owner` from its dependents' ownerReferences, so the garbage
 /// collector leaves them (propagationPolicy Orphan).
 fn orphan_dependents(store: &mut Store, owner: &crate::state::Record) -> Result<(), ApiError> {
-    let dependents = match owner.object.kind() {
-        Kind::Deployment => Kind::ReplicaSet,
-        Kind::ReplicaSet => Kind::Pod,
-        _ => return Ok(()),
+    let Some(dependents) = owner.object.kind().dependents() else {
+        return Ok(());
     };
     let namespace = owner.object.namespace().map(str::to_owned);
     let mut changed = Vec::new();

@@ -146,6 +146,7 @@ fn supported(kind: &str, field: &str) -> bool {
             "Secret" => field == "type",
             "Namespace" => field == "status.phase",
             "ReplicaSet" => field == "status.replicas",
+            "Job" => field == "status.successful",
             _ => false,
         }
 }
@@ -185,12 +186,19 @@ impl FieldSelector {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
+            // A Job's `status.successful` is its `status.succeeded`
+            // (kube-apiserver's name for it), and counts 0 when unset.
+            let path = match field.as_str() {
+                "status.successful" => "status.succeeded",
+                other => other,
+            };
             let mut at = object;
-            for part in field.split('.') {
+            for part in path.split('.') {
                 at = &at[part];
             }
             let actual = match at {
                 Value::String(s) => s.clone(),
+                Value::Null if path == "status.succeeded" => "0".into(),
                 Value::Null => String::new(),
                 other => other.to_string(),
             };

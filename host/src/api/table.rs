@@ -241,6 +241,41 @@ fn columns(kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "Job" => vec![
+            NAME,
+            ("Status", "string", 0, "Status of the job."),
+            (
+                "Completions",
+                "string",
+                0,
+                "The number of pods which reached phase Succeeded.",
+            ),
+            (
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
+            AGE,
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            (
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
+        ],
         "RuntimeClass" => vec![
             NAME,
             ("Handler", "string", 0, "The handler of the runtime class."),
@@ -255,10 +290,16 @@ pub fn age(timestamp: &str) -> String {
     let Ok(then) = humantime::parse_rfc3339(timestamp) else {
         return "<unknown>".into();
     };
-    let secs = SystemTime::now()
-        .duration_since(then)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    human_duration(
+        SystemTime::now()
+            .duration_since(then)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A duration as kubectl prints ages and a job's duration.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
     match secs {
         0..120 => format!("{secs}s"),
         120..600 => format!("{}m{}s", secs / 60, secs % 60),
@@ -385,6 +426,56 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 container_list(template, "name").into(),
                 container_list(template, "image").into(),
                 selector_text(&o["spec"]["selector"]).into(),
+            ]
+        }
+        "Job" => {
+            let spec = &o["spec"];
+            let succeeded = n("succeeded");
+            let completions = match (spec["completions"].as_u64(), spec["parallelism"].as_u64()) {
+                (Some(c), _) => format!("{succeeded}/{c}"),
+                (None, Some(p)) if p > 1 => format!("{succeeded}/1 of {p}"),
+                _ => format!("{succeeded}/1"),
+            };
+            let time = |k: &str| humantime::parse_rfc3339(text(&status[k])).ok();
+            let duration = match (time("startTime"), time("completionTime")) {
+                (None, _) => String::new(),
+                (Some(start), None) => human_duration(start.elapsed().unwrap_or_default()),
+                (Some(start), Some(end)) => {
+                    human_duration(end.duration_since(start).unwrap_or_default())
+                }
+            };
+            let holds = |type_: &str| {
+                status["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == type_ && c["status"] == "True")
+            };
+            let state = if holds("Complete") {
+                "Complete"
+            } else if holds("Failed") {
+                "Failed"
+            } else if o["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else if holds("Suspended") {
+                "Suspended"
+            } else if holds("FailureTarget") {
+                "FailureTarget"
+            } else if holds("SuccessCriteriaMet") {
+                "SuccessCriteriaMet"
+            } else {
+                "Running"
+            };
+            let template = &spec["template"]["spec"];
+            vec![
+                name.into(),
+                state.into(),
+                completions.into(),
+                duration.into(),
+                created.into(),
+                container_list(template, "name").into(),
+                container_list(template, "image").into(),
+                selector_text(&spec["selector"]).into(),
             ]
         }
         "ReplicaSet" => {
@@ -644,6 +735,7 @@ mod tests {
             "Pod",
             "Deployment",
             "ReplicaSet",
+            "Job",
             "Service",
             "ConfigMap",
             "Secret",

@@ -33,12 +33,12 @@ pub struct DaemonArgs {
     #[arg(long = "node", value_name = "NAME=CPU,MEMORY")]
     nodes: Vec<Node>,
 
-    /// The first wait before restarting a pod that failed (doubling, capped
-    /// at --backoff-cap).
+    /// The first wait before restarting a pod that failed, or before a
+    /// Job's next pod after one failed (doubling, capped at --backoff-cap).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     backoff_base: Duration,
 
-    /// The longest wait before a restart.
+    /// The longest wait before a restart or a Job's next pod.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     backoff_cap: Duration,
 

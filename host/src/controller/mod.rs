@@ -14,7 +14,10 @@
 //! Pods are run by the kubelet (`crate::kubelet`), which writes their
 //! status; readiness read here comes from there.
 
+mod job;
+
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
@@ -186,6 +189,7 @@ fn collect(store: &mut Store, now: bool) -> Result<bool> {
     for (kind, owner_kind) in [
         (Kind::ReplicaSet, Kind::Deployment),
         (Kind::Pod, Kind::ReplicaSet),
+        (Kind::Pod, Kind::Job),
     ] {
         let owners: BTreeSet<String> = store
             .list(owner_kind, None)?
@@ -217,6 +221,9 @@ pub struct Controllers {
     /// every namespace has): a replica count past it ends in FailedCreate,
     /// not in a million stored pods.
     pub pod_quota: u64,
+    /// A Job's next pod after a failure waits the first of these, doubling
+    /// per failure up to the second (Kubernetes: 10 s and 6 min).
+    pub job_backoff: (Duration, Duration),
 }
 
 impl Controllers {
@@ -224,7 +231,11 @@ impl Controllers {
     /// namespace as the nodes can run.
     pub fn new(nodes: Vec<Node>) -> Controllers {
         let pod_quota = nodes.iter().map(|n| n.max_pods).sum();
-        Controllers { nodes, pod_quota }
+        Controllers {
+            nodes,
+            pod_quota,
+            job_backoff: (Duration::from_secs(10), Duration::from_secs(360)),
+        }
     }
 }
 
@@ -240,6 +251,10 @@ pub struct Work {
     all: bool,
     deployments: BTreeSet<(String, String)>,
     replicasets: BTreeSet<(String, String)>,
+    jobs: BTreeSet<(String, String)>,
+    /// Jobs to look at again at a time, whatever changes: a back-off, a
+    /// deadline or a TTL falling due.
+    later: BTreeMap<(String, String), Instant>,
     /// Dependents' kind and their deleted owner's uid.
     orphans: Vec<(Kind, String)>,
     schedule: bool,
@@ -265,7 +280,30 @@ impl Work {
             && !self.schedule
             && self.deployments.is_empty()
             && self.replicasets.is_empty()
+            && self.jobs.is_empty()
             && self.orphans.is_empty()
+    }
+
+    /// Moves the jobs whose time has come into the work.
+    fn wake_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, String)> = self
+            .later
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.later.remove(&key);
+            self.jobs.insert(key);
+        }
+    }
+
+    /// Asks for a job to be looked at again after `after`.
+    fn again(&mut self, key: (String, String), after: Duration) {
+        let at = Instant::now() + after;
+        let when = self.later.entry(key).or_insert(at);
+        *when = (*when).min(at);
     }
 
     /// Notes what `change` asks of the controllers.
@@ -296,8 +334,13 @@ impl Work {
                 }
                 self.deployments.extend(controller("Deployment"));
             }
+            Object::Job(_) if deleted => self.orphans.push((Kind::Pod, record.uid.clone())),
+            Object::Job(_) => {
+                self.jobs.insert((ns.clone(), meta.name.clone()));
+            }
             Object::Pod(pod) => {
                 self.replicasets.extend(controller("ReplicaSet"));
+                self.jobs.extend(controller("Job"));
                 // A new pod wants a node; a pod gone leaves room for one.
                 self.schedule |= deleted || pod.spec.node_name.is_none();
             }
@@ -351,12 +394,14 @@ impl Controllers {
         changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
     ) -> Result<bool> {
         work.drain(changes);
+        work.wake_due();
         if work.is_empty() {
             return Ok(false);
         }
         let mut todo = std::mem::take(work);
+        work.later = std::mem::take(&mut todo.later);
         if todo.all {
-            self.reconcile(store)?;
+            self.reconcile_all(store, Some(work))?;
             return Ok(true);
         }
         for (kind, uid) in &todo.orphans {
@@ -388,6 +433,14 @@ impl Controllers {
                 self.reconcile_replicaset(store, &rs)?;
             }
         }
+        for (ns, name) in &todo.jobs {
+            if let Some(job) = store.get(Kind::Job, ns, name)? {
+                let (_, after) = self.reconcile_job(store, &job)?;
+                if let Some(after) = after {
+                    work.again((ns.clone(), name.clone()), after);
+                }
+            }
+        }
         if todo.schedule {
             self.schedule(store)?;
         }
@@ -396,12 +449,26 @@ impl Controllers {
 
     /// One pass over everything; whether anything changed.
     pub fn reconcile(&self, store: &mut Store) -> Result<bool> {
+        self.reconcile_all(store, None)
+    }
+
+    /// [`Controllers::reconcile`], noting in `work` when to look at a job
+    /// again.
+    fn reconcile_all(&self, store: &mut Store, mut work: Option<&mut Work>) -> Result<bool> {
         let mut changed = collect_garbage(store)?;
         for deployment in store.list(Kind::Deployment, None)? {
             changed |= self.reconcile_deployment(store, &deployment)?;
         }
         for rs in store.list(Kind::ReplicaSet, None)? {
             changed |= self.reconcile_replicaset(store, &rs)?;
+        }
+        for job in store.list(Kind::Job, None)? {
+            let (job_changed, after) = self.reconcile_job(store, &job)?;
+            changed |= job_changed;
+            if let (Some(work), Some(after)) = (work.as_deref_mut(), after) {
+                let ns = job.object.namespace().unwrap_or("default").to_owned();
+                work.again((ns, job.object.metadata().name.clone()), after);
+            }
         }
         changed |= self.schedule(store)?;
         Ok(changed)
@@ -417,10 +484,7 @@ impl Controllers {
         if !meta.finalizers.iter().any(|f| f == FOREGROUND_DELETION) {
             return Ok(false);
         }
-        let dependents = match kind {
-            Kind::Deployment => Kind::ReplicaSet,
-            _ => Kind::Pod,
-        };
+        let dependents = kind.dependents().unwrap_or(Kind::Pod);
         let left = store.list_owned(dependents, &record.uid)?;
         if left.is_empty() {
             return store.delete_if(kind, &ns, &meta.name, &record.uid);

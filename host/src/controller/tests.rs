@@ -364,3 +364,212 @@ fn pods_past_a_nodes_max_pods_stay_pending_with_the_reason() {
             .contains("Too many pods")
     );
 }
+
+fn job(spec: &str) -> Vec<Object> {
+    let text = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: work}}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: c, image: tool:1}}\n"
+    );
+    parse_str(&text, "job.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+/// What a kubelet would do with run-to-completion pods: each bound one
+/// ends, as `outcome` says for its name, and each being deleted goes.
+fn finish_bound_pods(store: &mut Store, outcome: impl Fn(&Pod) -> bool) {
+    for pod in store.list(Kind::Pod, None).unwrap() {
+        let Object::Pod(p) = &pod.object else {
+            continue;
+        };
+        if p.metadata.deleting() {
+            store
+                .delete_if(Kind::Pod, "default", &p.metadata.name, &pod.uid)
+                .unwrap();
+            continue;
+        }
+        if p.spec.node_name.is_some() && pod.status.pod().and_then(|s| s.phase()).is_none() {
+            let phase = if outcome(p) { "Succeeded" } else { "Failed" };
+            let status =
+                Status::from_value(Kind::Pod, serde_json::json!({"phase": phase})).unwrap();
+            store
+                .set_status(Kind::Pod, "default", &p.metadata.name, &status)
+                .unwrap();
+        }
+    }
+}
+
+/// Runs the job's pods to their ends until the job has finished; checks
+/// `each` after every pass. The job's status as JSON.
+fn run_job(
+    store: &mut Store,
+    c: &Controllers,
+    outcome: impl Fn(&Pod) -> bool,
+    mut each: impl FnMut(&Store),
+) -> serde_json::Value {
+    for _ in 0..200 {
+        c.reconcile(store).unwrap();
+        each(store);
+        let job = store.get(Kind::Job, "default", "work").unwrap().unwrap();
+        let status = job.status.to_value();
+        let finished = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True");
+        if finished {
+            return status;
+        }
+        finish_bound_pods(store, &outcome);
+    }
+    panic!("the job never finished");
+}
+
+fn active_pods_now(store: &Store) -> usize {
+    store
+        .list(Kind::Pod, None)
+        .unwrap()
+        .iter()
+        .filter(|p| p.status.pod().and_then(|s| s.phase()).is_none())
+        .count()
+}
+
+#[test]
+fn a_job_runs_its_completions_at_most_parallelism_at_once() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&job("  completions: 5\n  parallelism: 2\n"))
+        .unwrap();
+    let mut most = 0;
+    let status = run_job(
+        &mut store,
+        &c,
+        |_| true,
+        |s| most = most.max(active_pods_now(s)),
+    );
+    assert_eq!(most, 2);
+    assert_eq!(status["succeeded"], 5);
+    assert_eq!(status["active"], serde_json::Value::Null);
+    assert!(status["completionTime"].is_string());
+    let types: Vec<&str> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["SuccessCriteriaMet", "Complete"]);
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 5);
+    // Its pods are selected by the job's uid, as Kubernetes does.
+    let job = store.get(Kind::Job, "default", "work").unwrap().unwrap();
+    let Object::Job(j) = &job.object else {
+        unreachable!()
+    };
+    let selector = j.spec.selector.as_ref().unwrap();
+    for pod in store.list(Kind::Pod, None).unwrap() {
+        assert!(selector.matches(&pod.object.metadata().labels));
+        assert_eq!(pod.object.metadata().labels["job-name"], "work");
+    }
+    // Deleting the job takes its pods.
+    store.delete(Kind::Job, "default", "work").unwrap();
+    c.reconcile(&mut store).unwrap();
+    assert!(store.list(Kind::Pod, None).unwrap().is_empty());
+}
+
+#[test]
+fn a_job_whose_pods_fail_fails_past_its_backoff_limit() {
+    let mut store = Store::in_memory().unwrap();
+    let mut c = controllers();
+    c.job_backoff = (Duration::ZERO, Duration::ZERO);
+    store.apply(&job("  backoffLimit: 2\n")).unwrap();
+    let status = run_job(&mut store, &c, |_| false, |_| {});
+    assert_eq!(status["failed"], 3);
+    let failed = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 3);
+}
+
+#[test]
+fn a_failed_pods_replacement_waits_its_back_off() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers(); // 10 s
+    store.apply(&job("")).unwrap();
+    for _ in 0..5 {
+        c.reconcile(&mut store).unwrap();
+        finish_bound_pods(&mut store, |_| false);
+    }
+    // One pod ran and failed; the next waits 10 s.
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 1);
+    let mut work = Work::default();
+    let record = store.get(Kind::Job, "default", "work").unwrap().unwrap();
+    let (_, after) = c.reconcile_job(&mut store, &record).unwrap();
+    let after = after.expect("a time to look again");
+    assert!(
+        after <= Duration::from_secs(10) && after > Duration::from_secs(5),
+        "{after:?}"
+    );
+    work.again(("default".into(), "work".into()), after);
+    work.wake_due();
+    assert!(work.jobs.is_empty(), "not due yet");
+}
+
+#[test]
+fn an_indexed_job_runs_each_index_once() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&job(
+            "  completions: 4\n  parallelism: 3\n  completionMode: Indexed\n",
+        ))
+        .unwrap();
+    let status = run_job(&mut store, &c, |_| true, |_| {});
+    assert_eq!(status["completedIndexes"], "0-3");
+    let mut indexes: Vec<String> = store
+        .list(Kind::Pod, None)
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let Object::Pod(pod) = &p.object else {
+                unreachable!()
+            };
+            let index = &pod.metadata.annotations[crate::spec::objects::COMPLETION_INDEX];
+            assert!(pod.metadata.name.starts_with(&format!("work-{index}-")));
+            let env = &pod.spec.containers[0].env[0];
+            assert_eq!(env.name, "JOB_COMPLETION_INDEX");
+            index.clone()
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2", "3"]);
+}
+
+#[test]
+fn a_suspended_job_runs_nothing_until_resumed() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&job("  suspend: true\n")).unwrap();
+    for _ in 0..3 {
+        c.reconcile(&mut store).unwrap();
+    }
+    assert!(store.list(Kind::Pod, None).unwrap().is_empty());
+    let job_now = store.get(Kind::Job, "default", "work").unwrap().unwrap();
+    assert_eq!(
+        job_now.status.to_value()["conditions"][0]["reason"],
+        "JobSuspended"
+    );
+    assert!(job_now.status.to_value()["startTime"].is_null());
+    let Object::Job(mut j) = job_now.object else {
+        unreachable!()
+    };
+    j.spec.suspend = Some(false);
+    store.apply(&[Object::Job(j)]).unwrap();
+    let status = run_job(&mut store, &c, |_| true, |_| {});
+    assert_eq!(status["succeeded"], 1);
+    assert!(status["startTime"].is_string());
+}

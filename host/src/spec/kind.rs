@@ -14,10 +14,11 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     Service,
+    Job,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -25,6 +26,7 @@ impl Kind {
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::Service,
+        Kind::Job,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -37,12 +39,14 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Service => "Service",
+            Kind::Job => "Job",
         }
     }
 
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::ReplicaSet => "apps/v1",
+            Kind::Job => "batch/v1",
             _ => "v1",
         }
     }
@@ -50,6 +54,16 @@ impl Kind {
     /// Whether its objects live in a namespace.
     pub const fn namespaced(self) -> bool {
         !matches!(self, Kind::Namespace)
+    }
+
+    /// The kind of the objects this kind's controller makes and owns, which
+    /// go with it.
+    pub const fn dependents(self) -> Option<Kind> {
+        match self {
+            Kind::Deployment => Some(Kind::ReplicaSet),
+            Kind::ReplicaSet | Kind::Job => Some(Kind::Pod),
+            _ => None,
+        }
     }
 
     /// The kind Kubernetes names `name`, if berth stores it.

@@ -9,8 +9,8 @@ use serde::Deserialize as _;
 
 use super::Kind;
 use super::objects::{
-    ConfigMap, Container, Deployment, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod, PodSpec,
-    Probe, ReplicaSet, Secret, Service, ServiceType,
+    ConfigMap, Container, Deployment, Job, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod,
+    PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -23,6 +23,7 @@ pub enum Object {
     Deployment(Box<Deployment>),
     ReplicaSet(Box<ReplicaSet>),
     Service(Service),
+    Job(Box<Job>),
 }
 
 impl Object {
@@ -35,6 +36,7 @@ impl Object {
             Object::Deployment(_) => Kind::Deployment,
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Service(_) => Kind::Service,
+            Object::Job(_) => Kind::Job,
         }
     }
 
@@ -52,6 +54,7 @@ impl Object {
             Object::Deployment(o) => serde_json::to_value(o),
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Service(o) => serde_json::to_value(o),
+            Object::Job(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -66,6 +69,7 @@ impl Object {
             Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
             Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
             Kind::Service => Object::Service(serde_json::from_value(value)?),
+            Kind::Job => Object::Job(serde_json::from_value(value)?),
         })
     }
 
@@ -78,6 +82,7 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::ReplicaSet(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+            Object::Job(o) => &o.metadata,
         }
     }
 
@@ -90,6 +95,7 @@ impl Object {
             Object::Deployment(o) => &mut o.metadata,
             Object::ReplicaSet(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
+            Object::Job(o) => &mut o.metadata,
         }
     }
 
@@ -313,6 +319,22 @@ fn apply_defaults(object: &mut Object) {
                 port.protocol.get_or_insert_with(|| "TCP".into());
             }
         }
+        Object::Job(job) => {
+            use crate::spec::objects::CompletionMode;
+            super::defaults::canonical(&mut job.spec.template.spec);
+            let spec = &mut job.spec;
+            // Neither given: one pod, once. Parallelism alone: a work queue.
+            if spec.completions.is_none() && spec.parallelism.is_none() {
+                spec.completions = Some(1);
+            }
+            spec.parallelism.get_or_insert(1);
+            spec.completion_mode
+                .get_or_insert(CompletionMode::NonIndexed);
+            spec.backoff_limit.get_or_insert(6);
+            spec.suspend.get_or_insert(false);
+            spec.pod_replacement_policy
+                .get_or_insert_with(|| "TerminatingOrFailed".into());
+        }
         _ => {}
     }
 }
@@ -381,6 +403,7 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
             Object::ReplicaSet(serde_path_to_error::deserialize(value).map_err(typed)?)
         }
         Kind::Service => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::Job => Object::Job(serde_path_to_error::deserialize(value).map_err(typed)?),
     })
 }
 
@@ -565,6 +588,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             }
             validate_pod_spec(&spec.template.spec, "spec.template.spec")
         }
+        Object::Job(job) => validate_job(job),
         Object::Service(svc) => {
             if svc.spec.ports.is_empty() {
                 return Err(invalid("spec.ports", "a service needs at least one port"));
@@ -598,6 +622,72 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             Ok(())
         }
     }
+}
+
+/// The most pods of one job: its completions and parallelism (and an
+/// Indexed job's indexes) are bounded as Kubernetes bounds them.
+const MAX_JOB_PODS: u32 = 100_000;
+
+fn validate_job(job: &Job) -> Result<(), Invalid> {
+    use super::objects::RestartPolicy;
+    let spec = &job.spec;
+    // Its name becomes a label value on every pod.
+    if job.metadata.name.len() > 63 {
+        return Err(invalid(
+            "metadata.name",
+            "must be no more than 63 characters (it becomes the pods' job-name label)",
+        ));
+    }
+    for (field, value) in [
+        ("completions", spec.completions),
+        ("parallelism", spec.parallelism),
+    ] {
+        if value.is_some_and(|n| n > MAX_JOB_PODS) {
+            return Err(invalid(
+                format!("spec.{field}"),
+                format!("must be no more than {MAX_JOB_PODS}"),
+            ));
+        }
+    }
+    if spec.backoff_limit.is_some_and(|n| n > i32::MAX as u32) {
+        return Err(invalid("spec.backoffLimit", "must be at most 2147483647"));
+    }
+    if spec.active_deadline_seconds == Some(0) {
+        return Err(invalid(
+            "spec.activeDeadlineSeconds",
+            "must be greater than zero",
+        ));
+    }
+    if spec.indexed() && spec.completions.is_none() {
+        return Err(invalid(
+            "spec.completions",
+            "an Indexed job needs completions (its pods are indexed 0 to completions − 1)",
+        ));
+    }
+    if let Some(policy) = &spec.pod_replacement_policy
+        && !matches!(policy.as_str(), "TerminatingOrFailed" | "Failed")
+    {
+        return Err(invalid(
+            "spec.podReplacementPolicy",
+            format!("{policy:?}: supported values are \"TerminatingOrFailed\" and \"Failed\""),
+        ));
+    }
+    validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
+    if let Some(selector) = &spec.selector
+        && !selector.matches(&spec.template.metadata.labels)
+    {
+        return Err(invalid(
+            "spec.selector",
+            "does not match spec.template.metadata.labels: the job would never find its pods",
+        ));
+    }
+    if spec.template.spec.restart_policy == RestartPolicy::Always {
+        return Err(invalid(
+            "spec.template.spec.restartPolicy",
+            "a job's pods run to completion: restartPolicy must be OnFailure or Never",
+        ));
+    }
+    validate_pod_spec(&spec.template.spec, "spec.template.spec")
 }
 
 fn check_data_key(field: &str, key: &str) -> Result<(), Invalid> {

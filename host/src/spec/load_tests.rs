@@ -230,9 +230,9 @@ fn a_selector_that_misses_its_template_is_refused() {
 
 #[test]
 fn unknown_kinds_and_broken_documents_are_refused() {
-    let e = error("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n");
+    let e = error("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n");
     assert!(
-        e.contains("batch/v1 Job is not a kind berth supports"),
+        e.contains("batch/v1 CronJob is not a kind berth supports"),
         "{e}"
     );
     assert!(error("kind: Pod\n").contains("apiVersion is missing"));
@@ -394,6 +394,48 @@ fn env_from_pod_fields_takes_the_downward_api_paths() {
     ));
     assert!(
         e.contains("exactly one of configMapKeyRef, secretKeyRef or fieldRef"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_job_is_stored_with_kubernetes_defaults_and_checked() {
+    let head = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n";
+    let pod = "  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: i}]\n";
+    let loaded = parse_str(&format!("{head}{pod}"), "job.yaml").unwrap();
+    let Object::Job(job) = &loaded[0].object else {
+        panic!("not a job")
+    };
+    assert_eq!(job.spec.completions, Some(1));
+    assert_eq!(job.spec.parallelism, Some(1));
+    assert_eq!(job.spec.backoff_limit, Some(6));
+    assert_eq!(job.spec.suspend, Some(false));
+    // Parallelism alone is a work queue: no completions.
+    let loaded = parse_str(&format!("{head}  parallelism: 3\n{pod}"), "job.yaml").unwrap();
+    let Object::Job(job) = &loaded[0].object else {
+        panic!("not a job")
+    };
+    assert_eq!(job.spec.completions, None);
+
+    let e = error(&format!("{head}  completions: -1\n{pod}"));
+    assert!(e.contains("Job j: spec.completions: invalid value"), "{e}");
+    let e = error(&format!(
+        "{head}  template:\n    spec:\n      containers: [{{name: c, image: i}}]\n"
+    ));
+    assert!(
+        e.contains("spec.template.spec.restartPolicy: a job's pods run to completion"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{head}  completionMode: Indexed\n  parallelism: 2\n{pod}"
+    ));
+    assert!(
+        e.contains("spec.completions: an Indexed job needs completions"),
+        "{e}"
+    );
+    let e = error(&format!("{head}  completions: 1000000\n{pod}"));
+    assert!(
+        e.contains("spec.completions: must be no more than 100000"),
         "{e}"
     );
 }

@@ -765,6 +765,88 @@ pub struct ReplicaSetSpec {
     pub template: PodTemplateSpec,
 }
 
+// Jobs: pods run to completion.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Job {
+    pub metadata: ObjectMeta,
+    pub spec: JobSpec,
+}
+
+/// A Job's spec. Stored with Kubernetes' defaults filled in (as
+/// kube-apiserver stores them), but for the selector and the labels that
+/// tie pods to the job: the job controller adds those once the job has a
+/// uid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobSpec {
+    /// Pods running at once, at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Successful pods needed; unset (with parallelism set) means a work
+    /// queue: done when any pod succeeds and the others have ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_mode: Option<CompletionMode>,
+    /// Failures (failed pods, or container restarts under OnFailure)
+    /// before the job fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<u32>,
+    /// How long the job may run, from its start, before it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<u64>,
+    /// How long a finished job is kept before it (and its pods) go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_selector: Option<bool>,
+    /// When a pod is replaced: `TerminatingOrFailed` (the default) as soon
+    /// as it is terminating or has failed, `Failed` only once it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_replacement_policy: Option<String>,
+    pub template: PodTemplateSpec,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompletionMode {
+    #[default]
+    NonIndexed,
+    /// Each pod gets an index from 0 to completions − 1
+    /// (`JOB_COMPLETION_INDEX`), and each index must succeed once.
+    Indexed,
+}
+
+/// The annotation (and label) carrying an Indexed job's pod's index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The label tying a pod to its job, by the job's uid.
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// The label naming a pod's job.
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+impl JobSpec {
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism.unwrap_or(1)
+    }
+
+    pub fn backoff_limit(&self) -> u32 {
+        self.backoff_limit.unwrap_or(6)
+    }
+
+    pub fn indexed(&self) -> bool {
+        self.completion_mode == Some(CompletionMode::Indexed)
+    }
+
+    pub fn suspended(&self) -> bool {
+        self.suspend == Some(true)
+    }
+}
+
 // Services.
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

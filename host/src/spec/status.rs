@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Kind;
 
 pub use apps::{DeploymentCondition, DeploymentStatus, ReplicaSetCondition, ReplicaSetStatus};
+pub use batch::{JobCondition, JobStatus};
 pub use core::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, PodCondition,
@@ -76,6 +78,7 @@ pub enum Status {
     Deployment(Box<DeploymentStatus>),
     ReplicaSet(Box<ReplicaSetStatus>),
     Service(core::ServiceStatus),
+    Job(Box<JobStatus>),
 }
 
 impl Status {
@@ -106,6 +109,7 @@ impl Status {
             Kind::Deployment => Status::Deployment(Deserialize::deserialize(from)?),
             Kind::ReplicaSet => Status::ReplicaSet(Deserialize::deserialize(from)?),
             Kind::Service => Status::Service(Deserialize::deserialize(from)?),
+            Kind::Job => Status::Job(Deserialize::deserialize(from)?),
         })
     }
 
@@ -134,6 +138,7 @@ impl Status {
                 | (Status::Deployment(_), Kind::Deployment)
                 | (Status::ReplicaSet(_), Kind::ReplicaSet)
                 | (Status::Service(_), Kind::Service)
+                | (Status::Job(_), Kind::Job)
         )
     }
 
@@ -158,6 +163,13 @@ impl Status {
         }
     }
 
+    pub fn job(&self) -> Option<&JobStatus> {
+        match self {
+            Status::Job(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Whether it is a pod's, reported Ready.
     pub fn pod_ready(&self) -> bool {
         self.pod().is_some_and(PodStatus::ready)
@@ -174,6 +186,7 @@ impl Serialize for Status {
             Status::Deployment(s) => s.serialize(to),
             Status::ReplicaSet(s) => s.serialize(to),
             Status::Service(s) => s.serialize(to),
+            Status::Job(s) => s.serialize(to),
         }
     }
 }
@@ -193,6 +206,12 @@ impl From<DeploymentStatus> for Status {
 impl From<ReplicaSetStatus> for Status {
     fn from(s: ReplicaSetStatus) -> Status {
         Status::ReplicaSet(Box::new(s))
+    }
+}
+
+impl From<JobStatus> for Status {
+    fn from(s: JobStatus) -> Status {
+        Status::Job(Box::new(s))
     }
 }
 
