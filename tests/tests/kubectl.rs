@@ -1542,3 +1542,247 @@ fn a_chart_s_deployment_runs_shows_kubernetes_defaults_and_places_by_selector() 
         refused.stderr
     );
 }
+
+const JOBS: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  completions: 5
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: step, image: "tool:1", args: [sleep, "700"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: step
+        image: "tool:1"
+        args: [env, JOB_COMPLETION_INDEX, POD]
+        # The downward API, as charts use it.
+        env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: step, image: "tool:1", args: [exit, "1"]}]
+"#;
+
+/// Seconds since the epoch of an RFC 3339 time.
+fn epoch_seconds(time: &serde_json::Value) -> u64 {
+    let text = time.as_str().expect("a timestamp");
+    humantime::parse_rfc3339(text)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn jobs_run_to_completion_index_their_pods_and_fail_past_their_backoff_limit() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::TOOL), "tool:1");
+    let _daemon = BerthRun::start_command(
+        home.path(),
+        &["daemon", "--backoff-base", "1s", "--backoff-cap", "10s"],
+    );
+    let k = Kubectl::new(home.path());
+    let resources = k.ok(&["api-resources", "--api-group=batch"]);
+    assert!(resources.stdout.contains("jobs"), "{}", resources.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write(dir.path(), "jobs.yaml", JOBS);
+    k.ok(&["apply", "-f", &jobs]);
+
+    // At most two of batch's pods run at any moment, and two do.
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = k.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "batch.kubernetes.io/job-name=batch",
+            "-o",
+            "json",
+        ]);
+        let pods: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let items = items(&pods);
+        let running = items
+            .iter()
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .count();
+        most = most.max(running);
+        assert!(running <= 2, "{running} of batch's pods at once");
+        let succeeded = items
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+            .count();
+        if succeeded == 5 {
+            assert_eq!(items.len(), 5);
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch never finished: {pods:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(most, 2);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/batch",
+        "job/indexed",
+        "--timeout=60s",
+    ]);
+    let table = k.ok(&["get", "jobs"]);
+    let header = table.stdout.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    );
+    let batch_row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("batch "))
+        .unwrap();
+    assert!(
+        batch_row.contains("Complete") && batch_row.contains("5/5"),
+        "{}",
+        table.stdout
+    );
+    // kubectl finds a job's pods by its selector.
+    let logs = k.ok(&["logs", "job/indexed"]);
+    assert!(
+        logs.stdout.starts_with("JOB_COMPLETION_INDEX="),
+        "{}",
+        logs.stdout
+    );
+
+    // Each index ran once, and knew its index and its pod's name.
+    let out = k.ok(&["get", "job", "indexed", "-o", "json"]);
+    let indexed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2", "{indexed:#}");
+    assert_eq!(indexed["status"]["succeeded"], 3);
+    let out = k.ok(&["get", "pods", "-l", "job-name=indexed", "-o", "json"]);
+    let mut seen = Vec::new();
+    for pod in items(&serde_json::from_str(&out.stdout).unwrap()) {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .unwrap();
+        let logs = k.ok(&["logs", name]);
+        assert_eq!(
+            logs.stdout,
+            format!("JOB_COMPLETION_INDEX={index}\nPOD={name}\n")
+        );
+        seen.push(index.to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2"]);
+
+    // A job whose pod keeps failing: three pods, each after a longer wait,
+    // then Failed as Kubernetes words it.
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/failing",
+        "--timeout=60s",
+    ]);
+    let out = k.ok(&["get", "job", "failing", "-o", "json"]);
+    let failing: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(failing["status"]["failed"], 3, "{failing:#}");
+    let failed = failing["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        failed["message"],
+        "Job has reached the specified backoff limit"
+    );
+    let out = k.ok(&["get", "pods", "-l", "job-name=failing", "-o", "json"]);
+    let mut created: Vec<u64> = items(&serde_json::from_str(&out.stdout).unwrap())
+        .iter()
+        .map(|p| epoch_seconds(&p["metadata"]["creationTimestamp"]))
+        .collect();
+    created.sort();
+    assert_eq!(created.len(), 3);
+    // Back-off of 1 s, then 2 s (timestamps are to the second).
+    assert!(
+        created[1] - created[0] >= 1 && created[2] - created[1] >= 2,
+        "{created:?}"
+    );
+    let table = k.ok(&["get", "jobs", "failing"]);
+    assert!(table.stdout.contains("Failed"), "{}", table.stdout);
+
+    // kubectl's typed create sends protobuf.
+    k.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=tool:1",
+        "--",
+        "tool",
+        "args",
+        "hi",
+    ]);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    let logs = k.ok(&["logs", "job/once"]);
+    assert_eq!(logs.stdout, "tool args hi\n");
+
+    // Bad input: named, and nothing stored.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: bad}\nspec:\n  completions: -1\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: \"tool:1\"}]\n",
+    );
+    let refused = k.run(&["apply", "-f", &bad]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("spec.completions"),
+        "{}",
+        refused.stderr
+    );
+    let always = write(
+        dir.path(),
+        "always.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: \"tool:1\"}]\n",
+    );
+    let refused = k.run(&["apply", "-f", &always]);
+    assert!(
+        refused.stderr.contains("spec.template.spec.restartPolicy"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!k.run(&["get", "job", "bad"]).success);
+
+    // Deleting a job takes its pods.
+    k.ok(&["delete", "job", "batch", "--wait=true"]);
+    k.wait_for(
+        &["pods", "-l", "job-name=batch"],
+        "batch's pods to go",
+        |list| items(list).is_empty(),
+    );
+}

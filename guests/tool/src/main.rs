@@ -32,6 +32,10 @@ fn main() {
             eprintln!("leaving with {}", rest[0]);
             std::process::exit(rest[0].parse().unwrap());
         }
+        // Ends after MS milliseconds, having used no CPU meanwhile.
+        Some("sleep") => {
+            std::thread::sleep(std::time::Duration::from_millis(rest[0].parse().unwrap()));
+        }
         // Never ends by itself: the CPU time limit ends it.
         Some("spin") => {
             let mut n: u64 = 0;
@@ -49,7 +53,7 @@ fn main() {
         _ => {
             let _ = writeln!(
                 std::io::stderr(),
-                "usage: tool args|env NAME...|upper|write PATH TEXT|read PATH|exit N|spin|alloc MIB|panic"
+                "usage: tool args|env NAME...|upper|write PATH TEXT|read PATH|exit N|sleep MS|spin|alloc MIB|panic"
             );
             std::process::exit(2);
         }
