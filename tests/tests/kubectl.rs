@@ -1694,6 +1694,26 @@ fn jobs_run_to_completion_index_their_pods_and_fail_past_their_backoff_limit() {
     seen.sort();
     assert_eq!(seen, ["0", "1", "2"]);
 
+    // Applied again, unchanged, it stays as it is; its template may not
+    // change, its parallelism may.
+    k.ok(&["apply", "-f", &jobs]);
+    let refused = k.run(&["set", "image", "job/indexed", "step=tool:2"]);
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .contains("Job \"indexed\" is invalid: spec.template: field is immutable"),
+        "{}",
+        refused.stderr
+    );
+    k.ok(&[
+        "patch",
+        "job",
+        "indexed",
+        "-p",
+        r#"{"spec":{"parallelism":1}}"#,
+    ]);
+
     // A job whose pod keeps failing: three pods, each after a longer wait,
     // then Failed as Kubernetes words it.
     k.ok(&[

@@ -1171,6 +1171,8 @@ pub async fn update(
             store.set_status(stored(resource)?, &namespace, &name, &new_status)?;
         } else {
             let mut object = object.expect("parsed above");
+            crate::spec::load::check_update(&existing.object, &mut object)
+                .map_err(|(field, message)| invalid(resource, &name, &field, &message))?;
             if let Write::Manager(manager) = &write {
                 track(resource, Some(&super::view(&existing)), &mut object, manager);
             }

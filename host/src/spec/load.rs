@@ -624,6 +624,44 @@ fn validate(object: &Object) -> Result<(), Invalid> {
     }
 }
 
+/// What an update may not change of what is stored, as kube-apiserver
+/// refuses it: a Job's selector, pod template, completions and mode (its
+/// parallelism, suspension and deadlines may change). A job written back
+/// without the selector and labels its controller gave it keeps them.
+/// The field that may not change, and why, if any.
+pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, String)> {
+    let (Object::Job(old), Object::Job(new)) = (old, new) else {
+        return Ok(());
+    };
+    if new.spec.selector.is_none()
+        && let Some(selector) = &old.spec.selector
+    {
+        new.spec.selector = Some(selector.clone());
+        for (key, value) in &old.spec.template.metadata.labels {
+            new.spec
+                .template
+                .metadata
+                .labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    let immutable = |field: &str| Err((field.to_owned(), "field is immutable".to_owned()));
+    if old.spec.selector.is_some() && new.spec.selector != old.spec.selector {
+        return immutable("spec.selector");
+    }
+    if new.spec.template != old.spec.template {
+        return immutable("spec.template");
+    }
+    if new.spec.completions != old.spec.completions {
+        return immutable("spec.completions");
+    }
+    if new.spec.completion_mode != old.spec.completion_mode {
+        return immutable("spec.completionMode");
+    }
+    Ok(())
+}
+
 /// The most pods of one job: its completions and parallelism (and an
 /// Indexed job's indexes) are bounded as Kubernetes bounds them.
 const MAX_JOB_PODS: u32 = 100_000;

@@ -439,3 +439,47 @@ fn a_job_is_stored_with_kubernetes_defaults_and_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_job_s_template_and_completions_do_not_change_and_its_selector_stays() {
+    let job = |extra: &str, image: &str| {
+        let text = format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: j}}\nspec:\n{extra}  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: c, image: {image}}}]\n"
+        );
+        parse_str(&text, "job.yaml").unwrap().remove(0).object
+    };
+    let mut stored = job("", "i:1");
+    let Object::Job(j) = &mut stored else {
+        unreachable!()
+    };
+    j.spec.selector = Some(crate::spec::objects::LabelSelector {
+        match_labels: [(
+            "batch.kubernetes.io/controller-uid".to_owned(),
+            "u".to_owned(),
+        )]
+        .into(),
+        ..Default::default()
+    });
+    j.spec
+        .template
+        .metadata
+        .labels
+        .insert("batch.kubernetes.io/controller-uid".into(), "u".into());
+    // Written back as first written: the selector and labels stay.
+    let mut same = job("  backoffLimit: 3\n", "i:1");
+    check_update(&stored, &mut same).unwrap();
+    let Object::Job(kept) = &same else {
+        unreachable!()
+    };
+    assert!(kept.spec.selector.is_some());
+    let mut other_image = job("", "i:2");
+    assert_eq!(
+        check_update(&stored, &mut other_image).unwrap_err().0,
+        "spec.template"
+    );
+    let mut more = job("  completions: 3\n", "i:1");
+    assert_eq!(
+        check_update(&stored, &mut more).unwrap_err().0,
+        "spec.completions"
+    );
+}
