@@ -107,6 +107,8 @@ RESOURCES = {
     ("batch", "v1"): [
         dict(plural="jobs", kind="Job", schema="io.k8s.api.batch.v1.Job",
              namespaced=True, verbs="full", subresources=["status"]),
+        dict(plural="cronjobs", kind="CronJob", schema="io.k8s.api.batch.v1.CronJob",
+             namespaced=True, verbs="full", subresources=["status"]),
     ],
     ("events.k8s.io", "v1"): [
         dict(plural="events", kind="Event", schema="io.k8s.api.events.v1.Event",

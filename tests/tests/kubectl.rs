@@ -1806,3 +1806,101 @@ fn jobs_run_to_completion_index_their_pods_and_fail_past_their_backoff_limit() {
         |list| items(list).is_empty(),
     );
 }
+
+#[test]
+fn a_cron_job_runs_on_its_schedule_and_kubectl_makes_a_job_from_it() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::TOOL), "tool:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let cron = write(
+        dir.path(),
+        "cron.yaml",
+        r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  timeZone: Europe/Berlin
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: step, image: "tool:1", args: [args, tick]}]
+"#,
+    );
+    k.ok(&["apply", "-f", &cron]);
+    let table = k.ok(&["get", "cronjobs"]);
+    let mut lines = table.stdout.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[..6], ["tick", "*", "*", "*", "*", "*"]);
+    assert_eq!(row[6..10], ["Europe/Berlin", "False", "0", "<none>"]);
+
+    // kubectl's own copy of the template, owned by the cron job.
+    k.ok(&["create", "job", "by-hand", "--from=cronjob/tick"]);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/by-hand",
+        "--timeout=60s",
+    ]);
+    assert_eq!(k.ok(&["logs", "job/by-hand"]).stdout, "step args tick\n");
+
+    // The first scheduled run, within a minute.
+    k.wait_for(&["cronjob", "tick"], "the first scheduled run", |c| {
+        c["status"]["lastScheduleTime"].is_string()
+    });
+    let out = k.ok(&["get", "cronjob", "tick", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let scheduled = epoch_seconds(&status["status"]["lastScheduleTime"]);
+    assert_eq!(scheduled % 60, 0, "runs on the minute: {status:#}");
+    let name = format!("tick-{}", scheduled / 60);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{name}"),
+        "--timeout=60s",
+    ]);
+    let job = k.ok(&["get", "job", &name, "-o", "json"]);
+    let job: serde_json::Value = serde_json::from_str(&job.stdout).unwrap();
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert!(
+        job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("+01:00")),
+        "in the cron job's zone: {job:#}"
+    );
+
+    // A schedule that is not one: named, nothing stored.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &std::fs::read_to_string(&cron)
+            .unwrap()
+            .replace("name: tick", "name: bad")
+            .replace("\"* * * * *\"", "\"every minute\""),
+    );
+    let refused = k.run(&["apply", "-f", &bad]);
+    assert!(
+        refused.stderr.contains("spec.schedule") && refused.stderr.contains("every minute"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!k.run(&["get", "cronjob", "bad"]).success);
+
+    // Deleted, it takes its jobs and their pods.
+    k.ok(&["delete", "cronjob", "tick"]);
+    k.wait_for(&["jobs"], "the cron job's jobs to go", |list| {
+        items(list).is_empty()
+    });
+}

@@ -34,11 +34,12 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 8] = [
+pub const KIND_NAMES: [(&str, &[&str]); 9] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
     ("Job", &["job", "jobs"]),
+    ("CronJob", &["cronjob", "cronjobs", "cj"]),
     ("Service", &["service", "services", "svc"]),
     ("ConfigMap", &["configmap", "configmaps", "cm"]),
     ("Secret", &["secret", "secrets"]),
@@ -64,7 +65,11 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
     use crate::spec::{Object, defaults};
     if !matches!(
         object,
-        Object::Pod(_) | Object::Deployment(_) | Object::ReplicaSet(_) | Object::Job(_)
+        Object::Pod(_)
+            | Object::Deployment(_)
+            | Object::ReplicaSet(_)
+            | Object::Job(_)
+            | Object::CronJob(_)
     ) {
         return std::borrow::Cow::Borrowed(object);
     }
@@ -74,6 +79,9 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
         Object::Deployment(d) => defaults::shown(&mut d.spec.template.spec, false),
         Object::ReplicaSet(rs) => defaults::shown(&mut rs.spec.template.spec, false),
         Object::Job(job) => defaults::shown(&mut job.spec.template.spec, false),
+        Object::CronJob(cron) => {
+            defaults::shown(&mut cron.spec.job_template.spec.template.spec, false)
+        }
         _ => {}
     }
     std::borrow::Cow::Owned(object)

@@ -276,6 +276,58 @@ fn columns(kind: &str) -> Vec<Column> {
                 "A label query over pods that should match the pod count.",
             ),
         ],
+        "CronJob" => vec![
+            NAME,
+            (
+                "Schedule",
+                "string",
+                0,
+                "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+            ),
+            (
+                "Timezone",
+                "string",
+                0,
+                "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones.",
+            ),
+            (
+                "Suspend",
+                "boolean",
+                0,
+                "This flag tells the controller to suspend subsequent executions, it does not apply to already started executions.  Defaults to false.",
+            ),
+            (
+                "Active",
+                "integer",
+                0,
+                "A list of pointers to currently running jobs.",
+            ),
+            (
+                "Last Schedule",
+                "string",
+                0,
+                "Information when was the last time the job was successfully scheduled.",
+            ),
+            AGE,
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+            (
+                "Selector",
+                "string",
+                1,
+                "A label query over pods that should match the pod count.",
+            ),
+        ],
         "RuntimeClass" => vec![
             NAME,
             ("Handler", "string", 0, "The handler of the runtime class."),
@@ -476,6 +528,32 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 container_list(template, "name").into(),
                 container_list(template, "image").into(),
                 selector_text(&spec["selector"]).into(),
+            ]
+        }
+        "CronJob" => {
+            let spec = &o["spec"];
+            let job = &spec["jobTemplate"]["spec"];
+            let template = &job["template"]["spec"];
+            let last = match status["lastScheduleTime"].as_str() {
+                Some(t) => age(t),
+                None => "<none>".into(),
+            };
+            let suspend = match spec["suspend"].as_bool() {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "<unset>",
+            };
+            vec![
+                name.into(),
+                text(&spec["schedule"]).into(),
+                spec["timeZone"].as_str().unwrap_or("<none>").into(),
+                suspend.into(),
+                status["active"].as_array().map_or(0, Vec::len).into(),
+                last.into(),
+                created.into(),
+                container_list(template, "name").into(),
+                container_list(template, "image").into(),
+                selector_text(&job["selector"]).into(),
             ]
         }
         "ReplicaSet" => {
@@ -736,6 +814,7 @@ mod tests {
             "Deployment",
             "ReplicaSet",
             "Job",
+            "CronJob",
             "Service",
             "ConfigMap",
             "Secret",

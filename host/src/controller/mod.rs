@@ -14,6 +14,7 @@
 //! Pods are run by the kubelet (`crate::kubelet`), which writes their
 //! status; readiness read here comes from there.
 
+mod cronjob;
 mod job;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,6 +133,7 @@ fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
         name: record.object.metadata().name.clone(),
         uid: record.uid.clone(),
         controller: true,
+        block_owner_deletion: Some(true),
     }
 }
 
@@ -189,6 +191,7 @@ fn collect(store: &mut Store, now: bool) -> Result<bool> {
     for (kind, owner_kind) in [
         (Kind::ReplicaSet, Kind::Deployment),
         (Kind::Pod, Kind::ReplicaSet),
+        (Kind::Job, Kind::CronJob),
         (Kind::Pod, Kind::Job),
     ] {
         let owners: BTreeSet<String> = store
@@ -252,9 +255,10 @@ pub struct Work {
     deployments: BTreeSet<(String, String)>,
     replicasets: BTreeSet<(String, String)>,
     jobs: BTreeSet<(String, String)>,
-    /// Jobs to look at again at a time, whatever changes: a back-off, a
+    cronjobs: BTreeSet<(String, String)>,
+    /// Jobs and cron jobs (by kind) to look at again at a time, whatever changes: a back-off, a
     /// deadline or a TTL falling due.
-    later: BTreeMap<(String, String), Instant>,
+    later: BTreeMap<(Kind, String, String), Instant>,
     /// Dependents' kind and their deleted owner's uid.
     orphans: Vec<(Kind, String)>,
     schedule: bool,
@@ -281,13 +285,14 @@ impl Work {
             && self.deployments.is_empty()
             && self.replicasets.is_empty()
             && self.jobs.is_empty()
+            && self.cronjobs.is_empty()
             && self.orphans.is_empty()
     }
 
     /// Moves the jobs whose time has come into the work.
     fn wake_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<(String, String)> = self
+        let due: Vec<(Kind, String, String)> = self
             .later
             .iter()
             .filter(|(_, at)| **at <= now)
@@ -295,12 +300,17 @@ impl Work {
             .collect();
         for key in due {
             self.later.remove(&key);
-            self.jobs.insert(key);
+            let (kind, ns, name) = key;
+            if kind == Kind::CronJob {
+                self.cronjobs.insert((ns, name));
+            } else {
+                self.jobs.insert((ns, name));
+            }
         }
     }
 
-    /// Asks for a job to be looked at again after `after`.
-    fn again(&mut self, key: (String, String), after: Duration) {
+    /// Asks for a job or cron job to be looked at again after `after`.
+    fn again(&mut self, key: (Kind, String, String), after: Duration) {
         let at = Instant::now() + after;
         let when = self.later.entry(key).or_insert(at);
         *when = (*when).min(at);
@@ -334,9 +344,17 @@ impl Work {
                 }
                 self.deployments.extend(controller("Deployment"));
             }
-            Object::Job(_) if deleted => self.orphans.push((Kind::Pod, record.uid.clone())),
+            Object::CronJob(_) if deleted => self.orphans.push((Kind::Job, record.uid.clone())),
+            Object::CronJob(_) => {
+                self.cronjobs.insert((ns.clone(), meta.name.clone()));
+            }
             Object::Job(_) => {
-                self.jobs.insert((ns.clone(), meta.name.clone()));
+                if deleted {
+                    self.orphans.push((Kind::Pod, record.uid.clone()));
+                } else {
+                    self.jobs.insert((ns.clone(), meta.name.clone()));
+                }
+                self.cronjobs.extend(controller("CronJob"));
             }
             Object::Pod(pod) => {
                 self.replicasets.extend(controller("ReplicaSet"));
@@ -437,7 +455,16 @@ impl Controllers {
             if let Some(job) = store.get(Kind::Job, ns, name)? {
                 let (_, after) = self.reconcile_job(store, &job)?;
                 if let Some(after) = after {
-                    work.again((ns.clone(), name.clone()), after);
+                    work.again((Kind::Job, ns.clone(), name.clone()), after);
+                }
+            }
+        }
+        for (ns, name) in &todo.cronjobs {
+            if let Some(cron) = store.get(Kind::CronJob, ns, name)? {
+                let now = k8s_openapi::chrono::Utc::now();
+                let (_, after) = self.reconcile_cronjob(store, &cron, now)?;
+                if let Some(after) = after {
+                    work.again((Kind::CronJob, ns.clone(), name.clone()), after);
                 }
             }
         }
@@ -462,12 +489,22 @@ impl Controllers {
         for rs in store.list(Kind::ReplicaSet, None)? {
             changed |= self.reconcile_replicaset(store, &rs)?;
         }
+        let now = k8s_openapi::chrono::Utc::now();
+        for cron in store.list(Kind::CronJob, None)? {
+            let (cron_changed, after) = self.reconcile_cronjob(store, &cron, now)?;
+            changed |= cron_changed;
+            if let (Some(work), Some(after)) = (work.as_deref_mut(), after) {
+                let ns = cron.object.namespace().unwrap_or("default").to_owned();
+                let name = cron.object.metadata().name.clone();
+                work.again((Kind::CronJob, ns, name), after);
+            }
+        }
         for job in store.list(Kind::Job, None)? {
             let (job_changed, after) = self.reconcile_job(store, &job)?;
             changed |= job_changed;
             if let (Some(work), Some(after)) = (work.as_deref_mut(), after) {
                 let ns = job.object.namespace().unwrap_or("default").to_owned();
-                work.again((ns, job.object.metadata().name.clone()), after);
+                work.again((Kind::Job, ns, job.object.metadata().name.clone()), after);
             }
         }
         changed |= self.schedule(store)?;

@@ -514,7 +514,7 @@ fn a_failed_pods_replacement_waits_its_back_off() {
         after <= Duration::from_secs(10) && after > Duration::from_secs(5),
         "{after:?}"
     );
-    work.again(("default".into(), "work".into()), after);
+    work.again((Kind::Job, "default".into(), "work".into()), after);
     work.wake_due();
     assert!(work.jobs.is_empty(), "not due yet");
 }
@@ -572,4 +572,180 @@ fn a_suspended_job_runs_nothing_until_resumed() {
     let status = run_job(&mut store, &c, |_| true, |_| {});
     assert_eq!(status["succeeded"], 1);
     assert!(status["startTime"].is_string());
+}
+
+fn cron_job(extra: &str) -> Vec<Object> {
+    let text = format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: tick}}\nspec:\n  schedule: \"* * * * *\"\n  timeZone: UTC\n{extra}  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: c, image: tool:1}}]\n"
+    );
+    parse_str(&text, "cron.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+/// The cron job's jobs, oldest first.
+fn jobs_of_cron(store: &Store) -> Vec<String> {
+    let mut jobs: Vec<String> = store
+        .list(Kind::Job, None)
+        .unwrap()
+        .iter()
+        .map(|j| j.object.metadata().name.clone())
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+fn tick(c: &Controllers, store: &mut Store, now: Utc) {
+    let record = store
+        .get(Kind::CronJob, "default", "tick")
+        .unwrap()
+        .unwrap();
+    c.reconcile_cronjob(store, &record, now).unwrap();
+}
+
+fn finish_job(store: &mut Store, name: &str, complete: bool) {
+    let status = Status::from_value(
+        Kind::Job,
+        serde_json::json!({
+            "conditions": [{"type": if complete { "Complete" } else { "Failed" }, "status": "True"}],
+            "completionTime": "2026-12-06T00:00:00Z",
+        }),
+    )
+    .unwrap();
+    store
+        .set_status(Kind::Job, "default", name, &status)
+        .unwrap();
+}
+
+type Utc = k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>;
+
+/// The start of this minute, far enough from the next that a store made
+/// now is made within it.
+fn this_minute() -> Utc {
+    use k8s_openapi::chrono::{Duration as Span, DurationRound as _, Timelike as _};
+    let now = k8s_openapi::chrono::Utc::now();
+    if now.second() >= 55 {
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    k8s_openapi::chrono::Utc::now()
+        .duration_trunc(Span::minutes(1))
+        .unwrap()
+}
+
+/// Five seconds into the `n`th minute after `base`.
+fn minutes_on(base: Utc, n: i64) -> Utc {
+    use k8s_openapi::chrono::Duration as Span;
+    base + Span::minutes(n) + Span::seconds(5)
+}
+
+#[test]
+fn a_cron_job_runs_once_per_scheduled_time_and_keeps_its_history() {
+    let base = this_minute();
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&cron_job("  successfulJobsHistoryLimit: 2\n"))
+        .unwrap();
+    tick(&c, &mut store, minutes_on(base, 0));
+    assert!(jobs_of_cron(&store).is_empty(), "nothing due yet");
+    tick(&c, &mut store, minutes_on(base, 1));
+    tick(&c, &mut store, minutes_on(base, 1));
+    let first = jobs_of_cron(&store);
+    assert_eq!(first.len(), 1, "one job per time, however often it looks");
+    let minute = minutes_on(base, 1).timestamp().div_euclid(60);
+    assert_eq!(first[0], format!("tick-{minute}"));
+    let cron = store
+        .get(Kind::CronJob, "default", "tick")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cron.status.to_value()["active"][0]["name"], first[0]);
+    // Allow: the next runs beside it.
+    tick(&c, &mut store, minutes_on(base, 2));
+    assert_eq!(jobs_of_cron(&store).len(), 2);
+    for job in jobs_of_cron(&store) {
+        finish_job(&mut store, &job, true);
+    }
+    tick(&c, &mut store, minutes_on(base, 3));
+    tick(&c, &mut store, minutes_on(base, 4));
+    for job in jobs_of_cron(&store) {
+        finish_job(&mut store, &job, true);
+    }
+    tick(&c, &mut store, minutes_on(base, 4));
+    // Four ran; the two oldest went.
+    let kept = jobs_of_cron(&store);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(
+        kept[1],
+        format!("tick-{}", minutes_on(base, 4).timestamp().div_euclid(60))
+    );
+    let cron = store
+        .get(Kind::CronJob, "default", "tick")
+        .unwrap()
+        .unwrap();
+    assert!(cron.status.to_value()["active"].is_null());
+    assert!(cron.status.to_value()["lastSuccessfulTime"].is_string());
+}
+
+#[test]
+fn forbid_skips_while_a_run_goes_on_and_replace_stops_it() {
+    let base = this_minute();
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&cron_job("  concurrencyPolicy: Forbid\n"))
+        .unwrap();
+    tick(&c, &mut store, minutes_on(base, 1));
+    tick(&c, &mut store, minutes_on(base, 2));
+    let jobs = jobs_of_cron(&store);
+    assert_eq!(jobs.len(), 1, "the second run is skipped: {jobs:?}");
+    // Once the first ends, the time still due runs.
+    finish_job(&mut store, &jobs[0], true);
+    tick(&c, &mut store, minutes_on(base, 2));
+    assert_eq!(jobs_of_cron(&store).len(), 2);
+
+    store
+        .apply(&cron_job("  concurrencyPolicy: Replace\n"))
+        .unwrap();
+    tick(&c, &mut store, minutes_on(base, 3));
+    let jobs = jobs_of_cron(&store);
+    let newest = format!("tick-{}", minutes_on(base, 3).timestamp().div_euclid(60));
+    assert!(jobs.contains(&newest), "{jobs:?}");
+    let second = format!("tick-{}", minutes_on(base, 2).timestamp().div_euclid(60));
+    assert!(
+        !jobs.contains(&second),
+        "the running one was replaced: {jobs:?}"
+    );
+}
+
+#[test]
+fn missed_runs_are_made_up_once_and_not_past_the_starting_deadline() {
+    let base = this_minute();
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&cron_job("")).unwrap();
+    // Down for three hours: one run, for the latest time.
+    tick(&c, &mut store, minutes_on(base, 180));
+    assert_eq!(
+        jobs_of_cron(&store),
+        [format!(
+            "tick-{}",
+            minutes_on(base, 180).timestamp().div_euclid(60)
+        )]
+    );
+
+    let mut store = Store::in_memory().unwrap();
+    store
+        .apply(&cron_job("  startingDeadlineSeconds: 2\n"))
+        .unwrap();
+    // Five seconds past the minute, two allowed: skipped, and said.
+    tick(&c, &mut store, minutes_on(base, 1));
+    assert!(jobs_of_cron(&store).is_empty());
+    let missed = store
+        .events(None, None)
+        .unwrap()
+        .into_iter()
+        .any(|e| e.reason == "MissSchedule");
+    assert!(missed);
 }

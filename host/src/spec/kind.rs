@@ -15,10 +15,11 @@ pub enum Kind {
     ReplicaSet,
     Service,
     Job,
+    CronJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -27,6 +28,7 @@ impl Kind {
         Kind::ReplicaSet,
         Kind::Service,
         Kind::Job,
+        Kind::CronJob,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -40,13 +42,14 @@ impl Kind {
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Service => "Service",
             Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
     }
 
     pub const fn api_version(self) -> &'static str {
         match self {
             Kind::Deployment | Kind::ReplicaSet => "apps/v1",
-            Kind::Job => "batch/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
     }
@@ -62,6 +65,7 @@ impl Kind {
         match self {
             Kind::Deployment => Some(Kind::ReplicaSet),
             Kind::ReplicaSet | Kind::Job => Some(Kind::Pod),
+            Kind::CronJob => Some(Kind::Job),
             _ => None,
         }
     }

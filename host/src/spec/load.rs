@@ -9,8 +9,8 @@ use serde::Deserialize as _;
 
 use super::Kind;
 use super::objects::{
-    ConfigMap, Container, Deployment, Job, Namespace, OUTBOUND_ANNOTATION, ObjectMeta, Pod,
-    PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
+    ConfigMap, Container, CronJob, Deployment, Job, Namespace, OUTBOUND_ANNOTATION, ObjectMeta,
+    Pod, PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -24,6 +24,7 @@ pub enum Object {
     ReplicaSet(Box<ReplicaSet>),
     Service(Service),
     Job(Box<Job>),
+    CronJob(Box<CronJob>),
 }
 
 impl Object {
@@ -37,6 +38,7 @@ impl Object {
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Service(_) => Kind::Service,
             Object::Job(_) => Kind::Job,
+            Object::CronJob(_) => Kind::CronJob,
         }
     }
 
@@ -55,6 +57,7 @@ impl Object {
             Object::ReplicaSet(o) => serde_json::to_value(o),
             Object::Service(o) => serde_json::to_value(o),
             Object::Job(o) => serde_json::to_value(o),
+            Object::CronJob(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -70,6 +73,7 @@ impl Object {
             Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
             Kind::Service => Object::Service(serde_json::from_value(value)?),
             Kind::Job => Object::Job(serde_json::from_value(value)?),
+            Kind::CronJob => Object::CronJob(serde_json::from_value(value)?),
         })
     }
 
@@ -83,6 +87,7 @@ impl Object {
             Object::ReplicaSet(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::Job(o) => &o.metadata,
+            Object::CronJob(o) => &o.metadata,
         }
     }
 
@@ -96,6 +101,7 @@ impl Object {
             Object::ReplicaSet(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::Job(o) => &mut o.metadata,
+            Object::CronJob(o) => &mut o.metadata,
         }
     }
 
@@ -319,23 +325,37 @@ fn apply_defaults(object: &mut Object) {
                 port.protocol.get_or_insert_with(|| "TCP".into());
             }
         }
-        Object::Job(job) => {
-            use crate::spec::objects::CompletionMode;
-            super::defaults::canonical(&mut job.spec.template.spec);
-            let spec = &mut job.spec;
-            // Neither given: one pod, once. Parallelism alone: a work queue.
-            if spec.completions.is_none() && spec.parallelism.is_none() {
-                spec.completions = Some(1);
-            }
-            spec.parallelism.get_or_insert(1);
-            spec.completion_mode
-                .get_or_insert(CompletionMode::NonIndexed);
-            spec.backoff_limit.get_or_insert(6);
+        Object::Job(job) => default_job(&mut job.spec),
+        Object::CronJob(cron) => {
+            use crate::spec::objects::ConcurrencyPolicy;
+            default_job(&mut cron.spec.job_template.spec);
+            let spec = &mut cron.spec;
+            spec.concurrency_policy
+                .get_or_insert(ConcurrencyPolicy::Allow);
             spec.suspend.get_or_insert(false);
-            spec.pod_replacement_policy
-                .get_or_insert_with(|| "TerminatingOrFailed".into());
+            spec.successful_jobs_history_limit.get_or_insert(3);
+            spec.failed_jobs_history_limit.get_or_insert(1);
         }
         _ => {}
+    }
+}
+
+/// Kubernetes' defaults of a job's spec (a Job's or a CronJob's template).
+fn default_job(spec: &mut crate::spec::objects::JobSpec) {
+    use crate::spec::objects::CompletionMode;
+    super::defaults::canonical(&mut spec.template.spec);
+    {
+        // Neither given: one pod, once. Parallelism alone: a work queue.
+        if spec.completions.is_none() && spec.parallelism.is_none() {
+            spec.completions = Some(1);
+        }
+        spec.parallelism.get_or_insert(1);
+        spec.completion_mode
+            .get_or_insert(CompletionMode::NonIndexed);
+        spec.backoff_limit.get_or_insert(6);
+        spec.suspend.get_or_insert(false);
+        spec.pod_replacement_policy
+            .get_or_insert_with(|| "TerminatingOrFailed".into());
     }
 }
 
@@ -404,6 +424,7 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         }
         Kind::Service => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
         Kind::Job => Object::Job(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::CronJob => Object::CronJob(serde_path_to_error::deserialize(value).map_err(typed)?),
     })
 }
 
@@ -588,7 +609,22 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             }
             validate_pod_spec(&spec.template.spec, "spec.template.spec")
         }
-        Object::Job(job) => validate_job(job),
+        Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
+        Object::CronJob(cron) => {
+            // Its jobs are named NAME-TIME (eleven more characters), and
+            // job names are label values.
+            if cron.metadata.name.len() > 52 {
+                return Err(invalid(
+                    "metadata.name",
+                    "must be no more than 52 characters (its jobs are named after it)",
+                ));
+            }
+            super::schedule::Schedule::parse(&cron.spec.schedule, cron.spec.time_zone.as_deref())
+                .map_err(|(field, message)| invalid(field, message))?;
+            let template = &cron.spec.job_template;
+            validate_meta(&template.metadata, "spec.jobTemplate.metadata", false)?;
+            validate_job(&template.metadata, &template.spec, "spec.jobTemplate.spec")
+        }
         Object::Service(svc) => {
             if svc.spec.ports.is_empty() {
                 return Err(invalid("spec.ports", "a service needs at least one port"));
@@ -666,11 +702,15 @@ pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, Strin
 /// Indexed job's indexes) are bounded as Kubernetes bounds them.
 const MAX_JOB_PODS: u32 = 100_000;
 
-fn validate_job(job: &Job) -> Result<(), Invalid> {
+/// A job's spec, at `at` (`spec`, or a CronJob's `spec.jobTemplate.spec`).
+fn validate_job(
+    meta: &ObjectMeta,
+    spec: &super::objects::JobSpec,
+    at: &str,
+) -> Result<(), Invalid> {
     use super::objects::RestartPolicy;
-    let spec = &job.spec;
     // Its name becomes a label value on every pod.
-    if job.metadata.name.len() > 63 {
+    if meta.name.len() > 63 {
         return Err(invalid(
             "metadata.name",
             "must be no more than 63 characters (it becomes the pods' job-name label)",
@@ -682,23 +722,26 @@ fn validate_job(job: &Job) -> Result<(), Invalid> {
     ] {
         if value.is_some_and(|n| n > MAX_JOB_PODS) {
             return Err(invalid(
-                format!("spec.{field}"),
+                format!("{at}.{field}"),
                 format!("must be no more than {MAX_JOB_PODS}"),
             ));
         }
     }
     if spec.backoff_limit.is_some_and(|n| n > i32::MAX as u32) {
-        return Err(invalid("spec.backoffLimit", "must be at most 2147483647"));
+        return Err(invalid(
+            format!("{at}.backoffLimit"),
+            "must be at most 2147483647",
+        ));
     }
     if spec.active_deadline_seconds == Some(0) {
         return Err(invalid(
-            "spec.activeDeadlineSeconds",
+            format!("{at}.activeDeadlineSeconds"),
             "must be greater than zero",
         ));
     }
     if spec.indexed() && spec.completions.is_none() {
         return Err(invalid(
-            "spec.completions",
+            format!("{at}.completions"),
             "an Indexed job needs completions (its pods are indexed 0 to completions − 1)",
         ));
     }
@@ -706,26 +749,30 @@ fn validate_job(job: &Job) -> Result<(), Invalid> {
         && !matches!(policy.as_str(), "TerminatingOrFailed" | "Failed")
     {
         return Err(invalid(
-            "spec.podReplacementPolicy",
+            format!("{at}.podReplacementPolicy"),
             format!("{policy:?}: supported values are \"TerminatingOrFailed\" and \"Failed\""),
         ));
     }
-    validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
+    validate_meta(
+        &spec.template.metadata,
+        &format!("{at}.template.metadata"),
+        false,
+    )?;
     if let Some(selector) = &spec.selector
         && !selector.matches(&spec.template.metadata.labels)
     {
         return Err(invalid(
-            "spec.selector",
+            format!("{at}.selector"),
             "does not match spec.template.metadata.labels: the job would never find its pods",
         ));
     }
     if spec.template.spec.restart_policy == RestartPolicy::Always {
         return Err(invalid(
-            "spec.template.spec.restartPolicy",
+            format!("{at}.template.spec.restartPolicy"),
             "a job's pods run to completion: restartPolicy must be OnFailure or Never",
         ));
     }
-    validate_pod_spec(&spec.template.spec, "spec.template.spec")
+    validate_pod_spec(&spec.template.spec, &format!("{at}.template.spec"))
 }
 
 fn check_data_key(field: &str, key: &str) -> Result<(), Invalid> {

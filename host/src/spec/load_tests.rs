@@ -230,9 +230,9 @@ fn a_selector_that_misses_its_template_is_refused() {
 
 #[test]
 fn unknown_kinds_and_broken_documents_are_refused() {
-    let e = error("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: j}\n");
+    let e = error("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: j}\n");
     assert!(
-        e.contains("batch/v1 CronJob is not a kind berth supports"),
+        e.contains("policy/v1 PodDisruptionBudget is not a kind berth supports"),
         "{e}"
     );
     assert!(error("kind: Pod\n").contains("apiVersion is missing"));
@@ -481,5 +481,35 @@ fn a_job_s_template_and_completions_do_not_change_and_its_selector_stays() {
     assert_eq!(
         check_update(&stored, &mut more).unwrap_err().0,
         "spec.completions"
+    );
+}
+
+#[test]
+fn a_cron_job_s_schedule_zone_and_template_are_checked() {
+    let cron = |schedule: &str, zone: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: c}}\nspec:\n  schedule: \"{schedule}\"\n{zone}  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{{name: c, image: i}}]\n"
+        )
+    };
+    let loaded = parse_str(&cron("*/5 * * * *", ""), "c.yaml").unwrap();
+    let Object::CronJob(c) = &loaded[0].object else {
+        panic!("not a cron job")
+    };
+    assert_eq!(c.spec.successful_jobs_history_limit, Some(3));
+    assert_eq!(c.spec.job_template.spec.backoff_limit, Some(6));
+    let e = error(&cron("every minute", ""));
+    assert!(
+        e.contains("CronJob c: spec.schedule: \"every minute\" is not a valid cron schedule"),
+        "{e}"
+    );
+    let e = error(&cron("* * * * *", "  timeZone: Nowhere/Town\n"));
+    assert!(
+        e.contains("spec.timeZone: \"Nowhere/Town\" is not a time zone"),
+        "{e}"
+    );
+    let e = error(&cron("* * * * *", "").replace("OnFailure", "Always"));
+    assert!(
+        e.contains("spec.jobTemplate.spec.template.spec.restartPolicy"),
+        "{e}"
     );
 }

@@ -8,6 +8,7 @@ pub mod load;
 pub mod objects;
 pub mod placement;
 mod quantity;
+pub mod schedule;
 pub mod security;
 pub mod status;
 

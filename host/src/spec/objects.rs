@@ -97,6 +97,9 @@ pub struct OwnerReference {
     pub uid: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub controller: bool,
+    /// Recorded: a foreground deletion waits for every dependent anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_owner_deletion: Option<bool>,
 }
 
 /// An integer or a string such as `25%` (Kubernetes' IntOrString).
@@ -845,6 +848,58 @@ impl JobSpec {
     pub fn suspended(&self) -> bool {
         self.suspend == Some(true)
     }
+}
+
+// CronJobs: jobs on a schedule.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CronJob {
+    pub metadata: ObjectMeta,
+    pub spec: CronJobSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CronJobSpec {
+    /// Five-field cron, or `@hourly`, `@daily`…
+    pub schedule: String,
+    /// The IANA zone the schedule is read in; the host's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// A run missed by more than this (the daemon was down, or a Forbid
+    /// job still ran) is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    pub job_template: JobTemplateSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_jobs_history_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_jobs_history_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobTemplateSpec {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: JobSpec,
+}
+
+/// What a run does while the one before it still runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConcurrencyPolicy {
+    /// Both run.
+    #[default]
+    Allow,
+    /// The new run is skipped.
+    Forbid,
+    /// The old run is stopped for the new one.
+    Replace,
 }
 
 // Services.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Kind;
 
 pub use apps::{DeploymentCondition, DeploymentStatus, ReplicaSetCondition, ReplicaSetStatus};
-pub use batch::{JobCondition, JobStatus};
+pub use batch::{CronJobStatus, JobCondition, JobStatus};
 pub use core::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, PodCondition,
@@ -79,6 +79,7 @@ pub enum Status {
     ReplicaSet(Box<ReplicaSetStatus>),
     Service(core::ServiceStatus),
     Job(Box<JobStatus>),
+    CronJob(Box<CronJobStatus>),
 }
 
 impl Status {
@@ -110,6 +111,7 @@ impl Status {
             Kind::ReplicaSet => Status::ReplicaSet(Deserialize::deserialize(from)?),
             Kind::Service => Status::Service(Deserialize::deserialize(from)?),
             Kind::Job => Status::Job(Deserialize::deserialize(from)?),
+            Kind::CronJob => Status::CronJob(Deserialize::deserialize(from)?),
         })
     }
 
@@ -139,6 +141,7 @@ impl Status {
                 | (Status::ReplicaSet(_), Kind::ReplicaSet)
                 | (Status::Service(_), Kind::Service)
                 | (Status::Job(_), Kind::Job)
+                | (Status::CronJob(_), Kind::CronJob)
         )
     }
 
@@ -170,6 +173,13 @@ impl Status {
         }
     }
 
+    pub fn cron_job(&self) -> Option<&CronJobStatus> {
+        match self {
+            Status::CronJob(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Whether it is a pod's, reported Ready.
     pub fn pod_ready(&self) -> bool {
         self.pod().is_some_and(PodStatus::ready)
@@ -187,6 +197,7 @@ impl Serialize for Status {
             Status::ReplicaSet(s) => s.serialize(to),
             Status::Service(s) => s.serialize(to),
             Status::Job(s) => s.serialize(to),
+            Status::CronJob(s) => s.serialize(to),
         }
     }
 }
@@ -212,6 +223,12 @@ impl From<ReplicaSetStatus> for Status {
 impl From<JobStatus> for Status {
     fn from(s: JobStatus) -> Status {
         Status::Job(Box::new(s))
+    }
+}
+
+impl From<CronJobStatus> for Status {
+    fn from(s: CronJobStatus) -> Status {
+        Status::CronJob(Box::new(s))
     }
 }
 
