@@ -110,6 +110,13 @@ RESOURCES = {
         dict(plural="cronjobs", kind="CronJob", schema="io.k8s.api.batch.v1.CronJob",
              namespaced=True, verbs="full", subresources=["status"]),
     ],
+    ("networking.k8s.io", "v1"): [
+        dict(plural="ingresses", kind="Ingress", schema="io.k8s.api.networking.v1.Ingress",
+             namespaced=True, verbs="full", subresources=["status"]),
+        dict(plural="ingressclasses", kind="IngressClass",
+             schema="io.k8s.api.networking.v1.IngressClass",
+             namespaced=False, verbs="readonly"),
+    ],
     ("events.k8s.io", "v1"): [
         dict(plural="events", kind="Event", schema="io.k8s.api.events.v1.Event",
              namespaced=True, verbs="full"),

@@ -218,7 +218,7 @@ pub async fn serve(
             }
         }
         kubelet.sync();
-        sync_routes(&state, &table, &ingress, &mut routed);
+        sync_routes(&state, &table, &ingress, ingress_address, &mut routed);
         let took = pass.elapsed();
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -261,25 +261,72 @@ fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Keeps the router's services those of the store.
+/// Routes by the ingresses berth serves, and says where they answer
+/// (`status.loadBalancer`), as an ingress controller does.
+fn set_ingresses(
+    state: &ApiState,
+    table: &crate::router::Table,
+    records: &[crate::state::Record],
+    address: std::net::SocketAddr,
+) {
+    use k8s_openapi::api::networking::v1::{
+        IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+    };
+    let ingresses: Vec<&crate::spec::objects::Ingress> = records
+        .iter()
+        .filter_map(|r| match &r.object {
+            crate::spec::Object::Ingress(i) => Some(&**i),
+            _ => None,
+        })
+        .collect();
+    table.set_ingresses(crate::router::IngressRules::new(ingresses.iter().copied()));
+    let served = crate::spec::Status::Ingress(IngressStatus {
+        load_balancer: Some(IngressLoadBalancerStatus {
+            ingress: Some(vec![IngressLoadBalancerIngress {
+                ip: Some(address.ip().to_string()),
+                ..IngressLoadBalancerIngress::default()
+            }]),
+        }),
+    });
+    let mut store = state.store.lock();
+    for (record, ingress) in records.iter().zip(&ingresses) {
+        if ingress.served() && record.status != served {
+            let ns = record.object.namespace().unwrap_or("default");
+            if let Err(e) = store.set_status(Kind::Ingress, ns, &ingress.metadata.name, &served) {
+                tracing::warn!(
+                    "ingress {ns}/{}: writing its status: {e}",
+                    ingress.metadata.name
+                );
+            }
+        }
+    }
+}
+
 fn sync_routes(
     state: &ApiState,
     table: &crate::router::Table,
     ingress: &Arc<crate::router::Ingress>,
-    synced: &mut Option<u64>,
+    address: std::net::SocketAddr,
+    synced: &mut Option<(u64, u64)>,
 ) {
     let listed = {
         let store = state.store.lock();
-        let version = store.spec_version_of(Kind::Service);
+        let version = (
+            store.spec_version_of(Kind::Service),
+            store.spec_version_of(Kind::Ingress),
+        );
         if *synced == Some(version) {
             return;
         }
         *synced = Some(version);
-        store.list(Kind::Service, None)
+        store
+            .list(Kind::Service, None)
+            .and_then(|services| Ok((services, store.list(Kind::Ingress, None)?)))
     };
-    let services = match listed {
+    let (services, ingresses) = match listed {
         Ok(records) => records,
         Err(e) => {
-            tracing::error!("listing services: {e}");
+            tracing::error!("listing services and ingresses: {e}");
             *synced = None;
             return;
         }
@@ -291,6 +338,7 @@ fn sync_routes(
             _ => None,
         })
         .collect();
+    set_ingresses(state, table, &ingresses, address);
     table.set_services(&services);
     if !ingress.sync_node_ports() {
         // Again next pass, changes or not.

@@ -1904,3 +1904,193 @@ spec:
         items(list).is_empty()
     });
 }
+
+/// Three services of the echo guest, each answering with its pods' names,
+/// and an Ingress over them by host and path.
+const INGRESS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front}
+spec:
+  selector: {matchLabels: {app: front}}
+  template:
+    metadata: {labels: {app: front}}
+    spec: {containers: [{name: web, image: "web:1"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: web, image: "web:1"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: admin}
+spec:
+  selector: {matchLabels: {app: admin}}
+  template:
+    metadata: {labels: {app: admin}}
+    spec: {containers: [{name: web, image: "web:1"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec: {selector: {app: front}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {selector: {app: api}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: admin}
+spec: {selector: {app: admin}, ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {name: http}}}}
+      - {path: /api/admin, pathType: Exact, backend: {service: {name: admin, port: {number: 80}}}}
+  - host: "*.admin.example"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: admin, port: {number: 80}}}}
+  - host: broken.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+"#;
+
+#[test]
+fn an_ingress_routes_by_host_and_path_to_its_services() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::ECHO), "web:1");
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let ingress = daemon.ingress();
+    let k = Kubectl::new(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(dir.path(), "shop.yaml", INGRESS);
+    k.ok(&["apply", "-f", &manifest]);
+    k.wait_for(&["pods"], "three ready pods", |list| running(list, 3));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let get = |host: &str, path: &str| {
+        let url = format!("{ingress}{path}");
+        runtime.block_on(berth_tests::send(
+            "GET",
+            &url,
+            &[("host", host)],
+            Vec::new(),
+        ))
+    };
+    // Which deployment's pod answered, from the HOSTNAME it reports.
+    let answered = |host: &str, path: &str| {
+        let reply = get(host, path);
+        assert_eq!(reply.status, 200, "{host}{path}: {}", reply.text());
+        let text = reply.text();
+        let pod = text
+            .lines()
+            .find_map(|l| l.strip_prefix("env: HOSTNAME="))
+            .unwrap_or_else(|| panic!("{host}{path}: {text}"))
+            .to_owned();
+        pod.split('-').next().unwrap().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("shop.example", "/").status != 200 {
+        assert!(Instant::now() < deadline, "the ingress never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(answered("shop.example", "/"), "front");
+    assert_eq!(answered("shop.example", "/cart/items"), "front");
+    assert_eq!(answered("Shop.Example:8080", "/api/items"), "api");
+    assert_eq!(answered("shop.example", "/api"), "api");
+    assert_eq!(
+        answered("shop.example", "/apis"),
+        "front",
+        "by whole path elements"
+    );
+    assert_eq!(
+        answered("shop.example", "/api/admin"),
+        "admin",
+        "Exact beats Prefix"
+    );
+    assert_eq!(
+        answered("shop.example", "/api/admin/x"),
+        "api",
+        "Exact is exact"
+    );
+    assert_eq!(answered("eu.admin.example", "/anything"), "admin");
+    // Berth's own names still answer.
+    assert_eq!(answered("front.localhost", "/"), "front");
+    let reply = get("admin.example", "/");
+    assert_eq!(
+        reply.status,
+        404,
+        "a wildcard is one label: {}",
+        reply.text()
+    );
+    let reply = get("broken.example", "/");
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.text().contains("ingress default/shop")
+            && reply
+                .text()
+                .contains("service default/missing, which does not exist"),
+        "{}",
+        reply.text()
+    );
+
+    // As kubectl shows it, with the address it answers on.
+    let table = k.ok(&["get", "ingress"]);
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[0], "shop");
+    assert_eq!(row[1], "<none>");
+    assert_eq!(row[2], "shop.example,*.admin.example,broken.example");
+    assert_eq!(row[3], "127.0.0.1");
+    let classes = k.ok(&["get", "ingressclass"]);
+    assert!(
+        classes.stdout.contains("berth.dev/ingress"),
+        "{}",
+        classes.stdout
+    );
+
+    // Another class's ingress is not berth's to serve.
+    let nginx = write(
+        dir.path(),
+        "nginx.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: other}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: other.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}]}\n",
+    );
+    k.ok(&["apply", "-f", &nginx]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get("other.example", "/").status, 404);
+
+    // Bad input: named, nothing stored.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - host: shop.example\n    http: {paths: [{path: api, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}]}\n",
+    );
+    let refused = k.run(&["apply", "-f", &bad]);
+    assert!(
+        refused.stderr.contains("spec.rules[0].http.paths[0].path"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!k.run(&["get", "ingress", "bad"]).success);
+}

@@ -34,12 +34,13 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 9] = [
+pub const KIND_NAMES: [(&str, &[&str]); 10] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
     ("Job", &["job", "jobs"]),
     ("CronJob", &["cronjob", "cronjobs", "cj"]),
+    ("Ingress", &["ingress", "ingresses", "ing"]),
     ("Service", &["service", "services", "svc"]),
     ("ConfigMap", &["configmap", "configmaps", "cm"]),
     ("Secret", &["secret", "secrets"]),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::resources::Resource;
 
 /// `(group-version path, gzipped document)`.
-const DOCUMENTS: [(&str, &[u8]); 8] = [
+const DOCUMENTS: [(&str, &[u8]); 9] = [
     ("api/v1", include_bytes!("openapi/api__v1.json.gz")),
     (
         "apis/apps/v1",
@@ -38,6 +38,10 @@ const DOCUMENTS: [(&str, &[u8]); 8] = [
     (
         "apis/events.k8s.io/v1",
         include_bytes!("openapi/apis__events.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/networking.k8s.io/v1",
+        include_bytes!("openapi/apis__networking.k8s.io__v1.json.gz"),
     ),
     (
         "apis/node.k8s.io/v1",

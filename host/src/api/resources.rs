@@ -17,6 +17,8 @@ pub enum Source {
     ServiceAccounts,
     /// The runtime classes berth decides: `wasm` and `linux`.
     RuntimeClasses,
+    /// The ingress class berth serves: `berth`, the default.
+    IngressClasses,
     /// Each Service's pods, as core/v1 Endpoints.
     Endpoints,
     /// Each Service's pods, as discovery.k8s.io/v1 EndpointSlices.
@@ -255,6 +257,32 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         source: Source::EndpointSlices,
+    },
+    Resource {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "Ingress",
+        plural: "ingresses",
+        singular: "ingress",
+        short_names: &["ing"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &[],
+        subresources: &[STATUS],
+        source: Source::Stored(Kind::Ingress),
+    },
+    Resource {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "IngressClass",
+        plural: "ingressclasses",
+        singular: "ingressclass",
+        short_names: &[],
+        namespaced: false,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::IngressClasses,
     },
     Resource {
         group: "node.k8s.io",

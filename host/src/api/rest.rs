@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, ServiceAccount};
 use k8s_openapi::api::events::v1 as events;
+use k8s_openapi::api::networking::v1::{IngressClass, IngressClassSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -395,6 +396,26 @@ pub fn read_all(
                 })
             })
             .collect(),
+        Source::IngressClasses => {
+            let class = crate::spec::objects::INGRESS_CLASS;
+            let mut metadata =
+                api.made_up_metadata(class, None, format!("berth-ingressclass-{class}"));
+            // The default class: an Ingress naming none is berth's.
+            metadata.annotations = Some(
+                [(
+                    "ingressclass.kubernetes.io/is-default-class".to_owned(),
+                    "true".to_owned(),
+                )]
+                .into(),
+            );
+            vec![served(IngressClass {
+                metadata,
+                spec: Some(IngressClassSpec {
+                    controller: Some("berth.dev/ingress".into()),
+                    ..IngressClassSpec::default()
+                }),
+            })]
+        }
     };
     Ok((items, version))
 }

@@ -328,6 +328,50 @@ fn columns(kind: &str) -> Vec<Column> {
                 "A label query over pods that should match the pod count.",
             ),
         ],
+        "Ingress" => vec![
+            NAME,
+            (
+                "Class",
+                "string",
+                0,
+                "The name of the IngressClass resource that should be used for this Ingress.",
+            ),
+            (
+                "Hosts",
+                "string",
+                0,
+                "Hosts that incoming requests are matched against before the ingress rule",
+            ),
+            (
+                "Address",
+                "string",
+                0,
+                "Address is a list containing ingress points for the load-balancer",
+            ),
+            (
+                "Ports",
+                "string",
+                0,
+                "Ports of TLS configurations that open",
+            ),
+            AGE,
+        ],
+        "IngressClass" => vec![
+            NAME,
+            (
+                "Controller",
+                "string",
+                0,
+                "Controller that is responsible for handling this class",
+            ),
+            (
+                "Parameters",
+                "string",
+                0,
+                "A reference to a resource with additional parameters",
+            ),
+            AGE,
+        ],
         "RuntimeClass" => vec![
             NAME,
             ("Handler", "string", 0, "The handler of the runtime class."),
@@ -556,6 +600,45 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 selector_text(&job["selector"]).into(),
             ]
         }
+        "Ingress" => {
+            let spec = &o["spec"];
+            let hosts: Vec<&str> = spec["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["host"].as_str())
+                .collect();
+            let hosts = match hosts.len() {
+                0 => "*".to_owned(),
+                1..=4 => hosts.join(","),
+                n => format!("{} + {} more...", hosts[..4].join(","), n - 4),
+            };
+            let address: Vec<&str> = status["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                .collect();
+            let ports = if spec["tls"].as_array().is_some_and(|t| !t.is_empty()) {
+                "80, 443"
+            } else {
+                "80"
+            };
+            vec![
+                name.into(),
+                spec["ingressClassName"].as_str().unwrap_or("<none>").into(),
+                hosts.into(),
+                address.join(",").into(),
+                ports.into(),
+                created.into(),
+            ]
+        }
+        "IngressClass" => vec![
+            name.into(),
+            text(&o["spec"]["controller"]).into(),
+            "<none>".into(),
+            created.into(),
+        ],
         "ReplicaSet" => {
             let template = &o["spec"]["template"]["spec"];
             vec![
@@ -815,6 +898,8 @@ mod tests {
             "ReplicaSet",
             "Job",
             "CronJob",
+            "Ingress",
+            "IngressClass",
             "Service",
             "ConfigMap",
             "Secret",

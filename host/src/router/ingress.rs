@@ -43,6 +43,17 @@ pub fn route_host(host: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// A Host header's name: without its port (an IPv6 address keeps its
+/// brackets) or a trailing dot.
+fn host_name(host: &str) -> &str {
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.trim_end_matches('.')
+}
+
 /// `host` in lowercase, copied only when it has capitals.
 fn lowercase(host: &str) -> Cow<'_, str> {
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -119,12 +130,56 @@ impl Ingress {
         };
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let lower = lowercase(host_str);
+        // Ingress rules naming the host first, then berth's own
+        // `<service>.localhost` names, then host-less rules and the
+        // default backend.
+        let rules = self.table.ingress_rules();
+        let path = request.uri().path();
+        let bare = host_name(&lower);
+        let found = match rules.by_host(bare, path) {
+            Some(Some(backend)) => Some(Some(backend)),
+            Some(None) => Some(rules.default_backend()),
+            None => None,
+        };
+        let service = route_host(&lower)
+            .filter(|(namespace, service)| self.table.route(namespace, service).is_some());
+        let found = match (found, service) {
+            (Some(found), _) => found,
+            (None, Some(_)) => None,
+            (None, None) => rules.fallback(path),
+        };
+        if let Some(backend) = found {
+            let Some(route) = self.table.route(&backend.namespace, &backend.service) else {
+                return Either::Left(ready(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "503 Service Unavailable: ingress {} routes {host_str}{path} to service \
+                         {}/{}, which does not exist\n",
+                        backend.ingress, backend.namespace, backend.service
+                    ),
+                )));
+            };
+            let Some(port) = Table::backend_port(&route, &backend.port) else {
+                return Either::Left(ready(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "503 Service Unavailable: ingress {} names port {:?} of service {}/{}, \
+                         which has no such port\n",
+                        backend.ingress, backend.port, backend.namespace, backend.service
+                    ),
+                )));
+            };
+            drop(rules);
+            let request = prepare(request, peer, host);
+            return Either::Right(forward(route, port, request, Some(peer.ip()), self.wait));
+        }
+        drop(rules);
         let Some((namespace, service)) = route_host(&lower) else {
             return Either::Left(ready(plain(
                 StatusCode::NOT_FOUND,
                 format!(
                     "404 Not Found: no route for host {host_str:?}; services answer at \
-                     <service>.<namespace>.localhost or <service>.localhost\n"
+                     <service>.<namespace>.localhost or <service>.localhost, or by an Ingress's rules\n"
                 ),
             )));
         };
@@ -258,7 +313,16 @@ fn prepare(
 
 #[cfg(test)]
 mod tests {
-    use super::{lowercase, route_host};
+    use super::{host_name, lowercase, route_host};
+
+    #[test]
+    fn a_host_s_name_is_without_its_port() {
+        assert_eq!(host_name("shop.example:8080"), "shop.example");
+        assert_eq!(host_name("shop.example."), "shop.example");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("shop.example"), "shop.example");
+    }
 
     #[test]
     fn hosts_name_a_service_and_maybe_its_namespace() {

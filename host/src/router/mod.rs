@@ -8,10 +8,12 @@ mod idle;
 mod ingress;
 mod listener;
 mod proxy;
+mod rules;
 mod services;
 mod table;
 
 pub use ingress::Ingress;
 pub use listener::{accept, serve};
+pub use rules::IngressRules;
 pub use services::PodServices;
 pub use table::{BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

@@ -559,6 +559,8 @@ pub struct Table {
     /// with `pods` locked, so changes do not race each other.
     routes: ArcSwap<HashMap<String, HashMap<String, Arc<Route>>>>,
     pods: Mutex<HashMap<String, Arc<PodEndpoint>>>,
+    /// The Ingress rules the ingress listener routes by first.
+    ingresses: ArcSwap<super::IngressRules>,
 }
 
 impl Table {
@@ -568,6 +570,27 @@ impl Table {
             .get(namespace)
             .and_then(|services| services.get(name))
             .cloned()
+    }
+
+    /// The ingress rules, to read at once.
+    pub fn ingress_rules(&self) -> arc_swap::Guard<Arc<super::IngressRules>> {
+        self.ingresses.load()
+    }
+
+    pub fn set_ingresses(&self, rules: super::IngressRules) {
+        self.ingresses.store(Arc::new(rules));
+    }
+
+    /// The index of service port `port` of `route` (a number, or a name).
+    pub fn backend_port(route: &Route, port: &super::rules::BackendPort) -> Option<usize> {
+        match port {
+            super::rules::BackendPort::Number(n) => route.port_index(Some(*n)),
+            super::rules::BackendPort::Name(name) => route
+                .spec
+                .ports
+                .iter()
+                .position(|p| p.name.as_deref() == Some(name.as_str())),
+        }
     }
 
     pub fn routes(&self) -> Vec<Arc<Route>> {

@@ -16,10 +16,11 @@ pub enum Kind {
     Service,
     Job,
     CronJob,
+    Ingress,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -29,6 +30,7 @@ impl Kind {
         Kind::Service,
         Kind::Job,
         Kind::CronJob,
+        Kind::Ingress,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::Ingress => "Ingress",
         }
     }
 
@@ -50,6 +53,7 @@ impl Kind {
         match self {
             Kind::Deployment | Kind::ReplicaSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
+            Kind::Ingress => "networking.k8s.io/v1",
             _ => "v1",
         }
     }

@@ -9,8 +9,8 @@ use serde::Deserialize as _;
 
 use super::Kind;
 use super::objects::{
-    ConfigMap, Container, CronJob, Deployment, Job, Namespace, OUTBOUND_ANNOTATION, ObjectMeta,
-    Pod, PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
+    ConfigMap, Container, CronJob, Deployment, Ingress, Job, Namespace, OUTBOUND_ANNOTATION,
+    ObjectMeta, Pod, PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -25,6 +25,7 @@ pub enum Object {
     Service(Service),
     Job(Box<Job>),
     CronJob(Box<CronJob>),
+    Ingress(Box<Ingress>),
 }
 
 impl Object {
@@ -39,6 +40,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::Job(_) => Kind::Job,
             Object::CronJob(_) => Kind::CronJob,
+            Object::Ingress(_) => Kind::Ingress,
         }
     }
 
@@ -58,6 +60,7 @@ impl Object {
             Object::Service(o) => serde_json::to_value(o),
             Object::Job(o) => serde_json::to_value(o),
             Object::CronJob(o) => serde_json::to_value(o),
+            Object::Ingress(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -74,6 +77,7 @@ impl Object {
             Kind::Service => Object::Service(serde_json::from_value(value)?),
             Kind::Job => Object::Job(serde_json::from_value(value)?),
             Kind::CronJob => Object::CronJob(serde_json::from_value(value)?),
+            Kind::Ingress => Object::Ingress(serde_json::from_value(value)?),
         })
     }
 
@@ -88,6 +92,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::Job(o) => &o.metadata,
             Object::CronJob(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
         }
     }
 
@@ -102,6 +107,7 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::Job(o) => &mut o.metadata,
             Object::CronJob(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
         }
     }
 
@@ -425,6 +431,7 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         Kind::Service => Object::Service(serde_path_to_error::deserialize(value).map_err(typed)?),
         Kind::Job => Object::Job(serde_path_to_error::deserialize(value).map_err(typed)?),
         Kind::CronJob => Object::CronJob(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::Ingress => Object::Ingress(serde_path_to_error::deserialize(value).map_err(typed)?),
     })
 }
 
@@ -610,6 +617,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             validate_pod_spec(&spec.template.spec, "spec.template.spec")
         }
         Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
+        Object::Ingress(ingress) => validate_ingress(&ingress.spec),
         Object::CronJob(cron) => {
             // Its jobs are named NAME-TIME (eleven more characters), and
             // job names are label values.
@@ -694,6 +702,82 @@ pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, Strin
     }
     if new.spec.completion_mode != old.spec.completion_mode {
         return immutable("spec.completionMode");
+    }
+    Ok(())
+}
+
+fn validate_ingress(spec: &super::objects::IngressSpec) -> Result<(), Invalid> {
+    use super::objects::{IngressBackend, PathType};
+    let backend = |b: &IngressBackend, at: &str| -> Result<(), Invalid> {
+        let Some(service) = &b.service else {
+            return Err(invalid(
+                format!("{at}.service"),
+                "a backend needs a service (resource backends are not supported)",
+            ));
+        };
+        if !is_dns_label(&service.name) {
+            return Err(invalid(
+                format!("{at}.service.name"),
+                format!("{:?} is not a valid service name", service.name),
+            ));
+        }
+        match (&service.port.name, service.port.number) {
+            (Some(_), None) | (None, Some(1..)) => Ok(()),
+            (Some(_), Some(_)) => Err(invalid(
+                format!("{at}.service.port"),
+                "give the port's name or its number, not both",
+            )),
+            _ => Err(invalid(
+                format!("{at}.service.port"),
+                "a port name or a number from 1 to 65535 is required",
+            )),
+        }
+    };
+    if let Some(b) = &spec.default_backend {
+        backend(b, "spec.defaultBackend")?;
+    }
+    if spec.rules.is_empty() && spec.default_backend.is_none() {
+        return Err(invalid(
+            "spec",
+            "either defaultBackend or rules must be specified",
+        ));
+    }
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(host) = &rule.host {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if !is_dns_subdomain(name) || name.parse::<std::net::IpAddr>().is_ok() {
+                return Err(invalid(
+                    format!("{at}.host"),
+                    format!(
+                        "{host:?} must be a DNS name (lowercase), or `*.` and one; not an IP address"
+                    ),
+                ));
+            }
+        }
+        for (j, path) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+            let at = format!("{at}.http.paths[{j}]");
+            let text = path.path.as_deref().unwrap_or("");
+            if path.path_type != PathType::ImplementationSpecific && !text.starts_with('/') {
+                return Err(invalid(
+                    format!("{at}.path"),
+                    format!("{text:?} must be an absolute path (starting with /)"),
+                ));
+            }
+            backend(&path.backend, &format!("{at}.backend"))?;
+        }
+    }
+    for (i, tls) in spec.tls.iter().enumerate() {
+        if tls
+            .secret_name
+            .as_deref()
+            .is_some_and(|n| !is_dns_subdomain(n))
+        {
+            return Err(invalid(
+                format!("spec.tls[{i}].secretName"),
+                "not a valid secret name",
+            ));
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,7 @@ pub enum Status {
     Service(core::ServiceStatus),
     Job(Box<JobStatus>),
     CronJob(Box<CronJobStatus>),
+    Ingress(networking::IngressStatus),
 }
 
 impl Status {
@@ -112,6 +114,7 @@ impl Status {
             Kind::Service => Status::Service(Deserialize::deserialize(from)?),
             Kind::Job => Status::Job(Deserialize::deserialize(from)?),
             Kind::CronJob => Status::CronJob(Deserialize::deserialize(from)?),
+            Kind::Ingress => Status::Ingress(Deserialize::deserialize(from)?),
         })
     }
 
@@ -142,6 +145,7 @@ impl Status {
                 | (Status::Service(_), Kind::Service)
                 | (Status::Job(_), Kind::Job)
                 | (Status::CronJob(_), Kind::CronJob)
+                | (Status::Ingress(_), Kind::Ingress)
         )
     }
 
@@ -198,6 +202,7 @@ impl Serialize for Status {
             Status::Service(s) => s.serialize(to),
             Status::Job(s) => s.serialize(to),
             Status::CronJob(s) => s.serialize(to),
+            Status::Ingress(s) => s.serialize(to),
         }
     }
 }
