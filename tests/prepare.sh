@@ -12,6 +12,9 @@ command -v strace >/dev/null || missing+=(strace)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
+# The ingress's HTTPS tests make certificates and check them as users would.
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 # kubectl and its kubectl.1.NN siblings come with the machine image (the
 # Debian package kubectl from the Cloud SDK's repository, which this
 # machine's package sources do not carry): say so if it is not there.

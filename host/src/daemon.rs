@@ -36,6 +36,7 @@ pub struct Config {
     /// More names for the API's certificate.
     pub tls_sans: Vec<String>,
     pub ingress: std::net::SocketAddr,
+    pub ingress_tls: std::net::SocketAddr,
     pub node_port_range: std::ops::RangeInclusive<u16>,
     /// How long a request to a service with no ready endpoint waits for one.
     pub endpoint_wait: Duration,
@@ -110,6 +111,12 @@ pub async fn serve(
         args.header_timeout,
     )
     .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
+    let ingress_tls = ingress.bind_tls(args.ingress_tls).with_context(|| {
+        format!(
+            "binding the ingress's HTTPS listener on {} (see --ingress-tls)",
+            args.ingress_tls
+        )
+    })?;
 
     let node_names = nodes.iter().map(|n| n.name.clone()).collect();
     let nodes_for_api = nodes.clone();
@@ -180,6 +187,7 @@ pub async fn serve(
         kubeconfig.display()
     );
     println!("berth: ingress on http://{ingress_address}/");
+    println!("berth: ingress (TLS) on https://{ingress_tls}/");
     let companion =
         companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
     let mut routed = None;
@@ -266,6 +274,7 @@ fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
 fn set_ingresses(
     state: &ApiState,
     table: &crate::router::Table,
+    ingress: &crate::router::Ingress,
     records: &[crate::state::Record],
     address: std::net::SocketAddr,
 ) {
@@ -280,6 +289,7 @@ fn set_ingresses(
         })
         .collect();
     table.set_ingresses(crate::router::IngressRules::new(ingresses.iter().copied()));
+    ingress.set_certificates(certificates(state, &ingresses));
     let served = crate::spec::Status::Ingress(IngressStatus {
         load_balancer: Some(IngressLoadBalancerStatus {
             ingress: Some(vec![IngressLoadBalancerIngress {
@@ -302,6 +312,80 @@ fn set_ingresses(
     }
 }
 
+/// The certificates of the served ingresses' `spec.tls`: each Secret
+/// (`kubernetes.io/tls`, the ingress's namespace) for the hosts listed, or
+/// for any host when none are. A Secret missing or unusable is a warning
+/// event on the ingress, and its hosts get no certificate.
+fn certificates(
+    state: &ApiState,
+    ingresses: &[&crate::spec::objects::Ingress],
+) -> crate::router::CertificateSet {
+    let mut set = crate::router::CertificateSet::default();
+    let mut store = state.store.lock();
+    let mut warnings = Vec::new();
+    for ingress in ingresses.iter().filter(|i| i.served()) {
+        let ns = ingress.metadata.namespace.as_deref().unwrap_or("default");
+        for tls in &ingress.spec.tls {
+            let Some(secret_name) = &tls.secret_name else {
+                continue;
+            };
+            let secret = match store.get(Kind::Secret, ns, secret_name) {
+                Ok(Some(record)) => match record.object {
+                    crate::spec::Object::Secret(secret) => Some(secret),
+                    _ => None,
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("reading secret {ns}/{secret_name}: {e}");
+                    continue;
+                }
+            };
+            let key = secret
+                .ok_or_else(|| format!("secret {ns}/{secret_name} not found"))
+                .and_then(|secret| {
+                    let field = |name: &str| {
+                        secret
+                            .data
+                            .get(name)
+                            .and_then(|v| crate::spec::load::base64_decode(v))
+                            .or_else(|| secret.string_data.get(name).map(|v| v.as_bytes().to_vec()))
+                            .ok_or_else(|| format!("secret {ns}/{secret_name} has no {name}"))
+                    };
+                    crate::router::certified_key(&field("tls.crt")?, &field("tls.key")?)
+                        .map_err(|e| format!("secret {ns}/{secret_name}: {e}"))
+                });
+            match key {
+                Ok(key) if tls.hosts.is_empty() => {
+                    set.fallback.get_or_insert(key);
+                }
+                Ok(key) => {
+                    for host in &tls.hosts {
+                        set.by_host
+                            .entry(host.to_ascii_lowercase())
+                            .or_insert_with(|| key.clone());
+                    }
+                }
+                Err(message) => warnings.push(crate::state::Event {
+                    time: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                        .to_string(),
+                    namespace: ns.to_owned(),
+                    kind: "Ingress".into(),
+                    name: ingress.metadata.name.clone(),
+                    kind_of_event: "Warning".into(),
+                    reason: "BadCertificate".into(),
+                    message,
+                }),
+            }
+        }
+    }
+    if !warnings.is_empty()
+        && let Err(e) = store.record_events(&warnings)
+    {
+        tracing::warn!("recording ingress events: {e}");
+    }
+    set
+}
+
 fn sync_routes(
     state: &ApiState,
     table: &crate::router::Table,
@@ -311,9 +395,10 @@ fn sync_routes(
 ) {
     let listed = {
         let store = state.store.lock();
+        // A Secret's change may be an ingress's certificate's.
         let version = (
             store.spec_version_of(Kind::Service),
-            store.spec_version_of(Kind::Ingress),
+            store.spec_version_of(Kind::Ingress) + store.spec_version_of(Kind::Secret),
         );
         if *synced == Some(version) {
             return;
@@ -338,7 +423,7 @@ fn sync_routes(
             _ => None,
         })
         .collect();
-    set_ingresses(state, table, &ingresses, address);
+    set_ingresses(state, table, ingress, &ingresses, address);
     table.set_services(&services);
     if !ingress.sync_node_ports() {
         // Again next pass, changes or not.

@@ -146,6 +146,7 @@ pub fn berth_with(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished 
         .args(args)
         .env("BERTH_HOME", home)
         .env("BERTH_INGRESS", "127.0.0.1:0")
+        .env("BERTH_INGRESS_TLS", "127.0.0.1:0")
         .env("BERTH_API_LISTEN", "127.0.0.1:0")
         // berth's commands follow a KUBECONFIG whose context is berth's:
         // the tester's own must not point them elsewhere.
@@ -240,6 +241,7 @@ impl BerthRun {
             .env("BERTH_HOME", home)
             // Daemons side by side: each its own ingress and API port.
             .env("BERTH_INGRESS", "127.0.0.1:0")
+            .env("BERTH_INGRESS_TLS", "127.0.0.1:0")
             .env("BERTH_API_LISTEN", "127.0.0.1:0")
             .env_remove("KUBECONFIG")
             .env("RUST_LOG", "info")

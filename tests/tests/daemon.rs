@@ -1111,6 +1111,7 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
         .arg("daemon")
         .env("BERTH_HOME", home.path())
         .env("BERTH_INGRESS", "127.0.0.1:0")
+        .env("BERTH_INGRESS_TLS", "127.0.0.1:0")
         .env("BERTH_API_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")

@@ -2094,3 +2094,153 @@ fn an_ingress_routes_by_host_and_path_to_its_services() {
     );
     assert!(!k.run(&["get", "ingress", "bad"]).success);
 }
+
+/// A self-signed certificate for `names` made by openssl in `dir`, as
+/// `NAME.crt` and `NAME.key`; the paths.
+fn openssl_certificate(dir: &Path, name: &str, names: &[&str]) -> (String, String) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let san = names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+        ])
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={san}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl is needed for these tests (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        crt.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
+}
+
+/// curl over HTTPS to the ingress at `address`, trusting `ca` only, as
+/// `host`: its exit code, and what it printed.
+fn curl_https(address: &str, host: &str, path: &str, ca: &str) -> (i32, String) {
+    let port = address.rsplit_once(':').unwrap().1;
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", ca, "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl is needed for these tests (Debian package curl)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn an_ingress_serves_https_with_its_secret_s_certificate_and_follows_its_replacement() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::ECHO), "web:1");
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let https = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(url) = daemon
+                .stdout()
+                .lines()
+                .find_map(|l| l.strip_prefix("berth: ingress (TLS) on https://"))
+            {
+                break url.trim_end_matches('/').to_owned();
+            }
+            assert!(Instant::now() < deadline, "{}", daemon.stdout());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let k = Kubectl::new(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = openssl_certificate(dir.path(), "first", &["shop.example"]);
+    k.ok(&[
+        "create", "secret", "tls", "shop-tls", "--cert", &crt, "--key", &key,
+    ]);
+    let manifest = write(
+        dir.path(),
+        "shop.yaml",
+        &INGRESS.replace(
+            "spec:\n  rules:\n  - host: shop.example",
+            "spec:\n  tls: [{hosts: [shop.example], secretName: shop-tls}]\n  rules:\n  - host: shop.example",
+        ),
+    );
+    k.ok(&["apply", "-f", &manifest]);
+    k.wait_for(&["pods"], "three ready pods", |list| running(list, 3));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (code, body) = curl_https(&https, "shop.example", "/api/items", &crt);
+        if code == 0 && body.contains("env: HOSTNAME=api-") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served over HTTPS: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The guest is told the request came over HTTPS.
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+
+    // A new certificate in the Secret is served from then on: the old CA
+    // no longer verifies it, the new one does.
+    let (crt2, key2) = openssl_certificate(dir.path(), "second", &["shop.example"]);
+    let replaced = k.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "shop-tls",
+        "--cert",
+        &crt2,
+        "--key",
+        &key2,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let replaced = write(dir.path(), "replaced.yaml", &replaced.stdout);
+    k.ok(&["apply", "-f", &replaced]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _) = curl_https(&https, "shop.example", "/", &crt2);
+        if code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, said) = curl_https(&https, "shop.example", "/", &crt);
+    assert_ne!(code, 0, "the old certificate still served: {said}");
+
+    // A host no certificate names gets no handshake.
+    let (code, said) = curl_https(&https, "eu.admin.example", "/", &crt2);
+    assert_ne!(code, 0, "{said}");
+}

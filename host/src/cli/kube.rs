@@ -72,6 +72,16 @@ pub struct DaemonArgs {
     )]
     ingress: std::net::SocketAddr,
 
+    /// Where the ingress serves HTTPS, with the certificates of the
+    /// Ingresses' `spec.tls` Secrets, chosen by SNI.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8443",
+        value_name = "ADDR",
+        env = "BERTH_INGRESS_TLS"
+    )]
+    ingress_tls: std::net::SocketAddr,
+
     /// Ports NodePort services are given when they name none.
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST", value_parser = parse_port_range)]
     node_port_range: std::ops::RangeInclusive<u16>,
@@ -125,6 +135,7 @@ impl DaemonArgs {
             api_listen: self.api_listen,
             tls_sans: self.tls_sans,
             ingress: self.ingress,
+            ingress_tls: self.ingress_tls,
             node_port_range: self.node_port_range,
             endpoint_wait: self.endpoint_wait,
             header_timeout: self.header_timeout,

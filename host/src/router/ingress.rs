@@ -78,6 +78,8 @@ pub struct Ingress {
     header_read: Duration,
     node_ports: Mutex<HashMap<(String, String, u16), NodePortListener>>,
     tasks: tokio_util::task::TaskTracker,
+    /// What the TLS listener serves, by SNI.
+    certificates: Arc<super::tls::Certificates>,
 }
 
 impl Ingress {
@@ -103,6 +105,7 @@ impl Ingress {
             header_read,
             node_ports: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
+            certificates: Arc::default(),
         });
         let by_host = ingress.clone();
         ingress.tasks.spawn(super::accept(
@@ -110,9 +113,33 @@ impl Ingress {
             ingress.shutdown.clone(),
             drain,
             header_read,
-            move |request, peer| by_host.by_host(request, peer),
+            move |request, peer| by_host.by_host(request, peer, false),
         ));
         Ok((ingress, bound))
+    }
+
+    /// Also serves the ingress over HTTPS on `address`, with the
+    /// certificates of the Ingresses' `spec.tls`; the address bound.
+    pub fn bind_tls(self: &Arc<Self>, address: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = bind(address)?;
+        let bound = listener.local_addr()?;
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(super::tls::server_config(self.certificates.clone()));
+        let by_host = self.clone();
+        self.tasks.spawn(super::listener::accept_with(
+            listener,
+            Some(acceptor),
+            self.shutdown.clone(),
+            self.drain,
+            self.header_read,
+            move |request, peer| by_host.by_host(request, peer, true),
+        ));
+        Ok(bound)
+    }
+
+    /// The certificates the HTTPS listener serves from the next handshake.
+    pub fn set_certificates(&self, set: super::CertificateSet) {
+        self.certificates.replace(set);
     }
 
     /// The route is found here, before the future: what is awaited owns
@@ -121,6 +148,7 @@ impl Ingress {
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
+        https: bool,
     ) -> impl Future<Output = Response<Body>> + Send + use<> {
         // An HTTP/2 request names its host in the authority, HTTP/1.1 in
         // Host; either way it is what X-Forwarded-Host passes on.
@@ -170,7 +198,7 @@ impl Ingress {
                 )));
             };
             drop(rules);
-            let request = prepare(request, peer, host);
+            let request = prepare(request, peer, host, https);
             return Either::Right(forward(route, port, request, Some(peer.ip()), self.wait));
         }
         drop(rules);
@@ -197,7 +225,7 @@ impl Ingress {
                 format!("404 Not Found: service {namespace}/{service} has no ports\n"),
             )));
         };
-        let request = prepare(request, peer, host);
+        let request = prepare(request, peer, host, https);
         Either::Right(forward(route, port, request, Some(peer.ip()), self.wait))
     }
 
@@ -271,7 +299,7 @@ impl Ingress {
                         )));
                     };
                     let host = request.headers().get(http::header::HOST).cloned();
-                    let request = prepare(request, peer, host);
+                    let request = prepare(request, peer, host, false);
                     Either::Right(forward(
                         route,
                         index,
@@ -303,11 +331,12 @@ fn prepare(
     request: Request<Incoming>,
     peer: SocketAddr,
     host: Option<HeaderValue>,
+    https: bool,
 ) -> Request<Body> {
     let mut request = request.map(|body| {
         super::idle::IdleTimeout::new(body, super::idle::BODY_IDLE_TIMEOUT).boxed_unsync()
     });
-    add_forwarded(request.headers_mut(), peer.ip(), host);
+    add_forwarded(request.headers_mut(), peer.ip(), host, https);
     request
 }
 

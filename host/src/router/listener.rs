@@ -60,6 +60,25 @@ pub async fn accept<H, F>(
     H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    accept_with(listener, None, shutdown, drain, header_read, handler).await
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`accept`], over TLS when `tls` is given (HTTP/2 by ALPN, or
+/// HTTP/1.1).
+pub async fn accept_with<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+    drain: Duration,
+    header_read: Duration,
+    handler: H,
+) where
+    H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client gets this long to send a request's headers (slowloris).
     builder
@@ -105,12 +124,36 @@ pub async fn accept<H, F>(
             // handler's future twice over.
             handler(request, peer).never_error()
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(acceptor) = tls.clone() else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // A client that never finishes its handshake holds nothing long.
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
             drop(permit);

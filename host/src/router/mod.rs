@@ -11,9 +11,11 @@ mod proxy;
 mod rules;
 mod services;
 mod table;
+mod tls;
 
 pub use ingress::Ingress;
 pub use listener::{accept, serve};
 pub use rules::IngressRules;
 pub use services::PodServices;
 pub use table::{BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};
+pub use tls::{CertificateSet, certified_key};

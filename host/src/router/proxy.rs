@@ -225,7 +225,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// the client appended; -Proto and -Host are the router's to say (a client
 /// could otherwise claim https, or another host for the links a guest
 /// builds).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<HeaderValue>,
+    https: bool,
+) {
     // Room for the three at once, rather than growing the map twice.
     headers.reserve(3);
     let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -235,7 +240,8 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<Heade
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(value) => {
             headers.insert(&X_FORWARDED_HOST, value);
@@ -300,6 +306,7 @@ mod tests {
             &mut headers,
             "127.0.0.1".parse().unwrap(),
             Some(HeaderValue::from_static("web.localhost:8080")),
+            false,
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");
