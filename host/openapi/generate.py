@@ -97,6 +97,12 @@ RESOURCES = {
              namespaced=False, verbs="nocoll"),
         dict(plural="nodes", kind="Node", schema="io.k8s.api.core.v1.Node",
              namespaced=False, verbs="readonly"),
+        dict(plural="persistentvolumeclaims", kind="PersistentVolumeClaim",
+             schema="io.k8s.api.core.v1.PersistentVolumeClaim",
+             namespaced=True, verbs="full", subresources=["status"]),
+        dict(plural="persistentvolumes", kind="PersistentVolume",
+             schema="io.k8s.api.core.v1.PersistentVolume",
+             namespaced=False, verbs="full", subresources=["status"]),
     ],
     ("apps", "v1"): [
         dict(plural="deployments", kind="Deployment", schema="io.k8s.api.apps.v1.Deployment",
@@ -115,6 +121,11 @@ RESOURCES = {
              namespaced=True, verbs="full", subresources=["status"]),
         dict(plural="ingressclasses", kind="IngressClass",
              schema="io.k8s.api.networking.v1.IngressClass",
+             namespaced=False, verbs="readonly"),
+    ],
+    ("storage.k8s.io", "v1"): [
+        dict(plural="storageclasses", kind="StorageClass",
+             schema="io.k8s.api.storage.v1.StorageClass",
              namespaced=False, verbs="readonly"),
     ],
     ("events.k8s.io", "v1"): [

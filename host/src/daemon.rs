@@ -125,6 +125,7 @@ pub async fn serve(
         controllers.pod_quota = quota;
     }
     controllers.job_backoff = (args.backoff_base, args.backoff_cap);
+    controllers.volumes_dir = Some(home.join("volumes"));
     let mut kubelet = Kubelet::new(
         state.clone(),
         wasm.clone(),

@@ -1435,3 +1435,171 @@ spec:
         refused.stderr
     );
 }
+
+/// A pod's JSON from the daemon of `home`, once `done` says yes (a minute
+/// at most).
+fn pod_when(
+    home: &Path,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = berth(home, &["get", "pod", name, "-o", "json"]);
+        if out.success {
+            let pod: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            if done(&pod) {
+                return pod;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn succeeded(pod: &serde_json::Value) -> bool {
+    pod["status"]["phase"] == "Succeeded"
+}
+
+#[test]
+fn a_claim_s_data_is_shared_by_wasm_and_linux_pods_and_outlives_them_and_the_daemon() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::kube::build_image(home.path(), Path::new(berth_tests::guests::TOOL), "tool:1");
+    let (daemon, _ingress) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wasm-writes}
+spec:
+  restartPolicy: Never
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+  containers:
+  - {name: w, image: "tool:1", args: [write, /data/note, from-wasm], volumeMounts: [{name: d, mountPath: /data}]}
+"#,
+    );
+    pod_when(home.path(), "wasm-writes", succeeded);
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: linux-reads}
+spec:
+  restartPolicy: Never
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+  containers:
+  - name: r
+    image: busybox:1
+    command: [sh, -c, 'cat /data/note; echo; echo from-linux > /data/linux']
+    volumeMounts: [{name: d, mountPath: /data}]
+"#,
+    );
+    pod_when(home.path(), "linux-reads", succeeded);
+    let logs = berth(home.path(), &["logs", "linux-reads"]);
+    assert_eq!(logs.stdout, "from-wasm\n", "{}", logs.stderr);
+    let claim = berth(home.path(), &["get", "pvc", "data", "-o", "json"]);
+    let claim: serde_json::Value = serde_json::from_str(&claim.stdout).unwrap();
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim:#}");
+    let dir = home.path().join("volumes").join(format!(
+        "{}_default_data",
+        claim["spec"]["volumeName"].as_str().unwrap()
+    ));
+    assert!(dir.join("linux").is_file(), "{}", dir.display());
+
+    // The pods and the daemon go; the data stays for the next pod.
+    berth_tests::ok(berth(
+        home.path(),
+        &["delete", "pod", "wasm-writes", "linux-reads"],
+    ));
+    drop(daemon);
+    let _daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: wasm-reads}
+spec:
+  restartPolicy: Never
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data, readOnly: true}}]
+  containers:
+  - {name: r, image: "tool:1", args: [read, /data/linux], volumeMounts: [{name: d, mountPath: /data}]}
+"#,
+    );
+    pod_when(home.path(), "wasm-reads", succeeded);
+    assert_eq!(
+        berth(home.path(), &["logs", "wasm-reads"]).stdout,
+        "from-linux\n"
+    );
+
+    // A ReadWriteOncePod claim: the second pod waits, and says why.
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: solo}
+spec:
+  accessModes: [ReadWriteOncePod]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: first}
+spec:
+  volumes: [{name: d, persistentVolumeClaim: {claimName: solo}}]
+  containers:
+  - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
+"#,
+    );
+    pod_when(home.path(), "first", |p| p["spec"]["nodeName"].is_string());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: second}
+spec:
+  volumes: [{name: d, persistentVolumeClaim: {claimName: solo}}]
+  containers:
+  - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
+"#,
+    );
+    let second = pod_when(home.path(), "second", |p| {
+        p["status"]["conditions"][0]["reason"] == "Unschedulable"
+    });
+    assert!(
+        second["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ReadWriteOncePod"),
+        "{second:#}"
+    );
+
+    // The claim deleted, its data goes (local-path's policy is Delete).
+    berth_tests::ok(berth(home.path(), &["delete", "pod", "wasm-reads"]));
+    berth_tests::ok(berth(home.path(), &["delete", "pvc", "data"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

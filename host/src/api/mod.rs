@@ -34,13 +34,21 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 10] = [
+pub const KIND_NAMES: [(&str, &[&str]); 12] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
     ("Job", &["job", "jobs"]),
     ("CronJob", &["cronjob", "cronjobs", "cj"]),
     ("Ingress", &["ingress", "ingresses", "ing"]),
+    (
+        "PersistentVolumeClaim",
+        &["persistentvolumeclaim", "persistentvolumeclaims", "pvc"],
+    ),
+    (
+        "PersistentVolume",
+        &["persistentvolume", "persistentvolumes", "pv"],
+    ),
     ("Service", &["service", "services", "svc"]),
     ("ConfigMap", &["configmap", "configmaps", "cm"]),
     ("Secret", &["secret", "secrets"]),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::resources::Resource;
 
 /// `(group-version path, gzipped document)`.
-const DOCUMENTS: [(&str, &[u8]); 9] = [
+const DOCUMENTS: [(&str, &[u8]); 10] = [
     ("api/v1", include_bytes!("openapi/api__v1.json.gz")),
     (
         "apis/apps/v1",
@@ -46,6 +46,10 @@ const DOCUMENTS: [(&str, &[u8]); 9] = [
     (
         "apis/node.k8s.io/v1",
         include_bytes!("openapi/apis__node.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/storage.k8s.io/v1",
+        include_bytes!("openapi/apis__storage.k8s.io__v1.json.gz"),
     ),
 ];
 

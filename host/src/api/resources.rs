@@ -19,6 +19,8 @@ pub enum Source {
     RuntimeClasses,
     /// The ingress class berth serves: `berth`, the default.
     IngressClasses,
+    /// The storage class berth provisions: `local-path`, the default.
+    StorageClasses,
     /// Each Service's pods, as core/v1 Endpoints.
     Endpoints,
     /// Each Service's pods, as discovery.k8s.io/v1 EndpointSlices.
@@ -88,6 +90,32 @@ pub static RESOURCES: &[Resource] = &[
             ("attach", "PodAttachOptions", &["create", "get"]),
         ],
         source: Source::Stored(Kind::Pod),
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        short_names: &["pvc"],
+        namespaced: true,
+        verbs: WRITABLE,
+        categories: &[],
+        subresources: &[STATUS],
+        source: Source::Stored(Kind::PersistentVolumeClaim),
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolume",
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        short_names: &["pv"],
+        namespaced: false,
+        verbs: WRITABLE,
+        categories: &[],
+        subresources: &[STATUS],
+        source: Source::Stored(Kind::PersistentVolume),
     },
     Resource {
         group: "",
@@ -283,6 +311,19 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         source: Source::IngressClasses,
+    },
+    Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "StorageClass",
+        plural: "storageclasses",
+        singular: "storageclass",
+        short_names: &["sc"],
+        namespaced: false,
+        verbs: READ_ONLY,
+        categories: &[],
+        subresources: &[],
+        source: Source::StorageClasses,
     },
     Resource {
         group: "node.k8s.io",

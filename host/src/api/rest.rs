@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, ServiceAcc
 use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::api::networking::v1::{IngressClass, IngressClassSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -414,6 +415,27 @@ pub fn read_all(
                     controller: Some("berth.dev/ingress".into()),
                     ..IngressClassSpec::default()
                 }),
+            })]
+        }
+        Source::StorageClasses => {
+            let class = crate::spec::objects::LOCAL_PATH;
+            let mut metadata =
+                api.made_up_metadata(class, None, format!("berth-storageclass-{class}"));
+            // The default class: a claim naming none is provisioned here.
+            metadata.annotations = Some(
+                [(
+                    "storageclass.kubernetes.io/is-default-class".to_owned(),
+                    "true".to_owned(),
+                )]
+                .into(),
+            );
+            vec![served(StorageClass {
+                metadata,
+                provisioner: crate::spec::objects::LOCAL_PATH_PROVISIONER.into(),
+                reclaim_policy: Some("Delete".into()),
+                volume_binding_mode: Some("Immediate".into()),
+                allow_volume_expansion: Some(false),
+                ..StorageClass::default()
             })]
         }
     };

@@ -372,6 +372,138 @@ fn columns(kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "PersistentVolumeClaim" => vec![
+            NAME,
+            (
+                "Status",
+                "string",
+                0,
+                "Phase represents the current phase of PersistentVolumeClaim.",
+            ),
+            (
+                "Volume",
+                "string",
+                0,
+                "The binding reference to the PersistentVolume backing this claim.",
+            ),
+            (
+                "Capacity",
+                "string",
+                0,
+                "The actual resources of the underlying volume.",
+            ),
+            (
+                "Access Modes",
+                "string",
+                0,
+                "The actual access modes the volume backing the PVC has.",
+            ),
+            (
+                "StorageClass",
+                "string",
+                0,
+                "The name of the StorageClass required by the claim.",
+            ),
+            (
+                "VolumeAttributesClass",
+                "string",
+                0,
+                "The name of the VolumeAttributesClass the PVC is using.",
+            ),
+            AGE,
+            (
+                "VolumeMode",
+                "string",
+                1,
+                "What type of volume is required by the claim.",
+            ),
+        ],
+        "PersistentVolume" => vec![
+            NAME,
+            (
+                "Capacity",
+                "string",
+                0,
+                "The persistent volume's resources and capacity.",
+            ),
+            (
+                "Access Modes",
+                "string",
+                0,
+                "All ways the volume can be mounted.",
+            ),
+            (
+                "Reclaim Policy",
+                "string",
+                0,
+                "What happens to a persistent volume when released from its claim.",
+            ),
+            (
+                "Status",
+                "string",
+                0,
+                "Phase indicates if a volume is available, bound to a claim, or released by a claim.",
+            ),
+            (
+                "Claim",
+                "string",
+                0,
+                "Part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+            ),
+            (
+                "StorageClass",
+                "string",
+                0,
+                "The name of StorageClass to which this persistent volume belongs.",
+            ),
+            (
+                "VolumeAttributesClass",
+                "string",
+                0,
+                "The name of the VolumeAttributesClass this persistent volume belongs to.",
+            ),
+            (
+                "Reason",
+                "string",
+                0,
+                "The reason why this volume is in this phase.",
+            ),
+            AGE,
+            (
+                "VolumeMode",
+                "string",
+                1,
+                "Defines if a volume is intended to be used with a formatted filesystem or to remain in raw block state.",
+            ),
+        ],
+        "StorageClass" => vec![
+            NAME,
+            (
+                "Provisioner",
+                "string",
+                0,
+                "Indicates the type of the provisioner.",
+            ),
+            (
+                "ReclaimPolicy",
+                "string",
+                0,
+                "Indicates the type of the reclaim policy.",
+            ),
+            (
+                "VolumeBindingMode",
+                "string",
+                0,
+                "Indicates how PersistentVolumeClaims should be provisioned and bound.",
+            ),
+            (
+                "AllowVolumeExpansion",
+                "string",
+                0,
+                "Indicates whether the storage class allow volume expand.",
+            ),
+            AGE,
+        ],
         "RuntimeClass" => vec![
             NAME,
             ("Handler", "string", 0, "The handler of the runtime class."),
@@ -450,6 +582,25 @@ pub fn selector_text(selector: &Value) -> String {
     } else {
         terms.join(",")
     }
+}
+
+/// Access modes as kubectl abbreviates them: `RWO,RWX`.
+fn access_modes(modes: &Value) -> String {
+    modes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(match m.as_str()? {
+                "ReadWriteOnce" => "RWO",
+                "ReadOnlyMany" => "ROX",
+                "ReadWriteMany" => "RWX",
+                "ReadWriteOncePod" => "RWOP",
+                other => other,
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Up to three entries and how many more, as kubectl prints endpoints.
@@ -639,6 +790,66 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             "<none>".into(),
             created.into(),
         ],
+        "PersistentVolumeClaim" => {
+            let spec = &o["spec"];
+            vec![
+                name.into(),
+                status["phase"].as_str().unwrap_or("Pending").into(),
+                text(&spec["volumeName"]).into(),
+                text(&status["capacity"]["storage"]).into(),
+                access_modes(&status["accessModes"]).into(),
+                text(&spec["storageClassName"]).into(),
+                "<unset>".into(),
+                created.into(),
+                text(&spec["volumeMode"]).into(),
+            ]
+        }
+        "PersistentVolume" => {
+            let spec = &o["spec"];
+            let claim = &spec["claimRef"];
+            let claim = if claim.is_object() {
+                format!("{}/{}", text(&claim["namespace"]), text(&claim["name"]))
+            } else {
+                String::new()
+            };
+            vec![
+                name.into(),
+                text(&spec["capacity"]["storage"]).into(),
+                access_modes(&spec["accessModes"]).into(),
+                text(&spec["persistentVolumeReclaimPolicy"]).into(),
+                status["phase"].as_str().unwrap_or("Pending").into(),
+                claim.into(),
+                text(&spec["storageClassName"]).into(),
+                "<unset>".into(),
+                text(&status["reason"]).into(),
+                created.into(),
+                text(&spec["volumeMode"]).into(),
+            ]
+        }
+        "StorageClass" => {
+            let default = o["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true";
+            vec![
+                if default {
+                    format!("{name} (default)")
+                } else {
+                    name.clone()
+                }
+                .into(),
+                text(&o["provisioner"]).into(),
+                o["reclaimPolicy"].as_str().unwrap_or("Delete").into(),
+                o["volumeBindingMode"]
+                    .as_str()
+                    .unwrap_or("Immediate")
+                    .into(),
+                o["allowVolumeExpansion"]
+                    .as_bool()
+                    .unwrap_or(false)
+                    .to_string()
+                    .into(),
+                created.into(),
+            ]
+        }
         "ReplicaSet" => {
             let template = &o["spec"]["template"]["spec"];
             vec![
@@ -900,6 +1111,9 @@ mod tests {
             "CronJob",
             "Ingress",
             "IngressClass",
+            "PersistentVolumeClaim",
+            "PersistentVolume",
+            "StorageClass",
             "Service",
             "ConfigMap",
             "Secret",

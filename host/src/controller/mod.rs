@@ -16,6 +16,7 @@
 
 mod cronjob;
 mod job;
+mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -227,6 +228,9 @@ pub struct Controllers {
     /// A Job's next pod after a failure waits the first of these, doubling
     /// per failure up to the second (Kubernetes: 10 s and 6 min).
     pub job_backoff: (Duration, Duration),
+    /// Where local-path volumes get their directories (`$BERTH_HOME/volumes`);
+    /// none, and volumes are recorded but no directory is made or removed.
+    pub volumes_dir: Option<std::path::PathBuf>,
 }
 
 impl Controllers {
@@ -238,6 +242,7 @@ impl Controllers {
             nodes,
             pod_quota,
             job_backoff: (Duration::from_secs(10), Duration::from_secs(360)),
+            volumes_dir: None,
         }
     }
 }
@@ -262,6 +267,8 @@ pub struct Work {
     /// Dependents' kind and their deleted owner's uid.
     orphans: Vec<(Kind, String)>,
     schedule: bool,
+    /// A claim or a volume changed: bind, provision, reclaim.
+    volumes: bool,
 }
 
 impl Work {
@@ -282,6 +289,7 @@ impl Work {
     pub fn is_empty(&self) -> bool {
         !self.all
             && !self.schedule
+            && !self.volumes
             && self.deployments.is_empty()
             && self.replicasets.is_empty()
             && self.jobs.is_empty()
@@ -343,6 +351,11 @@ impl Work {
                     self.replicasets.insert((ns.clone(), meta.name.clone()));
                 }
                 self.deployments.extend(controller("Deployment"));
+            }
+            Object::PersistentVolumeClaim(_) | Object::PersistentVolume(_) => {
+                self.volumes = true;
+                // A claim bound may let a pending pod go to a node.
+                self.schedule = true;
             }
             Object::CronJob(_) if deleted => self.orphans.push((Kind::Job, record.uid.clone())),
             Object::CronJob(_) => {
@@ -468,6 +481,9 @@ impl Controllers {
                 }
             }
         }
+        if todo.volumes {
+            self.reconcile_volumes(store)?;
+        }
         if todo.schedule {
             self.schedule(store)?;
         }
@@ -507,6 +523,7 @@ impl Controllers {
                 work.again((Kind::Job, ns, job.object.metadata().name.clone()), after);
             }
         }
+        changed |= self.reconcile_volumes(store)?;
         changed |= self.schedule(store)?;
         Ok(changed)
     }
@@ -1119,6 +1136,8 @@ impl Controllers {
         // The pods bound in this pass, written together, and their events.
         let mut bound = Vec::new();
         let mut scheduled = Vec::new();
+        // ReadWriteOncePod claims given to a pod in this pass.
+        let mut once_claims = BTreeSet::new();
         for pod in pods {
             let Object::Pod(mut p) = pod.object.clone() else {
                 continue;
@@ -1128,7 +1147,17 @@ impl Controllers {
             }
             let ns = pod.object.namespace().unwrap_or("default").to_owned();
             let want = scheduler::requests(&p.spec);
-            match scheduler::schedule_pod(&self.nodes, &allocated, &p.spec) {
+            let placed = match volumes::claims_block(
+                store,
+                &p,
+                &pod.uid,
+                self.nodes.len(),
+                &mut once_claims,
+            )? {
+                Some(reason) => Err(reason),
+                None => scheduler::schedule_pod(&self.nodes, &allocated, &p.spec),
+            };
+            match placed {
                 Ok(node) => {
                     *allocated.entry(node.clone()).or_default() += want;
                     p.spec.node_name = Some(node.clone());

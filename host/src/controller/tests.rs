@@ -749,3 +749,147 @@ fn missed_runs_are_made_up_once_and_not_past_the_starting_deadline() {
         .any(|e| e.reason == "MissSchedule");
     assert!(missed);
 }
+
+fn storage(yaml: &str) -> Vec<Object> {
+    parse_str(yaml, "storage.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect()
+}
+
+const CLAIM_AND_POD: &str = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOncePod]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: one}
+spec:
+  containers: [{name: c, image: i}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+"#;
+
+#[test]
+fn a_claim_of_the_default_class_gets_a_volume_and_its_data_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::in_memory().unwrap();
+    let mut c = controllers();
+    c.volumes_dir = Some(dir.path().to_owned());
+    store.apply(&storage(CLAIM_AND_POD)).unwrap();
+    c.reconcile(&mut store).unwrap();
+    c.reconcile(&mut store).unwrap();
+    let claim = store
+        .get(Kind::PersistentVolumeClaim, "default", "data")
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.status.storage_phase(), Some("Bound"));
+    let status = claim.status.to_value();
+    assert_eq!(status["capacity"]["storage"], "1Gi");
+    let volumes = store.list(Kind::PersistentVolume, None).unwrap();
+    assert_eq!(volumes.len(), 1);
+    let Object::PersistentVolume(pv) = &volumes[0].object else {
+        unreachable!()
+    };
+    assert_eq!(pv.metadata.name, format!("pvc-{}", claim.uid));
+    assert_eq!(volumes[0].status.storage_phase(), Some("Bound"));
+    let path = std::path::PathBuf::from(pv.spec.path().unwrap());
+    assert!(path.is_dir() && path.starts_with(dir.path()));
+    // The pod went to a node once its claim was bound.
+    let pod = store.get(Kind::Pod, "default", "one").unwrap().unwrap();
+    let Object::Pod(p) = &pod.object else {
+        unreachable!()
+    };
+    assert!(p.spec.node_name.is_some());
+
+    // A second pod on a ReadWriteOncePod claim waits, and says why.
+    store
+        .apply(&storage(
+            &CLAIM_AND_POD[CLAIM_AND_POD.find("apiVersion: v1\nkind: Pod").unwrap()..]
+                .replace("name: one", "name: two"),
+        ))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    let two = store.get(Kind::Pod, "default", "two").unwrap().unwrap();
+    let condition = &two.status.to_value()["conditions"][0];
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("ReadWriteOncePod access mode"),
+        "{condition}"
+    );
+
+    // The claim deleted: its volume (policy Delete) and its data go.
+    store
+        .delete(Kind::PersistentVolumeClaim, "default", "data")
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    assert!(store.list(Kind::PersistentVolume, None).unwrap().is_empty());
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_claim_binds_a_volume_made_by_hand_that_fits_and_waits_when_none_does() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&storage(
+            r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: small}
+spec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /srv/small}, storageClassName: ""}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: big}
+spec: {capacity: {storage: 10Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /srv/big}, storageClassName: ""}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: want}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 5Gi}}, storageClassName: ""}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: many}
+spec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}, storageClassName: ""}
+"#,
+        ))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    c.reconcile(&mut store).unwrap();
+    let want = store
+        .get(Kind::PersistentVolumeClaim, "default", "want")
+        .unwrap()
+        .unwrap();
+    assert_eq!(want.status.storage_phase(), Some("Bound"));
+    let Object::PersistentVolumeClaim(w) = &want.object else {
+        unreachable!()
+    };
+    assert_eq!(
+        w.spec.volume_name.as_deref(),
+        Some("big"),
+        "the one with room"
+    );
+    let many = store
+        .get(Kind::PersistentVolumeClaim, "default", "many")
+        .unwrap()
+        .unwrap();
+    assert_eq!(many.status.storage_phase(), Some("Pending"));
+    // Released when its claim goes, kept (Retain, the default by hand).
+    store
+        .delete(Kind::PersistentVolumeClaim, "default", "want")
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    let big = store
+        .get(Kind::PersistentVolume, "", "big")
+        .unwrap()
+        .unwrap();
+    assert_eq!(big.status.storage_phase(), Some("Released"));
+}

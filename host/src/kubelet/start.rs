@@ -963,6 +963,35 @@ fn volume_mounts(
     Ok(dirs)
 }
 
+/// Where the volume bound to claim `name` keeps its data.
+fn claim_path(state: &crate::state::Shared, ns: &str, name: &str) -> Result<PathBuf, StartFailure> {
+    let store = state.store.lock();
+    let get = |kind: Kind, ns: &str, name: &str| {
+        store
+            .get(kind, ns, name)
+            .map_err(|e| config_error(e.to_string()))
+    };
+    let claim = match get(Kind::PersistentVolumeClaim, ns, name)?.map(|r| r.object) {
+        Some(Object::PersistentVolumeClaim(claim)) => claim,
+        _ => {
+            return Err(config_error(format!(
+                "persistentvolumeclaim \"{name}\" not found"
+            )));
+        }
+    };
+    let volume = claim.spec.volume_name.as_deref().unwrap_or("");
+    match get(Kind::PersistentVolume, "", volume)?.map(|r| r.object) {
+        Some(Object::PersistentVolume(pv)) => pv
+            .spec
+            .path()
+            .map(PathBuf::from)
+            .ok_or_else(|| config_error(format!("volume {volume} has no path"))),
+        _ => Err(config_error(format!(
+            "persistentvolumeclaim \"{name}\" is not bound to a volume"
+        ))),
+    }
+}
+
 fn volume_dirs(
     state: &crate::state::Shared,
     ns: &str,
@@ -1052,6 +1081,11 @@ fn volume_dirs(
     }
     if let Some(host) = &volume.host_path {
         return Ok(vec![grant(PathBuf::from(&host.path), !read_only)]);
+    }
+    if let Some(source) = &volume.persistent_volume_claim {
+        let path = claim_path(state, ns, &source.claim_name)?;
+        std::fs::create_dir_all(&path).map_err(io)?;
+        return Ok(vec![grant(path, !read_only && !source.read_only)]);
     }
     if let Some(image_volume) = &volume.image {
         let parsed: Reference = image_volume

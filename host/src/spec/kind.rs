@@ -17,10 +17,12 @@ pub enum Kind {
     Job,
     CronJob,
     Ingress,
+    PersistentVolumeClaim,
+    PersistentVolume,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -31,6 +33,8 @@ impl Kind {
         Kind::Job,
         Kind::CronJob,
         Kind::Ingress,
+        Kind::PersistentVolumeClaim,
+        Kind::PersistentVolume,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -46,6 +50,8 @@ impl Kind {
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
             Kind::Ingress => "Ingress",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::PersistentVolume => "PersistentVolume",
         }
     }
 
@@ -60,7 +66,7 @@ impl Kind {
 
     /// Whether its objects live in a namespace.
     pub const fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace)
+        !matches!(self, Kind::Namespace | Kind::PersistentVolume)
     }
 
     /// The kind of the objects this kind's controller makes and owns, which

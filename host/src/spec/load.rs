@@ -10,7 +10,8 @@ use serde::Deserialize as _;
 use super::Kind;
 use super::objects::{
     ConfigMap, Container, CronJob, Deployment, Ingress, Job, Namespace, OUTBOUND_ANNOTATION,
-    ObjectMeta, Pod, PodSpec, Probe, ReplicaSet, Secret, Service, ServiceType,
+    ObjectMeta, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, Probe, ReplicaSet, Secret,
+    Service, ServiceType,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -26,6 +27,8 @@ pub enum Object {
     Job(Box<Job>),
     CronJob(Box<CronJob>),
     Ingress(Box<Ingress>),
+    PersistentVolumeClaim(Box<PersistentVolumeClaim>),
+    PersistentVolume(Box<PersistentVolume>),
 }
 
 impl Object {
@@ -41,6 +44,8 @@ impl Object {
             Object::Job(_) => Kind::Job,
             Object::CronJob(_) => Kind::CronJob,
             Object::Ingress(_) => Kind::Ingress,
+            Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            Object::PersistentVolume(_) => Kind::PersistentVolume,
         }
     }
 
@@ -61,6 +66,8 @@ impl Object {
             Object::Job(o) => serde_json::to_value(o),
             Object::CronJob(o) => serde_json::to_value(o),
             Object::Ingress(o) => serde_json::to_value(o),
+            Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
+            Object::PersistentVolume(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -78,6 +85,10 @@ impl Object {
             Kind::Job => Object::Job(serde_json::from_value(value)?),
             Kind::CronJob => Object::CronJob(serde_json::from_value(value)?),
             Kind::Ingress => Object::Ingress(serde_json::from_value(value)?),
+            Kind::PersistentVolumeClaim => {
+                Object::PersistentVolumeClaim(serde_json::from_value(value)?)
+            }
+            Kind::PersistentVolume => Object::PersistentVolume(serde_json::from_value(value)?),
         })
     }
 
@@ -93,6 +104,8 @@ impl Object {
             Object::Job(o) => &o.metadata,
             Object::CronJob(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
+            Object::PersistentVolume(o) => &o.metadata,
         }
     }
 
@@ -108,15 +121,18 @@ impl Object {
             Object::Job(o) => &mut o.metadata,
             Object::CronJob(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
+            Object::PersistentVolumeClaim(o) => &mut o.metadata,
+            Object::PersistentVolume(o) => &mut o.metadata,
         }
     }
 
     /// The namespace the object lives in (`default` unless it says), or
     /// `None` for namespaces themselves, which are cluster-wide.
     pub fn namespace(&self) -> Option<&str> {
-        match self {
-            Object::Namespace(_) => None,
-            o => Some(o.metadata().namespace.as_deref().unwrap_or("default")),
+        if self.kind().namespaced() {
+            Some(self.metadata().namespace.as_deref().unwrap_or("default"))
+        } else {
+            None
         }
     }
 }
@@ -332,6 +348,29 @@ fn apply_defaults(object: &mut Object) {
             }
         }
         Object::Job(job) => default_job(&mut job.spec),
+        Object::PersistentVolumeClaim(claim) => {
+            // As the DefaultStorageClass admission plugin: no class is the
+            // default one.
+            claim
+                .spec
+                .storage_class_name
+                .get_or_insert_with(|| crate::spec::objects::LOCAL_PATH.into());
+            claim
+                .spec
+                .volume_mode
+                .get_or_insert_with(|| "Filesystem".into());
+        }
+        Object::PersistentVolume(volume) => {
+            use crate::spec::objects::ReclaimPolicy;
+            volume
+                .spec
+                .persistent_volume_reclaim_policy
+                .get_or_insert(ReclaimPolicy::Retain);
+            volume
+                .spec
+                .volume_mode
+                .get_or_insert_with(|| "Filesystem".into());
+        }
         Object::CronJob(cron) => {
             use crate::spec::objects::ConcurrencyPolicy;
             default_job(&mut cron.spec.job_template.spec);
@@ -432,6 +471,12 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         Kind::Job => Object::Job(serde_path_to_error::deserialize(value).map_err(typed)?),
         Kind::CronJob => Object::CronJob(serde_path_to_error::deserialize(value).map_err(typed)?),
         Kind::Ingress => Object::Ingress(serde_path_to_error::deserialize(value).map_err(typed)?),
+        Kind::PersistentVolumeClaim => {
+            Object::PersistentVolumeClaim(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::PersistentVolume => {
+            Object::PersistentVolume(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
     })
 }
 
@@ -618,6 +663,57 @@ fn validate(object: &Object) -> Result<(), Invalid> {
         }
         Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
         Object::Ingress(ingress) => validate_ingress(&ingress.spec),
+        Object::PersistentVolumeClaim(claim) => {
+            let spec = &claim.spec;
+            if spec.access_modes.is_empty() {
+                return Err(invalid(
+                    "spec.accessModes",
+                    "at least 1 access mode is required",
+                ));
+            }
+            if spec.resources.requests.storage.is_none() {
+                return Err(invalid(
+                    "spec.resources.requests.storage",
+                    "a size is required",
+                ));
+            }
+            if spec
+                .volume_mode
+                .as_deref()
+                .is_some_and(|m| m != "Filesystem")
+            {
+                return Err(invalid(
+                    "spec.volumeMode",
+                    "only Filesystem volumes are supported",
+                ));
+            }
+            Ok(())
+        }
+        Object::PersistentVolume(volume) => {
+            let spec = &volume.spec;
+            match (&spec.host_path, &spec.local) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        "spec",
+                        "a volume needs exactly one of hostPath or local (the sources berth has)",
+                    ));
+                }
+            }
+            if spec.path().is_some_and(|p| !p.starts_with('/')) {
+                return Err(invalid("spec.hostPath.path", "must be an absolute path"));
+            }
+            if spec.capacity.storage.is_none() {
+                return Err(invalid("spec.capacity.storage", "a size is required"));
+            }
+            if spec.access_modes.is_empty() {
+                return Err(invalid(
+                    "spec.accessModes",
+                    "at least 1 access mode is required",
+                ));
+            }
+            Ok(())
+        }
         Object::CronJob(cron) => {
             // Its jobs are named NAME-TIME (eleven more characters), and
             // job names are label values.
@@ -926,11 +1022,13 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             volume.empty_dir.is_some(),
             volume.host_path.is_some(),
             volume.image.is_some(),
+            volume.persistent_volume_claim.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(invalid(
                 vpath,
-                "exactly one of configMap, secret, emptyDir, hostPath or image is required",
+                "exactly one of configMap, secret, emptyDir, hostPath, image or \
+                 persistentVolumeClaim is required",
             ));
         }
         let projected = [

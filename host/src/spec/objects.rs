@@ -439,6 +439,17 @@ pub struct Volume {
     /// An image's filesystem bundles, read-only (Kubernetes' image volume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageVolume>,
+    /// A claim's volume: data that outlives the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimVolume {
+    pub claim_name: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1006,6 +1017,153 @@ impl Ingress {
             .ingress_class_name
             .as_deref()
             .is_none_or(|c| c == INGRESS_CLASS)
+    }
+}
+
+// Storage: claims, and the volumes bound to them.
+
+/// The storage class berth provisions: a directory per claim under
+/// `$BERTH_HOME/volumes`, as k3s's local-path. The default class.
+pub const LOCAL_PATH: &str = "local-path";
+/// Who provisioned a volume (its directory is theirs to remove).
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub const LOCAL_PATH_PROVISIONER: &str = "berth.dev/local-path";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
+impl AccessMode {
+    /// kubectl's short form.
+    pub fn short(self) -> &'static str {
+        match self {
+            AccessMode::ReadWriteOnce => "RWO",
+            AccessMode::ReadOnlyMany => "ROX",
+            AccessMode::ReadWriteMany => "RWX",
+            AccessMode::ReadWriteOncePod => "RWOP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PersistentVolumeClaim {
+    pub metadata: ObjectMeta,
+    pub spec: ClaimSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimSpec {
+    #[serde(default)]
+    pub access_modes: Vec<AccessMode>,
+    #[serde(default)]
+    pub resources: StorageResources,
+    /// `local-path` when unset (the default class); `""` for a volume
+    /// made by hand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// The volume it is bound to (set by berth, or by hand to ask for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_name: Option<String>,
+    /// `Filesystem`, the one berth has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StorageResources {
+    #[serde(default, skip_serializing_if = "StorageList::is_empty")]
+    pub requests: StorageList,
+    #[serde(default, skip_serializing_if = "StorageList::is_empty")]
+    pub limits: StorageList,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+}
+
+impl StorageList {
+    pub fn is_empty(&self) -> bool {
+        self.storage.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PersistentVolume {
+    pub metadata: ObjectMeta,
+    pub spec: VolumeSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeSpec {
+    #[serde(default)]
+    pub capacity: StorageList,
+    #[serde(default)]
+    pub access_modes: Vec<AccessMode>,
+    /// `Retain` (a volume made by hand) or `Delete` (its data goes with
+    /// its claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_reclaim_policy: Option<ReclaimPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_ref: Option<ClaimRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPath>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReclaimPolicy {
+    Retain,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalVolume {
+    pub path: String,
+}
+
+/// The claim a volume is bound to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+impl VolumeSpec {
+    /// Where its data is on the host.
+    pub fn path(&self) -> Option<&str> {
+        self.host_path
+            .as_ref()
+            .map(|h| h.path.as_str())
+            .or(self.local.as_ref().map(|l| l.path.as_str()))
     }
 }
 

@@ -82,6 +82,8 @@ pub enum Status {
     Job(Box<JobStatus>),
     CronJob(Box<CronJobStatus>),
     Ingress(networking::IngressStatus),
+    PersistentVolumeClaim(Box<core::PersistentVolumeClaimStatus>),
+    PersistentVolume(core::PersistentVolumeStatus),
 }
 
 impl Status {
@@ -115,6 +117,10 @@ impl Status {
             Kind::Job => Status::Job(Deserialize::deserialize(from)?),
             Kind::CronJob => Status::CronJob(Deserialize::deserialize(from)?),
             Kind::Ingress => Status::Ingress(Deserialize::deserialize(from)?),
+            Kind::PersistentVolumeClaim => {
+                Status::PersistentVolumeClaim(Deserialize::deserialize(from)?)
+            }
+            Kind::PersistentVolume => Status::PersistentVolume(Deserialize::deserialize(from)?),
         })
     }
 
@@ -146,6 +152,11 @@ impl Status {
                 | (Status::Job(_), Kind::Job)
                 | (Status::CronJob(_), Kind::CronJob)
                 | (Status::Ingress(_), Kind::Ingress)
+                | (
+                    Status::PersistentVolumeClaim(_),
+                    Kind::PersistentVolumeClaim
+                )
+                | (Status::PersistentVolume(_), Kind::PersistentVolume)
         )
     }
 
@@ -184,6 +195,15 @@ impl Status {
         }
     }
 
+    /// A claim's or a volume's phase.
+    pub fn storage_phase(&self) -> Option<&str> {
+        match self {
+            Status::PersistentVolumeClaim(s) => s.phase.as_deref(),
+            Status::PersistentVolume(s) => s.phase.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether it is a pod's, reported Ready.
     pub fn pod_ready(&self) -> bool {
         self.pod().is_some_and(PodStatus::ready)
@@ -203,6 +223,8 @@ impl Serialize for Status {
             Status::Job(s) => s.serialize(to),
             Status::CronJob(s) => s.serialize(to),
             Status::Ingress(s) => s.serialize(to),
+            Status::PersistentVolumeClaim(s) => s.serialize(to),
+            Status::PersistentVolume(s) => s.serialize(to),
         }
     }
 }
