@@ -109,6 +109,8 @@ RESOURCES = {
              namespaced=True, verbs="full", subresources=["status", "scale"]),
         dict(plural="replicasets", kind="ReplicaSet", schema="io.k8s.api.apps.v1.ReplicaSet",
              namespaced=True, verbs="full", subresources=["status", "scale"]),
+        dict(plural="statefulsets", kind="StatefulSet", schema="io.k8s.api.apps.v1.StatefulSet",
+             namespaced=True, verbs="full", subresources=["status", "scale"]),
     ],
     ("batch", "v1"): [
         dict(plural="jobs", kind="Job", schema="io.k8s.api.batch.v1.Job",

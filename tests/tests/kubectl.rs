@@ -2244,3 +2244,98 @@ fn an_ingress_serves_https_with_its_secret_s_certificate_and_follows_its_replace
     let (code, said) = curl_https(&https, "eu.admin.example", "/", &crt2);
     assert_ne!(code, 0, "{said}");
 }
+
+const STATEFUL: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  serviceName: web
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: "web:1", volumeMounts: [{name: data, mountPath: /data}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 16Mi}}}
+"#;
+
+#[test]
+fn a_stateful_set_gives_each_pod_its_name_and_claim_and_keeps_them_across_scaling() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::ECHO), "web:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let k = Kubectl::new(home.path());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(dir.path(), "web.yaml", STATEFUL);
+    k.ok(&["apply", "-f", &manifest]);
+    k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    let names = |k: &Kubectl| {
+        let out = k.ok(&["get", "pods", "-l", "app=web", "-o", "json"]);
+        let mut names: Vec<String> = items(&serde_json::from_str(&out.stdout).unwrap())
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&k), ["web-0", "web-1", "web-2"]);
+    let table = k.ok(&["get", "sts"]);
+    assert!(table.stdout.contains("3/3"), "{}", table.stdout);
+    let claims = k.ok(&["get", "pvc", "-o", "name"]);
+    let mut claims: Vec<&str> = claims.stdout.lines().collect();
+    claims.sort();
+    assert_eq!(
+        claims,
+        [
+            "persistentvolumeclaim/data-web-0",
+            "persistentvolumeclaim/data-web-1",
+            "persistentvolumeclaim/data-web-2"
+        ]
+    );
+
+    // Each pod writes who it is into its own claim, on its own port.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let on_pod = |name: &str, query: &str, body: &str| {
+        let out = k.ok(&["get", "pod", name, "-o", "json"]);
+        let pod: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let endpoint = pod["status"]["endpoints"]["web"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let url = format!("http://{endpoint}/?{query}");
+        runtime
+            .block_on(berth_tests::send(
+                "POST",
+                &url,
+                &[],
+                body.as_bytes().to_vec(),
+            ))
+            .text()
+    };
+    for name in ["web-0", "web-1", "web-2"] {
+        let said = on_pod(name, "write=/data/who", name);
+        assert!(said.contains("write /data/who: ok"), "{said}");
+    }
+
+    // Down to one (from the top), and back: web-1 finds its own data.
+    k.ok(&["scale", "statefulset", "web", "--replicas=1"]);
+    k.wait_for(
+        &["pods", "-l", "app=web"],
+        "web-1 and web-2 to go",
+        |list| items(list).len() == 1,
+    );
+    assert_eq!(names(&k), ["web-0"]);
+    assert_eq!(
+        k.ok(&["get", "pvc", "-o", "name"]).stdout.lines().count(),
+        3
+    );
+    k.ok(&["scale", "statefulset", "web", "--replicas=3"]);
+    k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
+    let said = on_pod("web-1", "read=/data/who", "");
+    assert!(said.contains("read /data/who: ok: web-1"), "{said}");
+}

@@ -34,10 +34,11 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 12] = [
+pub const KIND_NAMES: [(&str, &[&str]); 13] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
+    ("StatefulSet", &["statefulset", "statefulsets", "sts"]),
     ("Job", &["job", "jobs"]),
     ("CronJob", &["cronjob", "cronjobs", "cj"]),
     ("Ingress", &["ingress", "ingresses", "ing"]),
@@ -79,6 +80,7 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
             | Object::ReplicaSet(_)
             | Object::Job(_)
             | Object::CronJob(_)
+            | Object::StatefulSet(_)
     ) {
         return std::borrow::Cow::Borrowed(object);
     }
@@ -88,6 +90,7 @@ pub fn shown(object: &crate::spec::Object) -> std::borrow::Cow<'_, crate::spec::
         Object::Deployment(d) => defaults::shown(&mut d.spec.template.spec, false),
         Object::ReplicaSet(rs) => defaults::shown(&mut rs.spec.template.spec, false),
         Object::Job(job) => defaults::shown(&mut job.spec.template.spec, false),
+        Object::StatefulSet(set) => defaults::shown(&mut set.spec.template.spec, false),
         Object::CronJob(cron) => {
             defaults::shown(&mut cron.spec.job_template.spec.template.spec, false)
         }

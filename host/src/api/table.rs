@@ -241,6 +241,23 @@ fn columns(kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "StatefulSet" => vec![
+            NAME,
+            ("Ready", "string", 0, "Number of the pod with ready state"),
+            AGE,
+            (
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            (
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
+        ],
         "Job" => vec![
             NAME,
             ("Status", "string", 0, "Status of the job."),
@@ -675,6 +692,17 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 selector_text(&o["spec"]["selector"]).into(),
             ]
         }
+        "StatefulSet" => {
+            let template = &o["spec"]["template"]["spec"];
+            let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
+            vec![
+                name.into(),
+                format!("{}/{want}", n("readyReplicas")).into(),
+                created.into(),
+                container_list(template, "name").into(),
+                container_list(template, "image").into(),
+            ]
+        }
         "Job" => {
             let spec = &o["spec"];
             let succeeded = n("succeeded");
@@ -1107,6 +1135,7 @@ mod tests {
             "Pod",
             "Deployment",
             "ReplicaSet",
+            "StatefulSet",
             "Job",
             "CronJob",
             "Ingress",

@@ -446,8 +446,10 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("name what to scale: `berth scale deployment NAME --replicas N`");
     };
     let kind = kind_of(kind)
-        .filter(|k| *k == "Deployment" || *k == "ReplicaSet")
-        .with_context(|| format!("{kind:?} cannot be scaled (deployments and replicasets can)"))?;
+        .filter(|k| matches!(*k, "Deployment" | "ReplicaSet" | "StatefulSet"))
+        .with_context(|| {
+            format!("{kind:?} cannot be scaled (deployments, replicasets and statefulsets can)")
+        })?;
     let path = crate::api::client::path(kind, Some(&args.namespace), Some(name))? + "/scale";
     let body = serde_json::json!({"spec": {"replicas": args.replicas}});
     let (status, reply) = runtime()?.block_on(crate::api::client::call_as(
@@ -460,11 +462,7 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     if status != 200 {
         anyhow::bail!("{}", error_of(&reply));
     }
-    let group = if kind == "Deployment" {
-        "deployment.apps"
-    } else {
-        "replicaset.apps"
-    };
+    let group = format!("{}.apps", kind.to_ascii_lowercase());
     println!("{group}/{name} scaled");
     Ok(ExitCode::SUCCESS)
 }

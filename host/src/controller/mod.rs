@@ -16,6 +16,7 @@
 
 mod cronjob;
 mod job;
+mod statefulset;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,6 +195,8 @@ fn collect(store: &mut Store, now: bool) -> Result<bool> {
         (Kind::Pod, Kind::ReplicaSet),
         (Kind::Job, Kind::CronJob),
         (Kind::Pod, Kind::Job),
+        (Kind::Pod, Kind::StatefulSet),
+        (Kind::PersistentVolumeClaim, Kind::StatefulSet),
     ] {
         let owners: BTreeSet<String> = store
             .list(owner_kind, None)?
@@ -261,6 +264,7 @@ pub struct Work {
     replicasets: BTreeSet<(String, String)>,
     jobs: BTreeSet<(String, String)>,
     cronjobs: BTreeSet<(String, String)>,
+    statefulsets: BTreeSet<(String, String)>,
     /// Jobs and cron jobs (by kind) to look at again at a time, whatever changes: a back-off, a
     /// deadline or a TTL falling due.
     later: BTreeMap<(Kind, String, String), Instant>,
@@ -294,6 +298,7 @@ impl Work {
             && self.replicasets.is_empty()
             && self.jobs.is_empty()
             && self.cronjobs.is_empty()
+            && self.statefulsets.is_empty()
             && self.orphans.is_empty()
     }
 
@@ -352,6 +357,14 @@ impl Work {
                 }
                 self.deployments.extend(controller("Deployment"));
             }
+            Object::StatefulSet(_) if deleted => {
+                self.orphans.push((Kind::Pod, record.uid.clone()));
+                self.orphans
+                    .push((Kind::PersistentVolumeClaim, record.uid.clone()));
+            }
+            Object::StatefulSet(_) => {
+                self.statefulsets.insert((ns.clone(), meta.name.clone()));
+            }
             Object::PersistentVolumeClaim(_) | Object::PersistentVolume(_) => {
                 self.volumes = true;
                 // A claim bound may let a pending pod go to a node.
@@ -372,6 +385,7 @@ impl Work {
             Object::Pod(pod) => {
                 self.replicasets.extend(controller("ReplicaSet"));
                 self.jobs.extend(controller("Job"));
+                self.statefulsets.extend(controller("StatefulSet"));
                 // A new pod wants a node; a pod gone leaves room for one.
                 self.schedule |= deleted || pod.spec.node_name.is_none();
             }
@@ -472,6 +486,11 @@ impl Controllers {
                 }
             }
         }
+        for (ns, name) in &todo.statefulsets {
+            if let Some(set) = store.get(Kind::StatefulSet, ns, name)? {
+                self.reconcile_statefulset(store, &set)?;
+            }
+        }
         for (ns, name) in &todo.cronjobs {
             if let Some(cron) = store.get(Kind::CronJob, ns, name)? {
                 let now = k8s_openapi::chrono::Utc::now();
@@ -504,6 +523,9 @@ impl Controllers {
         }
         for rs in store.list(Kind::ReplicaSet, None)? {
             changed |= self.reconcile_replicaset(store, &rs)?;
+        }
+        for set in store.list(Kind::StatefulSet, None)? {
+            changed |= self.reconcile_statefulset(store, &set)?;
         }
         let now = k8s_openapi::chrono::Utc::now();
         for cron in store.list(Kind::CronJob, None)? {

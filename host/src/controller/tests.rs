@@ -893,3 +893,112 @@ spec: {accessModes: [ReadWriteMany], resources: {requests: {storage: 1Gi}}, stor
         .unwrap();
     assert_eq!(big.status.storage_phase(), Some("Released"));
 }
+
+fn stateful_set(replicas: u32, image: &str) -> Vec<Object> {
+    storage(&format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  serviceName: web
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: c, image: "{image}", volumeMounts: [{{name: data, mountPath: /data}}]}}]}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"#
+    ))
+}
+
+fn pod_names(store: &Store) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .list(Kind::Pod, None)
+        .unwrap()
+        .iter()
+        .filter(|p| !p.object.metadata().deleting())
+        .map(|p| p.object.metadata().name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_stateful_set_starts_in_order_keeps_claims_and_rolls_out_from_the_top() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&stateful_set(3, "web:1")).unwrap();
+    // One at a time: each waits for the one before to be ready.
+    let mut seen = Vec::new();
+    settle(&mut store, &c, |s| {
+        let names = pod_names(s);
+        if seen.last() != Some(&names) {
+            seen.push(names);
+        }
+    });
+    assert_eq!(
+        seen,
+        [
+            vec!["web-0"],
+            vec!["web-0", "web-1"],
+            vec!["web-0", "web-1", "web-2"]
+        ]
+    );
+    let mut claims: Vec<String> = store
+        .list(Kind::PersistentVolumeClaim, None)
+        .unwrap()
+        .iter()
+        .map(|c| c.object.metadata().name.clone())
+        .collect();
+    claims.sort();
+    assert_eq!(claims, ["data-web-0", "data-web-1", "data-web-2"]);
+    let web1 = store.get(Kind::Pod, "default", "web-1").unwrap().unwrap();
+    let Object::Pod(p) = &web1.object else {
+        unreachable!()
+    };
+    let claim = p.spec.volumes[0].persistent_volume_claim.as_ref().unwrap();
+    assert_eq!(claim.claim_name, "data-web-1");
+
+    // Down to one, the highest first; the claims stay.
+    store.apply(&stateful_set(1, "web:1")).unwrap();
+    let mut order = Vec::new();
+    settle(&mut store, &c, |s| {
+        let names = pod_names(s);
+        if order.last() != Some(&names) {
+            order.push(names);
+        }
+    });
+    assert_eq!(order.first().unwrap(), &vec!["web-0", "web-1"]);
+    assert_eq!(pod_names(&store), ["web-0"]);
+    assert_eq!(
+        store.list(Kind::PersistentVolumeClaim, None).unwrap().len(),
+        3
+    );
+
+    // A new template: replaced from the top down, one at a time.
+    store.apply(&stateful_set(3, "web:1")).unwrap();
+    settle(&mut store, &c, |_| {});
+    store.apply(&stateful_set(3, "web:2")).unwrap();
+    let mut replaced = Vec::new();
+    settle(&mut store, &c, |s| {
+        for pod in s.list(Kind::Pod, None).unwrap() {
+            let Object::Pod(p) = &pod.object else {
+                continue;
+            };
+            if p.spec.containers[0].image == "web:2" && !replaced.contains(&p.metadata.name) {
+                replaced.push(p.metadata.name.clone());
+            }
+        }
+    });
+    assert_eq!(replaced, ["web-2", "web-1", "web-0"]);
+    let set = store
+        .get(Kind::StatefulSet, "default", "web")
+        .unwrap()
+        .unwrap();
+    let status = set.status.to_value();
+    assert_eq!(status["updatedReplicas"], 3);
+    assert_eq!(status["currentRevision"], status["updateRevision"]);
+}

@@ -19,10 +19,11 @@ pub enum Kind {
     Ingress,
     PersistentVolumeClaim,
     PersistentVolume,
+    StatefulSet,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -35,6 +36,7 @@ impl Kind {
         Kind::Ingress,
         Kind::PersistentVolumeClaim,
         Kind::PersistentVolume,
+        Kind::StatefulSet,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -52,12 +54,13 @@ impl Kind {
             Kind::Ingress => "Ingress",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::PersistentVolume => "PersistentVolume",
+            Kind::StatefulSet => "StatefulSet",
         }
     }
 
     pub const fn api_version(self) -> &'static str {
         match self {
-            Kind::Deployment | Kind::ReplicaSet => "apps/v1",
+            Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             Kind::Ingress => "networking.k8s.io/v1",
             _ => "v1",
@@ -74,7 +77,7 @@ impl Kind {
     pub const fn dependents(self) -> Option<Kind> {
         match self {
             Kind::Deployment => Some(Kind::ReplicaSet),
-            Kind::ReplicaSet | Kind::Job => Some(Kind::Pod),
+            Kind::ReplicaSet | Kind::Job | Kind::StatefulSet => Some(Kind::Pod),
             Kind::CronJob => Some(Kind::Job),
             _ => None,
         }

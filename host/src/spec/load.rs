@@ -11,7 +11,7 @@ use super::Kind;
 use super::objects::{
     ConfigMap, Container, CronJob, Deployment, Ingress, Job, Namespace, OUTBOUND_ANNOTATION,
     ObjectMeta, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, Probe, ReplicaSet, Secret,
-    Service, ServiceType,
+    Service, ServiceType, StatefulSet,
 };
 
 /// One object of a manifest, of a kind berth knows.
@@ -29,6 +29,7 @@ pub enum Object {
     Ingress(Box<Ingress>),
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     PersistentVolume(Box<PersistentVolume>),
+    StatefulSet(Box<StatefulSet>),
 }
 
 impl Object {
@@ -46,6 +47,7 @@ impl Object {
             Object::Ingress(_) => Kind::Ingress,
             Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
             Object::PersistentVolume(_) => Kind::PersistentVolume,
+            Object::StatefulSet(_) => Kind::StatefulSet,
         }
     }
 
@@ -68,6 +70,7 @@ impl Object {
             Object::Ingress(o) => serde_json::to_value(o),
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::PersistentVolume(o) => serde_json::to_value(o),
+            Object::StatefulSet(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -89,6 +92,7 @@ impl Object {
                 Object::PersistentVolumeClaim(serde_json::from_value(value)?)
             }
             Kind::PersistentVolume => Object::PersistentVolume(serde_json::from_value(value)?),
+            Kind::StatefulSet => Object::StatefulSet(serde_json::from_value(value)?),
         })
     }
 
@@ -106,6 +110,7 @@ impl Object {
             Object::Ingress(o) => &o.metadata,
             Object::PersistentVolumeClaim(o) => &o.metadata,
             Object::PersistentVolume(o) => &o.metadata,
+            Object::StatefulSet(o) => &o.metadata,
         }
     }
 
@@ -123,6 +128,7 @@ impl Object {
             Object::Ingress(o) => &mut o.metadata,
             Object::PersistentVolumeClaim(o) => &mut o.metadata,
             Object::PersistentVolume(o) => &mut o.metadata,
+            Object::StatefulSet(o) => &mut o.metadata,
         }
     }
 
@@ -348,6 +354,43 @@ fn apply_defaults(object: &mut Object) {
             }
         }
         Object::Job(job) => default_job(&mut job.spec),
+        Object::StatefulSet(set) => {
+            use crate::spec::objects::{
+                ClaimRetentionPolicy, PodManagementPolicy, RetentionPolicy,
+                StatefulSetRollingUpdate, StatefulSetUpdateStrategy, StatefulSetUpdateType,
+            };
+            super::defaults::canonical(&mut set.spec.template.spec);
+            let spec = &mut set.spec;
+            spec.pod_management_policy
+                .get_or_insert(PodManagementPolicy::OrderedReady);
+            let strategy = spec
+                .update_strategy
+                .get_or_insert_with(StatefulSetUpdateStrategy::default);
+            let kind = *strategy
+                .kind
+                .get_or_insert(StatefulSetUpdateType::RollingUpdate);
+            if kind == StatefulSetUpdateType::RollingUpdate {
+                strategy
+                    .rolling_update
+                    .get_or_insert_with(StatefulSetRollingUpdate::default)
+                    .partition
+                    .get_or_insert(0);
+            }
+            spec.revision_history_limit.get_or_insert(10);
+            let retention = spec
+                .persistent_volume_claim_retention_policy
+                .get_or_insert_with(ClaimRetentionPolicy::default);
+            retention
+                .when_deleted
+                .get_or_insert(RetentionPolicy::Retain);
+            retention.when_scaled.get_or_insert(RetentionPolicy::Retain);
+            for claim in &mut spec.volume_claim_templates {
+                claim
+                    .spec
+                    .volume_mode
+                    .get_or_insert_with(|| "Filesystem".into());
+            }
+        }
         Object::PersistentVolumeClaim(claim) => {
             // As the DefaultStorageClass admission plugin: no class is the
             // default one.
@@ -476,6 +519,9 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         }
         Kind::PersistentVolume => {
             Object::PersistentVolume(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::StatefulSet => {
+            Object::StatefulSet(serde_path_to_error::deserialize(value).map_err(typed)?)
         }
     })
 }
@@ -663,6 +709,64 @@ fn validate(object: &Object) -> Result<(), Invalid> {
         }
         Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
         Object::Ingress(ingress) => validate_ingress(&ingress.spec),
+        Object::StatefulSet(set) => {
+            let spec = &set.spec;
+            // Its pods' names, `<set>-<ordinal>`, are label values.
+            if set.metadata.name.len() > 52 {
+                return Err(invalid(
+                    "metadata.name",
+                    "must be no more than 52 characters (its pods are named after it)",
+                ));
+            }
+            if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
+                return Err(invalid("spec.selector", "a selector is required"));
+            }
+            validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
+            if !spec.selector.matches(&spec.template.metadata.labels) {
+                return Err(invalid(
+                    "spec.selector",
+                    "does not match spec.template.metadata.labels: the set would never find its pods",
+                ));
+            }
+            if spec.template.spec.restart_policy != super::objects::RestartPolicy::Always {
+                return Err(invalid(
+                    "spec.template.spec.restartPolicy",
+                    "a stateful set's pods must have restartPolicy Always",
+                ));
+            }
+            for (i, claim) in spec.volume_claim_templates.iter().enumerate() {
+                if !is_dns_label(&claim.metadata.name) {
+                    return Err(invalid(
+                        format!("spec.volumeClaimTemplates[{i}].metadata.name"),
+                        format!("{:?} is not a valid name", claim.metadata.name),
+                    ));
+                }
+                if claim.spec.access_modes.is_empty() {
+                    return Err(invalid(
+                        format!("spec.volumeClaimTemplates[{i}].spec.accessModes"),
+                        "at least 1 access mode is required",
+                    ));
+                }
+            }
+            // The claim templates are volumes of every pod.
+            let mut pod = spec.template.spec.clone();
+            for claim in &spec.volume_claim_templates {
+                pod.volumes.retain(|v| v.name != claim.metadata.name);
+                pod.volumes.push(super::objects::Volume {
+                    name: claim.metadata.name.clone(),
+                    config_map: None,
+                    secret: None,
+                    empty_dir: None,
+                    host_path: None,
+                    image: None,
+                    persistent_volume_claim: Some(super::objects::ClaimVolume {
+                        claim_name: claim.metadata.name.clone(),
+                        read_only: false,
+                    }),
+                });
+            }
+            validate_pod_spec(&pod, "spec.template.spec")
+        }
         Object::PersistentVolumeClaim(claim) => {
             let spec = &claim.spec;
             if spec.access_modes.is_empty() {

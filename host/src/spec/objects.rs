@@ -1167,6 +1167,114 @@ impl VolumeSpec {
     }
 }
 
+// StatefulSets: pods with stable names and storage of their own.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSet {
+    pub metadata: ObjectMeta,
+    pub spec: StatefulSetSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSetSpec {
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    /// The headless Service governing the set: its pods answer as
+    /// `<pod>.<service>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<PodManagementPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<StatefulSetUpdateStrategy>,
+    /// A claim per pod from each: `<template>-<set>-<ordinal>`, kept
+    /// across restarts and scale-downs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_claim_templates: Vec<ClaimTemplate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<ClaimRetentionPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordinals: Option<Ordinals>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodManagementPolicy {
+    /// One at a time, each after the one before is Ready; down from the
+    /// highest.
+    #[default]
+    OrderedReady,
+    Parallel,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSetUpdateStrategy {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StatefulSetUpdateType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<StatefulSetRollingUpdate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatefulSetUpdateType {
+    /// Pods replaced from the highest ordinal down to the partition.
+    RollingUpdate,
+    /// Pods take the new template only when deleted by hand.
+    OnDelete,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSetRollingUpdate {
+    /// Pods with a lower ordinal are left at their revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimTemplate {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ClaimSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimRetentionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_deleted: Option<RetentionPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_scaled: Option<RetentionPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetentionPolicy {
+    Retain,
+    Delete,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ordinals {
+    #[serde(default)]
+    pub start: u32,
+}
+
+/// The labels a StatefulSet's pod carries: its name and its ordinal.
+pub const STS_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
+pub const STS_POD_INDEX: &str = "apps.kubernetes.io/pod-index";
+/// The revision of the template a pod (or a set's status) runs.
+pub const REVISION_HASH: &str = "controller-revision-hash";
+
 // Services.
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Kind;
 
-pub use apps::{DeploymentCondition, DeploymentStatus, ReplicaSetCondition, ReplicaSetStatus};
+pub use apps::{
+    DeploymentCondition, DeploymentStatus, ReplicaSetCondition, ReplicaSetStatus, StatefulSetStatus,
+};
 pub use batch::{CronJobStatus, JobCondition, JobStatus};
 pub use core::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -84,6 +86,7 @@ pub enum Status {
     Ingress(networking::IngressStatus),
     PersistentVolumeClaim(Box<core::PersistentVolumeClaimStatus>),
     PersistentVolume(core::PersistentVolumeStatus),
+    StatefulSet(Box<StatefulSetStatus>),
 }
 
 impl Status {
@@ -121,6 +124,7 @@ impl Status {
                 Status::PersistentVolumeClaim(Deserialize::deserialize(from)?)
             }
             Kind::PersistentVolume => Status::PersistentVolume(Deserialize::deserialize(from)?),
+            Kind::StatefulSet => Status::StatefulSet(Deserialize::deserialize(from)?),
         })
     }
 
@@ -157,6 +161,7 @@ impl Status {
                     Kind::PersistentVolumeClaim
                 )
                 | (Status::PersistentVolume(_), Kind::PersistentVolume)
+                | (Status::StatefulSet(_), Kind::StatefulSet)
         )
     }
 
@@ -177,6 +182,13 @@ impl Status {
     pub fn replica_set(&self) -> Option<&ReplicaSetStatus> {
         match self {
             Status::ReplicaSet(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn stateful_set(&self) -> Option<&StatefulSetStatus> {
+        match self {
+            Status::StatefulSet(s) => Some(s),
             _ => None,
         }
     }
@@ -225,6 +237,7 @@ impl Serialize for Status {
             Status::Ingress(s) => s.serialize(to),
             Status::PersistentVolumeClaim(s) => s.serialize(to),
             Status::PersistentVolume(s) => s.serialize(to),
+            Status::StatefulSet(s) => s.serialize(to),
         }
     }
 }
@@ -256,6 +269,12 @@ impl From<JobStatus> for Status {
 impl From<CronJobStatus> for Status {
     fn from(s: CronJobStatus) -> Status {
         Status::CronJob(Box::new(s))
+    }
+}
+
+impl From<StatefulSetStatus> for Status {
+    fn from(s: StatefulSetStatus) -> Status {
+        Status::StatefulSet(Box::new(s))
     }
 }
 
