@@ -339,9 +339,10 @@ mod tests {
     #[test]
     fn empty_statuses_are_empty_objects_and_unknown_fields_are_dropped() {
         for kind in Kind::ALL {
-            // Kubernetes requires a ReplicaSet's count, and so says 0.
+            // Kubernetes requires a ReplicaSet's (and a StatefulSet's)
+            // count, and so says 0.
             let empty = match kind {
-                Kind::ReplicaSet => serde_json::json!({"replicas": 0}),
+                Kind::ReplicaSet | Kind::StatefulSet => serde_json::json!({"replicas": 0}),
                 _ => serde_json::json!({}),
             };
             assert_eq!(Status::empty(kind).to_value(), empty, "{kind}");
