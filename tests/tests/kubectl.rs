@@ -2261,12 +2261,27 @@ spec:
   volumeClaimTemplates:
   - metadata: {name: data}
     spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 16Mi}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers: [{name: mb, image: "mb:1"}]
 "#;
 
 #[test]
 fn a_stateful_set_gives_each_pod_its_name_and_claim_and_keeps_them_across_scaling() {
     let home = tempfile::tempdir().unwrap();
     build_image(home.path(), Path::new(guests::ECHO), "web:1");
+    build_image(home.path(), Path::new(guests::MISBEHAVE), "mb:1");
     let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
     let k = Kubectl::new(home.path());
     let dir = tempfile::tempdir().unwrap();
@@ -2338,4 +2353,78 @@ fn a_stateful_set_gives_each_pod_its_name_and_claim_and_keeps_them_across_scalin
     k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
     let said = on_pod("web-1", "read=/data/who", "");
     assert!(said.contains("read /data/who: ok: web-1"), "{said}");
+
+    // Another guest reaches each pod by its stable name under the headless
+    // service, in-process: web-1.web is web-1, however often it asks.
+    k.wait_for(&["pod", "client"], "the client to be ready", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let out = k.ok(&["get", "pod", "client", "-o", "json"]);
+    let client: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let endpoint = client["status"]["endpoints"]["mb"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in ["web-1", "web-2", "web-1", "web-0"] {
+        for url in [
+            format!("http://{name}.web/?read=/data/who"),
+            format!("http://{name}.web.default.svc.cluster.local/?read=/data/who"),
+        ] {
+            let reply = runtime.block_on(berth_tests::send(
+                "GET",
+                &format!("http://{endpoint}/fetch?url={url}"),
+                &[],
+                Vec::new(),
+            ));
+            assert!(
+                reply
+                    .text()
+                    .contains(&format!("read /data/who: ok: {name}")),
+                "{url}: {}",
+                reply.text()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_batch_example_runs_its_indexed_job_under_berth_up() {
+    let home = tempfile::tempdir().unwrap();
+    let batch = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/batch");
+    let up = BerthRun::start_command(home.path(), &["up", batch]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let kubeconfig = loop {
+        if let Some(path) = up.stdout().lines().find_map(|l| {
+            l.split_once("(KUBECONFIG=")
+                .map(|(_, p)| p.trim_end_matches(')').to_owned())
+        }) {
+            break PathBuf::from(path);
+        }
+        assert!(Instant::now() < deadline, "{}\n{}", up.stdout(), up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let k = Kubectl::new(kubeconfig.parent().unwrap());
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/shards",
+        "--timeout=120s",
+    ]);
+    let out = k.ok(&["get", "job", "shards", "-o", "json"]);
+    let job: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(job["status"]["completedIndexes"], "0-4", "{job:#}");
+    let logs = k.ok(&["logs", "-l", "job-name=shards", "--prefix=false"]);
+    for index in 0..5 {
+        assert!(
+            logs.stdout
+                .contains(&format!("JOB_COMPLETION_INDEX={index}\n")),
+            "{}",
+            logs.stdout
+        );
+    }
+    k.wait_for(&["pvc", "reports"], "the claim to be bound", |c| {
+        c["status"]["phase"] == "Bound"
+    });
+    let table = k.ok(&["get", "cronjob", "report"]);
+    assert!(table.stdout.contains("* * * * *"), "{}", table.stdout);
 }

@@ -106,6 +106,43 @@ pub async fn forward(
     error_response(&error)
 }
 
+/// Sends `request` to one pod of `route`, the one named `pod`, on `port`:
+/// a StatefulSet's pod by its stable name (`web-0.web`). No other replica
+/// stands in for it.
+pub async fn forward_to_pod(
+    route: Arc<Route>,
+    port: usize,
+    pod: String,
+    mut request: Request<Body>,
+) -> Response<Body> {
+    strip_hop_by_hop(request.headers_mut());
+    let endpoint = match route.acquire_pod(port, &pod) {
+        Some(Ok(counted)) => counted,
+        Some(Err(NoRoom::AllBusy)) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503 Service Unavailable: pod {pod} is at its concurrency limit\n"),
+            );
+        }
+        _ => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 Service Unavailable: pod {pod} is not a ready endpoint of service {}/{}\n",
+                    route.key.namespace, route.key.name
+                ),
+            );
+        }
+    };
+    match endpoint.serve(request).await {
+        Ok(response) => finish(response, endpoint),
+        Err(error) => {
+            tracing::warn!(%pod, "request failed: {error}");
+            error_response(&error)
+        }
+    }
+}
+
 /// Waits up to `wait` for `route`'s `port` to have an endpoint (still none
 /// after it: the pick says so). A service edited meanwhile goes on in its
 /// new route, on the same port: that route and port are returned.

@@ -1,6 +1,8 @@
 //! Service calls from guests: `http://<service>`, `<service>.<namespace>`,
 //! `<service>.<namespace>.svc` and `.svc.cluster.local` reach the
-//! service's endpoints in-process, with the same balancing as the ingress.
+//! service's endpoints in-process, with the same balancing as the ingress;
+//! `<pod>.<service>[.<namespace>[.svc…]]` reaches that one pod (a
+//! StatefulSet's, by its stable name).
 //! Deny by default across namespaces: a pod may call services of its own
 //! namespace, and others only when its `berth.dev/allow-services`
 //! annotation names them.
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use super::proxy::forward;
+use super::proxy::{forward, forward_to_pod};
 use super::table::{Route, Table};
 use crate::runtime::{Body, BoxFuture, ServiceTarget, Services};
 
@@ -81,12 +83,49 @@ impl Services for PodServices {
             Some(name) => (name, true),
             None => (host.as_str(), false),
         };
-        let (service, namespace) = match name.split('.').collect::<Vec<_>>()[..] {
+        let labels: Vec<&str> = name.split('.').collect();
+        // A pod's own name under the service governing it, as a headless
+        // Service's DNS names a StatefulSet's pods: `web-0.web`, with the
+        // namespace and `.svc` optional. Tried first for two labels, as
+        // the resolver's search path does (`<ns>.svc.cluster.local`).
+        let pod = match labels[..] {
+            [pod, service] if !qualified => Some((pod, service, self.namespace.as_str())),
+            [pod, service, namespace] => Some((pod, service, namespace)),
+            _ => None,
+        };
+        if let Some((pod, service, namespace)) = pod
+            && let Some(route) = self.table.route(namespace, service)
+            && (labels.len() == 3 || route.has_pod(pod))
+        {
+            if !self.may_call(namespace, service) {
+                return Some(Err(format!(
+                    "service {namespace}/{service} is in another namespace; the pod's {} \
+                     annotation does not allow it",
+                    crate::spec::objects::SERVICES_ANNOTATION
+                )));
+            }
+            let Some(index) = route.port_index(port) else {
+                return Some(Err(format!(
+                    "service {namespace}/{service} has no port {}",
+                    port.unwrap_or(80)
+                )));
+            };
+            return Some(Ok(Arc::new(PodTarget {
+                route,
+                port: index,
+                pod: pod.to_owned(),
+            })));
+        }
+        let (service, namespace) = match labels[..] {
             [service] if !qualified => (service, self.namespace.as_str()),
             [service, namespace] => (service, namespace),
             // Anything else is an ordinary host name.
             _ if !qualified => return None,
-            _ => return Some(Err(format!("{host} is not <service>.<namespace>.svc"))),
+            _ => {
+                return Some(Err(format!(
+                    "{host} is not <service>.<namespace>.svc or <pod>.<service>.<namespace>.svc"
+                )));
+            }
         };
         let Some(route) = self.table.route(namespace, service) else {
             // A bare or two-label name that is no service may be a real
@@ -129,6 +168,24 @@ impl ServiceTarget for Target {
             request,
             None,
             self.wait,
+        ))
+    }
+}
+
+/// One pod of a service, by name.
+struct PodTarget {
+    route: Arc<Route>,
+    port: usize,
+    pod: String,
+}
+
+impl ServiceTarget for PodTarget {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        Box::pin(forward_to_pod(
+            self.route.clone(),
+            self.port,
+            self.pod.clone(),
+            request,
         ))
     }
 }

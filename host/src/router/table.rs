@@ -428,6 +428,27 @@ impl Route {
         Ok(counted)
     }
 
+    /// The ready endpoint of the pod named `pod` on `port`, counted in
+    /// flight: `None` when it is not among the route's ready endpoints,
+    /// `Some(Err)` when it is at its concurrency limit.
+    pub fn acquire_pod(&self, port: usize, pod: &str) -> Option<Result<InFlight, NoRoom>> {
+        let endpoint = self
+            .endpoints(port)
+            .iter()
+            .find(|e| e.pod.name == pod)?
+            .clone();
+        Some(match endpoint.try_begin() {
+            Ok(counted) if counted.pod.is_ready() => Ok(counted),
+            Ok(_) => Err(NoRoom::Stopping),
+            Err(_) => Err(NoRoom::AllBusy),
+        })
+    }
+
+    /// Whether one of the route's ready endpoints is the pod named `pod`.
+    pub fn has_pod(&self, pod: &str) -> bool {
+        (0..self.ports.len()).any(|port| self.endpoints(port).iter().any(|e| e.pod.name == pod))
+    }
+
     /// [`Route::try_acquire`], waiting up to `wait` for room when every
     /// ready replica is at its limit (a request ending on any of them, or
     /// the endpoints changing, is a reason to look again).

@@ -834,6 +834,18 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             validate_job(&template.metadata, &template.spec, "spec.jobTemplate.spec")
         }
         Object::Service(svc) => {
+            if let Some(ip) = &svc.spec.cluster_ip
+                && !ip.is_empty()
+                && ip != "None"
+            {
+                return Err(invalid(
+                    "spec.clusterIP",
+                    format!(
+                        "{ip:?}: berth gives services no virtual IP; leave it out, or say None \
+                         (headless)"
+                    ),
+                ));
+            }
             if svc.spec.ports.is_empty() {
                 return Err(invalid("spec.ports", "a service needs at least one port"));
             }

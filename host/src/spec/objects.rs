@@ -1296,6 +1296,11 @@ pub struct ServiceSpec {
     pub session_affinity: SessionAffinity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_config: Option<SessionAffinityConfig>,
+    /// `None`: headless, as a StatefulSet's governing Service is. berth
+    /// gives no service a virtual IP (guests reach them by name), so this
+    /// is recorded, and no address may be asked for.
+    #[serde(rename = "clusterIP", default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
