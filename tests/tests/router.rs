@@ -505,6 +505,10 @@ async fn the_shop_example_comes_up_and_its_services_call_each_other() {
         served_by.insert(products["served_by"].as_str().unwrap().to_owned());
     }
     assert_eq!(served_by.len(), 3, "{served_by:?}");
+    // The shop's Ingress: its host's pages from front.
+    let page = via(&ingress, "shop.localhost", "/").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("<html"), "{}", page.text());
 }
 
 #[tokio::test]
