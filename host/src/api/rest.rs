@@ -963,7 +963,7 @@ async fn store_new(
             });
         }
         if resource.kind == "Pod" {
-            let used = store.count(Kind::Pod, &ns)?;
+            let used = store.count_active_pods(&ns)?;
             if used >= quota {
                 return Err(ApiError::Forbidden(format!(
                     "pods \"{name}\" is forbidden: exceeded quota: namespace {ns} may hold \

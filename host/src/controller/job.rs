@@ -487,7 +487,7 @@ impl Controllers {
                 }
             }
         }
-        let room = usize::try_from(self.pod_quota.saturating_sub(store.count(Kind::Pod, &ns)?))
+        let room = usize::try_from(self.pod_quota.saturating_sub(store.count_active_pods(&ns)?))
             .unwrap_or(usize::MAX);
         let missing = (wanted - pods.active.len() - waiting).min(room);
         let mut indexes = pending.into_iter();

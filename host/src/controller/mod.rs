@@ -1008,7 +1008,7 @@ impl Controllers {
         let want = rs.spec.replicas as usize;
         let mut changed = false;
         // What the namespace's pod quota leaves room for.
-        let in_namespace = store.count(Kind::Pod, &ns)?;
+        let in_namespace = store.count_active_pods(&ns)?;
         let room =
             usize::try_from(self.pod_quota.saturating_sub(in_namespace)).unwrap_or(usize::MAX);
         let missing = want.saturating_sub(pods.len());
@@ -1148,8 +1148,15 @@ impl Controllers {
         let pods = store.list(Kind::Pod, None)?;
         let mut allocated: BTreeMap<String, Requests> = BTreeMap::new();
         for pod in &pods {
+            // A finished pod holds nothing on its node any more (a Job's
+            // completed pods stay, for their logs and status).
+            let finished = matches!(
+                pod.status.pod().and_then(|s| s.phase()),
+                Some("Succeeded" | "Failed")
+            );
             if let Object::Pod(p) = &pod.object
                 && let Some(node) = &p.spec.node_name
+                && !finished
             {
                 *allocated.entry(node.clone()).or_default() += scheduler::requests(&p.spec);
             }

@@ -1002,3 +1002,16 @@ fn a_stateful_set_starts_in_order_keeps_claims_and_rolls_out_from_the_top() {
     assert_eq!(status["updatedReplicas"], 3);
     assert_eq!(status["currentRevision"], status["updateRevision"]);
 }
+
+#[test]
+fn a_job_s_finished_pods_take_no_room_from_its_next_ones() {
+    // Room for 20 pods on the node and in the namespace; 50 run, 20 at once.
+    let mut store = Store::in_memory().unwrap();
+    let c = Controllers::new(vec!["small=4,4Gi,20".parse().unwrap()]);
+    store
+        .apply(&job("  completions: 50\n  parallelism: 20\n"))
+        .unwrap();
+    let status = run_job(&mut store, &c, |_| true, |_| {});
+    assert_eq!(status["succeeded"], 50);
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 50);
+}

@@ -887,6 +887,19 @@ impl Store {
         Ok(())
     }
 
+    /// How many pods of a namespace count against its quota: those not
+    /// finished (Succeeded or Failed), as Kubernetes' quota counts them, so
+    /// a Job's thousandth completed pod takes no room from its next.
+    pub fn count_active_pods(&self, namespace: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM objects WHERE kind = 'Pod' AND namespace = ?1
+                 AND COALESCE(json_extract(status, '$.phase'), '') NOT IN ('Succeeded', 'Failed')",
+            )?
+            .query_row(params![namespace], |row| row.get(0))?)
+    }
+
     /// How many objects of `kind` a namespace holds.
     pub fn count(&self, kind: Kind, namespace: &str) -> Result<u64> {
         Ok(self
