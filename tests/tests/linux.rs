@@ -1590,9 +1590,40 @@ spec:
         "{second:#}"
     );
 
-    // The claim deleted, its data goes (local-path's policy is Delete).
+    // Deleted while a pod uses it, the claim waits for the pod, and its
+    // data stays meanwhile; then it goes, and its data with it
+    // (local-path's policy is Delete).
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: holder}
+spec:
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+  containers:
+  - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
+"#,
+    );
+    pod_when(home.path(), "holder", |p| p["status"]["phase"] == "Running");
     berth_tests::ok(berth(home.path(), &["delete", "pod", "wasm-reads"]));
     berth_tests::ok(berth(home.path(), &["delete", "pvc", "data"]));
+    std::thread::sleep(Duration::from_millis(500));
+    let held = berth(home.path(), &["get", "pvc", "data", "-o", "json"]);
+    let held: serde_json::Value = serde_json::from_str(&held.stdout).unwrap();
+    assert!(
+        held["metadata"]["deletionTimestamp"].is_string(),
+        "{held:#}"
+    );
+    assert_eq!(
+        held["metadata"]["finalizers"][0],
+        "kubernetes.io/pvc-protection"
+    );
+    assert!(
+        dir.join("linux").is_file(),
+        "the data stays while the pod runs"
+    );
+    berth_tests::ok(berth(home.path(), &["delete", "pod", "holder"]));
     let deadline = Instant::now() + Duration::from_secs(30);
     while dir.exists() {
         assert!(

@@ -1477,6 +1477,21 @@ async fn delete(
                     store.mark_deleting(Kind::Pod, &namespace, &name, &existing.uid, grace, &[])?
                 }
             },
+            // A claim a pod still uses stays, Terminating, until none does
+            // (Kubernetes' pvc-protection): its data is not pulled from
+            // under a running pod.
+            Object::PersistentVolumeClaim(_)
+                if crate::controller::claim_in_use(store, &namespace, &name)? =>
+            {
+                store.mark_deleting(
+                    Kind::PersistentVolumeClaim,
+                    &namespace,
+                    &name,
+                    &existing.uid,
+                    0,
+                    &[crate::spec::objects::PVC_PROTECTION],
+                )?
+            }
             object if policy == "Foreground" && has_dependents(store, &existing)? => {
                 store.mark_deleting(
                     object.kind(),

@@ -19,6 +19,8 @@ mod job;
 mod statefulset;
 mod volumes;
 
+pub use volumes::claim_in_use;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -388,6 +390,13 @@ impl Work {
                 self.statefulsets.extend(controller("StatefulSet"));
                 // A new pod wants a node; a pod gone leaves room for one.
                 self.schedule |= deleted || pod.spec.node_name.is_none();
+                // A pod gone may let go of a claim deleted while in use.
+                self.volumes |= deleted
+                    && pod
+                        .spec
+                        .volumes
+                        .iter()
+                        .any(|v| v.persistent_volume_claim.is_some());
             }
             _ => {}
         }

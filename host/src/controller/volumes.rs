@@ -69,6 +69,16 @@ impl Controllers {
                 continue;
             };
             if claim.metadata.deleting() {
+                // Held for its pods: it goes once none uses it.
+                let ns = record.object.namespace().unwrap_or("default").to_owned();
+                if !claim_in_use(store, &ns, &claim.metadata.name)? {
+                    changed |= store.delete_if(
+                        Kind::PersistentVolumeClaim,
+                        &ns,
+                        &claim.metadata.name,
+                        &record.uid,
+                    )?;
+                }
                 continue;
             }
             changed |= self.bind_claim(store, &record, claim, &mut volumes)?;
@@ -313,6 +323,23 @@ impl Controllers {
             tracing::warn!("removing the data of volume {}: {e}", volume.metadata.name);
         }
     }
+}
+
+/// Whether a pod not yet finished uses claim `name`.
+pub fn claim_in_use(store: &Store, ns: &str, name: &str) -> Result<bool> {
+    Ok(store.list(Kind::Pod, Some(ns))?.into_iter().any(|pod| {
+        let Object::Pod(p) = &pod.object else {
+            return false;
+        };
+        !matches!(
+            pod.status.pod().and_then(|s| s.phase()),
+            Some("Succeeded" | "Failed")
+        ) && p.spec.volumes.iter().any(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.claim_name == name)
+        })
+    }))
 }
 
 /// Why a pod cannot go to a node yet for its claims, as kube-scheduler's

@@ -1022,6 +1022,10 @@ impl Ingress {
 
 // Storage: claims, and the volumes bound to them.
 
+/// The finalizer of a claim deleted while a pod uses it: it goes once
+/// no pod does.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
 /// The storage class berth provisions: a directory per claim under
 /// `$BERTH_HOME/volumes`, as k3s's local-path. The default class.
 pub const LOCAL_PATH: &str = "local-path";
