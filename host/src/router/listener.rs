@@ -161,7 +161,7 @@ pub async fn accept_with<H, F>(
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all in-flight requests finished"),
+        _ = graceful.shutdown() => tracing::debug!("all in-flight requests finished"),
         _ = tokio::time::sleep(drain) => {
             tracing::warn!("requests still running after {drain:?}; stopping anyway");
         }
