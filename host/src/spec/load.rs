@@ -664,22 +664,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
         }
         Object::Deployment(d) => {
             let spec = &d.spec;
-            if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
-                return Err(invalid("spec.selector", "a selector is required"));
-            }
-            validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
-            if !spec.selector.matches(&spec.template.metadata.labels) {
-                return Err(invalid(
-                    "spec.selector",
-                    "does not match spec.template.metadata.labels: the deployment would never find its pods",
-                ));
-            }
-            if spec.template.spec.restart_policy != super::objects::RestartPolicy::Always {
-                return Err(invalid(
-                    "spec.template.spec.restartPolicy",
-                    "a deployment's pods must have restartPolicy Always",
-                ));
-            }
+            validate_replicated(&spec.selector, &spec.template, "deployment")?;
             for (field, value) in [
                 (
                     "maxSurge",
@@ -718,22 +703,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
                     "must be no more than 52 characters (its pods are named after it)",
                 ));
             }
-            if spec.selector.match_labels.is_empty() && spec.selector.match_expressions.is_empty() {
-                return Err(invalid("spec.selector", "a selector is required"));
-            }
-            validate_meta(&spec.template.metadata, "spec.template.metadata", false)?;
-            if !spec.selector.matches(&spec.template.metadata.labels) {
-                return Err(invalid(
-                    "spec.selector",
-                    "does not match spec.template.metadata.labels: the set would never find its pods",
-                ));
-            }
-            if spec.template.spec.restart_policy != super::objects::RestartPolicy::Always {
-                return Err(invalid(
-                    "spec.template.spec.restartPolicy",
-                    "a stateful set's pods must have restartPolicy Always",
-                ));
-            }
+            validate_replicated(&spec.selector, &spec.template, "stateful set")?;
             for (i, claim) in spec.volume_claim_templates.iter().enumerate() {
                 if !is_dns_label(&claim.metadata.name) {
                     return Err(invalid(
@@ -914,6 +884,34 @@ pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, Strin
     }
     if new.spec.completion_mode != old.spec.completion_mode {
         return immutable("spec.completionMode");
+    }
+    Ok(())
+}
+
+/// What a Deployment's and a StatefulSet's (`what`) selector and template
+/// must be: a selector that finds the template's pods, which run always.
+fn validate_replicated(
+    selector: &super::objects::LabelSelector,
+    template: &super::objects::PodTemplateSpec,
+    what: &str,
+) -> Result<(), Invalid> {
+    if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+        return Err(invalid("spec.selector", "a selector is required"));
+    }
+    validate_meta(&template.metadata, "spec.template.metadata", false)?;
+    if !selector.matches(&template.metadata.labels) {
+        return Err(invalid(
+            "spec.selector",
+            format!(
+                "does not match spec.template.metadata.labels: the {what} would never find its pods"
+            ),
+        ));
+    }
+    if template.spec.restart_policy != super::objects::RestartPolicy::Always {
+        return Err(invalid(
+            "spec.template.spec.restartPolicy",
+            format!("a {what}'s pods must have restartPolicy Always"),
+        ));
     }
     Ok(())
 }
