@@ -198,7 +198,8 @@ impl Controllers {
                         name: Some(job.object.metadata().name.clone()),
                         namespace: Some(ns.clone()),
                         uid: Some(job.uid.clone()),
-                        resource_version: Some(job.resource_version.to_string()),
+                        // No resourceVersion: each write to the job would
+                        // otherwise rewrite the cron job's status too.
                         ..ObjectReference::default()
                     })
                     .collect()

@@ -132,24 +132,39 @@ fn system_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Syst
     SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
-/// When a finished pod ended: its containers' last end, else now.
+/// When a finished pod ended: its containers' last end; for one that
+/// never ran (its image not found), when its conditions last changed, else
+/// when it was made. Never now: a failure must grow older, or its
+/// back-off would never end.
 fn ended(pod: &Record) -> SystemTime {
-    pod.status
-        .pod()
+    let status = pod.status.pod();
+    status
         .and_then(|s| s.kube.container_statuses.as_ref())
         .into_iter()
         .flatten()
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .chain(
+            status
+                .and_then(|s| s.kube.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.last_transition_time.as_ref()),
+        )
         .map(system_time)
         .max()
-        .unwrap_or_else(SystemTime::now)
+        .or_else(|| humantime::parse_rfc3339(&pod.created).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// How long after `since` a deadline of `seconds` is due: zero once due.
+/// How long after `since` a deadline of `seconds` is due: zero once due,
+/// and never (the longest wait) past what the clock can say.
 fn left(since: SystemTime, seconds: Duration) -> Duration {
-    (since + seconds)
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    match since.checked_add(seconds) {
+        Some(due) => due
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        None => Duration::MAX,
+    }
 }
 
 impl Controllers {
@@ -189,14 +204,22 @@ impl Controllers {
 
         // What has ended so far: never less than the status said (a pod
         // deleted after it was counted still counts).
+        // Under OnFailure a failure is a container restarted in place: the
+        // running pods' restarts count toward the limit (not as failed
+        // pods), as Kubernetes counts them.
         let restarts: u32 = if spec.template.spec.restart_policy == RestartPolicy::OnFailure {
             pods.active
                 .iter()
-                .filter_map(|p| p.status.pod())
-                .map(|s| s.restarts())
-                .sum()
+                .filter_map(|p| p.status.pod()?.kube.container_statuses.as_ref())
+                .flatten()
+                .map(|c| u32::try_from(c.restart_count).unwrap_or(0))
+                .fold(0u32, u32::saturating_add)
         } else {
             0
+        };
+        let restarted_past_limit = match spec.backoff_limit() {
+            0 => restarts > 0,
+            limit => restarts >= limit,
         };
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let was = |f: fn(&JobStatus) -> Option<i32>| {
@@ -206,7 +229,7 @@ impl Controllers {
                 .unwrap_or(0)
         };
         let succeeded = was(|s| s.succeeded).max(count(pods.succeeded.len()));
-        let failed = was(|s| s.failed).max(count(pods.failed.len()) + restarts);
+        let failed = was(|s| s.failed).max(count(pods.failed.len()));
         let completions = spec.completions;
         let mut completed = BTreeSet::new();
         if spec.indexed() {
@@ -262,7 +285,7 @@ impl Controllers {
         let failing = holds(before, "FailureTarget");
         let failure = if finished || suspended || failing {
             None
-        } else if failed > spec.backoff_limit() {
+        } else if failed > spec.backoff_limit() || restarted_past_limit {
             Some((
                 "BackoffLimitExceeded",
                 "Job has reached the specified backoff limit",

@@ -166,6 +166,9 @@ pub fn delete_gracefully(store: &mut Store, record: &Record) -> Result<()> {
     if record.object.metadata().deleting() {
         return Ok(());
     }
+    if record.object.kind() == Kind::PersistentVolumeClaim {
+        return volumes::delete_claim(store, record);
+    }
     match termination_grace(record, None) {
         Some(grace) => {
             store.mark_deleting(Kind::Pod, &ns, name, &record.uid, grace, &[])?;

@@ -54,7 +54,7 @@ impl Controllers {
         let name = set.metadata.name.clone();
         let update_revision = revision(set);
         let start = set.spec.ordinals.as_ref().map_or(0, |o| o.start);
-        let end = start + set.spec.replicas;
+        let end = start.saturating_add(set.spec.replicas);
         let ordered = set.spec.pod_management_policy != Some(PodManagementPolicy::Parallel);
         let mut changed = false;
         let mut events = Vec::new();
@@ -99,12 +99,21 @@ impl Controllers {
         for i in start..end {
             match pods.get(&i) {
                 Some(pod) => {
+                    // A claim gone since (deleted by hand) is made again,
+                    // or the pod could never be placed.
+                    self.ensure_claims(store, record, set, &ns, i)?;
                     if ordered && !running_and_ready(pod) {
                         blocked = true;
                         break;
                     }
                 }
                 None => {
+                    // As a replica set: no pod past the namespace's quota
+                    // (a million replicas are not a million stored pods).
+                    if store.count_active_pods(&ns)? >= self.pod_quota {
+                        blocked = true;
+                        break;
+                    }
                     self.ensure_claims(store, record, set, &ns, i)?;
                     let pod = pod_for(set, record, &ns, i, &update_revision);
                     let pod_name = pod.metadata.name.clone();
@@ -147,12 +156,14 @@ impl Controllers {
                         .and_then(|p| p.when_scaled)
                         == Some(RetentionPolicy::Delete)
                     {
+                        // Held (pvc-protection) until the pod has gone.
                         for template in &set.spec.volume_claim_templates {
-                            store.delete(
-                                Kind::PersistentVolumeClaim,
-                                &ns,
-                                &claim_name(&template.metadata.name, &name, i),
-                            )?;
+                            let claim = claim_name(&template.metadata.name, &name, i);
+                            if let Some(record) =
+                                store.get(Kind::PersistentVolumeClaim, &ns, &claim)?
+                            {
+                                super::volumes::delete_claim(store, &record)?;
+                            }
                         }
                     }
                     changed = true;

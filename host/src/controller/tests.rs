@@ -1015,3 +1015,68 @@ fn a_job_s_finished_pods_take_no_room_from_its_next_ones() {
     assert_eq!(status["succeeded"], 50);
     assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 50);
 }
+
+#[test]
+fn a_pod_that_never_ran_is_replaced_after_its_back_off_not_never() {
+    let mut store = Store::in_memory().unwrap();
+    let mut c = controllers();
+    // Times are to the second: a pod made in this one ended at most 1 s ago.
+    c.job_backoff = (Duration::from_secs(2), Duration::from_secs(2));
+    store
+        .apply(&job(
+            "  backoffLimit: 3\n  activeDeadlineSeconds: 9223372036854775807\n",
+        ))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    c.reconcile(&mut store).unwrap();
+    // Failed with no container status, as an image that cannot be pulled.
+    finish_bound_pods(&mut store, |_| false);
+    c.reconcile(&mut store).unwrap();
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    c.reconcile(&mut store).unwrap();
+    assert_eq!(
+        store.list(Kind::Pod, None).unwrap().len(),
+        2,
+        "the replacement came once the back-off was over"
+    );
+}
+
+#[test]
+fn a_volume_made_by_hand_never_takes_data_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("pvc-someone_default_theirs");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("keep"), "data").unwrap();
+    let mut store = Store::in_memory().unwrap();
+    let mut c = controllers();
+    c.volumes_dir = Some(dir.path().to_owned());
+    store
+        .apply(&storage(&format!(
+            r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: sneaky
+  annotations: {{pv.kubernetes.io/provisioned-by: berth.dev/local-path}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  hostPath: {{path: {}}}
+  claimRef: {{namespace: default, name: gone, uid: nope}}
+"#,
+            other.display()
+        )))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    assert!(store.list(Kind::PersistentVolume, None).unwrap().is_empty());
+    assert!(other.join("keep").exists(), "another claim's data stays");
+    // And a path that climbs out is refused at once.
+    let e = parse_str(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: up}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], hostPath: {path: /var/lib/berth/volumes/..}}\n",
+        "pv.yaml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("without . or .."), "{e}");
+}

@@ -122,7 +122,7 @@ impl Controllers {
                     claim_status("Bound", Some(&volume))
                 }
                 // Its volume went: its data is gone with it.
-                None if record.status.storage_phase() == Some("Bound") => {
+                None if matches!(record.status.storage_phase(), Some("Bound" | "Lost")) => {
                     claim_status("Lost", None)
                 }
                 _ => claim_status("Pending", None),
@@ -301,8 +301,11 @@ impl Controllers {
         Ok(true)
     }
 
-    /// Removes a provisioned volume's directory: only one berth made, under
-    /// its volumes directory.
+    /// Removes a provisioned volume's directory: only the very one the
+    /// provisioner made for its claim (named by the claim's uid, namespace
+    /// and name, under the volumes directory), whatever the volume says
+    /// of itself: an annotation or a path anyone could write never points
+    /// it elsewhere.
     fn remove_data(&self, volume: &PersistentVolume) {
         let ours = volume
             .metadata
@@ -310,11 +313,19 @@ impl Controllers {
             .get(PROVISIONED_BY)
             .map(String::as_str)
             == Some(LOCAL_PATH_PROVISIONER);
-        let (Some(dir), Some(path)) = (&self.volumes_dir, volume.spec.path()) else {
+        let (Some(dir), Some(path), Some(claim)) = (
+            &self.volumes_dir,
+            volume.spec.path(),
+            &volume.spec.claim_ref,
+        ) else {
             return;
         };
+        let (Some(uid), Some(ns), Some(name)) = (&claim.uid, &claim.namespace, &claim.name) else {
+            return;
+        };
+        let made = dir.join(format!("pvc-{uid}_{ns}_{name}"));
         let path = Path::new(path);
-        if !ours || path.parent() != Some(dir.as_path()) {
+        if !ours || volume.metadata.name != format!("pvc-{uid}") || path != made {
             return;
         }
         if let Err(e) = std::fs::remove_dir_all(path)
@@ -325,20 +336,45 @@ impl Controllers {
     }
 }
 
-/// Whether a pod not yet finished uses claim `name`.
+/// Deletes a claim as a controller does (the garbage collector, a
+/// StatefulSet's retention policy): at once when no pod uses it, else
+/// marked with pvc-protection, to go once none does.
+pub fn delete_claim(store: &mut Store, record: &Record) -> Result<()> {
+    let ns = record.object.namespace().unwrap_or("default").to_owned();
+    let name = record.object.metadata().name.clone();
+    if claim_in_use(store, &ns, &name)? {
+        store.mark_deleting(
+            Kind::PersistentVolumeClaim,
+            &ns,
+            &name,
+            &record.uid,
+            0,
+            &[crate::spec::objects::PVC_PROTECTION],
+        )?;
+    } else {
+        store.delete_if(Kind::PersistentVolumeClaim, &ns, &name, &record.uid)?;
+    }
+    Ok(())
+}
+
+/// Whether a pod on a node, not yet finished, uses claim `name`.
 pub fn claim_in_use(store: &Store, ns: &str, name: &str) -> Result<bool> {
     Ok(store.list(Kind::Pod, Some(ns))?.into_iter().any(|pod| {
         let Object::Pod(p) = &pod.object else {
             return false;
         };
-        !matches!(
-            pod.status.pod().and_then(|s| s.phase()),
-            Some("Succeeded" | "Failed")
-        ) && p.spec.volumes.iter().any(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|c| c.claim_name == name)
-        })
+        // As Kubernetes' pvc-protection: a pod not yet on a node holds
+        // nothing (and could not be placed on a claim being deleted).
+        p.spec.node_name.is_some()
+            && !matches!(
+                pod.status.pod().and_then(|s| s.phase()),
+                Some("Succeeded" | "Failed")
+            )
+            && p.spec.volumes.iter().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == name)
+            })
     }))
 }
 

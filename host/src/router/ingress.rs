@@ -54,6 +54,30 @@ fn host_name(host: &str) -> &str {
     name.trim_end_matches('.')
 }
 
+/// `path` with its `.` and `..` segments resolved (RFC 3986 5.2.4), copied
+/// only when it has any.
+fn without_dot_segments(path: &str) -> Cow<'_, str> {
+    if !path.split('/').any(|s| s == "." || s == "..") {
+        return Cow::Borrowed(path);
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => kept.push(other),
+        }
+        // A path ending in `.` or `..` names a directory.
+        if i + 1 == segments.len() && matches!(*segment, "." | "..") {
+            kept.push("");
+        }
+    }
+    Cow::Owned(format!("/{}", kept.join("/")))
+}
+
 /// `host` in lowercase, copied only when it has capitals.
 fn lowercase(host: &str) -> Cow<'_, str> {
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -162,7 +186,10 @@ impl Ingress {
         // `<service>.localhost` names, then host-less rules and the
         // default backend.
         let rules = self.table.ingress_rules();
-        let path = request.uri().path();
+        // Matched as the backend will read it: `/public/../admin` is
+        // `/admin`, whichever rule `/public` names.
+        let path = without_dot_segments(request.uri().path());
+        let path = path.as_ref();
         let bare = host_name(&lower);
         let found = match rules.by_host(bare, path) {
             Some(Some(backend)) => Some(Some(backend)),
@@ -343,6 +370,16 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::{host_name, lowercase, route_host};
+
+    #[test]
+    fn dot_segments_are_resolved_before_rules_see_a_path() {
+        use super::without_dot_segments as clean;
+        assert_eq!(clean("/public/../admin"), "/admin");
+        assert_eq!(clean("/a/./b"), "/a/b");
+        assert_eq!(clean("/../../etc"), "/etc");
+        assert_eq!(clean("/a/b/.."), "/a/");
+        assert_eq!(clean("/plain/path"), "/plain/path");
+    }
 
     #[test]
     fn a_host_s_name_is_without_its_port() {

@@ -704,6 +704,13 @@ fn validate(object: &Object) -> Result<(), Invalid> {
                 ));
             }
             validate_replicated(&spec.selector, &spec.template, "stateful set")?;
+            let start = spec.ordinals.as_ref().map_or(0, |o| o.start);
+            if u64::from(start) + u64::from(spec.replicas) > i32::MAX as u64 {
+                return Err(invalid(
+                    "spec.replicas",
+                    "replicas and ordinals.start together must stay within 2147483647",
+                ));
+            }
             for (i, claim) in spec.volume_claim_templates.iter().enumerate() {
                 if !is_dns_label(&claim.metadata.name) {
                     return Err(invalid(
@@ -774,8 +781,13 @@ fn validate(object: &Object) -> Result<(), Invalid> {
                     ));
                 }
             }
-            if spec.path().is_some_and(|p| !p.starts_with('/')) {
-                return Err(invalid("spec.hostPath.path", "must be an absolute path"));
+            if spec.path().is_some_and(|p| {
+                !p.starts_with('/') || p.split('/').any(|part| part == "." || part == "..")
+            }) {
+                return Err(invalid(
+                    "spec.hostPath.path",
+                    "must be an absolute path without . or .. in it",
+                ));
             }
             if spec.capacity.storage.is_none() {
                 return Err(invalid("spec.capacity.storage", "a size is required"));
@@ -856,6 +868,37 @@ fn validate(object: &Object) -> Result<(), Invalid> {
 /// without the selector and labels its controller gave it keeps them.
 /// The field that may not change, and why, if any.
 pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, String)> {
+    let immutable = |field: &str| Err((field.to_owned(), "field is immutable".to_owned()));
+    match (old, &mut *new) {
+        // A claim keeps its volume: written back without it (a replace of
+        // its manifest), it would otherwise be given a new, empty one. Only
+        // its size may change, as in Kubernetes.
+        (Object::PersistentVolumeClaim(old), Object::PersistentVolumeClaim(new)) => {
+            if new.spec.volume_name.is_none() {
+                new.spec.volume_name.clone_from(&old.spec.volume_name);
+            }
+            let mut same = new.spec.clone();
+            same.resources = old.spec.resources.clone();
+            if same != old.spec {
+                return Err((
+                    "spec".to_owned(),
+                    "spec is immutable after creation except resources.requests".to_owned(),
+                ));
+            }
+            return Ok(());
+        }
+        // A volume keeps its claim and its place on disk.
+        (Object::PersistentVolume(old), Object::PersistentVolume(new)) => {
+            if new.spec.claim_ref.is_none() {
+                new.spec.claim_ref.clone_from(&old.spec.claim_ref);
+            }
+            if new.spec.host_path != old.spec.host_path || new.spec.local != old.spec.local {
+                return immutable("spec.persistentvolumesource");
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let (Object::Job(old), Object::Job(new)) = (old, new) else {
         return Ok(());
     };
@@ -872,7 +915,6 @@ pub fn check_update(old: &Object, new: &mut Object) -> Result<(), (String, Strin
                 .or_insert_with(|| value.clone());
         }
     }
-    let immutable = |field: &str| Err((field.to_owned(), "field is immutable".to_owned()));
     if old.spec.selector.is_some() && new.spec.selector != old.spec.selector {
         return immutable("spec.selector");
     }
@@ -1024,6 +1066,25 @@ fn validate_job(
     if spec.backoff_limit.is_some_and(|n| n > i32::MAX as u32) {
         return Err(invalid(
             format!("{at}.backoffLimit"),
+            "must be at most 2147483647",
+        ));
+    }
+    // Kubernetes' bounds: int64 seconds, and an int32 TTL.
+    if spec
+        .active_deadline_seconds
+        .is_some_and(|s| s > i64::MAX as u64)
+    {
+        return Err(invalid(
+            format!("{at}.activeDeadlineSeconds"),
+            "must be at most 9223372036854775807",
+        ));
+    }
+    if spec
+        .ttl_seconds_after_finished
+        .is_some_and(|s| s > i32::MAX as u64)
+    {
+        return Err(invalid(
+            format!("{at}.ttlSecondsAfterFinished"),
             "must be at most 2147483647",
         ));
     }
