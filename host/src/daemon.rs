@@ -379,10 +379,11 @@ fn certificates(
             }
         }
     }
-    if !warnings.is_empty()
-        && let Err(e) = store.record_events(&warnings)
-    {
-        tracing::warn!("recording ingress events: {e}");
+    // Said once, not on every route sync the same Secret is still bad in.
+    for warning in &warnings {
+        if let Err(e) = store.record_event_unless_repeated(warning) {
+            tracing::warn!("recording ingress events: {e}");
+        }
     }
     set
 }

@@ -512,7 +512,23 @@ impl Controllers {
         }
         let room = usize::try_from(self.pod_quota.saturating_sub(store.count_active_pods(&ns)?))
             .unwrap_or(usize::MAX);
-        let missing = (wanted - pods.active.len() - waiting).min(room);
+        let short = wanted - pods.active.len() - waiting;
+        if short > room {
+            // As a replica set: the namespace's pod quota holds, and says so.
+            store.record_event_unless_repeated(&self.event_of(
+                &ns,
+                "Job",
+                name,
+                "Warning",
+                "FailedCreate",
+                &format!(
+                    "Error creating: pods \"{name}-…\" are forbidden: exceeded quota: the {} pods \
+                     a namespace may hold are running (see --pod-quota)",
+                    self.pod_quota
+                ),
+            ))?;
+        }
+        let missing = short.min(room);
         let mut indexes = pending.into_iter();
         let mut created = Vec::with_capacity(missing);
         for _ in 0..missing {

@@ -111,6 +111,19 @@ impl Controllers {
                     // As a replica set: no pod past the namespace's quota
                     // (a million replicas are not a million stored pods).
                     if store.count_active_pods(&ns)? >= self.pod_quota {
+                        store.record_event_unless_repeated(&self.event_of(
+                            &ns,
+                            "StatefulSet",
+                            &name,
+                            "Warning",
+                            "FailedCreate",
+                            &format!(
+                                "create Pod {name}-{i} in StatefulSet {name} failed: exceeded \
+                                 quota: the {} pods a namespace may hold are running (see \
+                                 --pod-quota)",
+                                self.pod_quota
+                            ),
+                        ))?;
                         blocked = true;
                         break;
                     }

@@ -1080,3 +1080,82 @@ spec:
     .unwrap_err();
     assert!(e.to_string().contains("without . or .."), "{e}");
 }
+
+#[test]
+fn a_job_held_back_by_the_pod_quota_says_so_once() {
+    let mut store = Store::in_memory().unwrap();
+    let c = Controllers::new(vec!["small=4,4Gi,20".parse().unwrap()]);
+    store
+        .apply(&job("  completions: 30\n  parallelism: 30\n"))
+        .unwrap();
+    for _ in 0..5 {
+        c.reconcile(&mut store).unwrap();
+    }
+    assert_eq!(store.list(Kind::Pod, None).unwrap().len(), 20);
+    let said: Vec<_> = store
+        .events(None, Some(("Job", "work")))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == "FailedCreate")
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].message.contains("exceeded quota"),
+        "{}",
+        said[0].message
+    );
+}
+
+#[test]
+fn a_volume_made_for_a_claim_by_name_waits_for_it_and_goes_to_no_other() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&storage(
+            r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: reserved}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: ""
+  hostPath: {path: /srv/reserved}
+  claimRef: {namespace: default, name: mine}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: other}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, storageClassName: ""}
+"#,
+        ))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    let pv = store
+        .get(Kind::PersistentVolume, "", "reserved")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pv.status.storage_phase(),
+        Some("Available"),
+        "kept, not deleted"
+    );
+    let other = store
+        .get(Kind::PersistentVolumeClaim, "default", "other")
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.status.storage_phase(), Some("Pending"));
+    store
+        .apply(&storage(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: mine}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, storageClassName: \"\"}\n",
+        ))
+        .unwrap();
+    c.reconcile(&mut store).unwrap();
+    c.reconcile(&mut store).unwrap();
+    let mine = store
+        .get(Kind::PersistentVolumeClaim, "default", "mine")
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine.status.storage_phase(), Some("Bound"));
+}

@@ -35,6 +35,20 @@ fn fits(volume: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
             .all(|m| volume.spec.access_modes.contains(m))
 }
 
+/// Whether `volume` may go to claim `ns/name`: it is free, or made for
+/// that claim by name (a `claimRef` without a uid, as a volume made by hand
+/// for one claim says).
+fn offered_to(volume: &PersistentVolume, ns: &str, name: &str) -> bool {
+    match &volume.spec.claim_ref {
+        None => true,
+        Some(claim) => {
+            claim.uid.is_none()
+                && claim.name.as_deref() == Some(name)
+                && claim.namespace.as_deref().unwrap_or("default") == ns
+        }
+    }
+}
+
 fn mode_names(modes: &[AccessMode]) -> Vec<String> {
     modes
         .iter()
@@ -115,7 +129,7 @@ impl Controllers {
         let status = match claim.spec.volume_name.as_deref() {
             Some(wanted) => match volume_of(volumes, wanted) {
                 Some(volume) if claimed_by_it(&volume) => claim_status("Bound", Some(&volume)),
-                Some(volume) if volume.spec.claim_ref.is_none() && fits(&volume, claim) => {
+                Some(volume) if offered_to(&volume, &ns, &name) && fits(&volume, claim) => {
                     self.claim_volume(store, volume.clone(), record, &ns)?;
                     *volumes = store.list(Kind::PersistentVolume, None)?;
                     changed = true;
@@ -132,7 +146,7 @@ impl Controllers {
                     .iter()
                     .filter_map(|r| match &r.object {
                         Object::PersistentVolume(v)
-                            if v.spec.claim_ref.is_none()
+                            if offered_to(v, &ns, &name)
                                 && !v.metadata.deleting()
                                 && fits(v, claim) =>
                         {
@@ -270,7 +284,9 @@ impl Controllers {
             return Ok(false);
         };
         let phase = match &volume.spec.claim_ref {
+            // Free, or kept for a claim by name that has not come yet.
             None => "Available",
+            Some(claim) if claim.uid.is_none() => "Available",
             Some(claim) => {
                 let ns = claim.namespace.as_deref().unwrap_or("default");
                 let name = claim.name.as_deref().unwrap_or("");

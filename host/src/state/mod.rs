@@ -948,6 +948,42 @@ impl Store {
         Ok(())
     }
 
+    /// Records `event` unless the object had the same one (reason and
+    /// message) in the last ten minutes, the window in which Kubernetes
+    /// folds repeats into one event: what a controller finds again on
+    /// every pass (a quota reached, a bad certificate) is said once, not
+    /// once a pass. Whether it was recorded.
+    pub fn record_event_unless_repeated(&mut self, event: &Event) -> Result<bool> {
+        let since = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(600),
+        )
+        .to_string();
+        let repeated = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE namespace = ?1 AND kind = ?2 AND name = ?3
+                 AND reason = ?4 AND message = ?5 AND time >= ?6 LIMIT 1",
+            )?
+            .query_row(
+                params![
+                    event.namespace,
+                    event.kind,
+                    event.name,
+                    event.reason,
+                    event.message,
+                    since
+                ],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if repeated {
+            return Ok(false);
+        }
+        self.record_event(event)?;
+        Ok(true)
+    }
+
     /// Events, oldest first: of one object, or of a namespace, or all.
     pub fn events(
         &self,
