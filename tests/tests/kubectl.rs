@@ -1677,6 +1677,24 @@ fn jobs_run_to_completion_index_their_pods_and_fail_past_their_backoff_limit() {
     let indexed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(indexed["status"]["completedIndexes"], "0-2", "{indexed:#}");
     assert_eq!(indexed["status"]["succeeded"], 3);
+    let described = berth_tests::ok(berth_tests::berth(
+        home.path(),
+        &["describe", "job", "indexed"],
+    ));
+    for line in [
+        "Completion Mode:",
+        "Indexed",
+        "Completed Indexes:",
+        "0-2",
+        "3 Succeeded",
+        "Complete",
+    ] {
+        assert!(
+            described.stdout.contains(line),
+            "{line}: {}",
+            described.stdout
+        );
+    }
     let out = k.ok(&["get", "pods", "-l", "job-name=indexed", "-o", "json"]);
     let mut seen = Vec::new();
     for pod in items(&serde_json::from_str(&out.stdout).unwrap()) {
@@ -2063,6 +2081,15 @@ fn an_ingress_routes_by_host_and_path_to_its_services() {
     assert_eq!(row[1], "<none>");
     assert_eq!(row[2], "shop.example,*.admin.example,broken.example");
     assert_eq!(row[3], "127.0.0.1");
+    let described = berth_tests::ok(berth_tests::berth(
+        home.path(),
+        &["describe", "ingress", "shop"],
+    ));
+    assert!(
+        described.stdout.contains("*.admin.example") && described.stdout.contains("api:http"),
+        "{}",
+        described.stdout
+    );
     let classes = k.ok(&["get", "ingressclass"]);
     assert!(
         classes.stdout.contains("berth.dev/ingress"),
@@ -2299,6 +2326,19 @@ fn a_stateful_set_gives_each_pod_its_name_and_claim_and_keeps_them_across_scalin
         names
     };
     assert_eq!(names(&k), ["web-0", "web-1", "web-2"]);
+    let described = berth_tests::ok(berth_tests::berth(
+        home.path(),
+        &["describe", "pvc", "data-web-1"],
+    ));
+    let set = berth_tests::ok(berth_tests::berth(home.path(), &["describe", "sts", "web"]));
+    assert!(set.stdout.contains("3 desired | 3 total"), "{}", set.stdout);
+    for line in ["Status:", "Bound", "local-path", "Used By:", "web-1"] {
+        assert!(
+            described.stdout.contains(line),
+            "{line}: {}",
+            described.stdout
+        );
+    }
     let table = k.ok(&["get", "sts"]);
     assert!(table.stdout.contains("3/3"), "{}", table.stdout);
     let claims = k.ok(&["get", "pvc", "-o", "name"]);
@@ -2426,5 +2466,7 @@ fn the_batch_example_runs_its_indexed_job_under_berth_up() {
         c["status"]["phase"] == "Bound"
     });
     let table = k.ok(&["get", "cronjob", "report"]);
+    let described = k.ok(&["describe", "cronjob", "report"]);
+    assert!(described.stdout.contains("Forbid"), "{}", described.stdout);
     assert!(table.stdout.contains("* * * * *"), "{}", table.stdout);
 }

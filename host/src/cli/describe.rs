@@ -14,12 +14,15 @@ use anyhow::Context as _;
 use clap::Args;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentStrategy, ReplicaSet, ReplicaSetCondition,
+    StatefulSet,
 };
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobCondition};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerStatus, EnvFromSource, EnvVar, Event, Namespace,
-    NamespaceCondition, Pod, PodCondition, PodTemplateSpec, Probe, ResourceRequirements, Secret,
-    Service, ServicePort, Volume,
+    NamespaceCondition, PersistentVolumeClaim, Pod, PodCondition, PodTemplateSpec, Probe,
+    ResourceRequirements, Secret, Service, ServicePort, Volume,
 };
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -48,6 +51,11 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
         "ConfigMap" => config_map(namespace, name)?,
         "Secret" => secret(namespace, name)?,
         "Namespace" => namespace_object(namespace, name)?,
+        "Job" => job(namespace, name)?,
+        "CronJob" => cron_job(namespace, name)?,
+        "StatefulSet" => stateful_set(namespace, name)?,
+        "PersistentVolumeClaim" => claim(namespace, name)?,
+        "Ingress" => ingress(namespace, name)?,
         // `kind_of` knows no other kind; a new one needs its type here.
         other => anyhow::bail!("berth cannot describe a {other} yet"),
     }
@@ -145,7 +153,8 @@ condition_row!(
     PodCondition,
     DeploymentCondition,
     ReplicaSetCondition,
-    NamespaceCondition
+    NamespaceCondition,
+    JobCondition
 );
 
 /// A Service's conditions are metav1's, where reason and message are
@@ -429,6 +438,19 @@ fn volume_source(v: &Volume) -> (&'static str, String) {
         ("Secret", format!("name {name}"))
     } else if let Some(host_path) = &v.host_path {
         ("HostPath", format!("path {}", host_path.path))
+    } else if let Some(claim) = &v.persistent_volume_claim {
+        (
+            "PersistentVolumeClaim",
+            format!(
+                "claim {}{}",
+                claim.claim_name,
+                if claim.read_only == Some(true) {
+                    ", read-only"
+                } else {
+                    ""
+                }
+            ),
+        )
     } else if v.empty_dir.is_some() {
         (
             "EmptyDir",
@@ -646,6 +668,290 @@ fn service_port(p: &ServicePort, ready: &[String]) {
         field(0, "NodePort", &format!("{name}  {node_port}/{protocol}"));
     }
     field(0, "Endpoints", &joined(ready, ","));
+}
+
+/// Counts of the pods `owner` controls by phase: (active, succeeded, failed).
+fn pod_phases(namespace: &str, owner: &str) -> anyhow::Result<(usize, usize, usize)> {
+    let (mut active, mut succeeded, mut failed) = (0, 0, 0);
+    for pod in list_as::<Pod>("Pod", namespace)?
+        .iter()
+        .filter(|p| owned_by(&p.metadata, owner))
+    {
+        match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Succeeded") => succeeded += 1,
+            Some("Failed") => failed += 1,
+            _ => active += 1,
+        }
+    }
+    Ok((active, succeeded, failed))
+}
+
+fn job(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let job: Job = fetch_as("Job", namespace, name)?;
+    header(&job.metadata, name, true);
+    let spec = job.spec.unwrap_or_default();
+    let status = job.status.unwrap_or_default();
+    if let Some(s) = &spec.selector {
+        field(0, "Selector", &selector(s));
+    }
+    controlled_by(&job.metadata);
+    let number = |n: Option<i32>| n.map_or_else(|| "<unset>".to_owned(), |n| n.to_string());
+    field(0, "Parallelism", &number(spec.parallelism));
+    field(0, "Completions", &number(spec.completions));
+    field(
+        0,
+        "Completion Mode",
+        spec.completion_mode.as_deref().unwrap_or("NonIndexed"),
+    );
+    field(0, "Suspend", &spec.suspend.unwrap_or(false).to_string());
+    field(0, "Backoff Limit", &number(spec.backoff_limit));
+    if let Some(t) = &status.start_time {
+        field(0, "Start Time", &rfc3339(t));
+    }
+    if let Some(t) = &status.completion_time {
+        field(0, "Completed At", &rfc3339(t));
+    }
+    if let Some(indexes) = &status.completed_indexes {
+        field(0, "Completed Indexes", indexes);
+    }
+    field(
+        0,
+        "Pods Statuses",
+        &format!(
+            "{} Active ({} Ready) / {} Succeeded / {} Failed",
+            status.active.unwrap_or(0),
+            status.ready.unwrap_or(0),
+            status.succeeded.unwrap_or(0),
+            status.failed.unwrap_or(0)
+        ),
+    );
+    template(&spec.template);
+    conditions(status.conditions.as_deref());
+    Ok(())
+}
+
+fn cron_job(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let cron: CronJob = fetch_as("CronJob", namespace, name)?;
+    header(&cron.metadata, name, true);
+    let spec = cron.spec.unwrap_or_default();
+    let status = cron.status.unwrap_or_default();
+    field(0, "Schedule", &spec.schedule);
+    field(
+        0,
+        "Time Zone",
+        spec.time_zone.as_deref().unwrap_or("<unset>"),
+    );
+    field(
+        0,
+        "Concurrency Policy",
+        spec.concurrency_policy.as_deref().unwrap_or("Allow"),
+    );
+    field(0, "Suspend", &spec.suspend.unwrap_or(false).to_string());
+    let number = |n: Option<i32>| n.map_or_else(|| "<unset>".to_owned(), |n| n.to_string());
+    field(
+        0,
+        "Successful Job History Limit",
+        &number(spec.successful_jobs_history_limit),
+    );
+    field(
+        0,
+        "Failed Job History Limit",
+        &number(spec.failed_jobs_history_limit),
+    );
+    field(
+        0,
+        "Starting Deadline Seconds",
+        &spec
+            .starting_deadline_seconds
+            .map_or_else(|| "<unset>".to_owned(), |s| format!("{s}s")),
+    );
+    if let Some(template) = spec.job_template.spec.as_ref() {
+        self::template(&template.template);
+    }
+    let time = |t: Option<&Time>| t.map_or_else(|| "<unset>".to_owned(), rfc3339);
+    field(
+        0,
+        "Last Schedule Time",
+        &time(status.last_schedule_time.as_ref()),
+    );
+    field(
+        0,
+        "Last Successful Time",
+        &time(status.last_successful_time.as_ref()),
+    );
+    let active: Vec<String> = status
+        .active
+        .iter()
+        .flatten()
+        .filter_map(|r| r.name.clone())
+        .collect();
+    field(0, "Active Jobs", &joined(&active, ", "));
+    Ok(())
+}
+
+fn stateful_set(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let set: StatefulSet = fetch_as("StatefulSet", namespace, name)?;
+    header(&set.metadata, name, true);
+    let spec = set.spec.unwrap_or_default();
+    let status = set.status.unwrap_or_default();
+    field(0, "Selector", &selector(&spec.selector));
+    field(
+        0,
+        "Replicas",
+        &format!(
+            "{} desired | {} total",
+            spec.replicas.unwrap_or(1),
+            status.replicas
+        ),
+    );
+    field(
+        0,
+        "Update Strategy",
+        spec.update_strategy
+            .as_ref()
+            .and_then(|s| s.type_.as_deref())
+            .unwrap_or("RollingUpdate"),
+    );
+    if let Some(partition) = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+    {
+        field(1, "Partition", &partition.to_string());
+    }
+    let (active, succeeded, failed) = pod_phases(namespace, name)?;
+    field(
+        0,
+        "Pods Status",
+        &format!("{active} Running / {succeeded} Succeeded / {failed} Failed"),
+    );
+    template(&spec.template);
+    println!("Volume Claims:");
+    for claim in spec.volume_claim_templates.iter().flatten() {
+        let name = claim.metadata.name.as_deref().unwrap_or("");
+        let size = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+            .map_or("", |q| q.0.as_str());
+        field(1, "Name", name);
+        field(1, "Capacity", size);
+    }
+    Ok(())
+}
+
+fn claim(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let claim: PersistentVolumeClaim = fetch_as("PersistentVolumeClaim", namespace, name)?;
+    header(&claim.metadata, name, true);
+    let spec = claim.spec.unwrap_or_default();
+    let status = claim.status.unwrap_or_default();
+    field(
+        0,
+        "StorageClass",
+        spec.storage_class_name.as_deref().unwrap_or(""),
+    );
+    field(0, "Status", status.phase.as_deref().unwrap_or("Pending"));
+    field(0, "Volume", spec.volume_name.as_deref().unwrap_or(""));
+    field(
+        0,
+        "Capacity",
+        status
+            .capacity
+            .as_ref()
+            .and_then(|c| c.get("storage"))
+            .map_or("", |q| q.0.as_str()),
+    );
+    field(
+        0,
+        "Access Modes",
+        &joined(&status.access_modes.unwrap_or_default(), ","),
+    );
+    field(
+        0,
+        "VolumeMode",
+        spec.volume_mode.as_deref().unwrap_or("Filesystem"),
+    );
+    let used_by: Vec<String> = list_as::<Pod>("Pod", namespace)?
+        .into_iter()
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.volumes.iter().flatten().any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == name)
+                })
+            })
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    field(0, "Used By", &joined(&used_by, ", "));
+    Ok(())
+}
+
+fn ingress(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let ingress: Ingress = fetch_as("Ingress", namespace, name)?;
+    header(&ingress.metadata, name, true);
+    let spec = ingress.spec.unwrap_or_default();
+    field(
+        0,
+        "Ingress Class",
+        spec.ingress_class_name.as_deref().unwrap_or("<none>"),
+    );
+    let address: Vec<String> = ingress
+        .status
+        .and_then(|s| s.load_balancer?.ingress)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.or(i.hostname))
+        .collect();
+    field(0, "Address", &joined(&address, ","));
+    let backend = |b: &k8s_openapi::api::networking::v1::IngressBackend| {
+        b.service.as_ref().map_or_else(
+            || "<resource>".to_owned(),
+            |s| {
+                let port = s.port.as_ref().map_or_else(String::new, |p| {
+                    p.name
+                        .clone()
+                        .or(p.number.map(|n| n.to_string()))
+                        .unwrap_or_default()
+                });
+                format!("{}:{port}", s.name)
+            },
+        )
+    };
+    field(
+        0,
+        "Default backend",
+        &spec
+            .default_backend
+            .as_ref()
+            .map_or_else(|| "<default>".to_owned(), backend),
+    );
+    for tls in spec.tls.iter().flatten() {
+        field(
+            0,
+            "TLS",
+            &format!(
+                "{} terminates {}",
+                tls.secret_name.as_deref().unwrap_or(""),
+                joined(&tls.hosts.clone().unwrap_or_default(), ",")
+            ),
+        );
+    }
+    println!("Rules:");
+    println!("  {:<20} {:<24} Backends", "Host", "Path");
+    for rule in spec.rules.iter().flatten() {
+        let host = rule.host.as_deref().unwrap_or("*");
+        for path in rule.http.iter().flat_map(|h| &h.paths) {
+            println!(
+                "  {host:<20} {:<24} {}",
+                path.path.as_deref().unwrap_or("/"),
+                backend(&path.backend)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn config_map(namespace: &str, name: &str) -> anyhow::Result<()> {
