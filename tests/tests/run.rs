@@ -663,6 +663,16 @@ fn a_command_runs_to_completion_with_its_arguments_env_and_stdin() {
         run_tool(&["run", guests::TOOL, "--", "exit", "0"], "").code,
         Some(0)
     );
+    // An HTTP component is served: arguments for it are a mistake, named.
+    let served = run_tool(&["run", guests::HELLO, "--", "x"], "");
+    assert_eq!(served.code, Some(1));
+    assert!(
+        served
+            .stderr
+            .contains("is an HTTP component: it is served, and takes no arguments"),
+        "{}",
+        served.stderr
+    );
 }
 
 #[test]

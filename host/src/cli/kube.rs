@@ -155,6 +155,7 @@ fn run_daemon(
     // does: its epoch ticker is what makes a spinning guest yield.
     let wasm = Arc::new(WasmRuntime::new(WasmRuntimeConfig {
         cache_dir: Some(crate::home::compile_cache_dir()),
+        pooled: true,
     })?);
     let served = tokio.block_on(async {
         let shutdown = super::shutdown_on_signal()?;

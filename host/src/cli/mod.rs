@@ -186,6 +186,7 @@ pub fn main(cli: Cli) -> ExitCode {
 fn precompile(component: &std::path::Path) {
     let runtime = crate::runtime::wasm::WasmRuntime::new(crate::runtime::wasm::WasmRuntimeConfig {
         cache_dir: Some(crate::home::compile_cache_dir()),
+        pooled: true,
     });
     if let Err(e) = runtime.and_then(|r| r.precompile(component)) {
         tracing::warn!(

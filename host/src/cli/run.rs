@@ -312,7 +312,14 @@ async fn run_command(
         stdin: args.interactive,
     };
     let finished = tokio::select! {
-        finished = runtime.run_command(spec, invocation) => finished?,
+        finished = runtime.run_command(spec, invocation) => match finished {
+            Err(crate::runtime::RuntimeError::NotCommand { .. }) => anyhow::bail!(
+                "{} is an HTTP component: it is served, and takes no arguments (a command \
+                 component, one exporting wasi:cli/run, does)",
+                args.component
+            ),
+            finished => finished?,
+        },
         // As a shell's child: Ctrl-C ends it, with the signal's status.
         _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(130)),
     };
@@ -365,11 +372,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Built outside the async runtime and dropped after it: its epoch ticker
     // is what makes a still-spinning guest yield, so the runtime's shutdown
     // below can drop that guest's task instead of waiting on it forever.
+    // Arguments are a command's: one run, which the instance pool's setup
+    // would only slow down.
     let runtime = WasmRuntime::new(WasmRuntimeConfig {
         cache_dir: Some(home::compile_cache_dir()),
+        pooled: args.command.is_empty(),
     })?;
-    let worlds = runtime.worlds(&spec.component)?;
-    if worlds.command && !worlds.http {
+    // Arguments say it is a command: run it, compiled once. (An HTTP
+    // component given arguments says so from there.) Without any, what it
+    // exports decides.
+    let command = !args.command.is_empty() || {
+        let worlds = runtime.worlds(&spec.component)?;
+        worlds.command && !worlds.http
+    };
+    if command {
         let finished = tokio.block_on(run_command(&runtime, spec, &args));
         tokio.shutdown_timeout(Duration::from_secs(1));
         drop(runtime);

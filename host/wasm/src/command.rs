@@ -48,7 +48,11 @@ pub(super) fn load(
 ) -> Result<CommandPre<Host>, RuntimeError> {
     let bytes = load::read(path)?;
     let (component, exports) = load::compile(engine, path, &bytes)?;
-    if !load::worlds(&exports).command {
+    // One serving HTTP is served, as `berth run` without arguments does,
+    // even if it exports a `run` too (wstd's servers export one that is
+    // not meant to be called).
+    let worlds = load::worlds(&exports);
+    if !worlds.command || worlds.http {
         return Err(RuntimeError::NotCommand {
             path: path.to_owned(),
             exports: load::listed(&exports),

@@ -14,11 +14,14 @@ use wasmtime::{
 /// Instance slots in the pool: the most requests the host runs at once.
 pub(super) const POOL_SLOTS: u32 = 1000;
 
-/// Builds the engine. Falls back to on-demand allocation (with a warning)
-/// where the host will not reserve the pool's address space, e.g. under a
-/// tight `ulimit -v`.
-pub(super) fn new_engine(cache_dir: Option<&Path>) -> wasmtime::Result<Engine> {
+/// Builds the engine, with the pooling allocator when `pooled`. Falls back
+/// to on-demand allocation (with a warning) where the host will not
+/// reserve the pool's address space, e.g. under a tight `ulimit -v`.
+pub(super) fn new_engine(cache_dir: Option<&Path>, pooled: bool) -> wasmtime::Result<Engine> {
     let mut config = base_config(cache_dir);
+    if !pooled {
+        return Engine::new(&config);
+    }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config()));
     match Engine::new(&config) {
         Ok(engine) => Ok(engine),

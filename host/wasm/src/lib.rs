@@ -35,6 +35,10 @@ use workload::{Host, WasmWorkload};
 pub struct WasmRuntimeConfig {
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Instances from a pool of slots set up front: for serving many
+    /// requests. A single run (`berth run` of a command) does without the
+    /// pool, whose setup would cost more than the run.
+    pub pooled: bool,
 }
 
 pub struct WasmRuntime {
@@ -50,7 +54,7 @@ pub struct WasmRuntime {
 impl WasmRuntime {
     pub fn new(config: WasmRuntimeConfig) -> Result<Self, RuntimeError> {
         let engine_error = |reason: String| RuntimeError::Engine { reason };
-        let engine = engine::new_engine(config.cache_dir.as_deref())
+        let engine = engine::new_engine(config.cache_dir.as_deref(), config.pooled)
             .map_err(|e| engine_error(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
