@@ -365,10 +365,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // A command's one run needs no worker threads to start; a server does.
+    let tokio = if args.command.is_empty() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting the async runtime")?;
     // Built outside the async runtime and dropped after it: its epoch ticker
     // is what makes a still-spinning guest yield, so the runtime's shutdown
     // below can drop that guest's task instead of waiting on it forever.
