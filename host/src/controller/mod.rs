@@ -329,7 +329,11 @@ impl Work {
 
     /// Asks for a job or cron job to be looked at again after `after`.
     fn again(&mut self, key: (Kind, String, String), after: Duration) {
-        let at = Instant::now() + after;
+        // A time past what the clock can say (a deadline of centuries) is
+        // never: the slow pass looks again anyway.
+        let Some(at) = Instant::now().checked_add(after) else {
+            return;
+        };
         let when = self.later.entry(key).or_insert(at);
         *when = (*when).min(at);
     }

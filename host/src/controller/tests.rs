@@ -1159,3 +1159,21 @@ spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}, stor
         .unwrap();
     assert_eq!(mine.status.storage_phase(), Some("Bound"));
 }
+
+#[test]
+fn a_deadline_of_centuries_is_never_due_and_never_overflows_the_work_queue() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store
+        .apply(&job("  activeDeadlineSeconds: 9223372036854775807\n"))
+        .unwrap();
+    let (_, mut changes) = store.hub().subscribe(0).unwrap();
+    let mut work = Work::everything();
+    for _ in 0..3 {
+        c.reconcile_work(&mut store, &mut work, &mut changes)
+            .unwrap();
+        work.everything_too();
+    }
+    let job = store.get(Kind::Job, "default", "work").unwrap().unwrap();
+    assert!(job.status.to_value()["conditions"].is_null());
+}
