@@ -149,10 +149,7 @@ pub fn termination_grace(record: &Record, asked: Option<u64>) -> Option<u64> {
         return None;
     };
     let grace = asked.unwrap_or(pod.spec.termination_grace_period_seconds);
-    let finished = matches!(
-        record.status.pod().and_then(|s| s.phase()),
-        Some("Succeeded" | "Failed")
-    );
+    let finished = record.status.pod_finished();
     (grace > 0 && pod.spec.node_name.is_some() && !finished).then_some(grace)
 }
 
@@ -1166,10 +1163,7 @@ impl Controllers {
         for pod in &pods {
             // A finished pod holds nothing on its node any more (a Job's
             // completed pods stay, for their logs and status).
-            let finished = matches!(
-                pod.status.pod().and_then(|s| s.phase()),
-                Some("Succeeded" | "Failed")
-            );
+            let finished = pod.status.pod_finished();
             if let Object::Pod(p) = &pod.object
                 && let Some(node) = &p.spec.node_name
                 && !finished

@@ -77,8 +77,7 @@ impl Controllers {
 
         // Pods that failed are replaced, as a pod of the set must run.
         for pod in pods.values() {
-            let phase = pod.status.pod().and_then(|s| s.phase());
-            if matches!(phase, Some("Failed" | "Succeeded")) && !pod.object.metadata().deleting() {
+            if pod.status.pod_finished() && !pod.object.metadata().deleting() {
                 store.delete_if(Kind::Pod, &ns, &pod.object.metadata().name, &pod.uid)?;
                 changed = true;
             }

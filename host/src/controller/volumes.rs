@@ -375,17 +375,20 @@ pub fn delete_claim(store: &mut Store, record: &Record) -> Result<()> {
 
 /// Whether a pod on a node, not yet finished, uses claim `name`.
 pub fn claim_in_use(store: &Store, ns: &str, name: &str) -> Result<bool> {
+    claim_used(store, ns, name, None)
+}
+
+/// [`claim_in_use`], by a pod other than the one whose uid is `except`.
+/// As Kubernetes' pvc-protection: a pod not yet on a node holds nothing
+/// (and could not be placed on a claim being deleted).
+fn claim_used(store: &Store, ns: &str, name: &str, except: Option<&str>) -> Result<bool> {
     Ok(store.list(Kind::Pod, Some(ns))?.into_iter().any(|pod| {
         let Object::Pod(p) = &pod.object else {
             return false;
         };
-        // As Kubernetes' pvc-protection: a pod not yet on a node holds
-        // nothing (and could not be placed on a claim being deleted).
-        p.spec.node_name.is_some()
-            && !matches!(
-                pod.status.pod().and_then(|s| s.phase()),
-                Some("Succeeded" | "Failed")
-            )
+        Some(pod.uid.as_str()) != except
+            && p.spec.node_name.is_some()
+            && !pod.status.pod_finished()
             && p.spec.volumes.iter().any(|v| {
                 v.persistent_volume_claim
                     .as_ref()
@@ -431,23 +434,7 @@ pub fn claims_block(
         };
         if c.spec.access_modes.contains(&AccessMode::ReadWriteOncePod) {
             let key = (ns.to_owned(), name.clone());
-            let in_use = taken.contains(&key)
-                || store.list(Kind::Pod, Some(ns))?.into_iter().any(|other| {
-                    let Object::Pod(p) = &other.object else {
-                        return false;
-                    };
-                    other.uid != uid
-                        && p.spec.node_name.is_some()
-                        && !matches!(
-                            other.status.pod().and_then(|s| s.phase()),
-                            Some("Succeeded" | "Failed")
-                        )
-                        && p.spec.volumes.iter().any(|v| {
-                            v.persistent_volume_claim
-                                .as_ref()
-                                .is_some_and(|c| &c.claim_name == name)
-                        })
-                });
+            let in_use = taken.contains(&key) || claim_used(store, ns, name, Some(uid))?;
             if in_use {
                 return Ok(Some(format!(
                     "0/{nodes} nodes are available: {nodes} node has pod using \

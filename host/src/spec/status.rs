@@ -216,6 +216,15 @@ impl Status {
         }
     }
 
+    /// Whether it is a pod's that has finished (Succeeded or Failed): it
+    /// holds no room, no claim, and nothing runs in it any more.
+    pub fn pod_finished(&self) -> bool {
+        matches!(
+            self.pod().and_then(PodStatus::phase),
+            Some("Succeeded" | "Failed")
+        )
+    }
+
     /// Whether it is a pod's, reported Ready.
     pub fn pod_ready(&self) -> bool {
         self.pod().is_some_and(PodStatus::ready)
