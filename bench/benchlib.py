@@ -20,6 +20,16 @@ def build(*guests):
         subprocess.run(["cargo", "build", "--release", "-p", guest], cwd=os.path.join(ROOT, "guests"), check=True)
 
 
+def cpu_model():
+    """The CPU's model name, as /proc/cpuinfo gives it, for the machine line
+    every recorded section carries."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
