@@ -641,6 +641,36 @@ pub mod kube {
         list["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Waits until a pod satisfies `done` (the tests using it run one pod
+    /// at a time, or name it); returns it.
+    pub fn wait_for_pod(
+        home: &Path,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(pod) = pods(home).into_iter().find(&done) {
+                return pod;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {:#?}",
+                pods(home)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The pod named `name`, once `done` says so.
+    pub fn wait_for_named(
+        home: &Path,
+        name: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for_pod(home, name, |p| p["metadata"]["name"] == name && done(p))
+    }
+
     /// Waits until exactly `n` pods are Ready; returns (name, endpoint) of each.
     pub fn wait_ready(home: &Path, n: usize) -> Vec<(String, String)> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use berth_tests::kube::{build_image, pods, wait_ready, write};
+use berth_tests::kube::{build_image, pods, wait_for_named, wait_for_pod, wait_ready, write};
 use berth_tests::{BerthRun, berth, ok};
 
 fn daemon(home: &Path) -> BerthRun {
@@ -435,27 +435,6 @@ fn one_pod(image: &str, probes: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers:\n      - name: app\n        image: {image}\n{probes}"
     )
-}
-
-/// Waits until a pod satisfies `done` (the tests using it run one pod at a
-/// time, or name it); returns it.
-fn wait_for_pod(
-    home: &Path,
-    what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(pod) = pods(home).into_iter().find(&done) {
-            return pod;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: {:#?}",
-            pods(home)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 fn restarts(pod: &serde_json::Value) -> u64 {
@@ -1236,15 +1215,6 @@ fn logs_follow_a_container_across_a_rotation_without_losing_lines() {
         .flatten()
         .any(|pod| pod.path().join("logs/sh/0.log.1").is_file());
     assert!(rotated, "the log rotated while it was followed");
-}
-
-/// The pod named `name`, once `done` says so.
-fn wait_for_named(
-    home: &Path,
-    name: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    wait_for_pod(home, name, |p| p["metadata"]["name"] == name && done(p))
 }
 
 #[test]

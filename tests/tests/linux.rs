@@ -1436,32 +1436,6 @@ spec:
     );
 }
 
-/// A pod's JSON from the daemon of `home`, once `done` says yes (a minute
-/// at most).
-fn pod_when(
-    home: &Path,
-    name: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = berth(home, &["get", "pod", name, "-o", "json"]);
-        if out.success {
-            let pod: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-            if done(&pod) {
-                return pod;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {name}: {}{}",
-            out.stdout,
-            out.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn succeeded(pod: &serde_json::Value) -> bool {
     pod["status"]["phase"] == "Succeeded"
 }
@@ -1491,7 +1465,7 @@ spec:
   - {name: w, image: "tool:1", args: [write, /data/note, from-wasm], volumeMounts: [{name: d, mountPath: /data}]}
 "#,
     );
-    pod_when(home.path(), "wasm-writes", succeeded);
+    berth_tests::kube::wait_for_named(home.path(), "wasm-writes", succeeded);
     apply(
         home.path(),
         r#"
@@ -1508,7 +1482,7 @@ spec:
     volumeMounts: [{name: d, mountPath: /data}]
 "#,
     );
-    pod_when(home.path(), "linux-reads", succeeded);
+    berth_tests::kube::wait_for_named(home.path(), "linux-reads", succeeded);
     let logs = berth(home.path(), &["logs", "linux-reads"]);
     assert_eq!(logs.stdout, "from-wasm\n", "{}", logs.stderr);
     let claim = berth(home.path(), &["get", "pvc", "data", "-o", "json"]);
@@ -1540,7 +1514,7 @@ spec:
   - {name: r, image: "tool:1", args: [read, /data/linux], volumeMounts: [{name: d, mountPath: /data}]}
 "#,
     );
-    pod_when(home.path(), "wasm-reads", succeeded);
+    berth_tests::kube::wait_for_named(home.path(), "wasm-reads", succeeded);
     assert_eq!(
         berth(home.path(), &["logs", "wasm-reads"]).stdout,
         "from-linux\n"
@@ -1566,7 +1540,7 @@ spec:
   - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
 "#,
     );
-    pod_when(home.path(), "first", |p| p["spec"]["nodeName"].is_string());
+    berth_tests::kube::wait_for_named(home.path(), "first", |p| p["spec"]["nodeName"].is_string());
     apply(
         home.path(),
         r#"
@@ -1579,7 +1553,7 @@ spec:
   - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
 "#,
     );
-    let second = pod_when(home.path(), "second", |p| {
+    let second = berth_tests::kube::wait_for_named(home.path(), "second", |p| {
         p["status"]["conditions"][0]["reason"] == "Unschedulable"
     });
     assert!(
@@ -1605,7 +1579,7 @@ spec:
   - {name: s, image: "tool:1", args: [sleep, "600000"], volumeMounts: [{name: d, mountPath: /data}]}
 "#,
     );
-    pod_when(home.path(), "holder", |p| p["status"]["phase"] == "Running");
+    berth_tests::kube::wait_for_named(home.path(), "holder", |p| p["status"]["phase"] == "Running");
     berth_tests::ok(berth(home.path(), &["delete", "pod", "wasm-reads"]));
     berth_tests::ok(berth(home.path(), &["delete", "pvc", "data"]));
     std::thread::sleep(Duration::from_millis(500));
