@@ -15,6 +15,9 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 # The ingress's HTTPS tests make certificates and check them as users would.
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+# The metrics tests scrape berth with a real Prometheus and check every
+# /metrics page with its promtool.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 # kubectl and its kubectl.1.NN siblings come with the machine image (the
 # Debian package kubectl from the Cloud SDK's repository, which this
 # machine's package sources do not carry): say so if it is not there.

@@ -42,6 +42,11 @@ pub struct Config {
     pub endpoint_wait: Duration,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// Also serve `/metrics`, without auth, here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Count each request through the router by service (on unless a
+    /// benchmark measures what that costs).
+    pub request_metrics: bool,
 }
 
 /// How often the controllers look at everything, not only at what the
@@ -101,7 +106,25 @@ pub async fn serve(
     let socket = crate::api::socket_in(home);
     let listener =
         crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-    let table = Arc::new(crate::router::Table::default());
+    let mut metrics = crate::metrics::Metrics::new();
+    let table = Arc::new(if args.request_metrics {
+        crate::router::Table::with_metrics(metrics.http.clone())
+    } else {
+        crate::router::Table::default()
+    });
+    metrics.register_collector(Box::new(crate::metrics::PodsCollector {
+        table: table.clone(),
+        state: state.clone(),
+    }));
+    let metrics = Arc::new(metrics);
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding metrics on {address} (see --metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let (ingress, ingress_address) = crate::router::Ingress::bind(
         table.clone(),
         args.ingress,
@@ -150,6 +173,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         execs: kubelet.exec_targets(),
         pod_quota: controllers.pod_quota,
+        metrics: metrics.clone(),
     });
     let api_address = args
         .api_listen
@@ -188,6 +212,18 @@ pub async fn serve(
         kubeconfig.display()
     );
     println!("berth: ingress on http://{ingress_address}/");
+    let metrics_task = match metrics_listener {
+        Some(listener) => {
+            println!(
+                "berth: metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            Some(tokio::spawn(
+                metrics.clone().serve(listener, shutdown.clone()),
+            ))
+        }
+        None => None,
+    };
     println!("berth: ingress (TLS) on https://{ingress_tls}/");
     let companion =
         companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
@@ -246,6 +282,9 @@ pub async fn serve(
     ingress.stopped().await;
     let _ = api.await;
     let _ = https_api.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let _ = std::fs::remove_file(&socket);
     let code = match companion {
         Some(task) => task.await.unwrap_or(ExitCode::FAILURE),

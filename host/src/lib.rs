@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod home;
 pub mod image;
 pub mod kubelet;
+pub mod metrics;
 pub mod progress;
 pub mod router;
 pub mod runtime;

@@ -24,7 +24,9 @@ pub struct Hierarchies {
     v1: Vec<(String, PathBuf)>,
 }
 
-const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+/// `cpuacct` limits nothing: on a v1 host it is where CPU time is counted
+/// (on v2 every cgroup's `cpu.stat` has it).
+const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 
 impl Hierarchies {
     /// Read from /proc/self/mountinfo.
@@ -109,6 +111,57 @@ pub struct Cgroups {
     /// (directory, is v2), one per hierarchy used.
     dirs: Vec<(PathBuf, bool)>,
     memory: Option<(PathBuf, bool)>,
+    cpu: Option<(PathBuf, bool)>,
+}
+
+/// Where a container's use is read: its cgroups' counters. Cheap to
+/// clone, and readable for as long as the cgroups exist.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFiles {
+    memory: Option<(PathBuf, bool)>,
+    cpu: Option<(PathBuf, bool)>,
+}
+
+impl UsageFiles {
+    /// CPU time the container's processes have used.
+    pub fn cpu(&self) -> Option<std::time::Duration> {
+        let (dir, v2) = self.cpu.as_ref()?;
+        if *v2 {
+            let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+            let micros = stat_field(&stat, "usage_usec")?;
+            Some(std::time::Duration::from_micros(micros))
+        } else {
+            let nanos = std::fs::read_to_string(dir.join("cpuacct.usage")).ok()?;
+            Some(std::time::Duration::from_nanos(nanos.trim().parse().ok()?))
+        }
+    }
+
+    /// The working set, as the kubelet counts it: usage less the page
+    /// cache the kernel may drop (inactive files).
+    pub fn memory(&self) -> Option<u64> {
+        let (dir, v2) = self.memory.as_ref()?;
+        let (usage, inactive) = if *v2 {
+            ("memory.current", "inactive_file")
+        } else {
+            ("memory.usage_in_bytes", "total_inactive_file")
+        };
+        let used: u64 = std::fs::read_to_string(dir.join(usage))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+        Some(used.saturating_sub(stat_field(&stat, inactive).unwrap_or(0)))
+    }
+}
+
+/// The value of `key` in a `key value` per line file (`cpu.stat`,
+/// `memory.stat`).
+fn stat_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 impl Cgroups {
@@ -122,6 +175,7 @@ impl Cgroups {
         let mut cgroups = Cgroups {
             dirs: Vec::new(),
             memory: None,
+            cpu: None,
         };
         for controller in CONTROLLERS {
             let Some((dir, v2)) = hierarchies.place(controller, name) else {
@@ -175,12 +229,16 @@ impl Cgroups {
                         }
                     }
                 }
+                "cpuacct" if !v2 => cgroups.cpu = Some((dir.clone(), v2)),
                 "pids" => {
                     if let Some(max) = limits.pids {
                         write("pids.max", max.to_string())?;
                     }
                 }
                 "cpu" => {
+                    if v2 {
+                        cgroups.cpu = Some((dir.clone(), v2));
+                    }
                     if let Some(millis) = limits.cpu_millis {
                         let period = 100_000u64;
                         let quota = millis.saturating_mul(period / 1000).max(1000);
@@ -195,7 +253,17 @@ impl Cgroups {
                 _ => {}
             }
         }
+        if cgroups.cpu.is_none() {
+            cgroups.cpu = cgroups.dirs.iter().find(|(_, v2)| *v2).cloned();
+        }
         Ok(cgroups)
+    }
+
+    pub fn usage_files(&self) -> UsageFiles {
+        UsageFiles {
+            memory: self.memory.clone(),
+            cpu: self.cpu.clone(),
+        }
     }
 
     /// The `cgroup.procs` files a process writes its pid to, to join.
@@ -270,5 +338,16 @@ mod tests {
             h.place("cpu", "c1").unwrap(),
             (PathBuf::from("/sys/fs/cgroup/berth/c1"), true)
         );
+    }
+}
+
+#[cfg(test)]
+mod stat_tests {
+    #[test]
+    fn stat_files_are_read_by_key() {
+        let stat = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+        assert_eq!(super::stat_field(stat, "usage_usec"), Some(1234));
+        assert_eq!(super::stat_field(stat, "user"), None);
+        assert_eq!(super::stat_field("", "usage_usec"), None);
     }
 }

@@ -334,6 +334,11 @@ impl Container {
         String::from_utf8_lossy(&self.said).trim().to_owned()
     }
 
+    /// Where its CPU time and memory are read, while it exists.
+    pub fn usage_files(&self) -> cgroup::UsageFiles {
+        self.cgroups.usage_files()
+    }
+
     pub fn pids(&self) -> ContainerPids {
         ContainerPids {
             pid: self.pid,

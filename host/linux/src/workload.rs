@@ -107,6 +107,7 @@ pub struct LinuxWorkload {
     client: Client<NetnsConnector, Body>,
     exit: watch::Receiver<Option<Exit>>,
     stop: Mutex<Option<oneshot::Sender<Duration>>>,
+    usage: crate::cgroup::UsageFiles,
 }
 
 impl LinuxWorkload {
@@ -119,6 +120,7 @@ impl LinuxWorkload {
     ) -> Arc<LinuxWorkload> {
         let (exit_tx, exit) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
+        let usage = container.usage_files();
         tokio::spawn(async move {
             let mut container = container;
             let exit = tokio::select! {
@@ -140,6 +142,7 @@ impl LinuxWorkload {
                 .build(connector),
             exit,
             stop: Mutex::new(Some(stop_tx)),
+            usage,
         })
     }
 
@@ -165,6 +168,15 @@ impl LinuxWorkload {
 impl Workload for LinuxWorkload {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Read from its cgroups: a few small files, on the caller's thread.
+    fn usage(&self) -> berth_runtime::Usage {
+        berth_runtime::Usage {
+            cpu: self.usage.cpu().unwrap_or_default(),
+            memory: self.usage.memory().unwrap_or(0),
+            instances: None,
+        }
     }
 
     fn serve(

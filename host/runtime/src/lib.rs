@@ -176,12 +176,30 @@ pub trait Workload: Send + Sync {
         Box::pin(std::future::pending())
     }
 
+    /// What it has used so far, as the kubelet's cAdvisor reports a
+    /// container's: for `kubectl top`, autoscaling and `/metrics`.
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
     /// Stops the workload: asks it to end, and makes it after `grace`.
     /// Resolves once it has. (A wasm workload stops when dropped.)
     fn stop(&self, grace: std::time::Duration) -> BoxFuture<'static, ()> {
         let _ = grace;
         Box::pin(async {})
     }
+}
+
+/// A workload's resource use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used since it started (a cumulative counter).
+    pub cpu: std::time::Duration,
+    /// Memory in use now, in bytes: a container's working set (what the
+    /// kernel could not reclaim), a wasm workload's live linear memories.
+    pub memory: u64,
+    /// Wasm instances alive now; `None` for a workload that has none.
+    pub instances: Option<u64>,
 }
 
 /// How a workload ended by itself.

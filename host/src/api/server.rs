@@ -36,6 +36,8 @@ pub struct KubeApi {
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
     /// The most pods a namespace may hold (the controllers' quota too).
     pub pod_quota: u64,
+    /// What `/metrics` serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for KubeApi {
@@ -158,6 +160,7 @@ pub fn router(api: Arc<KubeApi>) -> Router {
             get(|| async { axum::Json(super::discovery::version()) }),
         )
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route("/livez", get(health))
         .route("/readyz", get(health))
         .route(
@@ -186,6 +189,15 @@ pub fn router(api: Arc<KubeApi>) -> Router {
         .route("/apis/{*rest}", axum::routing::any(dispatch))
         .fallback(|| async { ApiError::NoSuchPath.into_response() })
         .with_state(api)
+}
+
+/// The daemon's metrics, behind the API's auth.
+async fn metrics(State(api): State<Arc<KubeApi>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    api.metrics.clone().respond(accept).await
 }
 
 async fn health() -> &'static str {

@@ -96,6 +96,16 @@ pub struct DaemonArgs {
     /// holding connections open).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
+
+    /// Also serve Prometheus metrics at http://ADDR/metrics, without auth
+    /// (for a scraper on this host; the API's /metrics needs the token).
+    #[arg(long, value_name = "ADDR", env = "BERTH_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Count requests through the router per service
+    /// (berth_service_requests_total and its latency histogram).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    request_metrics: bool,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -139,6 +149,8 @@ impl DaemonArgs {
             node_port_range: self.node_port_range,
             endpoint_wait: self.endpoint_wait,
             header_timeout: self.header_timeout,
+            metrics_listen: self.metrics_listen,
+            request_metrics: self.request_metrics,
         }
     }
 }

@@ -59,12 +59,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener
             .local_addr()
             .context("reading the listen address")?;
+        let counted = std::sync::Arc::new(berth_registry::server::Metrics::default());
+        let mut metrics = crate::metrics::Metrics::new();
+        counted.register(metrics.registry_mut(), root.clone());
+        let metrics = std::sync::Arc::new(metrics);
         let config = ServerConfig {
             root: root.clone(),
             auth,
+            metrics: counted,
         };
+        // `/metrics` beside the registry's API, without its auth (as
+        // distribution serves its debug port's): counts, never contents.
         let router = berth_registry::server::router(config)
-            .with_context(|| format!("opening the registry at {}", root.display()))?;
+            .with_context(|| format!("opening the registry at {}", root.display()))?
+            .merge(metrics.router());
         // Scripts and tests read this line to learn the port.
         println!(
             "berth: registry serving {} on http://{addr}/",

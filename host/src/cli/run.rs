@@ -73,6 +73,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = Limits::default().max_concurrency)]
     max_concurrency: usize,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics: requests, the
+    /// guest's CPU time and memory, the process.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -406,6 +411,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let served = tokio.block_on(async {
         let shutdown = super::shutdown_on_signal()?;
 
+        let name = spec.name.clone();
         let workload = runtime.start(spec).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -413,9 +419,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let addr = listener
             .local_addr()
             .context("reading the listen address")?;
+        let counted = match args.metrics {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listening for metrics on {address}"))?;
+                let mut metrics = crate::metrics::Metrics::new();
+                metrics.register_collector(Box::new(crate::metrics::WorkloadCollector {
+                    name: name.clone(),
+                    workload: workload.clone(),
+                }));
+                let route = std::sync::Arc::new(metrics.http.route("", &name));
+                println!(
+                    "berth: metrics on http://{}/metrics",
+                    listener.local_addr()?
+                );
+                tokio::spawn(std::sync::Arc::new(metrics).serve(listener, shutdown.clone()));
+                Some(route)
+            }
+            None => None,
+        };
         // Scripts and tests read this line to learn the port.
         println!("berth: serving {} on http://{addr}/", args.component);
-        crate::router::serve(listener, workload, shutdown, args.drain_timeout).await;
+        crate::router::serve(listener, workload, shutdown, args.drain_timeout, counted).await;
         anyhow::Ok(ExitCode::SUCCESS)
     });
     tokio.shutdown_timeout(Duration::from_secs(1));

@@ -863,6 +863,7 @@ async fn run_pod(
                     running
                         .iter()
                         .map(|c| crate::router::ContainerEndpoint {
+                            name: c.name.clone(),
                             ports: c.ports.clone(),
                             workload: c.workload.clone(),
                         })

@@ -239,6 +239,7 @@ async fn serve_container(
         workload.clone(),
         cancel,
         grace,
+        None,
     ));
     Ok(Running {
         name: container.name.clone(),

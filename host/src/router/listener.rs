@@ -27,11 +27,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
+/// Requests are counted in `metrics` when given.
 pub async fn serve(
     listener: TcpListener,
     workload: Arc<dyn Workload>,
     shutdown: CancellationToken,
     drain: Duration,
+    metrics: Option<Arc<crate::metrics::RouteMetrics>>,
 ) {
     accept(
         listener,
@@ -40,7 +42,15 @@ pub async fn serve(
         HEADER_READ_TIMEOUT,
         move |request, peer| {
             let workload = workload.clone();
-            async move { handle(&*workload, request, peer).await }
+            let metrics = metrics.clone();
+            async move {
+                let timing = metrics.as_ref().map(|m| m.begin(request.method()));
+                let response = handle(&*workload, request, peer).await;
+                if let (Some(metrics), Some(timing)) = (metrics, timing) {
+                    metrics.end(timing, response.status());
+                }
+                response
+            }
         },
     )
     .await

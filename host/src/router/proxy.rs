@@ -16,11 +16,31 @@ use super::table::{NoRoom, Route};
 use crate::runtime::{Body, GuestFailure, ServeError};
 
 /// Serves `request` from `route`'s endpoints on service port `port`,
-/// waiting up to `wait` for one to be ready.
+/// waiting up to `wait` for one to be ready; counted in the route's
+/// metrics.
+pub async fn forward(
+    route: Arc<Route>,
+    port: usize,
+    request: Request<Body>,
+    client: Option<IpAddr>,
+    wait: Duration,
+) -> Response<Body> {
+    let Some(timing) = route.metrics.as_ref().map(|m| m.begin(request.method())) else {
+        return forward_uncounted(route, port, request, client, wait).await;
+    };
+    let counted = route.clone();
+    let response = forward_uncounted(route, port, request, client, wait).await;
+    if let Some(metrics) = &counted.metrics {
+        metrics.end(timing, response.status());
+    }
+    response
+}
+
+/// [`forward`], uncounted.
 ///
 /// The waits are rare and their futures large (timers, notifications), so
 /// they are boxed: this future is moved into place for every request.
-pub async fn forward(
+async fn forward_uncounted(
     mut route: Arc<Route>,
     mut port: usize,
     mut request: Request<Body>,
@@ -111,6 +131,20 @@ pub async fn forward(
 /// stands in for it.
 pub async fn forward_to_pod(
     route: Arc<Route>,
+    port: usize,
+    pod: String,
+    request: Request<Body>,
+) -> Response<Body> {
+    let timing = route.metrics.as_ref().map(|m| m.begin(request.method()));
+    let response = forward_to_pod_uncounted(&route, port, pod, request).await;
+    if let (Some(metrics), Some(timing)) = (&route.metrics, timing) {
+        metrics.end(timing, response.status());
+    }
+    response
+}
+
+async fn forward_to_pod_uncounted(
+    route: &Route,
     port: usize,
     pod: String,
     mut request: Request<Body>,

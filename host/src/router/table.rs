@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use parking_lot::Mutex;
@@ -56,6 +56,9 @@ pub struct PodEndpoint {
     containers: Vec<ContainerEndpoint>,
     ready: AtomicBool,
     in_flight: AtomicUsize,
+    /// Requests it has served through the router (for the autoscaler's
+    /// request rate and `/metrics`).
+    served: AtomicU64,
     idle: tokio::sync::Notify,
     /// Requests the router sends it at once, at most (`usize::MAX`: no
     /// limit).
@@ -65,6 +68,7 @@ pub struct PodEndpoint {
 }
 
 pub struct ContainerEndpoint {
+    pub name: String,
     pub ports: Vec<ContainerPort>,
     pub workload: Arc<dyn Workload>,
 }
@@ -88,6 +92,7 @@ impl PodEndpoint {
             containers,
             ready: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
         }
     }
@@ -99,6 +104,14 @@ impl PodEndpoint {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub fn containers(&self) -> &[ContainerEndpoint] {
+        &self.containers
     }
 
     /// Waits until no request is in flight, or `limit` passes; true if idle.
@@ -168,6 +181,7 @@ impl std::ops::Deref for InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let pod = &self.endpoint.pod;
+        pod.served.fetch_add(1, Ordering::Relaxed);
         let before = pod.in_flight.fetch_sub(1, Ordering::SeqCst);
         if pod.limit != usize::MAX {
             pod.freed.notify_waiters();
@@ -249,6 +263,8 @@ pub struct Route {
     /// Set when the service changed or went: the route that serves it now
     /// (`None` for gone), for requests waiting on this one.
     successor: std::sync::OnceLock<Option<Arc<Route>>>,
+    /// Its requests' counters, when the router counts them.
+    pub metrics: Option<crate::metrics::RouteMetrics>,
 }
 
 struct RoutePort {
@@ -268,15 +284,17 @@ impl Route {
                     .map_or(10_800, |c| c.client_ip.timeout_seconds),
             )
         });
+        let key = ServiceKey {
+            namespace: service
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: service.metadata.name.clone(),
+        };
         Route {
-            key: ServiceKey {
-                namespace: service
-                    .metadata
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                name: service.metadata.name.clone(),
-            },
+            metrics: None,
+            key,
             spec: service.spec.clone(),
             policy,
             affinity,
@@ -582,9 +600,24 @@ pub struct Table {
     pods: Mutex<HashMap<String, Arc<PodEndpoint>>>,
     /// The Ingress rules the ingress listener routes by first.
     ingresses: ArcSwap<super::IngressRules>,
+    /// Where requests are counted, if they are.
+    metrics: Option<Arc<crate::metrics::HttpMetrics>>,
 }
 
 impl Table {
+    /// A table whose routes count their requests in `metrics`.
+    pub fn with_metrics(metrics: Arc<crate::metrics::HttpMetrics>) -> Table {
+        Table {
+            metrics: Some(metrics),
+            ..Table::default()
+        }
+    }
+
+    /// Every running pod.
+    pub fn pods(&self) -> Vec<Arc<PodEndpoint>> {
+        self.pods.lock().values().cloned().collect()
+    }
+
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
         self.routes
             .load()
@@ -642,13 +675,17 @@ impl Table {
                     Policy::RoundRobin
                 }
             };
-            let fresh = Route::new(service, policy);
+            let mut fresh = Route::new(service, policy);
             let old = routes
                 .get(&fresh.key.namespace)
                 .and_then(|services| services.get(&fresh.key.name));
             let route = match old {
                 Some(old) if old.spec == fresh.spec && old.policy == policy => old.clone(),
                 _ => {
+                    fresh.metrics = self
+                        .metrics
+                        .as_ref()
+                        .map(|m| m.route(&fresh.key.namespace, &fresh.key.name));
                     fresh.rebuild(&pods);
                     Arc::new(fresh)
                 }

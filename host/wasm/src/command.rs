@@ -7,6 +7,7 @@
 //! or cannot be instantiated, which is then named.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -15,6 +16,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use super::limits::CpuQuota;
 use super::load;
 use super::sandbox::Sandbox;
+use super::usage::Meter;
 use super::workload::{Host, classify, new_store};
 use berth_runtime::{GuestFailure, RuntimeError, WorkloadSpec};
 
@@ -66,11 +68,13 @@ pub(super) fn load(
     CommandPre::new(pre).map_err(link_error)
 }
 
-/// Runs the command `pre` once with the grants and limits of `spec`.
+/// Runs the command `pre` once with the grants and limits of `spec`, its
+/// use counted by `meter`.
 pub(super) async fn run(
     pre: CommandPre<Host>,
     spec: WorkloadSpec,
     invocation: Invocation,
+    meter: Arc<Meter>,
 ) -> Result<Finished, RuntimeError> {
     let sandbox = Sandbox::new(&spec.name, &spec.capabilities, spec.log.clone())?;
     let wasi = sandbox
@@ -80,8 +84,15 @@ pub(super) async fn run(
             reason: e.to_string(),
         })?;
     let quota = spec.limits.cpu_millis.map(CpuQuota::new);
-    let mut store = new_store(pre.engine(), wasi, sandbox.outbound(), &spec.limits, quota);
-    let instantiated = pre.instantiate_async(&mut store).await;
+    let mut store = new_store(
+        pre.engine(),
+        wasi,
+        sandbox.outbound(),
+        &spec.limits,
+        quota,
+        Some(meter.clone()),
+    );
+    let instantiated = meter.metered(pre.instantiate_async(&mut store)).await;
     let command = match instantiated {
         Ok(command) => command,
         Err(e) => {
@@ -91,7 +102,9 @@ pub(super) async fn run(
             });
         }
     };
-    let ran = command.wasi_cli_run().call_run(&mut store).await;
+    let ran = meter
+        .metered(command.wasi_cli_run().call_run(&mut store))
+        .await;
     Ok(match ran {
         Ok(Ok(())) => Finished {
             code: 0,

@@ -14,6 +14,7 @@ mod limits;
 mod load;
 mod output;
 mod sandbox;
+mod usage;
 mod worker;
 mod workload;
 
@@ -114,7 +115,7 @@ impl WasmRuntime {
             .map_err(|e| RuntimeError::Engine {
                 reason: format!("loading task failed: {e}"),
             })??;
-        command::run(pre, spec, invocation).await
+        command::run(pre, spec, invocation, Arc::default()).await
     }
 }
 

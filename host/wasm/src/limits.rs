@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{ResourceLimiter, UpdateDeadline};
 
 use super::epoch::TICK;
+use super::usage::Meter;
 
 /// Linear memory for one instance, summed over all of its memories.
 pub(super) struct MemoryBudget {
@@ -18,19 +19,33 @@ pub(super) struct MemoryBudget {
     used: u64,
     /// The total a refused growth asked for.
     pub(super) refused: Option<u64>,
+    /// The workload's, which counts what its instances hold.
+    meter: Option<Arc<Meter>>,
 }
 
 impl MemoryBudget {
-    pub(super) fn new(limit: u64) -> Self {
+    pub(super) fn new(limit: u64, meter: Option<Arc<Meter>>) -> Self {
+        if let Some(meter) = &meter {
+            meter.instance_created();
+        }
         MemoryBudget {
             limit,
             used: 0,
             refused: None,
+            meter,
         }
     }
 
     pub(super) fn limit(&self) -> u64 {
         self.limit
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        if let Some(meter) = &self.meter {
+            meter.instance_dropped(self.used);
+        }
     }
 }
 
@@ -49,6 +64,9 @@ impl ResourceLimiter for MemoryBudget {
         if total > self.limit {
             self.refused = Some(total);
             return Ok(false);
+        }
+        if let Some(meter) = &self.meter {
+            meter.memory_grown(total - self.used);
         }
         self.used = total;
         Ok(true)
@@ -282,11 +300,17 @@ mod tests {
 
     #[test]
     fn memory_budget_counts_all_memories() {
-        let mut m = MemoryBudget::new(100);
+        let meter = Arc::new(Meter::default());
+        let mut m = MemoryBudget::new(100, Some(meter.clone()));
         assert!(m.memory_growing(0, 60, None).unwrap());
         assert!(m.memory_growing(0, 40, None).unwrap());
         assert!(!m.memory_growing(40, 41, None).unwrap());
         assert_eq!(m.refused, Some(101));
+        let usage = meter.usage();
+        assert_eq!((usage.memory, usage.instances), (100, Some(1)));
+        drop(m);
+        let usage = meter.usage();
+        assert_eq!((usage.memory, usage.instances), (0, Some(0)));
     }
 
     #[test]

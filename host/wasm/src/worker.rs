@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::command::{self, Finished, Invocation};
+use super::usage::Meter;
 use super::workload::Host;
 use berth_runtime::{
     Body, BoxFuture, Exited, GuestFailure, RuntimeError, ServeError, Workload, WorkloadSpec,
@@ -18,6 +19,7 @@ pub(super) struct CommandWorkload {
     task: tokio::task::AbortHandle,
     /// Set by `stop`: the run ended because it was asked to.
     stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    meter: std::sync::Arc<Meter>,
 }
 
 impl CommandWorkload {
@@ -33,8 +35,10 @@ impl CommandWorkload {
             stdin: false,
         };
         let log = spec.log.clone();
+        let meter = std::sync::Arc::new(Meter::default());
+        let metered = meter.clone();
         let task = tokio::spawn(async move {
-            let exited = exited(command::run(pre, spec, invocation).await);
+            let exited = exited(command::run(pre, spec, invocation, metered).await);
             // What a limit or a trap did is the container's to show: its
             // log says it, beside what the guest wrote.
             if let (Some(log), Some(detail)) = (&log, &exited.detail) {
@@ -47,6 +51,7 @@ impl CommandWorkload {
             ended,
             task: task.abort_handle(),
             stopped: Default::default(),
+            meter,
         }
     }
 }
@@ -84,6 +89,10 @@ fn exited(finished: Result<Finished, RuntimeError>) -> Exited {
 impl Workload for CommandWorkload {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn usage(&self) -> berth_runtime::Usage {
+        self.meter.usage()
     }
 
     fn serve(

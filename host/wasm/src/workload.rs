@@ -23,6 +23,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::engine::POOL_SLOTS;
 use super::limits::{CpuBudget, CpuMeter, CpuQuota, MemoryBudget};
 use super::sandbox::{OutboundHooks, Sandbox};
+use super::usage::Meter;
 use berth_runtime::{
     Body, BoxError, BoxFuture, GuestFailure, Limits, RuntimeError, ServeError, Workload,
     WorkloadSpec,
@@ -70,6 +71,7 @@ struct Inner {
     limits: Limits,
     slots: Arc<Semaphore>,
     quota: Option<Arc<CpuQuota>>,
+    meter: Arc<Meter>,
 }
 
 impl WasmWorkload {
@@ -97,6 +99,7 @@ impl WasmWorkload {
             quota: spec.limits.cpu_millis.map(CpuQuota::new),
             limits: spec.limits,
             slots,
+            meter: Arc::default(),
         };
         let instantiate_error = |reason: String| RuntimeError::Instantiate {
             path: spec.component.clone(),
@@ -117,6 +120,10 @@ impl WasmWorkload {
 impl Workload for WasmWorkload {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn usage(&self) -> berth_runtime::Usage {
+        self.inner.meter.usage()
     }
 
     fn serve(
@@ -160,24 +167,26 @@ impl Inner {
 
         let pre = self.pre.clone();
         let quota = self.quota.clone();
+        let meter = self.meter.clone();
         let mut guest = Box::pin(async move {
-            let outcome = async {
-                // A workload over its CPU share starts nothing new until
-                // it is back under (its running requests pause at ticks).
-                while let Some(pause) = quota.as_ref().and_then(|q| q.pause()) {
-                    tokio::time::sleep(pause).await;
-                }
-                let proxy = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| instantiate_failure(&e))?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-                    .map_err(|e| classify(store.data(), &e))
-            }
-            .await;
+            let outcome = meter
+                .metered(async {
+                    // A workload over its CPU share starts nothing new until
+                    // it is back under (its running requests pause at ticks).
+                    while let Some(pause) = quota.as_ref().and_then(|q| q.pause()) {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let proxy = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| instantiate_failure(&e))?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                        .map_err(|e| classify(store.data(), &e))
+                })
+                .await;
             // The slot is held until the guest is done, streaming included,
             // and its pool slot is back (the store is gone) before the next
             // request may take the permit.
@@ -315,6 +324,7 @@ impl Inner {
             self.sandbox.outbound(),
             &self.limits,
             self.quota.clone(),
+            Some(self.meter.clone()),
         ))
     }
 
@@ -324,20 +334,22 @@ impl Inner {
 }
 
 /// A store for one run of a guest: `wasi` its grants, with the memory and
-/// CPU-time limits of `limits` and the workload's CPU share `quota`.
+/// CPU-time limits of `limits` and the workload's CPU share `quota`,
+/// its instance and memory counted by `meter`.
 pub(super) fn new_store(
     engine: &wasmtime::Engine,
     wasi: WasiCtx,
     outbound: OutboundHooks,
     limits: &Limits,
     quota: Option<Arc<CpuQuota>>,
+    meter: Option<Arc<Meter>>,
 ) -> Store<Host> {
     let host = Host {
         table: ResourceTable::new(),
         wasi,
         http: WasiHttpCtx::new(),
         outbound,
-        memory: MemoryBudget::new(limits.memory),
+        memory: MemoryBudget::new(limits.memory, meter),
         cpu: CpuBudget::new(limits.cpu_time),
         meter: quota.map(CpuMeter::new),
     };

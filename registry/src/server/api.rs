@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
@@ -344,7 +344,11 @@ async fn get_blob(
             .await
             .map_err(ApiError::internal)?;
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 << 10);
+    let sent = state.metrics.sent.clone();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 << 10)
+        .inspect_ok(move |chunk| {
+            sent.inc_by(chunk.len() as u64);
+        });
     Ok(respond(status, &common, Body::from_stream(stream)))
 }
 
@@ -498,7 +502,13 @@ async fn append(
             return Err(error);
         }
     }
-    match session.append(&data, body).await {
+    let before = session.size();
+    let appended = session.append(&data, body).await;
+    state
+        .metrics
+        .received
+        .inc_by(session.size().saturating_sub(before));
+    match appended {
         Ok(_) => Ok(session.size()),
         Err(AppendError::Client(e)) => Err(ApiError::new(
             Code::BlobUploadInvalid,
@@ -572,6 +582,7 @@ async fn finish(
     );
     blocking(move || st.storage.commit_upload(&n, &i, &d)).await?;
     state.uploads.forget(id);
+    state.metrics.pushed.inc();
     Ok(blob_created(name, digest))
 }
 

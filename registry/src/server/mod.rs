@@ -5,6 +5,7 @@
 mod api;
 pub mod auth;
 mod error;
+mod metrics;
 mod storage;
 mod uploads;
 
@@ -15,6 +16,7 @@ use axum::Router;
 use axum::routing::get;
 
 pub use auth::Auth;
+pub use metrics::Metrics;
 use storage::Storage;
 
 /// Manifests larger than this are refused with 413, as they are by other
@@ -24,12 +26,15 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub struct ServerConfig {
     pub root: PathBuf,
     pub auth: Option<Auth>,
+    /// Where requests and bytes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 pub(crate) struct AppState {
     storage: Storage,
     uploads: uploads::Uploads,
     auth: Option<Auth>,
+    metrics: Arc<Metrics>,
 }
 
 /// An upload nothing was written to for this long is swept: a push that
@@ -43,6 +48,7 @@ pub fn router(config: ServerConfig) -> Result<Router, crate::StoreError> {
         storage: Storage::open(&config.root)?,
         uploads: uploads::Uploads::default(),
         auth: config.auth,
+        metrics: config.metrics,
     });
     sweep(&state);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -62,7 +68,22 @@ pub fn router(config: ServerConfig) -> Result<Router, crate::StoreError> {
         .route("/v2/", get(api::base))
         .route("/token", get(api::token))
         .fallback(api::dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .with_state(state))
+}
+
+async fn count_request(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.metrics.request(&method, response.status());
+    response
 }
 
 fn sweep(state: &AppState) {
