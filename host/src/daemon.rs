@@ -47,6 +47,9 @@ pub struct Config {
     /// Count each request through the router by service (on unless a
     /// benchmark measures what that costs).
     pub request_metrics: bool,
+    /// How often pods' and the node's use is sampled (metrics.k8s.io,
+    /// `kubectl top`, the autoscaler).
+    pub metrics_resolution: Duration,
 }
 
 /// How often the controllers look at everything, not only at what the
@@ -117,6 +120,8 @@ pub async fn serve(
         state: state.clone(),
     }));
     let metrics = Arc::new(metrics);
+    let usage = crate::metrics::UsageHistory::new(args.metrics_resolution);
+    let sampler = tokio::spawn(usage.clone().run(table.clone(), shutdown.clone()));
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
             tokio::net::TcpListener::bind(address)
@@ -174,6 +179,7 @@ pub async fn serve(
         execs: kubelet.exec_targets(),
         pod_quota: controllers.pod_quota,
         metrics: metrics.clone(),
+        usage: usage.clone(),
     });
     let api_address = args
         .api_listen
@@ -282,6 +288,7 @@ pub async fn serve(
     ingress.stopped().await;
     let _ = api.await;
     let _ = https_api.await;
+    let _ = sampler.await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

@@ -25,6 +25,7 @@ mod server;
 mod spdy;
 mod status;
 mod table;
+mod usage;
 mod watch;
 
 pub use server::{KubeApi, router as kube_router, serve_tls, with_token};

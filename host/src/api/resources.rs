@@ -25,6 +25,10 @@ pub enum Source {
     Endpoints,
     /// Each Service's pods, as discovery.k8s.io/v1 EndpointSlices.
     EndpointSlices,
+    /// Running pods' use, sampled: metrics.k8s.io as metrics-server serves it.
+    PodMetrics,
+    /// The nodes' use, sampled.
+    NodeMetrics,
 }
 
 #[derive(Debug)]
@@ -350,6 +354,32 @@ pub static RESOURCES: &[Resource] = &[
         categories: &[],
         subresources: &[],
         source: Source::RuntimeClasses,
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        short_names: &[],
+        namespaced: true,
+        verbs: &["get", "list"],
+        categories: &[],
+        subresources: &[],
+        source: Source::PodMetrics,
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        short_names: &[],
+        namespaced: false,
+        verbs: &["get", "list"],
+        categories: &[],
+        subresources: &[],
+        source: Source::NodeMetrics,
     },
 ];
 

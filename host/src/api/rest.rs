@@ -381,6 +381,8 @@ pub fn read_all(
                 })
                 .collect()
         }
+        Source::PodMetrics => super::usage::pod_metrics(api, store, namespace)?,
+        Source::NodeMetrics => super::usage::node_metrics(api, store)?,
         Source::Endpoints => super::endpoints::endpoints(store, namespace)?,
         Source::EndpointSlices => super::endpoints::endpoint_slices(store, namespace)?,
         Source::RuntimeClasses => ["linux", "wasm"]

@@ -38,6 +38,8 @@ pub struct KubeApi {
     pub pod_quota: u64,
     /// What `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Pods' and nodes' use over time, for metrics.k8s.io.
+    pub usage: Arc<crate::metrics::UsageHistory>,
 }
 
 impl std::fmt::Debug for KubeApi {

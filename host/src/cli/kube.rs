@@ -106,6 +106,11 @@ pub struct DaemonArgs {
     /// (berth_service_requests_total and its latency histogram).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     request_metrics: bool,
+
+    /// How often pods' and the node's CPU and memory are sampled: the
+    /// window `kubectl top` and the autoscaler see.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    metrics_resolution: Duration,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -151,6 +156,7 @@ impl DaemonArgs {
             header_timeout: self.header_timeout,
             metrics_listen: self.metrics_listen,
             request_metrics: self.request_metrics,
+            metrics_resolution: self.metrics_resolution,
         }
     }
 }

@@ -430,6 +430,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     workload: workload.clone(),
                 }));
                 let route = std::sync::Arc::new(metrics.http.route("", &name));
+                Some((route, metrics, listener))
+            }
+            None => None,
+        };
+        // Scripts and tests read this line (the first) to learn the port.
+        println!("berth: serving {} on http://{addr}/", args.component);
+        let counted = match counted {
+            Some((route, metrics, listener)) => {
                 println!(
                     "berth: metrics on http://{}/metrics",
                     listener.local_addr()?
@@ -439,8 +447,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        // Scripts and tests read this line to learn the port.
-        println!("berth: serving {} on http://{addr}/", args.component);
         crate::router::serve(listener, workload, shutdown, args.drain_timeout, counted).await;
         anyhow::Ok(ExitCode::SUCCESS)
     });

@@ -12,6 +12,7 @@
 mod http;
 mod pods;
 mod process;
+mod usage;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 pub use self::http::{HttpMetrics, RouteMetrics, Timing};
 pub use pods::{PodsCollector, WorkloadCollector};
 pub use process::ProcessCollector;
+pub use usage::{NodeUsage, PodUsage, UsageHistory};
 
 /// A process's metrics: build it, register what it has, then share it.
 #[derive(Debug)]
