@@ -85,12 +85,21 @@ impl HttpMetrics {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
         };
-        RouteMetrics {
+        let route = RouteMetrics {
             duration: self.durations.get_or_create_owned(&labels),
             labels,
             families: self.clone(),
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        };
+        // The common series exist from the start at zero: a counter whose
+        // first sample already holds the burst that made it is invisible
+        // to `rate()` and `increase()`.
+        for method in [0, 2] {
+            for class in [1, 3, 4] {
+                route.counter(method, class);
+            }
         }
+        route
     }
 }
 
@@ -126,16 +135,18 @@ impl RouteMetrics {
         self.duration
             .observe(timing.started.elapsed().as_secs_f64());
         let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES.len()) - 1;
-        self.requests[timing.method][class]
-            .get_or_init(|| {
-                self.families.requests.get_or_create_owned(&RequestLabels {
-                    namespace: self.labels.namespace.clone(),
-                    service: self.labels.service.clone(),
-                    method: METHODS.get(timing.method).copied().unwrap_or("OTHER"),
-                    code: CLASSES[class],
-                })
+        self.counter(timing.method, class).inc();
+    }
+
+    fn counter(&self, method: usize, class: usize) -> &Counter {
+        self.requests[method][class].get_or_init(|| {
+            self.families.requests.get_or_create_owned(&RequestLabels {
+                namespace: self.labels.namespace.clone(),
+                service: self.labels.service.clone(),
+                method: METHODS.get(method).copied().unwrap_or("OTHER"),
+                code: CLASSES[class],
             })
-            .inc();
+        })
     }
 }
 
@@ -162,6 +173,8 @@ mod tests {
             r#"berth_service_requests_total{namespace="shop",service="api",method="GET",code="4xx"} 1"#,
             r#"berth_service_requests_total{namespace="shop",service="api",method="OTHER",code="5xx"} 1"#,
             r#"berth_service_request_duration_seconds_count{namespace="shop",service="api"} 4"#,
+            // Made up front at zero, so the first burst is a rate.
+            r#"berth_service_requests_total{namespace="shop",service="api",method="POST",code="5xx"} 0"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
