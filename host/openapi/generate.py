@@ -152,6 +152,11 @@ RESOURCES = {
              schema="io.k8s.api.authorization.v1.SelfSubjectRulesReview",
              namespaced=False, verbs="create"),
     ],
+    ("autoscaling", "v2"): [
+        dict(plural="horizontalpodautoscalers", kind="HorizontalPodAutoscaler",
+             schema="io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
+             namespaced=True, verbs="full", subresources=["status"]),
+    ],
     # Only the Scale schema (used by the apps/v1 */scale subresources) lives
     # here; berth serves no autoscaling/v1 resource, so the document has an
     # empty "paths" object.

@@ -35,13 +35,17 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 13] = [
+pub const KIND_NAMES: [(&str, &[&str]); 14] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
     ("StatefulSet", &["statefulset", "statefulsets", "sts"]),
     ("Job", &["job", "jobs"]),
     ("CronJob", &["cronjob", "cronjobs", "cj"]),
+    (
+        "HorizontalPodAutoscaler",
+        &["horizontalpodautoscaler", "horizontalpodautoscalers", "hpa"],
+    ),
     ("Ingress", &["ingress", "ingresses", "ing"]),
     (
         "PersistentVolumeClaim",

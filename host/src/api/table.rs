@@ -241,6 +241,30 @@ fn columns(kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "HorizontalPodAutoscaler" => vec![
+            NAME,
+            ("Reference", "string", 0, "reference to the target object"),
+            (
+                "Targets",
+                "string",
+                0,
+                "the current and target metric values",
+            ),
+            (
+                "MinPods",
+                "string",
+                0,
+                "the lower limit for the number of pods",
+            ),
+            (
+                "MaxPods",
+                "string",
+                0,
+                "the upper limit for the number of pods",
+            ),
+            ("Replicas", "string", 0, "current number of replicas"),
+            AGE,
+        ],
         "StatefulSet" => vec![
             NAME,
             ("Ready", "string", 0, "Number of the pod with ready state"),
@@ -692,6 +716,22 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 selector_text(&o["spec"]["selector"]).into(),
             ]
         }
+        "HorizontalPodAutoscaler" => {
+            let spec = &o["spec"];
+            let target = &spec["scaleTargetRef"];
+            let min = spec["minReplicas"]
+                .as_u64()
+                .map_or_else(|| "<unset>".to_owned(), |n| n.to_string());
+            vec![
+                name.into(),
+                format!("{}/{}", text(&target["kind"]), text(&target["name"])).into(),
+                hpa_targets(&spec["metrics"], &status["currentMetrics"]).into(),
+                min.into(),
+                spec["maxReplicas"].as_u64().unwrap_or(0).into(),
+                n("currentReplicas").into(),
+                created.into(),
+            ]
+        }
         "StatefulSet" => {
             let template = &o["spec"]["template"]["spec"];
             let want = o["spec"]["replicas"].as_u64().unwrap_or(1);
@@ -1101,6 +1141,74 @@ fn row(kind: &str, object: &Value, include: Include) -> Value {
     row
 }
 
+/// An HPA's TARGETS as kubectl shows them: `cpu: 45%/50%`,
+/// `memory: 10Mi/20Mi`, `3/5` for a Pods metric, `<unknown>` before a
+/// value is known; two at most, then `+ N more...`.
+fn hpa_targets(metrics: &Value, current: &Value) -> String {
+    let Some(metrics) = metrics.as_array().filter(|m| !m.is_empty()) else {
+        return "<none>".into();
+    };
+    let unknown = || "<unknown>".to_owned();
+    let shown: Vec<String> = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let now = &current[i];
+            match m["type"].as_str() {
+                Some("Resource") => {
+                    let r = &m["resource"];
+                    let name = text(&r["name"]);
+                    if let Some(value) = r["target"]["averageValue"].as_str() {
+                        let got = now["resource"]["current"]["averageValue"]
+                            .as_str()
+                            .map_or_else(unknown, str::to_owned);
+                        format!("{name}: {got}/{value}")
+                    } else {
+                        let got = now["resource"]["current"]["averageUtilization"]
+                            .as_i64()
+                            .map_or_else(unknown, |n| format!("{n}%"));
+                        let want = r["target"]["averageUtilization"]
+                            .as_i64()
+                            .map_or_else(|| "<auto>".to_owned(), |n| format!("{n}%"));
+                        format!("{name}: {got}/{want}")
+                    }
+                }
+                Some("Pods") => {
+                    let got = now["pods"]["current"]["averageValue"]
+                        .as_str()
+                        .map_or_else(unknown, str::to_owned);
+                    format!("{got}/{}", text(&m["pods"]["target"]["averageValue"]))
+                }
+                Some("Object") => {
+                    let target = &m["object"]["target"];
+                    let current = &now["object"]["current"];
+                    match target["averageValue"].as_str() {
+                        Some(value) => format!(
+                            "{}/{value} (avg)",
+                            current["averageValue"]
+                                .as_str()
+                                .map_or_else(unknown, str::to_owned)
+                        ),
+                        None => format!(
+                            "{}/{}",
+                            current["value"]
+                                .as_str()
+                                .map_or_else(unknown, str::to_owned),
+                            text(&target["value"])
+                        ),
+                    }
+                }
+                _ => "<unknown type>".to_owned(),
+            }
+        })
+        .collect();
+    if shown.len() > 2 {
+        format!("{} + {} more...", shown[..2].join(", "), shown.len() - 2)
+    } else {
+        shown.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,12 +1238,32 @@ mod tests {
     }
 
     #[test]
+    fn hpa_targets_read_as_kubectl_shows_them() {
+        let metrics = json!([
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Pods", "pods": {"metric": {"name": "m"}, "target": {"type": "AverageValue", "averageValue": "5"}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "20Mi"}}},
+        ]);
+        assert_eq!(
+            super::hpa_targets(&metrics, &Value::Null),
+            "cpu: <unknown>/50%, <unknown>/5 + 1 more..."
+        );
+        let current = json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45}}}]);
+        assert_eq!(
+            super::hpa_targets(&json!([metrics[0]]), &current),
+            "cpu: 45%/50%"
+        );
+        assert_eq!(super::hpa_targets(&json!([]), &Value::Null), "<none>");
+    }
+
+    #[test]
     fn every_kind_has_as_many_cells_as_columns() {
         for kind in [
             "Pod",
             "Deployment",
             "ReplicaSet",
             "StatefulSet",
+            "HorizontalPodAutoscaler",
             "Job",
             "CronJob",
             "Ingress",

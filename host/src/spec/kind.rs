@@ -20,10 +20,11 @@ pub enum Kind {
     PersistentVolumeClaim,
     PersistentVolume,
     StatefulSet,
+    HorizontalPodAutoscaler,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -37,6 +38,7 @@ impl Kind {
         Kind::PersistentVolumeClaim,
         Kind::PersistentVolume,
         Kind::StatefulSet,
+        Kind::HorizontalPodAutoscaler,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -55,6 +57,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::PersistentVolume => "PersistentVolume",
             Kind::StatefulSet => "StatefulSet",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             Kind::Ingress => "networking.k8s.io/v1",
+            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
             _ => "v1",
         }
     }

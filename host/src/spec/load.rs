@@ -30,6 +30,7 @@ pub enum Object {
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     PersistentVolume(Box<PersistentVolume>),
     StatefulSet(Box<StatefulSet>),
+    HorizontalPodAutoscaler(Box<super::autoscaling::HorizontalPodAutoscaler>),
 }
 
 impl Object {
@@ -48,6 +49,7 @@ impl Object {
             Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
             Object::PersistentVolume(_) => Kind::PersistentVolume,
             Object::StatefulSet(_) => Kind::StatefulSet,
+            Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
         }
     }
 
@@ -71,6 +73,7 @@ impl Object {
             Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
             Object::PersistentVolume(o) => serde_json::to_value(o),
             Object::StatefulSet(o) => serde_json::to_value(o),
+            Object::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -93,6 +96,9 @@ impl Object {
             }
             Kind::PersistentVolume => Object::PersistentVolume(serde_json::from_value(value)?),
             Kind::StatefulSet => Object::StatefulSet(serde_json::from_value(value)?),
+            Kind::HorizontalPodAutoscaler => {
+                Object::HorizontalPodAutoscaler(serde_json::from_value(value)?)
+            }
         })
     }
 
@@ -111,6 +117,7 @@ impl Object {
             Object::PersistentVolumeClaim(o) => &o.metadata,
             Object::PersistentVolume(o) => &o.metadata,
             Object::StatefulSet(o) => &o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &o.metadata,
         }
     }
 
@@ -129,6 +136,7 @@ impl Object {
             Object::PersistentVolumeClaim(o) => &mut o.metadata,
             Object::PersistentVolume(o) => &mut o.metadata,
             Object::StatefulSet(o) => &mut o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
         }
     }
 
@@ -354,6 +362,7 @@ fn apply_defaults(object: &mut Object) {
             }
         }
         Object::Job(job) => default_job(&mut job.spec),
+        Object::HorizontalPodAutoscaler(hpa) => hpa.spec.default_fields(),
         Object::StatefulSet(set) => {
             use crate::spec::objects::{
                 ClaimRetentionPolicy, PodManagementPolicy, RetentionPolicy,
@@ -522,6 +531,9 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         }
         Kind::StatefulSet => {
             Object::StatefulSet(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
+        Kind::HorizontalPodAutoscaler => {
+            Object::HorizontalPodAutoscaler(serde_path_to_error::deserialize(value).map_err(typed)?)
         }
     })
 }
@@ -694,6 +706,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
         }
         Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
         Object::Ingress(ingress) => validate_ingress(&ingress.spec),
+        Object::HorizontalPodAutoscaler(hpa) => hpa.spec.check(),
         Object::StatefulSet(set) => {
             let spec = &set.spec;
             // Its pods' names, `<set>-<ordinal>`, are label values.

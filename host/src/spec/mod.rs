@@ -2,6 +2,7 @@
 //! manifests. Parse, don't validate later: a manifest that loads is one
 //! berth can act on.
 
+pub mod autoscaling;
 pub mod defaults;
 mod kind;
 pub mod load;

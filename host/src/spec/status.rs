@@ -23,6 +23,9 @@ pub use core::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, PodCondition,
 };
+pub use k8s_openapi::api::autoscaling::v2::{
+    HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus, MetricStatus,
+};
 
 /// A pod's status: Kubernetes' fields, and where berth serves each wasm
 /// container on the host (berth's own addition, so `berth ps` and `berth
@@ -87,6 +90,7 @@ pub enum Status {
     PersistentVolumeClaim(Box<core::PersistentVolumeClaimStatus>),
     PersistentVolume(core::PersistentVolumeStatus),
     StatefulSet(Box<StatefulSetStatus>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscalerStatus>),
 }
 
 impl Status {
@@ -125,6 +129,9 @@ impl Status {
             }
             Kind::PersistentVolume => Status::PersistentVolume(Deserialize::deserialize(from)?),
             Kind::StatefulSet => Status::StatefulSet(Deserialize::deserialize(from)?),
+            Kind::HorizontalPodAutoscaler => {
+                Status::HorizontalPodAutoscaler(Deserialize::deserialize(from)?)
+            }
         })
     }
 
@@ -162,6 +169,10 @@ impl Status {
                 )
                 | (Status::PersistentVolume(_), Kind::PersistentVolume)
                 | (Status::StatefulSet(_), Kind::StatefulSet)
+                | (
+                    Status::HorizontalPodAutoscaler(_),
+                    Kind::HorizontalPodAutoscaler
+                )
         )
     }
 
@@ -182,6 +193,13 @@ impl Status {
     pub fn replica_set(&self) -> Option<&ReplicaSetStatus> {
         match self {
             Status::ReplicaSet(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn autoscaler(&self) -> Option<&HorizontalPodAutoscalerStatus> {
+        match self {
+            Status::HorizontalPodAutoscaler(s) => Some(s),
             _ => None,
         }
     }
@@ -247,6 +265,7 @@ impl Serialize for Status {
             Status::PersistentVolumeClaim(s) => s.serialize(to),
             Status::PersistentVolume(s) => s.serialize(to),
             Status::StatefulSet(s) => s.serialize(to),
+            Status::HorizontalPodAutoscaler(s) => s.serialize(to),
         }
     }
 }
@@ -278,6 +297,12 @@ impl From<JobStatus> for Status {
 impl From<CronJobStatus> for Status {
     fn from(s: CronJobStatus) -> Status {
         Status::CronJob(Box::new(s))
+    }
+}
+
+impl From<HorizontalPodAutoscalerStatus> for Status {
+    fn from(s: HorizontalPodAutoscalerStatus) -> Status {
+        Status::HorizontalPodAutoscaler(Box::new(s))
     }
 }
 
@@ -352,6 +377,7 @@ mod tests {
             // count, and so says 0.
             let empty = match kind {
                 Kind::ReplicaSet | Kind::StatefulSet => serde_json::json!({"replicas": 0}),
+                Kind::HorizontalPodAutoscaler => serde_json::json!({"desiredReplicas": 0}),
                 _ => serde_json::json!({}),
             };
             assert_eq!(Status::empty(kind).to_value(), empty, "{kind}");
