@@ -72,6 +72,7 @@ QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 #        "nocoll"   = as full, without deletecollection (namespaces)
 #        "readonly" = list, get
 #        "create"   = create only (review-style resources)
+#        "createget" = list, create, get, delete (a version served as a view)
 # delete_returns_object: kube-apiserver 1.32 documents the deleted object
 #        (not Status) as the DELETE response for these kinds.
 # --------------------------------------------------------------------------
@@ -160,7 +161,11 @@ RESOURCES = {
     # Only the Scale schema (used by the apps/v1 */scale subresources) lives
     # here; berth serves no autoscaling/v1 resource, so the document has an
     # empty "paths" object.
-    ("autoscaling", "v1"): [],
+    ("autoscaling", "v1"): [
+        dict(plural="horizontalpodautoscalers", kind="HorizontalPodAutoscaler",
+             schema="io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler",
+             namespaced=True, verbs="createget"),
+    ],
 }
 
 # Schemas a group-version document carries even when no path references them.
@@ -567,7 +572,7 @@ def build_paths(defs, group, version):
         ops = [operation("get", "list%s%s%s" % (idp, nsw, kind),
                          "list or watch objects of kind " + kind, "list", gvk, tg, LIST_PARAMS,
                          responses(ref(list_schema), ["200"], MEDIA + WATCH_MEDIA))]
-        if verbs in ("full", "nocoll"):
+        if verbs in ("full", "nocoll", "createget"):
             ops.append(operation("post", "create%s%s%s" % (idp, nsw, kind), "create a " + kind,
                                  "post", gvk, tg, write_params,
                                  responses(ref(schema), ["200", "201", "202"]), body(schema)))
@@ -606,6 +611,11 @@ def build_paths(defs, group, version):
                           responses(ref(del_resp_schema), ["200", "202"]),
                           body(DELETE_OPTIONS, required=False)),
             ]
+        if verbs == "createget":
+            ops.append(operation("delete", "delete%s%s%s" % (idp, nsw, kind), "delete a " + kind,
+                                 "delete", gvk, tg, del_params,
+                                 responses(ref(del_resp_schema), ["200", "202"]),
+                                 body(DELETE_OPTIONS, required=False)))
         paths[item] = path_item(common + [p_name], ops)
 
         # subresources

@@ -50,6 +50,8 @@ pub struct Config {
     /// How often pods' and the node's use is sampled (metrics.k8s.io,
     /// `kubectl top`, the autoscaler).
     pub metrics_resolution: Duration,
+    /// How often each HorizontalPodAutoscaler is synced.
+    pub hpa_sync_period: Duration,
 }
 
 /// How often the controllers look at everything, not only at what the
@@ -122,6 +124,8 @@ pub async fn serve(
     let metrics = Arc::new(metrics);
     let usage = crate::metrics::UsageHistory::new(args.metrics_resolution);
     let sampler = tokio::spawn(usage.clone().run(table.clone(), shutdown.clone()));
+    let mut autoscalers =
+        crate::controller::autoscaler::Autoscalers::new(usage.clone(), args.hpa_sync_period);
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
             tokio::net::TcpListener::bind(address)
@@ -267,6 +271,11 @@ pub async fn serve(
                     break;
                 }
             }
+        }
+        match autoscalers.sync(&mut state.store.lock()) {
+            Ok(true) => state.changed.notify_one(),
+            Ok(false) => {}
+            Err(e) => tracing::error!("autoscaling: {e}"),
         }
         kubelet.sync();
         sync_routes(&state, &table, &ingress, ingress_address, &mut routed);

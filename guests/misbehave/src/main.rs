@@ -1,7 +1,8 @@
 //! A guest that breaks the rules on request, to prove the host contains it.
 //!
 //! `/trap` panics, `/loop` spins forever, `/alloc?mb=N` allocates and touches N
-//! MiB, `/stack` recurses without bound, `/sleep?ms=N` sleeps, `/naps?n=N&ms=M`
+//! MiB, `/stack` recurses without bound, `/burn?ms=N` keeps a core busy for N ms,
+//! `/sleep?ms=N` sleeps, `/naps?n=N&ms=M`
 //! sleeps N times, `/fetch?url=U`
 //! makes an outbound HTTP request and reports the outcome, `/connect?addr=A`
 //! tries a raw TCP connection, `/state` reports whether memory written by an
@@ -77,6 +78,16 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
             ))
         }
         "/stack" => Ok(Response::new(format!("depth {}\n", recurse(0)).into())),
+        "/burn" => {
+            // Busy for MS milliseconds of wall time: CPU load on demand.
+            let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(10);
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+            let mut spins = 0u64;
+            while std::time::Instant::now() < until {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+            Ok(Response::new(format!("burned {ms} ms\n").into()))
+        }
         "/sleep" => {
             let ms: u64 = param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
             wstd::task::sleep(Duration::from_millis(ms)).await;

@@ -7,6 +7,7 @@
 mod access;
 mod apply;
 mod attach;
+mod autoscaling_v1;
 pub mod client;
 mod discovery;
 mod endpoints;

@@ -18,8 +18,9 @@
 //!
 //! - `protobuf/k8s.binpb`: a protobuf `FileDescriptorSet` compiled by protox
 //!   from the upstream `generated.proto` files of core/v1, apps/v1,
-//!   autoscaling/v1, authorization/v1, events/v1 and the apimachinery
-//!   packages they import (meta/v1,
+//!   autoscaling/v1, autoscaling/v2, authorization/v1, batch/v1, events/v1,
+//!   networking/v1 and the
+//!   apimachinery packages they import (meta/v1,
 //!   runtime, runtime/schema, util/intstr, api/resource). `prost-reflect`
 //!   loads it and decodes both the envelope and the object as dynamic
 //!   messages.

@@ -29,6 +29,9 @@ pub enum Source {
     PodMetrics,
     /// The nodes' use, sampled.
     NodeMetrics,
+    /// autoscaling/v1 HPAs: the stored v2 ones converted, served by
+    /// `api/autoscaling_v1.rs` on the way to and from v2.
+    AutoscalingV1,
 }
 
 #[derive(Debug)]
@@ -263,6 +266,21 @@ pub static RESOURCES: &[Resource] = &[
         categories: &["all"],
         subresources: &[STATUS],
         source: Source::Stored(Kind::HorizontalPodAutoscaler),
+    },
+    // A view of the same objects (see api/autoscaling_v1.rs), after v2 so
+    // v2 is the group's preferred version.
+    Resource {
+        group: "autoscaling",
+        version: "v1",
+        kind: "HorizontalPodAutoscaler",
+        plural: "horizontalpodautoscalers",
+        singular: "horizontalpodautoscaler",
+        short_names: &["hpa"],
+        namespaced: true,
+        verbs: &["create", "delete", "get", "list"],
+        categories: &[],
+        subresources: &[],
+        source: Source::AutoscalingV1,
     },
     Resource {
         group: "batch",

@@ -382,6 +382,8 @@ pub fn read_all(
                 .collect()
         }
         Source::PodMetrics => super::usage::pod_metrics(api, store, namespace)?,
+        // Converted from v2 before a request gets here.
+        Source::AutoscalingV1 => return Err(ApiError::NoSuchPath),
         Source::NodeMetrics => super::usage::node_metrics(api, store)?,
         Source::Endpoints => super::endpoints::endpoints(store, namespace)?,
         Source::EndpointSlices => super::endpoints::endpoint_slices(store, namespace)?,

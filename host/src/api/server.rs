@@ -249,6 +249,11 @@ async fn route(api: Arc<KubeApi>, request: Request) -> Result<Response, ApiError
         let body = read_body(body).await?;
         return super::access::review(&parts.method, rest, &parts.headers, &body);
     }
+    if group == "autoscaling" && version == "v1" {
+        let body = read_body(body).await?;
+        return super::autoscaling_v1::serve(api, parts.method, rest, params, parts.headers, body)
+            .await;
+    }
     let target = super::rest::target(group, version, rest)?;
     // The subresources that upgrade the connection, before any body is read.
     if let Some(streaming @ ("exec" | "attach" | "portforward")) = target.subresource.as_deref() {

@@ -111,6 +111,11 @@ pub struct DaemonArgs {
     /// window `kubectl top` and the autoscaler see.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     metrics_resolution: Duration,
+
+    /// How often each HorizontalPodAutoscaler reads its metrics and
+    /// rescales (Kubernetes' --horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    hpa_sync_period: Duration,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -157,6 +162,7 @@ impl DaemonArgs {
             metrics_listen: self.metrics_listen,
             request_metrics: self.request_metrics,
             metrics_resolution: self.metrics_resolution,
+            hpa_sync_period: self.hpa_sync_period,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! Pods are run by the kubelet (`crate::kubelet`), which writes their
 //! status; readiness read here comes from there.
 
+pub mod autoscaler;
 mod cronjob;
 mod job;
 mod statefulset;

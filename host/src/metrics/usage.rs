@@ -27,6 +27,9 @@ pub struct ContainerSample {
 struct PodSample {
     at: Instant,
     containers: Vec<ContainerSample>,
+    /// Requests the router has sent it, and serving now.
+    served: u64,
+    in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,10 @@ pub struct PodUsage {
     pub window: Duration,
     /// Per container: cores in use over the window, and memory now.
     pub containers: Vec<(String, f64, u64)>,
+    /// Requests per second the router sent it over the window.
+    pub requests_per_second: f64,
+    /// Requests it was serving at the last sample.
+    pub in_flight: u64,
 }
 
 /// The machine's use over the last window.
@@ -69,6 +76,8 @@ struct History {
     /// afresh.
     pods: HashMap<String, PodHistory>,
     node: VecDeque<NodeSample>,
+    /// Requests to each Service (namespace, name), cumulative.
+    services: HashMap<(String, String), VecDeque<(Instant, u64)>>,
 }
 
 #[derive(Debug)]
@@ -133,9 +142,19 @@ impl UsageHistory {
                 pod.uid.clone(),
                 pod.namespace.clone(),
                 pod.name.clone(),
-                PodSample { at, containers },
+                PodSample {
+                    at,
+                    containers,
+                    served: pod.served(),
+                    in_flight: pod.in_flight() as u64,
+                },
             ));
         }
+        let services: Vec<((String, String), u64)> = table
+            .routes()
+            .iter()
+            .map(|r| ((r.key.namespace.clone(), r.key.name.clone()), r.served()))
+            .collect();
         let node = node_sample(at);
         let kept = self.kept();
         let mut history = self.history.lock();
@@ -152,6 +171,12 @@ impl UsageHistory {
         }
         if let Some(node) = node {
             push_bounded(&mut history.node, node, kept);
+        }
+        let present: std::collections::HashSet<&(String, String)> =
+            services.iter().map(|(key, _)| key).collect();
+        history.services.retain(|key, _| present.contains(key));
+        for (key, served) in services {
+            push_bounded(history.services.entry(key).or_default(), (at, served), kept);
         }
         drop(history);
         *self.clock.lock() = Some((at, SystemTime::now()));
@@ -189,12 +214,31 @@ impl UsageHistory {
             })
             .collect();
         let at = last.at;
+        let requests_per_second = counter_rate(last.served, before.served, window);
+        let in_flight = last.in_flight;
         drop(history);
         Some(PodUsage {
             timestamp: self.wall(at),
             window,
             containers,
+            requests_per_second,
+            in_flight,
         })
+    }
+
+    /// Requests per second to Service `name` in `namespace` over the last
+    /// window; `None` until it has two samples.
+    pub fn service_rate(&self, namespace: &str, name: &str) -> Option<f64> {
+        let history = self.history.lock();
+        let samples = history
+            .services
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let ((at, last), (then, before)) = last_two(samples)?;
+        Some(counter_rate(
+            *last,
+            *before,
+            at.saturating_duration_since(*then),
+        ))
     }
 
     /// The machine's use over the last window.
@@ -233,6 +277,16 @@ fn rate(now: Duration, before: Duration, window: Duration) -> f64 {
     }
     let used = if now >= before { now - before } else { now };
     used.as_secs_f64() / window.as_secs_f64()
+}
+
+/// Events per second between two readings of a counter (one that went
+/// back counts from zero).
+fn counter_rate(now: u64, before: u64, window: Duration) -> f64 {
+    if window.is_zero() {
+        return 0.0;
+    }
+    let n = if now >= before { now - before } else { now };
+    n as f64 / window.as_secs_f64()
 }
 
 /// The machine: CPU time busy (all but idle and I/O wait) and memory in

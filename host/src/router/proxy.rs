@@ -25,6 +25,7 @@ pub async fn forward(
     client: Option<IpAddr>,
     wait: Duration,
 ) -> Response<Body> {
+    route.count();
     let Some(timing) = route.metrics.as_ref().map(|m| m.begin(request.method())) else {
         return forward_uncounted(route, port, request, client, wait).await;
     };
@@ -135,6 +136,7 @@ pub async fn forward_to_pod(
     pod: String,
     request: Request<Body>,
 ) -> Response<Body> {
+    route.count();
     let timing = route.metrics.as_ref().map(|m| m.begin(request.method()));
     let response = forward_to_pod_uncounted(&route, port, pod, request).await;
     if let (Some(metrics), Some(timing)) = (&route.metrics, timing) {

@@ -265,6 +265,8 @@ pub struct Route {
     successor: std::sync::OnceLock<Option<Arc<Route>>>,
     /// Its requests' counters, when the router counts them.
     pub metrics: Option<crate::metrics::RouteMetrics>,
+    /// Requests sent to it (for the autoscaler's Service request rate).
+    served: AtomicU64,
 }
 
 struct RoutePort {
@@ -294,6 +296,7 @@ impl Route {
         };
         Route {
             metrics: None,
+            served: AtomicU64::new(0),
             key,
             spec: service.spec.clone(),
             policy,
@@ -322,6 +325,16 @@ impl Route {
     /// route, or `Some(None)` when there is none.
     pub fn successor(&self) -> Option<Option<Arc<Route>>> {
         self.successor.get().cloned()
+    }
+
+    /// Counts a request to the service.
+    pub fn count(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent to the service, since the route was made.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// The number of service port `port`.

@@ -27,6 +27,7 @@ PACKAGES=(
   "k8s.io.api.core.v1=api/core/v1"
   "k8s.io.api.apps.v1=api/apps/v1"
   "k8s.io.api.autoscaling.v1=api/autoscaling/v1"
+  "k8s.io.api.autoscaling.v2=api/autoscaling/v2"
   "k8s.io.api.authorization.v1=api/authorization/v1"
   "k8s.io.api.events.v1=api/events/v1"
   "k8s.io.api.batch.v1=api/batch/v1"
