@@ -703,6 +703,39 @@ pub mod kube {
         }
     }
 
+    /// `berth apply -f` of `text`, asserting success.
+    pub fn apply(home: &Path, text: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "app.yaml", text);
+        crate::ok(crate::berth(home, &["apply", "-f", &file]));
+    }
+
+    /// `kubectl` (the Debian package's, or `binary`'s) with the daemon's
+    /// kubeconfig in `home` and a discovery cache of its own there.
+    pub fn kubectl_as(binary: &str, home: &Path, args: &[&str]) -> crate::Finished {
+        let cache = home.join("kube-cache");
+        let out = std::process::Command::new(binary)
+            .arg("--kubeconfig")
+            .arg(home.join("kubeconfig"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", &cache)
+            .output()
+            .unwrap_or_else(|e| panic!("{binary} is needed (Debian package kubectl): {e}"));
+        crate::Finished {
+            success: out.status.success(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn kubectl(home: &Path, args: &[&str]) -> crate::Finished {
+        kubectl_as("kubectl", home, args)
+    }
+
     /// Builds `component` (a file) as image `tag` in `home`.
     pub fn build_image(home: &Path, component: &Path, tag: &str) {
         let app = tempfile::tempdir().unwrap();

@@ -7,14 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::kube::{build_image, wait_ready, write};
+use berth_tests::kube::{apply, build_image, kubectl, wait_ready};
 use berth_tests::{BerthRun, berth, free_port, ok, send, wait_for_port};
-
-fn apply(home: &Path, text: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "app.yaml", text);
-    ok(berth(home, &["apply", "-f", &file]));
-}
 
 /// A Deployment of the hello guest (image `web:1`) behind a Service.
 fn web(name: &str, replicas: u32) -> String {
@@ -65,26 +59,6 @@ fn promtool_accepts(page: &str, which: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn kubectl(home: &Path, args: &[&str]) -> berth_tests::Finished {
-    let cache = home.join("kube-cache");
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(home.join("kubeconfig"))
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env("HOME", &cache)
-        .output()
-        .expect("kubectl is needed (Debian package kubectl)");
-    berth_tests::Finished {
-        success: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The value of the sample `series` (its name and labels as written) on `page`.

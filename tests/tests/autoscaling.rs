@@ -1,0 +1,352 @@
+//! HorizontalPodAutoscalers against real load: a Deployment scaled out
+//! on CPU and back after its window, one following a stepped request
+//! rate, `kubectl autoscale` and `kubectl get hpa` as on a cluster, and
+//! HPAs berth cannot act on saying why.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_tests::kube::{apply, build_image, kubectl, kubectl_as};
+use berth_tests::{BerthRun, send};
+
+/// A daemon that samples each second and syncs HPAs each two, with the
+/// misbehave guest as `mb:1`; returns it and its ingress.
+fn daemon(home: &Path) -> (BerthRun, String) {
+    build_image(home, Path::new(berth_tests::guests::MISBEHAVE), "mb:1");
+    let daemon = BerthRun::start_command(
+        home,
+        &[
+            "daemon",
+            "--metrics-resolution",
+            "1s",
+            "--hpa-sync-period",
+            "2s",
+        ],
+    );
+    let ingress = daemon.ingress();
+    (daemon, ingress)
+}
+
+/// Deployment `web` (1 replica of misbehave, 100m of CPU requested) and
+/// its Service.
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: app, image: 'mb:1', imagePullPolicy: Never, resources: {requests: {cpu: 100m}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n---\n";
+
+/// The Deployment's spec.replicas.
+fn replicas(home: &Path) -> u64 {
+    let out = kubectl(home, &["get", "deployment", "web", "-o", "json"]);
+    assert!(out.success, "{}", out.stderr);
+    let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    d["spec"]["replicas"].as_u64().unwrap()
+}
+
+fn wait_for_replicas(home: &Path, what: &str, done: impl Fn(u64) -> bool, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = replicas(home);
+        if done(n) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {n} replicas; hpa: {}",
+            kubectl(home, &["describe", "hpa", "web"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Clients sending `path` to `web` in a loop until dropped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(ingress: &str, path: &str, clients: usize, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), format!("{ingress}{path}"));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let reply =
+                            send("GET", &url, &[("host", "web.localhost")], Vec::new()).await;
+                        assert_eq!(reply.status, 200, "{}", reply.text());
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a load client failed");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_cpu_scales_out_under_load_and_back_after_its_window() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = daemon(home.path());
+    apply(
+        home.path(),
+        &(WEB.to_owned()
+            + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics:\n  - {type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}}\n  behavior:\n    scaleDown: {stabilizationWindowSeconds: 5}\n"),
+    );
+    berth_tests::kube::wait_ready(home.path(), 1);
+    // Idle: no reason to scale, and TARGETS shows a reading once there is one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hpa = kubectl(home.path(), &["get", "hpa", "web", "--no-headers"]);
+        assert!(hpa.success, "{}", hpa.stderr);
+        if !hpa.stdout.contains("<unknown>") {
+            assert!(hpa.stdout.contains("Deployment/web"), "{}", hpa.stdout);
+            assert!(hpa.stdout.contains("%/50%"), "{}", hpa.stdout);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reading: {}", hpa.stdout);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(replicas(home.path()), 1);
+
+    // Two clients keep a core busy in 50 ms slices: 10× the request.
+    let load = Load::start(&ingress, "/burn?ms=50", 2, Duration::ZERO);
+    let out = tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || wait_for_replicas(&home, "scaling out", |n| n >= 2, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(out <= 4, "bounded by maxReplicas: {out}");
+    let hpa = kubectl(home.path(), &["get", "hpa", "web", "--no-headers"]);
+    let targets: Vec<&str> = hpa.stdout.split_whitespace().collect();
+    // NAME REFERENCE TARGETS(cpu: N%/50%) MINPODS MAXPODS REPLICAS AGE
+    assert_eq!(
+        &targets[..3],
+        ["web", "Deployment/web", "cpu:"],
+        "{}",
+        hpa.stdout
+    );
+    assert!(targets[3].ends_with("%/50%"), "{}", hpa.stdout);
+    assert_eq!(&targets[4..6], ["1", "4"], "{}", hpa.stdout);
+    load.stop().await;
+
+    // Idle again: back to one once the 5 s window has passed.
+    tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || wait_for_replicas(&home, "scaling in", |n| n == 1, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let described = kubectl(home.path(), &["describe", "hpa", "web"]);
+    assert!(
+        described
+            .stdout
+            .contains("reason: cpu resource utilization (percentage of request) above target"),
+        "{}",
+        described.stdout
+    );
+    assert!(
+        described
+            .stdout
+            .contains("reason: All metrics below target"),
+        "{}",
+        described.stdout
+    );
+    let hpa = kubectl(home.path(), &["get", "hpa", "web", "-o", "json"]);
+    let hpa: serde_json::Value = serde_json::from_str(&hpa.stdout).unwrap();
+    let conditions = hpa["status"]["conditions"].as_array().unwrap();
+    let holds = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap()["status"].clone();
+    assert_eq!(holds("AbleToScale"), "True");
+    assert_eq!(holds("ScalingActive"), "True");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_requests_per_second_follows_a_stepped_load() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = daemon(home.path());
+    apply(
+        home.path(),
+        &(WEB.to_owned()
+            + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  maxReplicas: 6\n  metrics:\n  - type: Pods\n    pods:\n      metric: {name: berth_pod_requests_per_second}\n      target: {type: AverageValue, averageValue: '20'}\n  behavior:\n    scaleDown: {stabilizationWindowSeconds: 4}\n"),
+    );
+    berth_tests::kube::wait_ready(home.path(), 1);
+    // About 60 req/s: 3 pods at 20 each. One client, a request each ~16 ms.
+    let load = Load::start(&ingress, "/", 1, Duration::from_millis(16));
+    let high = tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || {
+            wait_for_replicas(
+                &home,
+                "following 60 req/s",
+                |n| n >= 3,
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(high <= 4, "60 req/s at 20 each is about 3 pods, not {high}");
+    let hpa = kubectl(home.path(), &["get", "hpa", "web", "--no-headers"]);
+    assert!(hpa.stdout.contains("/20 "), "{}", hpa.stdout);
+    load.stop().await;
+    // A step down to nothing: back to minReplicas.
+    tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || {
+            wait_for_replicas(
+                &home,
+                "following 0 req/s",
+                |n| n == 1,
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn kubectl_autoscale_makes_an_hpa_with_either_kubectl() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _) = daemon(home.path());
+    apply(home.path(), WEB);
+    // kubectl 1.32 creates autoscaling/v1 (in protobuf); 1.33 tries v2.
+    let made = kubectl(
+        home.path(),
+        &[
+            "autoscale",
+            "deployment",
+            "web",
+            "--min=1",
+            "--max=5",
+            "--cpu-percent=60",
+        ],
+    );
+    assert!(made.success, "{}", made.stderr);
+    assert!(made.stdout.contains("autoscaled"), "{}", made.stdout);
+    let v1 = kubectl(
+        home.path(),
+        &[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "-o",
+            "json",
+        ],
+    );
+    let v1: serde_json::Value = serde_json::from_str(&v1.stdout).unwrap();
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    let v2 = kubectl(home.path(), &["get", "hpa", "web", "-o", "json"]);
+    let v2: serde_json::Value = serde_json::from_str(&v2.stdout).unwrap();
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    assert_eq!(v2["spec"]["maxReplicas"], 5);
+    // The versioned kubectls live beside the real kubectl binary.
+    let kubectl_133 = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("kubectl"))
+                .find(|k| k.exists())
+        })
+        .and_then(|k| k.canonicalize().ok())
+        .map(|k| k.with_file_name("kubectl.1.33"))
+        .filter(|k| k.exists())
+        .expect("kubectl.1.33 is needed (it comes with the Debian package kubectl)");
+    let made = kubectl_as(
+        kubectl_133.to_str().unwrap(),
+        home.path(),
+        &[
+            "autoscale",
+            "deployment",
+            "web",
+            "--name=web2",
+            "--max=3",
+            "--cpu-percent=40",
+        ],
+    );
+    assert!(made.success, "{}", made.stderr);
+    let v2 = kubectl(home.path(), &["get", "hpa", "web2", "-o", "json"]);
+    let v2: serde_json::Value = serde_json::from_str(&v2.stdout).unwrap();
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        40
+    );
+    let listed = kubectl(home.path(), &["get", "hpa"]);
+    assert!(listed.stdout.contains("TARGETS"), "{}", listed.stdout);
+}
+
+#[test]
+fn hpas_berth_cannot_act_on_say_why_and_bad_ones_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let (daemon, _) = daemon(home.path());
+    // A target that does not exist: a condition, not a crash.
+    apply(
+        home.path(),
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: lost}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: nowhere}\n  maxReplicas: 3\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl(home.path(), &["get", "hpa", "lost", "-o", "json"]);
+        let hpa: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let able = hpa["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "AbleToScale")
+            .cloned();
+        if let Some(able) = able {
+            assert_eq!(able["status"], "False");
+            assert_eq!(able["reason"], "FailedGetScale");
+            assert!(
+                able["message"].as_str().unwrap().contains("nowhere"),
+                "{able}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no condition: {hpa}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A metric berth does not have, and External ones: refused at apply,
+    // naming the field, and nothing is stored.
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, field) in [
+        (
+            "  - type: Pods\n    pods: {metric: {name: queue_length}, target: {type: AverageValue, averageValue: '5'}}\n",
+            "spec.metrics[0].pods.metric.name",
+        ),
+        (
+            "  - type: External\n    external: {metric: {name: sqs}, target: {type: Value, value: '5'}}\n",
+            "spec.metrics[0].type",
+        ),
+        (
+            "  - {type: Resource, resource: {name: gpu, target: {type: Utilization, averageUtilization: 50}}}\n",
+            "spec.metrics[0].resource.name",
+        ),
+    ] {
+        let file = berth_tests::kube::write(
+            dir.path(),
+            "bad.yaml",
+            &format!(
+                "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: bad}}\nspec:\n  scaleTargetRef: {{kind: Deployment, name: web}}\n  maxReplicas: 3\n  metrics:\n{yaml}"
+            ),
+        );
+        let out = kubectl(home.path(), &["apply", "-f", &file]);
+        assert!(!out.success, "{yaml}: {}", out.stdout);
+        assert!(out.stderr.contains(field), "{field}: {}", out.stderr);
+    }
+    assert!(!kubectl(home.path(), &["get", "hpa", "bad"]).success);
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
