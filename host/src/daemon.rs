@@ -52,6 +52,8 @@ pub struct Config {
     pub metrics_resolution: Duration,
     /// How often each HorizontalPodAutoscaler is synced.
     pub hpa_sync_period: Duration,
+    /// How long a request to a service scaled to zero waits for a replica.
+    pub scale_from_zero_timeout: Duration,
 }
 
 /// How often the controllers look at everything, not only at what the
@@ -112,11 +114,13 @@ pub async fn serve(
     let listener =
         crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     let mut metrics = crate::metrics::Metrics::new();
-    let table = Arc::new(if args.request_metrics {
-        crate::router::Table::with_metrics(metrics.http.clone())
-    } else {
-        crate::router::Table::default()
-    });
+    let activator: Arc<dyn crate::router::Activator> = Arc::new(
+        crate::controller::autoscaler::Activation::new(state.clone(), args.scale_from_zero_timeout),
+    );
+    let table = Arc::new(crate::router::Table::new(
+        args.request_metrics.then(|| metrics.http.clone()),
+        Some(activator),
+    ));
     metrics.register_collector(Box::new(crate::metrics::PodsCollector {
         table: table.clone(),
         state: state.clone(),

@@ -350,3 +350,116 @@ fn hpas_berth_cannot_act_on_say_why_and_bad_ones_are_refused() {
     assert!(!kubectl(home.path(), &["get", "hpa", "bad"]).success);
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_service_scales_to_zero_and_a_burst_at_zero_is_all_served() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = daemon(home.path());
+    apply(
+        home.path(),
+        &(WEB.to_owned()
+            + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 3\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n  behavior:\n    scaleDown: {stabilizationWindowSeconds: 3}\n"),
+    );
+    // Idle: down to zero once the window has passed, its pod gone.
+    tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || {
+            wait_for_replicas(
+                &home,
+                "scaling to zero",
+                |n| n == 0,
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !berth_tests::kube::pods(home.path()).is_empty() {
+        assert!(Instant::now() < deadline, "the pod never went");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 50 requests at once, at zero: the router holds them while one
+    // replica starts, and every one is answered.
+    let started = Instant::now();
+    let replies = futures_join_all((0..50).map(|_| {
+        let url = format!("{ingress}/whoami");
+        async move { send("GET", &url, &[("host", "web.localhost")], Vec::new()).await }
+    }))
+    .await;
+    let took = started.elapsed();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let n = replicas(home.path());
+    assert!((1..=3).contains(&n), "{n} replicas after the burst");
+    let described = kubectl(home.path(), &["describe", "hpa", "web"]);
+    assert!(
+        described.stdout.contains("arrived at zero replicas"),
+        "{}",
+        described.stdout
+    );
+    eprintln!("50 requests from zero answered in {took:?}");
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_at_zero_gets_503_with_the_reason_when_no_replica_comes() {
+    let home = tempfile::tempdir().unwrap();
+    let daemon =
+        BerthRun::start_command(home.path(), &["daemon", "--scale-from-zero-timeout", "2s"]);
+    let ingress = daemon.ingress();
+    // Its image is nowhere: the replica woken for the request never starts.
+    apply(
+        home.path(),
+        &(WEB
+            .replace("replicas: 1", "replicas: 0")
+            .replace("'mb:1'", "'missing:1'")
+            + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 2\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: Value, value: '10'}\n"),
+    );
+    // The service is routed in the pass that first syncs the HPA.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
+        .stdout
+        .contains("ScalingActive")
+    {
+        assert!(Instant::now() < deadline, "the HPA was never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let reply = send(
+        "GET",
+        &format!("{ingress}/"),
+        &[("host", "web.localhost")],
+        Vec::new(),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(
+        reply.text().contains("scaled to zero") && reply.text().contains("2s"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // It was woken all the same.
+    assert_eq!(replicas(home.path()), 1);
+}

@@ -116,6 +116,11 @@ pub struct DaemonArgs {
     /// rescales (Kubernetes' --horizontal-pod-autoscaler-sync-period).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     hpa_sync_period: Duration,
+
+    /// How long a request to a service an HPA scaled to zero is held while
+    /// a replica starts, before it is answered 503.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    scale_from_zero_timeout: Duration,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -163,6 +168,7 @@ impl DaemonArgs {
             request_metrics: self.request_metrics,
             metrics_resolution: self.metrics_resolution,
             hpa_sync_period: self.hpa_sync_period,
+            scale_from_zero_timeout: self.scale_from_zero_timeout,
         }
     }
 }

@@ -241,6 +241,11 @@ fn reconcile(
         return Ok((status, false));
     };
     status.current_replicas = Some(current as i32);
+    // Woken from zero by a request since the last sync: that is a
+    // recommendation too, so the scale-down window holds it up.
+    if before.desired_replicas == 0 && current > 0 {
+        memory.recommendations.push((now, current));
+    }
     let mut conditions = vec![condition(
         "AbleToScale",
         true,
@@ -363,6 +368,115 @@ fn reconcile(
     status.desired_replicas = desired as i32;
     status.conditions = Some(with_times(conditions, &before));
     Ok((status, desired != current))
+}
+
+/// The router's activator: a request for a Service with no replica scales
+/// to one the targets at zero of the HPAs that scale them from zero on
+/// that Service's request rate (minReplicas 0, an Object metric naming
+/// it), and the request is held up to `hold` for the replica to be ready.
+pub struct Activation {
+    state: std::sync::Arc<crate::state::Shared>,
+    hold: Duration,
+    /// Services woken in the last second: the requests of one burst wake
+    /// them once.
+    recent: std::sync::Arc<parking_lot::Mutex<HashMap<(String, String), Instant>>>,
+}
+
+impl Activation {
+    pub fn new(state: std::sync::Arc<crate::state::Shared>, hold: Duration) -> Activation {
+        Activation {
+            state,
+            hold,
+            recent: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl crate::router::Activator for Activation {
+    fn wake(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> crate::runtime::BoxFuture<'static, Option<Duration>> {
+        let key = (namespace.to_owned(), service.to_owned());
+        let hold = self.hold;
+        {
+            let mut recent = self.recent.lock();
+            recent.retain(|_, at| at.elapsed() < Duration::from_secs(1));
+            if recent.contains_key(&key) {
+                return Box::pin(std::future::ready(Some(hold)));
+            }
+        }
+        let (state, recent) = (self.state.clone(), self.recent.clone());
+        Box::pin(async move {
+            let (namespace, service) = key.clone();
+            let woken = tokio::task::spawn_blocking(move || {
+                let woke = wake(&mut state.store.lock(), &namespace, &service);
+                if matches!(woke, Ok(true)) {
+                    state.changed.notify_one();
+                }
+                woke
+            })
+            .await;
+            match woken {
+                Ok(Ok(true)) => {
+                    recent.lock().insert(key, Instant::now());
+                    Some(hold)
+                }
+                Ok(Ok(false)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!("waking {}/{} from zero: {e}", key.0, key.1);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("waking {}/{} from zero: {e}", key.0, key.1);
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Scales to one the targets at zero of the HPAs in `namespace` that scale
+/// from zero on Service `service`; whether any HPA does (so a request may
+/// wait for the replica).
+pub fn wake(store: &mut Store, namespace: &str, service: &str) -> Result<bool> {
+    let mut covered = false;
+    for record in store.list(Kind::HorizontalPodAutoscaler, Some(namespace))? {
+        let Object::HorizontalPodAutoscaler(hpa) = &record.object else {
+            continue;
+        };
+        let on_service = hpa.spec.metrics.iter().any(|m| {
+            m.object.as_ref().is_some_and(|o| {
+                o.described_object.kind == "Service" && o.described_object.name == service
+            })
+        });
+        if hpa.spec.min_replicas != Some(0) || !on_service || hpa.metadata.deleting() {
+            continue;
+        }
+        covered = true;
+        let reference = &hpa.spec.scale_target_ref;
+        let Some(kind) = Kind::parse(&reference.kind) else {
+            continue;
+        };
+        let Some(target) = store.get(kind, namespace, &reference.name)? else {
+            continue;
+        };
+        if scale_of(&target.object).is_some_and(|(n, _)| n == 0) {
+            store.apply(&[with_replicas(target.object.clone(), 1)])?;
+            event(
+                store,
+                hpa,
+                false,
+                "SuccessfulRescale",
+                &format!(
+                    "New size: 1; reason: a request for Service {namespace}/{service} arrived at \
+                     zero replicas"
+                ),
+            )?;
+        }
+    }
+    Ok(covered)
 }
 
 /// A quantity as Kubernetes writes a metric's value: whole numbers as

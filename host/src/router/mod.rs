@@ -17,5 +17,5 @@ pub use ingress::Ingress;
 pub use listener::{accept, serve};
 pub use rules::IngressRules;
 pub use services::PodServices;
-pub use table::{BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};
+pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};
 pub use tls::{CertificateSet, certified_key};

@@ -50,8 +50,19 @@ async fn forward_uncounted(
 ) -> Response<Body> {
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
+    let mut woken = None;
     if endpoints == 0 {
-        match Box::pin(wait_for_endpoints(route, port, wait)).await {
+        // Scaled to zero: the activator brings a replica and the request
+        // is held for it (a cold start), as Knative's activator holds it.
+        let mut hold = wait;
+        if let Some(activator) = &route.activator
+            && let Some(longer) =
+                Box::pin(activator.wake(&route.key.namespace, &route.key.name)).await
+        {
+            hold = longer;
+            woken = Some(longer);
+        }
+        match Box::pin(wait_for_endpoints(route, port, hold)).await {
             Ok(now) => (route, port) = now,
             Err(gone) => return gone,
         }
@@ -89,10 +100,17 @@ async fn forward_uncounted(
             );
         }
         Err(NoRoom::NoEndpoints | NoRoom::Stopping) => {
+            let why = match woken {
+                Some(hold) => format!(
+                    "it was scaled to zero, and no replica was ready within {hold:?} of this \
+                     request waking it"
+                ),
+                None => "it has no ready endpoints".to_owned(),
+            };
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "503 Service Unavailable: service {}/{} has no ready endpoints\n",
+                    "503 Service Unavailable: service {}/{}: {why}\n",
                     route.key.namespace, route.key.name
                 ),
             );

@@ -249,6 +249,18 @@ pub struct ServiceKey {
     pub name: String,
 }
 
+/// What brings a Service scaled to zero back: asked when a request finds
+/// no endpoint, it has the service's workload scaled up (as an autoscaler
+/// would) and says how long the request may wait for a replica, or
+/// `None` when nothing will come.
+pub trait Activator: Send + Sync {
+    fn wake(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> crate::runtime::BoxFuture<'static, Option<Duration>>;
+}
+
 /// A Service as routed: its ports, policy, affinity, and per port the
 /// endpoints requests may go to now.
 pub struct Route {
@@ -267,6 +279,8 @@ pub struct Route {
     pub metrics: Option<crate::metrics::RouteMetrics>,
     /// Requests sent to it (for the autoscaler's Service request rate).
     served: AtomicU64,
+    /// Asked to bring a replica when there is none.
+    pub activator: Option<Arc<dyn Activator>>,
 }
 
 struct RoutePort {
@@ -297,6 +311,7 @@ impl Route {
         Route {
             metrics: None,
             served: AtomicU64::new(0),
+            activator: None,
             key,
             spec: service.spec.clone(),
             policy,
@@ -615,13 +630,19 @@ pub struct Table {
     ingresses: ArcSwap<super::IngressRules>,
     /// Where requests are counted, if they are.
     metrics: Option<Arc<crate::metrics::HttpMetrics>>,
+    activator: Option<Arc<dyn Activator>>,
 }
 
 impl Table {
-    /// A table whose routes count their requests in `metrics`.
-    pub fn with_metrics(metrics: Arc<crate::metrics::HttpMetrics>) -> Table {
+    /// A table whose routes count their requests in `metrics` (if given)
+    /// and ask `activator` (if given) for a replica when they have none.
+    pub fn new(
+        metrics: Option<Arc<crate::metrics::HttpMetrics>>,
+        activator: Option<Arc<dyn Activator>>,
+    ) -> Table {
         Table {
-            metrics: Some(metrics),
+            metrics,
+            activator,
             ..Table::default()
         }
     }
@@ -699,6 +720,7 @@ impl Table {
                         .metrics
                         .as_ref()
                         .map(|m| m.route(&fresh.key.namespace, &fresh.key.name));
+                    fresh.activator = self.activator.clone();
                     fresh.rebuild(&pods);
                     Arc::new(fresh)
                 }
