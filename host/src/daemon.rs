@@ -125,6 +125,7 @@ pub async fn serve(
         table: table.clone(),
         state: state.clone(),
     }));
+    let control = crate::metrics::ControllerMetrics::register(metrics.registry_mut());
     let metrics = Arc::new(metrics);
     let usage = crate::metrics::UsageHistory::new(args.metrics_resolution);
     let sampler = tokio::spawn(usage.clone().run(table.clone(), shutdown.clone()));
@@ -256,8 +257,13 @@ pub async fn serve(
     };
     let mut work = crate::controller::Work::everything();
     let mut swept = std::time::Instant::now();
+    // When the change the next pass handles was noticed.
+    let mut noticed: Option<std::time::Instant> = None;
     loop {
         let pass = std::time::Instant::now();
+        if let Some(at) = noticed.take() {
+            control.waited(pass.duration_since(at));
+        }
         if swept.elapsed() >= FULL_PASS_EVERY {
             work.everything_too();
             swept = pass;
@@ -284,9 +290,12 @@ pub async fn serve(
         kubelet.sync();
         sync_routes(&state, &table, &ingress, ingress_address, &mut routed);
         let took = pass.elapsed();
+        control.pass(took);
+        control.queues(&work.depth());
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = state.changed.notified() => {
+                noticed = Some(std::time::Instant::now());
                 // Changes come in bursts (a pod starting per few ms):
                 // gather them into one pass, and when passes grow long
                 // (thousands of pods), leave the pods as much time to

@@ -135,6 +135,13 @@ async fn every_metrics_page_berth_serves_passes_promtool_and_counts_what_happene
     assert_eq!(served, 25.0, "{page}");
     assert!(page.contains("container_cpu_usage_seconds_total{namespace=\"default\",pod=\"web-"));
     assert!(page.contains("process_resident_memory_bytes "));
+    // The control loop's own.
+    assert!(
+        sample(&page, "berth_controller_pass_duration_seconds_count").unwrap() > 0.0,
+        "{page}"
+    );
+    assert!(page.contains(r#"berth_controller_queue_depth{queue="deployments"} "#));
+    assert!(page.contains("berth_controller_queue_wait_seconds_bucket{le="));
     assert!(
         !page.contains("nothing"),
         "an unknown host is no label value: {page}"

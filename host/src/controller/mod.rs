@@ -305,6 +305,19 @@ impl Work {
             && self.orphans.is_empty()
     }
 
+    /// What waits, by queue: objects to reconcile, and timed wake-ups.
+    pub fn depth(&self) -> [(&'static str, usize); 7] {
+        [
+            ("deployments", self.deployments.len()),
+            ("replicasets", self.replicasets.len()),
+            ("jobs", self.jobs.len()),
+            ("cronjobs", self.cronjobs.len()),
+            ("statefulsets", self.statefulsets.len()),
+            ("orphans", self.orphans.len()),
+            ("timers", self.later.len()),
+        ]
+    }
+
     /// Moves the jobs whose time has come into the work.
     fn wake_due(&mut self) {
         let now = Instant::now();

@@ -9,6 +9,7 @@
 //! between scrapes. A scrape runs on a blocking thread: collectors read
 //! /proc, cgroup files and the store.
 
+mod controllers;
 mod http;
 mod pods;
 mod process;
@@ -23,6 +24,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::registry::Registry;
 
 pub use self::http::{HttpMetrics, RouteMetrics, Timing};
+pub use controllers::ControllerMetrics;
 pub use pods::{PodsCollector, WorkloadCollector};
 pub use process::ProcessCollector;
 pub use usage::{NodeUsage, PodUsage, UsageHistory};
