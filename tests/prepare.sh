@@ -41,3 +41,8 @@ if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "kubernetes>=31,<35"
 fi
+# OpenTelemetry's own protobuf types, for the OTLP receiver the tracing
+# test runs (tests/otlp_receiver.py).
+if ! "$venv/bin/python" -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet "opentelemetry-proto>=1.27,<2"
+fi

@@ -121,6 +121,11 @@ pub struct DaemonArgs {
     /// a replica starts, before it is answered 503.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     scale_from_zero_timeout: Duration,
+
+    /// Export spans (ingress, each routed service) to this OTLP/HTTP
+    /// collector, e.g. http://127.0.0.1:4318 (`/v1/traces` is added).
+    #[arg(long, value_name = "URL", env = "BERTH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -180,6 +185,14 @@ fn run_daemon(
     home: &std::path::Path,
     companion: Option<crate::daemon::Companion>,
 ) -> anyhow::Result<ExitCode> {
+    // Its HTTP client is a blocking one with a thread of its own: made and
+    // flushed outside the async runtime.
+    let spans = args
+        .otlp_endpoint
+        .as_deref()
+        .map(|url| crate::router::trace::export_to(url, "berth"))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let tokio = runtime()?;
     // Built outside the async runtime and dropped after it, as `berth run`
     // does: its epoch ticker is what makes a spinning guest yield.
@@ -193,6 +206,7 @@ fn run_daemon(
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(wasm);
+    drop(spans);
     served
 }
 

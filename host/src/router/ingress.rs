@@ -226,7 +226,13 @@ impl Ingress {
             };
             drop(rules);
             let request = prepare(request, peer, host, https);
-            return Either::Right(forward(route, port, request, Some(peer.ip()), self.wait));
+            return Either::Right(through_ingress(
+                route,
+                port,
+                request,
+                Some(peer.ip()),
+                self.wait,
+            ));
         }
         drop(rules);
         let Some((namespace, service)) = route_host(&lower) else {
@@ -253,7 +259,13 @@ impl Ingress {
             )));
         };
         let request = prepare(request, peer, host, https);
-        Either::Right(forward(route, port, request, Some(peer.ip()), self.wait))
+        Either::Right(through_ingress(
+            route,
+            port,
+            request,
+            Some(peer.ip()),
+            self.wait,
+        ))
     }
 
     /// Opens a listener for every node port of the table's services and
@@ -327,7 +339,7 @@ impl Ingress {
                     };
                     let host = request.headers().get(http::header::HOST).cloned();
                     let request = prepare(request, peer, host, false);
-                    Either::Right(forward(
+                    Either::Right(through_ingress(
                         route,
                         index,
                         request,
@@ -352,6 +364,22 @@ fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     tokio::net::TcpListener::from_std(listener)
+}
+
+/// [`forward`] in the ingress's span: the trace's first hop on berth.
+async fn through_ingress(
+    route: Arc<super::table::Route>,
+    port: usize,
+    mut request: Request<Body>,
+    client: Option<std::net::IpAddr>,
+    wait: Duration,
+) -> Response<Body> {
+    let span = super::trace::Span::start(request.headers_mut(), || {
+        format!("ingress {}/{}", route.key.namespace, route.key.name)
+    });
+    let response = forward(route, port, request, client, wait).await;
+    span.end(response.status());
+    response
 }
 
 fn prepare(

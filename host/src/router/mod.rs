@@ -12,6 +12,7 @@ mod rules;
 mod services;
 mod table;
 mod tls;
+pub mod trace;
 
 pub use ingress::Ingress;
 pub use listener::{accept, serve};

@@ -21,19 +21,27 @@ use crate::runtime::{Body, GuestFailure, ServeError};
 pub async fn forward(
     route: Arc<Route>,
     port: usize,
-    request: Request<Body>,
+    mut request: Request<Body>,
     client: Option<IpAddr>,
     wait: Duration,
 ) -> Response<Body> {
     route.count();
-    let Some(timing) = route.metrics.as_ref().map(|m| m.begin(request.method())) else {
-        return forward_uncounted(route, port, request, client, wait).await;
-    };
+    let span = super::trace::Span::start(request.headers_mut(), || {
+        format!("route {}/{}", route.key.namespace, route.key.name)
+    });
+    let timing = route.metrics.as_ref().map(|m| m.begin(request.method()));
     let counted = route.clone();
     let response = forward_uncounted(route, port, request, client, wait).await;
-    if let Some(metrics) = &counted.metrics {
+    if let (Some(metrics), Some(timing)) = (&counted.metrics, timing) {
         metrics.end(timing, response.status());
     }
+    tracing::debug!(
+        trace_id = %span.context().trace_id_hex(),
+        service = %format_args!("{}/{}", counted.key.namespace, counted.key.name),
+        status = response.status().as_u16(),
+        "request"
+    );
+    span.end(response.status());
     response
 }
 
@@ -152,14 +160,18 @@ pub async fn forward_to_pod(
     route: Arc<Route>,
     port: usize,
     pod: String,
-    request: Request<Body>,
+    mut request: Request<Body>,
 ) -> Response<Body> {
     route.count();
+    let span = super::trace::Span::start(request.headers_mut(), || {
+        format!("route {}/{} {pod}", route.key.namespace, route.key.name)
+    });
     let timing = route.metrics.as_ref().map(|m| m.begin(request.method()));
     let response = forward_to_pod_uncounted(&route, port, pod, request).await;
     if let (Some(metrics), Some(timing)) = (&route.metrics, timing) {
         metrics.end(timing, response.status());
     }
+    span.end(response.status());
     response
 }
 

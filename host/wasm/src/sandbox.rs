@@ -152,7 +152,10 @@ impl Sandbox {
     }
 
     pub(super) fn outbound(&self) -> OutboundHooks {
-        OutboundHooks(self.outbound.clone())
+        OutboundHooks {
+            policy: self.outbound.clone(),
+            traceparent: None,
+        }
     }
 }
 
@@ -365,7 +368,13 @@ impl LogBudget {
 /// The `wasi:http` hooks of one request: a request naming a service goes to
 /// it in-process; other outbound requests pass only to allowed hosts; the
 /// rest fail inside the guest with `HttpRequestDenied`.
-pub(super) struct OutboundHooks(Arc<OutboundPolicy>);
+pub(super) struct OutboundHooks {
+    policy: Arc<OutboundPolicy>,
+    /// The trace context of the request this instance serves: put on its
+    /// outgoing requests and service calls that carry none, so a chain
+    /// of calls is one trace whether or not the guest propagates it.
+    pub(super) traceparent: Option<http::HeaderValue>,
+}
 
 impl WasiHttpHooks for OutboundHooks {
     /// The default list, checked in place: the trait's default builds a
@@ -376,10 +385,17 @@ impl WasiHttpHooks for OutboundHooks {
 
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
+        if let Some(traceparent) = &self.traceparent
+            && !request.headers().contains_key("traceparent")
+        {
+            request
+                .headers_mut()
+                .insert("traceparent", traceparent.clone());
+        }
         let uri = request.uri();
         let host = uri.host().unwrap_or("");
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -387,7 +403,7 @@ impl WasiHttpHooks for OutboundHooks {
         // The sender connects to the whole authority; userinfo would make it
         // differ from the host checked here.
         let has_userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
-        let policy = &self.0;
+        let policy = &self.policy;
         if !tls
             && !has_userinfo
             && let Some(services) = &policy.services
@@ -459,7 +475,7 @@ impl WasiHttpHooks for OutboundHooks {
             .rules
             .iter()
             .any(|rule| rule.names_host() && rule.allows(host, port));
-        let outside = (!named).then(|| (host.to_owned(), self.0.clone()));
+        let outside = (!named).then(|| (host.to_owned(), self.policy.clone()));
         Box::new(async move {
             let mut request = request;
             if let Some((host, policy)) = outside {

@@ -151,6 +151,7 @@ impl Inner {
         let mut store = self
             .new_store()
             .map_err(|e| guest_error(GuestFailure::Instantiate(e.to_string())))?;
+        store.data_mut().outbound.traceparent = request.headers().get("traceparent").cloned();
         let (tx, mut rx) = oneshot::channel::<GuestResponse>();
         let request = request.map(|body| body.map_err(to_wasi_error));
         let (req, out) = {
