@@ -463,3 +463,36 @@ async fn a_request_held_at_zero_gets_503_with_the_reason_when_no_replica_comes()
     // It was woken all the same.
     assert_eq!(replicas(home.path()), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linux_service_at_zero_is_woken_by_a_request_and_answers_it() {
+    let home = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let ingress = daemon.ingress();
+    // No readiness probe: the pod is ready when httpd starts, perhaps
+    // before it listens, and the held request must still be answered.
+    apply(
+        home.path(),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: httpd, image: 'busybox:1', command: [httpd, -f, -p, '8000', -h, /www]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8000}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 1\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
+        .stdout
+        .contains("ScalingActive")
+    {
+        assert!(Instant::now() < deadline, "the HPA was never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reply = send(
+        "GET",
+        &format!("{ingress}/index.html"),
+        &[("host", "web.localhost")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "hello from busybox\n");
+    assert_eq!(replicas(home.path()), 1);
+}

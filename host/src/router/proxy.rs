@@ -56,6 +56,7 @@ async fn forward_uncounted(
     client: Option<IpAddr>,
     wait: Duration,
 ) -> Response<Body> {
+    let started = tokio::time::Instant::now();
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
     let mut woken = None;
@@ -79,7 +80,7 @@ async fn forward_uncounted(
     // be repeated, and only when it has no body that would be gone.
     // With one endpoint there is nowhere else to send it (unless more
     // turned ready while this one waited for the first).
-    let again = (endpoints != 1 && replayable(&request)).then(|| {
+    let again = ((endpoints != 1 || woken.is_some()) && replayable(&request)).then(|| {
         let mut copy = Request::new(());
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();
@@ -124,10 +125,24 @@ async fn forward_uncounted(
             );
         }
     };
-    let error = match endpoint.serve(request).await {
+    let mut error = match endpoint.serve(request).await {
         Ok(response) => return finish(response, endpoint),
         Err(error) => error,
     };
+    // A replica just woken from zero may be ready before its process
+    // listens (a Linux container without a readiness probe): a request
+    // held for it tries again, briefly apart, until its hold is up.
+    if let (Some(hold), Some(again)) = (woken, &again) {
+        let mut pause = Duration::from_millis(5);
+        while unreachable(&error) && started.elapsed() + pause < hold {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+            match endpoint.serve(replay(again)).await {
+                Ok(response) => return finish(response, endpoint),
+                Err(next) => error = next,
+            }
+        }
+    }
     let failed = endpoint.pod.clone();
     drop(endpoint);
     if let Some(again) = again
@@ -140,8 +155,7 @@ async fn forward_uncounted(
             retry = %other.pod.name,
             "retrying a request: {error}"
         );
-        let request = again.map(|()| Empty::new().map_err(|never| match never {}).boxed_unsync());
-        return match other.serve(request).await {
+        return match other.serve(replay(&again)).await {
             Ok(response) => finish(response, other),
             Err(error) => {
                 tracing::warn!(pod = %other.pod.name, "request failed: {error}");
@@ -265,6 +279,28 @@ fn worth_retrying(error: &ServeError) -> bool {
                 | GuestFailure::Unreachable(_)
         ),
     }
+}
+
+/// The request `head` again, without a body (only bodiless ones are
+/// replayed).
+fn replay(head: &Request<()>) -> Request<Body> {
+    let mut copy = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *copy.method_mut() = head.method().clone();
+    *copy.uri_mut() = head.uri().clone();
+    *copy.version_mut() = head.version();
+    *copy.headers_mut() = head.headers().clone();
+    copy
+}
+
+/// The replica's process did not take the connection.
+fn unreachable(error: &ServeError) -> bool {
+    matches!(
+        error,
+        ServeError::Guest {
+            failure: GuestFailure::Unreachable(_),
+            ..
+        }
+    )
 }
 
 fn replayable(request: &Request<Body>) -> bool {
