@@ -101,6 +101,7 @@ pub async fn serve(
     let state = Arc::new(ApiState {
         store: parking_lot::Mutex::new(store),
         changed: tokio::sync::Notify::new(),
+        urgent: std::sync::atomic::AtomicBool::new(false),
         pods_dir: home.join("pods"),
     });
     let nodes = if args.nodes.is_empty() {
@@ -299,8 +300,10 @@ pub async fn serve(
                 // Changes come in bursts (a pod starting per few ms):
                 // gather them into one pass, and when passes grow long
                 // (thousands of pods), leave the pods as much time to
-                // start as the pass took.
-                tokio::time::sleep(took.max(Duration::from_millis(20))).await;
+                // start as the pass took. Unless a request waits on it.
+                if !state.urgent.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(took.max(Duration::from_millis(20))).await;
+                }
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }

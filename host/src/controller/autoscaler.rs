@@ -413,6 +413,9 @@ impl crate::router::Activator for Activation {
             let woken = tokio::task::spawn_blocking(move || {
                 let woke = wake(&mut state.store.lock(), &namespace, &service);
                 if matches!(woke, Ok(true)) {
+                    state
+                        .urgent
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     state.changed.notify_one();
                 }
                 woke

@@ -66,6 +66,10 @@ pub struct Shared {
     pub store: parking_lot::Mutex<Store>,
     /// Woken after every change, for the controllers.
     pub changed: tokio::sync::Notify,
+    /// Set with a change someone is waiting on (a request held while its
+    /// service wakes from zero): the next pass starts at once rather than
+    /// gathering a burst of changes first.
+    pub urgent: std::sync::atomic::AtomicBool,
     /// Where each pod's volumes and logs are, by pod uid.
     pub pods_dir: std::path::PathBuf,
 }
