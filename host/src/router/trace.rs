@@ -59,14 +59,18 @@ impl TraceParent {
         })
     }
 
+    /// Written into a buffer on the stack: this is on every request's path.
     pub fn header(&self) -> HeaderValue {
-        let text = format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        );
-        HeaderValue::from_str(&text).expect("hex is a valid header")
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for i in 0..32 {
+            text[3 + i] = HEX[((self.trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        for i in 0..16 {
+            text[36 + i] = HEX[((self.span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        text[54] = if self.sampled { b'1' } else { b'0' };
+        HeaderValue::from_bytes(&text).expect("hex is a valid header")
     }
 
     pub fn trace_id_hex(&self) -> String {
