@@ -496,3 +496,42 @@ async fn a_linux_service_at_zero_is_woken_by_a_request_and_answers_it() {
     assert_eq!(reply.text(), "hello from busybox\n");
     assert_eq!(replicas(home.path()), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_calling_a_service_at_zero_in_process_is_held_and_answered() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, ingress) = daemon(home.path());
+    apply(
+        home.path(),
+        &(WEB.replace("replicas: 1", "replicas: 0")
+            + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 2\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: caller, labels: {app: caller}}\nspec:\n  containers: [{name: app, image: 'mb:1', imagePullPolicy: Never}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: caller}\nspec:\n  selector: {app: caller}\n  ports: [{port: 80}]\n"),
+    );
+    berth_tests::kube::wait_ready(home.path(), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
+        .stdout
+        .contains("ScalingActive")
+    {
+        assert!(Instant::now() < deadline, "the HPA was never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replicas(home.path()), 0);
+    // The caller's guest calls http://web/ by name, in-process: the call
+    // wakes web, waits for its replica, and gets its answer.
+    let reply = send(
+        "GET",
+        &format!("{ingress}/fetch?url=http://web/whoami"),
+        &[("host", "caller.localhost")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("fetched http://web/whoami: 200 OK: web-"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(replicas(home.path()), 1);
+}
