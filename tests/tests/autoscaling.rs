@@ -57,6 +57,32 @@ fn wait_for_replicas(home: &Path, what: &str, done: impl Fn(u64) -> bool, within
     }
 }
 
+/// [`wait_for_replicas`] off the async workers.
+async fn replicas_become(
+    home: &Path,
+    what: &'static str,
+    done: impl Fn(u64) -> bool + Send + 'static,
+    within: Duration,
+) -> u64 {
+    let home = home.to_owned();
+    tokio::task::spawn_blocking(move || wait_for_replicas(&home, what, done, within))
+        .await
+        .unwrap()
+}
+
+/// Waits until the HPA `web` has been synced once (its service is routed
+/// in the same pass).
+async fn wait_synced(home: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl(home, &["get", "hpa", "web", "-o", "json"])
+        .stdout
+        .contains("ScalingActive")
+    {
+        assert!(Instant::now() < deadline, "the HPA was never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Clients sending `path` to `web` in a loop until dropped.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -119,12 +145,13 @@ async fn an_hpa_on_cpu_scales_out_under_load_and_back_after_its_window() {
 
     // Two clients keep a core busy in 50 ms slices: 10× the request.
     let load = Load::start(&ingress, "/burn?ms=50", 2, Duration::ZERO);
-    let out = tokio::task::spawn_blocking({
-        let home = home.path().to_owned();
-        move || wait_for_replicas(&home, "scaling out", |n| n >= 2, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    let out = replicas_become(
+        home.path(),
+        "scaling out",
+        |n| n >= 2,
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(out <= 4, "bounded by maxReplicas: {out}");
     let hpa = kubectl(home.path(), &["get", "hpa", "web", "--no-headers"]);
     let targets: Vec<&str> = hpa.stdout.split_whitespace().collect();
@@ -140,12 +167,13 @@ async fn an_hpa_on_cpu_scales_out_under_load_and_back_after_its_window() {
     load.stop().await;
 
     // Idle again: back to one once the 5 s window has passed.
-    tokio::task::spawn_blocking({
-        let home = home.path().to_owned();
-        move || wait_for_replicas(&home, "scaling in", |n| n == 1, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
+    replicas_become(
+        home.path(),
+        "scaling in",
+        |n| n == 1,
+        Duration::from_secs(60),
+    )
+    .await;
     let described = kubectl(home.path(), &["describe", "hpa", "web"]);
     assert!(
         described
@@ -181,37 +209,25 @@ async fn an_hpa_on_requests_per_second_follows_a_stepped_load() {
     berth_tests::kube::wait_ready(home.path(), 1);
     // About 60 req/s: 3 pods at 20 each. One client, a request each ~16 ms.
     let load = Load::start(&ingress, "/", 1, Duration::from_millis(16));
-    let high = tokio::task::spawn_blocking({
-        let home = home.path().to_owned();
-        move || {
-            wait_for_replicas(
-                &home,
-                "following 60 req/s",
-                |n| n >= 3,
-                Duration::from_secs(60),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let high = replicas_become(
+        home.path(),
+        "following 60 req/s",
+        |n| n >= 3,
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(high <= 4, "60 req/s at 20 each is about 3 pods, not {high}");
     let hpa = kubectl(home.path(), &["get", "hpa", "web", "--no-headers"]);
     assert!(hpa.stdout.contains("/20 "), "{}", hpa.stdout);
     load.stop().await;
     // A step down to nothing: back to minReplicas.
-    tokio::task::spawn_blocking({
-        let home = home.path().to_owned();
-        move || {
-            wait_for_replicas(
-                &home,
-                "following 0 req/s",
-                |n| n == 1,
-                Duration::from_secs(60),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    replicas_become(
+        home.path(),
+        "following 0 req/s",
+        |n| n == 1,
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 #[test]
@@ -361,19 +377,13 @@ async fn an_idle_service_scales_to_zero_and_a_burst_at_zero_is_all_served() {
             + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 3\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n  behavior:\n    scaleDown: {stabilizationWindowSeconds: 3}\n"),
     );
     // Idle: down to zero once the window has passed, its pod gone.
-    tokio::task::spawn_blocking({
-        let home = home.path().to_owned();
-        move || {
-            wait_for_replicas(
-                &home,
-                "scaling to zero",
-                |n| n == 0,
-                Duration::from_secs(60),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    replicas_become(
+        home.path(),
+        "scaling to zero",
+        |n| n == 0,
+        Duration::from_secs(60),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !berth_tests::kube::pods(home.path()).is_empty() {
         assert!(Instant::now() < deadline, "the pod never went");
@@ -432,14 +442,7 @@ async fn a_request_held_at_zero_gets_503_with_the_reason_when_no_replica_comes()
             + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 2\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: Value, value: '10'}\n"),
     );
     // The service is routed in the pass that first syncs the HPA.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
-        .stdout
-        .contains("ScalingActive")
-    {
-        assert!(Instant::now() < deadline, "the HPA was never synced");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_synced(home.path()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     let reply = send(
@@ -476,14 +479,7 @@ async fn a_linux_service_at_zero_is_woken_by_a_request_and_answers_it() {
         home.path(),
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: httpd, image: 'busybox:1', command: [httpd, -f, -p, '8000', -h, /www]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8000}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 1\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
-        .stdout
-        .contains("ScalingActive")
-    {
-        assert!(Instant::now() < deadline, "the HPA was never synced");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_synced(home.path()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let reply = send(
         "GET",
@@ -507,14 +503,7 @@ async fn a_guest_calling_a_service_at_zero_in_process_is_held_and_answered() {
             + "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 0\n  maxReplicas: 2\n  metrics:\n  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      metric: {name: berth_service_requests_per_second}\n      target: {type: AverageValue, averageValue: '100'}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: caller, labels: {app: caller}}\nspec:\n  containers: [{name: app, image: 'mb:1', imagePullPolicy: Never}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: caller}\nspec:\n  selector: {app: caller}\n  ports: [{port: 80}]\n"),
     );
     berth_tests::kube::wait_ready(home.path(), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kubectl(home.path(), &["get", "hpa", "web", "-o", "json"])
-        .stdout
-        .contains("ScalingActive")
-    {
-        assert!(Instant::now() < deadline, "the HPA was never synced");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_synced(home.path()).await;
     assert_eq!(replicas(home.path()), 0);
     // The caller's guest calls http://web/ by name, in-process: the call
     // wakes web, waits for its replica, and gets its answer.

@@ -980,22 +980,8 @@ mod tests {
     #[test]
     fn policies_limit_the_rate_of_change() {
         let now = Instant::now();
-        let up = ScalingRules {
-            stabilization_window_seconds: Some(0),
-            select_policy: Some(SelectPolicy::Max),
-            policies: vec![
-                ScalingPolicy {
-                    kind: ScalingPolicyType::Pods,
-                    value: 4,
-                    period_seconds: 15,
-                },
-                ScalingPolicy {
-                    kind: ScalingPolicyType::Percent,
-                    value: 100,
-                    period_seconds: 15,
-                },
-            ],
-        };
+        // Kubernetes' defaults: +4 pods or +100% per 15 s, the larger.
+        let up = ScalingRules::defaults(true);
         // From 1: +4 pods beats +100%.
         assert_eq!(scale_up_limit(1, &[], &up, now), 5);
         // From 10: +100% beats +4.

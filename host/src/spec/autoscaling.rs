@@ -190,7 +190,7 @@ impl ScalingRules {
     /// Kubernetes' defaults: up at once by 100% or 4 pods per 15 s,
     /// whichever is more; down after 5 minutes' stabilization, by up to
     /// 100% per 15 s.
-    fn defaults(up: bool) -> ScalingRules {
+    pub fn defaults(up: bool) -> ScalingRules {
         if up {
             ScalingRules {
                 stabilization_window_seconds: Some(0),
