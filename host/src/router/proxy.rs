@@ -56,7 +56,6 @@ async fn forward_uncounted(
     client: Option<IpAddr>,
     wait: Duration,
 ) -> Response<Body> {
-    let started = tokio::time::Instant::now();
     strip_hop_by_hop(request.headers_mut());
     let endpoints = route.endpoints(port).len();
     let mut woken = None;
@@ -64,12 +63,13 @@ async fn forward_uncounted(
         // Scaled to zero: the activator brings a replica and the request
         // is held for it (a cold start), as Knative's activator holds it.
         let mut hold = wait;
+        let asked = tokio::time::Instant::now();
         if let Some(activator) = &route.activator
             && let Some(longer) =
                 Box::pin(activator.wake(&route.key.namespace, &route.key.name)).await
         {
             hold = longer;
-            woken = Some(longer);
+            woken = Some((longer, asked));
         }
         match Box::pin(wait_for_endpoints(route, port, hold)).await {
             Ok(now) => (route, port) = now,
@@ -110,7 +110,7 @@ async fn forward_uncounted(
         }
         Err(NoRoom::NoEndpoints | NoRoom::Stopping) => {
             let why = match woken {
-                Some(hold) => format!(
+                Some((hold, _)) => format!(
                     "it was scaled to zero, and no replica was ready within {hold:?} of this \
                      request waking it"
                 ),
@@ -132,9 +132,9 @@ async fn forward_uncounted(
     // A replica just woken from zero may be ready before its process
     // listens (a Linux container without a readiness probe): a request
     // held for it tries again, briefly apart, until its hold is up.
-    if let (Some(hold), Some(again)) = (woken, &again) {
+    if let (Some((hold, asked)), Some(again)) = (woken, &again) {
         let mut pause = Duration::from_millis(5);
-        while unreachable(&error) && started.elapsed() + pause < hold {
+        while unreachable(&error) && asked.elapsed() + pause < hold {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
             match endpoint.serve(replay(again)).await {
