@@ -377,10 +377,15 @@ fn reconcile(
 pub struct Activation {
     state: std::sync::Arc<crate::state::Shared>,
     hold: Duration,
-    /// Services woken in the last second: the requests of one burst wake
-    /// them once.
-    recent: std::sync::Arc<parking_lot::Mutex<HashMap<(String, String), Instant>>>,
+    /// Services asked about in the last second, and whether an HPA wakes
+    /// them: the requests of one burst wake a service once, and requests
+    /// to a service no HPA wakes (one whose pods are all down, say) do
+    /// not each read the store.
+    recent: std::sync::Arc<parking_lot::Mutex<Answers>>,
 }
+
+/// (namespace, service) → when it was asked, and whether an HPA wakes it.
+type Answers = HashMap<(String, String), (Instant, bool)>;
 
 impl Activation {
     pub fn new(state: std::sync::Arc<crate::state::Shared>, hold: Duration) -> Activation {
@@ -402,9 +407,9 @@ impl crate::router::Activator for Activation {
         let hold = self.hold;
         {
             let mut recent = self.recent.lock();
-            recent.retain(|_, at| at.elapsed() < Duration::from_secs(1));
-            if recent.contains_key(&key) {
-                return Box::pin(std::future::ready(Some(hold)));
+            recent.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(1));
+            if let Some((_, covered)) = recent.get(&key) {
+                return Box::pin(std::future::ready(covered.then_some(hold)));
             }
         }
         let (state, recent) = (self.state.clone(), self.recent.clone());
@@ -422,11 +427,10 @@ impl crate::router::Activator for Activation {
             })
             .await;
             match woken {
-                Ok(Ok(true)) => {
-                    recent.lock().insert(key, Instant::now());
-                    Some(hold)
+                Ok(Ok(covered)) => {
+                    recent.lock().insert(key, (Instant::now(), covered));
+                    covered.then_some(hold)
                 }
-                Ok(Ok(false)) => None,
                 Ok(Err(e)) => {
                     tracing::warn!("waking {}/{} from zero: {e}", key.0, key.1);
                     None
