@@ -15,6 +15,8 @@ use crate::router::Table;
 
 /// How much history is kept.
 const KEPT: Duration = Duration::from_secs(3600);
+/// The most samples kept per pod, whatever the resolution.
+const MAX_SAMPLES: usize = 721;
 
 #[derive(Debug, Clone)]
 pub struct ContainerSample {
@@ -97,8 +99,13 @@ impl UsageHistory {
         })
     }
 
+    /// Samples kept per pod: an hour's, at most [`MAX_SAMPLES`] (a short
+    /// resolution keeps less than an hour rather than more memory).
     fn kept(&self) -> usize {
-        usize::try_from(KEPT.as_millis() / self.resolution.as_millis()).unwrap_or(usize::MAX) + 1
+        usize::try_from(KEPT.as_millis() / self.resolution.as_millis())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(MAX_SAMPLES)
     }
 
     /// Samples every running pod of `table` and the node, every
@@ -332,6 +339,10 @@ mod tests {
 
     #[test]
     fn the_node_is_sampled_and_history_is_bounded() {
+        assert_eq!(
+            UsageHistory::new(Duration::from_millis(100)).kept(),
+            MAX_SAMPLES
+        );
         let history = UsageHistory::new(Duration::from_secs(1800));
         assert_eq!(history.kept(), 3);
         let table = Table::default();
