@@ -46,7 +46,7 @@ pub fn pod_metrics(
             continue;
         };
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let Some(usage) = api.usage.pod(ns, &pod.metadata.name) else {
+        let Some(usage) = api.usage.pod(&record.uid) else {
             continue;
         };
         let containers: Vec<Value> = usage
@@ -82,13 +82,9 @@ pub fn node_metrics(api: &KubeApi, store: &Store) -> Result<Vec<Value>, ApiError
             let Object::Pod(pod) = &record.object else {
                 continue;
             };
-            let (Some(node), Some(usage)) = (
-                pod.spec.node_name.as_ref(),
-                api.usage.pod(
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                    &pod.metadata.name,
-                ),
-            ) else {
+            let (Some(node), Some(usage)) =
+                (pod.spec.node_name.as_ref(), api.usage.pod(&record.uid))
+            else {
                 continue;
             };
             let sum = per_node.entry(node.clone()).or_default();

@@ -28,18 +28,19 @@ use crate::spec::autoscaling::{
 use crate::spec::objects::{LabelSelector, Pod};
 use crate::spec::status::{self, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus};
 use crate::spec::{Kind, Object};
-use crate::state::{Event, Record, Store};
+use crate::state::{Record, Store};
 
 /// What the autoscaler reads.
 pub trait Readings: Send + Sync {
-    fn pod(&self, namespace: &str, name: &str) -> Option<PodUsage>;
+    /// The use of the pod with `uid`.
+    fn pod(&self, uid: &str) -> Option<PodUsage>;
     /// Requests per second to a Service.
     fn service_rate(&self, namespace: &str, name: &str) -> Option<f64>;
 }
 
 impl Readings for crate::metrics::UsageHistory {
-    fn pod(&self, namespace: &str, name: &str) -> Option<PodUsage> {
-        crate::metrics::UsageHistory::pod(self, namespace, name)
+    fn pod(&self, uid: &str) -> Option<PodUsage> {
+        crate::metrics::UsageHistory::pod(self, uid)
     }
 
     fn service_rate(&self, namespace: &str, name: &str) -> Option<f64> {
@@ -64,6 +65,13 @@ struct Memory {
     /// Replicas added (positive) or removed (negative) by recent rescales,
     /// for the policies' periods.
     rescales: Vec<(Instant, i64)>,
+}
+
+/// A pod the target's selector picks, as the metrics read it.
+struct Member {
+    pod: Pod,
+    uid: String,
+    ready: bool,
 }
 
 /// One metric's answer: a replica count and what was read, or why not.
@@ -157,25 +165,35 @@ fn event(
     reason: &str,
     message: &str,
 ) -> Result<()> {
-    let event = Event {
-        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        namespace: hpa
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        kind: "HorizontalPodAutoscaler".into(),
-        name: hpa.metadata.name.clone(),
-        kind_of_event: if warning { "Warning" } else { "Normal" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-    };
+    let event = super::event_of(
+        hpa.metadata.namespace.as_deref().unwrap_or("default"),
+        "HorizontalPodAutoscaler",
+        &hpa.metadata.name,
+        if warning { "Warning" } else { "Normal" },
+        reason,
+        message,
+    );
     if warning {
         store.record_event_unless_repeated(&event)?;
     } else {
         store.record_event(&event)?;
     }
     Ok(())
+}
+
+/// The object `hpa` scales, unless it is gone or going.
+fn target_of(
+    store: &Store,
+    namespace: &str,
+    hpa: &HorizontalPodAutoscaler,
+) -> Result<Option<Record>> {
+    let reference = &hpa.spec.scale_target_ref;
+    let Some(kind) = Kind::parse(&reference.kind) else {
+        return Ok(None);
+    };
+    Ok(store
+        .get(kind, namespace, &reference.name)?
+        .filter(|t| !t.object.metadata().deleting()))
 }
 
 /// The target's replicas and selector.
@@ -219,11 +237,7 @@ fn reconcile(
         current_metrics: None,
         conditions: None,
     };
-    let target = Kind::parse(&reference.kind)
-        .map(|kind| store.get(kind, namespace, &reference.name))
-        .transpose()?
-        .flatten()
-        .filter(|t| !t.object.metadata().deleting());
+    let target = target_of(store, namespace, hpa)?;
     let Some((target, (current, selector))) = target
         .as_ref()
         .and_then(|t| scale_of(&t.object).map(|scale| (t, scale)))
@@ -275,7 +289,7 @@ fn reconcile(
             "Current number of replicas below Spec.MinReplicas".to_owned(),
         )
     } else {
-        let pods: Vec<(Pod, bool)> = store
+        let pods: Vec<Member> = store
             .list(Kind::Pod, Some(namespace))?
             .into_iter()
             .filter_map(|r| match r.object {
@@ -284,7 +298,11 @@ fn reconcile(
                         && !r.status.pod_finished()
                         && selector.matches(&pod.metadata.labels) =>
                 {
-                    Some((*pod, r.status.pod_ready()))
+                    Some(Member {
+                        ready: r.status.pod_ready(),
+                        uid: r.uid,
+                        pod: *pod,
+                    })
                 }
                 _ => None,
             })
@@ -462,11 +480,7 @@ pub fn wake(store: &mut Store, namespace: &str, service: &str) -> Result<bool> {
             continue;
         }
         covered = true;
-        let reference = &hpa.spec.scale_target_ref;
-        let Some(kind) = Kind::parse(&reference.kind) else {
-            continue;
-        };
-        let Some(target) = store.get(kind, namespace, &reference.name)? else {
+        let Some(target) = target_of(store, namespace, hpa)? else {
             continue;
         };
         if scale_of(&target.object).is_some_and(|(n, _)| n == 0) {
@@ -527,7 +541,7 @@ fn propose(
     metric: &MetricSpec,
     namespace: &str,
     current: u32,
-    pods: &[(Pod, bool)],
+    pods: &[Member],
     readings: &dyn Readings,
 ) -> Proposal {
     match metric.kind {
@@ -540,7 +554,7 @@ fn propose(
             };
             let (mut sum, mut requested, mut read, mut missing, mut missing_requests) =
                 (0.0, 0.0, 0usize, 0usize, 0.0);
-            for (pod, ready) in pods {
+            for Member { pod, uid, ready } in pods {
                 let mut request = 0.0;
                 for c in &pod.spec.containers {
                     let asked = if cpu {
@@ -560,9 +574,7 @@ fn propose(
                     }
                 }
                 // CPU of a pod not yet ready is its start-up, not its load.
-                let usage = readings
-                    .pod(namespace, &pod.metadata.name)
-                    .filter(|_| *ready || !cpu);
+                let usage = readings.pod(uid).filter(|_| *ready || !cpu);
                 match usage {
                     Some(usage) => {
                         sum += usage
@@ -643,8 +655,8 @@ fn propose(
         MetricSourceType::Pods => {
             let source = metric.pods.as_ref().expect("validated");
             let (mut sum, mut read, mut missing) = (0.0, 0usize, 0usize);
-            for (pod, _) in pods {
-                match readings.pod(namespace, &pod.metadata.name) {
+            for Member { uid, .. } in pods {
+                match readings.pod(uid) {
                     Some(usage) => {
                         sum += if source.metric.name == POD_REQUESTS_PER_SECOND {
                             usage.requests_per_second
@@ -699,7 +711,7 @@ fn propose(
                 };
             };
             let target = &source.target;
-            let ready = pods.iter().filter(|(_, ready)| *ready).count() as u32;
+            let ready = pods.iter().filter(|m| m.ready).count() as u32;
             let (replicas, value) = match target.kind {
                 MetricTargetType::AverageValue => {
                     let want = target.average_value.expect("validated").millis() as f64 / 1000.0;

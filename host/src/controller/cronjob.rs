@@ -64,7 +64,7 @@ impl Controllers {
         let mut changed = false;
         let mut events = Vec::new();
         let event = |type_: &str, reason: &str, message: String| {
-            self.event_of(&ns, "CronJob", &name, type_, reason, &message)
+            super::event_of(&ns, "CronJob", &name, type_, reason, &message)
         };
 
         let jobs: Vec<Record> = super::owned(store, Kind::Job, &ns, record)?

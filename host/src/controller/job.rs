@@ -199,7 +199,7 @@ impl Controllers {
         };
         let mut events = Vec::new();
         let event = |type_: &str, reason: &str, message: String| {
-            self.event_of(&ns, "Job", &name, type_, reason, &message)
+            super::event_of(&ns, "Job", &name, type_, reason, &message)
         };
 
         // What has ended so far: never less than the status said (a pod
@@ -470,7 +470,7 @@ impl Controllers {
             for pod in pods.active.drain(..pods.active.len() - wanted) {
                 delete_gracefully(store, &pod)?;
                 pods.terminating += 1;
-                events.push(self.event_of(
+                events.push(super::event_of(
                     &ns,
                     "Job",
                     name,
@@ -515,7 +515,7 @@ impl Controllers {
         let short = wanted - pods.active.len() - waiting;
         if short > room {
             // As a replica set: the namespace's pod quota holds, and says so.
-            store.record_event_unless_repeated(&self.event_of(
+            store.record_event_unless_repeated(&super::event_of(
                 &ns,
                 "Job",
                 name,
@@ -547,7 +547,7 @@ impl Controllers {
         }
         store.apply(&created)?;
         events.extend(created.iter().map(|pod| {
-            self.event_of(
+            super::event_of(
                 &ns,
                 "Job",
                 name,

@@ -1080,7 +1080,7 @@ impl Controllers {
             let events: Vec<Event> = created
                 .iter()
                 .map(|pod| {
-                    self.event_of(
+                    event_of(
                         &ns,
                         "ReplicaSet",
                         &rs.metadata.name,
@@ -1216,7 +1216,7 @@ impl Controllers {
                     p.spec.node_name = Some(node.clone());
                     let name = p.metadata.name.clone();
                     bound.push(Object::Pod(p));
-                    scheduled.push(self.event_of(
+                    scheduled.push(event_of(
                         &ns,
                         "Pod",
                         &name,
@@ -1273,27 +1273,34 @@ impl Controllers {
         reason: &str,
         message: &str,
     ) -> Result<()> {
-        store.record_event(&self.event_of(namespace, kind, name, kind_of_event, reason, message))
+        store.record_event(&event_of(
+            namespace,
+            kind,
+            name,
+            kind_of_event,
+            reason,
+            message,
+        ))
     }
+}
 
-    fn event_of(
-        &self,
-        namespace: &str,
-        kind: &str,
-        name: &str,
-        kind_of_event: &str,
-        reason: &str,
-        message: &str,
-    ) -> Event {
-        Event {
-            time: now(),
-            namespace: namespace.into(),
-            kind: kind.into(),
-            name: name.into(),
-            kind_of_event: kind_of_event.into(),
-            reason: reason.into(),
-            message: message.into(),
-        }
+/// An event about object `kind` `name`, now.
+fn event_of(
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    kind_of_event: &str,
+    reason: &str,
+    message: &str,
+) -> Event {
+    Event {
+        time: now(),
+        namespace: namespace.into(),
+        kind: kind.into(),
+        name: name.into(),
+        kind_of_event: kind_of_event.into(),
+        reason: reason.into(),
+        message: message.into(),
     }
 }
 

@@ -59,7 +59,7 @@ impl Controllers {
         let mut changed = false;
         let mut events = Vec::new();
         let event = |reason: &str, message: String| {
-            self.event_of(&ns, "StatefulSet", &name, "Normal", reason, &message)
+            super::event_of(&ns, "StatefulSet", &name, "Normal", reason, &message)
         };
 
         let mut pods: BTreeMap<u32, Record> = BTreeMap::new();
@@ -110,7 +110,7 @@ impl Controllers {
                     // As a replica set: no pod past the namespace's quota
                     // (a million replicas are not a million stored pods).
                     if store.count_active_pods(&ns)? >= self.pod_quota {
-                        store.record_event_unless_repeated(&self.event_of(
+                        store.record_event_unless_repeated(&super::event_of(
                             &ns,
                             "StatefulSet",
                             &name,

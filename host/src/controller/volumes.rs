@@ -160,7 +160,7 @@ impl Controllers {
                     Some(volume) => Some(volume),
                     None if claim.spec.storage_class_name.as_deref() == Some(LOCAL_PATH) => {
                         let volume = self.provision(claim, &record.uid, &ns)?;
-                        events.push(self.event_of(
+                        events.push(super::event_of(
                             &ns,
                             "PersistentVolumeClaim",
                             &name,
@@ -185,7 +185,7 @@ impl Controllers {
                     }
                     None => {
                         if record.status.storage_phase() != Some("Pending") {
-                            events.push(self.event_of(
+                            events.push(super::event_of(
                                 &ns,
                                 "PersistentVolumeClaim",
                                 &name,

@@ -34,13 +34,6 @@ struct PodSample {
     in_flight: u64,
 }
 
-#[derive(Debug)]
-struct PodHistory {
-    namespace: String,
-    name: String,
-    samples: VecDeque<PodSample>,
-}
-
 /// A pod's use over the last window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodUsage {
@@ -76,7 +69,7 @@ struct NodeSample {
 struct History {
     /// By pod uid: a pod deleted and made again under its name starts
     /// afresh.
-    pods: HashMap<String, PodHistory>,
+    pods: HashMap<String, VecDeque<PodSample>>,
     node: VecDeque<NodeSample>,
     /// Requests to each Service (namespace, name), cumulative.
     services: HashMap<(String, String), VecDeque<(Instant, u64)>>,
@@ -131,7 +124,7 @@ impl UsageHistory {
     /// Takes one sample of every running pod and of the node.
     pub fn sample(&self, table: &Table) {
         let at = Instant::now();
-        let mut pods: Vec<(String, String, String, PodSample)> = Vec::new();
+        let mut pods: Vec<(String, PodSample)> = Vec::new();
         for pod in table.pods() {
             let containers = pod
                 .containers()
@@ -147,8 +140,6 @@ impl UsageHistory {
                 .collect();
             pods.push((
                 pod.uid.clone(),
-                pod.namespace.clone(),
-                pod.name.clone(),
                 PodSample {
                     at,
                     containers,
@@ -166,15 +157,10 @@ impl UsageHistory {
         let kept = self.kept();
         let mut history = self.history.lock();
         let running: std::collections::HashSet<&str> =
-            pods.iter().map(|(uid, ..)| uid.as_str()).collect();
+            pods.iter().map(|(uid, _)| uid.as_str()).collect();
         history.pods.retain(|uid, _| running.contains(uid.as_str()));
-        for (uid, namespace, name, sample) in pods {
-            let entry = history.pods.entry(uid).or_insert_with(|| PodHistory {
-                namespace,
-                name,
-                samples: VecDeque::new(),
-            });
-            push_bounded(&mut entry.samples, sample, kept);
+        for (uid, sample) in pods {
+            push_bounded(history.pods.entry(uid).or_default(), sample, kept);
         }
         if let Some(node) = node {
             push_bounded(&mut history.node, node, kept);
@@ -198,15 +184,11 @@ impl UsageHistory {
         }
     }
 
-    /// The use of pod `name` in `namespace` over the last window; `None`
-    /// until it has two samples.
-    pub fn pod(&self, namespace: &str, name: &str) -> Option<PodUsage> {
+    /// The use of the pod with `uid` over the last window; `None` until
+    /// it has two samples.
+    pub fn pod(&self, uid: &str) -> Option<PodUsage> {
         let history = self.history.lock();
-        let pod = history
-            .pods
-            .values()
-            .find(|p| p.namespace == namespace && p.name == name)?;
-        let (last, before) = last_two(&pod.samples)?;
+        let (last, before) = last_two(history.pods.get(uid)?)?;
         let window = last.at.saturating_duration_since(before.at);
         let containers = last
             .containers
@@ -279,11 +261,8 @@ fn last_two<T>(queue: &VecDeque<T>) -> Option<(&T, &T)> {
 /// Cores used between two readings of a cumulative CPU counter. A counter
 /// that went back (the container restarted) counts from zero.
 fn rate(now: Duration, before: Duration, window: Duration) -> f64 {
-    if window.is_zero() {
-        return 0.0;
-    }
-    let used = if now >= before { now - before } else { now };
-    used.as_secs_f64() / window.as_secs_f64()
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    counter_rate(nanos(now), nanos(before), window) / 1e9
 }
 
 /// Events per second between two readings of a counter (one that went
