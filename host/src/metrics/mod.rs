@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use http_body_util::BodyExt as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::registry::Registry;
 
@@ -114,11 +113,7 @@ impl Metrics {
         let page = tokio::task::spawn_blocking(move || self.render(format))
             .await
             .unwrap_or_default();
-        let mut response = Response::new(Body::new(
-            http_body_util::Full::new(bytes::Bytes::from(page))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        ));
+        let mut response = Response::new(Body::from(page));
         response.headers_mut().insert(
             ::http::header::CONTENT_TYPE,
             ::http::HeaderValue::from_static(format.content_type()),
