@@ -302,7 +302,12 @@ impl Prometheus {
                 .collect::<String>()
         );
         let reply = send("GET", &url, &[], Vec::new()).await;
-        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        // Listening is not ready: Prometheus answers 503 while it starts.
+        if reply.status == 503 {
+            return Vec::new();
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", reply.status, reply.text()));
         assert_eq!(answer["status"], "success", "{answer}");
         answer["data"]["result"]
             .as_array()
