@@ -134,7 +134,8 @@ async fn app_layers_override_and_whiteout_base_files() {
         reply.body
     );
     assert!(
-        reply.body.contains("list /: ok: a.txt,keep.txt"),
+        // The component is a file of the image's root filesystem too.
+        reply.body.contains("list /: ok: a.txt,echo.wasm,keep.txt"),
         "{}",
         reply.body
     );
@@ -231,7 +232,7 @@ async fn skopeo_reads_the_store_and_berth_reads_what_skopeo_writes() {
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(
         manifest["config"]["mediaType"],
-        "application/vnd.wasm.config.v0+json"
+        "application/vnd.oci.image.config.v1+json"
     );
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
     use sha2::Digest as _;
@@ -356,19 +357,24 @@ async fn tag_inspect_rmi_and_prune_manage_the_store() {
     assert!(inspected.success, "{}", inspected.stderr);
     let json: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
     assert_eq!(json["digest"], digest.as_str());
+    // Plain tar layers at /, the files under their mount path, then the
+    // component as a file the entrypoint names: what containerd runs too.
     assert_eq!(json["layers"][0]["kind"], "bundle");
-    assert_eq!(json["layers"][0]["mount"], "/static");
-    assert_eq!(json["layers"][1]["kind"], "component");
+    assert_eq!(json["layers"][0]["mount"], "/");
+    assert_eq!(json["layers"][1]["kind"], "bundle");
+    assert_eq!(json["entrypoint"], "/echo.wasm");
     assert_eq!(json["config"]["os"], "wasip2");
+    assert_eq!(
+        json["config"]["rootfs"]["diff_ids"][1],
+        json["layers"][1]["digest"]
+    );
+    let exports = json["config"]["config"]["Labels"]["dev.berth.component.exports"]
+        .as_str()
+        .unwrap();
     assert!(
-        json["config"]["component"]["exports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e
-                .as_str()
-                .unwrap()
-                .starts_with("wasi:http/incoming-handler@0.2")),
+        exports
+            .split(',')
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2")),
         "{json}"
     );
 
@@ -437,7 +443,7 @@ async fn save_and_load_round_trip_through_an_oci_archive() {
         "--raw",
         &format!("oci-archive:{}", archive.display()),
     ]);
-    assert!(raw.contains("application/vnd.wasm.config.v0+json"), "{raw}");
+    assert!(raw.contains("application/vnd.oci.image.config.v1+json"), "{raw}");
 
     // Into an empty home, then run.
     let other = tempfile::tempdir().unwrap();

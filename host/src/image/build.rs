@@ -10,11 +10,18 @@
 //! mount = "/static"
 //! ```
 //!
-//! Builds are reproducible: bundle tars list entries in sorted order with
+//! The image is an ordinary OCI image for the platform wasip2/wasm: tar
+//! layers (each `[[files]]` at its mount path, then the component as a
+//! file), an OCI image config whose `Entrypoint` names the component, and
+//! `rootfs.diff_ids` for every layer. So containerd unpacks and runs it as
+//! it is (with berth's shim), as berth does; a raw `application/wasm` layer
+//! would be refused by containerd 1.6 ("mismatched image rootfs and manifest
+//! layers").
+//!
+//! Builds are reproducible: tars list entries in sorted order with
 //! ownership and times zeroed, and nothing time-dependent enters the config
 //! or manifest, so the same inputs give the same digests.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,7 +33,13 @@ use serde::Deserialize;
 use crate::progress::Progress;
 use crate::runtime::wasm::{BinaryKind, binary_kind};
 
-use super::model::{Image, ImageError, MOUNT_ANNOTATION, WASM_CONFIG, WASM_LAYER};
+use sha2::Digest as _;
+
+use super::model::{Compression, Image, ImageError, Layer};
+
+/// Config labels naming the component's top-level imports and exports.
+const IMPORTS_LABEL: &str = "dev.berth.component.imports";
+const EXPORTS_LABEL: &str = "dev.berth.component.exports";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +119,7 @@ pub fn build(
     }
 
     let mut layers: Vec<Descriptor> = Vec::new();
+    let mut diff_ids: Vec<String> = Vec::new();
     if let Some(base) = &spec.base {
         let base_error = |source| BuildError::Base {
             base: base.clone(),
@@ -117,7 +131,36 @@ pub fn build(
         let descriptor = super::lookup(store, &reference).map_err(|e| base_error(e.into()))?;
         let image = Image::resolve(store, &descriptor).map_err(base_error)?;
         progress.note(&format!("base {base}: {} layers", image.layers.len()));
-        layers.extend(image.layers.iter().map(|l| l.descriptor().clone()));
+        for layer in &image.layers {
+            let refused = |reason: String| {
+                base_error(ImageError::Layer {
+                    digest: layer.descriptor().digest().to_string(),
+                    reason,
+                })
+            };
+            match layer {
+                Layer::Bundle {
+                    descriptor,
+                    compression,
+                    mount,
+                } if mount == "/" => {
+                    diff_ids.push(diff_id(store, descriptor, *compression).map_err(base_error)?);
+                    layers.push(descriptor.clone());
+                }
+                // Only berth reads the mount annotation: containerd would
+                // unpack the layer at / instead.
+                Layer::Bundle { mount, .. } => {
+                    return Err(refused(format!(
+                        "a layer berth mounts at {mount}, made by an older berth build: rebuild the base"
+                    )));
+                }
+                Layer::Component(_) => {
+                    return Err(refused(
+                        "a raw application/wasm layer, which containerd cannot unpack: rebuild the base".into(),
+                    ));
+                }
+            }
+        }
     }
 
     if let Some(step) = &spec.build {
@@ -140,23 +183,18 @@ pub fn build(
     }
 
     let component_path = dir.join(&spec.component);
-    let component = std::fs::read(&component_path).map_err(|e| BuildError::File {
+    let file_error = |reason: String| BuildError::File {
         path: component_path.clone(),
-        reason: e.to_string(),
-    })?;
-    let (imports, exports) =
-        component_interface(&component).map_err(|reason| BuildError::File {
-            path: component_path.clone(),
-            reason,
-        })?;
-    let component_layer = store
-        .write_bytes(MediaType::Other(WASM_LAYER.to_owned()), &component)
-        .map_err(ImageError::from)?;
-    progress.note(&format!(
-        "component {} ({} KiB)",
-        component_layer.digest(),
-        component.len().div_ceil(1024)
-    ));
+        reason,
+    };
+    let component = std::fs::read(&component_path).map_err(|e| file_error(e.to_string()))?;
+    let (imports, exports) = component_interface(&component).map_err(file_error)?;
+    let component_name = component_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.starts_with(".wh."))
+        .unwrap_or("app.wasm")
+        .to_owned();
 
     for files in &spec.files {
         let source = dir.join(&files.source);
@@ -168,27 +206,40 @@ pub fn build(
             files.mount,
             layer.digest()
         ));
+        diff_ids.push(layer.digest().to_string());
         layers.push(layer);
     }
-    // The component goes on top: the topmost component layer runs.
+    // The component goes on top, a file at the root its entrypoint names.
+    let component_layer = component_layer(store, &component_name, &component)?;
+    progress.note(&format!(
+        "component /{component_name} {} ({} KiB)",
+        component_layer.digest(),
+        component.len().div_ceil(1024)
+    ));
+    diff_ids.push(component_layer.digest().to_string());
     layers.push(component_layer);
 
     let config = serde_json::json!({
         "architecture": "wasm",
         "os": "wasip2",
-        "layerDigests": layers.iter().map(|l| l.digest().to_string()).collect::<Vec<_>>(),
-        "component": { "imports": imports, "exports": exports },
+        "config": {
+            "Entrypoint": [format!("/{component_name}")],
+            "Labels": {
+                IMPORTS_LABEL: imports.join(","),
+                EXPORTS_LABEL: exports.join(","),
+            },
+        },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
     });
     let config = store
         .write_bytes(
-            MediaType::Other(WASM_CONFIG.to_owned()),
+            MediaType::ImageConfig,
             &serde_json::to_vec(&config).expect("JSON"),
         )
         .map_err(ImageError::from)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(WASM_CONFIG.to_owned()))
         .config(config)
         .layers(layers)
         .build()
@@ -227,6 +278,15 @@ fn bundle_layer(
         let mut builder = tar::Builder::new(&mut tar_file);
         builder.mode(tar::HeaderMode::Deterministic);
         builder.follow_symlinks(false);
+        // The mount path's own directories come first, as the source's.
+        let prefix = PathBuf::from(mount.trim_start_matches('/'));
+        let mut parent = PathBuf::new();
+        for part in prefix.components() {
+            parent.push(part);
+            builder
+                .append_dir(&parent, source)
+                .map_err(file_error)?;
+        }
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let mut entries: Vec<_> = std::fs::read_dir(source.join(&rel))
@@ -239,7 +299,7 @@ fn bundle_layer(
             for entry in entries {
                 let rel_path = rel.join(entry.file_name());
                 builder
-                    .append_path_with_name(entry.path(), &rel_path)
+                    .append_path_with_name(entry.path(), prefix.join(&rel_path))
                     .map_err(file_error)?;
                 let meta = entry.metadata().map_err(file_error)?;
                 if meta.is_dir() {
@@ -258,12 +318,61 @@ fn bundle_layer(
     let (digest, size) = store
         .write_blob(&mut tar_file, None)
         .map_err(ImageError::from)?;
-    let mut descriptor = berth_registry::descriptor(MediaType::ImageLayer, &digest, size);
-    descriptor.set_annotations(Some(HashMap::from([(
-        MOUNT_ANNOTATION.to_owned(),
-        mount.to_owned(),
-    )])));
-    Ok(descriptor)
+    Ok(berth_registry::descriptor(
+        MediaType::ImageLayer,
+        &digest,
+        size,
+    ))
+}
+
+/// A tar layer holding the component as the file `/name`.
+fn component_layer(
+    store: &ContentStore,
+    name: &str,
+    component: &[u8],
+) -> Result<Descriptor, BuildError> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(component.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    let mut builder = tar::Builder::new(Vec::with_capacity(component.len() + 2048));
+    let tar = builder
+        .append_data(&mut header, name, component)
+        .and_then(|()| builder.into_inner())
+        .map_err(|e| BuildError::File {
+            path: PathBuf::from(name),
+            reason: format!("packing the component: {e}"),
+        })?;
+    Ok(store
+        .write_bytes(MediaType::ImageLayer, &tar)
+        .map_err(ImageError::from)?)
+}
+
+/// The digest of a layer's uncompressed content: what an image config's
+/// `rootfs.diff_ids` lists.
+fn diff_id(
+    store: &ContentStore,
+    layer: &Descriptor,
+    compression: Compression,
+) -> Result<String, ImageError> {
+    let digest = layer.digest().to_string();
+    if compression == Compression::None {
+        return Ok(digest);
+    }
+    let blob = std::io::BufReader::new(store.open_blob(&digest)?);
+    let mut content: Box<dyn std::io::Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Compression::Zstd => Box::new(
+            zstd::Decoder::with_buffer(blob)
+                .map_err(|e| ImageError::Invalid(format!("layer {digest}: {e}")))?,
+        ),
+        Compression::None => Box::new(blob),
+    };
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut content, &mut hasher)
+        .map_err(|e| ImageError::Invalid(format!("layer {digest}: {e}")))?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// The component's top-level import and export names.
