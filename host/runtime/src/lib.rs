@@ -43,8 +43,39 @@ pub struct WorkloadSpec {
     pub args: Vec<String>,
     pub capabilities: Capabilities,
     pub limits: Limits,
-    /// Where the guest's output lines also go (a pod container's log), besides berth's log.
-    pub log: Option<Arc<LogFile>>,
+    /// Where the guest's output lines also go (a pod container's log,
+    /// containerd's fifos), besides berth's log.
+    pub log: Option<Arc<dyn LogSink>>,
+}
+
+/// Which standard stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where a workload's output lines go.
+pub trait LogSink: Send + Sync + std::fmt::Debug {
+    /// One line, without its newline. Never blocks for long: a sink that
+    /// cannot keep up loses lines rather than stall the guest.
+    fn write_line(&self, stream: Stream, line: &str);
+}
+
+impl LogSink for LogFile {
+    /// Both streams into the one file, as the kubelet's log holds them.
+    fn write_line(&self, _: Stream, line: &str) {
+        LogFile::write_line(self, line);
+    }
 }
 
 /// An append-only file of a workload's output, a line per write. Created

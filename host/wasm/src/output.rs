@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use berth_runtime::LogFile;
+use berth_runtime::{LogSink, Stream};
 
 /// A line longer than this is logged in pieces.
 const MAX_LINE: usize = 16 << 10;
@@ -20,12 +20,12 @@ const MAX_LINE: usize = 16 << 10;
 #[derive(Clone)]
 pub(super) struct GuestOutput {
     workload: Arc<str>,
-    stream: &'static str,
-    log: Option<Arc<LogFile>>,
+    stream: Stream,
+    log: Option<Arc<dyn LogSink>>,
 }
 
 impl GuestOutput {
-    pub(super) fn new(workload: Arc<str>, stream: &'static str, log: Option<Arc<LogFile>>) -> Self {
+    pub(super) fn new(workload: Arc<str>, stream: Stream, log: Option<Arc<dyn LogSink>>) -> Self {
         GuestOutput {
             workload,
             stream,
@@ -58,12 +58,12 @@ impl LineWriter {
     fn emit(&self, line: &[u8]) {
         let text = escape(line);
         if let Some(log) = &self.output.log {
-            log.write_line(&text);
+            log.write_line(self.output.stream, &text);
         }
         tracing::info!(
             target: "berth::guest",
             workload = &*self.output.workload,
-            stream = self.output.stream,
+            stream = self.output.stream.as_str(),
             "{text}"
         );
     }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn writes_are_split_into_lines_and_long_lines_cut() {
         let mut w = LineWriter {
-            output: GuestOutput::new("t".into(), "stdout", None),
+            output: GuestOutput::new("t".into(), Stream::Stdout, None),
             pending: Vec::new(),
         };
         w.pending.extend_from_slice(b"one\ntwo\nthr");

@@ -20,7 +20,7 @@ use berth_runtime::{Capabilities, OutboundRule, RuntimeError, Services};
 
 pub(super) struct Sandbox {
     workload: Arc<str>,
-    log: Option<Arc<berth_runtime::LogFile>>,
+    log: Option<Arc<dyn berth_runtime::LogSink>>,
     env: Vec<(String, String)>,
     dirs: Vec<GrantedDir>,
     outbound: Arc<OutboundPolicy>,
@@ -52,7 +52,7 @@ impl Sandbox {
     pub(super) fn new(
         workload: &str,
         caps: &Capabilities,
-        log: Option<Arc<berth_runtime::LogFile>>,
+        log: Option<Arc<dyn berth_runtime::LogSink>>,
     ) -> Result<Self, RuntimeError> {
         let mut dirs = Vec::with_capacity(caps.dirs.len());
         for grant in &caps.dirs {
@@ -107,12 +107,12 @@ impl Sandbox {
         builder
             .stdout(GuestOutput::new(
                 self.workload.clone(),
-                "stdout",
+                berth_runtime::Stream::Stdout,
                 self.log.clone(),
             ))
             .stderr(GuestOutput::new(
                 self.workload.clone(),
-                "stderr",
+                berth_runtime::Stream::Stderr,
                 self.log.clone(),
             ));
     }

@@ -42,7 +42,7 @@ impl CommandWorkload {
             // What a limit or a trap did is the container's to show: its
             // log says it, beside what the guest wrote.
             if let (Some(log), Some(detail)) = (&log, &exited.detail) {
-                log.write_line(&format!("berth: {detail}"));
+                log.write_line(berth_runtime::Stream::Stderr, &format!("berth: {detail}"));
             }
             let _ = tell.send(Some(exited));
         });
