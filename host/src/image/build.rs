@@ -283,9 +283,7 @@ fn bundle_layer(
         let mut parent = PathBuf::new();
         for part in prefix.components() {
             parent.push(part);
-            builder
-                .append_dir(&parent, source)
-                .map_err(file_error)?;
+            builder.append_dir(&parent, source).map_err(file_error)?;
         }
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {

@@ -150,7 +150,7 @@ impl Ingress {
         let acceptor =
             tokio_rustls::TlsAcceptor::from(super::tls::server_config(self.certificates.clone()));
         let by_host = self.clone();
-        self.tasks.spawn(super::listener::accept_with(
+        self.tasks.spawn(berth_serve::accept_with(
             listener,
             Some(acceptor),
             self.shutdown.clone(),
@@ -389,7 +389,8 @@ fn prepare(
     https: bool,
 ) -> Request<Body> {
     let mut request = request.map(|body| {
-        super::idle::IdleTimeout::new(body, super::idle::BODY_IDLE_TIMEOUT).boxed_unsync()
+        berth_serve::idle::IdleTimeout::new(body, berth_serve::idle::BODY_IDLE_TIMEOUT)
+            .boxed_unsync()
     });
     add_forwarded(request.headers_mut(), peer.ip(), host, https);
     request

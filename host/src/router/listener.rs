@@ -1,29 +1,14 @@
-//! Accepts connections (HTTP/1.1 and h2c), serves each request from a
-//! workload, turns runtime failures into status codes, and drains in-flight
-//! requests on shutdown.
+//! `berth run`'s and a pod's listener: berth-serve's accept loop, with
+//! each request counted in berth's metrics.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::FutureExt as _;
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use berth_serve::{HEADER_READ_TIMEOUT, accept, handle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Body, GuestFailure, ServeError, Workload};
-
-/// Connections one listener serves at once.
-const MAX_CONNECTIONS: usize = 10_000;
-
-/// How long a client may take to send a request's headers, unless told.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::runtime::Workload;
 
 /// Serves `workload` on `listener` until `shutdown` is cancelled, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
@@ -35,6 +20,9 @@ pub async fn serve(
     drain: Duration,
     metrics: Option<Arc<crate::metrics::RouteMetrics>>,
 ) {
+    let Some(metrics) = metrics else {
+        return berth_serve::serve(listener, workload, shutdown, drain).await;
+    };
     accept(
         listener,
         shutdown,
@@ -44,220 +32,12 @@ pub async fn serve(
             let workload = workload.clone();
             let metrics = metrics.clone();
             async move {
-                let timing = metrics.as_ref().map(|m| m.begin(request.method()));
+                let timing = metrics.begin(request.method());
                 let response = handle(&*workload, request, peer).await;
-                if let (Some(metrics), Some(timing)) = (metrics, timing) {
-                    metrics.end(timing, response.status());
-                }
+                metrics.end(timing, response.status());
                 response
             }
         },
     )
     .await
-}
-
-/// Accepts connections on `listener` and answers each request with
-/// `handler`, until `shutdown`; then waits up to `drain` for in-flight
-/// requests. A client that takes longer than `header_read` to send a
-/// request's headers is cut off.
-pub async fn accept<H, F>(
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    drain: Duration,
-    header_read: Duration,
-    handler: H,
-) where
-    H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    accept_with(listener, None, shutdown, drain, header_read, handler).await
-}
-
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// [`accept`], over TLS when `tls` is given (HTTP/2 by ALPN, or
-/// HTTP/1.1).
-pub async fn accept_with<H, F>(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: CancellationToken,
-    drain: Duration,
-    header_read: Duration,
-    handler: H,
-) where
-    H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client gets this long to send a request's headers (slowloris).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read);
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // At the cap, new connections wait in the kernel's backlog rather
-        // than each costing a task and buffers here.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Small responses should not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let local = stream.local_addr().ok();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            // HTTP/1.0 clients may send no Host; guests are promised an
-            // authority, so it is the address they connected to.
-            if request.uri().authority().is_none()
-                && !request.headers().contains_key(http::header::HOST)
-                && let Some(local) = local
-                && let Ok(host) = http::HeaderValue::from_str(&local.to_string())
-            {
-                request.headers_mut().insert(http::header::HOST, host);
-            }
-            // Mapped, not awaited in an async block, which would hold the
-            // handler's future twice over.
-            handler(request, peer).never_error()
-        });
-        let Some(acceptor) = tls.clone() else {
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // A client that never finishes its handshake holds nothing long.
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all in-flight requests finished"),
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!("requests still running after {drain:?}; stopping anyway");
-        }
-    }
-}
-
-async fn handle(
-    workload: &dyn Workload,
-    request: http::Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request = request.map(|body| {
-        super::idle::IdleTimeout::new(body, super::idle::BODY_IDLE_TIMEOUT).boxed_unsync()
-    });
-    let response = match workload.serve(request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(%peer, %method, path, "request failed: {error}");
-            error_response(&error)
-        }
-    };
-    tracing::debug!(
-        %peer,
-        %method,
-        path,
-        status = response.status().as_u16(),
-        elapsed = ?start.elapsed(),
-        workload = workload.name(),
-        "request"
-    );
-    response
-}
-
-/// What the client sees of a failure: the status and a plain sentence, never
-/// the guest's internals (those are in the server log).
-pub(super) fn error_response(error: &ServeError) -> Response<Body> {
-    let (status, message) = match error {
-        ServeError::Busy { .. }
-        | ServeError::Guest {
-            failure: GuestFailure::PoolExhausted,
-            ..
-        } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "503 Service Unavailable: the workload is at its concurrency limit, try again\n",
-        ),
-        ServeError::Guest {
-            failure: GuestFailure::ResponseTimeout(_),
-            ..
-        } => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "504 Gateway Timeout: the workload did not answer in time\n",
-        ),
-        ServeError::Guest {
-            failure: GuestFailure::Unreachable(_),
-            ..
-        } => (
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: the container did not accept the connection\n",
-        ),
-        ServeError::Guest { .. } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "500 Internal Server Error: the workload failed to handle the request\n",
-        ),
-        ServeError::NotServing { .. } => (
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: the workload is a command and serves no HTTP\n",
-        ),
-    };
-    let mut response = Response::new(
-        Full::new(Bytes::from_static(message.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("1"),
-        );
-    }
-    response
 }

@@ -4,7 +4,6 @@
 //! (`<service>[.<namespace>].localhost`), NodePort services get listeners
 //! of their own, and guests reach services by name, all in-process.
 
-mod idle;
 mod ingress;
 mod listener;
 mod proxy;
@@ -14,8 +13,9 @@ mod table;
 mod tls;
 pub mod trace;
 
+pub use berth_serve::accept;
 pub use ingress::Ingress;
-pub use listener::{accept, serve};
+pub use listener::serve;
 pub use rules::IngressRules;
 pub use services::PodServices;
 pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

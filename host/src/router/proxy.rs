@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 
-use super::listener::error_response;
 use super::table::{NoRoom, Route};
 use crate::runtime::{Body, GuestFailure, ServeError};
+use berth_serve::error_response;
 
 /// Serves `request` from `route`'s endpoints on service port `port`,
 /// waiting up to `wait` for one to be ready; counted in the route's

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::runtime::BoxError;
+use berth_runtime::BoxError;
 
 /// How long a request body may send nothing while it is being read.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
