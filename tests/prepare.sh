@@ -15,6 +15,10 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 # The ingress's HTTPS tests make certificates and check them as users would.
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+# berth's shim runs under a real containerd (its tests start their own) in
+# network namespaces the tests make with ip.
+command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
+command -v ip >/dev/null || missing+=(iproute2)
 # The metrics tests scrape berth with a real Prometheus and check every
 # /metrics page with its promtool.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)

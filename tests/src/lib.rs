@@ -48,6 +48,19 @@ pub fn berth_bin() -> PathBuf {
     bin
 }
 
+/// containerd's shim for berth, beside `berth` (`cargo test --workspace`
+/// builds it: the shim crate has tests of its own).
+pub fn shim_bin() -> PathBuf {
+    let bin = berth_bin().with_file_name("containerd-shim-berth-v1");
+    assert!(
+        bin.exists(),
+        "the shim binary is missing at {}: run the suite with `cargo test --workspace`",
+        bin.display()
+    );
+    assert_fresh(&bin);
+    bin
+}
+
 /// `cargo test -p berth-tests` alone does not rebuild the binary; testing a
 /// stale one would report on code that is no longer there.
 fn assert_fresh(bin: &Path) {

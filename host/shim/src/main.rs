@@ -1,0 +1,109 @@
+//! `containerd-shim-berth-v1`: berth's wasm runtime under containerd, so
+//! the images and YAML that run on berth run on a Kubernetes node too
+//! (RuntimeClass handler `berth`).
+//!
+//! containerd starts the shim once per container with `start`; the shim
+//! moves into the container's network namespace (and a mount namespace of
+//! its own, so nothing it mounts outlives it) and re-executes itself as
+//! the task server. Each task is a berth workload: an HTTP component
+//! served on `BERTH_LISTEN` (default 0.0.0.0:8080) in that namespace, or a
+//! command component run to its exit code, with only what the OCI spec
+//! grants (see `plan.rs`). The task's "process" is the shim itself: a wasm
+//! guest has no process of its own.
+
+mod output;
+mod plan;
+mod task;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, DeleteResponse, Error, ExitSignal, Flags, StartOpts};
+
+struct Shim {
+    namespace: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for Shim {
+    type T = task::Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Shim {
+            namespace: args.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // containerd runs `start` in the bundle.
+        let spec = containerd_shim::util::read_spec_from_file(".")?;
+        let network = plan::network(&spec);
+        enter_namespaces(network).map_err(Error::Other)?;
+        let grouping = opts.id.clone();
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // A shim that died: whatever it mounted in its own namespace went
+        // with it; a rootfs mounted before it moved is unmounted here.
+        let rootfs = std::env::current_dir()
+            .map_err(|e| Error::Other(e.to_string()))?
+            .join("rootfs");
+        let _ = containerd_shim::mount::umount_recursive(rootfs.to_str(), 0);
+        Ok(DeleteResponse {
+            exit_status: 137,
+            exited_at: Some(containerd_shim::util::timestamp()?).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> task::Service {
+        task::Service::new(self.namespace.clone(), publisher, self.exit.clone())
+    }
+}
+
+/// Moves the shim into the container's network namespace (a new one when
+/// the spec asks for one without a path) and into a mount namespace of its
+/// own, before it forks the task server, which inherits both.
+fn enter_namespaces(network: Option<Option<std::path::PathBuf>>) -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    match network {
+        Some(Some(path)) => {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| format!("the network namespace {}: {e}", path.display()))?;
+            nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("entering the network namespace {}: {e}", path.display()))?;
+        }
+        Some(None) => nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("making a network namespace: {e}"))?,
+        None => {}
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("making a mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        Path::new("/"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making the shim's mounts private: {e}"))
+}
+
+fn main() {
+    let config = Config {
+        // Warnings and errors: berth's runtime logs each guest output line
+        // at info, and those go to the task's own fifos already.
+        default_log_level: "warn".into(),
+        ..Config::default()
+    };
+    containerd_shim::run::<Shim>("io.containerd.berth.v1", Some(config));
+}

@@ -1,0 +1,517 @@
+//! berth images under a real containerd (Debian's 1.6), through berth's
+//! shim, `containerd-shim-berth-v1`: each test starts its own containerd
+//! (temporary root, state and sockets) with the shim on its PATH, imports an
+//! image `berth build` made and `berth save` wrote, and drives it with ctr.
+//! The network namespaces are the test's own.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::{berth, guests, ok, shim_bin};
+
+/// A containerd of the test's own, stopped and cleaned up on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is required for this test (Debian package containerd for containerd and ctr, \
+         iproute2 for ip; tests/prepare.sh installs them)"
+    );
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        for tool in ["containerd", "ctr", "ip", "curl"] {
+            require(tool);
+        }
+        let uid = Command::new("id").arg("-u").output().expect("id -u");
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "containerd's tests run as root"
+        );
+        // Unix socket paths are short: a directory right under /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ctd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/containerd.sock\"\n\
+                 [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n"
+            ),
+        )
+        .unwrap();
+        let shim_dir = shim_bin().parent().unwrap().to_owned();
+        let path = format!(
+            "{}:{}",
+            shim_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .env("PATH", path)
+            // Components compiled once for every test's shims.
+            .env("BERTH_SHIM_CACHE", shim_dir.join("berth-shim-cache"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let containerd = Containerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !containerd.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start: {}",
+                containerd.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        containerd
+    }
+
+    fn address(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.address())
+            .args(args)
+            .output()
+            .expect("running ctr")
+    }
+
+    /// `ctr ARGS`, which must succeed; its stdout.
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}{}\ncontainerd's log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Builds an image of `component` with berth, saves it, and imports it
+    /// as `name` (all platforms: ctr keeps only the host's otherwise).
+    fn import(&self, component: &str, name: &str) {
+        let home = tempfile::tempdir().unwrap();
+        let app = home.path().join("app");
+        std::fs::create_dir_all(app.join("static")).unwrap();
+        std::fs::write(app.join("static/hello.txt"), "bundled hello").unwrap();
+        std::fs::write(
+            app.join("berth.toml"),
+            format!(
+                "component = \"{component}\"\n[[files]]\nsource = \"static\"\nmount = \"/static\"\n"
+            ),
+        )
+        .unwrap();
+        ok(berth(
+            home.path(),
+            &["build", "-t", name, app.to_str().unwrap()],
+        ));
+        let archive = home.path().join("image.tar");
+        ok(berth(
+            home.path(),
+            &["save", name, "-o", archive.to_str().unwrap()],
+        ));
+        self.ctr_ok(&[
+            "image",
+            "import",
+            "--all-platforms",
+            archive.to_str().unwrap(),
+        ]);
+    }
+
+    /// Shims serving this containerd still alive.
+    fn shims(&self) -> Vec<u32> {
+        let address = self.address();
+        let address = address.to_str().unwrap();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("containerd-shim-berth-v1") && c.contains(address)
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for task `id` to say `status` in `ctr task ls`.
+    fn wait_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tasks = self.ctr_ok(&["task", "ls"]);
+            if tasks
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id) && l.contains(status))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} never {status}: {tasks}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `ctr task rm` of a stopped task; the task's exit status, which ctr
+    /// 1.6 only states in a warning when it is not 0.
+    fn remove_task(&self, id: &str) -> u32 {
+        let out = self.ctr(&["task", "rm", id]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ctr task rm {id}: {said}");
+        said.split_once("exit with non-zero exit code ")
+            .map_or(0, |(_, code)| {
+                let digits: String = code.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for line in self.ctr_ok(&["task", "ls", "-q"]).lines() {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", line]);
+            let _ = self.ctr(&["task", "rm", "-f", line]);
+        }
+        for line in self.ctr_ok(&["container", "ls", "-q"]).lines() {
+            let _ = self.ctr(&["container", "rm", line]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.shims() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // Snapshots a crashed test left mounted would keep the directory.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let root = self.dir.path().to_str().unwrap().to_owned();
+        for mount in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if mount.starts_with(&root) {
+                let _ = Command::new("umount").args(["-l", mount]).status();
+            }
+        }
+    }
+}
+
+/// A network namespace of the test's own, with its loopback up.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("berth-shim-{}-{}", std::process::id(), fastrand());
+        let status = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip netns add {name}");
+        let status = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()));
+        Netns { name }
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// `curl URL` from inside the namespace: (status, body).
+    fn curl(&self, url: &str) -> (u16, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-s", "-m", "10"])
+            .args(["-w", "\n%{http_code}", url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn fastrand() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+const RUN: [&str; 5] = [
+    "run",
+    "--platform",
+    "wasip2/wasm",
+    "--runtime",
+    "io.containerd.berth.v1",
+];
+
+#[test]
+fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
+    let containerd = Containerd::start();
+    containerd.import(guests::MISBEHAVE, "misbehave:1");
+    let netns = Netns::new();
+    let log = containerd.dir.path().join("web.log");
+    let with_ns = format!("network:{}", netns.path());
+    let log_uri = format!("file://{}", log.display());
+    let mut args = RUN.to_vec();
+    args.extend([
+        "-d",
+        "--with-ns",
+        &with_ns,
+        "--log-uri",
+        &log_uri,
+        "--memory-limit",
+        "67108864",
+        "--env",
+        "BERTH_LISTEN=9000",
+        "--annotation",
+        "berth.dev/allow-outbound=127.0.0.1:9000",
+        "misbehave:1",
+        "web",
+        "/misbehave.wasm",
+    ]);
+    containerd.ctr_ok(&args);
+    containerd.wait_status("web", "RUNNING");
+
+    // It answers inside the namespace it was given, and nowhere else.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while netns.curl("http://127.0.0.1:9000/").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the component never answered: {}",
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(netns.curl("http://127.0.0.1:9000/"), (200, "ok\n".into()));
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:9000").is_err(),
+        "the host's loopback must not reach the task"
+    );
+    // The image's files are its root, read-only bundles included.
+    let (status, body) = netns.curl("http://127.0.0.1:9000/exists?path=/static/hello.txt");
+    assert_eq!(status, 200, "{body}");
+
+    // Past the memory limit one request fails; the task lives on.
+    let (status, _) = netns.curl("http://127.0.0.1:9000/alloc?mb=100");
+    assert_eq!(status, 500);
+    assert_eq!(netns.curl("http://127.0.0.1:9000/").0, 200);
+    let (status, body) = netns.curl("http://127.0.0.1:9000/alloc?mb=8");
+    assert_eq!((status, body.as_str()), (200, "allocated 8 MiB\n"));
+
+    // Outbound: the annotation's host (its own port, in the namespace) is
+    // allowed, any other denied with the reason in the shim's log.
+    let (status, body) = netns.curl("http://127.0.0.1:9000/fetch?url=http://127.0.0.1:9000/");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "fetched http://127.0.0.1:9000/: 200 OK: ok\n")
+    );
+    let (status, _) = netns.curl("http://127.0.0.1:9000/fetch?url=http://127.0.0.1:9001/");
+    assert_eq!(status, 502);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containerd.log().contains("denied outbound request") {
+        assert!(Instant::now() < deadline, "{}", containerd.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A trap fails its request and is in the task's log (containerd's fifos).
+    assert_eq!(netns.curl("http://127.0.0.1:9000/trap").0, 500);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("guest asked to trap")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the task's log: {:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // ctr sees it as any task.
+    let metrics = containerd.ctr_ok(&["task", "metrics", "web"]);
+    assert!(metrics.contains("cpuacct.usage"), "{metrics}");
+    let pids = containerd.ctr_ok(&["task", "ps", "web"]);
+    assert!(pids.lines().count() >= 2, "{pids}");
+
+    // SIGTERM drains and ends it with status 0.
+    containerd.ctr_ok(&["task", "kill", "web"]);
+    containerd.wait_status("web", "STOPPED");
+    assert_eq!(containerd.remove_task("web"), 0);
+    containerd.ctr_ok(&["container", "rm", "web"]);
+
+    // Nothing left: no shim, no mount.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containerd.shims().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shims left: {:?}",
+            containerd.shims()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = containerd.dir.path().to_str().unwrap();
+    assert!(!mounts.contains(root), "{mounts}");
+}
+
+#[test]
+fn a_command_component_runs_to_its_exit_status_with_what_the_spec_grants() {
+    let containerd = Containerd::start();
+    containerd.import(guests::TOOL, "tool:1");
+    let run = |extra: &[&str], id: &str, argv: &[&str]| {
+        let mut args = RUN.to_vec();
+        args.push("--rm");
+        args.extend(extra);
+        args.extend(["tool:1", id]);
+        args.extend(argv);
+        containerd.ctr(&args)
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // argv from the spec, the component first; output through the fifos.
+    let out = run(&[], "args", &["/tool.wasm", "args", "a", "b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/tool.wasm args a b\n"
+    );
+
+    let out = run(
+        &["--env", "GREETING=hi"],
+        "env",
+        &["/tool.wasm", "env", "GREETING"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "GREETING=hi\n",
+        "{}",
+        text(&out)
+    );
+
+    // Bind mounts are its directories, read-only where the mount says so.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("in.txt"), "from the host").unwrap();
+    let mount = |mode: &str| {
+        format!(
+            "type=bind,src={},dst=/data,options=rbind:{mode}",
+            shared.path().display()
+        )
+    };
+    let ro = mount("ro");
+    let out = run(
+        &["--mount", &ro],
+        "read",
+        &["/tool.wasm", "read", "/data/in.txt"],
+    );
+    // Output is written a line at a time: the last one gets its newline.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from the host\n",
+        "{}",
+        text(&out)
+    );
+    let out = run(
+        &["--mount", &ro],
+        "ro",
+        &["/tool.wasm", "write", "/data/out.txt", "x"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!shared.path().join("out.txt").exists());
+    let rw = mount("rw");
+    let out = run(
+        &["--mount", &rw],
+        "rw",
+        &["/tool.wasm", "write", "/data/out.txt", "x"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("out.txt")).unwrap(),
+        "x"
+    );
+
+    // A crash: a non-zero status, and the reason in its output.
+    let out = run(&[], "panic", &["/tool.wasm", "panic"]);
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out));
+    assert!(text(&out).contains("berth: trapped"), "{}", text(&out));
+
+    // A path outside the image is refused at start, with the reason.
+    let out = run(&[], "escape", &["/../../etc/passwd"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("`..`"), "{}", text(&out));
+
+    // SIGKILL ends a running command at once: 137.
+    let mut args = RUN.to_vec();
+    args.extend(["-d", "tool:1", "sleeper", "/tool.wasm", "sleep", "600000"]);
+    containerd.ctr_ok(&args);
+    containerd.wait_status("sleeper", "RUNNING");
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "sleeper"]);
+    containerd.wait_status("sleeper", "STOPPED");
+    assert_eq!(containerd.remove_task("sleeper"), 137);
+    containerd.ctr_ok(&["container", "rm", "sleeper"]);
+}
+
+#[test]
+fn the_shim_refuses_what_it_cannot_run_and_is_gone_after() {
+    let containerd = Containerd::start();
+    // The component path must name a component file.
+    containerd.import(guests::TOOL, "tool:1");
+    let mut args = RUN.to_vec();
+    args.extend(["--rm", "tool:1", "missing", "/static/hello.txt"]);
+    let out = containerd.ctr(&args);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("hello.txt"), "{said}");
+    // Stopped (with the status of a failed start), so `--rm` removed it.
+    assert_eq!(containerd.ctr_ok(&["task", "ls", "-q"]), "");
+    assert_eq!(containerd.ctr_ok(&["container", "ls", "-q"]), "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containerd.shims().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shims left: {:?}",
+            containerd.shims()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
