@@ -281,10 +281,10 @@ impl BerthRun {
 
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Servers announce themselves with one `berth: …` line, ending
-        // `on http://ADDR/` when they listen on TCP.
+        // `on http://ADDR/` (or https) when they listen on TCP.
         let url = match lines.next() {
             Some(Ok(line)) if line.starts_with("berth: ") => match line.rsplit_once(" on ") {
-                Some((_, url)) if url.starts_with("http://") => {
+                Some((_, url)) if url.starts_with("http://") || url.starts_with("https://") => {
                     url.trim_end_matches('/').to_owned()
                 }
                 _ => String::new(),

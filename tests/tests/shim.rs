@@ -4,11 +4,11 @@
 //! image `berth build` made and `berth save` wrote, and drives it with ctr.
 //! The network namespaces are the test's own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth, guests, ok, shim_bin};
+use berth_tests::{berth, guests, ok, registry_serve, shim_bin};
 
 /// A containerd of the test's own, stopped and cleaned up on drop.
 struct Containerd {
@@ -119,20 +119,7 @@ impl Containerd {
     /// as `name` (all platforms: ctr keeps only the host's otherwise).
     fn import(&self, component: &str, name: &str) {
         let home = tempfile::tempdir().unwrap();
-        let app = home.path().join("app");
-        std::fs::create_dir_all(app.join("static")).unwrap();
-        std::fs::write(app.join("static/hello.txt"), "bundled hello").unwrap();
-        std::fs::write(
-            app.join("berth.toml"),
-            format!(
-                "component = \"{component}\"\n[[files]]\nsource = \"static\"\nmount = \"/static\"\n"
-            ),
-        )
-        .unwrap();
-        ok(berth(
-            home.path(),
-            &["build", "-t", name, app.to_str().unwrap()],
-        ));
+        build_image(home.path(), component, name);
         let archive = home.path().join("image.tar");
         ok(berth(
             home.path(),
@@ -219,6 +206,52 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// `berth build` of `component` with a bundle at /static, in `home`.
+fn build_image(home: &Path, component: &str, name: &str) {
+    let app = home.join("app");
+    std::fs::create_dir_all(app.join("static")).unwrap();
+    std::fs::write(app.join("static/hello.txt"), "bundled hello").unwrap();
+    std::fs::write(
+        app.join("berth.toml"),
+        format!(
+            "component = \"{component}\"\n[[files]]\nsource = \"static\"\nmount = \"/static\"\n"
+        ),
+    )
+    .unwrap();
+    ok(berth(home, &["build", "-t", name, app.to_str().unwrap()]));
+}
+
+/// A CA of the test's own and a serving certificate for 127.0.0.1 it
+/// signed, as PEM files in `dir`: (ca.crt, tls.crt, tls.key) named `NAME-…`.
+fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert_pem = params.signed_by(&key, &issuer).unwrap().pem();
+    let paths = (
+        dir.join(format!("{name}-ca.crt")),
+        dir.join(format!("{name}-tls.crt")),
+        dir.join(format!("{name}-tls.key")),
+    );
+    std::fs::write(&paths.0, ca_pem).unwrap();
+    std::fs::write(&paths.1, cert_pem).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
 
 /// A network namespace of the test's own, with its loopback up.
@@ -514,4 +547,99 @@ fn the_shim_refuses_what_it_cannot_run_and_is_gone_after() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn containerd_pulls_a_berth_image_over_https_from_berth_s_registry() {
+    let containerd = Containerd::start();
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), guests::HELLO, "hello:1");
+    let root = home.path().join("registry");
+
+    // Pushed over plain HTTP (loopback), then the same storage served over
+    // HTTPS with a certificate from a CA of the test's own.
+    {
+        let registry = registry_serve(&root, &[]);
+        let remote = format!("{}/hello:1", registry.url.trim_start_matches("http://"));
+        ok(berth(home.path(), &["tag", "hello:1", &remote]));
+        ok(berth(home.path(), &["push", &remote]));
+    }
+    let (ca, cert, key) = certificates(home.path(), "first");
+    let registry = registry_serve(
+        &root,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(registry.url.starts_with("https://"), "{}", registry.url);
+    let remote = format!("{}/hello:1", registry.url.trim_start_matches("https://"));
+
+    // ctr speaks plain HTTP to loopback registries unless a hosts.toml
+    // (containerd's registry configuration) says HTTPS, with which CA.
+    let host = remote.split('/').next().unwrap().to_owned();
+    let hosts = home.path().join("hosts");
+    std::fs::create_dir_all(hosts.join(&host)).unwrap();
+    let pull = |ca: &Path| {
+        std::fs::write(
+            hosts.join(&host).join("hosts.toml"),
+            format!(
+                "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  ca = \"{}\"\n  \
+                 capabilities = [\"pull\", \"resolve\"]\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        containerd.ctr(&[
+            "image",
+            "pull",
+            "--platform",
+            "wasip2/wasm",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            &remote,
+        ])
+    };
+    let out = pull(&ca);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What containerd pulled runs.
+    let netns = Netns::new();
+    let with_ns = format!("network:{}", netns.path());
+    let mut args = RUN.to_vec();
+    args.extend(["-d", "--with-ns", &with_ns, &remote, "hello", "/hello.wasm"]);
+    containerd.ctr_ok(&args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = netns.curl("http://127.0.0.1:8080/there");
+        if status == 200 {
+            assert_eq!(body, "hello from /there\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", containerd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A renewed certificate (from another CA here) is served without a
+    // restart: the old CA no longer verifies, the new one does.
+    let (ca2, cert2, key2) = certificates(home.path(), "second");
+    std::fs::rename(&key2, &key).unwrap();
+    std::fs::rename(&cert2, &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pull(&ca2).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!pull(&ca).status.success());
+    drop(registry);
 }

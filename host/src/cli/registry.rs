@@ -31,6 +31,77 @@ pub struct ServeArgs {
     /// A user of the htpasswd file who may pull but not push (repeatable).
     #[arg(long = "pull-only", value_name = "USER", requires = "auth")]
     pull_only: Vec<String>,
+
+    /// Serve HTTPS with this certificate chain (PEM); read again whenever
+    /// it or the key changes, so a renewed certificate needs no restart.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// How often the certificate files are looked at for a change.
+const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The certificate and key files a registry serves HTTPS with.
+#[derive(Debug, Clone)]
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsFiles {
+    fn load(&self) -> anyhow::Result<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        crate::router::certified_key(&read(&self.cert)?, &read(&self.key)?)
+            .map_err(|e| anyhow::anyhow!("{} and {}: {e}", self.cert.display(), self.key.display()))
+    }
+
+    /// When either file last changed (and its size): a new pair is read
+    /// when this differs.
+    fn stamp(&self) -> Option<[(std::time::SystemTime, u64); 2]> {
+        let stamp = |path: &PathBuf| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        Some([stamp(&self.cert)?, stamp(&self.key)?])
+    }
+
+    /// Swaps in the files' certificate whenever they change, until
+    /// `shutdown`. A pair that does not load (half written, mismatched)
+    /// keeps the last good one, with a warning.
+    async fn watch(
+        self,
+        certificates: std::sync::Arc<crate::router::Certificates>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut seen = self.stamp();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TLS_RELOAD_CHECK) => {}
+            }
+            let now = self.stamp();
+            if now == seen {
+                continue;
+            }
+            match self.load() {
+                Ok(key) => {
+                    certificates.replace(crate::router::CertificateSet {
+                        fallback: Some(key),
+                        ..Default::default()
+                    });
+                    tracing::info!("serving the new certificate from {}", self.cert.display());
+                    seen = now;
+                }
+                Err(e) => tracing::warn!("keeping the current certificate: {e:#}"),
+            }
+        }
+    }
 }
 
 pub fn registry(command: RegistryCommand) -> anyhow::Result<ExitCode> {
@@ -45,6 +116,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| crate::home::berth_home().join("registry"));
     let auth = match &args.auth {
         Some(path) => Some(Auth::from_htpasswd(path, &args.pull_only).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    // A bad certificate fails the start, not every handshake after it.
+    let certificates = match &tls {
+        Some(files) => {
+            let certificates = std::sync::Arc::new(crate::router::Certificates::default());
+            certificates.replace(crate::router::CertificateSet {
+                fallback: Some(files.load()?),
+                ..Default::default()
+            });
+            Some(certificates)
+        }
         None => None,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -73,15 +160,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let router = berth_registry::server::router(config)
             .with_context(|| format!("opening the registry at {}", root.display()))?
             .merge(metrics.router());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // Scripts and tests read this line to learn the port.
         println!(
-            "berth: registry serving {} on http://{addr}/",
+            "berth: registry serving {} on {scheme}://{addr}/",
             root.display()
         );
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("serving")?;
+        let (Some(files), Some(certificates)) = (tls, certificates) else {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .context("serving")?;
+            return anyhow::Ok(ExitCode::SUCCESS);
+        };
+        tokio::spawn(files.watch(certificates.clone(), shutdown.clone()));
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(crate::router::tls_server_config(certificates));
+        berth_serve::accept_with(
+            listener,
+            Some(acceptor),
+            shutdown,
+            std::time::Duration::from_secs(30),
+            berth_serve::HEADER_READ_TIMEOUT,
+            move |request, _peer| {
+                use http_body_util::BodyExt as _;
+                use tower_service::Service as _;
+                let mut router = router.clone();
+                async move {
+                    let response = match router.call(request.map(axum::body::Body::new)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    response.map(|body| body.map_err(Into::into).boxed_unsync())
+                }
+            },
+        )
+        .await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

@@ -19,4 +19,4 @@ pub use listener::serve;
 pub use rules::IngressRules;
 pub use services::PodServices;
 pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};
-pub use tls::{CertificateSet, certified_key};
+pub use tls::{CertificateSet, Certificates, certified_key, server_config as tls_server_config};
