@@ -45,6 +45,10 @@ if ! "$venv/bin/python" -c "import kubernetes" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "kubernetes>=31,<35"
 fi
+# The official Kubernetes schema, to validate the examples' manifests.
+if ! [ -x "$venv/bin/kubernetes-validate" ]; then
+    "$venv/bin/pip" install --quiet "kubernetes-validate>=1.31,<2"
+fi
 # OpenTelemetry's own protobuf types, for the OTLP receiver the tracing
 # test runs (tests/otlp_receiver.py).
 if ! "$venv/bin/python" -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2" 2>/dev/null; then
