@@ -443,7 +443,10 @@ async fn save_and_load_round_trip_through_an_oci_archive() {
         "--raw",
         &format!("oci-archive:{}", archive.display()),
     ]);
-    assert!(raw.contains("application/vnd.oci.image.config.v1+json"), "{raw}");
+    assert!(
+        raw.contains("application/vnd.oci.image.config.v1+json"),
+        "{raw}"
+    );
 
     // Into an empty home, then run.
     let other = tempfile::tempdir().unwrap();

@@ -150,6 +150,15 @@ impl Containerd {
             .collect()
     }
 
+    /// Waits for every shim of this containerd to have exited.
+    fn wait_no_shims(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.shims().is_empty() {
+            assert!(Instant::now() < deadline, "shims left: {:?}", self.shims());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for task `id` to say `status` in `ctr task ls`.
     fn wait_status(&self, id: &str, status: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -408,15 +417,7 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
     containerd.ctr_ok(&["container", "rm", "web"]);
 
     // Nothing left: no shim, no mount.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !containerd.shims().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "shims left: {:?}",
-            containerd.shims()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    containerd.wait_no_shims();
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let root = containerd.dir.path().to_str().unwrap();
     assert!(!mounts.contains(root), "{mounts}");
@@ -538,15 +539,7 @@ fn the_shim_refuses_what_it_cannot_run_and_is_gone_after() {
     // Stopped (with the status of a failed start), so `--rm` removed it.
     assert_eq!(containerd.ctr_ok(&["task", "ls", "-q"]), "");
     assert_eq!(containerd.ctr_ok(&["container", "ls", "-q"]), "");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !containerd.shims().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "shims left: {:?}",
-            containerd.shims()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    containerd.wait_no_shims();
 }
 
 #[test]

@@ -47,7 +47,11 @@ struct Inner {
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     tokio: tokio::runtime::Runtime,
+    /// The wasm runtimes, made on first use: without an instance pool (a
+    /// command runs once; setting up a pool costs it more than it saves),
+    /// and with one (for serving HTTP, a fresh instance per request).
     wasm: OnceLock<Result<WasmRuntime, String>>,
+    pooled_wasm: OnceLock<Result<WasmRuntime, String>>,
 }
 
 struct Task {
@@ -94,6 +98,7 @@ impl Service {
             exit,
             tokio,
             wasm: OnceLock::new(),
+            pooled_wasm: OnceLock::new(),
         }))
     }
 
@@ -113,18 +118,22 @@ impl Service {
         }
     }
 
-    /// The wasm runtime, made on first use (its engine and instance pool
-    /// are the shim's biggest cost, and a shim that only deletes needs none).
-    fn wasm(&self) -> Result<&WasmRuntime, Error> {
-        self.0
-            .wasm
+    /// A wasm runtime, with an instance pool or without, made on first use
+    /// (a shim that only deletes needs none).
+    fn wasm(&self, pooled: bool) -> Result<&WasmRuntime, Error> {
+        let runtime = if pooled {
+            &self.0.pooled_wasm
+        } else {
+            &self.0.wasm
+        };
+        runtime
             .get_or_init(|| {
                 let cache = std::env::var_os("BERTH_SHIM_CACHE")
                     .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
                 let _guard = self.0.tokio.enter();
                 WasmRuntime::new(WasmRuntimeConfig {
                     cache_dir: Some(cache),
-                    pooled: true,
+                    pooled,
                 })
                 .map_err(|e| e.to_string())
             })
@@ -165,10 +174,17 @@ impl Service {
         let plan = plan::plan(&spec, Path::new(bundle)).map_err(Error::InvalidArgument)?;
         let fifos = Fifos::open(&io.stdout, &io.stderr)
             .map_err(|e| Error::Other(format!("opening the task's output: {e}")))?;
-        let wasm = self.wasm()?;
-        let worlds = wasm
-            .worlds(&plan.component)
+        // Loaded (and kept) by the pool-less runtime; one that serves HTTP
+        // then loads again, from the compile cache, into the pooled one.
+        let commands = self.wasm(false)?;
+        let serves_http = commands
+            .serves_http(&plan.component)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let wasm = if serves_http {
+            self.wasm(true)?
+        } else {
+            commands
+        };
         let workload_spec = WorkloadSpec {
             name: id.to_owned(),
             component: plan.component.clone(),
@@ -184,7 +200,7 @@ impl Service {
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let terminate = CancellationToken::new();
         let kill = CancellationToken::new();
-        let listener = if worlds.http {
+        let listener = if serves_http {
             let listener = std::net::TcpListener::bind(plan.listen)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|e| Error::Other(format!("listening on {}: {e}", plan.listen)))?;

@@ -98,6 +98,16 @@ impl WasmRuntime {
         Ok(load::worlds(&exports))
     }
 
+    /// Whether the component at `path` is served over HTTP once started (an
+    /// HTTP handler, or a component of both worlds) rather than run to its
+    /// exit. Loads it as [`Runtime::start`] does and keeps it loaded, so the
+    /// start that follows does not load it again. Blocking: the compiler's
+    /// work.
+    pub fn serves_http(&self, path: &std::path::Path) -> Result<bool, RuntimeError> {
+        let pre = load::load(&self.engine, &self.linker, path, &self.loaded)?;
+        Ok(matches!(pre, load::Pre::Http(_)))
+    }
+
     /// Runs the command component of `spec` to completion, with its grants
     /// and limits (`cpu_time` is then the whole run's).
     pub async fn run_command(
