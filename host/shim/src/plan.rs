@@ -30,7 +30,10 @@ const SKIPPED_MOUNTS: [&str; 7] = [
 
 #[derive(Debug)]
 pub struct Plan {
-    /// The component file, on the host.
+    /// The container's root filesystem, on the host.
+    pub root: PathBuf,
+    /// The component file, relative to `root`: opened with the root as
+    /// `/`, so a symlink in the image cannot lead to the host's files.
     pub component: PathBuf,
     /// `argv`, the component's path inside the container first.
     pub args: Vec<String>,
@@ -67,7 +70,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     } else {
         bundle.join(root)
     };
-    let component = inside(&root, entry)?;
+    let component = relative(entry)?;
 
     let mut env = Vec::new();
     let mut listen = DEFAULT_LISTEN;
@@ -150,6 +153,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     }
 
     Ok(Plan {
+        root,
         component,
         args,
         capabilities: Capabilities {
@@ -163,9 +167,9 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     })
 }
 
-/// `path` (absolute inside the container) as a host path under `root`,
-/// refusing `..`: the spec is the user's, the host is not.
-fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
+/// `path` (absolute inside the container) relative to the container's
+/// root, refusing `..`.
+fn relative(path: &str) -> Result<PathBuf, String> {
     if !path.starts_with('/') {
         return Err(format!(
             "the process's first arg {path:?} must be the component's absolute path in the image"
@@ -174,7 +178,7 @@ fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
     if path.split('/').any(|c| c == "..") {
         return Err(format!("the component path {path:?} must not contain `..`"));
     }
-    Ok(root.join(path.trim_start_matches('/')))
+    Ok(PathBuf::from(path.trim_start_matches('/')))
 }
 
 /// `ADDR:PORT` or a bare port (on every address).
@@ -217,7 +221,8 @@ mod tests {
             }
         }));
         let plan = plan(&spec, Path::new("/b")).unwrap();
-        assert_eq!(plan.component, Path::new("/b/rootfs/app.wasm"));
+        assert_eq!(plan.root, Path::new("/b/rootfs"));
+        assert_eq!(plan.component, Path::new("app.wasm"));
         assert_eq!(plan.args, ["/app.wasm", "x"]);
         assert_eq!(plan.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(plan.capabilities.env[0], ("A".into(), "1".into()));

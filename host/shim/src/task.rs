@@ -8,6 +8,7 @@
 //! (exit 0); SIGKILL ends it at once (137); a command ends 128 + signal.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -73,6 +74,23 @@ struct Running {
     terminate: CancellationToken,
     /// SIGKILL: end now.
     kill: CancellationToken,
+}
+
+/// Opens `path` (relative) with `root` as the filesystem's root: `..` and
+/// absolute symlinks stay inside it, as they would in the container.
+fn open_in_root(root: &Path, path: &Path) -> Result<std::os::fd::OwnedFd, Error> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let in_image = || format!("/{} in the image", path.display());
+    let root = std::fs::File::open(root)
+        .map_err(|e| Error::Other(format!("the container's root {}: {e}", root.display())))?;
+    rustix::fs::openat2(
+        &root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )
+    .map_err(|e| Error::InvalidArgument(format!("{}: {e}", in_image())))
 }
 
 fn not_found(id: &str) -> containerd_shim::protos::ttrpc::Error {
@@ -174,12 +192,17 @@ impl Service {
         let plan = plan::plan(&spec, Path::new(bundle)).map_err(Error::InvalidArgument)?;
         let fifos = Fifos::open(&io.stdout, &io.stderr)
             .map_err(|e| Error::Other(format!("opening the task's output: {e}")))?;
+        // Opened inside the container's root (symlinks resolved there, not
+        // on the host), and read through that descriptor while it starts.
+        let opened = open_in_root(&plan.root, &plan.component)?;
+        let component = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
         // Loaded (and kept) by the pool-less runtime; one that serves HTTP
         // then loads again, from the compile cache, into the pooled one.
         let commands = self.wasm(false)?;
-        let serves_http = commands
-            .serves_http(&plan.component)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let in_image = |e: berth_runtime::RuntimeError| {
+            Error::InvalidArgument(format!("/{} in the image: {e}", plan.component.display()))
+        };
+        let serves_http = commands.serves_http(&component).map_err(in_image)?;
         let wasm = if serves_http {
             self.wasm(true)?
         } else {
@@ -187,7 +210,7 @@ impl Service {
         };
         let workload_spec = WorkloadSpec {
             name: id.to_owned(),
-            component: plan.component.clone(),
+            component,
             args: plan.args.clone(),
             capabilities: plan.capabilities,
             limits: plan.limits,
@@ -197,7 +220,8 @@ impl Service {
             .0
             .tokio
             .block_on(wasm.start(workload_spec))
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            .map_err(in_image)?;
+        drop(opened);
         let terminate = CancellationToken::new();
         let kill = CancellationToken::new();
         let listener = if serves_http {
@@ -573,5 +597,35 @@ impl containerd_shim::Task for Service {
             self.0.exit.signal();
         }
         Ok(api::Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_is_opened_inside_the_container_s_root_whatever_its_symlinks_say() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/app.wasm"), "inside").unwrap();
+        // Absolute and climbing symlinks resolve against the container's root.
+        std::os::unix::fs::symlink("/etc/app.wasm", root.path().join("abs.wasm")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/app.wasm", root.path().join("up.wasm"))
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.path().join("host.wasm")).unwrap();
+        for link in ["abs.wasm", "up.wasm"] {
+            let fd = open_in_root(root.path(), Path::new(link)).unwrap();
+            assert_eq!(
+                std::io::read_to_string(std::fs::File::from(fd)).unwrap(),
+                "inside"
+            );
+        }
+        // The host's /etc/hostname is not the container's.
+        let error = open_in_root(root.path(), Path::new("host.wasm")).unwrap_err();
+        assert!(
+            error.to_string().contains("/host.wasm in the image"),
+            "{error}"
+        );
     }
 }
