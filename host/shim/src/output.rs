@@ -6,7 +6,11 @@ use std::fs::File;
 use std::io::Write as _;
 use std::sync::Mutex;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use berth_runtime::{LogSink, Stream};
+
+const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
 
 #[derive(Debug)]
 pub struct Fifos {
@@ -25,12 +29,14 @@ impl Fifos {
             }
             let mut options = std::fs::OpenOptions::new();
             let path = match uri.split_once("://") {
+                // Non-blocking: a reader that stops reading (containerd
+                // restarting) costs lines, never a stalled guest.
                 None => {
-                    options.read(true).write(true);
+                    options.read(true).write(true).custom_flags(NONBLOCK);
                     uri
                 }
                 Some(("fifo", path)) => {
-                    options.read(true).write(true);
+                    options.read(true).write(true).custom_flags(NONBLOCK);
                     path
                 }
                 Some(("file", path)) => {
@@ -63,7 +69,8 @@ impl LogSink for Fifos {
         };
         if let Some(fifo) = fifo {
             let mut file = fifo.lock().unwrap_or_else(|e| e.into_inner());
-            // One write per line, so lines of the two streams never interleave mid-line.
+            // One write per line, so lines of the two streams never
+            // interleave mid-line; a full pipe drops the rest of it.
             let _ = file.write_all(format!("{line}\n").as_bytes());
         }
     }

@@ -64,8 +64,16 @@ struct Task {
 
 enum State {
     Created,
+    /// Between `start` and its workload running: a signal that comes
+    /// meanwhile is applied once it runs.
+    Starting {
+        signal: Option<u32>,
+    },
     Running(Running),
-    Stopped { code: u32, at: Timestamp },
+    Stopped {
+        code: u32,
+        at: Timestamp,
+    },
 }
 
 struct Running {
@@ -91,6 +99,30 @@ fn open_in_root(root: &Path, path: &Path) -> Result<std::os::fd::OwnedFd, Error>
         ResolveFlags::IN_ROOT,
     )
     .map_err(|e| Error::InvalidArgument(format!("{}: {e}", in_image())))
+}
+
+const SIGINT: u32 = 2;
+const SIGKILL: u32 = 9;
+const SIGTERM: u32 = 15;
+
+impl Running {
+    /// What a signal means to a wasm workload: SIGKILL ends it now,
+    /// SIGTERM and SIGINT ask it to finish; it takes no other.
+    fn signal(&self, signal: u32) {
+        match signal {
+            SIGKILL => self.kill.cancel(),
+            SIGTERM | SIGINT => self.terminate.cancel(),
+            _ => {}
+        }
+    }
+}
+
+/// Processes execed into a task: a wasm task has none.
+fn no_exec(id: &str, exec_id: &str) -> Result<(), containerd_shim::protos::ttrpc::Error> {
+    if exec_id.is_empty() {
+        return Ok(());
+    }
+    Err(not_found(&format!("{id} exec {exec_id}")))
 }
 
 fn not_found(id: &str) -> containerd_shim::protos::ttrpc::Error {
@@ -186,8 +218,15 @@ impl Service {
         });
     }
 
-    /// Starts the workload of task `id`, from its bundle's spec.
-    fn launch(&self, id: &str, bundle: &str, io: &TaskIO) -> Result<Running, Error> {
+    /// Starts the workload of task `id`, from its bundle's spec; and the
+    /// future that watches it and records its end, for the caller to run
+    /// once the task is marked running (a command may end at once).
+    fn launch(
+        &self,
+        id: &str,
+        bundle: &str,
+        io: &TaskIO,
+    ) -> Result<(Running, impl Future<Output = ()> + Send + 'static), Error> {
         let spec = containerd_shim::util::read_spec_from_file(bundle)?;
         let plan = plan::plan(&spec, Path::new(bundle)).map_err(Error::InvalidArgument)?;
         let fifos = Fifos::open(&io.stdout, &io.stderr)
@@ -244,7 +283,7 @@ impl Service {
             terminate.clone(),
             kill.clone(),
         );
-        self.0.tokio.spawn(async move {
+        let monitor = async move {
             let code = match listener {
                 Some(listener) => {
                     let serving = berth_serve::serve(listener, served.clone(), term, DRAIN);
@@ -263,12 +302,13 @@ impl Service {
             };
             served.stop(Duration::ZERO).await;
             service.stop(&id, code);
-        });
-        Ok(Running {
+        };
+        let running = Running {
             workload,
             terminate,
             kill,
-        })
+        };
+        Ok((running, monitor))
     }
 }
 
@@ -339,16 +379,11 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         request: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        if !request.exec_id.is_empty() {
-            return Err(not_found(&format!(
-                "{} exec {}",
-                request.id, request.exec_id
-            )));
-        }
+        no_exec(&request.id, &request.exec_id)?;
         let (bundle, io) = {
-            let tasks = self.tasks();
+            let mut tasks = self.tasks();
             let task = tasks
-                .get(&request.id)
+                .get_mut(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
             if !matches!(task.state, State::Created) {
                 return Err(Error::FailedPreconditionError(format!(
@@ -357,12 +392,13 @@ impl containerd_shim::Task for Service {
                 ))
                 .into());
             }
+            task.state = State::Starting { signal: None };
             (task.bundle.clone(), task.io.clone())
         };
         // Loading and compiling take a while: not under the lock, so State
         // and Wait keep answering.
-        let running = match self.launch(&request.id, &bundle, &io) {
-            Ok(running) => running,
+        let (running, monitor) = match self.launch(&request.id, &bundle, &io) {
+            Ok(launched) => launched,
             Err(e) => {
                 // As a container whose process could not be run: stopped,
                 // so it can be deleted (128, as the kubelet's StartError).
@@ -370,9 +406,19 @@ impl containerd_shim::Task for Service {
                 return Err(e.into());
             }
         };
-        if let Some(task) = self.tasks().get_mut(&request.id) {
+        {
+            let mut tasks = self.tasks();
+            // Delete refuses a starting task, so it is still there.
+            let task = tasks.get_mut(&request.id).expect("a starting task stays");
+            if let State::Starting {
+                signal: Some(signal),
+            } = task.state
+            {
+                running.signal(signal);
+            }
             task.state = State::Running(running);
         }
+        self.0.tokio.spawn(monitor);
         let pid = std::process::id();
         self.publish(TaskStart {
             container_id: request.id,
@@ -390,12 +436,13 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         request: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
+        no_exec(&request.id, &request.exec_id)?;
         let tasks = self.tasks();
         let task = tasks
             .get(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
         let (status, exit_status, exited_at) = match &task.state {
-            State::Created => (Status::CREATED, 0, None),
+            State::Created | State::Starting { .. } => (Status::CREATED, 0, None),
             State::Running(_) => (Status::RUNNING, 0, None),
             State::Stopped { code, at } => (Status::STOPPED, *code, Some(at.clone())),
         };
@@ -415,6 +462,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn wait(&self, _: &TtrpcContext, request: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.tasks();
         loop {
             let task = tasks
@@ -436,14 +484,20 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _: &TtrpcContext, request: api::KillRequest) -> TtrpcResult<api::Empty> {
-        const SIGINT: u32 = 2;
-        const SIGKILL: u32 = 9;
-        const SIGTERM: u32 = 15;
+        no_exec(&request.id, &request.exec_id)?;
         let mut tasks = self.tasks();
         let task = tasks
             .get_mut(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
-        match &task.state {
+        let known = matches!(request.signal, SIGKILL | SIGTERM | SIGINT);
+        if !known && request.signal != 0 {
+            log::info!(
+                "task {}: signal {} ignored: a wasm guest takes no signals",
+                request.id,
+                request.signal
+            );
+        }
+        match &mut task.state {
             State::Stopped { .. } => {
                 return Err(Error::NotFoundError(format!(
                     "task {}: the process has already finished",
@@ -451,19 +505,18 @@ impl containerd_shim::Task for Service {
                 ))
                 .into());
             }
-            State::Created => {
+            // Signal 0 only asks whether it is there.
+            State::Created if known => {
                 drop(tasks);
                 self.stop(&request.id, 128 + request.signal);
             }
-            State::Running(running) => match request.signal {
-                SIGKILL => running.kill.cancel(),
-                SIGTERM | SIGINT => running.terminate.cancel(),
-                0 => {}
-                other => log::info!(
-                    "task {}: signal {other} ignored: a wasm guest takes no signals",
-                    request.id
-                ),
-            },
+            State::Created => {}
+            // SIGKILL outranks a SIGTERM already waiting.
+            State::Starting { signal } if known && *signal != Some(SIGKILL) => {
+                *signal = Some(request.signal);
+            }
+            State::Starting { .. } => {}
+            State::Running(running) => running.signal(request.signal),
         }
         Ok(api::Empty::new())
     }
@@ -473,12 +526,13 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         request: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        no_exec(&request.id, &request.exec_id)?;
         let task = {
             let mut tasks = self.tasks();
             let task = tasks
                 .get(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            if matches!(task.state, State::Running(_)) {
+            if matches!(task.state, State::Running(_) | State::Starting { .. }) {
                 return Err(Error::FailedPreconditionError(format!(
                     "task {} is running: kill it first",
                     request.id
@@ -487,6 +541,8 @@ impl containerd_shim::Task for Service {
             }
             tasks.remove(&request.id).expect("just found")
         };
+        // A Wait on it ends (with not found).
+        self.0.stopped.notify_all();
         if task.rootfs_mounted {
             let rootfs = Path::new(&task.bundle).join("rootfs");
             if let Err(e) = containerd_shim::mount::umount_recursive(rootfs.to_str(), 0) {
