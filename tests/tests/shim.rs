@@ -603,6 +603,19 @@ fn containerd_pulls_a_berth_image_over_https_from_berth_s_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // berth's own client trusts a registry's CA from `certs.d` (Docker's
+    // layout), and then speaks HTTPS to it even on loopback.
+    let other = tempfile::tempdir().unwrap();
+    let refused = berth(other.path(), &["pull", &remote]);
+    assert!(!refused.success, "{}", refused.stdout);
+    let certs = other.path().join("certs.d").join(&host);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    ok(berth(other.path(), &["pull", &remote]));
+    let pushed = format!("{host}/pushed:1");
+    ok(berth(other.path(), &["tag", &remote, &pushed]));
+    ok(berth(other.path(), &["push", &pushed]));
+
     // What containerd pulled runs.
     let netns = Netns::new();
     let with_ns = format!("network:{}", netns.path());

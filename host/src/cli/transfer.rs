@@ -56,6 +56,7 @@ fn client(insecure: bool, credentials: Credentials, chunk_size: u64) -> anyhow::
         concurrency: 4,
         chunk_size,
         state_dir: berth_home().join("client"),
+        certs_dir: Some(berth_home().join("certs.d")),
     })?)
 }
 

@@ -581,6 +581,7 @@ async fn resolve_image(
             concurrency: 4,
             chunk_size: DEFAULT_CHUNK_SIZE,
             state_dir: crate::home::berth_home().join("client"),
+            certs_dir: Some(crate::home::berth_home().join("certs.d")),
         })
         .map_err(|e| failure("ErrImagePull", e.to_string()))?;
         let name = match (&parsed.tag, &parsed.digest) {

@@ -168,6 +168,42 @@ pub struct ClientOptions {
     /// Where unfinished uploads (to resume) and known blob locations (to
     /// mount from) are remembered.
     pub state_dir: PathBuf,
+    /// Docker's `certs.d` layout: `DIR/HOST[:PORT]/*.crt` are CAs a
+    /// registry's certificate may chain to, and a loopback registry with
+    /// such a directory is spoken to over HTTPS.
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// The CAs under a `certs.d` directory, and the registries they are for.
+fn registry_cas(dir: &std::path::Path) -> Result<(Vec<reqwest::Certificate>, Vec<String>)> {
+    let (mut cas, mut hosts) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok((cas, hosts));
+    };
+    for entry in entries.flatten() {
+        let host_dir = entry.path();
+        let Ok(files) = std::fs::read_dir(&host_dir) else {
+            continue;
+        };
+        let mut found = false;
+        for file in files.flatten() {
+            let path = file.path();
+            // CAs are `*.crt`; a client certificate would be `*.cert`.
+            if path.extension().is_none_or(|e| e != "crt") {
+                continue;
+            }
+            let pem = std::fs::read(&path)
+                .map_err(|e| ClientError::Invalid(format!("{}: {e}", path.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ClientError::Invalid(format!("{}: {e}", path.display())))?;
+            found |= !certificates.is_empty();
+            cas.extend(certificates);
+        }
+        if found {
+            hosts.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok((cas, hosts))
 }
 
 /// The access a request needs, which scopes the token asked for.
@@ -180,22 +216,31 @@ pub(crate) enum Access {
 pub struct Client {
     http: reqwest::Client,
     options: ClientOptions,
+    /// Registries with a CA of their own under `certs_dir`.
+    tls_hosts: Vec<String>,
     /// (registry, repository, access) → Authorization header value.
     authorizations: Mutex<HashMap<(String, String, Access), String>>,
 }
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| ClientError::Http {
-                what: "setting up the HTTP client".into(),
-                source,
-            })?;
+        let (cas, tls_hosts) = match &options.certs_dir {
+            Some(dir) => registry_cas(dir)?,
+            None => Default::default(),
+        };
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+        for ca in cas {
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder.build().map_err(|source| ClientError::Http {
+            what: "setting up the HTTP client".into(),
+            source,
+        })?;
         Ok(Client {
             http,
             options,
+            tls_hosts,
             authorizations: Mutex::new(HashMap::new()),
         })
     }
@@ -206,7 +251,8 @@ impl Client {
 
     /// `http[s]://host/v2/<repository>/<path>`.
     pub(crate) fn url(&self, remote: &Remote, path: &str) -> Result<Url> {
-        let scheme = if self.options.insecure || remote.is_loopback() {
+        let own_ca = self.tls_hosts.contains(&remote.api_host);
+        let scheme = if self.options.insecure || (remote.is_loopback() && !own_ca) {
             "http"
         } else {
             "https"
