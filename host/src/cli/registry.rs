@@ -61,12 +61,14 @@ impl TlsFiles {
             .map_err(|e| anyhow::anyhow!("{} and {}: {e}", self.cert.display(), self.key.display()))
     }
 
-    /// When either file last changed (and its size): a new pair is read
-    /// when this differs.
-    fn stamp(&self) -> Option<[(std::time::SystemTime, u64); 2]> {
+    /// Which files the paths name and when they last changed: a new pair
+    /// is read when this differs (a file replaced by rename is another
+    /// inode; one rewritten in place has a new ctime, whatever its mtime).
+    fn stamp(&self) -> Option<[(u64, i64, i64, u64); 2]> {
+        use std::os::unix::fs::MetadataExt as _;
         let stamp = |path: &PathBuf| {
             let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
+            Some((meta.ino(), meta.ctime(), meta.ctime_nsec(), meta.len()))
         };
         Some([stamp(&self.cert)?, stamp(&self.key)?])
     }
@@ -76,10 +78,10 @@ impl TlsFiles {
     /// keeps the last good one, with a warning.
     async fn watch(
         self,
+        mut seen: Option<[(u64, i64, i64, u64); 2]>,
         certificates: std::sync::Arc<crate::router::Certificates>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let mut seen = self.stamp();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -122,7 +124,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
-    // A bad certificate fails the start, not every handshake after it.
+    // A bad certificate fails the start, not every handshake after it. The
+    // files' stamp is taken first: a change while they load is seen later.
+    let stamp = tls.as_ref().and_then(TlsFiles::stamp);
     let certificates = match &tls {
         Some(files) => {
             let certificates = std::sync::Arc::new(crate::router::Certificates::default());
@@ -173,7 +177,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .context("serving")?;
             return anyhow::Ok(ExitCode::SUCCESS);
         };
-        tokio::spawn(files.watch(certificates.clone(), shutdown.clone()));
+        tokio::spawn(files.watch(stamp, certificates.clone(), shutdown.clone()));
         let acceptor =
             tokio_rustls::TlsAcceptor::from(crate::router::tls_server_config(certificates));
         berth_serve::accept_with(
@@ -186,6 +190,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 use http_body_util::BodyExt as _;
                 use tower_service::Service as _;
                 let mut router = router.clone();
+                let mut request = request;
+                // HTTP/2 names the host in the URI alone; the registry's
+                // token realm is built from the Host header.
+                if !request.headers().contains_key(http::header::HOST)
+                    && let Some(host) = request
+                        .uri()
+                        .authority()
+                        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+                {
+                    request.headers_mut().insert(http::header::HOST, host);
+                }
+                request
+                    .headers_mut()
+                    .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
                 async move {
                     let response = match router.call(request.map(axum::body::Body::new)).await {
                         Ok(response) => response,

@@ -211,10 +211,19 @@ impl Auth {
             }
         }
         let mut error = ApiError::new(Code::Unauthorized, "authentication required");
+        // Behind TLS (berth's own, or a proxy's) the token endpoint is
+        // https too: X-Forwarded-Proto says so.
+        let scheme = match headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+        {
+            Some("https") => "https",
+            _ => "http",
+        };
         let realm = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(|host| format!("http://{host}/token"))
+            .map(|host| format!("{scheme}://{host}/token"))
             .unwrap_or_else(|| "/token".to_owned());
         let scope = repository
             .map(|repo| {
