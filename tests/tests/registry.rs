@@ -694,8 +694,11 @@ async fn skopeo_round_trips_an_image_byte_for_byte() {
     let back_dir = home.path().join("back");
     let back = format!("oci:{}:app:1", back_dir.display());
     for (from, to) in [(&source, &remote), (&remote, &back)] {
+        // Byte for byte: skopeo would otherwise gzip plain tar layers on
+        // their way to a registry.
         let out = skopeo(&[
             "copy",
+            "--preserve-digests",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
             from,
