@@ -90,7 +90,12 @@ pub async fn accept_with<H, F>(
         .header_read_timeout(header_read);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // The connections' tasks: aborted when this returns (the drain is
+    // over) or is dropped (its caller stopped it), so no connection goes on
+    // answering for a listener that has stopped.
+    let mut open: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     loop {
+        while open.try_join_next().is_some() {}
         // At the cap, new connections wait in the kernel's backlog rather
         // than each costing a task and buffers here.
         let permit = tokio::select! {
@@ -132,7 +137,7 @@ pub async fn accept_with<H, F>(
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
+            open.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
@@ -142,7 +147,7 @@ pub async fn accept_with<H, F>(
         };
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        open.spawn(async move {
             // A client that never finishes its handshake holds nothing long.
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -254,4 +259,47 @@ pub fn error_response(error: &ServeError) -> Response<Body> {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn connections_still_open_when_the_drain_ends_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(accept(
+            listener,
+            shutdown.clone(),
+            Duration::from_millis(100),
+            HEADER_READ_TIMEOUT,
+            |_request, _peer| async {
+                // Longer than any drain.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Response::new(
+                    Full::new(Bytes::new())
+                        .map_err(|n| match n {})
+                        .boxed_unsync(),
+                )
+            },
+        ));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        serving.await.unwrap();
+        // The request in flight was abandoned with its connection: the
+        // client reads the end, not an answer an hour later.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .expect("the connection was left open");
+        assert!(read.is_err() || rest.is_empty(), "{rest:?}");
+    }
 }
