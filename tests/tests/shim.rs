@@ -327,6 +327,13 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
     let netns = Netns::new();
     let log = containerd.dir.path().join("web.log");
     let with_ns = format!("network:{}", netns.path());
+    // The pod's own /etc/hosts names a host the host's does not.
+    let hosts = containerd.dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 upstream.pod.test\n").unwrap();
+    let hosts_mount = format!(
+        "type=bind,src={},dst=/etc/hosts,options=rbind:ro",
+        hosts.display()
+    );
     let log_uri = format!("file://{}", log.display());
     let mut args = RUN.to_vec();
     args.extend([
@@ -339,8 +346,10 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
         "67108864",
         "--env",
         "BERTH_LISTEN=9000",
+        "--mount",
+        &hosts_mount,
         "--annotation",
-        "berth.dev/allow-outbound=127.0.0.1:9000",
+        "berth.dev/allow-outbound=127.0.0.1:9000,upstream.pod.test:9000",
         "misbehave:1",
         "web",
         "/misbehave.wasm",
@@ -380,6 +389,13 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
     assert_eq!(
         (status, body.as_str()),
         (200, "fetched http://127.0.0.1:9000/: 200 OK: ok\n")
+    );
+    // A name from the pod's /etc/hosts resolves as it would in the pod.
+    let (status, body) =
+        netns.curl("http://127.0.0.1:9000/fetch?url=http://upstream.pod.test:9000/");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "fetched http://upstream.pod.test:9000/: 200 OK: ok\n")
     );
     let (status, _) = netns.curl("http://127.0.0.1:9000/fetch?url=http://127.0.0.1:9001/");
     assert_eq!(status, 502);

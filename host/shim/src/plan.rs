@@ -167,6 +167,28 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     })
 }
 
+/// The container's own name files (the kubelet's `/etc/hosts` and
+/// `/etc/resolv.conf`, bound in by the spec): the shim binds them over its
+/// own, in its mount namespace, since the guest's names are looked up by
+/// the shim's resolver.
+pub fn name_files(spec: &Spec) -> Vec<(PathBuf, &'static str)> {
+    let mut found = Vec::new();
+    for target in ["/etc/hosts", "/etc/resolv.conf"] {
+        let source = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.destination() == Path::new(target))
+            .filter(|m| m.typ().as_deref().is_none_or(|t| t == "bind"))
+            .filter_map(|m| m.source().clone())
+            .find(|s| s.is_file());
+        if let Some(source) = source {
+            found.push((source, target));
+        }
+    }
+    found
+}
+
 /// `path` (absolute inside the container) relative to the container's
 /// root, refusing `..`.
 fn relative(path: &str) -> Result<PathBuf, String> {
