@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{berth, guests, ok, registry_serve, shim_bin};
+use berth_tests::{berth, berth_input, guests, ok, registry_serve, shim_bin};
 
 /// A containerd of the test's own, stopped and cleaned up on drop.
 struct Containerd {
@@ -664,4 +664,38 @@ fn containerd_pulls_a_berth_image_over_https_from_berth_s_registry() {
     }
     assert!(!pull(&ca).status.success());
     drop(registry);
+
+    // With credentials as well: the token realm a TLS registry names is
+    // https, so a login and a push go through.
+    let htpasswd = home.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash("wonderland", 4).unwrap()),
+    )
+    .unwrap();
+    let guarded = registry_serve(
+        &home.path().join("guarded"),
+        &[
+            "--auth",
+            htpasswd.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let guarded_host = guarded.url.trim_start_matches("https://").to_owned();
+    let certs = other.path().join("certs.d").join(&guarded_host);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca2, certs.join("ca.crt")).unwrap();
+    let target = format!("{guarded_host}/team/hello:1");
+    ok(berth(other.path(), &["tag", &remote, &target]));
+    assert!(!berth(other.path(), &["push", &target]).success);
+    ok(berth_input(
+        other.path(),
+        &["login", &guarded_host, "-u", "alice", "--password-stdin"],
+        &[],
+        "wonderland\n",
+    ));
+    ok(berth(other.path(), &["push", &target]));
 }
