@@ -129,7 +129,9 @@ pub fn build(
             base_error(ImageError::Invalid(e.to_string()))
         })?;
         let descriptor = super::lookup(store, &reference).map_err(|e| base_error(e.into()))?;
-        let image = Image::resolve(store, &descriptor).map_err(base_error)?;
+        // The wasm manifest of a multi-platform base: its layers go into
+        // a wasip2/wasm image.
+        let image = Image::resolve_for(store, &descriptor, Some("wasm")).map_err(base_error)?;
         progress.note(&format!("base {base}: {} layers", image.layers.len()));
         for layer in &image.layers {
             let refused = |reason: String| {
