@@ -286,15 +286,20 @@ impl Netns {
 
     /// `curl URL` from inside the namespace: (status, body).
     fn curl(&self, url: &str) -> (u16, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "curl", "-s", "-m", "10"])
-            .args(["-w", "\n%{http_code}", url])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
+        curl_in(&self.name, url)
     }
+}
+
+/// `curl URL` from inside the network namespace `name`: (status, body).
+fn curl_in(name: &str, url: &str) -> (u16, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", name, "curl", "-s", "-m", "10"])
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 impl Drop for Netns {
@@ -426,8 +431,14 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
     let pids = containerd.ctr_ok(&["task", "ps", "web"]);
     assert!(pids.lines().count() >= 2, "{pids}");
 
-    // SIGTERM drains and ends it with status 0.
+    // SIGTERM lets the request in flight finish, then ends it with 0.
+    let slow = {
+        let name = netns.name.clone();
+        std::thread::spawn(move || curl_in(&name, "http://127.0.0.1:9000/sleep?ms=1500"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     containerd.ctr_ok(&["task", "kill", "web"]);
+    assert_eq!(slow.join().unwrap(), (200, "slept 1500 ms\n".into()));
     containerd.wait_status("web", "STOPPED");
     assert_eq!(containerd.remove_task("web"), 0);
     containerd.ctr_ok(&["container", "rm", "web"]);
