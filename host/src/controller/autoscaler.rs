@@ -103,6 +103,19 @@ impl Autoscalers {
         let records = store.list(Kind::HorizontalPodAutoscaler, None)?;
         self.memory
             .retain(|uid, _| records.iter().any(|r| &r.uid == uid));
+        // Each target's HPAs: two that scale one target would fight over
+        // it, so neither does (Kubernetes' AmbiguousSelector).
+        let mut by_target: HashMap<(String, String, String), Vec<String>> = HashMap::new();
+        for record in &records {
+            if let Object::HorizontalPodAutoscaler(hpa) = &record.object
+                && !hpa.metadata.deleting()
+            {
+                by_target
+                    .entry(target_key(hpa))
+                    .or_default()
+                    .push(hpa.metadata.name.clone());
+            }
+        }
         let mut rescaled = false;
         for record in &records {
             let Object::HorizontalPodAutoscaler(hpa) = &record.object else {
@@ -111,12 +124,17 @@ impl Autoscalers {
             if hpa.metadata.deleting() {
                 continue;
             }
+            let sharing = &by_target[&target_key(hpa)];
             let memory = self.memory.entry(record.uid.clone()).or_default();
             if memory.next.is_some_and(|due| now < due) {
                 continue;
             }
             memory.next = Some(now + self.sync_period);
-            let (status, scaled) = reconcile(store, record, hpa, memory, &*self.readings, now)?;
+            let (status, scaled) = if sharing.len() > 1 {
+                (ambiguous(store, record, hpa, sharing)?, false)
+            } else {
+                reconcile(store, record, hpa, memory, &*self.readings, now)?
+            };
             rescaled |= scaled;
             if record.status.autoscaler() != Some(&status) {
                 store.set_status_of(Kind::HorizontalPodAutoscaler, &record.uid, &status.into())?;
@@ -194,6 +212,60 @@ fn target_of(
     Ok(store
         .get(kind, namespace, &reference.name)?
         .filter(|t| !t.object.metadata().deleting()))
+}
+
+/// The namespace, kind and name an HPA scales.
+fn target_key(hpa: &HorizontalPodAutoscaler) -> (String, String, String) {
+    let reference = &hpa.spec.scale_target_ref;
+    (
+        hpa.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        reference.kind.clone(),
+        reference.name.clone(),
+    )
+}
+
+/// The status of an HPA that shares its target with others: it does not
+/// scale, and says why, as Kubernetes does.
+fn ambiguous(
+    store: &mut Store,
+    record: &Record,
+    hpa: &HorizontalPodAutoscaler,
+    sharing: &[String],
+) -> Result<HorizontalPodAutoscalerStatus> {
+    let before = record.status.autoscaler().cloned().unwrap_or_default();
+    let namespace = hpa.metadata.namespace.as_deref().unwrap_or("default");
+    let reference = &hpa.spec.scale_target_ref;
+    let names: Vec<String> = sharing.iter().map(|n| format!("{namespace}/{n}")).collect();
+    let message = format!(
+        "{} {:?} is scaled by multiple HPAs: [{}]",
+        reference.kind.to_lowercase(),
+        reference.name,
+        names.join(" ")
+    );
+    if !before
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "ScalingActive" && c.reason.as_deref() == Some("AmbiguousSelector"))
+    {
+        event(store, hpa, true, "AmbiguousSelector", &message)?;
+    }
+    Ok(HorizontalPodAutoscalerStatus {
+        observed_generation: Some(record.generation as i64),
+        conditions: Some(with_times(
+            vec![condition(
+                "ScalingActive",
+                false,
+                "AmbiguousSelector",
+                message,
+            )],
+            &before,
+        )),
+        ..before.clone()
+    })
 }
 
 /// The target's replicas and selector.
@@ -977,6 +1049,81 @@ fn scale_down_limit(
 mod tests {
     use super::*;
     use crate::spec::autoscaling::ScalingPolicy;
+
+    struct NoReadings;
+
+    impl Readings for NoReadings {
+        fn pod(&self, _: &str) -> Option<PodUsage> {
+            None
+        }
+        fn service_rate(&self, _: &str, _: &str) -> Option<f64> {
+            None
+        }
+    }
+
+    fn hpa(name: &str) -> String {
+        format!(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}}}\n\
+             spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  \
+             minReplicas: 3\n  maxReplicas: 5\n  metrics:\n  - type: Resource\n    \
+             resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}\n"
+        )
+    }
+
+    #[test]
+    fn two_hpas_on_one_target_neither_scale_and_say_so() {
+        let mut store = Store::in_memory().unwrap();
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
+             spec:\n      containers:\n      - {{name: web, image: web:1}}\n---\n{}---\n{}",
+            hpa("first"),
+            hpa("second")
+        );
+        let objects: Vec<Object> = crate::spec::parse_str(&text, "t.yaml")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.object)
+            .collect();
+        store.apply(&objects).unwrap();
+        let mut autoscalers = Autoscalers::new(std::sync::Arc::new(NoReadings), Duration::ZERO);
+        autoscalers.sync(&mut store).unwrap();
+        let replicas = |store: &Store| {
+            let d = store
+                .get(Kind::Deployment, "default", "web")
+                .unwrap()
+                .unwrap();
+            scale_of(&d.object).unwrap().0
+        };
+        // Below its minimum of 3, yet not scaled: two HPAs claim it.
+        assert_eq!(replicas(&store), 1);
+        for name in ["first", "second"] {
+            let record = store
+                .get(Kind::HorizontalPodAutoscaler, "default", name)
+                .unwrap()
+                .unwrap();
+            let status = record.status.autoscaler().unwrap();
+            let active = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "ScalingActive")
+                .unwrap();
+            assert_eq!(active.status, "False");
+            assert_eq!(active.reason.as_deref(), Some("AmbiguousSelector"));
+            let message = active.message.as_deref().unwrap();
+            assert!(
+                message.contains("default/first default/second"),
+                "{message}"
+            );
+        }
+        // One left: it scales the target up to its minimum.
+        store
+            .delete(Kind::HorizontalPodAutoscaler, "default", "second")
+            .unwrap();
+        autoscalers.sync(&mut store).unwrap();
+        assert_eq!(replicas(&store), 3);
+    }
 
     #[test]
     fn replicas_follow_kubernetes_ratio_with_a_tolerance() {
