@@ -524,3 +524,52 @@ async fn a_guest_calling_a_service_at_zero_in_process_is_held_and_answered() {
     );
     assert_eq!(replicas(home.path()), 1);
 }
+
+#[test]
+fn an_hpa_scales_a_stateful_set_through_its_scale() {
+    let home = tempfile::tempdir().unwrap();
+    let (_daemon, _) = daemon(home.path());
+    apply(
+        home.path(),
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  serviceName: db\n  \
+         replicas: 1\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    \
+         spec:\n      containers:\n      - {name: app, image: 'mb:1', imagePullPolicy: Never, resources: {requests: {cpu: 100m}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{port: 80}]\n---\n\
+         apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: db}\nspec:\n  \
+         scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}\n  minReplicas: 2\n  maxReplicas: 4\n  \
+         metrics:\n  - type: Resource\n    resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}\n",
+    );
+    // Below its minimum: raised to it, each replica with its ordinal name.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = kubectl(home.path(), &["get", "pods", "-o", "name"]).stdout;
+        let sts = kubectl(home.path(), &["get", "sts", "db", "-o", "json"]).stdout;
+        let sts: serde_json::Value = serde_json::from_str(&sts).unwrap();
+        if sts["spec"]["replicas"] == 2 && pods.contains("pod/db-0") && pods.contains("pod/db-1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stateful set was not scaled: {sts}; pods: {pods}; hpa: {}",
+            kubectl(home.path(), &["describe", "hpa", "db"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let hpa = kubectl(home.path(), &["get", "hpa", "db", "-o", "json"]).stdout;
+    let hpa: serde_json::Value = serde_json::from_str(&hpa).unwrap();
+    assert_eq!(hpa["status"]["desiredReplicas"], 2, "{hpa}");
+    let rescaled = kubectl(
+        home.path(),
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=SuccessfulRescale",
+        ],
+    );
+    assert!(
+        rescaled.stdout.contains("New size: 2"),
+        "{}",
+        rescaled.stdout
+    );
+}
