@@ -710,3 +710,35 @@ fn containerd_pulls_a_berth_image_over_https_from_berth_s_registry() {
     ));
     ok(berth(other.path(), &["push", &target]));
 }
+
+#[test]
+fn a_task_given_no_network_namespace_gets_its_own_with_loopback_up() {
+    let containerd = Containerd::start();
+    containerd.import(guests::HELLO, "hello:1");
+    // No --with-ns: the spec asks for a new network namespace.
+    let mut args = RUN.to_vec();
+    args.extend(["-d", "hello:1", "own", "/hello.wasm"]);
+    containerd.ctr_ok(&args);
+    containerd.wait_status("own", "RUNNING");
+    let shim = containerd.shims()[0];
+    let own = std::fs::read_link(format!("/proc/{shim}/ns/net")).unwrap();
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(own, ours, "the task serves in the host's network");
+    // Reachable on its loopback from inside that namespace, as with runc.
+    let curl = || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{shim}/ns/net"))
+            .args(["curl", "-s", "-m", "5", "http://127.0.0.1:8080/inside"])
+            .output()
+            .expect("nsenter (util-linux)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl() != "hello from /inside\n" {
+        assert!(Instant::now() < deadline, "{}", containerd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "own"]);
+    containerd.wait_status("own", "STOPPED");
+    assert_eq!(containerd.remove_task("own"), 137);
+}

@@ -95,8 +95,11 @@ fn enter_namespaces(network: Option<Option<std::path::PathBuf>>) -> Result<(), S
             nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("entering the network namespace {}: {e}", path.display()))?;
         }
-        Some(None) => nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("making a network namespace: {e}"))?,
+        Some(None) => {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("making a network namespace: {e}"))?;
+            loopback_up().map_err(|e| format!("bringing up the new namespace's lo: {e}"))?;
+        }
         None => {}
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)
@@ -109,6 +112,45 @@ fn enter_namespaces(network: Option<Option<std::path::PathBuf>>) -> Result<(), S
         None::<&str>,
     )
     .map_err(|e| format!("making the shim's mounts private: {e}"))
+}
+
+/// Sets the loopback interface of the current network namespace up, as
+/// runc does for a namespace it makes: one rtnetlink RTM_NEWLINK request
+/// (the header and an ifinfomsg, 32 bytes) and the kernel's ack. Written
+/// out here rather than pulling in a netlink stack for one message.
+fn loopback_up() -> std::io::Result<()> {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType};
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    const NLMSG_ERROR: u16 = 2;
+    const IFF_UP: u32 = 1;
+    // A new network namespace's only interface, always index 1.
+    const LOOPBACK_INDEX: i32 = 1;
+
+    let socket = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None)?;
+    let mut message = Vec::with_capacity(32);
+    message.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
+    message.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    message.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    message.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
+    message.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, padding
+    message.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    message.extend_from_slice(&LOOPBACK_INDEX.to_ne_bytes());
+    message.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    message.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    rustix::net::send(&socket, &message, SendFlags::empty())?;
+    let mut answer = [0u8; 256];
+    let (read, _) = rustix::net::recv(&socket, &mut answer, RecvFlags::empty())?;
+    let field = |at: usize, len: usize| answer.get(at..at + len).filter(|_| at + len <= read);
+    let kind = field(4, 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let error = field(16, 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    match (kind, error) {
+        (Some(NLMSG_ERROR), Some(0)) => Ok(()),
+        (Some(NLMSG_ERROR), Some(error)) => Err(std::io::Error::from_raw_os_error(-error)),
+        _ => Err(std::io::Error::other("no acknowledgement from the kernel")),
+    }
 }
 
 fn main() {
