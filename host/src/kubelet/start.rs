@@ -67,6 +67,15 @@ pub(crate) async fn start(
     restarts: u32,
 ) -> Result<Vec<Running>, StartFailure> {
     let mut running = Vec::new();
+    // The pod's ports, each the container that declares it: what its
+    // guests reach as `localhost:PORT`.
+    let ports = Arc::new(crate::router::PodPorts::new(
+        pod.spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().map(|p| p.container_port))
+            .collect(),
+    ));
     for container in &pod.spec.containers {
         match start_container(
             context,
@@ -76,10 +85,14 @@ pub(crate) async fn start(
             cancel.clone(),
             grace,
             restarts,
+            &ports,
         )
         .await
         {
-            Ok(r) => running.push(r),
+            Ok(r) => {
+                ports.started(r.ports.iter().map(|p| p.container_port), &r.workload);
+                running.push(r);
+            }
             Err(e) => {
                 cancel.cancel();
                 for r in running {
@@ -92,6 +105,7 @@ pub(crate) async fn start(
     Ok(running)
 }
 
+#[expect(clippy::too_many_arguments, reason = "a container start is these")]
 async fn start_container(
     context: &Context,
     pod: &Pod,
@@ -100,6 +114,7 @@ async fn start_container(
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
+    ports: &Arc<crate::router::PodPorts>,
 ) -> Result<Running, StartFailure> {
     let ready =
         match ensure_image(context, pod, &container.image, container.image_pull_policy).await? {
@@ -167,7 +182,8 @@ async fn start_container(
             .map(String::as_str),
         context.endpoint_wait,
     )
-    .map_err(|e| failure("CreateContainerConfigError", e))?;
+    .map_err(|e| failure("CreateContainerConfigError", e))?
+    .with_pod_ports(ports.clone());
     spec.capabilities.services = Some(Arc::new(services));
     let log = super::log_path(dir, &container.name, restarts);
     spec.log = Some(Arc::new(LogFile::new(log)));

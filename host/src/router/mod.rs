@@ -17,6 +17,6 @@ pub use berth_serve::accept;
 pub use ingress::Ingress;
 pub use listener::serve;
 pub use rules::IngressRules;
-pub use services::PodServices;
+pub use services::{PodPorts, PodServices};
 pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};
 pub use tls::{CertificateSet, Certificates, certified_key, server_config as tls_server_config};

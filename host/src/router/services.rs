@@ -6,7 +6,10 @@
 //! Deny by default across namespaces: a pod may call services of its own
 //! namespace, and others only when its `berth.dev/allow-services`
 //! annotation names them.
+//! `localhost:PORT` (or `127.0.0.1`, `[::1]`) is the pod's own: the
+//! container that declares PORT, as in a Kubernetes pod's shared network.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +17,67 @@ use http::{Request, Response};
 
 use super::proxy::{forward, forward_to_pod};
 use super::table::{Route, Table};
-use crate::runtime::{Body, BoxFuture, ServiceTarget, Services};
+use crate::runtime::{Body, BoxFuture, ServiceTarget, Services, Workload};
+
+/// The workloads behind the ports a pod's containers declare, filled in as
+/// its containers start: a guest's `localhost:PORT`.
+#[derive(Default)]
+pub struct PodPorts {
+    /// Every port the pod's containers declare, known before any starts.
+    declared: Vec<u16>,
+    started: parking_lot::RwLock<HashMap<u16, Arc<dyn Workload>>>,
+}
+
+impl PodPorts {
+    pub fn new(declared: Vec<u16>) -> PodPorts {
+        PodPorts {
+            declared,
+            started: Default::default(),
+        }
+    }
+
+    /// `workload` answers on `ports` from now on.
+    pub fn started(&self, ports: impl IntoIterator<Item = u16>, workload: &Arc<dyn Workload>) {
+        let mut started = self.started.write();
+        for port in ports {
+            started.insert(port, workload.clone());
+        }
+    }
+}
+
+/// A port of the pod's own, reached in-process.
+struct LocalTarget {
+    ports: Arc<PodPorts>,
+    port: u16,
+}
+
+impl ServiceTarget for LocalTarget {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        let workload = self.ports.started.read().get(&self.port).cloned();
+        let port = self.port;
+        Box::pin(async move {
+            let Some(workload) = workload else {
+                // As a connection to a port nothing listens on yet.
+                let error = crate::runtime::ServeError::Guest {
+                    workload: format!("localhost:{port}"),
+                    failure: crate::runtime::GuestFailure::Unreachable(format!(
+                        "the container of this pod that declares port {port} is not running"
+                    )),
+                };
+                return berth_serve::error_response(&error);
+            };
+            match workload.serve_on(request, Some(port)).await {
+                Ok(response) => response,
+                Err(error) => berth_serve::error_response(&error),
+            }
+        })
+    }
+}
+
+/// Whether `host` names this machine's loopback.
+fn is_loopback(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
 
 /// What one pod's guests may call.
 pub struct PodServices {
@@ -24,6 +87,8 @@ pub struct PodServices {
     /// service of `*` allows the whole namespace.
     allowed: Vec<(String, String)>,
     wait: Duration,
+    /// The pod's own ports, for `localhost`.
+    local: Option<Arc<PodPorts>>,
 }
 
 impl PodServices {
@@ -57,7 +122,14 @@ impl PodServices {
             namespace: namespace.to_owned(),
             allowed: pairs,
             wait,
+            local: None,
         })
+    }
+
+    /// With the pod's own ports as `localhost`.
+    pub fn with_pod_ports(mut self, ports: Arc<PodPorts>) -> PodServices {
+        self.local = Some(ports);
+        self
     }
 
     fn may_call(&self, namespace: &str, service: &str) -> bool {
@@ -76,6 +148,19 @@ impl Services for PodServices {
         port: Option<u16>,
     ) -> Option<Result<Arc<dyn ServiceTarget>, String>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // The pod's own ports; any other loopback port is left to the
+        // outbound rules (which never allow this machine by default).
+        if is_loopback(&host)
+            && let Some(local) = &self.local
+        {
+            let port = port.unwrap_or(80);
+            return local.declared.contains(&port).then(|| {
+                Ok(Arc::new(LocalTarget {
+                    ports: local.clone(),
+                    port,
+                }) as Arc<dyn ServiceTarget>)
+            });
+        }
         let (name, qualified) = match host
             .strip_suffix(".svc.cluster.local")
             .or_else(|| host.strip_suffix(".svc"))

@@ -1271,6 +1271,25 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
         }
         validate_container(container, &cpath, &volume_names)?;
     }
+    // The pod's containers share one network: a port is one container's.
+    let mut ports: std::collections::HashMap<(u16, &str), &str> = Default::default();
+    for (i, container) in spec.containers.iter().enumerate() {
+        for (j, port) in container.ports.iter().enumerate() {
+            let protocol = port.protocol.as_deref().unwrap_or("TCP");
+            if let Some(other) = ports.insert((port.container_port, protocol), &container.name)
+                && other != container.name
+            {
+                return Err(invalid(
+                    format!("{path}.containers[{i}].ports[{j}].containerPort"),
+                    format!(
+                        "{}/{protocol} is declared by containers {other} and {}: the containers \
+                         of a pod share its network, so a port is one container's",
+                        port.container_port, container.name
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

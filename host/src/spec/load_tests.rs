@@ -513,3 +513,18 @@ fn a_cron_job_s_schedule_zone_and_template_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn two_containers_of_a_pod_declaring_one_port_are_refused_naming_both() {
+    let e = error(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  \
+         - {name: a, image: a:1, ports: [{containerPort: 8080}]}\n  \
+         - {name: b, image: b:1, ports: [{containerPort: 9000}, {containerPort: 8080}]}\n",
+    );
+    assert!(
+        e.contains(
+            "spec.containers[1].ports[1].containerPort: 8080/TCP is declared by containers a and b"
+        ),
+        "{e}"
+    );
+}
