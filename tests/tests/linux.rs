@@ -1608,3 +1608,35 @@ spec:
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_linux_container_reaches_a_wasm_container_of_its_pod_on_localhost() {
+    let home = home_with_busybox();
+    berth_tests::kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::HELLO),
+        "hello:1",
+    );
+    let _daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    apply(
+        home.path(),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: mixed}
+spec:
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'until /bin/busybox wget -qO- http://127.0.0.1:9000/from-linux; do sleep 0.2; done; echo; echo done; sleep 3600']
+  - name: web
+    image: hello:1
+    imagePullPolicy: Never
+    ports: [{containerPort: 9000}]
+"#,
+    );
+    // The Linux container's own loopback, in its namespace, is the wasm
+    // container's declared port (refused until the wasm container runs, as
+    // in any pod whose containers start in turn).
+    let logs = log_once_done(home.path(), "mixed", "app");
+    assert!(logs.contains("hello from /from-linux\n"), "{logs}");
+}

@@ -17,7 +17,7 @@ mod userns;
 mod volumes;
 mod workload;
 
-pub use workload::{LinuxWorkload, NetnsConnector};
+pub use workload::{LinuxWorkload, NetnsConnector, listen_in};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

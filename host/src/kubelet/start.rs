@@ -102,7 +102,48 @@ pub(crate) async fn start(
             }
         }
     }
+    serve_wasm_ports_in_pod_network(&running, &cancel, grace);
     Ok(running)
+}
+
+/// A Linux container's `127.0.0.1:PORT` is the pod's too: where a wasm
+/// container of the pod declares PORT, berth listens on it inside the
+/// pod's network namespace and hands each connection to the guest. A port
+/// that cannot be bound there (a process of the pod took it) is logged.
+fn serve_wasm_ports_in_pod_network(
+    running: &[Running],
+    cancel: &CancellationToken,
+    grace: Duration,
+) {
+    let Some(netns) = running.iter().find_map(|r| {
+        r.linux
+            .as_ref()
+            .map(|(_, pids)| PathBuf::from(format!("/proc/{}/ns/net", pids.pid)))
+    }) else {
+        return;
+    };
+    for wasm in running.iter().filter(|r| r.linux.is_none()) {
+        for port in &wasm.ports {
+            let address = SocketAddr::from(([127, 0, 0, 1], port.container_port));
+            let listener = crate::runtime::linux::listen_in(&netns, address)
+                .and_then(tokio::net::TcpListener::from_std);
+            match listener {
+                Ok(listener) => {
+                    tokio::spawn(crate::router::serve(
+                        listener,
+                        wasm.workload.clone(),
+                        cancel.clone(),
+                        grace,
+                        None,
+                    ));
+                }
+                Err(e) => tracing::warn!(
+                    container = %wasm.name,
+                    "listening on {address} in the pod's network: {e}"
+                ),
+            }
+        }
+    }
 }
 
 #[expect(clippy::too_many_arguments, reason = "a container start is these")]
