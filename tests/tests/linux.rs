@@ -1609,13 +1609,13 @@ spec:
     }
 }
 
-#[test]
-fn a_linux_container_reaches_a_wasm_container_of_its_pod_on_localhost() {
+#[tokio::test]
+async fn a_pod_of_wasm_and_linux_containers_shares_localhost() {
     let home = home_with_busybox();
     berth_tests::kube::build_image(
         home.path(),
-        Path::new(berth_tests::guests::HELLO),
-        "hello:1",
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "mb:1",
     );
     let _daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
     apply(
@@ -1627,16 +1627,35 @@ spec:
   containers:
   - name: app
     image: busybox:1
-    command: [sh, -c, 'until /bin/busybox wget -qO- http://127.0.0.1:9000/from-linux; do sleep 0.2; done; echo; echo done; sleep 3600']
+    command: [sh, -c, 'echo from-linux > /shared/note; httpd -p 8080 -h /www; until /bin/busybox wget -qO- http://127.0.0.1:9000/from-linux; do sleep 0.2; done; echo done; sleep 3600']
+    ports: [{containerPort: 8080}]
+    volumeMounts: [{name: shared, mountPath: /shared}]
   - name: web
-    image: hello:1
+    image: mb:1
     imagePullPolicy: Never
     ports: [{containerPort: 9000}]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  volumes: [{name: shared, emptyDir: {}}]
 "#,
     );
     // The Linux container's own loopback, in its namespace, is the wasm
     // container's declared port (refused until the wasm container runs, as
     // in any pod whose containers start in turn).
     let logs = log_once_done(home.path(), "mixed", "app");
-    assert!(logs.contains("hello from /from-linux\n"), "{logs}");
+    assert!(logs.contains("ok\ndone\n"), "{logs}");
+    // And the wasm container reaches the Linux container's httpd on its
+    // declared port, with no outbound grant.
+    let pod = berth_tests::kube::wait_for_named(home.path(), "mixed", |p| {
+        p["status"]["endpoints"]["web"].is_string()
+    });
+    let web = pod["status"]["endpoints"]["web"].as_str().unwrap();
+    let web = format!("http://{}", web.trim_start_matches("http://"));
+    let reply = berth_tests::get(&format!("{web}/fetch?url=http://localhost:8080/")).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (
+            200,
+            "fetched http://localhost:8080/: 200 OK: hello from busybox\n"
+        )
+    );
 }
