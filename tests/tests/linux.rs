@@ -1627,7 +1627,7 @@ spec:
   containers:
   - name: app
     image: busybox:1
-    command: [sh, -c, 'echo from-linux > /shared/note; httpd -p 8080 -h /www; until /bin/busybox wget -qO- http://127.0.0.1:9000/from-linux; do sleep 0.2; done; echo done; sleep 3600']
+    command: [sh, -c, 'echo from-linux > /shared/note; httpd -p 8080 -h /www; until /bin/busybox wget -qO- http://127.0.0.1:9000/from-linux; do sleep 0.2; done; if [ -e /proc/net/if_inet6 ]; then /bin/busybox wget -qO- "http://[::1]:9000/v6"; else echo no-ipv6; fi; echo done; sleep 3600']
     ports: [{containerPort: 8080}]
     volumeMounts: [{name: shared, mountPath: /shared}]
   - name: web
@@ -1642,7 +1642,11 @@ spec:
     // container's declared port (refused until the wasm container runs, as
     // in any pod whose containers start in turn).
     let logs = log_once_done(home.path(), "mixed", "app");
-    assert!(logs.contains("ok\ndone\n"), "{logs}");
+    // And on [::1], where the kernel has IPv6.
+    assert!(
+        logs.contains("ok\nok\ndone\n") || logs.contains("ok\nno-ipv6\ndone\n"),
+        "{logs}"
+    );
     // And the wasm container reaches the Linux container's httpd on its
     // declared port, with no outbound grant.
     let pod = berth_tests::kube::wait_for_named(home.path(), "mixed", |p| {

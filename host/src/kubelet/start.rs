@@ -124,23 +124,31 @@ fn serve_wasm_ports_in_pod_network(
     };
     for wasm in running.iter().filter(|r| r.linux.is_none()) {
         for port in &wasm.ports {
-            let address = SocketAddr::from(([127, 0, 0, 1], port.container_port));
-            let listener = crate::runtime::linux::listen_in(&netns, address)
-                .and_then(tokio::net::TcpListener::from_std);
-            match listener {
-                Ok(listener) => {
-                    tokio::spawn(crate::router::serve(
-                        listener,
-                        wasm.workload.clone(),
-                        cancel.clone(),
-                        grace,
-                        None,
-                    ));
+            let v4 = SocketAddr::from(([127, 0, 0, 1], port.container_port));
+            let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port.container_port));
+            for address in [v4, v6] {
+                let listener = crate::runtime::linux::listen_in(&netns, address)
+                    .and_then(tokio::net::TcpListener::from_std);
+                match listener {
+                    Ok(listener) => {
+                        tokio::spawn(crate::router::serve(
+                            listener,
+                            wasm.workload.clone(),
+                            cancel.clone(),
+                            grace,
+                            None,
+                        ));
+                    }
+                    // A host without IPv6 has no ::1 to listen on.
+                    Err(e) if address.is_ipv6() => tracing::debug!(
+                        container = %wasm.name,
+                        "listening on {address} in the pod's network: {e}"
+                    ),
+                    Err(e) => tracing::warn!(
+                        container = %wasm.name,
+                        "listening on {address} in the pod's network: {e}"
+                    ),
                 }
-                Err(e) => tracing::warn!(
-                    container = %wasm.name,
-                    "listening on {address} in the pod's network: {e}"
-                ),
             }
         }
     }
