@@ -13,9 +13,12 @@ BERTH = os.path.join(ROOT, "target/release/berth")
 GUESTS = os.path.join(ROOT, "guests/target/wasm32-wasip2/release")
 
 
-def build(*guests):
-    """Release builds of berth and of the named guests."""
-    subprocess.run(["cargo", "build", "--release", "-p", "berth", "-p", "berth-linux"], cwd=ROOT, check=True)
+def build(*guests, packages=()):
+    """Release builds of berth (and the workspace `packages` named) and of
+    the named guests."""
+    crates = ["berth", "berth-linux", *packages]
+    subprocess.run(["cargo", "build", "--release", *[a for c in crates for a in ("-p", c)]],
+                   cwd=ROOT, check=True)
     for guest in guests:
         subprocess.run(["cargo", "build", "--release", "-p", guest], cwd=os.path.join(ROOT, "guests"), check=True)
 
@@ -76,6 +79,46 @@ def berth_run_to_first_ok(target, home):
         return (time.perf_counter() - start) * 1000
     finally:
         stop(proc)
+
+
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:`port`, raw (no
+    client library between the clock and the socket), timing each GET."""
+
+    def __init__(self, port, host):
+        self.port = port
+        self.host = host
+        self.conn = None
+
+    def reset(self):
+        self.conn = None
+
+    def get(self, path="/"):
+        """Microseconds for `GET path` to a whole 200 response."""
+        if self.conn is None:
+            self.conn = socket.create_connection(("127.0.0.1", self.port))
+            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter_ns()
+        self.conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.decode(errors="replace") + body.decode(errors="replace"))
+        lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length")]
+        if lengths:
+            while len(body) < lengths[0]:
+                body += self.conn.recv(4096)
+        else:
+            # Chunked: the last chunk is empty.
+            while not body.endswith(b"0\r\n\r\n"):
+                body += self.conn.recv(4096)
+        return (time.perf_counter_ns() - start) / 1000
 
 
 def record(name, section):
