@@ -261,6 +261,17 @@ pub struct ContainerPids {
     pub init: u32,
 }
 
+impl ContainerPids {
+    /// The container's network namespace, through its init (see
+    /// [`Container::netns_path`]: not a pid that may be reused).
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/proc")
+            .join(self.init.to_string())
+            .join("ns")
+            .join("net")
+    }
+}
+
 /// The running Linux containers commands can be run in (`kubectl exec`),
 /// by pod uid and container name: the kubelet registers each container as
 /// it runs and forgets the pod's when it stops.
@@ -390,9 +401,6 @@ impl Container {
     /// for, cannot be a reused pid (the container's own pid 1 may be, once
     /// it has exited and the init reaped it).
     pub fn netns_path(&self) -> PathBuf {
-        Path::new("/proc")
-            .join(self.init_pid.to_string())
-            .join("ns")
-            .join("net")
+        self.pids().netns_path()
     }
 }

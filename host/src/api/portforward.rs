@@ -172,11 +172,7 @@ impl PodPorts {
             }
         }
         let netns = linux
-            .map(|pids| {
-                crate::runtime::linux::NetnsConnector::new(Some(
-                    format!("/proc/{}/ns/net", pids.pid).into(),
-                ))
-            })
+            .map(|pids| crate::runtime::linux::NetnsConnector::new(Some(pids.netns_path())))
             .transpose()
             .map_err(|e| ApiError::Internal(format!("reaching pod {name}'s network: {e}")))?;
         if netns.is_none() && wasm_endpoint.is_none() {

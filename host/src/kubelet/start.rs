@@ -115,11 +115,10 @@ fn serve_wasm_ports_in_pod_network(
     cancel: &CancellationToken,
     grace: Duration,
 ) {
-    let Some(netns) = running.iter().find_map(|r| {
-        r.linux
-            .as_ref()
-            .map(|(_, pids)| PathBuf::from(format!("/proc/{}/ns/net", pids.pid)))
-    }) else {
+    let Some(netns) = running
+        .iter()
+        .find_map(|r| r.linux.as_ref().map(|(_, pids)| pids.netns_path()))
+    else {
         return;
     };
     for wasm in running.iter().filter(|r| r.linux.is_none()) {
