@@ -16,8 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use berth_runtime::{Body, GuestFailure, ServeError, Workload};
@@ -82,14 +81,45 @@ pub async fn accept_with<H, F>(
     H: Fn(http::Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client gets this long to send a request's headers (slowloris).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read);
-    let graceful = GracefulShutdown::new();
+    let http = Http::new(header_read);
+    accept_connections(listener, shutdown, drain, move |stream, peer, closing| {
+        let (http, handler, tls) = (http.clone(), handler.clone(), tls.clone());
+        async move {
+            let Some(acceptor) = tls else {
+                return http.serve(stream, peer, closing, handler).await;
+            };
+            let local = stream.local_addr().ok();
+            // A client that never finishes its handshake holds nothing long.
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            http.serve_io(stream, local, peer, closing, handler).await
+        }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` and hands each to `on_connection`
+/// with a token cancelled when the listener closes (for the connection to
+/// finish what it is doing and end), until `shutdown`; then waits up to
+/// `drain` for the connections to end, and ends those left.
+pub async fn accept_connections<C, F>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    drain: Duration,
+    on_connection: C,
+) where
+    C: Fn(TcpStream, SocketAddr, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let closing = CancellationToken::new();
     // The connections' tasks: aborted when this returns (the drain is
     // over) or is dropped (its caller stopped it), so no connection goes on
     // answering for a listener that has stopped.
@@ -116,8 +146,69 @@ pub async fn accept_with<H, F>(
         };
         // Small responses should not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+        let connection = on_connection(stream, peer, closing.clone());
+        open.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    let all_ended = async { while open.join_next().await.is_some() {} };
+    tokio::select! {
+        () = all_ended => tracing::debug!("all connections ended"),
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!("connections still open after {drain:?}; closing them");
+        }
+    }
+}
+
+/// HTTP/1.1 and h2c on one connection at a time, with the header-read
+/// timeout given.
+#[derive(Clone)]
+pub struct Http {
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Http {
+    pub fn new(header_read: Duration) -> Http {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client gets this long to send a request's headers (slowloris).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read);
+        Http { builder }
+    }
+
+    /// Serves `stream`'s requests with `handler` until the client is done,
+    /// or `closing` (then the request in flight is finished first).
+    pub async fn serve<H, F>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        closing: CancellationToken,
+        handler: H,
+    ) where
+        H: Fn(http::Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
         let local = stream.local_addr().ok();
+        self.serve_io(stream, local, peer, closing, handler).await
+    }
+
+    async fn serve_io<S, H, F>(
+        &self,
+        stream: S,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+        closing: CancellationToken,
+        handler: H,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        H: Fn(http::Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             // HTTP/1.0 clients may send no Host; guests are promised an
             // authority, so it is the address they connected to.
@@ -132,46 +223,17 @@ pub async fn accept_with<H, F>(
             // handler's future twice over.
             handler(request, peer).never_error()
         });
-        let Some(acceptor) = tls.clone() else {
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            open.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        open.spawn(async move {
-            // A client that never finishes its handshake holds nothing long.
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection ended: {e}");
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            _ = closing.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
             }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all in-flight requests finished"),
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!("requests still running after {drain:?}; stopping anyway");
+        };
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection ended: {e}");
         }
     }
 }
