@@ -38,6 +38,7 @@ pub struct Config {
     pub ingress: std::net::SocketAddr,
     pub ingress_tls: std::net::SocketAddr,
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    pub service_cidr: crate::state::ServiceNetwork,
     /// How long a request to a service with no ready endpoint waits for one.
     pub endpoint_wait: Duration,
     /// How long a client may take to send a request's headers.
@@ -98,6 +99,7 @@ pub async fn serve(
     }
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     store.set_node_port_range(args.node_port_range.clone());
+    store.set_service_network(args.service_cidr);
     let state = Arc::new(ApiState {
         store: parking_lot::Mutex::new(store),
         changed: tokio::sync::Notify::new(),
@@ -498,7 +500,7 @@ fn sync_routes(
         .collect();
     set_ingresses(state, table, ingress, &ingresses, address);
     table.set_services(&services);
-    if !ingress.sync_node_ports() {
+    if !ingress.sync_service_ports() {
         // Again next pass, changes or not.
         *synced = None;
     }

@@ -3,7 +3,9 @@
 //! Every request gets a plain-text report: method, path, headers, body and the
 //! environment. Query parameters ask for filesystem operations, whose outcome
 //! (content or error) is reported rather than turned into a failure:
-//! `?read=PATH`, `?list=DIR`, `?write=PATH` (the request body is written).
+//! `?read=PATH`, `?list=DIR`, `?write=PATH` (the request body is written),
+//! `?tcp=HOST:PORT[&lines=N]` (the request body is sent over a TCP
+//! connection, and N lines of the reply reported).
 
 use std::fmt::Write as _;
 use wstd::http::{Body, Error, Request, Response};
@@ -52,10 +54,40 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
                 Ok(()) => writeln!(out, "write {arg}: ok").unwrap(),
                 Err(e) => writeln!(out, "write {arg}: error: {e}").unwrap(),
             },
+            "tcp" => {
+                let lines = query_pairs(parts.uri.query().unwrap_or(""))
+                    .iter()
+                    .find(|(k, _)| k == "lines")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(1);
+                match tcp(&arg, &body, lines) {
+                    Ok(reply) => writeln!(out, "tcp {arg}: ok: {reply:?}").unwrap(),
+                    Err(e) => writeln!(out, "tcp {arg}: error: {e}").unwrap(),
+                }
+            }
             _ => {}
         }
     }
     Ok(Response::new(out.into()))
+}
+
+/// Connects to `address` (wasi:sockets: `HOST:PORT`, the name looked up
+/// by the host), sends `data`, and reads until `lines` CRLF-ended lines
+/// came back or the peer closed.
+fn tcp(address: &str, data: &[u8], lines: usize) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.write_all(data)?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while reply.windows(2).filter(|w| w == b"\r\n").count() < lines {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
 /// Splits `a=b&c=d`, undoing percent-encoding so paths like `../x` survive.

@@ -71,6 +71,25 @@ impl NetnsConnector {
     }
 }
 
+impl NetnsConnector {
+    /// A connection to `port` on the namespace's loopback.
+    pub fn connect(&self, port: u16) -> BoxFuture<'static, std::io::Result<tokio::net::TcpStream>> {
+        let requests = self.requests.clone();
+        Box::pin(async move {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
+            let (reply, answer) = oneshot::channel();
+            requests
+                .send((address, reply))
+                .map_err(|_| std::io::Error::other("the container's network is gone"))?;
+            let stream = answer
+                .await
+                .map_err(|_| std::io::Error::other("the container's network is gone"))??;
+            let _ = stream.set_nodelay(true);
+            tokio::net::TcpStream::from_std(stream)
+        })
+    }
+}
+
 impl tower_service::Service<http::Uri> for NetnsConnector {
     type Response = TokioIo<tokio::net::TcpStream>;
     type Error = std::io::Error;
@@ -84,20 +103,8 @@ impl tower_service::Service<http::Uri> for NetnsConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let requests = self.requests.clone();
-        Box::pin(async move {
-            let port = uri.port_u16().unwrap_or(80);
-            let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let (reply, answer) = oneshot::channel();
-            requests
-                .send((address, reply))
-                .map_err(|_| std::io::Error::other("the container's network is gone"))?;
-            let stream = answer
-                .await
-                .map_err(|_| std::io::Error::other("the container's network is gone"))??;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(tokio::net::TcpStream::from_std(stream)?))
-        })
+        let connecting = self.connect(uri.port_u16().unwrap_or(80));
+        Box::pin(async move { Ok(TokioIo::new(connecting.await?)) })
     }
 }
 
@@ -129,6 +136,7 @@ pub struct LinuxWorkload {
     name: String,
     port: u16,
     client: Client<NetnsConnector, Body>,
+    connector: NetnsConnector,
     exit: watch::Receiver<Option<Exit>>,
     stop: Mutex<Option<oneshot::Sender<Duration>>>,
     usage: crate::cgroup::UsageFiles,
@@ -163,7 +171,8 @@ impl LinuxWorkload {
             port,
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
+                .build(connector.clone()),
+            connector,
             exit,
             stop: Mutex::new(Some(stop_tx)),
             usage,
@@ -243,6 +252,13 @@ impl Workload for LinuxWorkload {
                 })?;
             Ok(response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
         })
+    }
+
+    fn connect(
+        &self,
+        port: Option<u16>,
+    ) -> Option<BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>> {
+        Some(self.connector.connect(port.unwrap_or(self.port)))
     }
 
     fn exited(&self) -> BoxFuture<'static, Exited> {

@@ -21,6 +21,8 @@ pub struct Capabilities {
     pub outbound: Vec<OutboundRule>,
     /// The services the guest may call by name, in-process; none outside a pod.
     pub services: Option<Arc<dyn Services>>,
+    /// Where the guest may open TCP connections (`wasi:sockets`).
+    pub tcp: Vec<TcpGrant>,
 }
 
 /// Service names as a guest sees them: `http://<service>[.<namespace>[.svc[.cluster.local]]]`
@@ -34,6 +36,14 @@ pub trait Services: Send + Sync {
         host: &str,
         port: Option<u16>,
     ) -> Option<Result<Arc<dyn ServiceTarget>, String>>;
+
+    /// The virtual IP of the service `host` names, for a guest's name
+    /// lookup (`wasi:sockets`): `None` when it names no service; an error
+    /// when a service the guest may not reach, or one without an address.
+    fn address(&self, host: &str) -> Option<Result<std::net::IpAddr, String>> {
+        let _ = host;
+        None
+    }
 }
 
 /// One resolved service port; every call gets an HTTP answer (a 503 when
@@ -207,6 +217,59 @@ impl FromStr for OutboundRule {
     }
 }
 
+/// `HOST:PORT`: a destination a guest may open TCP connections to. The
+/// host is a name (a Service's, resolved in-process, or one the host's
+/// resolver knows) or an IP address (IPv6 in brackets); the port is
+/// required, since a socket grant without one would reach every service
+/// of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpGrant {
+    pub host: String,
+    pub port: u16,
+}
+
+impl TcpGrant {
+    /// The granted host as an address, when it is one.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for TcpGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for TcpGrant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rule: OutboundRule = s.parse()?;
+        let Some(port) = rule.port else {
+            return Err(format!(
+                "{s:?}: give HOST:PORT (a TCP grant needs its port)"
+            ));
+        };
+        if !rule.names_host() {
+            return Err(format!(
+                "{s:?}: name the host (a TCP grant is for one host, not `*`)"
+            ));
+        }
+        if port == 0 {
+            return Err(format!("{s:?}: port 0 is no port"));
+        }
+        Ok(TcpGrant {
+            host: rule.host,
+            port,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +305,35 @@ mod tests {
                 .contains("..")
         );
         assert!(":/data".parse::<DirGrant>().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn tcp_grants_name_a_host_and_a_port() {
+        let g: TcpGrant = "Redis.Default.svc:6379".parse().unwrap();
+        assert_eq!((g.host.as_str(), g.port), ("redis.default.svc", 6379));
+        assert_eq!(g.ip(), None);
+        let v6: TcpGrant = "[::1]:5432".parse().unwrap();
+        assert_eq!(v6.ip(), Some("::1".parse().unwrap()));
+        assert_eq!(v6.to_string(), "[::1]:5432");
+        assert!(
+            "redis"
+                .parse::<TcpGrant>()
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+        assert!("*:6379".parse::<TcpGrant>().unwrap_err().contains("`*`"));
+        assert!(
+            "redis:0"
+                .parse::<TcpGrant>()
+                .unwrap_err()
+                .contains("port 0")
+        );
+        assert!(
+            "redis:http"
+                .parse::<TcpGrant>()
+                .unwrap_err()
+                .contains("not a port")
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use capabilities::{Capabilities, DirGrant, Limits, OutboundRule, ServiceTarget, Services};
+pub use capabilities::{
+    Capabilities, DirGrant, Limits, OutboundRule, ServiceTarget, Services, TcpGrant,
+};
 pub use error::{GuestFailure, RuntimeError, ServeError};
 
 /// An error inside a streamed body.
@@ -199,6 +201,18 @@ pub trait Workload: Send + Sync {
     ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
         let _ = port;
         self.serve(request)
+    }
+
+    /// A connection to the workload's `port` (its only one when `None`),
+    /// for a Service proxied at layer 4; `None` for a workload that has no
+    /// sockets (a wasm component answers HTTP in-process, through
+    /// [`Workload::serve_on`]).
+    fn connect(
+        &self,
+        port: Option<u16>,
+    ) -> Option<BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>> {
+        let _ = port;
+        None
     }
 
     /// Resolves when the workload ends by itself (a container's process

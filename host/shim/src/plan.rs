@@ -3,19 +3,24 @@
 //! the container's root filesystem, `process.env` its environment, bind
 //! mounts its directories (read-only where the mount says `ro`), the
 //! memory limit its instances' memory, the CPU quota its CPU share, and
-//! the pod annotation berth pods use its outbound hosts. Everything else
+//! the pod annotations berth pods use its outbound hosts and TCP grants.
+//! Everything else
 //! is denied, as in berth.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
+use std::str::FromStr;
 
-use berth_runtime::{Capabilities, DirGrant, Limits, OutboundRule};
+use berth_runtime::{Capabilities, DirGrant, Limits, OutboundRule, TcpGrant};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// Pod annotation (passed through by containerd's `pod_annotations`):
 /// comma-separated hosts the guest may call, as on berth.
 pub const OUTBOUND_ANNOTATION: &str = "berth.dev/allow-outbound";
+
+/// The pod annotation naming `HOST:PORT`s its wasm containers may open TCP
+/// connections to, as berth pods use it.
+pub const TCP_ANNOTATION: &str = "berth.dev/allow-tcp";
 
 /// Where an HTTP component listens unless its environment says
 /// `BERTH_LISTEN=ADDR` (or a bare port): the port wasm HTTP shims use.
@@ -118,22 +123,8 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         });
     }
 
-    let outbound = match spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(OUTBOUND_ANNOTATION))
-    {
-        Some(hosts) => hosts
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(|h| {
-                OutboundRule::from_str(h)
-                    .map_err(|e| format!("annotation {OUTBOUND_ANNOTATION}: {e}"))
-            })
-            .collect::<Result<_, _>>()?,
-        None => Vec::new(),
-    };
+    let outbound = granted::<OutboundRule>(spec, OUTBOUND_ANNOTATION)?;
+    let tcp = granted::<TcpGrant>(spec, TCP_ANNOTATION)?;
 
     let mut limits = Limits::default();
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
@@ -161,10 +152,24 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
             dirs,
             outbound,
             services: None,
+            tcp,
         },
         limits,
         listen,
     })
+}
+
+/// The comma-separated grants of annotation `name`.
+fn granted<T: FromStr<Err = String>>(spec: &Spec, name: &str) -> Result<Vec<T>, String> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|grant| !grant.is_empty())
+        .map(|grant| T::from_str(grant).map_err(|e| format!("annotation {name}: {e}")))
+        .collect()
 }
 
 /// The container's own name files (the kubelet's `/etc/hosts` and

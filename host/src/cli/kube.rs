@@ -86,6 +86,12 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST", value_parser = parse_port_range)]
     node_port_range: std::ops::RangeInclusive<u16>,
 
+    /// Where Services get their virtual IPs (clusterIP) when they name
+    /// none: a range of the loopback, 127.0.0.0/8, where the router listens
+    /// for each Service's ports.
+    #[arg(long, default_value = "127.96.0.0/12", value_name = "CIDR")]
+    service_cidr: crate::state::ServiceNetwork,
+
     /// How long a request to a service with no ready endpoint waits for one
     /// before it is answered 503.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -167,6 +173,7 @@ impl DaemonArgs {
             ingress: self.ingress,
             ingress_tls: self.ingress_tls,
             node_port_range: self.node_port_range,
+            service_cidr: self.service_cidr,
             endpoint_wait: self.endpoint_wait,
             header_timeout: self.header_timeout,
             metrics_listen: self.metrics_listen,

@@ -42,6 +42,11 @@ pub struct RunArgs {
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     outbound: Vec<OutboundRule>,
 
+    /// Allow TCP connections (wasi:sockets) to HOST:PORT, and name lookups
+    /// of HOST (repeatable). Nothing else: no listening, no UDP.
+    #[arg(long = "allow-tcp", value_name = "HOST:PORT")]
+    tcp: Vec<crate::runtime::TcpGrant>,
+
     /// Linear memory one request's instance may use (a Kubernetes quantity;
     /// 128Mi unless given). For a Linux image: the container's memory
     /// limit (none unless given, as in Docker).
@@ -172,9 +177,10 @@ fn linux_image(arg: &str) -> anyhow::Result<Option<(Reference, Image)>> {
 /// foreground like `docker run --rm`, its output on the terminal, its exit
 /// code berth's. Ctrl-C or SIGTERM is passed on to it.
 fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Result<ExitCode> {
-    if !args.outbound.is_empty() {
+    if !args.outbound.is_empty() || !args.tcp.is_empty() {
         anyhow::bail!(
-            "--allow-outbound is for wasm guests; {} is a Linux image, whose container has only loopback",
+            "--allow-outbound and --allow-tcp are for wasm guests; {} is a Linux image, whose \
+             container has only loopback",
             reference.tagged_name()
         );
     }
@@ -358,6 +364,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             dirs,
             outbound: args.outbound.clone(),
             services: None,
+            tcp: args.tcp.clone(),
         },
         log: None,
         limits: Limits {

@@ -996,6 +996,7 @@ fn workload_spec(
             dirs,
             outbound,
             services: None,
+            tcp: crate::spec::objects::tcp_grants(&pod.metadata).map_err(config_error)?,
         },
         limits,
     })

@@ -1,7 +1,9 @@
 //! The host's HTTP entrance: one listener routing by Host header to
 //! services (`<service>.<namespace>.localhost`, `<service>.localhost` for
 //! the default namespace — browsers resolve `*.localhost` to loopback), and
-//! a listener per NodePort (or LoadBalancer) service port.
+//! a listener per service port on the service's virtual IP and on its node
+//! port (NodePort and LoadBalancer services), at layer 4 unless the port is
+//! HTTP (see `l4`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -87,9 +89,14 @@ fn lowercase(host: &str) -> Cow<'_, str> {
     }
 }
 
-struct NodePortListener {
-    node_port: u16,
-    cancel: CancellationToken,
+/// A listener for one port of one service, at one address (its virtual
+/// IP, or the node port on the ingress's address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServiceListener {
+    namespace: String,
+    service: String,
+    port: u16,
+    address: SocketAddr,
 }
 
 /// The ingress listener and the NodePort listeners, sharing one table.
@@ -100,7 +107,11 @@ pub struct Ingress {
     shutdown: CancellationToken,
     drain: Duration,
     header_read: Duration,
-    node_ports: Mutex<HashMap<(String, String, u16), NodePortListener>>,
+    service_ports: Mutex<HashMap<ServiceListener, CancellationToken>>,
+    /// Why listeners that could not be opened were not, said once each.
+    failed_ports: Mutex<HashMap<ServiceListener, String>>,
+    /// HTTP on a service port's connections.
+    http: berth_serve::Http,
     tasks: tokio_util::task::TaskTracker,
     /// What the TLS listener serves, by SNI.
     certificates: Arc<super::tls::Certificates>,
@@ -127,7 +138,9 @@ impl Ingress {
             shutdown,
             drain,
             header_read,
-            node_ports: Mutex::new(HashMap::new()),
+            service_ports: Mutex::new(HashMap::new()),
+            failed_ports: Mutex::new(HashMap::new()),
+            http: berth_serve::Http::new(header_read),
             tasks: tokio_util::task::TaskTracker::new(),
             certificates: Arc::default(),
         });
@@ -268,89 +281,151 @@ impl Ingress {
         ))
     }
 
-    /// Opens a listener for every node port of the table's services and
-    /// closes those of services (or ports) that are gone; false if one
-    /// could not be opened (yet: a port just let go may take a moment), for
-    /// the caller to try again.
-    pub fn sync_node_ports(self: &Arc<Self>) -> bool {
+    /// Opens a listener for every port of the table's services, on its
+    /// virtual IP and on its node port (if it has them), and closes those
+    /// of services (or ports) that are gone; false if one could not be
+    /// opened (yet: a port just let go may take a moment), for the caller
+    /// to try again.
+    pub fn sync_service_ports(self: &Arc<Self>) -> bool {
         let mut all_open = true;
-        let mut wanted: HashMap<(String, String, u16), u16> = HashMap::new();
+        let mut wanted: HashMap<ServiceListener, ()> = HashMap::new();
         for route in self.table.routes() {
-            if route.spec.kind == ServiceType::ClusterIP {
-                continue;
-            }
             for port in &route.spec.ports {
-                if let Some(node_port) = port.node_port {
-                    wanted.insert(
-                        (
-                            route.key.namespace.clone(),
-                            route.key.name.clone(),
-                            port.port,
-                        ),
-                        node_port,
-                    );
+                let key = |address| ServiceListener {
+                    namespace: route.key.namespace.clone(),
+                    service: route.key.name.clone(),
+                    port: port.port,
+                    address,
+                };
+                if let Some(ip) = route.spec.virtual_ip() {
+                    wanted.insert(key(SocketAddr::new(ip.into(), port.port)), ());
+                }
+                if route.spec.kind != ServiceType::ClusterIP
+                    && let Some(node_port) = port.node_port
+                {
+                    wanted.insert(key(SocketAddr::new(self.ip, node_port)), ());
                 }
             }
         }
-        let mut open = self.node_ports.lock();
-        open.retain(|key, listener| {
-            let keep = wanted.get(key) == Some(&listener.node_port);
+        let mut open = self.service_ports.lock();
+        open.retain(|key, cancel| {
+            let keep = wanted.contains_key(key);
             if !keep {
-                listener.cancel.cancel();
+                cancel.cancel();
             }
             keep
         });
-        for (key, node_port) in wanted {
+        let mut failed = self.failed_ports.lock();
+        failed.retain(|key, _| wanted.contains_key(key));
+        for key in wanted.into_keys() {
             if open.contains_key(&key) {
                 continue;
             }
-            let (namespace, service, port) = key.clone();
-            let address = SocketAddr::new(self.ip, node_port);
-            let listener = match bind(address) {
+            let listener = match bind(key.address) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::warn!("service {namespace}/{service}: node port {address}: {e}");
+                    // Said once per reason; tried again every pass.
+                    let why = e.to_string();
+                    if failed.get(&key) != Some(&why) {
+                        tracing::warn!(
+                            "service {}/{} port {}: listening on {}: {why}",
+                            key.namespace,
+                            key.service,
+                            key.port,
+                            key.address
+                        );
+                        failed.insert(key.clone(), why);
+                    }
                     all_open = false;
                     continue;
                 }
             };
-            tracing::info!("service {namespace}/{service} port {port} on http://{address}/");
+            failed.remove(&key);
+            tracing::info!(
+                "service {}/{} port {} on {}",
+                key.namespace,
+                key.service,
+                key.port,
+                key.address
+            );
             let cancel = self.shutdown.child_token();
             let ingress = self.clone();
-            self.tasks.spawn(super::accept(
+            let target = Arc::new(key.clone());
+            self.tasks.spawn(berth_serve::accept_connections(
                 listener,
                 cancel.clone(),
                 self.drain,
-                self.header_read,
-                move |request: Request<Incoming>, peer: SocketAddr| {
-                    let Some(route) = ingress.table.route(&namespace, &service) else {
-                        return Either::Left(ready(plain(
-                            StatusCode::NOT_FOUND,
-                            format!("404 Not Found: service {namespace}/{service} is gone\n"),
-                        )));
-                    };
-                    let Some(index) = route.port_index(Some(port)) else {
-                        return Either::Left(ready(plain(
-                            StatusCode::NOT_FOUND,
-                            format!(
-                                "404 Not Found: service {namespace}/{service} has no port {port}\n"
-                            ),
-                        )));
-                    };
-                    let host = request.headers().get(http::header::HOST).cloned();
-                    let request = prepare(request, peer, host, false);
-                    Either::Right(through_ingress(
-                        route,
-                        index,
-                        request,
-                        Some(peer.ip()),
-                        ingress.wait,
-                    ))
+                move |stream, peer, closing| {
+                    ingress
+                        .clone()
+                        .service_connection(target.clone(), stream, peer, closing)
                 },
             ));
-            open.insert(key, NodePortListener { node_port, cancel });
+            open.insert(key, cancel);
         }
         all_open
+    }
+
+    /// One connection to a service port (on its virtual IP or node port):
+    /// carried at layer 4 to an endpoint that takes connections unless the
+    /// port is declared HTTP; served HTTP otherwise.
+    async fn service_connection(
+        self: Arc<Self>,
+        target: Arc<ServiceListener>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        closing: CancellationToken,
+    ) {
+        let Some(route) = self.table.route(&target.namespace, &target.service) else {
+            return;
+        };
+        let Some(index) = route.port_index(Some(target.port)) else {
+            return;
+        };
+        let stream = if route.spec.ports[index].declared_http() {
+            stream
+        } else {
+            match super::l4::splice(route, index, stream, peer, self.wait).await {
+                super::l4::Spliced::Done => return,
+                super::l4::Spliced::NotSockets(stream) => stream,
+            }
+        };
+        let ingress = self.clone();
+        let handler = move |request: Request<Incoming>, peer: SocketAddr| {
+            ingress.service_request(&target, request, peer)
+        };
+        self.http.serve(stream, peer, closing, handler).await
+    }
+
+    /// One request on a service port's connection.
+    fn service_request(
+        &self,
+        target: &ServiceListener,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + use<> {
+        let (namespace, service, port) = (&target.namespace, &target.service, target.port);
+        let Some(route) = self.table.route(namespace, service) else {
+            return Either::Left(ready(plain(
+                StatusCode::NOT_FOUND,
+                format!("404 Not Found: service {namespace}/{service} is gone\n"),
+            )));
+        };
+        let Some(index) = route.port_index(Some(port)) else {
+            return Either::Left(ready(plain(
+                StatusCode::NOT_FOUND,
+                format!("404 Not Found: service {namespace}/{service} has no port {port}\n"),
+            )));
+        };
+        let host = request.headers().get(http::header::HOST).cloned();
+        let request = prepare(request, peer, host, false);
+        Either::Right(through_ingress(
+            route,
+            index,
+            request,
+            Some(peer.ip()),
+            self.wait,
+        ))
     }
 
     /// Waits for every listener to finish draining after shutdown.

@@ -5,6 +5,7 @@
 //! of their own, and guests reach services by name, all in-process.
 
 mod ingress;
+mod l4;
 mod listener;
 mod proxy;
 mod rules;

@@ -73,7 +73,12 @@ async fn forward_uncounted(
         }
         match Box::pin(wait_for_endpoints(route, port, hold)).await {
             Ok(now) => (route, port) = now,
-            Err(gone) => return gone,
+            Err(gone) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("503 Service Unavailable: {gone}\n"),
+                );
+            }
         }
     }
     // What it takes to send the request again: only for a method that may
@@ -226,11 +231,11 @@ async fn forward_to_pod_uncounted(
 /// Waits up to `wait` for `route`'s `port` to have an endpoint (still none
 /// after it: the pick says so). A service edited meanwhile goes on in its
 /// new route, on the same port: that route and port are returned.
-async fn wait_for_endpoints(
+pub(super) async fn wait_for_endpoints(
     mut route: Arc<Route>,
     mut port: usize,
     wait: Duration,
-) -> Result<(Arc<Route>, usize), Response<Body>> {
+) -> Result<(Arc<Route>, usize), String> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         route.wait_for_endpoints(port, deadline).await;
@@ -240,12 +245,9 @@ async fn wait_for_endpoints(
         let number = route.port_number(port);
         let Some((next, index)) = next.and_then(|r| r.port_index(Some(number)).map(|i| (r, i)))
         else {
-            return Err(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "503 Service Unavailable: service {}/{} port {number} went away\n",
-                    route.key.namespace, route.key.name
-                ),
+            return Err(format!(
+                "service {}/{} port {number} went away",
+                route.key.namespace, route.key.name
             ));
         };
         (route, port) = (next, index);

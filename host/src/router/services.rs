@@ -142,6 +142,42 @@ impl PodServices {
 }
 
 impl Services for PodServices {
+    fn address(&self, host: &str) -> Option<Result<std::net::IpAddr, String>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let (name, qualified) = match host
+            .strip_suffix(".svc.cluster.local")
+            .or_else(|| host.strip_suffix(".svc"))
+        {
+            Some(name) => (name, true),
+            None => (host.as_str(), false),
+        };
+        let (service, namespace) = match name.split('.').collect::<Vec<_>>()[..] {
+            [service] if !qualified => (service, self.namespace.as_str()),
+            [service, namespace] => (service, namespace),
+            _ if !qualified => return None,
+            _ => {
+                return Some(Err(format!(
+                    "{host} is not <service>.<namespace>.svc (a pod's own name has no address \
+                     on berth)"
+                )));
+            }
+        };
+        let Some(route) = self.table.route(namespace, service) else {
+            return qualified
+                .then(|| Err(format!("no service {service} in namespace {namespace}")));
+        };
+        if !self.may_call(namespace, service) {
+            return Some(Err(format!(
+                "service {namespace}/{service} is in another namespace; the pod's {} annotation \
+                 does not allow it",
+                crate::spec::objects::SERVICES_ANNOTATION
+            )));
+        }
+        Some(route.spec.virtual_ip().map(Into::into).ok_or_else(|| {
+            format!("service {namespace}/{service} is headless: it has no virtual IP to connect to")
+        }))
+    }
+
     fn resolve(
         &self,
         host: &str,

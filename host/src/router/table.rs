@@ -231,6 +231,14 @@ impl Endpoint {
         &self.pod.containers[self.container].workload
     }
 
+    /// A connection to the container, on the port the service targets;
+    /// `None` when it takes none (wasm answers HTTP in-process).
+    pub fn connect(
+        &self,
+    ) -> Option<crate::runtime::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>> {
+        self.workload().connect(self.port)
+    }
+
     /// Hands `request` to the container, on the port the service targets.
     pub fn serve(
         &self,

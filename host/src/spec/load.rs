@@ -624,6 +624,15 @@ fn validate_meta(meta: &ObjectMeta, labels_path: &str, named: bool) -> Result<()
             e,
         )
     })?;
+    super::objects::tcp_grants(meta).map_err(|e| {
+        invalid(
+            format!(
+                "{labels_path}.annotations.{}",
+                super::objects::TCP_ANNOTATION
+            ),
+            e,
+        )
+    })?;
     if let Some(hosts) = meta.annotations.get(OUTBOUND_ANNOTATION) {
         for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
             host.parse::<crate::runtime::OutboundRule>().map_err(|e| {
@@ -832,13 +841,23 @@ fn validate(object: &Object) -> Result<(), Invalid> {
             if let Some(ip) = &svc.spec.cluster_ip
                 && !ip.is_empty()
                 && ip != "None"
+                && ip.parse::<std::net::Ipv4Addr>().is_err()
             {
                 return Err(invalid(
                     "spec.clusterIP",
                     format!(
-                        "{ip:?}: berth gives services no virtual IP; leave it out, or say None \
-                         (headless)"
+                        "{ip:?} is not an IPv4 address (leave it out for one to be allocated, \
+                         or say None for a headless service)"
                     ),
+                ));
+            }
+            if !svc.spec.cluster_ips.is_empty()
+                && (svc.spec.cluster_ips.len() != 1
+                    || svc.spec.cluster_ip.as_ref() != svc.spec.cluster_ips.first())
+            {
+                return Err(invalid(
+                    "spec.clusterIPs",
+                    "must be [clusterIP] (berth's services have one IP family, IPv4)",
                 ));
             }
             if svc.spec.ports.is_empty() {
@@ -854,7 +873,10 @@ fn validate(object: &Object) -> Result<(), Invalid> {
                 {
                     return Err(invalid(
                         format!("{path}.protocol"),
-                        format!("{p} is not supported (TCP only)"),
+                        format!(
+                            "{p} is not supported: berth proxies TCP only (HTTP services request \
+                             by request, others at layer 4)"
+                        ),
                     ));
                 }
                 if port.node_port.is_some() && svc.spec.kind == ServiceType::ClusterIP {

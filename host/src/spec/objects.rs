@@ -17,6 +17,23 @@ pub use super::security::{PodSecurityContext, SecurityContext};
 /// `*` for any) the pod's wasm containers may call over HTTP.
 pub const OUTBOUND_ANNOTATION: &str = "berth.dev/allow-outbound";
 
+/// Annotation on a pod (template): comma-separated `HOST:PORT` its wasm
+/// containers may open TCP connections to (`wasi:sockets`); a Service's
+/// name resolves to the Service.
+pub const TCP_ANNOTATION: &str = "berth.dev/allow-tcp";
+
+/// The TCP grants of a pod (template) by its [`TCP_ANNOTATION`].
+pub fn tcp_grants(meta: &ObjectMeta) -> Result<Vec<crate::runtime::TcpGrant>, String> {
+    meta.annotations
+        .get(TCP_ANNOTATION)
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|grant| !grant.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
 /// Annotation on a pod (template): comma-separated services of other
 /// namespaces (`NAMESPACE/SERVICE`, `NAMESPACE/*`) its guests may call by
 /// name; services of its own namespace need none.
@@ -1300,11 +1317,21 @@ pub struct ServiceSpec {
     pub session_affinity: SessionAffinity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_config: Option<SessionAffinityConfig>,
-    /// `None`: headless, as a StatefulSet's governing Service is. berth
-    /// gives no service a virtual IP (guests reach them by name), so this
-    /// is recorded, and no address may be asked for.
+    /// The service's virtual address, from berth's service network (on
+    /// the loopback, see `state`), allocated when not given; `None`:
+    /// headless, as a StatefulSet's governing Service is.
     #[serde(rename = "clusterIP", default, skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
+    /// `[clusterIP]`, as kube-apiserver fills it in (one IP family).
+    #[serde(rename = "clusterIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// The virtual address, when it has one (not headless).
+    pub fn virtual_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1353,6 +1380,29 @@ pub struct ServicePort {
     pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_port: Option<u16>,
+    /// What the port speaks: `http` (or `kubernetes.io/h2c`) makes it an
+    /// HTTP port, proxied request by request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+impl ServicePort {
+    /// Whether the port is declared HTTP: by its `appProtocol`, or a name
+    /// `http` or `http-…` (as Istio reads port names). Other ports are
+    /// proxied at layer 4 to endpoints that take connections.
+    pub fn declared_http(&self) -> bool {
+        match self.app_protocol.as_deref() {
+            Some(p) => {
+                p.eq_ignore_ascii_case("http")
+                    || p.eq_ignore_ascii_case("kubernetes.io/h2c")
+                    || p.eq_ignore_ascii_case("h2c")
+            }
+            None => self
+                .name
+                .as_deref()
+                .is_some_and(|n| n == "http" || n.starts_with("http-")),
+        }
+    }
 }
 
 // Configuration.

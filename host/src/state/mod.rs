@@ -6,7 +6,7 @@
 //! not at all, and after a crash (even kill -9) the daemon reopens the
 //! database and finds exactly what was committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -14,7 +14,10 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::spec::{Kind, Object, Status};
 
+mod services;
 pub mod watch;
+
+pub use services::ServiceNetwork;
 
 pub use watch::{Change, ChangeType, Hub};
 
@@ -143,6 +146,7 @@ pub type Result<T> = std::result::Result<T, StateError>;
 pub struct Store {
     conn: Connection,
     node_ports: std::ops::RangeInclusive<u16>,
+    service_network: ServiceNetwork,
     /// Objects and statuses as last parsed, by uid: the controllers and the
     /// kubelet list every pod many times a second while a thousand start,
     /// and a text compare is far cheaper than parsing it again.
@@ -243,100 +247,6 @@ fn update_pod(new: &crate::spec::objects::Pod, old: &Object) -> Result<crate::sp
     Ok(pod)
 }
 
-/// `service` with a node port on each port of a NodePort or LoadBalancer
-/// service: the one it asks for if no other service has it, else the one
-/// it had, else the lowest free one in `range`, as Kubernetes allocates.
-fn allocate_node_ports(
-    tx: &rusqlite::Transaction<'_>,
-    service: &crate::spec::objects::Service,
-    range: &std::ops::RangeInclusive<u16>,
-) -> Result<crate::spec::objects::Service> {
-    use crate::spec::objects::ServiceType;
-    let mut service = service.clone();
-    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
-    let name = service.metadata.name.clone();
-    if service.spec.kind == ServiceType::ClusterIP {
-        if let Some(port) = service.spec.ports.iter().find(|p| p.node_port.is_some()) {
-            return Err(StateError::Rejected(format!(
-                "Service {name}: port {}: nodePort needs type NodePort or LoadBalancer",
-                port.port
-            )));
-        }
-        return Ok(service);
-    }
-    let mut used: BTreeMap<u16, String> = BTreeMap::new();
-    let mut previous: Vec<crate::spec::objects::ServicePort> = Vec::new();
-    let mut rows =
-        tx.prepare_cached("SELECT namespace, name, object FROM objects WHERE kind = 'Service'")?;
-    let stored = rows.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in stored {
-        let (ns, other, text) = row?;
-        let Object::Service(other_service) = object_from_json(Kind::Service, &other, &text)? else {
-            continue;
-        };
-        if ns == namespace && other == name {
-            previous = other_service.spec.ports;
-            continue;
-        }
-        for port in other_service.spec.ports {
-            if let Some(n) = port.node_port {
-                used.insert(n, format!("{ns}/{other}"));
-            }
-        }
-    }
-    for port in &service.spec.ports {
-        if let Some(n) = port.node_port {
-            if !range.contains(&n) {
-                return Err(StateError::Rejected(format!(
-                    "Service {name}: port {}: nodePort {n} is outside the range {}-{}",
-                    port.port,
-                    range.start(),
-                    range.end()
-                )));
-            }
-            if let Some(owner) = used.get(&n) {
-                return Err(StateError::Rejected(format!(
-                    "Service {name}: port {}: nodePort {n} is already allocated to service {owner}",
-                    port.port
-                )));
-            }
-            used.insert(n, format!("{namespace}/{name}"));
-        }
-    }
-    for port in service.spec.ports.iter_mut() {
-        if port.node_port.is_some() {
-            continue;
-        }
-        let kept = previous
-            .iter()
-            .find(|p| p.port == port.port)
-            .and_then(|p| p.node_port)
-            .filter(|n| !used.contains_key(n));
-        let chosen = match kept {
-            Some(n) => n,
-            None => range
-                .clone()
-                .find(|n| !used.contains_key(n))
-                .ok_or_else(|| {
-                    StateError::Rejected(format!(
-                        "Service {name}: no free nodePort left in {}-{}",
-                        range.start(),
-                        range.end()
-                    ))
-                })?,
-        };
-        used.insert(chosen, format!("{namespace}/{name}"));
-        port.node_port = Some(chosen);
-    }
-    Ok(service)
-}
-
 /// Objects are keyed by (kind, namespace, name); namespaces themselves
 /// have the empty namespace.
 fn key(object: &Object) -> (Kind, String, String) {
@@ -379,6 +289,7 @@ impl Store {
         Ok(Store {
             conn,
             node_ports: NODE_PORTS,
+            service_network: ServiceNetwork::default(),
             parsed: Default::default(),
             spec_versions: HashMap::new(),
             hub: std::sync::Arc::new(Hub::new(current)),
@@ -388,6 +299,11 @@ impl Store {
     /// Where NodePort services get their ports when they name none.
     pub fn set_node_port_range(&mut self, range: std::ops::RangeInclusive<u16>) {
         self.node_ports = range;
+    }
+
+    /// Where Services get their virtual IPs when they name none.
+    pub fn set_service_network(&mut self, network: ServiceNetwork) {
+        self.service_network = network;
     }
 
     /// Creates or updates `objects` in one transaction. Namespaced objects
@@ -431,8 +347,12 @@ impl Store {
             let allocated;
             let object = match object {
                 Object::Service(service) => {
-                    allocated =
-                        Object::Service(allocate_node_ports(&tx, service, &self.node_ports)?);
+                    allocated = Object::Service(services::allocate(
+                        &tx,
+                        service,
+                        &self.node_ports,
+                        &self.service_network,
+                    )?);
                     &allocated
                 }
                 other => other,

@@ -14,6 +14,7 @@ mod limits;
 mod load;
 mod output;
 mod sandbox;
+mod sockets;
 mod usage;
 mod worker;
 mod workload;
@@ -60,6 +61,8 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| engine_error(format!("adding WASI to the linker: {e:#}")))?;
+        sockets::add_lookup_to_linker(&mut linker)
+            .map_err(|e| engine_error(format!("adding name lookups to the linker: {e:#}")))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| engine_error(format!("adding wasi:http to the linker: {e:#}")))?;
         let ticker = EpochTicker::start(engine.clone())

@@ -3,7 +3,8 @@
 //! A [`Sandbox`] is built once per workload from its [`Capabilities`] and
 //! hands each request a fresh `WasiCtx` holding exactly those grants: the env
 //! it was given, the directories it was granted (cap-std preopens, read-only
-//! unless granted writable), no sockets, stdout/stderr into berth's log (see
+//! unless granted writable), TCP only to granted destinations (see
+//! `sockets`), stdout/stderr into berth's log (see
 //! `output.rs`), and an outbound-HTTP policy that refuses every host not on
 //! its list. Host directories are opened here and
 //! nowhere else.
@@ -16,6 +17,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::output::GuestOutput;
+use super::sockets::TcpPolicy;
 use berth_runtime::{Capabilities, OutboundRule, RuntimeError, Services};
 
 pub(super) struct Sandbox {
@@ -24,6 +26,7 @@ pub(super) struct Sandbox {
     env: Vec<(String, String)>,
     dirs: Vec<GrantedDir>,
     outbound: Arc<OutboundPolicy>,
+    tcp: Option<Arc<TcpPolicy>>,
 }
 
 /// A `--dir` grant: the directory as opened at start, so every request
@@ -86,6 +89,7 @@ impl Sandbox {
             log,
             env: caps.env.clone(),
             dirs,
+            tcp: TcpPolicy::new(workload, &caps.tcp, caps.services.clone()),
             outbound: Arc::new(OutboundPolicy {
                 workload: workload.to_owned(),
                 rules: caps.outbound.clone(),
@@ -134,13 +138,16 @@ impl Sandbox {
         self.grant(builder)
     }
 
-    /// `builder` with the env and directories granted, and no sockets.
+    /// `builder` with the env, directories and TCP destinations granted.
     fn grant(&self, mut builder: WasiCtxBuilder) -> std::io::Result<WasiCtx> {
         builder
             .envs(&self.env)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        if let Some(tcp) = &self.tcp {
+            tcp.grant(&mut builder);
+        }
         for dir in &self.dirs {
             builder
                 .preopened_dir(dir.path(), &dir.guest, dir.perms)
@@ -155,6 +162,7 @@ impl Sandbox {
         OutboundHooks {
             policy: self.outbound.clone(),
             traceparent: None,
+            tcp: self.tcp.clone(),
         }
     }
 }
@@ -333,7 +341,7 @@ pub(super) struct OutboundPolicy {
 /// At most `PER_SECOND` lines a second; the rest are counted and reported
 /// in the next line that gets through.
 #[derive(Default)]
-struct LogBudget(std::sync::Mutex<LogWindow>);
+pub(super) struct LogBudget(std::sync::Mutex<LogWindow>);
 
 #[derive(Default)]
 struct LogWindow {
@@ -346,7 +354,7 @@ impl LogBudget {
     const PER_SECOND: u32 = 10;
 
     /// `Some(dropped since the last line)` if this line may be logged.
-    fn take(&self) -> Option<u64> {
+    pub(super) fn take(&self) -> Option<u64> {
         let mut w = self.0.lock().expect("lock");
         let now = std::time::Instant::now();
         if w.start
@@ -374,6 +382,8 @@ pub(super) struct OutboundHooks {
     /// outgoing requests and service calls that carry none, so a chain
     /// of calls is one trace whether or not the guest propagates it.
     pub(super) traceparent: Option<http::HeaderValue>,
+    /// For the guest's name lookups (see `sockets`).
+    pub(super) tcp: Option<Arc<TcpPolicy>>,
 }
 
 impl WasiHttpHooks for OutboundHooks {

@@ -50,6 +50,12 @@ impl WasiView for Host {
     }
 }
 
+impl Host {
+    pub(super) fn tcp_policy(&self) -> Option<Arc<super::sockets::TcpPolicy>> {
+        self.outbound.tcp.clone()
+    }
+}
+
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {

@@ -1,0 +1,132 @@
+//! Services at layer 4: a connection to a Service port that is not
+//! declared HTTP goes, bytes both ways, to a ready endpoint that takes
+//! connections (a Linux container, through its network namespace), as
+//! kube-proxy does. Each connection is one choice of endpoint (round
+//! robin, ClientIP affinity honoured), counted in flight on it until the
+//! connection closes, so a replica leaving the endpoints gets no new
+//! connections and keeps its open ones until they close or its grace
+//! period ends. Endpoints that take no connections (a wasm HTTP
+//! component) are served HTTP on the connection instead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::table::{InFlight, NoRoom, Route};
+
+/// What became of a connection.
+pub(super) enum Spliced {
+    /// Proxied to an endpoint until either side closed, or closed because
+    /// no endpoint would take it.
+    Done,
+    /// The endpoint chosen takes no connections: the stream back, to be
+    /// served HTTP.
+    NotSockets(TcpStream),
+}
+
+/// Proxies `client` to an endpoint of `route`'s `port`, waiting up to
+/// `wait` for one (one scaled to zero is woken as a request would wake it).
+pub(super) async fn splice(
+    route: Arc<Route>,
+    port: usize,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    wait: Duration,
+) -> Spliced {
+    let service = format!("{}/{}", route.key.namespace, route.key.name);
+    let deadline = tokio::time::Instant::now() + wait;
+    let (route, port) = match ready_route(route, port, wait).await {
+        Ok(found) => found,
+        Err(why) => {
+            tracing::info!(%peer, "service {service}: connection closed: {why}");
+            return Spliced::Done;
+        }
+    };
+    route.count();
+    let mut failed: Option<String> = None;
+    let mut pause = Duration::from_millis(5);
+    let (endpoint, mut upstream) = loop {
+        let endpoint = match route.try_acquire(port, Some(peer.ip()), failed.as_deref()) {
+            Ok(endpoint) => endpoint,
+            // The one that failed is the only one: it again, after a pause.
+            Err(NoRoom::NoEndpoints) if failed.is_some() => {
+                match route.try_acquire(port, Some(peer.ip()), None) {
+                    Ok(endpoint) => endpoint,
+                    Err(why) => {
+                        tracing::info!(%peer, "service {service}: connection closed: {why:?}");
+                        return Spliced::Done;
+                    }
+                }
+            }
+            Err(_) => match route.acquire(port, Some(peer.ip()), wait).await {
+                Ok(endpoint) => endpoint,
+                Err(why) => {
+                    tracing::info!(
+                        %peer,
+                        "service {service}: connection closed: no ready endpoint took it ({why:?})"
+                    );
+                    return Spliced::Done;
+                }
+            },
+        };
+        let Some(connecting) = endpoint.connect() else {
+            return Spliced::NotSockets(client);
+        };
+        match connecting.await {
+            Ok(upstream) => break (endpoint, upstream),
+            Err(e) => {
+                // Ready before it listens (no readiness probe), or going
+                // away: another replica, or this one again shortly, until
+                // the wait is over. The client's connection is already
+                // accepted, so it only sees a slower start.
+                if tokio::time::Instant::now() + pause >= deadline {
+                    tracing::warn!(
+                        %peer,
+                        pod = %endpoint.pod.name,
+                        "service {service}: connection closed: the endpoint refused it: {e}"
+                    );
+                    return Spliced::Done;
+                }
+                tracing::debug!(pod = %endpoint.pod.name, "service {service}: connecting: {e}");
+                failed = Some(endpoint.pod.uid.clone());
+                drop(endpoint);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    };
+    carry(&mut client, &mut upstream, &endpoint).await;
+    Spliced::Done
+}
+
+/// Bytes both ways until both sides are done; `endpoint` stays counted
+/// in flight meanwhile.
+async fn carry(client: &mut TcpStream, upstream: &mut TcpStream, endpoint: &InFlight) {
+    match tokio::io::copy_bidirectional(client, upstream).await {
+        Ok((sent, received)) => {
+            tracing::debug!(pod = %endpoint.pod.name, sent, received, "connection closed");
+        }
+        Err(e) => tracing::debug!(pod = %endpoint.pod.name, "connection ended: {e}"),
+    }
+}
+
+/// The route and port to take a connection from now: a service with no
+/// endpoint is woken (if it can be) and waited for.
+async fn ready_route(
+    route: Arc<Route>,
+    port: usize,
+    wait: Duration,
+) -> Result<(Arc<Route>, usize), String> {
+    if !route.endpoints(port).is_empty() {
+        return Ok((route, port));
+    }
+    let mut hold = wait;
+    if let Some(activator) = &route.activator
+        && let Some(longer) = activator.wake(&route.key.namespace, &route.key.name).await
+    {
+        hold = longer;
+    }
+    super::proxy::wait_for_endpoints(route, port, hold).await
+}
