@@ -830,6 +830,49 @@ pub mod busybox {
         tar.into_inner().unwrap()
     }
 
+    /// A layer of this machine's `binaries` and the shared libraries
+    /// they load (by `ldd`), each at its path here: a real program in an
+    /// image without building one.
+    pub fn host_binaries_layer(binaries: &[&str]) -> Vec<u8> {
+        let mut files = std::collections::BTreeSet::new();
+        for binary in binaries {
+            files.insert(binary.to_string());
+            let ldd = std::process::Command::new("ldd")
+                .arg(binary)
+                .output()
+                .expect("ldd (Debian package libc-bin)");
+            for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+                let path = match line.split_once("=>") {
+                    Some((_, after)) => after.split_whitespace().next(),
+                    None => line.split_whitespace().next(),
+                };
+                if let Some(path) = path.filter(|p| p.starts_with('/')) {
+                    files.insert(path.to_owned());
+                }
+            }
+        }
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        add_dir(&mut tar, "tmp/", 0o1777);
+        for file in &files {
+            let relative = file.trim_start_matches('/');
+            let mut parent = Path::new(relative).parent();
+            let mut missing = Vec::new();
+            while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+                if dirs.insert(dir.to_owned()) {
+                    missing.push(dir.to_owned());
+                }
+                parent = dir.parent();
+            }
+            for dir in missing.iter().rev() {
+                add_dir(&mut tar, &format!("{}/", dir.display()), 0o755);
+            }
+            let data = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            add_file(&mut tar, relative, 0o755, &data);
+        }
+        tar.into_inner().unwrap()
+    }
+
     fn digest(data: &[u8]) -> String {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
     }

@@ -1,0 +1,209 @@
+//! Networking beyond HTTP, end to end: a real Redis (Debian's redis-server,
+//! packed into an image here) behind a TCP Service, reached by redis-cli on
+//! the Service's node port and virtual IP, and by a wasm guest over
+//! granted `wasi:sockets`. Needs root (Linux containers) and the Debian
+//! packages busybox-static and redis-server (tests/prepare.sh installs them).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::{berth, busybox, kube};
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+fn redis_cli() -> &'static str {
+    assert!(
+        Path::new("/usr/bin/redis-cli").exists(),
+        "redis-cli is required (Debian package redis-tools, with redis-server; tests/prepare.sh \
+         installs it)"
+    );
+    "/usr/bin/redis-cli"
+}
+
+/// Loads `redis:7`: the host's redis-server and its libraries, run without
+/// persistence (nothing to write) and listening beyond its own loopback
+/// refusal (protected mode wants a password otherwise).
+fn load_redis(home: &Path) {
+    assert!(
+        Path::new(REDIS_SERVER).exists(),
+        "{REDIS_SERVER} is required (Debian package redis-server; tests/prepare.sh installs it)"
+    );
+    let layer = busybox::host_binaries_layer(&[REDIS_SERVER]);
+    let archive = busybox::archive(
+        &[layer],
+        serde_json::json!({
+            "Entrypoint": [REDIS_SERVER],
+            "Cmd": ["--port", "6379", "--protected-mode", "no", "--save", "", "--appendonly", "no"],
+        }),
+        "redis:7",
+    );
+    busybox::load_archive(home, &archive);
+}
+
+/// `redis-cli -h HOST -p PORT ARGS…`: its output, trimmed.
+fn cli(host: &str, port: u64, args: &[&str]) -> String {
+    let out = Command::new(redis_cli())
+        .args(["-h", host, "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// Waits until `redis-cli … ping` answers PONG at `host:port`.
+fn wait_for_pong(host: &str, port: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = cli(host, port, &["ping"]);
+        if answer == "PONG" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PONG from {host}:{port}: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const STACK: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+      - name: redis
+        image: redis:7
+        ports: [{containerPort: 6379}]
+        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  type: NodePort
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: granted
+  labels: {app: granted}
+  annotations: {berth.dev/allow-tcp: "redis.default.svc:6379"}
+spec:
+  containers: [{name: app, image: "echo:1"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: granted}
+spec:
+  selector: {app: granted}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: denied, labels: {app: denied}}
+spec:
+  containers: [{name: app, image: "echo:1"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: denied}
+spec:
+  selector: {app: denied}
+  ports: [{port: 80}]
+"#;
+
+#[tokio::test]
+async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest() {
+    let home = tempfile::tempdir().unwrap();
+    load_redis(home.path());
+    kube::build_image(home.path(), Path::new(berth_tests::guests::ECHO), "echo:1");
+    let daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    let ingress = daemon.ingress();
+    kube::apply(home.path(), STACK);
+    kube::wait_ready(home.path(), 3);
+
+    let service = berth_tests::ok(berth(
+        home.path(),
+        &["get", "service", "redis", "-o", "json"],
+    ));
+    let service: serde_json::Value = serde_json::from_str(&service.stdout).unwrap();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    assert!(
+        cluster_ip.starts_with("127."),
+        "a virtual IP on the loopback: {service}"
+    );
+    assert_eq!(service["spec"]["clusterIPs"][0], cluster_ip.as_str());
+
+    // redis-cli on the node port and on the virtual IP: one Redis.
+    wait_for_pong("127.0.0.1", node_port);
+    wait_for_pong(&cluster_ip, 6379);
+    assert_eq!(cli("127.0.0.1", node_port, &["set", "from-cli", "1"]), "OK");
+    assert_eq!(cli(&cluster_ip, 6379, &["get", "from-cli"]), "1");
+
+    // The granted guest sets and gets a key through the Service's name.
+    let reply = berth_tests::send(
+        "POST",
+        &format!("{ingress}/?tcp=redis.default.svc:6379&lines=3"),
+        &[("host", "granted.localhost")],
+        b"SET greeting hello\r\nGET greeting\r\n".to_vec(),
+    )
+    .await;
+    let text = reply.text();
+    assert!(
+        text.contains(r#"tcp redis.default.svc:6379: ok: "+OK\r\n$5\r\nhello\r\n""#),
+        "{text}"
+    );
+    assert_eq!(cli("127.0.0.1", node_port, &["get", "greeting"]), "hello");
+
+    // Without the grant the guest can neither look the name up nor connect
+    // to the address, and the daemon's log says why.
+    for target in ["redis.default.svc:6379", &format!("{cluster_ip}:6379")] {
+        let reply = berth_tests::send(
+            "POST",
+            &format!("{ingress}/?tcp={target}"),
+            &[("host", "denied.localhost")],
+            b"PING\r\n".to_vec(),
+        )
+        .await;
+        assert!(
+            reply.text().contains(&format!("tcp {target}: error:")),
+            "{}",
+            reply.text()
+        );
+    }
+    assert!(daemon.wait_for_log("denied", Duration::from_secs(5)));
+    // A granted guest still gets only its grant: another port of the same
+    // virtual IP is refused.
+    let reply = berth_tests::send(
+        "POST",
+        &format!("{ingress}/?tcp={cluster_ip}:6380"),
+        &[("host", "granted.localhost")],
+        b"PING\r\n".to_vec(),
+    )
+    .await;
+    assert!(
+        reply
+            .text()
+            .contains(&format!("tcp {cluster_ip}:6380: error: Permission denied")),
+        "{}",
+        reply.text()
+    );
+    assert!(daemon.wait_for_log(
+        "denied socket use: not a host and port the workload's TCP grants name",
+        Duration::from_secs(5)
+    ));
+}
