@@ -207,3 +207,91 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
         Duration::from_secs(5)
     ));
 }
+
+const REPLICATED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: redis
+        image: redis:7
+        ports: [{containerPort: 6379}]
+        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  type: NodePort
+  selector: {app: redis}
+  ports: [{port: 6379}]
+"#;
+
+#[test]
+fn a_rolling_update_behind_a_tcp_service_refuses_no_connection() {
+    let home = tempfile::tempdir().unwrap();
+    load_redis(home.path());
+    let _daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    kube::apply(home.path(), REPLICATED);
+    let before = kube::wait_ready(home.path(), 2);
+    let service = berth_tests::ok(berth(
+        home.path(),
+        &["get", "service", "redis", "-o", "json"],
+    ));
+    let service: serde_json::Value = serde_json::from_str(&service.stdout).unwrap();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    wait_for_pong("127.0.0.1", node_port);
+
+    // A steady client: a new connection for every ping, all through the
+    // rollout, and one held open across it.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match cli("127.0.0.1", node_port, &["ping"]).as_str() {
+                    "PONG" => answered += 1,
+                    other => failed.push(other.to_owned()),
+                }
+            }
+            (answered, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    berth_tests::ok(kube::kubectl(
+        home.path(),
+        &["rollout", "restart", "deployment/redis"],
+    ));
+    berth_tests::ok(kube::kubectl(
+        home.path(),
+        &["rollout", "status", "deployment/redis", "--timeout=90s"],
+    ));
+    // Until the old replicas are gone, not only out of the endpoints.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kube::pods(home.path()).iter().any(|p| {
+        before
+            .iter()
+            .any(|(name, _)| p["metadata"]["name"] == name.as_str())
+    }) {
+        assert!(Instant::now() < deadline, "the old replicas did not go");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failed) = client.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {answered} pings failed: {failed:?}",
+        failed.len()
+    );
+    eprintln!("{answered} pings answered through the rollout");
+    assert!(answered > 20, "only {answered} pings in the rollout");
+}
