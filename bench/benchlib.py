@@ -2,10 +2,14 @@
 stopping servers, timing the first 200 OK, and recording a section of
 BENCHMARKS.md."""
 
+import hashlib
+import io
+import json
 import os
 import re
 import socket
 import subprocess
+import tarfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -133,3 +137,81 @@ def record(name, section):
         text = text.rstrip() + "\n\n" + section + "\n"
     open(path, "w").write(text)
     print(f"wrote {path}")
+
+
+def tar_entry(tar, path, kind, mode, data=b"", link=""):
+    """Adds one entry to `tar` with mtime 0, so the same bytes make the
+    same digest every run."""
+    info = tarfile.TarInfo(path)
+    info.type, info.mode, info.linkname = kind, mode, link
+    info.size = len(data)
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def host_binaries_layer(binaries):
+    """A layer of this machine's `binaries` and the shared libraries they
+    load (by ldd), each at its path here, and a /tmp."""
+    files = set(binaries)
+    for binary in binaries:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            words = line.split("=>", 1)[-1].split()
+            if words and words[0].startswith("/"):
+                files.add(words[0])
+    out = io.BytesIO()
+    dirs = set()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar_entry(tar, "tmp/", tarfile.DIRTYPE, 0o1777)
+        for path in sorted(files):
+            relative = path.lstrip("/")
+            parents = []
+            parent = os.path.dirname(relative)
+            while parent and parent not in dirs:
+                dirs.add(parent)
+                parents.append(parent)
+                parent = os.path.dirname(parent)
+            for d in reversed(parents):
+                tar_entry(tar, d + "/", tarfile.DIRTYPE, 0o755)
+            with open(path, "rb") as f:
+                tar_entry(tar, relative, tarfile.REGTYPE, 0o755, f.read())
+    return out.getvalue()
+
+
+def oci_archive(layers, config, name):
+    """An OCI archive (a tar of an OCI layout) of a linux/amd64 image of
+    `layers` (tars) and `config` (the config's `config` object), tagged
+    `name`: what `berth load -i` takes."""
+    def digest(data):
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    image_config = json.dumps({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [digest(layer) for layer in layers]},
+    }).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(image_config), "size": len(image_config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer), "size": len(layer)} for layer in layers],
+    }).encode()
+    index = json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(manifest),
+            "size": len(manifest),
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        }],
+    }).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar_entry(tar, "oci-layout", tarfile.REGTYPE, 0o644, b'{"imageLayoutVersion":"1.0.0"}')
+        tar_entry(tar, "index.json", tarfile.REGTYPE, 0o644, index)
+        for blob in (*layers, image_config, manifest):
+            tar_entry(tar, f"blobs/sha256/{digest(blob)[len('sha256:'):]}", tarfile.REGTYPE, 0o644, blob)
+    return out.getvalue()

@@ -41,6 +41,14 @@ fn load_redis(home: &Path) {
     busybox::load_archive(home, &archive);
 }
 
+/// A daemon in `home` whose node ports are its own: one free port, so
+/// daemons of tests running side by side never share one.
+fn daemon(home: &Path) -> berth_tests::BerthRun {
+    let port = berth_tests::free_port().to_string();
+    let range = format!("{port}-{port}");
+    berth_tests::BerthRun::start_command(home, &["daemon", "--node-port-range", &range])
+}
+
 /// `redis-cli -h HOST -p PORT ARGS…`: its output, trimmed.
 fn cli(host: &str, port: u64, args: &[&str]) -> String {
     let out = Command::new(redis_cli())
@@ -130,7 +138,7 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
     let home = tempfile::tempdir().unwrap();
     load_redis(home.path());
     kube::build_image(home.path(), Path::new(berth_tests::guests::ECHO), "echo:1");
-    let daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    let daemon = daemon(home.path());
     let ingress = daemon.ingress();
     kube::apply(home.path(), STACK);
     kube::wait_ready(home.path(), 3);
@@ -238,7 +246,7 @@ spec:
 fn a_rolling_update_behind_a_tcp_service_refuses_no_connection() {
     let home = tempfile::tempdir().unwrap();
     load_redis(home.path());
-    let _daemon = berth_tests::BerthRun::start_command(home.path(), &["daemon"]);
+    let _daemon = daemon(home.path());
     kube::apply(home.path(), REPLICATED);
     let before = kube::wait_ready(home.path(), 2);
     let service = berth_tests::ok(berth(

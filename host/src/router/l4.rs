@@ -31,7 +31,7 @@ pub(super) enum Spliced {
 pub(super) async fn splice(
     route: Arc<Route>,
     port: usize,
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     wait: Duration,
 ) -> Spliced {
@@ -47,7 +47,7 @@ pub(super) async fn splice(
     route.count();
     let mut failed: Option<String> = None;
     let mut pause = Duration::from_millis(5);
-    let (endpoint, mut upstream) = loop {
+    let (endpoint, upstream) = loop {
         let endpoint = match route.try_acquire(port, Some(peer.ip()), failed.as_deref()) {
             Ok(endpoint) => endpoint,
             // The one that failed is the only one: it again, after a pause.
@@ -97,18 +97,65 @@ pub(super) async fn splice(
             }
         }
     };
-    carry(&mut client, &mut upstream, &endpoint).await;
+    carry(&client, &upstream, &endpoint).await;
     Spliced::Done
 }
 
 /// Bytes both ways until both sides are done; `endpoint` stays counted
 /// in flight meanwhile.
-async fn carry(client: &mut TcpStream, upstream: &mut TcpStream, endpoint: &InFlight) {
-    match tokio::io::copy_bidirectional(client, upstream).await {
+async fn carry(client: &TcpStream, upstream: &TcpStream, endpoint: &InFlight) {
+    match tokio::try_join!(pump(client, upstream), pump(upstream, client)) {
         Ok((sent, received)) => {
             tracing::debug!(pod = %endpoint.pod.name, sent, received, "connection closed");
         }
         Err(e) => tracing::debug!(pod = %endpoint.pod.name, "connection ended: {e}"),
+    }
+}
+
+/// How much one splice moves at most: the pipe's size.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// Bytes from `from` to `to` until `from` ends (then `to`'s sending side
+/// is shut, passing the half-close on), through a pipe with splice(2):
+/// the kernel moves the pages, nothing is copied through berth, which
+/// keeps a proxied stream near a direct one's throughput.
+async fn pump(from: &TcpStream, to: &TcpStream) -> std::io::Result<u64> {
+    use rustix::pipe::{PipeFlags, SpliceFlags, splice};
+    use std::os::fd::AsFd as _;
+    use tokio::io::Interest;
+    let (pipe_out, pipe_in) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    let size = rustix::pipe::fcntl_setpipe_size(&pipe_in, PIPE_SIZE).unwrap_or(64 << 10);
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut total = 0u64;
+    loop {
+        // The pipe is empty here, so a splice that would block waits on
+        // the socket alone.
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || {
+                Ok(splice(from.as_fd(), None, &pipe_in, None, size, flags)?)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
+            return Ok(total);
+        }
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                Ok(splice(&pipe_out, None, to.as_fd(), None, left, flags)?)
+            }) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        total += n as u64;
     }
 }
 
