@@ -16,14 +16,17 @@ use tokio::sync::{oneshot, watch};
 use super::{Container, Exit};
 use berth_runtime::{Body, BoxError, BoxFuture, Exited, GuestFailure, ServeError, Workload};
 
-type Connect = (
-    SocketAddr,
-    oneshot::Sender<std::io::Result<std::net::TcpStream>>,
-);
+/// A request for a socket of the namespace.
+type Connect = oneshot::Sender<std::io::Result<std::os::fd::OwnedFd>>;
+
+/// How long a connection to a container may take to be accepted.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens connections from inside a network namespace: a thread that moved
-/// into it once serves every connect, since a thread's namespace is its
-/// own and tokio's workers must stay in the host's.
+/// into it once makes every socket (a socket's namespace is its maker's,
+/// and a thread's namespace is its own: tokio's workers must stay in the
+/// host's), and the connect itself happens on tokio, so connections to a
+/// slow container do not wait on one another.
 #[derive(Clone)]
 pub struct NetnsConnector {
     requests: std::sync::mpsc::Sender<Connect>,
@@ -53,17 +56,23 @@ impl NetnsConnector {
                     None => Ok(()),
                 });
                 if let Err(e) = entered {
-                    for (_, reply) in incoming {
+                    for reply in incoming {
                         let _ = reply.send(Err(std::io::Error::other(format!(
                             "entering the container's network: {e}"
                         ))));
                     }
                     return;
                 }
-                for (address, reply) in incoming {
+                use rustix::net::{AddressFamily, SocketFlags, SocketType};
+                for reply in incoming {
                     let _ = reply.send(
-                        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
-                            .and_then(|s| s.set_nonblocking(true).map(|()| s)),
+                        rustix::net::socket_with(
+                            AddressFamily::INET,
+                            SocketType::STREAM,
+                            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                            None,
+                        )
+                        .map_err(std::io::Error::from),
                     );
                 }
             })?;
@@ -79,13 +88,22 @@ impl NetnsConnector {
             let address = SocketAddr::from(([127, 0, 0, 1], port));
             let (reply, answer) = oneshot::channel();
             requests
-                .send((address, reply))
+                .send(reply)
                 .map_err(|_| std::io::Error::other("the container's network is gone"))?;
-            let stream = answer
+            let socket = answer
                 .await
                 .map_err(|_| std::io::Error::other("the container's network is gone"))??;
+            let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(address))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {address} took over {CONNECT_TIMEOUT:?}"),
+                    )
+                })??;
             let _ = stream.set_nodelay(true);
-            tokio::net::TcpStream::from_std(stream)
+            Ok(stream)
         })
     }
 }
