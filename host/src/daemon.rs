@@ -149,6 +149,7 @@ pub async fn serve(
         shutdown.clone(),
         Duration::from_secs(30),
         args.header_timeout,
+        args.service_cidr.to_string(),
     )
     .with_context(|| format!("binding the ingress on {} (see --ingress)", args.ingress))?;
     let ingress_tls = ingress.bind_tls(args.ingress_tls).with_context(|| {
@@ -179,6 +180,7 @@ pub async fn serve(
         crate::kubelet::Routing {
             table: table.clone(),
             endpoint_wait: args.endpoint_wait,
+            ingress: ingress.clone(),
         },
     );
     kubelet.forget_running();

@@ -771,7 +771,7 @@ pub mod busybox {
     const APPLETS: &[&str] = &[
         "sh", "echo", "cat", "hostname", "ls", "sleep", "httpd", "ps", "id", "mkdir", "true",
         "false", "head", "dd", "ip", "wc", "trap", "kill", "seq", "grep", "env", "yes", "tail",
-        "readlink", "stat", "touch", "rm", "mount", "test", "mknod",
+        "readlink", "stat", "touch", "rm", "mount", "test", "mknod", "nc", "wget", "printf",
     ];
 
     fn busybox_binary() -> Vec<u8> {

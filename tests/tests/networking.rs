@@ -303,3 +303,108 @@ fn a_rolling_update_behind_a_tcp_service_refuses_no_connection() {
     eprintln!("{answered} pings answered through the rollout");
     assert!(answered > 20, "only {answered} pings in the rollout");
 }
+
+const NAMES: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: other}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+      - name: redis
+        image: redis:7
+        ports: [{containerPort: 6379}]
+        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis, namespace: other}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hello, labels: {app: hello}}
+spec:
+  containers: [{name: app, image: "hello:1"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  selector: {app: hello}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: box}
+spec:
+  containers:
+  - {name: sh, image: "busybox:1", command: [sleep, "3600"]}
+"#;
+
+/// `kubectl exec box -- sh -c SCRIPT`: its output.
+fn in_box(home: &Path, script: &str) -> berth_tests::Finished {
+    kube::kubectl(home, &["exec", "box", "--", "sh", "-c", script])
+}
+
+#[test]
+fn a_linux_pod_reaches_services_by_name_at_layer_4_and_over_http() {
+    let home = tempfile::tempdir().unwrap();
+    load_redis(home.path());
+    busybox::load(home.path(), "busybox:1");
+    kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::HELLO),
+        "hello:1",
+    );
+    let _daemon = daemon(home.path());
+    kube::apply(home.path(), NAMES);
+    kube::wait_ready(home.path(), 3);
+
+    // The pod's /etc/hosts names it and every Service.
+    let hosts = berth_tests::ok(in_box(home.path(), "cat /etc/hosts")).stdout;
+    assert!(hosts.contains("\tbox\n"), "{hosts}");
+    assert!(hosts.contains(" redis.other.svc.cluster.local"), "{hosts}");
+    assert!(hosts.contains("\thello hello.default"), "{hosts}");
+
+    // Redis in another namespace, at layer 4, by its qualified name.
+    let pong = in_box(
+        home.path(),
+        "printf 'PING\\r\\n' | nc -w 3 redis.other.svc 6379",
+    );
+    assert_eq!(pong.stdout.trim(), "+PONG", "{pong:?}");
+    // A wasm HTTP service by its short name.
+    let hello = in_box(home.path(), "wget -qO- http://hello/");
+    assert!(hello.stdout.contains("hello from /"), "{hello:?}");
+
+    // A Service made after the pod started is named in its hosts file too.
+    kube::apply(
+        home.path(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: later}\nspec:\n  selector: {app: hello}\n  ports: [{port: 8080, targetPort: 80}]\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = in_box(home.path(), "wget -qO- http://later:8080/");
+        if got.stdout.contains("hello from /") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // An address of the service network no Service has is refused.
+    let nothing = in_box(
+        home.path(),
+        "printf 'PING\\r\\n' | nc -w 2 127.96.0.1 6379; echo rc=$?",
+    );
+    assert!(!nothing.stdout.contains("PONG"), "{nothing:?}");
+}

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod config;
 pub mod identity;
 pub mod init;
+pub mod network;
 pub mod plan;
 mod userns;
 mod volumes;

@@ -135,6 +135,8 @@ pub(crate) struct Context {
     pub routes: Arc<crate::router::Table>,
     /// How long a request waits for a service to have a ready endpoint.
     pub endpoint_wait: Duration,
+    /// Linux pods' way to Services (see `Ingress::serve_pod_network`).
+    pub ingress: Arc<crate::router::Ingress>,
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
     pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
@@ -152,6 +154,8 @@ pub(crate) type ImageStamp = (std::time::SystemTime, u64);
 pub struct Routing {
     pub table: Arc<crate::router::Table>,
     pub endpoint_wait: Duration,
+    /// What gives Linux pods their way to Services.
+    pub ingress: Arc<crate::router::Ingress>,
 }
 
 pub struct Kubelet {
@@ -191,6 +195,7 @@ impl Kubelet {
                 backoff,
                 routes: routing.table,
                 endpoint_wait: routing.endpoint_wait,
+                ingress: routing.ingress,
                 images: Arc::default(),
                 pod_network: Arc::default(),
                 execs: Arc::default(),

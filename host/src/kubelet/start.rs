@@ -358,6 +358,30 @@ async fn start_linux(
             None => Network::Own,
         }
     };
+    let mut mounts = mounts;
+    // The pod's own /etc/hosts, naming it and the Services, as the kubelet
+    // manages it, unless the pod shares the host's network (and names) or
+    // the container mounts its own.
+    let hosts = dir.join("hosts");
+    if network != Network::Host
+        && !mounts
+            .iter()
+            .any(|m| m.guest == "/etc" || m.guest == "/etc/hosts")
+    {
+        let text = crate::router::hosts_file(
+            &context.routes,
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            &pod.metadata.name,
+        );
+        std::fs::create_dir_all(dir)
+            .and_then(|()| crate::router::rewrite_in_place(&hosts, &text))
+            .map_err(|e| failure("CreateContainerError", format!("the pod's /etc/hosts: {e}")))?;
+        mounts.push(DirGrant {
+            host: hosts.clone(),
+            guest: "/etc/hosts".to_owned(),
+            writable: false,
+        });
+    }
     let limits = &container.resources.limits;
     let user_namespace = match (pod.spec.host_network, pod.spec.host_users) {
         (true, _) | (_, Some(true)) => crate::runtime::linux::UserIds::Host,
@@ -423,6 +447,18 @@ async fn start_linux(
             .pod_network
             .lock()
             .insert(dir.to_owned(), started.init_pid);
+        if let Err(e) = context.ingress.serve_pod_network(
+            &started.netns_path(),
+            hosts,
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            &pod.metadata.name,
+            cancel.clone(),
+        ) {
+            tracing::warn!(
+                pod = %pod.metadata.name,
+                "the pod cannot reach Services by their addresses: {e}"
+            );
+        }
     }
     let netns = (network != Network::Host).then(|| started.netns_path());
     let log = Arc::new(LogFile::new(super::log_path(

@@ -112,6 +112,11 @@ pub struct Ingress {
     failed_ports: Mutex<HashMap<ServiceListener, String>>,
     /// HTTP on a service port's connections.
     http: berth_serve::Http,
+    /// The service network, redirected to berth in each Linux pod.
+    service_network: String,
+    /// Running Linux pods' `/etc/hosts` files, kept naming the Services:
+    /// the file, and the pod's namespace and name.
+    pod_hosts: Mutex<HashMap<std::path::PathBuf, (String, String)>>,
     tasks: tokio_util::task::TaskTracker,
     /// What the TLS listener serves, by SNI.
     certificates: Arc<super::tls::Certificates>,
@@ -128,6 +133,7 @@ impl Ingress {
         shutdown: CancellationToken,
         drain: Duration,
         header_read: Duration,
+        service_network: String,
     ) -> std::io::Result<(Arc<Ingress>, SocketAddr)> {
         let listener = bind(address)?;
         let bound = listener.local_addr()?;
@@ -141,6 +147,8 @@ impl Ingress {
             service_ports: Mutex::new(HashMap::new()),
             failed_ports: Mutex::new(HashMap::new()),
             http: berth_serve::Http::new(header_read),
+            service_network,
+            pod_hosts: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
             certificates: Arc::default(),
         });
@@ -315,6 +323,12 @@ impl Ingress {
             }
             keep
         });
+        for (hosts, (namespace, pod)) in self.pod_hosts.lock().iter() {
+            let text = super::names::hosts_file(&self.table, namespace, pod);
+            if let Err(e) = super::names::rewrite_in_place(hosts, &text) {
+                tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
+            }
+        }
         let mut failed = self.failed_ports.lock();
         failed.retain(|key, _| wanted.contains_key(key));
         for key in wanted.into_keys() {
@@ -364,6 +378,65 @@ impl Ingress {
             open.insert(key, cancel);
         }
         all_open
+    }
+
+    /// Gives the Linux pod whose network namespace is `netns` its way to
+    /// Services: its connections to the service network are redirected to
+    /// a listener of berth's in the namespace (see `berth_linux::network`),
+    /// served until `cancel`; and keeps its `/etc/hosts` (`hosts`, of pod
+    /// `pod` in `namespace`) naming them.
+    pub fn serve_pod_network(
+        self: &Arc<Self>,
+        netns: &std::path::Path,
+        hosts: std::path::PathBuf,
+        namespace: &str,
+        pod: &str,
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        let listener =
+            crate::runtime::linux::listen_in(netns, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| format!("listening in the pod's network: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        crate::runtime::linux::network::redirect_services(netns, &self.service_network, port)?;
+        self.pod_hosts
+            .lock()
+            .insert(hosts.clone(), (namespace.to_owned(), pod.to_owned()));
+        let ingress = self.clone();
+        let forget = self.clone();
+        let drain = self.drain;
+        self.tasks.spawn(async move {
+            berth_serve::accept_connections(
+                listener,
+                cancel,
+                drain,
+                move |stream, peer, closing| {
+                    let ingress = ingress.clone();
+                    async move {
+                        let Ok(to) = crate::runtime::linux::network::original_destination(&stream)
+                        else {
+                            return;
+                        };
+                        let Some(route) = ingress.table.route_by_ip(*to.ip()) else {
+                            tracing::debug!(%peer, "a pod's connection to {to}: no such service");
+                            return;
+                        };
+                        let target = Arc::new(ServiceListener {
+                            namespace: route.key.namespace.clone(),
+                            service: route.key.name.clone(),
+                            port: to.port(),
+                            address: SocketAddr::V4(to),
+                        });
+                        ingress
+                            .service_connection(target, stream, peer, closing)
+                            .await
+                    }
+                },
+            )
+            .await;
+            forget.pod_hosts.lock().remove(&hosts);
+        });
+        Ok(())
     }
 
     /// One connection to a service port (on its virtual IP or node port):

@@ -7,6 +7,7 @@
 mod ingress;
 mod l4;
 mod listener;
+mod names;
 mod proxy;
 mod rules;
 mod services;
@@ -17,6 +18,7 @@ pub mod trace;
 pub use berth_serve::accept;
 pub use ingress::Ingress;
 pub use listener::serve;
+pub use names::{hosts_file, rewrite_in_place};
 pub use rules::IngressRules;
 pub use services::{PodPorts, PodServices};
 pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

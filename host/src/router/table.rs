@@ -634,6 +634,8 @@ pub struct Table {
     /// with `pods` locked, so changes do not race each other.
     routes: ArcSwap<HashMap<String, HashMap<String, Arc<Route>>>>,
     pods: Mutex<HashMap<String, Arc<PodEndpoint>>>,
+    /// The routes by their services' virtual IPs, replaced with `routes`.
+    by_ip: ArcSwap<HashMap<std::net::Ipv4Addr, Arc<Route>>>,
     /// The Ingress rules the ingress listener routes by first.
     ingresses: ArcSwap<super::IngressRules>,
     /// Where requests are counted, if they are.
@@ -658,6 +660,11 @@ impl Table {
     /// Every running pod.
     pub fn pods(&self) -> Vec<Arc<PodEndpoint>> {
         self.pods.lock().values().cloned().collect()
+    }
+
+    /// The service whose virtual IP is `ip`.
+    pub fn route_by_ip(&self, ip: std::net::Ipv4Addr) -> Option<Arc<Route>> {
+        self.by_ip.load().get(&ip).cloned()
     }
 
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
@@ -738,8 +745,14 @@ impl Table {
                 .or_default()
                 .insert(route.key.name.clone(), route);
         }
+        let by_ip = wanted
+            .values()
+            .flat_map(|services| services.values())
+            .filter_map(|route| Some((route.spec.virtual_ip()?, route.clone())))
+            .collect();
         let wanted = Arc::new(wanted);
         self.routes.store(wanted.clone());
+        self.by_ip.store(Arc::new(by_ip));
         // Requests waiting on a route that changed or went move on now
         // (to its successor), not at the end of their wait.
         for (namespace, services) in routes.iter() {

@@ -1,0 +1,51 @@
+//! Names in a Linux pod: the kubelet gives each pod an `/etc/hosts` of its
+//! own (as Kubernetes' kubelet does) that also names every Service by its
+//! virtual IP, the way cluster DNS would: `<svc>` and `<svc>.<ns>` from the
+//! pod's namespace, `<svc>.<ns>.svc[.cluster.local]` from any. The file is
+//! rewritten in place (a bind mount pins its inode) as Services come and
+//! go. Headless Services have no address, so no name here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::table::Table;
+
+/// The `/etc/hosts` of pod `pod` in `namespace`, as things are now.
+pub fn hosts_file(table: &Table, namespace: &str, pod: &str) -> String {
+    let mut out = String::from(
+        "# Written by berth: this pod's name, and each Service's by its virtual IP.\n\
+         127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    let _ = writeln!(out, "127.0.1.1\t{pod}");
+    let mut services = BTreeMap::new();
+    for route in table.routes() {
+        if let Some(ip) = route.spec.virtual_ip() {
+            services.insert((route.key.namespace.clone(), route.key.name.clone()), ip);
+        }
+    }
+    for ((ns, name), ip) in services {
+        let qualified = format!("{name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local");
+        if ns == namespace {
+            let _ = writeln!(out, "{ip}\t{name} {qualified}");
+        } else {
+            let _ = writeln!(out, "{ip}\t{qualified}");
+        }
+    }
+    out
+}
+
+/// Writes `text` over the file at `path` in place (the same inode, which a
+/// container's bind mount holds), if it says something else now.
+pub fn rewrite_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if std::fs::read_to_string(path).is_ok_and(|now| now == text) {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
