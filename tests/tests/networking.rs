@@ -408,3 +408,79 @@ fn a_linux_pod_reaches_services_by_name_at_layer_4_and_over_http() {
     );
     assert!(!nothing.stdout.contains("PONG"), "{nothing:?}");
 }
+
+#[test]
+fn berth_run_publishes_a_linux_container_s_port_as_docker_run_p() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    let port = berth_tests::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    /// Killed if the test ends early, so no container outlives it.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut run = Command::new(berth_tests::berth_bin())
+        .args(["run", "-p", &publish, "busybox:1", "--", "sh", "-c"])
+        // As a container's pid 1, httpd would ignore SIGTERM.
+        .arg("trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait")
+        .env("BERTH_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    // Taken as soon as berth listens; answered once httpd does.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            use std::io::{Read as _, Write as _};
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut page = String::new();
+            s.read_to_string(&mut page)?;
+            Ok(page)
+        });
+        match got {
+            Ok(page) if page.contains(" 200 OK\r\n") => break page,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let page = page.split_once("\r\n\r\n").unwrap().1.to_owned();
+    assert_eq!(page, "hello from busybox\n");
+
+    // The same host port again is refused before anything runs, naming it.
+    let again = berth(
+        home.path(),
+        &["run", "-p", &publish, "busybox:1", "--", "true"],
+    );
+    assert!(!again.success);
+    assert!(
+        again
+            .stderr
+            .contains(&format!("publishing 127.0.0.1:{port} (-p)")),
+        "{}",
+        again.stderr
+    );
+    let udp = berth(
+        home.path(),
+        &["run", "-p", "5353:53/udp", "busybox:1", "--", "true"],
+    );
+    assert!(
+        udp.stderr.contains("udp is not supported (TCP only)"),
+        "{}",
+        udp.stderr
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    run.0.wait().unwrap();
+    // Gone with it: nothing answers on the port.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -97,6 +97,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1024)]
     pids_limit: u64,
 
+    /// Linux images: publish the container's port on the host, as `docker
+    /// run -p` does: `[IP:]HOST:CONTAINER[/tcp]`, on all addresses unless
+    /// an IP is given (repeatable). A wasm component listens on --listen.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER")]
+    publish: Vec<Publish>,
+
     /// A command component's arguments; for a Linux image, the command to
     /// run instead of the image's Cmd (its Entrypoint stays), as `docker
     /// run IMAGE CMD...` does.
@@ -242,9 +248,28 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
+        // Bound before the container starts, so a port in use is said
+        // before anything runs.
+        let mut published = Vec::new();
+        for publish in &args.publish {
+            let listener = tokio::net::TcpListener::bind(publish.host)
+                .await
+                .with_context(|| format!("publishing {} (-p)", publish.host))?;
+            published.push((listener, publish.container));
+        }
         let (mut container, _) = linux::start(&spec, Output::Inherit)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", reference.tagged_name()))?;
+        let stop_publishing = tokio_util::sync::CancellationToken::new();
+        let _stop_publishing = stop_publishing.clone().drop_guard();
+        for (listener, port) in published {
+            let connector = linux::NetnsConnector::new(Some(container.netns_path()))?;
+            tokio::spawn(crate::router::publish(
+                listener,
+                move || connector.connect(port),
+                stop_publishing.clone(),
+            ));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let exit = loop {
             tokio::select! {
@@ -267,6 +292,49 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         }
         Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(255)))
     })
+}
+
+/// A port published on the host: `[IP:]HOST:CONTAINER[/tcp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    host: SocketAddr,
+    container: u16,
+}
+
+impl std::str::FromStr for Publish {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Publish, String> {
+        let spec = match s.rsplit_once('/') {
+            Some((spec, "tcp")) => spec,
+            Some((_, protocol)) => {
+                return Err(format!("{s:?}: {protocol} is not supported (TCP only)"));
+            }
+            None => s,
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&n| n != 0)
+                .ok_or_else(|| format!("{s:?}: {p:?} is not a port (1–65535)"))
+        };
+        let (host, container) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?}: expected [IP:]HOST:CONTAINER"))?;
+        let container = port(container)?;
+        let host = match host.rsplit_once(':') {
+            // [v6]:port or v4:port
+            Some((ip, host_port)) => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip: std::net::IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
+                SocketAddr::new(ip, port(host_port)?)
+            }
+            None => SocketAddr::from(([0, 0, 0, 0], port(host)?)),
+        };
+        Ok(Publish { host, container })
+    }
 }
 
 /// An image's name without its registry and path: `busybox` of
@@ -345,6 +413,11 @@ async fn run_command(
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some((reference, image)) = linux_image(&args.component)? {
         return run_linux(&args, &reference, &image);
+    }
+    if !args.publish.is_empty() {
+        anyhow::bail!(
+            "-p publishes a Linux container's port; a wasm component is served on --listen ADDR"
+        );
     }
     let memory = match &args.memory {
         None => Limits::default().memory,
@@ -460,4 +533,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(runtime);
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Publish;
+
+    #[test]
+    fn published_ports_read_as_docker_writes_them() {
+        let p = |s: &str| s.parse::<Publish>();
+        let all = p("8080:80").unwrap();
+        assert_eq!((all.host.to_string(), all.container), ("0.0.0.0:8080".into(), 80));
+        let local = p("127.0.0.1:8080:80/tcp").unwrap();
+        assert_eq!(local.host.to_string(), "127.0.0.1:8080");
+        let v6 = p("[::1]:8080:80").unwrap();
+        assert_eq!(v6.host.to_string(), "[::1]:8080");
+        assert!(p("80").unwrap_err().contains("[IP:]HOST:CONTAINER"));
+        assert!(p("8080:0").unwrap_err().contains("not a port"));
+        assert!(p("host:8080:80").unwrap_err().contains("not an IP address"));
+        assert!(p("53:53/udp").unwrap_err().contains("TCP only"));
+    }
 }

@@ -104,12 +104,54 @@ pub(super) async fn splice(
 /// Bytes both ways until both sides are done; `endpoint` stays counted
 /// in flight meanwhile.
 async fn carry(client: &TcpStream, upstream: &TcpStream, endpoint: &InFlight) {
-    match tokio::try_join!(pump(client, upstream), pump(upstream, client)) {
+    match both_ways(client, upstream).await {
         Ok((sent, received)) => {
             tracing::debug!(pod = %endpoint.pod.name, sent, received, "connection closed");
         }
         Err(e) => tracing::debug!(pod = %endpoint.pod.name, "connection ended: {e}"),
     }
+}
+
+/// Bytes both ways until both sides are done: those sent, and received.
+async fn both_ways(a: &TcpStream, b: &TcpStream) -> std::io::Result<(u64, u64)> {
+    tokio::try_join!(pump(a, b), pump(b, a))
+}
+
+/// A published port, as `docker run -p` and a container's `hostPort`
+/// have it: each connection to `listener` is carried to a new connection
+/// made by `connect` (into the container's network), until `shutdown`.
+pub async fn publish<C>(
+    listener: tokio::net::TcpListener,
+    connect: C,
+    shutdown: tokio_util::sync::CancellationToken,
+) where
+    C: Fn() -> crate::runtime::BoxFuture<'static, std::io::Result<TcpStream>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let connect = Arc::new(connect);
+    berth_serve::accept_connections(
+        listener,
+        shutdown,
+        Duration::ZERO,
+        move |client, peer, _| {
+            let connecting = connect();
+            async move {
+                let upstream = match connecting.await {
+                    Ok(upstream) => upstream,
+                    Err(e) => {
+                        tracing::info!(%peer, "a published port's connection: {e}");
+                        return;
+                    }
+                };
+                if let Err(e) = both_ways(&client, &upstream).await {
+                    tracing::debug!(%peer, "a published port's connection ended: {e}");
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// How much one splice moves at most: the pipe's size.

@@ -17,6 +17,7 @@ pub mod trace;
 
 pub use berth_serve::accept;
 pub use ingress::Ingress;
+pub use l4::publish;
 pub use listener::serve;
 pub use names::{hosts_file, rewrite_in_place};
 pub use rules::IngressRules;
