@@ -484,3 +484,50 @@ fn berth_run_publishes_a_linux_container_s_port_as_docker_run_p() {
     // Gone with it: nothing answers on the port.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[tokio::test]
+async fn host_ports_publish_a_linux_and_a_wasm_container_on_the_host() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::HELLO),
+        "hello:1",
+    );
+    let _daemon = daemon(home.path());
+    let (linux, wasm) = (berth_tests::free_port(), berth_tests::free_port());
+    kube::apply(
+        home.path(),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: published}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox:1
+    command: [httpd, -f, -p, "80", -h, /www]
+    ports: [{{containerPort: 80, hostPort: {linux}, hostIP: 127.0.0.1}}]
+    readinessProbe: {{tcpSocket: {{port: 80}}, periodSeconds: 1}}
+  - name: hello
+    image: hello:1
+    ports: [{{containerPort: 8080, hostPort: {wasm}, hostIP: 127.0.0.1}}]
+"#
+        ),
+    );
+    kube::wait_ready(home.path(), 1);
+    let page = berth_tests::get(&format!("http://127.0.0.1:{linux}/index.html")).await;
+    assert_eq!(page.body, "hello from busybox\n");
+    let hello = berth_tests::get(&format!("http://127.0.0.1:{wasm}/")).await;
+    assert!(hello.body.contains("hello from /"), "{}", hello.body);
+
+    // The pod gone, so are its host ports.
+    berth_tests::ok(kube::kubectl(home.path(), &["delete", "pod", "published"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", linux)).is_ok() {
+        assert!(Instant::now() < deadline, "hostPort {linux} still open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

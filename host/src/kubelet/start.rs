@@ -66,6 +66,8 @@ pub(crate) async fn start(
     grace: Duration,
     restarts: u32,
 ) -> Result<Vec<Running>, StartFailure> {
+    // Bound before anything starts, so a port in use is said first.
+    let host_ports = bind_host_ports(pod)?;
     let mut running = Vec::new();
     // The pod's ports, each the container that declares it: what its
     // guests reach as `localhost:PORT`.
@@ -103,7 +105,101 @@ pub(crate) async fn start(
         }
     }
     serve_wasm_ports_in_pod_network(&running, &cancel, grace);
+    serve_host_ports(host_ports, &running, &cancel, grace);
     Ok(running)
+}
+
+/// A container port published on the host (`hostPort`): its listener.
+struct HostPort {
+    container: String,
+    port: u16,
+    listener: tokio::net::TcpListener,
+}
+
+/// Listeners for the pod's `hostPort`s, on `hostIP` or all addresses.
+fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPort>, StartFailure> {
+    let mut bound = Vec::new();
+    // On the host's network its processes bind their ports themselves.
+    if pod.spec.host_network {
+        return Ok(bound);
+    }
+    for container in &pod.spec.containers {
+        for port in &container.ports {
+            let Some(host_port) = port.host_port else {
+                continue;
+            };
+            let ip = match port.host_ip.as_deref() {
+                Some(ip) => ip.parse().map_err(|_| {
+                    failure(
+                        "RunContainerError",
+                        format!("hostIP {ip:?} is not an IP address"),
+                    )
+                })?,
+                None => std::net::IpAddr::from([0, 0, 0, 0]),
+            };
+            let address = SocketAddr::new(ip, host_port);
+            let listener = std::net::TcpListener::bind(address)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| {
+                    failure(
+                        "RunContainerError",
+                        format!(
+                            "container {}: hostPort {host_port} on {address}: {e}",
+                            container.name
+                        ),
+                    )
+                })?;
+            bound.push(HostPort {
+                container: container.name.clone(),
+                port: port.container_port,
+                listener,
+            });
+        }
+    }
+    Ok(bound)
+}
+
+/// Serves each `hostPort` until the pod stops: a Linux container's
+/// connections carried into its network, a wasm container's served HTTP.
+fn serve_host_ports(
+    ports: Vec<HostPort>,
+    running: &[Running],
+    cancel: &CancellationToken,
+    grace: Duration,
+) {
+    for HostPort {
+        container,
+        port,
+        listener,
+    } in ports
+    {
+        let Some(running) = running.iter().find(|r| r.name == container) else {
+            continue;
+        };
+        let workload = running.workload.clone();
+        if running.linux.is_some() {
+            tokio::spawn(crate::router::publish(
+                listener,
+                move || {
+                    workload.connect(Some(port)).unwrap_or_else(|| {
+                        Box::pin(async {
+                            Err(std::io::Error::other("the container takes no connections"))
+                        })
+                    })
+                },
+                cancel.clone(),
+            ));
+        } else {
+            tokio::spawn(crate::router::serve(
+                listener,
+                workload,
+                cancel.clone(),
+                grace,
+                None,
+            ));
+        }
+    }
 }
 
 /// A Linux container's `127.0.0.1:PORT` is the pod's too: where a wasm

@@ -1486,6 +1486,26 @@ fn validate_container(
                 format!("{p} is not supported (TCP only)"),
             ));
         }
+        if port.host_port == Some(0) {
+            return Err(invalid(
+                format!("{path}.ports[{i}].hostPort"),
+                "must be 1–65535",
+            ));
+        }
+        if let Some(ip) = &port.host_ip {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    format!("{path}.ports[{i}].hostIP"),
+                    format!("{ip:?} is not an IP address"),
+                ));
+            }
+            if port.host_port.is_none() {
+                return Err(invalid(
+                    format!("{path}.ports[{i}].hostIP"),
+                    "only a port with a hostPort has one",
+                ));
+            }
+        }
     }
     for (i, mount) in c.volume_mounts.iter().enumerate() {
         let mpath = format!("{path}.volumeMounts[{i}]");
