@@ -19,6 +19,8 @@ command -v curl >/dev/null || missing+=(curl)
 # network namespaces the tests make with ip.
 command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
 command -v ip >/dev/null || missing+=(iproute2)
+# Linux pods' way out of their network is pasta (Debian package passt).
+command -v pasta >/dev/null || missing+=(passt)
 # Linux pods reach Services through an nftables redirect in their network.
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
 # A real Redis behind a TCP Service, and redis-cli (redis-tools) to ask it.

@@ -531,3 +531,119 @@ spec:
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A network namespace standing in for the internet: a veth pair from the
+/// host to it, and busybox httpd there. Gone when dropped.
+struct Internet {
+    name: String,
+    address: String,
+    server: std::process::Child,
+    _www: tempfile::TempDir,
+}
+
+impl Internet {
+    fn start() -> Internet {
+        let n: u16 = std::process::id() as u16 ^ (free_octets() as u16);
+        let (a, b) = ((n >> 8) as u8, (n as u8) & 0xfc);
+        let name = format!("bt{n:04x}");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (Debian package iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let (host, far) = (format!("{name}h"), format!("{name}n"));
+        ip(&["link", "add", &host, "type", "veth", "peer", "name", &far]);
+        ip(&["link", "set", &far, "netns", &name]);
+        ip(&["addr", "add", &format!("10.{a}.{b}.1/30"), "dev", &host]);
+        ip(&["link", "set", &host, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("10.{a}.{b}.2/30"),
+            "dev",
+            &far,
+        ]);
+        ip(&["-n", &name, "link", "set", &far, "up"]);
+        let www = tempfile::tempdir().unwrap();
+        std::fs::write(www.path().join("index.html"), "from the internet\n").unwrap();
+        let address = format!("10.{a}.{b}.2:8099");
+        let server = Command::new("ip")
+            .args([
+                "netns", "exec", &name, "busybox", "httpd", "-f", "-p", &address, "-h",
+            ])
+            .arg(www.path())
+            .spawn()
+            .unwrap();
+        Internet {
+            name,
+            address,
+            server,
+            _www: www,
+        }
+    }
+}
+
+/// Some bits that differ between runs, for names and addresses.
+fn free_octets() -> u16 {
+    berth_tests::free_port()
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn a_linux_pod_reaches_an_outside_address_through_its_way_out() {
+    let internet = Internet::start();
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    let _daemon = daemon(home.path());
+    kube::apply(
+        home.path(),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}\n",
+    );
+    kube::wait_ready(home.path(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = in_box(
+            home.path(),
+            &format!("wget -qO- http://{}/", internet.address),
+        );
+        if got.stdout == "from the internet\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Its way out ends with the pod.
+    let pasta = || {
+        Command::new("pgrep")
+            .args(["-f", &home.path().display().to_string()])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert!(!pasta().is_empty(), "no pasta for the pod");
+    berth_tests::ok(kube::kubectl(home.path(), &["delete", "pod", "box"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pasta().is_empty() {
+        assert!(Instant::now() < deadline, "pasta outlived its pod");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -80,3 +80,107 @@ pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), S
 pub fn original_destination(stream: &impl AsFd) -> std::io::Result<SocketAddrV4> {
     Ok(rustix::net::sockopt::ip_original_dst(stream)?)
 }
+
+/// Where pasta finds the pod's network and user namespaces.
+const NETNS_FD: i32 = 3;
+const USERNS_FD: i32 = 4;
+
+/// Where Debian's passt package puts `pasta`.
+const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
+
+/// Gives the network namespace at `netns` a way out: Debian's pasta (of
+/// passt) attaches to it with an interface and the host's addresses and
+/// routes copied in, and carries its connections out as the host's own
+/// sockets, so what the host reaches the pod reaches, through the host's
+/// own NAT and firewall. It touches nothing of the host's network (no
+/// bridge, no forwarding, no firewall rules), so berths side by side, and
+/// the host's own firewall, never meet; the cost is user-mode forwarding.
+/// Nothing is forwarded into the pod: berth reaches it through its
+/// namespace. Returns once the namespace is configured; pasta runs on,
+/// its pid in `pid_file`, until [`close_outside`].
+pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<(), String> {
+    let pasta = PASTA
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            "pasta is not installed (Debian package passt): Linux pods have no way out".to_owned()
+        })?;
+    // The namespaces as descriptors opened here: pasta opens what it is
+    // given after dropping its privileges, when a container's pid 1 (not
+    // dumpable) no longer lets it open their /proc paths.
+    let open = |path: &Path| {
+        std::fs::File::open(path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let mut mappings = vec![command_fds::FdMapping {
+        parent_fd: open(netns)?,
+        child_fd: NETNS_FD,
+    }];
+    let mut command = tokio::process::Command::new(pasta);
+    command
+        .args(["--config-net", "--quiet", "--no-map-gw"])
+        // As root it would otherwise drop to nobody, who may not enter
+        // the pod's namespace.
+        .args(["--runas", "0:0"])
+        .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .arg("--pid")
+        .arg(pid_file)
+        .arg("--netns")
+        .arg(format!("/proc/self/fd/{NETNS_FD}"));
+    // A namespace owned by the container's user namespace is configured
+    // from inside that one: pasta's own sandbox has no say over it.
+    let userns = netns.with_file_name("user");
+    let identity = |path: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok()
+    };
+    if identity(&userns).is_some() && identity(&userns) != identity(Path::new("/proc/self/ns/user"))
+    {
+        mappings.push(command_fds::FdMapping {
+            parent_fd: open(&userns)?,
+            child_fd: USERNS_FD,
+        });
+        command
+            .arg("--userns")
+            .arg(format!("/proc/self/fd/{USERNS_FD}"));
+    }
+    use command_fds::CommandFdExt as _;
+    command
+        .fd_mappings(mappings)
+        .map_err(|e| format!("passing pasta the namespaces: {e}"))?;
+    let out = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("running pasta: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pasta could not connect the pod's network ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Ends the pasta [`connect_outside`] started, by its pid file.
+pub fn close_outside(pid_file: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    // Only if it is still pasta: the pid may have been reused.
+    let is_pasta = std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+        .is_ok_and(|comm| comm.trim().starts_with("pasta") || comm.trim().starts_with("passt"));
+    if is_pasta {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = std::fs::remove_file(pid_file);
+}

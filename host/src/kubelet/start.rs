@@ -555,6 +555,21 @@ async fn start_linux(
                 "the pod cannot reach Services by their addresses: {e}"
             );
         }
+        // Its way out lasts as long as this run of the pod.
+        let pid_file = dir.join("pasta.pid");
+        match linux::network::connect_outside(&started.netns_path(), &pid_file).await {
+            Ok(()) => {
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    cancel.cancelled().await;
+                    linux::network::close_outside(&pid_file);
+                });
+            }
+            Err(e) => tracing::warn!(
+                pod = %pod.metadata.name,
+                "the pod has no way out of its network: {e}"
+            ),
+        }
     }
     let netns = (network != Network::Host).then(|| started.netns_path());
     let log = Arc::new(LogFile::new(super::log_path(
