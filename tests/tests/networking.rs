@@ -543,7 +543,8 @@ struct Internet {
 
 impl Internet {
     fn start() -> Internet {
-        let n: u16 = std::process::id() as u16 ^ (free_octets() as u16);
+        // Bits that differ between runs, for names and addresses.
+        let n: u16 = std::process::id() as u16 ^ berth_tests::free_port();
         let (a, b) = ((n >> 8) as u8, (n as u8) & 0xfc);
         let name = format!("bt{n:04x}");
         let ip = |args: &[&str]| {
@@ -590,11 +591,6 @@ impl Internet {
             _www: www,
         }
     }
-}
-
-/// Some bits that differ between runs, for names and addresses.
-fn free_octets() -> u16 {
-    berth_tests::free_port()
 }
 
 impl Drop for Internet {
