@@ -6,7 +6,7 @@
 //! HTTP (see `l4`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -296,7 +296,7 @@ impl Ingress {
     /// to try again.
     pub fn sync_service_ports(self: &Arc<Self>) -> bool {
         let mut all_open = true;
-        let mut wanted: HashMap<ServiceListener, ()> = HashMap::new();
+        let mut wanted: HashSet<ServiceListener> = HashSet::new();
         for route in self.table.routes() {
             for port in &route.spec.ports {
                 let key = |address| ServiceListener {
@@ -306,18 +306,18 @@ impl Ingress {
                     address,
                 };
                 if let Some(ip) = route.spec.virtual_ip() {
-                    wanted.insert(key(SocketAddr::new(ip.into(), port.port)), ());
+                    wanted.insert(key(SocketAddr::new(ip.into(), port.port)));
                 }
                 if route.spec.kind != ServiceType::ClusterIP
                     && let Some(node_port) = port.node_port
                 {
-                    wanted.insert(key(SocketAddr::new(self.ip, node_port)), ());
+                    wanted.insert(key(SocketAddr::new(self.ip, node_port)));
                 }
             }
         }
         let mut open = self.service_ports.lock();
         open.retain(|key, cancel| {
-            let keep = wanted.contains_key(key);
+            let keep = wanted.contains(key);
             if !keep {
                 cancel.cancel();
             }
@@ -330,8 +330,8 @@ impl Ingress {
             }
         }
         let mut failed = self.failed_ports.lock();
-        failed.retain(|key, _| wanted.contains_key(key));
-        for key in wanted.into_keys() {
+        failed.retain(|key, _| wanted.contains(key));
+        for key in wanted {
             if open.contains_key(&key) {
                 continue;
             }
