@@ -79,30 +79,40 @@ fn wait_for_pong(host: &str, port: u64) {
     }
 }
 
-const STACK: &str = r#"
+/// Redis (`redis:7`, see [`load_redis`]) as a Deployment of `replicas`
+/// in `namespace`, behind a Service `redis` of `kind`.
+fn redis(namespace: &str, replicas: u32, kind: &str) -> String {
+    format!(
+        r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: redis}
+metadata: {{name: redis, namespace: {namespace}}}
 spec:
-  replicas: 1
-  selector: {matchLabels: {app: redis}}
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: redis}}}}
   template:
-    metadata: {labels: {app: redis}}
+    metadata: {{labels: {{app: redis}}}}
     spec:
+      terminationGracePeriodSeconds: 5
       containers:
       - name: redis
         image: redis:7
-        ports: [{containerPort: 6379}]
-        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+        ports: [{{containerPort: 6379}}]
+        readinessProbe: {{tcpSocket: {{port: 6379}}, periodSeconds: 1}}
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: redis}
+metadata: {{name: redis, namespace: {namespace}}}
 spec:
-  type: NodePort
-  selector: {app: redis}
-  ports: [{port: 6379}]
+  type: {kind}
+  selector: {{app: redis}}
+  ports: [{{port: 6379}}]
 ---
+"#
+    )
+}
+
+const STACK: &str = r#"
 apiVersion: v1
 kind: Pod
 metadata:
@@ -140,7 +150,7 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
     kube::build_image(home.path(), Path::new(berth_tests::guests::ECHO), "echo:1");
     let daemon = daemon(home.path());
     let ingress = daemon.ingress();
-    kube::apply(home.path(), STACK);
+    kube::apply(home.path(), &(redis("default", 1, "NodePort") + STACK));
     kube::wait_ready(home.path(), 3);
 
     let service = berth_tests::ok(berth(
@@ -216,38 +226,12 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
     ));
 }
 
-const REPLICATED: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: redis}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: redis}}
-  template:
-    metadata: {labels: {app: redis}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: redis
-        image: redis:7
-        ports: [{containerPort: 6379}]
-        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: redis}
-spec:
-  type: NodePort
-  selector: {app: redis}
-  ports: [{port: 6379}]
-"#;
-
 #[test]
 fn a_rolling_update_behind_a_tcp_service_refuses_no_connection() {
     let home = tempfile::tempdir().unwrap();
     load_redis(home.path());
     let _daemon = daemon(home.path());
-    kube::apply(home.path(), REPLICATED);
+    kube::apply(home.path(), &redis("default", 2, "NodePort"));
     let before = kube::wait_ready(home.path(), 2);
     let service = berth_tests::ok(berth(
         home.path(),
@@ -309,28 +293,6 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: other}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: redis, namespace: other}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: redis}}
-  template:
-    metadata: {labels: {app: redis}}
-    spec:
-      containers:
-      - name: redis
-        image: redis:7
-        ports: [{containerPort: 6379}]
-        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: redis, namespace: other}
-spec:
-  selector: {app: redis}
-  ports: [{port: 6379}]
----
 apiVersion: v1
 kind: Pod
 metadata: {name: hello, labels: {app: hello}}
@@ -368,7 +330,7 @@ fn a_linux_pod_reaches_services_by_name_at_layer_4_and_over_http() {
         "hello:1",
     );
     let _daemon = daemon(home.path());
-    kube::apply(home.path(), NAMES);
+    kube::apply(home.path(), &(redis("other", 1, "ClusterIP") + NAMES));
     kube::wait_ready(home.path(), 3);
 
     // The pod's /etc/hosts names it and every Service.

@@ -139,42 +139,79 @@ impl PodServices {
                 .iter()
                 .any(|(ns, svc)| ns == namespace && (svc == service || svc == "*"))
     }
+
+    /// Why a call to `namespace/service` is refused, if it is.
+    fn refused(&self, namespace: &str, service: &str) -> Option<String> {
+        (!self.may_call(namespace, service)).then(|| {
+            format!(
+                "service {namespace}/{service} is in another namespace; the pod's {} annotation \
+                 does not allow it",
+                crate::spec::objects::SERVICES_ANNOTATION
+            )
+        })
+    }
+
+    /// The route of the service `labels` (`<service>` or
+    /// `<service>.<namespace>`, `qualified` when `.svc` followed) names,
+    /// if this pod may call it; `None` for an unqualified name that is no
+    /// service (an ordinary host); `shape` says what a qualified name must
+    /// look like.
+    fn service(
+        &self,
+        host: &str,
+        labels: &[&str],
+        qualified: bool,
+        shape: &str,
+    ) -> Option<Result<Arc<Route>, String>> {
+        let (service, namespace) = match labels {
+            [service] if !qualified => (*service, self.namespace.as_str()),
+            [service, namespace] => (*service, *namespace),
+            _ if !qualified => return None,
+            _ => return Some(Err(format!("{host} is not {shape}"))),
+        };
+        let Some(route) = self.table.route(namespace, service) else {
+            // A bare or two-label name that is no service may be a real
+            // host (`example.com`), left to the outbound rules.
+            return qualified
+                .then(|| Err(format!("no service {service} in namespace {namespace}")));
+        };
+        if let Some(why) = self.refused(namespace, service) {
+            return Some(Err(why));
+        }
+        Some(Ok(route))
+    }
+}
+
+/// `host` without `.svc` or `.svc.cluster.local`, and whether it had one.
+fn unqualified(host: &str) -> (&str, bool) {
+    match host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.strip_suffix(".svc"))
+    {
+        Some(name) => (name, true),
+        None => (host, false),
+    }
 }
 
 impl Services for PodServices {
     fn address(&self, host: &str) -> Option<Result<std::net::IpAddr, String>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let (name, qualified) = match host
-            .strip_suffix(".svc.cluster.local")
-            .or_else(|| host.strip_suffix(".svc"))
-        {
-            Some(name) => (name, true),
-            None => (host.as_str(), false),
+        let (name, qualified) = unqualified(&host);
+        let labels: Vec<&str> = name.split('.').collect();
+        let route = match self.service(
+            &host,
+            &labels,
+            qualified,
+            "<service>.<namespace>.svc (a pod's own name has no address on berth)",
+        )? {
+            Ok(route) => route,
+            Err(why) => return Some(Err(why)),
         };
-        let (service, namespace) = match name.split('.').collect::<Vec<_>>()[..] {
-            [service] if !qualified => (service, self.namespace.as_str()),
-            [service, namespace] => (service, namespace),
-            _ if !qualified => return None,
-            _ => {
-                return Some(Err(format!(
-                    "{host} is not <service>.<namespace>.svc (a pod's own name has no address \
-                     on berth)"
-                )));
-            }
-        };
-        let Some(route) = self.table.route(namespace, service) else {
-            return qualified
-                .then(|| Err(format!("no service {service} in namespace {namespace}")));
-        };
-        if !self.may_call(namespace, service) {
-            return Some(Err(format!(
-                "service {namespace}/{service} is in another namespace; the pod's {} annotation \
-                 does not allow it",
-                crate::spec::objects::SERVICES_ANNOTATION
-            )));
-        }
         Some(route.spec.virtual_ip().map(Into::into).ok_or_else(|| {
-            format!("service {namespace}/{service} is headless: it has no virtual IP to connect to")
+            format!(
+                "service {}/{} is headless: it has no virtual IP to connect to",
+                route.key.namespace, route.key.name
+            )
         }))
     }
 
@@ -197,13 +234,7 @@ impl Services for PodServices {
                 }) as Arc<dyn ServiceTarget>)
             });
         }
-        let (name, qualified) = match host
-            .strip_suffix(".svc.cluster.local")
-            .or_else(|| host.strip_suffix(".svc"))
-        {
-            Some(name) => (name, true),
-            None => (host.as_str(), false),
-        };
+        let (name, qualified) = unqualified(&host);
         let labels: Vec<&str> = name.split('.').collect();
         // A pod's own name under the service governing it, as a headless
         // Service's DNS names a StatefulSet's pods: `web-0.web`, with the
@@ -218,12 +249,8 @@ impl Services for PodServices {
             && let Some(route) = self.table.route(namespace, service)
             && (labels.len() == 3 || route.has_pod(pod))
         {
-            if !self.may_call(namespace, service) {
-                return Some(Err(format!(
-                    "service {namespace}/{service} is in another namespace; the pod's {} \
-                     annotation does not allow it",
-                    crate::spec::objects::SERVICES_ANNOTATION
-                )));
+            if let Some(why) = self.refused(namespace, service) {
+                return Some(Err(why));
             }
             let Some(index) = route.port_index(port) else {
                 return Some(Err(format!(
@@ -237,33 +264,20 @@ impl Services for PodServices {
                 pod: pod.to_owned(),
             })));
         }
-        let (service, namespace) = match labels[..] {
-            [service] if !qualified => (service, self.namespace.as_str()),
-            [service, namespace] => (service, namespace),
-            // Anything else is an ordinary host name.
-            _ if !qualified => return None,
-            _ => {
-                return Some(Err(format!(
-                    "{host} is not <service>.<namespace>.svc or <pod>.<service>.<namespace>.svc"
-                )));
-            }
+        let route = match self.service(
+            &host,
+            &labels,
+            qualified,
+            "<service>.<namespace>.svc or <pod>.<service>.<namespace>.svc",
+        )? {
+            Ok(route) => route,
+            Err(why) => return Some(Err(why)),
         };
-        let Some(route) = self.table.route(namespace, service) else {
-            // A bare or two-label name that is no service may be a real
-            // host (`example.com`), left to the outbound rules.
-            return qualified
-                .then(|| Err(format!("no service {service} in namespace {namespace}")));
-        };
-        if !self.may_call(namespace, service) {
-            return Some(Err(format!(
-                "service {namespace}/{service} is in another namespace; the pod's {} annotation \
-                 does not allow it",
-                crate::spec::objects::SERVICES_ANNOTATION
-            )));
-        }
         let Some(index) = route.port_index(port) else {
             return Some(Err(format!(
-                "service {namespace}/{service} has no port {}",
+                "service {}/{} has no port {}",
+                route.key.namespace,
+                route.key.name,
                 port.unwrap_or(80)
             )));
         };
