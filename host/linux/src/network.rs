@@ -85,6 +85,9 @@ pub fn original_destination(stream: &impl AsFd) -> std::io::Result<SocketAddrV4>
 const NETNS_FD: i32 = 3;
 const USERNS_FD: i32 = 4;
 
+/// How long pasta may take to configure a pod's namespace.
+const PASTA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where Debian's passt package puts `pasta`.
 const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 
@@ -150,12 +153,17 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<(), String
     command
         .fd_mappings(mappings)
         .map_err(|e| format!("passing pasta the namespaces: {e}"))?;
-    let out = command
+    let running = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // It returns once the namespace is configured; one stuck must not
+    // hold the pod's start.
+    let out = tokio::time::timeout(PASTA_TIMEOUT, running)
         .await
+        .map_err(|_| format!("pasta did not connect the pod's network within {PASTA_TIMEOUT:?}"))?
         .map_err(|e| format!("running pasta: {e}"))?;
     if !out.status.success() {
         return Err(format!(

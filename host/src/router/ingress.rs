@@ -116,7 +116,11 @@ pub struct Ingress {
     service_network: String,
     /// Running Linux pods' `/etc/hosts` files, kept naming the Services:
     /// the file, and the pod's namespace and name.
-    pod_hosts: Mutex<HashMap<std::path::PathBuf, (String, String)>>,
+    /// With the run that registered it: a pod's next run uses the same
+    /// file, and the last run's end must not take it off the list.
+    pod_hosts: Mutex<HashMap<std::path::PathBuf, (String, String, u64)>>,
+    /// Numbers those runs.
+    pod_runs: std::sync::atomic::AtomicU64,
     tasks: tokio_util::task::TaskTracker,
     /// What the TLS listener serves, by SNI.
     certificates: Arc<super::tls::Certificates>,
@@ -149,6 +153,7 @@ impl Ingress {
             http: berth_serve::Http::new(header_read),
             service_network,
             pod_hosts: Mutex::new(HashMap::new()),
+            pod_runs: std::sync::atomic::AtomicU64::new(0),
             tasks: tokio_util::task::TaskTracker::new(),
             certificates: Arc::default(),
         });
@@ -323,7 +328,7 @@ impl Ingress {
             }
             keep
         });
-        for (hosts, (namespace, pod)) in self.pod_hosts.lock().iter() {
+        for (hosts, (namespace, pod, _)) in self.pod_hosts.lock().iter() {
             let text = super::names::hosts_file(&self.table, namespace, pod);
             if let Err(e) = super::names::rewrite_in_place(hosts, &text) {
                 tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
@@ -399,9 +404,17 @@ impl Ingress {
                 .map_err(|e| format!("listening in the pod's network: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         crate::runtime::linux::network::redirect_services(netns, &self.service_network, port)?;
+        let run = self
+            .pod_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pod_hosts
             .lock()
-            .insert(hosts.clone(), (namespace.to_owned(), pod.to_owned()));
+            .insert(hosts.clone(), (namespace.to_owned(), pod.to_owned(), run));
+        // Services may have changed since the kubelet wrote it.
+        let text = super::names::hosts_file(&self.table, namespace, pod);
+        if let Err(e) = super::names::rewrite_in_place(&hosts, &text) {
+            tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
+        }
         let ingress = self.clone();
         let forget = self.clone();
         let drain = self.drain;
@@ -434,7 +447,10 @@ impl Ingress {
                 },
             )
             .await;
-            forget.pod_hosts.lock().remove(&hosts);
+            let mut listed = forget.pod_hosts.lock();
+            if listed.get(&hosts).is_some_and(|(_, _, r)| *r == run) {
+                listed.remove(&hosts);
+            }
         });
         Ok(())
     }

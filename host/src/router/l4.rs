@@ -36,7 +36,6 @@ pub(super) async fn splice(
     wait: Duration,
 ) -> Spliced {
     let service = format!("{}/{}", route.key.namespace, route.key.name);
-    let deadline = tokio::time::Instant::now() + wait;
     let (route, port) = match ready_route(route, port, wait).await {
         Ok(found) => found,
         Err(why) => {
@@ -44,6 +43,9 @@ pub(super) async fn splice(
             return Spliced::Done;
         }
     };
+    // From when there is an endpoint: one just woken from zero may take a
+    // moment more to listen.
+    let deadline = tokio::time::Instant::now() + wait;
     route.count();
     let mut failed: Option<String> = None;
     let mut pause = Duration::from_millis(5);
@@ -97,8 +99,21 @@ pub(super) async fn splice(
             }
         }
     };
+    keep_alive(&client);
+    keep_alive(&upstream);
     carry(&client, &upstream, &endpoint).await;
     Spliced::Done
+}
+
+/// TCP keepalive on a carried connection: a peer that vanished without a
+/// word (a client's machine gone, a NAT's state dropped) ends it within a
+/// few minutes instead of holding its endpoint in flight for ever.
+fn keep_alive(stream: &TcpStream) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(stream, true);
+    let _ = sockopt::set_tcp_keepidle(stream, Duration::from_secs(60));
+    let _ = sockopt::set_tcp_keepintvl(stream, Duration::from_secs(10));
+    let _ = sockopt::set_tcp_keepcnt(stream, 6);
 }
 
 /// Bytes both ways until both sides are done; `endpoint` stays counted

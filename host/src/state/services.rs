@@ -63,6 +63,16 @@ impl FromStr for ServiceNetwork {
                 "{s:?}: host bits are set (the network is {network})"
             ));
         }
+        // 127.0.0.0/16 is where hosts keep their own loopback addresses
+        // (127.0.0.1, a resolver's 127.0.0.53), and a pod's redirect of the
+        // service network would take its localhost with it.
+        let shared = prefix.min(16);
+        if base & mask(shared) == u32::from(Ipv4Addr::new(127, 0, 0, 0)) & mask(shared) {
+            return Err(format!(
+                "{s:?}: overlaps 127.0.0.0/16, the host's and each pod's own loopback \
+                 addresses"
+            ));
+        }
         Ok(network)
     }
 }
@@ -310,6 +320,9 @@ mod tests {
         assert!(err("127.96.0.1/12").contains("host bits"));
         assert!(err("127.96.0.0").contains("CIDR"));
         assert!(err("127.96.0.0/30").contains("8–28"));
+        assert!(err("127.0.0.0/8").contains("overlaps 127.0.0.0/16"));
+        assert!(err("127.0.64.0/18").contains("overlaps 127.0.0.0/16"));
+        assert!("127.1.0.0/16".parse::<ServiceNetwork>().is_ok());
     }
 
     #[test]
