@@ -252,8 +252,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         // before anything runs.
         let mut published = Vec::new();
         for publish in &args.publish {
-            let listener = tokio::net::TcpListener::bind(publish.host)
-                .await
+            let listener = crate::router::bind_published(publish.host)
                 .with_context(|| format!("publishing {} (-p)", publish.host))?;
             published.push((listener, publish.container));
         }
@@ -543,7 +542,10 @@ mod tests {
     fn published_ports_read_as_docker_writes_them() {
         let p = |s: &str| s.parse::<Publish>();
         let all = p("8080:80").unwrap();
-        assert_eq!((all.host.to_string(), all.container), ("0.0.0.0:8080".into(), 80));
+        assert_eq!(
+            (all.host.to_string(), all.container),
+            ("0.0.0.0:8080".into(), 80)
+        );
         let local = p("127.0.0.1:8080:80/tcp").unwrap();
         assert_eq!(local.host.to_string(), "127.0.0.1:8080");
         let v6 = p("[::1]:8080:80").unwrap();

@@ -138,18 +138,15 @@ fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPort>, StartFailure> {
                 None => std::net::IpAddr::from([0, 0, 0, 0]),
             };
             let address = SocketAddr::new(ip, host_port);
-            let listener = std::net::TcpListener::bind(address)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|e| {
-                    failure(
-                        "RunContainerError",
-                        format!(
-                            "container {}: hostPort {host_port} on {address}: {e}",
-                            container.name
-                        ),
-                    )
-                })?;
+            let listener = crate::router::bind_published(address).map_err(|e| {
+                failure(
+                    "RunContainerError",
+                    format!(
+                        "container {}: hostPort {host_port} on {address}: {e}",
+                        container.name
+                    ),
+                )
+            })?;
             bound.push(HostPort {
                 container: container.name.clone(),
                 port: port.container_port,

@@ -340,7 +340,7 @@ impl Ingress {
             if open.contains_key(&key) {
                 continue;
             }
-            let listener = match bind(key.address) {
+            let listener = match bind_shared(key.address) {
                 Ok(l) => l,
                 Err(e) => {
                     // Said once per reason; tried again every pass.
@@ -530,6 +530,71 @@ fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(listener)
 }
 
+/// A port published on the host (a hostPort, `berth run -p`): shared with
+/// berth's listeners on overlapping addresses (see [`bind_shared`]), but
+/// refused, as Docker refuses it, when something listens on that very
+/// address already (which sharing would otherwise let two of berth's
+/// publishers do).
+pub fn bind_published(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    if listening_on(address) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{address} is in use (something listens there already)"),
+        ));
+    }
+    bind_shared(address)
+}
+
+/// Whether a socket of this network namespace listens on exactly
+/// `address`, as /proc/net/tcp (or tcp6) lists it.
+fn listening_on(address: SocketAddr) -> bool {
+    let (table, wanted) = match address {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            ),
+        ),
+        SocketAddr::V6(a) => {
+            let words: String = a
+                .ip()
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+                .collect();
+            ("/proc/net/tcp6", format!("{words}:{:04X}", a.port()))
+        }
+    };
+    std::fs::read_to_string(table).is_ok_and(|text| {
+        text.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let local = fields.next();
+            let state = fields.nth(1);
+            local == Some(wanted.as_str()) && state == Some("0A")
+        })
+    })
+}
+
+/// A listener that shares its port with berth's own other listeners on
+/// overlapping addresses: a Service's virtual IP (`127.96.x.y:80`) and a
+/// port published on all addresses (`0.0.0.0:80`, a hostPort or `run -p`)
+/// would otherwise refuse each other, though they never take the same
+/// connections (the kernel gives each to the most specific). Only sockets
+/// that all ask for it share (SO_REUSEPORT, one user): a program of the
+/// host's on the port still refuses berth, and is told.
+pub fn bind_shared(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
 /// [`forward`] in the ingress's span: the trace's first hop on berth.
 async fn through_ingress(
     route: Arc<super::table::Route>,
@@ -563,6 +628,22 @@ fn prepare(
 #[cfg(test)]
 mod tests {
     use super::{host_name, lowercase, route_host};
+
+    #[tokio::test]
+    async fn a_published_port_is_refused_where_something_listens_already() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        assert!(super::listening_on(address));
+        let err = super::bind_published(address).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(taken);
+        assert!(!super::listening_on(address));
+        let published = super::bind_published(address).unwrap();
+        // Another address on the same port stays open to berth (a virtual IP).
+        let virtual_ip = std::net::SocketAddr::from(([127, 96, 0, 9], address.port()));
+        let shared = super::bind_shared(virtual_ip).unwrap();
+        drop((published, shared));
+    }
 
     #[test]
     fn dot_segments_are_resolved_before_rules_see_a_path() {
