@@ -184,6 +184,7 @@ pub async fn serve(
         },
     );
     kubelet.forget_running();
+    kubelet.close_stale_networks();
     kubelet.remove_orphan_dirs();
     let kube = Arc::new(crate::api::KubeApi {
         state: state.clone(),

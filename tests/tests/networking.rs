@@ -605,3 +605,40 @@ fn a_linux_pod_reaches_an_outside_address_through_its_way_out() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The pid in the first `pasta.pid` under `dir`.
+fn pasta_pid(dir: &Path) -> Option<u32> {
+    berth_tests::files_under(dir)
+        .into_iter()
+        .find(|(path, _)| path.ends_with("pasta.pid"))
+        .and_then(|(path, _)| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.trim().parse().ok())
+}
+
+#[test]
+fn a_pod_s_way_out_left_by_a_killed_daemon_is_closed_by_the_next() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    let mut first = daemon(home.path());
+    kube::apply(
+        home.path(),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}\n",
+    );
+    kube::wait_ready(home.path(), 1);
+    let pid = pasta_pid(home.path()).expect("a pasta.pid for the pod");
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert!(comm(pid).starts_with("pas"), "{pid}: {}", comm(pid));
+    // Killed, it stops nothing: pasta is left.
+    first.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(comm(pid).starts_with("pas"));
+    let _second = daemon(home.path());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while comm(pid).starts_with("pas") {
+        assert!(
+            Instant::now() < deadline,
+            "the next daemon left pasta {pid} running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

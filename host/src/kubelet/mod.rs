@@ -425,6 +425,18 @@ impl Kubelet {
     /// Removes the directories (volumes, logs) of pods the store no longer
     /// has: deleted while their worker could not clean up, or by `up` on its
     /// way out.
+    /// Ends what a previous berth left running for its pods' networks
+    /// (pasta, when it was killed before it could stop its pods): at start,
+    /// no pod of this node runs.
+    pub fn close_stale_networks(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.context.pods_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            crate::runtime::linux::network::close_outside(&entry.path().join("pasta.pid"));
+        }
+    }
+
     pub fn remove_orphan_dirs(&self) {
         let Ok(entries) = std::fs::read_dir(&self.context.pods_dir) else {
             return;
