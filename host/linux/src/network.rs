@@ -99,9 +99,11 @@ const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 /// bridge, no forwarding, no firewall rules), so berths side by side, and
 /// the host's own firewall, never meet; the cost is user-mode forwarding.
 /// Nothing is forwarded into the pod: berth reaches it through its
-/// namespace. Returns once the namespace is configured; pasta runs on,
-/// its pid in `pid_file`, until [`close_outside`].
-pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<(), String> {
+/// namespace. Returns once the namespace is configured, pasta running on
+/// until [`Outside::close`], or until berth itself ends (it dies with
+/// berth's process, as containers do: nothing is left holding the pod's
+/// namespace).
+pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, String> {
     let pasta = PASTA
         .iter()
         .map(PathBuf::from)
@@ -121,9 +123,18 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<(), String
         parent_fd: open(netns)?,
         child_fd: NETNS_FD,
     }];
-    let mut command = tokio::process::Command::new(pasta);
+    // Killed when berth ends (the parent-death signal survives the exec),
+    // so a berth killed outright leaves no pasta behind.
+    let mut command = match SETPRIV.iter().map(Path::new).find(|p| p.exists()) {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(pasta);
+            c
+        }
+        None => Command::new(pasta),
+    };
     command
-        .args(["--config-net", "--quiet", "--no-map-gw"])
+        .args(["--foreground", "--config-net", "--quiet", "--no-map-gw"])
         // As root it would otherwise drop to nobody, who may not enter
         // the pod's namespace.
         .args(["--runas", "0:0"])
@@ -153,29 +164,98 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<(), String
     command
         .fd_mappings(mappings)
         .map_err(|e| format!("passing pasta the namespaces: {e}"))?;
-    let running = command
+    let log_path = pid_file.with_file_name("pasta.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    // It returns once the namespace is configured; one stuck must not
-    // hold the pod's start.
-    let out = tokio::time::timeout(PASTA_TIMEOUT, running)
+        .stderr(log);
+    let _ = std::fs::remove_file(pid_file);
+    let mut child = spawn_lasting(command)
         .await
-        .map_err(|_| format!("pasta did not connect the pod's network within {PASTA_TIMEOUT:?}"))?
         .map_err(|e| format!("running pasta: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "pasta could not connect the pod's network ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    // It writes its pid file once the namespace is configured.
+    let deadline = tokio::time::Instant::now() + PASTA_TIMEOUT;
+    loop {
+        if std::fs::metadata(pid_file).is_ok_and(|m| m.len() > 0) {
+            return Ok(Outside { child });
+        }
+        let failed = |why: String| {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let said: Vec<&str> = said
+                .lines()
+                .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+                .collect();
+            format!(
+                "pasta could not connect the pod's network ({why}): {}",
+                said.join("; ")
+            )
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(failed(status.to_string()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("not ready within {PASTA_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    Ok(())
 }
 
-/// Ends the pasta [`connect_outside`] started, by its pid file.
+/// A pod's running pasta.
+pub struct Outside {
+    child: std::process::Child,
+}
+
+impl Outside {
+    /// Ends it (and reaps it).
+    pub fn close(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where util-linux puts `setpriv`.
+const SETPRIV: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv"];
+
+type Spawn = (
+    Command,
+    tokio::sync::oneshot::Sender<std::io::Result<std::process::Child>>,
+);
+
+/// Starts `command` from a thread that lasts as long as berth: a
+/// parent-death signal fires when the thread that forked the child ends,
+/// and tokio's blocking threads come and go.
+async fn spawn_lasting(command: Command) -> std::io::Result<std::process::Child> {
+    static SPAWNER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<Spawn>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<Spawn>();
+        std::thread::Builder::new()
+            .name("berth-pasta".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map(|_| requests)
+    });
+    let requests = spawner
+        .as_ref()
+        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+    let (reply, spawned) = tokio::sync::oneshot::channel();
+    requests
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?;
+    spawned
+        .await
+        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?
+}
+
+/// Ends a pasta named by `pid_file` that a previous berth left (one built
+/// without `setpriv`, or one from before pastas died with berth).
 pub fn close_outside(pid_file: &Path) {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()

@@ -555,11 +555,11 @@ async fn start_linux(
         // Its way out lasts as long as this run of the pod.
         let pid_file = dir.join("pasta.pid");
         match linux::network::connect_outside(&started.netns_path(), &pid_file).await {
-            Ok(()) => {
+            Ok(outside) => {
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
                     cancel.cancelled().await;
-                    linux::network::close_outside(&pid_file);
+                    let _ = tokio::task::spawn_blocking(move || outside.close()).await;
                 });
             }
             Err(e) => tracing::warn!(
