@@ -46,7 +46,6 @@ pub(super) async fn splice(
     // From when there is an endpoint: one just woken from zero may take a
     // moment more to listen.
     let deadline = tokio::time::Instant::now() + wait;
-    route.count();
     let mut failed: Option<String> = None;
     let mut pause = Duration::from_millis(5);
     let (endpoint, upstream) = loop {
@@ -99,6 +98,9 @@ pub(super) async fn splice(
             }
         }
     };
+    // A connection carried is one request to the autoscaler (one served
+    // HTTP instead counts its requests as they come).
+    route.count();
     keep_alive(&client);
     keep_alive(&upstream);
     carry(&client, &upstream, &endpoint).await;
