@@ -178,10 +178,11 @@ def host_binaries_layer(binaries):
     return out.getvalue()
 
 
-def oci_archive(layers, config, name):
+def oci_archive(layers, config, name, name_annotation="org.opencontainers.image.ref.name"):
     """An OCI archive (a tar of an OCI layout) of a linux/amd64 image of
     `layers` (tars) and `config` (the config's `config` object), tagged
-    `name`: what `berth load -i` takes."""
+    `name` in `name_annotation`: the OCI ref name `berth load -i` reads, or
+    `io.containerd.image.name` for `ctr import`."""
     def digest(data):
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -205,7 +206,7 @@ def oci_archive(layers, config, name):
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": digest(manifest),
             "size": len(manifest),
-            "annotations": {"org.opencontainers.image.ref.name": name},
+            "annotations": {name_annotation: name},
         }],
     }).encode()
     out = io.BytesIO()
