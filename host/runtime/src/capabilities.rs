@@ -217,6 +217,17 @@ impl FromStr for OutboundRule {
     }
 }
 
+/// The grants of a comma-separated list (an annotation's value, as
+/// `a.example, b.example:8080`), each parsed; blank items are skipped.
+pub fn grant_list<T: FromStr<Err = String>>(value: &str) -> Result<Vec<T>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|grant| !grant.is_empty())
+        .map(T::from_str)
+        .collect()
+}
+
 /// `HOST:PORT`: a destination a guest may open TCP connections to. The
 /// host is a name (a Service's, resolved in-process, or one the host's
 /// resolver knows) or an IP address (IPv6 in brackets); the port is

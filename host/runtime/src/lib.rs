@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use capabilities::{
-    Capabilities, DirGrant, Limits, OutboundRule, ServiceTarget, Services, TcpGrant,
+    Capabilities, DirGrant, Limits, OutboundRule, ServiceTarget, Services, TcpGrant, grant_list,
 };
 pub use error::{GuestFailure, RuntimeError, ServeError};
 

@@ -164,12 +164,8 @@ fn granted<T: FromStr<Err = String>>(spec: &Spec, name: &str) -> Result<Vec<T>, 
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(name))
-        .into_iter()
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|grant| !grant.is_empty())
-        .map(|grant| T::from_str(grant).map_err(|e| format!("annotation {name}: {e}")))
-        .collect()
+        .map_or(Ok(Vec::new()), |value| berth_runtime::grant_list(value))
+        .map_err(|e| format!("annotation {name}: {e}"))
 }
 
 /// The container's own name files (the kubelet's `/etc/hosts` and

@@ -1092,23 +1092,8 @@ fn workload_spec(
         .collect();
     dirs.extend(volume_mounts(state, pod, container, dir)?);
 
-    let outbound = pod
-        .metadata
-        .annotations
-        .get(OUTBOUND_ANNOTATION)
-        .map(|hosts| {
-            hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    h.parse::<OutboundRule>()
-                        .map_err(|e| config_error(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let outbound = crate::spec::objects::grants::<OutboundRule>(&pod.metadata, OUTBOUND_ANNOTATION)
+        .map_err(config_error)?;
 
     let mut limits = Limits::default();
     if let Some(memory) = container.resources.limits.memory.and_then(|q| q.to_bytes()) {
@@ -1140,7 +1125,8 @@ fn workload_spec(
             dirs,
             outbound,
             services: None,
-            tcp: crate::spec::objects::tcp_grants(&pod.metadata).map_err(config_error)?,
+            tcp: crate::spec::objects::grants(&pod.metadata, crate::spec::objects::TCP_ANNOTATION)
+                .map_err(config_error)?,
         },
         limits,
     })

@@ -624,25 +624,14 @@ fn validate_meta(meta: &ObjectMeta, labels_path: &str, named: bool) -> Result<()
             e,
         )
     })?;
-    super::objects::tcp_grants(meta).map_err(|e| {
-        invalid(
-            format!(
-                "{labels_path}.annotations.{}",
-                super::objects::TCP_ANNOTATION
-            ),
-            e,
-        )
-    })?;
-    if let Some(hosts) = meta.annotations.get(OUTBOUND_ANNOTATION) {
-        for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            host.parse::<crate::runtime::OutboundRule>().map_err(|e| {
-                invalid(
-                    format!("{labels_path}.annotations.{OUTBOUND_ANNOTATION}"),
-                    e.to_string(),
-                )
-            })?;
-        }
-    }
+    let refused = |annotation: &str| {
+        let field = format!("{labels_path}.annotations.{annotation}");
+        move |e: String| invalid(field, e)
+    };
+    let tcp = super::objects::TCP_ANNOTATION;
+    super::objects::grants::<crate::runtime::TcpGrant>(meta, tcp).map_err(refused(tcp))?;
+    super::objects::grants::<crate::runtime::OutboundRule>(meta, OUTBOUND_ANNOTATION)
+        .map_err(refused(OUTBOUND_ANNOTATION))?;
     Ok(())
 }
 

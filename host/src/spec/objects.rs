@@ -22,16 +22,15 @@ pub const OUTBOUND_ANNOTATION: &str = "berth.dev/allow-outbound";
 /// name resolves to the Service.
 pub const TCP_ANNOTATION: &str = "berth.dev/allow-tcp";
 
-/// The TCP grants of a pod (template) by its [`TCP_ANNOTATION`].
-pub fn tcp_grants(meta: &ObjectMeta) -> Result<Vec<crate::runtime::TcpGrant>, String> {
+/// The grants a pod (template) holds by `annotation` (its
+/// [`OUTBOUND_ANNOTATION`] or [`TCP_ANNOTATION`]): none without it.
+pub fn grants<T: std::str::FromStr<Err = String>>(
+    meta: &ObjectMeta,
+    annotation: &str,
+) -> Result<Vec<T>, String> {
     meta.annotations
-        .get(TCP_ANNOTATION)
-        .into_iter()
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|grant| !grant.is_empty())
-        .map(str::parse)
-        .collect()
+        .get(annotation)
+        .map_or(Ok(Vec::new()), |value| crate::runtime::grant_list(value))
 }
 
 /// Annotation on a pod (template): comma-separated services of other
