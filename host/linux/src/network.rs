@@ -15,47 +15,56 @@ use std::process::{Command, Stdio};
 /// Where Debian's nftables package puts `nft`.
 const NFT: &[&str] = &["/usr/sbin/nft", "/sbin/nft"];
 
-fn nft() -> Result<PathBuf, String> {
-    NFT.iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            "nft is not installed (Debian package nftables): Linux pods cannot reach \
-             Services by their addresses"
-                .to_owned()
-        })
+/// The first of `paths` that is there: where a Debian package put a tool.
+fn installed(paths: &[&str]) -> Option<PathBuf> {
+    paths.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Runs `work` on a short-lived thread that moved into the network
+/// namespace at `netns` first (a thread's namespace is its own, and
+/// tokio's workers must stay in the host's): the sockets it makes, and the
+/// processes it starts, are that namespace's.
+pub fn in_network<T: Send + 'static>(
+    netns: &Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let namespace = std::fs::File::open(netns)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
+    std::thread::Builder::new()
+        .name("berth-netns".into())
+        .spawn(move || {
+            rustix::thread::move_into_link_name_space(
+                namespace.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            work()
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the thread in the pod's network panicked"))?
 }
 
 /// Redirects TCP connections made in the network namespace at `netns` to
 /// any address of `network` (a CIDR) to its `127.0.0.1:port`.
 pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), String> {
-    let namespace = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
     let rules = format!(
         "table ip berth {{\n  chain services {{\n    type nat hook output priority -100;\n    \
          ip daddr {network} meta l4proto tcp redirect to :{port}\n  }}\n}}\n"
     );
-    let nft = nft()?;
-    // A child is born in its parent thread's namespaces: nft is started
-    // from a thread that moved into the pod's.
-    let child = std::thread::Builder::new()
-        .name("berth-netns-nft".into())
-        .spawn(move || {
-            rustix::thread::move_into_link_name_space(
-                namespace.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| format!("entering the pod's network: {e}"))?;
-            Command::new(nft)
-                .args(["-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("running nft: {e}"))
-        })
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "the nft thread panicked".to_owned())?;
+    let nft = installed(NFT).ok_or_else(|| {
+        "nft is not installed (Debian package nftables): Linux pods cannot reach Services by \
+         their addresses"
+            .to_owned()
+    })?;
+    // A child is born in its parent thread's namespaces.
+    let child = in_network(netns, move || {
+        Command::new(nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    })
+    .map_err(|e| format!("running nft in the pod's network: {e}"));
     let mut child = child?;
     child
         .stdin
@@ -104,13 +113,9 @@ const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 /// berth's process, as containers do: nothing is left holding the pod's
 /// namespace).
 pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, String> {
-    let pasta = PASTA
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            "pasta is not installed (Debian package passt): Linux pods have no way out".to_owned()
-        })?;
+    let pasta = installed(PASTA).ok_or_else(|| {
+        "pasta is not installed (Debian package passt): Linux pods have no way out".to_owned()
+    })?;
     // The namespaces as descriptors opened here: pasta opens what it is
     // given after dropping its privileges, when a container's pid 1 (not
     // dumpable) no longer lets it open their /proc paths.
@@ -125,7 +130,7 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, S
     }];
     // Killed when berth ends (the parent-death signal survives the exec),
     // so a berth killed outright leaves no pasta behind.
-    let mut command = match SETPRIV.iter().map(Path::new).find(|p| p.exists()) {
+    let mut command = match installed(SETPRIV) {
         Some(setpriv) => {
             let mut c = Command::new(setpriv);
             c.args(["--pdeathsig", "KILL", "--"]).arg(pasta);

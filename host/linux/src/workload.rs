@@ -127,27 +127,16 @@ impl tower_service::Service<http::Uri> for NetnsConnector {
 }
 
 /// A listening socket at `address` inside the network namespace at `netns`
-/// (`/proc/PID/ns/net`): a short-lived thread moves into the namespace to
-/// bind it, since a thread's namespace is its own; the socket stays there.
+/// (`/proc/PID/ns/net`); the socket stays there.
 pub fn listen_in(
     netns: &std::path::Path,
     address: SocketAddr,
 ) -> std::io::Result<std::net::TcpListener> {
-    let namespace = std::fs::File::open(netns)?;
-    std::thread::Builder::new()
-        .name("berth-netns-listen".into())
-        .spawn(move || {
-            use std::os::fd::AsFd as _;
-            rustix::thread::move_into_link_name_space(
-                namespace.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )?;
-            let listener = std::net::TcpListener::bind(address)?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })?
-        .join()
-        .map_err(|_| std::io::Error::other("the listening thread panicked"))?
+    crate::network::in_network(netns, move || {
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })
 }
 
 pub struct LinuxWorkload {
