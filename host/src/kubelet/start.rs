@@ -461,13 +461,15 @@ async fn start_linux(
             .iter()
             .any(|m| m.guest == "/etc" || m.guest == "/etc/hosts")
     {
-        let text = crate::router::hosts_file(
-            &context.routes,
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-            &pod.metadata.name,
-        );
         std::fs::create_dir_all(dir)
-            .and_then(|()| crate::router::rewrite_in_place(&hosts, &text))
+            .and_then(|()| {
+                crate::router::write_hosts(
+                    &hosts,
+                    &context.routes,
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                    &pod.metadata.name,
+                )
+            })
             .map_err(|e| failure("CreateContainerError", format!("the pod's /etc/hosts: {e}")))?;
         mounts.push(DirGrant {
             host: hosts.clone(),

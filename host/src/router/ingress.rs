@@ -329,8 +329,7 @@ impl Ingress {
             keep
         });
         for (hosts, (namespace, pod, _)) in self.pod_hosts.lock().iter() {
-            let text = super::names::hosts_file(&self.table, namespace, pod);
-            if let Err(e) = super::names::rewrite_in_place(hosts, &text) {
+            if let Err(e) = super::names::write_hosts(hosts, &self.table, namespace, pod) {
                 tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
             }
         }
@@ -411,8 +410,7 @@ impl Ingress {
             .lock()
             .insert(hosts.clone(), (namespace.to_owned(), pod.to_owned(), run));
         // Services may have changed since the kubelet wrote it.
-        let text = super::names::hosts_file(&self.table, namespace, pod);
-        if let Err(e) = super::names::rewrite_in_place(&hosts, &text) {
+        if let Err(e) = super::names::write_hosts(&hosts, &self.table, namespace, pod) {
             tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
         }
         let ingress = self.clone();

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::table::Table;
 
 /// The `/etc/hosts` of pod `pod` in `namespace`, as things are now.
-pub fn hosts_file(table: &Table, namespace: &str, pod: &str) -> String {
+fn hosts_file(table: &Table, namespace: &str, pod: &str) -> String {
     let mut out = String::from(
         "# Written by berth: this pod's name, and each Service's by its virtual IP.\n\
          127.0.0.1\tlocalhost\n\
@@ -35,9 +35,20 @@ pub fn hosts_file(table: &Table, namespace: &str, pod: &str) -> String {
     out
 }
 
+/// Makes the file at `hosts` the `/etc/hosts` of pod `pod` in `namespace`
+/// as things are now (see [`hosts_file`]), written in place.
+pub fn write_hosts(
+    hosts: &std::path::Path,
+    table: &Table,
+    namespace: &str,
+    pod: &str,
+) -> std::io::Result<()> {
+    rewrite_in_place(hosts, &hosts_file(table, namespace, pod))
+}
+
 /// Writes `text` over the file at `path` in place (the same inode, which a
 /// container's bind mount holds), if it says something else now.
-pub fn rewrite_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+fn rewrite_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     if std::fs::read_to_string(path).is_ok_and(|now| now == text) {
         return Ok(());
