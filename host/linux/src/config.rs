@@ -35,8 +35,8 @@ pub struct InitConfig {
     pub cgroups: Vec<PathBuf>,
     /// Host directories (or files) bound into the container.
     pub mounts: Vec<BindMount>,
-    /// Join the network namespace of this process (the pod's first
-    /// container) instead of making a new one; `host` to stay in the host's.
+    /// Join the pod's network namespace instead of making a new one;
+    /// `host` to stay in the host's.
     pub network: Network,
     /// A user namespace of its own (see `userns.rs`); none to run with the
     /// host's ids.
@@ -96,8 +96,9 @@ pub struct UserNamespace {
 pub enum Network {
     /// A namespace of its own with only loopback up.
     Own,
-    /// The namespace of another container of the pod, by its pid.
-    Join(u32),
+    /// The pod's namespace, by a path that opens it (`/proc/PID/ns/net`
+    /// of a process in it, or a descriptor that holds it open).
+    Join(PathBuf),
     /// `hostNetwork: true`.
     Host,
 }

@@ -138,15 +138,14 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
             Some(rustix::thread::LinkNameSpaceType::Network),
         )
     };
-    match config.network {
+    match &config.network {
         Network::Own => match mapping.as_ref().and_then(|m| m.network.as_ref()) {
             Some(ns) => join_network(ns.as_fd())
                 .map_err(|e| format!("entering the container's network namespace: {e}"))?,
             None => flags |= UnshareFlags::NEWNET,
         },
-        Network::Join(other) => {
-            let path = format!("/proc/{other}/ns/net");
-            let ns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        Network::Join(path) => {
+            let ns = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             join_network(ns.as_fd())
                 .map_err(|e| format!("joining the pod's network namespace: {e}"))?;
         }

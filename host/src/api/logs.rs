@@ -103,13 +103,16 @@ pub async fn pod_log(
             "{name} is stored as a pod but is not one"
         )));
     };
-    let names: Vec<&str> = pod
+    let names: Vec<&str> = pod.spec.all_containers().map(|c| c.name.as_str()).collect();
+    // Without a name, the pod's one app container: its init containers
+    // are named when wanted, as the API server has it.
+    let apps: Vec<&str> = pod
         .spec
         .containers
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    let container = match (&options.container, names.as_slice()) {
+    let container = match (&options.container, apps.as_slice()) {
         (Some(c), _) if names.contains(&c.as_str()) => c.clone(),
         (Some(c), _) => {
             return Err(ApiError::BadRequest(format!(
@@ -119,9 +122,20 @@ pub async fn pod_log(
         }
         (None, [only]) => (*only).to_owned(),
         (None, _) => {
+            let inits: Vec<&str> = pod
+                .spec
+                .init_containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let or_init = if inits.is_empty() {
+                String::new()
+            } else {
+                format!(" or one of the init containers: [{}]", inits.join(" "))
+            };
             return Err(ApiError::BadRequest(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                names.join(" ")
+                "a container name must be specified for pod {name}, choose one of: [{}]{or_init}",
+                apps.join(" ")
             )));
         }
     };

@@ -644,6 +644,60 @@ fn access_modes(modes: &Value) -> String {
         .join(",")
 }
 
+/// What a pod's init containers add to its row, as kubectl's printer
+/// reads them: sidecars count among its containers (and its ready ones
+/// once started), restarts add up, and while one has yet to complete the
+/// status is `Init:` and how far it got or what stops it.
+#[derive(Default)]
+struct InitProgress {
+    sidecars: usize,
+    ready: usize,
+    restarts: u64,
+    reason: Option<String>,
+}
+
+fn init_progress(pod: &Value) -> InitProgress {
+    let specs = pod["spec"]["initContainers"].as_array();
+    let sidecar = |name: &Value| {
+        specs
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == *name && c["restartPolicy"] == "Always")
+    };
+    let mut progress = InitProgress {
+        sidecars: specs.map_or(0, |s| {
+            s.iter().filter(|c| c["restartPolicy"] == "Always").count()
+        }),
+        ..InitProgress::default()
+    };
+    let total = specs.map_or(0, Vec::len);
+    let statuses = pod["status"]["initContainerStatuses"].as_array();
+    for (i, s) in statuses.into_iter().flatten().enumerate() {
+        progress.restarts += s["restartCount"].as_u64().unwrap_or(0);
+        let terminated = &s["state"]["terminated"];
+        let waiting = s["state"]["waiting"]["reason"].as_str().unwrap_or_default();
+        if terminated["exitCode"] == 0 {
+            continue;
+        }
+        if sidecar(&s["name"]) && s["started"] == true {
+            progress.ready += usize::from(s["ready"] == true);
+            continue;
+        }
+        progress.reason = Some(if terminated.is_object() {
+            match terminated["reason"].as_str() {
+                Some(reason) if !reason.is_empty() => format!("Init:{reason}"),
+                _ => format!("Init:ExitCode:{}", terminated["exitCode"]),
+            }
+        } else if !waiting.is_empty() && waiting != "PodInitializing" {
+            format!("Init:{waiting}")
+        } else {
+            format!("Init:{i}/{total}")
+        });
+        break;
+    }
+    progress
+}
+
 /// Up to three entries and how many more, as kubectl prints endpoints.
 fn list_or_none(items: &[String]) -> String {
     match items.len() {
@@ -664,12 +718,15 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let n = |k: &str| status[k].as_u64().unwrap_or(0);
     match kind {
         "Pod" => {
-            let containers = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+            let init = init_progress(o);
+            let containers = o["spec"]["containers"].as_array().map_or(0, Vec::len) + init.sidecars;
             let statuses = status["containerStatuses"].as_array();
-            let ready = statuses.map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
-            let restarts: u64 = statuses.map_or(0, |c| {
-                c.iter().filter_map(|s| s["restartCount"].as_u64()).sum()
-            });
+            let ready = init.ready
+                + statuses.map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
+            let restarts: u64 = init.restarts
+                + statuses.map_or(0, |c| {
+                    c.iter().filter_map(|s| s["restartCount"].as_u64()).sum()
+                });
             let waiting = statuses.and_then(|c| {
                 c.iter()
                     .find_map(|s| s["state"]["waiting"]["reason"].as_str())
@@ -679,7 +736,9 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                     .find_map(|s| s["state"]["terminated"]["reason"].as_str())
             });
             let phase = if o["metadata"]["deletionTimestamp"].is_string() {
-                "Terminating"
+                "Terminating".to_owned()
+            } else if let Some(reason) = init.reason {
+                reason
             } else {
                 status["reason"]
                     .as_str()
@@ -687,6 +746,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                     .or(terminated)
                     .or(status["phase"].as_str())
                     .unwrap_or("Pending")
+                    .to_owned()
             };
             let ip = status["podIP"].as_str().unwrap_or("<none>");
             let node = o["spec"]["nodeName"].as_str().unwrap_or("<none>");
@@ -1212,6 +1272,54 @@ fn hpa_targets(metrics: &Value, current: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_row_shows_its_init_containers_as_kubectl_does() {
+        let row = |init: Value, statuses: Value| {
+            let pod = json!({
+                "metadata": {"name": "p", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                "spec": {"initContainers": init, "containers": [{"name": "app"}]},
+                "status": {"phase": "Pending", "initContainerStatuses": statuses,
+                           "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0,
+                             "state": {"waiting": {"reason": "PodInitializing"}}}]},
+            });
+            let t = table("Pod", &[pod], Include::Metadata, "7", None);
+            let cells = t["rows"][0]["cells"].as_array().unwrap().clone();
+            (cells[1].clone(), cells[2].clone(), cells[3].clone())
+        };
+        let two = json!([{"name": "a"}, {"name": "b"}]);
+        let done = json!({"name": "a", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        assert_eq!(
+            row(
+                two.clone(),
+                json!([done, {"name": "b", "restartCount": 0, "state": {"running": {}}}])
+            ),
+            (json!("0/1"), json!("Init:1/2"), json!("0"))
+        );
+        assert_eq!(
+            row(
+                two.clone(),
+                json!([done, {"name": "b", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}])
+            ),
+            (json!("0/1"), json!("Init:CrashLoopBackOff"), json!("3"))
+        );
+        assert_eq!(
+            row(
+                two,
+                json!([{"name": "a", "restartCount": 0, "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}])
+            ),
+            (json!("0/1"), json!("Init:Error"), json!("0"))
+        );
+        // A started sidecar counts among the pod's containers (and the
+        // app's wait shows, as kubectl shows it).
+        assert_eq!(
+            row(
+                json!([{"name": "proxy", "restartPolicy": "Always"}]),
+                json!([{"name": "proxy", "restartCount": 1, "started": true, "ready": true, "state": {"running": {}}}])
+            ),
+            (json!("1/2"), json!("PodInitializing"), json!("1"))
+        );
+    }
 
     #[test]
     fn a_pod_row_has_one_cell_per_column() {

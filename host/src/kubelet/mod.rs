@@ -13,8 +13,11 @@
 //! listeners stop accepting, in-flight requests drain (up to the grace
 //! period), and its volumes are removed.
 
+mod board;
+mod init;
 mod probe;
 mod reports;
+mod sandbox;
 mod start;
 
 use std::collections::{BTreeSet, HashMap};
@@ -140,9 +143,6 @@ pub(crate) struct Context {
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
     pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
-    /// The pid holding each running pod's network namespace (its first
-    /// Linux container), by pod directory: the pod's others join it.
-    pub pod_network: Arc<parking_lot::Mutex<HashMap<PathBuf, u32>>>,
     /// The running Linux containers, for `kubectl exec`.
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
 }
@@ -197,7 +197,6 @@ impl Kubelet {
                 endpoint_wait: routing.endpoint_wait,
                 ingress: routing.ingress,
                 images: Arc::default(),
-                pod_network: Arc::default(),
                 execs: Arc::default(),
             },
             nodes,
@@ -668,21 +667,20 @@ enum Stopped {
     Exited(String, crate::runtime::Exited),
 }
 
-/// Watches a started pod: runs its probes, keeps its Ready condition
-/// current, until it is deleted or a liveness probe fails.
+/// Watches started containers (`specs`, as `running`): runs their probes
+/// and reports them to `report` whenever what it shows changes, until the
+/// pod is deleted, one of them ends, or one fails its liveness probe.
 async fn supervise(
     context: &Context,
-    uid: &str,
     pod: &Pod,
     running: &[start::Running],
+    specs: &[crate::spec::objects::Container],
     cancel: &CancellationToken,
-    restarts: u32,
-    started_at: &Time,
+    mut report: impl FnMut(&[Observed]),
 ) -> Stopped {
-    let running_since = status::now();
     let mut containers: Vec<Observed> = running
         .iter()
-        .zip(&pod.spec.containers)
+        .zip(specs)
         .map(|(r, spec)| Observed {
             name: r.name.clone(),
             image: r.image.clone(),
@@ -692,7 +690,7 @@ async fn supervise(
         })
         .collect();
     let mut probers: Vec<probe::Prober> = Vec::new();
-    for (i, (r, spec)) in running.iter().zip(&pod.spec.containers).enumerate() {
+    for (i, (r, spec)) in running.iter().zip(specs).enumerate() {
         for (kind, p) in [
             (probe::Kind::Startup, &spec.startup_probe),
             (probe::Kind::Readiness, &spec.readiness_probe),
@@ -711,14 +709,7 @@ async fn supervise(
             }
         }
     }
-    context.set_status(
-        uid,
-        pod,
-        running_status(&containers, restarts, started_at, &running_since),
-    );
-    context
-        .routes
-        .set_ready(uid, containers.iter().all(|c| c.ready));
+    report(&containers);
     let client = probe::client();
     loop {
         // Only probes of started containers run, startup probes until then.
@@ -758,10 +749,7 @@ async fn supervise(
             match (prober.kind, verdict) {
                 (probe::Kind::Startup, probe::Verdict::Passed) => {
                     c.started = true;
-                    if pod.spec.containers[prober.container]
-                        .readiness_probe
-                        .is_none()
-                    {
+                    if specs[prober.container].readiness_probe.is_none() {
                         c.ready = true;
                     }
                     changed = true;
@@ -798,14 +786,7 @@ async fn supervise(
             }
         }
         if changed {
-            context
-                .routes
-                .set_ready(uid, containers.iter().all(|c| c.ready));
-            context.set_status(
-                uid,
-                pod,
-                running_status(&containers, restarts, started_at, &running_since),
-            );
+            report(&containers);
         }
     }
 }
@@ -829,6 +810,8 @@ async fn finish_deletion(state: Arc<ApiState>, namespace: String, name: String, 
     }
 }
 
+/// One run of a pod: its init containers, then its app containers (again
+/// and again as its restartPolicy says), then its sidecars' stop.
 async fn run_pod(
     context: Context,
     uid: String,
@@ -837,23 +820,51 @@ async fn run_pod(
     stop_grace: Arc<std::sync::atomic::AtomicU64>,
     first_run: u32,
 ) {
+    let pod = Arc::new(pod);
+    let run = init::PodRun {
+        board: Arc::new(board::Board::new(context.clone(), uid.clone(), pod.clone())),
+        sandbox: Arc::new(sandbox::Sandbox::new(&pod, context.pods_dir.join(&uid))),
+        context,
+        pod,
+        stop_grace,
+        started_at: status::now(),
+    };
+    let Some(sidecars) = init::initialize(&run, &cancel).await else {
+        return;
+    };
+    let last = run_apps(&run, &uid, &cancel, first_run).await;
+    sidecars.stop().await;
+    if let Some(status) = last {
+        // Done: its network goes, its status stays until it is deleted.
+        run.sandbox.release_network();
+        run.board.apps(status, false);
+        cancel.cancelled().await;
+    }
+}
+
+/// Runs the app containers, restarting them as the pod's restartPolicy
+/// says, until the pod is deleted (None) or done: then its last status.
+async fn run_apps(
+    run: &init::PodRun,
+    uid: &str,
+    cancel: &CancellationToken,
+    first_run: u32,
+) -> Option<PodStatus> {
+    let (context, pod, started_at) = (&run.context, &*run.pod, &run.started_at);
     let mut restarts: u32 = first_run;
     // Failures since the pod last ran for the back-off's reset time: what
     // the delay grows with.
     let mut failures: u32 = 0;
-    let started_at = status::now();
     let grace = Duration::from_secs(pod.spec.termination_grace_period_seconds);
+    let dir = run.sandbox.dir.clone();
     loop {
-        let dir = context.pods_dir.join(&uid);
         let attempt = cancel.child_token();
         // Starts take turns a few at a time: each trial instantiation
         // dirties a pool slot, and a thousand at once would dirty a
         // thousand slots (and contend for the CPUs) to no one's benefit.
-        // A new attempt makes the pod's network afresh: the last one's
-        // holder is gone (or never started).
-        context.pod_network.lock().remove(&dir);
         let permit = context.starting.clone().acquire_owned().await;
-        let started = start::start(&context, &pod, &dir, attempt.clone(), grace, restarts).await;
+        let started =
+            start::start(context, &run.sandbox, pod, attempt.clone(), grace, restarts).await;
         drop(permit);
         // The container that ended the run, and its exit code; how the
         // others ended.
@@ -863,14 +874,14 @@ async fn run_pod(
             Ok(running) => {
                 for c in &running {
                     context.event(
-                        &pod,
+                        pod,
                         "Normal",
                         "Started",
                         &format!("Started container {}", c.name),
                     );
                 }
                 let endpoint = Arc::new(crate::router::PodEndpoint::new(
-                    uid.clone(),
+                    uid.to_owned(),
                     pod.metadata
                         .namespace
                         .clone()
@@ -900,29 +911,34 @@ async fn run_pod(
                 let ran_from = tokio::time::Instant::now();
                 for c in &running {
                     if let Some((_, pids)) = &c.linux {
-                        context.execs.insert(&uid, &c.name, *pids);
+                        context.execs.insert(uid, &c.name, *pids);
                     }
                 }
+                let running_since = status::now();
                 let stopped = supervise(
-                    &context,
-                    &uid,
-                    &pod,
+                    context,
+                    pod,
                     &running,
-                    &cancel,
-                    restarts,
-                    &started_at,
+                    &pod.spec.containers,
+                    cancel,
+                    |observed| {
+                        run.board.apps(
+                            running_status(observed, restarts, started_at, &running_since),
+                            observed.iter().all(|c| c.ready),
+                        );
+                    },
                 )
                 .await;
-                context.execs.remove_pod(&uid);
+                context.execs.remove_pod(uid);
                 if ran_from.elapsed() >= context.backoff.reset {
                     failures = 0;
                 }
                 // Out of every service first, so no new request comes;
                 // then the requests it has finish (within the grace period).
-                context.routes.remove_pod(&uid);
+                context.routes.remove_pod(uid);
                 // A deletion may have asked for less time than the spec.
                 let grace =
-                    Duration::from_secs(stop_grace.load(std::sync::atomic::Ordering::Relaxed));
+                    Duration::from_secs(run.stop_grace.load(std::sync::atomic::Ordering::Relaxed));
                 endpoint.drained(grace).await;
                 // Processes get SIGTERM, and SIGKILL after the grace period.
                 futures_util::future::join_all(running.iter().map(|c| c.workload.stop(grace)))
@@ -938,20 +954,16 @@ async fn run_pod(
                         Some((c.name.clone(), c.workload.exited().now_or_never()?))
                     })
                     .collect();
-                context
-                    .pod_network
-                    .lock()
-                    .remove(&context.pods_dir.join(&uid));
                 attempt.cancel();
                 for c in running {
                     let _ = c.serving.await;
                 }
                 match stopped {
-                    Stopped::Deleted => return,
+                    Stopped::Deleted => return None,
                     Stopped::Exited(container, exited) => {
                         let succeeded = exited.code == 0;
                         context.event(
-                            &pod,
+                            pod,
                             if succeeded { "Normal" } else { "Warning" },
                             "Exited",
                             &format!(
@@ -964,21 +976,15 @@ async fn run_pod(
                             // reports it: `logs` reads it, kubectl prints
                             // Completed.
                             let statuses =
-                                terminated_statuses(&pod, restarts, &started_at, None, &ends);
-                            context.set_status(
-                                &uid,
-                                &pod,
-                                stopped_status(
-                                    "Succeeded",
-                                    "Completed",
-                                    None,
-                                    &started_at,
-                                    vec![pod_condition("Ready", false)],
-                                    Some(statuses),
-                                ),
-                            );
-                            cancel.cancelled().await;
-                            return;
+                                terminated_statuses(pod, restarts, started_at, None, &ends);
+                            return Some(stopped_status(
+                                "Succeeded",
+                                "Completed",
+                                None,
+                                started_at,
+                                vec![pod_condition("Ready", false)],
+                                Some(statuses),
+                            ));
                         }
                         ran = Some((container.clone(), exited.code));
                         StartFailure {
@@ -988,7 +994,7 @@ async fn run_pod(
                                     "container {container} could not run (code {}): {detail}",
                                     exited.code
                                 ),
-                                None => log_tail_if_asked(&pod, &dir, &container, restarts)
+                                None => log_tail_if_asked(pod, &dir, &container, restarts)
                                     .unwrap_or_else(|| {
                                         format!(
                                             "container {container} exited with code {}",
@@ -1000,7 +1006,7 @@ async fn run_pod(
                     }
                     Stopped::Unhealthy(container) => {
                         context.event(
-                            &pod,
+                            pod,
                             "Normal",
                             "Killing",
                             &format!(
@@ -1015,7 +1021,7 @@ async fn run_pod(
                 }
             }
             Err(failure) => {
-                context.event(&pod, "Warning", "Failed", &failure.message);
+                context.event(pod, "Warning", "Failed", &failure.message);
                 failure
             }
         };
@@ -1024,27 +1030,21 @@ async fn run_pod(
             // run); one that never started has no state to show.
             let statuses = ran.as_ref().map(|(container, code)| {
                 terminated_statuses(
-                    &pod,
+                    pod,
                     restarts,
-                    &started_at,
+                    started_at,
                     Some((container, *code, failure.reason, &failure.message)),
                     &ends,
                 )
             });
-            context.set_status(
-                &uid,
-                &pod,
-                stopped_status(
-                    "Failed",
-                    failure.reason,
-                    Some(failure.message),
-                    &started_at,
-                    vec![pod_condition("Ready", false)],
-                    statuses,
-                ),
-            );
-            cancel.cancelled().await;
-            return;
+            return Some(stopped_status(
+                "Failed",
+                failure.reason,
+                Some(failure.message),
+                started_at,
+                vec![pod_condition("Ready", false)],
+                statuses,
+            ));
         }
         restarts += 1;
         failures += 1;
@@ -1055,21 +1055,10 @@ async fn run_pod(
             failure.reason,
             failure.message
         );
-        // As the kubelet words a wait: a pull that failed backs off as
-        // ImagePullBackOff, a configuration that cannot work says so until
-        // it is fixed, and a container that ran and failed is in
-        // CrashLoopBackOff.
-        let reason = match failure.reason {
-            _ if delay.is_zero() => failure.reason,
-            "ErrImagePull" | "ImagePullBackOff" => "ImagePullBackOff",
-            "CreateContainerConfigError" | "CreateContainerError" | "InvalidImageName" => {
-                failure.reason
-            }
-            _ => "CrashLoopBackOff",
-        };
+        let reason = waiting_reason(failure.reason, delay);
         if !delay.is_zero() {
             context.event(
-                &pod,
+                pod,
                 "Warning",
                 "BackOff",
                 &format!("Back-off {delay:?} restarting failed pod"),
@@ -1093,14 +1082,12 @@ async fn run_pod(
                 )
             })
             .collect();
-        context.set_status(
-            &uid,
-            &pod,
+        run.board.apps(
             stopped_status(
                 "Pending",
                 reason,
                 Some(failure.message),
-                &started_at,
+                started_at,
                 vec![
                     pod_condition("PodScheduled", true),
                     pod_condition("ContainersReady", false),
@@ -1108,11 +1095,25 @@ async fn run_pod(
                 ],
                 Some(containers),
             ),
+            false,
         );
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// How the kubelet words the wait after a failure with back-off `delay`:
+/// a pull that failed backs off as ImagePullBackOff, a configuration that
+/// cannot work says so until it is fixed, and a container that ran and
+/// failed is in CrashLoopBackOff.
+fn waiting_reason(failure: &'static str, delay: Duration) -> &'static str {
+    match failure {
+        _ if delay.is_zero() => failure,
+        "ErrImagePull" | "ImagePullBackOff" => "ImagePullBackOff",
+        "CreateContainerConfigError" | "CreateContainerError" | "InvalidImageName" => failure,
+        _ => "CrashLoopBackOff",
     }
 }
 

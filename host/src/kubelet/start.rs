@@ -13,6 +13,7 @@ use berth_registry::client::{
 use berth_registry::{ContentStore, Reference};
 use tokio_util::sync::CancellationToken;
 
+use super::sandbox::Sandbox;
 use super::{Context, StartFailure};
 use crate::image;
 use crate::image::materialize::{Materialized, materialize};
@@ -57,11 +58,12 @@ fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
     }
 }
 
-/// Starts every container of `pod`; on any failure, stops those started.
+/// Starts the app containers of `pod`; on any failure, stops those
+/// started.
 pub(crate) async fn start(
     context: &Context,
+    sandbox: &Sandbox,
     pod: &Pod,
-    dir: &Path,
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
@@ -69,32 +71,19 @@ pub(crate) async fn start(
     // Bound before anything starts, so a port in use is said first.
     let host_ports = bind_host_ports(pod)?;
     let mut running = Vec::new();
-    // The pod's ports, each the container that declares it: what its
-    // guests reach as `localhost:PORT`.
-    let ports = Arc::new(crate::router::PodPorts::new(
-        pod.spec
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter().map(|p| p.container_port))
-            .collect(),
-    ));
     for container in &pod.spec.containers {
-        match start_container(
+        match start_one(
             context,
+            sandbox,
             pod,
             container,
-            dir,
             cancel.clone(),
             grace,
             restarts,
-            &ports,
         )
         .await
         {
-            Ok(r) => {
-                ports.started(r.ports.iter().map(|p| p.container_port), &r.workload);
-                running.push(r);
-            }
+            Ok(r) => running.push(r),
             Err(e) => {
                 cancel.cancel();
                 for r in running {
@@ -104,9 +93,27 @@ pub(crate) async fn start(
             }
         }
     }
-    serve_wasm_ports_in_pod_network(&running, &cancel, grace);
+    serve_wasm_ports_in_pod_network(sandbox, &running, &cancel, grace);
     serve_host_ports(host_ports, &running, &cancel, grace);
     Ok(running)
+}
+
+/// Starts one container of `pod` (an app container, an init container or
+/// a sidecar), its `run`th: its ports answer on the pod's localhost.
+pub(crate) async fn start_one(
+    context: &Context,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    container: &Container,
+    cancel: CancellationToken,
+    grace: Duration,
+    run: u32,
+) -> Result<Running, StartFailure> {
+    let r = start_container(context, sandbox, pod, container, cancel, grace, run).await?;
+    sandbox
+        .ports
+        .started(r.ports.iter().map(|p| p.container_port), &r.workload);
+    Ok(r)
 }
 
 /// A container port published on the host (`hostPort`): its listener.
@@ -203,15 +210,13 @@ fn serve_host_ports(
 /// container of the pod declares PORT, berth listens on it inside the
 /// pod's network namespace and hands each connection to the guest. A port
 /// that cannot be bound there (a process of the pod took it) is logged.
-fn serve_wasm_ports_in_pod_network(
+pub(crate) fn serve_wasm_ports_in_pod_network(
+    sandbox: &Sandbox,
     running: &[Running],
     cancel: &CancellationToken,
     grace: Duration,
 ) {
-    let Some(netns) = running
-        .iter()
-        .find_map(|r| r.linux.as_ref().map(|(_, pids)| pids.netns_path()))
-    else {
+    let Some(netns) = sandbox.network() else {
         return;
     };
     for wasm in running.iter().filter(|r| r.linux.is_none()) {
@@ -246,23 +251,22 @@ fn serve_wasm_ports_in_pod_network(
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "a container start is these")]
 async fn start_container(
     context: &Context,
+    sandbox: &Sandbox,
     pod: &Pod,
     container: &Container,
-    dir: &Path,
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
-    ports: &Arc<crate::router::PodPorts>,
 ) -> Result<Running, StartFailure> {
+    let dir = sandbox.dir.as_path();
     let ready =
         match ensure_image(context, pod, &container.image, container.image_pull_policy).await? {
             Ready::Wasm(ready) => ready,
             Ready::Linux { rootfs, run } => {
                 return start_linux(
-                    context, pod, container, dir, cancel, grace, restarts, rootfs, run,
+                    context, sandbox, pod, container, cancel, grace, restarts, rootfs, run,
                 )
                 .await;
             }
@@ -324,7 +328,7 @@ async fn start_container(
         context.endpoint_wait,
     )
     .map_err(|e| failure("CreateContainerConfigError", e))?
-    .with_pod_ports(ports.clone());
+    .with_pod_ports(sandbox.ports.clone());
     spec.capabilities.services = Some(Arc::new(services));
     let log = super::log_path(dir, &container.name, restarts);
     spec.log = Some(Arc::new(LogFile::new(log)));
@@ -414,9 +418,9 @@ async fn serve_container(
 #[expect(clippy::too_many_arguments, reason = "a container start is these")]
 async fn start_linux(
     context: &Context,
+    sandbox: &Sandbox,
     pod: &Pod,
     container: &Container,
-    dir: &Path,
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
@@ -424,6 +428,7 @@ async fn start_linux(
     run: crate::image::model::RunConfig,
 ) -> Result<Running, StartFailure> {
     use crate::runtime::linux::{self, ContainerSpec, Output, cgroup, config::Network, plan};
+    let dir = sandbox.dir.as_path();
     let LinuxSecurity {
         user,
         capabilities,
@@ -446,8 +451,8 @@ async fn start_linux(
     let network = if pod.spec.host_network {
         Network::Host
     } else {
-        match context.pod_network.lock().get(dir) {
-            Some(pid) => Network::Join(*pid),
+        match sandbox.network() {
+            Some(path) => Network::Join(path),
             None => Network::Own,
         }
     };
@@ -538,29 +543,30 @@ async fn start_linux(
         .await
         .map_err(|e| failure("RunContainerError", e))?;
     if network == Network::Own {
-        context
-            .pod_network
-            .lock()
-            .insert(dir.to_owned(), started.init_pid);
+        // The pod's network from now on, whichever of its containers runs.
+        let (netns, network_ends) = sandbox.hold_network(&started.netns_path()).map_err(|e| {
+            failure(
+                "RunContainerError",
+                format!("holding the pod's network: {e}"),
+            )
+        })?;
         if let Err(e) = context.ingress.serve_pod_network(
-            &started.netns_path(),
+            &netns,
             hosts,
             pod.metadata.namespace.as_deref().unwrap_or("default"),
             &pod.metadata.name,
-            cancel.clone(),
+            network_ends.clone(),
         ) {
             tracing::warn!(
                 pod = %pod.metadata.name,
                 "the pod cannot reach Services by their addresses: {e}"
             );
         }
-        // Its way out lasts as long as this run of the pod.
         let pid_file = dir.join("pasta.pid");
-        match linux::network::connect_outside(&started.netns_path(), &pid_file).await {
+        match linux::network::connect_outside(&netns, &pid_file).await {
             Ok(outside) => {
-                let cancel = cancel.clone();
                 tokio::spawn(async move {
-                    cancel.cancelled().await;
+                    network_ends.cancelled().await;
                     let _ = tokio::task::spawn_blocking(move || outside.close()).await;
                 });
             }

@@ -125,24 +125,49 @@ impl std::ops::AddAssign for Requests {
     }
 }
 
-/// The sum of the containers' requests; a container that sets only a
-/// limit requests that much, as in Kubernetes.
+/// What a pod needs at its peak, as Kubernetes counts it: its app
+/// containers and sidecars together, or an init container with the
+/// sidecars started before it, whichever is more. A container that sets
+/// only a limit requests that much.
 pub fn requests(spec: &PodSpec) -> Requests {
-    let mut total = Requests {
-        pods: 1,
-        ..Requests::default()
-    };
-    for c in &spec.containers {
+    let of = |c: &crate::spec::objects::Container| {
         let r = &c.resources;
         let cpu = r.requests.cpu.or(r.limits.cpu);
         let memory = r.requests.memory.or(r.limits.memory);
-        total += Requests {
+        Requests {
             cpu_millis: cpu.map_or(0, |q| u64::try_from(q.millis()).unwrap_or(u64::MAX)),
             memory_bytes: memory.and_then(|q| q.to_bytes()).unwrap_or(0),
             pods: 0,
-        };
+        }
+    };
+    let mut sidecars = Requests::default();
+    let mut peak = Requests::default();
+    for c in &spec.init_containers {
+        if c.is_sidecar() {
+            sidecars += of(c);
+        } else {
+            let mut during = sidecars;
+            during += of(c);
+            peak = peak.max_each(during);
+        }
     }
+    let mut running = sidecars;
+    for c in &spec.containers {
+        running += of(c);
+    }
+    let mut total = peak.max_each(running);
+    total.pods = 1;
     total
+}
+
+impl Requests {
+    fn max_each(self, other: Requests) -> Requests {
+        Requests {
+            cpu_millis: self.cpu_millis.max(other.cpu_millis),
+            memory_bytes: self.memory_bytes.max(other.memory_bytes),
+            pods: self.pods.max(other.pods),
+        }
+    }
 }
 
 /// The node for a pod asking `want`, given what each node already has
@@ -262,6 +287,28 @@ mod tests {
 
     fn node(s: &str) -> Node {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_pod_asks_for_its_peak_init_containers_and_sidecars_included() {
+        let spec: PodSpec = yaml_serde::from_str(
+            "initContainers:\n\
+             - {name: proxy, image: p, restartPolicy: Always, resources: {requests: {cpu: 100m, memory: 64Mi}}}\n\
+             - {name: migrate, image: m, resources: {requests: {cpu: '2', memory: 32Mi}}}\n\
+             containers:\n\
+             - {name: app, image: a, resources: {requests: {cpu: 500m, memory: 256Mi}}}\n",
+        )
+        .unwrap();
+        // CPU peaks while migrate runs beside the proxy; memory once the
+        // app runs beside it.
+        assert_eq!(
+            requests(&spec),
+            Requests {
+                cpu_millis: 2100,
+                memory_bytes: 320 << 20,
+                pods: 1
+            }
+        );
     }
 
     #[test]

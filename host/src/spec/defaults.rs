@@ -45,7 +45,7 @@ pub fn canonical(spec: &mut PodSpec) {
         &super::load::DEFAULT_SCHEDULER.to_owned(),
     );
     drop_if(&mut spec.security_context, &PodSecurityContext::default());
-    for c in &mut spec.containers {
+    for c in spec.containers.iter_mut().chain(&mut spec.init_containers) {
         drop_if(&mut c.image_pull_policy, &PULL_POLICY);
         drop_if(
             &mut c.termination_message_path,
@@ -78,7 +78,7 @@ pub fn shown(spec: &mut PodSpec, of_pod: bool) {
     if let Some(account) = &spec.service_account_name {
         spec.service_account.get_or_insert_with(|| account.clone());
     }
-    for c in &mut spec.containers {
+    for c in spec.containers.iter_mut().chain(&mut spec.init_containers) {
         show_container(c);
     }
 }

@@ -1271,9 +1271,24 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             ));
         }
     }
+    // Init containers first, as they start: one list of names for both.
+    let listed = spec
+        .init_containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{path}.initContainers[{i}]"), c, true))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{path}.containers[{i}]"), c, false)),
+        );
     let mut names = std::collections::BTreeSet::new();
-    for (i, container) in spec.containers.iter().enumerate() {
-        let cpath = format!("{path}.containers[{i}]");
+    // The pod's containers share one network: a port is one container's,
+    // among those that run together (the app's and the sidecars; an init
+    // container runs alone).
+    let mut ports: std::collections::HashMap<(u16, &str), &str> = Default::default();
+    for (cpath, container, init) in listed {
         if !names.insert(container.name.as_str()) {
             return Err(invalid(
                 format!("{cpath}.name"),
@@ -1281,17 +1296,34 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             ));
         }
         validate_container(container, &cpath, &volume_names)?;
-    }
-    // The pod's containers share one network: a port is one container's.
-    let mut ports: std::collections::HashMap<(u16, &str), &str> = Default::default();
-    for (i, container) in spec.containers.iter().enumerate() {
+        if !init && container.restart_policy.is_some() {
+            return Err(invalid(
+                format!("{cpath}.restartPolicy"),
+                "may not be set for non-init containers (the pod's restartPolicy is theirs)",
+            ));
+        }
+        if init && !container.is_sidecar() {
+            let probes = [
+                ("readinessProbe", &container.readiness_probe),
+                ("livenessProbe", &container.liveness_probe),
+                ("startupProbe", &container.startup_probe),
+            ];
+            if let Some((probe, _)) = probes.iter().find(|(_, p)| p.is_some()) {
+                return Err(invalid(
+                    format!("{cpath}.{probe}"),
+                    "may not be set for init containers without restartPolicy: Always \
+                     (they run to completion; a sidecar may be probed)",
+                ));
+            }
+            continue;
+        }
         for (j, port) in container.ports.iter().enumerate() {
             let protocol = port.protocol.as_deref().unwrap_or("TCP");
             if let Some(other) = ports.insert((port.container_port, protocol), &container.name)
                 && other != container.name
             {
                 return Err(invalid(
-                    format!("{path}.containers[{i}].ports[{j}].containerPort"),
+                    format!("{cpath}.ports[{j}].containerPort"),
                     format!(
                         "{}/{protocol} is declared by containers {other} and {}: the containers \
                          of a pod share its network, so a port is one container's",

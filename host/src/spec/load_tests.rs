@@ -528,3 +528,67 @@ fn two_containers_of_a_pod_declaring_one_port_are_refused_naming_both() {
         "{e}"
     );
 }
+
+#[test]
+fn init_containers_are_checked_as_containers_and_named_with_the_app_s() {
+    let pod = |init: &str, app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  initContainers:\n  \
+             - {init}\n  containers:\n  - {app}\n"
+        )
+    };
+    let e = error(&pod(
+        "{name: setup, image: a:1, readinessProbe: {tcpSocket: {port: 80}}}",
+        "{name: app, image: b:1}",
+    ));
+    assert!(
+        e.contains("spec.initContainers[0].readinessProbe: may not be set for init containers"),
+        "{e}"
+    );
+    let e = error(&pod("{name: app, image: a:1}", "{name: app, image: b:1}"));
+    assert!(
+        e.contains("spec.containers[0].name: app is used twice"),
+        "{e}"
+    );
+    let e = error(&pod("{name: setup, image: ''}", "{name: app, image: b:1}"));
+    assert!(
+        e.contains("spec.initContainers[0].image: an image is required"),
+        "{e}"
+    );
+    let e = error(&pod(
+        "{name: setup, image: a:1}",
+        "{name: app, image: b:1, restartPolicy: Always}",
+    ));
+    assert!(
+        e.contains("spec.containers[0].restartPolicy: may not be set for non-init containers"),
+        "{e}"
+    );
+    let e = error(&pod(
+        "{name: proxy, image: a:1, restartPolicy: Always, ports: [{containerPort: 8080}]}",
+        "{name: app, image: b:1, ports: [{containerPort: 8080}]}",
+    ));
+    assert!(
+        e.contains("spec.containers[0].ports[0].containerPort: 8080/TCP is declared by containers proxy and app"),
+        "{e}"
+    );
+    let e = error(&pod(
+        "{name: setup, image: a:1, restartPolicy: OnFailure}",
+        "{name: app, image: b:1}",
+    ));
+    assert!(e.contains("restartPolicy"), "{e}");
+    // A sidecar may be probed; an init container that runs alone may
+    // declare a port an app container declares too.
+    parse_str(&pod(
+        "{name: proxy, image: a:1, restartPolicy: Always, readinessProbe: {tcpSocket: {port: 80}}}",
+        "{name: app, image: b:1}",
+    ), "ok.yaml")
+    .unwrap();
+    parse_str(
+        &pod(
+            "{name: setup, image: a:1, ports: [{containerPort: 8080}]}",
+            "{name: app, image: b:1, ports: [{containerPort: 8080}]}",
+        ),
+        "ok.yaml",
+    )
+    .unwrap();
+}

@@ -174,6 +174,11 @@ pub enum RestartPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PodSpec {
     pub containers: Vec<Container>,
+    /// Run one after another to completion before `containers` start;
+    /// those with `restartPolicy: Always` are sidecars, started in their
+    /// turn and kept running beside the app containers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
     #[serde(default = "default_grace")]
@@ -280,6 +285,36 @@ pub struct Container {
     /// that fails has the end of its log as its terminated message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_message_policy: Option<String>,
+    /// `Always` on an init container makes it a sidecar (Kubernetes 1.29's
+    /// native sidecars); app containers follow the pod's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<ContainerRestartPolicy>,
+}
+
+/// The one restart policy a container may set for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerRestartPolicy {
+    Always,
+}
+
+impl Container {
+    /// An init container that keeps running beside the app's.
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy == Some(ContainerRestartPolicy::Always)
+    }
+}
+
+impl PodSpec {
+    /// Every container of the pod: init containers (sidecars among them)
+    /// first, in the order they start.
+    pub fn all_containers(&self) -> impl Iterator<Item = &Container> {
+        self.init_containers.iter().chain(&self.containers)
+    }
+
+    /// The sidecars: init containers that keep running.
+    pub fn sidecars(&self) -> impl Iterator<Item = &Container> {
+        self.init_containers.iter().filter(|c| c.is_sidecar())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,10 +64,12 @@ impl PodStatus {
             .map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0))
     }
 
+    /// The status of container `name`, an app or an init container.
     pub fn container(&self, name: &str) -> Option<&ContainerStatus> {
         self.kube
             .container_statuses
             .iter()
+            .chain(&self.kube.init_container_statuses)
             .flatten()
             .find(|c| c.name == name)
     }

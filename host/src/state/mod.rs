@@ -229,7 +229,7 @@ fn update_pod(new: &crate::spec::objects::Pod, old: &Object) -> Result<crate::sp
         let mut spec = spec.clone();
         // A default spelt out (or stored so by an older berth) is no change.
         crate::spec::defaults::canonical(&mut spec);
-        for c in &mut spec.containers {
+        for c in spec.containers.iter_mut().chain(&mut spec.init_containers) {
             c.image.clear();
         }
         if spec.node_name.is_none() {

@@ -1,0 +1,83 @@
+//! What the containers of one run of a pod share, whichever of them runs
+//! when: its ports on localhost and, for Linux containers, its network
+//! namespace (Kubernetes' pod sandbox).
+//!
+//! The network is made by the first Linux container that starts and held
+//! open here, not by that container's process: an init container that has
+//! finished, or a sidecar restarting, leaves it standing for the
+//! containers after it. Its way out (pasta) and its way to Services live as
+//! long as it does: until the pod's run ends.
+
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::spec::objects::Pod;
+
+pub(crate) struct Sandbox {
+    /// The pod's directory: volumes, logs, its /etc/hosts.
+    pub dir: PathBuf,
+    /// The ports the app containers and sidecars declare, each answered by
+    /// the container that declares it once it runs.
+    pub ports: Arc<crate::router::PodPorts>,
+    /// The pod's network namespace once a Linux container has made it.
+    network: parking_lot::Mutex<Option<std::fs::File>>,
+    /// Ends what serves the network (pasta, the Services listener).
+    network_ends: CancellationToken,
+}
+
+impl Sandbox {
+    pub fn new(pod: &Pod, dir: PathBuf) -> Sandbox {
+        let declared = pod
+            .spec
+            .containers
+            .iter()
+            .chain(pod.spec.sidecars())
+            .flat_map(|c| c.ports.iter().map(|p| p.container_port))
+            .collect();
+        Sandbox {
+            dir,
+            ports: Arc::new(crate::router::PodPorts::new(declared)),
+            network: parking_lot::Mutex::new(None),
+            network_ends: CancellationToken::new(),
+        }
+    }
+
+    /// A path that opens the pod's network namespace, once there is one:
+    /// the descriptor this holds, seen from outside (a container's init is
+    /// another process).
+    pub fn network(&self) -> Option<PathBuf> {
+        let held = self.network.lock();
+        let fd = held.as_ref()?.as_raw_fd();
+        Some(
+            Path::new("/proc")
+                .join(std::process::id().to_string())
+                .join(format!("fd/{fd}")),
+        )
+    }
+
+    /// Keeps the namespace at `netns` (a container's, just made) as the
+    /// pod's, for as long as the run lasts; the token ends with it.
+    pub fn hold_network(&self, netns: &Path) -> std::io::Result<(PathBuf, CancellationToken)> {
+        let file = std::fs::File::open(netns)?;
+        *self.network.lock() = Some(file);
+        let path = self
+            .network()
+            .ok_or_else(|| std::io::Error::other("the pod's network went as it was made"))?;
+        Ok((path, self.network_ends.clone()))
+    }
+
+    /// The pod is done: its network goes (its containers are gone).
+    pub fn release_network(&self) {
+        self.network_ends.cancel();
+        self.network.lock().take();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.network_ends.cancel();
+    }
+}
