@@ -220,8 +220,22 @@ fn pod(namespace: &str, name: &str) -> anyhow::Result<()> {
         field(0, "Message", message);
     }
     controlled_by(&pod.metadata);
-    println!("Containers:");
     // Statuses are in the containers' order, as berth's kubelet writes them.
+    if let Some(inits) = spec.init_containers.as_deref().filter(|c| !c.is_empty()) {
+        println!("Init Containers:");
+        let statuses = status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default();
+        for (i, c) in inits.iter().enumerate() {
+            container(c);
+            if c.restart_policy.as_deref() == Some("Always") {
+                field(2, "Restart Policy", "Always (sidecar)");
+            }
+            container_status(statuses.get(i));
+        }
+    }
+    println!("Containers:");
     let statuses = status.container_statuses.as_deref().unwrap_or_default();
     for (i, c) in spec.containers.iter().enumerate() {
         container(c);
