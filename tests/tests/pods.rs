@@ -357,3 +357,67 @@ spec:
     let pods = berth_tests::kube::kubectl(home.path(), &["get", "pods", "-o", "name"]);
     assert_eq!(pods.stdout, "");
 }
+
+#[test]
+fn a_memory_backed_empty_dir_is_a_tmpfs_of_its_size_limit_gone_with_the_pod() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    build_image(home.path(), Path::new(berth_tests::guests::TOOL), "tool:1");
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    apply(
+        home.path(),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: cached}
+spec:
+  initContainers:
+  - name: fill
+    image: busybox:1
+    command: [sh, -c, 'grep " /cache " /proc/mounts | cut -d" " -f3; echo kept > /cache/note; dd if=/dev/zero of=/cache/big bs=1k count=2048 2>&1; rm -f /cache/big']
+    volumeMounts: [{name: cache, mountPath: /cache}]
+  containers:
+  - name: reader
+    image: tool:1
+    imagePullPolicy: Never
+    args: [read, /cache/note]
+    volumeMounts: [{name: cache, mountPath: /cache}]
+  restartPolicy: Never
+  volumes: [{name: cache, emptyDir: {medium: Memory, sizeLimit: 1Mi}}]
+"#,
+    );
+    wait_for_named(home.path(), "cached", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let logs = |container: &str| {
+        berth_tests::ok(berth_tests::kube::kubectl(
+            home.path(),
+            &["logs", "cached", "-c", container],
+        ))
+        .stdout
+    };
+    // A tmpfs, full at its sizeLimit; what one container wrote the other read.
+    let fill = logs("fill");
+    assert!(fill.starts_with("tmpfs\n"), "{fill}");
+    assert!(fill.contains("No space left on device"), "{fill}");
+    assert_eq!(logs("reader"), "kept\n");
+    let pod = wait_for_named(home.path(), "cached", |_| true);
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_owned();
+    berth_tests::ok(berth_tests::kube::kubectl(
+        home.path(),
+        &["delete", "pod", "cached", "--wait=true", "--timeout=60s"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let dir = home.path().join("pods").join(&uid);
+        if !mounts.contains(&uid) && !dir.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still mounted or there",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

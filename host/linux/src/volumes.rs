@@ -265,3 +265,40 @@ fn open_level(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<OwnedFd, Er
         Mode::empty(),
     )
 }
+
+/// Makes the directory `dir` (a pod's emptyDir) a tmpfs of at most
+/// `size` bytes (the kernel's default, half the memory, when None),
+/// writable by every user as an emptyDir is. Already one: left as it is
+/// (a pod's next run keeps its data, as a pod's restarted containers do).
+pub fn memory_backed(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    if rustix::fs::stat(dir)?.st_dev != rustix::fs::stat(parent)?.st_dev {
+        return Ok(());
+    }
+    let mut options = String::from("mode=0777");
+    if let Some(size) = size {
+        options.push_str(&format!(",size={size}"));
+    }
+    let options = std::ffi::CString::new(options).map_err(std::io::Error::other)?;
+    rustix::mount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some(options.as_c_str()),
+    )?;
+    Ok(())
+}
+
+/// Unmounts whatever is mounted on the entries of `dir` (a pod's
+/// volumes), so the directory can go.
+pub fn unmount_all_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        // Not a mount point (EINVAL) is the common case.
+        let _ = rustix::mount::unmount(entry.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}

@@ -285,7 +285,7 @@ impl Kubelet {
                 let state = self.context.state.clone();
                 self.stopping.spawn(async move {
                     let _ = worker.task.await;
-                    let _ = tokio::fs::remove_dir_all(dir).await;
+                    sandbox::remove_pod_dir(dir).await;
                     if let Some((namespace, name, _)) = finish {
                         finish_deletion(state, namespace, name, uid).await;
                     }
@@ -317,6 +317,7 @@ impl Kubelet {
         self.replacing.retain(|uid, (task, _)| {
             let keep = wanted.contains_key(uid) || !task.is_finished();
             if !keep {
+                crate::runtime::linux::unmount_all_in(&pods_dir.join(uid).join("volumes"));
                 let _ = std::fs::remove_dir_all(pods_dir.join(uid));
             }
             keep
@@ -451,6 +452,7 @@ impl Kubelet {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) && !self.workers.contains_key(&name) {
+                crate::runtime::linux::unmount_all_in(&entry.path().join("volumes"));
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -829,6 +831,10 @@ async fn run_pod(
         stop_grace,
         started_at: status::now(),
     };
+    for warning in run.sandbox.memory_volumes(&run.pod) {
+        run.context
+            .event(&run.pod, "Warning", "FailedMount", &warning);
+    }
     let Some(sidecars) = init::initialize(&run, &cancel).await else {
         return;
     };

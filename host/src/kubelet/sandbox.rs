@@ -69,11 +69,48 @@ impl Sandbox {
         Ok((path, self.network_ends.clone()))
     }
 
+    /// Makes the pod's `medium: Memory` emptyDirs tmpfs mounts (sized by
+    /// `sizeLimit`, else by the pod's memory limits where every container
+    /// has one); what could not be is said in the result, and that volume
+    /// stays a directory on disk.
+    pub fn memory_volumes(&self, pod: &Pod) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let limits: Option<u64> = pod
+            .spec
+            .all_containers()
+            .map(|c| c.resources.limits.memory.and_then(|q| q.to_bytes()))
+            .sum();
+        for volume in &pod.spec.volumes {
+            let Some(empty) = volume.empty_dir.as_ref().filter(|e| e.in_memory()) else {
+                continue;
+            };
+            let size = empty.size_limit.and_then(|q| q.to_bytes()).or(limits);
+            let path = self.dir.join("volumes").join(&volume.name);
+            if let Err(e) = crate::runtime::linux::memory_backed(&path, size) {
+                warnings.push(format!(
+                    "volume {}: a tmpfs could not be mounted ({e}): it is a directory on disk",
+                    volume.name
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The pod is done: its network goes (its containers are gone).
     pub fn release_network(&self) {
         self.network_ends.cancel();
         self.network.lock().take();
     }
+}
+
+/// Removes a pod's directory, once nothing of the pod runs: its
+/// memory-backed volumes unmounted first.
+pub(crate) async fn remove_pod_dir(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::runtime::linux::unmount_all_in(&dir.join("volumes"));
+        std::fs::remove_dir_all(&dir)
+    })
+    .await;
 }
 
 impl Drop for Sandbox {

@@ -1262,6 +1262,15 @@ fn validate_pod_spec(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
                 }
             }
         }
+        if let Some(medium) = volume.empty_dir.as_ref().and_then(|e| e.medium.as_deref())
+            && !medium.is_empty()
+            && medium != "Memory"
+        {
+            return Err(invalid(
+                format!("{vpath}.emptyDir.medium"),
+                format!("{medium:?}: berth has the host's disk (\"\") and Memory"),
+            ));
+        }
         if let Some(host) = &volume.host_path
             && !host.path.starts_with('/')
         {

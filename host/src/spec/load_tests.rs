@@ -592,3 +592,19 @@ fn init_containers_are_checked_as_containers_and_named_with_the_app_s() {
     )
     .unwrap();
 }
+
+#[test]
+fn an_empty_dir_is_on_disk_or_in_memory() {
+    let pod = |medium: &str| {
+        format!(
+            "{POD_HEAD}  - {{name: a, image: a:1}}\n  volumes: [{{name: v, emptyDir: {{medium: {medium}}}}}]\n"
+        )
+    };
+    let e = error(&pod("HugePages"));
+    assert!(
+        e.contains("spec.volumes[0].emptyDir.medium: \"HugePages\""),
+        "{e}"
+    );
+    parse_str(&pod("Memory"), "ok.yaml").unwrap();
+    parse_str(&pod("''"), "ok.yaml").unwrap();
+}

@@ -592,8 +592,18 @@ fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::E
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EmptyDir {
+    /// For `medium: Memory`, the tmpfs's size; for a directory, recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<Quantity>,
+    /// `Memory`: a tmpfs; empty or unset: a directory on the host's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+}
+
+impl EmptyDir {
+    pub fn in_memory(&self) -> bool {
+        self.medium.as_deref() == Some("Memory")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
