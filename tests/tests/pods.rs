@@ -421,3 +421,69 @@ spec:
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn a_service_reaches_a_sidecar_on_its_port_and_the_app_on_its_own() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::HELLO),
+        "hello:1",
+    );
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let ingress = daemon.ingress();
+    apply(
+        home.path(),
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: fronted, labels: {app: fronted}}
+spec:
+  initContainers:
+  - name: status
+    image: busybox:1
+    restartPolicy: Always
+    command: [sh, -c, 'mkdir /www; echo from the sidecar > /www/index.html; exec httpd -f -p 9000 -h /www']
+    ports: [{containerPort: 9000, name: status}]
+  containers:
+  - {name: app, image: 'hello:1', imagePullPolicy: Never, ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: fronted}
+spec:
+  selector: {app: fronted}
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: http-status, port: 9000, targetPort: status}]
+"#,
+    );
+    wait_for_named(home.path(), "fronted", berth_tests::kube::is_ready);
+    let via = |path: &'static str| {
+        let ingress = ingress.clone();
+        async move {
+            berth_tests::send(
+                "GET",
+                &format!("{ingress}{path}"),
+                &[("host", "fronted.localhost")],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    let app = via("/hi").await;
+    assert_eq!(
+        (app.status, app.text()),
+        (200, "hello from /hi\n".to_owned())
+    );
+    // The Service's second port is the sidecar's, over the Service's
+    // virtual address as a pod reaches it.
+    let service = berth_tests::kube::kubectl(
+        home.path(),
+        &["get", "svc", "fronted", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    let ip = berth_tests::ok(service).stdout;
+    let reply = get(&format!("http://{ip}:9000/")).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "from the sidecar\n")
+    );
+}

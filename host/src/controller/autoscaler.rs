@@ -628,7 +628,8 @@ fn propose(
                 (0.0, 0.0, 0usize, 0usize, 0.0);
             for Member { pod, uid, ready } in pods {
                 let mut request = 0.0;
-                for c in &pod.spec.containers {
+                // Sidecars run beside the app and are measured with it.
+                for c in pod.spec.containers.iter().chain(pod.spec.sidecars()) {
                     let asked = if cpu {
                         c.resources.requests.cpu
                     } else {

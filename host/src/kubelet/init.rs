@@ -282,6 +282,15 @@ async fn keep_sidecar(
                     "Started",
                     &format!("Started sidecar container {}", container.name),
                 );
+                let slot = pod
+                    .spec
+                    .sidecars()
+                    .zip(&run.sandbox.sidecars)
+                    .find(|(c, _)| c.name == container.name)
+                    .map(|(_, slot)| slot.clone());
+                if let Some(slot) = &slot {
+                    slot.set(Some(running.workload.clone()));
+                }
                 let running = [running];
                 start::serve_wasm_ports_in_pod_network(
                     &run.sandbox,
@@ -316,6 +325,9 @@ async fn keep_sidecar(
                     failures = 0;
                 }
                 let [running] = running;
+                if let Some(slot) = &slot {
+                    slot.set(None);
+                }
                 running.workload.stop(run.grace()).await;
                 let exited = running.workload.exited().now_or_never();
                 attempt.cancel();

@@ -886,33 +886,43 @@ async fn run_apps(
                         &format!("Started container {}", c.name),
                     );
                 }
-                let endpoint = Arc::new(crate::router::PodEndpoint::new(
-                    uid.to_owned(),
-                    pod.metadata
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".into()),
-                    pod.metadata.name.clone(),
-                    pod.metadata.labels.clone(),
-                    running
-                        .iter()
-                        .map(|c| crate::router::ContainerEndpoint {
-                            name: c.name.clone(),
-                            ports: c.ports.clone(),
-                            workload: c.workload.clone(),
-                        })
-                        .collect(),
-                    // Checked when the pod was applied; a pod stored
-                    // before that check says so and runs unlimited.
-                    crate::spec::objects::max_concurrency(&pod.metadata).unwrap_or_else(|e| {
-                        tracing::warn!(
-                            "pod {}: {}: {e}; no limit",
-                            pod.metadata.name,
-                            crate::spec::objects::CONCURRENCY_ANNOTATION
-                        );
-                        None
-                    }),
-                ));
+                let endpoint =
+                    Arc::new(crate::router::PodEndpoint::new(
+                        uid.to_owned(),
+                        pod.metadata
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into()),
+                        pod.metadata.name.clone(),
+                        pod.metadata.labels.clone(),
+                        running
+                            .iter()
+                            .map(|c| crate::router::ContainerEndpoint {
+                                name: c.name.clone(),
+                                ports: c.ports.clone(),
+                                workload: c.workload.clone(),
+                                sidecar: false,
+                            })
+                            .chain(pod.spec.sidecars().zip(&run.sandbox.sidecars).map(
+                                |(c, slot)| crate::router::ContainerEndpoint {
+                                    name: c.name.clone(),
+                                    ports: c.ports.clone(),
+                                    workload: slot.clone(),
+                                    sidecar: true,
+                                },
+                            ))
+                            .collect(),
+                        // Checked when the pod was applied; a pod stored
+                        // before that check says so and runs unlimited.
+                        crate::spec::objects::max_concurrency(&pod.metadata).unwrap_or_else(|e| {
+                            tracing::warn!(
+                                "pod {}: {}: {e}; no limit",
+                                pod.metadata.name,
+                                crate::spec::objects::CONCURRENCY_ANNOTATION
+                            );
+                            None
+                        }),
+                    ));
                 context.routes.add_pod(endpoint.clone());
                 let ran_from = tokio::time::Instant::now();
                 for c in &running {

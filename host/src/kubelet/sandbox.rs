@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::{Body, BoxFuture, GuestFailure, ServeError, Workload};
 use crate::spec::objects::Pod;
 
 pub(crate) struct Sandbox {
@@ -22,6 +23,8 @@ pub(crate) struct Sandbox {
     /// The ports the app containers and sidecars declare, each answered by
     /// the container that declares it once it runs.
     pub ports: Arc<crate::router::PodPorts>,
+    /// Each sidecar as Services reach it: whichever run of it is current.
+    pub sidecars: Vec<Arc<SidecarSlot>>,
     /// The pod's network namespace once a Linux container has made it.
     network: parking_lot::Mutex<Option<std::fs::File>>,
     /// Ends what serves the network (pasta, the Services listener).
@@ -40,6 +43,16 @@ impl Sandbox {
         Sandbox {
             dir,
             ports: Arc::new(crate::router::PodPorts::new(declared)),
+            sidecars: pod
+                .spec
+                .sidecars()
+                .map(|c| {
+                    Arc::new(SidecarSlot {
+                        name: format!("{}/{}", pod.metadata.name, c.name),
+                        current: parking_lot::RwLock::new(None),
+                    })
+                })
+                .collect(),
             network: parking_lot::Mutex::new(None),
             network_ends: CancellationToken::new(),
         }
@@ -100,6 +113,80 @@ impl Sandbox {
     pub fn release_network(&self) {
         self.network_ends.cancel();
         self.network.lock().take();
+    }
+}
+
+/// A sidecar as the router holds it among the pod's containers: its runs
+/// come and go (it is restarted on its own), the pod's endpoint stays.
+pub(crate) struct SidecarSlot {
+    name: String,
+    current: parking_lot::RwLock<Option<Arc<dyn Workload>>>,
+}
+
+impl SidecarSlot {
+    /// The run now serving, or none while it restarts.
+    pub fn set(&self, workload: Option<Arc<dyn Workload>>) {
+        *self.current.write() = workload;
+    }
+
+    fn current(&self) -> Option<Arc<dyn Workload>> {
+        self.current.read().clone()
+    }
+
+    fn down(&self) -> ServeError {
+        ServeError::Guest {
+            workload: self.name.clone(),
+            failure: GuestFailure::Unreachable(format!("sidecar {} is restarting", self.name)),
+        }
+    }
+}
+
+impl Workload for SidecarSlot {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        self.serve_on(request, None)
+    }
+
+    fn serve_on(
+        &self,
+        request: http::Request<Body>,
+        port: Option<u16>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        match self.current() {
+            Some(workload) => workload.serve_on(request, port),
+            None => {
+                let down = self.down();
+                Box::pin(async move { Err(down) })
+            }
+        }
+    }
+
+    fn connect(
+        &self,
+        port: Option<u16>,
+    ) -> Option<BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>> {
+        match self.current() {
+            Some(workload) => workload.connect(port),
+            None => {
+                let down = self.down().to_string();
+                Some(Box::pin(async move {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        down,
+                    ))
+                }))
+            }
+        }
+    }
+
+    fn usage(&self) -> crate::runtime::Usage {
+        self.current().map(|w| w.usage()).unwrap_or_default()
     }
 }
 

@@ -71,6 +71,9 @@ pub struct ContainerEndpoint {
     pub name: String,
     pub ports: Vec<ContainerPort>,
     pub workload: Arc<dyn Workload>,
+    /// A sidecar: served on the ports it declares, never the pod's
+    /// fallback for a port none declares.
+    pub sidecar: bool,
 }
 
 impl PodEndpoint {
@@ -134,7 +137,7 @@ impl PodEndpoint {
     }
 
     /// The container serving `target` and the port number to call it on.
-    /// A pod of one container serves a target none of its ports declares,
+    /// A pod of one app container serves a target none of its ports declares,
     /// on the number given, as Kubernetes does (a Linux container must
     /// listen there; wasm answers on any port); a name it does not declare
     /// leaves the container's first port.
@@ -153,7 +156,15 @@ impl PodEndpoint {
                 IntOrString::Int(n) => u16::try_from(*n).ok(),
                 IntOrString::String(_) => None,
             };
-            (self.containers.len() == 1).then_some((0, number))
+            let mut apps = self
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.sidecar);
+            match (apps.next(), apps.next()) {
+                (Some((i, _)), None) => Some((i, number)),
+                _ => None,
+            }
         })
     }
 
