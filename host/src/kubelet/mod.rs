@@ -518,6 +518,7 @@ struct Observed {
     name: String,
     image: String,
     endpoint: String,
+    runtime: &'static str,
     started: bool,
     ready: bool,
 }
@@ -565,6 +566,10 @@ fn running_status(
             .iter()
             .filter(|c| !c.endpoint.is_empty())
             .map(|c| (c.name.clone(), c.endpoint.clone()))
+            .collect(),
+        runtimes: containers
+            .iter()
+            .map(|c| (c.name.clone(), c.runtime.to_owned()))
             .collect(),
     }
 }
@@ -687,6 +692,7 @@ async fn supervise(
             name: r.name.clone(),
             image: r.image.clone(),
             endpoint: r.endpoint.to_string(),
+            runtime: if r.linux.is_some() { "linux" } else { "wasm" },
             started: spec.startup_probe.is_none(),
             ready: spec.startup_probe.is_none() && spec.readiness_probe.is_none(),
         })

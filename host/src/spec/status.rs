@@ -37,6 +37,9 @@ pub struct PodStatus {
     /// `127.0.0.1:PORT` by container name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<String, String>,
+    /// `wasm` or `linux` by container name: the runtime each runs on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtimes: BTreeMap<String, String>,
 }
 
 impl PodStatus {
