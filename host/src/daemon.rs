@@ -211,20 +211,45 @@ pub async fn serve(
         crate::api::pki::kubeconfig(&credentials, api_bound).as_bytes(),
     )
     .context("writing the kubeconfig")?;
+    // The dashboard, on its own host of the ingress and under /ui/ on the
+    // API port; its sign-in links are minted through the API.
+    let history = Arc::new(crate::dashboard::History::default());
+    let history_task = tokio::spawn(history.clone().keep(
+        metrics.http.clone(),
+        table.clone(),
+        shutdown.clone(),
+    ));
+    let dashboard = crate::dashboard::Dashboard::new(
+        crate::api::kube_router(kube.clone()),
+        history,
+        ingress_address,
+        api_bound,
+        shutdown.clone(),
+    );
+    {
+        let dashboard = dashboard.clone();
+        ingress.serve_own_host(
+            crate::dashboard::HOST,
+            Arc::new(move |request| dashboard.serve(request)),
+        );
+    }
     let https_api = tokio::spawn(crate::api::serve_tls(
         api_listener,
         credentials.server.clone(),
-        crate::api::with_token(
-            crate::api::kube_router(kube.clone()),
+        dashboard.under_ui().merge(crate::api::with_token(
+            crate::api::kube_router(kube.clone()).merge(dashboard.admin_router()),
             credentials.token.clone(),
-        ),
+        )),
         shutdown.clone(),
     ));
     // The socket's owner is trusted: the Kubernetes API without a token.
     let api = tokio::spawn(
-        axum::serve(listener, crate::api::kube_router(kube.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            crate::api::kube_router(kube.clone()).merge(dashboard.admin_router()),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     // Scripts and tests read this line to know the daemon is up.
     println!("berth: daemon serving {}", socket.display());
@@ -319,6 +344,7 @@ pub async fn serve(
     let _ = api.await;
     let _ = https_api.await;
     let _ = sampler.await;
+    let _ = history_task.await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod daemon;
+pub mod dashboard;
 pub mod home;
 pub mod image;
 pub mod kubelet;

@@ -3,6 +3,7 @@
 
 mod apply;
 mod build;
+mod dashboard;
 mod describe;
 mod images;
 mod kube;
@@ -126,6 +127,8 @@ enum Command {
     Create(apply::CreateArgs),
     /// Show an object's state and its events.
     Describe(describe::DescribeArgs),
+    /// Print a one-time sign-in link to the web dashboard.
+    Dashboard(dashboard::DashboardArgs),
     /// List the containers the daemon runs.
     Ps,
     /// Print what a pod's container wrote to stdout and stderr.
@@ -164,6 +167,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Scale(args) => kube::scale(args),
         Command::Create(args) => apply::create(args),
         Command::Describe(args) => describe::describe(args),
+        Command::Dashboard(args) => dashboard::dashboard(args),
         Command::Ps => kube::ps(),
         Command::Logs(args) => kube::logs(args),
         Command::Rollout { command } => rollout::rollout(command),

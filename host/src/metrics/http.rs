@@ -8,6 +8,8 @@
 //! values are bounded: the namespace and service (objects someone made),
 //! a method from a fixed list (others are `OTHER`), a status class.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -52,7 +54,37 @@ type Durations = Family<ServiceLabels, Histogram, fn() -> Histogram>;
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: Durations,
+    /// The same requests per service, in counters berth reads itself (for
+    /// the dashboard's history): prometheus-client's are write-only.
+    totals: parking_lot::Mutex<HashMap<(String, String), Arc<ServiceTotals>>>,
 }
+
+/// One service's requests since berth started: how many, how many failed
+/// (5xx), and how long they took, in [`BUCKETS`] (and one past the last).
+#[derive(Debug, Default)]
+pub struct ServiceTotals {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub buckets: [AtomicU64; BUCKETS.len() + 1],
+}
+
+impl ServiceTotals {
+    fn count(&self, seconds: f64, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The upper bounds of [`ServiceTotals::buckets`], in seconds (the last
+/// bucket has none).
+pub const DURATION_BUCKETS: &[f64] = &BUCKETS;
 
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
@@ -63,6 +95,7 @@ impl HttpMetrics {
         let metrics = HttpMetrics {
             requests: Family::default(),
             durations: Family::new_with_constructor(histogram),
+            totals: Default::default(),
         };
         registry.register(
             "berth_service_requests",
@@ -85,8 +118,15 @@ impl HttpMetrics {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
         };
+        let totals = self
+            .totals
+            .lock()
+            .entry((namespace.to_owned(), service.to_owned()))
+            .or_default()
+            .clone();
         let route = RouteMetrics {
             duration: self.durations.get_or_create_owned(&labels),
+            totals,
             labels,
             families: self.clone(),
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
@@ -101,6 +141,15 @@ impl HttpMetrics {
         }
         route
     }
+
+    /// Every service's totals, by (namespace, service).
+    pub fn totals(&self) -> Vec<((String, String), Arc<ServiceTotals>)> {
+        self.totals
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// One service's request counters, resolved.
@@ -110,6 +159,7 @@ pub struct RouteMetrics {
     labels: ServiceLabels,
     requests: [[OnceLock<Counter>; CLASSES.len()]; METHODS.len() + 1],
     duration: Histogram,
+    totals: Arc<ServiceTotals>,
 }
 
 /// A request being timed: [`RouteMetrics::end`] counts it.
@@ -132,10 +182,11 @@ impl RouteMetrics {
 
     /// Counts a request that got its response headers with `status`.
     pub fn end(&self, timing: Timing, status: StatusCode) {
-        self.duration
-            .observe(timing.started.elapsed().as_secs_f64());
+        let seconds = timing.started.elapsed().as_secs_f64();
+        self.duration.observe(seconds);
         let class = usize::from(status.as_u16() / 100).clamp(1, CLASSES.len()) - 1;
         self.counter(timing.method, class).inc();
+        self.totals.count(seconds, status.is_server_error());
     }
 
     fn counter(&self, method: usize, class: usize) -> &Counter {

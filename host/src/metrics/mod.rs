@@ -22,7 +22,7 @@ use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::registry::Registry;
 
-pub use self::http::{HttpMetrics, RouteMetrics, Timing};
+pub use self::http::{DURATION_BUCKETS, HttpMetrics, RouteMetrics, ServiceTotals, Timing};
 pub use controllers::ControllerMetrics;
 pub use pods::{PodsCollector, WorkloadCollector};
 pub use process::ProcessCollector;

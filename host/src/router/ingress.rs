@@ -124,7 +124,15 @@ pub struct Ingress {
     tasks: tokio_util::task::TaskTracker,
     /// What the TLS listener serves, by SNI.
     certificates: Arc<super::tls::Certificates>,
+    /// What answers for one host of berth's own (the dashboard's) rather
+    /// than a Service: the host and its server, once the daemon sets it.
+    own_host: std::sync::OnceLock<(&'static str, OwnHost)>,
 }
+
+/// A server for a host of berth's own on the ingress.
+pub type OwnHost = Arc<
+    dyn Fn(Request<Incoming>) -> crate::runtime::BoxFuture<'static, Response<Body>> + Send + Sync,
+>;
 
 impl Ingress {
     /// Binds the ingress on `address`; returns it and the address bound
@@ -156,6 +164,7 @@ impl Ingress {
             pod_runs: std::sync::atomic::AtomicU64::new(0),
             tasks: tokio_util::task::TaskTracker::new(),
             certificates: Arc::default(),
+            own_host: std::sync::OnceLock::new(),
         });
         let by_host = ingress.clone();
         ingress.tasks.spawn(super::accept(
@@ -163,7 +172,10 @@ impl Ingress {
             ingress.shutdown.clone(),
             drain,
             header_read,
-            move |request, peer| by_host.by_host(request, peer, false),
+            move |request, peer| match by_host.own_host(&request) {
+                Some(serve) => Either::Left(serve(request)),
+                None => Either::Right(by_host.by_host(request, peer, false)),
+            },
         ));
         Ok((ingress, bound))
     }
@@ -185,6 +197,21 @@ impl Ingress {
             move |request, peer| by_host.by_host(request, peer, true),
         ));
         Ok(bound)
+    }
+
+    /// Serves `host` (exactly, any port) with `serve` on the plain
+    /// listener, ahead of Services and Ingress rules; once.
+    pub fn serve_own_host(&self, host: &'static str, serve: OwnHost) {
+        let _ = self.own_host.set((host, serve));
+    }
+
+    fn own_host(&self, request: &Request<Incoming>) -> Option<OwnHost> {
+        let (host, serve) = self.own_host.get()?;
+        let named = match request.uri().authority() {
+            Some(authority) => authority.host(),
+            None => host_name(request.headers().get(http::header::HOST)?.to_str().ok()?),
+        };
+        named.eq_ignore_ascii_case(host).then(|| serve.clone())
     }
 
     /// The certificates the HTTPS listener serves from the next handshake.
