@@ -6,8 +6,17 @@ use std::process::Command;
 
 /// Package names; cargo names a cdylib's output with underscores (`tool`
 /// is a binary: a command component).
-/// (examples/shop's guests are built by its own berth.toml files.)
-const GUESTS: &[&str] = &["hello", "echo", "misbehave", "legacy-hello", "tool"];
+/// examples/shop's guests too, for the tests that run the shop.
+const GUESTS: &[&str] = &[
+    "hello",
+    "echo",
+    "misbehave",
+    "legacy-hello",
+    "tool",
+    "shop-front",
+    "shop-api",
+    "shop-stock",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -57,12 +66,14 @@ fn main() {
         );
     }
     let wasm_dir = target_dir.join("wasm32-wasip2/release");
+    // A library's file is named with underscores, a binary's as it is.
     for guest in GUESTS {
-        let path = wasm_dir.join(format!("{}.wasm", guest.replace('-', "_")));
+        let library = wasm_dir.join(format!("{}.wasm", guest.replace('-', "_")));
+        let binary = wasm_dir.join(format!("{guest}.wasm"));
         assert!(
-            path.exists(),
+            library.exists() || binary.exists(),
             "guest {guest} was not built at {}",
-            path.display()
+            library.display()
         );
     }
     println!("cargo:rustc-env=BERTH_GUESTS_DIR={}", wasm_dir.display());

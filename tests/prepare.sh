@@ -28,6 +28,10 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing
 # The metrics tests scrape berth with a real Prometheus and check every
 # /metrics page with its promtool.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+# The dashboard's tests drive a real browser: Debian's chromium, headless,
+# through its chromedriver (Debian package chromium-driver).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # kubectl and its kubectl.1.NN siblings come with the machine image (the
 # Debian package kubectl from the Cloud SDK's repository, which this
 # machine's package sources do not carry): say so if it is not there.

@@ -20,6 +20,10 @@ pub mod guests {
     pub const MISBEHAVE: &str = concat!(env!("BERTH_GUESTS_DIR"), "/misbehave.wasm");
     /// A command component (wasi:cli/run), run to completion.
     pub const TOOL: &str = concat!(env!("BERTH_GUESTS_DIR"), "/tool.wasm");
+    /// examples/shop's three services.
+    pub const SHOP_FRONT: &str = concat!(env!("BERTH_GUESTS_DIR"), "/shop-front.wasm");
+    pub const SHOP_API: &str = concat!(env!("BERTH_GUESTS_DIR"), "/shop-api.wasm");
+    pub const SHOP_STOCK: &str = concat!(env!("BERTH_GUESTS_DIR"), "/shop-stock.wasm");
     /// Built against wasi:http@0.2.0 with raw bindings.
     pub const LEGACY_HELLO: &str = concat!(env!("BERTH_GUESTS_DIR"), "/legacy_hello.wasm");
 }

@@ -1,0 +1,357 @@
+//! The web dashboard in a real browser: Debian's chromium, headless, driven
+//! through chromedriver. Screenshots of each page are kept under
+//! `target/tmp/dashboard/` as the run's artifacts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::kube::{build_image, kubectl, write};
+use berth_tests::{BerthRun, berth, busybox, guests, ok};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// chromedriver on a free port, with one headless chromium session; both
+/// ended when dropped.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+    /// Chromium's profile: every process of this browser names it.
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = berth_tests::free_port();
+        let profile = tempfile::tempdir().unwrap();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("chromedriver is needed (Debian packages chromium, chromium-driver): {e}")
+            });
+        assert!(
+            berth_tests::wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(20)),
+            "chromedriver did not listen on {port}"
+        );
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                // As root, chromium's sandbox cannot be; the page is ours.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1100",
+                         format!("--user-data-dir={}", profile.path().display())],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a chromium session through chromedriver");
+        Browser {
+            driver,
+            client: Some(client),
+            profile,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    /// The text of the page's `css` element once `done` says so.
+    async fn wait_for_text(&self, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(element) = self.client().find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                if done(&text) {
+                    return text;
+                }
+                last = text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let page = match self.client().find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        self.screenshot("failed").await;
+        panic!("{css} never showed what was wanted; last:\n{last}\nthe page:\n{page}");
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client().screenshot().await.expect("a screenshot");
+        let dir = artifacts();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        // Chromium's processes, wherever they went.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profile.path().display().to_string()])
+            .status();
+    }
+}
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard")
+}
+
+/// examples/shop's three images, as `berth up examples/shop` builds them.
+fn build_shop(home: &Path) {
+    build_image(home, Path::new(guests::SHOP_API), "api:latest");
+    build_image(home, Path::new(guests::SHOP_STOCK), "stock:latest");
+    let front = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::SHOP_FRONT, front.path().join("app.wasm")).unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop/front/static");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&examples)
+        .arg(front.path().join("static"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        front.path().join("berth.toml"),
+        "component = \"app.wasm\"\n[[files]]\nsource = \"static\"\nmount = \"/static\"\n",
+    )
+    .unwrap();
+    ok(berth(
+        home,
+        &[
+            "build",
+            front.path().to_str().unwrap(),
+            "-t",
+            "front:latest",
+        ],
+    ));
+}
+
+const TICKER: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  containers:
+  - {name: tick, image: busybox:1, command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done']}
+"#;
+
+#[tokio::test]
+async fn the_dashboard_shows_the_shop_live_scales_it_tails_logs_and_charts_traffic() {
+    let started = Instant::now();
+    let home = tempfile::tempdir().unwrap();
+    build_shop(home.path());
+    busybox::load(home.path(), "busybox:1");
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let ingress = daemon.ingress();
+    let port = ingress.rsplit(':').next().unwrap().to_owned();
+
+    // Without a session nothing is served: the page, the API behind it.
+    for path in ["/", "/app.js", "/k8s/api/v1/pods", "/dash/images"] {
+        let reply = berth_tests::send(
+            "GET",
+            &format!("{ingress}{path}"),
+            &[("host", "dashboard.localhost"), ("x-berth-dashboard", "1")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{path}: {}", reply.text());
+    }
+    let link = ok(berth(home.path(), &["dashboard"]))
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("http://dashboard.localhost:{port}/login?code=")),
+        "{link}"
+    );
+
+    eprintln!(
+        "{:?} dashboard test: starting the browser",
+        started.elapsed()
+    );
+    let browser = Browser::start().await;
+    eprintln!("{:?} dashboard test: signing in", started.elapsed());
+    browser.client().goto(&link).await.unwrap();
+    browser.wait_for_text("#connection", |t| t == "live").await;
+    // The link is good once: a second use is refused.
+    let again = berth_tests::send(
+        "GET",
+        &link.replace("dashboard.localhost", "127.0.0.1"),
+        &[("host", &format!("dashboard.localhost:{port}"))],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(again.status, 401, "{}", again.text());
+
+    eprintln!("{:?} dashboard test: applying the shop", started.elapsed());
+    // The shop, applied while the page is open, appears without a reload.
+    let files = tempfile::tempdir().unwrap();
+    let shop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop/shop.yaml");
+    ok(berth(home.path(), &["apply", "-f", shop.to_str().unwrap()]));
+    ok(berth(
+        home.path(),
+        &["apply", "-f", &write(files.path(), "ticker.yaml", TICKER)],
+    ));
+    browser
+        .wait_for_text("#pods", |t| t.matches("Running").count() >= 6)
+        .await;
+    browser
+        .wait_for_text("#deployments", |t| t.contains("api 3/3"))
+        .await;
+    browser.screenshot("overview").await;
+
+    eprintln!("{:?} dashboard test: scaling", started.elapsed());
+    // Scale api to 5 in the page: 5 Ready.
+    let input = browser
+        .client()
+        .find(Locator::Css(r#"input[data-scale*='"api"']"#))
+        .await
+        .unwrap();
+    input.click().await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys("5\u{E004}").await.unwrap(); // then Tab: the change is made
+    browser
+        .wait_for_text("#deployments", |t| t.contains("api 5/5"))
+        .await;
+    let replicas = ok(kubectl(
+        home.path(),
+        &[
+            "get",
+            "deploy",
+            "api",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+    ));
+    assert_eq!(replicas.stdout, "5");
+    // And what the scale did, as the events of what it acted on.
+    browser
+        .wait_for_text("#events", |t| {
+            t.contains("Events of api since: scaled deployment api to 5")
+                && t.contains("ScalingReplicaSet")
+                && t.contains("to 5")
+        })
+        .await;
+
+    eprintln!("{:?} dashboard test: logs", started.elapsed());
+    // A pod's log, followed: a line that was not there arrives.
+    browser
+        .client()
+        .goto(&format!(
+            "http://dashboard.localhost:{port}/#/pod/default/ticker"
+        ))
+        .await
+        .unwrap();
+    let first = browser.wait_for_text("#log", |t| t.contains("tick ")).await;
+    let last_seen = first.lines().filter(|l| l.starts_with("tick ")).count();
+    let later = browser
+        .wait_for_text("#log", |t| {
+            t.lines().filter(|l| l.starts_with("tick ")).count() > last_seen + 1
+        })
+        .await;
+    assert!(
+        later.contains(&format!("tick {}", last_seen + 1)),
+        "{later}"
+    );
+    // Searched, only what matches stays.
+    let search = browser
+        .client()
+        .find(Locator::Css("#log-search"))
+        .await
+        .unwrap();
+    search.send_keys("tick 2").await.unwrap();
+    let found = browser
+        .wait_for_text("#log", |t| {
+            !t.is_empty() && t.lines().all(|l| l.contains("tick 2"))
+        })
+        .await;
+    assert!(found.lines().any(|l| l == "tick 2"), "{found}");
+    browser.screenshot("pod").await;
+
+    eprintln!("{:?} dashboard test: charts", started.elapsed());
+    // A burst of requests, then the api Service's chart shows their rate.
+    for _ in 0..200 {
+        let reply = berth_tests::send(
+            "GET",
+            &format!("{ingress}/api/products"),
+            &[("host", "api.localhost")],
+            Vec::new(),
+        )
+        .await;
+        assert!(reply.status < 500, "{}", reply.text());
+    }
+    browser
+        .client()
+        .goto(&format!(
+            "http://dashboard.localhost:{port}/#/service/default/api"
+        ))
+        .await
+        .unwrap();
+    // Its figure drawn, and the points behind it holding the burst.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let points = browser
+            .client()
+            .execute(
+                "const f = document.querySelector('figure[data-title=\"Requests per second\"]');\
+                 return f ? Number(f.dataset.points || 0) : 0;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if points.as_u64().unwrap_or(0) > 0 && chart_has_traffic(&browser).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the api chart never showed the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    browser.screenshot("service").await;
+
+    eprintln!("{:?} dashboard test: images", started.elapsed());
+    browser
+        .client()
+        .goto(&format!("http://dashboard.localhost:{port}/#/images"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("main", |t| {
+            t.contains("api:latest") && t.contains("busybox:1")
+        })
+        .await;
+    browser.screenshot("images").await;
+    if let Some(client) = browser.client.clone() {
+        client.close().await.unwrap();
+    }
+}
+
+/// Whether the service chart's points include a rate above zero.
+async fn chart_has_traffic(browser: &Browser) -> bool {
+    let series = browser
+        .client()
+        .execute(
+            "return fetch('dash/series?service=default/api', {headers: {'X-Berth-Dashboard': '1'}})\
+             .then(r => r.json());",
+            vec![],
+        )
+        .await;
+    match series {
+        Ok(series) => series["rate"]
+            .as_array()
+            .is_some_and(|rates| rates.iter().any(|r| r.as_f64().unwrap_or(0.0) > 1.0)),
+        Err(_) => false,
+    }
+}
