@@ -197,16 +197,26 @@ spec:
         status == "Init:CrashLoopBackOff" && *restarts >= 2
     });
     assert_eq!(ready, "0/1");
-    let logs = berth_tests::ok(berth_tests::kube::kubectl(
-        home.path(),
-        &["logs", "retried", "-c", "broken"],
-    ));
-    assert_eq!(logs.stdout, "cannot migrate\n");
-    let previous = berth_tests::ok(berth_tests::kube::kubectl(
-        home.path(),
-        &["logs", "retried", "-c", "broken", "--previous"],
-    ));
-    assert_eq!(previous.stdout, "cannot migrate\n");
+    // Its log, and the run's before (the current run may have just begun
+    // and said nothing yet: asked again until it has).
+    for args in [&["-c", "broken"][..], &["-c", "broken", "--previous"]] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = vec!["logs", "retried"];
+            all.extend_from_slice(args);
+            let logs = berth_tests::kube::kubectl(home.path(), &all);
+            if logs.success && logs.stdout == "cannot migrate\n" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{args:?}: {}{}",
+                logs.stdout,
+                logs.stderr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let pod = wait_for_named(home.path(), "retried", |_| true);
     assert_eq!(pod["status"]["phase"], "Pending", "{pod:#}");
     let broken = &pod["status"]["initContainerStatuses"][1];

@@ -222,13 +222,7 @@ async fn complete(
         };
         failures += 1;
         let delay = context.backoff.delay(failures);
-        let reason = waiting_reason(failure.reason, delay);
-        let mut shown = waiting(container, runs, reason, Some(&failure.message));
-        shown.last_state = last.clone().map(|t| ContainerState {
-            terminated: Some(t),
-            ..ContainerState::default()
-        });
-        board.init(index, shown);
+        board.init(index, backing_off(container, runs, &failure, delay, &last));
         if !delay.is_zero() {
             context.event(
                 pod,
@@ -311,12 +305,9 @@ async fn keep_sidecar(
                         if o.started {
                             started.send_replace(true);
                         }
-                        let mut shown = running_status(container, runs, &since, o.ready, None);
+                        let mut shown =
+                            running_status(container, runs, &since, o.ready, last.clone());
                         shown.started = Some(o.started);
-                        shown.last_state = last.clone().map(|t| ContainerState {
-                            terminated: Some(t),
-                            ..ContainerState::default()
-                        });
                         board.init(index, shown);
                     },
                 )
@@ -382,13 +373,7 @@ async fn keep_sidecar(
         };
         failures += 1;
         let delay = context.backoff.delay(failures);
-        let reason = waiting_reason(failure.reason, delay);
-        let mut shown = waiting(container, runs, reason, Some(&failure.message));
-        shown.last_state = last.clone().map(|t| ContainerState {
-            terminated: Some(t),
-            ..ContainerState::default()
-        });
-        board.init(index, shown);
+        board.init(index, backing_off(container, runs, &failure, delay, &last));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -450,6 +435,28 @@ fn waiting(c: &Container, runs: u32, reason: &str, message: Option<&str>) -> Con
     }
 }
 
+/// A container waiting out its back-off after `failure`, its last run
+/// (if it ran) shown as its last state.
+fn backing_off(
+    c: &Container,
+    runs: u32,
+    failure: &StartFailure,
+    delay: Duration,
+    last: &Option<ContainerStateTerminated>,
+) -> ContainerStatus {
+    let reason = waiting_reason(failure.reason, delay);
+    let mut shown = waiting(c, runs, reason, Some(&failure.message));
+    shown.last_state = last_state(last.clone());
+    shown
+}
+
+fn last_state(last: Option<ContainerStateTerminated>) -> Option<ContainerState> {
+    last.map(|t| ContainerState {
+        terminated: Some(t),
+        ..ContainerState::default()
+    })
+}
+
 fn running_status(
     c: &Container,
     runs: u32,
@@ -469,10 +476,7 @@ fn running_status(
             }),
             ..ContainerState::default()
         }),
-        last_state: last.map(|t| ContainerState {
-            terminated: Some(t),
-            ..ContainerState::default()
-        }),
+        last_state: last_state(last),
         ..ContainerStatus::default()
     }
 }
@@ -493,10 +497,7 @@ fn terminated(
             terminated: Some(ended),
             ..ContainerState::default()
         }),
-        last_state: last.map(|t| ContainerState {
-            terminated: Some(t),
-            ..ContainerState::default()
-        }),
+        last_state: last_state(last),
         ..ContainerStatus::default()
     }
 }
