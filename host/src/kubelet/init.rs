@@ -285,10 +285,10 @@ async fn keep_sidecar(
                 if let Some(slot) = &slot {
                     slot.set(Some(running.workload.clone()));
                 }
-                let running = [running];
+                let mut running = [running];
                 start::serve_wasm_ports_in_pod_network(
                     &run.sandbox,
-                    &running,
+                    &mut running,
                     &attempt,
                     run.spec_grace(),
                 );

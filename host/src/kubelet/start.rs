@@ -93,7 +93,7 @@ pub(crate) async fn start(
             }
         }
     }
-    serve_wasm_ports_in_pod_network(sandbox, &running, &cancel, grace);
+    serve_wasm_ports_in_pod_network(sandbox, &mut running, &cancel, grace);
     serve_host_ports(host_ports, &running, &cancel, grace);
     Ok(running)
 }
@@ -210,16 +210,19 @@ fn serve_host_ports(
 /// container of the pod declares PORT, berth listens on it inside the
 /// pod's network namespace and hands each connection to the guest. A port
 /// that cannot be bound there (a process of the pod took it) is logged.
+/// The listeners are the container's own: awaiting its `serving` awaits
+/// them too, so a next run of it finds its ports free.
 pub(crate) fn serve_wasm_ports_in_pod_network(
     sandbox: &Sandbox,
-    running: &[Running],
+    running: &mut [Running],
     cancel: &CancellationToken,
     grace: Duration,
 ) {
     let Some(netns) = sandbox.network() else {
         return;
     };
-    for wasm in running.iter().filter(|r| r.linux.is_none()) {
+    for wasm in running.iter_mut().filter(|r| r.linux.is_none()) {
+        let mut listeners = Vec::new();
         for port in &wasm.ports {
             let v4 = SocketAddr::from(([127, 0, 0, 1], port.container_port));
             let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port.container_port));
@@ -228,13 +231,13 @@ pub(crate) fn serve_wasm_ports_in_pod_network(
                     .and_then(tokio::net::TcpListener::from_std);
                 match listener {
                     Ok(listener) => {
-                        tokio::spawn(crate::router::serve(
+                        listeners.push(tokio::spawn(crate::router::serve(
                             listener,
                             wasm.workload.clone(),
                             cancel.clone(),
                             grace,
                             None,
-                        ));
+                        )));
                     }
                     // A host without IPv6 has no ::1 to listen on.
                     Err(e) if address.is_ipv6() => tracing::debug!(
@@ -247,6 +250,15 @@ pub(crate) fn serve_wasm_ports_in_pod_network(
                     ),
                 }
             }
+        }
+        if !listeners.is_empty() {
+            let own = std::mem::replace(&mut wasm.serving, tokio::spawn(async {}));
+            wasm.serving = tokio::spawn(async move {
+                let _ = own.await;
+                for listener in listeners {
+                    let _ = listener.await;
+                }
+            });
         }
     }
 }
@@ -543,36 +555,24 @@ async fn start_linux(
         .await
         .map_err(|e| failure("RunContainerError", e))?;
     if network == Network::Own {
-        // The pod's network from now on, whichever of its containers runs.
-        let (netns, network_ends) = sandbox.hold_network(&started.netns_path()).map_err(|e| {
-            failure(
-                "RunContainerError",
-                format!("holding the pod's network: {e}"),
-            )
-        })?;
-        if let Err(e) = context.ingress.serve_pod_network(
-            &netns,
-            hosts,
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-            &pod.metadata.name,
-            network_ends.clone(),
-        ) {
-            tracing::warn!(
-                pod = %pod.metadata.name,
-                "the pod cannot reach Services by their addresses: {e}"
-            );
-        }
-        let pid_file = dir.join("pasta.pid");
-        match linux::network::connect_outside(&netns, &pid_file).await {
-            Ok(outside) => {
-                tokio::spawn(async move {
-                    network_ends.cancelled().await;
-                    let _ = tokio::task::spawn_blocking(move || outside.close()).await;
-                });
+        // The pod's network from now on, whichever of its containers runs:
+        // unless the container has already ended (it ran and exited at
+        // once), taking its network with it; the next makes one afresh.
+        match sandbox.hold_network(&started.netns_path()) {
+            Ok((netns, network_ends)) => {
+                serve_pod_network(
+                    context,
+                    pod,
+                    &netns,
+                    hosts,
+                    &dir.join("pasta.pid"),
+                    network_ends,
+                )
+                .await;
             }
-            Err(e) => tracing::warn!(
+            Err(e) => tracing::debug!(
                 pod = %pod.metadata.name,
-                "the pod has no way out of its network: {e}"
+                "the pod's network went with its container: {e}"
             ),
         }
     }
@@ -599,6 +599,42 @@ async fn start_linux(
     let mut running = serve_container(container, workload, cancel, grace).await?;
     running.linux = Some((connector, pids));
     Ok(running)
+}
+
+/// What a pod's network namespace (`netns`) is given, for as long as it is
+/// the pod's: its Services by their addresses, and a way out (pasta).
+async fn serve_pod_network(
+    context: &Context,
+    pod: &Pod,
+    netns: &Path,
+    hosts: PathBuf,
+    pid_file: &Path,
+    network_ends: CancellationToken,
+) {
+    if let Err(e) = context.ingress.serve_pod_network(
+        netns,
+        hosts,
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        &pod.metadata.name,
+        network_ends.clone(),
+    ) {
+        tracing::warn!(
+            pod = %pod.metadata.name,
+            "the pod cannot reach Services by their addresses: {e}"
+        );
+    }
+    match crate::runtime::linux::network::connect_outside(netns, pid_file).await {
+        Ok(outside) => {
+            tokio::spawn(async move {
+                network_ends.cancelled().await;
+                let _ = tokio::task::spawn_blocking(move || outside.close()).await;
+            });
+        }
+        Err(e) => tracing::warn!(
+            pod = %pod.metadata.name,
+            "the pod has no way out of its network: {e}"
+        ),
+    }
 }
 
 /// Processes a container may run at once unless the pod says otherwise.
