@@ -321,6 +321,39 @@ async fn the_dashboard_shows_the_shop_live_scales_it_tails_logs_and_charts_traff
     }
     browser.screenshot("service").await;
 
+    eprintln!("{:?} dashboard test: secrets", started.elapsed());
+    // A Secret's keys are shown, its values only when asked for.
+    ok(kubectl(
+        home.path(),
+        &[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "--from-literal=password=hunter2",
+        ],
+    ));
+    browser
+        .client()
+        .goto(&format!("http://dashboard.localhost:{port}/#/"))
+        .await
+        .unwrap();
+    let listed = browser
+        .wait_for_text("#secrets", |t| t.contains("password"))
+        .await;
+    assert!(!listed.contains("hunter2"), "{listed}");
+    browser
+        .client()
+        .find(Locator::Css("#secrets button[data-action=reveal]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#secrets", |t| t.contains("password=hunter2"))
+        .await;
+
     eprintln!("{:?} dashboard test: images", started.elapsed());
     browser
         .client()

@@ -238,15 +238,16 @@ function networking() {
   );
 }
 
-// Secrets are listed by name and keys; a value is shown only when asked.
-const revealed = new Set();
+// Secrets are listed by name and keys (the feed carries no values); a
+// Secret's values are read, and shown, only when asked for.
+const revealed = new Map();
 function secrets() {
   const rows = all("secrets").map((s) => {
     const key = `${ns(s)}/${s.metadata.name}`;
-    const data = s.data ?? {};
-    const shown = revealed.has(key)
+    const data = revealed.get(key);
+    const shown = data
       ? Object.entries(data).map(([k, v]) => `<code>${esc(k)}=${esc(decode(v))}</code>`).join(" ")
-      : Object.keys(data).map((k) => `<code>${esc(k)}</code>`).join(" ");
+      : Object.keys(s.data ?? {}).map((k) => `<code>${esc(k)}</code>`).join(" ");
     return [
       esc(ns(s)),
       esc(s.metadata.name),
@@ -584,8 +585,13 @@ const actions = {
     return [`started job ${job.metadata.name}`, namespace, name];
   },
   async reveal(key) {
-    if (revealed.has(key)) revealed.delete(key);
-    else revealed.add(key);
+    if (revealed.has(key)) {
+      revealed.delete(key);
+    } else {
+      const [namespace, name] = key.split("/");
+      const secret = await get(`k8s/api/v1/namespaces/${namespace}/secrets/${name}`);
+      revealed.set(key, secret.data ?? {});
+    }
     rerender();
     return null;
   },

@@ -64,6 +64,29 @@ pub fn feed(
     Body::from_stream(lines)
 }
 
+/// What the page is sent of an object: a Secret's keys without their
+/// values (the page asks for one Secret's when someone wants to see them).
+fn shown(resource: &str, mut object: Value) -> Value {
+    if resource == "secrets" {
+        if let Some(data) = object.get_mut("data").and_then(Value::as_object_mut) {
+            for value in data.values_mut() {
+                *value = Value::String(String::new());
+            }
+        }
+        if let Some(fields) = object.as_object_mut() {
+            fields.remove("stringData");
+        }
+    }
+    object
+}
+
+fn shown_all(resource: &str, items: &Value) -> Value {
+    match items.as_array() {
+        Some(items) => Value::Array(items.iter().map(|o| shown(resource, o.clone())).collect()),
+        None => Value::Array(Vec::new()),
+    }
+}
+
 fn line(message: &Value) -> Bytes {
     let mut text = message.to_string();
     text.push('\n');
@@ -114,7 +137,8 @@ async fn reread(kube: Router, name: &str, path: &str, send: mpsc::Sender<Bytes>)
         if let Some(list) = list(&kube, path).await
             && last.as_ref() != Some(&list["items"])
         {
-            let message = json!({"resource": name, "type": "LIST", "items": list["items"]});
+            let message =
+                json!({"resource": name, "type": "LIST", "items": shown_all(name, &list["items"])});
             if send.send(line(&message)).await.is_err() {
                 return;
             }
@@ -140,7 +164,8 @@ async fn list_and_watch(kube: &Router, name: &str, path: &str, send: &mpsc::Send
         .as_str()
         .unwrap_or("0")
         .to_owned();
-    let message = json!({"resource": name, "type": "LIST", "items": list["items"]});
+    let message =
+        json!({"resource": name, "type": "LIST", "items": shown_all(name, &list["items"])});
     if send.send(line(&message)).await.is_err() {
         return;
     }
@@ -172,5 +197,20 @@ async fn list_and_watch(kube: &Router, name: &str, path: &str, send: &mpsc::Send
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_sent_without_its_values() {
+        let secret = json!({"kind": "Secret", "metadata": {"name": "db"},
+                            "data": {"password": "aHVudGVyMg=="}, "stringData": {"user": "admin"}});
+        let sent = shown("secrets", secret.clone());
+        assert_eq!(sent["data"], json!({"password": ""}));
+        assert!(sent.get("stringData").is_none());
+        assert_eq!(shown("configmaps", secret.clone()), secret);
     }
 }
