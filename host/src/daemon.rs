@@ -226,13 +226,7 @@ pub async fn serve(
         api_bound,
         shutdown.clone(),
     );
-    {
-        let dashboard = dashboard.clone();
-        ingress.serve_own_host(
-            crate::dashboard::HOST,
-            Arc::new(move |request| dashboard.serve(request)),
-        );
-    }
+    ingress.serve_own_host(crate::dashboard::HOST, dashboard.for_ingress());
     let https_api = tokio::spawn(crate::api::serve_tls(
         api_listener,
         credentials.server.clone(),

@@ -111,20 +111,10 @@ impl Dashboard {
             .with_state(self.clone())
     }
 
-    /// Serves one request for [`HOST`] from the ingress.
-    pub fn serve(
-        self: &Arc<Self>,
-        request: http::Request<hyper::body::Incoming>,
-    ) -> BoxFuture<'static, http::Response<Body>> {
-        let mut router = self.router();
-        Box::pin(async move {
-            let request = request.map(AxumBody::new);
-            let response = match tower_service::Service::call(&mut router, request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            response.map(|body| body.map_err(Into::into).boxed_unsync())
-        })
+    /// How the ingress serves [`HOST`]: the dashboard's routes, made once.
+    pub fn for_ingress(self: &Arc<Self>) -> crate::router::OwnHost {
+        let router = self.router();
+        Arc::new(move |request| serve(router.clone(), request))
     }
 
     /// The session a request carries, if it is one.
@@ -148,6 +138,21 @@ impl Dashboard {
         }
         Ok(session)
     }
+}
+
+/// Serves one request for [`HOST`] from the ingress with `router`.
+fn serve(
+    mut router: Router,
+    request: http::Request<hyper::body::Incoming>,
+) -> BoxFuture<'static, http::Response<Body>> {
+    Box::pin(async move {
+        let request = request.map(AxumBody::new);
+        let response = match tower_service::Service::call(&mut router, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    })
 }
 
 /// Why a call of the page's was refused.

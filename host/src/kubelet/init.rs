@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::board::Board;
 use super::sandbox::Sandbox;
-use super::{Context, StartFailure, Stopped, count, start, supervise, waiting_reason};
+use super::{Context, StartFailure, Stopped, count, not_running, start, supervise, waiting_reason};
 use crate::spec::objects::{Container, Pod, RestartPolicy};
 use crate::spec::status::{
     self, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -418,21 +418,17 @@ fn failed(pod: &Pod, started_at: &Time, message: String) -> PodStatus {
 }
 
 fn waiting(c: &Container, runs: u32, reason: &str, message: Option<&str>) -> ContainerStatus {
-    ContainerStatus {
-        name: c.name.clone(),
-        image: c.image.clone(),
-        ready: false,
-        started: Some(false),
-        restart_count: count(runs),
-        state: Some(ContainerState {
+    not_running(
+        c,
+        runs,
+        ContainerState {
             waiting: Some(ContainerStateWaiting {
                 reason: Some(reason.into()),
                 message: message.map(str::to_owned),
             }),
             ..ContainerState::default()
-        }),
-        ..ContainerStatus::default()
-    }
+        },
+    )
 }
 
 /// A container waiting out its back-off after `failure`, its last run
@@ -487,17 +483,14 @@ fn terminated(
     ended: ContainerStateTerminated,
     last: Option<ContainerStateTerminated>,
 ) -> ContainerStatus {
-    ContainerStatus {
-        name: c.name.clone(),
-        image: c.image.clone(),
-        ready: false,
-        started: Some(false),
-        restart_count: count(runs),
-        state: Some(ContainerState {
+    let mut shown = not_running(
+        c,
+        runs,
+        ContainerState {
             terminated: Some(ended),
             ..ContainerState::default()
-        }),
-        last_state: last_state(last),
-        ..ContainerStatus::default()
-    }
+        },
+    );
+    shown.last_state = last_state(last);
+    shown
 }

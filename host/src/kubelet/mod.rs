@@ -285,7 +285,8 @@ impl Kubelet {
                 let state = self.context.state.clone();
                 self.stopping.spawn(async move {
                     let _ = worker.task.await;
-                    sandbox::remove_pod_dir(dir).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || sandbox::remove_pod_dir(&dir)).await;
                     if let Some((namespace, name, _)) = finish {
                         finish_deletion(state, namespace, name, uid).await;
                     }
@@ -317,8 +318,7 @@ impl Kubelet {
         self.replacing.retain(|uid, (task, _)| {
             let keep = wanted.contains_key(uid) || !task.is_finished();
             if !keep {
-                crate::runtime::linux::unmount_all_in(&pods_dir.join(uid).join("volumes"));
-                let _ = std::fs::remove_dir_all(pods_dir.join(uid));
+                sandbox::remove_pod_dir(&pods_dir.join(uid));
             }
             keep
         });
@@ -452,8 +452,7 @@ impl Kubelet {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) && !self.workers.contains_key(&name) {
-                crate::runtime::linux::unmount_all_in(&entry.path().join("volumes"));
-                let _ = std::fs::remove_dir_all(entry.path());
+                sandbox::remove_pod_dir(&entry.path());
             }
         }
     }

@@ -192,12 +192,9 @@ impl Workload for SidecarSlot {
 
 /// Removes a pod's directory, once nothing of the pod runs: its
 /// memory-backed volumes unmounted first.
-pub(crate) async fn remove_pod_dir(dir: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || {
-        crate::runtime::linux::unmount_all_in(&dir.join("volumes"));
-        std::fs::remove_dir_all(&dir)
-    })
-    .await;
+pub(crate) fn remove_pod_dir(dir: &Path) {
+    crate::runtime::linux::unmount_all_in(&dir.join("volumes"));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for Sandbox {
