@@ -292,6 +292,9 @@ pub async fn serve(
         if swept.elapsed() >= FULL_PASS_EVERY {
             work.everything_too();
             swept = pass;
+            if let Err(e) = state.store.lock().expire_events(crate::state::EVENT_TTL) {
+                tracing::error!("expiring events: {e}");
+            }
         }
         // A few rounds, each feeding the next, the store's lock taken
         // per round so requests are answered in between.

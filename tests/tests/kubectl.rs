@@ -133,6 +133,29 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 "#;
 
+/// Runs a kubectl that prints as it goes (`-w`), and its lines as they come.
+fn watch_lines(
+    k: &Kubectl,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = k
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines_rx)
+}
+
 fn items(list: &serde_json::Value) -> Vec<serde_json::Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
@@ -303,24 +326,19 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         .unwrap()
         .trim_start_matches("pod/")
         .to_owned();
-    let mut watch = k
-        .command(&["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    let out = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut watch, lines_rx) = watch_lines(
+        &k,
+        &["get", "pods", "-n", "shop", "-w", "--output-watch-events"],
+    );
+    // Events are watched too: the replacement's arrive as they are made.
+    let (mut event_watch, events_rx) = watch_lines(&k, &["get", "events", "-n", "shop", "-w"]);
     // The listing comes first.
     let first = lines_rx.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(first.contains("EVENT"), "{first}");
+    let first = events_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.contains("REASON"), "{first}");
+    // What was there before the deletion is not what this test waits for.
+    while events_rx.recv_timeout(Duration::from_millis(500)).is_ok() {}
     k.ok(&["delete", "pod", &victim, "-n", "shop", "--wait=false"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
@@ -339,6 +357,27 @@ fn kubectl_applies_lists_scales_patches_and_deletes_through_the_api() {
         seen.iter()
             .any(|l| l.starts_with("DELETED") && l.contains(&victim)),
         "{seen:#?}"
+    );
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && !(events
+            .iter()
+            .any(|l: &String| l.contains("Killing") && l.contains(&victim))
+            && events.iter().any(|l| l.contains("SuccessfulCreate")))
+    {
+        if let Ok(line) = events_rx.recv_timeout(Duration::from_millis(200)) {
+            events.push(line);
+        }
+    }
+    let _ = event_watch.kill();
+    let _ = event_watch.wait();
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("Killing") && l.contains(&victim))
+            && events.iter().any(|l| l.contains("SuccessfulCreate")),
+        "kubectl get events -w saw: {events:#?}"
     );
     // The replica set makes up for it.
     k.wait_for(&["pods", "-n", "shop"], "2 running pods again", |l| {

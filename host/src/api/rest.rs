@@ -324,36 +324,11 @@ pub fn read_all(
             }
             items
         }
-        Source::Events => {
-            // kubectl describe finds an object's events by its uid too.
-            let mut uids: HashMap<(String, String, String), Option<String>> = HashMap::new();
-            let mut events = Vec::new();
-            for (id, event) in store.event_log(namespace)? {
-                let key = (
-                    event.kind.clone(),
-                    event.namespace.clone(),
-                    event.name.clone(),
-                );
-                let uid = match uids.get(&key) {
-                    Some(uid) => uid.clone(),
-                    None => {
-                        let ns = if event.kind == "Namespace" {
-                            ""
-                        } else {
-                            event.namespace.as_str()
-                        };
-                        let uid = match Kind::parse(&event.kind) {
-                            Some(kind) => store.get(kind, ns, &event.name)?.map(|r| r.uid),
-                            None => None,
-                        };
-                        uids.insert(key, uid.clone());
-                        uid
-                    }
-                };
-                events.push(event_object(resource, id, &event, uid.as_deref()));
-            }
-            events
-        }
+        Source::Events => store
+            .event_log(namespace)?
+            .iter()
+            .map(|logged| event_object(resource, logged))
+            .collect(),
         Source::Nodes => api.nodes.iter().map(|n| api.node_object(n)).collect(),
         Source::ServiceAccounts => {
             let mut namespaces: Vec<String> = store
@@ -447,7 +422,8 @@ pub fn read_all(
 }
 
 /// A stored event as a core/v1 or events.k8s.io/v1 Event.
-fn event_object(resource: &Resource, id: i64, e: &crate::state::Event, uid: Option<&str>) -> Value {
+pub fn event_object(resource: &Resource, logged: &crate::state::LoggedEvent) -> Value {
+    let (id, e) = (logged.id, &logged.event);
     let regarding = ObjectReference {
         api_version: Some(
             Kind::parse(&e.kind)
@@ -457,14 +433,15 @@ fn event_object(resource: &Resource, id: i64, e: &crate::state::Event, uid: Opti
         kind: Some(e.kind.clone()),
         namespace: Some(e.namespace.clone()),
         name: Some(e.name.clone()),
-        uid: uid.map(str::to_owned),
+        // kubectl describe finds an object's events by its uid too.
+        uid: logged.uid.clone(),
         ..ObjectReference::default()
     };
     let metadata = ObjectMeta {
         name: Some(format!("{}.{id:016x}", e.name)),
         namespace: Some(e.namespace.clone()),
         uid: Some(format!("berth-event-{id}")),
-        resource_version: Some(id.to_string()),
+        resource_version: Some(logged.resource_version.to_string()),
         creation_timestamp: status::time(&e.time),
         ..ObjectMeta::default()
     };
@@ -1729,24 +1706,30 @@ mod tests {
         assert!(decode_continue("!!").is_err());
     }
 
-    fn event() -> crate::state::Event {
-        crate::state::Event {
-            time: "2024-01-02T03:04:05Z".into(),
-            namespace: "default".into(),
-            kind: "Pod".into(),
-            name: "web-1".into(),
-            kind_of_event: "Normal".into(),
-            reason: "Scheduled".into(),
-            message: "assigned to berth".into(),
+    fn event(uid: Option<&str>) -> crate::state::LoggedEvent {
+        crate::state::LoggedEvent {
+            id: 1,
+            resource_version: 42,
+            uid: uid.map(str::to_owned),
+            event: crate::state::Event {
+                time: "2024-01-02T03:04:05Z".into(),
+                namespace: "default".into(),
+                kind: "Pod".into(),
+                name: "web-1".into(),
+                kind_of_event: "Normal".into(),
+                reason: "Scheduled".into(),
+                message: "assigned to berth".into(),
+            },
         }
     }
 
     #[test]
     fn a_core_event_names_what_it_is_about() {
         let resource = resources::find("", "v1", "events").unwrap();
-        let e = event_object(resource, 1, &event(), Some("u1"));
+        let e = event_object(resource, &event(Some("u1")));
         assert_eq!(e["apiVersion"], "v1");
         assert_eq!(e["metadata"]["name"], "web-1.0000000000000001");
+        assert_eq!(e["metadata"]["resourceVersion"], "42");
         assert_eq!(e["metadata"]["creationTimestamp"], "2024-01-02T03:04:05Z");
         assert_eq!(
             e["involvedObject"],
@@ -1760,7 +1743,7 @@ mod tests {
     #[test]
     fn an_events_k8s_io_event_keeps_its_required_event_time_as_null() {
         let resource = resources::find("events.k8s.io", "v1", "events").unwrap();
-        let e = event_object(resource, 1, &event(), None);
+        let e = event_object(resource, &event(None));
         assert_eq!(e["apiVersion"], "events.k8s.io/v1");
         assert_eq!(e.get("eventTime"), Some(&Value::Null));
         assert_eq!(e["deprecatedFirstTimestamp"], "2024-01-02T03:04:05Z");

@@ -14,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::KubeApi;
+use super::resources::Source;
 use super::rest::{Params, Selectors, Target, read_all};
 use super::status::ApiError;
 use super::table::{self, Include};
-use crate::state::{Change, ChangeType};
+use crate::state::Change;
 
 /// How often a watch that asked for bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
@@ -123,29 +124,31 @@ pub async fn serve(
                 return;
             }
         }
-        let relevant = |change: &Change| {
-            resource.stored() == Some(change.record.object.kind())
-                && namespace
-                    .as_deref()
-                    .is_none_or(|ns| change.record.object.namespace() == Some(ns))
-        };
         let send_change = |change: &Change, first: &mut bool| -> Option<bytes::Bytes> {
-            if !relevant(change) {
-                return None;
-            }
-            let object = super::view(&change.record);
+            let in_namespace =
+                |ns: Option<&str>| namespace.as_deref().is_none_or(|want| ns == Some(want));
+            let (kind, object) = match change {
+                Change::Object { change, record }
+                    if resource.stored() == Some(record.object.kind())
+                        && in_namespace(record.object.namespace()) =>
+                {
+                    (change.as_str(), super::view(record))
+                }
+                Change::Event(logged)
+                    if resource.source == Source::Events
+                        && in_namespace(Some(&logged.event.namespace)) =>
+                {
+                    ("ADDED", super::rest::event_object(resource, logged))
+                }
+                _ => return None,
+            };
             if !selectors.matches(&object) {
                 return None;
             }
-            let kind = match change.change {
-                ChangeType::Added => "ADDED",
-                ChangeType::Modified => "MODIFIED",
-                ChangeType::Deleted => "DELETED",
-            };
             Some(event(kind, render(object, first)))
         };
         for change in backlog {
-            last = last.max(change.record.resource_version);
+            last = last.max(change.resource_version());
             if let Some(line) = send_change(&change, &mut first)
                 && sender.send(line).await.is_err()
             {
@@ -172,10 +175,10 @@ pub async fn serve(
                 }
                 received = receiver_of_changes.recv() => match received {
                     Ok(change) => {
-                        if change.record.resource_version <= last {
+                        if change.resource_version() <= last {
                             continue;
                         }
-                        last = change.record.resource_version;
+                        last = change.resource_version();
                         if let Some(line) = send_change(&change, &mut first)
                             && sender.send(line).await.is_err()
                         {

@@ -351,8 +351,11 @@ impl Work {
 
     /// Notes what `change` asks of the controllers.
     pub fn note(&mut self, change: &crate::state::Change) {
-        use crate::state::ChangeType;
-        let record = &change.record;
+        use crate::state::{Change, ChangeType};
+        // Events ask nothing of the controllers.
+        let Change::Object { change, record } = change else {
+            return;
+        };
         let meta = record.object.metadata();
         let ns = record.object.namespace().unwrap_or("").to_owned();
         let controller = |kind: &str| {
@@ -361,7 +364,7 @@ impl Work {
                 .find(|o| o.controller && o.kind == kind)
                 .map(|o| (ns.clone(), o.name.clone()))
         };
-        let deleted = change.change == ChangeType::Deleted;
+        let deleted = *change == ChangeType::Deleted;
         match &record.object {
             Object::Deployment(_) if deleted => {
                 self.orphans.push((Kind::ReplicaSet, record.uid.clone()))

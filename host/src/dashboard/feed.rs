@@ -107,16 +107,8 @@ async fn get(kube: &Router, path: &str) -> Option<Body> {
     (response.status() == StatusCode::OK).then(|| response.into_body())
 }
 
-/// How often Events are read again: berth's API cannot watch them yet (they
-/// are not in the store's change log), so they are listed again and sent
-/// when there are new ones.
-const EVENTS_EVERY: Duration = Duration::from_secs(2);
-
 /// Lists and watches one resource into `send` until the page goes.
 async fn inform(kube: Router, name: &'static str, path: &'static str, send: mpsc::Sender<Bytes>) {
-    if name == "events" {
-        return reread(kube, name, path, send).await;
-    }
     loop {
         tokio::select! {
             _ = send.closed() => return,
@@ -126,27 +118,6 @@ async fn inform(kube: Router, name: &'static str, path: &'static str, send: mpsc
         tokio::select! {
             _ = send.closed() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// Lists `path` into `send` whenever what it lists has changed.
-async fn reread(kube: Router, name: &str, path: &str, send: mpsc::Sender<Bytes>) {
-    let mut last: Option<Value> = None;
-    loop {
-        if let Some(list) = list(&kube, path).await
-            && last.as_ref() != Some(&list["items"])
-        {
-            let message =
-                json!({"resource": name, "type": "LIST", "items": shown_all(name, &list["items"])});
-            if send.send(line(&message)).await.is_err() {
-                return;
-            }
-            last = Some(list["items"].clone());
-        }
-        tokio::select! {
-            _ = send.closed() => return,
-            _ = tokio::time::sleep(EVENTS_EVERY) => {}
         }
     }
 }

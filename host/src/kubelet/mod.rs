@@ -237,7 +237,7 @@ impl Kubelet {
         let mut wanted: HashMap<String, (Pod, u64, u32)> = HashMap::new();
         // Pods being deleted (by uid: namespace, name, grace period): they
         // stop, then the kubelet deletes them, as Kubernetes' does.
-        let mut deleting: HashMap<String, (String, String, u64)> = HashMap::new();
+        let mut deleting: HashMap<String, (Pod, u64)> = HashMap::new();
         for record in pods {
             if let Object::Pod(pod) = record.object
                 && pod
@@ -247,14 +247,8 @@ impl Kubelet {
                     .is_some_and(|n| self.nodes.contains(n))
             {
                 if pod.metadata.deleting() {
-                    deleting.insert(
-                        record.uid,
-                        (
-                            pod.metadata.namespace.clone().unwrap_or_default(),
-                            pod.metadata.name.clone(),
-                            pod.metadata.deletion_grace_period_seconds.unwrap_or(0),
-                        ),
-                    );
+                    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+                    deleting.insert(record.uid, (*pod, grace));
                     continue;
                 }
                 let restarts = record.status.pod().map_or(0, PodStatus::restarts);
@@ -271,15 +265,25 @@ impl Kubelet {
         self.terminating.retain(|uid| deleting.contains_key(uid));
         for uid in gone {
             if let Some(worker) = self.workers.remove(&uid) {
-                let finish = deleting.remove(&uid);
-                if finish.is_some() {
+                let finish = deleting.remove(&uid).map(|(pod, grace)| {
                     self.terminating.insert(uid.clone());
-                }
-                if let Some((_, _, grace)) = &finish {
                     worker
                         .grace
-                        .store(*grace, std::sync::atomic::Ordering::Relaxed);
-                }
+                        .store(grace, std::sync::atomic::Ordering::Relaxed);
+                    // As the kubelet says it, once per running container.
+                    for container in &pod.spec.containers {
+                        self.context.event(
+                            &pod,
+                            "Normal",
+                            "Killing",
+                            &format!("Stopping container {}", container.name),
+                        );
+                    }
+                    (
+                        pod.metadata.namespace.clone().unwrap_or_default(),
+                        pod.metadata.name.clone(),
+                    )
+                });
                 worker.cancel.cancel();
                 let dir = self.context.pods_dir.join(&uid);
                 let state = self.context.state.clone();
@@ -287,7 +291,7 @@ impl Kubelet {
                     let _ = worker.task.await;
                     let _ =
                         tokio::task::spawn_blocking(move || sandbox::remove_pod_dir(&dir)).await;
-                    if let Some((namespace, name, _)) = finish {
+                    if let Some((namespace, name)) = finish {
                         finish_deletion(state, namespace, name, uid).await;
                     }
                 });
@@ -305,7 +309,10 @@ impl Kubelet {
                         .get(uid)
                         .is_none_or(|(task, _)| task.is_finished())
             })
-            .map(|(uid, (namespace, name, _))| (uid, namespace, name))
+            .map(|(uid, (pod, _))| {
+                let namespace = pod.metadata.namespace.unwrap_or_default();
+                (uid, namespace, pod.metadata.name)
+            })
             .collect();
         for (uid, namespace, name) in idle {
             let state = self.context.state.clone();

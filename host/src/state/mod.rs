@@ -21,6 +21,9 @@ pub use services::ServiceNetwork;
 
 pub use watch::{Change, ChangeType, Hub};
 
+/// How long events are kept, as kube-apiserver's `--event-ttl` default.
+pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL,
@@ -43,9 +46,12 @@ CREATE TABLE IF NOT EXISTS events (
     name TEXT NOT NULL,
     type TEXT NOT NULL,
     reason TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    resource_version INTEGER NOT NULL DEFAULT 0,
+    uid TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_object ON events (namespace, kind, name);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (time);
 CREATE TABLE IF NOT EXISTS revisions (
     namespace TEXT NOT NULL,
     deployment TEXT NOT NULL,
@@ -125,6 +131,18 @@ pub struct Event {
     pub kind_of_event: String,
     pub reason: String,
     pub message: String,
+}
+
+/// An event as the store keeps it: with its place in the one sequence of
+/// resourceVersions, so it is listed and watched like any object, and the
+/// uid its object had when it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Never repeats: the event's name is made of it.
+    pub id: i64,
+    pub resource_version: u64,
+    pub uid: Option<String>,
+    pub event: Event,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +294,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate_owner_column(&conn)?;
+        migrate_event_columns(&conn)?;
         // Every statement the store runs stays prepared (about twenty).
         conn.set_prepared_statement_cache_capacity(64);
         let current: u64 = conn
@@ -720,7 +739,7 @@ impl Store {
         }
         for mut record in gone.iter().cloned().rev() {
             record.resource_version = version;
-            self.hub.publish(Change {
+            self.hub.publish(Change::Object {
                 change: ChangeType::Deleted,
                 record,
             });
@@ -806,7 +825,7 @@ impl Store {
         name: &str,
     ) -> Result<()> {
         if let Some(record) = self.get(kind, namespace, name)? {
-            self.hub.publish(Change { change, record });
+            self.hub.publish(Change::Object { change, record });
         }
         Ok(())
     }
@@ -851,12 +870,26 @@ impl Store {
         self.record_events(std::slice::from_ref(event))
     }
 
-    /// [`Store::record_event`] of many, in one transaction.
+    /// [`Store::record_event`] of many, in one transaction. Each takes a
+    /// resourceVersion of its own and goes to the watchers.
     pub fn record_events(&mut self, events: &[Event]) -> Result<()> {
         let tx = self.conn.transaction()?;
+        let mut logged = Vec::with_capacity(events.len());
         {
-            let mut insert = tx.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let mut insert = tx.prepare_cached("INSERT INTO events (time, namespace, kind, name, type, reason, message, resource_version, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+            let mut uid_of = tx.prepare_cached(
+                "SELECT uid FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            )?;
             for event in events {
+                let version = next_version(&tx)?;
+                // Cluster-scoped objects are stored outside every namespace.
+                let namespace = match Kind::parse(&event.kind) {
+                    Some(kind) if !kind.namespaced() => "",
+                    _ => event.namespace.as_str(),
+                };
+                let uid: Option<String> = uid_of
+                    .query_row(params![event.kind, namespace, event.name], |row| row.get(0))
+                    .optional()?;
                 insert.execute(params![
                     event.time,
                     event.namespace,
@@ -864,12 +897,37 @@ impl Store {
                     event.name,
                     event.kind_of_event,
                     event.reason,
-                    event.message
+                    event.message,
+                    version,
+                    uid
                 ])?;
+                logged.push(LoggedEvent {
+                    id: tx.last_insert_rowid(),
+                    resource_version: version,
+                    uid,
+                    event: event.clone(),
+                });
             }
         }
         tx.commit()?;
+        for event in logged {
+            self.hub.publish(Change::Event(event));
+        }
         Ok(())
+    }
+
+    /// Forgets events recorded before `ttl` ago, as kube-apiserver lets
+    /// them expire: a pod crash-looping for a week leaves an hour of them,
+    /// not a week. How many went.
+    pub fn expire_events(&mut self, ttl: std::time::Duration) -> Result<usize> {
+        let Some(before) = std::time::SystemTime::now().checked_sub(ttl) else {
+            return Ok(0);
+        };
+        let before = humantime::format_rfc3339_seconds(before).to_string();
+        Ok(self
+            .conn
+            .prepare_cached("DELETE FROM events WHERE time < ?1")?
+            .execute([before])?)
     }
 
     /// Records `event` unless the object had the same one (reason and
@@ -934,17 +992,16 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Events with their ids (which never repeat), oldest first, for the
-    /// API's Event objects.
-    pub fn event_log(&self, namespace: Option<&str>) -> Result<Vec<(i64, Event)>> {
+    /// Events as the API serves them, oldest first.
+    pub fn event_log(&self, namespace: Option<&str>) -> Result<Vec<LoggedEvent>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, time, namespace, kind, name, type, reason, message FROM events
-             WHERE (?1 IS NULL OR namespace = ?1) ORDER BY id",
+            "SELECT id, time, namespace, kind, name, type, reason, message, resource_version, uid
+             FROM events WHERE (?1 IS NULL OR namespace = ?1) ORDER BY id",
         )?;
         let rows = statement.query_map(params![namespace], |row| {
-            Ok((
-                row.get(0)?,
-                Event {
+            Ok(LoggedEvent {
+                id: row.get(0)?,
+                event: Event {
                     time: row.get(1)?,
                     namespace: row.get(2)?,
                     kind: row.get(3)?,
@@ -953,7 +1010,9 @@ impl Store {
                     reason: row.get(6)?,
                     message: row.get(7)?,
                 },
-            ))
+                resource_version: row.get(8)?,
+                uid: row.get(9)?,
+            })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
@@ -1031,6 +1090,27 @@ fn controller_of(object: &Object) -> Option<&str> {
         .iter()
         .find(|o| o.controller)
         .map(|o| o.uid.as_str())
+}
+
+/// Databases made before events had a resourceVersion and their object's
+/// uid get both: the version the store is at, and the uid of the object of
+/// that name now (the best there is to know).
+fn migrate_event_columns(conn: &Connection) -> Result<()> {
+    let has_version = conn
+        .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'resource_version'")?
+        .exists([])?;
+    if !has_version {
+        conn.execute_batch(
+            "ALTER TABLE events ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE events ADD COLUMN uid TEXT;
+             UPDATE events SET
+                 resource_version = COALESCE(
+                     (SELECT value FROM counters WHERE name = 'resource_version'), 0),
+                 uid = (SELECT o.uid FROM objects o WHERE o.kind = events.kind AND o.name = events.name
+                        AND o.namespace = CASE WHEN events.kind = 'Namespace' THEN '' ELSE events.namespace END);",
+        )?;
+    }
+    Ok(())
 }
 
 /// Databases made before the owner column get it, filled from each

@@ -325,3 +325,106 @@ fn a_grace_period_of_centuries_is_due_at_the_last_time_rfc_3339_writes() {
         Some("9999-12-31T23:59:59Z")
     );
 }
+
+fn event_about(kind: &str, name: &str, time: &str) -> Event {
+    Event {
+        time: time.into(),
+        namespace: "default".into(),
+        kind: kind.into(),
+        name: name.into(),
+        kind_of_event: "Normal".into(),
+        reason: "Tested".into(),
+        message: format!("about {name}"),
+    }
+}
+
+#[test]
+fn events_take_resource_versions_and_reach_watchers_with_their_object_s_uid() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(&deployment(1, "web:1", ""))).unwrap();
+    let uid = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap()
+        .uid;
+    let before = store.current_version().unwrap();
+    let (_, mut changes) = store.hub().subscribe(before).unwrap();
+    let now = now();
+    store
+        .record_events(&[
+            event_about("Deployment", "web", &now),
+            event_about("Pod", "gone", &now),
+        ])
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        let Change::Event(logged) = &*change else {
+            panic!("an object changed: {change:?}")
+        };
+        seen.push((logged.resource_version, logged.uid.clone()));
+    }
+    assert_eq!(
+        seen,
+        [(before + 1, Some(uid)), (before + 2, None)],
+        "each event its own version, the uid of an object that exists"
+    );
+    assert_eq!(store.current_version().unwrap(), before + 2);
+    let listed: Vec<u64> = store
+        .event_log(Some("default"))
+        .unwrap()
+        .iter()
+        .map(|e| e.resource_version)
+        .collect();
+    assert_eq!(listed, [before + 1, before + 2]);
+}
+
+#[test]
+fn events_older_than_their_time_to_live_expire() {
+    let mut store = Store::in_memory().unwrap();
+    let two_hours_ago =
+        humantime::format_rfc3339_seconds(SystemTime::now() - std::time::Duration::from_secs(7200))
+            .to_string();
+    store
+        .record_events(&[
+            event_about("Pod", "old", &two_hours_ago),
+            event_about("Pod", "new", &now()),
+        ])
+        .unwrap();
+    assert_eq!(store.expire_events(EVENT_TTL).unwrap(), 1);
+    let left: Vec<String> = store
+        .event_log(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.name)
+        .collect();
+    assert_eq!(left, ["new"]);
+}
+
+#[test]
+fn a_database_from_before_event_versions_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store.apply(&objects(&deployment(1, "web:1", ""))).unwrap();
+        store
+            .record_event(&event_about("Deployment", "web", &now()))
+            .unwrap();
+        // As an older berth left it: events without a version or uid.
+        store
+            .conn
+            .execute_batch(
+                "ALTER TABLE events DROP COLUMN resource_version; ALTER TABLE events DROP COLUMN uid;",
+            )
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let web = store
+        .get(Kind::Deployment, "default", "web")
+        .unwrap()
+        .unwrap();
+    let events = store.event_log(None).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].uid.as_deref(), Some(web.uid.as_str()));
+    assert_eq!(events[0].resource_version, store.current_version().unwrap());
+}

@@ -1,4 +1,5 @@
-//! Changes to stored objects, in resourceVersion order, for watchers. The
+//! Changes to stored objects, and events as they are recorded, in
+//! resourceVersion order, for watchers. The
 //! store publishes each change after it commits, under its lock, so the
 //! order here is the commit order. A bounded window of recent changes lets
 //! a watch resume from a resourceVersion it saw; one older than the window
@@ -8,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::Record;
+use super::{LoggedEvent, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeType {
@@ -28,11 +29,28 @@ impl ChangeType {
 }
 
 #[derive(Debug, Clone)]
-pub struct Change {
-    pub change: ChangeType,
-    /// The object as it is after the change (before it, for a deletion,
-    /// but with the deletion's resourceVersion).
-    pub record: Record,
+#[expect(
+    clippy::large_enum_variant,
+    reason = "changes live behind an Arc, made once each; boxing would add an allocation per object change"
+)]
+pub enum Change {
+    Object {
+        change: ChangeType,
+        /// The object as it is after the change (before it, for a
+        /// deletion, but with the deletion's resourceVersion).
+        record: Record,
+    },
+    /// An event recorded (events are only ever added; they expire unseen).
+    Event(LoggedEvent),
+}
+
+impl Change {
+    pub fn resource_version(&self) -> u64 {
+        match self {
+            Change::Object { record, .. } => record.resource_version,
+            Change::Event(event) => event.resource_version,
+        }
+    }
 }
 
 /// How many recent changes a watch can resume within.
@@ -83,7 +101,7 @@ impl Hub {
         if window.changes.len() == WINDOW
             && let Some(dropped) = window.changes.pop_front()
         {
-            window.complete_after = dropped.record.resource_version;
+            window.complete_after = dropped.resource_version();
         }
         window.changes.push_back(change.clone());
         // Sent under the window's lock, so a subscriber that took the window
@@ -104,7 +122,7 @@ impl Hub {
         let backlog = window
             .changes
             .iter()
-            .filter(|c| c.record.resource_version > since)
+            .filter(|c| c.resource_version() > since)
             .cloned()
             .collect();
         Ok((backlog, self.sender.subscribe()))
@@ -125,7 +143,7 @@ mod tests {
         .remove(0)
         .object;
         assert!(matches!(object, Object::ConfigMap(_)));
-        Change {
+        Change::Object {
             change: ChangeType::Modified,
             record: crate::state::Record {
                 uid: "u".into(),
@@ -146,10 +164,10 @@ mod tests {
             hub.publish(change(version));
         }
         let (backlog, mut receiver) = hub.subscribe(11).unwrap();
-        let versions: Vec<u64> = backlog.iter().map(|c| c.record.resource_version).collect();
+        let versions: Vec<u64> = backlog.iter().map(|c| c.resource_version()).collect();
         assert_eq!(versions, [12, 13]);
         hub.publish(change(14));
-        assert_eq!(receiver.try_recv().unwrap().record.resource_version, 14);
+        assert_eq!(receiver.try_recv().unwrap().resource_version(), 14);
         // Past the window, the oldest kept version moves on.
         for version in 15..15 + WINDOW as u64 {
             hub.publish(change(version));
