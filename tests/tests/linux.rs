@@ -1415,17 +1415,25 @@ spec:
   volumes:
   - {name: cfg, configMap: {name: settings, defaultMode: 0400, items: [{key: greeting, path: sub/greeting.txt}]}}
   - {name: sec, secret: {secretName: creds, items: [{key: token, path: token, mode: 0600}]}}
+  - {name: all, secret: {secretName: creds, defaultMode: 0440}}
   containers:
   - name: app
     image: "busybox:1"
-    command: [sh, -c, "stat -c '%a %n' /cfg/sub/greeting.txt /sec/token; cat /cfg/sub/greeting.txt; echo; ls /cfg; echo done; sleep 1000"]
-    volumeMounts: [{name: cfg, mountPath: /cfg}, {name: sec, mountPath: /sec}]
+    command: [sh, -c, "stat -c '%a %n' /cfg/sub/greeting.txt /sec/token /all/token; cat /cfg/sub/greeting.txt; echo; ls /cfg; grep -E ' /(sec|all|cfg) ' /proc/mounts | cut -d' ' -f2,3; echo done; sleep 1000"]
+    volumeMounts: [{name: cfg, mountPath: /cfg}, {name: sec, mountPath: /sec}, {name: all, mountPath: /all}]
 "#,
     );
     let log = log_once_done(home.path(), "projected", "app");
     assert!(log.contains("400 /cfg/sub/greeting.txt"), "{log}");
     assert!(log.contains("600 /sec/token"), "{log}");
+    assert!(log.contains("440 /all/token"), "{log}");
     assert!(log.contains("hello"), "{log}");
+    // Secrets live in memory, as the kubelet mounts them; ConfigMaps on disk.
+    assert!(
+        log.contains("/sec tmpfs") && log.contains("/all tmpfs"),
+        "{log}"
+    );
+    assert!(!log.contains("/cfg tmpfs"), "{log}");
     // Only the keys asked for.
     assert!(!log.contains("unused"), "{log}");
 

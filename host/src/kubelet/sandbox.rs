@@ -84,8 +84,9 @@ impl Sandbox {
 
     /// Makes the pod's `medium: Memory` emptyDirs tmpfs mounts (sized by
     /// `sizeLimit`, else by the pod's memory limits where every container
-    /// has one); what could not be is said in the result, and that volume
-    /// stays a directory on disk.
+    /// has one), and its secret volumes too, as the kubelet mounts them, so
+    /// no secret value is written to disk; what could not be is said in the
+    /// result, and that volume stays a directory on disk.
     pub fn memory_volumes(&self, pod: &Pod) -> Vec<String> {
         let mut warnings = Vec::new();
         let limits: Option<u64> = pod
@@ -94,10 +95,13 @@ impl Sandbox {
             .map(|c| c.resources.limits.memory.and_then(|q| q.to_bytes()))
             .sum();
         for volume in &pod.spec.volumes {
-            let Some(empty) = volume.empty_dir.as_ref().filter(|e| e.in_memory()) else {
-                continue;
+            let size = match (&volume.empty_dir, &volume.secret) {
+                (Some(empty), _) if empty.in_memory() => {
+                    empty.size_limit.and_then(|q| q.to_bytes()).or(limits)
+                }
+                (_, Some(_)) => Some(SECRET_VOLUME_SIZE),
+                _ => continue,
             };
-            let size = empty.size_limit.and_then(|q| q.to_bytes()).or(limits);
             let path = self.dir.join("volumes").join(&volume.name);
             if let Err(e) = crate::runtime::linux::memory_backed(&path, size) {
                 warnings.push(format!(
@@ -115,6 +119,10 @@ impl Sandbox {
         self.network.lock().take();
     }
 }
+
+/// Room for a secret volume's files: a Secret holds at most 1 MiB, and
+/// each file takes at least a page however small its value.
+const SECRET_VOLUME_SIZE: u64 = 16 << 20;
 
 /// A sidecar as the router holds it among the pod's containers: its runs
 /// come and go (it is restarted on its own), the pod's endpoint stays.
