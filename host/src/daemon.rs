@@ -55,6 +55,9 @@ pub struct Config {
     pub hpa_sync_period: Duration,
     /// How long a request to a service scaled to zero waits for a replica.
     pub scale_from_zero_timeout: Duration,
+    /// The EncryptionConfiguration sealing Secrets at rest; none: the
+    /// home's `encryption.yaml`, made with a new key if missing.
+    pub encryption_config: Option<std::path::PathBuf>,
 }
 
 /// How often the controllers look at everything, not only at what the
@@ -98,6 +101,27 @@ pub async fn serve(
         }
     }
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let sealing = args
+        .encryption_config
+        .clone()
+        .unwrap_or_else(|| home.join("encryption.yaml"));
+    let sealer = crate::state::Sealer::load_or_make(&sealing)?;
+    let key = sealer.writing_key().map(str::to_owned);
+    let resealed = store.seal_with(sealer).with_context(|| {
+        format!(
+            "sealing the store's Secrets as {} says (a key it no longer lists?)",
+            sealing.display()
+        )
+    })?;
+    if !resealed.is_empty() {
+        tracing::info!(
+            "stored {} objects again as {} says (key {}): {}",
+            resealed.len(),
+            sealing.display(),
+            key.as_deref().unwrap_or("none: identity"),
+            resealed.join(", ")
+        );
+    }
     store.set_node_port_range(args.node_port_range.clone());
     store.set_service_network(args.service_cidr);
     let state = Arc::new(ApiState {

@@ -1296,3 +1296,131 @@ spec:
             .is_some_and(|n| n >= 1)
     });
 }
+
+/// The error of a `berth daemon` that must not start (killed, and the test
+/// failed, if it is still running after a while).
+fn daemon_refused(home: &Path) -> String {
+    let mut child = std::process::Command::new(berth_tests::berth_bin())
+        .arg("daemon")
+        .env("BERTH_HOME", home)
+        .env("BERTH_INGRESS", "127.0.0.1:0")
+        .env("BERTH_INGRESS_TLS", "127.0.0.1:0")
+        .env("BERTH_API_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth daemon started when it should have refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// Every file of `dir` whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    berth_tests::files_under(dir)
+        .into_iter()
+        .filter(|(path, _)| {
+            std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|(path, _)| path.display().to_string())
+        .collect()
+}
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let value = "correct-horse-battery-staple";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    let mut first = daemon(home.path());
+    let config = home.path().join("encryption.yaml");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is the owner's alone");
+    ok(berth_tests::kube::kubectl(
+        home.path(),
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            &format!("--from-literal=password={value}"),
+        ],
+    ));
+    let read = |home: &Path| {
+        ok(berth_tests::kube::kubectl(
+            home,
+            &["get", "secret", "creds", "-o", "jsonpath={.data.password}"],
+        ))
+        .stdout
+    };
+    assert_eq!(read(home.path()), encoded);
+    first.terminate();
+    first.wait(std::time::Duration::from_secs(30)).unwrap();
+    // Neither the database nor its journals hold the value, in either form.
+    for needle in [value, encoded.as_str()] {
+        assert_eq!(
+            files_holding(home.path(), needle.as_bytes()),
+            Vec::<String>::new()
+        );
+    }
+
+    // Rotation: a new key listed first; the restart seals every Secret with it.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let new_key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let rotated = text.replacen(
+        "      keys:\n",
+        &format!("      keys:\n      - name: key2\n        secret: {new_key}\n"),
+        1,
+    );
+    assert_ne!(rotated, text, "{text}");
+    std::fs::write(&config, &rotated).unwrap();
+    let mut second = daemon(home.path());
+    assert!(
+        second.wait_for_log("stored 1 objects again", std::time::Duration::from_secs(10)),
+        "{}",
+        second.log()
+    );
+    assert_eq!(read(home.path()), encoded);
+    second.terminate();
+    second.wait(std::time::Duration::from_secs(30)).unwrap();
+
+    // The old key dropped: still read, as it was sealed with the new one.
+    let only_new = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      - name: key2\n        secret: {new_key}\n"
+    );
+    std::fs::write(&config, &only_new).unwrap();
+    let mut third = daemon(home.path());
+    assert_eq!(read(home.path()), encoded);
+    third.terminate();
+    third.wait(std::time::Duration::from_secs(30)).unwrap();
+
+    // Without the key its Secrets were sealed with, the daemon will not
+    // start, and says why; the store is as it was.
+    let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    std::fs::write(&config, only_new.replace(&new_key, &other)).unwrap();
+    let refused = daemon_refused(home.path());
+    assert!(
+        refused.contains("default/creds") && refused.contains("key2"),
+        "{refused}"
+    );
+    // A key file others may read is refused too.
+    std::fs::write(&config, &only_new).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = daemon_refused(home.path());
+    assert!(refused.contains("chmod 600"), "{refused}");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _fourth = daemon(home.path());
+    assert_eq!(read(home.path()), encoded);
+}

@@ -8,9 +8,7 @@
 //! the serving certificate is made again whenever the names it must carry
 //! change.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -243,22 +241,9 @@ pub fn kubeconfig_path(home: &Path) -> PathBuf {
     home.join("kubeconfig")
 }
 
-/// Writes `text` to `path` with mode 0600, replacing it whole: a reader
-/// never sees half a file.
+/// [`crate::home::write_private`], its error naming the file.
 pub fn write_private(path: &Path, text: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io(path))?;
-    temp.write_all(text).map_err(io(path))?;
-    temp.as_file().sync_all().map_err(io(path))?;
-    temp.persist(path).map_err(|e| PkiError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    crate::home::write_private(path, text).map_err(io(path))
 }
 
 fn make_private_dir(dir: &Path) -> Result<()> {
@@ -285,6 +270,7 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn credentials_are_made_once_private_and_kept() {

@@ -128,6 +128,13 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     scale_from_zero_timeout: Duration,
 
+    /// A Kubernetes EncryptionConfiguration (aesgcm and identity providers)
+    /// sealing Secrets in the store; default `$BERTH_HOME/encryption.yaml`,
+    /// made with a new AES-256 key on first start. Rotate a key by listing
+    /// a new one first and restarting.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<std::path::PathBuf>,
+
     /// Export spans (ingress, each routed service) to this OTLP/HTTP
     /// collector, e.g. http://127.0.0.1:4318 (`/v1/traces` is added).
     #[arg(long, value_name = "URL", env = "BERTH_OTLP_ENDPOINT")]
@@ -181,6 +188,7 @@ impl DaemonArgs {
             metrics_resolution: self.metrics_resolution,
             hpa_sync_period: self.hpa_sync_period,
             scale_from_zero_timeout: self.scale_from_zero_timeout,
+            encryption_config: self.encryption_provider_config,
         }
     }
 }

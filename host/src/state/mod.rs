@@ -14,9 +14,11 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::spec::{Kind, Object, Status};
 
+pub mod sealed;
 mod services;
 pub mod watch;
 
+pub use sealed::Sealer;
 pub use services::ServiceNetwork;
 
 pub use watch::{Change, ChangeType, Hub};
@@ -174,6 +176,8 @@ pub struct Store {
     spec_versions: HashMap<Kind, u64>,
     /// Where committed changes go, for watchers.
     hub: std::sync::Arc<Hub>,
+    /// Seals the objects stored encrypted (Secrets) and opens them.
+    sealer: Sealer,
 }
 
 struct Parsed {
@@ -218,6 +222,14 @@ fn spec_json(object: &Object) -> String {
 
 fn object_json(object: &Object) -> serde_json::Value {
     object.to_value()
+}
+
+fn sealed_error(kind: Kind, name: &str, e: sealed::SealError) -> StateError {
+    StateError::Corrupt {
+        kind: kind.to_string(),
+        name: name.to_owned(),
+        reason: e.to_string(),
+    }
 }
 
 fn object_from_json(kind: Kind, name: &str, text: &str) -> Result<Object> {
@@ -291,6 +303,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // What a write replaces or deletes (a Secret as it was) is zeroed,
+        // not left readable in the file's free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate_owner_column(&conn)?;
@@ -312,7 +327,62 @@ impl Store {
             parsed: Default::default(),
             spec_versions: HashMap::new(),
             hub: std::sync::Arc::new(Hub::new(current)),
+            sealer: Sealer::identity(),
         })
+    }
+
+    /// Seals and opens objects with `sealer` from now on, and stores every
+    /// object a write now would store otherwise (plain where it should be
+    /// sealed, or sealed with a key no longer first) again, in one
+    /// transaction, wiping what it overwrote: so a key is rotated by a
+    /// restart. What was stored again, by name of kind; an object that
+    /// opens with none of the keys (or with a key of its name but other
+    /// bytes) is an error naming it, and nothing changes.
+    pub fn seal_with(&mut self, sealer: Sealer) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let mut resealed = Vec::new();
+        {
+            let mut rows = tx.prepare(
+                "SELECT kind, namespace, name, uid, object FROM objects WHERE kind IN ('Secret', 'ConfigMap')",
+            )?;
+            let mut update = tx.prepare("UPDATE objects SET object = ?1 WHERE uid = ?2")?;
+            let found = rows
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            for (kind_name, namespace, name, uid, stored) in found {
+                let Some(kind) = Kind::parse(&kind_name) else {
+                    continue;
+                };
+                // Every sealed one is opened, stale or not: a key of the
+                // right name but the wrong bytes is found now, not when
+                // the object is next read.
+                let text = sealer
+                    .open(&uid, &stored)
+                    .map_err(|e| sealed_error(kind, &format!("{namespace}/{name}"), e))?;
+                if !sealer.stale(kind, &stored) {
+                    continue;
+                }
+                update.execute(params![sealer.seal(kind, &uid, &text), uid])?;
+                resealed.push(format!("{kind} {namespace}/{name}"));
+            }
+        }
+        tx.commit()?;
+        if !resealed.is_empty() {
+            // The old forms may linger in the write-ahead log: empty it.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        self.sealer = sealer;
+        self.parsed.borrow_mut().clear();
+        Ok(resealed)
     }
 
     /// Where NodePort services get their ports when they name none.
@@ -384,6 +454,16 @@ impl Store {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()?;
+            let stored = match stored {
+                Some((text, generation, uid)) => {
+                    let text = self
+                        .sealer
+                        .open(&uid, &text)
+                        .map_err(|e| sealed_error(kind, &name, e))?;
+                    Some((text, generation, uid))
+                }
+                None => None,
+            };
             let merged;
             let object = match (object, &stored) {
                 (Object::Pod(pod), Some((old_text, _, _))) => {
@@ -418,21 +498,24 @@ impl Store {
             let version = next_version(&tx)?;
             let outcome = match stored {
                 None => {
+                    let uid = new_uid();
+                    let text = self.sealer.seal(kind, &uid, &text);
                     tx.prepare_cached("INSERT INTO objects (kind, namespace, name, uid, resource_version, generation, created, object, owner)
                          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)")?
 .execute(
-                        params![kind, namespace, name, new_uid(), version, now(), text, controller_of(object)],
+                        params![kind, namespace, name, uid, version, now(), text, controller_of(object)],
                     )?;
                     Outcome::Created
                 }
                 Some((old_text, _, _)) if old_text == text => Outcome::Unchanged,
-                Some((old_text, generation, _)) => {
+                Some((old_text, generation, uid)) => {
                     let old = object_from_json(kind, &name, &old_text)?;
                     let generation = if spec_json(&old) == spec_json(object) {
                         generation
                     } else {
                         generation + 1
                     };
+                    let text = self.sealer.seal(kind, &uid, &text);
                     tx.prepare_cached(
                         "UPDATE objects SET object = ?4, generation = ?5, resource_version = ?6, owner = ?7
                          WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
@@ -563,7 +646,11 @@ impl Store {
                 status: p.status.clone(),
             });
         }
-        let object = object_from_json(kind, name, &object_text)?;
+        let opened = self
+            .sealer
+            .open(&uid, &object_text)
+            .map_err(|e| sealed_error(kind, name, e))?;
+        let object = object_from_json(kind, name, &opened)?;
         // A status is what was last observed, and is observed again: one
         // an older berth stored in another shape is dropped, not a reason
         // to fail every list of its kind.

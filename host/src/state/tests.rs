@@ -428,3 +428,86 @@ fn a_database_from_before_event_versions_is_migrated() {
     assert_eq!(events[0].uid.as_deref(), Some(web.uid.as_str()));
     assert_eq!(events[0].resource_version, store.current_version().unwrap());
 }
+
+fn sealer(keys: &[(&str, u8)]) -> Sealer {
+    use base64::Engine as _;
+    let keys: String = keys
+        .iter()
+        .map(|(name, byte)| {
+            format!(
+                "      - name: {name}\n        secret: {}\n",
+                base64::engine::general_purpose::STANDARD.encode([*byte; 32])
+            )
+        })
+        .collect();
+    Sealer::parse(&format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n{keys}  - identity: {{}}\n"
+    ))
+    .unwrap()
+}
+
+const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: hunter2-sealed}\n";
+
+fn stored_object(store: &Store, name: &str) -> String {
+    store
+        .conn
+        .query_row(
+            "SELECT object FROM objects WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn secrets_are_sealed_at_rest_read_plainly_and_sealed_again_when_the_key_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    // Written before sealing was on: stored plain, then sealed at once.
+    store.apply(&objects(SECRET)).unwrap();
+    // Secrets hold their values in base64.
+    let value = "aHVudGVyMi1zZWFsZWQ=";
+    assert!(stored_object(&store, "creds").contains(value));
+    let resealed = store.seal_with(sealer(&[("k1", 1)])).unwrap();
+    assert_eq!(resealed, ["Secret default/creds"]);
+    let stored = stored_object(&store, "creds");
+    assert!(stored.starts_with("k8s:enc:aesgcm:v1:k1:"), "{stored}");
+    let read = store
+        .get(Kind::Secret, "default", "creds")
+        .unwrap()
+        .unwrap();
+    let Object::Secret(secret) = &read.object else {
+        panic!("not a secret")
+    };
+    assert_eq!(secret.data["password"], value);
+    // The same apply again changes nothing, sealed or not.
+    assert_eq!(store.apply(&objects(SECRET)).unwrap(), [Outcome::Unchanged]);
+    drop(store);
+    let raw = std::fs::read(&path).unwrap();
+    assert!(
+        !raw.windows(value.len()).any(|w| w == value.as_bytes()),
+        "the plain value is still in the database file"
+    );
+
+    // A new key first: everything is sealed with it on opening.
+    let mut store = Store::open(&path).unwrap();
+    let resealed = store.seal_with(sealer(&[("k2", 2), ("k1", 1)])).unwrap();
+    assert_eq!(resealed.len(), 1);
+    assert!(stored_object(&store, "creds").starts_with("k8s:enc:aesgcm:v1:k2:"));
+    assert!(store.seal_with(sealer(&[("k2", 2)])).unwrap().is_empty());
+    // Without the key it was sealed with, it cannot be read: said, and
+    // nothing changes.
+    let e = store
+        .seal_with(sealer(&[("k3", 3)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default/creds") && e.contains("\"k2\""), "{e}");
+    // Nor with a key of its name but other bytes.
+    let e = store
+        .seal_with(sealer(&[("k2", 9)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default/creds") && e.contains("altered"), "{e}");
+    assert!(stored_object(&store, "creds").starts_with("k8s:enc:aesgcm:v1:k2:"));
+}
