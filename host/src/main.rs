@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         // the broken pipe. Servers keep SIGPIPE ignored: a client closing
         // its connection must not end them.
         default_sigpipe();
+    } else {
+        raise_open_file_limit();
     }
     // Logs go to stderr; stdout carries only what scripts read. Colours
     // only for a person at a terminal, not in a file or a pipe.
@@ -29,6 +31,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     berth::cli::main(cli)
+}
+
+/// A server holds a listener per wasm pod and a descriptor per connection:
+/// it may open as many files as the hard limit allows, as Go's runtime and
+/// containerd allow themselves, not the soft limit kept for select(2)'s sake.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
 
 #[expect(unsafe_code, reason = "signal(2) has no safe wrapper here")]

@@ -54,7 +54,14 @@ pub async fn serve(
         };
     let bookmarks = super::rest::flag(&params, "allowWatchBookmarks");
     let initial_end = super::rest::flag(&params, "sendInitialEvents");
-    let hub = api.state.store.lock().hub();
+    let hub = {
+        let store = api.state.store.lock();
+        if resource.source == Source::Events {
+            store.event_hub()
+        } else {
+            store.hub()
+        }
+    };
     let namespace = target.namespace.clone();
     let reader = api.clone();
     // The initial state and the subscription are taken under one lock of

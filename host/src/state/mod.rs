@@ -176,6 +176,8 @@ pub struct Store {
     spec_versions: HashMap<Kind, u64>,
     /// Where committed changes go, for watchers.
     hub: std::sync::Arc<Hub>,
+    /// Where recorded events go, for their watchers.
+    event_hub: std::sync::Arc<Hub>,
     /// Seals the objects stored encrypted (Secrets) and opens them.
     sealer: Sealer,
 }
@@ -327,6 +329,7 @@ impl Store {
             parsed: Default::default(),
             spec_versions: HashMap::new(),
             hub: std::sync::Arc::new(Hub::new(current)),
+            event_hub: std::sync::Arc::new(Hub::new(current)),
             sealer: Sealer::identity(),
         })
     }
@@ -943,6 +946,11 @@ impl Store {
         self.hub.clone()
     }
 
+    /// Where watchers of events subscribe to them as they are recorded.
+    pub fn event_hub(&self) -> std::sync::Arc<Hub> {
+        self.event_hub.clone()
+    }
+
     /// The resourceVersion of the latest change.
     pub fn current_version(&self) -> Result<u64> {
         Ok(self
@@ -998,7 +1006,7 @@ impl Store {
         }
         tx.commit()?;
         for event in logged {
-            self.hub.publish(Change::Event(event));
+            self.event_hub.publish(Change::Event(event));
         }
         Ok(())
     }

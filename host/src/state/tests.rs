@@ -348,7 +348,8 @@ fn events_take_resource_versions_and_reach_watchers_with_their_object_s_uid() {
         .unwrap()
         .uid;
     let before = store.current_version().unwrap();
-    let (_, mut changes) = store.hub().subscribe(before).unwrap();
+    let (_, mut objects_changed) = store.hub().subscribe(before).unwrap();
+    let (_, mut changes) = store.event_hub().subscribe(before).unwrap();
     let now = now();
     store
         .record_events(&[
@@ -369,6 +370,10 @@ fn events_take_resource_versions_and_reach_watchers_with_their_object_s_uid() {
         "each event its own version, the uid of an object that exists"
     );
     assert_eq!(store.current_version().unwrap(), before + 2);
+    assert!(
+        objects_changed.try_recv().is_err(),
+        "events are not in the objects' window"
+    );
     let listed: Vec<u64> = store
         .event_log(Some("default"))
         .unwrap()

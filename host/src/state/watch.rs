@@ -1,10 +1,13 @@
 //! Changes to stored objects, and events as they are recorded, in
-//! resourceVersion order, for watchers. The
-//! store publishes each change after it commits, under its lock, so the
-//! order here is the commit order. A bounded window of recent changes lets
-//! a watch resume from a resourceVersion it saw; one older than the window
-//! (or from before a restart, when the window starts empty) is answered
-//! 410 Gone and the client lists again, as with kube-apiserver's watch cache.
+//! resourceVersion order, for watchers. The store publishes each change
+//! after it commits, under its lock, so the order here is the commit order.
+//! A bounded window of recent changes lets a watch resume from a
+//! resourceVersion it saw; one older than the window (or from before a
+//! restart, when the window starts empty) is answered 410 Gone and the
+//! client lists again, as with kube-apiserver's watch cache. Events have a
+//! hub of their own, as they have a watch cache of their own there: a burst
+//! of them (three for each of ten thousand pods starting) must not push the
+//! pods' own changes out of the window their watchers resume in.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

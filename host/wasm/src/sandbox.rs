@@ -10,6 +10,7 @@
 //! nowhere else.
 
 use http_body_util::BodyExt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,9 +36,36 @@ pub(super) struct Sandbox {
 struct GrantedDir {
     /// For messages.
     host: PathBuf,
-    handle: std::fs::File,
+    handle: Arc<std::fs::File>,
     guest: String,
     perms: FsPerms,
+}
+
+/// Directories held open, by device and inode, shared by every workload
+/// granted the same one: ten thousand replicas of an image each holding
+/// its tree open were ten thousand descriptors, enough to leave none for
+/// the API to accept a connection with. Sharing keeps the guarantee (the
+/// very directory opened at start), as a held descriptor is the inode.
+static HELD: std::sync::Mutex<Option<HashMap<(u64, u64), std::sync::Weak<std::fs::File>>>> =
+    std::sync::Mutex::new(None);
+
+/// `opened`, or the descriptor already held for the same directory.
+fn shared(opened: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = opened.metadata()?;
+    let key = (meta.dev(), meta.ino());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let held = held.get_or_insert_with(HashMap::new);
+    if let Some(file) = held.get(&key).and_then(std::sync::Weak::upgrade) {
+        return Ok(file);
+    }
+    let file = Arc::new(opened);
+    held.insert(key, Arc::downgrade(&file));
+    // Forget the directories no workload holds any more, now and then.
+    if held.len().is_power_of_two() && held.len() >= 64 {
+        held.retain(|_, file| file.strong_count() > 0);
+    }
+    Ok(file)
 }
 
 impl GrantedDir {
@@ -72,6 +100,7 @@ impl Sandbox {
             if !handle.metadata().is_ok_and(|m| m.is_dir()) {
                 return Err(dir_error("not a directory".into()));
             }
+            let handle = shared(handle).map_err(|e| dir_error(e.to_string()))?;
             let perms = if grant.writable {
                 FsPerms::ReadWrite
             } else {
@@ -515,7 +544,35 @@ impl WasiHttpHooks for OutboundHooks {
 
 #[cfg(test)]
 mod tests {
-    use super::{LogBudget, interface_addresses, not_the_network};
+    use super::{LogBudget, Sandbox, interface_addresses, not_the_network};
+    use berth_runtime::{Capabilities, DirGrant};
+
+    #[test]
+    fn replicas_granted_one_directory_hold_one_descriptor_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let caps = |path: &std::path::Path| Capabilities {
+            dirs: vec![DirGrant {
+                host: path.to_owned(),
+                guest: "/data".into(),
+                writable: false,
+            }],
+            ..Capabilities::default()
+        };
+        let a = Sandbox::new("a", &caps(dir.path()), None).unwrap();
+        let b = Sandbox::new("b", &caps(dir.path()), None).unwrap();
+        let c = Sandbox::new("c", &caps(other.path()), None).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.dirs[0].handle, &b.dirs[0].handle));
+        assert!(!std::sync::Arc::ptr_eq(
+            &a.dirs[0].handle,
+            &c.dirs[0].handle
+        ));
+        // Each still reaches the directory it was granted.
+        assert_eq!(
+            std::fs::canonicalize(b.dirs[0].path()).unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+    }
 
     #[test]
     fn the_interfaces_of_this_machine_are_listed() {
