@@ -46,8 +46,10 @@ struct GrantedDir {
 /// its tree open were ten thousand descriptors, enough to leave none for
 /// the API to accept a connection with. Sharing keeps the guarantee (the
 /// very directory opened at start), as a held descriptor is the inode.
-static HELD: std::sync::Mutex<Option<HashMap<(u64, u64), std::sync::Weak<std::fs::File>>>> =
-    std::sync::Mutex::new(None);
+static HELD: std::sync::Mutex<Option<Held>> = std::sync::Mutex::new(None);
+
+/// Held directories by (device, inode).
+type Held = HashMap<(u64, u64), std::sync::Weak<std::fs::File>>;
 
 /// `opened`, or the descriptor already held for the same directory.
 fn shared(opened: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
