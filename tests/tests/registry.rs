@@ -513,6 +513,29 @@ async fn manifests_tags_and_referrers_follow_the_spec() {
     );
     let gone = send("GET", &format!("{url}/v2/app/manifests/b"), &[], vec![]).await;
     assert_eq!(error_code(&gone), "MANIFEST_UNKNOWN");
+    // A reference that names nothing is 404 whatever its form (the
+    // conformance suite asks for `.INVALID_MANIFEST_NAME`); a push to one
+    // is still refused as invalid.
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:short", "md5:abc"] {
+        for method in ["GET", "HEAD", "DELETE"] {
+            let reply = send(
+                method,
+                &format!("{url}/v2/app/manifests/{reference}"),
+                &[],
+                vec![],
+            )
+            .await;
+            assert_eq!(reply.status, 404, "{method} {reference}");
+        }
+    }
+    let refused = send(
+        "PUT",
+        &format!("{url}/v2/app/manifests/.INVALID_MANIFEST_NAME"),
+        &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
 }
 
 fn basic(user: &str, password: &str) -> String {

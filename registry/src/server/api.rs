@@ -611,18 +611,16 @@ fn resolve(state: &AppState, name: &str, reference: &str) -> ApiResult<String> {
             format!("manifest {reference} is not in {name}"),
         )
     };
+    // A reference that names nothing is unknown whatever its form, as the
+    // distribution spec's conformance suite asks (a malformed one included).
     if reference.contains(':') {
-        check_digest(reference)?;
-        if state.storage.has_manifest(name, reference) {
+        if is_sha256_digest(reference) && state.storage.has_manifest(name, reference) {
             return Ok(reference.to_owned());
         }
         return Err(unknown());
     }
     if !is_valid_tag(reference) {
-        return Err(ApiError::new(
-            Code::ManifestInvalid,
-            format!("{reference:?} is not a valid tag"),
-        ));
+        return Err(unknown());
     }
     state
         .storage
@@ -864,7 +862,9 @@ async fn delete_manifest(
     };
     let (st, n, r) = (state.clone(), name.to_owned(), reference.to_owned());
     let deleted = if reference.contains(':') {
-        check_digest(reference)?;
+        if !is_sha256_digest(reference) {
+            return Err(unknown());
+        }
         blocking(move || st.storage.delete_manifest(&n, &r)).await?
     } else {
         if !is_valid_tag(reference) {
