@@ -388,3 +388,229 @@ async fn chart_has_traffic(browser: &Browser) -> bool {
         Err(_) => false,
     }
 }
+
+const ACTED_ON: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: 'hello:1', imagePullPolicy: Never}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 3 1 1 *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: once, image: 'busybox:1', command: ['true']}]
+"#;
+
+impl Browser {
+    /// Clicks the first element `css` finds, waiting for it to be there.
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(element) = self.client().find(Locator::Css(css)).await
+                && element.click().await.is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nothing to click at {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What `kubectl get … -o jsonpath=PATH` prints, once it is what `done` wants.
+fn wait_for_kubectl(home: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl(home, args);
+        if out.success && done(&out.stdout) {
+            return out.stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_rolls_back_restarts_deletes_and_runs_cron_jobs_through_the_api() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(home.path(), Path::new(guests::HELLO), "hello:1");
+    build_image(home.path(), Path::new(guests::HELLO), "hello:2");
+    busybox::load(home.path(), "busybox:1");
+    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let port = daemon.ingress().rsplit(':').next().unwrap().to_owned();
+    let files = tempfile::tempdir().unwrap();
+    ok(berth(
+        home.path(),
+        &["apply", "-f", &write(files.path(), "acted.yaml", ACTED_ON)],
+    ));
+    // A second revision to roll back from.
+    ok(kubectl(
+        home.path(),
+        &["set", "image", "deployment/web", "web=hello:2"],
+    ));
+    let link = ok(berth(home.path(), &["dashboard"]))
+        .stdout
+        .trim()
+        .to_owned();
+    let browser = Browser::start().await;
+    browser.client().goto(&link).await.unwrap();
+    browser.wait_for_text("#connection", |t| t == "live").await;
+    browser
+        .wait_for_text("#deployments", |t| t.contains("web 2/2"))
+        .await;
+    let image = |home: &Path| {
+        ok(kubectl(
+            home,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+        ))
+        .stdout
+    };
+    assert_eq!(image(home.path()), "hello:2");
+
+    // Roll back: the History dialog lists revision 1 to go back to.
+    browser
+        .click(r#"#deployments button[data-action=history][data-args*='"web"']"#)
+        .await;
+    browser
+        .wait_for_text("#dialog", |t| {
+            t.contains("hello:1") && t.contains("current")
+        })
+        .await;
+    browser.screenshot("history").await;
+    browser.click("#dialog button[data-action=rollback]").await;
+    wait_for_kubectl(
+        home.path(),
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+        |image| image == "hello:1",
+    );
+    browser
+        .wait_for_text("#events", |t| {
+            t.contains("Events of web since: rolled web back to revision 1")
+                && t.contains("ScalingReplicaSet")
+        })
+        .await;
+
+    // Restart: a new template annotation, so a rollout, as kubectl's.
+    browser
+        .click(r#"#deployments button[data-action=restart][data-args*='"web"']"#)
+        .await;
+    wait_for_kubectl(
+        home.path(),
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations}",
+        ],
+        |annotations| annotations.contains("kubectl.kubernetes.io/restartedAt"),
+    );
+    browser
+        .wait_for_text("#events", |t| {
+            t.contains("Events of web since: restarted deployment web")
+        })
+        .await;
+    wait_for_kubectl(
+        home.path(),
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+        |out| out.contains("successfully rolled out"),
+    );
+
+    // Delete a pod: it goes, and its replica set makes up for it.
+    let pods = wait_for_kubectl(
+        home.path(),
+        &["get", "pods", "-l", "app=web", "-o", "name"],
+        |names| names.lines().count() == 2,
+    );
+    let victim = pods
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("pod/")
+        .to_owned();
+    browser
+        .click(&format!(
+            r#"#pods button[data-action=delete-pod][data-args*='"{victim}"']"#
+        ))
+        .await;
+    wait_for_kubectl(
+        home.path(),
+        &["get", "pods", "-l", "app=web", "-o", "name"],
+        |names| !names.contains(&victim) && names.lines().count() == 2,
+    );
+    browser
+        .wait_for_text("#events", |t| t.contains(&format!("deleted pod {victim}")))
+        .await;
+
+    // A CronJob: suspended, resumed, and run now.
+    browser
+        .click(r#"#cronjobs button[data-action=suspend][data-args*='"nightly"']"#)
+        .await;
+    let suspended = [
+        "get",
+        "cronjob",
+        "nightly",
+        "-o",
+        "jsonpath={.spec.suspend}",
+    ];
+    wait_for_kubectl(home.path(), &suspended, |s| s == "true");
+    browser
+        .wait_for_text("#cronjobs", |t| t.contains("Resume"))
+        .await;
+    browser
+        .click(r#"#cronjobs button[data-action=suspend][data-args*='"nightly"']"#)
+        .await;
+    wait_for_kubectl(home.path(), &suspended, |s| s == "false");
+    browser
+        .click(r#"#cronjobs button[data-action=trigger][data-args*='"nightly"']"#)
+        .await;
+    wait_for_kubectl(
+        home.path(),
+        &[
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.succeeded}{\"\\n\"}{end}",
+        ],
+        |jobs| {
+            jobs.lines()
+                .any(|l| l.starts_with("nightly-manual-") && l.ends_with(" 1"))
+        },
+    );
+    browser
+        .wait_for_text("#jobs", |t| t.contains("nightly-manual-"))
+        .await;
+    browser.screenshot("actions").await;
+    if let Some(client) = browser.client.clone() {
+        client.close().await.unwrap();
+    }
+}
