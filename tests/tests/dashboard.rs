@@ -453,7 +453,7 @@ async fn the_dashboard_rolls_back_restarts_deletes_and_runs_cron_jobs_through_th
     build_image(home.path(), Path::new(guests::HELLO), "hello:1");
     build_image(home.path(), Path::new(guests::HELLO), "hello:2");
     busybox::load(home.path(), "busybox:1");
-    let daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
     let files = tempfile::tempdir().unwrap();
     ok(berth(
         home.path(),
