@@ -184,9 +184,12 @@ pub struct Store {
 
 struct Parsed {
     kind: Kind,
-    object_text: String,
+    /// Every write of an object or its status takes a new resourceVersion,
+    /// and no read happens inside a write's transaction (which could roll
+    /// back and give the number to another write), so the same version is
+    /// the same texts: unchanged rows are not even read.
+    resource_version: u64,
     object: Object,
-    status_text: String,
     status: Status,
 }
 
@@ -604,24 +607,13 @@ impl Store {
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Record>> {
-        self.conn
-            .prepare_cached(
-                "SELECT uid, resource_version, generation, created, object, status FROM objects
-                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            )?
-            .query_row(params![kind, namespace, name], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, u64>(1)?,
-                    row.get::<_, u64>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                ))
-            })
-            .optional()?
-            .map(|row| self.record(kind, name, row))
-            .transpose()
+        let mut statement = self.conn.prepare_cached(
+            "SELECT name, uid, resource_version, generation, created, object, status FROM objects
+             WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        )?;
+        Ok(self
+            .records(kind, &mut statement, params![kind, namespace, name])?
+            .pop())
     }
 
     /// Changes so far to objects of `kind` themselves (apply, delete), not
@@ -632,13 +624,18 @@ impl Store {
         self.spec_versions.get(&kind).copied().unwrap_or(0)
     }
 
-    fn record(&self, kind: Kind, name: &str, row: Row) -> Result<Record> {
-        let (uid, resource_version, generation, created, object_text, status_text) = row;
+    /// The record of a row of a `SELECT name, uid, resource_version,
+    /// generation, created, object, status` over objects of `kind`: as last
+    /// parsed if its version has not moved, else read and parsed.
+    fn record(&self, kind: Kind, row: &rusqlite::Row<'_>) -> Result<Record> {
+        let uid: String = row.get(1)?;
+        let resource_version: u64 = row.get(2)?;
+        let generation: u64 = row.get(3)?;
+        let created: String = row.get(4)?;
         let mut parsed = self.parsed.borrow_mut();
         if let Some(p) = parsed.get(&uid)
             && p.kind == kind
-            && p.object_text == object_text
-            && p.status_text == status_text
+            && p.resource_version == resource_version
         {
             return Ok(Record {
                 uid,
@@ -649,11 +646,14 @@ impl Store {
                 status: p.status.clone(),
             });
         }
+        let name: String = row.get(0)?;
+        let object_text: String = row.get(5)?;
+        let status_text: String = row.get(6)?;
         let opened = self
             .sealer
             .open(&uid, &object_text)
-            .map_err(|e| sealed_error(kind, name, e))?;
-        let object = object_from_json(kind, name, &opened)?;
+            .map_err(|e| sealed_error(kind, &name, e))?;
+        let object = object_from_json(kind, &name, &opened)?;
         // A status is what was last observed, and is observed again: one
         // an older berth stored in another shape is dropped, not a reason
         // to fail every list of its kind.
@@ -665,9 +665,8 @@ impl Store {
             uid.clone(),
             Parsed {
                 kind: object.kind(),
-                object_text,
+                resource_version,
                 object: object.clone(),
-                status_text,
                 status: status.clone(),
             },
         );
@@ -689,23 +688,10 @@ impl Store {
         statement: &mut rusqlite::CachedStatement<'_>,
         params: impl rusqlite::Params,
     ) -> Result<Vec<Record>> {
-        let rows = statement.query_map(params, |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                (
-                    row.get::<_, String>(1)?,
-                    row.get::<_, u64>(2)?,
-                    row.get::<_, u64>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                ),
-            ))
-        })?;
+        let mut rows = statement.query(params)?;
         let mut records = Vec::new();
-        for row in rows {
-            let (name, fields) = row?;
-            records.push(self.record(kind, &name, fields)?);
+        while let Some(row) = rows.next()? {
+            records.push(self.record(kind, row)?);
         }
         Ok(records)
     }
@@ -1235,8 +1221,6 @@ fn migrate_owner_column(conn: &Connection) -> Result<()> {
     conn.execute_batch("CREATE INDEX IF NOT EXISTS objects_by_owner ON objects (kind, owner);")?;
     Ok(())
 }
-
-type Row = (String, u64, u64, String, String, String);
 
 /// The next resourceVersion: one counter across all objects, as etcd's
 /// revision is, so versions order every change.
