@@ -117,6 +117,16 @@ async fn blob_uploads_follow_the_spec() {
     assert_eq!(part.header("content-range"), "bytes 2-5/16");
     let bad = send("GET", &blob_url, &[("range", "bytes=20-30")], vec![]).await;
     assert_eq!(bad.status, 416);
+    // A suffix: the last N bytes, or all of them when N exceeds the blob.
+    let tail = send("GET", &blob_url, &[("range", "bytes=-4")], vec![]).await;
+    assert_eq!(tail.status, 206);
+    assert_eq!(&tail.body[..], b"cdef");
+    assert_eq!(tail.header("content-range"), "bytes 12-15/16");
+    let all = send("GET", &blob_url, &[("range", "bytes=-500")], vec![]).await;
+    assert_eq!(all.status, 206);
+    assert_eq!(all.body, blob);
+    let none = send("GET", &blob_url, &[("range", "bytes=-0")], vec![]).await;
+    assert_eq!(none.status, 416);
 
     // The whole blob in one POST.
     let single = b"single post".to_vec();
@@ -312,6 +322,27 @@ async fn manifests_tags_and_referrers_follow_the_spec() {
     .await;
     assert_eq!(reply.status, 400);
     assert_eq!(error_code(&reply), "MANIFEST_BLOB_UNKNOWN");
+    // Unless the layer is non-distributable: fetched from its urls, never pushed.
+    let mut foreign = missing.clone();
+    foreign["layers"][0]["mediaType"] =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+    foreign["layers"][0]["urls"] = serde_json::json!(["https://example.com/layer"]);
+    let reply = send(
+        "PUT",
+        &format!("{url}/v2/app/manifests/foreign"),
+        &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+        serde_json::to_vec(&foreign).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let untag = send(
+        "DELETE",
+        &format!("{url}/v2/app/manifests/foreign"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(untag.status, 202);
 
     let (bytes, digest) =
         push_manifest(url, "app", "v1", config, &[layer], serde_json::json!({})).await;

@@ -279,16 +279,36 @@ async fn route(
 
 // Blobs.
 
-/// `bytes=START-END` or `bytes=START-` against a blob of `size` bytes.
+/// `bytes=START-END`, `bytes=START-` or the suffix `bytes=-N` (the last
+/// N bytes, the whole blob when N exceeds it, as RFC 9110 has it) against a
+/// blob of `size` bytes.
 fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
+    if start.trim().is_empty() {
+        let suffix: u64 = end.trim().parse().ok()?;
+        let last = size.checked_sub(1)?;
+        return (suffix > 0).then(|| (size - suffix.min(size), last));
+    }
     let start: u64 = start.trim().parse().ok()?;
     let end: u64 = match end.trim() {
         "" => size.checked_sub(1)?,
         end => end.parse::<u64>().ok()?.min(size.checked_sub(1)?),
     };
     (start <= end && start < size).then_some((start, end))
+}
+
+/// Layers a manifest may name without their blobs being pushed: their
+/// content is fetched from elsewhere (the descriptor's `urls`), as OCI's
+/// non-distributable layers and Docker's foreign layers are.
+fn non_distributable(descriptor: &serde_json::Value) -> bool {
+    descriptor
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .is_some_and(|m| {
+            m.starts_with("application/vnd.oci.image.layer.nondistributable.")
+                || m == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        })
 }
 
 async fn get_blob(
@@ -787,8 +807,9 @@ async fn put_manifest(
             return Err(invalid("the manifest has no layers array"));
         }
         for d in std::iter::once(config.clone()).chain(listed("layers")) {
+            let elsewhere = non_distributable(&d);
             let d = descriptor_digest(&d)?;
-            if state.storage.blob_size(name, &d).is_none() {
+            if !elsewhere && state.storage.blob_size(name, &d).is_none() {
                 return Err(ApiError::new(
                     Code::ManifestBlobUnknown,
                     format!("blob {d} named by the manifest is not in {name}"),
