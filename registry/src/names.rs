@@ -49,6 +49,62 @@ pub fn is_valid_tag(tag: &str) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// A digest's algorithm and its lowercase hex, for the algorithms the
+/// registry checks: `sha256:` and 64 hex digits, `sha512:` and 128.
+pub fn split_digest(digest: &str) -> Option<(&str, &str)> {
+    let (algorithm, hex) = digest.split_once(':')?;
+    let len = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return None,
+    };
+    (hex.len() == len
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some((algorithm, hex))
+}
+
+/// A running hash of the algorithm a digest names.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// The hash `digest` is of; none for an algorithm the registry lacks.
+    pub fn for_digest(digest: &str) -> Option<Hasher> {
+        use sha2::Digest as _;
+        match split_digest(digest)?.0 {
+            "sha512" => Some(Hasher::Sha512(sha2::Sha512::new())),
+            _ => Some(Hasher::sha256()),
+        }
+    }
+
+    pub fn sha256() -> Hasher {
+        use sha2::Digest as _;
+        Hasher::Sha256(sha2::Sha256::new())
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The digest of what was hashed, `algorithm:hex`.
+    pub fn digest(self) -> String {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
+    }
+}
+
 /// A digest berth can check: `sha256:` and 64 lowercase hex digits.
 pub fn is_sha256_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
@@ -62,6 +118,25 @@ pub fn is_sha256_digest(digest: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_of_either_algorithm_are_split_and_others_refused() {
+        let sha256 = format!("sha256:{}", "a".repeat(64));
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        assert_eq!(split_digest(&sha256), Some(("sha256", &sha256[7..])));
+        assert_eq!(split_digest(&sha512), Some(("sha512", &sha512[7..])));
+        for bad in [
+            format!("sha512:{}", "a".repeat(64)),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("md5:{}", "a".repeat(32)),
+            "sha256".to_owned(),
+        ] {
+            assert_eq!(split_digest(&bad), None, "{bad}");
+        }
+        let mut hasher = Hasher::for_digest(&sha512).unwrap();
+        hasher.update(b"abc");
+        assert!(hasher.digest().starts_with("sha512:ddaf35a193617aba"));
+    }
 
     #[test]
     fn names_follow_the_spec_grammar() {

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{
     Descriptor, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType, OciLayout,
 };
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{StoreError, io};
 use crate::media;
@@ -93,17 +92,12 @@ impl ContentStore {
         self.root.join("index.json")
     }
 
-    /// Where the blob `digest` lives (whether or not it exists).
+    /// Where the blob `digest` lives (whether or not it exists):
+    /// `blobs/<algorithm>/<hex>`, as the OCI layout has it.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| {
-                h.len() == 64
-                    && h.bytes()
-                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            })
+        let (algorithm, hex) = crate::names::split_digest(digest)
             .ok_or_else(|| StoreError::UnsupportedDigest(digest.to_owned()))?;
-        Ok(self.blobs_dir().join(hex))
+        Ok(self.root.join("blobs").join(algorithm).join(hex))
     }
 
     pub fn has_blob(&self, digest: &str) -> bool {
@@ -117,12 +111,15 @@ impl ContentStore {
         mut reader: impl Read,
         expected: Option<&str>,
     ) -> Result<(String, u64), StoreError> {
-        if let Some(expected) = expected {
-            self.blob_path(expected)?;
-        }
+        let mut hasher = match expected {
+            Some(expected) => {
+                self.blob_path(expected)?;
+                crate::names::Hasher::for_digest(expected).expect("checked by blob_path")
+            }
+            None => crate::names::Hasher::sha256(),
+        };
         let tmp_dir = self.tmp_dir();
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io(&tmp_dir))?;
-        let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 256 << 10];
         loop {
@@ -136,7 +133,7 @@ impl ContentStore {
             tmp.write_all(&buf[..n]).map_err(io(tmp.path()))?;
             size += n as u64;
         }
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let digest = hasher.digest();
         if let Some(expected) = expected
             && expected != digest
         {
@@ -150,9 +147,11 @@ impl ContentStore {
         if path.is_file() {
             return Ok((digest, size));
         }
+        let dir = path.parent().expect("blobs/<algorithm>");
+        fs::create_dir_all(dir).map_err(io(dir))?;
         tmp.as_file().sync_all().map_err(io(tmp.path()))?;
         tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
-        sync_dir(&self.blobs_dir())?;
+        sync_dir(dir)?;
         Ok((digest, size))
     }
 
@@ -176,7 +175,7 @@ impl ContentStore {
         })?;
         Ok(BlobReader {
             file,
-            hasher: Sha256::new(),
+            hasher: crate::names::Hasher::for_digest(digest).expect("checked by blob_path"),
             expected: digest.to_owned(),
             path,
             done: false,
@@ -377,7 +376,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// digest says.
 pub struct BlobReader {
     file: File,
-    hasher: Sha256,
+    hasher: crate::names::Hasher,
     expected: String,
     path: PathBuf,
     done: bool,
@@ -410,7 +409,7 @@ impl Read for BlobReader {
         self.hasher.update(&buf[..n]);
         if n == 0 && !buf.is_empty() && !self.done {
             self.done = true;
-            let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            let actual = self.hasher.clone().digest();
             if actual != self.expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -425,6 +424,7 @@ impl Read for BlobReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
 
     fn digest_of(bytes: &[u8]) -> String {
         format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

@@ -870,3 +870,91 @@ async fn a_killed_registry_serves_what_was_committed_and_the_upload_resumes() {
     let got = send("GET", &format!("{url}/v2/app/blobs/{digest}"), &[], vec![]).await;
     assert!(got.body == blob, "the resumed blob is whole");
 }
+
+#[tokio::test]
+async fn sha512_digests_work_wherever_sha256_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(&dir.path().join("registry"), &[]);
+    let url = &reg.url;
+    let sha512 = |bytes: &[u8]| format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)));
+    let push = |bytes: Vec<u8>| async move {
+        let digest = sha512(&bytes);
+        let started = send("POST", &format!("{url}/v2/app/blobs/uploads/"), &[], vec![]).await;
+        assert_eq!(started.status, 202);
+        let location = started.header("location").to_owned();
+        let done = send(
+            "PUT",
+            &format!("{url}{location}?digest={digest}"),
+            &[],
+            bytes,
+        )
+        .await;
+        assert_eq!(done.status, 201, "{}", done.text());
+        assert_eq!(done.header("docker-content-digest"), digest);
+        digest
+    };
+    let (config, layer) = (b"{}".to_vec(), b"a layer".to_vec());
+    let config_digest = push(config.clone()).await;
+    let layer_digest = push(layer.clone()).await;
+    let got = send(
+        "GET",
+        &format!("{url}/v2/app/blobs/{layer_digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!((got.status, &got.body[..]), (200, &layer[..]));
+    // Content that is not what the digest says is refused, and not kept.
+    let started = send("POST", &format!("{url}/v2/app/blobs/uploads/"), &[], vec![]).await;
+    let location = started.header("location").to_owned();
+    let wrong = send(
+        "PUT",
+        &format!("{url}{location}?digest={}", sha512(b"other")),
+        &[],
+        layer.clone(),
+    )
+    .await;
+    assert_eq!(error_code(&wrong), "DIGEST_INVALID");
+
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let digest = sha512(&manifest);
+    let put = send(
+        "PUT",
+        &format!("{url}/v2/app/manifests/{digest}"),
+        &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+        manifest.clone(),
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.header("docker-content-digest"), digest);
+    let got = send(
+        "GET",
+        &format!("{url}/v2/app/manifests/{digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!((got.status, &got.body[..]), (200, &manifest[..]));
+    let deleted = send(
+        "DELETE",
+        &format!("{url}/v2/app/blobs/{layer_digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(deleted.status, 202);
+    let gone = send(
+        "HEAD",
+        &format!("{url}/v2/app/blobs/{layer_digest}"),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+}

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::auth::Action;
@@ -19,7 +18,7 @@ use super::error::{ApiError, ApiResult, Code};
 use super::uploads::AppendError;
 use super::{AppState, MAX_MANIFEST_BYTES};
 use crate::media;
-use crate::names::{is_sha256_digest, is_valid_name, is_valid_tag};
+use crate::names::{Hasher, is_sha256_digest, is_valid_name, is_valid_tag, split_digest};
 
 type St = State<Arc<AppState>>;
 
@@ -76,12 +75,12 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 fn check_digest(digest: &str) -> ApiResult<()> {
-    if is_sha256_digest(digest) {
+    if split_digest(digest).is_some() {
         Ok(())
     } else {
         Err(ApiError::new(
             Code::DigestInvalid,
-            format!("{digest:?} is not a sha256 digest"),
+            format!("{digest:?} is not a sha256 or sha512 digest"),
         ))
     }
 }
@@ -580,13 +579,35 @@ async fn finish(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    if !is_sha256_digest(digest) {
+    if split_digest(digest).is_none() {
         discard(state, id).await;
         check_digest(digest)?;
     }
     append(state, name, id, headers, body).await?;
     let session = state.uploads.session(id);
-    let actual = session.lock().await.digest();
+    let mut actual = session.lock().await.digest();
+    if !is_sha256_digest(digest) {
+        // Uploads are hashed with sha256 as they arrive; another algorithm
+        // is asked for only now, so the data is read once more for it.
+        let data = state
+            .storage
+            .upload_data(name, id)
+            .ok_or_else(|| upload_unknown(id))?;
+        let want = digest.to_owned();
+        actual = blocking(move || {
+            let mut hasher = Hasher::for_digest(&want).expect("checked above");
+            let mut file = std::fs::File::open(&data)?;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(hasher.digest());
+                }
+                hasher.update(&buf[..n]);
+            }
+        })
+        .await?;
+    }
     if actual != digest {
         discard(state, id).await;
         return Err(ApiError::new(
@@ -634,7 +655,7 @@ fn resolve(state: &AppState, name: &str, reference: &str) -> ApiResult<String> {
     // A reference that names nothing is unknown whatever its form, as the
     // distribution spec's conformance suite asks (a malformed one included).
     if reference.contains(':') {
-        if is_sha256_digest(reference) && state.storage.has_manifest(name, reference) {
+        if split_digest(reference).is_some() && state.storage.has_manifest(name, reference) {
             return Ok(reference.to_owned());
         }
         return Err(unknown());
@@ -731,7 +752,13 @@ async fn put_manifest(
         return Err(invalid(format!("{reference:?} is not a valid tag")));
     };
     let bytes = read_manifest(body).await?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    // A manifest pushed by digest is named with that digest's algorithm.
+    let mut hasher = match &tag {
+        None => Hasher::for_digest(reference).expect("checked above"),
+        Some(_) => Hasher::sha256(),
+    };
+    hasher.update(&bytes);
+    let digest = hasher.digest();
     if tag.is_none() && reference != digest {
         return Err(ApiError::new(
             Code::DigestInvalid,
@@ -883,7 +910,7 @@ async fn delete_manifest(
     };
     let (st, n, r) = (state.clone(), name.to_owned(), reference.to_owned());
     let deleted = if reference.contains(':') {
-        if !is_sha256_digest(reference) {
+        if split_digest(reference).is_none() {
             return Err(unknown());
         }
         blocking(move || st.storage.delete_manifest(&n, &r)).await?

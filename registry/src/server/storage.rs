@@ -29,8 +29,10 @@ pub struct Storage {
     root: PathBuf,
 }
 
+/// The name a digest's links go by: its hex (of a length its algorithm
+/// alone has, so sha256's and sha512's never meet).
 fn hex_of(digest: &str) -> &str {
-    digest.trim_start_matches("sha256:")
+    digest.split_once(':').map_or(digest, |(_, hex)| hex)
 }
 
 impl Storage {
@@ -165,6 +167,7 @@ impl Storage {
         let data = self.root.join("uploads").join(id).join("data");
         let target = self.blob_path(digest)?;
         if !target.is_file() {
+            fs::create_dir_all(target.parent().expect("blobs dir"))?;
             fs::File::open(&data)?.sync_all()?;
             fs::rename(&data, &target)?;
             fs::File::open(target.parent().expect("blobs dir"))?.sync_all()?;
