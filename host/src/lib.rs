@@ -18,5 +18,5 @@ pub mod progress;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;
-pub mod spec;
+pub use berth_spec as spec;
 pub mod state;

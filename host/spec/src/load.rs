@@ -339,7 +339,7 @@ pub fn parse_str(text: &str, source: &str) -> Result<Vec<Loaded>, ManifestError>
 /// shown (see `spec::defaults`), so a default never changes a template's
 /// hash.
 fn apply_defaults(object: &mut Object) {
-    use crate::spec::objects::{IntOrString, StrategyType};
+    use crate::objects::{IntOrString, StrategyType};
     match object {
         Object::Pod(pod) => super::defaults::canonical(&mut pod.spec),
         Object::ReplicaSet(rs) => super::defaults::canonical(&mut rs.spec.template.spec),
@@ -364,7 +364,7 @@ fn apply_defaults(object: &mut Object) {
         Object::Job(job) => default_job(&mut job.spec),
         Object::HorizontalPodAutoscaler(hpa) => hpa.spec.default_fields(),
         Object::StatefulSet(set) => {
-            use crate::spec::objects::{
+            use crate::objects::{
                 ClaimRetentionPolicy, PodManagementPolicy, RetentionPolicy,
                 StatefulSetRollingUpdate, StatefulSetUpdateStrategy, StatefulSetUpdateType,
             };
@@ -406,14 +406,14 @@ fn apply_defaults(object: &mut Object) {
             claim
                 .spec
                 .storage_class_name
-                .get_or_insert_with(|| crate::spec::objects::LOCAL_PATH.into());
+                .get_or_insert_with(|| crate::objects::LOCAL_PATH.into());
             claim
                 .spec
                 .volume_mode
                 .get_or_insert_with(|| "Filesystem".into());
         }
         Object::PersistentVolume(volume) => {
-            use crate::spec::objects::ReclaimPolicy;
+            use crate::objects::ReclaimPolicy;
             volume
                 .spec
                 .persistent_volume_reclaim_policy
@@ -424,7 +424,7 @@ fn apply_defaults(object: &mut Object) {
                 .get_or_insert_with(|| "Filesystem".into());
         }
         Object::CronJob(cron) => {
-            use crate::spec::objects::ConcurrencyPolicy;
+            use crate::objects::ConcurrencyPolicy;
             default_job(&mut cron.spec.job_template.spec);
             let spec = &mut cron.spec;
             spec.concurrency_policy
@@ -438,8 +438,8 @@ fn apply_defaults(object: &mut Object) {
 }
 
 /// Kubernetes' defaults of a job's spec (a Job's or a CronJob's template).
-fn default_job(spec: &mut crate::spec::objects::JobSpec) {
-    use crate::spec::objects::CompletionMode;
+fn default_job(spec: &mut crate::objects::JobSpec) {
+    use crate::objects::CompletionMode;
     super::defaults::canonical(&mut spec.template.spec);
     {
         // Neither given: one pod, once. Parallelism alone: a work queue.
@@ -629,8 +629,8 @@ fn validate_meta(meta: &ObjectMeta, labels_path: &str, named: bool) -> Result<()
         move |e: String| invalid(field, e)
     };
     let tcp = super::objects::TCP_ANNOTATION;
-    super::objects::grants::<crate::runtime::TcpGrant>(meta, tcp).map_err(refused(tcp))?;
-    super::objects::grants::<crate::runtime::OutboundRule>(meta, OUTBOUND_ANNOTATION)
+    super::objects::grants::<berth_runtime::TcpGrant>(meta, tcp).map_err(refused(tcp))?;
+    super::objects::grants::<berth_runtime::OutboundRule>(meta, OUTBOUND_ANNOTATION)
         .map_err(refused(OUTBOUND_ANNOTATION))?;
     Ok(())
 }

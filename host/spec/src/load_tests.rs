@@ -1,6 +1,6 @@
 use super::*;
-use crate::spec::Quantity;
-use crate::spec::objects::{IntOrString, RestartPolicy, StrategyType};
+use crate::Quantity;
+use crate::objects::{IntOrString, RestartPolicy, StrategyType};
 
 const GOOD: &str = r#"
 apiVersion: v1
@@ -452,7 +452,7 @@ fn a_job_s_template_and_completions_do_not_change_and_its_selector_stays() {
     let Object::Job(j) = &mut stored else {
         unreachable!()
     };
-    j.spec.selector = Some(crate::spec::objects::LabelSelector {
+    j.spec.selector = Some(crate::objects::LabelSelector {
         match_labels: [(
             "batch.kubernetes.io/controller-uid".to_owned(),
             "u".to_owned(),

@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn every_capability_a_pod_may_name_is_one_bit_of_the_kernel_s() {
-        use crate::runtime::linux::plan::capability;
+        use berth_linux::plan::capability;
         for name in CAPABILITIES {
             let set = capability(name).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(set.bits().count_ones(), 1, "{name}");

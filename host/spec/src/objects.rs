@@ -30,7 +30,7 @@ pub fn grants<T: std::str::FromStr<Err = String>>(
 ) -> Result<Vec<T>, String> {
     meta.annotations
         .get(annotation)
-        .map_or(Ok(Vec::new()), |value| crate::runtime::grant_list(value))
+        .map_or(Ok(Vec::new()), |value| berth_runtime::grant_list(value))
 }
 
 /// Annotation on a pod (template): comma-separated services of other
