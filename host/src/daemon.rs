@@ -105,7 +105,7 @@ pub async fn serve(
         .encryption_config
         .clone()
         .unwrap_or_else(|| home.join("encryption.yaml"));
-    let sealer = crate::state::Sealer::load_or_make(&sealing)?;
+    let sealer = crate::state::Sealer::load_or_make(&sealing, args.encryption_config.is_none())?;
     let key = sealer.writing_key().map(str::to_owned);
     let resealed = store.seal_with(sealer).with_context(|| {
         format!(

@@ -65,7 +65,8 @@ pub fn export(store: &ContentStore, names: &[String], out: impl Write) -> Result
         header.set_size(size);
         header.set_mode(0o644);
         header.set_cksum();
-        let path = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        // blobs/<algorithm>/<hex>, as the OCI layout has it.
+        let path = format!("blobs/{}", digest.replacen(':', "/", 1));
         // A blob corrupted on disk fails the read (and the export) here.
         tar.append_data(&mut header, &path, &mut blob)
             .map_err(|e| {
@@ -99,11 +100,13 @@ pub fn import(store: &ContentStore, input: impl Read) -> Result<Vec<String>, Arc
                     reason: e.to_string(),
                 })?,
             );
-        } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+        } else if let Some(blob) = name.strip_prefix("blobs/")
+            && let Some((algorithm, hex)) = blob.split_once('/')
+        {
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let digest = format!("sha256:{hex}");
+            let digest = format!("{algorithm}:{hex}");
             store
                 .write_blob(&mut entry, Some(&digest))
                 .map_err(|e| ArchiveError::Entry {

@@ -24,7 +24,7 @@ pub enum StoreError {
     Invalid { path: PathBuf, reason: String },
     #[error("{what} is not valid JSON: {reason}")]
     Json { what: String, reason: String },
-    #[error("unsupported digest {0}: only sha256 is supported")]
+    #[error("unsupported digest {0}: sha256 or sha512 with lowercase hex")]
     UnsupportedDigest(String),
 }
 

@@ -77,8 +77,9 @@ impl Hasher {
     pub fn for_digest(digest: &str) -> Option<Hasher> {
         use sha2::Digest as _;
         match split_digest(digest)?.0 {
+            "sha256" => Some(Hasher::sha256()),
             "sha512" => Some(Hasher::Sha512(sha2::Sha512::new())),
-            _ => Some(Hasher::sha256()),
+            _ => None,
         }
     }
 

@@ -275,17 +275,24 @@ impl ContentStore {
         let _lock = self.lock()?;
         let reachable = self.reachable(self.index()?.manifests().iter().cloned())?;
         let mut report = PruneReport::default();
-        let dir = self.blobs_dir();
-        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-            let entry = entry.map_err(io(&dir))?;
-            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
-            if reachable.contains(&digest) {
-                continue;
+        for algorithm in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(algorithm);
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io(&dir))?;
+                let digest = format!("{algorithm}:{}", entry.file_name().to_string_lossy());
+                if reachable.contains(&digest) {
+                    continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(entry.path()).map_err(io(entry.path()))?;
+                report.blobs += 1;
+                report.bytes += size;
             }
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(entry.path()).map_err(io(entry.path()))?;
-            report.blobs += 1;
-            report.bytes += size;
         }
         Ok(report)
     }

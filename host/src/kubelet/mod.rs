@@ -270,7 +270,9 @@ impl Kubelet {
                     worker
                         .grace
                         .store(grace, std::sync::atomic::Ordering::Relaxed);
-                    // As the kubelet says it, once per running container.
+                    // As the kubelet tells of a deletion: one event per
+                    // container of the spec, so `describe` and the dashboard
+                    // show why the pod went.
                     for container in &pod.spec.containers {
                         self.context.event(
                             &pod,

@@ -104,6 +104,13 @@ impl Sandbox {
             };
             let path = self.dir.join("volumes").join(&volume.name);
             if let Err(e) = crate::runtime::linux::memory_backed(&path, size) {
+                // A secret volume on disk is its owner's alone (see
+                // start.rs): said in the log, not as a warning on every pod
+                // of a berth that may not mount.
+                if volume.secret.is_some() {
+                    tracing::debug!("secret volume {}: no tmpfs ({e})", volume.name);
+                    continue;
+                }
                 warnings.push(format!(
                     "volume {}: a tmpfs could not be mounted ({e}): it is a directory on disk",
                     volume.name

@@ -1188,14 +1188,18 @@ fn migrate_event_columns(conn: &Connection) -> Result<()> {
         .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'resource_version'")?
         .exists([])?;
     if !has_version {
+        // One transaction: a crash half-way leaves the old table whole.
         conn.execute_batch(
-            "ALTER TABLE events ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;
+            "BEGIN;
+             ALTER TABLE events ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE events ADD COLUMN uid TEXT;
              UPDATE events SET
                  resource_version = COALESCE(
                      (SELECT value FROM counters WHERE name = 'resource_version'), 0),
                  uid = (SELECT o.uid FROM objects o WHERE o.kind = events.kind AND o.name = events.name
-                        AND o.namespace = CASE WHEN events.kind = 'Namespace' THEN '' ELSE events.namespace END);",
+                        AND o.namespace = CASE WHEN events.kind IN ('Namespace', 'PersistentVolume')
+                                               THEN '' ELSE events.namespace END);
+             COMMIT;",
         )?;
     }
     Ok(())

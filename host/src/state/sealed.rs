@@ -106,13 +106,17 @@ impl Sealer {
     }
 
     /// Reads the configuration at `path`, which only its owner may read;
-    /// when there is none, makes one there with a new random AES-256 key
-    /// for Secrets, as a hardened cluster would be set up.
-    pub fn load_or_make(path: &Path) -> Result<Sealer, SealError> {
+    /// when there is none and `make` says so (berth's own default path,
+    /// not one a user named, which may be a typo), makes one there with a
+    /// new random AES-256 key for Secrets, as a hardened cluster would be.
+    pub fn load_or_make(path: &Path, make: bool) -> Result<Sealer, SealError> {
         let error = |reason: String| SealError::Config {
             file: path.display().to_string(),
             reason,
         };
+        if !path.exists() && !make {
+            return Err(error("no such file".into()));
+        }
         if !path.exists() {
             let mut key = [0u8; 32];
             getrandom::fill(&mut key).map_err(|e| error(format!("no random key: {e}")))?;
@@ -418,16 +422,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("encryption.yaml");
-        let made = Sealer::load_or_make(&path).unwrap();
+        let made = Sealer::load_or_make(&path, true).unwrap();
         assert_eq!(made.writing_key(), Some("key1"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // The same key again on the next start.
-        let again = Sealer::load_or_make(&path).unwrap();
+        let again = Sealer::load_or_make(&path, false).unwrap();
         let sealed = made.seal(Kind::Secret, "u", "{}");
         assert_eq!(again.open("u", &sealed).unwrap(), "{}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Sealer::load_or_make(&path).unwrap_err().to_string();
+        let e = Sealer::load_or_make(&path, false).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 }

@@ -48,14 +48,18 @@ struct GrantedDir {
 /// very directory opened at start), as a held descriptor is the inode.
 static HELD: std::sync::Mutex<Option<Held>> = std::sync::Mutex::new(None);
 
-/// Held directories by (device, inode).
-type Held = HashMap<(u64, u64), std::sync::Weak<std::fs::File>>;
+/// Held directories by the path they were granted at and its (device,
+/// inode): the path too, so the same directory reached through a
+/// read-only bind mount and through its writable original (or two that a
+/// filesystem without stable inode numbers numbers alike) are never one.
+type Held = HashMap<(PathBuf, u64, u64), std::sync::Weak<std::fs::File>>;
 
-/// `opened`, or the descriptor already held for the same directory.
-fn shared(opened: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
+/// `opened` (the directory at `path`), or the descriptor already held for
+/// the same directory at the same path.
+fn shared(path: &std::path::Path, opened: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = opened.metadata()?;
-    let key = (meta.dev(), meta.ino());
+    let key = (path.to_owned(), meta.dev(), meta.ino());
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let held = held.get_or_insert_with(HashMap::new);
     if let Some(file) = held.get(&key).and_then(std::sync::Weak::upgrade) {
@@ -102,7 +106,7 @@ impl Sandbox {
             if !handle.metadata().is_ok_and(|m| m.is_dir()) {
                 return Err(dir_error("not a directory".into()));
             }
-            let handle = shared(handle).map_err(|e| dir_error(e.to_string()))?;
+            let handle = shared(&host, handle).map_err(|e| dir_error(e.to_string()))?;
             let perms = if grant.writable {
                 FsPerms::ReadWrite
             } else {

@@ -585,7 +585,10 @@ async fn finish(
     }
     append(state, name, id, headers, body).await?;
     let session = state.uploads.session(id);
-    let mut actual = session.lock().await.digest();
+    // Held until the blob is committed: a PATCH racing this close waits,
+    // then finds the upload gone, and cannot add bytes after the check.
+    let held = session.lock().await;
+    let mut actual = held.digest();
     if !is_sha256_digest(digest) {
         // Uploads are hashed with sha256 as they arrive; another algorithm
         // is asked for only now, so the data is read once more for it.
@@ -609,6 +612,7 @@ async fn finish(
         .await?;
     }
     if actual != digest {
+        drop(held);
         discard(state, id).await;
         return Err(ApiError::new(
             Code::DigestInvalid,
@@ -621,7 +625,9 @@ async fn finish(
         id.to_owned(),
         digest.to_owned(),
     );
-    blocking(move || st.storage.commit_upload(&n, &i, &d)).await?;
+    let committed = blocking(move || st.storage.commit_upload(&n, &i, &d)).await;
+    drop(held);
+    committed?;
     state.uploads.forget(id);
     state.metrics.pushed.inc();
     Ok(blob_created(name, digest))
@@ -833,8 +839,10 @@ async fn put_manifest(
         if !document.get("layers").is_some_and(|l| l.is_array()) {
             return Err(invalid("the manifest has no layers array"));
         }
-        for d in std::iter::once(config.clone()).chain(listed("layers")) {
-            let elsewhere = non_distributable(&d);
+        let layers = listed("layers");
+        for (i, d) in std::iter::once(config.clone()).chain(layers).enumerate() {
+            // The config is always pushed; only layers may live elsewhere.
+            let elsewhere = i > 0 && non_distributable(&d);
             let d = descriptor_digest(&d)?;
             if !elsewhere && state.storage.blob_size(name, &d).is_none() {
                 return Err(ApiError::new(

@@ -84,7 +84,10 @@ struct StoreCollector {
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let (mut count, mut bytes) = (0u64, 0u64);
-        if let Ok(entries) = std::fs::read_dir(self.root.join("blobs").join("sha256")) {
+        for algorithm in ["sha256", "sha512"] {
+            let Ok(entries) = std::fs::read_dir(self.root.join("blobs").join(algorithm)) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if let Ok(meta) = entry.metadata()
                     && meta.is_file()
