@@ -708,9 +708,11 @@ fn the_init_keeps_the_host_s_root_however_late_it_runs() {
 }
 
 /// Waits (30 s at most) for a container to write `path` into a volume.
+/// Waits for the container to have written `path` (made and written to:
+/// a shell's `>` makes the file before it writes).
 fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
+    while std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
         assert!(
             Instant::now() < deadline,
             "the container never wrote {}",

@@ -139,6 +139,9 @@ pub fn listen_in(
     })
 }
 
+/// How long an exit waits for the container's output to reach its log.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
 pub struct LinuxWorkload {
     name: String,
     port: u16,
@@ -151,11 +154,16 @@ pub struct LinuxWorkload {
 
 impl LinuxWorkload {
     /// Takes over `container`, serving HTTP on its `port` (in its network).
+    /// `output` is what copies its output away (to its log): its exit is
+    /// told once that is done too, so whoever reads the log for it (a
+    /// FallbackToLogsOnError message) finds all of it. Bounded: a process
+    /// the container left behind may hold the pipes open for ever.
     pub fn new(
         name: String,
         container: Container,
         port: u16,
         connector: NetnsConnector,
+        output: Option<BoxFuture<'static, ()>>,
     ) -> Arc<LinuxWorkload> {
         let (exit_tx, exit) = watch::channel(None);
         let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
@@ -171,6 +179,9 @@ impl LinuxWorkload {
                 },
             };
             container.remove();
+            if let Some(output) = output {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN, output).await;
+            }
             let _ = exit_tx.send(Some(exit));
         });
         Arc::new(LinuxWorkload {

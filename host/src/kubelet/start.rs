@@ -582,10 +582,18 @@ async fn start_linux(
         &container.name,
         restarts,
     )));
-    if let Some(pipes) = pipes {
-        tokio::spawn(copy_lines(pipes.stdout, log.clone()));
-        tokio::spawn(copy_lines(pipes.stderr, log));
-    }
+    let output = pipes.map(|pipes| {
+        let copies = [
+            tokio::spawn(copy_lines(pipes.stdout, log.clone())),
+            tokio::spawn(copy_lines(pipes.stderr, log)),
+        ];
+        let drained: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
+            for copy in copies {
+                let _ = copy.await;
+            }
+        });
+        drained
+    });
     let connector = linux::NetnsConnector::new(netns)
         .map_err(|e| failure("RunContainerError", format!("the container's network: {e}")))?;
     let port = container.ports.first().map_or(80, |p| p.container_port);
@@ -595,6 +603,7 @@ async fn start_linux(
         started,
         port,
         connector.clone(),
+        output,
     );
     let mut running = serve_container(container, workload, cancel, grace).await?;
     running.linux = Some((connector, pids));
