@@ -49,6 +49,9 @@ pub fn is_valid_tag(tag: &str) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The digest algorithms the registry checks, each a `blobs/` folder.
+pub const ALGORITHMS: [&str; 2] = ["sha256", "sha512"];
+
 /// A digest's algorithm and its lowercase hex, for the algorithms the
 /// registry checks: `sha256:` and 64 hex digits, `sha512:` and 128.
 pub fn split_digest(digest: &str) -> Option<(&str, &str)> {

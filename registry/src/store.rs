@@ -275,7 +275,7 @@ impl ContentStore {
         let _lock = self.lock()?;
         let reachable = self.reachable(self.index()?.manifests().iter().cloned())?;
         let mut report = PruneReport::default();
-        for algorithm in ["sha256", "sha512"] {
+        for algorithm in crate::names::ALGORITHMS {
             let dir = self.root.join("blobs").join(algorithm);
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,

@@ -447,6 +447,15 @@ fn wait_for_kubectl(home: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> 
     }
 }
 
+/// The image of the `web` Deployment's template, as kubectl prints it.
+const WEB_IMAGE: [&str; 5] = [
+    "get",
+    "deploy",
+    "web",
+    "-o",
+    "jsonpath={.spec.template.spec.containers[0].image}",
+];
+
 #[tokio::test]
 async fn the_dashboard_rolls_back_restarts_deletes_and_runs_cron_jobs_through_the_api() {
     let home = tempfile::tempdir().unwrap();
@@ -474,20 +483,7 @@ async fn the_dashboard_rolls_back_restarts_deletes_and_runs_cron_jobs_through_th
     browser
         .wait_for_text("#deployments", |t| t.contains("web 2/2"))
         .await;
-    let image = |home: &Path| {
-        ok(kubectl(
-            home,
-            &[
-                "get",
-                "deploy",
-                "web",
-                "-o",
-                "jsonpath={.spec.template.spec.containers[0].image}",
-            ],
-        ))
-        .stdout
-    };
-    assert_eq!(image(home.path()), "hello:2");
+    assert_eq!(ok(kubectl(home.path(), &WEB_IMAGE)).stdout, "hello:2");
 
     // Roll back: the History dialog lists revision 1 to go back to.
     browser
@@ -500,17 +496,7 @@ async fn the_dashboard_rolls_back_restarts_deletes_and_runs_cron_jobs_through_th
         .await;
     browser.screenshot("history").await;
     browser.click("#dialog button[data-action=rollback]").await;
-    wait_for_kubectl(
-        home.path(),
-        &[
-            "get",
-            "deploy",
-            "web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        ],
-        |image| image == "hello:1",
-    );
+    wait_for_kubectl(home.path(), &WEB_IMAGE, |image| image == "hello:1");
     browser
         .wait_for_text("#events", |t| {
             t.contains("Events of web since: rolled web back to revision 1")

@@ -18,7 +18,7 @@ mod userns;
 mod volumes;
 mod workload;
 
-pub use volumes::{memory_backed, unmount_all_in};
+pub use volumes::{is_mount_point, memory_backed, unmount_all_in};
 pub use workload::{LinuxWorkload, NetnsConnector, listen_in};
 
 use std::path::{Path, PathBuf};

@@ -272,8 +272,7 @@ fn open_level(dir: BorrowedFd<'_>, name: &std::ffi::OsStr) -> Result<OwnedFd, Er
 /// (a pod's next run keeps its data, as a pod's restarted containers do).
 pub fn memory_backed(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    if rustix::fs::stat(dir)?.st_dev != rustix::fs::stat(parent)?.st_dev {
+    if is_mount_point(dir)? {
         return Ok(());
     }
     let mut options = String::from("mode=0777");
@@ -289,6 +288,13 @@ pub fn memory_backed(dir: &Path, size: Option<u64>) -> std::io::Result<()> {
         Some(options.as_c_str()),
     )?;
     Ok(())
+}
+
+/// Whether something is mounted on `dir`: it is on a device other than
+/// its parent's.
+pub fn is_mount_point(dir: &Path) -> std::io::Result<bool> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    Ok(rustix::fs::stat(dir)?.st_dev != rustix::fs::stat(parent)?.st_dev)
 }
 
 /// Unmounts whatever is mounted on the entries of `dir` (a pod's

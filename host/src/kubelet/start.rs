@@ -1242,13 +1242,6 @@ fn claim_path(state: &crate::state::Shared, ns: &str, name: &str) -> Result<Path
     }
 }
 
-/// Whether something is mounted on `dir` (it is on a device of its own).
-fn mounted_on(dir: &Path) -> std::io::Result<bool> {
-    use std::os::unix::fs::MetadataExt as _;
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    Ok(std::fs::metadata(dir)?.dev() != std::fs::metadata(parent)?.dev())
-}
-
 fn volume_dirs(
     state: &crate::state::Shared,
     ns: &str,
@@ -1306,7 +1299,8 @@ fn volume_dirs(
         };
         // A secret volume that could not be a tmpfs is on disk: only its
         // owner may read it there, whatever its defaultMode asks.
-        let on_disk = kind == Kind::Secret && !mounted_on(&local).map_err(io)?;
+        let on_disk =
+            kind == Kind::Secret && !crate::runtime::linux::is_mount_point(&local).map_err(io)?;
         if on_disk {
             std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }

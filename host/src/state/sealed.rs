@@ -21,9 +21,10 @@ const PREFIX: &str = "k8s:enc:aesgcm:v1:";
 pub struct Sealer {
     /// Resources (by kind) whose objects are sealed or opened here.
     kinds: Vec<Kind>,
-    /// The first provider: what writes use. None: identity (plain text).
-    writer: Option<Key>,
-    /// Every aesgcm key listed, to open what was sealed.
+    /// Whether the first provider is aesgcm: writes are then sealed with
+    /// the first key; else (identity) stored plain.
+    sealed_first: bool,
+    /// Every aesgcm key listed, in order, to open what was sealed.
     keys: Vec<Key>,
 }
 
@@ -37,7 +38,7 @@ impl std::fmt::Debug for Sealer {
         // Never the keys themselves.
         f.debug_struct("Sealer")
             .field("kinds", &self.kinds)
-            .field("writer", &self.writer.as_ref().map(|k| &k.name))
+            .field("writer", &self.writer().map(|k| &k.name))
             .field(
                 "keys",
                 &self.keys.iter().map(|k| &k.name).collect::<Vec<_>>(),
@@ -100,7 +101,7 @@ impl Sealer {
     pub fn identity() -> Sealer {
         Sealer {
             kinds: Vec::new(),
-            writer: None,
+            sealed_first: false,
             keys: Vec::new(),
         }
     }
@@ -214,13 +215,12 @@ impl Sealer {
                             });
                         }
                         if j == 0 {
-                            let first = keys.keys.first().ok_or_else(|| {
-                                format!("{at}.aesgcm.keys: the first provider needs a key")
-                            })?;
-                            sealer.writer = Some(Key {
-                                name: first.name.clone(),
-                                key: aes_key(&first.secret)?,
-                            });
+                            if keys.keys.is_empty() {
+                                return Err(format!(
+                                    "{at}.aesgcm.keys: the first provider needs a key"
+                                ));
+                            }
+                            sealer.sealed_first = true;
                         }
                     }
                     (None, Some(_)) => {}
@@ -235,19 +235,25 @@ impl Sealer {
         Ok(sealer)
     }
 
+    /// The key writes are sealed with: the first provider's first (the
+    /// first listed, as that provider comes first).
+    fn writer(&self) -> Option<&Key> {
+        self.keys.first().filter(|_| self.sealed_first)
+    }
+
     /// Whether objects of `kind` are sealed by this configuration.
     pub fn covers(&self, kind: Kind) -> bool {
-        self.writer.is_some() && self.kinds.contains(&kind)
+        self.writer().is_some() && self.kinds.contains(&kind)
     }
 
     /// The name of the key writes use, if they are sealed.
     pub fn writing_key(&self) -> Option<&str> {
-        self.writer.as_ref().map(|k| k.name.as_str())
+        self.writer().map(|k| k.name.as_str())
     }
 
     /// `text` (an object of `kind` with `uid`) as it is to be stored.
     pub fn seal(&self, kind: Kind, uid: &str, text: &str) -> String {
-        let Some(writer) = self.writer.as_ref().filter(|_| self.kinds.contains(&kind)) else {
+        let Some(writer) = self.writer().filter(|_| self.kinds.contains(&kind)) else {
             return text.to_owned();
         };
         let mut nonce = [0u8; aead::NONCE_LEN];
@@ -305,7 +311,7 @@ impl Sealer {
     /// plain where it should be sealed, sealed where it should be plain, or
     /// sealed with another key than the first.
     pub fn stale(&self, kind: Kind, stored: &str) -> bool {
-        let wanted = self.writer.as_ref().filter(|_| self.kinds.contains(&kind));
+        let wanted = self.writer().filter(|_| self.kinds.contains(&kind));
         match (stored.strip_prefix(PREFIX), wanted) {
             (None, None) => false,
             (Some(rest), Some(writer)) => {

@@ -588,8 +588,9 @@ async fn finish(
     // Held until the blob is committed: a PATCH racing this close waits,
     // then finds the upload gone, and cannot add bytes after the check.
     let held = session.lock().await;
-    let mut actual = held.digest();
-    if !is_sha256_digest(digest) {
+    let actual = if is_sha256_digest(digest) {
+        held.digest()
+    } else {
         // Uploads are hashed with sha256 as they arrive; another algorithm
         // is asked for only now, so the data is read once more for it.
         let data = state
@@ -597,7 +598,7 @@ async fn finish(
             .upload_data(name, id)
             .ok_or_else(|| upload_unknown(id))?;
         let want = digest.to_owned();
-        actual = blocking(move || {
+        blocking(move || {
             let mut hasher = Hasher::for_digest(&want).expect("checked above");
             let mut file = std::fs::File::open(&data)?;
             let mut buf = vec![0u8; 256 << 10];
@@ -609,8 +610,8 @@ async fn finish(
                 hasher.update(&buf[..n]);
             }
         })
-        .await?;
-    }
+        .await?
+    };
     if actual != digest {
         drop(held);
         discard(state, id).await;

@@ -84,7 +84,7 @@ struct StoreCollector {
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let (mut count, mut bytes) = (0u64, 0u64);
-        for algorithm in ["sha256", "sha512"] {
+        for algorithm in crate::names::ALGORITHMS {
             let Ok(entries) = std::fs::read_dir(self.root.join("blobs").join(algorithm)) else {
                 continue;
             };
