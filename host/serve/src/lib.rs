@@ -163,6 +163,13 @@ pub async fn accept_connections<C, F>(
     }
 }
 
+/// How long a closing connection is left to end by itself, its next answer
+/// saying `Connection: close`, before an idle one is closed under the client.
+/// Closing an idle keep-alive connection at once races the client's next
+/// request, which then fails (a busy client always has one on its way); a
+/// client that has sent nothing for this long is rarely about to.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// HTTP/1.1 and h2c on one connection at a time, with the header-read
 /// timeout given.
 #[derive(Clone)]
@@ -209,6 +216,11 @@ impl Http {
         H: Fn(http::Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        // Once closing, HTTP/1.1 answers say `Connection: close`, so a
+        // client learns of the end with an answer instead of finding its
+        // next request on a closed connection (see `IDLE_GRACE`).
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marks = draining.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             // HTTP/1.0 clients may send no Host; guests are promised an
             // authority, so it is the address they connected to.
@@ -219,22 +231,47 @@ impl Http {
             {
                 request.headers_mut().insert(http::header::HOST, host);
             }
+            let mark = close_marker(request.version() <= http::Version::HTTP_11, marks.clone());
             // Mapped, not awaited in an async block, which would hold the
             // handler's future twice over.
-            handler(request, peer).never_error()
+            handler(request, peer).map(mark).never_error()
         });
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,
             _ = closing.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+                draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = tokio::time::sleep(IDLE_GRACE) => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                }
             }
         };
         if let Err(e) = ended {
             tracing::debug!(%peer, "connection ended: {e}");
         }
+    }
+}
+
+/// What marks an HTTP/1.1 answer `Connection: close` once `draining` is
+/// set. (A function, so the closure's type is the one hyper's service asks
+/// for, not one inferred for some shorter-lived error.)
+fn close_marker(
+    http1: bool,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+) -> impl FnOnce(Response<Body>) -> Response<Body> {
+    move |mut response| {
+        if http1 && draining.load(std::sync::atomic::Ordering::Relaxed) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
@@ -363,5 +400,94 @@ mod tests {
             .await
             .expect("the connection was left open");
         assert!(read.is_err() || rest.is_empty(), "{rest:?}");
+    }
+
+    /// Reads one HTTP/1.1 answer (headers and a `Content-Length` body).
+    async fn read_answer(client: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before an answer: {text:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closing_listener_tells_its_clients_instead_of_cutting_them_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(accept(
+            listener,
+            shutdown.clone(),
+            Duration::from_secs(10),
+            HEADER_READ_TIMEOUT,
+            |request: http::Request<Incoming>, _peer| async move {
+                if request.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Response::new(
+                    Full::new(Bytes::from_static(b"ok"))
+                        .map_err(|n| match n {})
+                        .boxed_unsync(),
+                )
+            },
+        ));
+        let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        // One client mid-request, one idle between requests.
+        let mut busy = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+        idle.write_all(request("/").as_bytes()).await.unwrap();
+        let first = read_answer(&mut idle).await;
+        assert!(
+            !first.to_ascii_lowercase().contains("connection: close"),
+            "{first}"
+        );
+        busy.write_all(request("/slow").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        // The request in flight is answered, and told the connection ends.
+        let answer = read_answer(&mut busy).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        // The idle client's next request, sent within the grace, is
+        // answered too, not met with a closed connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        idle.write_all(request("/").as_bytes()).await.unwrap();
+        let answer = read_answer(&mut idle).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        let mut rest = Vec::new();
+        for client in [&mut busy, &mut idle] {
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+                .await
+                .expect("the connection stayed open after its last answer");
+            assert!(read.is_ok_and(|n| n == 0), "{rest:?}");
+        }
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the listener did not end once its connections had")
+            .unwrap();
     }
 }
