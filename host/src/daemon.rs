@@ -58,7 +58,19 @@ pub struct Config {
     /// The EncryptionConfiguration sealing Secrets at rest; none: the
     /// home's `encryption.yaml`, made with a new key if missing.
     pub encryption_config: Option<std::path::PathBuf>,
+    /// Take over from the daemon serving the same home: its listening
+    /// sockets, then (once it has stopped) its store.
+    pub take_over: bool,
 }
+
+/// How long a daemon taking over waits for its predecessor to stop: its
+/// pods' grace periods, and then some.
+const RELEASE_WAIT: Duration = Duration::from_secs(120);
+
+/// How long a daemon that took over waits for the pods that were ready to
+/// be ready again before its ingress accepts (requests queue meanwhile;
+/// after it they wait for endpoints as any request does).
+const READY_AGAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the controllers look at everything, not only at what the
 /// watch says changed.
@@ -100,13 +112,34 @@ pub async fn serve(
             private_file(&path)?;
         }
     }
-    let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    // Read before a predecessor is asked to stop: a daemon that cannot
+    // start for its configuration leaves the one serving in place.
     let sealing = args
         .encryption_config
         .clone()
         .unwrap_or_else(|| home.join("encryption.yaml"));
     let sealer = crate::state::Sealer::load_or_make(&sealing, args.encryption_config.is_none())?;
     let key = sealer.writing_key().map(str::to_owned);
+    let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
+        .context("making the API's certificates and token")?;
+    let (sockets, lease) = if args.take_over {
+        let (predecessor, taken) = crate::handover::Successor::connect(home)?;
+        tracing::info!(
+            "taking over from the daemon serving {} ({} listening sockets)",
+            home.display(),
+            taken.len()
+        );
+        predecessor.release(RELEASE_WAIT)?;
+        let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
+        (crate::handover::Sockets::inherited(taken), lease)
+    } else {
+        (
+            crate::handover::Sockets::default(),
+            crate::handover::Lease::take(home, Duration::ZERO)?,
+        )
+    };
+    let sockets = Arc::new(sockets);
+    let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let resealed = store.seal_with(sealer).with_context(|| {
         format!(
             "sealing the store's Secrets as {} says (a key it no longer lists?)",
@@ -135,11 +168,11 @@ pub async fn serve(
     } else {
         args.nodes
     };
-    let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
-        .context("making the API's certificates and token")?;
     let socket = crate::api::socket_in(home);
-    let listener =
-        crate::api::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener = sockets
+        .unix("api-socket", || crate::api::bind(&socket)?.into_std())
+        .and_then(tokio::net::UnixListener::from_std)
+        .with_context(|| format!("binding {}", socket.display()))?;
     let mut metrics = crate::metrics::Metrics::new();
     let activator: Arc<dyn crate::router::Activator> = Arc::new(
         crate::controller::autoscaler::Activation::new(state.clone(), args.scale_from_zero_timeout),
@@ -160,14 +193,16 @@ pub async fn serve(
         crate::controller::autoscaler::Autoscalers::new(usage.clone(), args.hpa_sync_period);
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
+            sockets
+                .tcp("metrics", address, std::net::TcpListener::bind)
+                .and_then(tokio::net::TcpListener::from_std)
                 .with_context(|| format!("binding metrics on {address} (see --metrics-listen)"))?,
         ),
         None => None,
     };
     let (ingress, ingress_address) = crate::router::Ingress::bind(
         table.clone(),
+        sockets.clone(),
         args.ingress,
         args.endpoint_wait,
         shutdown.clone(),
@@ -207,7 +242,14 @@ pub async fn serve(
             ingress: ingress.clone(),
         },
     );
-    kubelet.forget_running();
+    // Taking over, the pods' statuses stand: the predecessor ran them until
+    // a moment ago, and this daemon's kubelet starts them again at once.
+    let ready_before = if args.take_over {
+        kubelet.ready_pods()
+    } else {
+        kubelet.forget_running();
+        Vec::new()
+    };
     kubelet.close_stale_networks();
     kubelet.remove_orphan_dirs();
     let kube = Arc::new(crate::api::KubeApi {
@@ -223,8 +265,9 @@ pub async fn serve(
     let api_address = args
         .api_listen
         .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let api_listener = tokio::net::TcpListener::bind(api_address)
-        .await
+    let api_listener = sockets
+        .tcp("api", api_address, std::net::TcpListener::bind)
+        .and_then(tokio::net::TcpListener::from_std)
         .with_context(|| {
             format!("binding the Kubernetes API on {api_address} (see --api-listen)")
         })?;
@@ -292,6 +335,14 @@ pub async fn serve(
     let companion =
         companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
     let mut routed = None;
+    let offer = crate::handover::Offer::listen(home, sockets.clone(), {
+        let shutdown = shutdown.clone();
+        move || {
+            tracing::info!("a new daemon takes over: stopping");
+            shutdown.cancel();
+        }
+    })?;
+    let mut opening = Some(ready_before);
     // The controllers work from the store's watch: what changed since
     // their last pass, with a pass over everything at start and on a
     // slow tick.
@@ -341,6 +392,19 @@ pub async fn serve(
         }
         kubelet.sync();
         sync_routes(&state, &table, &ingress, ingress_address, &mut routed);
+        if let Some(ready_before) = opening.take() {
+            // The routes are known now; what a predecessor handed over and
+            // no route took is not wanted.
+            for name in sockets.forget_inherited() {
+                tracing::info!("closed {name}, handed over but no longer wanted");
+            }
+            tokio::spawn(open_when_ready(
+                ingress.clone(),
+                table.clone(),
+                ready_before,
+                shutdown.clone(),
+            ));
+        }
         let took = pass.elapsed();
         control.pass(took);
         control.queues(&work.depth());
@@ -359,6 +423,15 @@ pub async fn serve(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    let handing_over = offer.asked();
+    if !handing_over {
+        // No successor holds the sockets: closed with their listeners, so
+        // clients are refused, not kept waiting.
+        sockets.withdraw_all();
+    }
+    // The requests in flight at the front door are answered before the
+    // pods behind it stop.
+    ingress.front_closed().await;
     tracing::info!("shutting down: stopping pods");
     kubelet.stop_all().await;
     ingress.stopped().await;
@@ -369,14 +442,46 @@ pub async fn serve(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    let _ = std::fs::remove_file(&socket);
+    if !handing_over {
+        let _ = std::fs::remove_file(&socket);
+    }
     let code = match companion {
         Some(task) => task.await.unwrap_or(ExitCode::FAILURE),
         None => ExitCode::SUCCESS,
     };
     // `up` deletes its pods on the way out: their logs and volumes go too.
     kubelet.remove_orphan_dirs();
+    // Last: the successor writes the store from the moment it hears.
+    drop(lease);
+    offer.stopped();
     Ok(code)
+}
+
+/// Opens `ingress` once the pods in `ready_before` (a predecessor's, by
+/// uid) are ready in `table` again, or after [`READY_AGAIN_WAIT`]:
+/// requests queue in the kernel meanwhile rather than meet a daemon with
+/// no endpoints yet.
+async fn open_when_ready(
+    ingress: Arc<crate::router::Ingress>,
+    table: Arc<crate::router::Table>,
+    ready_before: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    let started = std::time::Instant::now();
+    let mut waiting = ready_before;
+    while !waiting.is_empty() && started.elapsed() < READY_AGAIN_WAIT && !shutdown.is_cancelled() {
+        waiting.retain(|uid| !table.is_pod_ready(uid));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if !waiting.is_empty() {
+        tracing::warn!(
+            "{} pods not ready again after {:?}; the ingress opens anyway",
+            waiting.len(),
+            started.elapsed()
+        );
+    }
+    tracing::debug!("ingress open after {:?}", started.elapsed());
+    ingress.open();
 }
 
 /// `path` as a file only its owner may read, made empty if missing.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod daemon;
 pub mod dashboard;
+pub mod handover;
 pub mod home;
 pub mod image;
 pub mod kubelet;

@@ -633,6 +633,141 @@ impl Drop for DockerRegistry {
 }
 
 /// Helpers for tests that drive the daemon: manifests, images, pods.
+/// A client load as strict as wrk: connections that each send keep-alive
+/// requests back to back, and count as a failure any request that does not
+/// get a whole 200 (a refused, reset or closed connection included). A
+/// connection the server says `Connection: close` on is opened again.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadCount>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadCount {
+    pub ok: u64,
+    pub failed: Vec<String>,
+    pub slowest: Duration,
+}
+
+impl Load {
+    /// `connections` clients of `address` asking for `/` with `host`.
+    pub fn start(address: &str, host: &str, connections: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let threads = (0..connections)
+            .map(|_| {
+                let (stop, request, address) = (stop.clone(), request.clone(), address.to_owned());
+                std::thread::spawn(move || {
+                    let mut count = LoadCount::default();
+                    let mut connection: Option<BufReader<std::net::TcpStream>> = None;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        match Self::one(&mut connection, &address, &request) {
+                            Ok(()) => count.ok += 1,
+                            Err(e) => {
+                                connection = None;
+                                count.failed.push(e);
+                            }
+                        }
+                        count.slowest = count.slowest.max(started.elapsed());
+                    }
+                    count
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn one(
+        connection: &mut Option<BufReader<std::net::TcpStream>>,
+        address: &str,
+        request: &str,
+    ) -> Result<(), String> {
+        use std::io::Write as _;
+        if connection.is_none() {
+            let stream =
+                std::net::TcpStream::connect(address).map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            *connection = Some(BufReader::new(stream));
+        }
+        let reader = connection.as_mut().unwrap();
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
+        let mut status = String::new();
+        reader
+            .read_line(&mut status)
+            .map_err(|e| format!("read: {e}"))?;
+        if status.is_empty() {
+            return Err("the connection closed before an answer".into());
+        }
+        let (mut length, mut close, mut chunked) = (0usize, false, false);
+        loop {
+            let mut line = String::new();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.strip_prefix("content-length:") {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad length: {line}"))?;
+            }
+            close |= line == "connection: close";
+            chunked |= line == "transfer-encoding: chunked";
+        }
+        let mut body = vec![0u8; length];
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
+        while chunked {
+            let mut size = String::new();
+            reader.read_line(&mut size).map_err(|e| format!("read: {e}"))?;
+            let size = usize::from_str_radix(size.trim_end(), 16)
+                .map_err(|_| format!("bad chunk size {size:?}"))?;
+            // The chunk and its CRLF; the last (empty) one ends the body.
+            let mut chunk = vec![0u8; size + 2];
+            reader
+                .read_exact(&mut chunk)
+                .map_err(|e| format!("read body: {e}"))?;
+            body.extend_from_slice(&chunk[..size]);
+            chunked = size > 0;
+        }
+        if close {
+            *connection = None;
+        }
+        if !status.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "{}: {}",
+                status.trim_end(),
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops, and sums what each connection saw.
+    pub fn stop(self) -> LoadCount {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = LoadCount::default();
+        for thread in self.threads {
+            let count = thread.join().expect("a load thread panicked");
+            total.ok += count.ok;
+            total.failed.extend(count.failed);
+            total.slowest = total.slowest.max(count.slowest);
+        }
+        total
+    }
+}
+
 pub mod kube {
     use std::path::Path;
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use berth_tests::kube::{build_image, pods, wait_for_named, wait_for_pod, wait_ready, write};
-use berth_tests::{BerthRun, berth, ok};
+use berth_tests::{BerthRun, Load, berth, ok};
 
 fn daemon(home: &Path) -> BerthRun {
     BerthRun::start_command(home, &["daemon"])
@@ -281,7 +281,7 @@ fn objects_survive_the_daemon_being_killed() {
     // One daemon per data dir.
     let out = berth(home.path(), &["daemon"]);
     assert!(!out.success);
-    assert!(out.stderr.contains("already serving"), "{}", out.stderr);
+    assert!(out.stderr.contains("is already serving"), "{}", out.stderr);
 }
 
 /// Builds the echo guest as image `echo:1` in `home`.
@@ -1423,4 +1423,162 @@ fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _fourth = daemon(home.path());
     assert_eq!(read(home.path()), encoded);
+}
+
+/// The pid the home's lease file names, once it names another than `not`.
+fn lease_holder(home: &Path, not: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(home.join("daemon.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&pid| pid != not)
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no daemon took over from {not}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie: it has exited).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !gone(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon {pid} did not stop after handing over"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Kills whichever daemon holds the home when the test ends (the last one
+/// is no child of the test's).
+struct LastDaemon<'a>(&'a Path);
+
+impl Drop for LastDaemon<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.0.join("daemon.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            && !gone(pid)
+        {
+            signal(pid, "-TERM");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !gone(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if !gone(pid) {
+                signal(pid, "-KILL");
+            }
+        }
+    }
+}
+
+fn pod_uids(home: &Path) -> Vec<(String, u64)> {
+    let mut uids: Vec<(String, u64)> = pods(home)
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["uid"].as_str().unwrap().to_owned(),
+                p["status"]["containerStatuses"][0]["restartCount"]
+                    .as_u64()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    uids.sort();
+    uids
+}
+
+#[test]
+fn hot_restarts_fail_no_request_and_keep_the_pods() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let mut first = daemon(home.path());
+    let _last = LastDaemon(home.path());
+    let files = tempfile::tempdir().unwrap();
+    let web = WEB.replace("REPLICAS", "2").replace("MEMORY", "64Mi")
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
+    ok(berth(
+        home.path(),
+        &["apply", "-f", &write(files.path(), "web.yaml", &web)],
+    ));
+    wait_ready(home.path(), 2);
+    let ingress = first.ingress();
+    let address = ingress.trim_start_matches("http://").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Load::start(&address, "web.localhost", 1).stop().ok == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never answered"
+        );
+    }
+    let before = pod_uids(home.path());
+
+    let load = Load::start(&address, "web.localhost", 16);
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(700));
+    settle();
+    // SIGHUP: the daemon starts its binary again, which takes over.
+    let first_pid = first.pid();
+    signal(first_pid, "-HUP");
+    let second_pid = lease_holder(home.path(), first_pid);
+    assert!(
+        first.wait(std::time::Duration::from_secs(60)).is_some(),
+        "the first daemon did not stop"
+    );
+    settle();
+    // A new daemon started with --take-over, as an upgrade would.
+    let mut third = BerthRun::start_command(home.path(), &["daemon", "--take-over"]);
+    assert_eq!(lease_holder(home.path(), second_pid), third.pid());
+    wait_gone(second_pid);
+    settle();
+    signal(third.pid(), "-HUP");
+    lease_holder(home.path(), third.pid());
+    assert!(
+        third.wait(std::time::Duration::from_secs(60)).is_some(),
+        "the third daemon did not stop"
+    );
+    settle();
+    let count = load.stop();
+    assert!(
+        count.failed.is_empty(),
+        "{} of {} requests failed across three handovers: {:?}",
+        count.failed.len(),
+        count.ok + count.failed.len() as u64,
+        &count.failed[..count.failed.len().min(10)]
+    );
+    assert!(count.ok > 100, "only {} requests answered", count.ok);
+    // The same pods, not restarted; the API where it was.
+    assert_eq!(pod_uids(home.path()), before);
+    let table = ok(berth(home.path(), &["get", "pods"]));
+    assert_eq!(
+        table.stdout.matches("Running").count(),
+        2,
+        "{}",
+        table.stdout
+    );
+    eprintln!(
+        "three handovers: {} requests, none failed, slowest {:?}",
+        count.ok, count.slowest
+    );
 }

@@ -135,6 +135,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<std::path::PathBuf>,
 
+    /// Replace the daemon serving this home without dropping a request: its
+    /// listening sockets pass to this one, it stops, and this one starts
+    /// its pods. (SIGHUP to a daemon starts its binary so.)
+    #[arg(long)]
+    take_over: bool,
+
     /// Export spans (ingress, each routed service) to this OTLP/HTTP
     /// collector, e.g. http://127.0.0.1:4318 (`/v1/traces` is added).
     #[arg(long, value_name = "URL", env = "BERTH_OTLP_ENDPOINT")]
@@ -189,6 +195,7 @@ impl DaemonArgs {
             hpa_sync_period: self.hpa_sync_period,
             scale_from_zero_timeout: self.scale_from_zero_timeout,
             encryption_config: self.encryption_provider_config,
+            take_over: self.take_over,
         }
     }
 }
@@ -215,14 +222,46 @@ fn run_daemon(
         cache_dir: Some(crate::home::compile_cache_dir()),
         pooled: true,
     })?);
+    // The path it was started from, now: a binary put there since (an
+    // upgrade) is the one a SIGHUP starts.
+    let exe = std::env::current_exe().context("finding berth's own binary")?;
     let served = tokio.block_on(async {
         let shutdown = super::shutdown_on_signal()?;
+        if companion.is_none() {
+            restart_on_hangup(exe)?;
+        }
         crate::daemon::serve(args.config(), home, wasm.clone(), shutdown, companion).await
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(wasm);
     drop(spans);
     served
+}
+
+/// On SIGHUP, starts `exe` with this daemon's arguments and `--take-over`:
+/// a restart (or upgrade) that drops no request. This daemon serves on if
+/// the new one fails before it takes over.
+fn restart_on_hangup(exe: std::path::PathBuf) -> anyhow::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("watching for SIGHUP")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !args.iter().any(|a| a == "--take-over") {
+        args.push("--take-over".into());
+    }
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: starting {} to take over", exe.display());
+            match std::process::Command::new(&exe).args(&args).spawn() {
+                // Waited for, so it is no zombie should it fail while this
+                // daemon lives on.
+                Ok(mut child) => {
+                    std::thread::spawn(move || child.wait());
+                }
+                Err(e) => tracing::error!("SIGHUP: starting {}: {e}", exe.display()),
+            }
+        }
+    });
+    Ok(())
 }
 
 #[derive(Debug, Args)]

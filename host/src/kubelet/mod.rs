@@ -431,6 +431,33 @@ impl Kubelet {
         }
     }
 
+    /// The uids of this node's pods the store says are ready: what a daemon
+    /// taking over waits to have serving again before it opens its ingress.
+    pub fn ready_pods(&self) -> Vec<String> {
+        let listed = self.context.state.store.lock().list(Kind::Pod, None);
+        let pods = match listed {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::error!("listing pods: {e}");
+                return Vec::new();
+            }
+        };
+        pods.into_iter()
+            .filter(|record| {
+                let Object::Pod(pod) = &record.object else {
+                    return false;
+                };
+                pod.spec
+                    .node_name
+                    .as_ref()
+                    .is_some_and(|n| self.nodes.contains(n))
+                    && !pod.metadata.deleting()
+                    && record.status.pod().is_some_and(PodStatus::ready)
+            })
+            .map(|record| record.uid)
+            .collect()
+    }
+
     /// Removes the directories (volumes, logs) of pods the store no longer
     /// has: deleted while their worker could not clean up, or by `up` on its
     /// way out.

@@ -99,6 +99,13 @@ struct ServiceListener {
     address: SocketAddr,
 }
 
+impl ServiceListener {
+    /// Its socket's name among those handed to a successor: one per address.
+    fn socket_name(&self) -> String {
+        format!("service {}", self.address)
+    }
+}
+
 /// The ingress listener and the NodePort listeners, sharing one table.
 pub struct Ingress {
     table: Arc<Table>,
@@ -122,6 +129,14 @@ pub struct Ingress {
     /// Numbers those runs.
     pod_runs: std::sync::atomic::AtomicU64,
     tasks: tokio_util::task::TaskTracker,
+    /// The front door's listeners (the ingress's and the Services'): their
+    /// connections drain before the pods behind them stop.
+    front: tokio_util::task::TaskTracker,
+    /// Cancelled once the front door may accept: when the routes are known
+    /// (and, taking over from another daemon, its pods are back).
+    opened: CancellationToken,
+    /// Where the listening sockets come from and are offered to a successor.
+    sockets: Arc<crate::handover::Sockets>,
     /// What the TLS listener serves, by SNI.
     certificates: Arc<super::tls::Certificates>,
     /// What answers for one host of berth's own (the dashboard's) rather
@@ -135,11 +150,15 @@ pub type OwnHost = Arc<
 >;
 
 impl Ingress {
-    /// Binds the ingress on `address`; returns it and the address bound
-    /// (the port chosen when `address` asked for port 0). Its listeners
-    /// cut off a client slower than `header_read` to send its headers.
+    /// Binds the ingress on `address` (or takes the listener a predecessor
+    /// handed over, from `sockets`); returns it and the address bound (the
+    /// port chosen when `address` asked for port 0). It accepts once
+    /// [`Ingress::open`]. Its listeners cut off a client slower than
+    /// `header_read` to send its headers.
+    #[expect(clippy::too_many_arguments, reason = "the ingress's settings")]
     pub fn bind(
         table: Arc<Table>,
+        sockets: Arc<crate::handover::Sockets>,
         address: SocketAddr,
         wait: Duration,
         shutdown: CancellationToken,
@@ -147,8 +166,9 @@ impl Ingress {
         header_read: Duration,
         service_network: String,
     ) -> std::io::Result<(Arc<Ingress>, SocketAddr)> {
-        let listener = bind(address)?;
+        let listener = sockets.tcp("ingress", address, std::net::TcpListener::bind)?;
         let bound = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let ingress = Arc::new(Ingress {
             table,
             wait,
@@ -163,11 +183,14 @@ impl Ingress {
             pod_hosts: Mutex::new(HashMap::new()),
             pod_runs: std::sync::atomic::AtomicU64::new(0),
             tasks: tokio_util::task::TaskTracker::new(),
+            front: tokio_util::task::TaskTracker::new(),
+            opened: CancellationToken::new(),
+            sockets,
             certificates: Arc::default(),
             own_host: std::sync::OnceLock::new(),
         });
         let by_host = ingress.clone();
-        ingress.tasks.spawn(super::accept(
+        ingress.accept_once_open(super::accept(
             listener,
             ingress.shutdown.clone(),
             drain,
@@ -180,15 +203,37 @@ impl Ingress {
         Ok((ingress, bound))
     }
 
+    /// Runs `accepting` (a front-door listener's loop) once the ingress is
+    /// open; until then its connections wait in the kernel's queue. Shut
+    /// down first, it never runs.
+    fn accept_once_open(&self, accepting: impl Future<Output = ()> + Send + 'static) {
+        let (opened, shutdown) = (self.opened.clone(), self.shutdown.clone());
+        self.front.spawn(async move {
+            tokio::select! {
+                biased;
+                () = opened.cancelled() => accepting.await,
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Lets the front door accept.
+    pub fn open(&self) {
+        self.opened.cancel();
+    }
+
     /// Also serves the ingress over HTTPS on `address`, with the
     /// certificates of the Ingresses' `spec.tls`; the address bound.
     pub fn bind_tls(self: &Arc<Self>, address: SocketAddr) -> std::io::Result<SocketAddr> {
-        let listener = bind(address)?;
+        let listener = self
+            .sockets
+            .tcp("ingress-tls", address, std::net::TcpListener::bind)?;
         let bound = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let acceptor =
             tokio_rustls::TlsAcceptor::from(super::tls::server_config(self.certificates.clone()));
         let by_host = self.clone();
-        self.tasks.spawn(berth_serve::accept_with(
+        self.accept_once_open(berth_serve::accept_with(
             listener,
             Some(acceptor),
             self.shutdown.clone(),
@@ -351,6 +396,7 @@ impl Ingress {
         open.retain(|key, cancel| {
             let keep = wanted.contains(key);
             if !keep {
+                self.sockets.withdraw(&key.socket_name());
                 cancel.cancel();
             }
             keep
@@ -366,7 +412,13 @@ impl Ingress {
             if open.contains_key(&key) {
                 continue;
             }
-            let listener = match bind_shared(key.address) {
+            let listener = match self
+                .sockets
+                .tcp(&key.socket_name(), key.address, |address| {
+                    bind_shared(address)?.into_std()
+                })
+                .and_then(tokio::net::TcpListener::from_std)
+            {
                 Ok(l) => l,
                 Err(e) => {
                     // Said once per reason; tried again every pass.
@@ -396,7 +448,7 @@ impl Ingress {
             let cancel = self.shutdown.child_token();
             let ingress = self.clone();
             let target = Arc::new(key.clone());
-            self.tasks.spawn(berth_serve::accept_connections(
+            self.accept_once_open(berth_serve::accept_connections(
                 listener,
                 cancel.clone(),
                 self.drain,
@@ -542,17 +594,19 @@ impl Ingress {
         ))
     }
 
+    /// Waits for the front door's connections to end after shutdown: the
+    /// requests in flight answered while their pods still run.
+    pub async fn front_closed(&self) {
+        self.front.close();
+        self.front.wait().await;
+    }
+
     /// Waits for every listener to finish draining after shutdown.
     pub async fn stopped(&self) {
+        self.front_closed().await;
         self.tasks.close();
         self.tasks.wait().await;
     }
-}
-
-fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(address)?;
-    listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
 }
 
 /// A port published on the host (a hostPort, `berth run -p`): shared with

@@ -673,6 +673,11 @@ impl Table {
         self.pods.lock().values().cloned().collect()
     }
 
+    /// Whether the pod `uid` runs and is ready.
+    pub fn is_pod_ready(&self, uid: &str) -> bool {
+        self.pods.lock().get(uid).is_some_and(|pod| pod.is_ready())
+    }
+
     /// The service whose virtual IP is `ip`.
     pub fn route_by_ip(&self, ip: std::net::Ipv4Addr) -> Option<Arc<Route>> {
         self.by_ip.load().get(&ip).cloned()
