@@ -424,7 +424,10 @@ pub async fn serve(
         }
     }
     let handing_over = offer.asked();
-    if !handing_over {
+    if handing_over {
+        // The successor adopts the Linux containers as they run.
+        kubelet.leave_running();
+    } else {
         // No successor holds the sockets: closed with their listeners, so
         // clients are refused, not kept waiting.
         sockets.withdraw_all();

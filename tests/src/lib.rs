@@ -231,6 +231,7 @@ pub fn registry_serve(root: &Path, extra: &[&str]) -> BerthRun {
 /// A running `berth run`, killed when dropped.
 pub struct BerthRun {
     child: Child,
+    home: PathBuf,
     pub url: String,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
@@ -315,6 +316,7 @@ impl BerthRun {
         });
         BerthRun {
             child,
+            home: home.to_owned(),
             url,
             stderr,
             stdout,
@@ -424,6 +426,64 @@ impl Drop for BerthRun {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        end_containers_of(&self.home);
+    }
+}
+
+/// Ends the Linux containers a daemon of `home` left running (they outlive
+/// a daemon killed with -9, for the next one to adopt): kills each one's
+/// init, which takes its container with it, and removes its cgroups.
+pub fn end_containers_of(home: &Path) {
+    fn monitors(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "monitor.json") {
+                found.push(path);
+            } else if depth > 0 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                monitors(&path, depth - 1, found);
+            }
+        }
+    }
+    // A live process's start time (a zombie has ended).
+    let start_time = |pid: u64| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        if fields.first() == Some(&"Z") {
+            return None;
+        }
+        fields.get(19)?.parse().ok()
+    };
+    let mut found = Vec::new();
+    monitors(home, 6, &mut found);
+    for monitor in found {
+        let Some(record) = std::fs::read(&monitor)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        else {
+            continue;
+        };
+        let (Some(pid), Some(started), Some(id)) = (
+            record["init_pid"].as_u64(),
+            record["init_started"].as_u64(),
+            record["id"].as_str(),
+        ) else {
+            continue;
+        };
+        if start_time(pid) == Some(started) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while start_time(pid) == Some(started) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for hierarchy in ["", "memory/", "pids/", "cpu/", "cpuacct/", "cpu,cpuacct/"] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{hierarchy}berth/{id}"));
+        }
     }
 }
 
@@ -730,7 +790,9 @@ impl Load {
             .map_err(|e| format!("read body: {e}"))?;
         while chunked {
             let mut size = String::new();
-            reader.read_line(&mut size).map_err(|e| format!("read: {e}"))?;
+            reader
+                .read_line(&mut size)
+                .map_err(|e| format!("read: {e}"))?;
             let size = usize::from_str_radix(size.trim_end(), 16)
                 .map_err(|_| format!("bad chunk size {size:?}"))?;
             // The chunk and its CRLF; the last (empty) one ends the body.

@@ -1682,3 +1682,109 @@ spec:
         )
     );
 }
+
+/// The pid of the one process of this host whose command line is `needle`'s.
+fn pid_running(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(needle)
+                .then_some(pid)
+        })
+}
+
+fn lines_of(home: &Path, pod: &str) -> Vec<u64> {
+    berth_tests::ok(berth(home, &["logs", pod]))
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn linux_containers_outlive_a_killed_daemon_and_are_adopted_with_their_logs_and_exits() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut daemon, _) = daemon_with_images(home.path());
+    apply(
+        home.path(),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: ticker}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done; : ticker-marker']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: short}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: busybox:1
+    command: [sh, -c, 'sleep 3; echo done while away; exit 7; : short-marker']
+"#,
+    );
+    berth_tests::kube::wait_for_named(home.path(), "short", |p| p["status"]["phase"] == "Running");
+    berth_tests::kube::wait_for_named(home.path(), "ticker", |p| p["status"]["phase"] == "Running");
+    let ticker = pid_running("ticker-marker").expect("the ticker runs");
+    assert!(pid_running("short-marker").is_some());
+    daemon.kill();
+    // No daemon for a while: the containers run on and their output is kept.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        pid_running("ticker-marker"),
+        Some(ticker),
+        "the ticker died with the daemon"
+    );
+    assert!(
+        pid_running("short-marker").is_none(),
+        "short should have ended by now"
+    );
+
+    let _daemon =
+        berth_tests::BerthRun::start_command(home.path(), &["daemon", "--backoff-base", "200ms"]);
+    // The short one ended while no daemon ran: its exit code is told.
+    let short = berth_tests::kube::wait_for_named(home.path(), "short", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let terminated = &short["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 7, "{short:#}");
+    let logs = berth_tests::ok(berth(home.path(), &["logs", "short"])).stdout;
+    assert!(logs.contains("done while away"), "{logs}");
+    // The ticker is adopted, not started again: same process, no restart,
+    // and its log goes on without a gap.
+    let ticker_pod = berth_tests::kube::wait_for_named(home.path(), "ticker", |p| {
+        berth_tests::kube::is_ready(p)
+    });
+    assert_eq!(pid_running("ticker-marker"), Some(ticker));
+    assert_eq!(
+        ticker_pod["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{ticker_pod:#}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = lines_of(home.path(), "ticker");
+    assert!(ticks.len() > 40, "{ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "the log has a gap: {ticks:?}"
+    );
+    // And it stops as any container does once its pod goes.
+    berth_tests::ok(berth(home.path(), &["delete", "pod", "ticker"]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pid_running("ticker-marker").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the adopted container outlived its pod"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -259,6 +259,25 @@ impl Cgroups {
         Ok(cgroups)
     }
 
+    /// Cgroup `name` where it exists: to remove what a container that
+    /// ended unseen left.
+    pub fn existing(hierarchies: &Hierarchies, name: &str) -> Cgroups {
+        let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+        for controller in CONTROLLERS {
+            if let Some((dir, v2)) = hierarchies.place(controller, name)
+                && dir.is_dir()
+                && !dirs.iter().any(|(d, _)| d == &dir)
+            {
+                dirs.push((dir, v2));
+            }
+        }
+        Cgroups {
+            dirs,
+            memory: None,
+            cpu: None,
+        }
+    }
+
     pub fn usage_files(&self) -> UsageFiles {
         UsageFiles {
             memory: self.memory.clone(),

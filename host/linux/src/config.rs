@@ -41,6 +41,24 @@ pub struct InitConfig {
     /// A user namespace of its own (see `userns.rs`); none to run with the
     /// host's ids.
     pub user_namespace: Option<UserNamespace>,
+    /// A log the init writes the container's output to itself (rather than
+    /// handing it its own stdout and stderr), so nothing is lost while no
+    /// berth runs.
+    #[serde(default)]
+    pub log: Option<LogTarget>,
+    /// Outlive berth (no parent-death signal), and write the container's
+    /// exit code here, for the berth that adopts it.
+    #[serde(default)]
+    pub exit_file: Option<PathBuf>,
+}
+
+/// A container's log: its file and when to rotate it (see
+/// `berth_runtime::LogFile`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTarget {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub max_files: u32,
 }
 
 /// The container's user: the image's, and what the pod says over it.

@@ -72,8 +72,154 @@ pub fn main() -> ! {
             SETUP_FAILED
         }
     };
+    if let Some(path) = &config.exit_file {
+        record_exit(path, code);
+    }
     std::process::exit(code)
 }
+
+/// Writes `code` to `path` whole (a new file renamed over), for a berth
+/// that was not there to see the init end.
+fn record_exit(path: &Path, code: i32) {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    if std::fs::write(&temporary, format!("{code}\n")).is_ok() {
+        let _ = std::fs::rename(&temporary, path);
+    }
+}
+
+/// The container's exit code as its init recorded it in `path`.
+pub fn recorded_exit(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The container's stdout and stderr when the init writes its log: pipes
+/// whose write ends the container gets.
+struct OutputPipes {
+    stdout: (std::io::PipeReader, std::io::PipeWriter),
+    stderr: (std::io::PipeReader, std::io::PipeWriter),
+}
+
+impl OutputPipes {
+    fn new() -> Result<OutputPipes, String> {
+        let pipe =
+            || std::io::pipe().map_err(|e| format!("a pipe for the container's output: {e}"));
+        Ok(OutputPipes {
+            stdout: pipe()?,
+            stderr: pipe()?,
+        })
+    }
+
+    /// In the container's process: its stdout and stderr are the pipes.
+    fn into_stdio(self) -> Result<(), String> {
+        rustix::stdio::dup2_stdout(&self.stdout.1).map_err(|e| format!("stdout: {e}"))?;
+        rustix::stdio::dup2_stderr(&self.stderr.1).map_err(|e| format!("stderr: {e}"))?;
+        Ok(())
+    }
+
+    /// In the init, once the container's process `child` is forked:
+    /// copies its output into `log` a line at a time until it has exited
+    /// and every process of its namespace is reaped; its exit status. One
+    /// thread, polling: a process that has unshared a pid namespace can
+    /// start no threads.
+    fn copy_until_exit(self, log: &super::config::LogTarget, child: i32) -> Result<i32, String> {
+        use rustix::event::{PollFd, PollFlags};
+        let log =
+            berth_runtime::LogFile::with_limits(log.path.clone(), log.max_bytes, log.max_files);
+        let (stdout, stderr) = (self.stdout.0, self.stderr.0);
+        drop((self.stdout.1, self.stderr.1));
+        for reader in [&stdout, &stderr] {
+            rustix::io::ioctl_fionbio(reader, true)
+                .map_err(|e| format!("the output pipes: {e}"))?;
+        }
+        // Readable once the container's pid 1 has exited (which ends every
+        // other process of its namespace).
+        let exited = rustix::process::Pid::from_raw(child)
+            .ok_or(rustix::io::Errno::SRCH)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+            .map_err(|e| format!("watching the container: {e}"))?;
+        let mut lines = [LineBuffer::default(), LineBuffer::default()];
+        let mut open = [true, true];
+        loop {
+            let mut fds = [
+                PollFd::new(&stdout, PollFlags::IN),
+                PollFd::new(&stderr, PollFlags::IN),
+                PollFd::new(&exited, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(format!("waiting on the container: {e}")),
+            }
+            let ready = [fds[0].revents(), fds[1].revents(), fds[2].revents()];
+            for (i, reader) in [&stdout, &stderr].into_iter().enumerate() {
+                if open[i] && !ready[i].is_empty() {
+                    open[i] = lines[i].read_from(reader, &log) != Read::End;
+                }
+            }
+            if !ready[2].is_empty() || !(open[0] || open[1]) {
+                break;
+            }
+        }
+        let code = wait(child)?;
+        // All gone: what is left in the pipes is all there is.
+        for (i, reader) in [&stdout, &stderr].into_iter().enumerate() {
+            while open[i] && lines[i].read_from(reader, &log) == Read::Data {}
+            lines[i].flush(&log);
+        }
+        Ok(code)
+    }
+}
+
+/// What a read of a pipe found.
+#[derive(PartialEq, Eq)]
+enum Read {
+    Data,
+    /// Nothing for now.
+    Empty,
+    /// Its end: every writer has closed it.
+    End,
+}
+
+/// A pipe's bytes not yet logged (a line still being written).
+#[derive(Default)]
+struct LineBuffer {
+    pending: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Reads what `reader` has now and logs each whole line: any bytes
+    /// (shown as UTF-8, lossily), a line over `LOG_LINE_MAX` in pieces.
+    fn read_from(&mut self, reader: &std::io::PipeReader, log: &berth_runtime::LogFile) -> Read {
+        let mut chunk = [0u8; 8192];
+        let n = match rustix::io::read(reader, &mut chunk) {
+            Ok(0) => return Read::End,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => return Read::Empty,
+            Err(_) => return Read::End,
+        };
+        self.pending.extend_from_slice(&chunk[..n]);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            log.write_line(&String::from_utf8_lossy(&self.pending[..end]));
+            self.pending.drain(..=end);
+        }
+        if self.pending.len() >= LOG_LINE_MAX {
+            log.write_line(&String::from_utf8_lossy(&self.pending));
+            self.pending.clear();
+        }
+        Read::Data
+    }
+
+    fn flush(&mut self, log: &berth_runtime::LogFile) {
+        if !self.pending.is_empty() {
+            log.write_line(&String::from_utf8_lossy(&self.pending));
+            self.pending.clear();
+        }
+    }
+}
+
+/// The longest line kept whole in a container's log.
+const LOG_LINE_MAX: usize = 64 << 10;
 
 /// Moves the runtime's socket off stdin (close-on-exec, so the container's
 /// program never holds it) and puts /dev/null there for the container.
@@ -87,9 +233,13 @@ fn take_stdin() -> Result<UnixStream, String> {
 
 fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // A container does not outlive berth (the thread that started it, in
-    // fact: a runtime worker, which lives as long as berth does).
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("prctl: {e}"))?;
+    // fact: a runtime worker, which lives as long as berth does), unless it
+    // is one the next berth adopts: then the init holds its output and its
+    // exit code meanwhile, as conmon does.
+    if config.exit_file.is_none() {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(|e| format!("prctl: {e}"))?;
+    }
     // A session of its own: no controlling terminal for the container to
     // open as /dev/tty, and the terminal's Ctrl-C reaches berth, which
     // passes it on, rather than killing the init.
@@ -161,11 +311,19 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // it writes why, so the two never interleave.
     let (said_started, saying) =
         std::io::pipe().map_err(|e| format!("a pipe for the container: {e}"))?;
+    let output = config
+        .log
+        .as_ref()
+        .map(|_| OutputPipes::new())
+        .transpose()?;
 
     match fork()? {
         Forked::Child => {
             drop(saying);
-            let error = container(config, mapping.as_ref());
+            let error = match output.map(OutputPipes::into_stdio).transpose() {
+                Ok(_) => container(config, mapping.as_ref()),
+                Err(e) => setup(e),
+            };
             let _ = std::io::Read::read(&mut &said_started, &mut [0u8; 1]);
             let _ = (&*status).write_all(error.message.as_bytes());
             std::process::exit(error.code);
@@ -177,7 +335,10 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
                 .map_err(|e| format!("telling the runtime the container started: {e}"));
             drop(saying);
             told?;
-            wait(child)
+            match (output, &config.log) {
+                (Some(output), Some(log)) => output.copy_until_exit(log, child),
+                _ => wait(child),
+            }
         }
     }
 }

@@ -100,21 +100,76 @@ pub struct Container {
     /// A handle on the container's pid 1 for signals: its number alone may
     /// name another process once the init has reaped it.
     pidfd: Result<std::os::fd::OwnedFd, rustix::io::Errno>,
-    init: tokio::process::Child,
+    init: Monitor,
     /// The init's socket, and what came on it after `started`: why the
-    /// container could not be set up or its program run, if it could not.
-    status: tokio::net::UnixStream,
+    /// container could not be set up or its program run, if it could not
+    /// (none for an adopted container).
+    status: Option<tokio::net::UnixStream>,
     said: Vec<u8>,
     cgroups: cgroup::Cgroups,
     state_dir: PathBuf,
+    /// Where its init records its exit code, when it may outlive berth.
+    exit_file: Option<PathBuf>,
+}
+
+/// The init, as berth waits for it.
+enum Monitor {
+    /// berth's child.
+    Child(tokio::process::Child),
+    /// A predecessor's (adopted): readable once it has exited; none when it
+    /// had already.
+    Adopted(Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>),
+}
+
+/// What an adopting berth reads of a container that may outlive berth:
+/// its init (and when it started, which tells a reused pid apart) and its
+/// pid 1.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MonitorRecord {
+    /// The container's id (its cgroups' name).
+    id: String,
+    init_pid: u32,
+    init_started: u64,
+    pid: u32,
+}
+
+const MONITOR_RECORD: &str = "monitor.json";
+const EXIT_FILE: &str = "exit";
+
+/// A process's start time (clock ticks after boot) and parent, from
+/// /proc/PID/stat.
+fn process_stat(pid: u32) -> Option<(u64, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised name: state is 3, ppid 4, starttime 22.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    Some((fields.get(19)?.parse().ok()?, fields.get(1)?.parse().ok()?))
+}
+
+/// `pidfd` watched by tokio: readable once its process has exited.
+#[expect(unsafe_code, reason = "AsyncFd::register is unsafe")]
+fn watch_exit(
+    pidfd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor, which is valid (a pidfd just
+    // opened) and is neither replaced nor closed while it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register(pidfd) }.map_err(std::io::Error::from)
+}
+
+fn pidfd(pid: u32) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
+    rustix::process::Pid::from_raw(pid as i32)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
 }
 
 /// How the container's output leaves it.
 pub enum Output {
     /// The caller's terminal (`berth run`).
     Inherit,
-    /// Pipes the caller reads (a pod's logs).
+    /// Pipes the caller reads.
     Piped,
+    /// A log its init writes: the container may then outlive berth, and a
+    /// later berth adopt it (see [`adopt`]).
+    Log(config::LogTarget),
 }
 
 /// The init binary, beside berth's own.
@@ -165,7 +220,13 @@ pub async fn start(
             lock_dir: PathBuf::from(USER_ID_LOCKS),
             required: spec.user_namespace == UserIds::RequiredPrivate,
         }),
+        log: match &output {
+            Output::Log(target) => Some(target.clone()),
+            _ => None,
+        },
+        exit_file: matches!(output, Output::Log(_)).then(|| spec.state_dir.join(EXIT_FILE)),
     };
+    let outlives = config.exit_file.clone();
     let undo = |e: String| {
         cgroups.remove();
         let _ = std::fs::remove_dir_all(&spec.state_dir);
@@ -186,10 +247,26 @@ pub async fn start(
             std::env::var_os(volumes::CLASSIC_MOUNTS).map(|value| (volumes::CLASSIC_MOUNTS, value)),
         )
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .kill_on_drop(true);
+        // One that may outlive berth is left to run when its handle goes
+        // (a daemon handing its pods over).
+        .kill_on_drop(outlives.is_none());
+    if let Output::Log(target) = &output
+        && let Some(dir) = target.path.parent()
+    {
+        let _ = std::fs::create_dir_all(dir);
+    }
     match output {
         Output::Inherit => command.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
         Output::Piped => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
+        // What the init itself has to say (a warning before the container
+        // runs) goes to the log too.
+        Output::Log(target) => command.stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&target.path)
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        ),
     };
     let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
     let init_pid = child.id().expect("a child not yet waited for has its pid");
@@ -218,20 +295,32 @@ pub async fn start(
             // Opened the moment the init names it (a pid comes round again
             // only after the whole range has): from here on, signals reach
             // this process or nothing. ESRCH if it is gone already.
-            let pidfd = rustix::process::Pid::from_raw(pid as i32)
-                .ok_or(rustix::io::Errno::SRCH)
-                .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
+            let pidfd = pidfd(pid);
+            if outlives.is_some() {
+                // For the berth that adopts it, should this one go first.
+                let record = MonitorRecord {
+                    id: spec.id.clone(),
+                    init_pid,
+                    init_started: process_stat(init_pid).map_or(0, |(started, _)| started),
+                    pid,
+                };
+                let path = spec.state_dir.join(MONITOR_RECORD);
+                if let Err(e) = std::fs::write(&path, serde_json::to_vec(&record).expect("JSON")) {
+                    tracing::warn!(container = %spec.id, "{}: {e}", path.display());
+                }
+            }
             return Ok((
                 Container {
                     id: spec.id.clone(),
                     pid,
                     init_pid,
                     pidfd,
-                    init: child,
-                    status,
+                    init: Monitor::Child(child),
+                    status: Some(status),
                     said,
                     cgroups,
                     state_dir: spec.state_dir.clone(),
+                    exit_file: outlives,
                 },
                 pipes,
             ));
@@ -313,11 +402,105 @@ pub struct Pipes {
     pub stderr: tokio::process::ChildStderr,
 }
 
+/// The container a berth before this one started as `spec` says (with
+/// [`Output::Log`]), when its init still runs, or has recorded how it
+/// ended; `None` when there is none to adopt.
+pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
+    let record: MonitorRecord =
+        serde_json::from_slice(&std::fs::read(spec.state_dir.join(MONITOR_RECORD)).ok()?).ok()?;
+    let exit_file = spec.state_dir.join(EXIT_FILE);
+    // Opened first, then checked: the handle is then the process checked.
+    let init = pidfd(record.init_pid).ok().filter(|_| {
+        process_stat(record.init_pid).map(|(started, _)| started) == Some(record.init_started)
+    });
+    if init.is_none() && init::recorded_exit(&exit_file).is_none() {
+        return None;
+    }
+    let cgroups =
+        cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits).ok()?;
+    // Its pid 1, while it is the init's child (not a pid used again).
+    let pid1 = match &init {
+        Some(_) if process_stat(record.pid).map(|(_, parent)| parent) == Some(record.init_pid) => {
+            pidfd(record.pid)
+        }
+        _ => Err(rustix::io::Errno::SRCH),
+    };
+    let init = match init.map(watch_exit).transpose() {
+        Ok(init) => init,
+        Err(e) => {
+            tracing::warn!(container = %spec.id, "watching its init: {e}");
+            return None;
+        }
+    };
+    Some(Container {
+        id: spec.id.clone(),
+        pid: record.pid,
+        init_pid: record.init_pid,
+        pidfd: pid1,
+        init: Monitor::Adopted(init),
+        status: None,
+        said: Vec::new(),
+        cgroups,
+        state_dir: spec.state_dir.clone(),
+        exit_file: Some(exit_file),
+    })
+}
+
+/// Ends the containers whose state is under `dir` (a pod's `containers`)
+/// that no berth will adopt: each one's init is killed (which takes its
+/// container with it) and its cgroups and state removed.
+pub fn abandon_all_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let state_dir = entry.path();
+        let Some(record) = std::fs::read(state_dir.join(MONITOR_RECORD))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<MonitorRecord>(&bytes).ok())
+        else {
+            continue;
+        };
+        if let Ok(init) = pidfd(record.init_pid)
+            && process_stat(record.init_pid).map(|(started, _)| started)
+                == Some(record.init_started)
+        {
+            tracing::info!(container = %record.id, "ending a container no pod has any more");
+            let _ = rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL);
+            // Gone once its pidfd reads (at most a few seconds: a process
+            // killed in a D state takes its time).
+            let mut ready = [rustix::event::PollFd::new(
+                &init,
+                rustix::event::PollFlags::IN,
+            )];
+            let _ = rustix::event::poll(
+                &mut ready,
+                Some(&rustix::event::Timespec {
+                    tv_sec: 5,
+                    tv_nsec: 0,
+                }),
+            );
+        }
+        cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), &record.id).remove();
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+}
+
 impl Container {
     /// Waits for the container to end.
     pub async fn wait(&mut self) -> Exit {
-        let status = self.init.wait().await;
-        let code = status.ok().and_then(|s| s.code()).unwrap_or(128 + 9);
+        let code = match &mut self.init {
+            Monitor::Child(child) => child.wait().await.ok().and_then(|s| s.code()),
+            Monitor::Adopted(init) => {
+                if let Some(init) = init {
+                    // A pidfd is readable once its process has exited.
+                    let _ = init.readable().await;
+                }
+                None
+            }
+        }
+        .or_else(|| self.exit_file.as_deref().and_then(init::recorded_exit))
+        .unwrap_or(128 + 9);
         let error = if code == init::SETUP_FAILED || code == init::EXEC_FAILED {
             Some(self.error().await).filter(|e| !e.is_empty())
         } else {
@@ -339,12 +522,17 @@ impl Container {
     async fn error(&mut self) -> String {
         use tokio::io::AsyncReadExt as _;
         // Into `said` itself: a wait dropped mid-read loses nothing.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.status.read_to_end(&mut self.said),
-        )
-        .await;
+        if let Some(status) = &mut self.status {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), status.read_to_end(&mut self.said))
+                    .await;
+        }
         String::from_utf8_lossy(&self.said).trim().to_owned()
+    }
+
+    /// Whether it can run on without berth (and be adopted).
+    pub fn outlives(&self) -> bool {
+        self.exit_file.is_some()
     }
 
     /// Where its CPU time and memory are read, while it exists.
@@ -386,8 +574,20 @@ impl Container {
         }
         self.signal(rustix::process::Signal::KILL);
         // The init too: its end takes the container with it (the parent-
-        // death signal), whatever became of the signal above.
-        let _ = self.init.start_kill();
+        // death signal, or as its pid namespace's parent), whatever became
+        // of the signal above.
+        match &mut self.init {
+            Monitor::Child(child) => {
+                let _ = child.start_kill();
+            }
+            Monitor::Adopted(Some(init)) => {
+                let _ = rustix::process::pidfd_send_signal(
+                    init.get_ref(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            Monitor::Adopted(None) => {}
+        }
         self.wait().await
     }
 

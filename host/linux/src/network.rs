@@ -46,8 +46,11 @@ pub fn in_network<T: Send + 'static>(
 /// Redirects TCP connections made in the network namespace at `netns` to
 /// any address of `network` (a CIDR) to its `127.0.0.1:port`.
 pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), String> {
+    // Made afresh, in one transaction: a daemon adopting the pod finds its
+    // predecessor's table there, redirecting to a listener that is gone.
     let rules = format!(
-        "table ip berth {{\n  chain services {{\n    type nat hook output priority -100;\n    \
+        "table ip berth\ndelete table ip berth\n\
+         table ip berth {{\n  chain services {{\n    type nat hook output priority -100;\n    \
          ip daddr {network} meta l4proto tcp redirect to :{port}\n  }}\n}}\n"
     );
     let nft = installed(NFT).ok_or_else(|| {

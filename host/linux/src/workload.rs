@@ -139,8 +139,13 @@ pub fn listen_in(
     })
 }
 
-/// How long an exit waits for the container's output to reach its log.
-const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// What ends a container's handle.
+enum Ending {
+    /// SIGTERM, then SIGKILL after the grace.
+    Stop(Duration),
+    /// Nothing: the container runs on for the next berth to adopt.
+    Leave,
+}
 
 pub struct LinuxWorkload {
     name: String,
@@ -148,40 +153,40 @@ pub struct LinuxWorkload {
     client: Client<NetnsConnector, Body>,
     connector: NetnsConnector,
     exit: watch::Receiver<Option<Exit>>,
-    stop: Mutex<Option<oneshot::Sender<Duration>>>,
+    stop: Mutex<Option<oneshot::Sender<Ending>>>,
     usage: crate::cgroup::UsageFiles,
+    outlives: bool,
 }
 
 impl LinuxWorkload {
     /// Takes over `container`, serving HTTP on its `port` (in its network).
-    /// `output` is what copies its output away (to its log): its exit is
-    /// told once that is done too, so whoever reads the log for it (a
-    /// FallbackToLogsOnError message) finds all of it. Bounded: a process
-    /// the container left behind may hold the pipes open for ever.
+    /// Its output is in its log by the time it has exited (its init writes
+    /// the log, and ends after the last writer has), so whoever reads the
+    /// log for its exit (a FallbackToLogsOnError message) finds all of it.
     pub fn new(
         name: String,
         container: Container,
         port: u16,
         connector: NetnsConnector,
-        output: Option<BoxFuture<'static, ()>>,
     ) -> Arc<LinuxWorkload> {
         let (exit_tx, exit) = watch::channel(None);
-        let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
+        let (stop_tx, stop_rx) = oneshot::channel::<Ending>();
         let usage = container.usage_files();
+        let outlives = container.outlives();
         tokio::spawn(async move {
             let mut container = container;
             let exit = tokio::select! {
                 exit = container.wait() => exit,
-                grace = stop_rx => match grace {
-                    Ok(grace) => container.stop(grace).await,
+                ending = stop_rx => match ending {
+                    Ok(Ending::Stop(grace)) => container.stop(grace).await,
+                    // Its handle goes, the container stays (and its
+                    // exit is never told here).
+                    Ok(Ending::Leave) => return,
                     // The workload was dropped: no one will ask again.
                     Err(_) => container.stop(Duration::ZERO).await,
                 },
             };
             container.remove();
-            if let Some(output) = output {
-                let _ = tokio::time::timeout(OUTPUT_DRAIN, output).await;
-            }
             let _ = exit_tx.send(Some(exit));
         });
         Arc::new(LinuxWorkload {
@@ -194,6 +199,7 @@ impl LinuxWorkload {
             exit,
             stop: Mutex::new(Some(stop_tx)),
             usage,
+            outlives,
         })
     }
 
@@ -291,9 +297,19 @@ impl Workload for LinuxWorkload {
         })
     }
 
+    fn leave_running(&self) -> bool {
+        if !self.outlives {
+            return false;
+        }
+        if let Some(stop) = self.stop.lock().expect("lock").take() {
+            let _ = stop.send(Ending::Leave);
+        }
+        true
+    }
+
     fn stop(&self, grace: Duration) -> BoxFuture<'static, ()> {
         if let Some(stop) = self.stop.lock().expect("lock").take() {
-            let _ = stop.send(grace);
+            let _ = stop.send(Ending::Stop(grace));
         }
         let finished = self.finished();
         Box::pin(async move {

@@ -96,8 +96,8 @@ pub struct LogFile {
 }
 
 /// The kubelet's defaults: containerLogMaxSize 10Mi, containerLogMaxFiles 5.
-const LOG_MAX_BYTES: u64 = 10 << 20;
-const LOG_MAX_FILES: u32 = 5;
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+pub const LOG_MAX_FILES: u32 = 5;
 
 impl LogFile {
     pub fn new(path: PathBuf) -> LogFile {
@@ -225,6 +225,13 @@ pub trait Workload: Send + Sync {
     /// container's: for `kubectl top`, autoscaling and `/metrics`.
     fn usage(&self) -> Usage {
         Usage::default()
+    }
+
+    /// Leaves the workload running for the next berth to adopt (a daemon
+    /// handing over to another); false when it cannot outlive this process,
+    /// and is to be stopped as usual.
+    fn leave_running(&self) -> bool {
+        false
     }
 
     /// Stops the workload: asks it to end, and makes it after `grace`.

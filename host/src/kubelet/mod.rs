@@ -145,6 +145,9 @@ pub(crate) struct Context {
     pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
     /// The running Linux containers, for `kubectl exec`.
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
+    /// Set when the daemon hands over to another: containers that can
+    /// outlive it are left running for it to adopt, not stopped.
+    pub leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) type ImageStamp = (std::time::SystemTime, u64);
@@ -198,6 +201,7 @@ impl Kubelet {
                 ingress: routing.ingress,
                 images: Arc::default(),
                 execs: Arc::default(),
+                leaving: Arc::default(),
             },
             nodes,
             workers: HashMap::new(),
@@ -413,6 +417,28 @@ impl Kubelet {
                 continue;
             }
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            // Restart counts stand: a daemon's restart is no container's,
+            // and the run a count names is where a container that outlived
+            // the daemon is found again.
+            let restarted: Vec<ContainerStatus> = record
+                .status
+                .pod()
+                .and_then(|s| s.kube.container_statuses.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    ready: false,
+                    started: Some(false),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some("ContainerCreating".into()),
+                            ..ContainerStateWaiting::default()
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..c
+                })
+                .collect();
             let status = Status::from(PodStatus {
                 kube: KubePodStatus {
                     phase: Some("Pending".into()),
@@ -421,6 +447,7 @@ impl Kubelet {
                         pod_condition("PodScheduled", true),
                         pod_condition("Ready", false),
                     ]),
+                    container_statuses: (!restarted.is_empty()).then_some(restarted),
                     ..KubePodStatus::default()
                 },
                 ..PodStatus::default()
@@ -488,9 +515,20 @@ impl Kubelet {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) && !self.workers.contains_key(&name) {
+                // Containers a daemon before this one left running for a
+                // pod deleted since: nothing will adopt them.
+                crate::runtime::linux::abandon_all_in(&entry.path().join("containers"));
                 sandbox::remove_pod_dir(&entry.path());
             }
         }
+    }
+
+    /// From now on, pods stopping leave the containers that can outlive
+    /// this daemon running, for the daemon taking over to adopt.
+    pub fn leave_running(&self) {
+        self.context
+            .leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops every pod, draining each, and waits for them.
@@ -997,9 +1035,16 @@ async fn run_apps(
                 let grace =
                     Duration::from_secs(run.stop_grace.load(std::sync::atomic::Ordering::Relaxed));
                 endpoint.drained(grace).await;
-                // Processes get SIGTERM, and SIGKILL after the grace period.
-                futures_util::future::join_all(running.iter().map(|c| c.workload.stop(grace)))
-                    .await;
+                // Processes get SIGTERM, and SIGKILL after the grace period;
+                // unless the daemon hands over, and the next adopts them.
+                let leaving = context.leaving.load(std::sync::atomic::Ordering::SeqCst);
+                futures_util::future::join_all(
+                    running
+                        .iter()
+                        .filter(|c| !(leaving && c.workload.leave_running()))
+                        .map(|c| c.workload.stop(grace)),
+                )
+                .await;
                 // How each container ended, where its backend can say: a
                 // process's exit status (a served wasm component drains and
                 // has none; it is shown Completed).

@@ -551,9 +551,42 @@ async fn start_linux(
                 .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX)),
         },
     };
-    let (started, pipes) = linux::start(&spec, Output::Piped)
-        .await
-        .map_err(|e| failure("RunContainerError", e))?;
+    // One a daemon before this one started, still running (or ended with
+    // its exit code kept): adopted, not started again.
+    let adopted = {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || linux::adopt(&spec))
+            .await
+            .map_err(|e| failure("RunContainerError", e.to_string()))?
+    };
+    let started = match adopted {
+        Some(adopted) => {
+            tracing::info!(
+                pod = %pod.metadata.name,
+                container = %container.name,
+                "adopted the container a previous daemon left running (pid {})",
+                adopted.pid
+            );
+            adopted
+        }
+        None => {
+            // What a run that died with no one to see it left: a writable
+            // layer the new one must not start from.
+            if spec.state_dir.exists() {
+                let stale = spec.state_dir.clone();
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(stale)).await;
+            }
+            let log = linux::config::LogTarget {
+                path: super::log_path(dir, &container.name, restarts),
+                max_bytes: crate::runtime::LOG_MAX_BYTES,
+                max_files: crate::runtime::LOG_MAX_FILES,
+            };
+            linux::start(&spec, Output::Log(log))
+                .await
+                .map_err(|e| failure("RunContainerError", e))?
+                .0
+        }
+    };
     if network == Network::Own {
         // The pod's network from now on, whichever of its containers runs:
         // unless the container has already ended (it ran and exited at
@@ -577,23 +610,6 @@ async fn start_linux(
         }
     }
     let netns = (network != Network::Host).then(|| started.netns_path());
-    let log = Arc::new(LogFile::new(super::log_path(
-        dir,
-        &container.name,
-        restarts,
-    )));
-    let output = pipes.map(|pipes| {
-        let copies = [
-            tokio::spawn(copy_lines(pipes.stdout, log.clone())),
-            tokio::spawn(copy_lines(pipes.stderr, log)),
-        ];
-        let drained: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
-            for copy in copies {
-                let _ = copy.await;
-            }
-        });
-        drained
-    });
     let connector = linux::NetnsConnector::new(netns)
         .map_err(|e| failure("RunContainerError", format!("the container's network: {e}")))?;
     let port = container.ports.first().map_or(80, |p| p.container_port);
@@ -603,7 +619,6 @@ async fn start_linux(
         started,
         port,
         connector.clone(),
-        output,
     );
     let mut running = serve_container(container, workload, cancel, grace).await?;
     running.linux = Some((connector, pids));
@@ -740,38 +755,6 @@ fn share_empty_dirs(pod: &Pod, dir: &Path) -> Result<(), StartFailure> {
     }
     Ok(())
 }
-
-/// A container's output, a line at a time, into its log. Any bytes (not
-/// only UTF-8) and lines of any length: the pipe is read to its end, so a
-/// container never dies of SIGPIPE for what it printed; a line over
-/// `LOG_LINE_MAX` is logged in pieces.
-async fn copy_lines(output: impl tokio::io::AsyncRead + Unpin, log: Arc<LogFile>) {
-    use tokio::io::AsyncReadExt as _;
-    let mut output = output;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match output.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            log.write_line(&String::from_utf8_lossy(&pending[..end]));
-            pending.drain(..=end);
-        }
-        if pending.len() >= LOG_LINE_MAX {
-            log.write_line(&String::from_utf8_lossy(&pending));
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        log.write_line(&String::from_utf8_lossy(&pending));
-    }
-}
-
-/// The longest line kept whole in a container's log.
-const LOG_LINE_MAX: usize = 64 << 10;
 
 /// The image unpacked and ready, pulled first if the store lacks it (or
 /// the policy says always). Replicas of one image start by the thousand:
