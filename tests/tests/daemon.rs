@@ -1425,6 +1425,20 @@ fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
     assert_eq!(read(home.path()), encoded);
 }
 
+/// The pid of the process of this host whose command line holds `needle`.
+fn process_running(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(needle)
+                .then_some(pid)
+        })
+}
+
 /// The pid the home's lease file names, once it names another than `not`.
 fn lease_holder(home: &Path, not: u32) -> u32 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -1517,13 +1531,17 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     let mut first = daemon(home.path());
     let _last = LastDaemon(home.path());
     let files = tempfile::tempdir().unwrap();
+    berth_tests::busybox::load(home.path(), "busybox:1");
     let web = WEB.replace("REPLICAS", "2").replace("MEMORY", "64Mi")
-        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n"
+        // A Linux container: adopted by each new daemon, never restarted.
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: box, image: 'busybox:1', command: [sh, -c, 'while true; do sleep 1; done; : handover-marker']}\n";
     ok(berth(
         home.path(),
         &["apply", "-f", &write(files.path(), "web.yaml", &web)],
     ));
-    wait_ready(home.path(), 2);
+    wait_ready(home.path(), 3);
+    let boxed = process_running("handover-marker").expect("the Linux container runs");
     let ingress = first.ingress();
     let address = ingress.trim_start_matches("http://").to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1573,10 +1591,11 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     let table = ok(berth(home.path(), &["get", "pods"]));
     assert_eq!(
         table.stdout.matches("Running").count(),
-        2,
+        3,
         "{}",
         table.stdout
     );
+    assert_eq!(process_running("handover-marker"), Some(boxed));
     eprintln!(
         "three handovers: {} requests, none failed, slowest {:?}",
         count.ok, count.slowest
