@@ -481,8 +481,14 @@ pub fn end_containers_of(home: &Path) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        // Empty once the container's processes, killed with their init,
+        // are gone: a moment after it.
+        let deadline = Instant::now() + Duration::from_secs(5);
         for hierarchy in ["", "memory/", "pids/", "cpu/", "cpuacct/", "cpu,cpuacct/"] {
-            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{hierarchy}berth/{id}"));
+            let dir = PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}berth/{id}"));
+            while dir.exists() && std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
