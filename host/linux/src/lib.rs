@@ -450,11 +450,32 @@ pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
 /// that no berth will adopt: each one's init is killed (which takes its
 /// container with it) and its cgroups and state removed.
 pub fn abandon_all_in(dir: &Path) {
+    abandon_where(dir, |_| true);
+}
+
+/// Ends the runs of container `name` under `dir` (state dirs `NAME-RUN`)
+/// but `keep`: a run a daemon killed before it could record the restart
+/// left running, which the next would otherwise never stop.
+pub fn abandon_other_runs(dir: &Path, name: &str, keep: &Path) {
+    abandon_where(dir, |state_dir| {
+        state_dir != keep
+            && state_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(name)?.strip_prefix('-'))
+                .is_some_and(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()))
+    });
+}
+
+fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let state_dir = entry.path();
+        if !chosen(&state_dir) {
+            continue;
+        }
         let Some(record) = std::fs::read(state_dir.join(MONITOR_RECORD))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<MonitorRecord>(&bytes).ok())
@@ -604,5 +625,39 @@ impl Container {
     /// it has exited and the init reaped it).
     pub fn netns_path(&self) -> PathBuf {
         self.pids().netns_path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_other_runs_of_the_named_container_are_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        for run in ["app-0", "app-1", "app-x-0", "app-", "apple-0"] {
+            let state = dir.path().join(run);
+            std::fs::create_dir_all(&state).unwrap();
+            // An init long gone (no process has pid 0x7fff_fff0).
+            let record = MonitorRecord {
+                id: format!("test-{run}"),
+                init_pid: 0x7fff_fff0,
+                init_started: 1,
+                pid: 0x7fff_fff1,
+            };
+            std::fs::write(
+                state.join(MONITOR_RECORD),
+                serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+        }
+        abandon_other_runs(dir.path(), "app", &dir.path().join("app-1"));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app-", "app-1", "app-x-0", "apple-0"]);
     }
 }

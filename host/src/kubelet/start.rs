@@ -570,12 +570,19 @@ async fn start_linux(
             adopted
         }
         None => {
-            // What a run that died with no one to see it left: a writable
-            // layer the new one must not start from.
-            if spec.state_dir.exists() {
-                let stale = spec.state_dir.clone();
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(stale)).await;
-            }
+            // What a run that died with no one to see it left (a writable
+            // layer the new one must not start from), and any other run
+            // still going that the store did not know of.
+            let (stale, name) = (spec.state_dir.clone(), container.name.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(containers) = stale.parent() {
+                    linux::abandon_other_runs(containers, &name, &stale);
+                }
+                if stale.exists() {
+                    let _ = std::fs::remove_dir_all(&stale);
+                }
+            })
+            .await;
             let log = linux::config::LogTarget {
                 path: super::log_path(dir, &container.name, restarts),
                 max_bytes: crate::runtime::LOG_MAX_BYTES,
