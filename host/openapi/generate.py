@@ -36,8 +36,9 @@ REVERSED CONVERSIONS (JSON Schema -> OpenAPI 3.0 as kube-apiserver serves it)
       * a $ref with sibling keys (description, x-kubernetes-*) is wrapped as
         {"allOf":[{"$ref":...}], <siblings>} as kube-apiserver's v3 docs do.
     Not recoverable from the source (absent from these docs): the
-    descriptions of IntOrString and Quantity, v3-only "default" values and
-    v3-only "enum" lists of enum-typed string fields.
+    descriptions of IntOrString and Quantity, v3-only "default" values (but
+    those server-side apply needs, in V3_DEFAULTS) and v3-only "enum" lists
+    of enum-typed string fields.
 """
 
 import copy
@@ -257,6 +258,24 @@ def convert_schema(s, gvks=None):
     return out
 
 
+# v3-only defaults kube-apiserver's documents carry that server-side apply
+# needs: a list-map key field left out of an applied configuration takes its
+# default, so `ports: [{containerPort: 80}]` is the same element as the
+# stored `{containerPort: 80, protocol: TCP}` (without it, each apply adds a
+# port).
+V3_DEFAULTS = {
+    ("io.k8s.api.core.v1.ContainerPort", "protocol"): "TCP",
+    ("io.k8s.api.core.v1.ServicePort", "protocol"): "TCP",
+}
+
+
+def with_v3_defaults(name, schema):
+    for (definition, prop), value in V3_DEFAULTS.items():
+        if definition == name:
+            schema["properties"][prop]["default"] = value
+    return schema
+
+
 def convert_definition(name, s):
     if name == INT_OR_STRING:
         assert [strip_null_type(x["type"]) for x in s["oneOf"]] == ["string", "integer"], s
@@ -264,7 +283,7 @@ def convert_definition(name, s):
     if name == QUANTITY:
         assert [strip_null_type(x["type"]) for x in s["oneOf"]] == ["string", "number"], s
         return {"type": "string"}
-    return convert_schema(s, s.get("x-kubernetes-group-version-kind"))
+    return with_v3_defaults(name, convert_schema(s, s.get("x-kubernetes-group-version-kind")))
 
 
 def collect_refs(node, acc):

@@ -1601,3 +1601,66 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
         count.ok, count.slowest
     );
 }
+
+#[test]
+fn applying_the_same_deployment_again_changes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    build_echo(home.path());
+    let _daemon = daemon(home.path());
+    let files = tempfile::tempdir().unwrap();
+    // Ports and Service ports leave out their protocol, as most manifests
+    // do: the stored TCP is the same key, not another element.
+    let manifest = write(
+        files.path(),
+        "web.yaml",
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: "echo:1", ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#,
+    );
+    ok(berth(home.path(), &["apply", "-f", &manifest]));
+    wait_ready(home.path(), 1);
+    for _ in 0..2 {
+        ok(berth(home.path(), &["apply", "-f", &manifest]));
+    }
+    let deployment: serde_json::Value = serde_json::from_str(
+        &ok(berth(
+            home.path(),
+            &["get", "deployment", "web", "-o", "json"],
+        ))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(deployment["metadata"]["generation"], 1, "{deployment:#}");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["ports"],
+        serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}])
+    );
+    let service: serde_json::Value = serde_json::from_str(
+        &ok(berth(home.path(), &["get", "service", "web", "-o", "json"])).stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        service["spec"]["ports"].as_array().unwrap().len(),
+        1,
+        "{service:#}"
+    );
+    let sets = ok(berth(home.path(), &["get", "rs"])).stdout;
+    assert_eq!(sets.lines().count(), 2, "one ReplicaSet: {sets}");
+}
