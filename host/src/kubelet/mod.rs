@@ -322,8 +322,13 @@ impl Kubelet {
             .collect();
         for (uid, namespace, name) in idle {
             let state = self.context.state.clone();
-            self.stopping
-                .spawn(finish_deletion(state, namespace, name, uid));
+            // A daemon killed while it stopped the pod may have left its
+            // Linux containers running: they end with its directory.
+            let dir = self.context.pods_dir.join(&uid);
+            self.stopping.spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || sandbox::remove_pod_dir(&dir)).await;
+                finish_deletion(state, namespace, name, uid).await;
+            });
         }
         // A pod deleted while its old run stopped: once stopped, its
         // directory goes as any deleted pod's does.
@@ -515,9 +520,6 @@ impl Kubelet {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) && !self.workers.contains_key(&name) {
-                // Containers a daemon before this one left running for a
-                // pod deleted since: nothing will adopt them.
-                crate::runtime::linux::abandon_all_in(&entry.path().join("containers"));
                 sandbox::remove_pod_dir(&entry.path());
             }
         }

@@ -208,6 +208,10 @@ impl Workload for SidecarSlot {
 /// Removes a pod's directory, once nothing of the pod runs: its
 /// memory-backed volumes unmounted first.
 pub(crate) fn remove_pod_dir(dir: &Path) {
+    // Containers a daemon before this one left running for the pod (it was
+    // killed while it stopped them, or the pod was deleted while no daemon
+    // ran): nothing will adopt them now.
+    crate::runtime::linux::abandon_all_in(&dir.join("containers"));
     crate::runtime::linux::unmount_all_in(&dir.join("volumes"));
     let _ = std::fs::remove_dir_all(dir);
 }
