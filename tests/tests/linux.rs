@@ -1731,11 +1731,28 @@ spec:
   - name: app
     image: busybox:1
     command: [sh, -c, 'sleep 3; echo done while away; exit 7; : short-marker']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: second}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: app
+    image: busybox:1
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'if [ -e /data/ran ]; then while true; do sleep 1; done; fi; touch /data/ran; exit 1; : second-marker']
 "#,
     );
     berth_tests::kube::wait_for_named(home.path(), "short", |p| p["status"]["phase"] == "Running");
     berth_tests::kube::wait_for_named(home.path(), "ticker", |p| p["status"]["phase"] == "Running");
     let ticker = pid_running("ticker-marker").expect("the ticker runs");
+    // Its second run is the one adopted, not a third.
+    berth_tests::kube::wait_for_named(home.path(), "second", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"] == 1 && berth_tests::kube::is_ready(p)
+    });
+    let second = pid_running("second-marker").expect("the second run runs");
     assert!(pid_running("short-marker").is_some());
     daemon.kill();
     // No daemon for a while: the containers run on and their output is kept.
@@ -1766,6 +1783,14 @@ spec:
         berth_tests::kube::is_ready(p)
     });
     assert_eq!(pid_running("ticker-marker"), Some(ticker));
+    let second_pod = berth_tests::kube::wait_for_named(home.path(), "second", |p| {
+        berth_tests::kube::is_ready(p)
+    });
+    assert_eq!(pid_running("second-marker"), Some(second));
+    assert_eq!(
+        second_pod["status"]["containerStatuses"][0]["restartCount"], 1,
+        "{second_pod:#}"
+    );
     assert_eq!(
         ticker_pod["status"]["containerStatuses"][0]["restartCount"], 0,
         "{ticker_pod:#}"

@@ -366,10 +366,12 @@ impl Kubelet {
                     .insert(uid.clone(), (worker.task, restarts + 1));
             }
             // The old run must be gone first: the same pod may not serve twice.
+            // A pod this daemon has not run yet goes on from the run its
+            // status counts (a predecessor's, whose containers it may adopt).
             let first_run = match self.replacing.get(&uid) {
                 Some((task, _)) if !task.is_finished() => continue,
                 Some(_) => self.replacing.remove(&uid).map_or(0, |(_, run)| run),
-                None => 0,
+                None => restarts,
             };
             let cancel = CancellationToken::new();
             let labels = pod.metadata.labels.clone();
