@@ -430,6 +430,21 @@ impl Drop for BerthRun {
     }
 }
 
+/// The pid of a (live) process of this host whose command line holds
+/// `needle`: a container's process, found by a word in its script.
+pub fn process_running(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(needle)
+                .then_some(pid)
+        })
+}
+
 /// Ends the Linux containers a daemon of `home` left running (they outlive
 /// a daemon killed with -9, for the next one to adopt): kills each one's
 /// init, which takes its container with it, and removes its cgroups.

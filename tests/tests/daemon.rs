@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use berth_tests::kube::{build_image, pods, wait_for_named, wait_for_pod, wait_ready, write};
-use berth_tests::{BerthRun, Load, berth, ok};
+use berth_tests::{BerthRun, Load, berth, ok, process_running};
 
 fn daemon(home: &Path) -> BerthRun {
     BerthRun::start_command(home, &["daemon"])
@@ -1423,20 +1423,6 @@ fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _fourth = daemon(home.path());
     assert_eq!(read(home.path()), encoded);
-}
-
-/// The pid of the process of this host whose command line holds `needle`.
-fn process_running(needle: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(needle)
-                .then_some(pid)
-        })
 }
 
 /// The pid the home's lease file names, once it names another than `not`.

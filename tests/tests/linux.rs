@@ -1683,20 +1683,6 @@ spec:
     );
 }
 
-/// The pid of the one process of this host whose command line is `needle`'s.
-fn pid_running(needle: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains(needle)
-                .then_some(pid)
-        })
-}
-
 fn lines_of(home: &Path, pod: &str) -> Vec<u64> {
     berth_tests::ok(berth(home, &["logs", pod]))
         .stdout
@@ -1747,23 +1733,23 @@ spec:
     );
     berth_tests::kube::wait_for_named(home.path(), "short", |p| p["status"]["phase"] == "Running");
     berth_tests::kube::wait_for_named(home.path(), "ticker", |p| p["status"]["phase"] == "Running");
-    let ticker = pid_running("ticker-marker").expect("the ticker runs");
+    let ticker = berth_tests::process_running("ticker-marker").expect("the ticker runs");
     // Its second run is the one adopted, not a third.
     berth_tests::kube::wait_for_named(home.path(), "second", |p| {
         p["status"]["containerStatuses"][0]["restartCount"] == 1 && berth_tests::kube::is_ready(p)
     });
-    let second = pid_running("second-marker").expect("the second run runs");
-    assert!(pid_running("short-marker").is_some());
+    let second = berth_tests::process_running("second-marker").expect("the second run runs");
+    assert!(berth_tests::process_running("short-marker").is_some());
     daemon.kill();
     // No daemon for a while: the containers run on and their output is kept.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
-        pid_running("ticker-marker"),
+        berth_tests::process_running("ticker-marker"),
         Some(ticker),
         "the ticker died with the daemon"
     );
     assert!(
-        pid_running("short-marker").is_none(),
+        berth_tests::process_running("short-marker").is_none(),
         "short should have ended by now"
     );
 
@@ -1782,11 +1768,11 @@ spec:
     let ticker_pod = berth_tests::kube::wait_for_named(home.path(), "ticker", |p| {
         berth_tests::kube::is_ready(p)
     });
-    assert_eq!(pid_running("ticker-marker"), Some(ticker));
+    assert_eq!(berth_tests::process_running("ticker-marker"), Some(ticker));
     let second_pod = berth_tests::kube::wait_for_named(home.path(), "second", |p| {
         berth_tests::kube::is_ready(p)
     });
-    assert_eq!(pid_running("second-marker"), Some(second));
+    assert_eq!(berth_tests::process_running("second-marker"), Some(second));
     assert_eq!(
         second_pod["status"]["containerStatuses"][0]["restartCount"], 1,
         "{second_pod:#}"
@@ -1805,7 +1791,7 @@ spec:
     // And it stops as any container does once its pod goes.
     berth_tests::ok(berth(home.path(), &["delete", "pod", "ticker"]));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while pid_running("ticker-marker").is_some() {
+    while berth_tests::process_running("ticker-marker").is_some() {
         assert!(
             Instant::now() < deadline,
             "the adopted container outlived its pod"
