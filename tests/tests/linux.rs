@@ -1683,6 +1683,20 @@ spec:
     );
 }
 
+/// Files named `name` under `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn lines_of(home: &Path, pod: &str) -> Vec<u64> {
     berth_tests::ok(berth(home, &["logs", pod]))
         .stdout
@@ -1724,6 +1738,11 @@ metadata: {name: second}
 spec:
   terminationGracePeriodSeconds: 1
   volumes: [{name: data, emptyDir: {}}]
+  initContainers:
+  - name: init
+    image: busybox:1
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'echo ran >> /data/inits']
   containers:
   - name: app
     image: busybox:1
@@ -1777,6 +1796,10 @@ spec:
         second_pod["status"]["containerStatuses"][0]["restartCount"], 1,
         "{second_pod:#}"
     );
+    // Its init container ran once: an adopted pod is not initialized again.
+    let inits = files_named(home.path(), "inits");
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    assert_eq!(std::fs::read_to_string(&inits[0]).unwrap(), "ran\n");
     assert_eq!(
         ticker_pod["status"]["containerStatuses"][0]["restartCount"], 0,
         "{ticker_pod:#}"

@@ -68,16 +68,33 @@ impl PodRun {
 /// Runs the init containers; the sidecars running when all are done, or
 /// None if the pod's run is over (deleted, or failed for good: then its
 /// status says so and this returns once the pod is deleted).
-pub(super) async fn initialize(run: &PodRun, cancel: &CancellationToken) -> Option<Sidecars> {
+/// `initialized`: the statuses of init containers a daemon before this one
+/// ran to success for the pod; they are not run again (its sidecars are
+/// started, or adopted, as ever).
+pub(super) async fn initialize(
+    run: &PodRun,
+    cancel: &CancellationToken,
+    initialized: Option<Vec<ContainerStatus>>,
+) -> Option<Sidecars> {
     let pod = &run.pod;
     let mut sidecars = Sidecars::default();
     if pod.spec.init_containers.is_empty() {
         return Some(sidecars);
     }
-    run.board.apps(initializing(pod, &run.started_at), false);
+    let done_before = |name: &str| {
+        initialized
+            .as_ref()?
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    };
+    if initialized.is_none() {
+        run.board.apps(initializing(pod, &run.started_at), false);
+    }
     for (index, container) in pod.spec.init_containers.iter().enumerate() {
-        run.board
-            .init(index, waiting(container, 0, "PodInitializing", None));
+        let status = done_before(&container.name)
+            .unwrap_or_else(|| waiting(container, 0, "PodInitializing", None));
+        run.board.init(index, status);
     }
     for (index, container) in pod.spec.init_containers.iter().enumerate() {
         let done = if container.is_sidecar() {
@@ -90,6 +107,8 @@ pub(super) async fn initialize(run: &PodRun, cancel: &CancellationToken) -> Opti
                 _ = cancel.cancelled() => Done::Deleted,
                 _ = is_started.wait_for(|s| *s) => Done::Completed,
             }
+        } else if initialized.is_some() {
+            Done::Completed
         } else {
             complete(run, index, container, cancel).await
         };

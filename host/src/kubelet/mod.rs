@@ -80,6 +80,37 @@ fn log_tail_if_asked(
     (!tail.is_empty()).then_some(tail)
 }
 
+/// A pod the kubelet is to run, as the store has it.
+struct Wanted {
+    pod: Pod,
+    generation: u64,
+    /// Its restarts so far: the run it goes on from.
+    restarts: u32,
+    /// Its init containers' statuses, when they have all run (see
+    /// [`initialized`]).
+    initialized: Option<Vec<ContainerStatus>>,
+}
+
+/// The statuses of `pod`'s init containers when `status` says each that is
+/// not a sidecar ran to success: a pod a daemon before this one had
+/// initialized (and whose app containers it may adopt), which is not
+/// initialized again, as the kubelet does not while the pod's sandbox
+/// stands.
+fn initialized(pod: &Pod, status: &PodStatus) -> Option<Vec<ContainerStatus>> {
+    let statuses = status.kube.init_container_statuses.as_ref()?;
+    let done = pod.spec.init_containers.iter().all(|container| {
+        container.is_sidecar()
+            || statuses.iter().any(|s| {
+                s.name == container.name
+                    && s.state
+                        .as_ref()
+                        .and_then(|state| state.terminated.as_ref())
+                        .is_some_and(|t| t.exit_code == 0)
+            })
+    });
+    (done && !pod.spec.init_containers.is_empty()).then(|| statuses.clone())
+}
+
 /// Restart back-off: `base`, doubling, at most `cap`; forgotten once a pod
 /// has run for `reset`.
 #[derive(Debug, Clone, Copy)]
@@ -238,7 +269,7 @@ impl Kubelet {
                 return;
             }
         };
-        let mut wanted: HashMap<String, (Pod, u64, u32)> = HashMap::new();
+        let mut wanted: HashMap<String, Wanted> = HashMap::new();
         // Pods being deleted (by uid: namespace, name, grace period): they
         // stop, then the kubelet deletes them, as Kubernetes' does.
         let mut deleting: HashMap<String, (Pod, u64)> = HashMap::new();
@@ -256,7 +287,19 @@ impl Kubelet {
                     continue;
                 }
                 let restarts = record.status.pod().map_or(0, PodStatus::restarts);
-                wanted.insert(record.uid, (*pod, record.generation, restarts));
+                let initialized = record
+                    .status
+                    .pod()
+                    .and_then(|status| initialized(&pod, status));
+                wanted.insert(
+                    record.uid,
+                    Wanted {
+                        pod: *pod,
+                        generation: record.generation,
+                        restarts,
+                        initialized,
+                    },
+                );
             }
         }
         let gone: Vec<String> = self
@@ -340,7 +383,16 @@ impl Kubelet {
             }
             keep
         });
-        for (uid, (pod, generation, restarts)) in wanted {
+        for (
+            uid,
+            Wanted {
+                pod,
+                generation,
+                restarts,
+                initialized,
+            },
+        ) in wanted
+        {
             if let Some(worker) = self.workers.get_mut(&uid) {
                 if worker.generation == generation {
                     // Labels are metadata, not spec: a running pod takes
@@ -385,6 +437,9 @@ impl Kubelet {
                 cancel.clone(),
                 grace.clone(),
                 first_run,
+                // Only a pod this daemon has not run before: one it replaces
+                // runs them again, as a new pod does.
+                initialized.filter(|_| first_run == restarts),
             ));
             self.workers.insert(
                 uid,
@@ -455,6 +510,12 @@ impl Kubelet {
                         pod_condition("Ready", false),
                     ]),
                     container_statuses: (!restarted.is_empty()).then_some(restarted),
+                    // What ran to success stays so: the pod is not
+                    // initialized again (see `initialized`).
+                    init_container_statuses: record
+                        .status
+                        .pod()
+                        .and_then(|s| s.kube.init_container_statuses.clone()),
                     ..KubePodStatus::default()
                 },
                 ..PodStatus::default()
@@ -904,6 +965,7 @@ async fn run_pod(
     cancel: CancellationToken,
     stop_grace: Arc<std::sync::atomic::AtomicU64>,
     first_run: u32,
+    initialized: Option<Vec<ContainerStatus>>,
 ) {
     let pod = Arc::new(pod);
     let run = init::PodRun {
@@ -918,7 +980,7 @@ async fn run_pod(
         run.context
             .event(&run.pod, "Warning", "FailedMount", &warning);
     }
-    let Some(sidecars) = init::initialize(&run, &cancel).await else {
+    let Some(sidecars) = init::initialize(&run, &cancel, initialized).await else {
         return;
     };
     let last = run_apps(&run, &uid, &cancel, first_run).await;
