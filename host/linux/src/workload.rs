@@ -301,14 +301,14 @@ impl Workload for LinuxWorkload {
         if !self.outlives {
             return false;
         }
-        if let Some(stop) = self.stop.lock().expect("lock").take() {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(Ending::Leave);
         }
         true
     }
 
     fn stop(&self, grace: Duration) -> BoxFuture<'static, ()> {
-        if let Some(stop) = self.stop.lock().expect("lock").take() {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(Ending::Stop(grace));
         }
         let finished = self.finished();
