@@ -1650,3 +1650,69 @@ spec:
     let sets = ok(berth(home.path(), &["get", "rs"])).stdout;
     assert_eq!(sets.lines().count(), 2, "one ReplicaSet: {sets}");
 }
+
+#[test]
+fn concurrent_server_side_applies_are_merged_again_not_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = daemon(home.path());
+    let socket = home.path().join("berth.sock");
+    // Eight managers apply a label each to one ConfigMap at once, over and
+    // over: each apply reads, merges and writes, and another's write lands
+    // in between. kube-apiserver merges again then; so must berth (the
+    // first ones race to create it, too).
+    let threads: Vec<_> = (0..8)
+        .map(|manager| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut refused = Vec::new();
+                for round in 0..25 {
+                    use std::io::{Read as _, Write as _};
+                    let body = format!(
+                        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"shared","labels":{{"m{manager}":"r{round}"}}}}}}"#
+                    );
+                    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+                    write!(
+                        stream,
+                        "PATCH /api/v1/namespaces/default/configmaps/shared?fieldManager=m{manager} HTTP/1.1\r\n\
+                         Host: berth\r\nContent-Type: application/apply-patch+yaml\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer).unwrap();
+                    if !(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 201")) {
+                        refused.push(answer);
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of 200 applies refused: {:#?}",
+        refused.len(),
+        &refused[..refused.len().min(3)]
+    );
+    // Every manager's last label is there.
+    let map: serde_json::Value = serde_json::from_str(
+        &ok(berth(
+            home.path(),
+            &["get", "configmap", "shared", "-o", "json"],
+        ))
+        .stdout,
+    )
+    .unwrap();
+    for manager in 0..8 {
+        assert_eq!(
+            map["metadata"]["labels"][format!("m{manager}")],
+            "r24",
+            "{map:#}"
+        );
+    }
+}

@@ -37,7 +37,7 @@ use crate::state::Store;
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// What a path names.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub resource: &'static Resource,
     pub namespace: Option<String>,
@@ -1064,7 +1064,46 @@ async fn server_side_apply(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let live = match get(&api, &target, &name).await {
+    // Applied to the object as it is when written: a write by another (a
+    // controller's status, its annotations) between the read and the write
+    // means merging again, as kube-apiserver's GuaranteedUpdate does; not a
+    // 409 for the client, unless its patch named a resourceVersion.
+    let pinned = applied["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match apply_once(&api, &target, &params, &manager, &applied, &name).await {
+            Err(ApiError::Conflict { .. } | ApiError::AlreadyExists { .. })
+                if !pinned && attempts < APPLY_ATTEMPTS =>
+            {
+                // Writers that met head on part, each after a while of
+                // its own, rather than meet again.
+                let pause = fastrand::u64(0..=u64::from(attempts) * 500);
+                tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How often a server-side apply is merged again when the object changed
+/// under it (kube-apiserver tries until it succeeds; a bound keeps one
+/// busy object from holding a request for ever).
+const APPLY_ATTEMPTS: u32 = 32;
+
+/// One read, merge and write of a server-side apply.
+async fn apply_once(
+    api: &Arc<KubeApi>,
+    target: &Target,
+    params: &Params,
+    manager: &str,
+    applied: &Value,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let resource = target.resource;
+    let live = match get(api, target, name).await {
         Ok(live) => Some(live),
         Err(ApiError::NotFound { .. }) => None,
         Err(e) => return Err(e),
@@ -1074,9 +1113,9 @@ async fn server_side_apply(
     let api_version = resource.api_version();
     let result = super::apply::server_side_apply(&super::apply::ApplyRequest {
         live: live.as_ref(),
-        applied: &applied,
-        manager: &manager,
-        force: flag(&params, "force"),
+        applied,
+        manager,
+        force: flag(params, "force"),
         schemas: super::openapi::schemas(resource),
         root: &root,
         api_version: &api_version,
@@ -1101,22 +1140,29 @@ async fn server_side_apply(
     })?;
     if live.is_none() {
         let mut result = result;
-        let warnings = unknown_fields(resource, &params, &mut result)?;
+        let warnings = unknown_fields(resource, params, &mut result)?;
         let fields = result["metadata"]["managedFields"]
             .as_array()
             .cloned()
             .unwrap_or_default();
         let mut object = object_in(resource, target.namespace.as_deref(), result)?;
         object.metadata_mut().managed_fields = fields;
-        let created = store_new(&api, resource, object, dry_run(&params)?).await?;
+        let created = store_new(api, resource, object, dry_run(params)?).await?;
         return Ok(with_warnings(
             json_response(StatusCode::CREATED, &created),
             &warnings,
         ));
     }
     // The live object's resourceVersion rides along: a write between the
-    // read and this one is a 409, not lost.
-    update(api, target, params, result, Write::Applied).await
+    // read and this one is a conflict (merged again above), not lost.
+    update(
+        api.clone(),
+        target.clone(),
+        params.clone(),
+        result,
+        Write::Applied,
+    )
+    .await
 }
 
 /// Replaces an object (or with `status`, its status) from a whole
