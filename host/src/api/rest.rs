@@ -1020,20 +1020,6 @@ fn track(resource: &Resource, old: Option<&Value>, object: &mut Object, manager:
         .unwrap_or_default();
 }
 
-/// Fills the defaults of list keys in an apply patch, as kube-apiserver
-/// does before it merges: a Service port is keyed by (port, protocol), and
-/// the stored one says TCP, so a patch that leaves protocol out must mean
-/// the same port, not a second one.
-fn default_list_keys(resource: &Resource, applied: &mut Value) {
-    if resource.kind == "Service"
-        && let Some(ports) = applied["spec"]["ports"].as_array_mut()
-    {
-        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-            port.entry("protocol").or_insert_with(|| "TCP".into());
-        }
-    }
-}
-
 /// `PATCH` with `application/apply-patch+yaml`: server-side apply, which
 /// creates the object when it is missing.
 async fn server_side_apply(
@@ -1042,7 +1028,6 @@ async fn server_side_apply(
     params: Params,
     body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
-    let resource = target.resource;
     let manager = params.get("fieldManager").cloned().unwrap_or_default();
     if manager.is_empty() {
         return Err(ApiError::BadRequest(
@@ -1053,9 +1038,8 @@ async fn server_side_apply(
         .map_err(|_| ApiError::BadRequest("the apply patch is not UTF-8".into()))?;
     crate::spec::load::check_nesting(text)
         .map_err(|e| ApiError::BadRequest(format!("the apply patch: {e}")))?;
-    let mut applied: Value = yaml_serde::from_str(text)
+    let applied: Value = yaml_serde::from_str(text)
         .map_err(|e| ApiError::BadRequest(format!("the apply patch is not valid YAML: {e}")))?;
-    default_list_keys(resource, &mut applied);
     let name = target.name.clone().unwrap_or_default();
     if let Some(body_name) = applied["metadata"]["name"].as_str()
         && body_name != name
