@@ -70,7 +70,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(120);
 /// How long a daemon that took over waits for the pods that were ready to
 /// be ready again before its ingress accepts (requests queue meanwhile;
 /// after it they wait for endpoints as any request does).
-const READY_AGAIN_WAIT: Duration = Duration::from_secs(10);
+const READY_AGAIN_WAIT: Duration = Duration::from_secs(3);
 
 /// How often the controllers look at everything, not only at what the
 /// watch says changed.
@@ -112,6 +112,13 @@ pub async fn serve(
             private_file(&path)?;
         }
     }
+    // A daemon that is not taking over holds the home before it writes
+    // anything in it (a key, certificates): one refused changes nothing.
+    let held = if args.take_over {
+        None
+    } else {
+        Some(crate::handover::Lease::take(home, Duration::ZERO)?)
+    };
     // Read before a predecessor is asked to stop: a daemon that cannot
     // start for its configuration leaves the one serving in place.
     let sealing = args
@@ -122,21 +129,19 @@ pub async fn serve(
     let key = sealer.writing_key().map(str::to_owned);
     let credentials = crate::api::pki::load_or_make(home, &args.tls_sans)
         .context("making the API's certificates and token")?;
-    let (sockets, lease) = if args.take_over {
-        let (predecessor, taken) = crate::handover::Successor::connect(home)?;
-        tracing::info!(
-            "taking over from the daemon serving {} ({} listening sockets)",
-            home.display(),
-            taken.len()
-        );
-        predecessor.release(RELEASE_WAIT)?;
-        let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
-        (crate::handover::Sockets::inherited(taken), lease)
-    } else {
-        (
-            crate::handover::Sockets::default(),
-            crate::handover::Lease::take(home, Duration::ZERO)?,
-        )
+    let (sockets, lease) = match held {
+        Some(lease) => (crate::handover::Sockets::default(), lease),
+        None => {
+            let (predecessor, taken) = crate::handover::Successor::connect(home)?;
+            tracing::info!(
+                "taking over from the daemon serving {} ({} listening sockets)",
+                home.display(),
+                taken.len()
+            );
+            predecessor.release(RELEASE_WAIT)?;
+            let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
+            (crate::handover::Sockets::inherited(taken), lease)
+        }
     };
     let sockets = Arc::new(sockets);
     let mut store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
@@ -194,7 +199,7 @@ pub async fn serve(
     let metrics_listener = match args.metrics_listen {
         Some(address) => Some(
             sockets
-                .tcp("metrics", address, std::net::TcpListener::bind)
+                .tcp("metrics", address, crate::handover::bind_tcp)
                 .and_then(tokio::net::TcpListener::from_std)
                 .with_context(|| format!("binding metrics on {address} (see --metrics-listen)"))?,
         ),
@@ -266,7 +271,7 @@ pub async fn serve(
         .api_listen
         .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let api_listener = sockets
-        .tcp("api", api_address, std::net::TcpListener::bind)
+        .tcp("api", api_address, crate::handover::bind_tcp)
         .and_then(tokio::net::TcpListener::from_std)
         .with_context(|| {
             format!("binding the Kubernetes API on {api_address} (see --api-listen)")
@@ -312,6 +317,13 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future(),
     );
+    let offer = crate::handover::Offer::listen(home, sockets.clone(), {
+        let shutdown = shutdown.clone();
+        move || {
+            tracing::info!("a new daemon takes over: stopping");
+            shutdown.cancel();
+        }
+    })?;
     // Scripts and tests read this line to know the daemon is up.
     println!("berth: daemon serving {}", socket.display());
     println!(
@@ -335,13 +347,6 @@ pub async fn serve(
     let companion =
         companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
     let mut routed = None;
-    let offer = crate::handover::Offer::listen(home, sockets.clone(), {
-        let shutdown = shutdown.clone();
-        move || {
-            tracing::info!("a new daemon takes over: stopping");
-            shutdown.cancel();
-        }
-    })?;
     let mut opening = Some(ready_before);
     // The controllers work from the store's watch: what changed since
     // their last pass, with a pass over everything at start and on a
@@ -423,7 +428,7 @@ pub async fn serve(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    let handing_over = offer.asked();
+    let handing_over = offer.close();
     if handing_over {
         // The successor adopts the Linux containers as they run.
         kubelet.leave_running();

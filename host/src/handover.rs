@@ -217,6 +217,19 @@ impl Sockets {
     }
 }
 
+/// A listener on `address` with a deep accept queue: across a handover,
+/// connections wait there while neither daemon accepts (std's 128 would
+/// overflow under load; the kernel caps it at `somaxconn`).
+pub fn bind_tcp(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)?.into_std()
+}
+
 /// Messages are short; a name is an address or a word.
 const MESSAGE: usize = 256;
 
@@ -326,7 +339,18 @@ impl Successor {
     /// Asks the predecessor to stop and waits until it has let go of the
     /// home (or died), at most `wait`.
     pub fn release(self, wait: Duration) -> Result<(), HandoverError> {
-        send(self.socket.as_fd(), b"release", None).map_err(exchange("asking it to stop"))?;
+        // A predecessor that died has let go too (its socket then says
+        // EPIPE, or ECONNRESET, or ends): the lease tells.
+        let gone = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        };
+        match send(self.socket.as_fd(), b"release", None) {
+            Err(e) if gone(&e) => return Ok(()),
+            sent => sent.map_err(exchange("asking it to stop"))?,
+        }
         rustix::net::sockopt::set_socket_timeout(
             &self.socket,
             rustix::net::sockopt::Timeout::Recv,
@@ -334,8 +358,15 @@ impl Successor {
         )
         .map_err(|e| exchange("waiting for it")(e.into()))?;
         match receive(self.socket.as_fd()) {
-            // `released`, or the end: a predecessor that died let go too.
+            Ok((answer, _)) if answer == b"refused" => Err(HandoverError::Exchange {
+                stage: "asking it to stop",
+                source: std::io::Error::other(
+                    "it is shutting down by itself; start this one after",
+                ),
+            }),
+            // `released`, or the end.
             Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock) => {
                 Err(HandoverError::NotReleased {
                     home: self.home,
@@ -354,7 +385,16 @@ pub struct Offer {
     /// Told when the daemon has stopped, for the successor to hear.
     stopped: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
-    asked: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<Mutex<OfferState>>,
+}
+
+/// Where a daemon's offer stands: a successor may ask it to stop until it
+/// stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OfferState {
+    Open,
+    Asked,
+    Closed,
 }
 
 impl Offer {
@@ -381,15 +421,25 @@ impl Offer {
             .and_then(|()| rustix::net::listen(&listener, 4))
             .map_err(|e| io(&path)(e.into()))?;
         let (stopped, on_stopped) = std::sync::mpsc::channel();
-        let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let asked_too = asked.clone();
+        let state = Arc::new(Mutex::new(OfferState::Open));
+        let state_too = state.clone();
         let thread = std::thread::Builder::new()
             .name("handover".into())
             .spawn(move || {
                 let me = rustix::process::getuid();
                 loop {
-                    let Ok(peer) = rustix::net::accept(&listener) else {
-                        continue;
+                    // Close-on-exec: a container the daemon starts meanwhile
+                    // must not hold the successor's line open.
+                    let peer = match rustix::net::accept_with(
+                        &listener,
+                        rustix::net::SocketFlags::CLOEXEC,
+                    ) {
+                        Ok(peer) => peer,
+                        Err(_) => {
+                            // Out of descriptors, say: not a spin.
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
                     };
                     // Only its own user may take a daemon's sockets.
                     if !rustix::net::sockopt::socket_peercred(&peer).is_ok_and(|c| c.uid == me) {
@@ -398,8 +448,15 @@ impl Offer {
                     if serve_successor(&peer, &sockets).is_err() {
                         continue;
                     }
+                    {
+                        let mut state = state_too.lock();
+                        if *state == OfferState::Closed {
+                            let _ = send(peer.as_fd(), b"refused", None);
+                            return;
+                        }
+                        *state = OfferState::Asked;
+                    }
                     // Asked to stop: from here on, stopping is the daemon's.
-                    asked_too.store(true, std::sync::atomic::Ordering::SeqCst);
                     stop();
                     let _ = on_stopped.recv();
                     let _ = send(peer.as_fd(), b"released", None);
@@ -411,13 +468,23 @@ impl Offer {
             path,
             stopped,
             thread,
-            asked,
+            state,
         })
     }
 
-    /// Whether a successor asked this daemon to stop.
-    pub fn asked(&self) -> bool {
-        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    /// Whether a successor asked this daemon to stop; if none has, none
+    /// may from now on (the daemon stops by itself, and tells a successor
+    /// that comes too late so).
+    pub fn close(&self) -> bool {
+        let mut state = self.state.lock();
+        if *state == OfferState::Open {
+            *state = OfferState::Closed;
+        }
+        *state == OfferState::Asked
+    }
+
+    fn asked(&self) -> bool {
+        *self.state.lock() == OfferState::Asked
     }
 
     /// The daemon has stopped (and let go of its lease): tells the
@@ -524,7 +591,7 @@ mod tests {
         let mut client = std::net::TcpStream::connect(address).unwrap();
         let releasing = std::thread::spawn(move || successor_2.release(Duration::from_secs(10)));
         stop_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(offer.asked());
+        assert!(offer.close());
         drop(lease);
         offer.stopped();
         releasing.join().unwrap().unwrap();
@@ -536,5 +603,20 @@ mod tests {
         let mut got = [0u8; 2];
         accepted.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
+    }
+
+    #[test]
+    fn a_daemon_stopping_by_itself_refuses_a_late_successor() {
+        let home = tempfile::tempdir().unwrap();
+        let _lease = Lease::take(home.path(), Duration::ZERO).unwrap();
+        let offer = Offer::listen(home.path(), Arc::new(Sockets::default()), || {
+            panic!("a successor stopped a daemon that was stopping by itself")
+        })
+        .unwrap();
+        // SIGTERM: the daemon closes its offer as it begins to stop.
+        assert!(!offer.close());
+        let (successor, _) = Successor::connect(home.path()).unwrap();
+        let refused = successor.release(Duration::from_secs(10)).unwrap_err();
+        assert!(refused.to_string().contains("shutting down"), "{refused}");
     }
 }

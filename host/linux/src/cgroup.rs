@@ -278,6 +278,11 @@ impl Cgroups {
         }
     }
 
+    /// Its directories, with whether each is on the v2 hierarchy.
+    pub fn dirs(&self) -> &[(PathBuf, bool)] {
+        &self.dirs
+    }
+
     pub fn usage_files(&self) -> UsageFiles {
         UsageFiles {
             memory: self.memory.clone(),

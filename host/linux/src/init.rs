@@ -133,31 +133,57 @@ impl OutputPipes {
                 .map_err(|e| format!("the output pipes: {e}"))?;
         }
         // Readable once the container's pid 1 has exited (which ends every
-        // other process of its namespace).
+        // other process of its namespace). Where pidfds are missing (an old
+        // kernel, a seccomp profile around berth), asked every 100 ms.
         let exited = rustix::process::Pid::from_raw(child)
             .ok_or(rustix::io::Errno::SRCH)
             .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
-            .map_err(|e| format!("watching the container: {e}"))?;
+            .ok();
+        let has_exited = || {
+            rustix::process::Pid::from_raw(child).is_none_or(|pid| {
+                rustix::process::waitid(
+                    rustix::process::WaitId::Pid(pid),
+                    rustix::process::WaitIdOptions::EXITED
+                        | rustix::process::WaitIdOptions::NOHANG
+                        | rustix::process::WaitIdOptions::NOWAIT,
+                )
+                .map_or(true, |status| status.is_some())
+            })
+        };
+        let tick = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
         let mut lines = [LineBuffer::default(), LineBuffer::default()];
         let mut open = [true, true];
+        let readers = [&stdout, &stderr];
         loop {
-            let mut fds = [
-                PollFd::new(&stdout, PollFlags::IN),
-                PollFd::new(&stderr, PollFlags::IN),
-                PollFd::new(&exited, PollFlags::IN),
-            ];
-            match rustix::event::poll(&mut fds, None) {
+            // Only the pipes still open: one whose writers are all gone
+            // polls as hung up for ever, and would spin this loop.
+            let watched: Vec<usize> = (0..2).filter(|&i| open[i]).collect();
+            let mut fds: Vec<PollFd<'_>> = watched
+                .iter()
+                .map(|&i| PollFd::new(readers[i], PollFlags::IN))
+                .collect();
+            if let Some(exited) = &exited {
+                fds.push(PollFd::new(exited, PollFlags::IN));
+            }
+            let timeout = exited.is_none().then_some(&tick);
+            match rustix::event::poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(format!("waiting on the container: {e}")),
             }
-            let ready = [fds[0].revents(), fds[1].revents(), fds[2].revents()];
-            for (i, reader) in [&stdout, &stderr].into_iter().enumerate() {
-                if open[i] && !ready[i].is_empty() {
-                    open[i] = lines[i].read_from(reader, &log) != Read::End;
+            for (slot, &i) in watched.iter().enumerate() {
+                if !fds[slot].revents().is_empty() {
+                    open[i] = lines[i].read_from(readers[i], &log) != Read::End;
                 }
             }
-            if !ready[2].is_empty() || !(open[0] || open[1]) {
+            let gone = match exited {
+                Some(_) => !fds[watched.len()].revents().is_empty(),
+                None => has_exited(),
+            };
+            if gone || !(open[0] || open[1]) {
                 break;
             }
         }

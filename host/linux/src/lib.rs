@@ -128,12 +128,35 @@ enum Monitor {
 struct MonitorRecord {
     /// The container's id (its cgroups' name).
     id: String,
+    /// The image it runs: a container of another image (a pod's run that
+    /// was being replaced) is not the one a new spec adopts.
+    #[serde(default)]
+    rootfs: PathBuf,
     init_pid: u32,
     init_started: u64,
     pid: u32,
 }
 
 const MONITOR_RECORD: &str = "monitor.json";
+
+/// Writes the record a later berth adopts the container by, whole (a new
+/// file renamed over the old).
+fn record_monitor(spec: &ContainerSpec, init_pid: u32, init_started: u64, pid: u32) {
+    let record = MonitorRecord {
+        id: spec.id.clone(),
+        rootfs: spec.rootfs.clone(),
+        init_pid,
+        init_started,
+        pid,
+    };
+    let path = spec.state_dir.join(MONITOR_RECORD);
+    let temporary = spec.state_dir.join(".monitor.json.new");
+    if let Err(e) = std::fs::write(&temporary, serde_json::to_vec(&record).expect("JSON"))
+        .and_then(|()| std::fs::rename(&temporary, &path))
+    {
+        tracing::warn!(container = %spec.id, "{}: {e}", path.display());
+    }
+}
 const EXIT_FILE: &str = "exit";
 
 /// A process's start time (clock ticks after boot) and parent, from
@@ -271,6 +294,12 @@ pub async fn start(
     let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
     let init_pid = child.id().expect("a child not yet waited for has its pid");
     drop(command); // its copy of the init's end: the init must be the last holder
+    let init_started = process_stat(init_pid).map_or(0, |(started, _)| started);
+    if outlives.is_some() {
+        // At once: should this berth go before the container has started,
+        // the next still finds (and ends) the init it left.
+        record_monitor(spec, init_pid, init_started, 0);
+    }
     let pipes = match (child.stdout.take(), child.stderr.take()) {
         (Some(stdout), Some(stderr)) => Some(Pipes { stdout, stderr }),
         _ => None,
@@ -297,17 +326,8 @@ pub async fn start(
             // this process or nothing. ESRCH if it is gone already.
             let pidfd = pidfd(pid);
             if outlives.is_some() {
-                // For the berth that adopts it, should this one go first.
-                let record = MonitorRecord {
-                    id: spec.id.clone(),
-                    init_pid,
-                    init_started: process_stat(init_pid).map_or(0, |(started, _)| started),
-                    pid,
-                };
-                let path = spec.state_dir.join(MONITOR_RECORD);
-                if let Err(e) = std::fs::write(&path, serde_json::to_vec(&record).expect("JSON")) {
-                    tracing::warn!(container = %spec.id, "{}: {e}", path.display());
-                }
+                // Now with its pid 1, for the berth that adopts it.
+                record_monitor(spec, init_pid, init_started, pid);
             }
             return Ok((
                 Container {
@@ -408,6 +428,10 @@ pub struct Pipes {
 pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
     let record: MonitorRecord =
         serde_json::from_slice(&std::fs::read(spec.state_dir.join(MONITOR_RECORD)).ok()?).ok()?;
+    if record.rootfs != spec.rootfs || record.pid == 0 {
+        // Another image's, or one that never said it started.
+        return None;
+    }
     let exit_file = spec.state_dir.join(EXIT_FILE);
     // Opened first, then checked: the handle is then the process checked.
     let init = pidfd(record.init_pid).ok().filter(|_| {
@@ -420,10 +444,15 @@ pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
         cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits).ok()?;
     // Its pid 1, while it is the init's child (not a pid used again).
     let pid1 = match &init {
-        Some(_) if process_stat(record.pid).map(|(_, parent)| parent) == Some(record.init_pid) => {
-            pidfd(record.pid)
-        }
-        _ => Err(rustix::io::Errno::SRCH),
+        Some(_) => pidfd(record.pid).and_then(|fd| {
+            // Opened, then checked: the handle is the process checked.
+            if process_stat(record.pid).map(|(_, parent)| parent) == Some(record.init_pid) {
+                Ok(fd)
+            } else {
+                Err(rustix::io::Errno::SRCH)
+            }
+        }),
+        None => Err(rustix::io::Errno::SRCH),
     };
     let init = match init.map(watch_exit).transpose() {
         Ok(init) => init,
@@ -453,17 +482,16 @@ pub fn abandon_all_in(dir: &Path) {
     abandon_where(dir, |_| true);
 }
 
-/// Ends the runs of container `name` under `dir` (state dirs `NAME-RUN`)
-/// but `keep`: a run a daemon killed before it could record the restart
-/// left running, which the next would otherwise never stop.
-pub fn abandon_other_runs(dir: &Path, name: &str, keep: &Path) {
+/// Ends every run of container `name` under `dir` (state dirs `NAME-RUN`):
+/// before a new one starts where none could be adopted, what a daemon
+/// killed mid-start, or before it recorded a restart, left running.
+pub fn abandon_runs(dir: &Path, name: &str) {
     abandon_where(dir, |state_dir| {
-        state_dir != keep
-            && state_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(name)?.strip_prefix('-'))
-                .is_some_and(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()))
+        state_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(name)?.strip_prefix('-'))
+            .is_some_and(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()))
     });
 }
 
@@ -488,6 +516,10 @@ fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
         {
             tracing::info!(container = %record.id, "ending a container no pod has any more");
             let _ = rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL);
+            // And whatever else is in its cgroups: its pid 1 dies with the
+            // init only while its parent-death signal holds (an exec of a
+            // set-user-ID program clears it).
+            kill_cgroup_members(&record.id);
             // Gone once its pidfd reads (at most a few seconds: a process
             // killed in a D state takes its time).
             let mut ready = [rustix::event::PollFd::new(
@@ -505,6 +537,37 @@ fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
         cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), &record.id).remove();
         let _ = std::fs::remove_dir_all(&state_dir);
     }
+}
+
+/// SIGKILL to every process in cgroup `id`.
+fn kill_cgroup_members(id: &str) {
+    for (dir, _) in cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), id).dirs() {
+        let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+            continue;
+        };
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// Whether a container under `dir` (a pod's `containers`) still runs for
+/// a berth to adopt.
+pub fn any_running(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read(entry.path().join(MONITOR_RECORD))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<MonitorRecord>(&bytes).ok())
+            .is_some_and(|record| {
+                process_stat(record.init_pid).map(|(started, _)| started)
+                    == Some(record.init_started)
+            })
+    })
 }
 
 impl Container {
@@ -633,7 +696,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_other_runs_of_the_named_container_are_abandoned() {
+    fn only_the_runs_of_the_named_container_are_abandoned() {
         let dir = tempfile::tempdir().unwrap();
         for run in ["app-0", "app-1", "app-x-0", "app-", "apple-0"] {
             let state = dir.path().join(run);
@@ -641,6 +704,7 @@ mod tests {
             // An init long gone (no process has pid 0x7fff_fff0).
             let record = MonitorRecord {
                 id: format!("test-{run}"),
+                rootfs: PathBuf::new(),
                 init_pid: 0x7fff_fff0,
                 init_started: 1,
                 pid: 0x7fff_fff1,
@@ -651,13 +715,13 @@ mod tests {
             )
             .unwrap();
         }
-        abandon_other_runs(dir.path(), "app", &dir.path().join("app-1"));
+        abandon_runs(dir.path(), "app");
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["app-", "app-1", "app-x-0", "apple-0"]);
+        assert_eq!(left, ["app-", "app-x-0", "apple-0"]);
     }
 }

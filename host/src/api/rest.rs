@@ -1138,7 +1138,8 @@ async fn apply_once(
         ));
     }
     // The live object's resourceVersion rides along: a write between the
-    // read and this one is a conflict (merged again above), not lost.
+    // read and this one is a conflict (merged again above), not lost; so is
+    // a deletion between them (the next try creates it).
     update(
         api.clone(),
         target.clone(),
@@ -1147,6 +1148,15 @@ async fn apply_once(
         Write::Applied,
     )
     .await
+    .map_err(|e| match e {
+        ApiError::NotFound { .. } => ApiError::Conflict {
+            group: resource.group.to_owned(),
+            resource: resource.qualified(),
+            name: name.to_owned(),
+            message: "the object was deleted while it was applied to".into(),
+        },
+        e => e,
+    })
 }
 
 /// Replaces an object (or with `status`, its status) from a whole

@@ -52,6 +52,9 @@ pub(super) struct PodRun {
     pub pod: Arc<Pod>,
     /// The pod's grace period, as the spec or a deletion says.
     pub stop_grace: Arc<AtomicU64>,
+    /// Whether containers that can outlive the daemon are left running
+    /// when the run stops (a handover).
+    pub leave: Arc<std::sync::atomic::AtomicBool>,
     pub started_at: Time,
 }
 

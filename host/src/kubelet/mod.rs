@@ -152,6 +152,11 @@ struct Worker {
     /// The seconds its containers get to stop: the pod's
     /// terminationGracePeriodSeconds, or a deletion's own grace period.
     grace: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the daemon hands over while this run goes on: its
+    /// containers that can outlive the daemon are left for the next to
+    /// adopt. (Only such runs: one stopping for its deletion or its
+    /// replacement stops as ever.)
+    leave: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What every pod worker needs.
@@ -176,9 +181,6 @@ pub(crate) struct Context {
     pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
     /// The running Linux containers, for `kubectl exec`.
     pub execs: Arc<crate::runtime::linux::ExecTargets>,
-    /// Set when the daemon hands over to another: containers that can
-    /// outlive it are left running for it to adopt, not stopped.
-    pub leaving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) type ImageStamp = (std::time::SystemTime, u64);
@@ -206,6 +208,8 @@ pub struct Kubelet {
     synced: Option<u64>,
     /// Pods being deleted whose workers are stopping: deleted once stopped.
     terminating: std::collections::HashSet<String>,
+    /// Handing over: the runs `stop_all` stops leave their containers.
+    leaving: bool,
 }
 
 impl Kubelet {
@@ -232,7 +236,6 @@ impl Kubelet {
                 ingress: routing.ingress,
                 images: Arc::default(),
                 execs: Arc::default(),
-                leaving: Arc::default(),
             },
             nodes,
             workers: HashMap::new(),
@@ -240,6 +243,7 @@ impl Kubelet {
             stopping: tokio_util::task::TaskTracker::new(),
             synced: None,
             terminating: Default::default(),
+            leaving: false,
         }
     }
 
@@ -430,12 +434,14 @@ impl Kubelet {
             let grace = Arc::new(std::sync::atomic::AtomicU64::new(
                 pod.spec.termination_grace_period_seconds,
             ));
+            let leave = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let task = tokio::spawn(run_pod(
                 self.context.clone(),
                 uid.clone(),
                 pod,
                 cancel.clone(),
                 grace.clone(),
+                leave.clone(),
                 first_run,
                 // Only a pod this daemon has not run before: one it replaces
                 // runs them again, as a new pod does.
@@ -449,6 +455,7 @@ impl Kubelet {
                     generation,
                     labels,
                     grace,
+                    leave,
                 },
             );
         }
@@ -590,15 +597,18 @@ impl Kubelet {
 
     /// From now on, pods stopping leave the containers that can outlive
     /// this daemon running, for the daemon taking over to adopt.
-    pub fn leave_running(&self) {
-        self.context
-            .leaving
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    pub fn leave_running(&mut self) {
+        self.leaving = true;
     }
 
     /// Stops every pod, draining each, and waits for them.
     pub async fn stop_all(&mut self) {
         for worker in self.workers.values() {
+            if self.leaving {
+                worker
+                    .leave
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             worker.cancel.cancel();
         }
         for (_, worker) in self.workers.drain() {
@@ -958,22 +968,38 @@ async fn finish_deletion(state: Arc<ApiState>, namespace: String, name: String, 
 
 /// One run of a pod: its init containers, then its app containers (again
 /// and again as its restartPolicy says), then its sidecars' stop.
+#[expect(clippy::too_many_arguments, reason = "a pod's run is these")]
 async fn run_pod(
     context: Context,
     uid: String,
     pod: Pod,
     cancel: CancellationToken,
     stop_grace: Arc<std::sync::atomic::AtomicU64>,
+    leave: Arc<std::sync::atomic::AtomicBool>,
     first_run: u32,
     initialized: Option<Vec<ContainerStatus>>,
 ) {
     let pod = Arc::new(pod);
+    // Initialized by a daemon before this one, whose containers run on to
+    // be adopted: the pod's sandbox stands, and its init is not run again.
+    // (With none running, it starts anew, init containers first.)
+    let initialized = match initialized {
+        Some(statuses) => {
+            let containers = context.pods_dir.join(&uid).join("containers");
+            tokio::task::spawn_blocking(move || crate::runtime::linux::any_running(&containers))
+                .await
+                .unwrap_or(false)
+                .then_some(statuses)
+        }
+        None => None,
+    };
     let run = init::PodRun {
         board: Arc::new(board::Board::new(context.clone(), uid.clone(), pod.clone())),
         sandbox: Arc::new(sandbox::Sandbox::new(&pod, context.pods_dir.join(&uid))),
         context,
         pod,
         stop_grace,
+        leave,
         started_at: status::now(),
     };
     for warning in run.sandbox.memory_volumes(&run.pod) {
@@ -1103,7 +1129,7 @@ async fn run_apps(
                 endpoint.drained(grace).await;
                 // Processes get SIGTERM, and SIGKILL after the grace period;
                 // unless the daemon hands over, and the next adopts them.
-                let leaving = context.leaving.load(std::sync::atomic::Ordering::SeqCst);
+                let leaving = run.leave.load(std::sync::atomic::Ordering::SeqCst);
                 futures_util::future::join_all(
                     running
                         .iter()

@@ -571,12 +571,13 @@ async fn start_linux(
         }
         None => {
             // What a run that died with no one to see it left (a writable
-            // layer the new one must not start from), and any other run
-            // still going that the store did not know of.
+            // layer the new one must not start from), and any run still
+            // going that is not to be adopted (the store did not know of
+            // it, another image's, one killed mid-start).
             let (stale, name) = (spec.state_dir.clone(), container.name.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(containers) = stale.parent() {
-                    linux::abandon_other_runs(containers, &name, &stale);
+                    linux::abandon_runs(containers, &name);
                 }
                 if stale.exists() {
                     let _ = std::fs::remove_dir_all(&stale);

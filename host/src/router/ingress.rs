@@ -166,7 +166,7 @@ impl Ingress {
         header_read: Duration,
         service_network: String,
     ) -> std::io::Result<(Arc<Ingress>, SocketAddr)> {
-        let listener = sockets.tcp("ingress", address, std::net::TcpListener::bind)?;
+        let listener = sockets.tcp("ingress", address, crate::handover::bind_tcp)?;
         let bound = listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let ingress = Arc::new(Ingress {
@@ -190,29 +190,37 @@ impl Ingress {
             own_host: std::sync::OnceLock::new(),
         });
         let by_host = ingress.clone();
-        ingress.accept_once_open(super::accept(
-            listener,
+        ingress.accept_once_open(
             ingress.shutdown.clone(),
-            drain,
-            header_read,
-            move |request, peer| match by_host.own_host(&request) {
-                Some(serve) => Either::Left(serve(request)),
-                None => Either::Right(by_host.by_host(request, peer, false)),
-            },
-        ));
+            super::accept(
+                listener,
+                ingress.shutdown.clone(),
+                drain,
+                header_read,
+                move |request, peer| match by_host.own_host(&request) {
+                    Some(serve) => Either::Left(serve(request)),
+                    None => Either::Right(by_host.by_host(request, peer, false)),
+                },
+            ),
+        );
         Ok((ingress, bound))
     }
 
-    /// Runs `accepting` (a front-door listener's loop) once the ingress is
-    /// open; until then its connections wait in the kernel's queue. Shut
-    /// down first, it never runs.
-    fn accept_once_open(&self, accepting: impl Future<Output = ()> + Send + 'static) {
-        let (opened, shutdown) = (self.opened.clone(), self.shutdown.clone());
+    /// Runs `accepting` (a front-door listener's loop, which ends with
+    /// `stop`) once the ingress is open; until then its connections wait in
+    /// the kernel's queue. Stopped first, it never runs (and its listener
+    /// closes at once).
+    fn accept_once_open(
+        &self,
+        stop: CancellationToken,
+        accepting: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let opened = self.opened.clone();
         self.front.spawn(async move {
             tokio::select! {
                 biased;
                 () = opened.cancelled() => accepting.await,
-                () = shutdown.cancelled() => {}
+                () = stop.cancelled() => {}
             }
         });
     }
@@ -227,20 +235,23 @@ impl Ingress {
     pub fn bind_tls(self: &Arc<Self>, address: SocketAddr) -> std::io::Result<SocketAddr> {
         let listener = self
             .sockets
-            .tcp("ingress-tls", address, std::net::TcpListener::bind)?;
+            .tcp("ingress-tls", address, crate::handover::bind_tcp)?;
         let bound = listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let acceptor =
             tokio_rustls::TlsAcceptor::from(super::tls::server_config(self.certificates.clone()));
         let by_host = self.clone();
-        self.accept_once_open(berth_serve::accept_with(
-            listener,
-            Some(acceptor),
+        self.accept_once_open(
             self.shutdown.clone(),
-            self.drain,
-            self.header_read,
-            move |request, peer| by_host.by_host(request, peer, true),
-        ));
+            berth_serve::accept_with(
+                listener,
+                Some(acceptor),
+                self.shutdown.clone(),
+                self.drain,
+                self.header_read,
+                move |request, peer| by_host.by_host(request, peer, true),
+            ),
+        );
         Ok(bound)
     }
 
@@ -448,16 +459,19 @@ impl Ingress {
             let cancel = self.shutdown.child_token();
             let ingress = self.clone();
             let target = Arc::new(key.clone());
-            self.accept_once_open(berth_serve::accept_connections(
-                listener,
+            self.accept_once_open(
                 cancel.clone(),
-                self.drain,
-                move |stream, peer, closing| {
-                    ingress
-                        .clone()
-                        .service_connection(target.clone(), stream, peer, closing)
-                },
-            ));
+                berth_serve::accept_connections(
+                    listener,
+                    cancel.clone(),
+                    self.drain,
+                    move |stream, peer, closing| {
+                        ingress
+                            .clone()
+                            .service_connection(target.clone(), stream, peer, closing)
+                    },
+                ),
+            );
             open.insert(key, cancel);
         }
         all_open
