@@ -138,9 +138,28 @@ pub async fn serve(
                 home.display(),
                 taken.len()
             );
+            let sockets = crate::handover::Sockets::inherited(taken);
+            // What this daemon listens on that the old one did not is bound
+            // before the old one stops: a failure leaves it serving.
+            let api_address = args
+                .api_listen
+                .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let wanted = [
+                ("ingress", Some(args.ingress)),
+                ("ingress-tls", Some(args.ingress_tls)),
+                ("api", Some(api_address)),
+                ("metrics", args.metrics_listen),
+            ];
+            for (name, address) in wanted {
+                if let Some(address) = address {
+                    sockets
+                        .prebind(name, address, crate::handover::bind_tcp)
+                        .with_context(|| format!("binding {name} on {address}"))?;
+                }
+            }
             predecessor.release(RELEASE_WAIT)?;
             let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
-            (crate::handover::Sockets::inherited(taken), lease)
+            (sockets, lease)
         }
     };
     let sockets = Arc::new(sockets);

@@ -170,6 +170,32 @@ impl Sockets {
         Ok(listener)
     }
 
+    /// Makes sure a listener named `name` on `address` can be had: the one
+    /// handed over if it listens there, else one bound now (kept under that
+    /// name for [`Sockets::tcp`]). A successor calls it before it asks its
+    /// predecessor to stop: an address it cannot bind (a changed
+    /// `--ingress` already in use) then leaves the predecessor serving.
+    pub fn prebind(
+        &self,
+        name: &str,
+        address: SocketAddr,
+        bind: impl FnOnce(SocketAddr) -> std::io::Result<std::net::TcpListener>,
+    ) -> std::io::Result<()> {
+        let mut inherited = self.inherited.lock();
+        let fits = inherited.get(name).is_some_and(|fd| {
+            let at = rustix::net::getsockname(fd)
+                .ok()
+                .and_then(|a| SocketAddr::try_from(a).ok());
+            at.is_some_and(|at| {
+                at.ip() == address.ip() && (address.port() == 0 || at.port() == address.port())
+            })
+        });
+        if !fits {
+            inherited.insert(name.to_owned(), bind(address)?.into());
+        }
+        Ok(())
+    }
+
     /// The unix listener named `name`: the one handed over, else one `bind`
     /// makes; offered to a successor.
     pub fn unix(
@@ -618,5 +644,36 @@ mod tests {
         let (successor, _) = Successor::connect(home.path()).unwrap();
         let refused = successor.release(Duration::from_secs(10)).unwrap_err();
         assert!(refused.to_string().contains("shutting down"), "{refused}");
+    }
+
+    #[test]
+    fn a_successor_binds_what_it_did_not_inherit_before_it_asks() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap();
+        let inherited = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = inherited.local_addr().unwrap();
+        let sockets = Sockets::inherited(HashMap::from([(
+            "ingress".to_owned(),
+            OwnedFd::from(inherited),
+        )]));
+        let bind = |a| std::net::TcpListener::bind(a);
+        // The inherited one fits: kept.
+        sockets.prebind("ingress", at, bind).unwrap();
+        // An address someone holds: refused now, before any handover.
+        assert!(sockets.prebind("api", busy, bind).is_err());
+        // A new one: bound now, taken later.
+        sockets
+            .prebind("metrics", "127.0.0.1:0".parse().unwrap(), bind)
+            .unwrap();
+        let metrics = sockets
+            .tcp("metrics", "127.0.0.1:0".parse().unwrap(), |_| {
+                panic!("bound again though bound before")
+            })
+            .unwrap();
+        assert_ne!(metrics.local_addr().unwrap(), at);
+        let ingress = sockets
+            .tcp("ingress", at, |_| panic!("bound again though inherited"))
+            .unwrap();
+        assert_eq!(ingress.local_addr().unwrap(), at);
     }
 }
