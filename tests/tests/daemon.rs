@@ -1521,13 +1521,14 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     let web = WEB.replace("REPLICAS", "2").replace("MEMORY", "64Mi")
         + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n"
         // A Linux container: adopted by each new daemon, never restarted.
-        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: box, image: 'busybox:1', command: [sh, -c, 'while true; do sleep 1; done; : handover-marker']}\n";
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: side, image: 'busybox:1', restartPolicy: Always, command: [sh, -c, 'while true; do sleep 1; done; : sidecar-marker']}\n  containers:\n  - {name: box, image: 'busybox:1', command: [sh, -c, 'while true; do sleep 1; done; : handover-marker']}\n";
     ok(berth(
         home.path(),
         &["apply", "-f", &write(files.path(), "web.yaml", &web)],
     ));
     wait_ready(home.path(), 3);
     let boxed = process_running("handover-marker").expect("the Linux container runs");
+    let sidecar = process_running("sidecar-marker").expect("its sidecar runs");
     let ingress = first.ingress();
     let address = ingress.trim_start_matches("http://").to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1582,6 +1583,7 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
         table.stdout
     );
     assert_eq!(process_running("handover-marker"), Some(boxed));
+    assert_eq!(process_running("sidecar-marker"), Some(sidecar));
     eprintln!(
         "three handovers: {} requests, none failed, slowest {:?}",
         count.ok, count.slowest

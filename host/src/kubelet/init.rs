@@ -103,7 +103,15 @@ pub(super) async fn initialize(
         let done = if container.is_sidecar() {
             let stop = CancellationToken::new();
             let (started, mut is_started) = tokio::sync::watch::channel(false);
-            let task = tokio::spawn(keep_sidecar(run.clone(), index, stop.clone(), started));
+            let first_run = done_before(&container.name)
+                .map_or(0, |s| u32::try_from(s.restart_count).unwrap_or(0));
+            let task = tokio::spawn(keep_sidecar(
+                run.clone(),
+                index,
+                stop.clone(),
+                started,
+                first_run,
+            ));
             sidecars.kept.push((stop, task));
             // The next starts once this one has (its startup probe passed).
             tokio::select! {
@@ -272,10 +280,12 @@ async fn keep_sidecar(
     index: usize,
     stop: CancellationToken,
     started: tokio::sync::watch::Sender<bool>,
+    first_run: u32,
 ) {
     let (context, pod, board) = (&run.context, &run.pod, &run.board);
     let container = &pod.spec.init_containers[index];
-    let mut runs: u32 = 0;
+    // From the run a daemon before this one left running, to adopt it.
+    let mut runs: u32 = first_run;
     let mut failures: u32 = 0;
     let mut last: Option<ContainerStateTerminated> = None;
     loop {
@@ -340,6 +350,12 @@ async fn keep_sidecar(
                 let [running] = running;
                 if let Some(slot) = &slot {
                     slot.set(None);
+                }
+                // Handing over: left for the next daemon to adopt.
+                if run.leave.load(Ordering::SeqCst) && running.workload.leave_running() {
+                    attempt.cancel();
+                    let _ = running.serving.await;
+                    return;
                 }
                 running.workload.stop(run.grace()).await;
                 let exited = running.workload.exited().now_or_never();
