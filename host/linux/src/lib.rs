@@ -139,6 +139,21 @@ struct MonitorRecord {
 
 const MONITOR_RECORD: &str = "monitor.json";
 
+impl MonitorRecord {
+    /// The record in a container's `state_dir`, if it has one.
+    fn read(state_dir: &Path) -> Option<MonitorRecord> {
+        serde_json::from_slice(&std::fs::read(state_dir.join(MONITOR_RECORD)).ok()?).ok()
+    }
+
+    /// A handle on its init, while that is the process the record names
+    /// (opened first, then checked: the handle is the process checked).
+    fn live_init(&self) -> Option<std::os::fd::OwnedFd> {
+        pidfd(self.init_pid).ok().filter(|_| {
+            process_stat(self.init_pid).map(|(started, _)| started) == Some(self.init_started)
+        })
+    }
+}
+
 /// Writes the record a later berth adopts the container by, whole (a new
 /// file renamed over the old).
 fn record_monitor(spec: &ContainerSpec, init_pid: u32, init_started: u64, pid: u32) {
@@ -157,6 +172,7 @@ fn record_monitor(spec: &ContainerSpec, init_pid: u32, init_started: u64, pid: u
         tracing::warn!(container = %spec.id, "{}: {e}", path.display());
     }
 }
+
 const EXIT_FILE: &str = "exit";
 
 /// A process's start time (clock ticks after boot) and parent, from
@@ -188,8 +204,6 @@ fn pidfd(pid: u32) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
 pub enum Output {
     /// The caller's terminal (`berth run`).
     Inherit,
-    /// Pipes the caller reads.
-    Piped,
     /// A log its init writes: the container may then outlive berth, and a
     /// later berth adopt it (see [`adopt`]).
     Log(config::LogTarget),
@@ -215,10 +229,7 @@ fn init_missing(init: &Path, e: &std::io::Error) -> String {
 }
 
 /// Starts `spec`; returns once its process runs (or with why it could not).
-pub async fn start(
-    spec: &ContainerSpec,
-    output: Output,
-) -> Result<(Container, Option<Pipes>), String> {
+pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     std::fs::create_dir_all(&spec.state_dir)
@@ -273,24 +284,24 @@ pub async fn start(
         // One that may outlive berth is left to run when its handle goes
         // (a daemon handing its pods over).
         .kill_on_drop(outlives.is_none());
-    if let Output::Log(target) = &output
-        && let Some(dir) = target.path.parent()
-    {
-        let _ = std::fs::create_dir_all(dir);
-    }
     match output {
-        Output::Inherit => command.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
-        Output::Piped => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
+        Output::Inherit => {
+            command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
         // What the init itself has to say (a warning before the container
         // runs) goes to the log too.
-        Output::Log(target) => command.stdout(Stdio::null()).stderr(
-            std::fs::OpenOptions::new()
+        Output::Log(target) => {
+            if let Some(dir) = target.path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&target.path)
-                .map_or_else(|_| Stdio::null(), Stdio::from),
-        ),
-    };
+                .map_or_else(|_| Stdio::null(), Stdio::from);
+            command.stdout(Stdio::null()).stderr(log);
+        }
+    }
     let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
     let init_pid = child.id().expect("a child not yet waited for has its pid");
     drop(command); // its copy of the init's end: the init must be the last holder
@@ -300,10 +311,6 @@ pub async fn start(
         // the next still finds (and ends) the init it left.
         record_monitor(spec, init_pid, init_started, 0);
     }
-    let pipes = match (child.stdout.take(), child.stderr.take()) {
-        (Some(stdout), Some(stderr)) => Some(Pipes { stdout, stderr }),
-        _ => None,
-    };
     let mut status = ours;
     // A write that fails means the init is gone already; it says why below.
     let config = serde_json::to_vec(&config).expect("JSON");
@@ -329,21 +336,18 @@ pub async fn start(
                 // Now with its pid 1, for the berth that adopts it.
                 record_monitor(spec, init_pid, init_started, pid);
             }
-            return Ok((
-                Container {
-                    id: spec.id.clone(),
-                    pid,
-                    init_pid,
-                    pidfd,
-                    init: Monitor::Child(child),
-                    status: Some(status),
-                    said,
-                    cgroups,
-                    state_dir: spec.state_dir.clone(),
-                    exit_file: outlives,
-                },
-                pipes,
-            ));
+            return Ok(Container {
+                id: spec.id.clone(),
+                pid,
+                init_pid,
+                pidfd,
+                init: Monitor::Child(child),
+                status: Some(status),
+                said,
+                cgroups,
+                state_dir: spec.state_dir.clone(),
+                exit_file: outlives,
+            });
         }
         match status.read_buf(&mut said).await {
             Ok(0) | Err(_) => break,
@@ -416,27 +420,17 @@ impl ExecTargets {
     }
 }
 
-/// A piped container's stdout and stderr.
-pub struct Pipes {
-    pub stdout: tokio::process::ChildStdout,
-    pub stderr: tokio::process::ChildStderr,
-}
-
 /// The container a berth before this one started as `spec` says (with
 /// [`Output::Log`]), when its init still runs, or has recorded how it
 /// ended; `None` when there is none to adopt.
 pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
-    let record: MonitorRecord =
-        serde_json::from_slice(&std::fs::read(spec.state_dir.join(MONITOR_RECORD)).ok()?).ok()?;
+    let record = MonitorRecord::read(&spec.state_dir)?;
     if record.rootfs != spec.rootfs || record.pid == 0 {
         // Another image's, or one that never said it started.
         return None;
     }
     let exit_file = spec.state_dir.join(EXIT_FILE);
-    // Opened first, then checked: the handle is then the process checked.
-    let init = pidfd(record.init_pid).ok().filter(|_| {
-        process_stat(record.init_pid).map(|(started, _)| started) == Some(record.init_started)
-    });
+    let init = record.live_init();
     if init.is_none() && init::recorded_exit(&exit_file).is_none() {
         return None;
     }
@@ -504,22 +498,17 @@ fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
         if !chosen(&state_dir) {
             continue;
         }
-        let Some(record) = std::fs::read(state_dir.join(MONITOR_RECORD))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<MonitorRecord>(&bytes).ok())
-        else {
+        let Some(record) = MonitorRecord::read(&state_dir) else {
             continue;
         };
-        if let Ok(init) = pidfd(record.init_pid)
-            && process_stat(record.init_pid).map(|(started, _)| started)
-                == Some(record.init_started)
-        {
+        let cgroups = cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), &record.id);
+        if let Some(init) = record.live_init() {
             tracing::info!(container = %record.id, "ending a container no pod has any more");
             let _ = rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL);
             // And whatever else is in its cgroups: its pid 1 dies with the
             // init only while its parent-death signal holds (an exec of a
             // set-user-ID program clears it).
-            kill_cgroup_members(&record.id);
+            kill_members(&cgroups);
             // Gone once its pidfd reads (at most a few seconds: a process
             // killed in a D state takes its time).
             let mut ready = [rustix::event::PollFd::new(
@@ -534,14 +523,14 @@ fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
                 }),
             );
         }
-        cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), &record.id).remove();
+        cgroups.remove();
         let _ = std::fs::remove_dir_all(&state_dir);
     }
 }
 
-/// SIGKILL to every process in cgroup `id`.
-fn kill_cgroup_members(id: &str) {
-    for (dir, _) in cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), id).dirs() {
+/// SIGKILL to every process in `cgroups`.
+fn kill_members(cgroups: &cgroup::Cgroups) {
+    for (dir, _) in cgroups.dirs() {
         let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
             continue;
         };
@@ -560,13 +549,7 @@ pub fn any_running(dir: &Path) -> bool {
         return false;
     };
     entries.flatten().any(|entry| {
-        std::fs::read(entry.path().join(MONITOR_RECORD))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<MonitorRecord>(&bytes).ok())
-            .is_some_and(|record| {
-                process_stat(record.init_pid).map(|(started, _)| started)
-                    == Some(record.init_started)
-            })
+        MonitorRecord::read(&entry.path()).is_some_and(|record| record.live_init().is_some())
     })
 }
 

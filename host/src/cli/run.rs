@@ -256,7 +256,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
                 .with_context(|| format!("publishing {} (-p)", publish.host))?;
             published.push((listener, publish.container));
         }
-        let (mut container, _) = linux::start(&spec, Output::Inherit)
+        let mut container = linux::start(&spec, Output::Inherit)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", reference.tagged_name()))?;
         let stop_publishing = tokio_util::sync::CancellationToken::new();

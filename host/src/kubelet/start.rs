@@ -592,7 +592,6 @@ async fn start_linux(
             linux::start(&spec, Output::Log(log))
                 .await
                 .map_err(|e| failure("RunContainerError", e))?
-                .0
         }
     };
     if network == Network::Own {
