@@ -112,6 +112,9 @@ pub async fn serve(
             private_file(&path)?;
         }
     }
+    let api_address = args
+        .api_listen
+        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     // A daemon that is not taking over holds the home before it writes
     // anything in it (a key, certificates): one refused changes nothing.
     let held = if args.take_over {
@@ -141,9 +144,6 @@ pub async fn serve(
             let sockets = crate::handover::Sockets::inherited(taken);
             // What this daemon listens on that the old one did not is bound
             // before the old one stops: a failure leaves it serving.
-            let api_address = args
-                .api_listen
-                .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             let wanted = [
                 ("ingress", Some(args.ingress)),
                 ("ingress-tls", Some(args.ingress_tls)),
@@ -286,9 +286,6 @@ pub async fn serve(
         metrics: metrics.clone(),
         usage: usage.clone(),
     });
-    let api_address = args
-        .api_listen
-        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let api_listener = sockets
         .tcp("api", api_address, crate::handover::bind_tcp)
         .and_then(tokio::net::TcpListener::from_std)

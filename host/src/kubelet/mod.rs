@@ -279,11 +279,7 @@ impl Kubelet {
         let mut deleting: HashMap<String, (Pod, u64)> = HashMap::new();
         for record in pods {
             if let Object::Pod(pod) = record.object
-                && pod
-                    .spec
-                    .node_name
-                    .as_ref()
-                    .is_some_and(|n| self.nodes.contains(n))
+                && self.runs_here(&pod)
             {
                 if pod.metadata.deleting() {
                     let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
@@ -477,12 +473,7 @@ impl Kubelet {
             let Object::Pod(pod) = &record.object else {
                 continue;
             };
-            if !pod
-                .spec
-                .node_name
-                .as_ref()
-                .is_some_and(|n| self.nodes.contains(n))
-            {
+            if !self.runs_here(pod) {
                 continue;
             }
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -533,6 +524,14 @@ impl Kubelet {
         }
     }
 
+    /// Whether `pod` is bound to one of this kubelet's nodes.
+    fn runs_here(&self, pod: &Pod) -> bool {
+        pod.spec
+            .node_name
+            .as_ref()
+            .is_some_and(|n| self.nodes.contains(n))
+    }
+
     /// The uids of this node's pods the store says are ready: what a daemon
     /// taking over waits to have serving again before it opens its ingress.
     pub fn ready_pods(&self) -> Vec<String> {
@@ -549,10 +548,7 @@ impl Kubelet {
                 let Object::Pod(pod) = &record.object else {
                     return false;
                 };
-                pod.spec
-                    .node_name
-                    .as_ref()
-                    .is_some_and(|n| self.nodes.contains(n))
+                self.runs_here(pod)
                     && !pod.metadata.deleting()
                     && record.status.pod().is_some_and(PodStatus::ready)
             })
