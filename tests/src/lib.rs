@@ -446,66 +446,29 @@ pub fn process_running(needle: &str) -> Option<u32> {
 }
 
 /// Ends the Linux containers a daemon of `home` left running (they outlive
-/// a daemon killed with -9, for the next one to adopt): kills each one's
-/// init, which takes its container with it, and removes its cgroups.
+/// a daemon killed with -9, for the next one to adopt), as a daemon ends
+/// those no pod has: each pod's `containers` (and `berth up`'s, under
+/// `up/`) handed to berth's own `abandon_all_in`.
 pub fn end_containers_of(home: &Path) {
-    fn monitors(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) {
+    fn pods_in(dir: &Path, depth: u32) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        for entry in entries.flatten() {
+        for entry in entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        {
             let path = entry.path();
-            if path.file_name().is_some_and(|n| n == "monitor.json") {
-                found.push(path);
-            } else if depth > 0 && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                monitors(&path, depth - 1, found);
+            if path.file_name().is_some_and(|n| n == "pods") {
+                for pod in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    berth_linux::abandon_all_in(&pod.path().join("containers"));
+                }
+            } else if depth > 0 {
+                pods_in(&path, depth - 1);
             }
         }
     }
-    // A live process's start time (a zombie has ended).
-    let start_time = |pid: u64| -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-        if fields.first() == Some(&"Z") {
-            return None;
-        }
-        fields.get(19)?.parse().ok()
-    };
-    let mut found = Vec::new();
-    monitors(home, 6, &mut found);
-    for monitor in found {
-        let Some(record) = std::fs::read(&monitor)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        else {
-            continue;
-        };
-        let (Some(pid), Some(started), Some(id)) = (
-            record["init_pid"].as_u64(),
-            record["init_started"].as_u64(),
-            record["id"].as_str(),
-        ) else {
-            continue;
-        };
-        if start_time(pid) == Some(started) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while start_time(pid) == Some(started) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        // Empty once the container's processes, killed with their init,
-        // are gone: a moment after it.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for hierarchy in ["", "memory/", "pids/", "cpu/", "cpuacct/", "cpu,cpuacct/"] {
-            let dir = PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}berth/{id}"));
-            while dir.exists() && std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    pods_in(home, 3);
 }
 
 /// A response as a test looks at it.
