@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "misbehave",
     "legacy-hello",
     "tool",
+    "worker",
     "shop-front",
     "shop-api",
     "shop-stock",

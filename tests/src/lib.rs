@@ -20,6 +20,8 @@ pub mod guests {
     pub const MISBEHAVE: &str = concat!(env!("BERTH_GUESTS_DIR"), "/misbehave.wasm");
     /// A command component (wasi:cli/run), run to completion.
     pub const TOOL: &str = concat!(env!("BERTH_GUESTS_DIR"), "/tool.wasm");
+    /// Of both worlds: served, with a `run` that ticks into /data/ticks.
+    pub const WORKER: &str = concat!(env!("BERTH_GUESTS_DIR"), "/worker.wasm");
     /// examples/shop's three services.
     pub const SHOP_FRONT: &str = concat!(env!("BERTH_GUESTS_DIR"), "/shop-front.wasm");
     pub const SHOP_API: &str = concat!(env!("BERTH_GUESTS_DIR"), "/shop-api.wasm");
@@ -489,6 +491,19 @@ pub async fn get(url: &str) -> Reply {
 }
 
 /// Sends one request with `body` and collects the reply.
+/// The body of `GET url`, asked again while `wanted` says no (for 10 s at
+/// most; then the last answer, for the test to say what was wrong).
+pub async fn get_until(url: &str, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = get(url).await.body;
+        if wanted(&body) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn request(method: &str, url: &str, body: &str) -> Reply {
     let reply = send(method, url, &[], body.as_bytes().to_vec()).await;
     Reply {

@@ -497,3 +497,59 @@ spec:
         (200, "from the sidecar\n")
     );
 }
+
+#[tokio::test]
+async fn a_component_of_both_worlds_given_args_serves_and_runs_beside_until_its_run_ends() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::WORKER),
+        "worker:1",
+    );
+    let _daemon = BerthRun::start_command(home.path(), &["daemon"]);
+    let pod = |name: &str, args: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  \
+             volumes: [{{name: data, emptyDir: {{}}}}]\n  containers:\n  \
+             - {{name: w, image: 'worker:1', imagePullPolicy: Never{args}, ports: [{{containerPort: 8080}}], \
+             volumeMounts: [{{name: data, mountPath: /data}}]}}\n"
+        )
+    };
+    apply(
+        home.path(),
+        &(pod("both", ", args: ['60', '50', '3']") + "---\n" + &pod("served", "")),
+    );
+    let ready = wait_ready(home.path(), 2);
+    let url = |name: &str| {
+        let (_, url) = ready.iter().find(|(pod, _)| pod == name).unwrap();
+        format!("http://{}/", url.trim_start_matches("http://"))
+    };
+
+    // Served while its `run` ticks into the pod's volume.
+    let tick = |body: &str| -> Option<u32> { body.trim().strip_prefix("ticks: ")?.parse().ok() };
+    let first = berth_tests::get_until(&url("both"), |b| tick(b).is_some()).await;
+    let later = berth_tests::get_until(&url("both"), |b| tick(b) > tick(&first)).await;
+    assert!(tick(&later) > tick(&first), "{first:?} then {later:?}");
+    // Given no command line it is only served: `run` never runs.
+    assert_eq!(get(&url("served")).await.body, "ticks: none\n");
+
+    // The container is its `run`: it ends with it, in error here.
+    let ended = wait_for_named(home.path(), "both", |p| p["status"]["phase"] == "Failed");
+    let state = &ended["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(state["reason"], "Error", "{ended:#}");
+    let logs = berth_tests::ok(berth_tests::berth(home.path(), &["logs", "both"]));
+    assert!(
+        logs.stdout.starts_with("worker started\ntick 1\n"),
+        "{}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("tick 60\n"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("worker leaving with 3"),
+        "{}",
+        logs.stdout
+    );
+    // The one without arguments serves on, untouched.
+    assert_eq!(row(home.path(), "served").1, "Running");
+    assert_eq!(get(&url("served")).await.body, "ticks: none\n");
+}

@@ -664,16 +664,6 @@ fn a_command_runs_to_completion_with_its_arguments_env_and_stdin() {
         run_tool(&["run", guests::TOOL, "--", "exit", "0"], "").code,
         Some(0)
     );
-    // An HTTP component is served: arguments for it are a mistake, named.
-    let served = run_tool(&["run", guests::HELLO, "--", "x"], "");
-    assert_eq!(served.code, Some(1));
-    assert!(
-        served
-            .stderr
-            .contains("is an HTTP component: it is served, and takes no arguments"),
-        "{}",
-        served.stderr
-    );
 }
 
 #[test]
@@ -765,12 +755,61 @@ fn a_command_gets_only_the_directories_granted_and_stays_in_its_limits() {
     assert!(panicked.stderr.contains("as asked"), "{}", panicked.stderr);
 }
 
+#[tokio::test]
+async fn arguments_to_a_component_of_both_worlds_run_it_beside_serving_it() {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let rw = format!("{}:/data:rw", data.path().display());
+    let mut run = BerthRun::start_in(
+        home.path(),
+        guests::WORKER,
+        &["--dir", &rw, "--", "40", "50", "3"],
+    );
+    // Served while its `run` ticks: the handler reads what `run` wrote.
+    // (A read may meet the file as `run` rewrites it, empty.)
+    let tick = |body: &str| -> Option<u32> { body.trim().strip_prefix("ticks: ")?.parse().ok() };
+    let first = berth_tests::get_until(&run.url, |b| tick(b).is_some()).await;
+    let later = berth_tests::get_until(&run.url, |b| tick(b) > tick(&first)).await;
+    assert!(tick(&later) > tick(&first), "{first:?} then {later:?}");
+    // Its run is the process's life: berth ends with it, its code berth's
+    // (WASI 0.2's exit says failure as 1).
+    let status = run
+        .wait(Duration::from_secs(20))
+        .expect("berth ended with the run");
+    assert_eq!(status.code(), Some(1), "{}", run.log());
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("ticks")).unwrap(),
+        "40"
+    );
+    let out = run.stdout();
+    assert!(out.starts_with("worker started\ntick 1\n"), "{out}");
+
+    // Without arguments it is only served: its `run` is never called.
+    let served = BerthRun::start_in(home.path(), guests::WORKER, &["--dir", &rw]);
+    std::fs::remove_file(data.path().join("ticks")).unwrap();
+    assert_eq!(get(&served.url).await.body, "ticks: none\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&served.url).await.body, "ticks: none\n");
+    assert_eq!(served.stdout(), "");
+}
+
 #[test]
-fn an_http_component_takes_no_arguments_and_a_command_is_not_served() {
-    let out = run_tool(&["run", guests::HELLO, "--", "x"], "");
-    assert!(!out.success);
+fn arguments_to_an_http_component_are_refused_or_run_the_run_it_exports() {
+    // Only a handler: arguments for it are a mistake, named.
+    let out = run_tool(&["run", guests::LEGACY_HELLO, "--", "x"], "");
+    assert_eq!(out.code, Some(1));
     assert!(
-        out.stderr.contains("is an HTTP component"),
+        out.stderr
+            .contains("is an HTTP component: it is served, and takes no arguments"),
+        "{}",
+        out.stderr
+    );
+    // wstd's servers export a `run` that is not meant to run: asked to,
+    // it traps saying so, and berth ends with the trap's status.
+    let out = run_tool(&["run", guests::HELLO, "--", "x"], "");
+    assert_eq!(out.code, Some(134), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("should be run with `handle`"),
         "{}",
         out.stderr
     );

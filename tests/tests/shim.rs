@@ -553,6 +553,57 @@ fn a_command_component_runs_to_its_exit_status_with_what_the_spec_grants() {
 }
 
 #[test]
+fn a_component_of_both_worlds_given_arguments_serves_until_its_run_ends() {
+    let containerd = Containerd::start();
+    containerd.import(guests::WORKER, "worker:1");
+    let netns = Netns::new();
+    let with_ns = format!("network:{}", netns.path());
+    let data = tempfile::tempdir().unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.path().display()
+    );
+    let mut args = RUN.to_vec();
+    args.extend([
+        "-d",
+        "--with-ns",
+        &with_ns,
+        "--mount",
+        &mount,
+        "worker:1",
+        "both",
+        "/worker.wasm",
+        "60",
+        "50",
+        "3",
+    ]);
+    containerd.ctr_ok(&args);
+    // Served (on the default port) while its `run` ticks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = netns.curl("http://127.0.0.1:8080/");
+        if status == 200 && body != "ticks: none\n" {
+            assert!(body.starts_with("ticks: "), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served with its run going: {status} {body} {}",
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The task is its `run`: it ends with it, with its status.
+    containerd.wait_status("both", "STOPPED");
+    assert_eq!(containerd.remove_task("both"), 1);
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("ticks")).unwrap(),
+        "60"
+    );
+    containerd.ctr_ok(&["container", "rm", "both"]);
+}
+
+#[test]
 fn the_shim_refuses_what_it_cannot_run_and_is_gone_after() {
     let containerd = Containerd::start();
     // The component path must name a component file.

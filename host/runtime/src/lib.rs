@@ -43,6 +43,12 @@ pub struct WorkloadSpec {
     /// A command's arguments, its name first (`argv`); a served component
     /// takes none.
     pub args: Vec<String>,
+    /// Whether it was given a command line (a container's `command` or
+    /// `args`, `berth run … -- ARGS`). A component of both worlds then runs
+    /// `wasi:cli/run` beside serving HTTP, and ends when `run` does; asked
+    /// nothing, it is only served, because wstd's HTTP servers export a
+    /// `run` that is never meant to be called.
+    pub invoked: bool,
     pub capabilities: Capabilities,
     pub limits: Limits,
     /// Where the guest's output lines also go (a pod container's log,

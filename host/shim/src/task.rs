@@ -251,6 +251,9 @@ impl Service {
             name: id.to_owned(),
             component,
             args: plan.args.clone(),
+            // Arguments past the component's path are a command line: a
+            // component of both worlds runs its `run` beside serving.
+            invoked: plan.args.len() > 1,
             capabilities: plan.capabilities,
             limits: plan.limits,
             log: Some(Arc::new(fifos)),
@@ -286,10 +289,27 @@ impl Service {
         let monitor = async move {
             let code = match listener {
                 Some(listener) => {
-                    let serving = berth_serve::serve(listener, served.clone(), term, DRAIN);
-                    tokio::select! {
-                        () = serving => 0,
-                        () = killed.cancelled() => 137,
+                    // A component of both worlds run with its `run` ends
+                    // with it, as a process with its main; a served
+                    // component's `exited` never resolves.
+                    let ended = CancellationToken::new();
+                    let serving =
+                        berth_serve::serve(listener, served.clone(), ended.clone(), DRAIN);
+                    tokio::pin!(serving);
+                    let (code, drain) = tokio::select! {
+                        exited = served.exited() => (exited.code as u32, true),
+                        () = term.cancelled() => (0, true),
+                        () = &mut serving => (0, false),
+                        () = killed.cancelled() => (137, false),
+                    };
+                    ended.cancel();
+                    if drain {
+                        tokio::select! {
+                            () = serving => code,
+                            () = killed.cancelled() => 137,
+                        }
+                    } else {
+                        code
                     }
                 }
                 None => {

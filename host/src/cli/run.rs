@@ -380,24 +380,12 @@ async fn run_command(
 ) -> anyhow::Result<ExitCode> {
     // The whole run's CPU time: none unless asked, as a shell gives.
     spec.limits.cpu_time = args.timeout.unwrap_or(Duration::MAX);
-    let name = Path::new(&args.component)
-        .file_name()
-        .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
     let invocation = crate::runtime::wasm::Invocation {
-        args: std::iter::once(name)
-            .chain(args.command.iter().cloned())
-            .collect(),
+        args: argv(args, &spec.name),
         stdin: args.interactive,
     };
     let finished = tokio::select! {
-        finished = runtime.run_command(spec, invocation) => match finished {
-            Err(crate::runtime::RuntimeError::NotCommand { .. }) => anyhow::bail!(
-                "{} is an HTTP component: it is served, and takes no arguments (a command \
-                 component, one exporting wasi:cli/run, does)",
-                args.component
-            ),
-            finished => finished?,
-        },
+        finished = runtime.run_command(spec, invocation) => finished?,
         // As a shell's child: Ctrl-C ends it, with the signal's status.
         _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(130)),
     };
@@ -407,6 +395,38 @@ async fn run_command(
     Ok(ExitCode::from(
         u8::try_from(finished.code & 0xff).unwrap_or(1),
     ))
+}
+
+/// A command's argv: the component's file name, then the arguments.
+fn argv(args: &RunArgs, name: &str) -> Vec<String> {
+    let name = Path::new(&args.component)
+        .file_name()
+        .map_or_else(|| name.to_owned(), |n| n.to_string_lossy().into_owned());
+    std::iter::once(name)
+        .chain(args.command.iter().cloned())
+        .collect()
+}
+
+/// The async runtime and the wasm runtime for `berth run`: a server's, or
+/// a single run's (one thread, no instance pool). The wasm runtime is
+/// built outside the async runtime and is to be dropped after it: its
+/// epoch ticker is what makes a still-spinning guest yield, so the async
+/// runtime's shutdown can drop that guest's task instead of waiting on it
+/// forever.
+fn runtimes(serving: bool) -> anyhow::Result<(tokio::runtime::Runtime, WasmRuntime)> {
+    let tokio = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()
+    .context("starting the async runtime")?;
+    let runtime = WasmRuntime::new(WasmRuntimeConfig {
+        cache_dir: Some(home::compile_cache_dir()),
+        pooled: serving,
+    })?;
+    Ok((tokio, runtime))
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -427,10 +447,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let target = resolve_target(&args.component)?;
     let mut dirs = target.mounts;
     dirs.extend(args.dirs.iter().cloned());
-    let spec = WorkloadSpec {
+    let mut spec = WorkloadSpec {
         name: target.name,
         component: target.component,
         args: Vec::new(),
+        invoked: false,
         capabilities: Capabilities {
             env: args.env.clone(),
             dirs,
@@ -449,85 +470,115 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
     };
 
-    // A command's one run needs no worker threads to start; a server does.
-    let tokio = if args.command.is_empty() {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    }
-    .enable_all()
-    .build()
-    .context("starting the async runtime")?;
-    // Built outside the async runtime and dropped after it: its epoch ticker
-    // is what makes a still-spinning guest yield, so the runtime's shutdown
-    // below can drop that guest's task instead of waiting on it forever.
-    // Arguments are a command's: one run, which the instance pool's setup
-    // would only slow down.
-    let runtime = WasmRuntime::new(WasmRuntimeConfig {
-        cache_dir: Some(home::compile_cache_dir()),
-        pooled: args.command.is_empty(),
-    })?;
-    // Arguments say it is a command: run it, compiled once. (An HTTP
-    // component given arguments says so from there.) Without any, what it
-    // exports decides.
-    let command = !args.command.is_empty() || {
-        let worlds = runtime.worlds(&spec.component)?;
-        worlds.command && !worlds.http
-    };
-    if command {
-        let finished = tokio.block_on(run_command(&runtime, spec, &args));
+    // Arguments say it is a command: run it, compiled once, on one thread
+    // and without the instance pool, whose setup would only slow a single
+    // run down. Without any, what it exports decides.
+    let invoked = !args.command.is_empty();
+    if invoked {
+        let (tokio, runtime) = runtimes(false)?;
+        let finished = tokio.block_on(run_command(&runtime, spec.clone(), &args));
+        let not_command = matches!(
+            finished.as_ref().map_err(|e| e.downcast_ref()),
+            Err(Some(crate::runtime::RuntimeError::NotCommand { .. }))
+        );
+        // Arguments to a component of both worlds: its `run`, beside
+        // serving it.
+        let both = not_command && runtime.worlds(&spec.component)?.command;
         tokio.shutdown_timeout(Duration::from_secs(1));
         drop(runtime);
-        return finished;
+        if not_command && !both {
+            anyhow::bail!(
+                "{} is an HTTP component: it is served, and takes no arguments (a command \
+                 component, one exporting wasi:cli/run, does)",
+                args.component
+            );
+        }
+        if !both {
+            return finished;
+        }
+        spec.args = argv(&args, &spec.name);
+        spec.invoked = true;
     }
-    if !args.command.is_empty() {
-        anyhow::bail!(
-            "{} is an HTTP component: it is served, and takes no arguments (a command \
-             component, one exporting wasi:cli/run, does)",
-            args.component
-        );
+    let (tokio, runtime) = runtimes(true)?;
+    if !invoked {
+        let worlds = runtime.worlds(&spec.component)?;
+        if worlds.command && !worlds.http {
+            let finished = tokio.block_on(run_command(&runtime, spec, &args));
+            tokio.shutdown_timeout(Duration::from_secs(1));
+            drop(runtime);
+            return finished;
+        }
     }
     let served = tokio.block_on(async {
         let shutdown = super::shutdown_on_signal()?;
 
         let name = spec.name.clone();
-        let workload = runtime.start(spec).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener
             .local_addr()
             .context("reading the listen address")?;
-        let counted = match args.metrics {
-            Some(address) => {
-                let listener = tokio::net::TcpListener::bind(address)
+        let metrics_listener = match args.metrics {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
                     .await
-                    .with_context(|| format!("listening for metrics on {address}"))?;
-                let mut metrics = crate::metrics::Metrics::new();
-                metrics.register_collector(Box::new(crate::metrics::WorkloadCollector {
-                    name: name.clone(),
-                    workload: workload.clone(),
-                }));
-                let route = std::sync::Arc::new(metrics.http.route("", &name));
-                Some((route, metrics, listener))
-            }
+                    .with_context(|| format!("listening for metrics on {address}"))?,
+            ),
             None => None,
         };
-        // Scripts and tests read this line (the first) to learn the port.
-        println!("berth: serving {} on http://{addr}/", args.component);
-        let counted = match counted {
-            Some((route, metrics, listener)) => {
+        let announce = || -> anyhow::Result<()> {
+            // Scripts and tests read this line (the first) to learn the port.
+            println!("berth: serving {} on http://{addr}/", args.component);
+            if let Some(listener) = &metrics_listener {
                 println!(
                     "berth: metrics on http://{}/metrics",
                     listener.local_addr()?
                 );
-                tokio::spawn(std::sync::Arc::new(metrics).serve(listener, shutdown.clone()));
-                Some(route)
             }
-            None => None,
+            Ok(())
         };
+        // Started before berth says it serves, so a component that cannot
+        // be is an error alone; but a `run` beside serving starts after,
+        // so that what it prints comes after berth's lines.
+        let workload = if invoked {
+            announce()?;
+            runtime.start(spec).await?
+        } else {
+            let workload = runtime.start(spec).await?;
+            announce()?;
+            workload
+        };
+        let counted = metrics_listener.map(|listener| {
+            let mut metrics = crate::metrics::Metrics::new();
+            metrics.register_collector(Box::new(crate::metrics::WorkloadCollector {
+                name: name.clone(),
+                workload: workload.clone(),
+            }));
+            let route = std::sync::Arc::new(metrics.http.route("", &name));
+            tokio::spawn(std::sync::Arc::new(metrics).serve(listener, shutdown.clone()));
+            route
+        });
+        // A `run` beside serving is the process's life, as a container's:
+        // when it ends, serving drains and berth exits with its code.
+        let ran = std::sync::Arc::new(std::sync::OnceLock::new());
+        if invoked {
+            let (workload, shutdown, ran) = (workload.clone(), shutdown.clone(), ran.clone());
+            tokio::spawn(async move {
+                let _ = ran.set(workload.exited().await);
+                shutdown.cancel();
+            });
+        }
         crate::router::serve(listener, workload, shutdown, args.drain_timeout, counted).await;
-        anyhow::Ok(ExitCode::SUCCESS)
+        let Some(exited) = ran.get() else {
+            return anyhow::Ok(ExitCode::SUCCESS);
+        };
+        if let Some(detail) = &exited.detail {
+            eprintln!("berth: {}: {detail}", args.component);
+        }
+        anyhow::Ok(ExitCode::from(
+            u8::try_from(exited.code & 0xff).unwrap_or(1),
+        ))
     });
     tokio.shutdown_timeout(Duration::from_secs(1));
     drop(runtime);

@@ -1149,6 +1149,9 @@ fn workload_spec(
         .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX))
         // As Kubernetes: a limit of 0 is no limit.
         .filter(|millis| *millis > 0);
+    // A command line given: a component of both worlds runs `run` too.
+    let invoked = container.command.as_ref().is_some_and(|c| !c.is_empty())
+        || container.args.as_ref().is_some_and(|a| !a.is_empty());
     // A command's argv: `command` (its name first) or the container's
     // name, then `args`, as a shell would give them.
     let args = match &container.command {
@@ -1163,6 +1166,7 @@ fn workload_spec(
         name: format!("{ns}/{}/{}", pod.metadata.name, container.name),
         component: ready.component,
         args,
+        invoked,
         capabilities: Capabilities {
             env,
             dirs,

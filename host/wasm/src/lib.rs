@@ -108,7 +108,7 @@ impl WasmRuntime {
     /// work.
     pub fn serves_http(&self, path: &std::path::Path) -> Result<bool, RuntimeError> {
         let pre = load::load(&self.engine, &self.linker, path, &self.loaded)?;
-        Ok(matches!(pre, load::Pre::Http(_)))
+        Ok(matches!(pre, load::Pre::Http(..)))
     }
 
     /// Runs the command component of `spec` to completion, with its grants
@@ -146,7 +146,14 @@ impl Runtime for WasmRuntime {
                         reason: format!("loading task failed: {e}"),
                     })??;
             Ok(match pre {
-                load::Pre::Http(pre) => {
+                load::Pre::Http(pre, Some(run)) if spec.invoked => {
+                    let served = WasmWorkload::start(spec.clone(), pre).await?;
+                    Arc::new(worker::Beside::new(
+                        served,
+                        worker::CommandWorkload::start(run, spec),
+                    )) as Arc<dyn Workload>
+                }
+                load::Pre::Http(pre, _) => {
                     Arc::new(WasmWorkload::start(spec, pre).await?) as Arc<dyn Workload>
                 }
                 load::Pre::Command(pre) => {

@@ -93,10 +93,10 @@ fn regular_file(path: &Path) -> Result<std::fs::Metadata, RuntimeError> {
 }
 
 /// A component ready to instantiate, by what it is: an HTTP handler
-/// (served; what a both-world component is too) or a command (run).
+/// (served), with its `run` when it is of both worlds, or a command (run).
 #[derive(Clone)]
 pub(super) enum Pre {
-    Http(ProxyPre<Host>),
+    Http(ProxyPre<Host>, Option<CommandPre<Host>>),
     Command(CommandPre<Host>),
 }
 
@@ -140,11 +140,17 @@ pub(super) fn load(
     };
     let instance = linker.instantiate_pre(&component).map_err(link_error)?;
     let pre = if worlds.http {
+        let run = if worlds.command {
+            Some(CommandPre::new(instance.clone()).map_err(link_error)?)
+        } else {
+            None
+        };
         Pre::Http(
             ProxyPre::new(instance).map_err(|e| RuntimeError::NoHandler {
                 path: path.to_owned(),
                 exports: format!("{} ({e:#})", exports.join(", ")),
             })?,
+            run,
         )
     } else {
         Pre::Command(CommandPre::new(instance).map_err(link_error)?)

@@ -2,13 +2,18 @@
 //! it runs once, from its start, with the pod's grants and limits, and its
 //! end is the container's exit, which the kubelet turns into Completed or
 //! Error, a restart or not, as it does for a Linux container's process.
+//!
+//! A component of both worlds given a command line is both at once
+//! ([`Beside`]): served, with its `run` going on beside, as a Linux
+//! process serving on one thread while its main loop runs on another; the
+//! container is its `run`, and ends with it.
 
 use tokio::sync::watch;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::command::{self, Finished, Invocation};
 use super::usage::Meter;
-use super::workload::Host;
+use super::workload::{Host, WasmWorkload};
 use berth_runtime::{
     Body, BoxFuture, Exited, GuestFailure, RuntimeError, ServeError, Workload, WorkloadSpec,
 };
@@ -141,5 +146,52 @@ impl Workload for CommandWorkload {
 impl Drop for CommandWorkload {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A component of both worlds run both ways: its requests are served as
+/// any HTTP component's, and its `run` is the container's life.
+pub(super) struct Beside {
+    served: WasmWorkload,
+    run: CommandWorkload,
+}
+
+impl Beside {
+    pub(super) fn new(served: WasmWorkload, run: CommandWorkload) -> Beside {
+        Beside { served, run }
+    }
+}
+
+impl Workload for Beside {
+    fn name(&self) -> &str {
+        self.served.name()
+    }
+
+    fn usage(&self) -> berth_runtime::Usage {
+        let (served, run) = (self.served.usage(), self.run.usage());
+        berth_runtime::Usage {
+            cpu: served.cpu + run.cpu,
+            memory: served.memory + run.memory,
+            instances: Some(served.instances.unwrap_or(0) + run.instances.unwrap_or(0)),
+        }
+    }
+
+    fn serve(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, ServeError>> {
+        self.served.serve(request)
+    }
+
+    fn exited(&self) -> BoxFuture<'static, Exited> {
+        self.run.exited()
+    }
+
+    fn stop(&self, grace: std::time::Duration) -> BoxFuture<'static, ()> {
+        let (served, run) = (self.served.stop(grace), self.run.stop(grace));
+        Box::pin(async move {
+            run.await;
+            served.await;
+        })
     }
 }
