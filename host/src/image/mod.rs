@@ -9,7 +9,8 @@
 pub mod build;
 pub mod materialize;
 pub mod model;
-pub mod unpack;
+
+pub use berth_unpack as unpack;
 
 use std::path::PathBuf;
 

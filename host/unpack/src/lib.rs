@@ -325,5 +325,4 @@ fn empty_dir(root: &Dir, dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-#[path = "unpack_tests.rs"]
 mod tests;
