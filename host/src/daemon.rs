@@ -374,7 +374,6 @@ pub async fn serve(
             .hub()
             .subscribe(now)
             .map_err(|e| anyhow::anyhow!("watching the store from {now}: {e:?}"))?
-            .1
     };
     let mut work = crate::controller::Work::everything();
     let mut swept = std::time::Instant::now();

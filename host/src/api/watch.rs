@@ -100,7 +100,7 @@ pub async fn serve(
     tokio::spawn(async move {
         let mut first = true;
         let mut last = since.unwrap_or(current);
-        let (backlog, mut receiver_of_changes) = match subscribed {
+        let mut cursor = match subscribed {
             Ok(s) => s,
             Err(too_old) => {
                 let error = ApiError::Gone {
@@ -154,14 +154,6 @@ pub async fn serve(
             }
             Some(event(kind, render(object, first)))
         };
-        for change in backlog {
-            last = last.max(change.resource_version());
-            if let Some(line) = send_change(&change, &mut first)
-                && sender.send(line).await.is_err()
-            {
-                return;
-            }
-        }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
@@ -180,25 +172,24 @@ pub async fn serve(
                         return;
                     }
                 }
-                received = receiver_of_changes.recv() => match received {
-                    Ok(change) => {
-                        if change.resource_version() <= last {
-                            continue;
-                        }
-                        last = change.resource_version();
-                        if let Some(line) = send_change(&change, &mut first)
-                            && sender.send(line).await.is_err()
-                        {
-                            return;
+                taken = cursor.next() => match taken {
+                    Ok(changes) => {
+                        for change in changes {
+                            last = change.resource_version();
+                            if let Some(line) = send_change(&change, &mut first)
+                                && sender.send(line).await.is_err()
+                            {
+                                return;
+                            }
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow a reader: it lists again, as after a 410.
-                        let error = ApiError::Gone { wanted: last, oldest: last + 1 };
+                    // Too slow a reader, left behind by the window: it
+                    // lists again, as after a 410.
+                    Err(too_old) => {
+                        let error = ApiError::Gone { wanted: last, oldest: too_old.oldest };
                         let _ = sender.send(event("ERROR", error.status())).await;
                         return;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             }
         }

@@ -425,17 +425,14 @@ impl Work {
 
     /// Takes in every change `changes` holds; falling behind the watch
     /// (changes dropped) means looking at everything.
-    pub fn drain(
-        &mut self,
-        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
-    ) {
-        use tokio::sync::broadcast::error::TryRecvError;
-        loop {
-            match changes.try_recv() {
-                Ok(change) => self.note(&change),
-                Err(TryRecvError::Lagged(_)) => self.all = true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+    pub fn drain(&mut self, changes: &mut crate::state::Cursor) {
+        match changes.take() {
+            Ok(changes) => {
+                for change in changes {
+                    self.note(&change);
+                }
             }
+            Err(_) => self.all = true,
         }
     }
 }
@@ -449,7 +446,7 @@ impl Controllers {
         &self,
         store: &mut Store,
         work: &mut Work,
-        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+        changes: &mut crate::state::Cursor,
     ) -> Result<()> {
         for _ in 0..8 {
             if !self.reconcile_round(store, work, changes)? {
@@ -466,7 +463,7 @@ impl Controllers {
         &self,
         store: &mut Store,
         work: &mut Work,
-        changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+        changes: &mut crate::state::Cursor,
     ) -> Result<bool> {
         work.drain(changes);
         work.wake_due();

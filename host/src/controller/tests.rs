@@ -214,7 +214,7 @@ fn settle_watched(
     store: &mut Store,
     c: &Controllers,
     work: &mut Work,
-    changes: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::state::Change>>,
+    changes: &mut crate::state::Cursor,
 ) {
     for _ in 0..100 {
         c.reconcile_work(store, work, changes).unwrap();
@@ -232,7 +232,7 @@ fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
     let mut store = Store::in_memory().unwrap();
     let c = controllers();
     let now = store.current_version().unwrap();
-    let mut changes = store.hub().subscribe(now).unwrap().1;
+    let mut changes = store.hub().subscribe(now).unwrap();
     // Nothing but changes from here: no pass over everything.
     let mut work = Work::default();
     store.apply(&deployment(3, "web:1", "64Mi")).unwrap();
@@ -276,7 +276,7 @@ fn the_watched_controllers_act_on_changes_without_passes_over_everything() {
 fn falling_behind_the_watch_means_a_pass_over_everything() {
     let mut store = Store::in_memory().unwrap();
     let now = store.current_version().unwrap();
-    let (_, mut changes) = store.hub().subscribe(now).unwrap();
+    let mut changes = store.hub().subscribe(now).unwrap();
     // More changes than the watch keeps for a subscriber that never reads.
     for i in 0..8200 {
         let text = format!(
@@ -1167,7 +1167,7 @@ fn a_deadline_of_centuries_is_never_due_and_never_overflows_the_work_queue() {
     store
         .apply(&job("  activeDeadlineSeconds: 9223372036854775807\n"))
         .unwrap();
-    let (_, mut changes) = store.hub().subscribe(0).unwrap();
+    let mut changes = store.hub().subscribe(0).unwrap();
     let mut work = Work::everything();
     for _ in 0..3 {
         c.reconcile_work(&mut store, &mut work, &mut changes)

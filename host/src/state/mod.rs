@@ -21,7 +21,7 @@ pub mod watch;
 pub use sealed::Sealer;
 pub use services::ServiceNetwork;
 
-pub use watch::{Change, ChangeType, Hub};
+pub use watch::{Change, ChangeType, Cursor, Hub};
 
 /// How long events are kept, as kube-apiserver's `--event-ttl` default.
 pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -191,6 +191,8 @@ struct Parsed {
     resource_version: u64,
     object: Object,
     status: Status,
+    /// The stored texts' length, what a change to it holds in the watch.
+    size: usize,
 }
 
 /// Kubernetes' default range for NodePort services.
@@ -668,6 +670,7 @@ impl Store {
                 resource_version,
                 object: object.clone(),
                 status: status.clone(),
+                size: object_text.len() + status_text.len(),
             },
         );
         Ok(Record {
@@ -815,10 +818,14 @@ impl Store {
         }
         for mut record in gone.iter().cloned().rev() {
             record.resource_version = version;
-            self.hub.publish(Change::Object {
-                change: ChangeType::Deleted,
-                record,
-            });
+            let size = self.size_of(&record.uid);
+            self.hub.publish(
+                Change::Object {
+                    change: ChangeType::Deleted,
+                    record,
+                },
+                size,
+            );
         }
         let mut record = gone.swap_remove(0);
         record.resource_version = version;
@@ -901,9 +908,15 @@ impl Store {
         name: &str,
     ) -> Result<()> {
         if let Some(record) = self.get(kind, namespace, name)? {
-            self.hub.publish(Change::Object { change, record });
+            let size = self.size_of(&record.uid);
+            self.hub.publish(Change::Object { change, record }, size);
         }
         Ok(())
+    }
+
+    /// The stored size of the object with `uid`, as last read.
+    fn size_of(&self, uid: &str) -> usize {
+        self.parsed.borrow().get(uid).map_or(0, |p| p.size)
     }
 
     /// How many pods of a namespace count against its quota: those not
@@ -999,7 +1012,9 @@ impl Store {
         }
         tx.commit()?;
         for event in logged {
-            self.event_hub.publish(Change::Event(event));
+            // About what its stored row holds: its texts and the names.
+            let size = 512 + event.event.message.len() + event.event.reason.len();
+            self.event_hub.publish(Change::Event(event), size);
         }
         Ok(())
     }

@@ -56,27 +56,102 @@ impl Change {
     }
 }
 
-/// How many recent changes a watch can resume within.
+/// How many recent changes a watch can resume within, at most.
 const WINDOW: usize = 8192;
+/// And how much of them, counted as their stored text: a window of large
+/// objects (8,192 changes of a 100 KB ConfigMap would be 800 MB) is kept
+/// shorter, and a watcher resuming before it lists again.
+const WINDOW_BYTES: usize = 32 << 20;
 
+/// Recent changes, and a signal for watchers that there are more. The
+/// window is the one place changes are kept: a watcher reads what it has
+/// not seen from it, so however many watchers there are (and however slow)
+/// they hold nothing more, and one that falls behind the window is told it
+/// is too old, as one whose resourceVersion is.
 #[derive(Debug)]
 pub struct Hub {
     inner: Mutex<Window>,
-    sender: tokio::sync::broadcast::Sender<Arc<Change>>,
+    /// The newest change's resourceVersion.
+    latest: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
 struct Window {
-    changes: VecDeque<Arc<Change>>,
+    /// Each change with its size, oldest first.
+    changes: VecDeque<(Arc<Change>, usize)>,
+    bytes: usize,
     /// Every change after this resourceVersion is in the window.
     complete_after: u64,
 }
 
-/// The changes a watcher missed, and a receiver for the ones to come.
-pub type Subscription = (
-    Vec<Arc<Change>>,
-    tokio::sync::broadcast::Receiver<Arc<Change>>,
-);
+impl Window {
+    /// The changes after `since`, or how far back the window reaches.
+    fn after(&self, since: u64) -> Result<Vec<Arc<Change>>, TooOld> {
+        if since < self.complete_after {
+            return Err(TooOld {
+                oldest: self.complete_after,
+            });
+        }
+        let first = self
+            .changes
+            .partition_point(|(c, _)| c.resource_version() <= since);
+        Ok(self
+            .changes
+            .range(first..)
+            .map(|(c, _)| c.clone())
+            .collect())
+    }
+}
+
+/// A watcher's place in a hub's changes.
+#[derive(Debug)]
+pub struct Cursor {
+    hub: Arc<Hub>,
+    /// The last change taken (or where the watch started).
+    after: u64,
+    latest: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Cursor {
+    /// The changes since the last taken, without waiting (none when there
+    /// are none). `TooOld` when some were forgotten before this watcher took
+    /// them: it is then moved past them, to the newest change, so a caller
+    /// that looks at everything again can go on from here.
+    pub fn take(&mut self) -> Result<Vec<Arc<Change>>, TooOld> {
+        self.latest.borrow_and_update();
+        let window = self.hub.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match window.after(self.after) {
+            Ok(changes) => {
+                if let Some(last) = changes.last() {
+                    self.after = last.resource_version();
+                }
+                Ok(changes)
+            }
+            Err(too_old) => {
+                self.after = *self.latest.borrow();
+                Err(too_old)
+            }
+        }
+    }
+
+    /// Waits until there are changes not yet taken, and takes them.
+    pub async fn next(&mut self) -> Result<Vec<Arc<Change>>, TooOld> {
+        loop {
+            let changes = self.take()?;
+            if !changes.is_empty() {
+                return Ok(changes);
+            }
+            // Seen before `take` read the window: a change published since
+            // wakes this at once. The hub lives as long as this cursor.
+            let _ = self.latest.changed().await;
+        }
+    }
+
+    /// The resourceVersion of the last change taken.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+}
 
 /// Why a watch cannot start where it asked.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,47 +163,58 @@ impl Hub {
     /// A hub whose window starts at `current`: the resourceVersion the
     /// store has reached, so a watch from there on needs nothing earlier.
     pub fn new(current: u64) -> Hub {
-        let (sender, _) = tokio::sync::broadcast::channel(WINDOW);
         Hub {
             inner: Mutex::new(Window {
                 changes: VecDeque::new(),
+                bytes: 0,
                 complete_after: current,
             }),
-            sender,
+            latest: tokio::sync::watch::Sender::new(current),
         }
     }
 
-    pub(super) fn publish(&self, change: Change) {
-        let change = Arc::new(change);
+    /// Adds a committed change, `size` bytes as stored, to the window.
+    pub(super) fn publish(&self, change: Change, size: usize) {
+        let version = change.resource_version();
         let mut window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if window.changes.len() == WINDOW
-            && let Some(dropped) = window.changes.pop_front()
+        window.changes.push_back((Arc::new(change), size));
+        window.bytes += size;
+        // The newest change always stays, however large.
+        while window.changes.len() > WINDOW
+            || (window.bytes > WINDOW_BYTES && window.changes.len() > 1)
         {
+            let Some((dropped, size)) = window.changes.pop_front() else {
+                break;
+            };
+            window.bytes -= size;
             window.complete_after = dropped.resource_version();
         }
-        window.changes.push_back(change.clone());
-        // Sent under the window's lock, so a subscriber that took the window
-        // then subscribed under the same lock misses nothing and sees nothing
-        // twice.
-        let _ = self.sender.send(change);
+        // Told under the window's lock, so the newest version a watcher
+        // sees is always in the window or behind it.
+        self.latest.send_replace(version);
     }
 
-    /// The changes after `since` still in the window, and a receiver for
-    /// the ones to come; `TooOld` when some after `since` are forgotten.
-    pub fn subscribe(&self, since: u64) -> Result<Subscription, TooOld> {
+    /// A cursor at `since`: the changes after it are its first to take.
+    /// `TooOld` when some after `since` are forgotten.
+    pub fn subscribe(self: &Arc<Self>, since: u64) -> Result<Cursor, TooOld> {
         let window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if since < window.complete_after {
             return Err(TooOld {
                 oldest: window.complete_after,
             });
         }
-        let backlog = window
-            .changes
-            .iter()
-            .filter(|c| c.resource_version() > since)
-            .cloned()
-            .collect();
-        Ok((backlog, self.sender.subscribe()))
+        Ok(Cursor {
+            hub: self.clone(),
+            after: since,
+            latest: self.latest.subscribe(),
+        })
+    }
+
+    /// How many changes, of how many bytes, the window holds.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (window.changes.len(), window.bytes)
     }
 }
 
@@ -161,21 +247,66 @@ mod tests {
 
     #[test]
     fn a_watch_resumes_within_the_window_and_is_told_when_it_is_too_old() {
-        let hub = Hub::new(10);
+        let hub = Arc::new(Hub::new(10));
         assert_eq!(hub.subscribe(5).unwrap_err(), TooOld { oldest: 10 });
         for version in 11..=13 {
-            hub.publish(change(version));
+            hub.publish(change(version), 100);
         }
-        let (backlog, mut receiver) = hub.subscribe(11).unwrap();
-        let versions: Vec<u64> = backlog.iter().map(|c| c.resource_version()).collect();
-        assert_eq!(versions, [12, 13]);
-        hub.publish(change(14));
-        assert_eq!(receiver.try_recv().unwrap().resource_version(), 14);
+        let mut cursor = hub.subscribe(11).unwrap();
+        let versions = |changes: Vec<Arc<Change>>| -> Vec<u64> {
+            changes.iter().map(|c| c.resource_version()).collect()
+        };
+        assert_eq!(versions(cursor.take().unwrap()), [12, 13]);
+        assert!(cursor.take().unwrap().is_empty());
+        hub.publish(change(14), 100);
+        assert_eq!(versions(cursor.take().unwrap()), [14]);
         // Past the window, the oldest kept version moves on.
         for version in 15..15 + WINDOW as u64 {
-            hub.publish(change(version));
+            hub.publish(change(version), 100);
         }
+        assert_eq!(hub.held(), (WINDOW, WINDOW * 100));
         assert!(hub.subscribe(12).is_err());
         assert!(hub.subscribe(14 + WINDOW as u64).is_ok());
+        // A cursor left behind is told, and goes on from the newest.
+        hub.publish(change(15 + WINDOW as u64), 100);
+        assert_eq!(cursor.take().unwrap_err(), TooOld { oldest: 15 });
+        hub.publish(change(16 + WINDOW as u64), 100);
+        assert_eq!(versions(cursor.take().unwrap()), [16 + WINDOW as u64]);
+    }
+
+    #[test]
+    fn large_changes_keep_the_window_within_its_bytes() {
+        let hub = Arc::new(Hub::new(0));
+        let big = 1 << 20;
+        for version in 1..=100 {
+            hub.publish(change(version), big);
+        }
+        let (changes, bytes) = hub.held();
+        assert_eq!(changes, WINDOW_BYTES / big);
+        assert!(bytes <= WINDOW_BYTES);
+        assert!(hub.subscribe(100 - changes as u64).is_ok());
+        assert!(hub.subscribe(99 - changes as u64).is_err());
+        // One change larger than the whole window is still kept.
+        hub.publish(change(101), WINDOW_BYTES * 2);
+        assert_eq!(hub.held().0, 1);
+        assert!(hub.subscribe(100).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_watcher_wakes_for_each_change() {
+        let hub = Arc::new(Hub::new(0));
+        let mut cursor = hub.subscribe(0).unwrap();
+        for version in 1..=2 {
+            let waiting = tokio::spawn(async move {
+                let changes = cursor.next().await.unwrap();
+                (changes.len(), changes[0].resource_version(), cursor)
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!waiting.is_finished(), "woke with nothing new");
+            hub.publish(change(version), 10);
+            let (taken, first, back) = waiting.await.unwrap();
+            assert_eq!((taken, first), (1, version));
+            cursor = back;
+        }
     }
 }
