@@ -92,7 +92,7 @@ impl Hierarchies {
 
     /// The directory holding `controller` for cgroup `name`, and whether it
     /// is v2.
-    fn place(&self, controller: &str, name: &str) -> Option<(PathBuf, bool)> {
+    pub(crate) fn place(&self, controller: &str, name: &str) -> Option<(PathBuf, bool)> {
         if let Some((root, offered)) = &self.v2
             && offered.iter().any(|c| c == controller)
         {
@@ -171,7 +171,7 @@ impl Cgroups {
         hierarchies: &Hierarchies,
         name: &str,
         limits: &Limits,
-    ) -> Result<Cgroups, String> {
+    ) -> Result<Cgroups, crate::LinuxError> {
         let mut cgroups = Cgroups {
             dirs: Vec::new(),
             memory: None,
@@ -330,8 +330,8 @@ impl Cgroups {
     }
 }
 
-fn io(path: &Path, e: std::io::Error) -> String {
-    format!("{}: {e}", path.display())
+fn io(path: &Path, e: std::io::Error) -> crate::LinuxError {
+    crate::io_error(path.display())(e)
 }
 
 #[cfg(test)]

@@ -209,31 +209,77 @@ pub enum Output {
     Log(config::LogTarget),
 }
 
+/// Why a Linux container could not be started, or its network wired: by
+/// kind, so callers can tell an incomplete install from a refused setup.
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxError {
+    /// A program berth runs for it is not installed.
+    #[error("{program} is not installed (Debian package {package}): {without}")]
+    NotInstalled {
+        program: &'static str,
+        package: &'static str,
+        /// What cannot be done without it.
+        without: &'static str,
+    },
+    /// `berth-init` is not beside berth's binary.
+    #[error(
+        "{} is missing: berth starts Linux containers with it, and it is built and installed \
+         with berth (cargo build / cargo install build both)",
+        .0.display()
+    )]
+    InitMissing(PathBuf),
+    /// A file or system call berth needed failed.
+    #[error("{doing}: {source}")]
+    Io {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's init could not set it up or start it: its words
+    /// (a mount refused, a user missing, the command not found…).
+    #[error("{0}")]
+    Setup(String),
+    /// The init ended before the container ran, and said nothing.
+    #[error("the container's init exited ({0}) before the container ran")]
+    InitExited(std::process::ExitStatus),
+    /// A helper program (nft, pasta) failed at its task, with what it said.
+    #[error("{program} could not {task} ({status}): {said}")]
+    Helper {
+        program: &'static str,
+        task: &'static str,
+        status: String,
+        said: String,
+    },
+}
+
+/// A [`LinuxError::Io`] of `doing`.
+pub(crate) fn io_error(doing: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LinuxError {
+    move |source| LinuxError::Io {
+        doing: doing.to_string(),
+        source,
+    }
+}
+
 /// The init binary, beside berth's own.
-pub fn init_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding berth's binary: {e}"))?;
+pub fn init_binary() -> Result<PathBuf, LinuxError> {
+    let exe = std::env::current_exe().map_err(io_error("finding berth's binary"))?;
     Ok(exe.with_file_name("berth-init"))
 }
 
 /// Why the init binary could not be started.
-fn init_missing(init: &Path, e: &std::io::Error) -> String {
+fn init_missing(init: &Path, e: std::io::Error) -> LinuxError {
     if e.kind() == std::io::ErrorKind::NotFound {
-        format!(
-            "{} is missing: berth starts Linux containers with it, and it is \
-             built and installed with berth (cargo build / cargo install build both)",
-            init.display()
-        )
+        LinuxError::InitMissing(init.to_owned())
     } else {
-        format!("starting {}: {e}", init.display())
+        io_error(format_args!("starting {}", init.display()))(e)
     }
 }
 
 /// Starts `spec`; returns once its process runs (or with why it could not).
-pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, String> {
+pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, LinuxError> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    std::fs::create_dir_all(&spec.state_dir)
-        .map_err(|e| format!("{}: {e}", spec.state_dir.display()))?;
+    std::fs::create_dir_all(&spec.state_dir).map_err(io_error(spec.state_dir.display()))?;
     let cgroups = cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits)?;
     let config = InitConfig {
         lower: spec.rootfs.clone(),
@@ -261,7 +307,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, St
         exit_file: matches!(output, Output::Log(_)).then(|| spec.state_dir.join(EXIT_FILE)),
     };
     let outlives = config.exit_file.clone();
-    let undo = |e: String| {
+    let undo = |e: LinuxError| {
         cgroups.remove();
         let _ = std::fs::remove_dir_all(&spec.state_dir);
         e
@@ -270,7 +316,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, St
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .and_then(|(ours, theirs)| ours.set_nonblocking(true).map(|()| (ours, theirs)))
         .and_then(|(ours, theirs)| Ok((tokio::net::UnixStream::from_std(ours)?, theirs)))
-        .map_err(|e| undo(format!("a socket for the container's init: {e}")))?;
+        .map_err(|e| undo(io_error("a socket for the container's init")(e)))?;
     let init = init_binary().map_err(undo)?;
     let mut command = tokio::process::Command::new(&init);
     command
@@ -302,7 +348,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, St
             command.stdout(Stdio::null()).stderr(log);
         }
     }
-    let mut child = command.spawn().map_err(|e| undo(init_missing(&init, &e)))?;
+    let mut child = command.spawn().map_err(|e| undo(init_missing(&init, e)))?;
     let init_pid = child.id().expect("a child not yet waited for has its pid");
     drop(command); // its copy of the init's end: the init must be the last holder
     let init_started = process_stat(init_pid).map_or(0, |(started, _)| started);
@@ -358,13 +404,11 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, St
     let error = String::from_utf8_lossy(&said).trim().to_owned();
     Err(undo(if error.is_empty() {
         match exited {
-            Ok(status) => {
-                format!("the container's init exited ({status}) before the container ran")
-            }
-            Err(e) => format!("the container's init: {e}"),
+            Ok(status) => LinuxError::InitExited(status),
+            Err(e) => io_error("waiting for the container's init")(e),
         }
     } else {
-        error
+        LinuxError::Setup(error)
     }))
 }
 
@@ -677,6 +721,44 @@ impl Container {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_without_its_init_says_so_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ContainerSpec {
+            id: format!("berth-test-noinit-{}", std::process::id()),
+            hostname: "h".into(),
+            rootfs: dir.path().join("rootfs"),
+            state_dir: dir.path().join("state"),
+            args: vec!["/bin/true".into()],
+            env: Vec::new(),
+            cwd: String::new(),
+            user: config::User::default(),
+            capabilities: rustix::thread::CapabilitySet::empty(),
+            read_only_root: false,
+            network: Network::Own,
+            mounts: Vec::new(),
+            limits: cgroup::Limits::default(),
+            user_namespace: UserIds::Host,
+        };
+        // The test binary has no berth-init beside it.
+        let started = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(start(&spec, Output::Inherit));
+        match started {
+            Err(LinuxError::InitMissing(path)) => assert!(path.ends_with("berth-init")),
+            other => panic!("{:?}", other.map(|c| c.pid)),
+        }
+        assert!(!spec.state_dir.exists(), "the failed start left its state");
+        let hierarchies = cgroup::Hierarchies::detect();
+        for controller in ["memory", "pids", "cpu"] {
+            if let Some((cgroup, _)) = hierarchies.place(controller, &spec.id) {
+                assert!(!cgroup.exists(), "{} was left", cgroup.display());
+            }
+        }
+    }
 
     #[test]
     fn only_the_runs_of_the_named_container_are_abandoned() {

@@ -12,6 +12,8 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::{LinuxError, io_error};
+
 /// Where Debian's nftables package puts `nft`.
 const NFT: &[&str] = &["/usr/sbin/nft", "/sbin/nft"];
 
@@ -45,7 +47,7 @@ pub fn in_network<T: Send + 'static>(
 
 /// Redirects TCP connections made in the network namespace at `netns` to
 /// any address of `network` (a CIDR) to its `127.0.0.1:port`.
-pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), String> {
+pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), LinuxError> {
     // Made afresh, in one transaction: a daemon adopting the pod finds its
     // predecessor's table there, redirecting to a listener that is gone.
     let rules = format!(
@@ -53,10 +55,10 @@ pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), S
          table ip berth {{\n  chain services {{\n    type nat hook output priority -100;\n    \
          ip daddr {network} meta l4proto tcp redirect to :{port}\n  }}\n}}\n"
     );
-    let nft = installed(NFT).ok_or_else(|| {
-        "nft is not installed (Debian package nftables): Linux pods cannot reach Services by \
-         their addresses"
-            .to_owned()
+    let nft = installed(NFT).ok_or(LinuxError::NotInstalled {
+        program: "nft",
+        package: "nftables",
+        without: "Linux pods cannot reach Services by their addresses",
     })?;
     // A child is born in its parent thread's namespaces.
     let child = in_network(netns, move || {
@@ -67,23 +69,22 @@ pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), S
             .stderr(Stdio::piped())
             .spawn()
     })
-    .map_err(|e| format!("running nft in the pod's network: {e}"));
+    .map_err(io_error("running nft in the pod's network"));
     let mut child = child?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(rules.as_bytes())
-        .map_err(|e| format!("writing nft's rules: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running nft: {e}"))?;
+        .map_err(io_error("writing nft's rules"))?;
+    let out = child.wait_with_output().map_err(io_error("running nft"))?;
     if !out.status.success() {
-        return Err(format!(
-            "nft refused the pod's redirect to Services ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(LinuxError::Helper {
+            program: "nft",
+            task: "redirect the pod's connections to Services",
+            status: out.status.to_string(),
+            said: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }
@@ -115,9 +116,11 @@ const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 /// until [`Outside::close`], or until berth itself ends (it dies with
 /// berth's process, as containers do: nothing is left holding the pod's
 /// namespace).
-pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, String> {
-    let pasta = installed(PASTA).ok_or_else(|| {
-        "pasta is not installed (Debian package passt): Linux pods have no way out".to_owned()
+pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, LinuxError> {
+    let pasta = installed(PASTA).ok_or(LinuxError::NotInstalled {
+        program: "pasta",
+        package: "passt",
+        without: "Linux pods have no way out",
     })?;
     // The namespaces as descriptors opened here: pasta opens what it is
     // given after dropping its privileges, when a container's pid 1 (not
@@ -125,7 +128,7 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, S
     let open = |path: &Path| {
         std::fs::File::open(path)
             .map(std::os::fd::OwnedFd::from)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(io_error(path.display()))
     };
     let mut mappings = vec![command_fds::FdMapping {
         parent_fd: open(netns)?,
@@ -171,10 +174,9 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, S
     use command_fds::CommandFdExt as _;
     command
         .fd_mappings(mappings)
-        .map_err(|e| format!("passing pasta the namespaces: {e}"))?;
+        .map_err(|e| LinuxError::Setup(format!("passing pasta the namespaces: {e}")))?;
     let log_path = pid_file.with_file_name("pasta.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path).map_err(io_error(log_path.display()))?;
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -182,7 +184,7 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, S
     let _ = std::fs::remove_file(pid_file);
     let mut child = spawn_lasting(command)
         .await
-        .map_err(|e| format!("running pasta: {e}"))?;
+        .map_err(io_error("running pasta"))?;
     // It writes its pid file once the namespace is configured.
     let deadline = tokio::time::Instant::now() + PASTA_TIMEOUT;
     loop {
@@ -195,10 +197,12 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, S
                 .lines()
                 .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
                 .collect();
-            format!(
-                "pasta could not connect the pod's network ({why}): {}",
-                said.join("; ")
-            )
+            LinuxError::Helper {
+                program: "pasta",
+                task: "connect the pod's network",
+                status: why,
+                said: said.join("; "),
+            }
         };
         if let Ok(Some(status)) = child.try_wait() {
             return Err(failed(status.to_string()));

@@ -122,7 +122,8 @@ pub async fn serve(
         }));
     };
     let upgrade = channel_upgrade(&mut parts, "exec").await?;
-    let init = crate::runtime::linux::init_binary().map_err(ApiError::Internal)?;
+    let init =
+        crate::runtime::linux::init_binary().map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(upgrade
         .on_upgrade(move |socket| async move {
             let v5 = socket.protocol().is_some_and(|p| p == "v5.channel.k8s.io");

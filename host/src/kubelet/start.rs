@@ -591,7 +591,7 @@ async fn start_linux(
             };
             linux::start(&spec, Output::Log(log))
                 .await
-                .map_err(|e| failure("RunContainerError", e))?
+                .map_err(|e| failure("RunContainerError", e.to_string()))?
         }
     };
     if network == Network::Own {

@@ -495,7 +495,8 @@ impl Ingress {
                 .and_then(tokio::net::TcpListener::from_std)
                 .map_err(|e| format!("listening in the pod's network: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        crate::runtime::linux::network::redirect_services(netns, &self.service_network, port)?;
+        crate::runtime::linux::network::redirect_services(netns, &self.service_network, port)
+            .map_err(|e| e.to_string())?;
         let run = self
             .pod_runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
