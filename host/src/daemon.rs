@@ -157,6 +157,14 @@ pub async fn serve(
                         .with_context(|| format!("binding {name} on {address}"))?;
                 }
             }
+            // Every Secret opens with this daemon's keys: checked while the
+            // old one still serves, so a key left out stops only this one.
+            crate::state::check_sealed(&db, &sealer).with_context(|| {
+                format!(
+                    "reading the store's Secrets as {} says (a key it no longer lists?)",
+                    sealing.display()
+                )
+            })?;
             predecessor.release(RELEASE_WAIT)?;
             let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
             (sockets, lease)

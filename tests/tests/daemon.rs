@@ -1299,9 +1299,10 @@ spec:
 
 /// The error of a `berth daemon` that must not start (killed, and the test
 /// failed, if it is still running after a while).
-fn daemon_refused(home: &Path) -> String {
+fn daemon_refused(home: &Path, args: &[&str]) -> String {
     let mut child = std::process::Command::new(berth_tests::berth_bin())
         .arg("daemon")
+        .args(args)
         .env("BERTH_HOME", home)
         .env("BERTH_INGRESS", "127.0.0.1:0")
         .env("BERTH_INGRESS_TLS", "127.0.0.1:0")
@@ -1410,7 +1411,7 @@ fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
     // start, and says why; the store is as it was.
     let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     std::fs::write(&config, only_new.replace(&new_key, &other)).unwrap();
-    let refused = daemon_refused(home.path());
+    let refused = daemon_refused(home.path(), &[]);
     assert!(
         refused.contains("default/creds") && refused.contains("key2"),
         "{refused}"
@@ -1418,10 +1419,22 @@ fn secrets_are_encrypted_at_rest_and_a_rotated_key_seals_them_again() {
     // A key file others may read is refused too.
     std::fs::write(&config, &only_new).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let refused = daemon_refused(home.path());
+    let refused = daemon_refused(home.path(), &[]);
     assert!(refused.contains("chmod 600"), "{refused}");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let _fourth = daemon(home.path());
+    let mut fourth = daemon(home.path());
+    assert_eq!(read(home.path()), encoded);
+
+    // A daemon taking over without the key finds out while the one
+    // serving still serves, and leaves it serving.
+    std::fs::write(&config, only_new.replace(&new_key, &other)).unwrap();
+    let refused = daemon_refused(home.path(), &["--take-over"]);
+    assert!(
+        refused.contains("default/creds") && refused.contains("key2"),
+        "{refused}"
+    );
+    // Longer than a daemon asked to stop takes to go.
+    assert!(fourth.wait(std::time::Duration::from_secs(3)).is_none());
     assert_eq!(read(home.path()), encoded);
 }
 

@@ -198,6 +198,38 @@ struct Parsed {
 /// Kubernetes' default range for NodePort services.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
+/// The objects a sealer may seal (kind, namespace, name, uid, stored text).
+fn sealable(conn: &Connection) -> Result<Vec<(String, String, String, String, String)>> {
+    let mut rows = conn.prepare(
+        "SELECT kind, namespace, name, uid, object FROM objects WHERE kind IN ('Secret', 'ConfigMap')",
+    )?;
+    let found = rows
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(found)
+}
+
+/// Opens every sealed object of the store at `path` with `sealer`, only
+/// reading: a daemon taking over finds a key it lacks while the one
+/// serving still serves, rather than after it has stopped.
+pub fn check_sealed(path: &Path, sealer: &Sealer) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    for (kind_name, namespace, name, uid, stored) in sealable(&conn)? {
+        if let Some(kind) = Kind::parse(&kind_name) {
+            sealer
+                .open(&uid, &stored)
+                .map_err(|e| sealed_error(kind, &format!("{namespace}/{name}"), e))?;
+        }
+    }
+    Ok(())
+}
+
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -350,21 +382,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut resealed = Vec::new();
         {
-            let mut rows = tx.prepare(
-                "SELECT kind, namespace, name, uid, object FROM objects WHERE kind IN ('Secret', 'ConfigMap')",
-            )?;
             let mut update = tx.prepare("UPDATE objects SET object = ?1 WHERE uid = ?2")?;
-            let found = rows
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, String>(4)?,
-                    ))
-                })?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let found = sealable(&tx)?;
             for (kind_name, namespace, name, uid, stored) in found {
                 let Some(kind) = Kind::parse(&kind_name) else {
                     continue;

@@ -515,4 +515,11 @@ fn secrets_are_sealed_at_rest_read_plainly_and_sealed_again_when_the_key_rotates
         .to_string();
     assert!(e.contains("default/creds") && e.contains("altered"), "{e}");
     assert!(stored_object(&store, "creds").starts_with("k8s:enc:aesgcm:v1:k2:"));
+    // The same found by reading only, as a daemon taking over checks.
+    let e = check_sealed(&path, &sealer(&[("k3", 3)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("default/creds") && e.contains("\"k2\""), "{e}");
+    check_sealed(&path, &sealer(&[("k2", 2)])).unwrap();
+    check_sealed(&dir.path().join("none.db"), &sealer(&[("k3", 3)])).unwrap();
 }
