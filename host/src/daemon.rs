@@ -482,7 +482,9 @@ pub async fn serve(
     };
     // `up` deletes its pods on the way out: their logs and volumes go too.
     kubelet.remove_orphan_dirs();
-    // Last: the successor writes the store from the moment it hears.
+    // Last: the successor writes the store from the moment it hears, and
+    // a request of ours still under way must not write it behind its back.
+    state.store.lock().close();
     drop(lease);
     offer.stopped();
     Ok(code)

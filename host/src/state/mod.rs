@@ -159,6 +159,9 @@ pub enum StateError {
     },
     #[error("{0}")]
     Rejected(String),
+    /// The store was handed over (see [`Store::close`]).
+    #[error("this berth daemon has stopped and handed the store over; ask again")]
+    Closed,
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
@@ -180,6 +183,10 @@ pub struct Store {
     event_hub: std::sync::Arc<Hub>,
     /// Seals the objects stored encrypted (Secrets) and opens them.
     sealer: Sealer,
+    /// Set once this daemon has handed the store to its successor: a write
+    /// still coming (a request that outlived the drain) is refused, since
+    /// neither this daemon's watchers nor the successor's would hear of it.
+    closed: bool,
 }
 
 struct Parsed {
@@ -205,7 +212,13 @@ fn sealable(conn: &Connection) -> Result<Vec<(String, String, String, String, St
     )?;
     let found = rows
         .query_map([], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(found)
@@ -368,7 +381,21 @@ impl Store {
             hub: std::sync::Arc::new(Hub::new(current)),
             event_hub: std::sync::Arc::new(Hub::new(current)),
             sealer: Sealer::identity(),
+            closed: false,
         })
+    }
+
+    /// Refuses every write from now on (see [`Store::check_open`]).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Before a write: an error once the store is closed.
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(StateError::Closed);
+        }
+        Ok(())
     }
 
     /// Seals and opens objects with `sealer` from now on, and stores every
@@ -379,6 +406,7 @@ impl Store {
     /// opens with none of the keys (or with a key of its name but other
     /// bytes) is an error naming it, and nothing changes.
     pub fn seal_with(&mut self, sealer: Sealer) -> Result<Vec<String>> {
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let mut resealed = Vec::new();
         {
@@ -435,6 +463,7 @@ impl Store {
     }
 
     fn apply_or_try(&mut self, objects: &[Object], dry: bool) -> Result<Vec<Outcome>> {
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(objects.len());
         for object in objects {
@@ -814,6 +843,7 @@ impl Store {
                 }
             }
         }
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
         tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
@@ -907,6 +937,7 @@ impl Store {
                 "a {kind} cannot take the status {status:?}"
             )));
         }
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let version = next_version(&tx)?;
         let status = status.to_json();
@@ -989,6 +1020,7 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let mut logged = Vec::with_capacity(events.len());
         // The batch's versions taken at once: one counter write, not one
@@ -1046,10 +1078,13 @@ impl Store {
             return Ok(0);
         };
         let before = humantime::format_rfc3339_seconds(before).to_string();
-        Ok(self
-            .conn
+        self.check_open()?;
+        let tx = self.conn.transaction()?;
+        let gone = tx
             .prepare_cached("DELETE FROM events WHERE time < ?1")?
-            .execute([before])?)
+            .execute([before])?;
+        tx.commit()?;
+        Ok(gone)
     }
 
     /// Records `event` unless the object had the same one (reason and
@@ -1148,6 +1183,7 @@ impl Store {
         template_hash: &str,
         template: &serde_json::Value,
     ) -> Result<u64> {
+        self.check_open()?;
         let tx = self.conn.transaction()?;
         let latest: Option<(u64, String)> = tx
             .prepare_cached("SELECT revision, template_hash FROM revisions WHERE namespace = ?1 AND deployment = ?2

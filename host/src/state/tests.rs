@@ -523,3 +523,29 @@ fn secrets_are_sealed_at_rest_read_plainly_and_sealed_again_when_the_key_rotates
     check_sealed(&path, &sealer(&[("k2", 2)])).unwrap();
     check_sealed(&dir.path().join("none.db"), &sealer(&[("k3", 3)])).unwrap();
 }
+
+#[test]
+fn a_closed_store_refuses_every_write_and_still_reads() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(SECRET)).unwrap();
+    store.close();
+    let refused = |e: StateError| assert!(e.to_string().contains("handed the store over"), "{e}");
+    refused(
+        store
+            .apply(&objects(&deployment(1, "web:1", "")))
+            .unwrap_err(),
+    );
+    refused(store.delete(Kind::Secret, "default", "creds").unwrap_err());
+    refused(store.expire_events(std::time::Duration::ZERO).unwrap_err());
+    refused(
+        store
+            .record_events(&[event_about("Pod", "p", &now())])
+            .unwrap_err(),
+    );
+    assert!(
+        store
+            .get(Kind::Secret, "default", "creds")
+            .unwrap()
+            .is_some()
+    );
+}
