@@ -422,14 +422,16 @@ pub async fn serve(
         sync_routes(&state, &table, &ingress, ingress_address, &mut routed);
         if let Some(ready_before) = opening.take() {
             // The routes are known now; what a predecessor handed over and
-            // no route took is not wanted.
-            for name in sockets.forget_inherited() {
+            // no route took is not wanted. (Pods' host ports are taken as
+            // their pods start: those are let go once the pods are back.)
+            for name in sockets.forget_inherited(|name| !name.starts_with(HOST_PORT_SOCKETS)) {
                 tracing::info!("closed {name}, handed over but no longer wanted");
             }
             tokio::spawn(open_when_ready(
                 ingress.clone(),
                 table.clone(),
                 ready_before,
+                sockets.clone(),
                 shutdown.clone(),
             ));
         }
@@ -498,6 +500,7 @@ async fn open_when_ready(
     ingress: Arc<crate::router::Ingress>,
     table: Arc<crate::router::Table>,
     ready_before: Vec<String>,
+    sockets: Arc<crate::handover::Sockets>,
     shutdown: CancellationToken,
 ) {
     let started = std::time::Instant::now();
@@ -515,7 +518,13 @@ async fn open_when_ready(
     }
     tracing::debug!("ingress open after {:?}", started.elapsed());
     ingress.open();
+    for name in sockets.forget_inherited(|name| name.starts_with(HOST_PORT_SOCKETS)) {
+        tracing::info!("closed {name}, handed over but no pod took it");
+    }
 }
+
+/// How the sockets of pods' host ports are named (see `Ingress::host_port`).
+const HOST_PORT_SOCKETS: &str = "hostport ";
 
 /// `path` as a file only its owner may read, made empty if missing.
 fn private_file(path: &std::path::Path) -> anyhow::Result<()> {

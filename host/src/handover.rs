@@ -232,14 +232,18 @@ impl Sockets {
         self.offered.lock().clear();
     }
 
-    /// Those handed over that no one took (their listeners are no longer
-    /// wanted): closed.
-    pub fn forget_inherited(&self) -> Vec<String> {
-        self.inherited
-            .lock()
-            .drain()
-            .map(|(name, _)| name)
-            .collect()
+    /// Those handed over that no one took and `which` names (their
+    /// listeners are no longer wanted): closed.
+    pub fn forget_inherited(&self, which: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut forgotten = Vec::new();
+        self.inherited.lock().retain(|name, _| {
+            let forget = which(name);
+            if forget {
+                forgotten.push(name.clone());
+            }
+            !forget
+        });
+        forgotten
     }
 }
 

@@ -1531,15 +1531,18 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     let _last = LastDaemon(home.path());
     let files = tempfile::tempdir().unwrap();
     berth_tests::busybox::load(home.path(), "busybox:1");
+    let host_port = berth_tests::free_port();
     let web = WEB.replace("REPLICAS", "2").replace("MEMORY", "64Mi")
         + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n"
         // A Linux container: adopted by each new daemon, never restarted.
-        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: side, image: 'busybox:1', restartPolicy: Always, command: [sh, -c, 'while true; do sleep 1; done; : sidecar-marker']}\n  containers:\n  - {name: box, image: 'busybox:1', command: [sh, -c, 'while true; do sleep 1; done; : handover-marker']}\n";
+        + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: side, image: 'busybox:1', restartPolicy: Always, command: [sh, -c, 'while true; do sleep 1; done; : sidecar-marker']}\n  containers:\n  - {name: box, image: 'busybox:1', command: [sh, -c, 'while true; do sleep 1; done; : handover-marker']}\n"
+        // A host port: handed over with the rest.
+        + &format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: published}}\nspec:\n  containers:\n  - {{name: p, image: 'echo:1', ports: [{{containerPort: 8080, hostPort: {host_port}, hostIP: 127.0.0.1}}]}}\n");
     ok(berth(
         home.path(),
         &["apply", "-f", &write(files.path(), "web.yaml", &web)],
     ));
-    wait_ready(home.path(), 3);
+    wait_ready(home.path(), 4);
     let boxed = process_running("handover-marker").expect("the Linux container runs");
     let sidecar = process_running("sidecar-marker").expect("its sidecar runs");
     let ingress = first.ingress();
@@ -1554,6 +1557,7 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     let before = pod_uids(home.path());
 
     let load = Load::start(&address, "web.localhost", 16);
+    let published = Load::start(&format!("127.0.0.1:{host_port}"), "published", 4);
     let settle = || std::thread::sleep(std::time::Duration::from_millis(700));
     settle();
     // SIGHUP: the daemon starts its binary again, which takes over.
@@ -1586,12 +1590,25 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
         &count.failed[..count.failed.len().min(10)]
     );
     assert!(count.ok > 100, "only {} requests answered", count.ok);
+    let on_host_port = published.stop();
+    assert!(
+        on_host_port.failed.is_empty(),
+        "{} of {} requests to the host port failed: {:?}",
+        on_host_port.failed.len(),
+        on_host_port.ok + on_host_port.failed.len() as u64,
+        &on_host_port.failed[..on_host_port.failed.len().min(10)]
+    );
+    assert!(
+        on_host_port.ok > 100,
+        "only {} answered on the host port",
+        on_host_port.ok
+    );
     // The same pods, not restarted; the API where it was.
     assert_eq!(pod_uids(home.path()), before);
     let table = ok(berth(home.path(), &["get", "pods"]));
     assert_eq!(
         table.stdout.matches("Running").count(),
-        3,
+        4,
         "{}",
         table.stdout
     );

@@ -1036,8 +1036,16 @@ async fn run_apps(
         // dirties a pool slot, and a thousand at once would dirty a
         // thousand slots (and contend for the CPUs) to no one's benefit.
         let permit = context.starting.clone().acquire_owned().await;
-        let started =
-            start::start(context, &run.sandbox, pod, attempt.clone(), grace, restarts).await;
+        let started = start::start(
+            context,
+            &run.sandbox,
+            pod,
+            attempt.clone(),
+            grace,
+            restarts,
+            &run.leave,
+        )
+        .await;
         drop(permit);
         // The container that ended the run, and its exit code; how the
         // others ended.

@@ -60,6 +60,7 @@ fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
 
 /// Starts the app containers of `pod`; on any failure, stops those
 /// started.
+#[expect(clippy::too_many_arguments, reason = "a pod's start is these")]
 pub(crate) async fn start(
     context: &Context,
     sandbox: &Sandbox,
@@ -67,9 +68,10 @@ pub(crate) async fn start(
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
+    leave: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<Running>, StartFailure> {
     // Bound before anything starts, so a port in use is said first.
-    let host_ports = bind_host_ports(pod)?;
+    let host_ports = bind_host_ports(context, pod, leave)?;
     let mut running = Vec::new();
     for container in &pod.spec.containers {
         match start_one(
@@ -94,7 +96,7 @@ pub(crate) async fn start(
         }
     }
     serve_wasm_ports_in_pod_network(sandbox, &mut running, &cancel, grace);
-    serve_host_ports(host_ports, &running, &cancel, grace);
+    serve_host_ports(host_ports, &mut running, &cancel, grace);
     Ok(running)
 }
 
@@ -121,10 +123,18 @@ struct HostPort {
     container: String,
     port: u16,
     listener: tokio::net::TcpListener,
+    /// Offered to a successor while served (and when the run is left
+    /// running for one).
+    offer: crate::router::HostPortOffer,
 }
 
-/// Listeners for the pod's `hostPort`s, on `hostIP` or all addresses.
-fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPort>, StartFailure> {
+/// Listeners for the pod's `hostPort`s, on `hostIP` or all addresses: the
+/// ones a predecessor handed over, else bound now.
+fn bind_host_ports(
+    context: &Context,
+    pod: &Pod,
+    leave: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Vec<HostPort>, StartFailure> {
     let mut bound = Vec::new();
     // On the host's network its processes bind their ports themselves.
     if pod.spec.host_network {
@@ -145,19 +155,24 @@ fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPort>, StartFailure> {
                 None => std::net::IpAddr::from([0, 0, 0, 0]),
             };
             let address = SocketAddr::new(ip, host_port);
-            let listener = crate::router::bind_published(address).map_err(|e| {
-                failure(
-                    "RunContainerError",
-                    format!(
-                        "container {}: hostPort {host_port} on {address}: {e}",
-                        container.name
-                    ),
-                )
-            })?;
+            let (listener, offer) =
+                context
+                    .ingress
+                    .host_port(address, leave.clone())
+                    .map_err(|e| {
+                        failure(
+                            "RunContainerError",
+                            format!(
+                                "container {}: hostPort {host_port} on {address}: {e}",
+                                container.name
+                            ),
+                        )
+                    })?;
             bound.push(HostPort {
                 container: container.name.clone(),
                 port: port.container_port,
                 listener,
+                offer,
             });
         }
     }
@@ -166,9 +181,11 @@ fn bind_host_ports(pod: &Pod) -> Result<Vec<HostPort>, StartFailure> {
 
 /// Serves each `hostPort` until the pod stops: a Linux container's
 /// connections carried into its network, a wasm container's served HTTP.
+/// Each is its container's own: awaiting the container's `serving` awaits
+/// it too, so its connections are answered before berth lets go.
 fn serve_host_ports(
     ports: Vec<HostPort>,
-    running: &[Running],
+    running: &mut [Running],
     cancel: &CancellationToken,
     grace: Duration,
 ) {
@@ -176,33 +193,41 @@ fn serve_host_ports(
         container,
         port,
         listener,
+        offer,
     } in ports
     {
-        let Some(running) = running.iter().find(|r| r.name == container) else {
+        let Some(running) = running.iter_mut().find(|r| r.name == container) else {
             continue;
         };
         let workload = running.workload.clone();
-        if running.linux.is_some() {
-            tokio::spawn(crate::router::publish(
-                listener,
-                move || {
-                    workload.connect(Some(port)).unwrap_or_else(|| {
-                        Box::pin(async {
-                            Err(std::io::Error::other("the container takes no connections"))
+        let cancel = cancel.clone();
+        let served = if running.linux.is_some() {
+            tokio::spawn(async move {
+                crate::router::publish(
+                    listener,
+                    move || {
+                        workload.connect(Some(port)).unwrap_or_else(|| {
+                            Box::pin(async {
+                                Err(std::io::Error::other("the container takes no connections"))
+                            })
                         })
-                    })
-                },
-                cancel.clone(),
-            ));
+                    },
+                    cancel,
+                )
+                .await;
+                drop(offer);
+            })
         } else {
-            tokio::spawn(crate::router::serve(
-                listener,
-                workload,
-                cancel.clone(),
-                grace,
-                None,
-            ));
-        }
+            tokio::spawn(async move {
+                crate::router::serve(listener, workload, cancel, grace, None).await;
+                drop(offer);
+            })
+        };
+        let own = std::mem::replace(&mut running.serving, tokio::spawn(async {}));
+        running.serving = tokio::spawn(async move {
+            let _ = own.await;
+            let _ = served.await;
+        });
     }
 }
 

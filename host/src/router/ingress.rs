@@ -225,6 +225,32 @@ impl Ingress {
         });
     }
 
+    /// A listener for a pod's `hostPort` on `address`: the one a
+    /// predecessor handed over for that address, else one bound now
+    /// (refused where something listens already, see [`bind_published`]).
+    /// It is offered to a successor until the guard returned is dropped,
+    /// unless `leave` is set by then (the daemon handing its pods over).
+    pub fn host_port(
+        &self,
+        address: SocketAddr,
+        leave: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<(tokio::net::TcpListener, HostPortOffer)> {
+        // Named as the daemon knows them (it lets go of those no pod took).
+        let name = format!("hostport {address}");
+        let listener = self
+            .sockets
+            .tcp(&name, address, |address| {
+                bind_published(address)?.into_std()
+            })
+            .and_then(tokio::net::TcpListener::from_std);
+        let offer = HostPortOffer {
+            sockets: self.sockets.clone(),
+            name,
+            leave,
+        };
+        Ok((listener?, offer))
+    }
+
     /// Lets the front door accept.
     pub fn open(&self) {
         self.opened.cancel();
@@ -621,6 +647,23 @@ impl Ingress {
         self.front_closed().await;
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// A pod's `hostPort` offered to a successor while it is served: withdrawn
+/// when dropped (the pod stopped, or never started), so the port closes
+/// with its listener, unless the daemon is handing its pods over.
+pub struct HostPortOffer {
+    sockets: Arc<crate::handover::Sockets>,
+    name: String,
+    leave: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for HostPortOffer {
+    fn drop(&mut self) {
+        if !self.leave.load(std::sync::atomic::Ordering::SeqCst) {
+            self.sockets.withdraw(&self.name);
+        }
     }
 }
 

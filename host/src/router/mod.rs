@@ -16,7 +16,7 @@ mod tls;
 pub mod trace;
 
 pub use berth_serve::accept;
-pub use ingress::{Ingress, OwnHost, bind_published};
+pub use ingress::{HostPortOffer, Ingress, OwnHost, bind_published};
 pub use l4::publish;
 pub use listener::serve;
 pub use names::write_hosts;
