@@ -60,7 +60,6 @@ fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
 
 /// Starts the app containers of `pod`; on any failure, stops those
 /// started.
-#[expect(clippy::too_many_arguments, reason = "a pod's start is these")]
 pub(crate) async fn start(
     context: &Context,
     sandbox: &Sandbox,

@@ -205,20 +205,29 @@ struct Parsed {
 /// Kubernetes' default range for NodePort services.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
-/// The objects a sealer may seal (kind, namespace, name, uid, stored text).
-fn sealable(conn: &Connection) -> Result<Vec<(String, String, String, String, String)>> {
+/// An object a sealer may seal, as stored.
+struct Sealable {
+    kind: String,
+    namespace: String,
+    name: String,
+    uid: String,
+    stored: String,
+}
+
+/// The objects a sealer may seal.
+fn sealable(conn: &Connection) -> Result<Vec<Sealable>> {
     let mut rows = conn.prepare(
         "SELECT kind, namespace, name, uid, object FROM objects WHERE kind IN ('Secret', 'ConfigMap')",
     )?;
     let found = rows
         .query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
+            Ok(Sealable {
+                kind: row.get(0)?,
+                namespace: row.get(1)?,
+                name: row.get(2)?,
+                uid: row.get(3)?,
+                stored: row.get(4)?,
+            })
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(found)
@@ -233,7 +242,14 @@ pub fn check_sealed(path: &Path, sealer: &Sealer) -> Result<()> {
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    for (kind_name, namespace, name, uid, stored) in sealable(&conn)? {
+    for Sealable {
+        kind: kind_name,
+        namespace,
+        name,
+        uid,
+        stored,
+    } in sealable(&conn)?
+    {
         if let Some(kind) = Kind::parse(&kind_name) {
             sealer
                 .open(&uid, &stored)
@@ -412,7 +428,14 @@ impl Store {
         {
             let mut update = tx.prepare("UPDATE objects SET object = ?1 WHERE uid = ?2")?;
             let found = sealable(&tx)?;
-            for (kind_name, namespace, name, uid, stored) in found {
+            for Sealable {
+                kind: kind_name,
+                namespace,
+                name,
+                uid,
+                stored,
+            } in found
+            {
                 let Some(kind) = Kind::parse(&kind_name) else {
                     continue;
                 };
