@@ -464,6 +464,8 @@ pub fn end_containers_of(home: &Path) {
             if path.file_name().is_some_and(|n| n == "pods") {
                 for pod in std::fs::read_dir(&path).into_iter().flatten().flatten() {
                     berth_linux::abandon_all_in(&pod.path().join("containers"));
+                    // Their ways out outlive a killed daemon too.
+                    berth_linux::network::close_outside(&pod.path().join("pasta.pid"));
                 }
             } else if depth > 0 {
                 pods_in(&path, depth - 1);

@@ -1545,6 +1545,19 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     wait_ready(home.path(), 4);
     let boxed = process_running("handover-marker").expect("the Linux container runs");
     let sidecar = process_running("sidecar-marker").expect("its sidecar runs");
+    // The Linux pod's way out (pasta), by the pid file each pod's has.
+    let pastas = || -> Vec<String> {
+        let mut pids: Vec<String> = std::fs::read_dir(home.path().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|pod| std::fs::read_to_string(pod.path().join("pasta.pid")).ok())
+            .collect();
+        pids.sort();
+        pids
+    };
+    let pastas_before = pastas();
+    assert_eq!(pastas_before.len(), 1, "{pastas_before:?}");
     let ingress = first.ingress();
     let address = ingress.trim_start_matches("http://").to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1614,6 +1627,11 @@ fn hot_restarts_fail_no_request_and_keep_the_pods() {
     );
     assert_eq!(process_running("handover-marker"), Some(boxed));
     assert_eq!(process_running("sidecar-marker"), Some(sidecar));
+    assert_eq!(
+        pastas(),
+        pastas_before,
+        "the Linux pod's pasta was not kept"
+    );
     eprintln!(
         "three handovers: {} requests, none failed, slowest {:?}",
         count.ok, count.slowest

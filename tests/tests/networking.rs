@@ -616,7 +616,7 @@ fn pasta_pid(dir: &Path) -> Option<u32> {
 }
 
 #[test]
-fn a_pod_s_way_out_ends_with_a_killed_daemon() {
+fn a_pod_s_way_out_outlives_a_killed_daemon_and_is_adopted_with_its_containers() {
     let home = tempfile::tempdir().unwrap();
     busybox::load(home.path(), "busybox:1");
     let mut first = daemon(home.path());
@@ -628,25 +628,25 @@ fn a_pod_s_way_out_ends_with_a_killed_daemon() {
     let pid = pasta_pid(home.path()).expect("a pasta.pid for the pod");
     let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert!(comm(pid).starts_with("pas"), "{pid}: {}", comm(pid));
-    // Killed outright, berth runs no cleanup: pasta goes with it all the
-    // same, holding the pod's namespace no longer.
+    // Killed outright, berth runs no cleanup: the container runs on, and
+    // so does its way out, carrying its connections.
     first.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while comm(pid).starts_with("pas") {
-        assert!(Instant::now() < deadline, "pasta {pid} outlived the daemon");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The next daemon runs the pod again, with a way out of its own.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        comm(pid).starts_with("pas"),
+        "pasta {pid} died with the daemon"
+    );
+    // The next daemon adopts the container and the same pasta with it.
     let _second = daemon(home.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(next) = pasta_pid(home.path())
-            && next != pid
-            && comm(next).starts_with("pas")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pod got no way out again");
-        std::thread::sleep(Duration::from_millis(100));
+    kube::wait_ready(home.path(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pasta_pid(home.path()), Some(pid));
+    assert!(comm(pid).starts_with("pas"), "pasta {pid} was not kept");
+    // It goes with the pod.
+    berth_tests::ok(berth_tests::berth(home.path(), &["delete", "pod", "box"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while comm(pid).starts_with("pas") {
+        assert!(Instant::now() < deadline, "pasta {pid} outlived its pod");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -113,10 +113,18 @@ const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 /// the host's own firewall, never meet; the cost is user-mode forwarding.
 /// Nothing is forwarded into the pod: berth reaches it through its
 /// namespace. Returns once the namespace is configured, pasta running on
-/// until [`Outside::close`], or until berth itself ends (it dies with
-/// berth's process, as containers do: nothing is left holding the pod's
-/// namespace).
+/// until [`Outside::close`]. Like the pod's containers, it outlives berth:
+/// a berth handing over or killed leaves it carrying the pod's connections,
+/// and the next one, adopting the pod, finds it by `pid_file` and keeps it
+/// (a pasta that `pid_file` names for another namespace is ended).
 pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, LinuxError> {
+    if serving(pid_file, netns) {
+        return Ok(Outside {
+            pasta: Pasta::Adopted,
+            pid_file: pid_file.to_owned(),
+        });
+    }
+    close_outside(pid_file);
     let pasta = installed(PASTA).ok_or(LinuxError::NotInstalled {
         program: "pasta",
         package: "passt",
@@ -134,16 +142,7 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
         parent_fd: open(netns)?,
         child_fd: NETNS_FD,
     }];
-    // Killed when berth ends (the parent-death signal survives the exec),
-    // so a berth killed outright leaves no pasta behind.
-    let mut command = match installed(SETPRIV) {
-        Some(setpriv) => {
-            let mut c = Command::new(setpriv);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(pasta);
-            c
-        }
-        None => Command::new(pasta),
-    };
+    let mut command = Command::new(pasta);
     command
         .args(["--foreground", "--config-net", "--quiet", "--no-map-gw"])
         // As root it would otherwise drop to nobody, who may not enter
@@ -182,14 +181,15 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
         .stdout(Stdio::null())
         .stderr(log);
     let _ = std::fs::remove_file(pid_file);
-    let mut child = spawn_lasting(command)
-        .await
-        .map_err(io_error("running pasta"))?;
+    let mut child = command.spawn().map_err(io_error("running pasta"))?;
     // It writes its pid file once the namespace is configured.
     let deadline = tokio::time::Instant::now() + PASTA_TIMEOUT;
     loop {
         if std::fs::metadata(pid_file).is_ok_and(|m| m.len() > 0) {
-            return Ok(Outside { child });
+            return Ok(Outside {
+                pasta: Pasta::Child(child),
+                pid_file: pid_file.to_owned(),
+            });
         }
         let failed = |why: String| {
             let said = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -218,68 +218,71 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
 
 /// A pod's running pasta.
 pub struct Outside {
-    child: std::process::Child,
+    pasta: Pasta,
+    pid_file: PathBuf,
+}
+
+enum Pasta {
+    /// Started by this berth.
+    Child(std::process::Child),
+    /// Left running by a previous berth for the pod's containers (named
+    /// by the pid file).
+    Adopted,
 }
 
 impl Outside {
-    /// Ends it (and reaps it).
-    pub fn close(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Ends it (and reaps it, if this berth started it).
+    pub fn close(self) {
+        match self.pasta {
+            Pasta::Child(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&self.pid_file);
+            }
+            Pasta::Adopted => close_outside(&self.pid_file),
+        }
+    }
+
+    /// Leaves it running for the next berth, which adopts it with the
+    /// pod's containers (a daemon handing its pods over).
+    pub fn leave(self) {
+        // Neither killed nor waited for: it runs on, and is reaped by
+        // whoever inherits it once this berth is gone.
+        drop(self.pasta);
     }
 }
 
-/// Where util-linux puts `setpriv`.
-const SETPRIV: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv"];
-
-type Spawn = (
-    Command,
-    tokio::sync::oneshot::Sender<std::io::Result<std::process::Child>>,
-);
-
-/// Starts `command` from a thread that lasts as long as berth: a
-/// parent-death signal fires when the thread that forked the child ends,
-/// and tokio's blocking threads come and go.
-async fn spawn_lasting(command: Command) -> std::io::Result<std::process::Child> {
-    static SPAWNER: std::sync::OnceLock<std::io::Result<std::sync::mpsc::Sender<Spawn>>> =
-        std::sync::OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (requests, incoming) = std::sync::mpsc::channel::<Spawn>();
-        std::thread::Builder::new()
-            .name("berth-pasta".into())
-            .spawn(move || {
-                for (mut command, reply) in incoming {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .map(|_| requests)
-    });
-    let requests = spawner
-        .as_ref()
-        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
-    let (reply, spawned) = tokio::sync::oneshot::channel();
-    requests
-        .send((command, reply))
-        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?;
-    spawned
-        .await
-        .map_err(|_| std::io::Error::other("the spawning thread is gone"))?
+/// Whether the pasta `pid_file` names runs and serves the network
+/// namespace at `netns` (it holds that namespace open).
+fn serving(pid_file: &Path, netns: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Some(pid), Ok(netns)) = (pasta_named(pid_file), std::fs::metadata(netns)) else {
+        return false;
+    };
+    let wanted = format!("net:[{}]", netns.ino());
+    std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero())).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|to| to.as_os_str() == wanted.as_str())
+        })
+    })
 }
 
-/// Ends a pasta named by `pid_file` that a previous berth left (one built
-/// without `setpriv`, or one from before pastas died with berth).
-pub fn close_outside(pid_file: &Path) {
-    let Some(pid) = std::fs::read_to_string(pid_file)
+/// The pid `pid_file` names, if that process is still a pasta (the pid
+/// may have been reused).
+fn pasta_named(pid_file: &Path) -> Option<rustix::process::Pid> {
+    let pid = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return;
-    };
-    // Only if it is still pasta: the pid may have been reused.
-    let is_pasta = std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
-        .is_ok_and(|comm| comm.trim().starts_with("pasta") || comm.trim().starts_with("passt"));
-    if is_pasta {
+        .and_then(rustix::process::Pid::from_raw)?;
+    std::fs::read_to_string(format!("/proc/{}/comm", pid.as_raw_nonzero()))
+        .is_ok_and(|comm| comm.trim().starts_with("pasta") || comm.trim().starts_with("passt"))
+        .then_some(pid)
+}
+
+/// Ends the pasta `pid_file` names, if it still runs (one a previous
+/// berth left for a pod no longer running here).
+pub fn close_outside(pid_file: &Path) {
+    if let Some(pid) = pasta_named(pid_file) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     let _ = std::fs::remove_file(pid_file);

@@ -559,15 +559,17 @@ impl Kubelet {
     /// Removes the directories (volumes, logs) of pods the store no longer
     /// has: deleted while their worker could not clean up, or by `up` on its
     /// way out.
-    /// Ends what a previous berth left running for its pods' networks
-    /// (pasta, when it was killed before it could stop its pods): at start,
-    /// no pod of this node runs.
+    /// Ends what a previous berth left running for the networks of pods
+    /// none of whose containers still runs (pasta outlives berth with the
+    /// containers it serves, and is adopted with them): at start.
     pub fn close_stale_networks(&self) {
         let Ok(entries) = std::fs::read_dir(&self.context.pods_dir) else {
             return;
         };
         for entry in entries.flatten() {
-            crate::runtime::linux::network::close_outside(&entry.path().join("pasta.pid"));
+            if !crate::runtime::linux::any_running(&entry.path().join("containers")) {
+                crate::runtime::linux::network::close_outside(&entry.path().join("pasta.pid"));
+            }
         }
     }
 
@@ -991,7 +993,11 @@ async fn run_pod(
     };
     let run = init::PodRun {
         board: Arc::new(board::Board::new(context.clone(), uid.clone(), pod.clone())),
-        sandbox: Arc::new(sandbox::Sandbox::new(&pod, context.pods_dir.join(&uid))),
+        sandbox: Arc::new(sandbox::Sandbox::new(
+            &pod,
+            context.pods_dir.join(&uid),
+            leave.clone(),
+        )),
         context,
         pod,
         stop_grace,

@@ -29,10 +29,13 @@ pub(crate) struct Sandbox {
     network: parking_lot::Mutex<Option<std::fs::File>>,
     /// Ends what serves the network (pasta, the Services listener).
     network_ends: CancellationToken,
+    /// Set when the run is left for a successor daemon: what serves the
+    /// network then stays with the containers (pasta, which it adopts).
+    pub leave: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sandbox {
-    pub fn new(pod: &Pod, dir: PathBuf) -> Sandbox {
+    pub fn new(pod: &Pod, dir: PathBuf, leave: Arc<std::sync::atomic::AtomicBool>) -> Sandbox {
         let declared = pod
             .spec
             .containers
@@ -55,6 +58,7 @@ impl Sandbox {
                 .collect(),
             network: parking_lot::Mutex::new(None),
             network_ends: CancellationToken::new(),
+            leave,
         }
     }
 
@@ -212,6 +216,8 @@ pub(crate) fn remove_pod_dir(dir: &Path) {
     // killed while it stopped them, or the pod was deleted while no daemon
     // ran): nothing will adopt them now.
     crate::runtime::linux::abandon_all_in(&dir.join("containers"));
+    // And the way out it left with them.
+    crate::runtime::linux::network::close_outside(&dir.join("pasta.pid"));
     crate::runtime::linux::unmount_all_in(&dir.join("volumes"));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -631,6 +631,7 @@ async fn start_linux(
                     hosts,
                     &dir.join("pasta.pid"),
                     network_ends,
+                    sandbox.leave.clone(),
                 )
                 .await;
             }
@@ -657,7 +658,8 @@ async fn start_linux(
 }
 
 /// What a pod's network namespace (`netns`) is given, for as long as it is
-/// the pod's: its Services by their addresses, and a way out (pasta).
+/// the pod's: its Services by their addresses, and a way out (pasta, which
+/// is left running for a successor when `leave` is set by then).
 async fn serve_pod_network(
     context: &Context,
     pod: &Pod,
@@ -665,6 +667,7 @@ async fn serve_pod_network(
     hosts: PathBuf,
     pid_file: &Path,
     network_ends: CancellationToken,
+    leave: Arc<std::sync::atomic::AtomicBool>,
 ) {
     if let Err(e) = context.ingress.serve_pod_network(
         netns,
@@ -682,7 +685,11 @@ async fn serve_pod_network(
         Ok(outside) => {
             tokio::spawn(async move {
                 network_ends.cancelled().await;
-                let _ = tokio::task::spawn_blocking(move || outside.close()).await;
+                if leave.load(std::sync::atomic::Ordering::SeqCst) {
+                    outside.leave();
+                } else {
+                    let _ = tokio::task::spawn_blocking(move || outside.close()).await;
+                }
             });
         }
         Err(e) => tracing::warn!(
