@@ -376,13 +376,21 @@ impl Kubelet {
         // A pod deleted while its old run stopped: once stopped, its
         // directory goes as any deleted pod's does.
         let pods_dir = &self.context.pods_dir;
+        let mut stopped = Vec::new();
         self.replacing.retain(|uid, (task, _)| {
             let keep = wanted.contains_key(uid) || !task.is_finished();
             if !keep {
-                sandbox::remove_pod_dir(&pods_dir.join(uid));
+                stopped.push(pods_dir.join(uid));
             }
             keep
         });
+        // Off the sync: ending containers a killed daemon left takes up to
+        // their grace each.
+        for dir in stopped {
+            self.stopping.spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || sandbox::remove_pod_dir(&dir)).await;
+            });
+        }
         for (
             uid,
             Wanted {
