@@ -251,11 +251,18 @@ impl Sockets {
 /// connections wait there while neither daemon accepts (std's 128 would
 /// overflow under load; the kernel caps it at `somaxconn`).
 pub fn bind_tcp(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_listener(address, false)
+}
+
+/// [`bind_tcp`]'s listener, sharing its port with others that also ask
+/// (SO_REUSEPORT) when `shared`. Non-blocking.
+pub fn bind_listener(address: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(shared)?;
     socket.bind(address)?;
     socket.listen(4096)?.into_std()
 }

@@ -722,14 +722,7 @@ fn listening_on(address: SocketAddr) -> bool {
 /// that all ask for it share (SO_REUSEPORT, one user): a program of the
 /// host's on the port still refuses berth, and is told.
 pub fn bind_shared(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match address {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(address)?;
-    socket.listen(1024)
+    tokio::net::TcpListener::from_std(crate::handover::bind_listener(address, true)?)
 }
 
 /// [`forward`] in the ingress's span: the trace's first hop on berth.
