@@ -141,11 +141,16 @@ pub async fn serve(
                 {
                     (change.as_str(), super::view(record))
                 }
-                Change::Event(logged)
+                Change::Event(logged) | Change::EventGone(logged)
                     if resource.source == Source::Events
                         && in_namespace(Some(&logged.event.namespace)) =>
                 {
-                    ("ADDED", super::rest::event_object(resource, logged))
+                    let kind = if matches!(change, Change::EventGone(_)) {
+                        "DELETED"
+                    } else {
+                        "ADDED"
+                    };
+                    (kind, super::rest::event_object(resource, logged))
                 }
                 _ => return None,
             };

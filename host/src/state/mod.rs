@@ -1103,10 +1103,25 @@ impl Store {
         let before = humantime::format_rfc3339_seconds(before).to_string();
         self.check_open()?;
         let tx = self.conn.transaction()?;
-        let gone = tx
-            .prepare_cached("DELETE FROM events WHERE time < ?1")?
-            .execute([before])?;
+        let mut expired: Vec<LoggedEvent> = tx
+            .prepare_cached(&format!("{EVENT_COLUMNS} WHERE time < ?1 ORDER BY id"))?
+            .query_map([&before], logged_event)?
+            .collect::<std::result::Result<_, _>>()?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Gone at one version, as a namespace's objects are: watchers are
+        // told, as of a TTL's deletion in kube-apiserver.
+        let version = next_version(&tx)?;
+        tx.prepare_cached("DELETE FROM events WHERE time < ?1")?
+            .execute([&before])?;
         tx.commit()?;
+        let gone = expired.len();
+        for mut event in expired.drain(..) {
+            event.resource_version = version;
+            let size = 512 + event.event.message.len() + event.event.reason.len();
+            self.event_hub.publish(Change::EventGone(event), size);
+        }
         Ok(gone)
     }
 
@@ -1174,26 +1189,10 @@ impl Store {
 
     /// Events as the API serves them, oldest first.
     pub fn event_log(&self, namespace: Option<&str>) -> Result<Vec<LoggedEvent>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT id, time, namespace, kind, name, type, reason, message, resource_version, uid
-             FROM events WHERE (?1 IS NULL OR namespace = ?1) ORDER BY id",
-        )?;
-        let rows = statement.query_map(params![namespace], |row| {
-            Ok(LoggedEvent {
-                id: row.get(0)?,
-                event: Event {
-                    time: row.get(1)?,
-                    namespace: row.get(2)?,
-                    kind: row.get(3)?,
-                    name: row.get(4)?,
-                    kind_of_event: row.get(5)?,
-                    reason: row.get(6)?,
-                    message: row.get(7)?,
-                },
-                resource_version: row.get(8)?,
-                uid: row.get(9)?,
-            })
-        })?;
+        let mut statement = self.conn.prepare_cached(&format!(
+            "{EVENT_COLUMNS} WHERE (?1 IS NULL OR namespace = ?1) ORDER BY id"
+        ))?;
+        let rows = statement.query_map(params![namespace], logged_event)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -1321,6 +1320,27 @@ fn migrate_owner_column(conn: &Connection) -> Result<()> {
 
 /// The next resourceVersion: one counter across all objects, as etcd's
 /// revision is, so versions order every change.
+/// The start of a query of events, each read with [`logged_event`].
+const EVENT_COLUMNS: &str = "SELECT id, time, namespace, kind, name, type, reason, message, \
+     resource_version, uid FROM events";
+
+fn logged_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
+    Ok(LoggedEvent {
+        id: row.get(0)?,
+        event: Event {
+            time: row.get(1)?,
+            namespace: row.get(2)?,
+            kind: row.get(3)?,
+            name: row.get(4)?,
+            kind_of_event: row.get(5)?,
+            reason: row.get(6)?,
+            message: row.get(7)?,
+        },
+        resource_version: row.get(8)?,
+        uid: row.get(9)?,
+    })
+}
+
 fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
     take_versions(tx, 1)
 }

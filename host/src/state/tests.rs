@@ -395,6 +395,8 @@ fn events_older_than_their_time_to_live_expire() {
             event_about("Pod", "new", &now()),
         ])
         .unwrap();
+    let before = store.current_version().unwrap();
+    let mut watching = store.event_hub().subscribe(before).unwrap();
     assert_eq!(store.expire_events(EVENT_TTL).unwrap(), 1);
     let left: Vec<String> = store
         .event_log(None)
@@ -403,6 +405,20 @@ fn events_older_than_their_time_to_live_expire() {
         .map(|e| e.event.name)
         .collect();
     assert_eq!(left, ["new"]);
+    // Watchers are told, at a version of its own.
+    let told = watching.take().unwrap();
+    let [gone] = told.as_slice() else {
+        panic!("{told:?}")
+    };
+    let Change::EventGone(event) = &**gone else {
+        panic!("{gone:?}")
+    };
+    assert_eq!(event.event.name, "old");
+    assert_eq!(event.resource_version, before + 1);
+    assert_eq!(store.current_version().unwrap(), before + 1);
+    // Nothing to expire takes no version.
+    assert_eq!(store.expire_events(EVENT_TTL).unwrap(), 0);
+    assert_eq!(store.current_version().unwrap(), before + 1);
 }
 
 #[test]

@@ -43,15 +43,17 @@ pub enum Change {
         /// deletion, but with the deletion's resourceVersion).
         record: Record,
     },
-    /// An event recorded (events are only ever added; they expire unseen).
+    /// An event recorded.
     Event(LoggedEvent),
+    /// An event expired (with the resourceVersion of its deletion).
+    EventGone(LoggedEvent),
 }
 
 impl Change {
     pub fn resource_version(&self) -> u64 {
         match self {
             Change::Object { record, .. } => record.resource_version,
-            Change::Event(event) => event.resource_version,
+            Change::Event(event) | Change::EventGone(event) => event.resource_version,
         }
     }
 }
