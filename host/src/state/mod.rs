@@ -888,17 +888,21 @@ impl Store {
         for record in &gone {
             *self.spec_versions.entry(record.object.kind()).or_default() += 1;
         }
-        for mut record in gone.iter().cloned().rev() {
-            record.resource_version = version;
-            let size = self.size_of(&record.uid);
-            self.hub.publish(
-                Change::Object {
+        let deleted: Vec<(Change, usize)> = gone
+            .iter()
+            .cloned()
+            .rev()
+            .map(|mut record| {
+                record.resource_version = version;
+                let size = self.size_of(&record.uid);
+                let change = Change::Object {
                     change: ChangeType::Deleted,
                     record,
-                },
-                size,
-            );
-        }
+                };
+                (change, size)
+            })
+            .collect();
+        self.hub.publish_all(deleted);
         let mut record = gone.swap_remove(0);
         record.resource_version = version;
         Ok(Some(record))
@@ -1085,11 +1089,10 @@ impl Store {
             }
         }
         tx.commit()?;
-        for event in logged {
-            // About what its stored row holds: its texts and the names.
-            let size = 512 + event.event.message.len() + event.event.reason.len();
-            self.event_hub.publish(Change::Event(event), size);
-        }
+        self.event_hub.publish_all(logged.into_iter().map(|event| {
+            let size = event_size(&event);
+            (Change::Event(event), size)
+        }));
         Ok(())
     }
 
@@ -1117,11 +1120,12 @@ impl Store {
             .execute([&before])?;
         tx.commit()?;
         let gone = expired.len();
-        for mut event in expired.drain(..) {
-            event.resource_version = version;
-            let size = 512 + event.event.message.len() + event.event.reason.len();
-            self.event_hub.publish(Change::EventGone(event), size);
-        }
+        self.event_hub
+            .publish_all(expired.drain(..).map(|mut event| {
+                event.resource_version = version;
+                let size = event_size(&event);
+                (Change::EventGone(event), size)
+            }));
         Ok(gone)
     }
 
@@ -1168,21 +1172,12 @@ impl Store {
         object: Option<(&str, &str)>,
     ) -> Result<Vec<Event>> {
         let (kind, name) = object.unzip();
-        let mut statement = self.conn.prepare_cached(
-            "SELECT time, namespace, kind, name, type, reason, message FROM events
-             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
-             ORDER BY id",
-        )?;
+        let mut statement = self.conn.prepare_cached(&format!(
+            "{EVENT_COLUMNS} WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND (?3 IS NULL OR name = ?3) ORDER BY id"
+        ))?;
         let rows = statement.query_map(params![namespace, kind, name], |row| {
-            Ok(Event {
-                time: row.get(0)?,
-                namespace: row.get(1)?,
-                kind: row.get(2)?,
-                name: row.get(3)?,
-                kind_of_event: row.get(4)?,
-                reason: row.get(5)?,
-                message: row.get(6)?,
-            })
+            logged_event(row).map(|logged| logged.event)
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
@@ -1320,6 +1315,11 @@ fn migrate_owner_column(conn: &Connection) -> Result<()> {
 
 /// The next resourceVersion: one counter across all objects, as etcd's
 /// revision is, so versions order every change.
+/// About what an event's stored row holds: its texts and the names.
+fn event_size(event: &LoggedEvent) -> usize {
+    512 + event.event.message.len() + event.event.reason.len()
+}
+
 /// The start of a query of events, each read with [`logged_event`].
 const EVENT_COLUMNS: &str = "SELECT id, time, namespace, kind, name, type, reason, message, \
      resource_version, uid FROM events";

@@ -177,10 +177,24 @@ impl Hub {
 
     /// Adds a committed change, `size` bytes as stored, to the window.
     pub(super) fn publish(&self, change: Change, size: usize) {
-        let version = change.resource_version();
+        self.publish_all([(change, size)]);
+    }
+
+    /// Adds the changes of one commit at once: a watcher never sees part
+    /// of them (they may share one resourceVersion, as a namespace's
+    /// objects deleted with it do, and a watcher goes on after the last
+    /// version it took).
+    pub(super) fn publish_all(&self, changes: impl IntoIterator<Item = (Change, usize)>) {
         let mut window = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        window.changes.push_back((Arc::new(change), size));
-        window.bytes += size;
+        let mut newest = None;
+        for (change, size) in changes {
+            newest = Some(change.resource_version());
+            window.changes.push_back((Arc::new(change), size));
+            window.bytes += size;
+        }
+        let Some(version) = newest else {
+            return;
+        };
         // The newest change always stays, however large.
         while window.changes.len() > WINDOW
             || (window.bytes > WINDOW_BYTES && window.changes.len() > 1)
