@@ -518,6 +518,13 @@ async fn open_when_ready(
     }
     tracing::debug!("ingress open after {:?}", started.elapsed());
     ingress.open();
+    // A pod not ready when handed over (backing off, or slow to start)
+    // takes its host port later: kept a while, queueing its clients,
+    // rather than closed under them.
+    tokio::select! {
+        () = tokio::time::sleep(HOST_PORT_CLAIM_WAIT.saturating_sub(started.elapsed())) => {}
+        () = shutdown.cancelled() => {}
+    }
     for name in sockets.forget_inherited(|name| name.starts_with(HOST_PORT_SOCKETS)) {
         tracing::info!("closed {name}, handed over but no pod took it");
     }
@@ -525,6 +532,9 @@ async fn open_when_ready(
 
 /// How the sockets of pods' host ports are named (see `Ingress::host_port`).
 const HOST_PORT_SOCKETS: &str = "hostport ";
+
+/// How long a host port handed over waits for its pod to take it.
+const HOST_PORT_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 /// `path` as a file only its owner may read, made empty if missing.
 fn private_file(path: &std::path::Path) -> anyhow::Result<()> {

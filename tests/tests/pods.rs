@@ -517,7 +517,10 @@ async fn a_component_of_both_worlds_given_args_serves_and_runs_beside_until_its_
     };
     apply(
         home.path(),
-        &(pod("both", ", args: ['60', '50', '3']") + "---\n" + &pod("served", "")),
+        // A `command` of only the program's name is no command line.
+        &(pod("both", ", args: ['60', '50', '3']")
+            + "---\n"
+            + &pod("served", ", command: [worker]")),
     );
     let ready = wait_ready(home.path(), 2);
     let url = |name: &str| {

@@ -784,6 +784,16 @@ async fn arguments_to_a_component_of_both_worlds_run_it_beside_serving_it() {
     let out = run.stdout();
     assert!(out.starts_with("worker started\ntick 1\n"), "{out}");
 
+    // Ended by a signal before its `run` ends: a shell's child's status.
+    let mut stopped = BerthRun::start_in(
+        home.path(),
+        guests::WORKER,
+        &["--dir", &rw, "--", "100000", "50", "0"],
+    );
+    stopped.terminate();
+    let status = stopped.wait(Duration::from_secs(20)).expect("berth ended");
+    assert_eq!(status.code(), Some(130), "{}", stopped.log());
+
     // Without arguments it is only served: its `run` is never called.
     let served = BerthRun::start_in(home.path(), guests::WORKER, &["--dir", &rw]);
     std::fs::remove_file(data.path().join("ticks")).unwrap();

@@ -601,6 +601,28 @@ fn a_component_of_both_worlds_given_arguments_serves_until_its_run_ends() {
         "60"
     );
     containerd.ctr_ok(&["container", "rm", "both"]);
+
+    // Asked to stop while its `run` goes on: ended as a command is (143).
+    let mut args = RUN.to_vec();
+    args.extend([
+        "-d",
+        "--with-ns",
+        &with_ns,
+        "--mount",
+        &mount,
+        "worker:1",
+        "stopped",
+        "/worker.wasm",
+        "100000",
+        "50",
+        "0",
+    ]);
+    containerd.ctr_ok(&args);
+    containerd.wait_status("stopped", "RUNNING");
+    containerd.ctr_ok(&["task", "kill", "stopped"]);
+    containerd.wait_status("stopped", "STOPPED");
+    assert_eq!(containerd.remove_task("stopped"), 143);
+    containerd.ctr_ok(&["container", "rm", "stopped"]);
 }
 
 #[test]

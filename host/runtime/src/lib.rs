@@ -43,8 +43,9 @@ pub struct WorkloadSpec {
     /// A command's arguments, its name first (`argv`); a served component
     /// takes none.
     pub args: Vec<String>,
-    /// Whether it was given a command line (a container's `command` or
-    /// `args`, `berth run … -- ARGS`). A component of both worlds then runs
+    /// Whether it was given arguments past its name (a container's `args`
+    /// or a `command` of more than its name, `berth run … -- ARGS`,
+    /// `process.args` past the component). A component of both worlds then runs
     /// `wasi:cli/run` beside serving HTTP, and ends when `run` does; asked
     /// nothing, it is only served, because wstd's HTTP servers export a
     /// `run` that is never meant to be called.

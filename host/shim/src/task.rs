@@ -247,13 +247,15 @@ impl Service {
         } else {
             commands
         };
+        let invoked = plan.args.len() > 1;
+        let runs = serves_http && invoked && commands.worlds(&component).is_ok_and(|w| w.command);
         let workload_spec = WorkloadSpec {
             name: id.to_owned(),
             component,
             args: plan.args.clone(),
             // Arguments past the component's path are a command line: a
             // component of both worlds runs its `run` beside serving.
-            invoked: plan.args.len() > 1,
+            invoked,
             capabilities: plan.capabilities,
             limits: plan.limits,
             log: Some(Arc::new(fifos)),
@@ -298,7 +300,9 @@ impl Service {
                     tokio::pin!(serving);
                     let (code, drain) = tokio::select! {
                         exited = served.exited() => (exited.code as u32, true),
-                        () = term.cancelled() => (0, true),
+                        // A served component drains and is done; a `run`
+                        // beside it is ended, as a command would be.
+                        () = term.cancelled() => (if runs { 143 } else { 0 }, true),
                         () = &mut serving => (0, false),
                         () = killed.cancelled() => (137, false),
                     };

@@ -571,7 +571,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         crate::router::serve(listener, workload, shutdown, args.drain_timeout, counted).await;
         let Some(exited) = ran.get() else {
-            return anyhow::Ok(ExitCode::SUCCESS);
+            // Served to the end; or a `run` ended by a signal, as a
+            // shell's child: with the status a command has then.
+            return anyhow::Ok(if invoked {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            });
         };
         if let Some(detail) = &exited.detail {
             eprintln!("berth: {}: {detail}", args.component);

@@ -1180,8 +1180,11 @@ fn workload_spec(
         .map(|q| u64::try_from(q.millis()).unwrap_or(u64::MAX))
         // As Kubernetes: a limit of 0 is no limit.
         .filter(|millis| *millis > 0);
-    // A command line given: a component of both worlds runs `run` too.
-    let invoked = container.command.as_ref().is_some_and(|c| !c.is_empty())
+    // Arguments past the program's name: a component of both worlds runs
+    // `run` too. (`command` alone names the program, as the shim's
+    // `process.args[0]` names the component: `command: [/hello.wasm]` is
+    // served, as under containerd.)
+    let invoked = container.command.as_ref().is_some_and(|c| c.len() > 1)
         || container.args.as_ref().is_some_and(|a| !a.is_empty());
     // A command's argv: `command` (its name first) or the container's
     // name, then `args`, as a shell would give them.

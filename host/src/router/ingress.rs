@@ -237,18 +237,17 @@ impl Ingress {
     ) -> std::io::Result<(tokio::net::TcpListener, HostPortOffer)> {
         // Named as the daemon knows them (it lets go of those no pod took).
         let name = format!("hostport {address}");
-        let listener = self
-            .sockets
-            .tcp(&name, address, |address| {
-                bind_published(address)?.into_std()
-            })
-            .and_then(tokio::net::TcpListener::from_std);
+        let listener = self.sockets.tcp(&name, address, |address| {
+            bind_published(address)?.into_std()
+        })?;
+        // Made only once the port is this pod's: a pod refused the port
+        // (another pod holds it) must not withdraw the holder's offer.
         let offer = HostPortOffer {
             sockets: self.sockets.clone(),
             name,
             leave,
         };
-        Ok((listener?, offer))
+        Ok((tokio::net::TcpListener::from_std(listener)?, offer))
     }
 
     /// Lets the front door accept.
