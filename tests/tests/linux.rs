@@ -232,7 +232,8 @@ fn nothing_of_a_container_is_left_after_it_exits() {
     let (code, out, err) = run_sh(
         home.path(),
         &[],
-        "echo hi > /tmp/x; sleep 300 & cat /proc/self/cgroup",
+        // A sleep of its own length: another test's container sleeps 300.
+        "echo hi > /tmp/x; sleep 317 & cat /proc/self/cgroup",
     );
     assert_eq!(code, 0, "{err}");
     let containers = home.path().join("containers");
@@ -267,7 +268,7 @@ fn nothing_of_a_container_is_left_after_it_exits() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let sleepers = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 300"])
+            .args(["-fx", "sleep 317"])
             .output()
             .unwrap();
         if sleepers.stdout.is_empty() {
