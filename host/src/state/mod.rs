@@ -205,32 +205,52 @@ struct Parsed {
 /// Kubernetes' default range for NodePort services.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
-/// An object a sealer may seal, as stored.
-struct Sealable {
-    kind: String,
-    namespace: String,
-    name: String,
+/// An object a sealer may seal, as stored and opened.
+struct Opened {
+    kind: Kind,
+    /// `namespace/name`, for messages.
+    label: String,
     uid: String,
     stored: String,
+    text: String,
 }
 
-/// The objects a sealer may seal.
-fn sealable(conn: &Connection) -> Result<Vec<Sealable>> {
+/// Every object a sealer may seal, opened with `sealer`: an error names
+/// the first that does not open.
+fn open_sealable(conn: &Connection, sealer: &Sealer) -> Result<Vec<Opened>> {
     let mut rows = conn.prepare(
         "SELECT kind, namespace, name, uid, object FROM objects WHERE kind IN ('Secret', 'ConfigMap')",
     )?;
     let found = rows
         .query_map([], |row| {
-            Ok(Sealable {
-                kind: row.get(0)?,
-                namespace: row.get(1)?,
-                name: row.get(2)?,
-                uid: row.get(3)?,
-                stored: row.get(4)?,
-            })
+            Ok((
+                row.get::<_, String>(0)?,
+                format!("{}/{}", row.get::<_, String>(1)?, row.get::<_, String>(2)?),
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(found)
+    let mut opened = Vec::new();
+    for (kind, label, uid, stored) in found {
+        let Some(kind) = Kind::parse(&kind) else {
+            continue;
+        };
+        // Every sealed one is opened, stale or not: a key of the right
+        // name but the wrong bytes is found now, not when the object is
+        // next read.
+        let text = sealer
+            .open(&uid, &stored)
+            .map_err(|e| sealed_error(kind, &label, e))?;
+        opened.push(Opened {
+            kind,
+            label,
+            uid,
+            stored,
+            text,
+        });
+    }
+    Ok(opened)
 }
 
 /// Opens every sealed object of the store at `path` with `sealer`, only
@@ -242,21 +262,7 @@ pub fn check_sealed(path: &Path, sealer: &Sealer) -> Result<()> {
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    for Sealable {
-        kind: kind_name,
-        namespace,
-        name,
-        uid,
-        stored,
-    } in sealable(&conn)?
-    {
-        if let Some(kind) = Kind::parse(&kind_name) {
-            sealer
-                .open(&uid, &stored)
-                .map_err(|e| sealed_error(kind, &format!("{namespace}/{name}"), e))?;
-        }
-    }
-    Ok(())
+    open_sealable(&conn, sealer).map(drop)
 }
 
 fn now() -> String {
@@ -427,29 +433,15 @@ impl Store {
         let mut resealed = Vec::new();
         {
             let mut update = tx.prepare("UPDATE objects SET object = ?1 WHERE uid = ?2")?;
-            let found = sealable(&tx)?;
-            for Sealable {
-                kind: kind_name,
-                namespace,
-                name,
-                uid,
-                stored,
-            } in found
-            {
-                let Some(kind) = Kind::parse(&kind_name) else {
-                    continue;
-                };
-                // Every sealed one is opened, stale or not: a key of the
-                // right name but the wrong bytes is found now, not when
-                // the object is next read.
-                let text = sealer
-                    .open(&uid, &stored)
-                    .map_err(|e| sealed_error(kind, &format!("{namespace}/{name}"), e))?;
-                if !sealer.stale(kind, &stored) {
+            for opened in open_sealable(&tx, &sealer)? {
+                if !sealer.stale(opened.kind, &opened.stored) {
                     continue;
                 }
-                update.execute(params![sealer.seal(kind, &uid, &text), uid])?;
-                resealed.push(format!("{kind} {namespace}/{name}"));
+                update.execute(params![
+                    sealer.seal(opened.kind, &opened.uid, &opened.text),
+                    opened.uid
+                ])?;
+                resealed.push(format!("{} {}", opened.kind, opened.label));
             }
         }
         tx.commit()?;
