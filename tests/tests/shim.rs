@@ -563,21 +563,16 @@ fn a_component_of_both_worlds_given_arguments_serves_until_its_run_ends() {
         "type=bind,src={},dst=/data,options=rbind:rw",
         data.path().display()
     );
-    let mut args = RUN.to_vec();
-    args.extend([
-        "-d",
-        "--with-ns",
-        &with_ns,
-        "--mount",
-        &mount,
-        "worker:1",
-        "both",
-        "/worker.wasm",
-        "60",
-        "50",
-        "3",
-    ]);
-    containerd.ctr_ok(&args);
+    // A task `id` of the worker, in the namespace, with /data, given `run`'s
+    // arguments TICKS MS CODE.
+    let start = |id: &str, worker: [&str; 3]| {
+        let mut args = RUN.to_vec();
+        args.extend(["-d", "--with-ns", &with_ns, "--mount", &mount]);
+        args.extend(["worker:1", id, "/worker.wasm"]);
+        args.extend(worker);
+        containerd.ctr_ok(&args);
+    };
+    start("both", ["60", "50", "3"]);
     // Served (on the default port) while its `run` ticks.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -603,21 +598,7 @@ fn a_component_of_both_worlds_given_arguments_serves_until_its_run_ends() {
     containerd.ctr_ok(&["container", "rm", "both"]);
 
     // Asked to stop while its `run` goes on: ended as a command is (143).
-    let mut args = RUN.to_vec();
-    args.extend([
-        "-d",
-        "--with-ns",
-        &with_ns,
-        "--mount",
-        &mount,
-        "worker:1",
-        "stopped",
-        "/worker.wasm",
-        "100000",
-        "50",
-        "0",
-    ]);
-    containerd.ctr_ok(&args);
+    start("stopped", ["100000", "50", "0"]);
     containerd.wait_status("stopped", "RUNNING");
     containerd.ctr_ok(&["task", "kill", "stopped"]);
     containerd.wait_status("stopped", "STOPPED");
