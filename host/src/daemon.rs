@@ -423,7 +423,7 @@ pub async fn serve(
         if let Some(ready_before) = opening.take() {
             // The routes are known now; what a predecessor handed over and
             // no route took is not wanted. (Pods' host ports are taken as
-            // their pods start: those are let go once the pods are back.)
+            // their pods start: those wait for them, see open_when_ready.)
             for name in sockets.forget_inherited(|name| !name.starts_with(HOST_PORT_SOCKETS)) {
                 tracing::info!("closed {name}, handed over but no longer wanted");
             }
