@@ -655,6 +655,7 @@ fn certificates(
                     kind_of_event: "Warning".into(),
                     reason: "BadCertificate".into(),
                     message,
+                    uid: None,
                 }),
             }
         }

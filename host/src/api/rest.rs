@@ -1759,6 +1759,7 @@ mod tests {
                 kind_of_event: "Normal".into(),
                 reason: "Scheduled".into(),
                 message: "assigned to berth".into(),
+                uid: uid.map(str::to_owned),
             },
         }
     }

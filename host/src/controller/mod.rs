@@ -1301,6 +1301,7 @@ fn event_of(
         kind_of_event: kind_of_event.into(),
         reason: reason.into(),
         message: message.into(),
+        uid: None,
     }
 }
 

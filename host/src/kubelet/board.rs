@@ -29,6 +29,11 @@ struct Inner {
 }
 
 impl Board {
+    /// The uid of the pod it reports on.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
     pub fn new(context: Context, uid: String, pod: Arc<Pod>) -> Board {
         let init = vec![None; pod.spec.init_containers.len()];
         Board {

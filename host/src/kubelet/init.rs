@@ -174,6 +174,7 @@ async fn complete(
         let failure = match started {
             Ok(running) => {
                 context.event(
+                    board.uid(),
                     pod,
                     "Normal",
                     "Started",
@@ -209,6 +210,7 @@ async fn complete(
                     return Done::Completed;
                 }
                 context.event(
+                    board.uid(),
                     pod,
                     "Warning",
                     "Exited",
@@ -239,7 +241,7 @@ async fn complete(
                 }
             }
             Err(failure) => {
-                context.event(pod, "Warning", "Failed", &failure.message);
+                context.event(board.uid(), pod, "Warning", "Failed", &failure.message);
                 if pod.spec.restart_policy == RestartPolicy::Never {
                     board.init(
                         index,
@@ -255,6 +257,7 @@ async fn complete(
         board.init(index, backing_off(container, runs, &failure, delay, &last));
         if !delay.is_zero() {
             context.event(
+                board.uid(),
                 pod,
                 "Warning",
                 "BackOff",
@@ -303,6 +306,7 @@ async fn keep_sidecar(
         {
             Ok(running) => {
                 context.event(
+                    board.uid(),
                     pod,
                     "Normal",
                     "Started",
@@ -328,6 +332,7 @@ async fn keep_sidecar(
                 let ran_from = tokio::time::Instant::now();
                 let stopped = supervise(
                     context,
+                    board.uid(),
                     pod,
                     &running,
                     std::slice::from_ref(container),
@@ -377,6 +382,7 @@ async fn keep_sidecar(
                     }
                     Stopped::Exited(name, exited) => {
                         context.event(
+                            board.uid(),
                             pod,
                             "Warning",
                             "Exited",
@@ -405,7 +411,7 @@ async fn keep_sidecar(
                 }
             }
             Err(failure) => {
-                context.event(pod, "Warning", "Failed", &failure.message);
+                context.event(board.uid(), pod, "Warning", "Failed", &failure.message);
                 failure
             }
         };

@@ -322,6 +322,7 @@ impl Kubelet {
                     // show why the pod went.
                     for container in &pod.spec.containers {
                         self.context.event(
+                            &uid,
                             &pod,
                             "Normal",
                             "Killing",
@@ -417,6 +418,7 @@ impl Kubelet {
                 let worker = self.workers.remove(&uid).expect("present");
                 worker.cancel.cancel();
                 self.context.event(
+                    &uid,
                     &pod,
                     "Normal",
                     "Killing",
@@ -642,7 +644,9 @@ impl Context {
         self.reports.status(uid, &pod.metadata.name, status);
     }
 
-    fn event(&self, pod: &Pod, kind_of_event: &str, reason: &str, message: &str) {
+    /// Records an event about pod `uid`: that very pod, even if it is
+    /// gone or replaced under its name by the time the event is written.
+    fn event(&self, uid: &str, pod: &Pod, kind_of_event: &str, reason: &str, message: &str) {
         let event = Event {
             time: now(),
             namespace: pod
@@ -655,6 +659,7 @@ impl Context {
             kind_of_event: kind_of_event.into(),
             reason: reason.into(),
             message: message.into(),
+            uid: Some(uid.to_owned()),
         };
         self.reports.event(event);
     }
@@ -833,6 +838,7 @@ enum Stopped {
 /// pod is deleted, one of them ends, or one fails its liveness probe.
 async fn supervise(
     context: &Context,
+    uid: &str,
     pod: &Pod,
     running: &[start::Running],
     specs: &[crate::spec::objects::Container],
@@ -923,6 +929,7 @@ async fn supervise(
                 (probe::Kind::Readiness, probe::Verdict::Failed) if c.ready => {
                     c.ready = false;
                     context.event(
+                        uid,
                         pod,
                         "Warning",
                         "Unhealthy",
@@ -937,6 +944,7 @@ async fn supervise(
                         "Liveness"
                     };
                     context.event(
+                        uid,
                         pod,
                         "Warning",
                         "Unhealthy",
@@ -1014,7 +1022,7 @@ async fn run_pod(
     };
     for warning in run.sandbox.memory_volumes(&run.pod) {
         run.context
-            .event(&run.pod, "Warning", "FailedMount", &warning);
+            .event(&uid, &run.pod, "Warning", "FailedMount", &warning);
     }
     let Some(sidecars) = init::initialize(&run, &cancel, initialized).await else {
         return;
@@ -1069,6 +1077,7 @@ async fn run_apps(
             Ok(running) => {
                 for c in &running {
                     context.event(
+                        uid,
                         pod,
                         "Normal",
                         "Started",
@@ -1122,6 +1131,7 @@ async fn run_apps(
                 let running_since = status::now();
                 let stopped = supervise(
                     context,
+                    uid,
                     pod,
                     &running,
                     &pod.spec.containers,
@@ -1175,6 +1185,7 @@ async fn run_apps(
                     Stopped::Exited(container, exited) => {
                         let succeeded = exited.code == 0;
                         context.event(
+                            uid,
                             pod,
                             if succeeded { "Normal" } else { "Warning" },
                             "Exited",
@@ -1218,6 +1229,7 @@ async fn run_apps(
                     }
                     Stopped::Unhealthy(container) => {
                         context.event(
+                            uid,
                             pod,
                             "Normal",
                             "Killing",
@@ -1233,7 +1245,7 @@ async fn run_apps(
                 }
             }
             Err(failure) => {
-                context.event(pod, "Warning", "Failed", &failure.message);
+                context.event(uid, pod, "Warning", "Failed", &failure.message);
                 failure
             }
         };
@@ -1270,6 +1282,7 @@ async fn run_apps(
         let reason = waiting_reason(failure.reason, delay);
         if !delay.is_zero() {
             context.event(
+                uid,
                 pod,
                 "Warning",
                 "BackOff",

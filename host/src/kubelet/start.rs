@@ -297,16 +297,23 @@ async fn start_container(
     restarts: u32,
 ) -> Result<Running, StartFailure> {
     let dir = sandbox.dir.as_path();
-    let ready =
-        match ensure_image(context, pod, &container.image, container.image_pull_policy).await? {
-            Ready::Wasm(ready) => ready,
-            Ready::Linux { rootfs, run } => {
-                return start_linux(
-                    context, sandbox, pod, container, cancel, grace, restarts, rootfs, run,
-                )
-                .await;
-            }
-        };
+    let ready = match ensure_image(
+        context,
+        &pod_uid(&sandbox.dir),
+        pod,
+        &container.image,
+        container.image_pull_policy,
+    )
+    .await?
+    {
+        Ready::Wasm(ready) => ready,
+        Ready::Linux { rootfs, run } => {
+            return start_linux(
+                context, sandbox, pod, container, cancel, grace, restarts, rootfs, run,
+            )
+            .await;
+        }
+    };
     // A wasm guest has no Linux capabilities to be given: it can only do
     // what its grants allow (users, root filesystem and dropped
     // capabilities it has none of, so those settings hold already).
@@ -799,6 +806,7 @@ fn share_empty_dirs(pod: &Pod, dir: &Path) -> Result<(), StartFailure> {
 /// the answer is kept while the store's tags are unchanged.
 async fn ensure_image(
     context: &Context,
+    uid: &str,
     pod: &Pod,
     reference: &str,
     policy: Option<PullPolicy>,
@@ -818,7 +826,7 @@ async fn ensure_image(
     {
         return Ok(ready.clone());
     }
-    let ready = resolve_image(context, pod, reference, policy).await?;
+    let ready = resolve_image(context, uid, pod, reference, policy).await?;
     if let Some(stamp) = stamp {
         context.images.lock().insert(key, (stamp, ready.clone()));
     }
@@ -827,6 +835,7 @@ async fn ensure_image(
 
 async fn resolve_image(
     context: &Context,
+    uid: &str,
     pod: &Pod,
     reference: &str,
     policy: Option<PullPolicy>,
@@ -844,6 +853,7 @@ async fn resolve_image(
     };
     if pull {
         context.event(
+            uid,
             pod,
             "Normal",
             "Pulling",
@@ -856,7 +866,7 @@ async fn resolve_image(
             .unwrap_or_default();
         let credentials = Credentials::load(&crate::home::berth_home().join("auth.json"))
             .map_err(|e| failure("ErrImagePull", e))?
-            .overlaid(pull_secrets(context, pod, configs));
+            .overlaid(pull_secrets(context, uid, pod, configs));
         let client = Client::new(ClientOptions {
             insecure: false,
             credentials,
@@ -875,6 +885,7 @@ async fn resolve_image(
             .await
         {
             Ok(pulled) => context.event(
+                uid,
                 pod,
                 "Normal",
                 "Pulled",
@@ -885,6 +896,7 @@ async fn resolve_image(
             ),
             Err(e) if present => {
                 context.event(
+                    uid,
                     pod,
                     "Warning",
                     "Failed",
@@ -1007,6 +1019,7 @@ fn pull_secret_configs(state: &crate::state::Shared, pod: &Pod) -> Vec<(String, 
 /// and the pull goes on without it, as the kubelet does.
 fn pull_secrets(
     context: &Context,
+    uid: &str,
     pod: &Pod,
     configs: Vec<(String, Option<String>)>,
 ) -> Credentials {
@@ -1015,13 +1028,13 @@ fn pull_secrets(
         match config.map(|text| Credentials::parse(&text)) {
             Some(Ok(credentials)) => all = all.overlaid(credentials),
             Some(Err(e)) => context.event(
-                pod,
+                uid, pod,
                 "Warning",
                 "FailedToRetrieveImagePullSecret",
                 &format!("Secret {name}: its .dockerconfigjson is unreadable: {e}"),
             ),
             None => context.event(
-                pod,
+                uid, pod,
                 "Warning",
                 "FailedToRetrieveImagePullSecret",
                 &format!(

@@ -133,6 +133,10 @@ pub struct Event {
     pub kind_of_event: String,
     pub reason: String,
     pub message: String,
+    /// The uid of the object as its emitter knew it; when not given, the
+    /// uid of the object of that name when the event is recorded (which
+    /// may be a same-named successor's, or none if it went at once).
+    pub uid: Option<String>,
 }
 
 /// An event as the store keeps it: with its place in the one sequence of
@@ -1057,9 +1061,12 @@ impl Store {
                     Some(kind) if !kind.namespaced() => "",
                     _ => event.namespace.as_str(),
                 };
-                let uid: Option<String> = uid_of
-                    .query_row(params![event.kind, namespace, event.name], |row| row.get(0))
-                    .optional()?;
+                let uid: Option<String> = match &event.uid {
+                    Some(uid) => Some(uid.clone()),
+                    None => uid_of
+                        .query_row(params![event.kind, namespace, event.name], |row| row.get(0))
+                        .optional()?,
+                };
                 insert.execute(params![
                     event.time,
                     event.namespace,
@@ -1327,6 +1334,7 @@ fn logged_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedEvent> {
             kind_of_event: row.get(5)?,
             reason: row.get(6)?,
             message: row.get(7)?,
+            uid: row.get(9)?,
         },
         resource_version: row.get(8)?,
         uid: row.get(9)?,

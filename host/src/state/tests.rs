@@ -167,6 +167,7 @@ fn committed_state_survives_reopening() {
                 kind_of_event: "Normal".into(),
                 reason: "ScalingReplicaSet".into(),
                 message: "Scaled up replica set web-aaa to 2".into(),
+                uid: None,
             })
             .unwrap();
     }
@@ -335,6 +336,7 @@ fn event_about(kind: &str, name: &str, time: &str) -> Event {
         kind_of_event: "Normal".into(),
         reason: "Tested".into(),
         message: format!("about {name}"),
+        uid: None,
     }
 }
 
@@ -366,7 +368,7 @@ fn events_take_resource_versions_and_reach_watchers_with_their_object_s_uid() {
     }
     assert_eq!(
         seen,
-        [(before + 1, Some(uid)), (before + 2, None)],
+        [(before + 1, Some(uid.clone())), (before + 2, None)],
         "each event its own version, the uid of an object that exists"
     );
     assert_eq!(store.current_version().unwrap(), before + 2);
@@ -381,6 +383,16 @@ fn events_take_resource_versions_and_reach_watchers_with_their_object_s_uid() {
         .map(|e| e.resource_version)
         .collect();
     assert_eq!(listed, [before + 1, before + 2]);
+    // One that says whose it is keeps that uid, whatever holds the name
+    // now (the pod deleted at once, or a same-named successor).
+    let carried = Event {
+        uid: Some("the-old-one".into()),
+        ..event_about("Deployment", "web", &now)
+    };
+    store.record_events(&[carried]).unwrap();
+    let last = store.event_log(Some("default")).unwrap().pop().unwrap();
+    assert_eq!(last.uid.as_deref(), Some("the-old-one"));
+    assert_eq!(last.event.uid.as_deref(), Some("the-old-one"));
 }
 
 #[test]
