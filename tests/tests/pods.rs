@@ -287,6 +287,12 @@ spec:
     assert_eq!(proxy["ready"], true, "{proxy:#}");
     assert!(proxy["state"]["running"].is_object(), "{proxy:#}");
     let events = || std::fs::read_to_string(record.path().join("events")).unwrap();
+    // Running (so ready: it has no probe) before it has reached the
+    // sidecar again and said so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events() != "proxy-up\napp-up\napp-up\n" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(events(), "proxy-up\napp-up\napp-up\n");
     // Both count among the pod's containers.
     assert_eq!(
