@@ -180,7 +180,6 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    let _ = std::fs::remove_file(pid_file);
     let mut child = command.spawn().map_err(io_error("running pasta"))?;
     // It writes its pid file once the namespace is configured.
     let deadline = tokio::time::Instant::now() + PASTA_TIMEOUT;

@@ -52,9 +52,6 @@ pub(super) struct PodRun {
     pub pod: Arc<Pod>,
     /// The pod's grace period, as the spec or a deletion says.
     pub stop_grace: Arc<AtomicU64>,
-    /// Whether containers that can outlive the daemon are left running
-    /// when the run stops (a handover).
-    pub leave: Arc<std::sync::atomic::AtomicBool>,
     pub started_at: Time,
 }
 
@@ -357,7 +354,7 @@ async fn keep_sidecar(
                     slot.set(None);
                 }
                 // Handing over: left for the next daemon to adopt.
-                if run.leave.load(Ordering::SeqCst) && running.workload.leave_running() {
+                if run.sandbox.leave.load(Ordering::SeqCst) && running.workload.leave_running() {
                     attempt.cancel();
                     let _ = running.serving.await;
                     return;

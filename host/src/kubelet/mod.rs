@@ -1012,12 +1012,11 @@ async fn run_pod(
         sandbox: Arc::new(sandbox::Sandbox::new(
             &pod,
             context.pods_dir.join(&uid),
-            leave.clone(),
+            leave,
         )),
         context,
         pod,
         stop_grace,
-        leave,
         started_at: status::now(),
     };
     for warning in run.sandbox.memory_volumes(&run.pod) {
@@ -1058,16 +1057,8 @@ async fn run_apps(
         // dirties a pool slot, and a thousand at once would dirty a
         // thousand slots (and contend for the CPUs) to no one's benefit.
         let permit = context.starting.clone().acquire_owned().await;
-        let started = start::start(
-            context,
-            &run.sandbox,
-            pod,
-            attempt.clone(),
-            grace,
-            restarts,
-            &run.leave,
-        )
-        .await;
+        let started =
+            start::start(context, &run.sandbox, pod, attempt.clone(), grace, restarts).await;
         drop(permit);
         // The container that ended the run, and its exit code; how the
         // others ended.
@@ -1157,7 +1148,7 @@ async fn run_apps(
                 endpoint.drained(grace).await;
                 // Processes get SIGTERM, and SIGKILL after the grace period;
                 // unless the daemon hands over, and the next adopts them.
-                let leaving = run.leave.load(std::sync::atomic::Ordering::SeqCst);
+                let leaving = run.sandbox.leave.load(std::sync::atomic::Ordering::SeqCst);
                 futures_util::future::join_all(
                     running
                         .iter()

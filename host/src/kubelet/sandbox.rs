@@ -29,8 +29,9 @@ pub(crate) struct Sandbox {
     network: parking_lot::Mutex<Option<std::fs::File>>,
     /// Ends what serves the network (pasta, the Services listener).
     network_ends: CancellationToken,
-    /// Set when the run is left for a successor daemon: what serves the
-    /// network then stays with the containers (pasta, which it adopts).
+    /// Set when the run is left for a successor daemon (a handover): the
+    /// containers that can outlive this one stay running, and so do what
+    /// serves their network (pasta) and their host ports, for it to adopt.
     pub leave: Arc<std::sync::atomic::AtomicBool>,
 }
 

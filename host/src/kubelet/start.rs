@@ -51,6 +51,18 @@ pub(crate) struct Running {
     )>,
 }
 
+impl Running {
+    /// Makes `task` (a listener of the container's) part of its serving:
+    /// awaiting `serving` awaits it too.
+    fn serving_too(&mut self, task: tokio::task::JoinHandle<()>) {
+        let own = std::mem::replace(&mut self.serving, tokio::spawn(async {}));
+        self.serving = tokio::spawn(async move {
+            let _ = own.await;
+            let _ = task.await;
+        });
+    }
+}
+
 fn failure(reason: &'static str, message: impl Into<String>) -> StartFailure {
     StartFailure {
         reason,
@@ -67,10 +79,9 @@ pub(crate) async fn start(
     cancel: CancellationToken,
     grace: Duration,
     restarts: u32,
-    leave: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<Running>, StartFailure> {
     // Bound before anything starts, so a port in use is said first.
-    let host_ports = bind_host_ports(context, pod, leave)?;
+    let host_ports = bind_host_ports(context, pod, &sandbox.leave)?;
     let mut running = Vec::new();
     for container in &pod.spec.containers {
         match start_one(
@@ -222,11 +233,7 @@ fn serve_host_ports(
                 drop(offer);
             })
         };
-        let own = std::mem::replace(&mut running.serving, tokio::spawn(async {}));
-        running.serving = tokio::spawn(async move {
-            let _ = own.await;
-            let _ = served.await;
-        });
+        running.serving_too(served);
     }
 }
 
@@ -275,14 +282,8 @@ pub(crate) fn serve_wasm_ports_in_pod_network(
                 }
             }
         }
-        if !listeners.is_empty() {
-            let own = std::mem::replace(&mut wasm.serving, tokio::spawn(async {}));
-            wasm.serving = tokio::spawn(async move {
-                let _ = own.await;
-                for listener in listeners {
-                    let _ = listener.await;
-                }
-            });
+        for listener in listeners {
+            wasm.serving_too(listener);
         }
     }
 }
