@@ -85,6 +85,17 @@ impl Browser {
         panic!("{css} never showed what was wanted; last:\n{last}\nthe page:\n{page}");
     }
 
+    /// Narrows the page to `namespace` ("" for all) as a user does, with
+    /// the header's chooser.
+    async fn choose_namespace(&self, namespace: &str) {
+        let chooser = self
+            .client()
+            .find(Locator::Css("#namespace"))
+            .await
+            .unwrap();
+        chooser.select_by_value(namespace).await.unwrap();
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client().screenshot().await.expect("a screenshot");
         let dir = artifacts();
@@ -139,8 +150,12 @@ fn build_shop(home: &Path) {
 }
 
 const TICKER: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: tools}
+---
+apiVersion: v1
 kind: Pod
-metadata: {name: ticker}
+metadata: {name: ticker, namespace: tools}
 spec:
   containers:
   - {name: tick, image: busybox:1, command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done']}
@@ -211,6 +226,26 @@ async fn the_dashboard_shows_the_shop_live_scales_it_tails_logs_and_charts_traff
         .await;
     browser.screenshot("overview").await;
 
+    eprintln!("{:?} dashboard test: one namespace", started.elapsed());
+    // Narrowed to one namespace, the page shows only what is in it, and
+    // keeps to it across a reload; "All namespaces" brings the rest back.
+    browser.choose_namespace("tools").await;
+    browser
+        .wait_for_text("#pods", |t| t.contains("ticker") && !t.contains("front"))
+        .await;
+    browser
+        .wait_for_text("#deployments", |t| t.contains("No deployments"))
+        .await;
+    browser.client().refresh().await.unwrap();
+    browser
+        .wait_for_text("#pods", |t| t.contains("ticker") && !t.contains("front"))
+        .await;
+    browser.screenshot("namespace").await;
+    browser.choose_namespace("").await;
+    browser
+        .wait_for_text("#pods", |t| t.contains("ticker") && t.contains("front"))
+        .await;
+
     eprintln!("{:?} dashboard test: scaling", started.elapsed());
     // Scale api to 5 in the page: 5 Ready.
     let input = browser
@@ -249,7 +284,7 @@ async fn the_dashboard_shows_the_shop_live_scales_it_tails_logs_and_charts_traff
     browser
         .client()
         .goto(&format!(
-            "http://dashboard.localhost:{port}/#/pod/default/ticker"
+            "http://dashboard.localhost:{port}/#/pod/tools/ticker"
         ))
         .await
         .unwrap();

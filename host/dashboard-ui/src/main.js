@@ -60,6 +60,35 @@ const feed = new Feed(RESOURCES, rerender);
 const all = (resource) => feed.list(resource);
 const find = (resource, namespace, name) => feed.get(resource, namespace, name);
 
+// The namespace the overview is narrowed to ("" for all), as kubectl's
+// -n: chosen in the header, remembered by the browser, and taken from a
+// link's `?namespace=` so a narrowed view can be shared.
+const chooser = document.getElementById("namespace");
+let narrowed = new URLSearchParams(location.hash.split("?")[1] ?? "").get("namespace") ??
+  localStorage.getItem("berth.namespace") ?? "";
+function narrow(namespace) {
+  narrowed = namespace;
+  localStorage.setItem("berth.namespace", namespace);
+  rerender();
+}
+chooser.addEventListener("change", () => narrow(chooser.value));
+const shown = (resource) => (narrowed ? all(resource).filter((o) => ns(o) === narrowed) : all(resource));
+
+function namespaceChoices() {
+  const names = all("namespaces").map((n) => n.metadata.name);
+  // A chosen namespace that is not (or no longer) there stays chosen, so
+  // the page says why it shows nothing.
+  if (narrowed && !names.includes(narrowed)) names.push(narrowed);
+  names.sort();
+  const wanted = ["", ...names].join("\n");
+  if (chooser.dataset.names !== wanted) {
+    chooser.dataset.names = wanted;
+    chooser.innerHTML = `<option value="">All namespaces</option>` +
+      names.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
+  }
+  chooser.value = narrowed;
+}
+
 let info = { ingress: null };
 get("dash/info").then((i) => {
   info = i;
@@ -141,7 +170,7 @@ function podRows(pods) {
 // ---- the overview -----------------------------------------------------
 
 function workloads() {
-  const deployments = all("deployments").map((d) => [
+  const deployments = shown("deployments").map((d) => [
     esc(ns(d)),
     esc(d.metadata.name),
     `<span class="replicas">${esc(d.status?.readyReplicas ?? 0)}/${esc(d.spec.replicas ?? 1)}</span>`,
@@ -157,7 +186,7 @@ function workloads() {
       button("history", "History", [ns(d), d.metadata.name], "revisions to roll back to"),
     ].join(" "),
   ]);
-  const statefulsets = all("statefulsets").map((s) => [
+  const statefulsets = shown("statefulsets").map((s) => [
     esc(ns(s)),
     esc(s.metadata.name),
     `${esc(s.status?.readyReplicas ?? 0)}/${esc(s.spec.replicas ?? 1)}`,
@@ -168,7 +197,7 @@ function workloads() {
       button("restart", "Restart", ["statefulsets", ns(s), s.metadata.name]),
     ].join(" "),
   ]);
-  const jobs = all("jobs").map((j) => [
+  const jobs = shown("jobs").map((j) => [
     esc(ns(j)),
     esc(j.metadata.name),
     `${esc(j.status?.succeeded ?? 0)}/${esc(j.spec.completions ?? 1)}`,
@@ -176,7 +205,7 @@ function workloads() {
     esc(j.status?.failed ?? 0),
     esc(age(j.metadata.creationTimestamp)),
   ]);
-  const cronjobs = all("cronjobs").map((c) => [
+  const cronjobs = shown("cronjobs").map((c) => [
     esc(ns(c)),
     esc(c.metadata.name),
     esc(c.spec.schedule),
@@ -207,7 +236,7 @@ function serviceUrl(s) {
 }
 
 function networking() {
-  const services = all("services").map((s) => [
+  const services = shown("services").map((s) => [
     esc(ns(s)),
     link(`#/service/${ns(s)}/${s.metadata.name}`, s.metadata.name),
     esc(s.spec.type ?? "ClusterIP"),
@@ -215,13 +244,13 @@ function networking() {
     esc((s.spec.ports ?? []).map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ""}/${p.protocol ?? "TCP"}`).join(", ")),
     serviceUrl(s) ? `<a href="${esc(serviceUrl(s))}" target="_blank" rel="noopener">${esc(serviceUrl(s))}</a>` : "",
   ]);
-  const ingresses = all("ingresses").map((i) => [
+  const ingresses = shown("ingresses").map((i) => [
     esc(ns(i)),
     esc(i.metadata.name),
     esc((i.spec.rules ?? []).map((r) => r.host ?? "*").join(", ")),
     esc(age(i.metadata.creationTimestamp)),
   ]);
-  const hpas = all("hpas").map((h) => [
+  const hpas = shown("hpas").map((h) => [
     esc(ns(h)),
     esc(h.metadata.name),
     esc(`${h.spec.scaleTargetRef.kind}/${h.spec.scaleTargetRef.name}`),
@@ -242,7 +271,7 @@ function networking() {
 // Secret's values are read, and shown, only when asked for.
 const revealed = new Map();
 function secrets() {
-  const rows = all("secrets").map((s) => {
+  const rows = shown("secrets").map((s) => {
     const key = `${ns(s)}/${s.metadata.name}`;
     const data = revealed.get(key);
     const shown = data
@@ -270,7 +299,7 @@ function decode(base64) {
 // What an action did: the events of the object it acted on, from then.
 let focus = null;
 function events() {
-  let list = all("events").sort((a, b) => eventTime(b).localeCompare(eventTime(a)));
+  let list = shown("events").sort((a, b) => eventTime(b).localeCompare(eventTime(a)));
   let title = "Recent events";
   if (focus) {
     list = list.filter((e) => e.involvedObject?.name?.startsWith(focus.name) && (e.metadata.namespace ?? "") === focus.namespace);
@@ -290,9 +319,13 @@ const eventTime = (e) => e.lastTimestamp ?? e.eventTime ?? e.metadata.creationTi
 
 let notice = "";
 function overview() {
-  const pods = all("pods");
+  const pods = shown("pods");
+  // (Once the namespaces are listed: there is always "default".)
+  const missing = narrowed && all("namespaces").length > 0 && !find("namespaces", "", narrowed)
+    ? `<p class="notice">There is no namespace ${esc(narrowed)}.</p>` : "";
   return (
     (notice ? `<p class="notice">${esc(notice)}</p>` : "") +
+    missing +
     events() +
     workloads() +
     section("pods", "Pods",
@@ -445,7 +478,7 @@ function sameImage(ref, name) {
 // ---- routing and rendering ---------------------------------------------------
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
   return parts;
 }
 
@@ -465,6 +498,7 @@ function render() {
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", (a.dataset.nav === "images") === (view === "images"));
   }
+  namespaceChoices();
   connection.textContent = feed.error ? `reconnecting: ${feed.error.message}` : "live";
   // What the user is typing in survives the redraw.
   const active = document.activeElement;
@@ -513,6 +547,11 @@ function charts(holder) {
 window.addEventListener("hashchange", () => {
   notice = "";
   focus = null;
+  const asked = new URLSearchParams(location.hash.split("?")[1] ?? "").get("namespace");
+  if (asked !== null) {
+    narrowed = asked;
+    localStorage.setItem("berth.namespace", asked);
+  }
   render();
 });
 
