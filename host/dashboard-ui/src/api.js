@@ -76,6 +76,8 @@ export class Feed {
   constructor(resources, changed) {
     this.resources = resources;
     this.lists = Object.fromEntries(resources.map((r) => [r, new Map()]));
+    // The kinds listed at least once: the page is whole when all are.
+    this.listed = new Set();
     this.error = null;
     this.changed = changed;
     this.run();
@@ -103,6 +105,7 @@ export class Feed {
           const list = this.lists[message.resource];
           if (!list) continue;
           if (message.type === "LIST") {
+            this.listed.add(message.resource);
             list.clear();
             for (const o of message.items ?? []) list.set(Feed.key(o), o);
           } else if (message.type === "ADDED" || message.type === "MODIFIED") {

@@ -205,30 +205,94 @@ fn secure(headers: &mut HeaderMap) {
     }
 }
 
-fn asset(
-    dashboard: &Dashboard,
-    headers: &HeaderMap,
+/// One of the page's files, and its gzip once a browser asked for it: the
+/// script is most of the page, and a remote browser on `/ui/` gets it in
+/// 30 KiB instead of 72.
+struct Asset {
     kind: &'static str,
     bytes: &'static [u8],
-) -> Response {
+    gzipped: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Asset {
+    const fn new(kind: &'static str, bytes: &'static [u8]) -> Asset {
+        Asset {
+            kind,
+            bytes,
+            gzipped: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn gzipped(&self) -> &[u8] {
+        self.gzipped.get_or_init(|| {
+            use std::io::Write as _;
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(self.bytes);
+            encoder.finish().unwrap_or_default()
+        })
+    }
+}
+
+static INDEX_ASSET: Asset = Asset::new("text/html; charset=utf-8", INDEX);
+static SCRIPT_ASSET: Asset = Asset::new("text/javascript; charset=utf-8", SCRIPT);
+static STYLE_ASSET: Asset = Asset::new("text/css; charset=utf-8", STYLE);
+
+/// Whether the request's Accept-Encoding takes gzip (and does not refuse it
+/// with `q=0`).
+fn takes_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+fn asset(dashboard: &Dashboard, headers: &HeaderMap, asset: &'static Asset) -> Response {
     if dashboard.session(headers).is_none() {
         return signed_out();
     }
-    let mut response = ([(header::CONTENT_TYPE, kind)], bytes).into_response();
+    let mut response = if takes_gzip(headers) {
+        (
+            [
+                (header::CONTENT_TYPE, asset.kind),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            asset.gzipped(),
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, asset.kind)], asset.bytes).into_response()
+    };
+    // Caches keep the two apart.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     secure(response.headers_mut());
     response
 }
 
 async fn index(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
-    asset(&d, &headers, "text/html; charset=utf-8", INDEX)
+    asset(&d, &headers, &INDEX_ASSET)
 }
 
 async fn script(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
-    asset(&d, &headers, "text/javascript; charset=utf-8", SCRIPT)
+    asset(&d, &headers, &SCRIPT_ASSET)
 }
 
 async fn style(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
-    asset(&d, &headers, "text/css; charset=utf-8", STYLE)
+    asset(&d, &headers, &STYLE_ASSET)
 }
 
 #[derive(serde::Deserialize)]
@@ -446,5 +510,41 @@ async fn mint(State(d): State<Arc<Dashboard>>) -> Response {
             tracing::error!("minting a dashboard sign-in: no randomness: {e}");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepting(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn assets_are_gzipped_for_browsers_that_take_it() {
+        assert!(takes_gzip(&accepting("gzip, deflate, br, zstd")));
+        assert!(takes_gzip(&accepting("br;q=1.0, GZIP;q=0.5")));
+        assert!(takes_gzip(&accepting("*")));
+        assert!(!takes_gzip(&accepting("gzip;q=0, br")));
+        assert!(!takes_gzip(&accepting("identity")));
+        assert!(!takes_gzip(&HeaderMap::new()));
+
+        let packed = SCRIPT_ASSET.gzipped();
+        assert!(
+            packed.len() < SCRIPT.len() / 2,
+            "{} of {}",
+            packed.len(),
+            SCRIPT.len()
+        );
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(packed), &mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, SCRIPT);
     }
 }
