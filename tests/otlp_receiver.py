@@ -1,7 +1,7 @@
 """An OTLP/HTTP trace receiver for berth's tests: accepts
 `POST /v1/traces` (protobuf, as OTLP/HTTP exporters send it), decodes it
 with OpenTelemetry's own protobuf types and appends each span to a file as
-a JSON line (trace and span ids in hex, parent, name, kind, service).
+a JSON line (trace and span ids in hex, parent, name, kind, status, service).
 Prints `listening on PORT` once it listens on 127.0.0.1.
 
 Usage: otlp_receiver.py SPANS_FILE
@@ -42,6 +42,8 @@ class Receiver(BaseHTTPRequestHandler):
                             "parent_span_id": span.parent_span_id.hex(),
                             "name": span.name,
                             "kind": span.kind,
+                            # 0 unset, 1 ok, 2 error.
+                            "status": span.status.code,
                             "service": service,
                         }) + "\n")
         reply = ExportTraceServiceResponse().SerializeToString()

@@ -95,32 +95,55 @@ async fn a_request_through_the_shop_is_one_trace_of_linked_spans_at_an_otlp_rece
     let deadline = Instant::now() + Duration::from_secs(30);
     let found = loop {
         let found = spans_of(&spans, trace);
-        if found.len() >= 4 {
+        if found.len() >= 9 {
             break found;
         }
         assert!(Instant::now() < deadline, "spans so far: {found:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let named = |name: &str| {
-        found
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no span {name}: {found:#?}"))
-            .clone()
+    let only = |what: &dyn Fn(&serde_json::Value) -> bool, called: &str| {
+        let matching: Vec<_> = found.iter().filter(|s| what(s)).collect();
+        assert_eq!(matching.len(), 1, "one span {called}: {found:#?}");
+        matching[0].clone()
     };
+    let named = |name: &str| only(&|s| s["name"] == name, name);
+    let child_of = |parent: &serde_json::Value, kind: u64, called: &str| {
+        only(
+            &|s| s["parent_span_id"] == parent["span_id"] && s["kind"] == kind,
+            called,
+        )
+    };
+    // OTLP's SpanKind: 1 internal, 2 server, 3 client.
+    let (internal, server, client) = (1, 2, 3);
     let ingress_span = named("ingress default/front");
-    let front = named("route default/front");
-    let api = named("route default/api");
-    let stock = named("route default/stock");
-    // Each hop's parent is the one before it, back to the client's.
     assert_eq!(ingress_span["parent_span_id"], client_span, "{found:#?}");
-    assert_eq!(
-        front["parent_span_id"], ingress_span["span_id"],
+    // Each Service: the router's span, the guest's call under it, and the
+    // guest's request to the next Service under that, which the next
+    // Service's span is a child of.
+    let front = named("route default/front");
+    assert_eq!(front["parent_span_id"], ingress_span["span_id"]);
+    let front_guest = child_of(&front, internal, "of front's guest");
+    let to_api = child_of(&front_guest, client, "of front's call to api");
+    assert_eq!(to_api["name"], "GET api", "{found:#?}");
+    let api = named("route default/api");
+    assert_eq!(api["parent_span_id"], to_api["span_id"], "{found:#?}");
+    let api_guest = child_of(&api, internal, "of api's guest");
+    let to_stock = child_of(&api_guest, client, "of api's call to stock");
+    assert_eq!(to_stock["name"], "GET stock", "{found:#?}");
+    let stock = named("route default/stock");
+    assert_eq!(stock["parent_span_id"], to_stock["span_id"], "{found:#?}");
+    let stock_guest = child_of(&stock, internal, "of stock's guest");
+    assert!(
+        stock_guest["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("guest ") && n.contains("stock")),
         "{found:#?}"
     );
-    assert_eq!(api["parent_span_id"], front["span_id"], "{found:#?}");
-    assert_eq!(stock["parent_span_id"], api["span_id"], "{found:#?}");
+    assert_eq!(found.len(), 9, "{found:#?}");
     assert!(found.iter().all(|s| s["service"] == "berth"), "{found:#?}");
-    // SERVER spans (OTLP's SpanKind 2).
-    assert!(found.iter().all(|s| s["kind"] == 2), "{found:#?}");
+    for span in [&ingress_span, &front, &api, &stock] {
+        assert_eq!(span["kind"], server, "{span}");
+    }
+    // None failed.
+    assert!(found.iter().all(|s| s["status"] != 2), "{found:#?}");
 }

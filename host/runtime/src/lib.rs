@@ -11,6 +11,7 @@
 
 mod capabilities;
 mod error;
+pub mod trace;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;

@@ -117,7 +117,100 @@ pub fn export_to(endpoint: &str, service: &str) -> Result<Exporter, String> {
     TRACER
         .set(provider.tracer("berth"))
         .map_err(|_| "spans are already exported".to_owned())?;
+    // The runtimes' spans (a guest's call, its outbound requests) go the
+    // same way.
+    berth_runtime::trace::install(std::sync::Arc::new(RuntimeTracer)).map_err(|e| e.to_owned())?;
     Ok(Exporter(provider))
+}
+
+/// The context `parent` names, for a span started under it.
+fn parent_context(parent: Option<TraceParent>) -> Context {
+    match parent {
+        Some(p) => Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(p.trace_id.to_be_bytes()),
+            SpanId::from_bytes(p.span_id.to_be_bytes()),
+            if p.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            true,
+            TraceState::default(),
+        )),
+        None => Context::new(),
+    }
+}
+
+fn context_of(span: &opentelemetry_sdk::trace::Span) -> TraceParent {
+    let made = span.span_context();
+    TraceParent {
+        trace_id: u128::from_be_bytes(made.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(made.span_id().to_bytes()),
+        sampled: made.is_sampled(),
+    }
+}
+
+/// Records `status` on `span`: 5xx marks it failed.
+fn set_status(span: &mut opentelemetry_sdk::trace::Span, status: StatusCode) {
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        span.set_status(opentelemetry::trace::Status::error(
+            status.canonical_reason().unwrap_or("server error"),
+        ));
+    }
+}
+
+/// The runtimes' spans, made by the SDK's tracer.
+struct RuntimeTracer;
+
+impl berth_runtime::trace::Tracer for RuntimeTracer {
+    fn start(
+        &self,
+        parent: Option<&HeaderValue>,
+        name: String,
+        kind: berth_runtime::trace::SpanKind,
+    ) -> Box<dyn berth_runtime::trace::Span> {
+        let parent = parent.and_then(|v| TraceParent::parse(v.as_bytes()));
+        let tracer = TRACER.get().expect("installed with the tracer");
+        let kind = match kind {
+            berth_runtime::trace::SpanKind::Internal => SpanKind::Internal,
+            berth_runtime::trace::SpanKind::Client => SpanKind::Client,
+        };
+        let span = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .start_with_context(tracer, &parent_context(parent));
+        Box::new(RuntimeSpan {
+            context: context_of(&span),
+            span,
+        })
+    }
+}
+
+struct RuntimeSpan {
+    context: TraceParent,
+    /// Ended when dropped (the SDK's span does).
+    span: opentelemetry_sdk::trace::Span,
+}
+
+impl berth_runtime::trace::Span for RuntimeSpan {
+    fn traceparent(&self) -> HeaderValue {
+        self.context.header()
+    }
+
+    fn status(&mut self, code: u16) {
+        if let Ok(status) = StatusCode::from_u16(code) {
+            set_status(&mut self.span, status);
+        }
+    }
+
+    fn fail(&mut self, reason: &str) {
+        self.span
+            .set_status(opentelemetry::trace::Status::error(reason.to_owned()));
+    }
 }
 
 /// One hop of a request: timed and exported when an exporter is
@@ -137,31 +230,12 @@ impl Span {
             .and_then(|v| TraceParent::parse(v.as_bytes()));
         let span = match TRACER.get() {
             Some(tracer) => {
-                let cx = match parent {
-                    Some(p) => Context::new().with_remote_span_context(SpanContext::new(
-                        TraceId::from_bytes(p.trace_id.to_be_bytes()),
-                        SpanId::from_bytes(p.span_id.to_be_bytes()),
-                        if p.sampled {
-                            TraceFlags::SAMPLED
-                        } else {
-                            TraceFlags::default()
-                        },
-                        true,
-                        TraceState::default(),
-                    )),
-                    None => Context::new(),
-                };
                 let otel = tracer
                     .span_builder(name())
                     .with_kind(SpanKind::Server)
-                    .start_with_context(tracer, &cx);
-                let made = otel.span_context();
+                    .start_with_context(tracer, &parent_context(parent));
                 Span {
-                    context: TraceParent {
-                        trace_id: u128::from_be_bytes(made.trace_id().to_bytes()),
-                        span_id: u64::from_be_bytes(made.span_id().to_bytes()),
-                        sampled: made.is_sampled(),
-                    },
+                    context: context_of(&otel),
                     otel: Some(otel),
                 }
             }
@@ -185,15 +259,7 @@ impl Span {
     /// Ends the span with the response's status.
     pub fn end(self, status: StatusCode) {
         if let Some(mut otel) = self.otel {
-            otel.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status.as_u16()),
-            ));
-            if status.is_server_error() {
-                otel.set_status(opentelemetry::trace::Status::error(
-                    status.canonical_reason().unwrap_or("server error"),
-                ));
-            }
+            set_status(&mut otel, status);
             otel.end();
         }
     }

@@ -19,6 +19,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::output::GuestOutput;
 use super::sockets::TcpPolicy;
+use berth_runtime::trace::{Span, SpanKind};
 use berth_runtime::{Capabilities, OutboundRule, RuntimeError, Services};
 
 pub(super) struct Sandbox {
@@ -434,13 +435,60 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> SendFuture {
-        if let Some(traceparent) = &self.traceparent
-            && !request.headers().contains_key("traceparent")
-        {
-            request
-                .headers_mut()
-                .insert("traceparent", traceparent.clone());
+        match self.trace(&mut request) {
+            None => self.route(request, options, fut),
+            Some(mut span) => {
+                let sent = Box::into_pin(self.route(request, options, fut));
+                Box::new(async move {
+                    let sent = sent.await;
+                    match &sent {
+                        Ok((response, _)) => span.status(response.status().as_u16()),
+                        Err(e) => span.fail(&e.to_string()),
+                    }
+                    sent
+                })
+            }
         }
+    }
+}
+
+impl OutboundHooks {
+    /// The trace context of an outgoing request that carries none: with a
+    /// tracer, a CLIENT span under the guest's call, which the request
+    /// names as its parent; without, the guest's call's own context. A
+    /// request the guest gave a context keeps it (the guest traces it).
+    fn trace(&self, request: &mut http::Request<WasiBody>) -> Option<Box<dyn Span>> {
+        if request.headers().contains_key("traceparent") {
+            return None;
+        }
+        let Some(tracer) = berth_runtime::trace::tracer() else {
+            if let Some(traceparent) = &self.traceparent {
+                request
+                    .headers_mut()
+                    .insert("traceparent", traceparent.clone());
+            }
+            return None;
+        };
+        let name = format!(
+            "{} {}",
+            request.method(),
+            request.uri().host().unwrap_or_default()
+        );
+        let span = tracer.start(self.traceparent.as_ref(), name, SpanKind::Client);
+        request
+            .headers_mut()
+            .insert("traceparent", span.traceparent());
+        Some(span)
+    }
+
+    /// Where an outgoing request goes: to a service in-process, out to an
+    /// allowed host, or nowhere (denied).
+    fn route(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> SendFuture {
         let uri = request.uri();
         let host = uri.host().unwrap_or("");
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);

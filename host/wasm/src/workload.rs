@@ -157,7 +157,20 @@ impl Inner {
         let mut store = self
             .new_store()
             .map_err(|e| guest_error(GuestFailure::Instantiate(e.to_string())))?;
-        store.data_mut().outbound.traceparent = request.headers().get("traceparent").cloned();
+        let incoming = request.headers().get("traceparent");
+        // The guest's call is a span of its own when spans are exported:
+        // its outbound requests are its children.
+        let mut span = berth_runtime::trace::tracer().map(|tracer| {
+            tracer.start(
+                incoming,
+                format!("guest {}", self.name),
+                berth_runtime::trace::SpanKind::Internal,
+            )
+        });
+        store.data_mut().outbound.traceparent = match &span {
+            Some(span) => Some(span.traceparent()),
+            None => incoming.cloned(),
+        };
         let (tx, mut rx) = oneshot::channel::<GuestResponse>();
         let request = request.map(|body| body.map_err(to_wasi_error));
         let (req, out) = {
@@ -199,6 +212,11 @@ impl Inner {
             // request may take the permit.
             drop(store);
             drop(permit);
+            if let (Some(span), Err(failure)) = (&mut span, &outcome) {
+                span.fail(&failure.to_string());
+            }
+            // Its span ends with the call (or when a deadline drops it).
+            drop(span);
             outcome
         });
 
