@@ -450,3 +450,108 @@ fn kubectl_top_shows_a_spinning_guest_near_its_cpu_limit_and_an_idle_one_near_ze
         nodes.stdout
     );
 }
+
+/// A wasm service whose requests may ask too much, and a Linux container
+/// whose child processes do, each under a memory limit.
+const HOGS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hog}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hog}}
+  template:
+    metadata: {labels: {app: hog}}
+    spec:
+      containers:
+      - {name: app, image: 'hog:1', imagePullPolicy: Never, resources: {limits: {memory: 64Mi}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hog}
+spec:
+  selector: {app: hog}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: greedy}
+spec:
+  containers:
+  - name: sh
+    image: busybox:1
+    resources: {limits: {memory: 32Mi}}
+    command: [sh, -c, 'for i in 1 2; do dd if=/dev/zero of=/dev/null bs=64M count=1; done; echo survived; sleep 600']
+"#;
+
+#[tokio::test]
+async fn out_of_memory_kills_are_counted_per_container_wasm_and_linux() {
+    let home = tempfile::tempdir().unwrap();
+    build_image(
+        home.path(),
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "hog:1",
+    );
+    berth_tests::busybox::load(home.path(), "busybox:1");
+    let daemon =
+        BerthRun::start_command(home.path(), &["daemon", "--metrics-listen", "127.0.0.1:0"]);
+    let ingress = daemon.ingress();
+    let scrape = metrics_url(&daemon);
+    apply(home.path(), HOGS);
+    wait_ready(home.path(), 2);
+    // Three requests past the guest's limit fail; the container lives on.
+    for _ in 0..3 {
+        let reply = send(
+            "GET",
+            &format!("{ingress}/alloc?mb=256"),
+            &[("host", "hog.localhost")],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 500, "{}", reply.text());
+    }
+    let fine = send(
+        "GET",
+        &format!("{ingress}/alloc?mb=8"),
+        &[("host", "hog.localhost")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(fine.status, 200, "{}", fine.text());
+    // Two of the shell's children are killed by the kernel; the shell
+    // goes on, so the container does not restart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok(berth(home.path(), &["logs", "greedy"]))
+        .stdout
+        .contains("survived")
+    {
+        assert!(Instant::now() < deadline, "the shell never went on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let page = send("GET", &scrape, &[], Vec::new()).await.text();
+    promtool_accepts(&page, "the daemon's page after OOM kills");
+    assert_eq!(
+        sample(
+            &page,
+            r#"container_oom_events_total{namespace="default",pod="greedy",container="sh"}"#
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    let wasm: Vec<f64> = page
+        .lines()
+        .filter(|l| l.starts_with(r#"container_oom_events_total{namespace="default",pod="hog-"#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(wasm, [3.0], "{page}");
+    let restarts = ok(kubectl(
+        home.path(),
+        &[
+            "get",
+            "pod",
+            "greedy",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+    ));
+    assert_eq!(restarts.stdout, "0");
+}

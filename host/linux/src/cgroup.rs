@@ -122,7 +122,31 @@ pub struct UsageFiles {
     cpu: Option<(PathBuf, bool)>,
 }
 
+/// How many processes of the memory cgroup `memory` (its directory, and
+/// whether it is v2) the kernel's OOM killer has ended.
+fn oom_kills(memory: Option<&(PathBuf, bool)>) -> u64 {
+    let Some((dir, v2)) = memory else {
+        return 0;
+    };
+    let file = if *v2 {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    };
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl UsageFiles {
+    /// Processes of the container the kernel's OOM killer has ended.
+    pub fn oom_kills(&self) -> u64 {
+        oom_kills(self.memory.as_ref())
+    }
+
     /// CPU time the container's processes have used.
     pub fn cpu(&self) -> Option<std::time::Duration> {
         let (dir, v2) = self.cpu.as_ref()?;
@@ -300,19 +324,7 @@ impl Cgroups {
 
     /// Whether the kernel's OOM killer killed a process of the cgroup.
     pub fn oom_killed(&self) -> bool {
-        let Some((dir, v2)) = &self.memory else {
-            return false;
-        };
-        let file = if *v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        std::fs::read_to_string(dir.join(file))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.strip_prefix("oom_kill "))
-            .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        oom_kills(self.memory.as_ref()) > 0
     }
 
     /// Removes the cgroups; their processes must have exited (a cgroup

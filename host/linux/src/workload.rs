@@ -233,6 +233,7 @@ impl Workload for LinuxWorkload {
             cpu: self.usage.cpu().unwrap_or_default(),
             memory: self.usage.memory().unwrap_or(0),
             instances: None,
+            oom_kills: self.usage.oom_kills(),
         }
     }
 

@@ -260,6 +260,11 @@ pub struct Usage {
     pub memory: u64,
     /// Wasm instances alive now; `None` for a workload that has none.
     pub instances: Option<u64>,
+    /// What it has lost to running out of memory since it started (a
+    /// cumulative counter): processes the kernel's OOM killer ended in a
+    /// Linux container, instances of a wasm workload that asked for more
+    /// than their memory limit.
+    pub oom_kills: u64,
 }
 
 /// How a workload ended by itself.

@@ -76,6 +76,7 @@ impl PodsCollector {
         let cpu = Family::<ContainerLabels, FloatCounter>::default();
         let memory = Family::<ContainerLabels, Gauge>::default();
         let instances = Family::<ContainerLabels, Gauge>::default();
+        let oom = Family::<ContainerLabels, Counter>::default();
         let requests = Family::<PodLabels, Counter>::default();
         let in_flight = Family::<PodLabels, Gauge>::default();
         let mut pods = self.table.pods();
@@ -97,6 +98,7 @@ impl PodsCollector {
                 };
                 let usage = container.workload.usage();
                 cpu.get_or_create(&labels).inc_by(usage.cpu.as_secs_f64());
+                oom.get_or_create(&labels).inc_by(usage.oom_kills);
                 memory
                     .get_or_create(&labels)
                     .set(i64::try_from(usage.memory).unwrap_or(i64::MAX));
@@ -128,6 +130,15 @@ impl PodsCollector {
             "Wasm instances alive in a container now (one per request being served)",
             None,
             &instances,
+        )?;
+        family(
+            encoder,
+            "container_oom_events",
+            "Out-of-memory kills in a running container since it started: processes the \
+             kernel's OOM killer ended, wasm instances that asked for more than their memory \
+             limit",
+            None,
+            &oom,
         )?;
         family(
             encoder,
@@ -264,6 +275,8 @@ impl Collector for WorkloadCollector {
         memory
             .get_or_create(&labels)
             .set(i64::try_from(usage.memory).unwrap_or(i64::MAX));
+        let oom = Family::<NameLabel, Counter>::default();
+        oom.get_or_create(&labels).inc_by(usage.oom_kills);
         family(
             &mut encoder,
             "container_cpu_usage",
@@ -277,6 +290,14 @@ impl Collector for WorkloadCollector {
             "Linear memory of its live instances",
             Some(&Unit::Bytes),
             &memory,
+        )?;
+        family(
+            &mut encoder,
+            "container_oom_events",
+            "Out-of-memory kills since it started (processes the OOM killer ended, wasm \
+             instances over their memory limit)",
+            None,
+            &oom,
         )?;
         if let Some(n) = usage.instances {
             let instances = Family::<NameLabel, Gauge>::default();

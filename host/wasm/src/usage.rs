@@ -1,5 +1,6 @@
 //! What a workload uses, counted as it runs: the CPU time of its guest
-//! calls, its live instances and their linear memory. These are what
+//! calls, its live instances and their linear memory, and the instances
+//! that ran out of it. These are what
 //! `kubectl top`, the autoscaler and `/metrics` read.
 //!
 //! CPU is the time each poll of a guest call takes, so it counts
@@ -23,6 +24,7 @@ pub(crate) struct Meter {
     cpu_nanos: AtomicU64,
     memory: AtomicU64,
     instances: AtomicU64,
+    oom_kills: AtomicU64,
 }
 
 impl Meter {
@@ -31,7 +33,13 @@ impl Meter {
             cpu: Duration::from_nanos(self.cpu_nanos.load(Ordering::Relaxed)),
             memory: self.memory.load(Ordering::Relaxed),
             instances: Some(self.instances.load(Ordering::Relaxed)),
+            oom_kills: self.oom_kills.load(Ordering::Relaxed),
         }
+    }
+
+    /// An instance failed for asking more memory than its limit.
+    pub(crate) fn out_of_memory(&self) {
+        self.oom_kills.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn instance_created(&self) {

@@ -43,7 +43,10 @@ impl CommandWorkload {
         let meter = std::sync::Arc::new(Meter::default());
         let metered = meter.clone();
         let task = tokio::spawn(async move {
-            let exited = exited(command::run(pre, spec, invocation, metered).await);
+            let exited = exited(command::run(pre, spec, invocation, metered.clone()).await);
+            if exited.reason == "OOMKilled" {
+                metered.out_of_memory();
+            }
             // What a limit or a trap did is the container's to show: its
             // log says it, beside what the guest wrote.
             if let (Some(log), Some(detail)) = (&log, &exited.detail) {
@@ -173,6 +176,7 @@ impl Workload for Beside {
             cpu: served.cpu + run.cpu,
             memory: served.memory + run.memory,
             instances: Some(served.instances.unwrap_or(0) + run.instances.unwrap_or(0)),
+            oom_kills: served.oom_kills + run.oom_kills,
         }
     }
 

@@ -212,8 +212,13 @@ impl Inner {
             // request may take the permit.
             drop(store);
             drop(permit);
-            if let (Some(span), Err(failure)) = (&mut span, &outcome) {
-                span.fail(&failure.to_string());
+            if let Err(failure) = &outcome {
+                if matches!(failure, GuestFailure::MemoryExceeded { .. }) {
+                    meter.out_of_memory();
+                }
+                if let Some(span) = &mut span {
+                    span.fail(&failure.to_string());
+                }
             }
             // Its span ends with the call (or when a deadline drops it).
             drop(span);
