@@ -43,6 +43,8 @@ pub struct Config {
     pub endpoint_wait: Duration,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
+    /// The host's resolver settings, which Linux pods' are made from.
+    pub resolv_conf: std::path::PathBuf,
     /// Also serve `/metrics`, without auth, here.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Count each request through the router by service (on unless a
@@ -272,6 +274,7 @@ pub async fn serve(
             table: table.clone(),
             endpoint_wait: args.endpoint_wait,
             ingress: ingress.clone(),
+            resolv_conf: args.resolv_conf.clone(),
         },
     );
     // Taking over, the pods' statuses stand: the predecessor ran them until

@@ -5,7 +5,7 @@
 //! packages busybox-static and redis-server (tests/prepare.sh installs them).
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::{berth, busybox, kube};
@@ -498,8 +498,13 @@ spec:
 /// host to it, and busybox httpd there. Gone when dropped.
 struct Internet {
     name: String,
+    /// The far end's address.
+    ip: String,
+    /// Its HTTP server's, with the port.
     address: String,
     server: std::process::Child,
+    /// Its name server, once asked for.
+    dns: Option<std::process::Child>,
     _www: tempfile::TempDir,
 }
 
@@ -548,10 +553,34 @@ impl Internet {
             .unwrap();
         Internet {
             name,
+            ip: format!("10.{a}.{b}.2"),
             address,
             server,
+            dns: None,
             _www: www,
         }
+    }
+
+    /// A name server on the far end (port 53) answering `names` with its
+    /// own address, NXDOMAIN for others.
+    fn serve_dns(&mut self, names: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dns_server.py");
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3"])
+            .arg(script)
+            .arg(&self.ip)
+            .args(names.iter().map(|n| format!("{n}={}", self.ip)))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening", "the name server did not start");
+        self.dns = Some(server);
     }
 }
 
@@ -559,6 +588,10 @@ impl Drop for Internet {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+        if let Some(dns) = &mut self.dns {
+            let _ = dns.kill();
+            let _ = dns.wait();
+        }
         // The veth pair goes with the namespace.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
@@ -604,6 +637,74 @@ fn a_linux_pod_reaches_an_outside_address_through_its_way_out() {
         assert!(Instant::now() < deadline, "pasta outlived its pod");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_linux_pod_resolves_outside_names_through_its_way_out() {
+    let mut internet = Internet::start();
+    internet.serve_dns(&["outside.test"]);
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    // The host's resolver, as the kubelet's --resolv-conf names it.
+    let resolv_conf = home.path().join("host-resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {}\nsearch test\noptions edns0\n", internet.ip),
+    )
+    .unwrap();
+    let port = berth_tests::free_port().to_string();
+    let _daemon = berth_tests::BerthRun::start_command(
+        home.path(),
+        &[
+            "daemon",
+            "--node-port-range",
+            &format!("{port}-{port}"),
+            "--resolv-conf",
+            resolv_conf.to_str().unwrap(),
+        ],
+    );
+    kube::apply(
+        home.path(),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: box}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: own}}\nspec:\n  terminationGracePeriodSeconds: 1\n  dnsPolicy: \"None\"\n  dnsConfig:\n    nameservers: [{}]\n    searches: [corp.example]\n    options: [{{name: ndots, value: \"2\"}}]\n  containers:\n  - {{name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}}\n",
+            internet.ip
+        ),
+    );
+    kube::wait_ready(home.path(), 2);
+    // The pod asks its way out, which asks the host's name server.
+    let resolv = berth_tests::ok(in_box(home.path(), "cat /etc/resolv.conf")).stdout;
+    assert!(resolv.contains("nameserver 169.254.1.1\n"), "{resolv}");
+    assert!(!resolv.contains(&internet.ip), "{resolv}");
+    assert!(resolv.contains("search test\noptions edns0\n"), "{resolv}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for url in ["http://outside.test:8099/", "http://outside:8099/"] {
+        loop {
+            let got = in_box(home.path(), &format!("wget -qO- {url}"));
+            if got.stdout == "from the internet\n" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{url}: {got:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // A name no server has is not found, and says so.
+    let missing = in_box(home.path(), "wget -qO- http://nowhere.test:8099/");
+    assert!(!missing.success, "{missing:?}");
+    assert!(missing.stderr.contains("bad address"), "{}", missing.stderr);
+    // dnsPolicy None: its dnsConfig alone.
+    let own = berth_tests::ok(kube::kubectl(
+        home.path(),
+        &["exec", "own", "--", "cat", "/etc/resolv.conf"],
+    ))
+    .stdout;
+    assert!(
+        own.ends_with(&format!(
+            "nameserver {}\nsearch corp.example\noptions ndots:2\n",
+            internet.ip
+        )),
+        "{own}"
+    );
 }
 
 /// The pid in the first `pasta.pid` under `dir`.

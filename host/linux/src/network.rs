@@ -101,6 +101,11 @@ const USERNS_FD: i32 = 4;
 /// How long pasta may take to configure a pod's namespace.
 const PASTA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Where a pod's DNS queries go: pasta answers them there, forwarding each
+/// to the host's name server. A link-local address, as Podman gives pasta:
+/// no network a pod reaches has it.
+pub const DNS_FORWARDER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+
 /// Where Debian's passt package puts `pasta`.
 const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 
@@ -117,7 +122,14 @@ const PASTA: &[&str] = &["/usr/bin/pasta", "/bin/pasta"];
 /// a berth handing over or killed leaves it carrying the pod's connections,
 /// and the next one, adopting the pod, finds it by `pid_file` and keeps it
 /// (a pasta that `pid_file` names for another namespace is ended).
-pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, LinuxError> {
+///
+/// DNS queries the pod sends to [`DNS_FORWARDER`] go to the first name
+/// server of the host's `/etc/resolv.conf`, or of `resolv_conf` instead.
+pub async fn connect_outside(
+    netns: &Path,
+    pid_file: &Path,
+    resolv_conf: Option<&Path>,
+) -> Result<Outside, LinuxError> {
     if serving(pid_file, netns) {
         return Ok(Outside {
             pasta: Pasta::Adopted,
@@ -149,6 +161,8 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
         // the pod's namespace.
         .args(["--runas", "0:0"])
         .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+        .arg("--dns-forward")
+        .arg(DNS_FORWARDER.to_string())
         .arg("--pid")
         .arg(pid_file)
         .arg("--netns")
@@ -169,6 +183,14 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
         command
             .arg("--userns")
             .arg(format!("/proc/self/fd/{USERNS_FD}"));
+    }
+    if let Some(file) = resolv_conf {
+        // pasta forwards to the first name server of /etc/resolv.conf (its
+        // `--dns` names servers for DHCP, not the forwarder's), so it is
+        // given `file` there, in a mount namespace of its own.
+        let file = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+            .map_err(|_| LinuxError::Setup(format!("{} is not a path", file.display())))?;
+        resolve_with(&mut command, file);
     }
     use command_fds::CommandFdExt as _;
     command
@@ -212,6 +234,28 @@ pub async fn connect_outside(netns: &Path, pid_file: &Path) -> Result<Outside, L
             return Err(failed(format!("not ready within {PASTA_TIMEOUT:?}")));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Makes `command` run with `file` as its /etc/resolv.conf, in a mount
+/// namespace of its own.
+#[expect(unsafe_code, reason = "pre_exec, and unshare's raw flags")]
+fn resolve_with(command: &mut Command, file: std::ffi::CString) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: between fork and exec only system calls are made, on strings
+    // made before the fork (nothing allocates); the new mount namespace is
+    // the child's alone.
+    unsafe {
+        command.pre_exec(move || {
+            use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
+            mount_change(
+                c"/",
+                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+            )?;
+            mount_bind(file.as_c_str(), c"/etc/resolv.conf")?;
+            Ok(())
+        });
     }
 }
 

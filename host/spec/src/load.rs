@@ -1392,17 +1392,7 @@ fn validate_pod_extras(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             ));
         }
     }
-    if let Some(policy) = &spec.dns_policy
-        && !["ClusterFirst", "ClusterFirstWithHostNet", "Default"].contains(&policy.as_str())
-    {
-        return Err(invalid(
-            format!("{path}.dnsPolicy"),
-            format!(
-                "{policy:?}: berth has ClusterFirst, ClusterFirstWithHostNet and Default \
-                 (None needs a dnsConfig, which berth does not take)"
-            ),
-        ));
-    }
+    check_dns(spec, path)?;
     if let Some(scheduler) = &spec.scheduler_name
         && scheduler != DEFAULT_SCHEDULER
     {
@@ -1410,6 +1400,74 @@ fn validate_pod_extras(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
             format!("{path}.schedulerName"),
             format!("{scheduler:?}: berth has one scheduler, {DEFAULT_SCHEDULER}"),
         ));
+    }
+    Ok(())
+}
+
+/// `dnsPolicy` and `dnsConfig`, as kube-apiserver checks them.
+fn check_dns(spec: &PodSpec, path: &str) -> Result<(), Invalid> {
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    if !["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"].contains(&policy) {
+        return Err(invalid(
+            format!("{path}.dnsPolicy"),
+            format!(
+                "{policy:?}: supported values: \"ClusterFirst\", \"ClusterFirstWithHostNet\", \
+                 \"Default\", \"None\""
+            ),
+        ));
+    }
+    let config = spec.dns_config.clone().unwrap_or_default();
+    if policy == "None" && config.nameservers.is_empty() {
+        return Err(invalid(
+            format!("{path}.dnsConfig.nameservers"),
+            "must provide at least one DNS nameserver when dnsPolicy is None",
+        ));
+    }
+    if config.nameservers.len() > 3 {
+        return Err(invalid(
+            format!("{path}.dnsConfig.nameservers"),
+            format!(
+                "must not have more than 3 nameservers: {:?}",
+                config.nameservers
+            ),
+        ));
+    }
+    for (i, server) in config.nameservers.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                format!("{path}.dnsConfig.nameservers[{i}]"),
+                format!("{server:?}: must be a valid IP address"),
+            ));
+        }
+    }
+    if config.searches.len() > 32 {
+        return Err(invalid(
+            format!("{path}.dnsConfig.searches"),
+            "must not have more than 32 search paths",
+        ));
+    }
+    if config.searches.iter().map(|s| s.len() + 1).sum::<usize>() > 2048 {
+        return Err(invalid(
+            format!("{path}.dnsConfig.searches"),
+            "must not have more than 2048 characters (including spaces) in the search list",
+        ));
+    }
+    for (i, search) in config.searches.iter().enumerate() {
+        let name = search.strip_suffix('.').unwrap_or(search);
+        if !is_dns_subdomain(name) {
+            return Err(invalid(
+                format!("{path}.dnsConfig.searches[{i}]"),
+                format!("{search:?}: must be a DNS subdomain"),
+            ));
+        }
+    }
+    for (i, option) in config.options.iter().enumerate() {
+        if option.name.is_empty() {
+            return Err(invalid(
+                format!("{path}.dnsConfig.options[{i}].name"),
+                "Required value",
+            ));
+        }
     }
     Ok(())
 }

@@ -608,3 +608,45 @@ fn an_empty_dir_is_on_disk_or_in_memory() {
     parse_str(&pod("Memory"), "ok.yaml").unwrap();
     parse_str(&pod("''"), "ok.yaml").unwrap();
 }
+
+#[test]
+fn dns_policy_and_config_are_checked_as_kube_apiserver_does() {
+    let pod = |dns: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{dns}  containers: [{{name: c, image: busybox:1}}]\n"
+        )
+    };
+    let good = pod(
+        "  dnsPolicy: None\n  dnsConfig:\n    nameservers: [192.0.2.53, '2001:db8::53']\n    searches: [corp.example, example.]\n    options: [{name: ndots, value: '2'}, {name: edns0}]\n",
+    );
+    let loaded = parse_str(&good, "p.yaml").unwrap();
+    let crate::Object::Pod(p) = &loaded[0].object else {
+        panic!("not a pod")
+    };
+    let config = p.spec.dns_config.as_ref().unwrap();
+    assert_eq!(config.nameservers, ["192.0.2.53", "2001:db8::53"]);
+    assert_eq!(config.options[0].value.as_deref(), Some("2"));
+    for (dns, names) in [
+        ("  dnsPolicy: Bogus\n", "spec.dnsPolicy"),
+        ("  dnsPolicy: None\n", "spec.dnsConfig.nameservers"),
+        (
+            "  dnsConfig: {nameservers: [1.1.1.1, 2.2.2.2, 3.3.3.3, 4.4.4.4]}\n",
+            "spec.dnsConfig.nameservers",
+        ),
+        (
+            "  dnsConfig: {nameservers: [dns.example]}\n",
+            "spec.dnsConfig.nameservers[0]",
+        ),
+        (
+            "  dnsConfig: {searches: [Not_A_Name]}\n",
+            "spec.dnsConfig.searches[0]",
+        ),
+        (
+            "  dnsConfig: {options: [{value: '1'}]}\n",
+            "spec.dnsConfig.options[0].name",
+        ),
+    ] {
+        let refused = error(&pod(dns));
+        assert!(refused.contains(names), "{dns}: {refused}");
+    }
+}

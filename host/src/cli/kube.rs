@@ -97,6 +97,17 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     endpoint_wait: Duration,
 
+    /// The resolver settings Linux pods' /etc/resolv.conf are made from (as
+    /// the kubelet's flag): its search domains and options, and its first
+    /// name server, which pods reach through their way out.
+    #[arg(
+        long,
+        default_value = "/etc/resolv.conf",
+        value_name = "FILE",
+        env = "BERTH_RESOLV_CONF"
+    )]
+    resolv_conf: std::path::PathBuf,
+
     /// How long a client of the ingress or a node port may take to send a
     /// request's headers before its connection is closed (slow clients
     /// holding connections open).
@@ -189,6 +200,7 @@ impl DaemonArgs {
             service_cidr: self.service_cidr,
             endpoint_wait: self.endpoint_wait,
             header_timeout: self.header_timeout,
+            resolv_conf: self.resolv_conf,
             metrics_listen: self.metrics_listen,
             request_metrics: self.request_metrics,
             metrics_resolution: self.metrics_resolution,

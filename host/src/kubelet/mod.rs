@@ -14,6 +14,7 @@
 //! period), and its volumes are removed.
 
 mod board;
+mod dns;
 mod init;
 mod probe;
 mod reports;
@@ -176,6 +177,8 @@ pub(crate) struct Context {
     pub endpoint_wait: Duration,
     /// Linux pods' way to Services (see `Ingress::serve_pod_network`).
     pub ingress: Arc<crate::router::Ingress>,
+    /// The host's resolver settings Linux pods' are made from.
+    pub resolv_conf: PathBuf,
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
     pub images: Arc<parking_lot::Mutex<HashMap<String, (ImageStamp, start::Ready)>>>,
@@ -192,6 +195,9 @@ pub struct Routing {
     pub endpoint_wait: Duration,
     /// What gives Linux pods their way to Services.
     pub ingress: Arc<crate::router::Ingress>,
+    /// The host's resolver settings Linux pods' are made from (the
+    /// kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
 }
 
 pub struct Kubelet {
@@ -234,6 +240,7 @@ impl Kubelet {
                 routes: routing.table,
                 endpoint_wait: routing.endpoint_wait,
                 ingress: routing.ingress,
+                resolv_conf: routing.resolv_conf,
                 images: Arc::default(),
                 execs: Arc::default(),
             },

@@ -526,6 +526,31 @@ async fn start_linux(
             writable: false,
         });
     }
+    // And its resolv.conf, from its dnsPolicy and dnsConfig over the
+    // host's, unless the container mounts its own.
+    let host_resolver = super::dns::Resolver::read(&context.resolv_conf);
+    if !mounts
+        .iter()
+        .any(|m| m.guest == "/etc" || m.guest == "/etc/resolv.conf")
+    {
+        let resolv_conf = dir.join("resolv.conf");
+        let text = host_resolver
+            .for_pod(&pod.spec, network != Network::Host)
+            .text();
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&resolv_conf, text))
+            .map_err(|e| {
+                failure(
+                    "CreateContainerError",
+                    format!("the pod's /etc/resolv.conf: {e}"),
+                )
+            })?;
+        mounts.push(DirGrant {
+            host: resolv_conf,
+            guest: "/etc/resolv.conf".to_owned(),
+            writable: false,
+        });
+    }
     let limits = &container.resources.limits;
     let user_namespace = match (pod.spec.host_network, pod.spec.host_users) {
         (true, _) | (_, Some(true)) => crate::runtime::linux::UserIds::Host,
@@ -638,6 +663,8 @@ async fn start_linux(
                     &netns,
                     hosts,
                     &dir.join("pasta.pid"),
+                    (context.resolv_conf != Path::new("/etc/resolv.conf"))
+                        .then_some(context.resolv_conf.as_path()),
                     network_ends,
                     sandbox.leave.clone(),
                 )
@@ -674,6 +701,7 @@ async fn serve_pod_network(
     netns: &Path,
     hosts: PathBuf,
     pid_file: &Path,
+    resolv_conf: Option<&Path>,
     network_ends: CancellationToken,
     leave: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -689,7 +717,7 @@ async fn serve_pod_network(
             "the pod cannot reach Services by their addresses: {e}"
         );
     }
-    match crate::runtime::linux::network::connect_outside(netns, pid_file).await {
+    match crate::runtime::linux::network::connect_outside(netns, pid_file, resolv_conf).await {
         Ok(outside) => {
             tokio::spawn(async move {
                 network_ends.cancelled().await;
