@@ -663,8 +663,6 @@ async fn start_linux(
                     &netns,
                     hosts,
                     &dir.join("pasta.pid"),
-                    (context.resolv_conf != Path::new("/etc/resolv.conf"))
-                        .then_some(context.resolv_conf.as_path()),
                     network_ends,
                     sandbox.leave.clone(),
                 )
@@ -701,7 +699,6 @@ async fn serve_pod_network(
     netns: &Path,
     hosts: PathBuf,
     pid_file: &Path,
-    resolv_conf: Option<&Path>,
     network_ends: CancellationToken,
     leave: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -717,6 +714,9 @@ async fn serve_pod_network(
             "the pod cannot reach Services by their addresses: {e}"
         );
     }
+    // pasta reads the host's /etc/resolv.conf itself.
+    let resolv_conf = (context.resolv_conf != Path::new("/etc/resolv.conf"))
+        .then_some(context.resolv_conf.as_path());
     match crate::runtime::linux::network::connect_outside(netns, pid_file, resolv_conf).await {
         Ok(outside) => {
             tokio::spawn(async move {
