@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wasmtime::Engine;
 use wasmtime::component::Linker;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::cache::Artifacts;
 use super::limits::CpuQuota;
 use super::load;
 use super::sandbox::Sandbox;
@@ -44,12 +44,12 @@ pub const TRAPPED: i32 = 134;
 /// Loads `path` as a command: compiled (or from the cache), and checked to
 /// export `wasi:cli/run`. Blocking: the compiler's work.
 pub(super) fn load(
-    engine: &Engine,
+    artifacts: &Artifacts,
     linker: &Linker<Host>,
     path: &Path,
 ) -> Result<CommandPre<Host>, RuntimeError> {
     let bytes = load::read(path)?;
-    let (component, exports) = load::compile(engine, path, &bytes)?;
+    let (component, exports) = load::compile(artifacts, path, &bytes, None)?;
     // One serving HTTP is served, as `berth run` without arguments does,
     // even if it exports a `run` too (wstd's servers export one that is
     // not meant to be called).

@@ -1,15 +1,10 @@
 //! Engine settings: one engine per runtime, shared by every workload on it.
 //!
 //! Instances come from the pooling allocator (instantiation is a slot reuse,
-//! not an mmap), compiled code is cached on disk by wasmtime's cache — keyed
-//! by the sha256 of the component and the engine's settings — and epoch
-//! interruption is on so CPU time can be bounded.
+//! not an mmap), and epoch interruption is on so CPU time can be bounded.
+//! Compiled code is kept on disk by berth ([`super::cache`]).
 
-use std::path::Path;
-use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Instance slots in the pool: the most requests the host runs at once.
 pub(super) const POOL_SLOTS: u32 = 1000;
@@ -17,8 +12,8 @@ pub(super) const POOL_SLOTS: u32 = 1000;
 /// Builds the engine, with the pooling allocator when `pooled`. Falls back
 /// to on-demand allocation (with a warning) where the host will not
 /// reserve the pool's address space, e.g. under a tight `ulimit -v`.
-pub(super) fn new_engine(cache_dir: Option<&Path>, pooled: bool) -> wasmtime::Result<Engine> {
-    let mut config = base_config(cache_dir);
+pub(super) fn new_engine(pooled: bool) -> wasmtime::Result<Engine> {
+    let mut config = base_config();
     if !pooled {
         return Engine::new(&config);
     }
@@ -27,34 +22,16 @@ pub(super) fn new_engine(cache_dir: Option<&Path>, pooled: bool) -> wasmtime::Re
         Ok(engine) => Ok(engine),
         Err(e) => {
             tracing::warn!("pooling allocator unavailable ({e}); allocating instances on demand");
-            Engine::new(&base_config(cache_dir))
+            Engine::new(&base_config())
         }
     }
 }
 
-fn base_config(cache_dir: Option<&Path>) -> Config {
+fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    if let Some(dir) = cache_dir {
-        match cache(dir) {
-            Ok(cache) => {
-                config.cache(Some(cache));
-            }
-            Err(e) => tracing::warn!(
-                "compiled-code cache at {} unavailable ({e}); compiling every start",
-                dir.display()
-            ),
-        }
-    }
     config
-}
-
-fn cache(dir: &Path) -> wasmtime::Result<Cache> {
-    std::fs::create_dir_all(dir)?;
-    let mut config = CacheConfig::new();
-    config.with_directory(dir);
-    Cache::new(config)
 }
 
 fn pool_config() -> PoolingAllocationConfig {

@@ -7,6 +7,7 @@
 //! gets a fresh instance from the pool, with the capabilities its
 //! [`sandbox::Sandbox`] grants and the limits in `limits.rs`.
 
+mod cache;
 mod command;
 mod engine;
 mod epoch;
@@ -22,7 +23,6 @@ mod workload;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use command::{Finished, Invocation, TRAPPED};
@@ -44,7 +44,8 @@ pub struct WasmRuntimeConfig {
 }
 
 pub struct WasmRuntime {
-    engine: Engine,
+    /// The engine, and compiled components on disk.
+    artifacts: Arc<cache::Artifacts>,
     linker: Arc<Linker<Host>>,
     /// Components already loaded, by their bytes' sha256 and by the file
     /// they came from: replicas of one image share one compiled component
@@ -56,8 +57,8 @@ pub struct WasmRuntime {
 impl WasmRuntime {
     pub fn new(config: WasmRuntimeConfig) -> Result<Self, RuntimeError> {
         let engine_error = |reason: String| RuntimeError::Engine { reason };
-        let engine = engine::new_engine(config.cache_dir.as_deref(), config.pooled)
-            .map_err(|e| engine_error(format!("{e:#}")))?;
+        let engine =
+            engine::new_engine(config.pooled).map_err(|e| engine_error(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| engine_error(format!("adding WASI to the linker: {e:#}")))?;
@@ -68,7 +69,7 @@ impl WasmRuntime {
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| engine_error(format!("starting the epoch ticker: {e}")))?;
         Ok(WasmRuntime {
-            engine,
+            artifacts: Arc::new(cache::Artifacts::new(engine, config.cache_dir.as_deref())),
             linker: Arc::new(linker),
             loaded: Arc::default(),
             _ticker: ticker,
@@ -82,7 +83,7 @@ impl WasmRuntime {
     /// Blocking: the compiler's work.
     pub fn precompile(&self, path: &std::path::Path) -> Result<(), RuntimeError> {
         let bytes = load::read(path)?;
-        let (_, exports) = load::compile(&self.engine, path, &bytes)?;
+        let (_, exports) = load::compile(&self.artifacts, path, &bytes, None)?;
         let worlds = load::worlds(&exports);
         if worlds.http || worlds.command {
             return Ok(());
@@ -97,7 +98,7 @@ impl WasmRuntime {
     /// compiled (or taken from the compile cache) to be asked.
     pub fn worlds(&self, path: &std::path::Path) -> Result<Worlds, RuntimeError> {
         let bytes = load::read(path)?;
-        let (_, exports) = load::compile(&self.engine, path, &bytes)?;
+        let (_, exports) = load::compile(&self.artifacts, path, &bytes, None)?;
         Ok(load::worlds(&exports))
     }
 
@@ -107,7 +108,7 @@ impl WasmRuntime {
     /// start that follows does not load it again. Blocking: the compiler's
     /// work.
     pub fn serves_http(&self, path: &std::path::Path) -> Result<bool, RuntimeError> {
-        let pre = load::load(&self.engine, &self.linker, path, &self.loaded)?;
+        let pre = load::load(&self.artifacts, &self.linker, path, &self.loaded)?;
         Ok(matches!(pre, load::Pre::Http(..)))
     }
 
@@ -118,12 +119,12 @@ impl WasmRuntime {
         spec: WorkloadSpec,
         invocation: Invocation,
     ) -> Result<Finished, RuntimeError> {
-        let (engine, linker, path) = (
-            self.engine.clone(),
+        let (artifacts, linker, path) = (
+            self.artifacts.clone(),
             self.linker.clone(),
             spec.component.clone(),
         );
-        let pre = tokio::task::spawn_blocking(move || command::load(&engine, &linker, &path))
+        let pre = tokio::task::spawn_blocking(move || command::load(&artifacts, &linker, &path))
             .await
             .map_err(|e| RuntimeError::Engine {
                 reason: format!("loading task failed: {e}"),
@@ -134,17 +135,18 @@ impl WasmRuntime {
 
 impl Runtime for WasmRuntime {
     fn start(&self, spec: WorkloadSpec) -> BoxFuture<'_, Result<Arc<dyn Workload>, RuntimeError>> {
-        let engine = self.engine.clone();
+        let artifacts = self.artifacts.clone();
         let linker = self.linker.clone();
         let loaded = self.loaded.clone();
         Box::pin(async move {
             let path = spec.component.clone();
-            let pre =
-                tokio::task::spawn_blocking(move || load::load(&engine, &linker, &path, &loaded))
-                    .await
-                    .map_err(|e| RuntimeError::Engine {
-                        reason: format!("loading task failed: {e}"),
-                    })??;
+            let pre = tokio::task::spawn_blocking(move || {
+                load::load(&artifacts, &linker, &path, &loaded)
+            })
+            .await
+            .map_err(|e| RuntimeError::Engine {
+                reason: format!("loading task failed: {e}"),
+            })??;
             Ok(match pre {
                 load::Pre::Http(pre, Some(run)) if spec.invoked => {
                     let served = WasmWorkload::start(spec.clone(), pre).await?;

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::cache::Artifacts;
 use super::workload::Host;
 use berth_runtime::RuntimeError;
 
@@ -31,15 +31,19 @@ pub struct Worlds {
 /// Checks the header and compiles (or takes from the compile cache) the
 /// component in `bytes`; it and the names of what it exports.
 pub(super) fn compile(
-    engine: &Engine,
+    artifacts: &Artifacts,
     path: &Path,
     bytes: &[u8],
+    digest: Option<[u8; 32]>,
 ) -> Result<(Component, Vec<String>), RuntimeError> {
     check_header(path, bytes)?;
-    let component = Component::new(engine, bytes).map_err(|e| RuntimeError::Compile {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
-    })?;
+    let engine = artifacts.engine();
+    let component = artifacts
+        .component(bytes, digest)
+        .map_err(|e| RuntimeError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
     let exports = component
         .component_type()
         .exports(engine)
@@ -103,7 +107,7 @@ pub(super) enum Pre {
 /// Reads, checks, compiles (or loads from the cache) and links `path`.
 /// CPU-heavy: call from a blocking thread.
 pub(super) fn load(
-    engine: &Engine,
+    artifacts: &Artifacts,
     linker: &Linker<Host>,
     path: &Path,
     loaded: &Mutex<Loaded>,
@@ -126,7 +130,7 @@ pub(super) fn load(
             .insert(stamp, pre.clone());
         return Ok(pre);
     }
-    let (component, exports) = compile(engine, path, &bytes)?;
+    let (component, exports) = compile(artifacts, path, &bytes, Some(key))?;
     let worlds = worlds(&exports);
     if !worlds.http && !worlds.command {
         return Err(RuntimeError::NoHandler {
