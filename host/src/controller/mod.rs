@@ -113,22 +113,18 @@ fn owned(store: &Store, kind: Kind, namespace: &str, owner: &Record) -> Result<V
         .collect())
 }
 
-/// The pods a replica set controls that are not being deleted (those
-/// count for nothing, as in Kubernetes: their replacements start at once).
-fn active_pods(store: &Store, rs: &Record) -> Result<Vec<Record>> {
-    Ok(store
-        .list_owned(Kind::Pod, &rs.uid)?
-        .into_iter()
-        .filter(|p| !p.object.metadata().deleting())
-        .collect())
-}
-
-/// How many pods each replica set controls, and how many of them are
-/// ready: `(total, ready)`.
+/// How many pods a replica set controls, and how many of them are ready:
+/// `(total, ready)`. Pods being deleted count for nothing, as in
+/// Kubernetes: their replacements start at once.
 fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
-    let pods = active_pods(store, rs)?;
-    let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
-    Ok((pods.len() as u32, ready as u32))
+    let (mut total, mut ready) = (0, 0);
+    store.visit_owned(Kind::Pod, &rs.uid, |_, pod, status| {
+        if !pod.metadata().deleting() {
+            total += 1;
+            ready += u32::from(status.pod_ready());
+        }
+    })?;
+    Ok((total, ready))
 }
 
 fn owner(kind: &str, api_version: &str, record: &Record) -> OwnerReference {
@@ -206,17 +202,31 @@ fn collect(store: &mut Store, now: bool) -> Result<bool> {
             .into_iter()
             .map(|r| r.uid)
             .collect();
-        for record in store.list(kind, None)? {
-            let meta = record.object.metadata();
-            let orphaned = meta
-                .owner_references
+        let orphaned = |meta: &ObjectMeta| {
+            meta.owner_references
                 .iter()
-                .any(|o| o.controller && o.kind == owner_kind.as_str() && !owners.contains(&o.uid));
-            if orphaned && now {
-                let ns = record.object.namespace().unwrap_or("").to_owned();
+                .any(|o| o.controller && o.kind == owner_kind.as_str() && !owners.contains(&o.uid))
+        };
+        // Found where they are parsed, and only orphans read out: a pass
+        // copies none of ten thousand pods that have their owner.
+        let mut orphans = Vec::new();
+        store.visit(kind, |_, object, _| {
+            if orphaned(object.metadata()) {
+                orphans.push((
+                    object.namespace().unwrap_or("").to_owned(),
+                    object.metadata().name.clone(),
+                ));
+            }
+        })?;
+        for (ns, name) in orphans {
+            let Some(record) = store.get(kind, &ns, &name)? else {
+                continue;
+            };
+            let meta = record.object.metadata();
+            if now {
                 store.delete(kind, &ns, &meta.name)?;
                 changed = true;
-            } else if orphaned && !meta.deleting() {
+            } else if !meta.deleting() {
                 delete_gracefully(store, &record)?;
                 changed = true;
             }
@@ -1028,17 +1038,17 @@ impl Controllers {
             return self.finish_foreground(store, record);
         }
         let ns = record.object.namespace().unwrap_or("default").to_owned();
-        let mut pods: Vec<Record> = owned(store, Kind::Pod, &ns, record)?
-            .into_iter()
-            .filter(|p| !p.object.metadata().deleting())
-            .collect();
+        // Counted where they are parsed: a pass with nothing to create or
+        // delete (most, while ten thousand replicas start) copies no pod.
+        let (total, mut ready) = pod_counts(store, record)?;
+        let mut total = total as usize;
         let want = rs.spec.replicas as usize;
         let mut changed = false;
         // What the namespace's pod quota leaves room for.
         let in_namespace = store.count_active_pods(&ns)?;
         let room =
             usize::try_from(self.pod_quota.saturating_sub(in_namespace)).unwrap_or(usize::MAX);
-        let missing = want.saturating_sub(pods.len());
+        let missing = want.saturating_sub(total);
         let refused = missing.saturating_sub(room);
         let failure = (refused > 0).then(|| {
             format!(
@@ -1048,16 +1058,16 @@ impl Controllers {
             )
         });
         let want = want - refused;
-        if pods.len() < want {
+        if total < want {
             // All the missing pods in one write, and their events in
             // another: a pass that creates ten thousand holds the store
             // for two transactions, not twenty thousand.
-            let mut names: BTreeSet<String> = pods
-                .iter()
-                .map(|p| p.object.metadata().name.clone())
-                .collect();
-            let mut created = Vec::with_capacity(want - pods.len());
-            while pods.len() + created.len() < want {
+            let mut names: BTreeSet<String> = BTreeSet::new();
+            store.visit_owned(Kind::Pod, &record.uid, |_, pod, _| {
+                names.insert(pod.metadata().name.clone());
+            })?;
+            let mut created = Vec::with_capacity(want - total);
+            while total + created.len() < want {
                 let name = format!("{}-{}", rs.metadata.name, random_suffix());
                 if !names.insert(name.clone()) {
                     continue;
@@ -1091,13 +1101,15 @@ impl Controllers {
                 })
                 .collect();
             store.record_events(&events)?;
-            pods = owned(store, Kind::Pod, &ns, record)?
+            let (now, now_ready) = pod_counts(store, record)?;
+            (total, ready) = (now as usize, now_ready);
+            changed = true;
+        }
+        if total > want {
+            let mut pods: Vec<Record> = owned(store, Kind::Pod, &ns, record)?
                 .into_iter()
                 .filter(|p| !p.object.metadata().deleting())
                 .collect();
-            changed = true;
-        }
-        if pods.len() > want {
             // Unscheduled first, then unready, then the newest.
             pods.sort_by_key(|p| {
                 let bound = matches!(&p.object, Object::Pod(pod) if pod.spec.node_name.is_some());
@@ -1121,9 +1133,10 @@ impl Controllers {
                 )?;
             }
             pods.truncate(want);
+            total = pods.len();
+            ready = pods.iter().filter(|p| p.status.pod_ready()).count() as u32;
             changed = true;
         }
-        let ready = pods.iter().filter(|p| p.status.pod_ready()).count();
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         let was_failing = record.status.replica_set().is_some_and(|s| {
             s.conditions
@@ -1132,9 +1145,9 @@ impl Controllers {
                 .any(|c| c.reason.as_deref() == Some("FailedCreate"))
         });
         let mut status = ReplicaSetStatus {
-            replicas: count(pods.len()),
-            ready_replicas: Some(count(ready)),
-            available_replicas: Some(count(ready)),
+            replicas: count(total),
+            ready_replicas: Some(count(ready as usize)),
+            available_replicas: Some(count(ready as usize)),
             observed_generation: i64::try_from(record.generation).ok(),
             ..ReplicaSetStatus::default()
         };
@@ -1172,44 +1185,42 @@ impl Controllers {
     }
 
     fn schedule(&self, store: &mut Store) -> Result<bool> {
-        let pods = store.list(Kind::Pod, None)?;
+        // What is bound, counted where it is parsed; only the pods to
+        // place are copied out.
         let mut allocated: BTreeMap<String, Requests> = BTreeMap::new();
-        for pod in &pods {
-            // A finished pod holds nothing on its node any more (a Job's
-            // completed pods stay, for their logs and status).
-            let finished = pod.status.pod_finished();
-            if let Object::Pod(p) = &pod.object
-                && let Some(node) = &p.spec.node_name
-                && !finished
-            {
-                *allocated.entry(node.clone()).or_default() += scheduler::requests(&p.spec);
+        let mut pods = Vec::new();
+        store.visit(Kind::Pod, |uid, object, status| {
+            let Object::Pod(p) = object else {
+                return;
+            };
+            match &p.spec.node_name {
+                // A finished pod holds nothing on its node any more (a
+                // Job's completed pods stay, for their logs and status).
+                Some(node) if !status.pod_finished() => {
+                    *allocated.entry(node.clone()).or_default() += scheduler::requests(&p.spec);
+                }
+                Some(_) => {}
+                None => pods.push((uid.to_owned(), p.clone(), status.clone())),
             }
-        }
+        })?;
         let mut changed = false;
         // The pods bound in this pass, written together, and their events.
         let mut bound = Vec::new();
         let mut scheduled = Vec::new();
         // ReadWriteOncePod claims given to a pod in this pass.
         let mut once_claims = BTreeSet::new();
-        for pod in pods {
-            let Object::Pod(mut p) = pod.object.clone() else {
-                continue;
-            };
-            if p.spec.node_name.is_some() {
-                continue;
-            }
-            let ns = pod.object.namespace().unwrap_or("default").to_owned();
+        for (uid, mut p, current) in pods {
+            let ns = p
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             let want = scheduler::requests(&p.spec);
-            let placed = match volumes::claims_block(
-                store,
-                &p,
-                &pod.uid,
-                self.nodes.len(),
-                &mut once_claims,
-            )? {
-                Some(reason) => Err(reason),
-                None => scheduler::schedule_pod(&self.nodes, &allocated, &p.spec),
-            };
+            let placed =
+                match volumes::claims_block(store, &p, &uid, self.nodes.len(), &mut once_claims)? {
+                    Some(reason) => Err(reason),
+                    None => scheduler::schedule_pod(&self.nodes, &allocated, &p.spec),
+                };
             match placed {
                 Ok(node) => {
                     *allocated.entry(node.clone()).or_default() += want;
@@ -1239,7 +1250,7 @@ impl Controllers {
                         },
                         ..PodStatus::default()
                     });
-                    if status != pod.status {
+                    if status != current {
                         store.set_status(Kind::Pod, &ns, &p.metadata.name, &status)?;
                         self.event(
                             store,
