@@ -118,10 +118,10 @@ fn owned(store: &Store, kind: Kind, namespace: &str, owner: &Record) -> Result<V
 /// Kubernetes: their replacements start at once.
 fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
     let (mut total, mut ready) = (0, 0);
-    store.visit_owned(Kind::Pod, &rs.uid, |_, pod, status| {
-        if !pod.metadata().deleting() {
+    store.visit_owned(Kind::Pod, &rs.uid, |pod| {
+        if !pod.object.metadata().deleting() {
             total += 1;
-            ready += u32::from(status.pod_ready());
+            ready += u32::from(pod.status.pod_ready());
         }
     })?;
     Ok((total, ready))
@@ -210,7 +210,8 @@ fn collect(store: &mut Store, now: bool) -> Result<bool> {
         // Found where they are parsed, and only orphans read out: a pass
         // copies none of ten thousand pods that have their owner.
         let mut orphans = Vec::new();
-        store.visit(kind, |_, object, _| {
+        store.visit(kind, |visited| {
+            let object = visited.object;
             if orphaned(object.metadata()) {
                 orphans.push((
                     object.namespace().unwrap_or("").to_owned(),
@@ -1063,8 +1064,8 @@ impl Controllers {
             // another: a pass that creates ten thousand holds the store
             // for two transactions, not twenty thousand.
             let mut names: BTreeSet<String> = BTreeSet::new();
-            store.visit_owned(Kind::Pod, &record.uid, |_, pod, _| {
-                names.insert(pod.metadata().name.clone());
+            store.visit_owned(Kind::Pod, &record.uid, |pod| {
+                names.insert(pod.object.metadata().name.clone());
             })?;
             let mut created = Vec::with_capacity(want - total);
             while total + created.len() < want {
@@ -1189,18 +1190,18 @@ impl Controllers {
         // place are copied out.
         let mut allocated: BTreeMap<String, Requests> = BTreeMap::new();
         let mut pods = Vec::new();
-        store.visit(Kind::Pod, |uid, object, status| {
-            let Object::Pod(p) = object else {
+        store.visit(Kind::Pod, |pod| {
+            let Object::Pod(p) = pod.object else {
                 return;
             };
             match &p.spec.node_name {
                 // A finished pod holds nothing on its node any more (a
                 // Job's completed pods stay, for their logs and status).
-                Some(node) if !status.pod_finished() => {
+                Some(node) if !pod.status.pod_finished() => {
                     *allocated.entry(node.clone()).or_default() += scheduler::requests(&p.spec);
                 }
                 Some(_) => {}
-                None => pods.push((uid.to_owned(), p.clone(), status.clone())),
+                None => pods.push((pod.uid.to_owned(), p.clone(), pod.status.clone())),
             }
         })?;
         let mut changed = false;

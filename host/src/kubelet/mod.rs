@@ -21,7 +21,7 @@ mod reports;
 mod sandbox;
 mod start;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,7 +262,16 @@ impl Kubelet {
     /// Starts workers for newly bound pods and stops those of pods that
     /// are gone.
     pub fn sync(&mut self) {
-        let listed = {
+        // This node's pods that are to run (by uid); of them, those whose
+        // worker is to start (none yet, or a new spec), copied out of the
+        // store; and those running whose labels changed.
+        let mut present: HashSet<String> = HashSet::new();
+        let mut wanted: HashMap<String, Wanted> = HashMap::new();
+        let mut relabeled: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+        // Pods being deleted (by uid: namespace, name, grace period): they
+        // stop, then the kubelet deletes them, as Kubernetes' does.
+        let mut deleting: HashMap<String, (Pod, u64)> = HashMap::new();
+        let visited = {
             let store = self.context.state.store.lock();
             let version = store.spec_version_of(Kind::Pod);
             // Status changes (most of them, while pods start) are not ours.
@@ -270,49 +279,60 @@ impl Kubelet {
                 return;
             }
             self.synced = Some(version);
-            store.list(Kind::Pod, None)
-        };
-        let pods = match listed {
-            Ok(pods) => pods,
-            Err(e) => {
-                tracing::error!("listing pods: {e}");
-                self.synced = None;
-                return;
-            }
-        };
-        let mut wanted: HashMap<String, Wanted> = HashMap::new();
-        // Pods being deleted (by uid: namespace, name, grace period): they
-        // stop, then the kubelet deletes them, as Kubernetes' does.
-        let mut deleting: HashMap<String, (Pod, u64)> = HashMap::new();
-        for record in pods {
-            if let Object::Pod(pod) = record.object
-                && self.runs_here(&pod)
-            {
+            // Read where they are parsed: of ten thousand pods running
+            // unchanged, none is copied.
+            store.visit(Kind::Pod, |visited| {
+                let Object::Pod(pod) = visited.object else {
+                    return;
+                };
+                if !self.runs_here(pod) {
+                    return;
+                }
+                let uid = visited.uid;
                 if pod.metadata.deleting() {
                     let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
-                    deleting.insert(record.uid, (*pod, grace));
-                    continue;
+                    deleting.insert(uid.to_owned(), ((**pod).clone(), grace));
+                    return;
                 }
-                let restarts = record.status.pod().map_or(0, PodStatus::restarts);
-                let initialized = record
-                    .status
-                    .pod()
-                    .and_then(|status| initialized(&pod, status));
+                present.insert(uid.to_owned());
+                if let Some(worker) = self.workers.get(uid)
+                    && worker.generation == visited.generation
+                {
+                    // Labels are metadata, not spec: a running pod takes
+                    // new ones in place, and the services selecting it
+                    // follow.
+                    if worker.labels != pod.metadata.labels {
+                        relabeled.push((uid.to_owned(), pod.metadata.labels.clone()));
+                    }
+                    return;
+                }
+                let status = visited.status.pod();
                 wanted.insert(
-                    record.uid,
+                    uid.to_owned(),
                     Wanted {
-                        pod: *pod,
-                        generation: record.generation,
-                        restarts,
-                        initialized,
+                        pod: (**pod).clone(),
+                        generation: visited.generation,
+                        restarts: status.map_or(0, PodStatus::restarts),
+                        initialized: status.and_then(|status| initialized(pod, status)),
                     },
                 );
+            })
+        };
+        if let Err(e) = visited {
+            tracing::error!("listing pods: {e}");
+            self.synced = None;
+            return;
+        }
+        for (uid, labels) in relabeled {
+            if let Some(worker) = self.workers.get_mut(&uid) {
+                self.context.routes.relabel(&uid, &labels);
+                worker.labels = labels;
             }
         }
         let gone: Vec<String> = self
             .workers
             .keys()
-            .filter(|uid| !wanted.contains_key(*uid))
+            .filter(|uid| !present.contains(*uid))
             .cloned()
             .collect();
         // Those whose workers are stopping stay until they have stopped.
@@ -386,7 +406,7 @@ impl Kubelet {
         let pods_dir = &self.context.pods_dir;
         let mut stopped = Vec::new();
         self.replacing.retain(|uid, (task, _)| {
-            let keep = wanted.contains_key(uid) || !task.is_finished();
+            let keep = present.contains(uid) || !task.is_finished();
             if !keep {
                 stopped.push(pods_dir.join(uid));
             }
@@ -409,20 +429,9 @@ impl Kubelet {
             },
         ) in wanted
         {
-            if let Some(worker) = self.workers.get_mut(&uid) {
-                if worker.generation == generation {
-                    // Labels are metadata, not spec: a running pod takes
-                    // new ones in place, and the services selecting it
-                    // follow.
-                    if worker.labels != pod.metadata.labels {
-                        worker.labels = pod.metadata.labels.clone();
-                        self.context.routes.relabel(&uid, &worker.labels);
-                    }
-                    continue;
-                }
-                // A new image: the containers stop (draining) and start
-                // again from it, counted as a restart, as Kubernetes does.
-                let worker = self.workers.remove(&uid).expect("present");
+            // A new image: the containers stop (draining) and start again
+            // from it, counted as a restart, as Kubernetes does.
+            if let Some(worker) = self.workers.remove(&uid) {
                 worker.cancel.cancel();
                 self.context.event(
                     &uid,

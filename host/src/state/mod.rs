@@ -105,6 +105,15 @@ pub struct Record {
     pub status: Status,
 }
 
+/// An object as [`Store::visit`] shows it: where it is parsed, not a copy.
+#[derive(Clone, Copy)]
+pub struct Visited<'a> {
+    pub uid: &'a str,
+    pub generation: u64,
+    pub object: &'a Object,
+    pub status: &'a Status,
+}
+
 /// What an apply did to one object, as `kubectl apply` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -809,8 +818,8 @@ impl Store {
         )
     }
 
-    /// Calls `f` with the uid of each object of `kind` whose controlling
-    /// owner has `owner_uid`, the object and its status, by name, as [`Store::list_owned`] lists
+    /// Calls `f` with each object of `kind` whose controlling owner has
+    /// `owner_uid` (with its uid, generation and status), by name, as [`Store::list_owned`] lists
     /// them but without copying either: a controller counting ten thousand
     /// pods on every pass reads them where they are parsed. Only the rows'
     /// keys are read; an object's texts only when it changed since it was
@@ -819,16 +828,16 @@ impl Store {
         &self,
         kind: Kind,
         owner_uid: &str,
-        f: impl FnMut(&str, &Object, &Status),
+        f: impl FnMut(Visited<'_>),
     ) -> Result<()> {
-        let keys: Vec<(String, u64)> = {
+        let keys: Vec<(String, u64, u64)> = {
             let mut statement = self.conn.prepare_cached(
-                "SELECT uid, resource_version FROM objects
+                "SELECT uid, resource_version, generation FROM objects
                  WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
             )?;
             statement
                 .query_map(params![kind, owner_uid], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?
         };
@@ -837,27 +846,31 @@ impl Store {
 
     /// [`Store::visit_owned`] over every object of `kind`, as
     /// [`Store::list`] lists them.
-    pub fn visit(&self, kind: Kind, f: impl FnMut(&str, &Object, &Status)) -> Result<()> {
-        let keys: Vec<(String, u64)> = {
+    pub fn visit(&self, kind: Kind, f: impl FnMut(Visited<'_>)) -> Result<()> {
+        let keys: Vec<(String, u64, u64)> = {
             let mut statement = self.conn.prepare_cached(
-                "SELECT uid, resource_version FROM objects WHERE kind = ?1 ORDER BY namespace, name",
+                "SELECT uid, resource_version, generation FROM objects
+                 WHERE kind = ?1 ORDER BY namespace, name",
             )?;
             statement
-                .query_map(params![kind], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(params![kind], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?
         };
         self.visit_keys(kind, keys, f)
     }
 
     /// Calls `f` with each object of `kind` named by its uid and
-    /// resourceVersion in `keys`, parsed (again) only if it changed.
+    /// resourceVersion (and generation) in `keys`, parsed (again) only if
+    /// it changed.
     fn visit_keys(
         &self,
         kind: Kind,
-        keys: Vec<(String, u64)>,
-        mut f: impl FnMut(&str, &Object, &Status),
+        keys: Vec<(String, u64, u64)>,
+        mut f: impl FnMut(Visited<'_>),
     ) -> Result<()> {
-        for (uid, resource_version) in keys {
+        for (uid, resource_version, generation) in keys {
             let fresh = self
                 .parsed
                 .borrow()
@@ -876,7 +889,12 @@ impl Store {
                 self.record(kind, row)?;
             }
             if let Some(p) = self.parsed.borrow().get(&uid) {
-                f(&uid, &p.object, &p.status);
+                f(Visited {
+                    uid: &uid,
+                    generation,
+                    object: &p.object,
+                    status: &p.status,
+                });
             }
         }
         Ok(())
