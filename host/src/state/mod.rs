@@ -1399,17 +1399,7 @@ fn migrate_owner_column(conn: &Connection) -> Result<()> {
              );",
         )?;
     }
-    // Covering indexes for the visitors' key scans ([`Store::visit`],
-    // [`Store::visit_owned`]): the keys of ten thousand pods are read from
-    // index pages, not one table page (a whole object's text) per pod. The
-    // one by owner serves `list_owned` too, in place of the plain one.
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS objects_owned
-             ON objects (kind, owner, namespace, name, uid, resource_version, generation);
-         CREATE INDEX IF NOT EXISTS objects_keys
-             ON objects (kind, namespace, name, uid, resource_version, generation);
-         DROP INDEX IF EXISTS objects_by_owner;",
-    )?;
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS objects_by_owner ON objects (kind, owner);")?;
     Ok(())
 }
 
