@@ -118,8 +118,10 @@ fn owned(store: &Store, kind: Kind, namespace: &str, owner: &Record) -> Result<V
 /// Kubernetes: their replacements start at once.
 fn pod_counts(store: &Store, rs: &Record) -> Result<(u32, u32)> {
     let (mut total, mut ready) = (0, 0);
+    let namespace = rs.object.namespace();
     store.visit_owned(Kind::Pod, &rs.uid, |pod| {
-        if !pod.object.metadata().deleting() {
+        // A pod of another namespace naming it as its owner is not its.
+        if !pod.object.metadata().deleting() && pod.object.namespace() == namespace {
             total += 1;
             ready += u32::from(pod.status.pod_ready());
         }
@@ -1120,7 +1122,9 @@ impl Controllers {
                     std::cmp::Reverse(p.resource_version),
                 )
             });
-            for pod in &pods[..pods.len() - want] {
+            // The ones kept are the last `want`.
+            let kept = pods.split_off(pods.len().saturating_sub(want));
+            for pod in &pods {
                 let pod_name = &pod.object.metadata().name;
                 delete_gracefully(store, pod)?;
                 self.event(
@@ -1133,9 +1137,8 @@ impl Controllers {
                     &format!("Deleted pod: {pod_name}"),
                 )?;
             }
-            pods.truncate(want);
-            total = pods.len();
-            ready = pods.iter().filter(|p| p.status.pod_ready()).count() as u32;
+            total = kept.len();
+            ready = kept.iter().filter(|p| p.status.pod_ready()).count() as u32;
             changed = true;
         }
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);

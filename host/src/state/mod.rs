@@ -845,7 +845,8 @@ impl Store {
     }
 
     /// [`Store::visit_owned`] over every object of `kind`, as
-    /// [`Store::list`] lists them.
+    /// [`Store::list`] lists them (and, as it does, forgetting the parsed
+    /// objects of the kind that are gone).
     pub fn visit(&self, kind: Kind, f: impl FnMut(Visited<'_>)) -> Result<()> {
         let keys: Vec<(String, u64, u64)> = {
             let mut statement = self.conn.prepare_cached(
@@ -858,12 +859,20 @@ impl Store {
                 })?
                 .collect::<rusqlite::Result<_>>()?
         };
+        {
+            let seen: std::collections::HashSet<&str> =
+                keys.iter().map(|(uid, _, _)| uid.as_str()).collect();
+            self.parsed
+                .borrow_mut()
+                .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
+        }
         self.visit_keys(kind, keys, f)
     }
 
     /// Calls `f` with each object of `kind` named by its uid and
     /// resourceVersion (and generation) in `keys`, parsed (again) only if
-    /// it changed.
+    /// it changed. `f` sees the parse cache borrowed: it may not read the
+    /// store (it would panic); what it needs read is read after.
     fn visit_keys(
         &self,
         kind: Kind,

@@ -577,3 +577,46 @@ fn a_closed_store_refuses_every_write_and_still_reads() {
             .is_some()
     );
 }
+
+#[test]
+fn visitors_see_objects_where_they_are_parsed_and_forget_the_deleted() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(OWNED_PODS)).unwrap();
+    let mut seen = Vec::new();
+    store
+        .visit(Kind::Pod, |pod| {
+            seen.push((pod.object.metadata().name.clone(), pod.generation));
+        })
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 1)
+        ]
+    );
+    let mut owned = Vec::new();
+    store
+        .visit_owned(Kind::Pod, "owner-2", |pod| {
+            owned.push(pod.object.metadata().name.clone());
+        })
+        .unwrap();
+    assert_eq!(owned, ["b"]);
+    // A changed pod is seen as it is now.
+    let changed = objects(&OWNED_PODS.replace("name: c}", "name: c, labels: {x: y}}"));
+    store.apply(&changed).unwrap();
+    let mut labels = None;
+    store
+        .visit(Kind::Pod, |pod| {
+            if pod.object.metadata().name == "c" {
+                labels = Some(pod.object.metadata().labels.clone());
+            }
+        })
+        .unwrap();
+    assert_eq!(labels.unwrap().get("x").map(String::as_str), Some("y"));
+    // A deleted one leaves the parse cache with the next visit.
+    store.delete(Kind::Pod, "default", "a").unwrap();
+    store.visit(Kind::Pod, |_| {}).unwrap();
+    assert_eq!(store.parsed.borrow().len(), 2);
+}
