@@ -96,12 +96,25 @@ pub type Companion = Box<
 /// runtime; keep `wasm` alive past it (its epoch ticker is what makes a
 /// spinning guest yield, so the runtime's shutdown can drop its task).
 pub async fn serve(
-    args: Config,
+    mut args: Config,
     home: &std::path::Path,
     wasm: Arc<WasmRuntime>,
     shutdown: CancellationToken,
     companion: Option<Companion>,
 ) -> anyhow::Result<ExitCode> {
+    // Another resolver file than the host's must be there, and is named
+    // absolutely (pods start long after, perhaps from another directory).
+    if args.resolv_conf != std::path::Path::new("/etc/resolv.conf") {
+        args.resolv_conf = std::fs::canonicalize(&args.resolv_conf)
+            .ok()
+            .filter(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "--resolv-conf {}: not a file of resolver settings",
+                    args.resolv_conf.display()
+                )
+            })?;
+    }
     // It holds the store, whose Secrets no other user may read.
     crate::home::private_dir(home).with_context(|| format!("making {} private", home.display()))?;
     let db = home.join("state.db");

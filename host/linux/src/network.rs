@@ -187,7 +187,21 @@ pub async fn connect_outside(
     if let Some(file) = resolv_conf {
         // pasta forwards to the first name server of /etc/resolv.conf (its
         // `--dns` names servers for DHCP, not the forwarder's), so it is
-        // given `file` there, in a mount namespace of its own.
+        // given `file` there, in a mount namespace of its own. Checked
+        // here: a failed bind would fail pasta's start as if it were not
+        // installed.
+        for (path, what) in [
+            (file, "--resolv-conf"),
+            (Path::new("/etc/resolv.conf"), "the host's"),
+        ] {
+            if !path.is_file() {
+                return Err(LinuxError::Setup(format!(
+                    "{} ({what} resolver settings) is not a file to give pasta as its \
+                     /etc/resolv.conf",
+                    path.display()
+                )));
+            }
+        }
         let file = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
             .map_err(|_| LinuxError::Setup(format!("{} is not a path", file.display())))?;
         resolve_with(&mut command, file);

@@ -239,24 +239,33 @@ static INDEX_ASSET: Asset = Asset::new("text/html; charset=utf-8", INDEX);
 static SCRIPT_ASSET: Asset = Asset::new("text/javascript; charset=utf-8", SCRIPT);
 static STYLE_ASSET: Asset = Asset::new("text/css; charset=utf-8", STYLE);
 
-/// Whether the request's Accept-Encoding takes gzip (and does not refuse it
-/// with `q=0`).
+/// Whether the request's Accept-Encoding takes gzip: named with a weight
+/// above 0, or not named and `*` taken (RFC 9110 12.5.3).
 fn takes_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let (mut gzip, mut any) = (None, None);
+    for coding in headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let weight = parts
+            .find_map(|p| {
+                let (key, value) = p.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| value.trim().parse::<f32>().ok())?
+            })
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(weight);
+        } else if name == "*" {
+            any = Some(weight);
+        }
+    }
+    gzip.or(any).is_some_and(|weight| weight > 0.0)
 }
 
 fn asset(dashboard: &Dashboard, headers: &HeaderMap, asset: &'static Asset) -> Response {
@@ -532,6 +541,9 @@ mod tests {
         assert!(takes_gzip(&accepting("br;q=1.0, GZIP;q=0.5")));
         assert!(takes_gzip(&accepting("*")));
         assert!(!takes_gzip(&accepting("gzip;q=0, br")));
+        assert!(!takes_gzip(&accepting("gzip;Q=0, *")));
+        assert!(!takes_gzip(&accepting("*;q=0")));
+        assert!(takes_gzip(&accepting("br, *;q=0.1")));
         assert!(!takes_gzip(&accepting("identity")));
         assert!(!takes_gzip(&HeaderMap::new()));
 

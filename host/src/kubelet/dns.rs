@@ -64,9 +64,11 @@ impl Resolver {
 
     /// What a pod of `spec` is given. On its own network (`own_network`)
     /// the host's name servers are reached through the pod's way out:
-    /// `ClusterFirst` asks its forwarder, `Default` the host's servers
-    /// (the forwarder standing for a loopback one, which the pod cannot
-    /// reach). On the host's network it has the host's settings. `None`
+    /// `ClusterFirst` asks its forwarder, `Default` the host's servers,
+    /// except loopback ones, which the pod cannot reach (the forwarder,
+    /// which takes queries to the host's first server, stands for that one
+    /// when it is loopback). On the host's network it has the host's
+    /// settings. `None`
     /// has `dnsConfig` alone; `dnsConfig` adds to the others, as the
     /// kubelet merges it.
     pub fn for_pod(&self, spec: &PodSpec, own_network: bool) -> Resolver {
@@ -78,12 +80,11 @@ impl Resolver {
                 nameservers: self
                     .nameservers
                     .iter()
-                    .map(|s| {
-                        if s.is_loopback() {
-                            IpAddr::V4(DNS_FORWARDER)
-                        } else {
-                            *s
-                        }
+                    .enumerate()
+                    .filter_map(|(i, s)| match (i, s.is_loopback()) {
+                        (0, true) => Some(IpAddr::V4(DNS_FORWARDER)),
+                        (_, true) => None,
+                        (_, false) => Some(*s),
                     })
                     .collect(),
                 ..self.clone()
@@ -163,7 +164,9 @@ mod tests {
             "# Written by berth for this pod (dnsPolicy, dnsConfig).\nnameserver 169.254.1.1\n\
              search corp.example lab.example\noptions edns0 trust-ad\n"
         );
-        // Default: the host's servers, the forwarder for the loopback one.
+        // Default: the host's servers, the forwarder for the first, a
+        // loopback one; a later loopback one (the forwarder cannot take
+        // queries there) left out.
         let pod = host.for_pod(&spec("dnsPolicy: Default"), true);
         assert_eq!(
             pod.nameservers,
@@ -171,6 +174,11 @@ mod tests {
                 "169.254.1.1".parse::<IpAddr>().unwrap(),
                 "192.0.2.1".parse().unwrap()
             ]
+        );
+        let later = Resolver::parse("nameserver 192.0.2.1\nnameserver 127.0.0.53\n");
+        assert_eq!(
+            later.for_pod(&spec("dnsPolicy: Default"), true).nameservers,
+            ["192.0.2.1".parse::<IpAddr>().unwrap()]
         );
         // On the host's network: the host's, as they are.
         assert_eq!(host.for_pod(&spec("hostNetwork: true"), false), host);

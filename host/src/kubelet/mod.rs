@@ -177,7 +177,7 @@ pub(crate) struct Context {
     pub endpoint_wait: Duration,
     /// Linux pods' way to Services (see `Ingress::serve_pod_network`).
     pub ingress: Arc<crate::router::Ingress>,
-    /// The host's resolver settings Linux pods' are made from.
+    /// The host's resolver settings, which Linux pods' are made from.
     pub resolv_conf: PathBuf,
     /// Images resolved, by reference, with the store index they were
     /// resolved against (its mtime and size).
@@ -195,7 +195,7 @@ pub struct Routing {
     pub endpoint_wait: Duration,
     /// What gives Linux pods their way to Services.
     pub ingress: Arc<crate::router::Ingress>,
-    /// The host's resolver settings Linux pods' are made from (the
+    /// The host's resolver settings, which Linux pods' are made from (the
     /// kubelet's `--resolv-conf`).
     pub resolv_conf: PathBuf,
 }

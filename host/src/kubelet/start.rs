@@ -538,7 +538,9 @@ async fn start_linux(
             .for_pod(&pod.spec, network != Network::Host)
             .text();
         std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&resolv_conf, text))
+            // In place, and only if it changed: the pod's other containers
+            // have it mounted.
+            .and_then(|()| crate::router::rewrite_in_place(&resolv_conf, &text))
             .map_err(|e| {
                 failure(
                     "CreateContainerError",

@@ -19,7 +19,7 @@ pub use berth_serve::accept;
 pub use ingress::{HostPortOffer, Ingress, OwnHost, bind_published};
 pub use l4::publish;
 pub use listener::serve;
-pub use names::write_hosts;
+pub use names::{rewrite_in_place, write_hosts};
 pub use rules::IngressRules;
 pub use services::{PodPorts, PodServices};
 pub use table::{Activator, BALANCE_ANNOTATION, ContainerEndpoint, PodEndpoint, Policy, Table};

@@ -48,7 +48,7 @@ pub fn write_hosts(
 
 /// Writes `text` over the file at `path` in place (the same inode, which a
 /// container's bind mount holds), if it says something else now.
-fn rewrite_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub fn rewrite_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     if std::fs::read_to_string(path).is_ok_and(|now| now == text) {
         return Ok(());

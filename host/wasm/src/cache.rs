@@ -11,7 +11,11 @@
 //! file — a measurable part of a short command's run (bench/commands).
 //! An artifact wasmtime refuses (another version or settings, a damaged
 //! file) is compiled again and replaced. Trusted as the engine's own
-//! output: the directory is berth's, under its home (mode 0700).
+//! output, as wasmtime's cache trusts its files: the directory is made
+//! mode 0700 and each file is written whole and synced before it is
+//! renamed into place. Where the directory's filesystem is mounted
+//! `noexec` (mapped code cannot run there) artifacts are read into memory
+//! instead of mapped.
 
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
@@ -42,7 +46,14 @@ impl Artifacts {
             // What wasmtime's own cache kept there before.
             let _ = std::fs::remove_dir_all(dir.join("modules"));
             let dir = dir.join("components");
-            match std::fs::create_dir_all(&dir) {
+            let made = {
+                use std::os::unix::fs::DirBuilderExt as _;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+            };
+            match made {
                 Ok(()) => Some(dir),
                 Err(e) => {
                     tracing::warn!(
@@ -94,16 +105,34 @@ impl Artifacts {
     }
 }
 
-/// The artifact at `path`, mapped.
+/// The artifact at `path`, mapped (or read, where mapped code may not run).
 #[expect(
     unsafe_code,
     reason = "deserializing trusts the file: it is this engine's own output, in berth's home"
 )]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: the file was written by `keep` from a component this engine
-    // compiled, in a directory only berth's user may write; wasmtime checks
-    // its version and settings before using it.
-    unsafe { Component::deserialize_file(engine, path) }
+    // SAFETY: the file was written whole by `keep` from a component this
+    // engine compiled, in a directory only berth's user may write; wasmtime
+    // checks its version and settings before using it.
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(component) => Ok(component),
+        Err(mapped) => {
+            let bytes = std::fs::read(path)?;
+            // SAFETY: as above.
+            let component = unsafe { Component::deserialize(engine, &bytes) };
+            if component.is_ok() {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "compiled code in {} cannot be mapped ({mapped:#}); reading it instead \
+                         (a filesystem mounted noexec?)",
+                        path.parent().unwrap_or(path).display()
+                    );
+                });
+            }
+            component
+        }
+    }
 }
 
 /// Writes `component`'s artifact at `path`, whole or not at all.
@@ -113,7 +142,17 @@ fn keep(path: &Path, component: &Component) -> wasmtime::Result<()> {
     static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let temporary = path.with_extension(format!("tmp-{}-{writer}", std::process::id()));
-    std::fs::write(&temporary, &bytes)?;
+    let written = std::fs::File::create(&temporary).and_then(|mut file| {
+        use std::io::Write as _;
+        file.write_all(&bytes)?;
+        // Whole on disk before it has its name: a crash leaves no torn
+        // artifact to be mapped and run.
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e.into());
+    }
     if let Err(e) = std::fs::rename(&temporary, path) {
         let _ = std::fs::remove_file(&temporary);
         return Err(e.into());
@@ -179,13 +218,12 @@ mod tests {
             .collect();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert!(kept[0].extension().is_some_and(|e| e == "cwasm"));
-        let written = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
-        // Loaded from the artifact: not written again.
+        use std::os::unix::fs::MetadataExt as _;
+        let written = std::fs::metadata(&kept[0]).unwrap().ino();
+        // Loaded from the artifact: not written again (a new file would be
+        // a new inode).
         artifacts.component(&wasm, None).unwrap();
-        assert_eq!(
-            std::fs::metadata(&kept[0]).unwrap().modified().unwrap(),
-            written
-        );
+        assert_eq!(std::fs::metadata(&kept[0]).unwrap().ino(), written);
         // A damaged one is compiled again and replaced.
         std::fs::write(&kept[0], b"not an artifact").unwrap();
         artifacts.component(&wasm, None).unwrap();

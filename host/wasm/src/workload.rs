@@ -143,6 +143,29 @@ impl Workload for WasmWorkload {
 
 type GuestResponse = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
 
+/// A guest call's span, when spans are exported: ended with the call's
+/// outcome, or failed if the call is dropped before it ends (its response
+/// deadline passed, or its client went).
+struct CallSpan(Option<Box<dyn berth_runtime::trace::Span>>);
+
+impl CallSpan {
+    fn end(mut self, failure: Option<&GuestFailure>) {
+        if let (Some(span), Some(failure)) = (self.0.as_mut(), failure) {
+            span.fail(&failure.to_string());
+        }
+        // Ended as it is dropped, not as one cut short.
+        drop(self.0.take());
+    }
+}
+
+impl Drop for CallSpan {
+    fn drop(&mut self) {
+        if let Some(span) = &mut self.0 {
+            span.fail("the call was ended before it finished");
+        }
+    }
+}
+
 impl Inner {
     async fn serve(
         &self,
@@ -160,14 +183,14 @@ impl Inner {
         let incoming = request.headers().get("traceparent");
         // The guest's call is a span of its own when spans are exported:
         // its outbound requests are its children.
-        let mut span = berth_runtime::trace::tracer().map(|tracer| {
+        let span = CallSpan(berth_runtime::trace::tracer().map(|tracer| {
             tracer.start(
                 incoming,
                 format!("guest {}", self.name),
                 berth_runtime::trace::SpanKind::Internal,
             )
-        });
-        store.data_mut().outbound.traceparent = match &span {
+        }));
+        store.data_mut().outbound.traceparent = match &span.0 {
             Some(span) => Some(span.traceparent()),
             None => incoming.cloned(),
         };
@@ -212,16 +235,13 @@ impl Inner {
             // request may take the permit.
             drop(store);
             drop(permit);
-            if let Err(failure) = &outcome {
-                if matches!(failure, GuestFailure::MemoryExceeded { .. }) {
-                    meter.out_of_memory();
-                }
-                if let Some(span) = &mut span {
-                    span.fail(&failure.to_string());
-                }
+            if let Err(failure) = &outcome
+                && matches!(failure, GuestFailure::MemoryExceeded { .. })
+            {
+                meter.out_of_memory();
             }
-            // Its span ends with the call (or when a deadline drops it).
-            drop(span);
+            // Its span ends with the call.
+            span.end(outcome.as_ref().err());
             outcome
         });
 
