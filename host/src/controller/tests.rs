@@ -23,9 +23,14 @@ fn run_bound_pods(store: &mut Store) {
         let Object::Pod(p) = &pod.object else {
             continue;
         };
+        let ns = p
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         if p.metadata.deleting() {
             store
-                .delete_if(Kind::Pod, "default", &p.metadata.name, &pod.uid)
+                .delete_if(Kind::Pod, &ns, &p.metadata.name, &pod.uid)
                 .unwrap();
             continue;
         }
@@ -37,7 +42,7 @@ fn run_bound_pods(store: &mut Store) {
             )
             .unwrap();
             store
-                .set_status(Kind::Pod, "default", &p.metadata.name, &status)
+                .set_status(Kind::Pod, &ns, &p.metadata.name, &status)
                 .unwrap();
         }
     }
@@ -1176,4 +1181,45 @@ fn a_deadline_of_centuries_is_never_due_and_never_overflows_the_work_queue() {
     }
     let job = store.get(Kind::Job, "default", "work").unwrap().unwrap();
     assert!(job.status.to_value()["conditions"].is_null());
+}
+
+#[test]
+fn a_replicaset_counts_and_scales_only_the_pods_of_its_namespace() {
+    let mut store = Store::in_memory().unwrap();
+    let c = controllers();
+    store.apply(&deployment(2, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    let rs = store.list(Kind::ReplicaSet, None).unwrap().remove(0);
+    // A pod elsewhere naming the ReplicaSet as its controller (a copy
+    // applied to another namespace) is not one of its replicas.
+    let foreign = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: other}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: stray\n  namespace: other\n  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {}, uid: {}, controller: true}}]\nspec:\n  containers: [{{name: web, image: 'web:1'}}]\n",
+        rs.object.metadata().name,
+        rs.uid
+    );
+    let objects: Vec<Object> = parse_str(&foreign, "stray.yaml")
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object)
+        .collect();
+    store.apply(&objects).unwrap();
+    store.apply(&deployment(1, "web:1", "64Mi")).unwrap();
+    settle(&mut store, &c, |_| {});
+    let own: Vec<Record> = store
+        .list(Kind::Pod, Some("default"))
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.object.metadata().deleting())
+        .collect();
+    assert_eq!(own.len(), 1);
+    assert!(
+        store.get(Kind::Pod, "other", "stray").unwrap().is_some(),
+        "the stray pod is not the ReplicaSet's to delete"
+    );
+    let rs = store
+        .get(Kind::ReplicaSet, "default", &rs.object.metadata().name)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rs.status.to_value()["replicas"], 1);
+    assert_eq!(rs.status.to_value()["readyReplicas"], 1);
 }
