@@ -213,6 +213,8 @@ struct Parsed {
     status: Status,
     /// The stored texts' length, what a change to it holds in the watch.
     size: usize,
+    /// The object's text's alone (a status write changes the rest).
+    object_size: usize,
 }
 
 /// Kubernetes' default range for NodePort services.
@@ -747,6 +749,7 @@ impl Store {
                 object: object.clone(),
                 status: status.clone(),
                 size: object_text.len() + status_text.len(),
+                object_size: object_text.len(),
             },
         );
         Ok(Record {
@@ -1017,7 +1020,8 @@ impl Store {
             &[&kind, &namespace, &name],
             kind,
             status,
-        )?;
+        )?
+        .is_some();
         if changed {
             self.publish(ChangeType::Modified, kind, namespace, name)?;
         }
@@ -1033,7 +1037,19 @@ impl Store {
             kind,
             status,
         )?;
-        if changed {
+        if let Some((version, text)) = &changed {
+            // The object's text is as it was: its parse stands, with the
+            // status as stored and the new version (the kubelet writes ten
+            // thousand statuses while pods start; each read back below
+            // would parse its whole pod again).
+            if let Some(parsed) = self.parsed.get_mut().get_mut(uid)
+                && parsed.kind == kind
+                && let Ok(stored) = Status::from_json(kind, text)
+            {
+                parsed.resource_version = *version;
+                parsed.status = stored;
+                parsed.size = parsed.object_size + text.len();
+            }
             let key: Option<(String, String)> = self
                 .conn
                 .prepare_cached("SELECT namespace, name FROM objects WHERE kind = ?1 AND uid = ?2")?
@@ -1043,18 +1059,19 @@ impl Store {
                 self.publish(ChangeType::Modified, kind, &namespace, &name)?;
             }
         }
-        Ok(changed)
+        Ok(changed.is_some())
     }
 
     /// Runs `update` (status ?1, resourceVersion ?2, then `key`) in a
-    /// transaction of its own; true if it changed an object.
+    /// transaction of its own; if it changed an object, the version it took
+    /// and the status's text as stored.
     fn update_status(
         &mut self,
         update: &str,
         key: &[&dyn rusqlite::ToSql],
         kind: Kind,
         status: &Status,
-    ) -> Result<bool> {
+    ) -> Result<Option<(u64, String)>> {
         if !status.fits(kind) {
             return Err(StateError::Rejected(format!(
                 "a {kind} cannot take the status {status:?}"
@@ -1069,7 +1086,7 @@ impl Store {
             .prepare_cached(update)?
             .execute(rusqlite::params_from_iter(values.iter().chain(key)))?;
         tx.commit()?;
-        Ok(n > 0)
+        Ok((n > 0).then_some((version, status)))
     }
 
     /// Tells the watchers of a committed change to the object at a key.

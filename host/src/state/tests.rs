@@ -620,3 +620,31 @@ fn visitors_see_objects_where_they_are_parsed_and_forget_the_deleted() {
     store.visit(Kind::Pod, |_| {}).unwrap();
     assert_eq!(store.parsed.borrow().len(), 2);
 }
+
+#[test]
+fn a_status_written_by_uid_is_read_back_as_stored_without_parsing_the_object_again() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(OWNED_PODS)).unwrap();
+    let before = store.get(Kind::Pod, "default", "a").unwrap().unwrap();
+    let status = Status::from_value(
+        Kind::Pod,
+        serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+    )
+    .unwrap();
+    assert!(
+        store
+            .set_status_of(Kind::Pod, &before.uid, &status)
+            .unwrap()
+    );
+    let cached = store.get(Kind::Pod, "default", "a").unwrap().unwrap();
+    assert!(cached.resource_version > before.resource_version);
+    assert!(cached.status.pod_ready());
+    let cached_size = store.size_of(&cached.uid);
+    // What the cache kept is what a fresh read of the stored texts gives.
+    store.parsed.borrow_mut().clear();
+    let fresh = store.get(Kind::Pod, "default", "a").unwrap().unwrap();
+    assert_eq!(fresh.resource_version, cached.resource_version);
+    assert_eq!(fresh.status, cached.status);
+    assert_eq!(fresh.object, cached.object);
+    assert_eq!(store.size_of(&fresh.uid), cached_size);
+}
