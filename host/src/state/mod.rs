@@ -786,14 +786,18 @@ impl Store {
         )?;
         let records = self.records(kind, &mut statement, params![kind, namespace])?;
         if namespace.is_none() {
-            // Every object of the kind was seen: forget the deleted ones.
-            let seen: std::collections::HashSet<&str> =
-                records.iter().map(|r| r.uid.as_str()).collect();
-            self.parsed
-                .borrow_mut()
-                .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
+            self.forget_all_but(kind, records.iter().map(|r| r.uid.as_str()));
         }
         Ok(records)
+    }
+
+    /// Forgets the parsed objects of `kind` but those of `uids`: every
+    /// object of the kind there is, so the others were deleted.
+    fn forget_all_but<'a>(&self, kind: Kind, uids: impl Iterator<Item = &'a str>) {
+        let seen: std::collections::HashSet<&str> = uids.collect();
+        self.parsed
+            .borrow_mut()
+            .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
     }
 
     /// A page of [`Store::list`]: at most `limit` objects after the key
@@ -833,17 +837,11 @@ impl Store {
         owner_uid: &str,
         f: impl FnMut(Visited<'_>),
     ) -> Result<()> {
-        let keys: Vec<(String, u64, u64)> = {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT uid, resource_version, generation FROM objects
-                 WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
-            )?;
-            statement
-                .query_map(params![kind, owner_uid], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
-        };
+        let keys = self.keys(
+            "SELECT uid, resource_version, generation FROM objects
+             WHERE kind = ?1 AND owner = ?2 ORDER BY namespace, name",
+            params![kind, owner_uid],
+        )?;
         self.visit_keys(kind, keys, f)
     }
 
@@ -851,25 +849,23 @@ impl Store {
     /// [`Store::list`] lists them (and, as it does, forgetting the parsed
     /// objects of the kind that are gone).
     pub fn visit(&self, kind: Kind, f: impl FnMut(Visited<'_>)) -> Result<()> {
-        let keys: Vec<(String, u64, u64)> = {
-            let mut statement = self.conn.prepare_cached(
-                "SELECT uid, resource_version, generation FROM objects
-                 WHERE kind = ?1 ORDER BY namespace, name",
-            )?;
-            statement
-                .query_map(params![kind], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        {
-            let seen: std::collections::HashSet<&str> =
-                keys.iter().map(|(uid, _, _)| uid.as_str()).collect();
-            self.parsed
-                .borrow_mut()
-                .retain(|uid, p| p.kind != kind || seen.contains(uid.as_str()));
-        }
+        let keys = self.keys(
+            "SELECT uid, resource_version, generation FROM objects
+             WHERE kind = ?1 ORDER BY namespace, name",
+            params![kind],
+        )?;
+        self.forget_all_but(kind, keys.iter().map(|(uid, _, _)| uid.as_str()));
         self.visit_keys(kind, keys, f)
+    }
+
+    /// The uid, resourceVersion and generation of each row `query` (which
+    /// selects those three) yields.
+    fn keys(&self, query: &str, params: impl rusqlite::Params) -> Result<Vec<(String, u64, u64)>> {
+        Ok(self
+            .conn
+            .prepare_cached(query)?
+            .query_map(params, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     /// Calls `f` with each object of `kind` named by its uid and
