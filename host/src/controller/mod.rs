@@ -1104,8 +1104,8 @@ impl Controllers {
                 })
                 .collect();
             store.record_events(&events)?;
-            let (now, now_ready) = pod_counts(store, record)?;
-            (total, ready) = (now as usize, now_ready);
+            // None of them is ready yet.
+            total += created.len();
             changed = true;
         }
         if total > want {
