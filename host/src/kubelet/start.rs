@@ -505,54 +505,30 @@ async fn start_linux(
     // manages it, unless the pod shares the host's network (and names) or
     // the container mounts its own.
     let hosts = dir.join("hosts");
-    if network != Network::Host
-        && !mounts
-            .iter()
-            .any(|m| m.guest == "/etc" || m.guest == "/etc/hosts")
-    {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| {
-                crate::router::write_hosts(
-                    &hosts,
-                    &context.routes,
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                    &pod.metadata.name,
-                )
-            })
-            .map_err(|e| failure("CreateContainerError", format!("the pod's /etc/hosts: {e}")))?;
-        mounts.push(DirGrant {
-            host: hosts.clone(),
-            guest: "/etc/hosts".to_owned(),
-            writable: false,
-        });
+    if network != Network::Host {
+        mount_pod_file(&mut mounts, &hosts, "/etc/hosts", |path| {
+            crate::router::write_hosts(
+                path,
+                &context.routes,
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                &pod.metadata.name,
+            )
+        })?;
     }
     // And its resolv.conf, from its dnsPolicy and dnsConfig over the
-    // host's, unless the container mounts its own.
-    let host_resolver = super::dns::Resolver::read(&context.resolv_conf);
-    if !mounts
-        .iter()
-        .any(|m| m.guest == "/etc" || m.guest == "/etc/resolv.conf")
-    {
-        let resolv_conf = dir.join("resolv.conf");
-        let text = host_resolver
-            .for_pod(&pod.spec, network != Network::Host)
-            .text();
-        std::fs::create_dir_all(dir)
-            // In place, and only if it changed: the pod's other containers
-            // have it mounted.
-            .and_then(|()| crate::router::rewrite_in_place(&resolv_conf, &text))
-            .map_err(|e| {
-                failure(
-                    "CreateContainerError",
-                    format!("the pod's /etc/resolv.conf: {e}"),
-                )
-            })?;
-        mounts.push(DirGrant {
-            host: resolv_conf,
-            guest: "/etc/resolv.conf".to_owned(),
-            writable: false,
-        });
-    }
+    // host's, rewritten in place and only if it changed (the pod's other
+    // containers have it mounted).
+    mount_pod_file(
+        &mut mounts,
+        &dir.join("resolv.conf"),
+        "/etc/resolv.conf",
+        |path| {
+            let text = super::dns::Resolver::read(&context.resolv_conf)
+                .for_pod(&pod.spec, network != Network::Host)
+                .text();
+            crate::router::rewrite_in_place(path, &text)
+        },
+    )?;
     let limits = &container.resources.limits;
     let user_namespace = match (pod.spec.host_network, pod.spec.host_users) {
         (true, _) | (_, Some(true)) => crate::runtime::linux::UserIds::Host,
@@ -690,6 +666,30 @@ async fn start_linux(
     let mut running = serve_container(container, workload, cancel, grace).await?;
     running.linux = Some((connector, pids));
     Ok(running)
+}
+
+/// Mounts the pod's own file at `path` (written by `write`) read-only on
+/// `guest`, a file under /etc, unless the container mounts that file or
+/// its /etc itself.
+fn mount_pod_file(
+    mounts: &mut Vec<DirGrant>,
+    path: &Path,
+    guest: &str,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), StartFailure> {
+    if mounts.iter().any(|m| m.guest == "/etc" || m.guest == guest) {
+        return Ok(());
+    }
+    path.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| write(path))
+        .map_err(|e| failure("CreateContainerError", format!("the pod's {guest}: {e}")))?;
+    mounts.push(DirGrant {
+        host: path.to_owned(),
+        guest: guest.to_owned(),
+        writable: false,
+    });
+    Ok(())
 }
 
 /// What a pod's network namespace (`netns`) is given, for as long as it is
