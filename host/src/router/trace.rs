@@ -141,6 +141,20 @@ fn parent_context(parent: Option<TraceParent>) -> Context {
     }
 }
 
+/// A span of the SDK's, named `name`, under `parent` (or the root of a new
+/// trace).
+fn start_span(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    name: String,
+    kind: SpanKind,
+    parent: Option<TraceParent>,
+) -> opentelemetry_sdk::trace::Span {
+    tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .start_with_context(tracer, &parent_context(parent))
+}
+
 fn context_of(span: &opentelemetry_sdk::trace::Span) -> TraceParent {
     let made = span.span_context();
     TraceParent {
@@ -179,10 +193,7 @@ impl berth_runtime::trace::Tracer for RuntimeTracer {
             berth_runtime::trace::SpanKind::Internal => SpanKind::Internal,
             berth_runtime::trace::SpanKind::Client => SpanKind::Client,
         };
-        let span = tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .start_with_context(tracer, &parent_context(parent));
+        let span = start_span(tracer, name, kind, parent);
         Box::new(RuntimeSpan {
             context: context_of(&span),
             span,
@@ -230,10 +241,7 @@ impl Span {
             .and_then(|v| TraceParent::parse(v.as_bytes()));
         let span = match TRACER.get() {
             Some(tracer) => {
-                let otel = tracer
-                    .span_builder(name())
-                    .with_kind(SpanKind::Server)
-                    .start_with_context(tracer, &parent_context(parent));
+                let otel = start_span(tracer, name(), SpanKind::Server, parent);
                 Span {
                     context: context_of(&otel),
                     otel: Some(otel),
