@@ -24,8 +24,8 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// When the directory grows past this, the oldest artifacts go (at the
-/// runtime's start).
+/// When the directory grows past this, the oldest artifacts go (as a new
+/// one is written).
 const MAX_BYTES: u64 = 1 << 30;
 
 #[derive(Clone)]
@@ -43,8 +43,6 @@ impl Artifacts {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = dir.and_then(|dir| {
-            // What wasmtime's own cache kept there before.
-            let _ = std::fs::remove_dir_all(dir.join("modules"));
             let dir = dir.join("components");
             let made = {
                 use std::os::unix::fs::DirBuilderExt as _;
@@ -64,9 +62,6 @@ impl Artifacts {
                 }
             }
         });
-        if let Some(dir) = &dir {
-            trim(dir, MAX_BYTES);
-        }
         Artifacts {
             engine,
             dir,
@@ -100,6 +95,13 @@ impl Artifacts {
         let component = Component::new(engine, bytes)?;
         if let Err(e) = keep(&path, &component) {
             tracing::warn!("keeping compiled code at {}: {e:#}", path.display());
+        }
+        // The directory grows only here: it is kept in bounds here, not on
+        // every start (a `berth run` of a command reads nothing else).
+        trim(dir, MAX_BYTES);
+        if let Some(cache) = dir.parent() {
+            // What wasmtime's own cache kept beside it before.
+            let _ = std::fs::remove_dir_all(cache.join("modules"));
         }
         Ok(component)
     }
