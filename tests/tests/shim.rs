@@ -536,10 +536,16 @@ fn a_command_component_runs_to_its_exit_status_with_what_the_spec_grants() {
     assert_eq!(out.status.code(), Some(134), "{}", text(&out));
     assert!(text(&out).contains("berth: trapped"), "{}", text(&out));
 
-    // A path outside the image is refused at start, with the reason.
+    // A path climbing out of the image stays in it: not a component
+    // there, it is the Linux backend's to run, which finds no such program
+    // in the image's root (the host's /etc/passwd is not reached).
     let out = run(&[], "escape", &["/../../etc/passwd"]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains("`..`"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(
+        text(&out).contains("/../../etc/passwd: No such file"),
+        "{}",
+        text(&out)
+    );
 
     // SIGKILL ends a running command at once: 137.
     let mut args = RUN.to_vec();
@@ -609,15 +615,26 @@ fn a_component_of_both_worlds_given_arguments_serves_until_its_run_ends() {
 #[test]
 fn the_shim_refuses_what_it_cannot_run_and_is_gone_after() {
     let containerd = Containerd::start();
-    // The component path must name a component file.
     containerd.import(guests::TOOL, "tool:1");
+    // A component given a listen address that is none is refused at start.
     let mut args = RUN.to_vec();
-    args.extend(["--rm", "tool:1", "missing", "/static/hello.txt"]);
+    args.extend(["--rm", "--env", "BERTH_LISTEN=nowhere", "tool:1", "refused"]);
+    args.push("/tool.wasm");
     let out = containerd.ctr(&args);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("hello.txt"), "{said}");
+    assert!(said.contains("BERTH_LISTEN=\"nowhere\""), "{said}");
     // Stopped (with the status of a failed start), so `--rm` removed it.
+    assert_eq!(containerd.ctr_ok(&["task", "ls", "-q"]), "");
+    assert_eq!(containerd.ctr_ok(&["container", "ls", "-q"]), "");
+    // A file that is not a component is the Linux backend's to run: it
+    // cannot be executed, and the task ends 127 saying why.
+    let mut args = RUN.to_vec();
+    args.extend(["--rm", "tool:1", "missing", "/static/hello.txt"]);
+    let out = containerd.ctr(&args);
+    assert_eq!(out.status.code(), Some(127));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("exec /static/hello.txt"), "{said}");
     assert_eq!(containerd.ctr_ok(&["task", "ls", "-q"]), "");
     assert_eq!(containerd.ctr_ok(&["container", "ls", "-q"]), "");
     containerd.wait_no_shims();
@@ -795,4 +812,221 @@ fn a_task_given_no_network_namespace_gets_its_own_with_loopback_up() {
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "own"]);
     containerd.wait_status("own", "STOPPED");
     assert_eq!(containerd.remove_task("own"), 137);
+}
+
+/// The PID column of task `id` in `ctr task ls`.
+fn task_pid(containerd: &Containerd, id: &str) -> u32 {
+    let tasks = containerd.ctr_ok(&["task", "ls"]);
+    tasks
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for {id}: {tasks}"))
+}
+
+/// A kernel object's identity (a namespace's inode).
+fn inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .ino()
+}
+
+#[test]
+fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network() {
+    let containerd = Containerd::start();
+    containerd.import(guests::HELLO, "hello:1");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    std::fs::write(
+        &archive,
+        berth_tests::busybox::archive(
+            &[berth_tests::busybox::layer()],
+            serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+            "busybox:1",
+        ),
+    )
+    .unwrap();
+    containerd.ctr_ok(&["image", "import", archive.to_str().unwrap()]);
+    // The pod's network namespace, as CNI would have made it for the CRI.
+    let netns = Netns::new();
+    let pod = |kind: &'static str| {
+        [
+            "--annotation",
+            match kind {
+                "sandbox" => "io.kubernetes.cri.container-type=sandbox",
+                _ => "io.kubernetes.cri.container-type=container",
+            },
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=pod1",
+        ]
+    };
+    let linux_run = ["run", "--runtime", "io.containerd.berth.v1", "-d"];
+
+    // The sandbox, as CRI starts the pause container: a Linux image in
+    // the pod's namespace, with the runtime handler of the pod. Busybox
+    // stands in for pause (no registry here), ending on SIGTERM as pause does.
+    let log = dir.path().join("sandbox.log");
+    let log_uri = format!("file://{}", log.display());
+    let with_ns = format!("network:{}", netns.path());
+    let mut args = linux_run.to_vec();
+    args.extend(["--with-ns", &with_ns, "--log-uri", &log_uri]);
+    args.extend(pod("sandbox"));
+    args.extend(["busybox:1", "pod1", "sh", "-c"]);
+    args.push("echo sandbox up as $(id -u); trap 'exit 0' TERM; while true; do sleep 1; done");
+    containerd.ctr_ok(&args);
+    containerd.wait_status("pod1", "RUNNING");
+    let sandbox = task_pid(&containerd, "pod1");
+    let shims = containerd.shims();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    assert_ne!(sandbox, shims[0], "the sandbox is a process of its own");
+    assert_eq!(
+        inode(&format!("/proc/{sandbox}/ns/net")),
+        inode(&netns.path()),
+        "the sandbox runs in the pod's network namespace"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("sandbox up as 0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            std::fs::read_to_string(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The pod's containers name the sandbox's network by its pid, as CRI
+    // does, and are served by the sandbox's shim.
+    let pod_ns = format!("network:/proc/{sandbox}/ns/net");
+    let mut args = RUN.to_vec();
+    args.extend(["-d", "--with-ns", &pod_ns]);
+    args.extend(pod("container"));
+    args.extend(["hello:1", "pod1-web", "/hello.wasm"]);
+    containerd.ctr_ok(&args);
+    let mut args = linux_run.to_vec();
+    args.extend(["--with-ns", &pod_ns]);
+    args.extend(pod("container"));
+    args.extend([
+        "busybox:1",
+        "pod1-httpd",
+        "httpd",
+        "-f",
+        "-p",
+        "8081",
+        "-h",
+        "/www",
+    ]);
+    containerd.ctr_ok(&args);
+    containerd.wait_status("pod1-web", "RUNNING");
+    containerd.wait_status("pod1-httpd", "RUNNING");
+    assert_eq!(containerd.shims(), shims, "one shim serves the whole pod");
+    assert_eq!(task_pid(&containerd, "pod1-web"), shims[0]);
+
+    // Both answer on the pod's network, and only there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while netns.curl("http://127.0.0.1:8080/pod").0 != 200
+        || netns.curl("http://127.0.0.1:8081/").0 != 200
+    {
+        assert!(Instant::now() < deadline, "{}", containerd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        netns.curl("http://127.0.0.1:8080/pod"),
+        (200, "hello from /pod\n".into())
+    );
+    assert_eq!(
+        netns.curl("http://127.0.0.1:8081/"),
+        (200, "hello from busybox\n".into())
+    );
+    assert!(std::net::TcpStream::connect("127.0.0.1:8081").is_err());
+    let metrics = containerd.ctr_ok(&["task", "metrics", "pod1-httpd"]);
+    assert!(metrics.contains("memory"), "{metrics}");
+
+    // Each ends as containerd asks, containers first, then the sandbox.
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "pod1-httpd"]);
+    containerd.ctr_ok(&["task", "kill", "pod1-web"]);
+    containerd.wait_status("pod1-httpd", "STOPPED");
+    containerd.wait_status("pod1-web", "STOPPED");
+    assert_eq!(containerd.remove_task("pod1-httpd"), 137);
+    assert_eq!(containerd.remove_task("pod1-web"), 0);
+    assert_eq!(containerd.shims(), shims, "the sandbox's shim stays");
+    containerd.ctr_ok(&["task", "kill", "pod1"]);
+    containerd.wait_status("pod1", "STOPPED");
+    assert_eq!(containerd.remove_task("pod1"), 0);
+    for id in ["pod1-httpd", "pod1-web", "pod1"] {
+        containerd.ctr_ok(&["container", "rm", id]);
+    }
+
+    // Nothing left: no shim, process, mount or cgroup.
+    containerd.wait_no_shims();
+    assert!(!Path::new(&format!("/proc/{sandbox}")).exists());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = containerd.dir.path().to_str().unwrap();
+    assert!(!mounts.contains(root), "{mounts}");
+    let cgroups = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for mount_point in cgroups
+        .lines()
+        .filter(|l| l.contains(" - cgroup"))
+        .filter_map(|l| l.split(' ').nth(4))
+    {
+        let left = Path::new(mount_point).join("berth/shim-default-pod1");
+        assert!(!left.exists(), "{} was left", left.display());
+    }
+}
+
+#[test]
+fn a_linux_container_that_cannot_run_says_why_in_its_log() {
+    let containerd = Containerd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    std::fs::write(
+        &archive,
+        berth_tests::busybox::archive(
+            &[berth_tests::busybox::layer()],
+            serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+            "busybox:1",
+        ),
+    )
+    .unwrap();
+    containerd.ctr_ok(&["image", "import", archive.to_str().unwrap()]);
+    let log = dir.path().join("task.log");
+    let log_uri = format!("file://{}", log.display());
+    // Its output, then its exit status.
+    let out = containerd.ctr(&[
+        "run",
+        "--runtime",
+        "io.containerd.berth.v1",
+        "--rm",
+        "--log-uri",
+        &log_uri,
+        "busybox:1",
+        "says",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert!(!out.status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("out\n") && said.contains("err\n"), "{said}");
+    // A program that is not there: the task ends 127, the reason in its log.
+    let out = containerd.ctr(&[
+        "run",
+        "--runtime",
+        "io.containerd.berth.v1",
+        "--rm",
+        "--log-uri",
+        &log_uri,
+        "busybox:1",
+        "missing",
+        "/bin/nothing-here",
+    ]);
+    assert!(!out.status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("nothing-here"), "{said}");
+    assert_eq!(containerd.ctr_ok(&["task", "ls", "-q"]), "");
+    containerd.wait_no_shims();
 }

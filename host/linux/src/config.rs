@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitConfig {
-    /// The image's unpacked filesystem, read-only, shared by containers.
+    /// The image's unpacked filesystem, read-only, shared by containers;
+    /// or, when `prepared_root`, the container's own writable root, bound
+    /// as it is.
     pub lower: PathBuf,
+    #[serde(default)]
+    pub prepared_root: bool,
     /// This container's writable layer, its overlay work dir, and where the
     /// root is assembled; all under its state dir.
     pub upper: PathBuf,
@@ -46,10 +50,14 @@ pub struct InitConfig {
     /// berth runs.
     #[serde(default)]
     pub log: Option<LogTarget>,
-    /// Outlive berth (no parent-death signal), and write the container's
-    /// exit code here, for the berth that adopts it.
+    /// Write the container's exit code here: for the berth that adopts
+    /// it, or for a parent whose children another reaper may collect (the
+    /// shim's).
     #[serde(default)]
     pub exit_file: Option<PathBuf>,
+    /// Outlive berth: no parent-death signal.
+    #[serde(default)]
+    pub outlives: bool,
 }
 
 /// A container's log: its file and when to rotate it (see

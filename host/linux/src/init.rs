@@ -262,7 +262,7 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
     // fact: a runtime worker, which lives as long as berth does), unless it
     // is one the next berth adopts: then the init holds its output and its
     // exit code meanwhile, as conmon does.
-    if config.exit_file.is_none() {
+    if !config.outlives {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
             .map_err(|e| format!("prctl: {e}"))?;
     }
@@ -763,6 +763,13 @@ fn without_user_namespace<T>(config: &InitConfig, why: &str) -> Result<Option<T>
 /// `mapped` if overlayfs takes the image only as it is.
 fn mount_root(config: &InitConfig, mapped: &mut Option<Mapped<'_>>) -> Result<(), String> {
     let root = &config.rootfs;
+    if config.prepared_root {
+        // Its caller's root, as it is (and bound, so it is a mount point
+        // pivot_root takes whatever it was).
+        std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
+        return rustix::mount::mount_bind_recursive(&config.lower, root)
+            .map_err(|e| format!("binding the root {}: {e}", config.lower.display()));
+    }
     for dir in [&config.upper, &config.work, root] {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

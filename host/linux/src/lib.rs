@@ -33,8 +33,13 @@ pub struct ContainerSpec {
     /// A name for logs and the cgroup (unique among running containers).
     pub id: String,
     pub hostname: String,
-    /// The image's unpacked root filesystem (read-only, shared).
+    /// The image's unpacked root filesystem (read-only, shared), or the
+    /// container's own root when `prepared_root`.
     pub rootfs: PathBuf,
+    /// `rootfs` is this container's own writable root, made by its caller
+    /// (containerd's snapshot under the shim): used as it is, with no
+    /// overlay of berth's over it, and with the host's user ids.
+    pub prepared_root: bool,
     /// Where this container keeps its writable layer and state.
     pub state_dir: PathBuf,
     pub args: Vec<String>,
@@ -108,8 +113,11 @@ pub struct Container {
     said: Vec<u8>,
     cgroups: cgroup::Cgroups,
     state_dir: PathBuf,
-    /// Where its init records its exit code, when it may outlive berth.
+    /// Where its init records its exit code, when it may outlive berth or
+    /// be reaped by someone else.
     exit_file: Option<PathBuf>,
+    /// Whether it may outlive berth (and be adopted).
+    outlives: bool,
 }
 
 /// The init, as berth waits for it.
@@ -207,6 +215,12 @@ pub enum Output {
     /// A log its init writes: the container may then outlive berth, and a
     /// later berth adopt it (see [`adopt`]).
     Log(config::LogTarget),
+    /// Descriptors the container writes its stdout and stderr to as they
+    /// are (containerd's fifos, under the shim).
+    Streams {
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+    },
 }
 
 /// Why a Linux container could not be started, or its network wired: by
@@ -283,6 +297,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
     let cgroups = cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits)?;
     let config = InitConfig {
         lower: spec.rootfs.clone(),
+        prepared_root: spec.prepared_root,
         upper: spec.state_dir.join("upper"),
         work: spec.state_dir.join("work"),
         rootfs: spec.state_dir.join("rootfs"),
@@ -296,17 +311,25 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
         cgroups: cgroups.procs_files(),
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),
-        user_namespace: (spec.user_namespace != UserIds::Host).then(|| config::UserNamespace {
-            lock_dir: PathBuf::from(USER_ID_LOCKS),
-            required: spec.user_namespace == UserIds::RequiredPrivate,
+        // A prepared root is its caller's, owned by the ids it chose: it
+        // runs with the host's.
+        user_namespace: (spec.user_namespace != UserIds::Host && !spec.prepared_root).then(|| {
+            config::UserNamespace {
+                lock_dir: PathBuf::from(USER_ID_LOCKS),
+                required: spec.user_namespace == UserIds::RequiredPrivate,
+            }
         }),
         log: match &output {
             Output::Log(target) => Some(target.clone()),
             _ => None,
         },
-        exit_file: matches!(output, Output::Log(_)).then(|| spec.state_dir.join(EXIT_FILE)),
+        // Under the shim, containerd-shim's reaper may collect the init
+        // before tokio does: its exit code is then read from here.
+        exit_file: (!matches!(output, Output::Inherit)).then(|| spec.state_dir.join(EXIT_FILE)),
+        outlives: matches!(output, Output::Log(_)),
     };
-    let outlives = config.exit_file.clone();
+    let outlives = config.outlives;
+    let exit_file = config.exit_file.clone();
     let undo = |e: LinuxError| {
         cgroups.remove();
         let _ = std::fs::remove_dir_all(&spec.state_dir);
@@ -329,10 +352,13 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         // One that may outlive berth is left to run when its handle goes
         // (a daemon handing its pods over).
-        .kill_on_drop(outlives.is_none());
+        .kill_on_drop(!outlives);
     match output {
         Output::Inherit => {
             command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        }
+        Output::Streams { stdout, stderr } => {
+            command.stdout(stdout).stderr(stderr);
         }
         // What the init itself has to say (a warning before the container
         // runs) goes to the log too.
@@ -352,7 +378,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
     let init_pid = child.id().expect("a child not yet waited for has its pid");
     drop(command); // its copy of the init's end: the init must be the last holder
     let init_started = process_stat(init_pid).map_or(0, |(started, _)| started);
-    if outlives.is_some() {
+    if outlives {
         // At once: should this berth go before the container has started,
         // the next still finds (and ends) the init it left.
         record_monitor(spec, init_pid, init_started, 0);
@@ -378,7 +404,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
             // only after the whole range has): from here on, signals reach
             // this process or nothing. ESRCH if it is gone already.
             let pidfd = pidfd(pid);
-            if outlives.is_some() {
+            if outlives {
                 // Now with its pid 1, for the berth that adopts it.
                 record_monitor(spec, init_pid, init_started, pid);
             }
@@ -392,7 +418,8 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
                 said,
                 cgroups,
                 state_dir: spec.state_dir.clone(),
-                exit_file: outlives,
+                exit_file,
+                outlives,
             });
         }
         match status.read_buf(&mut said).await {
@@ -510,6 +537,7 @@ pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
         cgroups,
         state_dir: spec.state_dir.clone(),
         exit_file: Some(exit_file),
+        outlives: true,
     })
 }
 
@@ -643,7 +671,7 @@ impl Container {
 
     /// Whether it can run on without berth (and be adopted).
     pub fn outlives(&self) -> bool {
-        self.exit_file.is_some()
+        self.outlives
     }
 
     /// Where its CPU time and memory are read, while it exists.
@@ -729,6 +757,7 @@ mod tests {
             id: format!("berth-test-noinit-{}", std::process::id()),
             hostname: "h".into(),
             rootfs: dir.path().join("rootfs"),
+            prepared_root: false,
             state_dir: dir.path().join("state"),
             args: vec!["/bin/true".into()],
             env: Vec::new(),

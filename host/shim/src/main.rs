@@ -11,6 +11,7 @@
 //! grants (see `plan.rs`). The task's "process" is the shim itself: a wasm
 //! guest has no process of its own.
 
+mod linux;
 mod output;
 mod plan;
 mod task;
@@ -41,20 +42,9 @@ impl containerd_shim::Shim for Shim {
         let spec = containerd_shim::util::read_spec_from_file(".")?;
         let network = plan::network(&spec);
         enter_namespaces(network).map_err(Error::Other)?;
-        // Names the guest looks up resolve as the pod's own do.
-        for (source, target) in plan::name_files(&spec) {
-            nix::mount::mount(
-                Some(&source),
-                Path::new(target),
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| {
-                Error::Other(format!("binding {} over {target}: {e}", source.display()))
-            })?;
-        }
-        let grouping = opts.id.clone();
+        // A pod's containers share its sandbox's shim (and so its network
+        // namespace); a container of no pod has one of its own.
+        let grouping = linux::grouping(&spec, &opts.id);
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         containerd_shim::util::write_address(&address)?;
         Ok(address)

@@ -57,6 +57,20 @@ pub fn network(spec: &Spec) -> Option<Option<PathBuf>> {
         .map(|n| n.path().clone())
 }
 
+/// The container's root filesystem on the host: the spec's `root.path`,
+/// under the bundle when relative.
+pub fn root(spec: &Spec, bundle: &Path) -> PathBuf {
+    let root = spec
+        .root()
+        .as_ref()
+        .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
+    if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    }
+}
+
 pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     let process = spec
         .process()
@@ -66,15 +80,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     let Some(entry) = args.first() else {
         return Err("the spec's process has no args: nothing names the component".into());
     };
-    let root = spec
-        .root()
-        .as_ref()
-        .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
-    let root = if root.is_absolute() {
-        root
-    } else {
-        bundle.join(root)
-    };
+    let root = root(spec, bundle);
     let component = relative(entry)?;
 
     let mut env = Vec::new();

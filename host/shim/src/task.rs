@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use berth_runtime::{Runtime as _, Workload, WorkloadSpec};
+use berth_runtime::{LogSink as _, Runtime as _, Workload, WorkloadSpec};
 use berth_wasm::{WasmRuntime, WasmRuntimeConfig};
 use containerd_shim::api::{self, Status};
 use containerd_shim::event::Event;
@@ -23,8 +23,11 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, Error, ExitSignal, TtrpcContext, TtrpcResult};
 use tokio_util::sync::CancellationToken;
 
-use crate::output::Fifos;
-use crate::plan;
+use crate::output::{self, Fifos};
+use crate::{linux, plan};
+
+/// What watches a started task and records its end.
+type Monitor = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How long SIGTERM lets in-flight requests run before the task ends
 /// anyway (the kubelet sends SIGKILL after the pod's grace period).
@@ -53,12 +56,17 @@ struct Inner {
     /// and with one (for serving HTTP, a fresh instance per request).
     wasm: OnceLock<Result<WasmRuntime, String>>,
     pooled_wasm: OnceLock<Result<WasmRuntime, String>>,
+    /// The pod's `/etc/hosts` and `/etc/resolv.conf` bound over the shim's
+    /// own (by target), for the names its wasm guests look up.
+    name_files: Mutex<HashMap<&'static str, PathBuf>>,
 }
 
 struct Task {
     bundle: String,
     rootfs_mounted: bool,
     io: TaskIO,
+    /// Its process (see [`Running::pid`]): the shim's until it runs.
+    pid: u32,
     state: State,
 }
 
@@ -76,12 +84,21 @@ enum State {
     },
 }
 
-struct Running {
-    workload: Arc<dyn Workload>,
-    /// SIGTERM: stop taking requests, finish the ones in flight.
-    terminate: CancellationToken,
-    /// SIGKILL: end now.
-    kill: CancellationToken,
+enum Running {
+    Wasm {
+        workload: Arc<dyn Workload>,
+        /// SIGTERM: stop taking requests, finish the ones in flight.
+        terminate: CancellationToken,
+        /// SIGKILL: end now.
+        kill: CancellationToken,
+    },
+    /// A Linux container (a pod's sandbox, a Linux image): signals go to
+    /// its pid 1 through the task that waits for it.
+    Linux {
+        pid: u32,
+        signals: tokio::sync::mpsc::UnboundedSender<rustix::process::Signal>,
+        usage: berth_linux::cgroup::UsageFiles,
+    },
 }
 
 /// Opens `path` (relative) with `root` as the filesystem's root: `..` and
@@ -101,19 +118,85 @@ fn open_in_root(root: &Path, path: &Path) -> Result<std::os::fd::OwnedFd, Error>
     .map_err(|e| Error::InvalidArgument(format!("{}: {e}", in_image())))
 }
 
+/// Whether the spec's program is a wasm component (or module) in the
+/// container's root: its first bytes are wasm's magic number. Anything
+/// else (a program on `PATH`, an ELF binary, a missing file) is the Linux
+/// backend's to run, or to say why it cannot.
+fn runs_a_component(spec: &oci_spec::runtime::Spec, root: &Path) -> bool {
+    use std::io::Read as _;
+    let Some(program) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+    else {
+        return false;
+    };
+    let Some(relative) = program.strip_prefix('/') else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    open_in_root(root, Path::new(relative))
+        .map(std::fs::File::from)
+        .and_then(|mut f| {
+            f.read_exact(&mut magic)
+                .map_err(|e| Error::Other(e.to_string()))
+        })
+        .is_ok_and(|()| magic == *b"\0asm")
+}
+
 const SIGINT: u32 = 2;
 const SIGKILL: u32 = 9;
 const SIGTERM: u32 = 15;
 
 impl Running {
-    /// What a signal means to a wasm workload: SIGKILL ends it now,
-    /// SIGTERM and SIGINT ask it to finish; it takes no other.
+    /// Passes `signal` on. A wasm workload takes SIGKILL (ends now),
+    /// SIGTERM and SIGINT (finish, then end) and no other; a Linux
+    /// container's pid 1 gets any.
     fn signal(&self, signal: u32) {
-        match signal {
-            SIGKILL => self.kill.cancel(),
-            SIGTERM | SIGINT => self.terminate.cancel(),
-            _ => {}
+        match self {
+            Running::Wasm {
+                terminate, kill, ..
+            } => match signal {
+                SIGKILL => kill.cancel(),
+                SIGTERM | SIGINT => terminate.cancel(),
+                _ => {}
+            },
+            Running::Linux { signals, .. } => {
+                if let Some(signal) = i32::try_from(signal)
+                    .ok()
+                    .and_then(rustix::process::Signal::from_named_raw)
+                {
+                    let _ = signals.send(signal);
+                }
+            }
         }
+    }
+
+    /// The task's process: a Linux container's pid 1; for a wasm guest,
+    /// which has no process of its own, the shim.
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Wasm { .. } => std::process::id(),
+            Running::Linux { pid, .. } => *pid,
+        }
+    }
+
+    fn usage(&self) -> berth_runtime::Usage {
+        match self {
+            Running::Wasm { workload, .. } => workload.usage(),
+            Running::Linux { usage, .. } => berth_runtime::Usage {
+                cpu: usage.cpu().unwrap_or_default(),
+                memory: usage.memory().unwrap_or(0),
+                instances: None,
+                oom_kills: usage.oom_kills(),
+            },
+        }
+    }
+
+    /// Whether it takes `signal` at all (for a log line when it does not).
+    fn takes(&self, signal: u32) -> bool {
+        matches!(self, Running::Linux { .. }) || matches!(signal, SIGKILL | SIGTERM | SIGINT)
     }
 }
 
@@ -149,6 +232,7 @@ impl Service {
             tokio,
             wasm: OnceLock::new(),
             pooled_wasm: OnceLock::new(),
+            name_files: Mutex::default(),
         }))
     }
 
@@ -191,10 +275,35 @@ impl Service {
             .map_err(|e| Error::Other(format!("starting berth's wasm runtime: {e}")))
     }
 
+    /// Binds the container's own name files (the kubelet's `/etc/hosts`
+    /// and `/etc/resolv.conf`) over the shim's, in its mount namespace:
+    /// its wasm guests' names are looked up by the shim's resolver. A pod's
+    /// containers share theirs, so each is bound once.
+    fn bind_name_files(&self, spec: &oci_spec::runtime::Spec) -> Result<(), Error> {
+        let mut bound = self.0.name_files.lock().unwrap_or_else(|e| e.into_inner());
+        for (source, target) in plan::name_files(spec) {
+            if bound.get(target) == Some(&source) {
+                continue;
+            }
+            nix::mount::mount(
+                Some(&source),
+                Path::new(target),
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                Error::Other(format!("binding {} over {target}: {e}", source.display()))
+            })?;
+            bound.insert(target, source);
+        }
+        Ok(())
+    }
+
     /// Records that task `id` ended with `code`, and tells containerd.
     fn stop(&self, id: &str, code: u32) {
         let at = now();
-        {
+        let pid = {
             let mut tasks = self.tasks();
             let Some(task) = tasks.get_mut(id) else {
                 return;
@@ -206,29 +315,91 @@ impl Service {
                 code,
                 at: at.clone(),
             };
-        }
+            task.pid
+        };
         self.0.stopped.notify_all();
         self.publish(TaskExit {
             container_id: id.to_owned(),
             id: id.to_owned(),
-            pid: std::process::id(),
+            pid,
             exit_status: code,
             exited_at: Some(at).into(),
             ..Default::default()
         });
     }
 
-    /// Starts the workload of task `id`, from its bundle's spec; and the
-    /// future that watches it and records its end, for the caller to run
-    /// once the task is marked running (a command may end at once).
-    fn launch(
+    /// Starts task `id` from its bundle's spec; and the future that
+    /// watches it and records its end, for the caller to run once the task
+    /// is marked running (a command may end at once). A pod's sandbox and
+    /// anything whose program is not a wasm component run on the Linux
+    /// backend.
+    fn launch(&self, id: &str, bundle: &str, io: &TaskIO) -> Result<(Running, Monitor), Error> {
+        let spec = containerd_shim::util::read_spec_from_file(bundle)?;
+        let root = plan::root(&spec, Path::new(bundle));
+        if linux::is_sandbox(&spec) || !runs_a_component(&spec, &root) {
+            return self.launch_linux(id, &spec, bundle, root, io);
+        }
+        self.launch_wasm(id, &spec, bundle, io)
+    }
+
+    fn launch_linux(
         &self,
         id: &str,
+        spec: &oci_spec::runtime::Spec,
+        bundle: &str,
+        root: PathBuf,
+        io: &TaskIO,
+    ) -> Result<(Running, Monitor), Error> {
+        let name = format!("shim-{}-{id}", self.0.namespace);
+        let container = linux::container_spec(spec, Path::new(bundle), root, id, name)
+            .map_err(Error::InvalidArgument)?;
+        let (stdout, stderr) = output::streams(&io.stdout, &io.stderr)
+            .map_err(|e| Error::Other(format!("opening the task's output: {e}")))?;
+        // Why it could not run goes to its log, as a runtime's error would.
+        let errors = Fifos::open("", &io.stderr).ok();
+        // On one of the runtime's workers, which live as long as the shim:
+        // a container's init ends with the thread that started it.
+        let started = self.0.tokio.block_on(self.0.tokio.spawn(async move {
+            let output = berth_linux::Output::Streams { stdout, stderr };
+            berth_linux::start(&container, output).await
+        }));
+        let mut container = match started {
+            Ok(Ok(container)) => container,
+            Ok(Err(e)) => return Err(Error::Other(e.to_string())),
+            Err(e) => return Err(Error::Other(format!("starting the container: {e}"))),
+        };
+        let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let running = Running::Linux {
+            pid: container.pid,
+            signals,
+            usage: container.usage_files(),
+        };
+        let (service, id) = (self.clone(), id.to_owned());
+        let monitor = async move {
+            let exit = loop {
+                tokio::select! {
+                    exit = container.wait() => break exit,
+                    Some(signal) = received.recv() => container.signal(signal),
+                }
+            };
+            if let (Some(error), Some(errors)) = (&exit.error, &errors) {
+                errors.write_line(berth_runtime::Stream::Stderr, &format!("berth: {error}"));
+            }
+            container.remove();
+            service.stop(&id, exit.code as u32);
+        };
+        Ok((running, Box::pin(monitor)))
+    }
+
+    fn launch_wasm(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
         bundle: &str,
         io: &TaskIO,
-    ) -> Result<(Running, impl Future<Output = ()> + Send + 'static), Error> {
-        let spec = containerd_shim::util::read_spec_from_file(bundle)?;
-        let plan = plan::plan(&spec, Path::new(bundle)).map_err(Error::InvalidArgument)?;
+    ) -> Result<(Running, Monitor), Error> {
+        let plan = plan::plan(spec, Path::new(bundle)).map_err(Error::InvalidArgument)?;
+        self.bind_name_files(spec)?;
         let fifos = Fifos::open(&io.stdout, &io.stderr)
             .map_err(|e| Error::Other(format!("opening the task's output: {e}")))?;
         // Opened inside the container's root (symlinks resolved there, not
@@ -327,12 +498,12 @@ impl Service {
             served.stop(Duration::ZERO).await;
             service.stop(&id, code);
         };
-        let running = Running {
+        let running = Running::Wasm {
             workload,
             terminate,
             kill,
         };
-        Ok((running, monitor))
+        Ok((running, Box::pin(monitor)))
     }
 }
 
@@ -380,6 +551,7 @@ impl containerd_shim::Task for Service {
                 bundle: request.bundle.clone(),
                 rootfs_mounted: !request.rootfs.is_empty(),
                 io: io.clone(),
+                pid: std::process::id(),
                 state: State::Created,
             },
         );
@@ -440,10 +612,11 @@ impl containerd_shim::Task for Service {
             {
                 running.signal(signal);
             }
+            task.pid = running.pid();
             task.state = State::Running(running);
         }
         self.0.tokio.spawn(monitor);
-        let pid = std::process::id();
+        let pid = self.tasks().get(&request.id).map_or(0, |t| t.pid);
         self.publish(TaskStart {
             container_id: request.id,
             pid,
@@ -473,7 +646,7 @@ impl containerd_shim::Task for Service {
         Ok(api::StateResponse {
             id: request.id,
             bundle: task.bundle.clone(),
-            pid: std::process::id(),
+            pid: task.pid,
             status: status.into(),
             stdin: task.io.stdin.clone(),
             stdout: task.io.stdout.clone(),
@@ -514,13 +687,6 @@ impl containerd_shim::Task for Service {
             .get_mut(&request.id)
             .ok_or_else(|| not_found(&request.id))?;
         let known = matches!(request.signal, SIGKILL | SIGTERM | SIGINT);
-        if !known && request.signal != 0 {
-            log::info!(
-                "task {}: signal {} ignored: a wasm guest takes no signals",
-                request.id,
-                request.signal
-            );
-        }
         match &mut task.state {
             State::Stopped { .. } => {
                 return Err(Error::NotFoundError(format!(
@@ -540,7 +706,16 @@ impl containerd_shim::Task for Service {
                 *signal = Some(request.signal);
             }
             State::Starting { .. } => {}
-            State::Running(running) => running.signal(request.signal),
+            State::Running(running) => {
+                if request.signal != 0 && !running.takes(request.signal) {
+                    log::info!(
+                        "task {}: signal {} ignored: a wasm guest takes no signals",
+                        request.id,
+                        request.signal
+                    );
+                }
+                running.signal(request.signal);
+            }
         }
         Ok(api::Empty::new())
     }
@@ -577,7 +752,7 @@ impl containerd_shim::Task for Service {
             State::Stopped { code, at } => (code, at),
             _ => (0, now()),
         };
-        let pid = std::process::id();
+        let pid = task.pid;
         self.publish(TaskDelete {
             container_id: request.id.clone(),
             id: request.id,
@@ -595,11 +770,13 @@ impl containerd_shim::Task for Service {
     }
 
     fn pids(&self, _: &TtrpcContext, request: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        if !self.tasks().contains_key(&request.id) {
-            return Err(not_found(&request.id));
-        }
+        let pid = self
+            .tasks()
+            .get(&request.id)
+            .map(|t| t.pid)
+            .ok_or_else(|| not_found(&request.id))?;
         let process = containerd_shim::protos::types::task::ProcessInfo {
-            pid: std::process::id(),
+            pid,
             ..Default::default()
         };
         Ok(api::PidsResponse {
@@ -622,7 +799,7 @@ impl containerd_shim::Task for Service {
                 .get(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
             match &task.state {
-                State::Running(running) => running.workload.usage(),
+                State::Running(running) => running.usage(),
                 _ => berth_runtime::Usage::default(),
             }
         };

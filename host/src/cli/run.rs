@@ -215,6 +215,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         id: id.clone(),
         hostname: name.clone(),
         rootfs,
+        prepared_root: false,
         state_dir: home::berth_home().join("containers").join(&id),
         args: plan::command_line(
             run.entrypoint.as_deref().unwrap_or_default(),

@@ -537,6 +537,7 @@ async fn start_linux(
     };
     let spec = ContainerSpec {
         user_namespace,
+        prepared_root: false,
         id: format!(
             "{}-{}-{restarts}",
             dir.file_name()

@@ -1,0 +1,253 @@
+//! Containers that are not wasm run on berth's Linux backend, as runwasi
+//! falls back to runc: under the kubelet, containerd starts each pod's
+//! sandbox (the pause container, a Linux image) with the pod's runtime
+//! handler, and a pod may hold Linux containers beside its wasm ones.
+//!
+//! The OCI spec says what berth-linux needs: the root containerd mounted
+//! (used as it is, with the host's user ids), the process, its user and
+//! capabilities, bind mounts, limits, and the network namespace, which is
+//! the pod's (the shim lives in it: see `main.rs`). Its other namespaces
+//! (pid, IPC, UTS, mount) are the container's own, as berth-linux makes
+//! them; CRI's requests to share a pod's IPC or pid namespace are not
+//! followed (see the shim's README section).
+
+use std::path::{Path, PathBuf};
+
+use berth_linux::config::{BindMount, Network, User};
+use berth_linux::{ContainerSpec, UserIds, cgroup};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// The CRI annotation saying what a container is to its pod: `sandbox`
+/// (the pod's pause container) or `container`.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// The CRI annotation naming the pod sandbox a container belongs to (on
+/// the sandbox itself too): the shim groups a pod's containers by it.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The kernel's filesystems and the devices berth-linux mounts for every
+/// container itself: the spec's own entries for them are not bound.
+const SYSTEM_TYPES: [&str; 7] = [
+    "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs",
+];
+
+fn annotation<'a>(spec: &'a Spec, name: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .map(String::as_str)
+}
+
+/// Whether the spec is a pod's sandbox, which is always a Linux container.
+pub fn is_sandbox(spec: &Spec) -> bool {
+    annotation(spec, CONTAINER_TYPE) == Some("sandbox")
+}
+
+/// The shim a container is served by: its pod's (all of a pod's
+/// containers, sandbox first, share one shim and its network), or its own.
+pub fn grouping(spec: &Spec, id: &str) -> String {
+    annotation(spec, SANDBOX_ID)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(id)
+        .to_owned()
+}
+
+/// berth-linux's spec for the OCI spec of container `id`, whose root
+/// containerd mounted at `root`; `name` is unique on the host (its
+/// cgroups' name).
+pub fn container_spec(
+    spec: &Spec,
+    bundle: &Path,
+    root: PathBuf,
+    id: &str,
+    name: String,
+) -> Result<ContainerSpec, String> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("the spec has no process to run")?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err("the spec's process has no args: nothing to run".into());
+    }
+    let user = process.user();
+    let capabilities = match process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().as_ref())
+    {
+        Some(bounding) => {
+            let mut set = rustix::thread::CapabilitySet::empty();
+            for capability in bounding {
+                let name = serde_json::to_value(capability)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                set |= berth_linux::plan::capability(&name)
+                    .map_err(|e| format!("process.capabilities: {e}"))?;
+            }
+            set
+        }
+        None => rustix::thread::CapabilitySet::empty(),
+    };
+
+    let mut mounts = Vec::new();
+    for mount in spec.mounts().iter().flatten() {
+        let kind = mount.typ().as_deref().unwrap_or("bind");
+        let options = mount.options().clone().unwrap_or_default();
+        let bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if SYSTEM_TYPES.contains(&kind) || !bind {
+            continue;
+        }
+        let Some(source) = mount.source() else {
+            continue;
+        };
+        let target = mount.destination().to_string_lossy().into_owned();
+        mounts.push(BindMount {
+            source: source.clone(),
+            target,
+            writable: !options.iter().any(|o| o == "ro"),
+        });
+    }
+
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let mut limits = cgroup::Limits {
+        memory: resources
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|&l| l > 0)
+            .map(|l| l as u64),
+        pids: resources
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|&l| l > 0)
+            .map(|l| l as u64),
+        cpu_millis: None,
+    };
+    if let Some(cpu) = resources.and_then(|r| r.cpu().as_ref())
+        && let (Some(quota), Some(period)) = (cpu.quota(), cpu.period())
+        && quota > 0
+        && period > 0
+    {
+        limits.cpu_millis = Some(((quota as u64) * 1000 / period).max(1));
+    }
+
+    let network_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .and_then(|n| n.path().clone());
+    // The pod's network, by its path; else the one the shim made or kept
+    // for it at start, which is the shim's own.
+    let network = Network::Join(
+        network_path
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))),
+    );
+
+    Ok(ContainerSpec {
+        id: name,
+        hostname: spec.hostname().clone().unwrap_or_else(|| id.to_owned()),
+        rootfs: root,
+        prepared_root: true,
+        state_dir: bundle.join("berth-linux"),
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        user: User {
+            image: String::new(),
+            uid: Some(user.uid()),
+            gid: Some(user.gid()),
+            groups: user.additional_gids().clone().unwrap_or_default(),
+        },
+        capabilities,
+        read_only_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        network,
+        mounts,
+        limits,
+        user_namespace: UserIds::Host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_sandbox_s_spec_becomes_a_linux_container_in_the_pod_s_network() {
+        let spec = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "hostname": "web-7f9",
+            "root": {"path": "rootfs", "readonly": true},
+            "process": {
+                "cwd": "/", "user": {"uid": 65535, "gid": 65535, "additionalGids": [5]},
+                "args": ["/pause"],
+                "env": ["PATH=/bin"],
+                "capabilities": {"bounding": ["CAP_NET_RAW", "CAP_KILL"]}
+            },
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev/shm", "type": "bind", "source": "/run/shm-of-pod", "options": ["rbind", "ro"]},
+                {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}
+            ],
+            "annotations": {
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": "abc"
+            },
+            "linux": {
+                "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 100},
+                              "cpu": {"quota": 20000, "period": 100000}},
+                "namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"}, {"type": "pid"}]
+            }
+        }));
+        assert!(is_sandbox(&spec));
+        assert_eq!(grouping(&spec, "other"), "abc");
+        let linux = container_spec(
+            &spec,
+            Path::new("/b"),
+            "/b/rootfs".into(),
+            "abc",
+            "k8s-abc".into(),
+        )
+        .unwrap();
+        assert!(linux.prepared_root);
+        assert_eq!(linux.hostname, "web-7f9");
+        assert_eq!(linux.args, ["/pause"]);
+        assert_eq!(linux.user.uid, Some(65535));
+        assert_eq!(linux.user.groups, [5]);
+        assert_eq!(
+            linux.capabilities,
+            rustix::thread::CapabilitySet::NET_RAW | rustix::thread::CapabilitySet::KILL
+        );
+        assert!(linux.read_only_root);
+        let mounts: Vec<_> = linux
+            .mounts
+            .iter()
+            .map(|m| (m.target.as_str(), m.writable))
+            .collect();
+        assert_eq!(mounts, [("/dev/shm", false), ("/data", true)]);
+        assert_eq!(linux.limits.memory, Some(64 << 20));
+        assert_eq!(linux.limits.pids, Some(100));
+        assert_eq!(linux.limits.cpu_millis, Some(200));
+        assert_eq!(linux.network, Network::Join("/var/run/netns/cni-1".into()));
+        assert_eq!(linux.user_namespace, UserIds::Host);
+    }
+
+    #[test]
+    fn a_container_without_a_pod_is_grouped_alone() {
+        let spec = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["sh"]}
+        }));
+        assert!(!is_sandbox(&spec));
+        assert_eq!(grouping(&spec, "mine"), "mine");
+    }
+}
