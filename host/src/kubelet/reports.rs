@@ -78,31 +78,76 @@ impl Reporter {
 
 fn write(state: &ApiState, reports: &Receiver<Report>) {
     while let Ok(first) = reports.recv() {
+        let batch: Vec<Report> = std::iter::once(first)
+            .chain(reports.try_iter().take(BATCH - 1))
+            .collect();
         let mut store = state.store.lock();
-        let mut statuses = 0;
+        let mut statuses = Vec::new();
+        let mut events = Vec::new();
         let mut flushed = Vec::new();
-        for report in std::iter::once(first).chain(reports.try_iter().take(BATCH - 1)) {
+        let mut wrote_statuses = false;
+        // Runs of statuses, and of events, each in one transaction; a run
+        // ends where the other kind begins, so they are stored in the order
+        // they were reported.
+        for report in batch {
             match report {
                 Report::Status { uid, name, status } => {
-                    statuses += 1;
-                    if let Err(e) = store.set_status_of(Kind::Pod, &uid, &Status::Pod(status)) {
-                        tracing::error!("recording the status of pod {name}: {e}");
-                    }
+                    write_events(&mut store, &mut events);
+                    statuses.push((uid, name, Status::Pod(status)));
                 }
                 Report::Event(event) => {
-                    if let Err(e) = store.record_event(&event) {
-                        tracing::error!("recording an event: {e}");
-                    }
+                    wrote_statuses |= write_statuses(&mut store, &mut statuses);
+                    events.push(event);
                 }
                 Report::Flushed(done) => flushed.push(done),
             }
         }
+        wrote_statuses |= write_statuses(&mut store, &mut statuses);
+        write_events(&mut store, &mut events);
         drop(store);
-        if statuses > 0 {
+        if wrote_statuses {
             state.changed.notify_one();
         }
         for done in flushed {
             let _ = done.send(());
         }
     }
+}
+
+/// Writes the pods' statuses gathered (and empties the list); whether
+/// there were any.
+fn write_statuses(
+    store: &mut crate::state::Store,
+    statuses: &mut Vec<(String, String, Status)>,
+) -> bool {
+    if statuses.is_empty() {
+        return false;
+    }
+    let keyed: Vec<(&str, &Status)> = statuses
+        .iter()
+        .map(|(uid, _, status)| (uid.as_str(), status))
+        .collect();
+    match store.set_statuses_of(Kind::Pod, &keyed) {
+        Ok(outcomes) => {
+            for ((_, name, _), outcome) in statuses.iter().zip(outcomes) {
+                if let Err(e) = outcome {
+                    tracing::error!("recording the status of pod {name}: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::error!("recording the statuses of {} pods: {e}", statuses.len()),
+    }
+    statuses.clear();
+    true
+}
+
+/// Writes the events gathered (and empties the list).
+fn write_events(store: &mut crate::state::Store, events: &mut Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = store.record_events(events) {
+        tracing::error!("recording {} events: {e}", events.len());
+    }
+    events.clear();
 }

@@ -1027,22 +1027,65 @@ impl Store {
     /// [`Store::set_status`] of the object with `uid`: false when it is
     /// gone, even if another now has its name.
     pub fn set_status_of(&mut self, kind: Kind, uid: &str, status: &Status) -> Result<bool> {
-        let changed = self.update_status(
-            "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
-            &[&kind, &uid],
-            kind,
-            status,
-        )?;
-        if let Some((version, text)) = &changed {
+        self.set_statuses_of(kind, &[(uid, status)])?
+            .pop()
+            .expect("one outcome per status")
+    }
+
+    /// [`Store::set_status_of`] of many objects of `kind` in one
+    /// transaction: the kubelet reports a status per pod starting, and one
+    /// commit (and one counter write) per batch costs far less than one
+    /// each. Each object changed takes a resourceVersion of its own and
+    /// goes to the watchers, in the order given. What each did (false: the
+    /// object is gone), or why its status was refused; the whole batch
+    /// fails only when the store does.
+    pub fn set_statuses_of(
+        &mut self,
+        kind: Kind,
+        statuses: &[(&str, &Status)],
+    ) -> Result<Vec<Result<bool>>> {
+        self.check_open()?;
+        let fitting = statuses.iter().filter(|(_, s)| s.fits(kind)).count() as u64;
+        let mut outcomes = Vec::with_capacity(statuses.len());
+        let mut changed = Vec::new();
+        {
+            let tx = self.conn.transaction()?;
+            let mut version = match fitting {
+                0 => 0,
+                n => take_versions(&tx, n)? + 1 - n,
+            };
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
+                )?;
+                for (uid, status) in statuses {
+                    if !status.fits(kind) {
+                        outcomes.push(Err(StateError::Rejected(format!(
+                            "a {kind} cannot take the status {status:?}"
+                        ))));
+                        continue;
+                    }
+                    let text = status.to_json();
+                    let stored = update.execute(params![text, version, kind, uid])? > 0;
+                    if stored {
+                        changed.push((*uid, version, text));
+                    }
+                    outcomes.push(Ok(stored));
+                    version += 1;
+                }
+            }
+            tx.commit()?;
+        }
+        for (uid, version, text) in changed {
             // The object's text is as it was: its parse stands, with the
             // status as stored and the new version (the kubelet writes ten
             // thousand statuses while pods start; each read back below
             // would parse its whole pod again).
             if let Some(parsed) = self.parsed.get_mut().get_mut(uid)
                 && parsed.kind == kind
-                && let Ok(stored) = Status::from_json(kind, text)
+                && let Ok(stored) = Status::from_json(kind, &text)
             {
-                parsed.resource_version = *version;
+                parsed.resource_version = version;
                 parsed.status = stored;
                 parsed.size = parsed.object_size + text.len();
             }
@@ -1055,7 +1098,7 @@ impl Store {
                 self.publish(ChangeType::Modified, kind, &namespace, &name)?;
             }
         }
-        Ok(changed.is_some())
+        Ok(outcomes)
     }
 
     /// Runs `update` (status ?1, resourceVersion ?2, then `key`) in a

@@ -648,3 +648,54 @@ fn a_status_written_by_uid_is_read_back_as_stored_without_parsing_the_object_aga
     assert_eq!(fresh.object, cached.object);
     assert_eq!(store.size_of(&fresh.uid), cached_size);
 }
+
+#[test]
+fn statuses_written_as_a_batch_take_a_version_each_and_refuse_only_their_own() {
+    let mut store = Store::in_memory().unwrap();
+    store.apply(&objects(OWNED_PODS)).unwrap();
+    let uid = |name: &str| store.get(Kind::Pod, "default", name).unwrap().unwrap().uid;
+    let (a, b) = (uid("a"), uid("b"));
+    let before = store.current_version().unwrap();
+    let mut watching = store.hub().subscribe(before).unwrap();
+    let running = Status::from_value(Kind::Pod, serde_json::json!({"phase": "Running"})).unwrap();
+    let pending = Status::from_value(Kind::Pod, serde_json::json!({"phase": "Pending"})).unwrap();
+    let not_a_pod_s = Status::from_value(
+        Kind::Deployment,
+        serde_json::json!({"replicas": 1, "readyReplicas": 1}),
+    )
+    .unwrap();
+    let outcomes = store
+        .set_statuses_of(
+            Kind::Pod,
+            &[
+                (&a, &running),
+                ("gone", &running),
+                (&b, &not_a_pod_s),
+                (&b, &pending),
+            ],
+        )
+        .unwrap();
+    assert!(matches!(outcomes[0], Ok(true)));
+    assert!(matches!(outcomes[1], Ok(false)), "a pod that is gone");
+    assert!(matches!(outcomes[2], Err(StateError::Rejected(_))));
+    assert!(matches!(outcomes[3], Ok(true)));
+    // Each stored status its own version, in order, and a change for each.
+    let (a_now, b_now) = (
+        store.get(Kind::Pod, "default", "a").unwrap().unwrap(),
+        store.get(Kind::Pod, "default", "b").unwrap().unwrap(),
+    );
+    assert_eq!(a_now.status, running);
+    assert_eq!(b_now.status, pending);
+    assert!(before < a_now.resource_version && a_now.resource_version < b_now.resource_version);
+    assert!(b_now.resource_version <= store.current_version().unwrap());
+    let changed: Vec<String> = watching
+        .take()
+        .unwrap()
+        .iter()
+        .map(|change| match &**change {
+            Change::Object { record, .. } => record.object.metadata().name.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(changed, ["a", "b"]);
+}
