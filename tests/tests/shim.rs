@@ -886,6 +886,15 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
         inode(&netns.path()),
         "the sandbox runs in the pod's network namespace"
     );
+    // In the cgroup the spec names (ctr's `/NAMESPACE/ID`; the kubelet's
+    // pod cgroup on a node).
+    let cgroup = std::fs::read_to_string(format!("/proc/{sandbox}/cgroup")).unwrap();
+    assert!(
+        cgroup
+            .lines()
+            .any(|l| l.contains("memory") && l.ends_with(":/default/pod1")),
+        "{cgroup}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -923,6 +932,25 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
     containerd.ctr_ok(&args);
     containerd.wait_status("pod1-web", "RUNNING");
     containerd.wait_status("pod1-httpd", "RUNNING");
+    // A Linux container of the pod shares the sandbox's IPC and UTS
+    // namespaces (and so its hostname) when the spec names them.
+    let ipc_ns = format!("ipc:/proc/{sandbox}/ns/ipc");
+    let uts_ns = format!("uts:/proc/{sandbox}/ns/uts");
+    let said = dir.path().join("said.log");
+    let said_uri = format!("file://{}", said.display());
+    let mut args = linux_run.to_vec();
+    args.retain(|a| *a != "-d");
+    args.extend(["--rm", "--log-uri", &said_uri]);
+    args.extend(["--with-ns", &pod_ns, "--with-ns", &ipc_ns, "--with-ns", &uts_ns]);
+    args.extend(pod("container"));
+    args.extend(["busybox:1", "pod1-says", "sh", "-c"]);
+    args.push("echo $(hostname) $(readlink /proc/self/ns/ipc)");
+    containerd.ctr_ok(&args);
+    let ipc = std::fs::read_link(format!("/proc/{sandbox}/ns/ipc")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&said).unwrap().trim(),
+        format!("pod1 {}", ipc.display())
+    );
     assert_eq!(containerd.shims(), shims, "one shim serves the whole pod");
     assert_eq!(task_pid(&containerd, "pod1-web"), shims[0]);
 
@@ -973,7 +1001,7 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
         .filter(|l| l.contains(" - cgroup"))
         .filter_map(|l| l.split(' ').nth(4))
     {
-        let left = Path::new(mount_point).join("berth/shim-default-pod1");
+        let left = Path::new(mount_point).join("default/pod1");
         assert!(!left.exists(), "{} was left", left.display());
     }
 }

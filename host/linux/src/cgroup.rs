@@ -90,19 +90,30 @@ impl Hierarchies {
         Some(root.join(relative).join("cgroup.procs"))
     }
 
-    /// The directory holding `controller` for cgroup `name`, and whether it
-    /// is v2.
-    pub(crate) fn place(&self, controller: &str, name: &str) -> Option<(PathBuf, bool)> {
+    /// The directory holding `controller` for the cgroup at `path` (under
+    /// each hierarchy's root), and whether it is v2.
+    pub(crate) fn place(&self, controller: &str, path: &Path) -> Option<(PathBuf, bool)> {
         if let Some((root, offered)) = &self.v2
             && offered.iter().any(|c| c == controller)
         {
-            return Some((root.join("berth").join(name), true));
+            return Some((root.join(path), true));
         }
         self.v1
             .iter()
             .find(|(c, _)| c == controller)
-            .map(|(_, root)| (root.join("berth").join(name), false))
+            .map(|(_, root)| (root.join(path), false))
     }
+
+    /// The v2 tree's root, where it has a controller berth uses.
+    fn v2_root(&self) -> Option<&Path> {
+        self.v2.as_ref().map(|(root, _)| root.as_path())
+    }
+}
+
+/// Where a container's cgroups are unless its caller says (see
+/// [`crate::ContainerSpec::cgroup`]): `berth/NAME` under each hierarchy.
+pub fn berth_path(name: &str) -> PathBuf {
+    Path::new("berth").join(name)
 }
 
 /// One container's cgroups, removed by [`Cgroups::remove`].
@@ -189,11 +200,12 @@ fn stat_field(text: &str, key: &str) -> Option<u64> {
 }
 
 impl Cgroups {
-    /// Creates cgroup `name` on each hierarchy with a controller berth uses,
-    /// with `limits` written. Without any hierarchy, nothing is limited.
+    /// Creates the cgroup at `path` (under each hierarchy's root) on each
+    /// hierarchy with a controller berth uses, with `limits` written.
+    /// Without any hierarchy, nothing is limited.
     pub fn create(
         hierarchies: &Hierarchies,
-        name: &str,
+        path: &Path,
         limits: &Limits,
     ) -> Result<Cgroups, crate::LinuxError> {
         let mut cgroups = Cgroups {
@@ -202,23 +214,27 @@ impl Cgroups {
             cpu: None,
         };
         for controller in CONTROLLERS {
-            let Some((dir, v2)) = hierarchies.place(controller, name) else {
+            let Some((dir, v2)) = hierarchies.place(controller, path) else {
                 continue;
             };
             if !cgroups.dirs.iter().any(|(d, _)| d == &dir) {
-                if v2 {
-                    // Controllers reach a v2 child only when each parent
-                    // passes them down.
+                if v2 && let Some(root) = hierarchies.v2_root() {
+                    // Controllers reach a v2 child only when each level
+                    // above it passes them down, from the root.
                     let parent = dir.parent().expect("under the root");
-                    let root = parent.parent().expect("under the root");
                     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    let mut levels = vec![root.to_owned()];
+                    for part in path.parent().into_iter().flat_map(Path::components) {
+                        let next = levels.last().expect("the root").join(part);
+                        levels.push(next);
+                    }
                     // One at a time, and only where not on yet: a write
                     // naming a controller that cannot be enabled fails whole.
-                    for level in [root, parent] {
+                    for level in &levels {
                         let control = level.join("cgroup.subtree_control");
                         let on = std::fs::read_to_string(&control).unwrap_or_default();
                         for c in CONTROLLERS.iter().filter(|c| {
-                            hierarchies.place(c, name).is_some_and(|(_, v2)| v2)
+                            hierarchies.place(c, path).is_some_and(|(_, v2)| v2)
                                 && !on.split_whitespace().any(|o| o == **c)
                         }) {
                             std::fs::write(&control, format!("+{c}"))
@@ -283,12 +299,12 @@ impl Cgroups {
         Ok(cgroups)
     }
 
-    /// Cgroup `name` where it exists: to remove what a container that
-    /// ended unseen left.
-    pub fn existing(hierarchies: &Hierarchies, name: &str) -> Cgroups {
+    /// The cgroup at `path` where it exists: to remove what a container
+    /// that ended unseen left.
+    pub fn existing(hierarchies: &Hierarchies, path: &Path) -> Cgroups {
         let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
         for controller in CONTROLLERS {
-            if let Some((dir, v2)) = hierarchies.place(controller, name)
+            if let Some((dir, v2)) = hierarchies.place(controller, path)
                 && dir.is_dir()
                 && !dirs.iter().any(|(d, _)| d == &dir)
             {
@@ -360,18 +376,18 @@ mod tests {
     #[test]
     fn controllers_are_used_where_the_kernel_attached_them() {
         let h = Hierarchies::parse(MIXED, |_| "hugetlb".into());
-        let (memory, v2) = h.place("memory", "c1").unwrap();
+        let (memory, v2) = h.place("memory", &berth_path("c1")).unwrap();
         assert_eq!(memory, Path::new("/sys/fs/cgroup/memory/berth/c1"));
         assert!(!v2);
         assert_eq!(
-            h.place("pids", "c1").unwrap().0,
+            h.place("pids", &berth_path("c1")).unwrap().0,
             Path::new("/sys/fs/cgroup/pids/berth/c1")
         );
         // On a pure v2 host, everything is in the one tree.
         let v2_only = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let h = Hierarchies::parse(v2_only, |_| "cpuset cpu io memory pids".into());
         assert_eq!(
-            h.place("cpu", "c1").unwrap(),
+            h.place("cpu", &berth_path("c1")).unwrap(),
             (PathBuf::from("/sys/fs/cgroup/berth/c1"), true)
         );
     }

@@ -42,6 +42,10 @@ pub struct InitConfig {
     /// Join the pod's network namespace instead of making a new one;
     /// `host` to stay in the host's.
     pub network: Network,
+    /// Namespaces of the pod's to join rather than make (the pod sandbox's
+    /// IPC and UTS ones, under the shim).
+    #[serde(default)]
+    pub joined: Vec<Joined>,
     /// A user namespace of its own (see `userns.rs`); none to run with the
     /// host's ids.
     pub user_namespace: Option<UserNamespace>,
@@ -127,6 +131,15 @@ pub enum Network {
     Join(PathBuf),
     /// `hostNetwork: true`.
     Host,
+}
+
+/// A namespace a container joins, by a path that opens it
+/// (`/proc/PID/ns/ipc` of a process in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Joined {
+    Ipc(PathBuf),
+    /// Its hostname is then the namespace's.
+    Uts(PathBuf),
 }
 
 /// A host path bound at `target` in the container (a volume).

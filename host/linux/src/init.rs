@@ -30,7 +30,7 @@ use rustix::fs::{FileType, Mode};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::{CapabilitySet, CapabilitySets, UnshareFlags};
 
-use super::config::{InitConfig, Network};
+use super::config::{InitConfig, Joined, Network};
 use super::identity::{self, Identity};
 use super::plan;
 use super::userns::{self, Mapping};
@@ -327,6 +327,24 @@ fn supervise(config: &InitConfig, status: &UnixStream) -> Result<i32, String> {
         }
         Network::Host => {}
     }
+    for joined in &config.joined {
+        let (path, kind, flag) = match joined {
+            Joined::Ipc(path) => (
+                path,
+                rustix::thread::LinkNameSpaceType::InterProcessCommunication,
+                UnshareFlags::NEWIPC,
+            ),
+            Joined::Uts(path) => (
+                path,
+                rustix::thread::LinkNameSpaceType::HostNameAndNISDomainName,
+                UnshareFlags::NEWUTS,
+            ),
+        };
+        let ns = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        rustix::thread::move_into_link_name_space(ns.as_fd(), Some(kind))
+            .map_err(|e| format!("joining the pod's namespace {}: {e}", path.display()))?;
+        flags -= flag;
+    }
     // Processes the container leaves behind are reparented here and reaped,
     // so none lingers (a zombie keeps its cgroup from being removed).
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
@@ -509,7 +527,10 @@ fn prepare(config: &InitConfig, mapping: Option<&Mapping>) -> Result<(), String>
     // A pod name may be 253 characters, a hostname 64 at most: cut to 63,
     // as Kubernetes does.
     let hostname = &config.hostname.as_bytes()[..config.hostname.len().min(63)];
-    rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
+    // A UTS namespace joined keeps its own hostname (the pod's).
+    if !config.joined.iter().any(|j| matches!(j, Joined::Uts(_))) {
+        rustix::system::sethostname(hostname).map_err(|e| format!("setting the hostname: {e}"))?;
+    }
     if config.network == Network::Own {
         loopback_up()?;
         // As Docker does for every container: ping through ICMP datagram

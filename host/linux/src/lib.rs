@@ -51,10 +51,25 @@ pub struct ContainerSpec {
     /// `readOnlyRootFilesystem`.
     pub read_only_root: bool,
     pub network: Network,
+    /// The pod's namespaces it joins (its IPC and UTS ones under the shim);
+    /// those it does not join it has of its own.
+    pub joined: Vec<config::Joined>,
     pub mounts: Vec<config::BindMount>,
     pub limits: cgroup::Limits,
+    /// Where its cgroups are, under each hierarchy's root (containerd's
+    /// `cgroupsPath`, so the kubelet's pod cgroups hold it); by default
+    /// `berth/ID`.
+    pub cgroup: Option<PathBuf>,
     /// Run in a user namespace of its own, or with the host's ids.
     pub user_namespace: UserIds,
+}
+
+impl ContainerSpec {
+    fn cgroup_path(&self) -> PathBuf {
+        self.cgroup
+            .clone()
+            .unwrap_or_else(|| cgroup::berth_path(&self.id))
+    }
 }
 
 /// Whose user ids a container runs with.
@@ -294,7 +309,11 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     std::fs::create_dir_all(&spec.state_dir).map_err(io_error(spec.state_dir.display()))?;
-    let cgroups = cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits)?;
+    let cgroups = cgroup::Cgroups::create(
+        &cgroup::Hierarchies::detect(),
+        &spec.cgroup_path(),
+        &spec.limits,
+    )?;
     let config = InitConfig {
         lower: spec.rootfs.clone(),
         prepared_root: spec.prepared_root,
@@ -311,6 +330,7 @@ pub async fn start(spec: &ContainerSpec, output: Output) -> Result<Container, Li
         cgroups: cgroups.procs_files(),
         mounts: spec.mounts.clone(),
         network: spec.network.clone(),
+        joined: spec.joined.clone(),
         // A prepared root is its caller's, owned by the ids it chose: it
         // runs with the host's.
         user_namespace: (spec.user_namespace != UserIds::Host && !spec.prepared_root).then(|| {
@@ -505,8 +525,12 @@ pub fn adopt(spec: &ContainerSpec) -> Option<Container> {
     if init.is_none() && init::recorded_exit(&exit_file).is_none() {
         return None;
     }
-    let cgroups =
-        cgroup::Cgroups::create(&cgroup::Hierarchies::detect(), &spec.id, &spec.limits).ok()?;
+    let cgroups = cgroup::Cgroups::create(
+        &cgroup::Hierarchies::detect(),
+        &spec.cgroup_path(),
+        &spec.limits,
+    )
+    .ok()?;
     // Its pid 1, while it is the init's child (not a pid used again).
     let pid1 = match &init {
         Some(_) => pidfd(record.pid).and_then(|fd| {
@@ -573,7 +597,10 @@ fn abandon_where(dir: &Path, chosen: impl Fn(&Path) -> bool) {
         let Some(record) = MonitorRecord::read(&state_dir) else {
             continue;
         };
-        let cgroups = cgroup::Cgroups::existing(&cgroup::Hierarchies::detect(), &record.id);
+        let cgroups = cgroup::Cgroups::existing(
+            &cgroup::Hierarchies::detect(),
+            &cgroup::berth_path(&record.id),
+        );
         if let Some(init) = record.live_init() {
             tracing::info!(container = %record.id, "ending a container no pod has any more");
             let _ = rustix::process::pidfd_send_signal(&init, rustix::process::Signal::KILL);
@@ -766,8 +793,10 @@ mod tests {
             capabilities: rustix::thread::CapabilitySet::empty(),
             read_only_root: false,
             network: Network::Own,
+            joined: Vec::new(),
             mounts: Vec::new(),
             limits: cgroup::Limits::default(),
+            cgroup: None,
             user_namespace: UserIds::Host,
         };
         // The test binary has no berth-init beside it.
@@ -783,7 +812,7 @@ mod tests {
         assert!(!spec.state_dir.exists(), "the failed start left its state");
         let hierarchies = cgroup::Hierarchies::detect();
         for controller in ["memory", "pids", "cpu"] {
-            if let Some((cgroup, _)) = hierarchies.place(controller, &spec.id) {
+            if let Some((cgroup, _)) = hierarchies.place(controller, &spec.cgroup_path()) {
                 assert!(!cgroup.exists(), "{} was left", cgroup.display());
             }
         }

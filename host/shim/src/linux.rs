@@ -6,14 +6,14 @@
 //! The OCI spec says what berth-linux needs: the root containerd mounted
 //! (used as it is, with the host's user ids), the process, its user and
 //! capabilities, bind mounts, limits, and the network namespace, which is
-//! the pod's (the shim lives in it: see `main.rs`). Its other namespaces
-//! (pid, IPC, UTS, mount) are the container's own, as berth-linux makes
-//! them; CRI's requests to share a pod's IPC or pid namespace are not
-//! followed (see the shim's README section).
+//! the pod's (the shim lives in it: see `main.rs`). The IPC and UTS
+//! namespaces the spec names by path (CRI's: the sandbox's) are joined;
+//! the pid and mount namespaces are the container's own, as berth-linux
+//! makes them (a pod's `shareProcessNamespace` is not followed).
 
 use std::path::{Path, PathBuf};
 
-use berth_linux::config::{BindMount, Network, User};
+use berth_linux::config::{BindMount, Joined, Network, User};
 use berth_linux::{ContainerSpec, UserIds, cgroup};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -132,12 +132,23 @@ pub fn container_spec(
         limits.cpu_millis = Some(((quota as u64) * 1000 / period).max(1));
     }
 
-    let network_path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
-        .and_then(|n| n.path().clone());
+    let namespace_path = |kind: LinuxNamespaceType| {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|ns| ns.iter().find(|n| n.typ() == kind))
+            .and_then(|n| n.path().clone())
+    };
+    let network_path = namespace_path(LinuxNamespaceType::Network);
+    // A pod's containers share the sandbox's IPC and UTS namespaces (its
+    // hostname), as CRI's spec says by their paths.
+    let mut joined = Vec::new();
+    if let Some(path) = namespace_path(LinuxNamespaceType::Ipc) {
+        joined.push(Joined::Ipc(path));
+    }
+    if let Some(path) = namespace_path(LinuxNamespaceType::Uts) {
+        joined.push(Joined::Uts(path));
+    }
     // The pod's network, by its path; else the one the shim made or kept
     // for it at start, which is the shim's own.
     let network = Network::Join(
@@ -145,7 +156,15 @@ pub fn container_spec(
             .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))),
     );
 
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|path| cgroup_path(&path.to_string_lossy()))
+        .transpose()?;
+
     Ok(ContainerSpec {
+        cgroup,
         id: name,
         hostname: spec.hostname().clone().unwrap_or_else(|| id.to_owned()),
         rootfs: root,
@@ -167,10 +186,65 @@ pub fn container_spec(
             .and_then(|r| r.readonly())
             .unwrap_or(false),
         network,
+        joined,
         mounts,
         limits,
         user_namespace: UserIds::Host,
     })
+}
+
+/// The spec's `linux.cgroupsPath` as a path under each hierarchy's root:
+/// cgroupfs's `/kubepods/besteffort/podUID/ID` as it is, systemd's
+/// `SLICE:PREFIX:NAME` where systemd puts it (each dash of the slice a
+/// level: `kubepods-besteffort-podUID.slice` is under `kubepods.slice/
+/// kubepods-besteffort.slice/`, the container in `PREFIX-NAME.scope`), as
+/// runc names them. The directories are made directly: systemd is not
+/// asked for a scope unit.
+pub fn cgroup_path(path: &str) -> Result<PathBuf, String> {
+    let refused = |why: &str| format!("linux.cgroupsPath {path:?}: {why}");
+    let relative = match path.split(':').collect::<Vec<_>>()[..] {
+        [slice, prefix, name] if !path.starts_with('/') => {
+            if name.is_empty() || name.contains('/') || slice.contains('/') {
+                return Err(refused("not SLICE:PREFIX:NAME"));
+            }
+            let mut relative = PathBuf::new();
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            if slice != "-.slice" {
+                let stem = slice
+                    .strip_suffix(".slice")
+                    .ok_or_else(|| refused("the slice must end in .slice"))?;
+                let mut level = String::new();
+                for part in stem.split('-') {
+                    if part.is_empty() {
+                        return Err(refused("an empty part in the slice's name"));
+                    }
+                    if !level.is_empty() {
+                        level.push('-');
+                    }
+                    level.push_str(part);
+                    relative.push(format!("{level}.slice"));
+                }
+            }
+            match prefix {
+                "" => relative.push(name),
+                prefix => relative.push(format!("{prefix}-{name}.scope")),
+            }
+            relative
+        }
+        _ => PathBuf::from(path.trim_start_matches('/')),
+    };
+    if relative.as_os_str().is_empty()
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(refused("must name a cgroup below the root, without `..`"));
+    }
+    Ok(relative)
 }
 
 #[cfg(test)]
@@ -205,7 +279,8 @@ mod tests {
             "linux": {
                 "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 100},
                               "cpu": {"quota": 20000, "period": 100000}},
-                "namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"}, {"type": "pid"}]
+                "namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"}, {"type": "pid"},
+                               {"type": "ipc", "path": "/proc/7/ns/ipc"}, {"type": "uts"}]
             }
         }));
         assert!(is_sandbox(&spec));
@@ -239,6 +314,40 @@ mod tests {
         assert_eq!(linux.limits.cpu_millis, Some(200));
         assert_eq!(linux.network, Network::Join("/var/run/netns/cni-1".into()));
         assert_eq!(linux.user_namespace, UserIds::Host);
+        assert_eq!(linux.cgroup, None);
+        assert_eq!(linux.joined, [Joined::Ipc("/proc/7/ns/ipc".into())]);
+    }
+
+    #[test]
+    fn a_cgroups_path_is_placed_as_runc_places_it() {
+        let ok = |path: &str| cgroup_path(path).unwrap();
+        assert_eq!(ok("/default/web"), Path::new("default/web"));
+        assert_eq!(
+            ok("/kubepods/besteffort/pod1/abc"),
+            Path::new("kubepods/besteffort/pod1/abc")
+        );
+        assert_eq!(
+            ok("kubepods-besteffort-pod1.slice:cri-containerd:abc"),
+            Path::new(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/\
+                 cri-containerd-abc.scope"
+            )
+        );
+        assert_eq!(
+            ok(":cri-containerd:abc"),
+            Path::new("system.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(ok("-.slice::abc"), Path::new("abc"));
+        for bad in [
+            "/",
+            "/a/../../etc",
+            "a.slice:p:x/y",
+            "kube--pods.slice:p:x",
+            "pods:p:x",
+        ] {
+            let error = cgroup_path(bad).unwrap_err();
+            assert!(error.contains("cgroupsPath"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -229,6 +229,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         capabilities: plan::default_capabilities(),
         read_only_root: false,
         network: Network::Own,
+        joined: Vec::new(),
         mounts: args
             .dirs
             .iter()
@@ -238,6 +239,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
                 writable: d.writable,
             })
             .collect(),
+        cgroup: None,
         limits: cgroup::Limits {
             memory,
             pids: Some(args.pids_limit),

@@ -571,6 +571,7 @@ async fn start_linux(
         capabilities,
         read_only_root,
         network: network.clone(),
+        joined: Vec::new(),
         mounts: mounts
             .into_iter()
             .map(|m| linux::config::BindMount {
@@ -579,6 +580,7 @@ async fn start_linux(
                 writable: m.writable,
             })
             .collect(),
+        cgroup: None,
         limits: cgroup::Limits {
             memory: limits.memory.and_then(|q| q.to_bytes()),
             pids: Some(DEFAULT_PIDS_LIMIT),
