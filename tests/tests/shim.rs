@@ -941,7 +941,14 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
     let mut args = linux_run.to_vec();
     args.retain(|a| *a != "-d");
     args.extend(["--rm", "--log-uri", &said_uri]);
-    args.extend(["--with-ns", &pod_ns, "--with-ns", &ipc_ns, "--with-ns", &uts_ns]);
+    args.extend([
+        "--with-ns",
+        &pod_ns,
+        "--with-ns",
+        &ipc_ns,
+        "--with-ns",
+        &uts_ns,
+    ]);
     args.extend(pod("container"));
     args.extend(["busybox:1", "pod1-says", "sh", "-c"]);
     args.push("echo $(hostname) $(readlink /proc/self/ns/ipc)");
@@ -973,6 +980,28 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
     assert!(std::net::TcpStream::connect("127.0.0.1:8081").is_err());
     let metrics = containerd.ctr_ok(&["task", "metrics", "pod1-httpd"]);
     assert!(metrics.contains("memory"), "{metrics}");
+
+    // A command runs in a Linux container (`kubectl exec` on a node), with
+    // its output and exit status; a wasm container has no processes.
+    let out = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "look",
+        "pod1-httpd",
+        "sh",
+        "-c",
+        "cat /www/index.html; hostname; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from busybox\npod1-httpd\n"
+    );
+    let out = containerd.ctr(&["task", "exec", "--exec-id", "look", "pod1-web", "sh"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no processes to run a command in"), "{said}");
 
     // Each ends as containerd asks, containers first, then the sandbox.
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "pod1-httpd"]);

@@ -11,6 +11,7 @@
 //! grants (see `plan.rs`). The task's "process" is the shim itself: a wasm
 //! guest has no process of its own.
 
+mod exec;
 mod linux;
 mod output;
 mod plan;

@@ -17,12 +17,15 @@ use berth_runtime::{LogSink as _, Runtime as _, Workload, WorkloadSpec};
 use berth_wasm::{WasmRuntime, WasmRuntimeConfig};
 use containerd_shim::api::{self, Status};
 use containerd_shim::event::Event;
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, Error, ExitSignal, TtrpcContext, TtrpcResult};
 use tokio_util::sync::CancellationToken;
 
+use crate::exec::{self, Exec, ExecState};
 use crate::output::{self, Fifos};
 use crate::{linux, plan};
 
@@ -68,6 +71,8 @@ struct Task {
     /// Its process (see [`Running::pid`]): the shim's until it runs.
     pid: u32,
     state: State,
+    /// Processes run in it (a Linux container's), by exec id.
+    execs: HashMap<String, Exec>,
 }
 
 enum State {
@@ -96,6 +101,8 @@ enum Running {
     /// its pid 1 through the task that waits for it.
     Linux {
         pid: u32,
+        /// Its init, pid 1's parent: who an exec checks pid 1 against.
+        init: u32,
         signals: tokio::sync::mpsc::UnboundedSender<rustix::process::Signal>,
         usage: berth_linux::cgroup::UsageFiles,
     },
@@ -200,12 +207,13 @@ impl Running {
     }
 }
 
-/// Processes execed into a task: a wasm task has none.
-fn no_exec(id: &str, exec_id: &str) -> Result<(), containerd_shim::protos::ttrpc::Error> {
-    if exec_id.is_empty() {
-        return Ok(());
-    }
-    Err(not_found(&format!("{id} exec {exec_id}")))
+/// Whether a request is about an exec of the task rather than the task.
+fn is_exec(exec_id: &str) -> bool {
+    !exec_id.is_empty()
+}
+
+fn exec_not_found(id: &str, exec_id: &str) -> containerd_shim::protos::ttrpc::Error {
+    Error::NotFoundError(format!("task {id} exec {exec_id}")).into()
 }
 
 fn not_found(id: &str) -> containerd_shim::protos::ttrpc::Error {
@@ -371,6 +379,7 @@ impl Service {
         let (signals, mut received) = tokio::sync::mpsc::unbounded_channel();
         let running = Running::Linux {
             pid: container.pid,
+            init: container.init_pid,
             signals,
             usage: container.usage_files(),
         };
@@ -507,6 +516,178 @@ impl Service {
     }
 }
 
+/// The execs of a task (see `exec.rs`).
+impl Service {
+    fn exec_start(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StartResponse> {
+        let mut tasks = self.tasks();
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        let State::Running(Running::Linux { pid, init, .. }) = task.state else {
+            return Err(Error::FailedPreconditionError(format!("task {id} is not running")).into());
+        };
+        let exec = task
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        if !matches!(exec.state, ExecState::Created) {
+            return Err(Error::FailedPreconditionError(format!(
+                "task {id} exec {exec_id} was started already"
+            ))
+            .into());
+        }
+        let service = self.clone();
+        let (task_id, exec_key) = (id.to_owned(), exec_id.to_owned());
+        let exec_pid = exec::spawn(pid, init, exec, move |code| {
+            service.exec_stopped(&task_id, &exec_key, code);
+        })?;
+        // The exit may have been recorded already: only a Created exec
+        // becomes Running.
+        if matches!(exec.state, ExecState::Created) {
+            exec.state = ExecState::Running { pid: exec_pid };
+        }
+        drop(tasks);
+        self.publish(TaskExecStarted {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            pid: exec_pid,
+            ..Default::default()
+        });
+        Ok(api::StartResponse {
+            pid: exec_pid,
+            ..Default::default()
+        })
+    }
+
+    /// Records that an exec ended with `code`, and tells containerd.
+    fn exec_stopped(&self, id: &str, exec_id: &str, code: u32) {
+        let at = now();
+        let pid = {
+            let mut tasks = self.tasks();
+            let Some(exec) = tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) else {
+                return;
+            };
+            let pid = exec.pid();
+            exec.state = ExecState::Stopped {
+                code,
+                at: at.clone(),
+            };
+            pid
+        };
+        self.0.stopped.notify_all();
+        self.publish(TaskExit {
+            container_id: id.to_owned(),
+            id: exec_id.to_owned(),
+            pid,
+            exit_status: code,
+            exited_at: Some(at).into(),
+            ..Default::default()
+        });
+    }
+
+    fn exec_state(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StateResponse> {
+        let tasks = self.tasks();
+        let task = tasks.get(id).ok_or_else(|| not_found(id))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        let (status, pid, exit_status, exited_at) = match &exec.state {
+            ExecState::Created => (Status::CREATED, 0, 0, None),
+            ExecState::Running { pid } => (Status::RUNNING, *pid, 0, None),
+            ExecState::Stopped { code, at } => (Status::STOPPED, 0, *code, Some(at.clone())),
+        };
+        Ok(api::StateResponse {
+            id: exec_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            bundle: task.bundle.clone(),
+            pid,
+            status: status.into(),
+            stdin: exec.io.stdin.clone(),
+            stdout: exec.io.stdout.clone(),
+            stderr: exec.io.stderr.clone(),
+            terminal: exec.io.terminal,
+            exit_status,
+            exited_at: exited_at.into(),
+            ..Default::default()
+        })
+    }
+
+    fn exec_wait(&self, id: &str, exec_id: &str) -> TtrpcResult<api::WaitResponse> {
+        let mut tasks = self.tasks();
+        loop {
+            let exec = tasks
+                .get(id)
+                .and_then(|t| t.execs.get(exec_id))
+                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            if let ExecState::Stopped { code, at } = &exec.state {
+                return Ok(api::WaitResponse {
+                    exit_status: *code,
+                    exited_at: Some(at.clone()).into(),
+                    ..Default::default()
+                });
+            }
+            tasks = self
+                .0
+                .stopped
+                .wait(tasks)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> TtrpcResult<api::Empty> {
+        let tasks = self.tasks();
+        let exec = tasks
+            .get(id)
+            .and_then(|t| t.execs.get(exec_id))
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        match exec.state {
+            ExecState::Running { pid } => {
+                // By number: the exec is the shim's child, and its pid is not
+                // reused before the reaper has collected it, which ends
+                // this state.
+                if let (Some(pid), Some(signal)) = (
+                    rustix::process::Pid::from_raw(pid as i32),
+                    i32::try_from(signal)
+                        .ok()
+                        .and_then(rustix::process::Signal::from_named_raw),
+                ) {
+                    let _ = rustix::process::kill_process(pid, signal);
+                }
+                Ok(api::Empty::new())
+            }
+            ExecState::Created => Ok(api::Empty::new()),
+            ExecState::Stopped { .. } => Err(Error::NotFoundError(format!(
+                "task {id} exec {exec_id}: the process has already finished"
+            ))
+            .into()),
+        }
+    }
+
+    fn exec_delete(&self, id: &str, exec_id: &str) -> TtrpcResult<api::DeleteResponse> {
+        let mut tasks = self.tasks();
+        let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
+        let exec = task
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        if matches!(exec.state, ExecState::Running { .. }) {
+            return Err(Error::FailedPreconditionError(format!(
+                "task {id} exec {exec_id} is running: kill it first"
+            ))
+            .into());
+        }
+        let exec = task.execs.remove(exec_id).expect("just found");
+        let (code, at) = match exec.state {
+            ExecState::Stopped { code, at } => (code, at),
+            _ => (0, now()),
+        };
+        Ok(api::DeleteResponse {
+            exit_status: code,
+            exited_at: Some(at).into(),
+            ..Default::default()
+        })
+    }
+}
+
 impl containerd_shim::Task for Service {
     fn create(
         &self,
@@ -553,6 +734,7 @@ impl containerd_shim::Task for Service {
                 io: io.clone(),
                 pid: std::process::id(),
                 state: State::Created,
+                execs: HashMap::new(),
             },
         );
         let pid = std::process::id();
@@ -570,12 +752,64 @@ impl containerd_shim::Task for Service {
         })
     }
 
+    fn exec(&self, _: &TtrpcContext, request: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        let io = TaskIO {
+            stdin: request.stdin.clone(),
+            stdout: request.stdout.clone(),
+            stderr: request.stderr.clone(),
+            terminal: request.terminal,
+            ..Default::default()
+        };
+        let spec = request.spec.as_ref().map_or(&[][..], |any| &any.value[..]);
+        let exec = Exec::new(spec, io)?;
+        {
+            let mut tasks = self.tasks();
+            let task = tasks
+                .get_mut(&request.id)
+                .ok_or_else(|| not_found(&request.id))?;
+            match task.state {
+                State::Running(Running::Linux { .. }) => {}
+                State::Running(Running::Wasm { .. }) => {
+                    return Err(Error::FailedPreconditionError(format!(
+                        "task {} is a wasm component: it has no processes to run a command in \
+                         (exec works in Linux containers)",
+                        request.id
+                    ))
+                    .into());
+                }
+                _ => {
+                    return Err(Error::FailedPreconditionError(format!(
+                        "task {} is not running",
+                        request.id
+                    ))
+                    .into());
+                }
+            }
+            if task.execs.contains_key(&request.exec_id) {
+                return Err(Error::FailedPreconditionError(format!(
+                    "task {} exec {} exists already",
+                    request.id, request.exec_id
+                ))
+                .into());
+            }
+            task.execs.insert(request.exec_id.clone(), exec);
+        }
+        self.publish(TaskExecAdded {
+            container_id: request.id,
+            exec_id: request.exec_id,
+            ..Default::default()
+        });
+        Ok(api::Empty::new())
+    }
+
     fn start(
         &self,
         _: &TtrpcContext,
         request: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        no_exec(&request.id, &request.exec_id)?;
+        if is_exec(&request.exec_id) {
+            return self.exec_start(&request.id, &request.exec_id);
+        }
         let (bundle, io) = {
             let mut tasks = self.tasks();
             let task = tasks
@@ -633,7 +867,9 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         request: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        no_exec(&request.id, &request.exec_id)?;
+        if is_exec(&request.exec_id) {
+            return self.exec_state(&request.id, &request.exec_id);
+        }
         let tasks = self.tasks();
         let task = tasks
             .get(&request.id)
@@ -659,7 +895,9 @@ impl containerd_shim::Task for Service {
     }
 
     fn wait(&self, _: &TtrpcContext, request: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        no_exec(&request.id, &request.exec_id)?;
+        if is_exec(&request.exec_id) {
+            return self.exec_wait(&request.id, &request.exec_id);
+        }
         let mut tasks = self.tasks();
         loop {
             let task = tasks
@@ -681,7 +919,9 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _: &TtrpcContext, request: api::KillRequest) -> TtrpcResult<api::Empty> {
-        no_exec(&request.id, &request.exec_id)?;
+        if is_exec(&request.exec_id) {
+            return self.exec_kill(&request.id, &request.exec_id, request.signal);
+        }
         let mut tasks = self.tasks();
         let task = tasks
             .get_mut(&request.id)
@@ -725,7 +965,9 @@ impl containerd_shim::Task for Service {
         _: &TtrpcContext,
         request: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        no_exec(&request.id, &request.exec_id)?;
+        if is_exec(&request.exec_id) {
+            return self.exec_delete(&request.id, &request.exec_id);
+        }
         let task = {
             let mut tasks = self.tasks();
             let task = tasks
