@@ -895,6 +895,17 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
             .any(|l| l.contains("memory") && l.ends_with(":/default/pod1")),
         "{cgroup}"
     );
+    // Its processes, as `ctr task ps` lists them: the shell and its sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = containerd.ctr_ok(&["task", "ps", "pod1"]);
+        let pids: Vec<&str> = ps.lines().skip(1).collect();
+        if pids.len() >= 2 && pids[0].starts_with(&sandbox.to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ps}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()

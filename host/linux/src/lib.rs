@@ -696,6 +696,12 @@ impl Container {
         String::from_utf8_lossy(&self.said).trim().to_owned()
     }
 
+    /// Where the pids of every process in it are listed (its cgroup's
+    /// `cgroup.procs`), while it exists.
+    pub fn procs_file(&self) -> Option<PathBuf> {
+        self.cgroups.procs_files().into_iter().next()
+    }
+
     /// Whether it can run on without berth (and be adopted).
     pub fn outlives(&self) -> bool {
         self.outlives

@@ -105,6 +105,8 @@ enum Running {
         init: u32,
         signals: tokio::sync::mpsc::UnboundedSender<rustix::process::Signal>,
         usage: berth_linux::cgroup::UsageFiles,
+        /// Its cgroup's list of processes, for `ctr task ps`.
+        procs: Option<PathBuf>,
     },
 }
 
@@ -382,6 +384,7 @@ impl Service {
             init: container.init_pid,
             signals,
             usage: container.usage_files(),
+            procs: container.procs_file(),
         };
         let (service, id) = (self.clone(), id.to_owned());
         let monitor = async move {
@@ -1012,17 +1015,38 @@ impl containerd_shim::Task for Service {
     }
 
     fn pids(&self, _: &TtrpcContext, request: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let pid = self
-            .tasks()
-            .get(&request.id)
-            .map(|t| t.pid)
-            .ok_or_else(|| not_found(&request.id))?;
-        let process = containerd_shim::protos::types::task::ProcessInfo {
-            pid,
-            ..Default::default()
+        let (pid, procs, init) = {
+            let tasks = self.tasks();
+            let task = tasks
+                .get(&request.id)
+                .ok_or_else(|| not_found(&request.id))?;
+            let (procs, init) = match &task.state {
+                State::Running(Running::Linux { procs, init, .. }) => (procs.clone(), *init),
+                _ => (None, 0),
+            };
+            (task.pid, procs, init)
         };
+        // A Linux container's every process (its cgroup's), pid 1 first; a
+        // wasm task's one process, the shim.
+        let mut pids = vec![pid];
+        if let Some(listed) = procs.and_then(|p| std::fs::read_to_string(p).ok()) {
+            pids.extend(
+                listed
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok())
+                    // Its init shares its cgroup but is not in it.
+                    .filter(|p| *p != pid && *p != init),
+            );
+        }
+        let processes = pids
+            .into_iter()
+            .map(|pid| containerd_shim::protos::types::task::ProcessInfo {
+                pid,
+                ..Default::default()
+            })
+            .collect();
         Ok(api::PidsResponse {
-            processes: vec![process],
+            processes,
             ..Default::default()
         })
     }
