@@ -751,3 +751,72 @@ fn a_pod_s_way_out_outlives_a_killed_daemon_and_is_adopted_with_its_containers()
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+const HEADLESS: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: "busybox:1"
+        command: [sh, -c, 'mkdir -p /w && echo "i am $(hostname)" > /w/index.html && exec httpd -f -p 8080 -h /w']
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: box}
+spec:
+  containers:
+  - {name: sh, image: "busybox:1", command: [sleep, "3600"]}
+"#;
+
+#[test]
+fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    let _daemon = daemon(home.path());
+    kube::apply(home.path(), HEADLESS);
+    kube::wait_ready(home.path(), 3);
+    let fetch = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = in_box(home.path(), &format!("wget -qO- http://{name}:8080/"));
+            if got.stdout.starts_with("i am ") {
+                return got.stdout.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "{name}: {got:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Each pod by its own name, as cluster DNS names a StatefulSet's: the
+    // connection reaches that pod and no other.
+    for _ in 0..3 {
+        assert_eq!(fetch("web-0.web"), "i am web-0");
+        assert_eq!(fetch("web-1.web.default.svc.cluster.local"), "i am web-1");
+    }
+    let hosts = berth_tests::ok(in_box(home.path(), "cat /etc/hosts")).stdout;
+    assert!(hosts.contains("\tweb-0.web web-0.web.default "), "{hosts}");
+    // The Service's own name is one of its pods.
+    assert!(fetch("web").starts_with("i am web-"));
+
+    // A pod added later is named as soon as it is ready.
+    kube::apply(home.path(), &HEADLESS.replace("replicas: 2", "replicas: 3"));
+    kube::wait_ready(home.path(), 4);
+    assert_eq!(fetch("web-2.web"), "i am web-2");
+    assert_eq!(fetch("web-0.web"), "i am web-0");
+}

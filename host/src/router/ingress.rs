@@ -189,6 +189,20 @@ impl Ingress {
             certificates: Arc::default(),
             own_host: std::sync::OnceLock::new(),
         });
+        // Headless Services' pods get addresses in the service network,
+        // and Linux pods' hosts files name them as their set changes.
+        if let Ok(network) = ingress.service_network.parse() {
+            ingress.table.set_service_network(network);
+        }
+        let names = ingress.clone();
+        ingress.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = names.table.pod_names_changed() => names.rewrite_pod_hosts(),
+                    () = names.shutdown.cancelled() => return,
+                }
+            }
+        });
         let by_host = ingress.clone();
         ingress.accept_once_open(
             ingress.shutdown.clone(),
@@ -437,11 +451,7 @@ impl Ingress {
             }
             keep
         });
-        for (hosts, (namespace, pod, _)) in self.pod_hosts.lock().iter() {
-            if let Err(e) = super::names::write_hosts(hosts, &self.table, namespace, pod) {
-                tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
-            }
-        }
+        self.rewrite_pod_hosts();
         let mut failed = self.failed_ports.lock();
         failed.retain(|key, _| wanted.contains(key));
         for key in wanted {
@@ -548,6 +558,11 @@ impl Ingress {
                             return;
                         };
                         let Some(route) = ingress.table.route_by_ip(*to.ip()) else {
+                            if let Some(pod) = ingress.table.pod_by_ip(*to.ip()) {
+                                return ingress
+                                    .pod_connection(pod, to.port(), stream, peer, closing)
+                                    .await;
+                            }
                             tracing::debug!(%peer, "a pod's connection to {to}: no such service");
                             return;
                         };
@@ -601,6 +616,47 @@ impl Ingress {
             ingress.service_request(&target, request, peer)
         };
         self.http.serve(stream, peer, closing, handler).await
+    }
+
+    /// One connection to a headless Service's pod at its own address, on
+    /// `port`: carried to that pod, at layer 4 or as HTTP as a connection
+    /// to the Service would be.
+    async fn pod_connection(
+        self: Arc<Self>,
+        address: super::table::PodAddress,
+        port: u16,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        closing: CancellationToken,
+    ) {
+        let super::table::PodAddress { route, pod, .. } = address;
+        let Some(index) = route.port_index(Some(port)) else {
+            tracing::debug!(%peer, "pod {pod}: service {} has no port {port}", route.key.name);
+            return;
+        };
+        let stream = if route.spec.ports[index].declared_http() {
+            stream
+        } else {
+            match super::l4::splice_to_pod(route.clone(), index, &pod, stream, peer).await {
+                super::l4::Spliced::Done => return,
+                super::l4::Spliced::NotSockets(stream) => stream,
+            }
+        };
+        let handler = move |request: Request<Incoming>, peer: SocketAddr| {
+            let host = request.headers().get(http::header::HOST).cloned();
+            let request = prepare(request, peer, host, false);
+            super::proxy::forward_to_pod(route.clone(), index, pod.clone(), request)
+        };
+        self.http.serve(stream, peer, closing, handler).await
+    }
+
+    /// Writes every Linux pod's `/etc/hosts` again, as things are now.
+    fn rewrite_pod_hosts(&self) {
+        for (hosts, (namespace, pod, _)) in self.pod_hosts.lock().iter() {
+            if let Err(e) = super::names::write_hosts(hosts, &self.table, namespace, pod) {
+                tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
+            }
+        }
     }
 
     /// One request on a service port's connection.

@@ -107,6 +107,43 @@ pub(super) async fn splice(
     Spliced::Done
 }
 
+/// [`splice`] to the pod named `pod` alone (a connection to its own
+/// address, as a headless Service's DNS names it): closed when that pod is
+/// not a ready endpoint of `port`, or refuses it.
+pub(super) async fn splice_to_pod(
+    route: Arc<Route>,
+    port: usize,
+    pod: &str,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> Spliced {
+    let service = format!("{}/{}", route.key.namespace, route.key.name);
+    let endpoint = match route.acquire_pod(port, pod) {
+        Some(Ok(endpoint)) => endpoint,
+        Some(Err(why)) => {
+            tracing::info!(%peer, "pod {pod} of service {service}: connection closed: {why:?}");
+            return Spliced::Done;
+        }
+        None => {
+            tracing::info!(%peer, "pod {pod} of service {service}: connection closed: not ready");
+            return Spliced::Done;
+        }
+    };
+    let Some(connecting) = endpoint.connect() else {
+        return Spliced::NotSockets(client);
+    };
+    match connecting.await {
+        Ok(upstream) => {
+            route.count();
+            keep_alive(&client);
+            keep_alive(&upstream);
+            carry(&client, &upstream, &endpoint).await;
+        }
+        Err(e) => tracing::info!(%peer, "pod {pod} of service {service}: connection refused: {e}"),
+    }
+    Spliced::Done
+}
+
 /// TCP keepalive on a carried connection: a peer that vanished without a
 /// word (a client's machine gone, a NAT's state dropped) ends it within a
 /// few minutes instead of holding its endpoint in flight for ever.

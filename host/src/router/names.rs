@@ -3,7 +3,9 @@
 //! virtual IP, the way cluster DNS would: `<svc>` and `<svc>.<ns>` from the
 //! pod's namespace, `<svc>.<ns>.svc[.cluster.local]` from any. The file is
 //! rewritten in place (a bind mount pins its inode) as Services come and
-//! go. Headless Services have no address, so no name here.
+//! go. A headless Service's ready pods each have an address of their own in
+//! the service network (see `Table::pod_addresses`), named as cluster DNS
+//! names them (`<pod>.<svc>`…), and the Service's name is each of theirs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +32,26 @@ fn hosts_file(table: &Table, namespace: &str, pod: &str) -> String {
             let _ = writeln!(out, "{ip}\t{name} {qualified}");
         } else {
             let _ = writeln!(out, "{ip}\t{qualified}");
+        }
+    }
+    // A headless Service's pods by their own addresses, as cluster DNS
+    // names a StatefulSet's: `web-0.web`, and the Service's name for each.
+    let mut pods = table.pod_addresses();
+    pods.sort_by_key(|p| p.ip);
+    for address in pods {
+        let (ns, service, pod) = (
+            &address.route.key.namespace,
+            &address.route.key.name,
+            &address.pod,
+        );
+        let names = format!(
+            "{pod}.{service}.{ns} {pod}.{service}.{ns}.svc {pod}.{service}.{ns}.svc.cluster.local \
+             {service}.{ns} {service}.{ns}.svc {service}.{ns}.svc.cluster.local"
+        );
+        if ns == namespace {
+            let _ = writeln!(out, "{}\t{pod}.{service} {names} {service}", address.ip);
+        } else {
+            let _ = writeln!(out, "{}\t{names}", address.ip);
         }
     }
     out

@@ -514,6 +514,21 @@ impl Route {
         (0..self.ports.len()).any(|port| self.endpoints(port).iter().any(|e| e.pod.name == pod))
     }
 
+    /// The names of its ready pods, sorted, each once.
+    pub fn pod_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (0..self.ports.len())
+            .flat_map(|port| {
+                self.endpoints(port)
+                    .iter()
+                    .map(|e| e.pod.name.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// [`Route::try_acquire`], waiting up to `wait` for room when every
     /// ready replica is at its limit (a request ending on any of them, or
     /// the endpoints changing, is a reason to look again).
@@ -652,6 +667,22 @@ pub struct Table {
     /// Where requests are counted, if they are.
     metrics: Option<Arc<crate::metrics::HttpMetrics>>,
     activator: Option<Arc<dyn Activator>>,
+    /// The service network, where headless Services' pods get addresses
+    /// of their own (see [`Table::pod_addresses`]).
+    service_network: std::sync::OnceLock<crate::state::ServiceNetwork>,
+    /// Told when a headless Service's pods may have changed: the names
+    /// Linux pods' hosts files give them.
+    pod_names_changed: tokio::sync::Notify,
+}
+
+/// A headless Service's pod at an address of its own, as cluster DNS names
+/// it (`<pod>.<service>.<namespace>.svc`): a connection to that address
+/// reaches that pod.
+#[derive(Clone)]
+pub struct PodAddress {
+    pub ip: std::net::Ipv4Addr,
+    pub route: Arc<Route>,
+    pub pod: String,
 }
 
 impl Table {
@@ -681,6 +712,61 @@ impl Table {
     /// The service whose virtual IP is `ip`.
     pub fn route_by_ip(&self, ip: std::net::Ipv4Addr) -> Option<Arc<Route>> {
         self.by_ip.load().get(&ip).cloned()
+    }
+
+    /// Where headless Services' pods get their addresses (once; the
+    /// daemon's `--service-cidr`).
+    pub fn set_service_network(&self, network: crate::state::ServiceNetwork) {
+        let _ = self.service_network.set(network);
+    }
+
+    /// The addresses of headless Services' ready pods, one per pod and
+    /// Service: each where its name hashes in the service network, past the
+    /// Services' virtual IPs and the addresses taken before it (Services
+    /// and pods in name order), so a pod keeps its address while the set
+    /// around it stays the same.
+    pub fn pod_addresses(&self) -> Vec<PodAddress> {
+        let Some(network) = self.service_network.get() else {
+            return Vec::new();
+        };
+        let routes = self.routes.load();
+        let by_ip = self.by_ip.load();
+        let mut headless: Vec<&Arc<Route>> = routes
+            .values()
+            .flat_map(|services| services.values())
+            .filter(|route| route.spec.virtual_ip().is_none())
+            .collect();
+        headless
+            .sort_by(|a, b| (&a.key.namespace, &a.key.name).cmp(&(&b.key.namespace, &b.key.name)));
+        let mut taken = std::collections::HashSet::new();
+        let mut addresses = Vec::new();
+        for route in headless {
+            for pod in route.pod_names() {
+                let key = format!("{}/{}/{pod}", route.key.namespace, route.key.name);
+                if let Some(ip) =
+                    network.address_for(&key, |ip| by_ip.contains_key(&ip) || taken.contains(&ip))
+                {
+                    taken.insert(ip);
+                    addresses.push(PodAddress {
+                        ip,
+                        route: route.clone(),
+                        pod,
+                    });
+                }
+            }
+        }
+        addresses
+    }
+
+    /// The headless Service's pod at `ip`, if one has it.
+    pub fn pod_by_ip(&self, ip: std::net::Ipv4Addr) -> Option<PodAddress> {
+        self.pod_addresses().into_iter().find(|p| p.ip == ip)
+    }
+
+    /// Resolves when headless Services' pods may have changed since the
+    /// last time it did.
+    pub async fn pod_names_changed(&self) {
+        self.pod_names_changed.notified().await;
     }
 
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
@@ -769,6 +855,7 @@ impl Table {
         let wanted = Arc::new(wanted);
         self.routes.store(wanted.clone());
         self.by_ip.store(Arc::new(by_ip));
+        self.pod_names_changed.notify_one();
         // Requests waiting on a route that changed or went move on now
         // (to its successor), not at the end of their wait.
         for (namespace, services) in routes.iter() {
@@ -809,6 +896,9 @@ impl Table {
             affected.extend(self.selecting(pod));
             for route in affected {
                 route.rebuild(&pods);
+                if route.spec.virtual_ip().is_none() {
+                    self.pod_names_changed.notify_one();
+                }
             }
         }
     }
@@ -837,6 +927,9 @@ impl Table {
     fn rebuild_for(&self, pods: &HashMap<String, Arc<PodEndpoint>>, pod: &PodEndpoint) {
         for route in self.selecting(pod) {
             route.rebuild(pods);
+            if route.spec.virtual_ip().is_none() {
+                self.pod_names_changed.notify_one();
+            }
         }
     }
 }

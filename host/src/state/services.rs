@@ -99,6 +99,22 @@ impl ServiceNetwork {
         self.contains(ip) && n != self.base && n != self.base | !mask(self.prefix)
     }
 
+    /// The address of `key` (a headless Service's pod, by name): where its
+    /// hash falls in the network, or the next usable one after it that is
+    /// not `taken`; the same for the same key while the network's
+    /// addresses in use stay the same. None when every one is taken.
+    pub fn address_for(&self, key: &str, taken: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+        // FNV-1a: stable across builds and runs, unlike std's hasher.
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let usable = (1u32 << (32 - self.prefix)) - 2;
+        let start = (hash % u64::from(usable)) as u32;
+        (0..usable)
+            .map(|i| Ipv4Addr::from(self.base + 1 + (start + i) % usable))
+            .find(|ip| !taken(*ip))
+    }
+
     /// A free address, drawn at random as kube-apiserver does (so berths
     /// sharing a machine rarely meet on one).
     fn allocate(&self, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
@@ -305,6 +321,25 @@ fn node_ports(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_s_address_is_stable_usable_and_steps_past_those_taken() {
+        let n: ServiceNetwork = "127.96.0.0/28".parse().unwrap();
+        let first = n.address_for("default/web/web-0", |_| false).unwrap();
+        assert_eq!(n.address_for("default/web/web-0", |_| false), Some(first));
+        assert!(n.usable(first));
+        // Taken: the next usable one, wrapping past the network's last.
+        let next = n
+            .address_for("default/web/web-0", |ip| ip == first)
+            .unwrap();
+        assert!(n.usable(next) && next != first);
+        assert_eq!(n.address_for("x", |_| true), None);
+        // Keys spread over the network.
+        let spread: HashSet<Ipv4Addr> = (0..50)
+            .filter_map(|i| n.address_for(&format!("default/web/web-{i}"), |_| false))
+            .collect();
+        assert!(spread.len() > 8, "{spread:?}");
+    }
 
     #[test]
     fn service_networks_are_loopback_cidrs() {
