@@ -820,3 +820,79 @@ fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
     assert_eq!(fetch("web-2.web"), "i am web-2");
     assert_eq!(fetch("web-0.web"), "i am web-0");
 }
+
+/// Three busybox replicas behind a Service with `ClientIP` affinity, each
+/// answering with its name, and four client pods.
+fn affinity_stack() -> String {
+    let mut text = String::from(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: who}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: who}}
+  template:
+    metadata: {labels: {app: who}}
+    spec:
+      containers:
+      - name: httpd
+        image: "busybox:1"
+        command: [sh, -c, 'mkdir -p /w && echo "$(hostname)" > /w/index.html && exec httpd -f -p 8080 -h /w']
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: who}
+spec:
+  selector: {app: who}
+  sessionAffinity: ClientIP
+  ports: [{port: 8080}]
+"#,
+    );
+    for i in 0..4 {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: c{i}}}\nspec:\n  containers:\n  \
+             - {{name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn client_ip_affinity_tells_a_service_s_in_cluster_clients_apart() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    let _daemon = daemon(home.path());
+    kube::apply(home.path(), &affinity_stack());
+    kube::wait_ready(home.path(), 7);
+    let fetch = |client: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = kube::kubectl(
+                home.path(),
+                &["exec", client, "--", "wget", "-qO-", "http://who:8080/"],
+            );
+            if got.stdout.starts_with("who-") {
+                return got.stdout.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "{client}: {got:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Each client pod keeps its replica; the clients are not one client
+    // (all of them connect from their own loopback), so they are spread.
+    let mut chosen = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let client = format!("c{i}");
+        let first = fetch(&client);
+        for _ in 0..3 {
+            assert_eq!(fetch(&client), first, "{client} changed replicas");
+        }
+        chosen.insert(first);
+    }
+    assert!(
+        chosen.len() >= 2,
+        "every client pod got one replica: {chosen:?}"
+    );
+}

@@ -372,7 +372,8 @@ async fn start_container(
         context.endpoint_wait,
     )
     .map_err(|e| failure("CreateContainerConfigError", e))?
-    .with_pod_ports(sandbox.ports.clone());
+    .with_pod_ports(sandbox.ports.clone())
+    .as_pod(&pod.metadata.name);
     spec.capabilities.services = Some(Arc::new(services));
     let log = super::log_path(dir, &container.name, restarts);
     spec.log = Some(Arc::new(LogFile::new(log)));

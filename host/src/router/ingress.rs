@@ -545,6 +545,9 @@ impl Ingress {
         let ingress = self.clone();
         let forget = self.clone();
         let drain = self.drain;
+        // Every connection comes from the pod's own loopback: the pod, not
+        // that, is the client (as its IP would be on a cluster).
+        let client = self.table.client_address(namespace, pod);
         self.tasks.spawn(async move {
             berth_serve::accept_connections(
                 listener,
@@ -552,6 +555,7 @@ impl Ingress {
                 drain,
                 move |stream, peer, closing| {
                     let ingress = ingress.clone();
+                    let peer = client.map_or(peer, |ip| SocketAddr::new(ip, peer.port()));
                     async move {
                         let Ok(to) = crate::runtime::linux::network::original_destination(&stream)
                         else {

@@ -89,6 +89,8 @@ pub struct PodServices {
     wait: Duration,
     /// The pod's own ports, for `localhost`.
     local: Option<Arc<PodPorts>>,
+    /// Who the pod is as a client (see [`Table::client_address`]).
+    client: Option<std::net::IpAddr>,
 }
 
 impl PodServices {
@@ -123,7 +125,14 @@ impl PodServices {
             allowed: pairs,
             wait,
             local: None,
+            client: None,
         })
+    }
+
+    /// As pod `pod` (its namespace's), for Services' `ClientIP` affinity.
+    pub fn as_pod(mut self, pod: &str) -> PodServices {
+        self.client = self.table.client_address(&self.namespace, pod);
+        self
     }
 
     /// With the pod's own ports as `localhost`.
@@ -285,6 +294,7 @@ impl Services for PodServices {
             route,
             port: index,
             wait: self.wait,
+            client: self.client,
         })))
     }
 }
@@ -293,6 +303,7 @@ struct Target {
     route: Arc<Route>,
     port: usize,
     wait: Duration,
+    client: Option<std::net::IpAddr>,
 }
 
 impl ServiceTarget for Target {
@@ -301,7 +312,7 @@ impl ServiceTarget for Target {
             self.route.clone(),
             self.port,
             request,
-            None,
+            self.client,
             self.wait,
         ))
     }

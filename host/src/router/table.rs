@@ -758,6 +758,19 @@ impl Table {
         addresses
     }
 
+    /// Who pod `pod` of `namespace` is as a client of a Service (what
+    /// `sessionAffinity: ClientIP` keys on, and the address forwarded
+    /// headers give): an address of the service network where its name
+    /// hashes. Pods have no addresses of their own on berth, and what they
+    /// connect from (the loopback of their own network, or berth's process
+    /// for a wasm guest) is every pod's.
+    pub fn client_address(&self, namespace: &str, pod: &str) -> Option<IpAddr> {
+        self.service_network
+            .get()?
+            .address_for(&format!("client:{namespace}/{pod}"), |_| false)
+            .map(IpAddr::V4)
+    }
+
     /// The headless Service's pod at `ip`, if one has it.
     pub fn pod_by_ip(&self, ip: std::net::Ipv4Addr) -> Option<PodAddress> {
         self.pod_addresses().into_iter().find(|p| p.ip == ip)
