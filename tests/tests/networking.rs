@@ -752,57 +752,70 @@ fn a_pod_s_way_out_outlives_a_killed_daemon_and_is_adopted_with_its_containers()
     }
 }
 
-const HEADLESS: &str = r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: web}
-spec:
-  serviceName: web
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
+/// What pod `pod` gets from `url` (busybox wget), trimmed, once it starts
+/// with `prefix` (waiting up to 15 s for it to).
+fn answer(home: &Path, pod: &str, url: &str, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = kube::kubectl(home, &["exec", pod, "--", "wget", "-qO-", url]);
+        if got.stdout.starts_with(prefix) {
+            return got.stdout.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "{pod}: {url}: {got:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A busybox container answering `i am HOSTNAME` on port 8080.
+const HTTPD: &str = r#"      containers:
       - name: httpd
         image: "busybox:1"
         command: [sh, -c, 'mkdir -p /w && echo "i am $(hostname)" > /w/index.html && exec httpd -f -p 8080 -h /w']
-        ports: [{containerPort: 8080}]
+        ports: [{containerPort: 8080}]"#;
+
+/// A StatefulSet of `replicas` httpd pods under a headless Service, and a
+/// client pod.
+fn headless(replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  serviceName: web
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+{HTTPD}
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: web}
+metadata: {{name: web}}
 spec:
   clusterIP: None
-  selector: {app: web}
-  ports: [{port: 8080}]
+  selector: {{app: web}}
+  ports: [{{port: 8080}}]
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: box}
+metadata: {{name: box}}
 spec:
   containers:
-  - {name: sh, image: "busybox:1", command: [sleep, "3600"]}
-"#;
+  - {{name: sh, image: "busybox:1", command: [sleep, "3600"]}}
+"#
+    )
+}
 
 #[test]
 fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
     let home = tempfile::tempdir().unwrap();
     busybox::load(home.path(), "busybox:1");
     let _daemon = daemon(home.path());
-    kube::apply(home.path(), HEADLESS);
+    kube::apply(home.path(), &headless(2));
     kube::wait_ready(home.path(), 3);
-    let fetch = |name: &str| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = in_box(home.path(), &format!("wget -qO- http://{name}:8080/"));
-            if got.stdout.starts_with("i am ") {
-                return got.stdout.trim().to_owned();
-            }
-            assert!(Instant::now() < deadline, "{name}: {got:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let fetch = |name: &str| answer(home.path(), "box", &format!("http://{name}:8080/"), "i am ");
     // Each pod by its own name, as cluster DNS names a StatefulSet's: the
     // connection reaches that pod and no other.
     for _ in 0..3 {
@@ -815,7 +828,7 @@ fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
     assert!(fetch("web").starts_with("i am web-"));
 
     // A pod added later is named as soon as it is ready.
-    kube::apply(home.path(), &HEADLESS.replace("replicas: 2", "replicas: 3"));
+    kube::apply(home.path(), &headless(3));
     kube::wait_ready(home.path(), 4);
     assert_eq!(fetch("web-2.web"), "i am web-2");
     assert_eq!(fetch("web-0.web"), "i am web-0");
@@ -824,31 +837,27 @@ fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
 /// Three busybox replicas behind a Service with `ClientIP` affinity, each
 /// answering with its name, and four client pods.
 fn affinity_stack() -> String {
-    let mut text = String::from(
+    let mut text = format!(
         r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: who}
+metadata: {{name: who}}
 spec:
   replicas: 3
-  selector: {matchLabels: {app: who}}
+  selector: {{matchLabels: {{app: who}}}}
   template:
-    metadata: {labels: {app: who}}
+    metadata: {{labels: {{app: who}}}}
     spec:
-      containers:
-      - name: httpd
-        image: "busybox:1"
-        command: [sh, -c, 'mkdir -p /w && echo "$(hostname)" > /w/index.html && exec httpd -f -p 8080 -h /w']
-        ports: [{containerPort: 8080}]
+{HTTPD}
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: who}
+metadata: {{name: who}}
 spec:
-  selector: {app: who}
+  selector: {{app: who}}
   sessionAffinity: ClientIP
-  ports: [{port: 8080}]
-"#,
+  ports: [{{port: 8080}}]
+"#
     );
     for i in 0..4 {
         text.push_str(&format!(
@@ -866,20 +875,7 @@ fn client_ip_affinity_tells_a_service_s_in_cluster_clients_apart() {
     let _daemon = daemon(home.path());
     kube::apply(home.path(), &affinity_stack());
     kube::wait_ready(home.path(), 7);
-    let fetch = |client: &str| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = kube::kubectl(
-                home.path(),
-                &["exec", client, "--", "wget", "-qO-", "http://who:8080/"],
-            );
-            if got.stdout.starts_with("who-") {
-                return got.stdout.trim().to_owned();
-            }
-            assert!(Instant::now() < deadline, "{client}: {got:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let fetch = |client: &str| answer(home.path(), client, "http://who:8080/", "i am who-");
     // Each client pod keeps its replica; the clients are not one client
     // (all of them connect from their own loopback), so they are spread.
     let mut chosen = std::collections::BTreeSet::new();

@@ -133,6 +133,22 @@ impl Containerd {
         ]);
     }
 
+    /// Imports the tests' busybox image as `busybox:1` (its archive
+    /// written in `dir`).
+    fn import_busybox(&self, dir: &Path) {
+        let archive = dir.join("busybox.tar");
+        std::fs::write(
+            &archive,
+            berth_tests::busybox::archive(
+                &[berth_tests::busybox::layer()],
+                serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
+                "busybox:1",
+            ),
+        )
+        .unwrap();
+        self.ctr_ok(&["image", "import", archive.to_str().unwrap()]);
+    }
+
     /// Shims serving this containerd still alive.
     fn shims(&self) -> Vec<u32> {
         let address = self.address();
@@ -261,6 +277,24 @@ fn certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&paths.1, cert_pem).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
     paths
+}
+
+/// Waits (10 s at most) for the file at `path` (a task's log) to hold
+/// `needle`.
+fn wait_for_line(path: &Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(needle)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not in {}: {:?}",
+            path.display(),
+            std::fs::read_to_string(path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A network namespace of the test's own, with its loopback up.
@@ -412,18 +446,7 @@ fn an_http_component_serves_in_the_network_namespace_containerd_gives_it() {
 
     // A trap fails its request and is in the task's log (containerd's fifos).
     assert_eq!(netns.curl("http://127.0.0.1:9000/trap").0, 500);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("guest asked to trap")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the task's log: {:?}",
-            std::fs::read_to_string(&log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "guest asked to trap");
 
     // ctr sees it as any task.
     let metrics = containerd.ctr_ok(&["task", "metrics", "web"]);
@@ -838,17 +861,7 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
     let containerd = Containerd::start();
     containerd.import(guests::HELLO, "hello:1");
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("busybox.tar");
-    std::fs::write(
-        &archive,
-        berth_tests::busybox::archive(
-            &[berth_tests::busybox::layer()],
-            serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
-            "busybox:1",
-        ),
-    )
-    .unwrap();
-    containerd.ctr_ok(&["image", "import", archive.to_str().unwrap()]);
+    containerd.import_busybox(dir.path());
     // The pod's network namespace, as CNI would have made it for the CRI.
     let netns = Netns::new();
     let pod = |kind: &'static str| {
@@ -906,18 +919,7 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
         assert!(Instant::now() < deadline, "{ps}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("sandbox up as 0")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            std::fs::read_to_string(&log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "sandbox up as 0");
 
     // The pod's containers name the sandbox's network by its pid, as CRI
     // does, and are served by the sandbox's shim.
@@ -1050,17 +1052,7 @@ fn a_pod_s_sandbox_and_its_wasm_and_linux_containers_share_one_shim_and_network(
 fn a_linux_container_that_cannot_run_says_why_in_its_log() {
     let containerd = Containerd::start();
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("busybox.tar");
-    std::fs::write(
-        &archive,
-        berth_tests::busybox::archive(
-            &[berth_tests::busybox::layer()],
-            serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]}),
-            "busybox:1",
-        ),
-    )
-    .unwrap();
-    containerd.ctr_ok(&["image", "import", archive.to_str().unwrap()]);
+    containerd.import_busybox(dir.path());
     let log = dir.path().join("task.log");
     let log_uri = format!("file://{}", log.display());
     // Its output, then its exit status.

@@ -615,16 +615,33 @@ impl Service {
     }
 
     fn exec_wait(&self, id: &str, exec_id: &str) -> TtrpcResult<api::WaitResponse> {
-        let mut tasks = self.tasks();
-        loop {
+        self.wait_for(|tasks| {
             let exec = tasks
                 .get(id)
                 .and_then(|t| t.execs.get(exec_id))
                 .ok_or_else(|| exec_not_found(id, exec_id))?;
-            if let ExecState::Stopped { code, at } = &exec.state {
+            Ok(match &exec.state {
+                ExecState::Stopped { code, at } => Some((*code, at.clone())),
+                _ => None,
+            })
+        })
+    }
+
+    /// Waits until `stopped` says how something ended (its exit status and
+    /// time), looking again whenever a task or an exec stops.
+    fn wait_for(
+        &self,
+        stopped: impl Fn(
+            &HashMap<String, Task>,
+        )
+            -> Result<Option<(u32, Timestamp)>, containerd_shim::protos::ttrpc::Error>,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let mut tasks = self.tasks();
+        loop {
+            if let Some((code, at)) = stopped(&tasks)? {
                 return Ok(api::WaitResponse {
-                    exit_status: *code,
-                    exited_at: Some(at.clone()).into(),
+                    exit_status: code,
+                    exited_at: Some(at).into(),
                     ..Default::default()
                 });
             }
@@ -901,24 +918,15 @@ impl containerd_shim::Task for Service {
         if is_exec(&request.exec_id) {
             return self.exec_wait(&request.id, &request.exec_id);
         }
-        let mut tasks = self.tasks();
-        loop {
+        self.wait_for(|tasks| {
             let task = tasks
                 .get(&request.id)
                 .ok_or_else(|| not_found(&request.id))?;
-            if let State::Stopped { code, at } = &task.state {
-                return Ok(api::WaitResponse {
-                    exit_status: *code,
-                    exited_at: Some(at.clone()).into(),
-                    ..Default::default()
-                });
-            }
-            tasks = self
-                .0
-                .stopped
-                .wait(tasks)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+            Ok(match &task.state {
+                State::Stopped { code, at } => Some((*code, at.clone())),
+                _ => None,
+            })
+        })
     }
 
     fn kill(&self, _: &TtrpcContext, request: api::KillRequest) -> TtrpcResult<api::Empty> {
