@@ -834,6 +834,51 @@ fn a_linux_pod_reaches_a_headless_service_s_pods_by_their_own_names() {
     assert_eq!(fetch("web-0.web"), "i am web-0");
 }
 
+#[tokio::test]
+async fn a_granted_wasm_guest_reaches_one_pod_of_a_headless_service_by_its_name() {
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    kube::build_image(home.path(), Path::new(berth_tests::guests::ECHO), "echo:1");
+    let daemon = daemon(home.path());
+    let ingress = daemon.ingress();
+    let granted = "\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: granted\n  labels: {app: granted}\n  \
+                   annotations: {berth.dev/allow-tcp: \"web-1.web:8080\"}\nspec:\n  \
+                   containers: [{name: app, image: \"echo:1\"}]\n---\napiVersion: v1\nkind: Service\n\
+                   metadata: {name: granted}\nspec:\n  selector: {app: granted}\n  ports: [{port: 80}]\n";
+    kube::apply(home.path(), &(headless(2) + granted));
+    kube::wait_ready(home.path(), 4);
+    // Its socket, by the pod's name, reaches that pod and no other.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = berth_tests::send(
+            "POST",
+            &format!("{ingress}/?tcp=web-1.web:8080&lines=20"),
+            &[("host", "granted.localhost")],
+            b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        )
+        .await;
+        let text = reply.text();
+        if text.contains("i am web-1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its grant names that pod alone.
+    let reply = berth_tests::send(
+        "POST",
+        &format!("{ingress}/?tcp=web-0.web:8080"),
+        &[("host", "granted.localhost")],
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert!(
+        reply.text().contains("tcp web-0.web:8080: error:"),
+        "{}",
+        reply.text()
+    );
+}
+
 /// Three busybox replicas behind a Service with `ClientIP` affinity, each
 /// answering with its name, and four client pods.
 fn affinity_stack() -> String {

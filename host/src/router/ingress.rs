@@ -97,6 +97,9 @@ struct ServiceListener {
     service: String,
     port: u16,
     address: SocketAddr,
+    /// A headless Service's pod, at its own address (see
+    /// `Table::pod_addresses`): connections go to it alone.
+    pod: Option<String>,
 }
 
 impl ServiceListener {
@@ -198,7 +201,10 @@ impl Ingress {
         ingress.tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    () = names.table.pod_names_changed() => names.rewrite_pod_hosts(),
+                    () = names.table.pod_names_changed() => {
+                        // Their listeners, and the hosts files naming them.
+                        names.sync_service_ports();
+                    }
                     () = names.shutdown.cancelled() => return,
                 }
             }
@@ -431,6 +437,7 @@ impl Ingress {
                     service: route.key.name.clone(),
                     port: port.port,
                     address,
+                    pod: None,
                 };
                 if let Some(ip) = route.spec.virtual_ip() {
                     wanted.insert(key(SocketAddr::new(ip.into(), port.port)));
@@ -440,6 +447,19 @@ impl Ingress {
                 {
                     wanted.insert(key(SocketAddr::new(self.ip, node_port)));
                 }
+            }
+        }
+        // Headless Services' pods at their own addresses, for what
+        // connects from berth's side (a wasm guest's granted socket).
+        for address in self.table.pod_addresses() {
+            for port in &address.route.spec.ports {
+                wanted.insert(ServiceListener {
+                    namespace: address.route.key.namespace.clone(),
+                    service: address.route.key.name.clone(),
+                    port: port.port,
+                    address: SocketAddr::new(address.ip.into(), port.port),
+                    pod: Some(address.pod.clone()),
+                });
             }
         }
         let mut open = self.service_ports.lock();
@@ -575,6 +595,7 @@ impl Ingress {
                             service: route.key.name.clone(),
                             port: to.port(),
                             address: SocketAddr::V4(to),
+                            pod: None,
                         });
                         ingress
                             .service_connection(target, stream, peer, closing)
@@ -604,6 +625,16 @@ impl Ingress {
         let Some(route) = self.table.route(&target.namespace, &target.service) else {
             return;
         };
+        if let (Some(pod), SocketAddr::V4(address)) = (&target.pod, target.address) {
+            let address = super::table::PodAddress {
+                ip: *address.ip(),
+                route,
+                pod: pod.clone(),
+            };
+            return self
+                .pod_connection(address, target.port, stream, peer, closing)
+                .await;
+        }
         let Some(index) = route.port_index(Some(target.port)) else {
             return;
         };

@@ -207,11 +207,27 @@ impl Services for PodServices {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let (name, qualified) = unqualified(&host);
         let labels: Vec<&str> = name.split('.').collect();
+        // A headless Service's pod by its own name: its own address.
+        let pod = match labels[..] {
+            [pod, service] if !qualified => Some((pod, service, self.namespace.as_str())),
+            [pod, service, namespace] => Some((pod, service, namespace)),
+            _ => None,
+        };
+        if let Some((pod, service, namespace)) = pod
+            && let Some(found) = self.table.pod_addresses().into_iter().find(|a| {
+                a.pod == pod && a.route.key.name == service && a.route.key.namespace == namespace
+            })
+        {
+            if let Some(why) = self.refused(namespace, service) {
+                return Some(Err(why));
+            }
+            return Some(Ok(found.ip.into()));
+        }
         let route = match self.service(
             &host,
             &labels,
             qualified,
-            "<service>.<namespace>.svc (a pod's own name has no address on berth)",
+            "<service>.<namespace>.svc or <pod>.<service>.<namespace>.svc",
         )? {
             Ok(route) => route,
             Err(why) => return Some(Err(why)),
