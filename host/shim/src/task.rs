@@ -661,9 +661,10 @@ impl Service {
             .ok_or_else(|| exec_not_found(id, exec_id))?;
         match exec.state {
             ExecState::Running { pid } => {
-                // By number: the exec is the shim's child, and its pid is not
-                // reused before the reaper has collected it, which ends
-                // this state.
+                // By number: the exec is the shim's child, so its pid is
+                // not reused before the reaper collects it; this state ends
+                // a moment after that (the monitor's thread takes the
+                // lock), a window far too short for the pids to wrap.
                 if let (Some(pid), Some(signal)) = (
                     rustix::process::Pid::from_raw(pid as i32),
                     i32::try_from(signal)

@@ -1055,8 +1055,11 @@ impl Store {
                 n => take_versions(&tx, n)? + 1 - n,
             };
             {
+                // What the change's record needs comes back with the
+                // write: no reading the row again to publish it.
                 let mut update = tx.prepare_cached(
-                    "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4",
+                    "UPDATE objects SET status = ?1, resource_version = ?2 WHERE kind = ?3 AND uid = ?4
+                     RETURNING namespace, name, generation, created",
                 )?;
                 for (uid, status) in statuses {
                     if !status.fits(kind) {
@@ -1066,36 +1069,54 @@ impl Store {
                         continue;
                     }
                     let text = status.to_json();
-                    let stored = update.execute(params![text, version, kind, uid])? > 0;
-                    if stored {
-                        changed.push((*uid, version, text));
+                    let row: Option<(String, String, u64, String)> = update
+                        .query_row(params![text, version, kind, uid], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                        })
+                        .optional()?;
+                    outcomes.push(Ok(row.is_some()));
+                    if let Some(row) = row {
+                        changed.push((*uid, version, text, row));
                     }
-                    outcomes.push(Ok(stored));
                     version += 1;
                 }
             }
             tx.commit()?;
         }
-        for (uid, version, text) in changed {
+        for (uid, version, text, (namespace, name, generation, created)) in changed {
             // The object's text is as it was: its parse stands, with the
             // status as stored and the new version (the kubelet writes ten
-            // thousand statuses while pods start; each read back below
-            // would parse its whole pod again).
-            if let Some(parsed) = self.parsed.get_mut().get_mut(uid)
-                && parsed.kind == kind
-                && let Ok(stored) = Status::from_json(kind, &text)
-            {
-                parsed.resource_version = version;
-                parsed.status = stored;
-                parsed.size = parsed.object_size + text.len();
-            }
-            let key: Option<(String, String)> = self
-                .conn
-                .prepare_cached("SELECT namespace, name FROM objects WHERE kind = ?1 AND uid = ?2")?
-                .query_row(params![kind, uid], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
-            if let Some((namespace, name)) = key {
-                self.publish(ChangeType::Modified, kind, &namespace, &name)?;
+            // thousand statuses while pods start; reading each back would
+            // parse its whole pod again), and it is the record published.
+            let parsed = self
+                .parsed
+                .get_mut()
+                .get_mut(uid)
+                .filter(|p| p.kind == kind);
+            match (parsed, Status::from_json(kind, &text)) {
+                (Some(parsed), Ok(stored)) => {
+                    parsed.resource_version = version;
+                    parsed.status = stored;
+                    parsed.size = parsed.object_size + text.len();
+                    let record = Record {
+                        uid: uid.to_owned(),
+                        resource_version: version,
+                        generation,
+                        created,
+                        object: parsed.object.clone(),
+                        status: parsed.status.clone(),
+                    };
+                    let size = parsed.size;
+                    self.hub.publish(
+                        Change::Object {
+                            change: ChangeType::Modified,
+                            record,
+                        },
+                        size,
+                    );
+                }
+                // Not parsed yet: read (and parsed) to be published.
+                _ => self.publish(ChangeType::Modified, kind, &namespace, &name)?,
             }
         }
         Ok(outcomes)
