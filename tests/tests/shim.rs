@@ -230,6 +230,17 @@ impl Drop for Containerd {
                 let _ = Command::new("umount").args(["-l", mount]).status();
             }
         }
+        // The parent of the Linux containers' cgroups (ctr's cgroupsPath is
+        // /NAMESPACE/ID): removed once empty, which it is not while another
+        // test's container is in it.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount_point in mountinfo
+            .lines()
+            .filter(|l| l.contains(" - cgroup"))
+            .filter_map(|l| l.split(' ').nth(4))
+        {
+            let _ = std::fs::remove_dir(Path::new(mount_point).join("default"));
+        }
     }
 }
 
