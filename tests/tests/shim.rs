@@ -1066,35 +1066,19 @@ fn a_linux_container_that_cannot_run_says_why_in_its_log() {
     containerd.import_busybox(dir.path());
     let log = dir.path().join("task.log");
     let log_uri = format!("file://{}", log.display());
+    let run = |id: &str, argv: &[&str]| {
+        let mut args = vec!["run", "--runtime", "io.containerd.berth.v1", "--rm"];
+        args.extend(["--log-uri", &log_uri, "busybox:1", id]);
+        args.extend(argv);
+        containerd.ctr(&args)
+    };
     // Its output, then its exit status.
-    let out = containerd.ctr(&[
-        "run",
-        "--runtime",
-        "io.containerd.berth.v1",
-        "--rm",
-        "--log-uri",
-        &log_uri,
-        "busybox:1",
-        "says",
-        "sh",
-        "-c",
-        "echo out; echo err >&2; exit 3",
-    ]);
+    let out = run("says", &["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert!(!out.status.success());
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("out\n") && said.contains("err\n"), "{said}");
     // A program that is not there: the task ends 127, the reason in its log.
-    let out = containerd.ctr(&[
-        "run",
-        "--runtime",
-        "io.containerd.berth.v1",
-        "--rm",
-        "--log-uri",
-        &log_uri,
-        "busybox:1",
-        "missing",
-        "/bin/nothing-here",
-    ]);
+    let out = run("missing", &["/bin/nothing-here"]);
     assert!(!out.status.success());
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("nothing-here"), "{said}");

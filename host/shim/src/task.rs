@@ -327,9 +327,15 @@ impl Service {
             };
             task.pid
         };
+        self.exited(id, id, pid, code, at);
+    }
+
+    /// Wakes the waiters of task `container` and tells containerd that its
+    /// process `id` (the task's own, or an exec's) ended with `code`.
+    fn exited(&self, container: &str, id: &str, pid: u32, code: u32, at: Timestamp) {
         self.0.stopped.notify_all();
         self.publish(TaskExit {
-            container_id: id.to_owned(),
+            container_id: container.to_owned(),
             id: id.to_owned(),
             pid,
             exit_status: code,
@@ -575,15 +581,7 @@ impl Service {
             };
             pid
         };
-        self.0.stopped.notify_all();
-        self.publish(TaskExit {
-            container_id: id.to_owned(),
-            id: exec_id.to_owned(),
-            pid,
-            exit_status: code,
-            exited_at: Some(at).into(),
-            ..Default::default()
-        });
+        self.exited(id, exec_id, pid, code, at);
     }
 
     fn exec_state(&self, id: &str, exec_id: &str) -> TtrpcResult<api::StateResponse> {
