@@ -218,6 +218,17 @@ fn exec_not_found(id: &str, exec_id: &str) -> containerd_shim::protos::ttrpc::Er
     Error::NotFoundError(format!("task {id} exec {exec_id}")).into()
 }
 
+/// The stdio containerd named for a task or an exec.
+fn task_io(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> TaskIO {
+    TaskIO {
+        stdin: stdin.to_owned(),
+        stdout: stdout.to_owned(),
+        stderr: stderr.to_owned(),
+        terminal,
+        ..Default::default()
+    }
+}
+
 fn not_found(id: &str) -> containerd_shim::protos::ttrpc::Error {
     Error::NotFoundError(format!("task {id}")).into()
 }
@@ -738,13 +749,12 @@ impl containerd_shim::Task for Service {
                 &rootfs,
             )?;
         }
-        let io = TaskIO {
-            stdin: request.stdin.clone(),
-            stdout: request.stdout.clone(),
-            stderr: request.stderr.clone(),
-            terminal: request.terminal,
-            ..Default::default()
-        };
+        let io = task_io(
+            &request.stdin,
+            &request.stdout,
+            &request.stderr,
+            request.terminal,
+        );
         self.tasks().insert(
             request.id.clone(),
             Task {
@@ -772,13 +782,12 @@ impl containerd_shim::Task for Service {
     }
 
     fn exec(&self, _: &TtrpcContext, request: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        let io = TaskIO {
-            stdin: request.stdin.clone(),
-            stdout: request.stdout.clone(),
-            stderr: request.stderr.clone(),
-            terminal: request.terminal,
-            ..Default::default()
-        };
+        let io = task_io(
+            &request.stdin,
+            &request.stdout,
+            &request.stderr,
+            request.terminal,
+        );
         let spec = request.spec.as_ref().map_or(&[][..], |any| &any.value[..]);
         let exec = Exec::new(spec, io)?;
         {
