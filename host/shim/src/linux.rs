@@ -17,6 +17,8 @@ use berth_linux::config::{BindMount, Joined, Network, User};
 use berth_linux::{ContainerSpec, UserIds, cgroup};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::plan;
+
 /// The CRI annotation saying what a container is to its pod: `sandbox`
 /// (the pod's pause container) or `container`.
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -24,12 +26,6 @@ pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// The CRI annotation naming the pod sandbox a container belongs to (on
 /// the sandbox itself too): the shim groups a pod's containers by it.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-/// The kernel's filesystems and the devices berth-linux mounts for every
-/// container itself: the spec's own entries for them are not bound.
-const SYSTEM_TYPES: [&str; 7] = [
-    "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs",
-];
 
 fn annotation<'a>(spec: &'a Spec, name: &str) -> Option<&'a str> {
     spec.annotations()
@@ -91,54 +87,27 @@ pub fn container_spec(
         None => rustix::thread::CapabilitySet::empty(),
     };
 
-    let mut mounts = Vec::new();
-    for mount in spec.mounts().iter().flatten() {
-        let kind = mount.typ().as_deref().unwrap_or("bind");
-        let options = mount.options().clone().unwrap_or_default();
-        let bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if SYSTEM_TYPES.contains(&kind) || !bind {
-            continue;
-        }
-        let Some(source) = mount.source() else {
-            continue;
-        };
-        let target = mount.destination().to_string_lossy().into_owned();
-        mounts.push(BindMount {
-            source: source.clone(),
-            target,
-            writable: !options.iter().any(|o| o == "ro"),
-        });
-    }
-
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let mut limits = cgroup::Limits {
-        memory: resources
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .filter(|&l| l > 0)
-            .map(|l| l as u64),
-        pids: resources
+    let mounts = plan::binds(spec)
+        .map(|bind| BindMount {
+            source: bind.source.to_owned(),
+            target: bind.destination.to_string_lossy().into_owned(),
+            writable: bind.writable,
+        })
+        .collect();
+    let limits = cgroup::Limits {
+        memory: plan::memory_limit(spec),
+        pids: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
             .and_then(|r| r.pids().as_ref())
             .map(|p| p.limit())
             .filter(|&l| l > 0)
             .map(|l| l as u64),
-        cpu_millis: None,
+        cpu_millis: plan::cpu_millis(spec),
     };
-    if let Some(cpu) = resources.and_then(|r| r.cpu().as_ref())
-        && let (Some(quota), Some(period)) = (cpu.quota(), cpu.period())
-        && quota > 0
-        && period > 0
-    {
-        limits.cpu_millis = Some(((quota as u64) * 1000 / period).max(1));
-    }
 
-    let namespace_path = |kind: LinuxNamespaceType| {
-        spec.linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .and_then(|ns| ns.iter().find(|n| n.typ() == kind))
-            .and_then(|n| n.path().clone())
-    };
+    let namespace_path = |kind| plan::namespace(spec, kind).flatten();
     let network_path = namespace_path(LinuxNamespaceType::Network);
     // A pod's containers share the sandbox's IPC and UTS namespaces (its
     // hostname), as CRI's spec says by their paths.
@@ -180,11 +149,7 @@ pub fn container_spec(
             groups: user.additional_gids().clone().unwrap_or_default(),
         },
         capabilities,
-        read_only_root: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
+        read_only_root: plan::read_only_root(spec),
         network,
         joined,
         mounts,

@@ -27,11 +27,72 @@ pub const TCP_ANNOTATION: &str = "berth.dev/allow-tcp";
 const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
 
-/// Mount types a guest never sees: the kernel's own filesystems mean
-/// nothing to a wasm guest.
-const SKIPPED_MOUNTS: [&str; 7] = [
+/// The kernel's own filesystems: nothing to a wasm guest, and mounted by
+/// berth-linux itself for a Linux container, so neither binds the spec's.
+const KERNEL_MOUNTS: [&str; 7] = [
     "proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2", "tmpfs",
 ];
+
+/// A bind mount the spec asks for.
+pub struct Bind<'a> {
+    pub source: &'a Path,
+    /// Where it is in the container.
+    pub destination: &'a Path,
+    pub writable: bool,
+}
+
+/// The spec's bind mounts (`bind` mounts, or any with the `bind`/`rbind`
+/// option) that have a source, the kernel's filesystems left out.
+pub fn binds(spec: &Spec) -> impl Iterator<Item = Bind<'_>> {
+    spec.mounts().iter().flatten().filter_map(|mount| {
+        let kind = mount.typ().as_deref().unwrap_or("bind");
+        let options = mount.options().as_deref().unwrap_or_default();
+        let bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if KERNEL_MOUNTS.contains(&kind) || !bind {
+            return None;
+        }
+        Some(Bind {
+            source: mount.source().as_deref()?,
+            destination: mount.destination(),
+            writable: !options.iter().any(|o| o == "ro"),
+        })
+    })
+}
+
+/// Whether the spec's root is read-only.
+pub fn read_only_root(spec: &Spec) -> bool {
+    spec.root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+}
+
+/// `linux.resources.memory.limit`, when it sets one.
+pub fn memory_limit(spec: &Spec) -> Option<u64> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|&l| l > 0)
+        .map(|l| l as u64)
+}
+
+/// The CPU quota over its period, in thousandths of a core, when both
+/// are set.
+pub fn cpu_millis(spec: &Spec) -> Option<u64> {
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())?;
+    match (cpu.quota(), cpu.period()) {
+        (Some(quota), Some(period)) if quota > 0 && period > 0 => {
+            Some(((quota as u64) * 1000 / period).max(1))
+        }
+        _ => None,
+    }
+}
 
 #[derive(Debug)]
 pub struct Plan {
@@ -50,10 +111,16 @@ pub struct Plan {
 /// The network namespace the container runs in: `None` the host's,
 /// `Some(None)` a new one, `Some(Some(path))` the one at `path` (a pod's).
 pub fn network(spec: &Spec) -> Option<Option<PathBuf>> {
+    namespace(spec, LinuxNamespaceType::Network)
+}
+
+/// The namespace of `kind` the spec asks for: `None` none (the host's),
+/// `Some(None)` a new one, `Some(Some(path))` the one at `path`.
+pub fn namespace(spec: &Spec, kind: LinuxNamespaceType) -> Option<Option<PathBuf>> {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        .and_then(|ns| ns.iter().find(|n| n.typ() == kind))
         .map(|n| n.path().clone())
 }
 
@@ -93,60 +160,37 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         env.push((key.to_owned(), value.to_owned()));
     }
 
-    let root_writable = !spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false);
     let mut dirs = vec![DirGrant {
         host: root.clone(),
         guest: "/".into(),
-        writable: root_writable,
+        writable: !read_only_root(spec),
     }];
-    for mount in spec.mounts().iter().flatten() {
-        let kind = mount.typ().as_deref().unwrap_or("bind");
-        let options = mount.options().clone().unwrap_or_default();
-        let bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
-        if SKIPPED_MOUNTS.contains(&kind) || !bind {
-            continue;
-        }
-        let Some(source) = mount.source() else {
-            continue;
-        };
+    for bind in binds(spec) {
         // A file bound in (CRI's /etc/hosts, resolv.conf) cannot be a
         // preopened directory; the guest resolves nothing by them anyway.
-        if !source.is_dir() {
+        if !bind.source.is_dir() {
             continue;
         }
-        let guest = mount.destination().to_string_lossy().into_owned();
+        let guest = bind.destination.to_string_lossy().into_owned();
         if guest.starts_with("/dev") || guest.starts_with("/proc") || guest.starts_with("/sys") {
             continue;
         }
         dirs.push(DirGrant {
-            host: source.clone(),
+            host: bind.source.to_owned(),
             guest,
-            writable: !options.iter().any(|o| o == "ro"),
+            writable: bind.writable,
         });
     }
 
     let outbound = granted::<OutboundRule>(spec, OUTBOUND_ANNOTATION)?;
     let tcp = granted::<TcpGrant>(spec, TCP_ANNOTATION)?;
 
-    let mut limits = Limits::default();
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    if let Some(memory) = resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .filter(|&l| l > 0)
-    {
-        limits.memory = memory as u64;
-    }
-    if let Some(cpu) = resources.and_then(|r| r.cpu().as_ref())
-        && let (Some(quota), Some(period)) = (cpu.quota(), cpu.period())
-        && quota > 0
-        && period > 0
-    {
-        limits.cpu_millis = Some(((quota as u64) * 1000 / period).max(1));
+    let mut limits = Limits {
+        cpu_millis: cpu_millis(spec),
+        ..Limits::default()
+    };
+    if let Some(memory) = memory_limit(spec) {
+        limits.memory = memory;
     }
 
     Ok(Plan {
