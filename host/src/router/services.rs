@@ -135,6 +135,21 @@ impl PodServices {
         self
     }
 
+    /// The `(pod, service, namespace)` a name's labels may be, as a
+    /// headless Service's DNS names its pods: `web-0.web` (this pod's
+    /// namespace, unless `.svc` followed) or `web-0.web.NS`.
+    fn pod_name<'a>(
+        &'a self,
+        labels: &[&'a str],
+        qualified: bool,
+    ) -> Option<(&'a str, &'a str, &'a str)> {
+        match labels[..] {
+            [pod, service] if !qualified => Some((pod, service, self.namespace.as_str())),
+            [pod, service, namespace] => Some((pod, service, namespace)),
+            _ => None,
+        }
+    }
+
     /// With the pod's own ports as `localhost`.
     pub fn with_pod_ports(mut self, ports: Arc<PodPorts>) -> PodServices {
         self.local = Some(ports);
@@ -208,12 +223,7 @@ impl Services for PodServices {
         let (name, qualified) = unqualified(&host);
         let labels: Vec<&str> = name.split('.').collect();
         // A headless Service's pod by its own name: its own address.
-        let pod = match labels[..] {
-            [pod, service] if !qualified => Some((pod, service, self.namespace.as_str())),
-            [pod, service, namespace] => Some((pod, service, namespace)),
-            _ => None,
-        };
-        if let Some((pod, service, namespace)) = pod
+        if let Some((pod, service, namespace)) = self.pod_name(&labels, qualified)
             && let Some(found) = self.table.pod_addresses().into_iter().find(|a| {
                 a.pod == pod && a.route.key.name == service && a.route.key.namespace == namespace
             })
@@ -265,12 +275,7 @@ impl Services for PodServices {
         // Service's DNS names a StatefulSet's pods: `web-0.web`, with the
         // namespace and `.svc` optional. Tried first for two labels, as
         // the resolver's search path does (`<ns>.svc.cluster.local`).
-        let pod = match labels[..] {
-            [pod, service] if !qualified => Some((pod, service, self.namespace.as_str())),
-            [pod, service, namespace] => Some((pod, service, namespace)),
-            _ => None,
-        };
-        if let Some((pod, service, namespace)) = pod
+        if let Some((pod, service, namespace)) = self.pod_name(&labels, qualified)
             && let Some(route) = self.table.route(namespace, service)
             && (labels.len() == 3 || route.has_pod(pod))
         {
