@@ -123,6 +123,9 @@ RESOURCES = {
     ("networking.k8s.io", "v1"): [
         dict(plural="ingresses", kind="Ingress", schema="io.k8s.api.networking.v1.Ingress",
              namespaced=True, verbs="full", subresources=["status"]),
+        dict(plural="networkpolicies", kind="NetworkPolicy",
+             schema="io.k8s.api.networking.v1.NetworkPolicy",
+             namespaced=True, verbs="full"),
         dict(plural="ingressclasses", kind="IngressClass",
              schema="io.k8s.api.networking.v1.IngressClass",
              namespaced=False, verbs="readonly"),

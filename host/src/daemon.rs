@@ -387,6 +387,7 @@ pub async fn serve(
     let companion =
         companion.map(|c| tokio::spawn(c(state.clone(), shutdown.clone(), ingress_address)));
     let mut routed = None;
+    let mut policed = None;
     let mut opening = Some(ready_before);
     // The controllers work from the store's watch: what changed since
     // their last pass, with a pass over everything at start and on a
@@ -436,6 +437,7 @@ pub async fn serve(
         }
         kubelet.sync();
         sync_routes(&state, &table, &ingress, ingress_address, &mut routed);
+        sync_network_policies(&state, &table, &ingress, &mut policed);
         if let Some(ready_before) = opening.take() {
             // The routes are known now; what a predecessor handed over and
             // no route took is not wanted. (Pods' host ports are taken as
@@ -683,6 +685,51 @@ fn certificates(
         }
     }
     set
+}
+
+/// Puts the store's NetworkPolicies in force in the router, with the
+/// namespaces' labels their namespace selectors match, when either changed.
+fn sync_network_policies(
+    state: &ApiState,
+    table: &crate::router::Table,
+    ingress: &crate::router::Ingress,
+    synced: &mut Option<(u64, u64)>,
+) {
+    let listed = {
+        let store = state.store.lock();
+        let version = (
+            store.spec_version_of(Kind::NetworkPolicy),
+            store.spec_version_of(Kind::Namespace),
+        );
+        if *synced == Some(version) {
+            return;
+        }
+        *synced = Some(version);
+        store
+            .list(Kind::NetworkPolicy, None)
+            .and_then(|policies| Ok((policies, store.list(Kind::Namespace, None)?)))
+    };
+    let (policies, namespaces) = match listed {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!("listing network policies and namespaces: {e}");
+            *synced = None;
+            return;
+        }
+    };
+    let policies: Vec<&crate::spec::objects::NetworkPolicy> = policies
+        .iter()
+        .filter_map(|r| match &r.object {
+            crate::spec::Object::NetworkPolicy(p) => Some(&**p),
+            _ => None,
+        })
+        .collect();
+    let namespaces = namespaces.into_iter().map(|r| {
+        let meta = r.object.metadata();
+        (meta.name.clone(), meta.labels.clone())
+    });
+    table.set_network_policies(crate::router::NetworkPolicies::new(policies, namespaces));
+    ingress.police_pod_networks();
 }
 
 fn sync_routes(

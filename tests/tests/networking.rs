@@ -937,3 +937,287 @@ fn client_ip_affinity_tells_a_service_s_in_cluster_clients_apart() {
         "every client pod got one replica: {chosen:?}"
     );
 }
+
+/// Pods on both backends behind Services, clients on both backends, and an
+/// outside address: what NetworkPolicies are tried against.
+fn policed_stack() -> String {
+    let client = |name: &str, labels: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  \
+             terminationGracePeriodSeconds: 1\n  containers:\n  \
+             - {{name: sh, image: \"busybox:1\", command: [sleep, \"3600\"]}}\n"
+        )
+    };
+    let front = |name: &str, labels: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  \
+             containers: [{{name: app, image: \"front:1\"}}]\n---\napiVersion: v1\nkind: Service\n\
+             metadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: api, labels: {{app: api}}}}
+spec:
+  containers: [{{name: app, image: "hello:1"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api}}
+spec:
+  selector: {{app: api}}
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db, labels: {{app: db}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+{}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db}}
+spec:
+  selector: {{app: db}}
+  ports: [{{port: 8080}}]
+{}{}{}{}"#,
+        HTTPD
+            .replace("\n    ", "\n")
+            .replacen("      containers:", "  containers:", 1),
+        client("box-in", "role: client"),
+        client("box-out", "role: other"),
+        front("front", "app: front, role: client"),
+        front("front-out", "app: front-out"),
+    )
+}
+
+/// Only clients may reach the api and the db; clients may reach the api
+/// and the internet's web server, nothing else.
+fn policies(internet: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: clients-only}}
+spec:
+  podSelector: {{matchExpressions: [{{key: app, operator: In, values: [api, db]}}]}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: clients-out}}
+spec:
+  podSelector: {{matchLabels: {{role: client}}}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{{podSelector: {{matchLabels: {{app: api}}}}}}]
+  - to: [{{ipBlock: {{cidr: {internet}/32}}}}]
+    ports: [{{port: 8099}}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends() {
+    let internet = Internet::start();
+    let home = tempfile::tempdir().unwrap();
+    busybox::load(home.path(), "busybox:1");
+    kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::HELLO),
+        "hello:1",
+    );
+    kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::SHOP_FRONT),
+        "front:1",
+    );
+    let daemon = daemon(home.path());
+    let ingress = daemon.ingress();
+    kube::apply(home.path(), &policed_stack());
+    kube::wait_ready(home.path(), 6);
+    let home = home.path();
+    let wget = |pod: &str, url: &str| {
+        kube::kubectl(
+            home,
+            &[
+                "exec",
+                pod,
+                "--",
+                "sh",
+                "-c",
+                &format!("wget -qO- {url} 2>&1; echo rc=$?"),
+            ],
+        )
+        .stdout
+    };
+    let outside = format!("http://{}/", internet.address);
+    // With no policy, everyone reaches everything.
+    assert_eq!(
+        answer(home, "box-out", "http://db:8080/", "i am "),
+        "i am db"
+    );
+    assert!(answer(home, "box-out", "http://api/", "hello").starts_with("hello from /"));
+    assert_eq!(
+        answer(home, "box-in", &outside, "from"),
+        "from the internet"
+    );
+    let through = |front: &'static str| {
+        let ingress = ingress.clone();
+        async move {
+            berth_tests::send(
+                "GET",
+                &format!("{ingress}/api/"),
+                &[("host", &format!("{front}.localhost"))],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    assert!(through("front-out").await.text().contains("hello from /"));
+
+    kube::apply(home, &policies(&internet.ip));
+    // Policies are put in force by the daemon's loop: wait for the first
+    // denial.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = wget("box-out", "http://api/");
+        if !got.contains("hello from") {
+            // Refused as the connection would be on a cluster.
+            assert!(got.contains("reset") && got.contains("rc=1"), "{got}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Linux to Linux at layer 4: refused for the pod the policy does not
+    // name, carried for the one it does.
+    let refused = wget("box-out", "http://db:8080/");
+    assert!(
+        !refused.contains("i am db") && !refused.contains("rc=0"),
+        "{refused}"
+    );
+    // box-in may take db's ingress, but its own egress names only the api.
+    let egress = wget("box-in", "http://db:8080/");
+    assert!(
+        !egress.contains("i am db") && !egress.contains("rc=0"),
+        "{egress}"
+    );
+    assert!(wget("box-in", "http://api/").contains("hello from /"));
+    // wasm to wasm, in-process: the client pod's labels decide.
+    let allowed = through("front").await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert!(allowed.text().contains("hello from /"));
+    let denied = through("front-out").await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert!(denied.text().contains("NetworkPolicy"), "{}", denied.text());
+
+    // Outside: the ipBlock's address on its port, and nothing else.
+    assert_eq!(wget("box-in", &outside).trim(), "from the internet\nrc=0");
+    assert_eq!(
+        answer(home, "box-out", &outside, "from"),
+        "from the internet"
+    );
+    // A change of policy reaches the pod's own network: without the
+    // ipBlock, the way out is shut.
+    let shut = policies(&internet.ip).replace(
+        &format!(
+            "  - to: [{{ipBlock: {{cidr: {}/32}}}}]\n    ports: [{{port: 8099}}]\n",
+            internet.ip
+        ),
+        "",
+    );
+    assert_ne!(shut, policies(&internet.ip));
+    kube::apply(home, &shut);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = wget("box-in", &outside);
+        if !got.contains("from the internet") {
+            assert!(!got.contains("rc=0"), "{got}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Deleted, the policies stop: everything reaches everything again.
+    berth_tests::ok(kube::kubectl(
+        home,
+        &["delete", "networkpolicy", "clients-only", "clients-out"],
+    ));
+    assert_eq!(
+        answer(home, "box-out", "http://db:8080/", "i am "),
+        "i am db"
+    );
+    assert_eq!(
+        answer(home, "box-in", &outside, "from"),
+        "from the internet"
+    );
+    assert!(through("front-out").await.text().contains("hello from /"));
+}
+
+#[test]
+fn kubectl_applies_lists_explains_and_refuses_network_policies() {
+    let home = tempfile::tempdir().unwrap();
+    let _daemon = daemon(home.path());
+    let home = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let good = kube::write(
+        dir.path(),
+        "good.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db}\nspec:\n  \
+         podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from: [{podSelector: {matchLabels: \
+         {role: client}}}]\n    ports: [{port: 5432}]\n",
+    );
+    // kubectl checks it against the served schema, on the server.
+    berth_tests::ok(kube::kubectl(
+        home,
+        &["apply", "--validate=strict", "-f", &good],
+    ));
+    let listed = berth_tests::ok(kube::kubectl(home, &["get", "netpol"])).stdout;
+    assert!(listed.starts_with("NAME"), "{listed}");
+    assert!(listed.contains("POD-SELECTOR"), "{listed}");
+    assert!(listed.contains("db     app=db"), "{listed}");
+    let explained = berth_tests::ok(kube::kubectl(
+        home,
+        &["explain", "networkpolicy.spec.ingress.from"],
+    ))
+    .stdout;
+    assert!(explained.contains("ipBlock"), "{explained}");
+
+    // A field Kubernetes does not have, and a value it refuses: each named,
+    // and neither stored.
+    let unknown = kube::write(
+        dir.path(),
+        "unknown.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: typo}\nspec:\n  \
+         podSelector: {}\n  ingres: []\n",
+    );
+    let refused = kube::kubectl(home, &["apply", "--validate=strict", "-f", &unknown]);
+    assert!(!refused.success, "{refused:?}");
+    assert!(refused.stderr.contains("ingres"), "{refused:?}");
+    let bad = kube::write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec:\n  \
+         podSelector: {}\n  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}]\n",
+    );
+    let refused = kube::kubectl(home, &["apply", "-f", &bad]);
+    assert!(!refused.success, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("spec.egress[0].to[0].ipBlock.except[0]")
+            && refused.stderr.contains("not inside"),
+        "{refused:?}"
+    );
+    let all = berth_tests::ok(kube::kubectl(
+        home,
+        &["get", "networkpolicies", "-o", "name"],
+    ));
+    assert_eq!(all.stdout.trim(), "networkpolicy.networking.k8s.io/db");
+    berth_tests::ok(kube::kubectl(home, &["delete", "netpol", "db"]));
+}

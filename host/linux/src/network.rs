@@ -55,10 +55,108 @@ pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), L
          table ip berth {{\n  chain services {{\n    type nat hook output priority -100;\n    \
          ip daddr {network} meta l4proto tcp redirect to :{port}\n  }}\n}}\n"
     );
+    nft_in(
+        netns,
+        &rules,
+        "Linux pods cannot reach Services by their addresses",
+        "redirect the pod's connections to Services",
+    )
+}
+
+/// Where a pod whose NetworkPolicies limit its egress may connect outside:
+/// addresses of `network` but those of `except`, on these ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRule {
+    /// `ADDRESS/BITS`, IPv4 or IPv6.
+    pub network: String,
+    pub except: Vec<String>,
+    pub ports: Vec<PortRange>,
+}
+
+/// Ports `first` to `last` of a transport protocol (`tcp`, `udp`, `sctp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRange {
+    pub protocol: &'static str,
+    pub first: u16,
+    pub last: u16,
+}
+
+/// Limits the connections the network namespace at `netns` makes outside
+/// to those `allowed` names (none given: no limit). What stays open is the
+/// pod's own loopback, where Services are reached (berth's router checks
+/// those), replies to connections made to the pod, and its resolver
+/// (`resolver`, when `resolve` is set). Everything else is refused at once
+/// (a TCP reset, or ICMP unreachable), not left to time out.
+pub fn limit_egress(
+    netns: &Path,
+    allowed: Option<&[EgressRule]>,
+    resolver: std::net::IpAddr,
+    resolve: bool,
+) -> Result<(), LinuxError> {
+    let mut rules = String::from("table inet berth_egress\ndelete table inet berth_egress\n");
+    if let Some(allowed) = allowed {
+        rules.push_str(&egress_table(allowed, resolver, resolve));
+    }
+    nft_in(
+        netns,
+        &rules,
+        "NetworkPolicies cannot limit a Linux pod's egress",
+        "limit the pod's egress to what its NetworkPolicies allow",
+    )
+}
+
+/// The nftables table [`limit_egress`] loads.
+fn egress_table(allowed: &[EgressRule], resolver: std::net::IpAddr, resolve: bool) -> String {
+    let family = |network: &str| if network.contains(':') { "ip6" } else { "ip" };
+    let mut chain = String::from(
+        "    type filter hook output priority 0; policy accept;\n    \
+         ct state established,related accept\n    \
+         ip daddr 127.0.0.0/8 accept\n    ip6 daddr ::1 accept\n",
+    );
+    if resolve {
+        let at = family(&resolver.to_string());
+        for protocol in ["udp", "tcp"] {
+            chain.push_str(&format!(
+                "    {at} daddr {resolver} {protocol} dport 53 accept\n"
+            ));
+        }
+    }
+    for rule in allowed {
+        let at = family(&rule.network);
+        let mut matched = format!("{at} daddr {}", rule.network);
+        let except: Vec<&String> = rule.except.iter().filter(|e| family(e) == at).collect();
+        if !except.is_empty() {
+            let listed: Vec<&str> = except.iter().map(|e| e.as_str()).collect();
+            matched.push_str(&format!(" {at} daddr != {{ {} }}", listed.join(", ")));
+        }
+        for range in &rule.ports {
+            let ports = if range.first == range.last {
+                range.first.to_string()
+            } else {
+                format!("{}-{}", range.first, range.last)
+            };
+            chain.push_str(&format!(
+                "    {matched} {} dport {ports} accept\n",
+                range.protocol
+            ));
+        }
+    }
+    chain.push_str("    meta l4proto tcp reject with tcp reset\n    reject\n");
+    format!("table inet berth_egress {{\n  chain out {{\n{chain}  }}\n}}\n")
+}
+
+/// Loads `rules` with nft in the network namespace at `netns`; `without`
+/// says what goes missing when nft is not installed, `task` what failed.
+fn nft_in(
+    netns: &Path,
+    rules: &str,
+    without: &'static str,
+    task: &'static str,
+) -> Result<(), LinuxError> {
     let nft = installed(NFT).ok_or(LinuxError::NotInstalled {
         program: "nft",
         package: "nftables",
-        without: "Linux pods cannot reach Services by their addresses",
+        without,
     })?;
     // A child is born in its parent thread's namespaces.
     let child = in_network(netns, move || {
@@ -81,7 +179,7 @@ pub fn redirect_services(netns: &Path, network: &str, port: u16) -> Result<(), L
     if !out.status.success() {
         return Err(LinuxError::Helper {
             program: "nft",
-            task: "redirect the pod's connections to Services",
+            task,
             status: out.status.to_string(),
             said: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });

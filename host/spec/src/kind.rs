@@ -21,10 +21,11 @@ pub enum Kind {
     PersistentVolume,
     StatefulSet,
     HorizontalPodAutoscaler,
+    NetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -39,6 +40,7 @@ impl Kind {
         Kind::PersistentVolume,
         Kind::StatefulSet,
         Kind::HorizontalPodAutoscaler,
+        Kind::NetworkPolicy,
     ];
 
     /// The name Kubernetes gives it: `kind:` in a manifest.
@@ -58,6 +60,7 @@ impl Kind {
             Kind::PersistentVolume => "PersistentVolume",
             Kind::StatefulSet => "StatefulSet",
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
@@ -65,7 +68,7 @@ impl Kind {
         match self {
             Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
-            Kind::Ingress => "networking.k8s.io/v1",
+            Kind::Ingress | Kind::NetworkPolicy => "networking.k8s.io/v1",
             Kind::HorizontalPodAutoscaler => "autoscaling/v2",
             _ => "v1",
         }

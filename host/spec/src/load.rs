@@ -31,6 +31,7 @@ pub enum Object {
     PersistentVolume(Box<PersistentVolume>),
     StatefulSet(Box<StatefulSet>),
     HorizontalPodAutoscaler(Box<super::autoscaling::HorizontalPodAutoscaler>),
+    NetworkPolicy(Box<super::objects::NetworkPolicy>),
 }
 
 impl Object {
@@ -50,6 +51,7 @@ impl Object {
             Object::PersistentVolume(_) => Kind::PersistentVolume,
             Object::StatefulSet(_) => Kind::StatefulSet,
             Object::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
         }
     }
 
@@ -74,6 +76,7 @@ impl Object {
             Object::PersistentVolume(o) => serde_json::to_value(o),
             Object::StatefulSet(o) => serde_json::to_value(o),
             Object::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
+            Object::NetworkPolicy(o) => serde_json::to_value(o),
         }
         .expect("typed objects serialise")
     }
@@ -99,6 +102,7 @@ impl Object {
             Kind::HorizontalPodAutoscaler => {
                 Object::HorizontalPodAutoscaler(serde_json::from_value(value)?)
             }
+            Kind::NetworkPolicy => Object::NetworkPolicy(serde_json::from_value(value)?),
         })
     }
 
@@ -118,6 +122,7 @@ impl Object {
             Object::PersistentVolume(o) => &o.metadata,
             Object::StatefulSet(o) => &o.metadata,
             Object::HorizontalPodAutoscaler(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -137,6 +142,7 @@ impl Object {
             Object::PersistentVolume(o) => &mut o.metadata,
             Object::StatefulSet(o) => &mut o.metadata,
             Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
+            Object::NetworkPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -535,6 +541,9 @@ fn parse_object(value: yaml_serde::Value, source: &str) -> Result<Object, Manife
         Kind::HorizontalPodAutoscaler => {
             Object::HorizontalPodAutoscaler(serde_path_to_error::deserialize(value).map_err(typed)?)
         }
+        Kind::NetworkPolicy => {
+            Object::NetworkPolicy(serde_path_to_error::deserialize(value).map_err(typed)?)
+        }
     })
 }
 
@@ -704,6 +713,7 @@ fn validate(object: &Object) -> Result<(), Invalid> {
         }
         Object::Job(job) => validate_job(&job.metadata, &job.spec, "spec"),
         Object::Ingress(ingress) => validate_ingress(&ingress.spec),
+        Object::NetworkPolicy(policy) => validate_network_policy(&policy.spec),
         Object::HorizontalPodAutoscaler(hpa) => hpa.spec.check(),
         Object::StatefulSet(set) => {
             let spec = &set.spec;
@@ -980,6 +990,151 @@ fn validate_replicated(
         ));
     }
     Ok(())
+}
+
+/// What kube-apiserver checks of a NetworkPolicy: selectors that can
+/// match, peers that say one thing, addresses and ports that parse.
+fn validate_network_policy(spec: &super::objects::NetworkPolicySpec) -> Result<(), Invalid> {
+    use super::objects::{NetworkPolicyPeer, NetworkPolicyPort};
+    validate_selector(&spec.pod_selector, "spec.podSelector")?;
+    if let Some(types) = &spec.policy_types
+        && (types.len() > 2 || (types.len() == 2 && types[0] == types[1]))
+    {
+        return Err(invalid(
+            "spec.policyTypes",
+            "may list Ingress and Egress once each",
+        ));
+    }
+    let peer = |p: &NetworkPolicyPeer, at: &str| -> Result<(), Invalid> {
+        match (&p.pod_selector, &p.namespace_selector, &p.ip_block) {
+            (None, None, None) => {
+                return Err(invalid(
+                    at,
+                    "must give a podSelector, a namespaceSelector or an ipBlock",
+                ));
+            }
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(invalid(
+                    at,
+                    "an ipBlock may not be given with a podSelector or a namespaceSelector",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(s) = &p.pod_selector {
+            validate_selector(s, &format!("{at}.podSelector"))?;
+        }
+        if let Some(s) = &p.namespace_selector {
+            validate_selector(s, &format!("{at}.namespaceSelector"))?;
+        }
+        if let Some(block) = &p.ip_block {
+            let range = |text: &str, at: String| {
+                text.parse::<ipnet::IpNet>().map_err(|_| {
+                    invalid(
+                        at,
+                        format!("{text:?} is not an address range (ADDRESS/BITS)"),
+                    )
+                })
+            };
+            let cidr = range(&block.cidr, format!("{at}.ipBlock.cidr"))?;
+            for (i, except) in block.except.iter().enumerate() {
+                let at = format!("{at}.ipBlock.except[{i}]");
+                if !cidr.contains(&range(except, at.clone())?) {
+                    return Err(invalid(
+                        at,
+                        format!("{except} is not inside the cidr {}", block.cidr),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    let port = |p: &NetworkPolicyPort, at: &str| -> Result<(), Invalid> {
+        if let Some(protocol) = &p.protocol
+            && !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP")
+        {
+            return Err(invalid(
+                format!("{at}.protocol"),
+                format!("{protocol:?} is not TCP, UDP or SCTP"),
+            ));
+        }
+        let start = match &p.port {
+            Some(super::objects::IntOrString::Int(n)) if (1..=65535).contains(n) => Some(*n),
+            Some(super::objects::IntOrString::String(name)) if is_port_name(name) => None,
+            Some(other) => {
+                return Err(invalid(
+                    format!("{at}.port"),
+                    format!("{other:?} is neither a port number from 1 to 65535 nor a port name"),
+                ));
+            }
+            None => None,
+        };
+        if let Some(end) = p.end_port {
+            let Some(start) = start else {
+                return Err(invalid(
+                    format!("{at}.endPort"),
+                    "may only be given with a numbered port",
+                ));
+            };
+            if i64::from(end) < start || end > 65535 {
+                return Err(invalid(
+                    format!("{at}.endPort"),
+                    format!("{end} must be from the port ({start}) to 65535"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    for (i, rule) in spec.ingress.iter().enumerate() {
+        for (j, p) in rule.from.iter().enumerate() {
+            peer(p, &format!("spec.ingress[{i}].from[{j}]"))?;
+        }
+        for (j, p) in rule.ports.iter().enumerate() {
+            port(p, &format!("spec.ingress[{i}].ports[{j}]"))?;
+        }
+    }
+    for (i, rule) in spec.egress.iter().enumerate() {
+        for (j, p) in rule.to.iter().enumerate() {
+            peer(p, &format!("spec.egress[{i}].to[{j}]"))?;
+        }
+        for (j, p) in rule.ports.iter().enumerate() {
+            port(p, &format!("spec.egress[{i}].ports[{j}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A label selector's expressions as kube-apiserver checks them: `In` and
+/// `NotIn` need values, `Exists` and `DoesNotExist` take none.
+fn validate_selector(selector: &super::objects::LabelSelector, at: &str) -> Result<(), Invalid> {
+    use super::objects::SelectorOperator;
+    for (i, e) in selector.match_expressions.iter().enumerate() {
+        let needs_values = matches!(e.operator, SelectorOperator::In | SelectorOperator::NotIn);
+        if needs_values == e.values.is_empty() {
+            return Err(invalid(
+                format!("{at}.matchExpressions[{i}].values"),
+                if needs_values {
+                    format!("{:?} needs values", e.operator)
+                } else {
+                    format!("{:?} takes no values", e.operator)
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A port's name as Kubernetes has it (IANA_SVC_NAME): up to 15 lowercase
+/// letters, digits and inner single hyphens, with a letter among them.
+fn is_port_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }
 
 fn validate_ingress(spec: &super::objects::IngressSpec) -> Result<(), Invalid> {

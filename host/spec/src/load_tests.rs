@@ -650,3 +650,95 @@ fn dns_policy_and_config_are_checked_as_kube_apiserver_does() {
         assert!(refused.contains(names), "{dns}: {refused}");
     }
 }
+
+#[test]
+fn a_network_policy_loads_with_its_default_types_and_bad_ones_are_named() {
+    use crate::objects::PolicyType;
+    let head = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db}\n";
+    let loaded = parse_str(
+        &format!(
+            "{head}spec:\n  podSelector: {{matchLabels: {{app: db}}}}\n  ingress:\n  - from:\n    - podSelector: {{matchLabels: {{app: api}}}}\n      namespaceSelector: {{}}\n    - ipBlock: {{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}\n    ports:\n    - {{port: 5432}}\n    - {{port: metrics}}\n    - {{port: 7000, endPort: 7010}}\n"
+        ),
+        "np.yaml",
+    )
+    .unwrap();
+    let Object::NetworkPolicy(policy) = &loaded[0].object else {
+        panic!("not a NetworkPolicy: {:?}", loaded[0].object);
+    };
+    assert!(policy.spec.isolates(PolicyType::Ingress));
+    assert!(!policy.spec.isolates(PolicyType::Egress));
+    // Egress rules alone make an Egress policy too, as kube-apiserver
+    // defaults policyTypes.
+    let egress = parse_str(
+        &format!("{head}spec:\n  podSelector: {{}}\n  egress:\n  - {{}}\n"),
+        "np.yaml",
+    )
+    .unwrap();
+    let Object::NetworkPolicy(egress) = &egress[0].object else {
+        panic!()
+    };
+    assert!(egress.spec.isolates(PolicyType::Egress));
+    assert!(egress.spec.isolates(PolicyType::Ingress));
+
+    for (spec, path, says) in [
+        (
+            "ingress:\n  - from: [{}]\n",
+            "spec.ingress[0].from[0]",
+            "must give",
+        ),
+        (
+            "ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]\n",
+            "spec.ingress[0].from[0]",
+            "may not be given",
+        ),
+        (
+            "egress:\n  - to: [{ipBlock: {cidr: 10.0.0/8}}]\n",
+            "spec.egress[0].to[0].ipBlock.cidr",
+            "not an address range",
+        ),
+        (
+            "egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}]\n",
+            "spec.egress[0].to[0].ipBlock.except[0]",
+            "not inside",
+        ),
+        (
+            "ingress:\n  - ports: [{port: 0}]\n",
+            "spec.ingress[0].ports[0].port",
+            "neither",
+        ),
+        (
+            "ingress:\n  - ports: [{port: Web_Port}]\n",
+            "spec.ingress[0].ports[0].port",
+            "neither",
+        ),
+        (
+            "ingress:\n  - ports: [{port: http, endPort: 90}]\n",
+            "spec.ingress[0].ports[0].endPort",
+            "numbered port",
+        ),
+        (
+            "ingress:\n  - ports: [{port: 90, endPort: 80}]\n",
+            "spec.ingress[0].ports[0].endPort",
+            "from the port",
+        ),
+        (
+            "ingress:\n  - ports: [{protocol: ICMP}]\n",
+            "spec.ingress[0].ports[0].protocol",
+            "not TCP",
+        ),
+        (
+            "podSelector: {matchExpressions: [{key: a, operator: In}]}\n",
+            "spec.podSelector.matchExpressions[0].values",
+            "needs values",
+        ),
+        (
+            "policyTypes: [Ingress, Ingress]\n",
+            "spec.policyTypes",
+            "once each",
+        ),
+        ("policyTypes: [Sideways]\n", "spec.policyTypes", "Sideways"),
+    ] {
+        let e = error(&format!("{head}spec:\n  {spec}"));
+        assert!(e.contains(path) && e.contains(says), "{spec}: {e}");
+    }
+}

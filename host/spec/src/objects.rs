@@ -1112,6 +1112,110 @@ impl Ingress {
     }
 }
 
+// Network policies: which pods may talk to which, as Kubernetes has them.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicy {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NetworkPolicySpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// The pods of the policy's namespace it isolates (empty: all of them).
+    #[serde(default)]
+    pub pod_selector: LabelSelector,
+    /// What it isolates; unset, Ingress, and Egress too if it has egress
+    /// rules (as kube-apiserver defaults it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_types: Option<Vec<PolicyType>>,
+    /// Connections the selected pods accept; none listed, none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<NetworkPolicyIngressRule>,
+    /// Connections the selected pods may open; none listed, none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<NetworkPolicyEgressRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyType {
+    Ingress,
+    Egress,
+}
+
+impl NetworkPolicySpec {
+    /// Whether it isolates its pods for `direction`.
+    pub fn isolates(&self, direction: PolicyType) -> bool {
+        match &self.policy_types {
+            Some(types) => types.contains(&direction),
+            None => direction == PolicyType::Ingress || !self.egress.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicyIngressRule {
+    /// Who may connect; none listed, anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<NetworkPolicyPeer>,
+    /// To which of the pod's ports; none listed, any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<NetworkPolicyPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicyEgressRule {
+    /// Whom the pod may connect to; none listed, anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<NetworkPolicyPeer>,
+    /// On which of their ports; none listed, any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<NetworkPolicyPort>,
+}
+
+/// Pods by their labels and their namespace's labels (both given: pods
+/// matching the one in namespaces matching the other), or addresses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicyPeer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<IpBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IpBlock {
+    /// `ADDRESS/BITS`, IPv4 or IPv6.
+    pub cidr: String,
+    /// Ranges inside `cidr` left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkPolicyPort {
+    /// TCP (the default); berth carries no UDP or SCTP, so a rule for them
+    /// allows nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// A port number, or the name of a container port; none, every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<IntOrString>,
+    /// With a numbered `port`, the last of a range starting there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i32>,
+}
+
 // Storage: claims, and the volumes bound to them.
 
 /// The finalizer of a claim deleted while a pod uses it: it goes once

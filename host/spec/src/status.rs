@@ -117,7 +117,7 @@ impl Status {
     /// The one reading of a status, whatever it is read from.
     fn parse<'de, D: serde::Deserializer<'de>>(kind: Kind, from: D) -> Result<Status, D::Error> {
         Ok(match kind {
-            Kind::ConfigMap | Kind::Secret => {
+            Kind::ConfigMap | Kind::Secret | Kind::NetworkPolicy => {
                 serde::de::IgnoredAny::deserialize(from)?;
                 Status::None
             }

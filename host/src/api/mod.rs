@@ -36,7 +36,7 @@ use std::path::Path;
 use crate::state::Record;
 
 /// The kinds `get` and `delete` take, with the names kubectl accepts.
-pub const KIND_NAMES: [(&str, &[&str]); 14] = [
+pub const KIND_NAMES: [(&str, &[&str]); 15] = [
     ("Pod", &["pod", "pods", "po"]),
     ("Deployment", &["deployment", "deployments", "deploy"]),
     ("ReplicaSet", &["replicaset", "replicasets", "rs"]),
@@ -48,6 +48,10 @@ pub const KIND_NAMES: [(&str, &[&str]); 14] = [
         &["horizontalpodautoscaler", "horizontalpodautoscalers", "hpa"],
     ),
     ("Ingress", &["ingress", "ingresses", "ing"]),
+    (
+        "NetworkPolicy",
+        &["networkpolicy", "networkpolicies", "netpol"],
+    ),
     (
         "PersistentVolumeClaim",
         &["persistentvolumeclaim", "persistentvolumeclaims", "pvc"],

@@ -164,6 +164,16 @@ fn columns(kind: &str) -> Vec<Column> {
             ("Data", "string", 0, "The number of keys in the config map."),
             AGE,
         ],
+        "NetworkPolicy" => vec![
+            NAME,
+            (
+                "Pod-Selector",
+                "string",
+                0,
+                "Selects the pods to which this NetworkPolicy object applies.",
+            ),
+            AGE,
+        ],
         "Secret" => vec![
             NAME,
             ("Type", "string", 0, "The type of the secret."),
@@ -1035,6 +1045,11 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             (count(&o["data"]) + count(&o["binaryData"])).into(),
             created.into(),
         ],
+        "NetworkPolicy" => vec![
+            name.into(),
+            selector_text(&o["spec"]["podSelector"]).into(),
+            created.into(),
+        ],
         "Secret" => vec![
             name.into(),
             o["type"].as_str().unwrap_or("Opaque").into(),
@@ -1381,6 +1396,7 @@ mod tests {
             "StorageClass",
             "Service",
             "ConfigMap",
+            "NetworkPolicy",
             "Secret",
             "Namespace",
             "Node",

@@ -713,6 +713,7 @@ async fn serve_pod_network(
         hosts,
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         &pod.metadata.name,
+        &pod.metadata.labels,
         network_ends.clone(),
     ) {
         tracing::warn!(

@@ -124,11 +124,9 @@ pub struct Ingress {
     http: berth_serve::Http,
     /// The service network, redirected to berth in each Linux pod.
     service_network: String,
-    /// Running Linux pods' `/etc/hosts` files, kept naming the Services:
-    /// the file, and the pod's namespace and name.
-    /// With the run that registered it: a pod's next run uses the same
-    /// file, and the last run's end must not take it off the list.
-    pod_hosts: Mutex<HashMap<std::path::PathBuf, (String, String, u64)>>,
+    /// Running Linux pods' networks, by their `/etc/hosts` files, kept
+    /// naming the Services and limited as NetworkPolicies say.
+    pod_hosts: Mutex<HashMap<std::path::PathBuf, PodNetwork>>,
     /// Numbers those runs.
     pod_runs: std::sync::atomic::AtomicU64,
     tasks: tokio_util::task::TaskTracker,
@@ -145,6 +143,46 @@ pub struct Ingress {
     /// What answers for one host of berth's own (the dashboard's) rather
     /// than a Service: the host and its server, once the daemon sets it.
     own_host: std::sync::OnceLock<(&'static str, OwnHost)>,
+}
+
+/// A running Linux pod's network as the router keeps it.
+struct PodNetwork {
+    namespace: String,
+    pod: String,
+    /// The run that registered it: a pod's next run uses the same hosts
+    /// file, and the last run's end must not take it off the list.
+    run: u64,
+    netns: std::path::PathBuf,
+    /// What NetworkPolicies select it by (as it started).
+    labels: std::collections::BTreeMap<String, String>,
+    /// The egress limit loaded in its namespace (`Some(None)`: none), once
+    /// one was.
+    egress: Option<Option<(Vec<crate::runtime::linux::network::EgressRule>, bool)>>,
+}
+
+impl PodNetwork {
+    /// Loads in the pod's network the egress limit `policies` set it, if
+    /// that is not what is there.
+    fn police(&mut self, policies: Option<&super::NetworkPolicies>) {
+        let wanted = policies.and_then(|p| {
+            p.egress_rules(super::network_policy::PodRef {
+                namespace: &self.namespace,
+                labels: &self.labels,
+            })
+        });
+        if self.egress.as_ref() == Some(&wanted) {
+            return;
+        }
+        let (rules, resolve) = match &wanted {
+            Some((rules, resolve)) => (Some(rules.as_slice()), *resolve),
+            None => (None, false),
+        };
+        let resolver = crate::runtime::linux::network::DNS_FORWARDER.into();
+        match crate::runtime::linux::network::limit_egress(&self.netns, rules, resolver, resolve) {
+            Ok(()) => self.egress = Some(wanted),
+            Err(e) => tracing::warn!("pod {}/{}: {e}", self.namespace, self.pod),
+        }
+    }
 }
 
 /// A server for a host of berth's own on the ingress.
@@ -535,14 +573,17 @@ impl Ingress {
     /// Gives the Linux pod whose network namespace is `netns` its way to
     /// Services: its connections to the service network are redirected to
     /// a listener of berth's in the namespace (see `berth_linux::network`),
-    /// served until `cancel`; and keeps its `/etc/hosts` (`hosts`, of pod
-    /// `pod` in `namespace`) naming them.
+    /// served until `cancel`; keeps its `/etc/hosts` (`hosts`, of pod
+    /// `pod` in `namespace`) naming them; and limits its connections out as
+    /// the NetworkPolicies selecting it (by `labels`) say, before it has a
+    /// way out.
     pub fn serve_pod_network(
         self: &Arc<Self>,
         netns: &std::path::Path,
         hosts: std::path::PathBuf,
         namespace: &str,
         pod: &str,
+        labels: &std::collections::BTreeMap<String, String>,
         cancel: CancellationToken,
     ) -> Result<(), String> {
         let listener =
@@ -555,9 +596,16 @@ impl Ingress {
         let run = self
             .pod_runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.pod_hosts
-            .lock()
-            .insert(hosts.clone(), (namespace.to_owned(), pod.to_owned(), run));
+        let mut network = PodNetwork {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            run,
+            netns: netns.to_owned(),
+            labels: labels.clone(),
+            egress: None,
+        };
+        network.police(self.table.network_policies().as_deref());
+        self.pod_hosts.lock().insert(hosts.clone(), network);
         // Services may have changed since the kubelet wrote it.
         if let Err(e) = super::names::write_hosts(&hosts, &self.table, namespace, pod) {
             tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
@@ -605,7 +653,7 @@ impl Ingress {
             )
             .await;
             let mut listed = forget.pod_hosts.lock();
-            if listed.get(&hosts).is_some_and(|(_, _, r)| *r == run) {
+            if listed.get(&hosts).is_some_and(|n| n.run == run) {
                 listed.remove(&hosts);
             }
         });
@@ -680,14 +728,29 @@ impl Ingress {
         let handler = move |request: Request<Incoming>, peer: SocketAddr| {
             let host = request.headers().get(http::header::HOST).cloned();
             let request = prepare(request, peer, host, false);
-            super::proxy::forward_to_pod(route.clone(), index, pod.clone(), request)
+            super::proxy::forward_to_pod(
+                route.clone(),
+                index,
+                pod.clone(),
+                request,
+                Some(peer.ip()),
+            )
         };
         self.http.serve(stream, peer, closing, handler).await
     }
 
+    /// Limits every Linux pod's connections out as the NetworkPolicies in
+    /// force say, where that changed.
+    pub fn police_pod_networks(&self) {
+        let policies = self.table.network_policies();
+        for network in self.pod_hosts.lock().values_mut() {
+            network.police(policies.as_deref());
+        }
+    }
+
     /// Writes every Linux pod's `/etc/hosts` again, as things are now.
     fn rewrite_pod_hosts(&self) {
-        for (hosts, (namespace, pod, _)) in self.pod_hosts.lock().iter() {
+        for (hosts, PodNetwork { namespace, pod, .. }) in self.pod_hosts.lock().iter() {
             if let Err(e) = super::names::write_hosts(hosts, &self.table, namespace, pod) {
                 tracing::warn!("pod {namespace}/{pod}: {}: {e}", hosts.display());
             }

@@ -61,6 +61,7 @@ pub(super) async fn splice(
                     }
                 }
             }
+            Err(NoRoom::Denied) => return refuse(&client, peer, &service),
             Err(_) => match route.acquire(port, Some(peer.ip()), wait).await {
                 Ok(endpoint) => endpoint,
                 Err(why) => {
@@ -118,8 +119,9 @@ pub(super) async fn splice_to_pod(
     peer: SocketAddr,
 ) -> Spliced {
     let service = format!("{}/{}", route.key.namespace, route.key.name);
-    let endpoint = match route.acquire_pod(port, pod) {
+    let endpoint = match route.acquire_pod(port, pod, Some(peer.ip())) {
         Some(Ok(endpoint)) => endpoint,
+        Some(Err(NoRoom::Denied)) => return refuse(&client, peer, &service),
         Some(Err(why)) => {
             tracing::info!(%peer, "pod {pod} of service {service}: connection closed: {why:?}");
             return Spliced::Done;
@@ -141,6 +143,14 @@ pub(super) async fn splice_to_pod(
         }
         Err(e) => tracing::info!(%peer, "pod {pod} of service {service}: connection refused: {e}"),
     }
+    Spliced::Done
+}
+
+/// Ends a connection NetworkPolicies deny with a reset, as close to a
+/// refusal as an accepted connection can come.
+fn refuse(client: &TcpStream, peer: SocketAddr, service: &str) -> Spliced {
+    tracing::info!(%peer, "service {service}: connection refused: NetworkPolicy denies it");
+    let _ = rustix::net::sockopt::set_socket_linger(client, Some(Duration::ZERO));
     Spliced::Done
 }
 

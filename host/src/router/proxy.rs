@@ -103,6 +103,7 @@ async fn forward_uncounted(
     };
     let endpoint = match acquired {
         Ok(counted) => counted,
+        Err(NoRoom::Denied) => return denied(&route, client),
         Err(NoRoom::AllBusy) => {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -180,13 +181,14 @@ pub async fn forward_to_pod(
     port: usize,
     pod: String,
     mut request: Request<Body>,
+    client: Option<IpAddr>,
 ) -> Response<Body> {
     route.count();
     let span = super::trace::Span::start(request.headers_mut(), || {
         format!("route {}/{} {pod}", route.key.namespace, route.key.name)
     });
     let timing = route.metrics.as_ref().map(|m| m.begin(request.method()));
-    let response = forward_to_pod_uncounted(&route, port, pod, request).await;
+    let response = forward_to_pod_uncounted(&route, port, pod, request, client).await;
     if let (Some(metrics), Some(timing)) = (&route.metrics, timing) {
         metrics.end(timing, response.status());
     }
@@ -199,10 +201,12 @@ async fn forward_to_pod_uncounted(
     port: usize,
     pod: String,
     mut request: Request<Body>,
+    client: Option<IpAddr>,
 ) -> Response<Body> {
     strip_hop_by_hop(request.headers_mut());
-    let endpoint = match route.acquire_pod(port, &pod) {
+    let endpoint = match route.acquire_pod(port, &pod, client) {
         Some(Ok(counted)) => counted,
+        Some(Err(NoRoom::Denied)) => return denied(route, client),
         Some(Err(NoRoom::AllBusy)) => {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -226,6 +230,20 @@ async fn forward_to_pod_uncounted(
             error_response(&error)
         }
     }
+}
+
+/// The answer to a request NetworkPolicies keep from every ready endpoint
+/// of `route`: on a cluster its packets would be dropped; here the client
+/// is told why, as 403.
+fn denied(route: &Route, client: Option<IpAddr>) -> Response<Body> {
+    let who = client.map_or("this client".to_owned(), |ip| format!("client {ip}"));
+    plain(
+        StatusCode::FORBIDDEN,
+        format!(
+            "403 Forbidden: NetworkPolicy: {who} may reach no ready endpoint of service {}/{}\n",
+            route.key.namespace, route.key.name
+        ),
+    )
 }
 
 /// Waits up to `wait` for `route`'s `port` to have an endpoint (still none

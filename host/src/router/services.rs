@@ -292,6 +292,7 @@ impl Services for PodServices {
                 route,
                 port: index,
                 pod: pod.to_owned(),
+                client: self.client,
             })));
         }
         let route = match self.service(
@@ -344,6 +345,7 @@ struct PodTarget {
     route: Arc<Route>,
     port: usize,
     pod: String,
+    client: Option<std::net::IpAddr>,
 }
 
 impl ServiceTarget for PodTarget {
@@ -353,6 +355,7 @@ impl ServiceTarget for PodTarget {
             self.port,
             self.pod.clone(),
             request,
+            self.client,
         ))
     }
 }

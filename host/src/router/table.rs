@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
+use super::network_policy::{Destination, NetworkPolicies, Peer, PodRef};
 use crate::runtime::Workload;
 use crate::spec::objects::{ContainerPort, IntOrString, Service, ServiceSpec, SessionAffinity};
 
@@ -300,6 +301,30 @@ pub struct Route {
     served: AtomicU64,
     /// Asked to bring a replica when there is none.
     pub activator: Option<Arc<dyn Activator>>,
+    /// The NetworkPolicies its endpoints are picked under.
+    network: Arc<Network>,
+}
+
+/// What a route needs to apply NetworkPolicies, shared by the table and
+/// its routes: the policies in force (`None`, the common case: no check at
+/// all), the pods by their client addresses (who a client is), and the
+/// service network those addresses are of.
+#[derive(Default)]
+struct Network {
+    policies: arc_swap::ArcSwapOption<NetworkPolicies>,
+    clients: parking_lot::RwLock<HashMap<IpAddr, Arc<PodEndpoint>>>,
+    service_network: std::sync::OnceLock<crate::state::ServiceNetwork>,
+}
+
+impl Network {
+    /// Who pod `pod` of `namespace` is as a client (see
+    /// [`Table::client_address`]).
+    fn client_address(&self, namespace: &str, pod: &str) -> Option<IpAddr> {
+        self.service_network
+            .get()?
+            .address_for(&format!("client:{namespace}/{pod}"), |_| false)
+            .map(IpAddr::V4)
+    }
 }
 
 struct RoutePort {
@@ -309,7 +334,7 @@ struct RoutePort {
 }
 
 impl Route {
-    fn new(service: &Service, policy: Policy) -> Route {
+    fn new(service: &Service, policy: Policy, network: Arc<Network>) -> Route {
         let affinity = (service.spec.session_affinity == SessionAffinity::ClientIp).then(|| {
             Duration::from_secs(
                 service
@@ -331,6 +356,7 @@ impl Route {
             metrics: None,
             served: AtomicU64::new(0),
             activator: None,
+            network,
             key,
             spec: service.spec.clone(),
             policy,
@@ -409,30 +435,37 @@ impl Route {
 
     /// The endpoint for the next request from `client`, avoiding the pod
     /// `avoid` (one that just failed it) when another is ready.
-    pub fn pick(
+    fn pick(
         &self,
         port: usize,
         client: Option<IpAddr>,
         avoid: Option<&str>,
-    ) -> Option<Endpoint> {
+    ) -> Result<Endpoint, NoRoom> {
         let all = self.endpoints(port);
+        let reach = self.reach(port, client);
         // The common case, without building a candidate list.
-        if avoid.is_none() && (self.affinity.is_none() || client.is_none()) {
+        if avoid.is_none() && reach.is_none() && (self.affinity.is_none() || client.is_none()) {
             return match (all.len(), self.policy) {
-                (0, _) => None,
-                (1, _) => Some(all[0].clone()),
+                (0, _) => Err(NoRoom::NoEndpoints),
+                (1, _) => Ok(all[0].clone()),
                 (n, Policy::RoundRobin) => {
-                    Some(all[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
+                    Ok(all[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
                 }
-                (n, Policy::LeastRequest) => Some(less_busy_of_two(n, |i| &all[i]).clone()),
+                (n, Policy::LeastRequest) => Ok(less_busy_of_two(n, |i| &all[i]).clone()),
             };
         }
-        let candidates: Vec<&Endpoint> = match avoid {
-            Some(uid) => all.iter().filter(|e| e.pod.uid != uid).collect(),
-            None => all.iter().collect(),
-        };
+        let candidates: Vec<&Endpoint> = all
+            .iter()
+            .filter(|e| avoid.is_none_or(|uid| e.pod.uid != uid))
+            .filter(|e| reach.as_ref().is_none_or(|r| r.allows(e)))
+            .collect();
         if candidates.is_empty() {
-            return None;
+            let denied = reach.is_some() && all.iter().any(|e| avoid != Some(e.pod.uid.as_str()));
+            return Err(if denied {
+                NoRoom::Denied
+            } else {
+                NoRoom::NoEndpoints
+            });
         }
         if let (Some(timeout), Some(client)) = (self.affinity, client) {
             let mut sticky = self.sticky.lock();
@@ -442,7 +475,7 @@ impl Route {
                 && let Some(e) = candidates.iter().find(|e| &e.pod.uid == uid)
             {
                 *at = now;
-                return Some((*e).clone());
+                return Ok((*e).clone());
             }
             let chosen = self.choose(&candidates).clone();
             // Old entries go when the table grows, so it stays bounded by
@@ -456,9 +489,29 @@ impl Route {
                 }
             }
             sticky.insert(client, (chosen.pod.uid.clone(), now));
-            return Some(chosen);
+            return Ok(chosen);
         }
-        Some(self.choose(&candidates).clone())
+        Ok(self.choose(&candidates).clone())
+    }
+
+    /// Which of `port`'s endpoints `client` may reach under the
+    /// NetworkPolicies in force; `None` when none are (all of them).
+    fn reach(&self, port: usize, client: Option<IpAddr>) -> Option<Reach> {
+        let policies = self.network.policies.load();
+        let policies = policies.as_ref()?.clone();
+        let source = client
+            .and_then(|ip| self.network.clients.read().get(&ip).cloned())
+            .map(|pod| {
+                let labels = pod.labels.read().expect("lock").clone();
+                (pod.namespace.clone(), labels)
+            });
+        Some(Reach {
+            policies,
+            network: self.network.clone(),
+            source,
+            client,
+            target: self.ports[port].target.clone(),
+        })
     }
 
     /// A request counted on a ready endpoint of `port`, not on pod `avoid`
@@ -471,15 +524,17 @@ impl Route {
         client: Option<IpAddr>,
         avoid: Option<&str>,
     ) -> Result<InFlight, NoRoom> {
-        let picked = self.pick(port, client, avoid).ok_or(NoRoom::NoEndpoints)?;
+        let picked = self.pick(port, client, avoid)?;
         let counted = match picked.try_begin() {
             Ok(counted) => counted,
             Err(_) => {
                 let all = self.endpoints(port);
+                let reach = self.reach(port, client);
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..all.len())
                     .map(|i| &all[(start + i) % all.len()])
                     .filter(|e| Some(e.pod.uid.as_str()) != avoid)
+                    .filter(|e| reach.as_ref().is_none_or(|r| r.allows(e)))
                     .find_map(|e| e.clone().try_begin().ok())
                     .ok_or(NoRoom::AllBusy)?
             }
@@ -496,12 +551,23 @@ impl Route {
     /// The ready endpoint of the pod named `pod` on `port`, counted in
     /// flight: `None` when it is not among the route's ready endpoints,
     /// `Some(Err)` when it is at its concurrency limit.
-    pub fn acquire_pod(&self, port: usize, pod: &str) -> Option<Result<InFlight, NoRoom>> {
+    pub fn acquire_pod(
+        &self,
+        port: usize,
+        pod: &str,
+        client: Option<IpAddr>,
+    ) -> Option<Result<InFlight, NoRoom>> {
         let endpoint = self
             .endpoints(port)
             .iter()
             .find(|e| e.pod.name == pod)?
             .clone();
+        if self
+            .reach(port, client)
+            .is_some_and(|reach| !reach.allows(&endpoint))
+        {
+            return Some(Err(NoRoom::Denied));
+        }
         Some(match endpoint.try_begin() {
             Ok(counted) if counted.pod.is_ready() => Ok(counted),
             Ok(_) => Err(NoRoom::Stopping),
@@ -634,6 +700,56 @@ pub enum NoRoom {
     AllBusy,
     /// The one found is stopping (it is about to leave the endpoints).
     Stopping,
+    /// There are ready endpoints, but NetworkPolicies let the client
+    /// reach none of them.
+    Denied,
+}
+
+/// A client's view of a route's port under the NetworkPolicies in force.
+struct Reach {
+    policies: Arc<NetworkPolicies>,
+    network: Arc<Network>,
+    /// The client's pod: its namespace and labels, when it is one.
+    source: Option<(String, BTreeMap<String, String>)>,
+    client: Option<IpAddr>,
+    /// The port the Service targets.
+    target: IntOrString,
+}
+
+impl Reach {
+    fn allows(&self, endpoint: &Endpoint) -> bool {
+        let pod = &endpoint.pod;
+        let labels = pod.labels.read().expect("lock");
+        let number = endpoint.port.or(match &self.target {
+            IntOrString::Int(n) => u16::try_from(*n).ok(),
+            IntOrString::String(_) => None,
+        });
+        let name = match &self.target {
+            IntOrString::String(name) => Some(name.as_str()),
+            IntOrString::Int(_) => pod.containers[endpoint.container]
+                .ports
+                .iter()
+                .find(|p| Some(p.container_port) == number)
+                .and_then(|p| p.name.as_deref()),
+        };
+        let from = Peer {
+            pod: self
+                .source
+                .as_ref()
+                .map(|(namespace, labels)| PodRef { namespace, labels }),
+            ip: self.client,
+        };
+        let to = Destination {
+            pod: PodRef {
+                namespace: &pod.namespace,
+                labels: &labels,
+            },
+            ip: self.network.client_address(&pod.namespace, &pod.name),
+            port: number,
+            port_name: name,
+        };
+        self.policies.allows(&from, &to)
+    }
 }
 
 /// Power of two choices: of two of the `n` endpoints drawn at random
@@ -667,9 +783,10 @@ pub struct Table {
     /// Where requests are counted, if they are.
     metrics: Option<Arc<crate::metrics::HttpMetrics>>,
     activator: Option<Arc<dyn Activator>>,
-    /// The service network, where headless Services' pods get addresses
-    /// of their own (see [`Table::pod_addresses`]).
-    service_network: std::sync::OnceLock<crate::state::ServiceNetwork>,
+    /// The NetworkPolicies, the pods as clients, and the service network,
+    /// where headless Services' pods get addresses of their own (see
+    /// [`Table::pod_addresses`]) and pods as clients too.
+    network: Arc<Network>,
     /// Told when a headless Service's pods may have changed: the names
     /// Linux pods' hosts files give them.
     pod_names_changed: tokio::sync::Notify,
@@ -717,7 +834,7 @@ impl Table {
     /// Where headless Services' pods get their addresses (once; the
     /// daemon's `--service-cidr`).
     pub fn set_service_network(&self, network: crate::state::ServiceNetwork) {
-        let _ = self.service_network.set(network);
+        let _ = self.network.service_network.set(network);
     }
 
     /// The addresses of headless Services' ready pods, one per pod and
@@ -726,7 +843,7 @@ impl Table {
     /// and pods in name order), so a pod keeps its address while the set
     /// around it stays the same.
     pub fn pod_addresses(&self) -> Vec<PodAddress> {
-        let Some(network) = self.service_network.get() else {
+        let Some(network) = self.network.service_network.get() else {
             return Vec::new();
         };
         let routes = self.routes.load();
@@ -764,11 +881,27 @@ impl Table {
     /// hashes. Pods have no addresses of their own on berth, and what they
     /// connect from (the loopback of their own network, or berth's process
     /// for a wasm guest) is every pod's.
+    /// Two pods may hash to one address (of a million): NetworkPolicies
+    /// then take the later one started for both.
     pub fn client_address(&self, namespace: &str, pod: &str) -> Option<IpAddr> {
-        self.service_network
-            .get()?
-            .address_for(&format!("client:{namespace}/{pod}"), |_| false)
-            .map(IpAddr::V4)
+        self.network.client_address(namespace, pod)
+    }
+
+    /// Puts `policies` in force (`None`: no NetworkPolicy anywhere). The
+    /// routes pick endpoints under them from the next request on; open
+    /// connections stay.
+    pub fn set_network_policies(&self, policies: Option<NetworkPolicies>) {
+        self.network.policies.store(policies.map(Arc::new));
+    }
+
+    /// The NetworkPolicies in force, if any.
+    pub fn network_policies(&self) -> Option<Arc<NetworkPolicies>> {
+        self.network.policies.load_full()
+    }
+
+    /// The running pod whose client address is `ip`.
+    pub fn client_pod(&self, ip: IpAddr) -> Option<Arc<PodEndpoint>> {
+        self.network.clients.read().get(&ip).cloned()
     }
 
     /// The headless Service's pod at `ip`, if one has it.
@@ -839,7 +972,7 @@ impl Table {
                     Policy::RoundRobin
                 }
             };
-            let mut fresh = Route::new(service, policy);
+            let mut fresh = Route::new(service, policy, self.network.clone());
             let old = routes
                 .get(&fresh.key.namespace)
                 .and_then(|services| services.get(&fresh.key.name));
@@ -886,6 +1019,9 @@ impl Table {
     pub fn add_pod(&self, pod: Arc<PodEndpoint>) {
         let mut pods = self.pods.lock();
         pods.insert(pod.uid.clone(), pod.clone());
+        if let Some(ip) = self.client_address(&pod.namespace, &pod.name) {
+            self.network.clients.write().insert(ip, pod.clone());
+        }
         self.rebuild_for(&pods, &pod);
     }
 
@@ -895,6 +1031,12 @@ impl Table {
         let mut pods = self.pods.lock();
         if let Some(pod) = pods.remove(uid) {
             pod.ready.store(false, Ordering::SeqCst);
+            if let Some(ip) = self.client_address(&pod.namespace, &pod.name) {
+                let mut clients = self.network.clients.write();
+                if clients.get(&ip).is_some_and(|p| Arc::ptr_eq(p, &pod)) {
+                    clients.remove(&ip);
+                }
+            }
             self.rebuild_for(&pods, &pod);
         }
     }
