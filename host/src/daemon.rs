@@ -688,7 +688,8 @@ fn certificates(
 }
 
 /// Puts the store's NetworkPolicies in force in the router, with the
-/// namespaces' labels their namespace selectors match, when either changed.
+/// namespaces' labels their namespace selectors match, when either (or a
+/// pod) changed.
 fn sync_network_policies(
     state: &ApiState,
     table: &crate::router::Table,
@@ -697,9 +698,10 @@ fn sync_network_policies(
 ) {
     let listed = {
         let store = state.store.lock();
+        // Pods' labels too: a Linux pod's own egress limit follows them.
         let version = (
             store.spec_version_of(Kind::NetworkPolicy),
-            store.spec_version_of(Kind::Namespace),
+            store.spec_version_of(Kind::Namespace) + store.spec_version_of(Kind::Pod),
         );
         if *synced == Some(version) {
             return;

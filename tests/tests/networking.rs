@@ -1221,3 +1221,92 @@ fn kubectl_applies_lists_explains_and_refuses_network_policies() {
     assert_eq!(all.stdout.trim(), "networkpolicy.networking.k8s.io/db");
     berth_tests::ok(kube::kubectl(home, &["delete", "netpol", "db"]));
 }
+
+#[tokio::test]
+async fn wasm_guests_reach_outside_only_where_their_egress_policies_allow() {
+    let internet = Internet::start();
+    let home = tempfile::tempdir().unwrap();
+    kube::build_image(
+        home.path(),
+        Path::new(berth_tests::guests::MISBEHAVE),
+        "fetch:1",
+    );
+    kube::build_image(home.path(), Path::new(berth_tests::guests::ECHO), "echo:1");
+    let daemon = daemon(home.path());
+    let ingress = daemon.ingress();
+    let pod = |name: &str, image: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}, role: out}}\n  \
+             annotations:\n    berth.dev/allow-outbound: \"{0}\"\n    berth.dev/allow-tcp: \"{0}\"\n\
+             spec:\n  containers: [{{name: app, image: \"{image}\"}}]\n---\napiVersion: v1\nkind: Service\n\
+             metadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{port: 80}}]\n",
+            internet.address
+        )
+    };
+    kube::apply(
+        home.path(),
+        &(pod("fetch", "fetch:1") + &pod("socket", "echo:1")),
+    );
+    kube::wait_ready(home.path(), 2);
+    let fetch = || {
+        let ingress = ingress.clone();
+        let url = format!("{ingress}/fetch?url=http://{}/", internet.address);
+        async move {
+            berth_tests::send("GET", &url, &[("host", "fetch.localhost")], Vec::new())
+                .await
+                .text()
+        }
+    };
+    let socket = || {
+        let ingress = ingress.clone();
+        let url = format!("{ingress}/?tcp={}&lines=20", internet.address);
+        async move {
+            berth_tests::send(
+                "POST",
+                &url,
+                &[("host", "socket.localhost")],
+                b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            )
+            .await
+            .text()
+        }
+    };
+    assert!(fetch().await.contains("from the internet"));
+    assert!(socket().await.contains("from the internet"));
+
+    let policy = |cidr: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: out}}\nspec:\n  \
+             podSelector: {{matchLabels: {{role: out}}}}\n  policyTypes: [Egress]\n  egress:\n  \
+             - to: [{{ipBlock: {{cidr: {cidr}}}}}]\n    ports: [{{port: 8099}}]\n"
+        )
+    };
+    // Their grants name the address, but their policy does not.
+    kube::apply(home.path(), &policy("192.0.2.0/24"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fetch().await;
+        if got.contains("HttpRequestDenied") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = socket().await;
+    assert!(
+        refused.contains("error:") && !refused.contains("from the internet"),
+        "{refused}"
+    );
+    // Named by both, the address is reached again.
+    kube::apply(home.path(), &policy(&format!("{}/32", internet.ip)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fetch().await;
+        if got.contains("from the internet") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(socket().await.contains("from the internet"));
+}

@@ -44,6 +44,20 @@ pub trait Services: Send + Sync {
         let _ = host;
         None
     }
+
+    /// Whether the workload's connections to addresses outside the
+    /// cluster are limited (by its pod's NetworkPolicies), so each must be
+    /// checked with [`Services::outside_allows`] once resolved.
+    fn limits_outside(&self) -> bool {
+        false
+    }
+
+    /// Why a connection to `address`, outside the cluster, is not allowed,
+    /// if it is not.
+    fn outside_allows(&self, address: std::net::SocketAddr) -> Result<(), String> {
+        let _ = address;
+        Ok(())
+    }
 }
 
 /// One resolved service port; every call gets an HTTP answer (a 503 when

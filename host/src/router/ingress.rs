@@ -153,7 +153,7 @@ struct PodNetwork {
     /// file, and the last run's end must not take it off the list.
     run: u64,
     netns: std::path::PathBuf,
-    /// What NetworkPolicies select it by (as it started).
+    /// What NetworkPolicies select it by (as last seen).
     labels: std::collections::BTreeMap<String, String>,
     /// The egress limit loaded in its namespace (`Some(None)`: none), once
     /// one was.
@@ -163,7 +163,15 @@ struct PodNetwork {
 impl PodNetwork {
     /// Loads in the pod's network the egress limit `policies` set it, if
     /// that is not what is there.
-    fn police(&mut self, policies: Option<&super::NetworkPolicies>) {
+    fn police(&mut self, policies: Option<&super::NetworkPolicies>, table: &Table) {
+        // Its labels now, once the pod is in the table.
+        if let Some(pod) = table
+            .client_address(&self.namespace, &self.pod)
+            .and_then(|ip| table.client_pod(ip))
+            .filter(|pod| pod.namespace == self.namespace && pod.name == self.pod)
+        {
+            self.labels = pod.labels();
+        }
         let wanted = policies.and_then(|p| {
             p.egress_rules(super::network_policy::PodRef {
                 namespace: &self.namespace,
@@ -604,7 +612,7 @@ impl Ingress {
             labels: labels.clone(),
             egress: None,
         };
-        network.police(self.table.network_policies().as_deref());
+        network.police(self.table.network_policies().as_deref(), &self.table);
         self.pod_hosts.lock().insert(hosts.clone(), network);
         // Services may have changed since the kubelet wrote it.
         if let Err(e) = super::names::write_hosts(&hosts, &self.table, namespace, pod) {
@@ -744,7 +752,7 @@ impl Ingress {
     pub fn police_pod_networks(&self) {
         let policies = self.table.network_policies();
         for network in self.pod_hosts.lock().values_mut() {
-            network.police(policies.as_deref());
+            network.police(policies.as_deref(), &self.table);
         }
     }
 

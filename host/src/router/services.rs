@@ -217,7 +217,54 @@ fn unqualified(host: &str) -> (&str, bool) {
     }
 }
 
+impl PodServices {
+    /// The NetworkPolicies in force and the pod's labels, when they limit
+    /// its egress.
+    fn egress_limit(&self) -> Option<(Arc<super::NetworkPolicies>, Arc<super::PodEndpoint>)> {
+        let policies = self.table.network_policies()?;
+        let pod = self.table.client_pod(self.client?)?;
+        let isolated = policies.isolates(
+            super::network_policy::PodRef {
+                namespace: &self.namespace,
+                labels: &pod.labels(),
+            },
+            crate::spec::objects::PolicyType::Egress,
+        );
+        isolated.then_some((policies, pod))
+    }
+}
+
 impl Services for PodServices {
+    fn limits_outside(&self) -> bool {
+        self.egress_limit().is_some()
+    }
+
+    fn outside_allows(&self, address: std::net::SocketAddr) -> Result<(), String> {
+        let Some((policies, pod)) = self.egress_limit() else {
+            return Ok(());
+        };
+        // An address of the service network is a Service's or a pod's: the
+        // router checks those connections.
+        if let std::net::IpAddr::V4(ip) = address.ip().to_canonical()
+            && self.table.in_service_network(ip)
+        {
+            return Ok(());
+        }
+        let labels = pod.labels();
+        let from = super::network_policy::PodRef {
+            namespace: &self.namespace,
+            labels: &labels,
+        };
+        if policies.allows_outside(from, address.ip().to_canonical(), address.port()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the NetworkPolicies of pod {}/{} allow no egress to {address}",
+                self.namespace, pod.name
+            ))
+        }
+    }
+
     fn address(&self, host: &str) -> Option<Result<std::net::IpAddr, String>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let (name, qualified) = unqualified(&host);

@@ -118,6 +118,11 @@ impl PodEndpoint {
         &self.containers
     }
 
+    /// Its labels now.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.labels.read().expect("lock").clone()
+    }
+
     /// Waits until no request is in flight, or `limit` passes; true if idle.
     /// Only for a pod already marked not ready (out of the endpoints), as
     /// `Table::remove_pod` leaves it: a ready pod's last request does not
@@ -501,10 +506,7 @@ impl Route {
         let policies = policies.as_ref()?.clone();
         let source = client
             .and_then(|ip| self.network.clients.read().get(&ip).cloned())
-            .map(|pod| {
-                let labels = pod.labels.read().expect("lock").clone();
-                (pod.namespace.clone(), labels)
-            });
+            .map(|pod| (pod.namespace.clone(), pod.labels()));
         Some(Reach {
             policies,
             network: self.network.clone(),
@@ -897,6 +899,15 @@ impl Table {
     /// The NetworkPolicies in force, if any.
     pub fn network_policies(&self) -> Option<Arc<NetworkPolicies>> {
         self.network.policies.load_full()
+    }
+
+    /// Whether `ip` is of the service network (a Service's or a pod's
+    /// address).
+    pub fn in_service_network(&self, ip: std::net::Ipv4Addr) -> bool {
+        self.network
+            .service_network
+            .get()
+            .is_some_and(|network| network.contains(ip))
     }
 
     /// The running pod whose client address is `ip`.

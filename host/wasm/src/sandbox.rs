@@ -236,20 +236,7 @@ async fn outside_address(
     limit: Option<std::time::Duration>,
     policy: &OutboundPolicy,
 ) -> Result<std::net::SocketAddr, wasmtime_wasi_http::Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let lookup = tokio::net::lookup_host((bare, port));
-    let found = match limit {
-        Some(limit) => tokio::time::timeout(limit, lookup)
-            .await
-            .map_err(|_| wasmtime_wasi_http::Error::DnsTimeout)?,
-        None => lookup.await,
-    };
-    let addresses: Vec<std::net::SocketAddr> = found
-        .map_err(|e| wasmtime_wasi_http::Error::DnsError {
-            rcode: Some(e.to_string()),
-            info_code: None,
-        })?
-        .collect();
+    let addresses = resolve(host, port, limit).await?;
     // Read each time: interfaces come and go.
     let interfaces = interface_addresses();
     let local = addresses
@@ -272,6 +259,28 @@ async fn outside_address(
         .first()
         .copied()
         .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)
+}
+
+/// The addresses `host:port` resolves to, within `limit`.
+async fn resolve(
+    host: &str,
+    port: u16,
+    limit: Option<std::time::Duration>,
+) -> Result<Vec<std::net::SocketAddr>, wasmtime_wasi_http::Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let lookup = tokio::net::lookup_host((bare, port));
+    let found = match limit {
+        Some(limit) => tokio::time::timeout(limit, lookup)
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::DnsTimeout)?,
+        None => lookup.await,
+    };
+    Ok(found
+        .map_err(|e| wasmtime_wasi_http::Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?
+        .collect())
 }
 
 /// An address `*` does not reach whatever this machine's interfaces:
@@ -568,12 +577,37 @@ impl OutboundHooks {
             .rules
             .iter()
             .any(|rule| rule.names_host() && rule.allows(host, port));
-        let outside = (!named).then(|| (host.to_owned(), self.policy.clone()));
+        // A pod whose NetworkPolicies limit its egress connects only to an
+        // address they allow: resolved here, even for a host named.
+        let limited = policy.services.as_ref().filter(|s| s.limits_outside());
+        let outside = (!named || limited.is_some()).then(|| (host.to_owned(), self.policy.clone()));
+        let limited = limited.cloned();
         Box::new(async move {
             let mut request = request;
             if let Some((host, policy)) = outside {
-                let address =
-                    outside_address(&host, port, options.connect_timeout, &policy).await?;
+                let address = if named {
+                    resolve(&host, port, options.connect_timeout)
+                        .await?
+                        .first()
+                        .copied()
+                        .ok_or(wasmtime_wasi_http::Error::DestinationNotFound)?
+                } else {
+                    outside_address(&host, port, options.connect_timeout, &policy).await?
+                };
+                if let Some(services) = &limited
+                    && let Err(reason) = services.outside_allows(address)
+                {
+                    if let Some(dropped) = policy.denials.take() {
+                        tracing::warn!(
+                            workload = %policy.workload,
+                            destination = %format_args!("{host}:{port}"),
+                            %address,
+                            suppressed = dropped,
+                            "denied outbound request: {reason}"
+                        );
+                    }
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
                 // Plain HTTP goes to the address checked, not to a second
                 // lookup that could answer otherwise; the Host header keeps
                 // the name. (TLS needs the name to connect: there a second

@@ -82,9 +82,19 @@ impl TcpPolicy {
             }
         }
         for grant in self.grants.iter().filter(|g| g.port == address.port()) {
-            if self.addresses(&grant.host).await.contains(&address.ip()) {
-                return true;
+            let (found, service) = self.addresses(&grant.host).await;
+            if !found.contains(&address.ip()) {
+                continue;
             }
+            // Outside the cluster, its pod's NetworkPolicies have a say.
+            if !service
+                && let Some(services) = self.services.as_ref().filter(|s| s.limits_outside())
+                && let Err(reason) = services.outside_allows(address)
+            {
+                self.deny(&address.to_string(), &reason);
+                return false;
+            }
+            return true;
         }
         self.deny(
             &address.to_string(),
@@ -94,18 +104,20 @@ impl TcpPolicy {
     }
 
     /// What granted `host` is now: itself, a Service's virtual IP, or what
-    /// the host's resolver says.
-    async fn addresses(&self, host: &str) -> Vec<IpAddr> {
+    /// the host's resolver says; and whether it names a Service.
+    async fn addresses(&self, host: &str) -> (Vec<IpAddr>, bool) {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return vec![ip.to_canonical()];
+            return (vec![ip.to_canonical()], false);
         }
         if let Some(found) = self.service(host) {
-            return found.into_iter().collect();
+            return (found.into_iter().collect(), true);
         }
-        match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
-            Ok(Ok(found)) => found.map(|a| a.ip().to_canonical()).collect(),
-            _ => Vec::new(),
-        }
+        let found =
+            match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+                Ok(Ok(found)) => found.map(|a| a.ip().to_canonical()).collect(),
+                _ => Vec::new(),
+            };
+        (found, false)
     }
 
     /// The virtual IP of the Service `name` names, if it names one (an
