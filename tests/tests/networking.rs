@@ -1187,6 +1187,16 @@ fn kubectl_applies_lists_explains_and_refuses_network_policies() {
     ))
     .stdout;
     assert!(explained.contains("ipBlock"), "{explained}");
+    // berth's own describe lays it out as kubectl's does.
+    let described = berth_tests::ok(berth(home, &["describe", "netpol", "db"])).stdout;
+    for line in [
+        "  PodSelector:      app=db\n",
+        "  Allowing ingress traffic:\n    To Port: 5432/TCP\n    From:\n      PodSelector: role=client\n",
+        "  Not affecting egress traffic\n",
+        "  Policy Types:     Ingress\n",
+    ] {
+        assert!(described.contains(line), "{line:?} in {described}");
+    }
 
     // A field Kubernetes does not have, and a value it refuses: each named,
     // and neither stored.

@@ -30,6 +30,7 @@ mod usage;
 mod watch;
 
 pub use server::{KubeApi, router as kube_router, serve_tls, with_token};
+pub use table::selector_text;
 
 use std::path::Path;
 

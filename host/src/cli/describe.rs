@@ -22,7 +22,9 @@ use k8s_openapi::api::core::v1::{
     NamespaceCondition, PersistentVolumeClaim, Pod, PodCondition, PodTemplateSpec, Probe,
     ResourceRequirements, Secret, Service, ServicePort, Volume,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{
+    Ingress, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -56,6 +58,7 @@ pub fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
         "StatefulSet" => stateful_set(namespace, name)?,
         "PersistentVolumeClaim" => claim(namespace, name)?,
         "Ingress" => ingress(namespace, name)?,
+        "NetworkPolicy" => network_policy(namespace, name)?,
         // `kind_of` knows no other kind; a new one needs its type here.
         other => anyhow::bail!("berth cannot describe a {other} yet"),
     }
@@ -966,6 +969,105 @@ fn ingress(namespace: &str, name: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// As `kubectl describe networkpolicy` tells it: what it selects, then its
+/// rules for each direction it isolates.
+fn network_policy(namespace: &str, name: &str) -> anyhow::Result<()> {
+    let policy: NetworkPolicy = fetch_as("NetworkPolicy", namespace, name)?;
+    header(&policy.metadata, name, true);
+    let spec = policy.spec.unwrap_or_default();
+    println!("Spec:");
+    field(1, "PodSelector", &full_selector(spec.pod_selector.as_ref()));
+    let types = spec.policy_types.clone().unwrap_or_else(|| {
+        let mut types = vec!["Ingress".to_owned()];
+        if spec.egress.as_ref().is_some_and(|e| !e.is_empty()) {
+            types.push("Egress".to_owned());
+        }
+        types
+    });
+    let rules = |direction: &str, rules: Vec<(Vec<NetworkPolicyPort>, Vec<NetworkPolicyPeer>)>| {
+        let (lower, peers, unrestricted) = match direction {
+            "Ingress" => ("ingress", "From", "source"),
+            _ => ("egress", "To", "destination"),
+        };
+        if !types.iter().any(|t| t == direction) {
+            println!("  Not affecting {lower} traffic");
+            return;
+        }
+        println!("  Allowing {lower} traffic:");
+        if rules.is_empty() {
+            println!("    <none> (Selected pods are isolated for {lower} connectivity)");
+        }
+        for (i, (ports, from)) in rules.iter().enumerate() {
+            if i > 0 {
+                println!("    ----------");
+            }
+            if ports.is_empty() {
+                println!("    To Port: <any> (traffic allowed to all ports)");
+            }
+            for p in ports {
+                let number = p.port.as_ref().map_or_else(|| "<any>".to_owned(), port);
+                let range = p
+                    .end_port
+                    .map_or(number.clone(), |end| format!("{number}-{end}"));
+                let protocol = p.protocol.as_deref().unwrap_or("TCP");
+                println!("    To Port: {range}/{protocol}");
+            }
+            if from.is_empty() {
+                println!("    {peers}: <any> (traffic not restricted by {unrestricted})");
+                continue;
+            }
+            println!("    {peers}:");
+            for peer in from {
+                if let Some(block) = &peer.ip_block {
+                    println!("      IPBlock:");
+                    println!("        CIDR: {}", block.cidr);
+                    println!(
+                        "        Except: {}",
+                        block.except.clone().unwrap_or_default().join(", ")
+                    );
+                    continue;
+                }
+                if let Some(namespaces) = &peer.namespace_selector {
+                    println!(
+                        "      NamespaceSelector: {}",
+                        full_selector(Some(namespaces))
+                    );
+                }
+                if let Some(pods) = &peer.pod_selector {
+                    println!("      PodSelector: {}", full_selector(Some(pods)));
+                }
+            }
+        }
+    };
+    rules(
+        "Ingress",
+        spec.ingress
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.ports.unwrap_or_default(), r.from.unwrap_or_default()))
+            .collect(),
+    );
+    rules(
+        "Egress",
+        spec.egress
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.ports.unwrap_or_default(), r.to.unwrap_or_default()))
+            .collect(),
+    );
+    field(1, "Policy Types", &types.join(", "));
+    Ok(())
+}
+
+/// A selector with its expressions too, as kubectl prints it (`<none>`
+/// for one that selects everything).
+fn full_selector(s: Option<&LabelSelector>) -> String {
+    let value = s.map_or(Value::Null, |s| {
+        serde_json::to_value(s).unwrap_or(Value::Null)
+    });
+    crate::api::selector_text(&value)
 }
 
 fn config_map(namespace: &str, name: &str) -> anyhow::Result<()> {
