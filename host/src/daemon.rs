@@ -472,6 +472,11 @@ pub async fn serve(
         }
     }
     let handing_over = offer.close();
+    // Handing over, the successor is the service now (it said so, with its
+    // pid): the service is not stopping.
+    if !handing_over {
+        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
+    }
     if handing_over {
         // The successor adopts the Linux containers as they run.
         kubelet.leave_running();
@@ -536,6 +541,11 @@ async fn open_when_ready(
     }
     tracing::debug!("ingress open after {:?}", started.elapsed());
     ingress.open();
+    tell_service_manager(&[
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     // A pod not ready when handed over (backing off, or slow to start)
     // takes its host port later: kept a while, queueing its clients,
     // rather than closed under them.
@@ -545,6 +555,16 @@ async fn open_when_ready(
     }
     for name in sockets.forget_inherited(|name| name.starts_with(HOST_PORT_SOCKETS)) {
         tracing::info!("closed {name}, handed over but no pod took it");
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit's `$NOTIFY_SOCKET`; nothing when
+/// unset) how the daemon is. A successor taking over says `MAINPID` with
+/// its own pid, so a unit with `NotifyAccess=all` follows it across a
+/// hot restart instead of stopping when the predecessor exits.
+fn tell_service_manager(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("telling systemd (NOTIFY_SOCKET): {e}");
     }
 }
 

@@ -256,8 +256,14 @@ impl BerthRun {
     /// Starts `berth ARGS…` (a server that prints `… on http://ADDR/` once it
     /// listens) with `home` as `$BERTH_HOME`.
     pub fn start_command(home: &Path, args: &[&str]) -> BerthRun {
+        Self::start_command_with(home, args, &[])
+    }
+
+    /// [`BerthRun::start_command`] with `env` set for berth too.
+    pub fn start_command_with(home: &Path, args: &[&str], env: &[(&str, &str)]) -> BerthRun {
         let mut child = Command::new(berth_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env("BERTH_HOME", home)
             // Daemons side by side: each its own ingress and API port.
             .env("BERTH_INGRESS", "127.0.0.1:0")

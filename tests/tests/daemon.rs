@@ -1766,3 +1766,55 @@ fn concurrent_server_side_applies_are_merged_again_not_refused() {
         );
     }
 }
+
+#[test]
+fn systemd_hears_the_daemon_ready_and_follows_it_across_a_hot_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let _last = LastDaemon(home.path());
+    // systemd's end of a Type=notify unit's NOTIFY_SOCKET.
+    let path = home.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let heard = || {
+        let mut buf = [0u8; 4096];
+        let n = notify.recv(&mut buf).expect("a message on NOTIFY_SOCKET");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let env = [("NOTIFY_SOCKET", path.to_str().unwrap())];
+    let mut first = BerthRun::start_command_with(home.path(), &["daemon"], &env);
+    let said = heard();
+    assert!(
+        said.contains("READY=1\n") && said.contains(&format!("MAINPID={}\n", first.pid())),
+        "{said:?}"
+    );
+    // A hot restart: the successor says it is the service now.
+    signal(first.pid(), "-HUP");
+    let said = heard();
+    let second = lease_holder(home.path(), first.pid());
+    assert!(
+        said.contains("READY=1\n") && said.contains(&format!("MAINPID={second}\n")),
+        "{said:?}"
+    );
+    assert!(
+        first.wait(std::time::Duration::from_secs(60)).is_some(),
+        "the first daemon did not stop"
+    );
+    // The one that handed over said nothing of stopping.
+    notify.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let quiet = notify.recv(&mut buf);
+    assert!(
+        quiet
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "{:?}",
+        quiet.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    notify.set_nonblocking(false).unwrap();
+    // Stopped for good, it says so.
+    signal(second, "-TERM");
+    assert_eq!(heard(), "STOPPING=1\n");
+    wait_gone(second);
+}
