@@ -81,28 +81,26 @@ fn write(state: &ApiState, reports: &Receiver<Report>) {
         let batch: Vec<Report> = std::iter::once(first)
             .chain(reports.try_iter().take(BATCH - 1))
             .collect();
-        let mut store = state.store.lock();
         let mut statuses = Vec::new();
         let mut events = Vec::new();
         let mut flushed = Vec::new();
-        let mut wrote_statuses = false;
-        // Runs of statuses, and of events, each in one transaction; a run
-        // ends where the other kind begins, so they are stored in the order
-        // they were reported.
         for report in batch {
             match report {
                 Report::Status { uid, name, status } => {
-                    write_events(&mut store, &mut events);
                     statuses.push((uid, name, Status::Pod(status)));
                 }
-                Report::Event(event) => {
-                    wrote_statuses |= write_statuses(&mut store, &mut statuses);
-                    events.push(event);
-                }
+                Report::Event(event) => events.push(event),
                 Report::Flushed(done) => flushed.push(done),
             }
         }
-        wrote_statuses |= write_statuses(&mut store, &mut statuses);
+        // The statuses in one transaction and the events in another, not
+        // in runs as they came: each pod's start reports a status, an
+        // event, another status, so keeping their order cost a commit per
+        // report. A pod's statuses stay in order, and its events too; a
+        // status and an event are different objects with versions of
+        // their own, which Kubernetes orders neither.
+        let mut store = state.store.lock();
+        let wrote_statuses = write_statuses(&mut store, &mut statuses);
         write_events(&mut store, &mut events);
         drop(store);
         if wrote_statuses {
