@@ -707,6 +707,36 @@ fn certificates(
     set
 }
 
+/// The objects of `kinds` when `version` (of the store) moved since
+/// `synced`; `None` when it did not, or the store failed (said, and tried
+/// again next pass).
+fn listed_if_changed(
+    state: &ApiState,
+    synced: &mut Option<(u64, u64)>,
+    version: impl FnOnce(&crate::state::Store) -> (u64, u64),
+    kinds: [Kind; 2],
+) -> Option<(Vec<crate::state::Record>, Vec<crate::state::Record>)> {
+    let listed = {
+        let store = state.store.lock();
+        let now = version(&store);
+        if *synced == Some(now) {
+            return None;
+        }
+        *synced = Some(now);
+        store
+            .list(kinds[0], None)
+            .and_then(|first| Ok((first, store.list(kinds[1], None)?)))
+    };
+    match listed {
+        Ok(records) => Some(records),
+        Err(e) => {
+            tracing::error!("listing {}s and {}s: {e}", kinds[0], kinds[1]);
+            *synced = None;
+            None
+        }
+    }
+}
+
 /// Puts the store's NetworkPolicies in force in the router, with the
 /// namespaces' labels their namespace selectors match, when either (or a
 /// pod) changed.
@@ -716,28 +746,20 @@ fn sync_network_policies(
     ingress: &crate::router::Ingress,
     synced: &mut Option<(u64, u64)>,
 ) {
-    let listed = {
-        let store = state.store.lock();
-        // Pods' labels too: a Linux pod's own egress limit follows them.
-        let version = (
+    // Pods' labels too: a Linux pod's own egress limit follows them.
+    let version = |store: &crate::state::Store| {
+        (
             store.spec_version_of(Kind::NetworkPolicy),
             store.spec_version_of(Kind::Namespace) + store.spec_version_of(Kind::Pod),
-        );
-        if *synced == Some(version) {
-            return;
-        }
-        *synced = Some(version);
-        store
-            .list(Kind::NetworkPolicy, None)
-            .and_then(|policies| Ok((policies, store.list(Kind::Namespace, None)?)))
+        )
     };
-    let (policies, namespaces) = match listed {
-        Ok(records) => records,
-        Err(e) => {
-            tracing::error!("listing network policies and namespaces: {e}");
-            *synced = None;
-            return;
-        }
+    let Some((policies, namespaces)) = listed_if_changed(
+        state,
+        synced,
+        version,
+        [Kind::NetworkPolicy, Kind::Namespace],
+    ) else {
+        return;
     };
     let policies: Vec<&crate::spec::objects::NetworkPolicy> = policies
         .iter()
@@ -761,28 +783,17 @@ fn sync_routes(
     address: std::net::SocketAddr,
     synced: &mut Option<(u64, u64)>,
 ) {
-    let listed = {
-        let store = state.store.lock();
-        // A Secret's change may be an ingress's certificate's.
-        let version = (
+    // A Secret's change may be an ingress's certificate's.
+    let version = |store: &crate::state::Store| {
+        (
             store.spec_version_of(Kind::Service),
             store.spec_version_of(Kind::Ingress) + store.spec_version_of(Kind::Secret),
-        );
-        if *synced == Some(version) {
-            return;
-        }
-        *synced = Some(version);
-        store
-            .list(Kind::Service, None)
-            .and_then(|services| Ok((services, store.list(Kind::Ingress, None)?)))
+        )
     };
-    let (services, ingresses) = match listed {
-        Ok(records) => records,
-        Err(e) => {
-            tracing::error!("listing services and ingresses: {e}");
-            *synced = None;
-            return;
-        }
+    let Some((services, ingresses)) =
+        listed_if_changed(state, synced, version, [Kind::Service, Kind::Ingress])
+    else {
+        return;
     };
     let services: Vec<crate::spec::objects::Service> = services
         .into_iter()

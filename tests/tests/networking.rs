@@ -938,6 +938,36 @@ fn client_ip_affinity_tells_a_service_s_in_cluster_clients_apart() {
     );
 }
 
+/// `ask`'s answer once `done` takes it, asked every 200 ms for up to 10 s
+/// (what the daemon's loop puts in force takes a pass or two).
+fn until(mut ask: impl FnMut() -> String, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = ask();
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`until`] for an answer that comes asynchronously.
+async fn eventually<F: std::future::Future<Output = String>>(
+    mut ask: impl FnMut() -> F,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = ask().await;
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Pods on both backends behind Services, clients on both backends, and an
 /// outside address: what NetworkPolicies are tried against.
 fn policed_stack() -> String {
@@ -1083,17 +1113,12 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     kube::apply(home, &policies(&internet.ip));
     // Policies are put in force by the daemon's loop: wait for the first
     // denial.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = wget("box-out", "http://api/");
-        if !got.contains("hello from") {
-            // Refused as the connection would be on a cluster.
-            assert!(got.contains("reset") && got.contains("rc=1"), "{got}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let got = until(
+        || wget("box-out", "http://api/"),
+        |got| !got.contains("hello from"),
+    );
+    // Refused as the connection would be on a cluster.
+    assert!(got.contains("reset") && got.contains("rc=1"), "{got}");
     // Linux to Linux at layer 4: refused for the pod the policy does not
     // name, carried for the one it does.
     let refused = wget("box-out", "http://db:8080/");
@@ -1133,16 +1158,11 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     );
     assert_ne!(shut, policies(&internet.ip));
     kube::apply(home, &shut);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = wget("box-in", &outside);
-        if !got.contains("from the internet") {
-            assert!(!got.contains("rc=0"), "{got}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let got = until(
+        || wget("box-in", &outside),
+        |got| !got.contains("from the internet"),
+    );
+    assert!(!got.contains("rc=0"), "{got}");
     // Deleted, the policies stop: everything reaches everything again.
     berth_tests::ok(kube::kubectl(
         home,
@@ -1293,15 +1313,7 @@ async fn wasm_guests_reach_outside_only_where_their_egress_policies_allow() {
     };
     // Their grants name the address, but their policy does not.
     kube::apply(home.path(), &policy("192.0.2.0/24"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = fetch().await;
-        if got.contains("HttpRequestDenied") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(fetch, |got| got.contains("HttpRequestDenied")).await;
     let refused = socket().await;
     assert!(
         refused.contains("error:") && !refused.contains("from the internet"),
@@ -1309,14 +1321,6 @@ async fn wasm_guests_reach_outside_only_where_their_egress_policies_allow() {
     );
     // Named by both, the address is reached again.
     kube::apply(home.path(), &policy(&format!("{}/32", internet.ip)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = fetch().await;
-        if got.contains("from the internet") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{got}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(fetch, |got| got.contains("from the internet")).await;
     assert!(socket().await.contains("from the internet"));
 }
