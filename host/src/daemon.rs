@@ -180,6 +180,12 @@ pub async fn serve(
                     sealing.display()
                 )
             })?;
+            // The service is this process from here on: told before the
+            // predecessor exits, or a unit would take its exit for the
+            // service's and stop (systemd accepts MAINPID from any of the
+            // unit's processes with NotifyAccess=all). READY follows once
+            // this one serves.
+            tell_service_manager(&[sd_notify::NotifyState::MainPid(std::process::id())]);
             predecessor.release(RELEASE_WAIT)?;
             let lease = crate::handover::Lease::take(home, Duration::from_secs(10))?;
             (sockets, lease)

@@ -1789,10 +1789,14 @@ fn systemd_hears_the_daemon_ready_and_follows_it_across_a_hot_restart() {
         said.contains("READY=1\n") && said.contains(&format!("MAINPID={}\n", first.pid())),
         "{said:?}"
     );
-    // A hot restart: the successor says it is the service now.
+    // A hot restart: the successor says it is the service before it asks
+    // the predecessor to let go (so systemd never sees the service's main
+    // process exit), then that it is ready.
     signal(first.pid(), "-HUP");
-    let said = heard();
+    let taking = heard();
     let second = lease_holder(home.path(), first.pid());
+    assert_eq!(taking, format!("MAINPID={second}\n"));
+    let said = heard();
     assert!(
         said.contains("READY=1\n") && said.contains(&format!("MAINPID={second}\n")),
         "{said:?}"

@@ -1241,7 +1241,7 @@ fn kubectl_applies_lists_explains_and_refuses_network_policies() {
         refused
             .stderr
             .contains("spec.egress[0].to[0].ipBlock.except[0]")
-            && refused.stderr.contains("not inside"),
+            && refused.stderr.contains("not strictly inside"),
         "{refused:?}"
     );
     let all = berth_tests::ok(kube::kubectl(

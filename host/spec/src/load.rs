@@ -1039,10 +1039,11 @@ fn validate_network_policy(spec: &super::objects::NetworkPolicySpec) -> Result<(
             let cidr = range(&block.cidr, format!("{at}.ipBlock.cidr"))?;
             for (i, except) in block.except.iter().enumerate() {
                 let at = format!("{at}.ipBlock.except[{i}]");
-                if !cidr.contains(&range(except, at.clone())?) {
+                let inner = range(except, at.clone())?;
+                if !cidr.contains(&inner) || inner.prefix_len() <= cidr.prefix_len() {
                     return Err(invalid(
                         at,
-                        format!("{except} is not inside the cidr {}", block.cidr),
+                        format!("{except} is not strictly inside the cidr {}", block.cidr),
                     ));
                 }
             }

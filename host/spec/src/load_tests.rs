@@ -679,6 +679,16 @@ fn a_network_policy_loads_with_its_default_types_and_bad_ones_are_named() {
     };
     assert!(egress.spec.isolates(PolicyType::Egress));
     assert!(egress.spec.isolates(PolicyType::Ingress));
+    // An empty policyTypes is an unset one, not "isolates nothing".
+    let empty = parse_str(
+        &format!("{head}spec:\n  podSelector: {{}}\n  policyTypes: []\n"),
+        "np.yaml",
+    )
+    .unwrap();
+    let Object::NetworkPolicy(empty) = &empty[0].object else {
+        panic!()
+    };
+    assert!(empty.spec.isolates(PolicyType::Ingress));
 
     for (spec, path, says) in [
         (
@@ -699,7 +709,12 @@ fn a_network_policy_loads_with_its_default_types_and_bad_ones_are_named() {
         (
             "egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}]\n",
             "spec.egress[0].to[0].ipBlock.except[0]",
-            "not inside",
+            "not strictly inside",
+        ),
+        (
+            "egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}]\n",
+            "spec.egress[0].to[0].ipBlock.except[0]",
+            "not strictly inside",
         ),
         (
             "ingress:\n  - ports: [{port: 0}]\n",

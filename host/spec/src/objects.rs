@@ -1128,8 +1128,8 @@ pub struct NetworkPolicySpec {
     /// The pods of the policy's namespace it isolates (empty: all of them).
     #[serde(default)]
     pub pod_selector: LabelSelector,
-    /// What it isolates; unset, Ingress, and Egress too if it has egress
-    /// rules (as kube-apiserver defaults it).
+    /// What it isolates; unset (or empty), Ingress, and Egress too if it
+    /// has egress rules (as kube-apiserver defaults it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_types: Option<Vec<PolicyType>>,
     /// Connections the selected pods accept; none listed, none.
@@ -1149,9 +1149,10 @@ pub enum PolicyType {
 impl NetworkPolicySpec {
     /// Whether it isolates its pods for `direction`.
     pub fn isolates(&self, direction: PolicyType) -> bool {
-        match &self.policy_types {
-            Some(types) => types.contains(&direction),
-            None => direction == PolicyType::Ingress || !self.egress.is_empty(),
+        // An empty list is an unset one, as kube-apiserver defaults it.
+        match self.policy_types.as_deref() {
+            Some(types) if !types.is_empty() => types.contains(&direction),
+            _ => direction == PolicyType::Ingress || !self.egress.is_empty(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Who the client is comes from its address: a pod's client address (see
 //! `Table::client_address`) names it, any other address is not a pod and
-//! only an `ipBlock` can match it.
+//! only an `ipBlock` can match it; an `ipBlock` matches no pod.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -228,8 +228,11 @@ impl NetworkPolicies {
         pod: Option<PodRef<'_>>,
         ip: Option<IpAddr>,
     ) -> bool {
+        // An ipBlock names addresses outside the cluster, never a pod:
+        // pods' client addresses are berth's own, and a rule for "the
+        // internet but private ranges" must not take every pod in.
         if let Some(block) = &peer.ip_block {
-            return ip.is_some_and(|ip| in_block(ip, &block.cidr, &block.except));
+            return pod.is_none() && ip.is_some_and(|ip| in_block(ip, &block.cidr, &block.except));
         }
         let Some(pod) = pod else {
             return false;
@@ -385,6 +388,16 @@ spec:
             ip: Some(ip.parse().unwrap()),
         };
         assert!(p.allows(&address("10.1.2.3"), &to(5432, None)));
+        // A pod at an address of the block is still a pod: no ipBlock
+        // takes it in.
+        let pod_there = Peer {
+            pod: Some(PodRef {
+                namespace: "shop",
+                labels: &web,
+            }),
+            ip: Some("10.1.2.3".parse().unwrap()),
+        };
+        assert!(!p.allows(&pod_there, &to(5432, None)));
         assert!(!p.allows(&address("10.9.2.3"), &to(5432, None)), "except");
         assert!(!p.allows(&address("127.0.0.1"), &to(5432, None)));
         // A pod no policy selects takes anything.

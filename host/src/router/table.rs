@@ -465,7 +465,11 @@ impl Route {
             .filter(|e| reach.as_ref().is_none_or(|r| r.allows(e)))
             .collect();
         if candidates.is_empty() {
-            let denied = reach.is_some() && all.iter().any(|e| avoid != Some(e.pod.uid.as_str()));
+            // Denied only when policies leave none at all: the one avoided
+            // may be tried again, as when it is the only one.
+            let denied = reach
+                .as_ref()
+                .is_some_and(|r| !all.is_empty() && !all.iter().any(|e| r.allows(e)));
             return Err(if denied {
                 NoRoom::Denied
             } else {
