@@ -887,8 +887,9 @@ impl Table {
     /// hashes. Pods have no addresses of their own on berth, and what they
     /// connect from (the loopback of their own network, or berth's process
     /// for a wasm guest) is every pod's.
-    /// Two pods may hash to one address (of a million): NetworkPolicies
-    /// then take the later one started for both.
+    /// Two pods may hash to one address (a million addresses, so with
+    /// thousands of pods a pair likely does): NetworkPolicies then take the
+    /// later one started for both.
     pub fn client_address(&self, namespace: &str, pod: &str) -> Option<IpAddr> {
         self.network.client_address(namespace, pod)
     }
