@@ -85,60 +85,63 @@ impl NetworkPolicies {
     }
 
     fn ingress_allows(&self, from: &Peer<'_>, to: &Destination<'_>) -> bool {
-        let mut isolated = false;
-        for spec in self.selecting(to.pod, PolicyType::Ingress) {
-            isolated = true;
-            let allowed = spec.ingress.iter().any(|rule| {
-                ports_match(&rule.ports, to)
+        self.admitted(to.pod, PolicyType::Ingress, |spec| {
+            spec.ingress.iter().any(|rule| {
+                ports_match(&rule.ports, to.port, to.port_name)
                     && (rule.from.is_empty()
                         || rule.from.iter().any(|peer| {
                             self.peer_matches(peer, to.pod.namespace, from.pod, from.ip)
                         }))
-            });
-            if allowed {
-                return true;
-            }
-        }
-        !isolated
+            })
+        })
     }
 
     fn egress_allows(&self, from: &Peer<'_>, to: &Destination<'_>) -> bool {
-        let Some(client) = from.pod else {
-            return true;
-        };
-        let mut isolated = false;
-        for spec in self.selecting(client, PolicyType::Egress) {
-            isolated = true;
-            let allowed = spec.egress.iter().any(|rule| {
-                ports_match(&rule.ports, to)
-                    && (rule.to.is_empty()
-                        || rule.to.iter().any(|peer| {
-                            self.peer_matches(peer, client.namespace, Some(to.pod), to.ip)
-                        }))
-            });
-            if allowed {
-                return true;
-            }
-        }
-        !isolated
+        from.pod.is_none_or(|client| {
+            self.egress_admits(client, Some(to.pod), to.ip, to.port, to.port_name)
+        })
     }
 
     /// Whether pod `from` may open connections to an address outside the
     /// cluster, `ip` port `port`: its egress policies' ipBlocks.
     pub fn allows_outside(&self, from: PodRef<'_>, ip: IpAddr, port: u16) -> bool {
-        let mut isolated = false;
-        for spec in self.selecting(from, PolicyType::Egress) {
-            isolated = true;
-            let allowed = spec.egress.iter().any(|rule| {
-                (rule.ports.is_empty()
-                    || rule.ports.iter().any(|p| port_matches(p, Some(port), None)))
+        self.egress_admits(from, None, Some(ip), Some(port), None)
+    }
+
+    /// Whether `client`'s egress policies let it connect to pod `pod` (or
+    /// to no pod), at `ip`, on the port numbered `port` (named `name`).
+    fn egress_admits(
+        &self,
+        client: PodRef<'_>,
+        pod: Option<PodRef<'_>>,
+        ip: Option<IpAddr>,
+        port: Option<u16>,
+        name: Option<&str>,
+    ) -> bool {
+        self.admitted(client, PolicyType::Egress, |spec| {
+            spec.egress.iter().any(|rule| {
+                ports_match(&rule.ports, port, name)
                     && (rule.to.is_empty()
                         || rule
                             .to
                             .iter()
-                            .any(|peer| self.peer_matches(peer, from.namespace, None, Some(ip))))
-            });
-            if allowed {
+                            .any(|peer| self.peer_matches(peer, client.namespace, pod, ip)))
+            })
+        })
+    }
+
+    /// Whether `pod` takes (ingress) or makes (egress) a connection: no
+    /// policy isolates it for `direction`, or one that does `admits` it.
+    fn admitted(
+        &self,
+        pod: PodRef<'_>,
+        direction: PolicyType,
+        admits: impl Fn(&NetworkPolicySpec) -> bool,
+    ) -> bool {
+        let mut isolated = false;
+        for spec in self.selecting(pod, direction) {
+            isolated = true;
+            if admits(spec) {
                 return true;
             }
         }
@@ -292,8 +295,8 @@ fn in_block(ip: IpAddr, cidr: &str, except: &[String]) -> bool {
     inside(cidr) && !except.iter().any(|e| inside(e))
 }
 
-fn ports_match(ports: &[NetworkPolicyPort], to: &Destination<'_>) -> bool {
-    ports.is_empty() || ports.iter().any(|p| port_matches(p, to.port, to.port_name))
+fn ports_match(ports: &[NetworkPolicyPort], number: Option<u16>, name: Option<&str>) -> bool {
+    ports.is_empty() || ports.iter().any(|p| port_matches(p, number, name))
 }
 
 /// Whether `p` names the port numbered `number` (named `name`). Only TCP
