@@ -49,6 +49,20 @@ fn daemon(home: &Path) -> berth_tests::BerthRun {
     berth_tests::BerthRun::start_command(home, &["daemon", "--node-port-range", &range])
 }
 
+/// What the echo guest behind `service` reports (through the ingress at
+/// `ingress`) of sending `body` over a TCP connection to `target`
+/// (`HOST:PORT`, and `&lines=N` for N lines of the reply).
+async fn echo_tcp(ingress: &str, service: &str, target: &str, body: &[u8]) -> String {
+    berth_tests::send(
+        "POST",
+        &format!("{ingress}/?tcp={target}"),
+        &[("host", &format!("{service}.localhost"))],
+        body.to_vec(),
+    )
+    .await
+    .text()
+}
+
 /// `redis-cli -h HOST -p PORT ARGS…`: its output, trimmed.
 fn cli(host: &str, port: u64, args: &[&str]) -> String {
     let out = Command::new(redis_cli())
@@ -173,14 +187,13 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
     assert_eq!(cli(&cluster_ip, 6379, &["get", "from-cli"]), "1");
 
     // The granted guest sets and gets a key through the Service's name.
-    let reply = berth_tests::send(
-        "POST",
-        &format!("{ingress}/?tcp=redis.default.svc:6379&lines=3"),
-        &[("host", "granted.localhost")],
-        b"SET greeting hello\r\nGET greeting\r\n".to_vec(),
+    let text = echo_tcp(
+        &ingress,
+        "granted",
+        "redis.default.svc:6379&lines=3",
+        b"SET greeting hello\r\nGET greeting\r\n",
     )
     .await;
-    let text = reply.text();
     assert!(
         text.contains(r#"tcp redis.default.svc:6379: ok: "+OK\r\n$5\r\nhello\r\n""#),
         "{text}"
@@ -190,35 +203,22 @@ async fn redis_behind_a_tcp_service_answers_redis_cli_and_a_granted_wasm_guest()
     // Without the grant the guest can neither look the name up nor connect
     // to the address, and the daemon's log says why.
     for target in ["redis.default.svc:6379", &format!("{cluster_ip}:6379")] {
-        let reply = berth_tests::send(
-            "POST",
-            &format!("{ingress}/?tcp={target}"),
-            &[("host", "denied.localhost")],
-            b"PING\r\n".to_vec(),
-        )
-        .await;
-        assert!(
-            reply.text().contains(&format!("tcp {target}: error:")),
-            "{}",
-            reply.text()
-        );
+        let text = echo_tcp(&ingress, "denied", target, b"PING\r\n").await;
+        assert!(text.contains(&format!("tcp {target}: error:")), "{text}");
     }
     assert!(daemon.wait_for_log("denied", Duration::from_secs(5)));
     // A granted guest still gets only its grant: another port of the same
     // virtual IP is refused.
-    let reply = berth_tests::send(
-        "POST",
-        &format!("{ingress}/?tcp={cluster_ip}:6380"),
-        &[("host", "granted.localhost")],
-        b"PING\r\n".to_vec(),
+    let text = echo_tcp(
+        &ingress,
+        "granted",
+        &format!("{cluster_ip}:6380"),
+        b"PING\r\n",
     )
     .await;
     assert!(
-        reply
-            .text()
-            .contains(&format!("tcp {cluster_ip}:6380: error: Permission denied")),
-        "{}",
-        reply.text()
+        text.contains(&format!("tcp {cluster_ip}:6380: error: Permission denied")),
+        "{text}"
     );
     assert!(daemon.wait_for_log(
         "denied socket use: not a host and port the workload's TCP grants name",
@@ -850,14 +850,13 @@ async fn a_granted_wasm_guest_reaches_one_pod_of_a_headless_service_by_its_name(
     // Its socket, by the pod's name, reaches that pod and no other.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let reply = berth_tests::send(
-            "POST",
-            &format!("{ingress}/?tcp=web-1.web:8080&lines=20"),
-            &[("host", "granted.localhost")],
-            b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        let text = echo_tcp(
+            &ingress,
+            "granted",
+            "web-1.web:8080&lines=20",
+            b"GET / HTTP/1.0\r\n\r\n",
         )
         .await;
-        let text = reply.text();
         if text.contains("i am web-1") {
             break;
         }
@@ -865,18 +864,14 @@ async fn a_granted_wasm_guest_reaches_one_pod_of_a_headless_service_by_its_name(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Its grant names that pod alone.
-    let reply = berth_tests::send(
-        "POST",
-        &format!("{ingress}/?tcp=web-0.web:8080"),
-        &[("host", "granted.localhost")],
-        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+    let text = echo_tcp(
+        &ingress,
+        "granted",
+        "web-0.web:8080",
+        b"GET / HTTP/1.0\r\n\r\n",
     )
     .await;
-    assert!(
-        reply.text().contains("tcp web-0.web:8080: error:"),
-        "{}",
-        reply.text()
-    );
+    assert!(text.contains("tcp web-0.web:8080: error:"), "{text}");
 }
 
 /// Three busybox replicas behind a Service with `ClientIP` affinity, each
@@ -1287,20 +1282,8 @@ async fn wasm_guests_reach_outside_only_where_their_egress_policies_allow() {
                 .text()
         }
     };
-    let socket = || {
-        let ingress = ingress.clone();
-        let url = format!("{ingress}/?tcp={}&lines=20", internet.address);
-        async move {
-            berth_tests::send(
-                "POST",
-                &url,
-                &[("host", "socket.localhost")],
-                b"GET / HTTP/1.0\r\n\r\n".to_vec(),
-            )
-            .await
-            .text()
-        }
-    };
+    let target = format!("{}&lines=20", internet.address);
+    let socket = || echo_tcp(&ingress, "socket", &target, b"GET / HTTP/1.0\r\n\r\n");
     assert!(fetch().await.contains("from the internet"));
     assert!(socket().await.contains("from the internet"));
 
