@@ -77,12 +77,7 @@ pub(super) async fn run(
     meter: Arc<Meter>,
 ) -> Result<Finished, RuntimeError> {
     let sandbox = Sandbox::new(&spec.name, &spec.capabilities, spec.log.clone())?;
-    let wasi = sandbox
-        .command_ctx(&invocation.args, invocation.stdin)
-        .map_err(|e| RuntimeError::Instantiate {
-            path: spec.component.clone(),
-            reason: e.to_string(),
-        })?;
+    let wasi = sandbox.command_ctx(&invocation.args, invocation.stdin);
     let quota = spec.limits.cpu_millis.map(CpuQuota::new);
     let mut store = new_store(
         pre.engine(),

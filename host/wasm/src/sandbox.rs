@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use wasmtime_wasi::filesystem::WasiFilesystemCtx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -26,62 +27,74 @@ pub(super) struct Sandbox {
     workload: Arc<str>,
     log: Option<Arc<dyn berth_runtime::LogSink>>,
     env: Vec<(String, String)>,
-    dirs: Vec<GrantedDir>,
+    /// The granted directories, opened once at start: every context gets
+    /// a copy of these preopens (the very descriptors), so a request opens
+    /// nothing, and gets the directories as they were at start, whatever
+    /// is renamed or swapped for a symlink along their paths later.
+    preopens: Option<Arc<WasiFilesystemCtx>>,
     outbound: Arc<OutboundPolicy>,
     tcp: Option<Arc<TcpPolicy>>,
 }
 
-/// A `--dir` grant: the directory as opened at start, so every request
-/// gets that very directory, whatever is renamed or swapped for a symlink
-/// along its path later.
-struct GrantedDir {
-    /// For messages.
+/// One `--dir` grant, by the directory it opened: its canonical path and
+/// (device, inode), where the guest sees it, and how. The path too, so the
+/// same directory reached through a read-only bind mount and through its
+/// writable original (or two that a filesystem without stable inode
+/// numbers numbers alike) are never one.
+#[derive(PartialEq, Eq, Hash)]
+struct Granted {
     host: PathBuf,
-    handle: Arc<std::fs::File>,
+    device: u64,
+    inode: u64,
     guest: String,
-    perms: FsPerms,
+    writable: bool,
 }
 
-/// Directories held open, by device and inode, shared by every workload
-/// granted the same one: ten thousand replicas of an image each holding
-/// its tree open were ten thousand descriptors, enough to leave none for
-/// the API to accept a connection with. Sharing keeps the guarantee (the
-/// very directory opened at start), as a held descriptor is the inode.
+/// Preopens held open, by the grants they hold, shared by every workload
+/// granted the same directories: ten thousand replicas of an image each
+/// holding its tree open were ten thousand descriptors, enough to leave
+/// none for the API to accept a connection with. Sharing keeps the
+/// guarantee (the very directories opened at start), as a held descriptor
+/// is the inode.
 static HELD: std::sync::Mutex<Option<Held>> = std::sync::Mutex::new(None);
 
-/// Held directories by the path they were granted at and its (device,
-/// inode): the path too, so the same directory reached through a
-/// read-only bind mount and through its writable original (or two that a
-/// filesystem without stable inode numbers numbers alike) are never one.
-type Held = HashMap<(PathBuf, u64, u64), std::sync::Weak<std::fs::File>>;
+type Held = HashMap<Vec<Granted>, std::sync::Weak<WasiFilesystemCtx>>;
 
-/// `opened` (the directory at `path`), or the descriptor already held for
-/// the same directory at the same path.
-fn shared(path: &std::path::Path, opened: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = opened.metadata()?;
-    let key = (path.to_owned(), meta.dev(), meta.ino());
+/// The preopens of `grants`, each of whose directories is `opened` at
+/// the same index: those already held for the same grants, or new ones
+/// made from these very descriptors.
+fn preopens(
+    grants: Vec<Granted>,
+    opened: &[std::fs::File],
+) -> wasmtime::Result<Arc<WasiFilesystemCtx>> {
+    use std::os::fd::AsRawFd as _;
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let held = held.get_or_insert_with(HashMap::new);
-    if let Some(file) = held.get(&key).and_then(std::sync::Weak::upgrade) {
-        return Ok(file);
+    if let Some(preopens) = held.get(&grants).and_then(std::sync::Weak::upgrade) {
+        return Ok(preopens);
     }
-    let file = Arc::new(opened);
-    held.insert(key, Arc::downgrade(&file));
-    // Forget the directories no workload holds any more, now and then.
+    let mut builder = WasiCtxBuilder::new();
+    for (grant, dir) in grants.iter().zip(opened) {
+        let perms = if grant.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        // wasmtime-wasi preopens by path only: the descriptor's link in
+        // /proc opens the directory already opened, not whatever is at its
+        // path now.
+        let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
+        builder
+            .preopened_dir(&path, &grant.guest, perms)
+            .map_err(|e| e.context(format!("opening {}", grant.host.display())))?;
+    }
+    let preopens = Arc::new(builder.build().filesystem().clone());
+    held.insert(grants, Arc::downgrade(&preopens));
+    // Forget the preopens no workload holds any more, now and then.
     if held.len().is_power_of_two() && held.len() >= 64 {
-        held.retain(|_, file| file.strong_count() > 0);
+        held.retain(|_, preopens| preopens.strong_count() > 0);
     }
-    Ok(file)
-}
-
-impl GrantedDir {
-    /// A path that opens the held directory (wasmtime-wasi preopens by
-    /// path only): its descriptor's link in /proc.
-    fn path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd as _;
-        PathBuf::from(format!("/proc/self/fd/{}", self.handle.as_raw_fd()))
-    }
+    Ok(preopens)
 }
 
 impl Sandbox {
@@ -92,7 +105,9 @@ impl Sandbox {
         caps: &Capabilities,
         log: Option<Arc<dyn berth_runtime::LogSink>>,
     ) -> Result<Self, RuntimeError> {
-        let mut dirs = Vec::with_capacity(caps.dirs.len());
+        use std::os::unix::fs::MetadataExt as _;
+        let mut grants = Vec::with_capacity(caps.dirs.len());
+        let mut opened = Vec::with_capacity(caps.dirs.len());
         for grant in &caps.dirs {
             let dir_error = |reason: String| RuntimeError::Dir {
                 host: grant.host.clone(),
@@ -104,27 +119,34 @@ impl Sandbox {
                 .canonicalize()
                 .map_err(|e| dir_error(e.to_string()))?;
             let handle = std::fs::File::open(&host).map_err(|e| dir_error(e.to_string()))?;
-            if !handle.metadata().is_ok_and(|m| m.is_dir()) {
+            let meta = handle.metadata().map_err(|e| dir_error(e.to_string()))?;
+            if !meta.is_dir() {
                 return Err(dir_error("not a directory".into()));
             }
-            let handle = shared(&host, handle).map_err(|e| dir_error(e.to_string()))?;
-            let perms = if grant.writable {
-                FsPerms::ReadWrite
-            } else {
-                FsPerms::ReadOnly
-            };
-            dirs.push(GrantedDir {
+            grants.push(Granted {
                 host,
-                handle,
+                device: meta.dev(),
+                inode: meta.ino(),
                 guest: grant.guest.clone(),
-                perms,
+                writable: grant.writable,
             });
+            opened.push(handle);
         }
+        let preopens = if grants.is_empty() {
+            None
+        } else {
+            let first = &caps.dirs[0];
+            Some(preopens(grants, &opened).map_err(|e| RuntimeError::Dir {
+                host: first.host.clone(),
+                guest: first.guest.clone(),
+                reason: format!("{e:#}"),
+            })?)
+        };
         Ok(Sandbox {
             workload: workload.into(),
             log,
             env: caps.env.clone(),
-            dirs,
+            preopens,
             tcp: TcpPolicy::new(workload, &caps.tcp, caps.services.clone()),
             outbound: Arc::new(OutboundPolicy {
                 workload: workload.to_owned(),
@@ -136,7 +158,7 @@ impl Sandbox {
     }
 
     /// A context for one request holding exactly the granted capabilities.
-    pub(super) fn wasi_ctx(&self) -> std::io::Result<WasiCtx> {
+    pub(super) fn wasi_ctx(&self) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         self.output_to_log(&mut builder);
         self.grant(builder)
@@ -160,7 +182,7 @@ impl Sandbox {
     /// A context for one run of a command: its arguments, and berth's own
     /// standard streams (stdin only when asked, as `docker run -i`), unless
     /// it has a log to write to (a pod's container).
-    pub(super) fn command_ctx(&self, args: &[String], stdin: bool) -> std::io::Result<WasiCtx> {
+    pub(super) fn command_ctx(&self, args: &[String], stdin: bool) -> WasiCtx {
         let mut builder = WasiCtxBuilder::new();
         builder.args(args);
         if self.log.is_some() {
@@ -175,7 +197,7 @@ impl Sandbox {
     }
 
     /// `builder` with the env, directories and TCP destinations granted.
-    fn grant(&self, mut builder: WasiCtxBuilder) -> std::io::Result<WasiCtx> {
+    fn grant(&self, mut builder: WasiCtxBuilder) -> WasiCtx {
         builder
             .envs(&self.env)
             .allow_tcp(false)
@@ -184,14 +206,11 @@ impl Sandbox {
         if let Some(tcp) = &self.tcp {
             tcp.grant(&mut builder);
         }
-        for dir in &self.dirs {
-            builder
-                .preopened_dir(dir.path(), &dir.guest, dir.perms)
-                .map_err(|e| {
-                    std::io::Error::other(format!("opening {}: {e}", dir.host.display()))
-                })?;
+        let mut ctx = builder.build();
+        if let Some(preopens) = &self.preopens {
+            ctx.filesystem().clone_from(preopens);
         }
-        Ok(builder.build())
+        ctx
     }
 
     pub(super) fn outbound(&self) -> OutboundHooks {
@@ -634,31 +653,34 @@ impl OutboundHooks {
 mod tests {
     use super::{LogBudget, Sandbox, interface_addresses, not_the_network};
     use berth_runtime::{Capabilities, DirGrant};
+    use std::sync::Arc;
 
     #[test]
-    fn replicas_granted_one_directory_hold_one_descriptor_for_it() {
+    fn replicas_granted_the_same_directories_hold_one_descriptor_for_each() {
         let dir = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
-        let caps = |path: &std::path::Path| Capabilities {
+        let caps = |path: &std::path::Path, writable| Capabilities {
             dirs: vec![DirGrant {
                 host: path.to_owned(),
                 guest: "/data".into(),
-                writable: false,
+                writable,
             }],
             ..Capabilities::default()
         };
-        let a = Sandbox::new("a", &caps(dir.path()), None).unwrap();
-        let b = Sandbox::new("b", &caps(dir.path()), None).unwrap();
-        let c = Sandbox::new("c", &caps(other.path()), None).unwrap();
-        assert!(std::sync::Arc::ptr_eq(&a.dirs[0].handle, &b.dirs[0].handle));
-        assert!(!std::sync::Arc::ptr_eq(
-            &a.dirs[0].handle,
-            &c.dirs[0].handle
-        ));
-        // Each still reaches the directory it was granted.
-        assert_eq!(
-            std::fs::canonicalize(b.dirs[0].path()).unwrap(),
-            dir.path().canonicalize().unwrap()
+        let a = Sandbox::new("a", &caps(dir.path(), false), None).unwrap();
+        let b = Sandbox::new("b", &caps(dir.path(), false), None).unwrap();
+        let c = Sandbox::new("c", &caps(other.path(), false), None).unwrap();
+        let d = Sandbox::new("d", &caps(dir.path(), true), None).unwrap();
+        let held = |s: &Sandbox| s.preopens.clone().unwrap();
+        assert!(Arc::ptr_eq(&held(&a), &held(&b)));
+        assert!(!Arc::ptr_eq(&held(&a), &held(&c)));
+        // Granted writable is another grant, never the read-only one.
+        assert!(!Arc::ptr_eq(&held(&a), &held(&d)));
+        assert!(
+            Sandbox::new("none", &Capabilities::default(), None)
+                .unwrap()
+                .preopens
+                .is_none()
         );
     }
 

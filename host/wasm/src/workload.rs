@@ -111,9 +111,7 @@ impl WasmWorkload {
             path: spec.component.clone(),
             reason,
         };
-        let mut store = inner
-            .new_store()
-            .map_err(|e| instantiate_error(e.to_string()))?;
+        let mut store = inner.new_store();
         if let Err(e) = inner.pre.instantiate_async(&mut store).await {
             return Err(instantiate_error(classify(store.data(), &e).to_string()));
         }
@@ -177,9 +175,7 @@ impl Inner {
             failure,
         };
 
-        let mut store = self
-            .new_store()
-            .map_err(|e| guest_error(GuestFailure::Instantiate(e.to_string())))?;
+        let mut store = self.new_store();
         let incoming = request.headers().get("traceparent");
         // The guest's call is a span of its own when spans are exported:
         // its outbound requests are its children.
@@ -367,15 +363,15 @@ impl Inner {
         }
     }
 
-    fn new_store(&self) -> std::io::Result<Store<Host>> {
-        Ok(new_store(
+    fn new_store(&self) -> Store<Host> {
+        new_store(
             self.pre.engine(),
-            self.sandbox.wasi_ctx()?,
+            self.sandbox.wasi_ctx(),
             self.sandbox.outbound(),
             &self.limits,
             self.quota.clone(),
             Some(self.meter.clone()),
-        ))
+        )
     }
 
     fn log_late_failure(&self, failure: &GuestFailure) {
