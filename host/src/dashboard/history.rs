@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::metrics::{DURATION_BUCKETS, HttpMetrics, ServiceTotals};
 use crate::router::Table;
+use crate::router::{DURATION_BUCKETS, HttpMetrics, ServiceTotals};
 
 /// How often a sample is taken.
 pub const EVERY: Duration = Duration::from_secs(5);

@@ -3,14 +3,13 @@
 //! in OpenMetrics when the scraper's `Accept` asks for it (both encoded by
 //! prometheus-client).
 //!
-//! Counters on the request path ([`HttpMetrics`]) are kept as requests
-//! pass; everything else (the process, pods and containers, the store's
-//! pods) is read by collectors at each scrape, so it costs nothing
-//! between scrapes. A scrape runs on a blocking thread: collectors read
+//! Counters on the request path (the router's [`HttpMetrics`]) are kept
+//! as requests pass; everything else (the process, pods and containers,
+//! the store's pods) is read by collectors at each scrape, so it costs
+//! nothing between scrapes. A scrape runs on a blocking thread: collectors read
 //! /proc, cgroup files and the store.
 
 mod controllers;
-mod http;
 mod pods;
 mod process;
 mod usage;
@@ -22,7 +21,7 @@ use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::registry::Registry;
 
-pub use self::http::{DURATION_BUCKETS, HttpMetrics, RouteMetrics, ServiceTotals, Timing};
+use crate::router::HttpMetrics;
 pub use controllers::ControllerMetrics;
 pub use pods::{PodsCollector, WorkloadCollector};
 pub use process::ProcessCollector;

@@ -18,7 +18,7 @@ pub async fn serve(
     workload: Arc<dyn Workload>,
     shutdown: CancellationToken,
     drain: Duration,
-    metrics: Option<Arc<crate::metrics::RouteMetrics>>,
+    metrics: Option<Arc<super::RouteMetrics>>,
 ) {
     let Some(metrics) = metrics else {
         return berth_serve::serve(listener, workload, shutdown, drain).await;

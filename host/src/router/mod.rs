@@ -7,6 +7,7 @@
 mod ingress;
 mod l4;
 mod listener;
+mod metrics;
 mod names;
 mod network_policy;
 mod proxy;
@@ -20,6 +21,7 @@ pub use berth_serve::accept;
 pub use ingress::{HostPortOffer, Ingress, OwnHost, bind_published};
 pub use l4::publish;
 pub use listener::serve;
+pub use metrics::{DURATION_BUCKETS, HttpMetrics, RouteMetrics, ServiceTotals, Timing};
 pub use names::{rewrite_in_place, write_hosts};
 pub use network_policy::NetworkPolicies;
 pub use rules::IngressRules;

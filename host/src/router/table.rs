@@ -301,7 +301,7 @@ pub struct Route {
     /// (`None` for gone), for requests waiting on this one.
     successor: std::sync::OnceLock<Option<Arc<Route>>>,
     /// Its requests' counters, when the router counts them.
-    pub metrics: Option<crate::metrics::RouteMetrics>,
+    pub metrics: Option<super::RouteMetrics>,
     /// Requests sent to it (for the autoscaler's Service request rate).
     served: AtomicU64,
     /// Asked to bring a replica when there is none.
@@ -787,7 +787,7 @@ pub struct Table {
     /// The Ingress rules the ingress listener routes by first.
     ingresses: ArcSwap<super::IngressRules>,
     /// Where requests are counted, if they are.
-    metrics: Option<Arc<crate::metrics::HttpMetrics>>,
+    metrics: Option<Arc<super::HttpMetrics>>,
     activator: Option<Arc<dyn Activator>>,
     /// The NetworkPolicies, the pods as clients, and the service network,
     /// where headless Services' pods get addresses of their own (see
@@ -812,7 +812,7 @@ impl Table {
     /// A table whose routes count their requests in `metrics` (if given)
     /// and ask `activator` (if given) for a replica when they have none.
     pub fn new(
-        metrics: Option<Arc<crate::metrics::HttpMetrics>>,
+        metrics: Option<Arc<super::HttpMetrics>>,
         activator: Option<Arc<dyn Activator>>,
     ) -> Table {
         Table {
