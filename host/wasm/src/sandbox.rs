@@ -62,11 +62,11 @@ type Held = HashMap<Vec<Granted>, std::sync::Weak<WasiFilesystemCtx>>;
 
 /// The preopens of `grants`, each of whose directories is `opened` at
 /// the same index: those already held for the same grants, or new ones
-/// made from these very descriptors.
+/// made from these very descriptors. On failure, which grant failed.
 fn preopens(
     grants: Vec<Granted>,
     opened: &[std::fs::File],
-) -> wasmtime::Result<Arc<WasiFilesystemCtx>> {
+) -> Result<Arc<WasiFilesystemCtx>, (usize, wasmtime::Error)> {
     use std::os::fd::AsRawFd as _;
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     let held = held.get_or_insert_with(HashMap::new);
@@ -74,7 +74,7 @@ fn preopens(
         return Ok(preopens);
     }
     let mut builder = WasiCtxBuilder::new();
-    for (grant, dir) in grants.iter().zip(opened) {
+    for (i, (grant, dir)) in grants.iter().zip(opened).enumerate() {
         let perms = if grant.writable {
             FsPerms::ReadWrite
         } else {
@@ -86,7 +86,7 @@ fn preopens(
         let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
         builder
             .preopened_dir(&path, &grant.guest, perms)
-            .map_err(|e| e.context(format!("opening {}", grant.host.display())))?;
+            .map_err(|e| (i, e))?;
     }
     let preopens = Arc::new(builder.build().filesystem().clone());
     held.insert(grants, Arc::downgrade(&preopens));
@@ -135,12 +135,13 @@ impl Sandbox {
         let preopens = if grants.is_empty() {
             None
         } else {
-            let first = &caps.dirs[0];
-            Some(preopens(grants, &opened).map_err(|e| RuntimeError::Dir {
-                host: first.host.clone(),
-                guest: first.guest.clone(),
-                reason: format!("{e:#}"),
-            })?)
+            Some(
+                preopens(grants, &opened).map_err(|(i, e)| RuntimeError::Dir {
+                    host: caps.dirs[i].host.clone(),
+                    guest: caps.dirs[i].guest.clone(),
+                    reason: format!("{e:#}"),
+                })?,
+            )
         };
         Ok(Sandbox {
             workload: workload.into(),
