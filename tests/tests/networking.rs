@@ -965,7 +965,9 @@ async fn eventually<F: std::future::Future<Output = String>>(
 
 /// Pods on both backends behind Services, clients on both backends, and an
 /// outside address: what NetworkPolicies are tried against.
-fn policed_stack() -> String {
+/// The pods and Services [`policies`] police; the api (wasm) and the db
+/// (Linux) published on the host's `api_port` and `db_port` too.
+fn policed_stack(api_port: u16, db_port: u16) -> String {
     let client = |name: &str, labels: &str| {
         format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  \
@@ -986,7 +988,10 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: api, labels: {{app: api}}}}
 spec:
-  containers: [{{name: app, image: "hello:1"}}]
+  containers:
+  - name: app
+    image: "hello:1"
+    ports: [{{containerPort: 80, hostPort: {api_port}, hostIP: 127.0.0.1}}]
 ---
 apiVersion: v1
 kind: Service
@@ -1011,7 +1016,13 @@ spec:
 {}{}{}{}"#,
         HTTPD
             .replace("\n    ", "\n")
-            .replacen("      containers:", "  containers:", 1),
+            .replacen("      containers:", "  containers:", 1)
+            .replace(
+                "ports: [{containerPort: 8080}]",
+                &format!(
+                    "ports: [{{containerPort: 8080, hostPort: {db_port}, hostIP: 127.0.0.1}}]"
+                )
+            ),
         client("box-in", "role: client"),
         client("box-out", "role: other"),
         front("front", "app: front, role: client"),
@@ -1063,7 +1074,8 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     );
     let daemon = daemon(home.path());
     let ingress = daemon.ingress();
-    kube::apply(home.path(), &policed_stack());
+    let (api_port, db_port) = (berth_tests::free_port(), berth_tests::free_port());
+    kube::apply(home.path(), &policed_stack(api_port, db_port));
     kube::wait_ready(home.path(), 6);
     let home = home.path();
     let wget = |pod: &str, url: &str| {
@@ -1104,6 +1116,18 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
         }
     };
     assert!(through("front-out").await.text().contains("hello from /"));
+    // Published on the host, both answer the host.
+    let api_published = format!("http://127.0.0.1:{api_port}/");
+    let db_published = format!("127.0.0.1:{db_port}");
+    let published =
+        |url: String| async move { berth_tests::send("GET", &url, &[], Vec::new()).await };
+    assert!(
+        published(api_published.clone())
+            .await
+            .text()
+            .contains("hello from /")
+    );
+    assert_eq!(http_get_raw(&db_published).as_deref(), Ok("i am db\n"));
 
     kube::apply(home, &policies(&internet.ip));
     // Policies are put in force by the daemon's loop: wait for the first
@@ -1135,6 +1159,12 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     let denied = through("front-out").await;
     assert_eq!(denied.status, 403, "{}", denied.text());
     assert!(denied.text().contains("NetworkPolicy"), "{}", denied.text());
+    // The host is no pod: the policies admit it to neither published port.
+    let denied = published(api_published.clone()).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert!(denied.text().contains("NetworkPolicy"), "{}", denied.text());
+    let refused = http_get_raw(&db_published);
+    assert!(refused.is_err(), "{refused:?}");
 
     // Outside: the ipBlock's address on its port, and nothing else.
     assert_eq!(wget("box-in", &outside).trim(), "from the internet\nrc=0");
@@ -1172,6 +1202,34 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
         "from the internet"
     );
     assert!(through("front-out").await.text().contains("hello from /"));
+    assert!(
+        published(api_published)
+            .await
+            .text()
+            .contains("hello from /")
+    );
+    assert_eq!(http_get_raw(&db_published).as_deref(), Ok("i am db\n"));
+}
+
+/// A plain HTTP/1.0 GET of `/` at `address`, over a bare socket: the body,
+/// or why there was none (a reset, a close before any answer).
+fn http_get_raw(address: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: db\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") => Ok(body.to_owned()),
+        _ => Err(format!("no HTTP answer: {answer:?}")),
+    }
 }
 
 #[test]

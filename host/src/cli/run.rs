@@ -269,6 +269,7 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
             tokio::spawn(crate::router::publish(
                 listener,
                 move || connector.connect(port),
+                |_| true,
                 stop_publishing.clone(),
             ));
         }

@@ -106,7 +106,7 @@ pub(crate) async fn start(
         }
     }
     serve_wasm_ports_in_pod_network(sandbox, &mut running, &cancel, grace);
-    serve_host_ports(host_ports, &mut running, &cancel, grace);
+    serve_host_ports(context, pod, host_ports, &mut running, &cancel, grace);
     Ok(running)
 }
 
@@ -132,6 +132,8 @@ pub(crate) async fn start_one(
 struct HostPort {
     container: String,
     port: u16,
+    /// The container port's name, for NetworkPolicies that name it.
+    port_name: Option<String>,
     listener: tokio::net::TcpListener,
     /// Offered to a successor while served (and when the run is left
     /// running for one).
@@ -181,6 +183,7 @@ fn bind_host_ports(
             bound.push(HostPort {
                 container: container.name.clone(),
                 port: port.container_port,
+                port_name: port.name.clone(),
                 listener,
                 offer,
             });
@@ -192,16 +195,22 @@ fn bind_host_ports(
 /// Serves each `hostPort` until the pod stops: a Linux container's
 /// connections carried into its network, a wasm container's served HTTP.
 /// Each is its container's own: awaiting the container's `serving` awaits
-/// it too, so its connections are answered before berth lets go.
+/// it too, so its connections are answered before berth lets go. Its
+/// clients are not pods: the pod's NetworkPolicies let them in only by an
+/// `ipBlock`, as for the ingress's.
 fn serve_host_ports(
+    context: &Context,
+    pod: &Pod,
     ports: Vec<HostPort>,
     running: &mut [Running],
     cancel: &CancellationToken,
     grace: Duration,
 ) {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     for HostPort {
         container,
         port,
+        port_name,
         listener,
         offer,
     } in ports
@@ -211,6 +220,22 @@ fn serve_host_ports(
         };
         let workload = running.workload.clone();
         let cancel = cancel.clone();
+        let (table, namespace, name, labels) = (
+            context.routes.clone(),
+            namespace.to_owned(),
+            pod.metadata.name.clone(),
+            pod.metadata.labels.clone(),
+        );
+        let admit = move |peer: SocketAddr| {
+            table.admits_host_client(
+                &namespace,
+                &name,
+                &labels,
+                port,
+                port_name.as_deref(),
+                peer.ip(),
+            )
+        };
         let served = if running.linux.is_some() {
             tokio::spawn(async move {
                 crate::router::publish(
@@ -222,6 +247,7 @@ fn serve_host_ports(
                             })
                         })
                     },
+                    admit,
                     cancel,
                 )
                 .await;
@@ -229,7 +255,7 @@ fn serve_host_ports(
             })
         } else {
             tokio::spawn(async move {
-                crate::router::serve(listener, workload, cancel, grace, None).await;
+                crate::router::serve_published(listener, workload, admit, cancel, grace).await;
                 drop(offer);
             })
         };

@@ -61,7 +61,7 @@ pub(super) async fn splice(
                     }
                 }
             }
-            Err(NoRoom::Denied) => return refuse(&client, peer, &service),
+            Err(NoRoom::Denied) => return refuse(&client, peer, &format!("service {service}")),
             Err(_) => match route.acquire(port, Some(peer.ip()), wait).await {
                 Ok(endpoint) => endpoint,
                 Err(why) => {
@@ -121,7 +121,7 @@ pub(super) async fn splice_to_pod(
     let service = format!("{}/{}", route.key.namespace, route.key.name);
     let endpoint = match route.acquire_pod(port, pod, Some(peer.ip())) {
         Some(Ok(endpoint)) => endpoint,
-        Some(Err(NoRoom::Denied)) => return refuse(&client, peer, &service),
+        Some(Err(NoRoom::Denied)) => return refuse(&client, peer, &format!("service {service}")),
         Some(Err(why)) => {
             tracing::info!(%peer, "pod {pod} of service {service}: connection closed: {why:?}");
             return Spliced::Done;
@@ -148,8 +148,8 @@ pub(super) async fn splice_to_pod(
 
 /// Ends a connection NetworkPolicies deny with a reset, as close to a
 /// refusal as an accepted connection can come.
-fn refuse(client: &TcpStream, peer: SocketAddr, service: &str) -> Spliced {
-    tracing::info!(%peer, "service {service}: connection refused: NetworkPolicy denies it");
+fn refuse(client: &TcpStream, peer: SocketAddr, to: &str) -> Spliced {
+    tracing::info!(%peer, "{to}: connection refused: NetworkPolicy denies it");
     let _ = rustix::net::sockopt::set_socket_linger(client, Some(Duration::ZERO));
     Spliced::Done
 }
@@ -184,15 +184,18 @@ async fn both_ways(a: &TcpStream, b: &TcpStream) -> std::io::Result<(u64, u64)> 
 /// A published port, as `docker run -p` and a container's `hostPort`
 /// have it: each connection to `listener` is carried to a new connection
 /// made by `connect` (into the container's network), until `shutdown`.
-pub async fn publish<C>(
+/// A client `admit` refuses (NetworkPolicies) is reset at once.
+pub async fn publish<C, A>(
     listener: tokio::net::TcpListener,
     connect: C,
+    admit: A,
     shutdown: tokio_util::sync::CancellationToken,
 ) where
     C: Fn() -> crate::runtime::BoxFuture<'static, std::io::Result<TcpStream>>
         + Send
         + Sync
         + 'static,
+    A: Fn(SocketAddr) -> bool + Send + Sync + 'static,
 {
     let connect = Arc::new(connect);
     berth_serve::accept_connections(
@@ -200,8 +203,12 @@ pub async fn publish<C>(
         shutdown,
         Duration::ZERO,
         move |client, peer, _| {
-            let connecting = connect();
+            let connecting = admit(peer).then(|| connect());
             async move {
+                let Some(connecting) = connecting else {
+                    refuse(&client, peer, "published port");
+                    return;
+                };
                 let upstream = match connecting.await {
                     Ok(upstream) => upstream,
                     Err(e) => {

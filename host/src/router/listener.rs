@@ -1,8 +1,11 @@
 //! `berth run`'s and a pod's listener: berth-serve's accept loop, with
 //! each request counted in berth's metrics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use http::StatusCode;
 
 use berth_serve::{HEADER_READ_TIMEOUT, accept, handle};
 use tokio::net::TcpListener;
@@ -36,6 +39,46 @@ pub async fn serve(
                 let response = handle(&*workload, request, peer).await;
                 metrics.end(timing, response.status());
                 response
+            }
+        },
+    )
+    .await
+}
+
+/// [`serve`] on a pod's published port (`hostPort`): a client `admit`
+/// refuses (NetworkPolicies) is answered 403 naming the policy, as a
+/// denied client of a wasm pod is through the router.
+pub async fn serve_published<A>(
+    listener: TcpListener,
+    workload: Arc<dyn Workload>,
+    admit: A,
+    shutdown: CancellationToken,
+    drain: Duration,
+) where
+    A: Fn(SocketAddr) -> bool + Send + Sync + 'static,
+{
+    let admit = Arc::new(admit);
+    accept(
+        listener,
+        shutdown,
+        drain,
+        HEADER_READ_TIMEOUT,
+        move |request, peer| {
+            let workload = workload.clone();
+            let admitted = admit(peer);
+            async move {
+                if !admitted {
+                    return super::proxy::plain(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "403 Forbidden: NetworkPolicy: client {} may not reach container {} on \
+                             its published port\n",
+                            peer.ip(),
+                            workload.name()
+                        ),
+                    );
+                }
+                handle(&*workload, request, peer).await
             }
         },
     )

@@ -20,7 +20,7 @@ pub mod trace;
 pub use berth_serve::accept;
 pub use ingress::{HostPortOffer, Ingress, OwnHost, bind_published};
 pub use l4::publish;
-pub use listener::serve;
+pub use listener::{serve, serve_published};
 pub use metrics::{DURATION_BUCKETS, HttpMetrics, RouteMetrics, ServiceTotals, Timing};
 pub use names::{rewrite_in_place, write_hosts};
 pub use network_policy::NetworkPolicies;

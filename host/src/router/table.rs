@@ -916,6 +916,42 @@ impl Table {
     }
 
     /// The running pod whose client address is `ip`.
+    /// Whether the NetworkPolicies in force let a client at `peer`, which
+    /// is not a pod (a host port's client), connect to pod
+    /// `namespace/pod`'s `port` (its name `port_name`, if it has one):
+    /// the pod's labels as the table has them, else `labels`.
+    pub fn admits_host_client(
+        &self,
+        namespace: &str,
+        pod: &str,
+        labels: &BTreeMap<String, String>,
+        port: u16,
+        port_name: Option<&str>,
+        peer: IpAddr,
+    ) -> bool {
+        let Some(policies) = self.network_policies() else {
+            return true;
+        };
+        let known = self
+            .client_address(namespace, pod)
+            .and_then(|ip| self.client_pod(ip))
+            .filter(|endpoint| endpoint.namespace == namespace && endpoint.name == pod)
+            .map(|endpoint| endpoint.labels());
+        let labels = known.as_ref().unwrap_or(labels);
+        policies.allows(
+            &Peer {
+                pod: None,
+                ip: Some(peer.to_canonical()),
+            },
+            &Destination {
+                pod: PodRef { namespace, labels },
+                ip: None,
+                port: Some(port),
+                port_name,
+            },
+        )
+    }
+
     pub fn client_pod(&self, ip: IpAddr) -> Option<Arc<PodEndpoint>> {
         self.network.clients.read().get(&ip).cloned()
     }
