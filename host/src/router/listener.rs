@@ -23,9 +23,45 @@ pub async fn serve(
     drain: Duration,
     metrics: Option<Arc<super::RouteMetrics>>,
 ) {
-    let Some(metrics) = metrics else {
+    if metrics.is_none() {
         return berth_serve::serve(listener, workload, shutdown, drain).await;
-    };
+    }
+    serve_checked(listener, workload, shutdown, drain, metrics, None).await
+}
+
+/// Who may be served: a client's address in, whether NetworkPolicies
+/// admit it out.
+type Admit = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
+/// [`serve`] on a pod's published port (`hostPort`): a client `admit`
+/// refuses (NetworkPolicies) is answered 403 naming the policy, as a
+/// denied client of a wasm pod is through the router.
+pub async fn serve_published(
+    listener: TcpListener,
+    workload: Arc<dyn Workload>,
+    admit: impl Fn(SocketAddr) -> bool + Send + Sync + 'static,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    serve_checked(
+        listener,
+        workload,
+        shutdown,
+        drain,
+        None,
+        Some(Arc::new(admit)),
+    )
+    .await
+}
+
+async fn serve_checked(
+    listener: TcpListener,
+    workload: Arc<dyn Workload>,
+    shutdown: CancellationToken,
+    drain: Duration,
+    metrics: Option<Arc<super::RouteMetrics>>,
+    admit: Option<Admit>,
+) {
     accept(
         listener,
         shutdown,
@@ -34,38 +70,7 @@ pub async fn serve(
         move |request, peer| {
             let workload = workload.clone();
             let metrics = metrics.clone();
-            async move {
-                let timing = metrics.begin(request.method());
-                let response = handle(&*workload, request, peer).await;
-                metrics.end(timing, response.status());
-                response
-            }
-        },
-    )
-    .await
-}
-
-/// [`serve`] on a pod's published port (`hostPort`): a client `admit`
-/// refuses (NetworkPolicies) is answered 403 naming the policy, as a
-/// denied client of a wasm pod is through the router.
-pub async fn serve_published<A>(
-    listener: TcpListener,
-    workload: Arc<dyn Workload>,
-    admit: A,
-    shutdown: CancellationToken,
-    drain: Duration,
-) where
-    A: Fn(SocketAddr) -> bool + Send + Sync + 'static,
-{
-    let admit = Arc::new(admit);
-    accept(
-        listener,
-        shutdown,
-        drain,
-        HEADER_READ_TIMEOUT,
-        move |request, peer| {
-            let workload = workload.clone();
-            let admitted = admit(peer);
+            let admitted = admit.as_ref().is_none_or(|admit| admit(peer));
             async move {
                 if !admitted {
                     return super::proxy::plain(
@@ -78,7 +83,12 @@ pub async fn serve_published<A>(
                         ),
                     );
                 }
-                handle(&*workload, request, peer).await
+                let timing = metrics.as_ref().map(|m| m.begin(request.method()));
+                let response = handle(&*workload, request, peer).await;
+                if let (Some(metrics), Some(timing)) = (&metrics, timing) {
+                    metrics.end(timing, response.status());
+                }
+                response
             }
         },
     )
