@@ -563,6 +563,11 @@ impl Internet {
 
     /// A name server on the far end (port 53) answering `names` with its
     /// own address, NXDOMAIN for others.
+    /// `url` fetched from inside the internet's namespace, with curl.
+    fn get(&self, url: &str) -> String {
+        curl(Command::new("ip").args(["netns", "exec", &self.name, "curl", "-sS", "-m", "10", url]))
+    }
+
     fn serve_dns(&mut self, names: &[&str]) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dns_server.py");
         let mut server = Command::new("ip")
@@ -966,8 +971,9 @@ async fn eventually<F: std::future::Future<Output = String>>(
 /// Pods on both backends behind Services, clients on both backends, and an
 /// outside address: what NetworkPolicies are tried against.
 /// The pods and Services [`policies`] police; the api (wasm) and the db
-/// (Linux) published on the host's `api_port` and `db_port` too.
-fn policed_stack(api_port: u16, db_port: u16) -> String {
+/// (Linux) published on the host's `api_port` and `db_port` of `host_ip`
+/// too.
+fn policed_stack(api_port: u16, db_port: u16, host_ip: &str) -> String {
     let client = |name: &str, labels: &str| {
         format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  \
@@ -991,7 +997,7 @@ spec:
   containers:
   - name: app
     image: "hello:1"
-    ports: [{{containerPort: 80, hostPort: {api_port}, hostIP: 127.0.0.1}}]
+    ports: [{{containerPort: 80, hostPort: {api_port}, hostIP: {host_ip}}}]
 ---
 apiVersion: v1
 kind: Service
@@ -1020,7 +1026,7 @@ spec:
             .replace(
                 "ports: [{containerPort: 8080}]",
                 &format!(
-                    "ports: [{{containerPort: 8080, hostPort: {db_port}, hostIP: 127.0.0.1}}]"
+                    "ports: [{{containerPort: 8080, hostPort: {db_port}, hostIP: {host_ip}}}]"
                 )
             ),
         client("box-in", "role: client"),
@@ -1075,7 +1081,13 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     let daemon = daemon(home.path());
     let ingress = daemon.ingress();
     let (api_port, db_port) = (berth_tests::free_port(), berth_tests::free_port());
-    kube::apply(home.path(), &policed_stack(api_port, db_port));
+    // The host's end of the link to the internet's namespace, where the
+    // api and the db are published: a client there is not this machine.
+    let host_ip = match internet.ip.rsplit_once('.') {
+        Some((net, _)) => format!("{net}.1"),
+        None => panic!("{} is not an IPv4 address", internet.ip),
+    };
+    kube::apply(home.path(), &policed_stack(api_port, db_port, &host_ip));
     kube::wait_ready(home.path(), 6);
     let home = home.path();
     let wget = |pod: &str, url: &str| {
@@ -1116,18 +1128,21 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
         }
     };
     assert!(through("front-out").await.text().contains("hello from /"));
-    // Published on the host, both answer the host.
-    let api_published = format!("http://127.0.0.1:{api_port}/");
-    let db_published = format!("127.0.0.1:{db_port}");
-    let published =
-        |url: String| async move { berth_tests::send("GET", &url, &[], Vec::new()).await };
-    assert!(
-        published(api_published.clone())
-            .await
-            .text()
-            .contains("hello from /")
-    );
-    assert_eq!(http_get_raw(&db_published).as_deref(), Ok("i am db\n"));
+    // Published on the host, both answer the internet and this machine.
+    let api_published = format!("http://{host_ip}:{api_port}/");
+    let db_published = format!("http://{host_ip}:{db_port}/");
+    for url in [&api_published, &db_published] {
+        let got = internet.get(url);
+        assert!(
+            got.contains("hello from /") || got.contains("i am db"),
+            "{got}"
+        );
+        let got = host_get(url);
+        assert!(
+            got.contains("hello from /") || got.contains("i am db"),
+            "{got}"
+        );
+    }
 
     kube::apply(home, &policies(&internet.ip));
     // Policies are put in force by the daemon's loop: wait for the first
@@ -1159,12 +1174,40 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
     let denied = through("front-out").await;
     assert_eq!(denied.status, 403, "{}", denied.text());
     assert!(denied.text().contains("NetworkPolicy"), "{}", denied.text());
-    // The host is no pod: the policies admit it to neither published port.
-    let denied = published(api_published.clone()).await;
-    assert_eq!(denied.status, 403, "{}", denied.text());
-    assert!(denied.text().contains("NetworkPolicy"), "{}", denied.text());
-    let refused = http_get_raw(&db_published);
-    assert!(refused.is_err(), "{refused:?}");
+    // The internet is no pod: the policies admit it to neither published
+    // port (a wasm container answers 403, a Linux one's connection is
+    // reset); this machine's own connections are let through, as on a
+    // cluster.
+    let denied = internet.get(&api_published);
+    assert!(denied.contains("403 Forbidden: NetworkPolicy"), "{denied}");
+    let refused = internet.get(&db_published);
+    assert!(
+        !refused.contains("i am db") && !refused.contains("rc=0"),
+        "{refused}"
+    );
+    assert!(host_get(&api_published).contains("hello from /"));
+    assert!(host_get(&db_published).contains("i am db"));
+    // An ipBlock for its address on the db's port lets it in there alone.
+    let admitted = policies(&internet.ip).replace(
+        "  ingress:\n  - from: [{podSelector: {matchLabels: {role: client}}}]\n",
+        &format!(
+            "  ingress:\n  - from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]\n  \
+             - from: [{{ipBlock: {{cidr: {}/32}}}}]\n    ports: [{{port: 8080}}]\n",
+            internet.ip
+        ),
+    );
+    assert_ne!(admitted, policies(&internet.ip));
+    kube::apply(home, &admitted);
+    let got = until(
+        || internet.get(&db_published),
+        |got| got.contains("i am db"),
+    );
+    assert!(got.contains("rc=0"), "{got}");
+    assert!(
+        internet
+            .get(&api_published)
+            .contains("403 Forbidden: NetworkPolicy")
+    );
 
     // Outside: the ipBlock's address on its port, and nothing else.
     assert_eq!(wget("box-in", &outside).trim(), "from the internet\nrc=0");
@@ -1202,34 +1245,25 @@ async fn network_policies_let_only_the_pods_they_name_connect_on_both_backends()
         "from the internet"
     );
     assert!(through("front-out").await.text().contains("hello from /"));
-    assert!(
-        published(api_published)
-            .await
-            .text()
-            .contains("hello from /")
-    );
-    assert_eq!(http_get_raw(&db_published).as_deref(), Ok("i am db\n"));
+    assert!(internet.get(&api_published).contains("hello from /"));
+    assert!(internet.get(&db_published).contains("i am db"));
 }
 
-/// A plain HTTP/1.0 GET of `/` at `address`, over a bare socket: the body,
-/// or why there was none (a reset, a close before any answer).
-fn http_get_raw(address: &str) -> Result<String, String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(address).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: db\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
-    match answer.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.") => Ok(body.to_owned()),
-        _ => Err(format!("no HTTP answer: {answer:?}")),
-    }
+/// `url` fetched by this machine with curl: what it printed, and its exit
+/// code.
+fn host_get(url: &str) -> String {
+    curl(Command::new("curl").args(["-sS", "-m", "10", url]))
+}
+
+/// What `command` (a curl) printed, then `rc=` its exit code.
+fn curl(command: &mut Command) -> String {
+    let out = command.output().expect("curl (Debian package curl)");
+    format!(
+        "{}{}rc={}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code().unwrap_or(-1)
+    )
 }
 
 #[test]

@@ -915,11 +915,11 @@ impl Table {
             .is_some_and(|network| network.contains(ip))
     }
 
-    /// The running pod whose client address is `ip`.
     /// Whether the NetworkPolicies in force let a client at `peer`, which
     /// is not a pod (a host port's client), connect to pod
     /// `namespace/pod`'s `port` (its name `port_name`, if it has one):
-    /// the pod's labels as the table has them, else `labels`.
+    /// the pod's labels as the table has them, else `labels`. As on a
+    /// cluster, this machine's own connections are always let through.
     pub fn admits_host_client(
         &self,
         namespace: &str,
@@ -932,6 +932,10 @@ impl Table {
         let Some(policies) = self.network_policies() else {
             return true;
         };
+        let peer = peer.to_canonical();
+        if peer.is_loopback() || crate::runtime::wasm::interface_addresses().contains(&peer) {
+            return true;
+        }
         let known = self
             .client_address(namespace, pod)
             .and_then(|ip| self.client_pod(ip))
@@ -941,7 +945,7 @@ impl Table {
         policies.allows(
             &Peer {
                 pod: None,
-                ip: Some(peer.to_canonical()),
+                ip: Some(peer),
             },
             &Destination {
                 pod: PodRef { namespace, labels },
@@ -952,6 +956,7 @@ impl Table {
         )
     }
 
+    /// The running pod whose client address is `ip`.
     pub fn client_pod(&self, ip: IpAddr) -> Option<Arc<PodEndpoint>> {
         self.network.clients.read().get(&ip).cloned()
     }

@@ -27,6 +27,7 @@ use wasmtime::component::Linker;
 
 pub use command::{Finished, Invocation, TRAPPED};
 pub use load::{BinaryKind, Worlds, binary_kind};
+pub use sandbox::interface_addresses;
 
 use berth_runtime::{BoxFuture, Runtime, RuntimeError, Workload, WorkloadSpec};
 use epoch::EpochTicker;

@@ -55,7 +55,10 @@ struct Granted {
 /// holding its tree open were ten thousand descriptors, enough to leave
 /// none for the API to accept a connection with. Sharing keeps the
 /// guarantee (the very directories opened at start), as a held descriptor
-/// is the inode.
+/// is the inode. Only a whole list is shared (wasmtime-wasi makes a
+/// preopen from a path it opens itself, never from a descriptor held
+/// already): a replica that also mounts a volume of its own holds a
+/// descriptor for each of its directories.
 static HELD: std::sync::Mutex<Option<Held>> = std::sync::Mutex::new(None);
 
 type Held = HashMap<Vec<Granted>, std::sync::Weak<WasiFilesystemCtx>>;
@@ -86,7 +89,12 @@ fn preopens(
         let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
         builder
             .preopened_dir(&path, &grant.guest, perms)
-            .map_err(|e| (i, e))?;
+            .map_err(|e| {
+                (
+                    i,
+                    e.context(format!("reopening it as {path} (is /proc mounted?)")),
+                )
+            })?;
     }
     let preopens = Arc::new(builder.build().filesystem().clone());
     held.insert(grants, Arc::downgrade(&preopens));
@@ -326,7 +334,7 @@ fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
 /// The addresses of this machine's interfaces (a listener on 0.0.0.0, as
 /// an ingress may be, answers on every one).
 #[expect(unsafe_code, reason = "getifaddrs has no safe wrapper here")]
-fn interface_addresses() -> Vec<std::net::IpAddr> {
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
     let mut found = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list this function walks
