@@ -106,7 +106,15 @@ pub(crate) async fn start(
         }
     }
     serve_wasm_ports_in_pod_network(sandbox, &mut running, &cancel, grace);
-    serve_host_ports(context, pod, host_ports, &mut running, &cancel, grace);
+    serve_host_ports(
+        context,
+        sandbox,
+        pod,
+        host_ports,
+        &mut running,
+        &cancel,
+        grace,
+    );
     Ok(running)
 }
 
@@ -200,6 +208,7 @@ fn bind_host_ports(
 /// `ipBlock`, as for the ingress's.
 fn serve_host_ports(
     context: &Context,
+    sandbox: &Sandbox,
     pod: &Pod,
     ports: Vec<HostPort>,
     running: &mut [Running],
@@ -220,16 +229,16 @@ fn serve_host_ports(
         };
         let workload = running.workload.clone();
         let cancel = cancel.clone();
-        let (table, namespace, name, labels) = (
+        let (table, uid, namespace, labels) = (
             context.routes.clone(),
+            pod_uid(&sandbox.dir),
             namespace.to_owned(),
-            pod.metadata.name.clone(),
             pod.metadata.labels.clone(),
         );
         let admit = move |peer: SocketAddr| {
             table.admits_host_client(
+                &uid,
                 &namespace,
-                &name,
                 &labels,
                 port,
                 port_name.as_deref(),

@@ -916,14 +916,15 @@ impl Table {
     }
 
     /// Whether the NetworkPolicies in force let a client at `peer`, which
-    /// is not a pod (a host port's client), connect to pod
-    /// `namespace/pod`'s `port` (its name `port_name`, if it has one):
-    /// the pod's labels as the table has them, else `labels`. As on a
-    /// cluster, this machine's own connections are always let through.
+    /// is not a pod (a host port's client), connect to the pod `uid` of
+    /// `namespace`'s `port` (its name `port_name`, if it has one): the
+    /// pod's labels as the table has them (its latest), else `labels`. As
+    /// on a cluster, this machine's own connections are always let
+    /// through.
     pub fn admits_host_client(
         &self,
+        uid: &str,
         namespace: &str,
-        pod: &str,
         labels: &BTreeMap<String, String>,
         port: u16,
         port_name: Option<&str>,
@@ -936,11 +937,7 @@ impl Table {
         if peer.is_loopback() || crate::runtime::wasm::interface_addresses().contains(&peer) {
             return true;
         }
-        let known = self
-            .client_address(namespace, pod)
-            .and_then(|ip| self.client_pod(ip))
-            .filter(|endpoint| endpoint.namespace == namespace && endpoint.name == pod)
-            .map(|endpoint| endpoint.labels());
+        let known = self.pods.lock().get(uid).map(|endpoint| endpoint.labels());
         let labels = known.as_ref().unwrap_or(labels);
         policies.allows(
             &Peer {
