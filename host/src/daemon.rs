@@ -749,7 +749,7 @@ fn listed_if_changed(
 fn sync_network_policies(
     state: &ApiState,
     table: &crate::router::Table,
-    ingress: &crate::router::Ingress,
+    ingress: &Arc<crate::router::Ingress>,
     synced: &mut Option<(u64, u64)>,
 ) {
     // Pods' labels too: a Linux pod's own egress limit follows them.
@@ -779,7 +779,9 @@ fn sync_network_policies(
         (meta.name.clone(), meta.labels.clone())
     });
     table.set_network_policies(crate::router::NetworkPolicies::new(policies, namespaces));
-    ingress.police_pod_networks();
+    // Each Linux pod's changed limit is an nft run: off the daemon's loop.
+    let ingress = ingress.clone();
+    tokio::task::spawn_blocking(move || ingress.police_pod_networks());
 }
 
 fn sync_routes(

@@ -748,10 +748,13 @@ impl Ingress {
     }
 
     /// Limits every Linux pod's connections out as the NetworkPolicies in
-    /// force say, where that changed.
+    /// force say, where that changed. Blocking (it runs nft): for a
+    /// blocking thread. The policies are read once the pods' networks are
+    /// locked, so of two passes the last to run puts the latest in force.
     pub fn police_pod_networks(&self) {
+        let mut networks = self.pod_hosts.lock();
         let policies = self.table.network_policies();
-        for network in self.pod_hosts.lock().values_mut() {
+        for network in networks.values_mut() {
             network.police(policies.as_deref(), &self.table);
         }
     }
