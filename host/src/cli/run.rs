@@ -266,7 +266,12 @@ fn run_linux(args: &RunArgs, reference: &Reference, image: &Image) -> anyhow::Re
         let _stop_publishing = stop_publishing.clone().drop_guard();
         for (listener, port) in published {
             let connector = linux::NetnsConnector::new(Some(container.netns_path()))?;
+            let name = format!(
+                "published port {} (container port {port})",
+                listener.local_addr().map_or(0, |a| a.port())
+            );
             tokio::spawn(crate::router::publish(
+                name,
                 listener,
                 move || connector.connect(port),
                 |_| true,

@@ -229,6 +229,11 @@ fn serve_host_ports(
         };
         let workload = running.workload.clone();
         let cancel = cancel.clone();
+        let name = format!(
+            "hostPort {} of pod {namespace}/{} (container port {port})",
+            listener.local_addr().map_or(0, |a| a.port()),
+            pod.metadata.name
+        );
         let (table, uid, namespace, labels) = (
             context.routes.clone(),
             pod_uid(&sandbox.dir),
@@ -248,6 +253,7 @@ fn serve_host_ports(
         let served = if running.linux.is_some() {
             tokio::spawn(async move {
                 crate::router::publish(
+                    name,
                     listener,
                     move || {
                         workload.connect(Some(port)).unwrap_or_else(|| {

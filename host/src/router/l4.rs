@@ -184,8 +184,10 @@ async fn both_ways(a: &TcpStream, b: &TcpStream) -> std::io::Result<(u64, u64)> 
 /// A published port, as `docker run -p` and a container's `hostPort`
 /// have it: each connection to `listener` is carried to a new connection
 /// made by `connect` (into the container's network), until `shutdown`.
-/// A client `admit` refuses (NetworkPolicies) is reset at once.
+/// A client `admit` refuses (NetworkPolicies) is reset at once. `name`
+/// says which port it is in the log.
 pub async fn publish<C, A>(
+    name: String,
     listener: tokio::net::TcpListener,
     connect: C,
     admit: A,
@@ -198,26 +200,28 @@ pub async fn publish<C, A>(
     A: Fn(SocketAddr) -> bool + Send + Sync + 'static,
 {
     let connect = Arc::new(connect);
+    let name: Arc<str> = name.into();
     berth_serve::accept_connections(
         listener,
         shutdown,
         Duration::ZERO,
         move |client, peer, _| {
             let connecting = admit(peer).then(|| connect());
+            let name = name.clone();
             async move {
                 let Some(connecting) = connecting else {
-                    refuse(&client, peer, "published port");
+                    refuse(&client, peer, &name);
                     return;
                 };
                 let upstream = match connecting.await {
                     Ok(upstream) => upstream,
                     Err(e) => {
-                        tracing::info!(%peer, "a published port's connection: {e}");
+                        tracing::info!(%peer, "{name}: connecting: {e}");
                         return;
                     }
                 };
                 if let Err(e) = both_ways(&client, &upstream).await {
-                    tracing::debug!(%peer, "a published port's connection ended: {e}");
+                    tracing::debug!(%peer, "{name}: the connection ended: {e}");
                 }
             }
         },
