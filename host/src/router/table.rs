@@ -934,12 +934,9 @@ impl Table {
             return true;
         };
         let peer = peer.to_canonical();
-        if peer.is_loopback() || crate::runtime::wasm::interface_addresses().contains(&peer) {
-            return true;
-        }
         let known = self.pods.lock().get(uid).map(|endpoint| endpoint.labels());
         let labels = known.as_ref().unwrap_or(labels);
-        policies.allows(
+        let allowed = policies.allows(
             &Peer {
                 pod: None,
                 ip: Some(peer),
@@ -950,7 +947,10 @@ impl Table {
                 port: Some(port),
                 port_name,
             },
-        )
+        );
+        // Listing the interfaces is a netlink dump: only for a client the
+        // policies would refuse.
+        allowed || peer.is_loopback() || crate::runtime::wasm::interface_addresses().contains(&peer)
     }
 
     /// The running pod whose client address is `ip`.
