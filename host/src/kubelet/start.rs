@@ -229,28 +229,21 @@ fn serve_host_ports(
         };
         let workload = running.workload.clone();
         let cancel = cancel.clone();
-        let name = format!(
-            "hostPort {} of pod {namespace}/{} (container port {port})",
-            listener.local_addr().map_or(0, |a| a.port()),
-            pod.metadata.name
-        );
-        let (table, uid, namespace, labels) = (
+        let (table, uid, ns, labels) = (
             context.routes.clone(),
             pod_uid(&sandbox.dir),
             namespace.to_owned(),
             pod.metadata.labels.clone(),
         );
         let admit = move |peer: SocketAddr| {
-            table.admits_host_client(
-                &uid,
-                &namespace,
-                &labels,
-                port,
-                port_name.as_deref(),
-                peer.ip(),
-            )
+            table.admits_host_client(&uid, &ns, &labels, port, port_name.as_deref(), peer.ip())
         };
         let served = if running.linux.is_some() {
+            let name = format!(
+                "hostPort {} of pod {namespace}/{} (container port {port})",
+                listener.local_addr().map_or(0, |a| a.port()),
+                pod.metadata.name
+            );
             tokio::spawn(async move {
                 crate::router::publish(
                     name,
